@@ -1,0 +1,148 @@
+// Package bus holds the conventions every part of Puntos follows on the
+// message bus: the command and event envelopes, the subject names and the
+// way commands are spread over partitions. It knows no business rules.
+package bus
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"hash/fnv"
+	"strconv"
+	"time"
+)
+
+// Command is one request to change the ledger, as the gateway puts it on the
+// bus. The pair (Source, TxnID) identifies it everywhere; Hash is a digest of
+// the normalised payload so that a retry can be told from a changed request.
+type Command struct {
+	ID         string          `json:"id"`
+	Kind       string          `json:"kind"`
+	Source     string          `json:"source"`
+	TxnID      string          `json:"txn_id"`
+	Program    string          `json:"program"`
+	Member     string          `json:"member"`
+	Actor      string          `json:"actor,omitempty"`
+	Channel    string          `json:"channel,omitempty"`
+	Payload    json.RawMessage `json:"payload"`
+	Hash       string          `json:"hash"`
+	OccurredAt time.Time       `json:"occurred_at"`
+	ReceivedAt time.Time       `json:"received_at"`
+}
+
+// Seal computes Hash from the fields that define what the command asks for.
+// Two commands with the same (Source, TxnID) and different Hash conflict.
+func (c *Command) Seal() {
+	h := sha256.New()
+	for _, s := range []string{c.Kind, c.Program, c.Member, c.OccurredAt.UTC().Format(time.RFC3339Nano)} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	h.Write(c.Payload)
+	c.Hash = hex.EncodeToString(h.Sum(nil))
+}
+
+// Result statuses.
+const (
+	StatusOK       = "ok"       // applied (or a replay of an applied command)
+	StatusRejected = "rejected" // refused by a business rule; nothing changed
+)
+
+// Result is what core answers for a command once its transaction committed.
+// A replay of the same command carries the first result again.
+type Result struct {
+	CommandID string          `json:"command_id"`
+	Source    string          `json:"source"`
+	TxnID     string          `json:"txn_id"`
+	Kind      string          `json:"kind"`
+	Status    string          `json:"status"`
+	Replayed  bool            `json:"replayed,omitempty"`
+	Error     *Error          `json:"error,omitempty"`
+	Data      json.RawMessage `json:"data,omitempty"`
+}
+
+// Error is the wire form of a core error: a kind from the small set the
+// edges map to HTTP statuses and SOAP faults, the field at fault, a message.
+type Error struct {
+	Kind    string `json:"kind"`
+	Field   string `json:"field,omitempty"`
+	Message string `json:"message"`
+}
+
+// Event is a ledger event, written to the outbox in the ledger transaction
+// and published on the events stream after commit.
+type Event struct {
+	ID          string    `json:"event_id"`
+	Kind        string    `json:"kind"`
+	Program     string    `json:"program"`
+	Member      string    `json:"member"`
+	MemberRef   string    `json:"member_ref,omitempty"`
+	Points      int64     `json:"points"`
+	OccurredAt  time.Time `json:"occurred_at"`
+	RecordedAt  time.Time `json:"recorded_at"`
+	Source      string    `json:"source"`
+	TxnID       string    `json:"txn_id"`
+	RuleVersion string    `json:"rule_version,omitempty"`
+	Partner     string    `json:"partner,omitempty"`
+	Channel     string    `json:"channel,omitempty"`
+	PostingID   int64     `json:"posting_id,omitempty"`
+}
+
+// Stream and subject names.
+const (
+	CommandStream   = "PUNTOS_COMMANDS"
+	EventStream     = "PUNTOS_EVENTS"
+	DeadStream      = "PUNTOS_DEAD"
+	CommandSubjects = "puntos.cmd.>"
+	EventSubjects   = "puntos.evt.>"
+	DeadSubjects    = "puntos.dead.>"
+)
+
+// CommandSubject is the subject of partition p.
+func CommandSubject(p int) string { return "puntos.cmd." + strconv.Itoa(p) }
+
+// EventSubject is the subject a ledger event of the given program goes to.
+func EventSubject(program, kind string) string {
+	return "puntos.evt." + token(program) + "." + token(kind)
+}
+
+// DeadSubject is where a command of partition p goes when it cannot be applied.
+func DeadSubject(p int) string { return "puntos.dead." + strconv.Itoa(p) }
+
+// ResultSubject is the core-NATS subject on which the result of the command
+// (source, txn) is announced. Waiters subscribe before publishing.
+func ResultSubject(source, txn string) string {
+	sum := sha256.Sum256([]byte(source + "\x00" + txn))
+	return "puntos.result." + hex.EncodeToString(sum[:16])
+}
+
+// MsgID is the de-duplication id of a command on the stream: a retry of the
+// same request is dropped by the server, a changed request is not, so that
+// core can answer it with a conflict.
+func MsgID(c Command) string { return c.Source + ":" + c.TxnID + ":" + c.Hash[:16] }
+
+// Partition spreads members over n partitions; all commands of one member
+// land in the same partition and so apply in order.
+func Partition(program, member string, n int) int {
+	if n <= 1 {
+		return 0
+	}
+	h := fnv.New32a()
+	h.Write([]byte(program))
+	h.Write([]byte{0})
+	h.Write([]byte(member))
+	return int(h.Sum32() % uint32(n))
+}
+
+func token(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c == '.' || c == '*' || c == '>' || c == ' ' || c < 0x21 || c > 0x7e {
+			b[i] = '_'
+		}
+	}
+	if len(b) == 0 {
+		return "_"
+	}
+	return string(b)
+}
