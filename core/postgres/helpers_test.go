@@ -1,0 +1,189 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/puntos-loyalty/puntos/bus"
+	"github.com/puntos-loyalty/puntos/core"
+)
+
+var (
+	dbOnce sync.Once
+	dbPool *pgxpool.Pool
+	dbErr  error
+)
+
+// testDB returns a pool on a fresh database made for this test binary and
+// dropped when it exits.
+func testDB(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	dbOnce.Do(func() {
+		admin := os.Getenv("PUNTOS_TEST_DATABASE_URL")
+		if admin == "" {
+			admin = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+		}
+		ctx := context.Background()
+		cfg, err := pgx.ParseConfig(admin)
+		if err != nil {
+			dbErr = err
+			return
+		}
+		conn, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			dbErr = fmt.Errorf("PostgreSQL is not reachable (run `make services`): %w", err)
+			return
+		}
+		defer conn.Close(ctx)
+		name := fmt.Sprintf("puntos_t_%d_%d", time.Now().Unix(), rand.IntN(1e6))
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+			dbErr = err
+			return
+		}
+		cfg.Database = name
+		dbPool, dbErr = Open(ctx, cfg.ConnString())
+		if dbErr != nil {
+			return
+		}
+		dbErr = Migrate(ctx, dbPool, slog.New(slog.DiscardHandler))
+	})
+	if dbErr != nil {
+		t.Fatalf("test database: %v", dbErr)
+	}
+	return dbPool
+}
+
+// fixture is a ledger with one program of its own.
+type fixture struct {
+	t    testing.TB
+	l    *Ledger
+	prog string
+	now  time.Time
+	mu   sync.Mutex
+	seq  int
+}
+
+func newFixture(t testing.TB, prog core.Program) *fixture {
+	t.Helper()
+	f := &fixture{t: t, l: New(testDB(t), slog.New(slog.DiscardHandler)),
+		prog: "p" + uuid.NewString()[:8], now: time.Date(2026, 3, 10, 15, 0, 0, 0, time.UTC)}
+	f.l.Clock = func() time.Time {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.now
+	}
+	if prog.Name == "" {
+		prog.Name = "Test program"
+	}
+	r := f.do(core.KindProgramUpsert, "", f.txn(), prog)
+	if r.Status != bus.StatusOK {
+		t.Fatalf("create program: %+v", r.Error)
+	}
+	return f
+}
+
+func (f *fixture) setNow(t time.Time) {
+	f.mu.Lock()
+	f.now = t
+	f.mu.Unlock()
+}
+
+func (f *fixture) txn() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.seq++
+	return fmt.Sprintf("t%d", f.seq)
+}
+
+func (f *fixture) command(kind, member, txn string, payload any) bus.Command {
+	body, err := json.Marshal(payload)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	c := bus.Command{ID: uuid.Must(uuid.NewV7()).String(), Kind: kind, Source: "test",
+		TxnID: txn, Program: f.prog, Member: member, Actor: "tester", Payload: body,
+		OccurredAt: f.l.Clock(), ReceivedAt: f.l.Clock()}
+	c.Seal()
+	return c
+}
+
+// do applies one command in a batch of its own and returns its result.
+func (f *fixture) do(kind, member, txn string, payload any) bus.Result {
+	f.t.Helper()
+	return f.apply(f.command(kind, member, txn, payload))
+}
+
+func (f *fixture) apply(c bus.Command) bus.Result {
+	f.t.Helper()
+	out, err := f.l.ApplyBatch(context.Background(), []bus.Command{c})
+	if err != nil {
+		f.t.Fatalf("apply %s: %v", c.Kind, err)
+	}
+	return out[0].Result
+}
+
+func (f *fixture) ok(kind, member string, payload any) core.Outcome {
+	f.t.Helper()
+	r := f.do(kind, member, f.txn(), payload)
+	if r.Status != bus.StatusOK {
+		f.t.Fatalf("%s %s: %s %+v", kind, member, r.Status, r.Error)
+	}
+	var o core.Outcome
+	_ = json.Unmarshal(r.Data, &o)
+	return o
+}
+
+func (f *fixture) refused(kind, member string, payload any, want core.ErrorKind) {
+	f.t.Helper()
+	r := f.do(kind, member, f.txn(), payload)
+	if r.Status != bus.StatusRejected || r.Error == nil || r.Error.Kind != string(want) {
+		f.t.Fatalf("%s %s: want refusal %s, got %s %+v", kind, member, want, r.Status, r.Error)
+	}
+}
+
+func (f *fixture) enroll(ref string) {
+	f.t.Helper()
+	f.ok(core.KindEnroll, ref, core.Enroll{Channel: "test"})
+}
+
+func (f *fixture) balance(ref string) *BalanceView {
+	f.t.Helper()
+	b, err := f.l.Balance(context.Background(), f.prog, ref)
+	if err != nil {
+		f.t.Fatalf("balance %s: %v", ref, err)
+	}
+	return b
+}
+
+// wantBalance checks a member's three figures.
+func (f *fixture) wantBalance(ref string, available, pending, held core.Points) {
+	f.t.Helper()
+	b := f.balance(ref).Balance
+	if b.Available != available || b.Pending != pending || b.Held != held {
+		f.t.Fatalf("%s: balance %+v, want available %d pending %d held %d", ref, b,
+			available, pending, held)
+	}
+}
+
+// check fails the test on any breach of the ledger's invariants.
+func (f *fixture) check() {
+	f.t.Helper()
+	v, err := f.l.Check(context.Background())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if len(v) > 0 {
+		f.t.Fatalf("ledger invariants broken: %+v", v)
+	}
+}

@@ -1,0 +1,277 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/puntos-loyalty/puntos/bus"
+	"github.com/puntos-loyalty/puntos/core"
+)
+
+// Ledger applies commands to the PostgreSQL ledger and answers queries.
+type Ledger struct {
+	pool *pgxpool.Pool
+	log  *slog.Logger
+	// Clock gives the processing time; tests set it to move time forward.
+	Clock func() time.Time
+}
+
+// New returns a Ledger on pool.
+func New(pool *pgxpool.Pool, log *slog.Logger) *Ledger {
+	return &Ledger{pool: pool, log: log, Clock: time.Now}
+}
+
+// Pool is the ledger's connection pool.
+func (l *Ledger) Pool() *pgxpool.Pool { return l.pool }
+
+// Applied is the outcome of one command of a batch.
+type Applied struct {
+	Result bus.Result
+	// Dead is set when the command can never succeed as sent (unknown member,
+	// invalid payload): the consumer dead-letters it with this reason.
+	Dead string
+}
+
+// program is a program row with its id.
+type program struct {
+	core.Program
+}
+
+// txn is the state of one batch transaction.
+type txn struct {
+	tx        pgx.Tx
+	now       time.Time
+	cmd       *bus.Command
+	system    string // source of system postings (expiry), empty for commands
+	programs  map[string]*program
+	events    []bus.Event
+	postings  []int64
+	lastMoves []core.LotMove
+	touched   map[string]bool
+}
+
+func (l *Ledger) newTxn(tx pgx.Tx) *txn {
+	return &txn{tx: tx, now: l.Clock().UTC(), programs: map[string]*program{},
+		touched: map[string]bool{}}
+}
+
+// ApplyBatch applies cmds in one transaction, in order. Each command runs in
+// its own savepoint: a command refused by a business rule changes nothing
+// and its refusal is stored as its result, so that a replay gets the same
+// answer. A replay of a stored command returns the stored result; the same
+// transaction id with another payload is a conflict. An error return means
+// the transaction did not commit and the whole batch may be retried.
+func (l *Ledger) ApplyBatch(ctx context.Context, cmds []bus.Command) ([]Applied, error) {
+	out := make([]Applied, 0, len(cmds))
+	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
+		out = out[:0]
+		t := l.newTxn(tx)
+		for i := range cmds {
+			a, err := t.apply(ctx, &cmds[i])
+			if err != nil {
+				return fmt.Errorf("command %s/%s: %w", cmds[i].Source, cmds[i].TxnID, err)
+			}
+			out = append(out, a)
+		}
+		return t.flushEvents(ctx)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (t *txn) apply(ctx context.Context, cmd *bus.Command) (Applied, error) {
+	res := bus.Result{CommandID: cmd.ID, Source: cmd.Source, TxnID: cmd.TxnID, Kind: cmd.Kind}
+
+	if _, err := t.tx.Exec(ctx, `SAVEPOINT cmd`); err != nil {
+		return Applied{}, err
+	}
+
+	// Claim the transaction id; the unique key decides between racing replays.
+	var claimed bool
+	err := t.tx.QueryRow(ctx, `INSERT INTO commands (source, txn_id, command_id, kind, hash,
+			status, result)
+		VALUES ($1, $2, $3, $4, $5, 'applying', '{}') ON CONFLICT DO NOTHING RETURNING true`,
+		cmd.Source, cmd.TxnID, cmd.ID, cmd.Kind, cmd.Hash).Scan(&claimed)
+	if err == pgx.ErrNoRows {
+		return t.replay(ctx, cmd, res)
+	}
+	if err != nil {
+		return Applied{}, fmt.Errorf("claim command: %w", err)
+	}
+
+	t.cmd = cmd
+	t.lastMoves = nil
+	nEvents := len(t.events)
+	data, err := t.dispatch(ctx, cmd)
+	t.cmd = nil
+	if err != nil {
+		derr, ok := core.AsError(err)
+		if !ok {
+			return Applied{}, err
+		}
+		// Undo everything the command did, then store the refusal.
+		t.events = t.events[:nEvents]
+		if _, err := t.tx.Exec(ctx, `ROLLBACK TO SAVEPOINT cmd`); err != nil {
+			return Applied{}, err
+		}
+		res.Status = bus.StatusRejected
+		res.Error = &bus.Error{Kind: string(derr.Kind), Field: derr.Field, Message: derr.Message}
+		body, _ := json.Marshal(res)
+		_, err = t.tx.Exec(ctx, `INSERT INTO commands (source, txn_id, command_id, kind, hash,
+				status, result) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+			cmd.Source, cmd.TxnID, cmd.ID, cmd.Kind, cmd.Hash, res.Status, body)
+		if err != nil {
+			return Applied{}, fmt.Errorf("store refusal: %w", err)
+		}
+		a := Applied{Result: res}
+		if derr.Kind == core.NotFound || derr.Kind == core.Invalid {
+			a.Dead = derr.Error()
+		}
+		return a, nil
+	}
+
+	res.Status = bus.StatusOK
+	res.Data, err = json.Marshal(data)
+	if err != nil {
+		return Applied{}, err
+	}
+	body, _ := json.Marshal(res)
+	_, err = t.tx.Exec(ctx, `UPDATE commands SET status = $3, result = $4
+		WHERE source = $1 AND txn_id = $2`, cmd.Source, cmd.TxnID, res.Status, body)
+	if err != nil {
+		return Applied{}, fmt.Errorf("store result: %w", err)
+	}
+	if _, err := t.tx.Exec(ctx, `RELEASE SAVEPOINT cmd`); err != nil {
+		return Applied{}, err
+	}
+	return Applied{Result: res}, nil
+}
+
+// replay answers a command whose transaction id the ledger already holds.
+func (t *txn) replay(ctx context.Context, cmd *bus.Command, res bus.Result) (Applied, error) {
+	var hash, status string
+	var body []byte
+	err := t.tx.QueryRow(ctx, `SELECT hash, status, result FROM commands
+		WHERE source = $1 AND txn_id = $2`, cmd.Source, cmd.TxnID).Scan(&hash, &status, &body)
+	if err != nil {
+		return Applied{}, fmt.Errorf("read stored command: %w", err)
+	}
+	if _, err := t.tx.Exec(ctx, `RELEASE SAVEPOINT cmd`); err != nil {
+		return Applied{}, err
+	}
+	if hash != cmd.Hash {
+		res.Status = bus.StatusRejected
+		res.Error = &bus.Error{Kind: string(core.Conflict), Field: "txn_id",
+			Message: "this transaction id was already used for a different request"}
+		return Applied{Result: res}, nil
+	}
+	var stored bus.Result
+	if err := json.Unmarshal(body, &stored); err != nil {
+		return Applied{}, fmt.Errorf("decode stored result: %w", err)
+	}
+	stored.Replayed = true
+	return Applied{Result: stored}, nil
+}
+
+// flushEvents writes the queued ledger events to the outbox.
+func (t *txn) flushEvents(ctx context.Context) error {
+	if len(t.events) == 0 {
+		return nil
+	}
+	rows := make([][]any, len(t.events))
+	for i, ev := range t.events {
+		body, err := json.Marshal(ev)
+		if err != nil {
+			return err
+		}
+		rows[i] = []any{ev.ID, bus.EventSubject(ev.Program, ev.Kind), body}
+	}
+	_, err := t.tx.CopyFrom(ctx, pgx.Identifier{"outbox"},
+		[]string{"event_id", "subject", "body"}, pgx.CopyFromRows(rows))
+	if err != nil {
+		return fmt.Errorf("write outbox: %w", err)
+	}
+	t.events = t.events[:0]
+	return nil
+}
+
+// event queues the ledger event of a posting.
+func (t *txn) event(m *member, postingID int64, p posting) {
+	prog := ""
+	for _, pr := range t.programs {
+		if pr.ID == m.programID {
+			prog = pr.Code
+		}
+	}
+	ev := bus.Event{
+		ID: uuid.Must(uuid.NewV7()).String(), Kind: p.kind, Program: prog, Member: m.id,
+		MemberRef: m.ref, Points: p.points + p.pendingDelta, OccurredAt: p.occurredAt.UTC(),
+		RecordedAt: t.now, Source: "puntos", RuleVersion: p.ruleVersion, Partner: p.partner,
+		PostingID: postingID,
+	}
+	if t.cmd != nil {
+		ev.Source, ev.TxnID, ev.Channel = t.cmd.Source, t.cmd.TxnID, t.cmd.Channel
+	}
+	if t.system != "" {
+		ev.Source, ev.TxnID = t.system, ""
+	}
+	t.events = append(t.events, ev)
+}
+
+// loadProgram reads a program by code, once per transaction.
+func (t *txn) loadProgram(ctx context.Context, code string) (*program, error) {
+	if p, ok := t.programs[code]; ok {
+		return p, nil
+	}
+	p, err := readProgram(ctx, t.tx, `code = $1`, code)
+	if err != nil {
+		return nil, err
+	}
+	t.programs[code] = p
+	return p, nil
+}
+
+func (t *txn) programByID(ctx context.Context, id string) (*program, error) {
+	for _, p := range t.programs {
+		if p.ID == id {
+			return p, nil
+		}
+	}
+	p, err := readProgram(ctx, t.tx, `id = $1`, id)
+	if err != nil {
+		return nil, err
+	}
+	t.programs[p.Code] = p
+	return p, nil
+}
+
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func readProgram(ctx context.Context, q querier, where string, arg any) (*program, error) {
+	p := &program{}
+	err := q.QueryRow(ctx, `SELECT id, code, name, time_zone, currency, points_per_unit::text,
+			accrual_rounding, expiry_unit, expiry_length, expiry_round, pending_days,
+			negative_balance, hold_ttl_seconds
+		FROM programs WHERE `+where, arg).Scan(&p.ID, &p.Code, &p.Name, &p.TimeZone, &p.Currency,
+		&p.PointsPerUnit, &p.AccrualRounding, &p.ExpiryUnit, &p.ExpiryLength, &p.ExpiryRound,
+		&p.PendingDays, &p.NegativeBalance, &p.HoldTTLSeconds)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, core.Errorf(core.NotFound, "program", "no program %v", arg)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read program: %w", err)
+	}
+	return p, nil
+}

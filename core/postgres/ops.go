@@ -1,0 +1,903 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/puntos-loyalty/puntos/bus"
+	"github.com/puntos-loyalty/puntos/core"
+)
+
+// decode reads a command payload strictly: unknown fields are refused.
+func decode(raw []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		field := "payload"
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			field = te.Field
+		} else if s := err.Error(); strings.HasPrefix(s, "json: unknown field ") {
+			field = strings.Trim(strings.TrimPrefix(s, "json: unknown field "), `"`)
+			return core.Errorf(core.Invalid, field, "unknown field")
+		}
+		return core.Errorf(core.Invalid, field, "cannot be read: %v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return core.Errorf(core.Invalid, "payload", "has data after the JSON object")
+	}
+	return nil
+}
+
+func (t *txn) dispatch(ctx context.Context, cmd *bus.Command) (any, error) {
+	if cmd.Kind == core.KindProgramUpsert {
+		return t.upsertProgram(ctx, cmd)
+	}
+	prog, err := t.loadProgram(ctx, cmd.Program)
+	if err != nil {
+		return nil, err
+	}
+	if cmd.Kind == core.KindEnroll {
+		return t.enroll(ctx, prog, cmd)
+	}
+	if !core.ValidRef(cmd.Member) {
+		return nil, core.Errorf(core.Invalid, "member", "must be 1-128 printable characters")
+	}
+	switch cmd.Kind {
+	case core.KindTransfer:
+		return t.transfer(ctx, prog, cmd)
+	case core.KindMerge:
+		return t.merge(ctx, prog, cmd)
+	}
+	m, err := lockMember(ctx, t.tx, prog.ID, cmd.Member)
+	if err != nil {
+		return nil, err
+	}
+	switch cmd.Kind {
+	case core.KindAccrue:
+		return t.accrue(ctx, prog, m, cmd)
+	case core.KindCredit:
+		return t.creditCmd(ctx, prog, m, cmd)
+	}
+	if err := t.refresh(ctx, prog, m); err != nil {
+		return nil, err
+	}
+	switch cmd.Kind {
+	case core.KindRedeem:
+		return t.redeem(ctx, m, cmd)
+	case core.KindAuthorize:
+		return t.authorize(ctx, prog, m, cmd)
+	case core.KindCapture:
+		return t.capture(ctx, prog, m, cmd)
+	case core.KindRelease:
+		return t.releaseCmd(ctx, prog, m, cmd)
+	case core.KindReverse:
+		return t.reverse(ctx, prog, m, cmd)
+	case core.KindAdjust:
+		return t.adjust(ctx, prog, m, cmd)
+	case core.KindSuspend, core.KindReactivate, core.KindClose:
+		return t.setStatus(ctx, prog, m, cmd)
+	}
+	return nil, core.Errorf(core.Invalid, "kind", "unknown command kind %q", cmd.Kind)
+}
+
+func (t *txn) outcome(m *member, points int64) core.Outcome {
+	return core.Outcome{Member: m.ref, PostingIDs: t.postings, Points: core.Points(points),
+		Balance: m.balance(), Lots: t.lastMoves}
+}
+
+func mustBe(m *member, field string, statuses ...string) error {
+	for _, s := range statuses {
+		if m.status == s {
+			return nil
+		}
+	}
+	return core.Errorf(core.Conflict, field, "member %q is %s", m.ref, m.status)
+}
+
+func (t *txn) upsertProgram(ctx context.Context, cmd *bus.Command) (any, error) {
+	var p core.Program
+	if err := decode(cmd.Payload, &p); err != nil {
+		return nil, err
+	}
+	p.Code = cmd.Program
+	p.Defaults()
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	id := uuid.Must(uuid.NewV7()).String()
+	err := t.tx.QueryRow(ctx, `INSERT INTO programs (id, code, name, time_zone, currency,
+			points_per_unit, accrual_rounding, expiry_unit, expiry_length, expiry_round,
+			pending_days, negative_balance, hold_ttl_seconds)
+		VALUES ($1, $2, $3, $4, $5, $6::numeric, $7, $8, $9, $10, $11, $12, $13)
+		ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, time_zone = EXCLUDED.time_zone,
+			currency = EXCLUDED.currency, points_per_unit = EXCLUDED.points_per_unit,
+			accrual_rounding = EXCLUDED.accrual_rounding, expiry_unit = EXCLUDED.expiry_unit,
+			expiry_length = EXCLUDED.expiry_length, expiry_round = EXCLUDED.expiry_round,
+			pending_days = EXCLUDED.pending_days, negative_balance = EXCLUDED.negative_balance,
+			hold_ttl_seconds = EXCLUDED.hold_ttl_seconds, updated_at = now()
+		RETURNING id`, id, p.Code, p.Name, p.TimeZone, p.Currency, p.PointsPerUnit,
+		p.AccrualRounding, p.ExpiryUnit, p.ExpiryLength, p.ExpiryRound, p.PendingDays,
+		p.NegativeBalance, p.HoldTTLSeconds).Scan(&p.ID)
+	if err != nil {
+		return nil, fmt.Errorf("upsert program: %w", err)
+	}
+	delete(t.programs, p.Code)
+	return p, nil
+}
+
+func (t *txn) enroll(ctx context.Context, prog *program, cmd *bus.Command) (any, error) {
+	var in core.Enroll
+	if err := decode(cmd.Payload, &in); err != nil {
+		return nil, err
+	}
+	if !core.ValidRef(cmd.Member) {
+		return nil, core.Errorf(core.Invalid, "customer_ref", "must be 1-128 printable characters")
+	}
+	at := cmd.OccurredAt
+	if in.EnrolledAt != nil {
+		at = *in.EnrolledAt
+	}
+	if at.IsZero() {
+		at = t.now
+	}
+	m := core.Member{ID: uuid.Must(uuid.NewV7()).String(), Program: prog.Code,
+		CustomerRef: cmd.Member, Status: "active", Channel: in.Channel, EnrolledAt: at.UTC()}
+	if m.Channel == "" {
+		m.Channel = cmd.Channel
+	}
+	_, err := t.tx.Exec(ctx, `INSERT INTO members (id, program_id, customer_ref, channel,
+		enrolled_at) VALUES ($1, $2, $3, $4, $5)`, m.ID, prog.ID, m.CustomerRef, m.Channel,
+		m.EnrolledAt)
+	if err != nil {
+		return nil, fmt.Errorf("insert member: %w", pgError(err))
+	}
+	return m, nil
+}
+
+func (t *txn) checkOccurred(at time.Time) error {
+	if at.After(t.now.Add(5 * time.Minute)) {
+		return core.Errorf(core.Invalid, "occurred_at", "is in the future")
+	}
+	return nil
+}
+
+func (t *txn) accrue(ctx context.Context, prog *program, m *member, cmd *bus.Command) (any, error) {
+	var in core.Accrue
+	if err := decode(cmd.Payload, &in); err != nil {
+		return nil, err
+	}
+	if err := mustBe(m, "member", "active"); err != nil {
+		return nil, err
+	}
+	if in.EventType == "" {
+		return nil, core.Errorf(core.Invalid, "event_type", "is required")
+	}
+	if in.Currency != "" && !strings.EqualFold(in.Currency, prog.Currency) {
+		return nil, core.Errorf(core.Invalid, "currency", "the program counts in %s", prog.Currency)
+	}
+	amount, err := core.ParseAmount("amount", in.Amount)
+	if err != nil {
+		return nil, err
+	}
+	if amount.Sign() < 0 {
+		return nil, core.Errorf(core.Invalid, "amount", "must not be negative; refunds reverse")
+	}
+	if err := t.checkOccurred(cmd.OccurredAt); err != nil {
+		return nil, err
+	}
+	rate, err := core.ParseRate("points_per_unit", prog.PointsPerUnit)
+	if err != nil {
+		return nil, err
+	}
+	pts, err := core.Convert(amount, rate, prog.AccrualRounding)
+	if err != nil {
+		return nil, err
+	}
+	if pts == 0 {
+		return t.outcome(m, 0), nil
+	}
+	_, err = t.credit(ctx, m, prog, core.PostAccrual, int64(pts), cmd.OccurredAt, nil, posting{
+		reason: in.EventType, partner: in.Partner,
+		ruleVersion: "program-rate:" + prog.PointsPerUnit + ":" + string(prog.AccrualRounding),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return t.outcome(m, int64(pts)), nil
+}
+
+func (t *txn) creditCmd(ctx context.Context, prog *program, m *member, cmd *bus.Command) (any, error) {
+	var in core.Credit
+	if err := decode(cmd.Payload, &in); err != nil {
+		return nil, err
+	}
+	if err := core.CheckPoints("points", in.Points); err != nil {
+		return nil, err
+	}
+	if strings.TrimSpace(in.Reason) == "" {
+		return nil, core.Errorf(core.Invalid, "reason", "is required")
+	}
+	if err := mustBe(m, "member", "active"); err != nil {
+		return nil, err
+	}
+	if err := t.checkOccurred(cmd.OccurredAt); err != nil {
+		return nil, err
+	}
+	if in.ExpiresAt != nil && !in.ExpiresAt.After(cmd.OccurredAt) {
+		return nil, core.Errorf(core.Invalid, "expires_at", "must be after occurred_at")
+	}
+	var exp *time.Time
+	if in.ExpiresAt != nil {
+		e := in.ExpiresAt.UTC()
+		exp = &e
+	}
+	_, err := t.credit(ctx, m, prog, core.PostCredit, int64(in.Points), cmd.OccurredAt, exp,
+		posting{reason: in.Reason})
+	if err != nil {
+		return nil, err
+	}
+	if exp != nil && !exp.After(t.now) {
+		if err := t.expireDue(ctx, m); err != nil {
+			return nil, err
+		}
+	}
+	return t.outcome(m, int64(in.Points)), nil
+}
+
+func (t *txn) redeem(ctx context.Context, m *member, cmd *bus.Command) (any, error) {
+	var in core.Redeem
+	if err := decode(cmd.Payload, &in); err != nil {
+		return nil, err
+	}
+	if err := core.CheckPoints("points", in.Points); err != nil {
+		return nil, err
+	}
+	if err := mustBe(m, "member", "active"); err != nil {
+		return nil, err
+	}
+	if _, err := t.debit(ctx, m, int64(in.Points), posting{kind: core.PostRedemption,
+		reason: in.Reason}); err != nil {
+		return nil, err
+	}
+	return t.outcome(m, -int64(in.Points)), nil
+}
+
+func (t *txn) authorize(ctx context.Context, prog *program, m *member, cmd *bus.Command) (any, error) {
+	var in core.Authorize
+	if err := decode(cmd.Payload, &in); err != nil {
+		return nil, err
+	}
+	if err := core.CheckPoints("points", in.Points); err != nil {
+		return nil, err
+	}
+	if in.TTLSeconds < 0 || in.TTLSeconds > 90*24*3600 {
+		return nil, core.Errorf(core.Invalid, "ttl_seconds", "must be between 0 and 7776000")
+	}
+	if err := mustBe(m, "member", "active"); err != nil {
+		return nil, err
+	}
+	n := int64(in.Points)
+	lots, err := t.usableLots(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	moves, short := take(lots, n)
+	if short > 0 {
+		return nil, core.Errorf(core.Insufficient, "points", "%d points asked, %d available",
+			n, n-short)
+	}
+	for i := range moves {
+		moves[i].Held, moves[i].Points = -moves[i].Points, 0
+	}
+	if err := t.applyMoves(ctx, moves); err != nil {
+		return nil, err
+	}
+	holdID := uuid.Must(uuid.NewV7()).String()
+	pid, err := t.post(ctx, m, posting{kind: core.PostHold, points: -n, heldDelta: n,
+		reason: in.Reason, holdID: &holdID, moves: moves})
+	if err != nil {
+		return nil, err
+	}
+	ttl := in.TTLSeconds
+	if ttl == 0 {
+		ttl = prog.HoldTTLSeconds
+	}
+	_, err = t.tx.Exec(ctx, `INSERT INTO holds (id, member_id, source, txn_id, posting_id, amount,
+		expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, holdID, m.id,
+		cmd.Source, cmd.TxnID, pid, n, t.now.Add(time.Duration(ttl)*time.Second), t.now)
+	if err != nil {
+		return nil, fmt.Errorf("insert hold: %w", pgError(err))
+	}
+	out := t.outcome(m, -n)
+	out.HoldID = holdID
+	t.lastMoves = moves
+	out.Lots = moves
+	return out, nil
+}
+
+type hold struct {
+	id        string
+	memberID  string
+	postingID int64
+	amount    int64
+	status    string
+	expires   time.Time
+}
+
+func (t *txn) lockHold(ctx context.Context, m *member, source, txnID string) (*hold, error) {
+	if txnID == "" {
+		return nil, core.Errorf(core.Invalid, "hold_txn_id", "is required")
+	}
+	h := &hold{}
+	err := t.tx.QueryRow(ctx, `SELECT id, member_id, posting_id, amount, status, expires_at
+		FROM holds WHERE source = $1 AND txn_id = $2 FOR UPDATE`, source, txnID).Scan(
+		&h.id, &h.memberID, &h.postingID, &h.amount, &h.status, &h.expires)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && h.memberID != m.id) {
+		return nil, core.Errorf(core.NotFound, "hold_txn_id", "no hold %q for this member", txnID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lock hold: %w", err)
+	}
+	if h.status != "open" {
+		return nil, core.Errorf(core.Conflict, "hold_txn_id", "the hold is %s", h.status)
+	}
+	return h, nil
+}
+
+// settleHold captures c points of h (0 for none) and releases the rest,
+// closing the hold with the given status.
+func (t *txn) settleHold(ctx context.Context, m *member, h *hold, c int64, status string) error {
+	rows, err := t.tx.Query(ctx, `SELECT pl.lot_id, pl.held FROM posting_lots pl
+		JOIN lots l ON l.id = pl.lot_id
+		WHERE pl.posting_id = $1 AND pl.held > 0
+		ORDER BY l.expires_at NULLS LAST, l.earned_at, l.id`, h.postingID)
+	if err != nil {
+		return fmt.Errorf("read hold lots: %w", err)
+	}
+	var captures, releases []core.LotMove
+	left := c
+	for rows.Next() {
+		var lotID, held int64
+		if err := rows.Scan(&lotID, &held); err != nil {
+			rows.Close()
+			return err
+		}
+		x := min(held, left)
+		left -= x
+		if x > 0 {
+			captures = append(captures, core.LotMove{LotID: lotID, Points: core.Points(-x),
+				Held: core.Points(-x)})
+		}
+		if y := held - x; y > 0 {
+			releases = append(releases, core.LotMove{LotID: lotID, Held: core.Points(-y)})
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if err := t.applyMoves(ctx, append(append([]core.LotMove{}, captures...), releases...)); err != nil {
+		return err
+	}
+	if c > 0 {
+		_, err := t.post(ctx, m, posting{kind: core.PostCapture, heldDelta: -c, holdID: &h.id,
+			moves: captures})
+		if err != nil {
+			return err
+		}
+	}
+	if rest := h.amount - c; rest > 0 {
+		_, err := t.post(ctx, m, posting{kind: core.PostRelease, points: rest, heldDelta: -rest,
+			holdID: &h.id, reason: status, moves: releases})
+		if err != nil {
+			return err
+		}
+	}
+	_, err = t.tx.Exec(ctx, `UPDATE holds SET captured = $2, status = $3, closed_at = $4
+		WHERE id = $1`, h.id, c, status, t.now)
+	if err != nil {
+		return fmt.Errorf("close hold: %w", err)
+	}
+	t.lastMoves = captures
+	// Released points whose lot expired while held expire now.
+	return t.expireDue(ctx, m)
+}
+
+func (t *txn) capture(ctx context.Context, prog *program, m *member, cmd *bus.Command) (any, error) {
+	var in core.Capture
+	if err := decode(cmd.Payload, &in); err != nil {
+		return nil, err
+	}
+	if in.Points < 0 || in.Points > core.MaxPoints {
+		return nil, core.Errorf(core.Invalid, "points", "must be between 0 and %d", core.MaxPoints)
+	}
+	if err := mustBe(m, "member", "active", "suspended"); err != nil {
+		return nil, err
+	}
+	h, err := t.lockHold(ctx, m, cmd.Source, in.HoldTxnID)
+	if err != nil {
+		return nil, err
+	}
+	c := int64(in.Points)
+	if c == 0 {
+		c = h.amount
+	}
+	if c > h.amount {
+		return nil, core.Errorf(core.Invalid, "points", "%d exceeds the hold of %d", c, h.amount)
+	}
+	if err := t.settleHold(ctx, m, h, c, "captured"); err != nil {
+		return nil, err
+	}
+	out := t.outcome(m, -c)
+	out.HoldID = h.id
+	return out, nil
+}
+
+func (t *txn) releaseCmd(ctx context.Context, prog *program, m *member, cmd *bus.Command) (any, error) {
+	var in core.Release
+	if err := decode(cmd.Payload, &in); err != nil {
+		return nil, err
+	}
+	if err := mustBe(m, "member", "active", "suspended"); err != nil {
+		return nil, err
+	}
+	h, err := t.lockHold(ctx, m, cmd.Source, in.HoldTxnID)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.settleHold(ctx, m, h, 0, "released"); err != nil {
+		return nil, err
+	}
+	out := t.outcome(m, h.amount)
+	out.HoldID = h.id
+	return out, nil
+}
+
+// refresh brings a locked member up to date before an operation that spends:
+// pending points whose holding period ended become spendable, holds past
+// their time are released, and lots past their expiry expire.
+func (t *txn) refresh(ctx context.Context, prog *program, m *member) error {
+	if err := t.mature(ctx, m); err != nil {
+		return err
+	}
+	rows, err := t.tx.Query(ctx, `SELECT id, member_id, posting_id, amount, status, expires_at
+		FROM holds WHERE member_id = $1 AND status = 'open' AND expires_at <= $2
+		ORDER BY expires_at FOR UPDATE`, m.id, t.now)
+	if err != nil {
+		return fmt.Errorf("select due holds: %w", err)
+	}
+	var due []*hold
+	for rows.Next() {
+		h := &hold{}
+		if err := rows.Scan(&h.id, &h.memberID, &h.postingID, &h.amount, &h.status,
+			&h.expires); err != nil {
+			rows.Close()
+			return err
+		}
+		due = append(due, h)
+	}
+	rows.Close()
+	for _, h := range due {
+		if err := t.settleHold(ctx, m, h, 0, "expired"); err != nil {
+			return err
+		}
+	}
+	return t.expireDue(ctx, m)
+}
+
+// mature turns m's pending lots whose holding period ended into spendable
+// points, repaying any debt first.
+func (t *txn) mature(ctx context.Context, m *member) error {
+	if m.pending == 0 {
+		return nil
+	}
+	rows, err := t.tx.Query(ctx, `UPDATE lots SET pending = false
+		WHERE member_id = $1 AND pending AND spendable_from <= $2
+		RETURNING id, remaining`, m.id, t.now)
+	if err != nil {
+		return fmt.Errorf("mature lots: %w", err)
+	}
+	var total int64
+	var ids, rem []int64
+	for rows.Next() {
+		var id, r int64
+		if err := rows.Scan(&id, &r); err != nil {
+			rows.Close()
+			return err
+		}
+		ids, rem, total = append(ids, id), append(rem, r), total+r
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || total == 0 {
+		return err
+	}
+	var moves []core.LotMove
+	debt := max(0, -m.available)
+	for i := range ids {
+		if debt == 0 {
+			break
+		}
+		x := min(debt, rem[i])
+		debt -= x
+		if x > 0 {
+			moves = append(moves, core.LotMove{LotID: ids[i], Points: core.Points(-x)})
+		}
+	}
+	if err := t.applyMoves(ctx, moves); err != nil {
+		return err
+	}
+	_, err = t.post(ctx, m, posting{kind: core.PostMaturation, points: total,
+		pendingDelta: -total, moves: moves})
+	return err
+}
+
+// expireDue expires the unreserved part of m's lots whose time has come, in
+// one expiry posting that lists the lots it took.
+func (t *txn) expireDue(ctx context.Context, m *member) error {
+	rows, err := t.tx.Query(ctx, `SELECT id, remaining - held, pending FROM lots
+		WHERE member_id = $1 AND remaining > held AND expires_at <= $2
+		ORDER BY expires_at, id FOR UPDATE`, m.id, t.now)
+	if err != nil {
+		return fmt.Errorf("select due lots: %w", err)
+	}
+	var moves []core.LotMove
+	var spendable, pending int64
+	for rows.Next() {
+		var id, x int64
+		var p bool
+		if err := rows.Scan(&id, &x, &p); err != nil {
+			rows.Close()
+			return err
+		}
+		moves = append(moves, core.LotMove{LotID: id, Points: core.Points(-x)})
+		if p {
+			pending += x
+		} else {
+			spendable += x
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(moves) == 0 {
+		return err
+	}
+	if err := t.applyMoves(ctx, moves); err != nil {
+		return err
+	}
+	_, err = t.post(ctx, m, posting{kind: core.PostExpiry, points: -spendable,
+		pendingDelta: -pending, moves: moves})
+	return err
+}
+
+func (t *txn) adjust(ctx context.Context, prog *program, m *member, cmd *bus.Command) (any, error) {
+	var in core.Adjust
+	if err := decode(cmd.Payload, &in); err != nil {
+		return nil, err
+	}
+	if in.Points == 0 || in.Points > core.MaxPoints || in.Points < -core.MaxPoints {
+		return nil, core.Errorf(core.Invalid, "points", "must be non-zero and at most %d either way",
+			core.MaxPoints)
+	}
+	if strings.TrimSpace(in.Reason) == "" {
+		return nil, core.Errorf(core.Invalid, "reason", "is required for a manual adjustment")
+	}
+	if strings.TrimSpace(cmd.Actor) == "" {
+		return nil, core.Errorf(core.Invalid, "actor", "a manual adjustment names who made it")
+	}
+	if err := mustBe(m, "member", "active", "suspended"); err != nil {
+		return nil, err
+	}
+	var err error
+	if in.Points > 0 {
+		_, err = t.credit(ctx, m, prog, core.PostAdjustment, int64(in.Points), t.now, nil,
+			posting{reason: in.Reason})
+	} else {
+		_, err = t.debit(ctx, m, -int64(in.Points), posting{kind: core.PostAdjustment,
+			reason: in.Reason})
+	}
+	if err != nil {
+		return nil, err
+	}
+	return t.outcome(m, int64(in.Points)), nil
+}
+
+// lockPair locks two members of a program in id order, so that two
+// operations on the same pair never wait on each other in a cycle.
+func (t *txn) lockPair(ctx context.Context, prog *program, a, b string) (*member, *member, error) {
+	ida, err := resolveID(ctx, t.tx, prog.ID, a)
+	if err != nil {
+		return nil, nil, err
+	}
+	idb, err := resolveID(ctx, t.tx, prog.ID, b)
+	if err != nil {
+		return nil, nil, err
+	}
+	if ida == idb {
+		return nil, nil, core.Errorf(core.Invalid, "to", "is the same member")
+	}
+	first, second := ida, idb
+	if second < first {
+		first, second = second, first
+	}
+	m1, err := lockMemberID(ctx, t.tx, first)
+	if err != nil {
+		return nil, nil, err
+	}
+	m2, err := lockMemberID(ctx, t.tx, second)
+	if err != nil {
+		return nil, nil, err
+	}
+	if m1.merged != nil || m2.merged != nil {
+		return nil, nil, core.Errorf(core.Unavailable, "member", "a member was merged meanwhile")
+	}
+	if first == ida {
+		return m1, m2, nil
+	}
+	return m2, m1, nil
+}
+
+func resolveID(ctx context.Context, tx pgx.Tx, programID, ref string) (string, error) {
+	var id string
+	err := tx.QueryRow(ctx, `WITH RECURSIVE chain(id, merged_into, depth) AS (
+			SELECT id, merged_into, 0 FROM members WHERE program_id = $1 AND customer_ref = $2
+			UNION ALL
+			SELECT m.id, m.merged_into, c.depth + 1 FROM members m
+			JOIN chain c ON m.id = c.merged_into WHERE c.depth < 16)
+		SELECT id FROM chain WHERE merged_into IS NULL LIMIT 1`, programID, ref).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", core.Errorf(core.NotFound, "member", "no member %q in this program", ref)
+	}
+	return id, err
+}
+
+func (t *txn) transfer(ctx context.Context, prog *program, cmd *bus.Command) (any, error) {
+	var in core.Transfer
+	if err := decode(cmd.Payload, &in); err != nil {
+		return nil, err
+	}
+	if err := core.CheckPoints("points", in.Points); err != nil {
+		return nil, err
+	}
+	if !core.ValidRef(in.To) {
+		return nil, core.Errorf(core.Invalid, "to", "must be a member reference")
+	}
+	from, to, err := t.lockPair(ctx, prog, cmd.Member, in.To)
+	if err != nil {
+		return nil, err
+	}
+	if err := mustBe(from, "member", "active"); err != nil {
+		return nil, err
+	}
+	if err := mustBe(to, "to", "active"); err != nil {
+		return nil, err
+	}
+	if err := t.refresh(ctx, prog, from); err != nil {
+		return nil, err
+	}
+	n := int64(in.Points)
+	lots, err := t.usableLots(ctx, from)
+	if err != nil {
+		return nil, err
+	}
+	moves, short := take(lots, n)
+	if short > 0 {
+		return nil, core.Errorf(core.Insufficient, "points", "%d points asked, %d available",
+			n, n-short)
+	}
+	if err := t.applyMoves(ctx, moves); err != nil {
+		return nil, err
+	}
+	if _, err := t.post(ctx, from, posting{kind: core.PostTransferOut, points: -n,
+		reason: in.Reason, moves: moves}); err != nil {
+		return nil, err
+	}
+	byID := map[int64]lotRow{}
+	for _, l := range lots {
+		byID[l.id] = l
+	}
+	var copies []lotRow
+	for _, mv := range moves {
+		l := byID[mv.LotID]
+		l.remaining = int64(-mv.Points)
+		copies = append(copies, l)
+	}
+	if err := t.receiveLots(ctx, to, core.PostTransferIn, in.Reason, copies, n, 0); err != nil {
+		return nil, err
+	}
+	out := t.outcome(from, -n)
+	return out, nil
+}
+
+// receiveLots credits m with copies of lots (their dates kept, remaining as
+// the amount) in one posting of the given kind.
+func (t *txn) receiveLots(ctx context.Context, m *member, kind, reason string, lots []lotRow,
+	spendable, pending int64) error {
+	pid, err := t.post(ctx, m, posting{kind: kind, points: spendable, pendingDelta: pending,
+		reason: reason})
+	if err != nil {
+		return err
+	}
+	debt := max(0, -(m.available - spendable))
+	for _, l := range lots {
+		remaining := l.remaining
+		if !l.pending && debt > 0 {
+			x := min(debt, remaining)
+			debt -= x
+			remaining -= x
+		}
+		_, err := t.tx.Exec(ctx, `INSERT INTO lots (member_id, posting_id, earned_at,
+				spendable_from, expires_at, pending, original, remaining)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, m.id, pid, l.earned, l.spendable,
+			l.expires, l.pending, l.remaining, remaining)
+		if err != nil {
+			return fmt.Errorf("insert lot copy: %w", err)
+		}
+	}
+	// Copies of lots that are already past their expiry go at once.
+	return t.expireDue(ctx, m)
+}
+
+func (t *txn) merge(ctx context.Context, prog *program, cmd *bus.Command) (any, error) {
+	var in core.Merge
+	if err := decode(cmd.Payload, &in); err != nil {
+		return nil, err
+	}
+	if !core.ValidRef(in.Into) {
+		return nil, core.Errorf(core.Invalid, "into", "must be a member reference")
+	}
+	from, into, err := t.lockPair(ctx, prog, cmd.Member, in.Into)
+	if err != nil {
+		return nil, err
+	}
+	if err := mustBe(from, "member", "active", "suspended"); err != nil {
+		return nil, err
+	}
+	if err := mustBe(into, "into", "active"); err != nil {
+		return nil, err
+	}
+	if err := t.refresh(ctx, prog, from); err != nil {
+		return nil, err
+	}
+	if from.held > 0 {
+		return nil, core.Errorf(core.Conflict, "member", "has open holds; settle them first")
+	}
+	if from.available < 0 {
+		return nil, core.Errorf(core.Conflict, "member", "owes points; settle the debt first")
+	}
+	rows, err := t.tx.Query(ctx, `SELECT id, earned_at, spendable_from, expires_at, pending,
+			original, remaining, held
+		FROM lots WHERE member_id = $1 AND remaining > 0 ORDER BY id FOR UPDATE`, from.id)
+	if err != nil {
+		return nil, fmt.Errorf("select lots: %w", err)
+	}
+	lots, err := scanLots(rows)
+	if err != nil {
+		return nil, err
+	}
+	var moves []core.LotMove
+	for _, l := range lots {
+		moves = append(moves, core.LotMove{LotID: l.id, Points: core.Points(-l.remaining)})
+	}
+	if err := t.applyMoves(ctx, moves); err != nil {
+		return nil, err
+	}
+	spendable, pending := from.available, from.pending
+	if _, err := t.post(ctx, from, posting{kind: core.PostMergeOut, points: -spendable,
+		pendingDelta: -pending, reason: "merged into " + into.ref, moves: moves}); err != nil {
+		return nil, err
+	}
+	if err := t.receiveLots(ctx, into, core.PostMergeIn, "merged from "+from.ref, lots,
+		spendable, pending); err != nil {
+		return nil, err
+	}
+	_, err = t.tx.Exec(ctx, `UPDATE members SET status = 'merged', merged_into = $2,
+		updated_at = $3 WHERE id = $1`, from.id, into.id, t.now)
+	if err != nil {
+		return nil, fmt.Errorf("mark merged: %w", err)
+	}
+	return t.outcome(into, spendable+pending), nil
+}
+
+func (t *txn) setStatus(ctx context.Context, prog *program, m *member, cmd *bus.Command) (any, error) {
+	var in core.StatusChange
+	if err := decode(cmd.Payload, &in); err != nil {
+		return nil, err
+	}
+	next := map[string]string{core.KindSuspend: "suspended", core.KindReactivate: "active",
+		core.KindClose: "closed"}[cmd.Kind]
+	switch cmd.Kind {
+	case core.KindSuspend:
+		if err := mustBe(m, "member", "active"); err != nil {
+			return nil, err
+		}
+	case core.KindReactivate:
+		if err := mustBe(m, "member", "suspended"); err != nil {
+			return nil, err
+		}
+	case core.KindClose:
+		if err := mustBe(m, "member", "active", "suspended"); err != nil {
+			return nil, err
+		}
+		if err := t.forfeitAll(ctx, m, in.Reason); err != nil {
+			return nil, err
+		}
+	}
+	_, err := t.tx.Exec(ctx, `UPDATE members SET status = $2, updated_at = $3 WHERE id = $1`,
+		m.id, next, t.now)
+	if err != nil {
+		return nil, fmt.Errorf("set status: %w", err)
+	}
+	m.status = next
+	out := t.outcome(m, 0)
+	out.Status = next
+	return out, nil
+}
+
+// forfeitAll releases m's open holds and forfeits every point m has left,
+// spendable and pending, in one posting.
+func (t *txn) forfeitAll(ctx context.Context, m *member, reason string) error {
+	rows, err := t.tx.Query(ctx, `SELECT id, member_id, posting_id, amount, status, expires_at
+		FROM holds WHERE member_id = $1 AND status = 'open' FOR UPDATE`, m.id)
+	if err != nil {
+		return err
+	}
+	var open []*hold
+	for rows.Next() {
+		h := &hold{}
+		if err := rows.Scan(&h.id, &h.memberID, &h.postingID, &h.amount, &h.status,
+			&h.expires); err != nil {
+			rows.Close()
+			return err
+		}
+		open = append(open, h)
+	}
+	rows.Close()
+	for _, h := range open {
+		if err := t.settleHold(ctx, m, h, 0, "released"); err != nil {
+			return err
+		}
+	}
+	rows, err = t.tx.Query(ctx, `SELECT id, remaining, pending FROM lots
+		WHERE member_id = $1 AND remaining > 0 FOR UPDATE`, m.id)
+	if err != nil {
+		return err
+	}
+	var moves []core.LotMove
+	var spendable, pending int64
+	for rows.Next() {
+		var id, r int64
+		var p bool
+		if err := rows.Scan(&id, &r, &p); err != nil {
+			rows.Close()
+			return err
+		}
+		moves = append(moves, core.LotMove{LotID: id, Points: core.Points(-r)})
+		if p {
+			pending += r
+		} else {
+			spendable += r
+		}
+	}
+	rows.Close()
+	if len(moves) == 0 {
+		return nil
+	}
+	if err := t.applyMoves(ctx, moves); err != nil {
+		return err
+	}
+	if reason == "" {
+		reason = "membership closed"
+	}
+	_, err = t.post(ctx, m, posting{kind: core.PostForfeit, points: -spendable,
+		pendingDelta: -pending, reason: reason, moves: moves})
+	return err
+}

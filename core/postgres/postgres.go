@@ -1,0 +1,131 @@
+// Package postgres stores the Puntos ledger in PostgreSQL. It is the only
+// writer of the ledger: it applies bus commands in batches, one transaction
+// per batch, and writes the resulting ledger events to an outbox in the same
+// transaction.
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/puntos-loyalty/puntos/core"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Open connects to PostgreSQL and checks that it answers.
+func Open(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", err)
+	}
+	if cfg.MaxConns < 8 {
+		cfg.MaxConns = 8
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect database: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("ping database: %w", err)
+	}
+	return pool, nil
+}
+
+// Migrate applies the embedded migrations that the database lacks, in order,
+// each in its own transaction. Concurrent callers wait on an advisory lock.
+func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquire: %w", err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(7263001)`); err != nil {
+		return fmt.Errorf("migration lock: %w", err)
+	}
+	defer conn.Exec(context.Background(), `SELECT pg_advisory_unlock(7263001)`)
+
+	_, err = conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version integer PRIMARY KEY, name text NOT NULL,
+		applied_at timestamptz NOT NULL DEFAULT now())`)
+	if err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		base := strings.TrimPrefix(name, "migrations/")
+		version, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
+		if err != nil {
+			return fmt.Errorf("migration %s: name must start with a number", base)
+		}
+		var done bool
+		err = conn.QueryRow(ctx,
+			`SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)`,
+			version).Scan(&done)
+		if err != nil {
+			return fmt.Errorf("read schema_migrations: %w", err)
+		}
+		if done {
+			continue
+		}
+		body, err := migrations.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, string(body)); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx,
+				`INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, version, base)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("apply migration %s: %w", base, err)
+		}
+		log.Info("Applied migration", "migration", base)
+	}
+	return nil
+}
+
+// pgError maps a PostgreSQL error to a domain error where the database
+// enforced a business rule; other errors come back unchanged.
+func pgError(err error) error {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	switch {
+	case pe.ConstraintName == "postings_reverses_key":
+		return core.Errorf(core.Conflict, "posting_id", "the posting was already reversed")
+	case pe.ConstraintName == "members_program_ref_key":
+		return core.Errorf(core.Conflict, "customer_ref", "already enrolled in this program")
+	case pe.ConstraintName == "holds_source_txn_key":
+		return core.Errorf(core.Conflict, "txn_id", "a hold with this transaction id exists")
+	case pe.Code == "22003": // numeric_value_out_of_range
+		return core.Errorf(core.Invalid, "points", "the result is out of range")
+	case pe.Code == "23514" && strings.HasPrefix(pe.ConstraintName, "members_available"):
+		return core.Errorf(core.Invalid, "points", "the balance would go out of range")
+	}
+	return err
+}

@@ -1,0 +1,236 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/puntos-loyalty/puntos/bus"
+	"github.com/puntos-loyalty/puntos/core"
+)
+
+// Program returns the program with the given code. Errors: not_found.
+func (l *Ledger) Program(ctx context.Context, code string) (*core.Program, error) {
+	p, err := readProgram(ctx, l.pool, `code = $1`, code)
+	if err != nil {
+		return nil, err
+	}
+	return &p.Program, nil
+}
+
+// Member returns the member known by ref in the program, following merges.
+// Errors: not_found.
+func (l *Ledger) Member(ctx context.Context, programCode, ref string) (*core.Member, error) {
+	var m core.Member
+	var merged *string
+	err := l.pool.QueryRow(ctx, `WITH RECURSIVE chain(id, depth) AS (
+			SELECT m.id, 0 FROM members m JOIN programs p ON p.id = m.program_id
+			WHERE p.code = $1 AND m.customer_ref = $2
+			UNION ALL
+			SELECT m.merged_into, c.depth + 1 FROM members m JOIN chain c ON m.id = c.id
+			WHERE m.merged_into IS NOT NULL AND c.depth < 16)
+		SELECT m.id, $1, m.customer_ref, m.status, m.channel, m.enrolled_at, m.merged_into,
+			m.available, m.pending, m.held
+		FROM members m WHERE m.id = (SELECT id FROM chain ORDER BY depth DESC LIMIT 1)`,
+		programCode, ref).Scan(&m.ID, &m.Program, &m.CustomerRef, &m.Status, &m.Channel,
+		&m.EnrolledAt, &merged, &m.Balance.Available, &m.Balance.Pending, &m.Balance.Held)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, core.Errorf(core.NotFound, "member", "no member %q in program %q", ref,
+			programCode)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read member: %w", err)
+	}
+	return &m, nil
+}
+
+// BalanceView is a member's balance with the lots behind it.
+type BalanceView struct {
+	Member       string         `json:"member"`
+	Program      string         `json:"program"`
+	Status       string         `json:"status"`
+	Balance      core.Balance   `json:"balance"`
+	Lots         []core.Lot     `json:"lots"`
+	NextExpiries []ExpiryBucket `json:"next_expiries"`
+	AsOf         time.Time      `json:"as_of"`
+}
+
+// ExpiryBucket is how many points expire at one instant.
+type ExpiryBucket struct {
+	ExpiresAt time.Time   `json:"expires_at"`
+	Points    core.Points `json:"points"`
+}
+
+// Balance returns the member's figures, its live lots (soonest expiry first)
+// and the points expiring at each upcoming instant. Errors: not_found.
+func (l *Ledger) Balance(ctx context.Context, programCode, ref string) (*BalanceView, error) {
+	m, err := l.Member(ctx, programCode, ref)
+	if err != nil {
+		return nil, err
+	}
+	v := &BalanceView{Member: m.CustomerRef, Program: programCode, Status: m.Status,
+		Balance: m.Balance, Lots: []core.Lot{}, NextExpiries: []ExpiryBucket{},
+		AsOf: l.Clock().UTC()}
+	rows, err := l.pool.Query(ctx, `SELECT id, earned_at, spendable_from, expires_at, pending,
+			original, remaining, held
+		FROM lots WHERE member_id = $1 AND remaining > 0
+		ORDER BY expires_at NULLS LAST, earned_at, id LIMIT 1000`, m.ID)
+	if err != nil {
+		return nil, fmt.Errorf("read lots: %w", err)
+	}
+	lots, err := scanLots(rows)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range lots {
+		v.Lots = append(v.Lots, core.Lot{ID: r.id, EarnedAt: r.earned, SpendableFrom: r.spendable,
+			ExpiresAt: r.expires, Pending: r.pending, Original: core.Points(r.original),
+			Remaining: core.Points(r.remaining), Held: core.Points(r.held)})
+		if r.expires == nil || r.remaining-r.held == 0 {
+			continue
+		}
+		n := len(v.NextExpiries)
+		if n > 0 && v.NextExpiries[n-1].ExpiresAt.Equal(*r.expires) {
+			v.NextExpiries[n-1].Points += core.Points(r.remaining - r.held)
+		} else if n < 12 {
+			v.NextExpiries = append(v.NextExpiries, ExpiryBucket{ExpiresAt: *r.expires,
+				Points: core.Points(r.remaining - r.held)})
+		}
+	}
+	return v, nil
+}
+
+// StatementPage is one page of a member's postings, newest first.
+type StatementPage struct {
+	Member   string         `json:"member"`
+	Postings []core.Posting `json:"postings"`
+	Next     string         `json:"next_cursor,omitempty"`
+}
+
+// Statement returns up to limit postings of the member older than cursor
+// (an opaque value from a previous page; empty for the newest).
+// Errors: not_found, invalid (a bad cursor).
+func (l *Ledger) Statement(ctx context.Context, programCode, ref, cursor string,
+	limit int) (*StatementPage, error) {
+	m, err := l.Member(ctx, programCode, ref)
+	if err != nil {
+		return nil, err
+	}
+	before := int64(1<<63 - 1)
+	if cursor != "" {
+		c, err := strconv.ParseInt(cursor, 36, 64)
+		if err != nil || c <= 0 {
+			return nil, core.Errorf(core.Invalid, "cursor", "is not a cursor from a previous page")
+		}
+		before = c
+	}
+	if limit <= 0 || limit > 500 {
+		limit = 50
+	}
+	rows, err := l.pool.Query(ctx, `SELECT p.id, p.kind, p.points, p.held_delta, p.pending_delta,
+			p.source, coalesce(p.txn_id, ''), p.reason, p.rule_version, p.actor, p.partner,
+			coalesce(p.reverses_id, 0), p.occurred_at, p.recorded_at,
+			coalesce((SELECT json_agg(json_build_object('lot_id', pl.lot_id, 'points', pl.points,
+				'held', pl.held) ORDER BY pl.lot_id) FROM posting_lots pl
+				WHERE pl.posting_id = p.id), '[]')
+		FROM postings p WHERE p.member_id = $1 AND p.id < $2
+		ORDER BY p.id DESC LIMIT $3`, m.ID, before, limit+1)
+	if err != nil {
+		return nil, fmt.Errorf("read postings: %w", err)
+	}
+	defer rows.Close()
+	page := &StatementPage{Member: m.CustomerRef, Postings: []core.Posting{}}
+	for rows.Next() {
+		var p core.Posting
+		var lots []byte
+		err := rows.Scan(&p.ID, &p.Kind, &p.Points, &p.HeldDelta, &p.PendingDelta, &p.Source,
+			&p.TxnID, &p.Reason, &p.RuleVersion, &p.Actor, &p.Partner, &p.ReversesID,
+			&p.OccurredAt, &p.RecordedAt, &lots)
+		if err != nil {
+			return nil, fmt.Errorf("scan posting: %w", err)
+		}
+		if err := json.Unmarshal(lots, &p.Lots); err != nil {
+			return nil, err
+		}
+		page.Postings = append(page.Postings, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(page.Postings) > limit {
+		page.Postings = page.Postings[:limit]
+		page.Next = strconv.FormatInt(page.Postings[limit-1].ID, 36)
+	}
+	return page, nil
+}
+
+// CommandResult returns the stored result of the command (source, txn), or
+// not_found when the ledger has not applied it (yet).
+func (l *Ledger) CommandResult(ctx context.Context, source, txn string) (*bus.Result, error) {
+	var body []byte
+	err := l.pool.QueryRow(ctx, `SELECT result FROM commands
+		WHERE source = $1 AND txn_id = $2 AND status <> 'applying'`, source, txn).Scan(&body)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, core.Errorf(core.NotFound, "txn_id", "no result for this transaction yet")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read command: %w", err)
+	}
+	var r bus.Result
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// Violation is one breach of the ledger's invariants.
+type Violation struct {
+	Member string `json:"member"`
+	What   string `json:"what"`
+}
+
+// Check verifies the ledger's invariants for every member: the cached
+// figures equal the sums of the postings; the lots' remaining points equal
+// what is spendable (when not negative), held and pending; held parts of
+// lots equal the member's held figure; no lot is negative or over-reserved
+// (the table's checks guarantee that). It returns every breach found.
+func (l *Ledger) Check(ctx context.Context) ([]Violation, error) {
+	rows, err := l.pool.Query(ctx, `
+		WITH p AS (
+			SELECT member_id, sum(points) AS a, sum(held_delta) AS h, sum(pending_delta) AS pe
+			FROM postings GROUP BY member_id),
+		lo AS (
+			SELECT member_id, sum(remaining) AS r, sum(held) AS h,
+				sum(remaining) FILTER (WHERE pending) AS pe
+			FROM lots GROUP BY member_id)
+		SELECT m.customer_ref, m.available, m.held, m.pending,
+			coalesce(p.a, 0), coalesce(p.h, 0), coalesce(p.pe, 0),
+			coalesce(lo.r, 0), coalesce(lo.h, 0), coalesce(lo.pe, 0)
+		FROM members m LEFT JOIN p ON p.member_id = m.id LEFT JOIN lo ON lo.member_id = m.id
+		WHERE m.available <> coalesce(p.a, 0) OR m.held <> coalesce(p.h, 0)
+		   OR m.pending <> coalesce(p.pe, 0)
+		   OR greatest(m.available, 0) + m.held + m.pending <> coalesce(lo.r, 0)
+		   OR m.held <> coalesce(lo.h, 0) OR m.pending <> coalesce(lo.pe, 0)
+		LIMIT 100`)
+	if err != nil {
+		return nil, fmt.Errorf("check ledger: %w", err)
+	}
+	defer rows.Close()
+	var out []Violation
+	for rows.Next() {
+		var ref string
+		var a, h, pe, pa, ph, ppe, lr, lh, lpe int64
+		if err := rows.Scan(&ref, &a, &h, &pe, &pa, &ph, &ppe, &lr, &lh, &lpe); err != nil {
+			return nil, err
+		}
+		out = append(out, Violation{Member: ref, What: fmt.Sprintf(
+			"cached available/held/pending %d/%d/%d; postings %d/%d/%d; lots remaining %d, "+
+				"held %d, pending %d", a, h, pe, pa, ph, ppe, lr, lh, lpe)})
+	}
+	return out, rows.Err()
+}

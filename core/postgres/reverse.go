@@ -1,0 +1,224 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/puntos-loyalty/puntos/bus"
+	"github.com/puntos-loyalty/puntos/core"
+)
+
+// original is the posting a reversal undoes.
+type original struct {
+	id        int64
+	memberID  string
+	kind      string
+	points    int64
+	pending   int64
+	occurred  time.Time
+	reversing *int64
+}
+
+func (t *txn) findOriginal(ctx context.Context, m *member, cmd *bus.Command,
+	in core.Reverse) (*original, error) {
+	o := &original{}
+	cols := `id, member_id, kind, points, pending_delta, occurred_at, reverses_id`
+	var row pgx.Row
+	switch {
+	case in.PostingID > 0 && in.OriginalTxnID == "":
+		row = t.tx.QueryRow(ctx, `SELECT `+cols+` FROM postings WHERE id = $1`, in.PostingID)
+	case in.PostingID == 0 && in.OriginalTxnID != "":
+		// The first posting the original command made is the one it is known by.
+		row = t.tx.QueryRow(ctx, `SELECT `+cols+` FROM postings
+			WHERE source = $1 AND txn_id = $2 AND kind NOT IN ('expiry', 'maturation', 'release')
+			ORDER BY id LIMIT 1`, cmd.Source, in.OriginalTxnID)
+	default:
+		return nil, core.Errorf(core.Invalid, "posting_id", "give posting_id or original_txn_id")
+	}
+	err := row.Scan(&o.id, &o.memberID, &o.kind, &o.points, &o.pending, &o.occurred, &o.reversing)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && o.memberID != m.id) {
+		return nil, core.Errorf(core.NotFound, "posting_id", "no such posting for this member")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read posting: %w", err)
+	}
+	return o, nil
+}
+
+// reverse undoes one posting, at most once (a unique index says so). A debit
+// gives the points back to the lots it took, with their original expiry, and
+// what has expired meanwhile expires at once. A credit claws back what is
+// left of its lot; what was already spent is taken from other spendable
+// points, and the rest follows the program's negative-balance policy.
+func (t *txn) reverse(ctx context.Context, prog *program, m *member, cmd *bus.Command) (any, error) {
+	var in core.Reverse
+	if err := decode(cmd.Payload, &in); err != nil {
+		return nil, err
+	}
+	if strings.TrimSpace(in.Reason) == "" {
+		return nil, core.Errorf(core.Invalid, "reason", "is required")
+	}
+	if err := mustBe(m, "member", "active", "suspended"); err != nil {
+		return nil, err
+	}
+	o, err := t.findOriginal(ctx, m, cmd, in)
+	if err != nil {
+		return nil, err
+	}
+	var taken, written int64
+	switch {
+	case o.kind == core.PostAccrual || o.kind == core.PostCredit ||
+		(o.kind == core.PostAdjustment && o.points+o.pending > 0):
+		taken, written, err = t.reverseCredit(ctx, prog, m, o, in.Reason)
+	case o.kind == core.PostRedemption || o.kind == core.PostCapture ||
+		(o.kind == core.PostAdjustment && o.points < 0):
+		taken, err = t.reverseDebit(ctx, m, o, in.Reason)
+	default:
+		return nil, core.Errorf(core.Invalid, "posting_id", "a %s posting cannot be reversed", o.kind)
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := t.outcome(m, taken)
+	out.Written = core.Points(written)
+	return out, nil
+}
+
+func (t *txn) reverseDebit(ctx context.Context, m *member, o *original, reason string) (int64, error) {
+	rows, err := t.tx.Query(ctx, `SELECT lot_id, -points FROM posting_lots
+		WHERE posting_id = $1 AND points < 0 ORDER BY lot_id`, o.id)
+	if err != nil {
+		return 0, fmt.Errorf("read posting lots: %w", err)
+	}
+	var moves []core.LotMove
+	var total int64
+	for rows.Next() {
+		var id, x int64
+		if err := rows.Scan(&id, &x); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		moves = append(moves, core.LotMove{LotID: id, Points: core.Points(x)})
+		total += x
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	// While the member owes points, what comes back repays the debt first.
+	debt := max(0, -m.available)
+	for i := len(moves) - 1; i >= 0 && debt > 0; i-- {
+		x := min(debt, int64(moves[i].Points))
+		moves[i].Points -= core.Points(x)
+		debt -= x
+	}
+	kept := moves[:0]
+	for _, mv := range moves {
+		if mv.Points > 0 {
+			kept = append(kept, mv)
+		}
+	}
+	if _, err := t.lockLots(ctx, kept); err != nil {
+		return 0, err
+	}
+	if err := t.applyMoves(ctx, kept); err != nil {
+		return 0, err
+	}
+	id := o.id
+	if _, err := t.post(ctx, m, posting{kind: core.PostReversal, points: total, reason: reason,
+		reversesID: &id, moves: kept}); err != nil {
+		return 0, err
+	}
+	t.lastMoves = kept
+	return total, t.expireDue(ctx, m)
+}
+
+func (t *txn) lockLots(ctx context.Context, moves []core.LotMove) (int, error) {
+	if len(moves) == 0 {
+		return 0, nil
+	}
+	ids := make([]int64, len(moves))
+	for i, mv := range moves {
+		ids[i] = mv.LotID
+	}
+	tag, err := t.tx.Exec(ctx, `SELECT 1 FROM lots WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
+	if err != nil {
+		return 0, fmt.Errorf("lock lots: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+func (t *txn) reverseCredit(ctx context.Context, prog *program, m *member, o *original,
+	reason string) (taken, written int64, err error) {
+	amount := o.points + o.pending
+	var lotID, free int64
+	var pending bool
+	err = t.tx.QueryRow(ctx, `SELECT id, remaining - held, pending FROM lots
+		WHERE posting_id = $1 FOR UPDATE`, o.id).Scan(&lotID, &free, &pending)
+	if err != nil {
+		return 0, 0, fmt.Errorf("read credited lot: %w", err)
+	}
+	// Points of the lot that expired are gone already and are not owed back.
+	var expired int64
+	err = t.tx.QueryRow(ctx, `SELECT coalesce(sum(-pl.points), 0) FROM posting_lots pl
+		JOIN postings p ON p.id = pl.posting_id
+		WHERE pl.lot_id = $1 AND p.kind = 'expiry'`, lotID).Scan(&expired)
+	if err != nil {
+		return 0, 0, fmt.Errorf("read expired part: %w", err)
+	}
+
+	// First what is left of the lot itself.
+	own := min(free, amount)
+	moves := []core.LotMove{}
+	if own > 0 {
+		moves = append(moves, core.LotMove{LotID: lotID, Points: core.Points(-own)})
+	}
+	var p posting
+	if pending {
+		p.pendingDelta = -own
+	} else {
+		p.points = -own
+	}
+
+	// Then what was spent, from the member's other spendable points.
+	spent := max(0, amount-own-expired)
+	var fromOthers int64
+	if spent > 0 {
+		lots, err := t.usableLots(ctx, m)
+		if err != nil {
+			return 0, 0, err
+		}
+		var others []lotRow
+		for _, l := range lots {
+			if l.id != lotID {
+				others = append(others, l)
+			}
+		}
+		more, short := take(others, spent)
+		moves = append(moves, more...)
+		fromOthers = spent - short
+		p.points -= fromOthers
+		if short > 0 {
+			if prog.NegativeBalance == core.NegativeAllow {
+				p.points -= short
+			} else {
+				written = short
+			}
+		}
+	}
+	if err := t.applyMoves(ctx, moves); err != nil {
+		return 0, 0, err
+	}
+	id := o.id
+	p.kind, p.reason, p.reversesID, p.moves = core.PostReversal, reason, &id, moves
+	if _, err := t.post(ctx, m, p); err != nil {
+		return 0, 0, err
+	}
+	t.lastMoves = moves
+	return p.points + p.pendingDelta, written, nil
+}

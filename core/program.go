@@ -1,0 +1,216 @@
+package core
+
+import (
+	"time"
+)
+
+// ExpiryUnit is the unit of a program's points lifetime.
+type ExpiryUnit string
+
+// Expiry units.
+const (
+	ExpiryNone   ExpiryUnit = "none"
+	ExpiryDays   ExpiryUnit = "days"
+	ExpiryMonths ExpiryUnit = "months"
+)
+
+// Negative-balance policies: what a clawback does with points already spent.
+const (
+	NegativeForbid = "forbid" // the shortfall is written off; the balance stays at zero
+	NegativeAllow  = "allow"  // the balance goes negative and later credits repay it
+)
+
+// Program is a loyalty program and the policies its points follow.
+type Program struct {
+	ID              string     `json:"id"`
+	Code            string     `json:"code"`
+	Name            string     `json:"name"`
+	TimeZone        string     `json:"time_zone"`
+	Currency        string     `json:"currency"`
+	PointsPerUnit   string     `json:"points_per_unit"`
+	AccrualRounding Rounding   `json:"accrual_rounding"`
+	ExpiryUnit      ExpiryUnit `json:"expiry_unit"`
+	ExpiryLength    int        `json:"expiry_length"`
+	ExpiryRound     string     `json:"expiry_round"`
+	PendingDays     int        `json:"pending_days"`
+	NegativeBalance string     `json:"negative_balance"`
+	HoldTTLSeconds  int        `json:"hold_ttl_seconds"`
+
+	loc *time.Location
+}
+
+// Validate checks a program definition and names the first bad field.
+func (p *Program) Validate() error {
+	if !codeOK(p.Code) {
+		return Errorf(Invalid, "code", "must be 1-64 letters, digits, '-' or '_'")
+	}
+	if p.Name == "" || len(p.Name) > 200 {
+		return Errorf(Invalid, "name", "is required, at most 200 characters")
+	}
+	if _, err := time.LoadLocation(p.TimeZone); err != nil || p.TimeZone == "" {
+		return Errorf(Invalid, "time_zone", "unknown time zone %q", p.TimeZone)
+	}
+	if len(p.Currency) != 3 {
+		return Errorf(Invalid, "currency", "must be an ISO 4217 code such as CLP")
+	}
+	if _, err := ParseRate("points_per_unit", p.PointsPerUnit); err != nil {
+		return err
+	}
+	if !p.AccrualRounding.Valid() {
+		return Errorf(Invalid, "accrual_rounding", "must be down, up, half_up or half_even")
+	}
+	switch p.ExpiryUnit {
+	case ExpiryNone:
+	case ExpiryDays, ExpiryMonths:
+		if p.ExpiryLength <= 0 || p.ExpiryLength > 3650 {
+			return Errorf(Invalid, "expiry_length", "must be between 1 and 3650")
+		}
+	default:
+		return Errorf(Invalid, "expiry_unit", "must be none, days or months")
+	}
+	if p.ExpiryRound != "day" && p.ExpiryRound != "month" {
+		return Errorf(Invalid, "expiry_round", "must be day or month")
+	}
+	if p.PendingDays < 0 || p.PendingDays > 365 {
+		return Errorf(Invalid, "pending_days", "must be between 0 and 365")
+	}
+	if p.NegativeBalance != NegativeForbid && p.NegativeBalance != NegativeAllow {
+		return Errorf(Invalid, "negative_balance", "must be forbid or allow")
+	}
+	if p.HoldTTLSeconds <= 0 || p.HoldTTLSeconds > 90*24*3600 {
+		return Errorf(Invalid, "hold_ttl_seconds", "must be between 1 and 7776000")
+	}
+	return nil
+}
+
+// Defaults fills the fields a caller left empty.
+func (p *Program) Defaults() {
+	if p.TimeZone == "" {
+		p.TimeZone = "America/Santiago"
+	}
+	if p.Currency == "" {
+		p.Currency = "CLP"
+	}
+	if p.PointsPerUnit == "" {
+		p.PointsPerUnit = "1"
+	}
+	if p.AccrualRounding == "" {
+		p.AccrualRounding = RoundDown
+	}
+	if p.ExpiryUnit == "" {
+		p.ExpiryUnit = ExpiryNone
+	}
+	if p.ExpiryRound == "" {
+		p.ExpiryRound = "day"
+	}
+	if p.NegativeBalance == "" {
+		p.NegativeBalance = NegativeForbid
+	}
+	if p.HoldTTLSeconds == 0 {
+		p.HoldTTLSeconds = 900
+	}
+}
+
+// Location is the program's time zone; day and month boundaries are its own.
+func (p *Program) Location() *time.Location {
+	if p.loc == nil {
+		loc, err := time.LoadLocation(p.TimeZone)
+		if err != nil {
+			loc = time.UTC
+		}
+		p.loc = loc
+	}
+	return p.loc
+}
+
+// ExpiresAt is the instant from which points earned at t are expired, or nil
+// when the program's points never expire. A lot is usable through the whole
+// of its last day (or month) in the program's time zone: the instant
+// returned is the first one of the following local day (or month).
+func (p *Program) ExpiresAt(earned time.Time) *time.Time {
+	var y int
+	var m time.Month
+	var d int
+	local := earned.In(p.Location())
+	y, m, d = local.Date()
+	switch p.ExpiryUnit {
+	case ExpiryDays:
+		d += p.ExpiryLength
+	case ExpiryMonths:
+		m += time.Month(p.ExpiryLength)
+		// Clamp to the last day of the target month (Jan 31 + 1 month = Feb 28).
+		if last := daysIn(y, m); d > last {
+			d = last
+		}
+	default:
+		return nil
+	}
+	var end time.Time
+	if p.ExpiryRound == "month" {
+		end = startOfDay(y, m+1, 1, p.Location())
+	} else {
+		end = startOfDay(y, m, d+1, p.Location())
+	}
+	end = end.UTC()
+	return &end
+}
+
+// SpendableFrom is when points earned at t may be spent: at once, or after
+// the program's holding period, from the start of a local day.
+func (p *Program) SpendableFrom(earned time.Time) time.Time {
+	if p.PendingDays == 0 {
+		return earned
+	}
+	y, m, d := earned.In(p.Location()).Date()
+	return startOfDay(y, m, d+p.PendingDays, p.Location()).UTC()
+}
+
+// startOfDay is the first instant of a local date; when a daylight-saving
+// change skips midnight, it is the first instant that exists that day.
+func startOfDay(y int, m time.Month, d int, loc *time.Location) time.Time {
+	t := time.Date(y, m, d, 0, 0, 0, 0, loc)
+	if yy, mm, dd := t.Date(); yy == y && mm == m && dd == d {
+		return t
+	}
+	norm := time.Date(y, m, d, 12, 0, 0, 0, loc)
+	y2, m2, d2 := norm.Date()
+	for h := 0; h < 12; h++ {
+		t = time.Date(y2, m2, d2, h, 0, 0, 0, loc)
+		if _, _, dd := t.Date(); dd == d2 {
+			return t
+		}
+	}
+	return t
+}
+
+func daysIn(y int, m time.Month) int {
+	return time.Date(y, m+1, 0, 12, 0, 0, 0, time.UTC).Day()
+}
+
+func codeOK(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		ok := c == '-' || c == '_' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+			(c >= 'A' && c <= 'Z')
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidRef reports whether s is acceptable as an external reference or
+// transaction id: 1-128 printable characters.
+func ValidRef(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for _, c := range s {
+		if c < 0x20 || c == 0x7f || c == 0xfffd {
+			return false
+		}
+	}
+	return true
+}
