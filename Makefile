@@ -1,0 +1,59 @@
+# Puntos: build, run and test on one machine.
+#
+# `make test` and `make run` start what they need first (deploy/local/services.sh up):
+# PostgreSQL and ClickHouse on 127.0.0.1, installed from Debian's packages when missing.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+# Go lives in /usr/local/go/bin on our machines; use it when go is not on PATH already.
+ifeq ($(shell command -v go 2>/dev/null),)
+export PATH := /usr/local/go/bin:$(PATH)
+endif
+
+SERVICES := deploy/local/services.sh
+LOAD_ENV := eval "$$($(SERVICES) env)"
+BIN      := bin/puntos
+
+.PHONY: services services-down build run test bench demo fmt vet clean
+
+## services: start PostgreSQL and ClickHouse (reusing what already runs)
+services:
+	$(SERVICES) up
+
+## services-down: stop what `make services` started
+services-down:
+	$(SERVICES) down
+
+## build: compile bin/puntos
+build:
+	go build -o $(BIN) ./cmd/puntos
+
+## run: start the services, then run Puntos against them
+run: services build
+	$(LOAD_ENV); exec $(BIN) run
+
+## test: start the services, then run every test against them
+test: services
+	$(LOAD_ENV); go test -count=1 -p 2 -timeout 20m ./...
+
+## bench: run each benchmark once, as a smoke test
+bench: services
+	$(LOAD_ENV); go test -run '^$$' -bench . -benchtime=1x ./...
+
+## demo: start the services, then run the demo
+demo: services build
+	$(LOAD_ENV); $(BIN) demo
+
+## fmt: format the Go code in place
+fmt:
+	gofmt -l -w .
+
+## vet: go vet every package
+vet:
+	go vet ./...
+
+## clean: remove built binaries (the services' data in .data/ stays; see services-down)
+clean:
+	rm -rf bin/

@@ -1,0 +1,157 @@
+package natsbus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/puntos-loyalty/puntos/bus"
+)
+
+// Headers of a dead-lettered command.
+const (
+	HeaderReason     = "Puntos-Reason"      // why it could not be applied
+	HeaderSource     = "Puntos-Source"      // the command's source, when it decoded
+	HeaderTxn        = "Puntos-Txn"         // the command's transaction id, when it decoded
+	HeaderPartition  = "Puntos-Partition"   // the partition it came from
+	HeaderCommandSeq = "Puntos-Command-Seq" // its sequence in the command stream
+	HeaderDeliveries = "Puntos-Deliveries"  // how many times it was delivered
+)
+
+// maxReasonLen bounds the reason header, in bytes.
+const maxReasonLen = 1024
+
+// DeadLetter is a command read back from the dead-letter stream.
+type DeadLetter struct {
+	// Seq is the message's sequence in the dead-letter stream.
+	Seq uint64
+
+	// Time is when it was dead-lettered.
+	Time time.Time
+
+	// Reason says why the command could not be applied.
+	Reason string
+
+	// Partition, CommandSeq and Deliveries tell where the command was and
+	// how many times it was delivered.
+	Partition  int
+	CommandSeq uint64
+	Deliveries uint64
+
+	// Source and TxnID identify the command, when it decoded.
+	Source string
+	TxnID  string
+
+	// Command is the decoded command; it is the zero Command when Raw is
+	// not one.
+	Command bus.Command
+
+	// Raw is the message as it was on the command stream.
+	Raw []byte
+}
+
+// DeadLetter copies d to the dead-letter stream of its partition with the
+// reason and the command's identity in headers, and waits until the server
+// has stored it. The caller then terminates d (Delivery.Term). Writing the
+// same delivery twice, as after a crash before Term, stores it once.
+func (b *Bus) DeadLetter(ctx context.Context, d *Delivery, reason string) error {
+	m := nats.NewMsg(b.deadSubject(d.Partition))
+	m.Data = d.Raw
+	m.Header.Set(HeaderReason, headerValue(reason, maxReasonLen))
+	if d.Command.Source != "" {
+		m.Header.Set(HeaderSource, headerValue(d.Command.Source, maxReasonLen))
+	}
+	if d.Command.TxnID != "" {
+		m.Header.Set(HeaderTxn, headerValue(d.Command.TxnID, maxReasonLen))
+	}
+	m.Header.Set(HeaderPartition, strconv.Itoa(d.Partition))
+	m.Header.Set(HeaderCommandSeq, strconv.FormatUint(d.Seq, 10))
+	m.Header.Set(HeaderDeliveries, strconv.FormatUint(d.NumDelivered, 10))
+
+	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(b.deadStream)}
+	if d.Seq > 0 {
+		// The original message id keeps this unique should the command
+		// stream be recreated and its sequence numbers start again.
+		var orig string
+		if d.msg != nil {
+			orig = d.msg.Headers().Get(jetstream.MsgIDHeader)
+		}
+		opts = append(opts, jetstream.WithMsgID("dead:"+strconv.FormatUint(d.Seq, 10)+":"+orig))
+	}
+	if _, err := b.js.PublishMsg(ctx, m, opts...); err != nil {
+		return fmt.Errorf("dead-letter command %d: %w", d.Seq, err)
+	}
+	return nil
+}
+
+// DeadLetters reads back up to n dead-lettered commands, oldest first.
+func (b *Bus) DeadLetters(ctx context.Context, n int) ([]DeadLetter, error) {
+	if n <= 0 {
+		return []DeadLetter{}, nil
+	}
+	stream, err := b.js.Stream(ctx, b.deadStream)
+	if err != nil {
+		return nil, fmt.Errorf("dead letters: %w", err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("dead letters: %w", err)
+	}
+
+	out := make([]DeadLetter, 0, min(n, int(info.State.Msgs)))
+	for seq := info.State.FirstSeq; len(out) < n && seq <= info.State.LastSeq; seq++ {
+		if seq == 0 {
+			continue
+		}
+		raw, err := stream.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue // deleted
+		}
+		if err != nil {
+			return nil, fmt.Errorf("dead letter %d: %w", seq, err)
+		}
+		out = append(out, readDeadLetter(raw))
+	}
+	return out, nil
+}
+
+// readDeadLetter turns a stored dead-letter message into a DeadLetter.
+func readDeadLetter(raw *jetstream.RawStreamMsg) DeadLetter {
+	dl := DeadLetter{
+		Seq:    raw.Sequence,
+		Time:   raw.Time,
+		Reason: raw.Header.Get(HeaderReason),
+		Source: raw.Header.Get(HeaderSource),
+		TxnID:  raw.Header.Get(HeaderTxn),
+		Raw:    raw.Data,
+	}
+	dl.Partition, _ = strconv.Atoi(raw.Header.Get(HeaderPartition))
+	dl.CommandSeq, _ = strconv.ParseUint(raw.Header.Get(HeaderCommandSeq), 10, 64)
+	dl.Deliveries, _ = strconv.ParseUint(raw.Header.Get(HeaderDeliveries), 10, 64)
+	if err := json.Unmarshal(raw.Data, &dl.Command); err != nil {
+		dl.Command = bus.Command{}
+	}
+	return dl
+}
+
+// headerValue makes s fit in a header: one line of valid UTF-8, at most
+// limit bytes.
+func headerValue(s string, limit int) string {
+	s = strings.Map(func(r rune) rune {
+		if r == '\r' || r == '\n' {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > limit {
+		s = s[:limit]
+	}
+	return strings.ToValidUTF8(s, "")
+}

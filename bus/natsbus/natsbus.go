@@ -1,0 +1,318 @@
+// Package natsbus carries Puntos commands, results and ledger events over
+// NATS JetStream, following the conventions of package bus: a command stream
+// split into partitions by member, an events stream, a dead-letter stream and
+// core-NATS subjects on which results are announced.
+//
+// The command stream keeps messages under limits retention (by age) rather
+// than as a work queue, so that the server can rebuild its de-duplication
+// window from the stored messages after a restart: a retry of a command that
+// was already consumed is still recognised as a duplicate.
+package natsbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/puntos-loyalty/puntos/bus"
+)
+
+// Defaults applied by Connect to the zero fields of Config.
+const (
+	DefaultName          = "puntos"
+	DefaultPartitions    = 8
+	DefaultReplicas      = 1
+	DefaultAckWait       = 30 * time.Second
+	DefaultMaxDeliver    = 10
+	DefaultRetryDelay    = 200 * time.Millisecond
+	DefaultMaxRetryDelay = 30 * time.Second
+	DefaultCommandMaxAge = 7 * 24 * time.Hour
+)
+
+// DuplicateWindow is how long the streams remember a message id: a command
+// or event published again within it is dropped by the server.
+const DuplicateWindow = 24 * time.Hour
+
+const (
+	// stallWait bounds how long an async publish waits for room when too
+	// many acknowledgements are outstanding.
+	stallWait = 5 * time.Second
+
+	// asyncAckTimeout bounds the wait for the acknowledgement of one async
+	// publish, so that a lost acknowledgement turns into an error.
+	asyncAckTimeout = 30 * time.Second
+
+	// settleTimeout bounds the acknowledgements sent after a batch.
+	settleTimeout = 10 * time.Second
+)
+
+// Config tells Connect where the server is and how the streams are shaped.
+// Every process of one deployment must use the same Partitions and
+// Namespace.
+type Config struct {
+	// URL is the server, or several comma-separated servers of a cluster,
+	// for example nats://127.0.0.1:4222.
+	URL string
+
+	// Name is the connection name the server shows; default "puntos".
+	Name string
+
+	// Partitions is the number of command partitions; default 8.
+	Partitions int
+
+	// Replicas is the number of copies of each stream; default 1, use 3 in
+	// a cluster.
+	Replicas int
+
+	// AckWait is how long a fetched command may stay unacknowledged before
+	// the server delivers it again; default 30s.
+	AckWait time.Duration
+
+	// MaxDeliver is how many times a command is handed to a consumer; when
+	// the last attempt fails it goes to the dead-letter stream. Default 10.
+	MaxDeliver int
+
+	// RetryDelay is the pause after a failed batch before its partition is
+	// fetched again. It doubles with every delivery up to MaxRetryDelay.
+	// Defaults 200ms and 30s.
+	RetryDelay    time.Duration
+	MaxRetryDelay time.Duration
+
+	// CommandMaxAge is how long the command stream keeps a command,
+	// consumed or not; default 7 days, never less than DuplicateWindow.
+	CommandMaxAge time.Duration
+
+	// Namespace, when not empty, is put in front of every stream name and
+	// subject, so that several test runs can share one server. It may hold
+	// letters, digits, '-' and '_'.
+	Namespace string
+}
+
+// withDefaults fills the zero fields of c and checks the others.
+func (c Config) withDefaults() (Config, error) {
+	if strings.TrimSpace(c.URL) == "" {
+		return c, errors.New("no NATS URL")
+	}
+	if c.Name == "" {
+		c.Name = DefaultName
+	}
+	if c.Partitions == 0 {
+		c.Partitions = DefaultPartitions
+	}
+	if c.Replicas == 0 {
+		c.Replicas = DefaultReplicas
+	}
+	if c.AckWait == 0 {
+		c.AckWait = DefaultAckWait
+	}
+	if c.MaxDeliver == 0 {
+		c.MaxDeliver = DefaultMaxDeliver
+	}
+	if c.RetryDelay == 0 {
+		c.RetryDelay = DefaultRetryDelay
+	}
+	if c.MaxRetryDelay == 0 {
+		c.MaxRetryDelay = DefaultMaxRetryDelay
+	}
+	if c.CommandMaxAge == 0 {
+		c.CommandMaxAge = DefaultCommandMaxAge
+	}
+
+	switch {
+	case c.Partitions < 1:
+		return c, fmt.Errorf("partitions %d: must be at least 1", c.Partitions)
+	case c.Replicas < 1:
+		return c, fmt.Errorf("replicas %d: must be at least 1", c.Replicas)
+	case c.AckWait < time.Second:
+		return c, fmt.Errorf("ack wait %s: must be at least 1s", c.AckWait)
+	case c.MaxDeliver < 1:
+		return c, fmt.Errorf("max deliver %d: must be at least 1", c.MaxDeliver)
+	case c.RetryDelay < 0 || c.MaxRetryDelay < c.RetryDelay:
+		return c, fmt.Errorf("retry delays %s and %s: need 0 <= delay <= max",
+			c.RetryDelay, c.MaxRetryDelay)
+	case c.CommandMaxAge < DuplicateWindow:
+		return c, fmt.Errorf("command max age %s: must be at least %s",
+			c.CommandMaxAge, DuplicateWindow)
+	}
+	for _, r := range c.Namespace {
+		ok := r == '-' || r == '_' || (r >= '0' && r <= '9') ||
+			(r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z')
+		if !ok {
+			return c, fmt.Errorf("namespace %q: only letters, digits, '-' and '_'", c.Namespace)
+		}
+	}
+	return c, nil
+}
+
+// Bus is a connection to NATS with the Puntos streams in place. It is safe
+// for concurrent use.
+type Bus struct {
+	cfg Config
+	log *slog.Logger
+	nc  *nats.Conn
+	js  jetstream.JetStream
+
+	// Stream names and the subject prefix, after Namespace.
+	cmdStream, evtStream, deadStream string
+	prefix                           string
+}
+
+// Connect connects to cfg.URL and makes sure the command, event and
+// dead-letter streams exist with the configured shape. Once connected, the
+// client reconnects forever; the first connection is tried only once. A nil
+// log means slog.Default().
+func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("nats config: %w", err)
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+
+	b := &Bus{
+		cfg:        cfg,
+		log:        log,
+		cmdStream:  bus.CommandStream,
+		evtStream:  bus.EventStream,
+		deadStream: bus.DeadStream,
+	}
+	if cfg.Namespace != "" {
+		b.cmdStream = cfg.Namespace + "_" + bus.CommandStream
+		b.evtStream = cfg.Namespace + "_" + bus.EventStream
+		b.deadStream = cfg.Namespace + "_" + bus.DeadStream
+		b.prefix = cfg.Namespace + "."
+	}
+
+	// Connect, logging the connection's ups and downs.
+	b.nc, err = nats.Connect(cfg.URL,
+		nats.Name(cfg.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("NATS disconnected", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Error("NATS asynchronous error", "subject", subject, "error", err)
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats: %w", err)
+	}
+
+	b.js, err = jetstream.New(b.nc, jetstream.WithPublishAsyncTimeout(asyncAckTimeout))
+	if err != nil {
+		b.nc.Close()
+		return nil, fmt.Errorf("open jetstream: %w", err)
+	}
+
+	// Create the streams, or bring their configuration up to date.
+	if err := b.ensureStreams(ctx); err != nil {
+		b.nc.Close()
+		return nil, err
+	}
+	log.Info("NATS connected", "url", b.nc.ConnectedUrlRedacted(),
+		"partitions", cfg.Partitions, "command_stream", b.cmdStream)
+	return b, nil
+}
+
+// ensureStreams creates or updates the three streams.
+func (b *Bus) ensureStreams(ctx context.Context) error {
+	streams := []jetstream.StreamConfig{{
+		Name:        b.cmdStream,
+		Description: "Puntos commands, partitioned by member",
+		Subjects:    []string{b.prefix + bus.CommandSubjects},
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      b.cfg.CommandMaxAge,
+		Discard:     jetstream.DiscardOld,
+		Storage:     jetstream.FileStorage,
+		Replicas:    b.cfg.Replicas,
+		Duplicates:  DuplicateWindow,
+	}, {
+		// TODO(bus): events are kept forever; give the stream a MaxAge once
+		// the reporting sink's catch-up window is decided.
+		Name:        b.evtStream,
+		Description: "Puntos ledger events, published after commit",
+		Subjects:    []string{b.prefix + bus.EventSubjects},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		Storage:     jetstream.FileStorage,
+		Replicas:    b.cfg.Replicas,
+		Duplicates:  DuplicateWindow,
+	}, {
+		Name:        b.deadStream,
+		Description: "Puntos commands that could not be applied",
+		Subjects:    []string{b.prefix + bus.DeadSubjects},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		Storage:     jetstream.FileStorage,
+		Replicas:    b.cfg.Replicas,
+		Duplicates:  DuplicateWindow,
+	}}
+	for _, sc := range streams {
+		if _, err := b.js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
+		}
+	}
+	return nil
+}
+
+// Close closes the connection after flushing what is buffered. Consume
+// loops still running return an error.
+func (b *Bus) Close() {
+	b.nc.Close()
+}
+
+// Ping reports whether the connection is up and JetStream answers; it is
+// meant for readiness probes.
+func (b *Bus) Ping(ctx context.Context) error {
+	if !b.nc.IsConnected() {
+		return fmt.Errorf("ping nats: connection is %s", b.nc.Status())
+	}
+	if _, err := b.js.AccountInfo(ctx); err != nil {
+		return fmt.Errorf("ping jetstream: %w", err)
+	}
+	return nil
+}
+
+// Partitions is the number of command partitions.
+func (b *Bus) Partitions() int { return b.cfg.Partitions }
+
+// commandSubject, eventSubject, deadSubject and resultSubject are the bus
+// subjects with the namespace in front.
+func (b *Bus) commandSubject(p int) string { return b.prefix + bus.CommandSubject(p) }
+
+func (b *Bus) eventSubject(ev bus.Event) string {
+	return b.prefix + bus.EventSubject(ev.Program, ev.Kind)
+}
+
+func (b *Bus) deadSubject(p int) string { return b.prefix + bus.DeadSubject(p) }
+
+func (b *Bus) resultSubject(source, txn string) string {
+	return b.prefix + bus.ResultSubject(source, txn)
+}
+
+// sleep waits for d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

@@ -1,0 +1,159 @@
+package natsbus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/puntos-loyalty/puntos/bus"
+)
+
+// resultBuffer is how many results a SubscribeResult channel holds for a
+// waiter that is not reading; more are dropped.
+const resultBuffer = 4
+
+// subscribeTimeout bounds the wait for the server to confirm a result
+// subscription.
+const subscribeTimeout = 2 * time.Second
+
+// PublishCommand puts cmd on its member's partition and waits until the
+// server has stored it. The message id is bus.MsgID(cmd), so a retry of the
+// same request within DuplicateWindow is dropped by the server and reported
+// with duplicate set; a changed request with the same transaction id is
+// stored, for core to answer with a conflict. cmd must be sealed.
+func (b *Bus) PublishCommand(ctx context.Context, cmd bus.Command) (duplicate bool, err error) {
+	if len(cmd.Hash) < 16 {
+		return false, errors.New("publish command: not sealed")
+	}
+	if cmd.Source == "" || cmd.TxnID == "" {
+		return false, errors.New("publish command: no source or transaction id")
+	}
+	data, err := json.Marshal(cmd)
+	if err != nil {
+		return false, fmt.Errorf("encode command: %w", err)
+	}
+
+	p := bus.Partition(cmd.Program, cmd.Member, b.cfg.Partitions)
+	ack, err := b.js.Publish(ctx, b.commandSubject(p), data,
+		jetstream.WithMsgID(bus.MsgID(cmd)), jetstream.WithExpectStream(b.cmdStream))
+	if err != nil {
+		return false, fmt.Errorf("publish command %s: %w", cmd.ID, err)
+	}
+	return ack.Duplicate, nil
+}
+
+// SubscribeResult starts listening for the result of the command (source,
+// txn) on core NATS. Call it before publishing the command, so that a fast
+// answer is not missed: it returns once the server has the subscription. The
+// channel receives every result announced until
+// unsubscribe is called, which also closes it; a result that does not
+// decode is logged and skipped.
+func (b *Bus) SubscribeResult(source, txn string) (<-chan bus.Result, func(), error) {
+	ch := make(chan bus.Result, resultBuffer)
+	var (
+		mu     sync.Mutex
+		closed bool
+	)
+	subject := b.resultSubject(source, txn)
+	sub, err := b.nc.Subscribe(subject, func(m *nats.Msg) {
+		var r bus.Result
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			b.log.Warn("Undecodable result", "subject", subject, "error", err)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if closed {
+			return
+		}
+		select {
+		case ch <- r:
+		default:
+			b.log.Warn("Result dropped, waiter not reading", "subject", subject,
+				"txn_id", r.TxnID)
+		}
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("subscribe result: %w", err)
+	}
+	if err := b.nc.FlushTimeout(subscribeTimeout); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, nil, fmt.Errorf("subscribe result: %w", err)
+	}
+
+	var once sync.Once
+	unsubscribe := func() {
+		once.Do(func() {
+			if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+				b.log.Warn("Unsubscribe failed", "subject", subject, "error", err)
+			}
+			mu.Lock()
+			closed = true
+			close(ch)
+			mu.Unlock()
+		})
+	}
+	return ch, unsubscribe, nil
+}
+
+// PublishResult announces r to whoever waits for it on core NATS. Nobody
+// may be listening, and nothing is stored: the result of record is in the
+// ledger.
+func (b *Bus) PublishResult(r bus.Result) error {
+	if r.Source == "" || r.TxnID == "" {
+		return errors.New("publish result: no source or transaction id")
+	}
+	data, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encode result: %w", err)
+	}
+	if err := b.nc.Publish(b.resultSubject(r.Source, r.TxnID), data); err != nil {
+		return fmt.Errorf("publish result %s: %w", r.CommandID, err)
+	}
+	return nil
+}
+
+// PublishEvents puts ledger events on the events stream and waits until the
+// server has stored all of them. The message id is the event id, so events
+// published again after a crash (from the outbox) are dropped as duplicates
+// within DuplicateWindow. On error some events may be stored and others
+// not; publishing all of them again is safe.
+func (b *Bus) PublishEvents(ctx context.Context, evs []bus.Event) error {
+	for _, ev := range evs {
+		if ev.ID == "" {
+			return errors.New("publish events: event without id")
+		}
+	}
+
+	// Send them all, then collect the acknowledgements.
+	futures := make([]jetstream.PubAckFuture, 0, len(evs))
+	for _, ev := range evs {
+		data, err := json.Marshal(ev)
+		if err != nil {
+			return fmt.Errorf("encode event %s: %w", ev.ID, err)
+		}
+		m := &nats.Msg{Subject: b.eventSubject(ev), Data: data}
+		f, err := b.js.PublishMsgAsync(m, jetstream.WithMsgID(ev.ID),
+			jetstream.WithExpectStream(b.evtStream), jetstream.WithStallWait(stallWait))
+		if err != nil {
+			return fmt.Errorf("publish event %s: %w", ev.ID, err)
+		}
+		futures = append(futures, f)
+	}
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("publish event %s: %w", evs[i].ID, err)
+		case <-ctx.Done():
+			return fmt.Errorf("publish events: %w", ctx.Err())
+		}
+	}
+	return nil
+}

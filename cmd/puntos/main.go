@@ -1,0 +1,202 @@
+// Command puntos runs the Puntos loyalty-points platform: everything in one
+// process (run), or one part of it (gateway, core, adapters) for scale-out.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/puntos-loyalty/puntos/core/postgres"
+	"github.com/puntos-loyalty/puntos/internal/app"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `Usage: puntos <command> [flags]
+
+Commands:
+  run        run everything in one process (embedded NATS unless NATS_URL is set)
+  gateway    run the gateway alone (REST API, health, metrics)
+  core       run the core alone (command consumers, outbox relay, expiry sweep)
+  adapters   run the adapters alone
+  migrate    apply the database migrations and exit
+  expire     run the expiry sweep once: puntos expire [--at RFC3339]
+  demo       load the telecom sample through the REST gateway
+  version    print the version
+
+Run 'puntos <command> --help' for the flags of a command.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "puntos:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout,
+	stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("a command is required")
+	}
+	name, rest := args[0], args[1:]
+	switch name {
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "puntos", version)
+		return nil
+	case "help", "--help", "-h":
+		fmt.Fprint(stdout, usage)
+		return nil
+	case "demo":
+		return runDemo(ctx, rest, getenv, stdout, stderr)
+	}
+	var expireArgs []string
+	if name == "expire" {
+		rest, expireArgs = splitFlag(rest, "at")
+	}
+	cfg, _, err := app.LoadConfig(name, rest, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	switch name {
+	case "run":
+		return serve(ctx, cfg, log, app.Roles{Gateway: true, Core: true, Adapters: true}, stdout)
+	case "gateway":
+		return serve(ctx, cfg, log, app.Roles{Gateway: true}, stdout)
+	case "core":
+		return serve(ctx, cfg, log, app.Roles{Core: true}, stdout)
+	case "adapters":
+		return serve(ctx, cfg, log, app.Roles{Adapters: true}, stdout)
+	case "migrate":
+		pool, err := postgres.Open(ctx, cfg.DatabaseURL)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		return postgres.Migrate(ctx, pool, log)
+	case "expire":
+		return expire(ctx, cfg, expireArgs, log, stdout)
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", name)
+}
+
+func newLogger(cfg *app.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	format := cfg.LogFormat
+	if format == "auto" {
+		format = "json"
+		if f, ok := w.(*os.File); ok {
+			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+				format = "text"
+			}
+		}
+	}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func serve(ctx context.Context, cfg *app.Config, log *slog.Logger, roles app.Roles,
+	stdout io.Writer) error {
+	log.Info("Starting Puntos", append([]any{"version", version, "gateway", roles.Gateway,
+		"core", roles.Core, "adapters", roles.Adapters}, cfg.Masked()...)...)
+	a, err := app.Start(ctx, cfg, log, roles)
+	if err != nil {
+		return err
+	}
+	base := "http://" + a.Addr()
+	if roles.Gateway {
+		fmt.Fprintf(stdout, "Puntos is running.\n  API      %s/v1\n  Health   %s/healthz  "+
+			"%s/readyz\n  Metrics  %s/metrics\n", base, base, base, base)
+		if keys, _ := cfg.Keys(); len(keys) == 0 {
+			fmt.Fprintf(stdout, "  API key  %s (development only; set PUNTOS_API_KEYS)\n",
+				app.DevKey)
+		}
+		fmt.Fprintln(stdout, "Press Ctrl-C to stop.")
+	} else {
+		fmt.Fprintf(stdout, "Puntos is running. Health %s/healthz, metrics %s/metrics\n",
+			base, base)
+	}
+	<-ctx.Done()
+	log.Info("Stopping: finishing in-flight requests and batches")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = a.Shutdown(sctx)
+	log.Info("Stopped")
+	return err
+}
+
+func expire(ctx context.Context, cfg *app.Config, args []string, log *slog.Logger,
+	stdout io.Writer) error {
+	fs := flag.NewFlagSet("expire", flag.ContinueOnError)
+	at := fs.String("at", "", "the instant to expire as of (RFC 3339); default now")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	when := time.Now()
+	if *at != "" {
+		t, err := time.Parse(time.RFC3339, strings.TrimSpace(*at))
+		if err != nil {
+			return fmt.Errorf("--at: %q is not an RFC 3339 timestamp", *at)
+		}
+		when = t
+	}
+	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := postgres.Migrate(ctx, pool, log); err != nil {
+		return err
+	}
+	res, ran, err := postgres.New(pool, log).Sweep(ctx, when, 500)
+	if err != nil {
+		return err
+	}
+	if !ran {
+		fmt.Fprintln(stdout, "Another sweep is running; nothing done.")
+		return nil
+	}
+	fmt.Fprintf(stdout, "Swept %d members in %d batches as of %s.\n", res.Members, res.Batches,
+		when.UTC().Format(time.RFC3339))
+	return nil
+}
+
+// splitFlag takes the flag name (as -name v, --name v or --name=v) out of
+// args, returning the other args and the flag's own.
+func splitFlag(args []string, name string) (rest, own []string) {
+	for i := 0; i < len(args); i++ {
+		a := strings.TrimLeft(args[i], "-")
+		switch {
+		case a == name && i+1 < len(args) && strings.HasPrefix(args[i], "-"):
+			own = append(own, "--"+name, args[i+1])
+			i++
+		case strings.HasPrefix(a, name+"=") && strings.HasPrefix(args[i], "-"):
+			own = append(own, "--"+a)
+		default:
+			rest = append(rest, args[i])
+		}
+	}
+	return rest, own
+}

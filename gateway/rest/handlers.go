@@ -1,0 +1,278 @@
+package rest
+
+import (
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/puntos-loyalty/puntos/core"
+)
+
+// handle runs one write: decode the body into in, let build turn it into
+// the command's member, payload and occurrence time, then submit.
+func (s *Server) write(w http.ResponseWriter, r *http.Request, kind string, in any,
+	build func() (member string, payload any, occurred *time.Time, err error)) {
+	if err := decodeBody(r, in); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	member, payload, occurred, err := build()
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	cmd, err := s.newCommand(r, kind, member, payload, occurred)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.submit(w, r, cmd)
+}
+
+func memberVar(r *http.Request) string { return mux.Vars(r)["member"] }
+
+func (s *Server) putProgram(w http.ResponseWriter, r *http.Request) {
+	var in core.Program
+	s.write(w, r, core.KindProgramUpsert, &in, func() (string, any, *time.Time, error) {
+		if in.Code != "" && in.Code != mux.Vars(r)["program"] {
+			return "", nil, nil, core.Errorf(core.Invalid, "code", "differs from the path")
+		}
+		if in.ID != "" {
+			return "", nil, nil, core.Errorf(core.Invalid, "id", "is assigned by Puntos")
+		}
+		in.Code = mux.Vars(r)["program"]
+		in.Defaults()
+		if err := in.Validate(); err != nil {
+			return "", nil, nil, err
+		}
+		in.Code = ""
+		return "", in, nil, nil
+	})
+}
+
+func (s *Server) getProgram(w http.ResponseWriter, r *http.Request) {
+	p, err := s.read.Program(r.Context(), mux.Vars(r)["program"])
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, p)
+}
+
+type enrollBody struct {
+	CustomerRef string     `json:"customer_ref"`
+	Channel     string     `json:"channel"`
+	EnrolledAt  *time.Time `json:"enrolled_at"`
+}
+
+func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
+	var in enrollBody
+	s.write(w, r, core.KindEnroll, &in, func() (string, any, *time.Time, error) {
+		if !core.ValidRef(in.CustomerRef) {
+			return "", nil, nil, core.Errorf(core.Invalid, "customer_ref",
+				"is required: 1-128 printable characters")
+		}
+		if len(in.Channel) > 64 {
+			return "", nil, nil, core.Errorf(core.Invalid, "channel", "is at most 64 characters")
+		}
+		return in.CustomerRef, core.Enroll{Channel: in.Channel, EnrolledAt: in.EnrolledAt}, nil, nil
+	})
+}
+
+func (s *Server) getMember(w http.ResponseWriter, r *http.Request) {
+	m, err := s.read.Member(r.Context(), mux.Vars(r)["program"], memberVar(r))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, m)
+}
+
+func (s *Server) getBalance(w http.ResponseWriter, r *http.Request) {
+	b, err := s.read.Balance(r.Context(), mux.Vars(r)["program"], memberVar(r))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, b)
+}
+
+func (s *Server) getMovements(w http.ResponseWriter, r *http.Request) {
+	limit, err := queryInt(r, "limit", 50)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	page, err := s.read.Statement(r.Context(), mux.Vars(r)["program"], memberVar(r),
+		r.URL.Query().Get("cursor"), limit)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, page)
+}
+
+type eventBody struct {
+	Type       string     `json:"type"`
+	Amount     *string    `json:"amount"`
+	Currency   string     `json:"currency"`
+	OccurredAt *time.Time `json:"occurred_at"`
+	Partner    string     `json:"partner"`
+}
+
+func (s *Server) accrue(w http.ResponseWriter, r *http.Request) {
+	var in eventBody
+	s.write(w, r, core.KindAccrue, &in, func() (string, any, *time.Time, error) {
+		if strings.TrimSpace(in.Type) == "" || len(in.Type) > 64 {
+			return "", nil, nil, core.Errorf(core.Invalid, "type",
+				"is required: the event type, such as bill_paid")
+		}
+		if in.Amount == nil {
+			return "", nil, nil, core.Errorf(core.Invalid, "amount",
+				"is required: a decimal string such as \"12990.50\"")
+		}
+		amount, err := core.ParseAmount("amount", *in.Amount)
+		if err != nil {
+			return "", nil, nil, err
+		}
+		if amount.Sign() < 0 {
+			return "", nil, nil, core.Errorf(core.Invalid, "amount", "must not be negative")
+		}
+		if in.OccurredAt != nil && in.OccurredAt.After(s.now().Add(5*time.Minute)) {
+			return "", nil, nil, core.Errorf(core.Invalid, "occurred_at", "is in the future")
+		}
+		return memberVar(r), core.Accrue{EventType: in.Type, Amount: strings.TrimSpace(*in.Amount),
+			Currency: in.Currency, Partner: in.Partner}, in.OccurredAt, nil
+	})
+}
+
+type creditBody struct {
+	Points     core.Points `json:"points"`
+	Reason     string      `json:"reason"`
+	ExpiresAt  *time.Time  `json:"expires_at"`
+	OccurredAt *time.Time  `json:"occurred_at"`
+}
+
+func (s *Server) credit(w http.ResponseWriter, r *http.Request) {
+	var in creditBody
+	s.write(w, r, core.KindCredit, &in, func() (string, any, *time.Time, error) {
+		if err := core.CheckPoints("points", in.Points); err != nil {
+			return "", nil, nil, err
+		}
+		if strings.TrimSpace(in.Reason) == "" {
+			return "", nil, nil, core.Errorf(core.Invalid, "reason", "is required")
+		}
+		return memberVar(r), core.Credit{Points: in.Points, Reason: in.Reason,
+			ExpiresAt: in.ExpiresAt}, in.OccurredAt, nil
+	})
+}
+
+func (s *Server) redeem(w http.ResponseWriter, r *http.Request) {
+	var in core.Redeem
+	s.write(w, r, core.KindRedeem, &in, func() (string, any, *time.Time, error) {
+		if err := core.CheckPoints("points", in.Points); err != nil {
+			return "", nil, nil, err
+		}
+		return memberVar(r), in, nil, nil
+	})
+}
+
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
+	var in core.Authorize
+	s.write(w, r, core.KindAuthorize, &in, func() (string, any, *time.Time, error) {
+		if err := core.CheckPoints("points", in.Points); err != nil {
+			return "", nil, nil, err
+		}
+		return memberVar(r), in, nil, nil
+	})
+}
+
+type captureBody struct {
+	Points core.Points `json:"points"`
+}
+
+func (s *Server) capture(w http.ResponseWriter, r *http.Request) {
+	var in captureBody
+	s.write(w, r, core.KindCapture, &in, func() (string, any, *time.Time, error) {
+		if in.Points < 0 || in.Points > core.MaxPoints {
+			return "", nil, nil, core.Errorf(core.Invalid, "points",
+				"must be between 0 (the whole hold) and %d", core.MaxPoints)
+		}
+		return memberVar(r), core.Capture{HoldTxnID: mux.Vars(r)["hold"], Points: in.Points},
+			nil, nil
+	})
+}
+
+func (s *Server) release(w http.ResponseWriter, r *http.Request) {
+	var in struct{}
+	s.write(w, r, core.KindRelease, &in, func() (string, any, *time.Time, error) {
+		return memberVar(r), core.Release{HoldTxnID: mux.Vars(r)["hold"]}, nil, nil
+	})
+}
+
+func (s *Server) reverse(w http.ResponseWriter, r *http.Request) {
+	var in core.Reverse
+	s.write(w, r, core.KindReverse, &in, func() (string, any, *time.Time, error) {
+		if (in.PostingID > 0) == (in.OriginalTxnID != "") {
+			return "", nil, nil, core.Errorf(core.Invalid, "posting_id",
+				"give exactly one of posting_id and original_txn_id")
+		}
+		if strings.TrimSpace(in.Reason) == "" {
+			return "", nil, nil, core.Errorf(core.Invalid, "reason", "is required")
+		}
+		return memberVar(r), in, nil, nil
+	})
+}
+
+func (s *Server) adjust(w http.ResponseWriter, r *http.Request) {
+	var in core.Adjust
+	s.write(w, r, core.KindAdjust, &in, func() (string, any, *time.Time, error) {
+		if in.Points == 0 || in.Points > core.MaxPoints || in.Points < -core.MaxPoints {
+			return "", nil, nil, core.Errorf(core.Invalid, "points",
+				"must be non-zero and at most %d either way", core.MaxPoints)
+		}
+		if strings.TrimSpace(in.Reason) == "" {
+			return "", nil, nil, core.Errorf(core.Invalid, "reason", "is required")
+		}
+		if strings.TrimSpace(r.Header.Get("X-Actor")) == "" {
+			return "", nil, nil, core.Errorf(core.Invalid, "X-Actor",
+				"header must name the person making a manual adjustment")
+		}
+		return memberVar(r), in, nil, nil
+	})
+}
+
+func (s *Server) transfer(w http.ResponseWriter, r *http.Request) {
+	var in core.Transfer
+	s.write(w, r, core.KindTransfer, &in, func() (string, any, *time.Time, error) {
+		if err := core.CheckPoints("points", in.Points); err != nil {
+			return "", nil, nil, err
+		}
+		if !core.ValidRef(in.To) {
+			return "", nil, nil, core.Errorf(core.Invalid, "to", "is required: a member reference")
+		}
+		return memberVar(r), in, nil, nil
+	})
+}
+
+func (s *Server) merge(w http.ResponseWriter, r *http.Request) {
+	var in core.Merge
+	s.write(w, r, core.KindMerge, &in, func() (string, any, *time.Time, error) {
+		if !core.ValidRef(in.Into) {
+			return "", nil, nil, core.Errorf(core.Invalid, "into",
+				"is required: the surviving member's reference")
+		}
+		return memberVar(r), in, nil, nil
+	})
+}
+
+func (s *Server) status(kind string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var in core.StatusChange
+		s.write(w, r, kind, &in, func() (string, any, *time.Time, error) {
+			return memberVar(r), in, nil, nil
+		})
+	}
+}

@@ -1,0 +1,339 @@
+// Package rest is the REST face of the gateway: it authenticates callers,
+// validates and normalises their JSON into bus commands, publishes them and
+// waits a bounded time for the ledger's answer.
+package rest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/mux"
+
+	"github.com/puntos-loyalty/puntos/bus"
+	"github.com/puntos-loyalty/puntos/core"
+	"github.com/puntos-loyalty/puntos/core/postgres"
+)
+
+// Publisher puts commands on the bus and lets the gateway wait for results.
+type Publisher interface {
+	PublishCommand(ctx context.Context, cmd bus.Command) (duplicate bool, err error)
+	SubscribeResult(source, txn string) (<-chan bus.Result, func(), error)
+}
+
+// Reader answers the queries the gateway serves without the bus.
+type Reader interface {
+	Program(ctx context.Context, code string) (*core.Program, error)
+	Member(ctx context.Context, program, ref string) (*core.Member, error)
+	Balance(ctx context.Context, program, ref string) (*postgres.BalanceView, error)
+	Statement(ctx context.Context, program, ref, cursor string,
+		limit int) (*postgres.StatementPage, error)
+	CommandResult(ctx context.Context, source, txn string) (*bus.Result, error)
+}
+
+// Caller is an authenticated client system. Its name is the source half of
+// every (source, transaction id) pair it sends.
+type Caller struct {
+	Source string
+	keySum [32]byte
+}
+
+// Server serves the REST API.
+type Server struct {
+	pub     Publisher
+	read    Reader
+	log     *slog.Logger
+	wait    time.Duration
+	callers []Caller
+	now     func() time.Time
+}
+
+// Options configures a Server.
+type Options struct {
+	// Wait bounds how long a write waits for the ledger before answering 202.
+	Wait time.Duration
+	// Keys maps API keys to the caller (source) names they authenticate.
+	Keys map[string]string
+}
+
+// New returns a Server.
+func New(pub Publisher, read Reader, log *slog.Logger, opt Options) *Server {
+	s := &Server{pub: pub, read: read, log: log, wait: opt.Wait, now: time.Now}
+	if s.wait <= 0 {
+		s.wait = 5 * time.Second
+	}
+	for key, source := range opt.Keys {
+		s.callers = append(s.callers, Caller{Source: source, keySum: sha256.Sum256([]byte(key))})
+	}
+	return s
+}
+
+// maxBody bounds a request body.
+const maxBody = 64 << 10
+
+// Register adds the /v1 routes to r.
+func (s *Server) Register(r *mux.Router) {
+	v1 := r.PathPrefix("/v1").Subrouter()
+	v1.Use(s.authenticate)
+	p := "/programs/{program}"
+	m := p + "/members/{member}"
+	v1.HandleFunc(p, s.putProgram).Methods(http.MethodPut)
+	v1.HandleFunc(p, s.getProgram).Methods(http.MethodGet)
+	v1.HandleFunc(p+"/members", s.enroll).Methods(http.MethodPost)
+	v1.HandleFunc(m, s.getMember).Methods(http.MethodGet)
+	v1.HandleFunc(m+"/balance", s.getBalance).Methods(http.MethodGet)
+	v1.HandleFunc(m+"/movements", s.getMovements).Methods(http.MethodGet)
+	v1.HandleFunc(m+"/events", s.accrue).Methods(http.MethodPost)
+	v1.HandleFunc(m+"/credits", s.credit).Methods(http.MethodPost)
+	v1.HandleFunc(m+"/redemptions", s.redeem).Methods(http.MethodPost)
+	v1.HandleFunc(m+"/holds", s.authorize).Methods(http.MethodPost)
+	v1.HandleFunc(m+"/holds/{hold}/capture", s.capture).Methods(http.MethodPost)
+	v1.HandleFunc(m+"/holds/{hold}/release", s.release).Methods(http.MethodPost)
+	v1.HandleFunc(m+"/reversals", s.reverse).Methods(http.MethodPost)
+	v1.HandleFunc(m+"/adjustments", s.adjust).Methods(http.MethodPost)
+	v1.HandleFunc(m+"/transfers", s.transfer).Methods(http.MethodPost)
+	v1.HandleFunc(m+"/merge", s.merge).Methods(http.MethodPost)
+	v1.HandleFunc(m+"/suspend", s.status(core.KindSuspend)).Methods(http.MethodPost)
+	v1.HandleFunc(m+"/reactivate", s.status(core.KindReactivate)).Methods(http.MethodPost)
+	v1.HandleFunc(m+"/close", s.status(core.KindClose)).Methods(http.MethodPost)
+	v1.HandleFunc("/commands/{txn}", s.getCommand).Methods(http.MethodGet)
+	v1.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, core.Errorf(core.NotFound, "path", "no such route"))
+	})
+	v1.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, core.Errorf(core.Invalid, "method", "%s is not allowed here",
+			r.Method))
+	})
+}
+
+type callerKey struct{}
+
+// authenticate accepts "Authorization: Bearer KEY" or "X-Api-Key: KEY".
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := r.Header.Get("X-Api-Key")
+		if h := r.Header.Get("Authorization"); key == "" && strings.HasPrefix(h, "Bearer ") {
+			key = strings.TrimPrefix(h, "Bearer ")
+		}
+		if key == "" {
+			s.writeError(w, r, core.Errorf(core.Unauthorized, "Authorization",
+				"an API key is required"))
+			return
+		}
+		sum := sha256.Sum256([]byte(key))
+		var found *Caller
+		for i := range s.callers {
+			if subtle.ConstantTimeCompare(sum[:], s.callers[i].keySum[:]) == 1 {
+				found = &s.callers[i]
+			}
+		}
+		if found == nil {
+			s.writeError(w, r, core.Errorf(core.Unauthorized, "Authorization",
+				"the API key is not valid"))
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, found)))
+	})
+}
+
+func caller(r *http.Request) *Caller { return r.Context().Value(callerKey{}).(*Caller) }
+
+// decodeBody reads a JSON object strictly: bounded size, no unknown fields,
+// nothing after it. Errors name the field at fault.
+func decodeBody(r *http.Request, v any) error {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil {
+		return core.Errorf(core.Invalid, "body", "cannot be read")
+	}
+	if len(body) > maxBody {
+		return core.Errorf(core.Invalid, "body", "is larger than %d bytes", maxBody)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		body = []byte("{}")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		var se *json.SyntaxError
+		var tpe *time.ParseError
+		switch {
+		case errors.As(err, &te):
+			field := te.Field
+			if field == "" {
+				field = "body"
+			}
+			return core.Errorf(core.Invalid, field, "must be a JSON %s", jsonKind(te.Type.String()))
+		case errors.As(err, &se):
+			return core.Errorf(core.Invalid, "body", "is not valid JSON at byte %d", se.Offset)
+		case errors.As(err, &tpe):
+			return core.Errorf(core.Invalid, "occurred_at",
+				"must be an RFC 3339 timestamp with an offset, such as 2026-03-01T10:00:00-03:00")
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+			return core.Errorf(core.Invalid, f, "is not a known field")
+		}
+		return core.Errorf(core.Invalid, "body", "cannot be read: %v", err)
+	}
+	if dec.More() {
+		return core.Errorf(core.Invalid, "body", "has data after the JSON object")
+	}
+	return nil
+}
+
+func jsonKind(goType string) string {
+	switch {
+	case strings.Contains(goType, "int"), goType == "core.Points":
+		return "integer"
+	case goType == "string":
+		return "string"
+	case strings.Contains(goType, "Time"):
+		return "RFC 3339 timestamp string"
+	}
+	return "value of type " + goType
+}
+
+// txnID reads and checks the Idempotency-Key header.
+func txnID(r *http.Request) (string, error) {
+	k := r.Header.Get("Idempotency-Key")
+	if k == "" {
+		return "", core.Errorf(core.Invalid, "Idempotency-Key",
+			"header is required on every write: the caller's transaction id")
+	}
+	if !core.ValidRef(k) {
+		return "", core.Errorf(core.Invalid, "Idempotency-Key", "must be 1-128 printable characters")
+	}
+	return k, nil
+}
+
+// submit publishes cmd and answers with its result: 201 when the ledger
+// answered in time, 202 with a status URL when it did not.
+func (s *Server) submit(w http.ResponseWriter, r *http.Request, cmd bus.Command) {
+	ctx := r.Context()
+	results, unsubscribe, err := s.pub.SubscribeResult(cmd.Source, cmd.TxnID)
+	if err != nil {
+		s.writeError(w, r, core.Errorf(core.Unavailable, "", "the bus is unavailable"))
+		return
+	}
+	defer unsubscribe()
+
+	duplicate, err := s.pub.PublishCommand(ctx, cmd)
+	if err != nil {
+		s.log.Error("Publish failed", "txn_id", cmd.TxnID, "error", err)
+		s.writeError(w, r, core.Errorf(core.Unavailable, "", "the bus is unavailable; retry "+
+			"with the same Idempotency-Key"))
+		return
+	}
+	if duplicate {
+		// A retry the bus already holds: its result may be stored already.
+		if res, err := s.read.CommandResult(ctx, cmd.Source, cmd.TxnID); err == nil {
+			res.Replayed = true
+			s.writeResult(w, r, *res)
+			return
+		}
+	}
+	timer := time.NewTimer(s.wait)
+	defer timer.Stop()
+	for {
+		select {
+		case res := <-results:
+			if res.TxnID != cmd.TxnID {
+				continue
+			}
+			if res.Status == bus.StatusRejected && res.Error != nil &&
+				res.Error.Kind == string(core.Conflict) && res.CommandID != cmd.ID &&
+				res.Error.Field == "txn_id" {
+				// A conflict answered to another request with this id.
+				continue
+			}
+			s.writeResult(w, r, res)
+			return
+		case <-timer.C:
+			w.Header().Set("Location", "/v1/commands/"+urlEscape(cmd.TxnID))
+			writeJSON(w, http.StatusAccepted, map[string]any{
+				"status": "accepted", "txn_id": cmd.TxnID, "command_id": cmd.ID,
+				"status_url": "/v1/commands/" + urlEscape(cmd.TxnID),
+			})
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// writeResult answers with a ledger result: 201 for an applied command (and
+// its replays, flagged by a header), a problem document for a refusal.
+func (s *Server) writeResult(w http.ResponseWriter, r *http.Request, res bus.Result) {
+	if res.Replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	if res.Status == bus.StatusRejected && res.Error != nil {
+		s.writeError(w, r, &core.Error{Kind: core.ErrorKind(res.Error.Kind),
+			Field: res.Error.Field, Message: res.Error.Message})
+		return
+	}
+	writeJSON(w, http.StatusCreated, res)
+}
+
+func urlEscape(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "%", "%25"), "/", "%2F")
+}
+
+// newCommand builds the command of a request to (program, member).
+func (s *Server) newCommand(r *http.Request, kind, member string, payload any,
+	occurred *time.Time) (bus.Command, error) {
+	txn, err := txnID(r)
+	if err != nil {
+		return bus.Command{}, err
+	}
+	body, err := json.Marshal(payload)
+	if err != nil {
+		return bus.Command{}, err
+	}
+	now := s.now().UTC()
+	cmd := bus.Command{ID: uuid.Must(uuid.NewV7()).String(), Kind: kind,
+		Source: caller(r).Source, TxnID: txn, Program: mux.Vars(r)["program"], Member: member,
+		Actor: r.Header.Get("X-Actor"), Channel: r.Header.Get("X-Channel"), Payload: body,
+		ReceivedAt: now, OccurredAt: now}
+	if occurred != nil {
+		cmd.OccurredAt = occurred.UTC()
+	}
+	cmd.Seal()
+	return cmd, nil
+}
+
+func (s *Server) getCommand(w http.ResponseWriter, r *http.Request) {
+	res, err := s.read.CommandResult(r.Context(), caller(r).Source, mux.Vars(r)["txn"])
+	if err != nil {
+		if core.KindOf(err) == core.NotFound {
+			writeJSON(w, http.StatusOK, map[string]any{"status": "pending",
+				"txn_id": mux.Vars(r)["txn"]})
+			return
+		}
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func queryInt(r *http.Request, name string, def int) (int, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 500 {
+		return 0, core.Errorf(core.Invalid, name, "must be a whole number from 1 to 500")
+	}
+	return n, nil
+}

@@ -1,0 +1,312 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/gorilla/mux"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/puntos-loyalty/puntos/bus/natsbus"
+	"github.com/puntos-loyalty/puntos/core/postgres"
+	"github.com/puntos-loyalty/puntos/gateway/rest"
+	"github.com/puntos-loyalty/puntos/reporting/clickhouse"
+)
+
+// Roles says which parts a process runs.
+type Roles struct {
+	Gateway, Core, Adapters bool
+}
+
+// App is a running Puntos process.
+type App struct {
+	cfg     *Config
+	log     *slog.Logger
+	roles   Roles
+	nats    *server.Server
+	Bus     *natsbus.Bus
+	Pool    *pgxpool.Pool
+	Ledger  *postgres.Ledger
+	ch      driver.Conn
+	http    *http.Server
+	ln      net.Listener
+	metrics *metrics
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	// coreCtx stops the consumers; it is separate so that shutdown can stop
+	// intake before draining.
+	coreCancel context.CancelFunc
+	leases     *leases
+}
+
+// Start brings up the parts named by roles and returns once they serve.
+func Start(ctx context.Context, cfg *Config, log *slog.Logger, roles Roles) (*App, error) {
+	a := &App{cfg: cfg, log: log, roles: roles, metrics: newMetrics()}
+	ok := false
+	defer func() {
+		if !ok {
+			a.Close()
+		}
+	}()
+
+	// The ledger.
+	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	a.Pool = pool
+	if roles.Core {
+		if err := postgres.Migrate(ctx, pool, log); err != nil {
+			return nil, fmt.Errorf("migrate: %w", err)
+		}
+	}
+	a.Ledger = postgres.New(pool, log)
+
+	// The bus: embedded when no URL is given.
+	url := cfg.NATSURL
+	if url == "" {
+		if !(roles.Gateway && roles.Core) {
+			return nil, errors.New("NATS_URL is required when the gateway and core run apart")
+		}
+		srv, u, err := natsbus.StartEmbedded(cfg.DataDir+"/nats", cfg.NATSPort,
+			cfg.NATSSync == "always")
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats: %w", err)
+		}
+		a.nats, url = srv, u
+		log.Info("Started embedded NATS", "url", u, "sync", cfg.NATSSync)
+	}
+	b, err := natsbus.Connect(ctx, natsbus.Config{URL: url, Partitions: cfg.Partitions,
+		Name: "puntos"}, log)
+	if err != nil {
+		return nil, fmt.Errorf("connect bus: %w", err)
+	}
+	a.Bus = b
+
+	// Reporting store (checked by /readyz; the sink comes with the adapters).
+	if cfg.ClickHouseAddr != "" {
+		conn, err := clickhouse.Open(ctx, cfg.ClickHouseAddr, cfg.ClickHouseDB)
+		if err != nil {
+			log.Warn("ClickHouse is not reachable; /readyz will say so", "error", err)
+		} else {
+			a.ch = conn
+		}
+	}
+
+	// Background work.
+	bg, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	if roles.Core {
+		cctx, ccancel := context.WithCancel(bg)
+		a.coreCancel = ccancel
+		a.startCore(cctx, bg)
+	}
+
+	// HTTP: health and metrics always, the API on the gateway.
+	if err := a.startHTTP(); err != nil {
+		return nil, err
+	}
+	ok = true
+	return a, nil
+}
+
+// Addr is the address the HTTP server listens on.
+func (a *App) Addr() string { return a.ln.Addr().String() }
+
+func (a *App) startHTTP() error {
+	r := mux.NewRouter()
+	r.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+	}).Methods(http.MethodGet)
+	r.HandleFunc("/readyz", a.readyz).Methods(http.MethodGet)
+	r.Handle("/metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
+	if a.roles.Gateway {
+		keys, err := a.cfg.Keys()
+		if err != nil {
+			return err
+		}
+		if len(keys) == 0 {
+			host, _, _ := net.SplitHostPort(a.cfg.HTTPAddr)
+			if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+				return errors.New("api-keys: set PUNTOS_API_KEYS when the gateway listens " +
+					"beyond the loopback address")
+			}
+			keys[DevKey] = "dev"
+			a.log.Warn("No API keys configured: the development key is accepted",
+				"source", "dev")
+		}
+		api := rest.New(a.Bus, a.Ledger, a.log, rest.Options{Wait: a.cfg.ResultWait, Keys: keys})
+		api.Register(r)
+	}
+	r.Use(a.metrics.middleware)
+	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", a.cfg.HTTPAddr, err)
+	}
+	a.ln = ln
+	a.http = &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second,
+		MaxHeaderBytes: 64 << 10}
+	go func() {
+		if err := a.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("HTTP server stopped", "error", err)
+		}
+	}()
+	return nil
+}
+
+// readyz answers 200 when PostgreSQL, NATS and ClickHouse all answer.
+func (a *App) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	checks := map[string]string{}
+	ready := true
+	note := func(name string, err error) {
+		if err != nil {
+			checks[name] = err.Error()
+			ready = false
+		} else {
+			checks[name] = "ok"
+		}
+	}
+	note("postgres", a.Pool.Ping(ctx))
+	note("nats", a.Bus.Ping(ctx))
+	switch {
+	case a.cfg.ClickHouseAddr == "":
+		checks["clickhouse"] = "disabled"
+	case a.ch == nil:
+		conn, err := clickhouse.Open(ctx, a.cfg.ClickHouseAddr, a.cfg.ClickHouseDB)
+		if err == nil {
+			a.ch = conn
+		}
+		note("clickhouse", err)
+	default:
+		note("clickhouse", clickhouse.Ping(ctx, a.ch))
+	}
+	status := http.StatusOK
+	if !ready {
+		status = http.StatusServiceUnavailable
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, "{\"ready\":%t,\"checks\":{\"postgres\":%q,\"nats\":%q,\"clickhouse\":%q}}\n",
+		ready, checks["postgres"], checks["nats"], checks["clickhouse"])
+}
+
+// Shutdown stops the process in order: no new requests, in-flight requests
+// answered, consumers finish their batch (what they had not acknowledged is
+// redelivered later, never lost), events relayed, connections closed.
+func (a *App) Shutdown(ctx context.Context) error {
+	var errs []error
+	if a.http != nil {
+		errs = append(errs, a.http.Shutdown(ctx))
+	}
+	if a.coreCancel != nil {
+		a.coreCancel()
+	}
+	done := make(chan struct{})
+	go func() { a.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, errors.New("consumers did not stop in time"))
+	}
+	if a.leases != nil {
+		a.leases.close()
+	}
+	a.Close()
+	return errors.Join(errs...)
+}
+
+// Close releases everything at once, without draining.
+func (a *App) Close() {
+	if a.cancel != nil {
+		a.cancel()
+	}
+	if a.http != nil {
+		_ = a.http.Close()
+	}
+	if a.Bus != nil {
+		a.Bus.Close()
+	}
+	if a.nats != nil {
+		a.nats.Shutdown()
+		a.nats.WaitForShutdown()
+	}
+	if a.ch != nil {
+		_ = a.ch.Close()
+	}
+	if a.Pool != nil {
+		a.Pool.Close()
+	}
+}
+
+type metrics struct {
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	applied  *prometheus.CounterVec
+	batches  prometheus.Histogram
+	dead     prometheus.Counter
+	relayed  prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "puntos_http_requests_total",
+		Help: "HTTP requests by route and status."}, []string{"route", "method", "code"})
+	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "puntos_http_request_seconds", Help: "HTTP request latency by route.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"route", "method"})
+	m.applied = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "puntos_commands_total", Help: "Commands applied by core, by kind and status."},
+		[]string{"kind", "status"})
+	m.batches = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "puntos_batch_seconds", Help: "Time to apply one batch of commands.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)})
+	m.dead = prometheus.NewCounter(prometheus.CounterOpts{Name: "puntos_dead_letters_total",
+		Help: "Commands sent to the dead-letter stream."})
+	m.relayed = prometheus.NewCounter(prometheus.CounterOpts{Name: "puntos_events_relayed_total",
+		Help: "Ledger events relayed from the outbox to the bus."})
+	m.reg.MustRegister(m.requests, m.latency, m.applied, m.batches, m.dead, m.relayed,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (m *metrics) middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, code: 200}
+		next.ServeHTTP(sw, r)
+		route := "other"
+		if cur := mux.CurrentRoute(r); cur != nil {
+			if tpl, err := cur.GetPathTemplate(); err == nil {
+				route = tpl
+			}
+		}
+		m.requests.WithLabelValues(route, r.Method, fmt.Sprint(sw.code)).Inc()
+		m.latency.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
+	})
+}

@@ -1,0 +1,240 @@
+// Package app wires the parts of Puntos into the processes the puntos
+// binary runs: the gateway, the core consumers, the adapters, or all of them.
+package app
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is everything a Puntos process can be told. Each field has a flag
+// and an environment variable; flags win over the environment.
+type Config struct {
+	HTTPAddr       string
+	DatabaseURL    string
+	NATSURL        string
+	NATSPort       int
+	NATSSync       string
+	DataDir        string
+	Partitions     int
+	BatchSize      int
+	ResultWait     time.Duration
+	ClickHouseAddr string
+	ClickHouseDB   string
+	APIKeys        string
+	SweepInterval  time.Duration
+	LogLevel       string
+	LogFormat      string
+}
+
+// setting describes one configuration field.
+type setting struct {
+	flag, env, def, help string
+	secret               bool
+	set                  func(c *Config, v string) error
+}
+
+func str(p func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error { *p(c) = v; return nil }
+}
+
+func num(name string, p func(*Config) *int) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("%s: %q is not a whole number", name, v)
+		}
+		*p(c) = n
+		return nil
+	}
+}
+
+func dur(name string, p func(*Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("%s: %q is not a duration such as 5s", name, v)
+		}
+		*p(c) = d
+		return nil
+	}
+}
+
+var settings = []setting{
+	{"http-addr", "PUNTOS_HTTP_ADDR", "127.0.0.1:8080", "address of the gateway's HTTP server",
+		false, str(func(c *Config) *string { return &c.HTTPAddr })},
+	{"database-url", "PUNTOS_DATABASE_URL",
+		"postgres://postgres@127.0.0.1:5432/puntos?sslmode=disable", "PostgreSQL ledger URL",
+		true, str(func(c *Config) *string { return &c.DatabaseURL })},
+	{"nats-url", "NATS_URL", "", "NATS server or cluster URLs; empty starts an embedded server",
+		true, str(func(c *Config) *string { return &c.NATSURL })},
+	{"nats-port", "PUNTOS_NATS_PORT", "14222", "client port of the embedded NATS server",
+		false, num("nats-port", func(c *Config) *int { return &c.NATSPort })},
+	{"nats-sync", "PUNTOS_NATS_SYNC", "always",
+		"embedded JetStream disk sync: always (an accepted command survives a machine crash) " +
+			"or interval (faster; up to two minutes of accepted commands at risk)",
+		false, str(func(c *Config) *string { return &c.NATSSync })},
+	{"data-dir", "PUNTOS_DATA_DIR", ".data", "directory for the embedded NATS store and files",
+		false, str(func(c *Config) *string { return &c.DataDir })},
+	{"partitions", "PUNTOS_PARTITIONS", "8", "command partitions (members spread over them)",
+		false, num("partitions", func(c *Config) *int { return &c.Partitions })},
+	{"batch-size", "PUNTOS_BATCH_SIZE", "256", "commands applied per ledger transaction",
+		false, num("batch-size", func(c *Config) *int { return &c.BatchSize })},
+	{"result-wait", "PUNTOS_RESULT_WAIT", "5s", "how long a write waits before answering 202",
+		false, dur("result-wait", func(c *Config) *time.Duration { return &c.ResultWait })},
+	{"clickhouse-addr", "PUNTOS_CLICKHOUSE_ADDR", "127.0.0.1:19000",
+		"ClickHouse native address; empty disables reporting", false,
+		str(func(c *Config) *string { return &c.ClickHouseAddr })},
+	{"clickhouse-db", "PUNTOS_CLICKHOUSE_DB", "puntos", "ClickHouse database", false,
+		str(func(c *Config) *string { return &c.ClickHouseDB })},
+	{"api-keys", "PUNTOS_API_KEYS", "",
+		"API keys as source=key pairs, comma separated; empty allows the development key " +
+			"'puntos-dev-key' for source 'dev' on a loopback address only",
+		true, str(func(c *Config) *string { return &c.APIKeys })},
+	{"sweep-interval", "PUNTOS_SWEEP_INTERVAL", "1m",
+		"how often core expires lots, matures pending points and frees stale holds", false,
+		dur("sweep-interval", func(c *Config) *time.Duration { return &c.SweepInterval })},
+	{"log-level", "PUNTOS_LOG_LEVEL", "info", "debug, info, warn or error", false,
+		str(func(c *Config) *string { return &c.LogLevel })},
+	{"log-format", "PUNTOS_LOG_FORMAT", "auto", "json, text, or auto (json when not a terminal)",
+		false, str(func(c *Config) *string { return &c.LogFormat })},
+}
+
+// DevKey is the API key allowed when none is configured and the gateway
+// listens on a loopback address.
+const DevKey = "puntos-dev-key"
+
+// LoadConfig reads the configuration: defaults, then the environment, then
+// flags from args. The returned FlagSet has parsed args (for positional args).
+func LoadConfig(name string, args []string, getenv func(string) string,
+	out io.Writer) (*Config, *flag.FlagSet, error) {
+	c := &Config{}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	vals := make([]*string, len(settings))
+	for i, s := range settings {
+		v := s.def
+		if e := getenv(s.env); e != "" {
+			v = e
+		}
+		vals[i] = fs.String(s.flag, v, s.help+" (env "+s.env+")")
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: puntos %s [flags]\n\nFlags (each also read from its "+
+			"environment variable):\n", name)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	for i, s := range settings {
+		if err := s.set(c, *vals[i]); err != nil {
+			return nil, nil, err
+		}
+	}
+	if c.Partitions < 1 || c.Partitions > 1024 {
+		return nil, nil, fmt.Errorf("partitions: must be between 1 and 1024")
+	}
+	if c.BatchSize < 1 || c.BatchSize > 5000 {
+		return nil, nil, fmt.Errorf("batch-size: must be between 1 and 5000")
+	}
+	if c.NATSSync != "always" && c.NATSSync != "interval" {
+		return nil, nil, fmt.Errorf("nats-sync: must be always or interval")
+	}
+	if abs, err := filepath.Abs(c.DataDir); err == nil {
+		c.DataDir = abs
+	}
+	if _, err := c.Keys(); err != nil {
+		return nil, nil, err
+	}
+	return c, fs, nil
+}
+
+// Keys returns the API keys as key → source name.
+func (c *Config) Keys() (map[string]string, error) {
+	keys := map[string]string{}
+	if strings.TrimSpace(c.APIKeys) == "" {
+		return keys, nil
+	}
+	for _, pair := range strings.Split(c.APIKeys, ",") {
+		source, key, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		if !ok || source == "" || len(key) < 12 {
+			return nil, fmt.Errorf("api-keys: each entry must be source=key with a key of at " +
+				"least 12 characters")
+		}
+		keys[key] = source
+	}
+	return keys, nil
+}
+
+// Masked lists the configuration as name=value pairs for the start-up log,
+// with passwords and keys hidden.
+func (c *Config) Masked() []any {
+	vals := map[string]string{}
+	vals["http-addr"] = c.HTTPAddr
+	vals["database-url"] = maskURL(c.DatabaseURL)
+	vals["nats-url"] = maskURL(c.NATSURL)
+	vals["nats-port"] = strconv.Itoa(c.NATSPort)
+	vals["nats-sync"] = c.NATSSync
+	vals["data-dir"] = c.DataDir
+	vals["partitions"] = strconv.Itoa(c.Partitions)
+	vals["batch-size"] = strconv.Itoa(c.BatchSize)
+	vals["result-wait"] = c.ResultWait.String()
+	vals["clickhouse-addr"] = c.ClickHouseAddr
+	vals["clickhouse-db"] = c.ClickHouseDB
+	vals["sweep-interval"] = c.SweepInterval.String()
+	vals["log-level"] = c.LogLevel
+	vals["log-format"] = c.LogFormat
+	if keys, _ := c.Keys(); len(keys) > 0 {
+		var sources []string
+		for _, src := range keys {
+			sources = append(sources, src+"=***")
+		}
+		sort.Strings(sources)
+		vals["api-keys"] = strings.Join(sources, ",")
+	} else {
+		vals["api-keys"] = "(development key only)"
+	}
+	var out []any
+	for _, s := range settings {
+		out = append(out, strings.ReplaceAll(s.flag, "-", "_"), vals[s.flag])
+	}
+	return out
+}
+
+// maskURL hides the password of a URL (or of each URL in a list).
+func maskURL(raw string) string {
+	parts := strings.Split(raw, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		if err != nil {
+			parts[i] = "***"
+			continue
+		}
+		if u.User != nil {
+			if _, has := u.User.Password(); has {
+				u.User = url.UserPassword(u.User.Username(), "***")
+			}
+		}
+		q := u.Query()
+		for k := range q {
+			if strings.Contains(strings.ToLower(k), "password") {
+				q.Set(k, "***")
+			}
+		}
+		u.RawQuery = q.Encode()
+		parts[i] = strings.ReplaceAll(u.String(), "%2A%2A%2A", "***")
+	}
+	return strings.Join(parts, ",")
+}
+
+// Getenv is os.Getenv, for callers that pass the environment in.
+var Getenv = os.Getenv

@@ -1,0 +1,252 @@
+package app
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/puntos-loyalty/puntos/bus"
+	"github.com/puntos-loyalty/puntos/bus/natsbus"
+	"github.com/puntos-loyalty/puntos/core/postgres"
+)
+
+// partitionLockBase is added to a partition number to form the PostgreSQL
+// advisory lock that makes one core instance the only consumer of it.
+const partitionLockBase = 7263100
+
+// startCore runs the command consumers, the outbox relay and the sweep.
+// Consumers stop with cctx; the relay and sweep with bg.
+func (a *App) startCore(cctx, bg context.Context) {
+	a.leases = &leases{url: a.cfg.DatabaseURL}
+	for p := 0; p < a.Bus.Partitions(); p++ {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.leasePartition(cctx, p)
+		}()
+	}
+	a.wg.Add(2)
+	go func() {
+		defer a.wg.Done()
+		a.relayLoop(bg, cctx)
+	}()
+	go func() {
+		defer a.wg.Done()
+		a.sweepLoop(cctx)
+	}()
+}
+
+// leases holds the partition leases of this process: PostgreSQL advisory
+// locks taken on one dedicated connection, so that leases never use up the
+// pool that applies batches. If that connection breaks, every lease is lost
+// with it, and every consumer stops until its lease is taken again.
+type leases struct {
+	mu   sync.Mutex
+	url  string
+	conn *pgx.Conn
+	gen  int // bumped when the connection is replaced
+}
+
+// acquire tries to take the lease of partition p. It returns the generation
+// of the connection that holds it.
+func (l *leases) acquire(ctx context.Context, p int) (bool, int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn == nil || l.conn.IsClosed() {
+		conn, err := pgx.Connect(ctx, l.url)
+		if err != nil {
+			return false, 0, err
+		}
+		l.conn = conn
+		l.gen++
+	}
+	var got bool
+	err := l.conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, partitionLockBase+p).Scan(&got)
+	if err != nil {
+		_ = l.conn.Close(context.Background())
+		return false, 0, err
+	}
+	return got, l.gen, nil
+}
+
+// held reports whether the connection of generation gen still holds its locks.
+func (l *leases) held(ctx context.Context, gen int) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn == nil || l.gen != gen || l.conn.IsClosed() {
+		return false
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := l.conn.Ping(pctx); err != nil {
+		_ = l.conn.Close(context.Background())
+		return false
+	}
+	return true
+}
+
+func (l *leases) release(p, gen int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn != nil && l.gen == gen && !l.conn.IsClosed() {
+		_, _ = l.conn.Exec(context.Background(), `SELECT pg_advisory_unlock($1)`,
+			partitionLockBase+p)
+	}
+}
+
+func (l *leases) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn != nil {
+		_ = l.conn.Close(context.Background())
+	}
+}
+
+// leasePartition consumes partition p while this process holds its lease,
+// so that one member's commands are applied by one consumer, in order.
+func (a *App) leasePartition(ctx context.Context, p int) {
+	for ctx.Err() == nil {
+		got, gen, err := a.leases.acquire(ctx, p)
+		if err != nil || !got {
+			if err != nil && ctx.Err() == nil {
+				a.log.Warn("Partition lease not taken", "partition", p, "error", err)
+			}
+			sleep(ctx, 2*time.Second)
+			continue
+		}
+		a.log.Debug("Consuming partition", "partition", p)
+
+		// Consume until ctx ends or the lease is lost.
+		lctx, cancel := context.WithCancel(ctx)
+		go func() {
+			for sleep(lctx, 5*time.Second) {
+				if !a.leases.held(lctx, gen) {
+					a.log.Warn("Partition lease lost; pausing", "partition", p)
+					cancel()
+				}
+			}
+		}()
+		err = a.Bus.Consume(lctx, p, a.cfg.BatchSize, 100*time.Millisecond,
+			func(ctx context.Context, batch []*natsbus.Delivery) error {
+				return a.handleBatch(ctx, batch)
+			})
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			a.log.Error("Consumer stopped", "partition", p, "error", err)
+		}
+		a.leases.release(p, gen)
+		sleep(ctx, time.Second)
+	}
+}
+
+// handleBatch applies a batch in one ledger transaction. When the
+// transaction fails, each command is tried alone so that one poisonous
+// command does not hold back the others; those that still fail are
+// redelivered, and dead-lettered after too many attempts.
+func (a *App) handleBatch(ctx context.Context, batch []*natsbus.Delivery) error {
+	// A batch that started is finished even during shutdown.
+	ctx = context.WithoutCancel(ctx)
+	start := time.Now()
+	cmds := make([]bus.Command, len(batch))
+	for i, d := range batch {
+		cmds[i] = d.Command
+	}
+	applied, err := a.Ledger.ApplyBatch(ctx, cmds)
+	a.metrics.batches.Observe(time.Since(start).Seconds())
+	if err == nil {
+		for i, d := range batch {
+			a.finish(ctx, d, applied[i])
+		}
+		return nil
+	}
+	if len(batch) == 1 {
+		a.log.Warn("Command failed; it will be redelivered", "txn_id", batch[0].Command.TxnID,
+			"source", batch[0].Command.Source, "error", err)
+		return err
+	}
+	a.log.Warn("Batch failed; applying its commands one by one", "size", len(batch),
+		"error", err)
+	for _, d := range batch {
+		one, err := a.Ledger.ApplyBatch(ctx, []bus.Command{d.Command})
+		if err != nil {
+			a.log.Warn("Command failed; it will be redelivered", "txn_id", d.Command.TxnID,
+				"source", d.Command.Source, "error", err)
+			_ = d.Nak(time.Second)
+			continue
+		}
+		a.finish(ctx, d, one[0])
+	}
+	return nil
+}
+
+// finish announces a committed command's result and dead-letters a command
+// that can never succeed as sent.
+func (a *App) finish(ctx context.Context, d *natsbus.Delivery, ap postgres.Applied) {
+	a.metrics.applied.WithLabelValues(ap.Result.Kind, ap.Result.Status).Inc()
+	if err := a.Bus.PublishResult(ap.Result); err != nil {
+		a.log.Warn("Result not announced; callers will read it from the status URL",
+			"txn_id", ap.Result.TxnID, "error", err)
+	}
+	if ap.Dead != "" {
+		a.metrics.dead.Inc()
+		a.log.Warn("Command dead-lettered", "txn_id", d.Command.TxnID,
+			"source", d.Command.Source, "kind", d.Command.Kind, "reason", ap.Dead)
+		if err := a.Bus.DeadLetter(ctx, d, ap.Dead); err != nil {
+			a.log.Error("Dead-letter failed", "txn_id", d.Command.TxnID, "error", err)
+		}
+		// Its refusal is stored in the ledger; it needs no redelivery.
+		_ = d.Term()
+	}
+}
+
+// relayLoop moves ledger events from the outbox to the bus. After the
+// consumers stop it drains what is left, then returns.
+func (a *App) relayLoop(bg, cctx context.Context) {
+	for {
+		n, err := a.Ledger.RelayOutbox(bg, a.Bus, 500)
+		if err != nil && bg.Err() == nil {
+			a.log.Warn("Outbox relay failed; retrying", "error", err)
+		}
+		a.metrics.relayed.Add(float64(n))
+		if n > 0 && err == nil {
+			continue
+		}
+		if cctx.Err() != nil || bg.Err() != nil {
+			return
+		}
+		sleep(cctx, 200*time.Millisecond)
+	}
+}
+
+// sweepLoop expires lots, matures pending points and frees stale holds.
+func (a *App) sweepLoop(ctx context.Context) {
+	if a.cfg.SweepInterval <= 0 {
+		return
+	}
+	for {
+		res, ran, err := a.Ledger.Sweep(ctx, time.Now(), 500)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			a.log.Error("Sweep failed", "error", err)
+		case ran && res.Members > 0:
+			a.log.Info("Sweep done", "members", res.Members, "batches", res.Batches)
+		}
+		if !sleep(ctx, a.cfg.SweepInterval) {
+			return
+		}
+	}
+}
+
+// sleep waits d or until ctx is done; it reports whether the wait ran out.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
