@@ -145,6 +145,9 @@ func (p *Program) ExpiresAt(earned time.Time) *time.Time {
 	default:
 		return nil
 	}
+	// Normalise the last day (20 January + 30 days is 19 February) before
+	// rounding it up to the end of its month.
+	y, m, d = time.Date(y, m, d, 12, 0, 0, 0, time.UTC).Date()
 	var end time.Time
 	if p.ExpiryRound == "month" {
 		end = startOfDay(y, m+1, 1, p.Location())

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"sync"
 	"testing"
@@ -17,30 +18,32 @@ import (
 
 	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
+	"github.com/puntos-loyalty/puntos/internal/testenv"
 )
 
 var (
-	dbOnce sync.Once
-	dbPool *pgxpool.Pool
-	dbErr  error
+	dbOnce  sync.Once
+	dbPool  *pgxpool.Pool
+	dbErr   error
+	dbAdmin string // the connection string of the server's admin database
+	dbName  string // the database made for this test binary
 )
+
+// TestMain runs the package's tests and drops the database they made.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	dropTestDB()
+	os.Exit(code)
+}
 
 // testDB returns a pool on a fresh database made for this test binary and
 // dropped when it exits.
-func testDB(t testing.TB) *pgxpool.Pool {
+func testDB(t tb) *pgxpool.Pool {
 	t.Helper()
 	dbOnce.Do(func() {
-		admin := os.Getenv("PUNTOS_TEST_DATABASE_URL")
-		if admin == "" {
-			admin = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-		}
 		ctx := context.Background()
-		cfg, err := pgx.ParseConfig(admin)
-		if err != nil {
-			dbErr = err
-			return
-		}
-		conn, err := pgx.ConnectConfig(ctx, cfg)
+		dbAdmin = testenv.AdminURL()
+		conn, err := pgx.Connect(ctx, dbAdmin)
 		if err != nil {
 			dbErr = fmt.Errorf("PostgreSQL is not reachable (run `make services`): %w", err)
 			return
@@ -51,8 +54,14 @@ func testDB(t testing.TB) *pgxpool.Pool {
 			dbErr = err
 			return
 		}
-		cfg.Database = name
-		dbPool, dbErr = Open(ctx, cfg.ConnString())
+		dbName = name
+		u, err := url.Parse(dbAdmin)
+		if err != nil {
+			dbErr = err
+			return
+		}
+		u.Path = "/" + name
+		dbPool, dbErr = Open(ctx, u.String())
 		if dbErr != nil {
 			return
 		}
@@ -64,9 +73,38 @@ func testDB(t testing.TB) *pgxpool.Pool {
 	return dbPool
 }
 
+// dropTestDB closes the pool and drops the test binary's database.
+func dropTestDB() {
+	if dbName == "" {
+		return
+	}
+	if dbPool != nil {
+		dbPool.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dbAdmin)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "drop test database %s: %v\n", dbName, err)
+		return
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+dbName+" WITH (FORCE)"); err != nil {
+		fmt.Fprintf(os.Stderr, "drop test database %s: %v\n", dbName, err)
+	}
+}
+
+// tb is what the fixture needs of a test: *testing.T and *rapid.T both fit.
+type tb interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Logf(format string, args ...any)
+}
+
 // fixture is a ledger with one program of its own.
 type fixture struct {
-	t    testing.TB
+	t    tb
 	l    *Ledger
 	prog string
 	now  time.Time
@@ -74,7 +112,7 @@ type fixture struct {
 	seq  int
 }
 
-func newFixture(t testing.TB, prog core.Program) *fixture {
+func newFixture(t tb, prog core.Program) *fixture {
 	t.Helper()
 	f := &fixture{t: t, l: New(testDB(t), slog.New(slog.DiscardHandler)),
 		prog: "p" + uuid.NewString()[:8], now: time.Date(2026, 3, 10, 15, 0, 0, 0, time.UTC)}
@@ -103,11 +141,19 @@ func (f *fixture) txn() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.seq++
-	return fmt.Sprintf("t%d", f.seq)
+	// Transaction ids are unique per source across the whole database, and
+	// every fixture shares the source "test": the program code keeps them apart.
+	return fmt.Sprintf("%s-t%d", f.prog, f.seq)
 }
+
+// rawJSON is a payload sent as it is, valid JSON or not.
+type rawJSON string
 
 func (f *fixture) command(kind, member, txn string, payload any) bus.Command {
 	body, err := json.Marshal(payload)
+	if raw, ok := payload.(rawJSON); ok {
+		body, err = []byte(raw), nil
+	}
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -48,7 +48,10 @@ func (l *Ledger) Sweep(ctx context.Context, at time.Time, batch int) (res SweepR
 				SELECT member_id AS id FROM lots
 				WHERE remaining > held AND expires_at <= $1 AND member_id > $2
 				UNION
-				SELECT member_id FROM lots WHERE pending AND spendable_from <= $1 AND member_id > $2
+				-- A pending lot emptied before it matured (reversed, expired,
+				-- forfeited) has nothing to mature and stays pending.
+				SELECT member_id FROM lots
+				WHERE pending AND remaining > 0 AND spendable_from <= $1 AND member_id > $2
 				UNION
 				SELECT member_id FROM holds WHERE status = 'open' AND expires_at <= $1
 				  AND member_id > $2) d

@@ -92,11 +92,9 @@ func (l *Ledger) ApplyBatch(ctx context.Context, cmds []bus.Command) ([]Applied,
 func (t *txn) apply(ctx context.Context, cmd *bus.Command) (Applied, error) {
 	res := bus.Result{CommandID: cmd.ID, Source: cmd.Source, TxnID: cmd.TxnID, Kind: cmd.Kind}
 
-	if _, err := t.tx.Exec(ctx, `SAVEPOINT cmd`); err != nil {
-		return Applied{}, err
-	}
-
 	// Claim the transaction id; the unique key decides between racing replays.
+	// The claim is made before the command's savepoint so that a refusal
+	// keeps it: a racing copy waits for this transaction, then replays.
 	var claimed bool
 	err := t.tx.QueryRow(ctx, `INSERT INTO commands (source, txn_id, command_id, kind, hash,
 			status, result)
@@ -108,9 +106,13 @@ func (t *txn) apply(ctx context.Context, cmd *bus.Command) (Applied, error) {
 	if err != nil {
 		return Applied{}, fmt.Errorf("claim command: %w", err)
 	}
+	if _, err := t.tx.Exec(ctx, `SAVEPOINT cmd`); err != nil {
+		return Applied{}, err
+	}
 
 	t.cmd = cmd
 	t.lastMoves = nil
+	t.postings = nil
 	nEvents := len(t.events)
 	data, err := t.dispatch(ctx, cmd)
 	t.cmd = nil
@@ -121,15 +123,18 @@ func (t *txn) apply(ctx context.Context, cmd *bus.Command) (Applied, error) {
 		}
 		// Undo everything the command did, then store the refusal.
 		t.events = t.events[:nEvents]
+		t.postings = nil
 		if _, err := t.tx.Exec(ctx, `ROLLBACK TO SAVEPOINT cmd`); err != nil {
+			return Applied{}, err
+		}
+		if _, err := t.tx.Exec(ctx, `RELEASE SAVEPOINT cmd`); err != nil {
 			return Applied{}, err
 		}
 		res.Status = bus.StatusRejected
 		res.Error = &bus.Error{Kind: string(derr.Kind), Field: derr.Field, Message: derr.Message}
 		body, _ := json.Marshal(res)
-		_, err = t.tx.Exec(ctx, `INSERT INTO commands (source, txn_id, command_id, kind, hash,
-				status, result) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-			cmd.Source, cmd.TxnID, cmd.ID, cmd.Kind, cmd.Hash, res.Status, body)
+		_, err = t.tx.Exec(ctx, `UPDATE commands SET status = $3, result = $4
+			WHERE source = $1 AND txn_id = $2`, cmd.Source, cmd.TxnID, res.Status, body)
 		if err != nil {
 			return Applied{}, fmt.Errorf("store refusal: %w", err)
 		}
@@ -165,9 +170,6 @@ func (t *txn) replay(ctx context.Context, cmd *bus.Command, res bus.Result) (App
 		WHERE source = $1 AND txn_id = $2`, cmd.Source, cmd.TxnID).Scan(&hash, &status, &body)
 	if err != nil {
 		return Applied{}, fmt.Errorf("read stored command: %w", err)
-	}
-	if _, err := t.tx.Exec(ctx, `RELEASE SAVEPOINT cmd`); err != nil {
-		return Applied{}, err
 	}
 	if hash != cmd.Hash {
 		res.Status = bus.StatusRejected

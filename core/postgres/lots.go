@@ -144,15 +144,23 @@ func take(lots []lotRow, n int64) (moves []core.LotMove, short int64) {
 }
 
 // applyMoves changes the lots by the moves: Points to remaining, Held to held.
+// Moves of the same lot are added up first: an UPDATE ... FROM applies only
+// one of several source rows that match a row.
 func (t *txn) applyMoves(ctx context.Context, moves []core.LotMove) error {
 	if len(moves) == 0 {
 		return nil
 	}
-	ids := make([]int64, len(moves))
-	dr := make([]int64, len(moves))
-	dh := make([]int64, len(moves))
-	for i, mv := range moves {
-		ids[i], dr[i], dh[i] = mv.LotID, int64(mv.Points), int64(mv.Held)
+	var ids, dr, dh []int64
+	at := map[int64]int{}
+	for _, mv := range moves {
+		i, ok := at[mv.LotID]
+		if !ok {
+			i = len(ids)
+			at[mv.LotID] = i
+			ids, dr, dh = append(ids, mv.LotID), append(dr, 0), append(dh, 0)
+		}
+		dr[i] += int64(mv.Points)
+		dh[i] += int64(mv.Held)
 	}
 	tag, err := t.tx.Exec(ctx, `UPDATE lots l
 		SET remaining = l.remaining + v.dr, held = l.held + v.dh
@@ -161,8 +169,8 @@ func (t *txn) applyMoves(ctx context.Context, moves []core.LotMove) error {
 	if err != nil {
 		return fmt.Errorf("update lots: %w", err)
 	}
-	if int(tag.RowsAffected()) != len(moves) {
-		return fmt.Errorf("update lots: %d of %d rows", tag.RowsAffected(), len(moves))
+	if int(tag.RowsAffected()) != len(ids) {
+		return fmt.Errorf("update lots: %d of %d rows", tag.RowsAffected(), len(ids))
 	}
 	return nil
 }
@@ -229,10 +237,9 @@ func (t *txn) post(ctx context.Context, m *member, p posting) (int64, error) {
 func (t *txn) newLot(ctx context.Context, m *member, postingID int64, n int64, earned,
 	spendable time.Time, expires *time.Time, pending bool) (int64, error) {
 	remaining := n
-	if !pending && m.available < 0 {
-		// m.available already includes this credit; the debt before it was
-		// -(m.available - n).
-		debt := n - m.available
+	// m.available already includes this credit; the debt before it was
+	// -(m.available - n), whether or not the credit pays all of it.
+	if debt := n - m.available; !pending && debt > 0 {
 		remaining = n - min(n, debt)
 	}
 	var id int64
@@ -273,6 +280,13 @@ func (t *txn) credit(ctx context.Context, m *member, prog *program, kind string,
 		return 0, err
 	}
 	t.lastMoves = []core.LotMove{{LotID: lotID, Points: core.Points(n)}}
+	// Points that reach the ledger after their expiry (a late event, an
+	// expiry date already past) are expired at once.
+	if expires != nil && !expires.After(t.now) {
+		if err := t.expireDue(ctx, m); err != nil {
+			return 0, err
+		}
+	}
 	return id, nil
 }
 

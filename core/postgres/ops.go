@@ -246,11 +246,6 @@ func (t *txn) creditCmd(ctx context.Context, prog *program, m *member, cmd *bus.
 	if err != nil {
 		return nil, err
 	}
-	if exp != nil && !exp.After(t.now) {
-		if err := t.expireDue(ctx, m); err != nil {
-			return nil, err
-		}
-	}
 	return t.outcome(m, int64(in.Points)), nil
 }
 
@@ -385,6 +380,17 @@ func (t *txn) settleHold(ctx context.Context, m *member, h *hold, c int64, statu
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return err
+	}
+	// While the member owes points, what the release frees repays the debt
+	// first: those points leave their lots instead of becoming free again.
+	debt := max(0, -m.available)
+	for i := range releases {
+		if debt == 0 {
+			break
+		}
+		x := min(debt, -int64(releases[i].Held))
+		releases[i].Points = core.Points(-x)
+		debt -= x
 	}
 	if err := t.applyMoves(ctx, append(append([]core.LotMove{}, captures...), releases...)); err != nil {
 		return err

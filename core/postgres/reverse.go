@@ -126,12 +126,14 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original, reason s
 	if _, err := t.lockLots(ctx, kept); err != nil {
 		return 0, err
 	}
-	if err := t.applyMoves(ctx, kept); err != nil {
-		return 0, err
-	}
+	// The posting goes first: if the original was reversed already, its
+	// unique index refuses this one before any lot is given points twice.
 	id := o.id
 	if _, err := t.post(ctx, m, posting{kind: core.PostReversal, points: total, reason: reason,
 		reversesID: &id, moves: kept}); err != nil {
+		return 0, err
+	}
+	if err := t.applyMoves(ctx, kept); err != nil {
 		return 0, err
 	}
 	t.lastMoves = kept
@@ -211,12 +213,14 @@ func (t *txn) reverseCredit(ctx context.Context, prog *program, m *member, o *or
 			}
 		}
 	}
-	if err := t.applyMoves(ctx, moves); err != nil {
-		return 0, 0, err
-	}
+	// The posting goes first, so that a second reversal is refused by the
+	// unique index before it touches any lot.
 	id := o.id
 	p.kind, p.reason, p.reversesID, p.moves = core.PostReversal, reason, &id, moves
 	if _, err := t.post(ctx, m, p); err != nil {
+		return 0, 0, err
+	}
+	if err := t.applyMoves(ctx, moves); err != nil {
 		return 0, 0, err
 	}
 	t.lastMoves = moves

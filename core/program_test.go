@@ -1,0 +1,102 @@
+package core
+
+import (
+	"testing"
+	"time"
+)
+
+func utc(s string) time.Time {
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		panic(err)
+	}
+	return t
+}
+
+// In 2026 Chile (America/Santiago) turns its clocks back from -03 to -04 at
+// the end of Saturday 4 April, and forward from -04 to -03 at the end of
+// Saturday 5 September: Sunday 6 September starts at 01:00 local time.
+func TestExpiresAt(t *testing.T) {
+	tests := []struct {
+		name   string
+		tz     string
+		unit   ExpiryUnit
+		length int
+		round  string
+		earned string
+		want   string // empty: never expires
+	}{
+		{"no expiry", "America/Santiago", ExpiryNone, 0, "day", "2026-03-10T15:00:00Z", ""},
+		{"days, ordinary night", "America/Santiago", ExpiryDays, 10, "day",
+			"2026-03-10T15:00:00Z", "2026-03-21T03:00:00Z"},
+		{"the local date counts, not the UTC one", "America/Santiago", ExpiryDays, 10, "day",
+			"2026-03-11T02:30:00Z", "2026-03-21T03:00:00Z"},
+		{"last day is the 25-hour Saturday", "America/Santiago", ExpiryDays, 25, "day",
+			"2026-03-10T15:00:00Z", "2026-04-05T04:00:00Z"},
+		{"last day is the Saturday before the missing midnight", "America/Santiago",
+			ExpiryDays, 25, "day", "2026-08-11T15:00:00Z", "2026-09-06T04:00:00Z"},
+		{"last day is the 23-hour Sunday", "America/Santiago", ExpiryDays, 25, "day",
+			"2026-08-12T15:00:00Z", "2026-09-07T03:00:00Z"},
+		{"earned on the short Sunday", "America/Santiago", ExpiryDays, 1, "day",
+			"2026-09-06T04:00:00Z", "2026-09-08T03:00:00Z"},
+		{"earned in the repeated hour", "America/Santiago", ExpiryDays, 1, "day",
+			"2026-04-05T03:30:00Z", "2026-04-06T04:00:00Z"},
+		{"months", "America/Santiago", ExpiryMonths, 12, "day",
+			"2026-03-10T15:00:00Z", "2027-03-11T03:00:00Z"},
+		{"months, clamped to a short month", "America/Santiago", ExpiryMonths, 1, "day",
+			"2026-01-31T15:00:00Z", "2026-03-01T03:00:00Z"},
+		{"months, over the year end", "America/Santiago", ExpiryMonths, 1, "day",
+			"2026-12-31T15:00:00Z", "2027-02-01T03:00:00Z"},
+		{"months, rounded to the month end", "America/Santiago", ExpiryMonths, 2, "month",
+			"2026-01-15T15:00:00Z", "2026-04-01T03:00:00Z"},
+		{"months, rounded into next year", "America/Santiago", ExpiryMonths, 1, "month",
+			"2026-11-15T15:00:00Z", "2027-01-01T03:00:00Z"},
+		{"days within the month, rounded to the month end", "America/Santiago", ExpiryDays,
+			5, "month", "2026-01-10T15:00:00Z", "2026-02-01T03:00:00Z"},
+		{"days into the next month, rounded to its end", "America/Santiago", ExpiryDays,
+			30, "month", "2026-01-20T15:00:00Z", "2026-03-01T03:00:00Z"},
+		{"days into the next year, rounded to the month end", "America/Santiago",
+			ExpiryDays, 30, "month", "2026-12-20T15:00:00Z", "2027-02-01T03:00:00Z"},
+		{"UTC program", "UTC", ExpiryDays, 1, "day",
+			"2026-03-10T23:30:00Z", "2026-03-12T00:00:00Z"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := Program{TimeZone: tt.tz, ExpiryUnit: tt.unit, ExpiryLength: tt.length,
+				ExpiryRound: tt.round}
+			got := p.ExpiresAt(utc(tt.earned))
+			if tt.want == "" {
+				if got != nil {
+					t.Fatalf("expires at %v, want never", got)
+				}
+				return
+			}
+			if got == nil || !got.Equal(utc(tt.want)) {
+				t.Fatalf("expires at %v, want %s", got, tt.want)
+			}
+			if got.Location() != time.UTC {
+				t.Fatalf("expiry %v is not in UTC", got)
+			}
+		})
+	}
+}
+
+func TestSpendableFrom(t *testing.T) {
+	tests := []struct {
+		days   int
+		earned string
+		want   string
+	}{
+		{0, "2026-03-10T15:00:00Z", "2026-03-10T15:00:00Z"},
+		{3, "2026-03-10T15:00:00Z", "2026-03-13T03:00:00Z"},
+		{3, "2026-04-03T15:00:00Z", "2026-04-06T04:00:00Z"},
+		{2, "2026-09-04T15:00:00Z", "2026-09-06T04:00:00Z"}, // Sunday starts at 01:00 -03
+		{3, "2026-09-04T15:00:00Z", "2026-09-07T03:00:00Z"},
+	}
+	for _, tt := range tests {
+		p := Program{TimeZone: "America/Santiago", PendingDays: tt.days}
+		if got := p.SpendableFrom(utc(tt.earned)); !got.Equal(utc(tt.want)) {
+			t.Errorf("%d days from %s: %v, want %s", tt.days, tt.earned, got, tt.want)
+		}
+	}
+}
