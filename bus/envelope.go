@@ -32,9 +32,15 @@ type Command struct {
 
 // Seal computes Hash from the fields that define what the command asks for.
 // Two commands with the same (Source, TxnID) and different Hash conflict.
+// Call it before filling in defaults the caller did not send (a zero
+// OccurredAt is hashed as absent).
 func (c *Command) Seal() {
 	h := sha256.New()
-	for _, s := range []string{c.Kind, c.Program, c.Member, c.OccurredAt.UTC().Format(time.RFC3339Nano)} {
+	occurred := ""
+	if !c.OccurredAt.IsZero() {
+		occurred = c.OccurredAt.UTC().Format(time.RFC3339Nano)
+	}
+	for _, s := range []string{c.Kind, c.Program, c.Member, occurred} {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
 	}

@@ -304,11 +304,16 @@ func (s *Server) newCommand(r *http.Request, kind, member string, payload any,
 	cmd := bus.Command{ID: uuid.Must(uuid.NewV7()).String(), Kind: kind,
 		Source: caller(r).Source, TxnID: txn, Program: mux.Vars(r)["program"], Member: member,
 		Actor: r.Header.Get("X-Actor"), Channel: r.Header.Get("X-Channel"), Payload: body,
-		ReceivedAt: now, OccurredAt: now}
+		ReceivedAt: now}
+	// The digest covers what the caller sent: a time it left out is not part
+	// of the request, so a retry later is still the same request.
 	if occurred != nil {
 		cmd.OccurredAt = occurred.UTC()
 	}
 	cmd.Seal()
+	if occurred == nil {
+		cmd.OccurredAt = now
+	}
 	return cmd, nil
 }
 
