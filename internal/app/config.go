@@ -121,22 +121,24 @@ func LoadConfig(name string, args []string, getenv func(string) string,
 	fs.SetOutput(out)
 	vals := make([]*string, len(settings))
 	for i, s := range settings {
-		v := s.def
-		if e := getenv(s.env); e != "" {
-			v = e
-		}
-		vals[i] = fs.String(s.flag, v, s.help+" (env "+s.env+")")
+		vals[i] = fs.String(s.flag, s.def, s.help+" (env "+s.env+")")
 	}
 	fs.Usage = func() {
 		fmt.Fprintf(out, "Usage: puntos %s [flags]\n\nFlags (each also read from its "+
-			"environment variable):\n", name)
+			"environment variable; a flag wins):\n", name)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	for i, s := range settings {
-		if err := s.set(c, *vals[i]); err != nil {
+		v := *vals[i]
+		if e, ok := lookup(getenv, s.env); ok && !given[s.flag] {
+			v = e
+		}
+		if err := s.set(c, v); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -156,6 +158,12 @@ func LoadConfig(name string, args []string, getenv func(string) string,
 		return nil, nil, err
 	}
 	return c, fs, nil
+}
+
+// lookup reads an environment variable; an empty value counts as unset.
+func lookup(getenv func(string) string, name string) (string, bool) {
+	v := getenv(name)
+	return v, v != ""
 }
 
 // Keys returns the API keys as key → source name.

@@ -1,0 +1,68 @@
+package app
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestConfigPrecedence(t *testing.T) {
+	e := env(map[string]string{"PUNTOS_HTTP_ADDR": "127.0.0.1:9000", "PUNTOS_PARTITIONS": "16",
+		"PUNTOS_RESULT_WAIT": "250ms"})
+	c, _, err := LoadConfig("run", []string{"--partitions=4"}, e, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAddr != "127.0.0.1:9000" || c.Partitions != 4 || c.ResultWait != 250*time.Millisecond ||
+		c.BatchSize != 256 {
+		t.Fatalf("config %+v: want env addr, flag partitions 4, env wait, default batch", c)
+	}
+}
+
+func TestConfigErrorsNameTheSetting(t *testing.T) {
+	for _, tc := range []struct{ args, want string }{
+		{"--partitions=x", "partitions"},
+		{"--partitions=0", "partitions"},
+		{"--result-wait=5", "result-wait"},
+		{"--nats-sync=sometimes", "nats-sync"},
+		{"--api-keys=web=short", "api-keys"},
+	} {
+		_, _, err := LoadConfig("run", []string{tc.args}, env(nil), &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one naming %s", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestSecretsAreMasked(t *testing.T) {
+	e := env(map[string]string{
+		"PUNTOS_DATABASE_URL": "postgres://ledger:hunter2pass@127.0.0.1:5432/puntos",
+		"NATS_URL":            "nats://bus:natspass99@127.0.0.1:4222",
+		"PUNTOS_API_KEYS":     "billing=billing-key-0001,web=web-key-000002",
+	})
+	var help bytes.Buffer
+	_, _, err := LoadConfig("run", []string{"--help"}, e, &help)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help: %v", err)
+	}
+	c, _, err := LoadConfig("run", nil, e, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logged := fmt.Sprint(c.Masked()...) + help.String()
+	for _, secret := range []string{"hunter2pass", "natspass99", "billing-key-0001",
+		"web-key-000002"} {
+		if strings.Contains(logged, secret) {
+			t.Errorf("%q appears in the logged configuration or help", secret)
+		}
+	}
+	if !strings.Contains(logged, "ledger:***@127.0.0.1") || !strings.Contains(logged, "billing=***") {
+		t.Errorf("masked configuration lost what is not secret: %s", logged)
+	}
+}
