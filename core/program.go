@@ -1,6 +1,7 @@
 package core
 
 import (
+	"math/big"
 	"time"
 )
 
@@ -53,8 +54,12 @@ func (p *Program) Validate() error {
 	if len(p.Currency) != 3 {
 		return Errorf(Invalid, "currency", "must be an ISO 4217 code such as CLP")
 	}
-	if _, err := ParseRate("points_per_unit", p.PointsPerUnit); err != nil {
+	rate, err := ParseRate("points_per_unit", p.PointsPerUnit)
+	if err != nil {
 		return err
+	}
+	if rate.Cmp(big.NewRat(1_000_000, 1)) > 0 {
+		return Errorf(Invalid, "points_per_unit", "must not exceed 1000000")
 	}
 	if !p.AccrualRounding.Valid() {
 		return Errorf(Invalid, "accrual_rounding", "must be down, up, half_up or half_even")

@@ -158,12 +158,19 @@ func (t *txn) lockLots(ctx context.Context, moves []core.LotMove) (int, error) {
 func (t *txn) reverseCredit(ctx context.Context, prog *program, m *member, o *original,
 	reason string) (taken, written int64, err error) {
 	amount := o.points + o.pending
-	var lotID, free int64
+	var lotID, free, held int64
 	var pending bool
-	err = t.tx.QueryRow(ctx, `SELECT id, remaining - held, pending FROM lots
-		WHERE posting_id = $1 FOR UPDATE`, o.id).Scan(&lotID, &free, &pending)
+	err = t.tx.QueryRow(ctx, `SELECT id, remaining - held, held, pending FROM lots
+		WHERE posting_id = $1 FOR UPDATE`, o.id).Scan(&lotID, &free, &held, &pending)
 	if err != nil {
 		return 0, 0, fmt.Errorf("read credited lot: %w", err)
+	}
+	// Points of this credit reserved by an open hold may yet come back to the
+	// lot; writing them off now would let a later release hand them out again.
+	if held > 0 {
+		return 0, 0, core.Errorf(core.Conflict, "posting_id",
+			"%d points of this credit are reserved by an open hold; capture or release it first",
+			held)
 	}
 	// Points of the lot that expired are gone already and are not owed back.
 	var expired int64

@@ -1123,3 +1123,27 @@ func TestReleaseRepaysDebt(t *testing.T) {
 	f.wantLot(lotB, 100, 0)
 	f.check()
 }
+
+// A credit whose points are reserved by an open hold cannot be reversed
+// until the hold settles: writing the reserved part off would let a later
+// release hand the same points out again.
+func TestReverseCreditWithHeldPoints(t *testing.T) {
+	f := newFixture(t, core.Program{})
+	f.enroll("h1")
+	credit := f.ok(core.KindCredit, "h1", core.Credit{Points: 100, Reason: "bonus"})
+	f.ok(core.KindAuthorize, "h1", core.Authorize{Points: 60})
+	holdTxn := fmt.Sprintf("%s-t%d", f.prog, f.seq)
+
+	f.refused(core.KindReverse, "h1", core.Reverse{PostingID: credit.PostingIDs[0],
+		Reason: "fraud"}, core.Conflict)
+	f.wantBalance("h1", 40, 0, 60)
+
+	f.ok(core.KindRelease, "h1", core.Release{HoldTxnID: holdTxn})
+	out := f.ok(core.KindReverse, "h1", core.Reverse{PostingID: credit.PostingIDs[0],
+		Reason: "fraud"})
+	if out.Points != -100 || out.Written != 0 {
+		t.Fatalf("reversal took %d, wrote off %d; want -100 and 0", out.Points, out.Written)
+	}
+	f.wantBalance("h1", 0, 0, 0)
+	f.check()
+}
