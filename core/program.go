@@ -2,6 +2,7 @@ package core
 
 import (
 	"math/big"
+	"strings"
 	"time"
 )
 
@@ -210,13 +211,19 @@ func codeOK(s string) bool {
 }
 
 // ValidRef reports whether s is acceptable as an external reference or
-// transaction id: 1-128 printable characters.
+// transaction id: 1-128 characters that need no escaping in a URL path
+// segment (letters, digits and - . _ ~ : @ ! $ & ' ( ) * + , ; =). A slash,
+// '?', '#', '%' or a space would make the member's or the command's URL
+// ambiguous.
 func ValidRef(s string) bool {
 	if len(s) == 0 || len(s) > 128 {
 		return false
 	}
-	for _, c := range s {
-		if c < 0x20 || c == 0x7f || c == 0xfffd {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		ok := (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+			strings.IndexByte("-._~:@!$&'()*+,;=", c) >= 0
+		if !ok {
 			return false
 		}
 	}

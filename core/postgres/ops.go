@@ -50,7 +50,7 @@ func (t *txn) dispatch(ctx context.Context, cmd *bus.Command) (any, error) {
 		return t.enroll(ctx, prog, cmd)
 	}
 	if !core.ValidRef(cmd.Member) {
-		return nil, core.Errorf(core.Invalid, "member", "must be 1-128 printable characters")
+		return nil, core.Errorf(core.Invalid, "member", "must be 1-128 letters, digits or - . _ ~ : @ ! $ & ' ( ) * + , ; =")
 	}
 	switch cmd.Kind {
 	case core.KindTransfer:
@@ -141,7 +141,7 @@ func (t *txn) enroll(ctx context.Context, prog *program, cmd *bus.Command) (any,
 		return nil, err
 	}
 	if !core.ValidRef(cmd.Member) {
-		return nil, core.Errorf(core.Invalid, "customer_ref", "must be 1-128 printable characters")
+		return nil, core.Errorf(core.Invalid, "customer_ref", "must be 1-128 letters, digits or - . _ ~ : @ ! $ & ' ( ) * + , ; =")
 	}
 	at := cmd.OccurredAt
 	if in.EnrolledAt != nil {

@@ -211,7 +211,8 @@ func txnID(r *http.Request) (string, error) {
 			"header is required on every write: the caller's transaction id")
 	}
 	if !core.ValidRef(k) {
-		return "", core.Errorf(core.Invalid, "Idempotency-Key", "must be 1-128 printable characters")
+		return "", core.Errorf(core.Invalid, "Idempotency-Key",
+			"must be 1-128 letters, digits or - . _ ~ : @ ! $ & ' ( ) * + , ; =")
 	}
 	return k, nil
 }
@@ -259,10 +260,10 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, cmd bus.Command)
 			s.writeResult(w, r, res)
 			return
 		case <-timer.C:
-			w.Header().Set("Location", "/v1/commands/"+urlEscape(cmd.TxnID))
+			w.Header().Set("Location", "/v1/commands/"+cmd.TxnID)
 			writeJSON(w, http.StatusAccepted, map[string]any{
 				"status": "accepted", "txn_id": cmd.TxnID, "command_id": cmd.ID,
-				"status_url": "/v1/commands/" + urlEscape(cmd.TxnID),
+				"status_url": "/v1/commands/" + cmd.TxnID,
 			})
 			return
 		case <-ctx.Done():
@@ -283,10 +284,6 @@ func (s *Server) writeResult(w http.ResponseWriter, r *http.Request, res bus.Res
 		return
 	}
 	writeJSON(w, http.StatusCreated, res)
-}
-
-func urlEscape(s string) string {
-	return strings.ReplaceAll(strings.ReplaceAll(s, "%", "%25"), "/", "%2F")
 }
 
 // newCommand builds the command of a request to (program, member).
