@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/puntos-loyalty/puntos/adapters/chsink"
 	"github.com/puntos-loyalty/puntos/bus/natsbus"
 	"github.com/puntos-loyalty/puntos/core/postgres"
 	"github.com/puntos-loyalty/puntos/gateway/rest"
@@ -48,6 +49,8 @@ type App struct {
 	// intake before draining.
 	coreCancel context.CancelFunc
 	leases     *leases
+	sinkCancel context.CancelFunc
+	sinkWG     sync.WaitGroup
 }
 
 // Start brings up the parts named by roles and returns once they serve.
@@ -112,6 +115,15 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger, roles Roles) (*Ap
 		a.coreCancel = ccancel
 		a.startCore(cctx, bg)
 	}
+	if roles.Adapters && cfg.ClickHouseAddr != "" {
+		sctx, scancel := context.WithCancel(bg)
+		a.sinkCancel = scancel
+		a.sinkWG.Add(1)
+		go func() {
+			defer a.sinkWG.Done()
+			a.runSink(sctx)
+		}()
+	}
 
 	// HTTP: health and metrics always, the API on the gateway.
 	if err := a.startHTTP(); err != nil {
@@ -119,6 +131,27 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger, roles Roles) (*Ap
 	}
 	ok = true
 	return a, nil
+}
+
+// runSink copies ledger events into ClickHouse until ctx ends, reconnecting
+// when ClickHouse goes away. It has a connection of its own: /readyz may
+// replace a.ch at any time.
+func (a *App) runSink(ctx context.Context) {
+	log := a.log.With("component", "chsink")
+	for ctx.Err() == nil {
+		conn, err := clickhouse.Open(ctx, a.cfg.ClickHouseAddr, a.cfg.ClickHouseDB)
+		if err != nil {
+			log.Warn("ClickHouse is not reachable; the sink waits", "error", err)
+			sleep(ctx, 5*time.Second)
+			continue
+		}
+		err = chsink.Run(ctx, a.Bus, conn, log)
+		_ = conn.Close()
+		if err != nil && ctx.Err() == nil {
+			log.Error("Reporting sink stopped; restarting", "error", err)
+			sleep(ctx, 5*time.Second)
+		}
+	}
 }
 
 // Addr is the address the HTTP server listens on.
@@ -217,7 +250,15 @@ func (a *App) Shutdown(ctx context.Context) error {
 		a.coreCancel()
 	}
 	done := make(chan struct{})
-	go func() { a.wg.Wait(); close(done) }()
+	go func() {
+		// The core drains its outbox first; the sink stops after it.
+		a.wg.Wait()
+		if a.sinkCancel != nil {
+			a.sinkCancel()
+		}
+		a.sinkWG.Wait()
+		close(done)
+	}()
 	select {
 	case <-done:
 	case <-ctx.Done():
