@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -19,16 +20,9 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 	stderr io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	defURL := getenv("PUNTOS_DEMO_URL")
-	if defURL == "" {
-		defURL = "http://127.0.0.1:8080"
-	}
-	defKey := getenv("PUNTOS_DEMO_KEY")
-	if defKey == "" {
-		defKey = "puntos-dev-key"
-	}
-	base := fs.String("url", defURL, "the gateway's base URL (env PUNTOS_DEMO_URL)")
-	key := fs.String("key", defKey, "API key (env PUNTOS_DEMO_KEY)")
+	base := fs.String("url", "", "the gateway's base URL; default $PUNTOS_DEMO_URL, else "+
+		"http://127.0.0.1:8080")
+	key := fs.String("key", "", "API key; default $PUNTOS_DEMO_KEY, else the development key")
 	program := fs.String("program", "telco", "code of the program to create and load")
 	workers := fs.Int("workers", 16, "subscribers loaded at once")
 	asOf := fs.String("as-of", demo.DefaultAsOf, "date whose month holds the latest bills; "+
@@ -45,6 +39,15 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("demo: unexpected argument %q", fs.Arg(0))
+	}
+
+	// Defaults from the environment, read after parsing so that --help
+	// never prints them.
+	if *base == "" {
+		*base = cmp.Or(getenv("PUNTOS_DEMO_URL"), "http://127.0.0.1:8080")
+	}
+	if *key == "" {
+		*key = cmp.Or(getenv("PUNTOS_DEMO_KEY"), "puntos-dev-key")
 	}
 
 	// Check the flags before sending anything.

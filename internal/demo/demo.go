@@ -161,7 +161,9 @@ type RowError struct {
 	Reason string
 }
 
-func (e RowError) Error() string { return fmt.Sprintf("line %d: %s: %s", e.Line, e.Field, e.Reason) }
+func (e RowError) Error() string {
+	return fmt.Sprintf("line %d: %s: %s", e.Line, e.Field, e.Reason)
+}
 
 // Column names the demo reads, matched against the header.
 const (
@@ -869,9 +871,10 @@ func (c *client) settle(ctx context.Context, answered bool, why string) {
 }
 
 func newClient(base, key string, workers int) *client {
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
 		Proxy:                 nil, // never through a proxy: the gateway only
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           dialer.DialContext,
 		MaxIdleConns:          workers,
 		MaxIdleConnsPerHost:   workers,
 		IdleConnTimeout:       90 * time.Second,

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/puntos-loyalty/puntos/internal/app"
+	"github.com/puntos-loyalty/puntos/internal/testenv"
 )
 
 func TestParseSubscribers(t *testing.T) {
@@ -490,5 +494,79 @@ func TestGroup(t *testing.T) {
 		if got := group(n); got != want {
 			t.Errorf("group(%d) = %s, want %s", n, got, want)
 		}
+	}
+}
+
+// TestDemoAgainstThePlatform runs the demo twice against the platform
+// started in-process (gateway, bus and core on a fresh database), on a slice
+// of the real sample: the first 60 subscribers and the 11 with a blank
+// TotalCharges. The second run must add nothing.
+func TestDemoAgainstThePlatform(t *testing.T) {
+	// The slice of the sample, and what it is worth.
+	lines := strings.SplitAfter(string(telcoCSV), "\n")
+	var slice strings.Builder
+	for i, l := range lines {
+		if i <= 60 || strings.Contains(l, ", ,") {
+			slice.WriteString(l)
+		}
+	}
+	subs, _, err := ParseSubscribers(strings.NewReader(slice.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var months int
+	var points int64
+	for _, s := range subs {
+		months += s.Tenure
+		whole, _ := new(big.Rat).SetString(s.MonthlyCharges)
+		points += int64(s.Tenure) * new(big.Int).Quo(whole.Num(), whole.Denom()).Int64()
+	}
+	if len(subs) != 71 {
+		t.Fatalf("slice has %d subscribers, want 71", len(subs))
+	}
+
+	// The platform, as `puntos run` starts it, minus the adapters.
+	const key = "demo-test-key-0123456789"
+	cfg := &app.Config{HTTPAddr: "127.0.0.1:0", DatabaseURL: testenv.Database(t), NATSPort: -1,
+		NATSSync: "always", DataDir: t.TempDir(), Partitions: 4, BatchSize: 64,
+		ResultWait: 10 * time.Second, APIKeys: "demo=" + key, LogLevel: "error"}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	a, err := app.Start(context.Background(), cfg, log, app.Roles{Gateway: true, Core: true})
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_ = a.Shutdown(ctx)
+	})
+
+	run := func() Summary {
+		t.Helper()
+		var out bytes.Buffer
+		sum, err := Run(context.Background(), Options{BaseURL: "http://" + a.Addr(),
+			APIKey: key, Out: &out, Data: strings.NewReader(slice.String())})
+		if err != nil {
+			t.Fatalf("Run: %v\n%s", err, out.String())
+		}
+		t.Logf("\n%s", out.String())
+		return sum
+	}
+	blank := map[string]int{"bill_paid event: amount: is required": 11}
+
+	first := run()
+	if first.MembersNew != 71 || first.EventsSent != months+11 || first.EventsNew != months ||
+		first.PointsNew != points || first.Pending != 0 || first.FailedTotal() != 0 ||
+		!reflect.DeepEqual(first.Rejected, blank) || first.LedgerMembers != 71 ||
+		first.LedgerPoints <= 0 || first.LedgerPoints > points {
+		t.Errorf("first run: %+v; want 71 members, %d events, %d points", first, months, points)
+	}
+
+	second := run()
+	if second.MembersNew != 0 || second.MembersExisting != 71 || second.EventsNew != 0 ||
+		second.EventsReplayed != months || second.PointsNew != 0 ||
+		second.PointsReplayed != points || second.FailedTotal() != 0 ||
+		!reflect.DeepEqual(second.Rejected, blank) || second.LedgerPoints != first.LedgerPoints {
+		t.Errorf("second run added something: %+v", second)
 	}
 }
