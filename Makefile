@@ -36,11 +36,13 @@ run: services build
 
 ## test: start the services, then run every test against them
 test: services
+	$(SERVICES) test-tools
 	$(LOAD_ENV); go test -count=1 -p 2 -timeout 20m ./...
 
-## bench: run each benchmark once, as a smoke test
+## bench: run each Go benchmark once, then the load generator (docs/benchmarks.md)
 bench: services
-	$(LOAD_ENV); go test -run '^$$' -bench . -benchtime=1x ./...
+	$(LOAD_ENV); go test -run '^$$' -bench . -benchtime=1x -timeout 90m ./...
+	$(LOAD_ENV); go run ./bench/loadgen -out bench/results $(BENCH_FLAGS)
 
 ## demo: start the services, then run the demo
 demo: services build
@@ -53,6 +55,11 @@ fmt:
 ## vet: go vet every package
 vet:
 	go vet ./...
+
+## soap-gen: regenerate gateway/soap/gen from contracts/puntos.wsdl with gowsdl
+.PHONY: soap-gen
+soap-gen:
+	gateway/soap/gen.sh
 
 ## clean: remove built binaries (the services' data in .data/ stays; see services-down)
 clean:

@@ -45,6 +45,8 @@ const (
 type Enroll struct {
 	Channel    string     `json:"channel,omitempty"`
 	EnrolledAt *time.Time `json:"enrolled_at,omitempty"`
+	// Attributes are what rule conditions may read of the member.
+	Attributes *MemberAttributes `json:"attributes,omitempty"`
 }
 
 // Accrue asks for points for a customer action paid in money.
@@ -60,6 +62,9 @@ type Credit struct {
 	Points    Points     `json:"points"`
 	Reason    string     `json:"reason"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// ExpiresOn gives the points a fixed last day (YYYY-MM-DD), usable to its
+	// end in the program's time zone; at most one of it and ExpiresAt.
+	ExpiresOn string `json:"expires_on,omitempty"`
 }
 
 // Redeem spends points.
@@ -93,6 +98,9 @@ type Reverse struct {
 	PostingID     int64  `json:"posting_id,omitempty"`
 	OriginalTxnID string `json:"original_txn_id,omitempty"`
 	Reason        string `json:"reason"`
+	// OnlyKind, when set, refuses to reverse a posting of any other kind
+	// (a "cancel redemption" must not claw back an accrual).
+	OnlyKind string `json:"only_kind,omitempty"`
 }
 
 // Adjust is a manual correction by a named person, positive or negative.

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -637,7 +638,7 @@ func TestEventsAreStoredOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		var got bus.Event
-		if err := json.Unmarshal(m.Data, &got); err != nil || got != evs[1] {
+		if err := json.Unmarshal(m.Data, &got); err != nil || !reflect.DeepEqual(got, evs[1]) {
 			t.Fatalf("stored event = %+v (%v), want %+v", got, err, evs[1])
 		}
 		if id := m.Header.Get(jetstream.MsgIDHeader); id != "e-2" {

@@ -32,6 +32,7 @@ Commands:
   migrate    apply the database migrations and exit
   expire     run the expiry sweep once: puntos expire [--at RFC3339]
   demo       load the telecom sample through the REST gateway
+  admin      back-office users: puntos admin create --user NAME
   version    print the version
 
 Run 'puntos <command> --help' for the flags of a command.
@@ -63,6 +64,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	case "demo":
 		return runDemo(ctx, rest, getenv, stdout, stderr)
+	case "admin":
+		return runAdmin(ctx, rest, getenv, os.Stdin, stdout, stderr)
 	}
 	var expireArgs []string
 	if name == "expire" {
@@ -161,6 +164,12 @@ func expire(ctx context.Context, cfg *app.Config, args []string, log *slog.Logge
 			return fmt.Errorf("--at: %q is not an RFC 3339 timestamp", *at)
 		}
 		when = t
+	}
+	// Expiring as of a future instant would take points that are still good
+	// and stamp the postings with a time that has not come.
+	if when.After(time.Now().Add(time.Minute)) {
+		return fmt.Errorf("--at: %s is in the future; expiry runs as of now or a past "+
+			"instant", when.UTC().Format(time.RFC3339))
 	}
 	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
 	if err != nil {

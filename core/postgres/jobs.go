@@ -18,11 +18,15 @@ type SweepResult struct {
 
 // Sweep brings every member with due work up to date as of at: pending
 // points that became spendable, holds past their time, lots past their
-// expiry. It works in batches of members, one transaction each, so it can
-// stop at any point and start again without doing anything twice: a member
-// already brought up to date has nothing due. Only one sweep runs at a time
-// across all instances (a PostgreSQL advisory lock); the others return at
-// once with ran=false.
+// expiry (one expiry posting per member, listing the lots it took). It
+// reads the members with due work once, then works through them in batches
+// of batch members, one transaction each, so it can stop at any point
+// (an error, a cancelled ctx, a crash) and start again without doing
+// anything twice or skipping anything: a member already brought up to date
+// has nothing due, and one not reached yet is still due. A run missed by
+// downtime is caught up by the next, whatever is due by then going at once.
+// Only one sweep runs at a time across all instances (a PostgreSQL advisory
+// lock); the others return at once with ran=false.
 func (l *Ledger) Sweep(ctx context.Context, at time.Time, batch int) (res SweepResult,
 	ran bool, err error) {
 	conn, err := l.pool.Acquire(ctx)
@@ -41,62 +45,27 @@ func (l *Ledger) Sweep(ctx context.Context, at time.Time, batch int) (res SweepR
 	if batch <= 0 {
 		batch = 500
 	}
-	after := "00000000-0000-0000-0000-000000000000"
-	for {
-		var ids []string
-		rows, err := l.pool.Query(ctx, `SELECT id FROM (
-				SELECT member_id AS id FROM lots
-				WHERE remaining > held AND expires_at <= $1 AND member_id > $2
-				UNION
-				-- A pending lot emptied before it matured (reversed, expired,
-				-- forfeited) has nothing to mature and stays pending.
-				SELECT member_id FROM lots
-				WHERE pending AND remaining > 0 AND spendable_from <= $1 AND member_id > $2
-				UNION
-				SELECT member_id FROM holds WHERE status = 'open' AND expires_at <= $1
-				  AND member_id > $2) d
-			ORDER BY id LIMIT $3`, at, after, batch)
-		if err != nil {
-			return res, true, fmt.Errorf("select due members: %w", err)
-		}
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return res, true, err
-			}
-			ids = append(ids, id)
-		}
-		rows.Close()
-		if len(ids) == 0 {
-			return res, true, rows.Err()
-		}
-		err = pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
-			t := l.newTxn(tx)
-			t.now = at.UTC()
-			t.system = "puntos.sweep"
-			for _, id := range ids {
-				m, err := lockMemberID(ctx, tx, id)
-				if err != nil {
-					return err
-				}
-				prog, err := t.programByID(ctx, m.programID)
-				if err != nil {
-					return err
-				}
-				if err := t.refresh(ctx, prog, m); err != nil {
-					return err
-				}
-			}
-			return t.flushEvents(ctx)
+	ids, err := dueMembers(ctx, conn, at)
+	if err != nil {
+		return res, true, err
+	}
+	for start := 0; start < len(ids); start += batch {
+		chunk := ids[start:min(start+batch, len(ids))]
+		err := retryDeadlock(func() error {
+			return pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
+				return l.sweepBatch(ctx, tx, at, chunk)
+			})
 		})
 		if err != nil {
 			return res, true, fmt.Errorf("sweep batch: %w", err)
 		}
-		res.Members += len(ids)
+		res.Members += len(chunk)
 		res.Batches++
-		after = ids[len(ids)-1]
+		if l.afterSweepBatch != nil {
+			l.afterSweepBatch(res)
+		}
 	}
+	return res, true, nil
 }
 
 // Publisher publishes ledger events; the bus implements it.

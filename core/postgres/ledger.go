@@ -22,6 +22,9 @@ type Ledger struct {
 	log  *slog.Logger
 	// Clock gives the processing time; tests set it to move time forward.
 	Clock func() time.Time
+	// afterSweepBatch, when set, runs after each committed sweep batch;
+	// tests use it to stop a sweep halfway.
+	afterSweepBatch func(SweepResult)
 }
 
 // New returns a Ledger on pool.
@@ -56,6 +59,7 @@ type txn struct {
 	postings  []int64
 	lastMoves []core.LotMove
 	touched   map[string]bool
+	ruleCache ruleCache
 }
 
 func (l *Ledger) newTxn(tx pgx.Tx) *txn {
@@ -94,20 +98,32 @@ func (t *txn) apply(ctx context.Context, cmd *bus.Command) (Applied, error) {
 
 	// Claim the transaction id; the unique key decides between racing replays.
 	// The claim is made before the command's savepoint so that a refusal
-	// keeps it: a racing copy waits for this transaction, then replays.
-	var claimed bool
-	err := t.tx.QueryRow(ctx, `INSERT INTO commands (source, txn_id, command_id, kind, hash,
-			status, result)
+	// keeps it: a racing copy waits for this transaction, then replays. Both
+	// travel in one round trip.
+	b := &pgx.Batch{}
+	b.Queue(`INSERT INTO commands (source, txn_id, command_id, kind, hash, status, result)
 		VALUES ($1, $2, $3, $4, $5, 'applying', '{}') ON CONFLICT DO NOTHING RETURNING true`,
-		cmd.Source, cmd.TxnID, cmd.ID, cmd.Kind, cmd.Hash).Scan(&claimed)
-	if err == pgx.ErrNoRows {
-		return t.replay(ctx, cmd, res)
+		cmd.Source, cmd.TxnID, cmd.ID, cmd.Kind, cmd.Hash)
+	b.Queue(`SAVEPOINT cmd`)
+	br := t.tx.SendBatch(ctx, b)
+	var claimed bool
+	claimErr := br.QueryRow().Scan(&claimed)
+	_, spErr := br.Exec()
+	if err := br.Close(); err != nil && claimErr == nil {
+		claimErr = err
 	}
-	if err != nil {
-		return Applied{}, fmt.Errorf("claim command: %w", err)
-	}
-	if _, err := t.tx.Exec(ctx, `SAVEPOINT cmd`); err != nil {
-		return Applied{}, err
+	if claimErr == pgx.ErrNoRows && spErr == nil {
+		a, reclaimed, err := t.replay(ctx, cmd, res)
+		if err != nil || !reclaimed {
+			return a, err
+		}
+	} else {
+		if claimErr != nil {
+			return Applied{}, fmt.Errorf("claim command: %w", claimErr)
+		}
+		if spErr != nil {
+			return Applied{}, spErr
+		}
 	}
 
 	t.cmd = cmd
@@ -124,17 +140,11 @@ func (t *txn) apply(ctx context.Context, cmd *bus.Command) (Applied, error) {
 		// Undo everything the command did, then store the refusal.
 		t.events = t.events[:nEvents]
 		t.postings = nil
-		if _, err := t.tx.Exec(ctx, `ROLLBACK TO SAVEPOINT cmd`); err != nil {
-			return Applied{}, err
-		}
-		if _, err := t.tx.Exec(ctx, `RELEASE SAVEPOINT cmd`); err != nil {
-			return Applied{}, err
-		}
 		res.Status = bus.StatusRejected
 		res.Error = &bus.Error{Kind: string(derr.Kind), Field: derr.Field, Message: derr.Message}
 		body, _ := json.Marshal(res)
-		_, err = t.tx.Exec(ctx, `UPDATE commands SET status = $3, result = $4
-			WHERE source = $1 AND txn_id = $2`, cmd.Source, cmd.TxnID, res.Status, body)
+		err = t.send(ctx, `ROLLBACK TO SAVEPOINT cmd`, `RELEASE SAVEPOINT cmd`,
+			storeResult, cmd.Source, cmd.TxnID, res.Status, body)
 		if err != nil {
 			return Applied{}, fmt.Errorf("store refusal: %w", err)
 		}
@@ -151,38 +161,76 @@ func (t *txn) apply(ctx context.Context, cmd *bus.Command) (Applied, error) {
 		return Applied{}, err
 	}
 	body, _ := json.Marshal(res)
-	_, err = t.tx.Exec(ctx, `UPDATE commands SET status = $3, result = $4
-		WHERE source = $1 AND txn_id = $2`, cmd.Source, cmd.TxnID, res.Status, body)
+	err = t.send(ctx, `RELEASE SAVEPOINT cmd`, "", storeResult, cmd.Source, cmd.TxnID,
+		res.Status, body)
 	if err != nil {
 		return Applied{}, fmt.Errorf("store result: %w", err)
-	}
-	if _, err := t.tx.Exec(ctx, `RELEASE SAVEPOINT cmd`); err != nil {
-		return Applied{}, err
 	}
 	return Applied{Result: res}, nil
 }
 
-// replay answers a command whose transaction id the ledger already holds.
-func (t *txn) replay(ctx context.Context, cmd *bus.Command, res bus.Result) (Applied, error) {
+// storeResult records a command's result on its claimed row.
+const storeResult = `UPDATE commands SET status = $3, result = $4
+	WHERE source = $1 AND txn_id = $2`
+
+// send runs up to two argument-less statements and then query with args,
+// in one round trip.
+func (t *txn) send(ctx context.Context, first, second, query string, args ...any) error {
+	b := &pgx.Batch{}
+	for _, q := range []string{first, second} {
+		if q != "" {
+			b.Queue(q)
+		}
+	}
+	b.Queue(query, args...)
+	return t.tx.SendBatch(ctx, b).Close()
+}
+
+// replay answers a command whose transaction id the ledger already holds:
+// the first result for the same request, a conflict for another one. The
+// one exception is a stored refusal as invalid: an invalid request never
+// used up its id, so a corrected request takes the claim over (reclaimed)
+// and is then applied in a fresh savepoint.
+func (t *txn) replay(ctx context.Context, cmd *bus.Command,
+	res bus.Result) (a Applied, reclaimed bool, err error) {
 	var hash, status string
 	var body []byte
-	err := t.tx.QueryRow(ctx, `SELECT hash, status, result FROM commands
-		WHERE source = $1 AND txn_id = $2`, cmd.Source, cmd.TxnID).Scan(&hash, &status, &body)
+	err = t.tx.QueryRow(ctx, `SELECT hash, status, result FROM commands
+		WHERE source = $1 AND txn_id = $2 FOR UPDATE`, cmd.Source, cmd.TxnID).Scan(&hash,
+		&status, &body)
 	if err != nil {
-		return Applied{}, fmt.Errorf("read stored command: %w", err)
+		return Applied{}, false, fmt.Errorf("read stored command: %w", err)
+	}
+	var stored bus.Result
+	if err := json.Unmarshal(body, &stored); err != nil {
+		return Applied{}, false, fmt.Errorf("decode stored result: %w", err)
+	}
+	if hash != cmd.Hash && status == bus.StatusRejected && stored.Error != nil &&
+		stored.Error.Kind == string(core.Invalid) {
+		// The claim changes outside the command's savepoint, so that a
+		// refusal of the corrected request keeps the new claim.
+		err := t.send(ctx, `RELEASE SAVEPOINT cmd`, "", `UPDATE commands SET command_id = $3,
+				kind = $4, hash = $5, status = 'applying', result = '{}'
+			WHERE source = $1 AND txn_id = $2`, cmd.Source, cmd.TxnID, cmd.ID, cmd.Kind, cmd.Hash)
+		if err == nil {
+			_, err = t.tx.Exec(ctx, `SAVEPOINT cmd`)
+		}
+		if err != nil {
+			return Applied{}, false, fmt.Errorf("reclaim command: %w", err)
+		}
+		return Applied{}, true, nil
+	}
+	if _, err := t.tx.Exec(ctx, `RELEASE SAVEPOINT cmd`); err != nil {
+		return Applied{}, false, err
 	}
 	if hash != cmd.Hash {
 		res.Status = bus.StatusRejected
 		res.Error = &bus.Error{Kind: string(core.Conflict), Field: "txn_id",
 			Message: "this transaction id was already used for a different request"}
-		return Applied{Result: res}, nil
-	}
-	var stored bus.Result
-	if err := json.Unmarshal(body, &stored); err != nil {
-		return Applied{}, fmt.Errorf("decode stored result: %w", err)
+		return Applied{Result: res}, false, nil
 	}
 	stored.Replayed = true
-	return Applied{Result: stored}, nil
+	return Applied{Result: stored}, false, nil
 }
 
 // flushEvents writes the queued ledger events to the outbox.

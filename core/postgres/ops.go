@@ -49,6 +49,12 @@ func (t *txn) dispatch(ctx context.Context, cmd *bus.Command) (any, error) {
 	if cmd.Kind == core.KindEnroll {
 		return t.enroll(ctx, prog, cmd)
 	}
+	if strings.HasPrefix(cmd.Kind, core.ExchangePrefix) {
+		return t.exchange(ctx, prog, cmd)
+	}
+	if core.IsRulesKind(cmd.Kind) {
+		return t.rulesCmd(ctx, prog, cmd)
+	}
 	if !core.ValidRef(cmd.Member) {
 		return nil, core.Errorf(core.Invalid, "member", "must be 1-128 letters, digits or - . _ ~ : @ ! $ & ' ( ) * + , ; =")
 	}
@@ -57,6 +63,8 @@ func (t *txn) dispatch(ctx context.Context, cmd *bus.Command) (any, error) {
 		return t.transfer(ctx, prog, cmd)
 	case core.KindMerge:
 		return t.merge(ctx, prog, cmd)
+	case core.KindExternalUpsert, core.KindConvert:
+		return t.conversionCmd(ctx, prog, cmd)
 	}
 	m, err := lockMember(ctx, t.tx, prog.ID, cmd.Member)
 	if err != nil {
@@ -161,6 +169,11 @@ func (t *txn) enroll(ctx context.Context, prog *program, cmd *bus.Command) (any,
 	if err != nil {
 		return nil, fmt.Errorf("insert member: %w", pgError(err))
 	}
+	if in.Attributes != nil {
+		if err := t.storeAttributes(ctx, m.ID, in.Attributes); err != nil {
+			return nil, err
+		}
+	}
 	return m, nil
 }
 
@@ -195,11 +208,8 @@ func (t *txn) accrue(ctx context.Context, prog *program, m *member, cmd *bus.Com
 	if err := t.checkOccurred(cmd.OccurredAt); err != nil {
 		return nil, err
 	}
-	rate, err := core.ParseRate("points_per_unit", prog.PointsPerUnit)
-	if err != nil {
-		return nil, err
-	}
-	pts, err := core.Convert(amount, rate, prog.AccrualRounding)
+	// The rules engine, or the program's flat rate while it has no rules.
+	pts, ruleVersion, err := t.accrualPoints(ctx, prog, m, cmd, in, amount)
 	if err != nil {
 		return nil, err
 	}
@@ -207,8 +217,7 @@ func (t *txn) accrue(ctx context.Context, prog *program, m *member, cmd *bus.Com
 		return t.outcome(m, 0), nil
 	}
 	_, err = t.credit(ctx, m, prog, core.PostAccrual, int64(pts), cmd.OccurredAt, nil, posting{
-		reason: in.EventType, partner: in.Partner,
-		ruleVersion: "program-rate:" + prog.PointsPerUnit + ":" + string(prog.AccrualRounding),
+		reason: in.EventType, partner: in.Partner, ruleVersion: ruleVersion,
 	})
 	if err != nil {
 		return nil, err
@@ -233,15 +242,11 @@ func (t *txn) creditCmd(ctx context.Context, prog *program, m *member, cmd *bus.
 	if err := t.checkOccurred(cmd.OccurredAt); err != nil {
 		return nil, err
 	}
-	if in.ExpiresAt != nil && !in.ExpiresAt.After(cmd.OccurredAt) {
-		return nil, core.Errorf(core.Invalid, "expires_at", "must be after occurred_at")
+	exp, err := creditExpiry(prog, &in, cmd.OccurredAt)
+	if err != nil {
+		return nil, err
 	}
-	var exp *time.Time
-	if in.ExpiresAt != nil {
-		e := in.ExpiresAt.UTC()
-		exp = &e
-	}
-	_, err := t.credit(ctx, m, prog, core.PostCredit, int64(in.Points), cmd.OccurredAt, exp,
+	_, err = t.credit(ctx, m, prog, core.PostCredit, int64(in.Points), cmd.OccurredAt, exp,
 		posting{reason: in.Reason})
 	if err != nil {
 		return nil, err
@@ -550,8 +555,10 @@ func (t *txn) mature(ctx context.Context, m *member) error {
 // expireDue expires the unreserved part of m's lots whose time has come, in
 // one expiry posting that lists the lots it took.
 func (t *txn) expireDue(ctx context.Context, m *member) error {
+	// remaining > 0 lets the member's own index (lots_member_fifo_idx) serve
+	// this, not the index of every due lot in the ledger.
 	rows, err := t.tx.Query(ctx, `SELECT id, remaining - held, pending FROM lots
-		WHERE member_id = $1 AND remaining > held AND expires_at <= $2
+		WHERE member_id = $1 AND remaining > 0 AND remaining > held AND expires_at <= $2
 		ORDER BY expires_at, id FOR UPDATE`, m.id, t.now)
 	if err != nil {
 		return fmt.Errorf("select due lots: %w", err)

@@ -70,6 +70,10 @@ func (t *txn) reverse(ctx context.Context, prog *program, m *member, cmd *bus.Co
 	if err != nil {
 		return nil, err
 	}
+	if in.OnlyKind != "" && o.kind != in.OnlyKind {
+		return nil, core.Errorf(core.NotFound, "original_txn_id", "no %s posting with this id",
+			in.OnlyKind)
+	}
 	var taken, written int64
 	switch {
 	case o.kind == core.PostAccrual || o.kind == core.PostCredit ||
@@ -79,7 +83,7 @@ func (t *txn) reverse(ctx context.Context, prog *program, m *member, cmd *bus.Co
 		(o.kind == core.PostAdjustment && o.points < 0):
 		taken, err = t.reverseDebit(ctx, m, o, in.Reason)
 	default:
-		return nil, core.Errorf(core.Invalid, "posting_id", "a %s posting cannot be reversed", o.kind)
+		return nil, core.Errorf(core.Invalid, "posting_id", "postings of kind %s cannot be reversed", o.kind)
 	}
 	if err != nil {
 		return nil, err

@@ -1147,3 +1147,46 @@ func TestReverseCreditWithHeldPoints(t *testing.T) {
 	f.wantBalance("h1", 0, 0, 0)
 	f.check()
 }
+
+// A reversal limited to one kind refuses any other: cancelling a
+// "redemption" by the id of an accrual must not claw the accrual back.
+func TestReverseOnlyKind(t *testing.T) {
+	f := newFixture(t, core.Program{})
+	f.enroll("k1")
+	credit := f.ok(core.KindCredit, "k1", core.Credit{Points: 100, Reason: "bonus"})
+	f.refused(core.KindReverse, "k1", core.Reverse{PostingID: credit.PostingIDs[0],
+		Reason: "cancel", OnlyKind: core.PostRedemption}, core.NotFound)
+	redeem := f.ok(core.KindRedeem, "k1", core.Redeem{Points: 40})
+	f.ok(core.KindReverse, "k1", core.Reverse{PostingID: redeem.PostingIDs[0],
+		Reason: "cancel", OnlyKind: core.PostRedemption})
+	f.wantBalance("k1", 100, 0, 0)
+	f.check()
+}
+
+// An invalid request does not use up its transaction id: the same request
+// again gets the stored refusal, a corrected one with the same id is applied,
+// and after that the id is taken like any other.
+func TestCorrectedRequestReusesInvalidID(t *testing.T) {
+	f := newFixture(t, core.Program{})
+	f.enroll("v1")
+	bad := f.do(core.KindCredit, "v1", "fix-1", core.Credit{Points: 50})
+	if bad.Status != bus.StatusRejected || bad.Error.Kind != string(core.Invalid) ||
+		bad.Error.Field != "reason" {
+		t.Fatalf("credit without reason: %+v %+v", bad, bad.Error)
+	}
+	again := f.do(core.KindCredit, "v1", "fix-1", core.Credit{Points: 50})
+	if !again.Replayed || again.Error == nil || again.Error.Field != "reason" {
+		t.Fatalf("same invalid request again: %+v", again)
+	}
+	good := f.do(core.KindCredit, "v1", "fix-1", core.Credit{Points: 50, Reason: "bonus"})
+	if good.Status != bus.StatusOK {
+		t.Fatalf("corrected request: %+v %+v", good, good.Error)
+	}
+	f.wantBalance("v1", 50, 0, 0)
+	other := f.do(core.KindCredit, "v1", "fix-1", core.Credit{Points: 70, Reason: "bonus"})
+	if other.Error == nil || other.Error.Kind != string(core.Conflict) {
+		t.Fatalf("a third request with the used id: %+v", other)
+	}
+	f.wantBalance("v1", 50, 0, 0)
+	f.check()
+}

@@ -4,13 +4,14 @@
 # ClickHouse and, when asked for, an external NATS server. Everything listens on
 # 127.0.0.1 only and keeps its files under the data directory.
 #
-# Usage: deploy/local/services.sh up|down|status|env
+# Usage: deploy/local/services.sh up|down|status|env|test-tools
 #
 #   up      start what is missing, reuse what already answers; safe to run again
 #   down    stop what `up` started; leave alone what it found running
 #   status  say what answers where; exit 1 when a needed service does not answer
 #   env     print export lines for the Puntos process and its tests:
 #           eval "$(deploy/local/services.sh env)"
+#   test-tools  install what the tests drive: xmllint, node and npm, chromium
 #
 # Settings, from the environment:
 #   PUNTOS_DATA_DIR       data directory (default: <repo>/.data)
@@ -506,6 +507,18 @@ cmd_up() {
 	log "up (data in $DATA); load the settings with: eval \"\$($0 env)\""
 }
 
+# cmd_test_tools installs what the test suite drives besides the services:
+# xmllint validates SOAP answers against our XSD, node and npm run the
+# node-soap interoperability client, chromium runs the back-office tests.
+cmd_test_tools() {
+	lock
+	need_cmd xmllint libxml2-utils
+	need_cmd node nodejs
+	need_cmd npm npm
+	need_cmd chromium chromium
+	log "test tools ready"
+}
+
 cmd_down() {
 	lock
 	ch_down
@@ -522,25 +535,27 @@ cmd_status() {
 	return "$rc"
 }
 
+# cmd_env prints the settings of the services it manages. A setting the
+# caller already exported is kept, so `PUNTOS_DATABASE_URL=... make run`
+# means what it says.
 cmd_env() {
 	local pg="postgres://postgres@$PG_HOST:$PG_PORT"
-	printf 'export %s=%s\n' \
-		PUNTOS_DATA_DIR "$(quote "$DATA")" \
-		PUNTOS_DATABASE_URL "$(quote "$pg/$PG_DB?sslmode=disable")" \
-		PUNTOS_CLICKHOUSE_ADDR "$(quote "$CH_HOST:$CH_PORT")" \
-		PUNTOS_CLICKHOUSE_DB "$(quote "$CH_DB")" \
-		PUNTOS_TEST_DATABASE_URL "$(quote "$pg/$PG_TEST_DB?sslmode=disable")" \
-		PUNTOS_TEST_CLICKHOUSE_ADDR "$(quote "$CH_HOST:$CH_PORT")" \
-		PUNTOS_TEST_CLICKHOUSE_DB "$(quote "$CH_TEST_DB")"
+	emit() { printf 'export %s=%s\n' "$1" "$(quote "${!1:-$2}")"; }
+	emit PUNTOS_DATA_DIR "$DATA"
+	emit PUNTOS_DATABASE_URL "$pg/$PG_DB?sslmode=disable"
+	emit PUNTOS_CLICKHOUSE_ADDR "$CH_HOST:$CH_PORT"
+	emit PUNTOS_CLICKHOUSE_DB "$CH_DB"
+	emit PUNTOS_TEST_DATABASE_URL "$pg/$PG_TEST_DB?sslmode=disable"
+	emit PUNTOS_TEST_CLICKHOUSE_ADDR "$CH_HOST:$CH_PORT"
+	emit PUNTOS_TEST_CLICKHOUSE_DB "$CH_TEST_DB"
 	if [[ $NATS_EXTERNAL == 1 ]]; then
-		printf 'export %s=%s\n' \
-			PUNTOS_NATS_URL "$(quote "nats://127.0.0.1:$NATS_PORT")" \
-			PUNTOS_TEST_NATS_URL "$(quote "nats://127.0.0.1:$NATS_PORT")"
+		emit NATS_URL "nats://127.0.0.1:$NATS_PORT"
+		emit PUNTOS_TEST_NATS_URL "nats://127.0.0.1:$NATS_PORT"
 	fi
 }
 
 usage() {
-	sed -n '3,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+	sed -n '3,14s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
 	exit 2
 }
 
@@ -549,5 +564,6 @@ up) cmd_up ;;
 down) cmd_down ;;
 status) cmd_status ;;
 env) cmd_env ;;
+test-tools) cmd_test_tools ;;
 *) usage ;;
 esac

@@ -62,9 +62,10 @@ func (s *Server) getProgram(w http.ResponseWriter, r *http.Request) {
 }
 
 type enrollBody struct {
-	CustomerRef string     `json:"customer_ref"`
-	Channel     string     `json:"channel"`
-	EnrolledAt  *time.Time `json:"enrolled_at"`
+	CustomerRef string                 `json:"customer_ref"`
+	Channel     string                 `json:"channel"`
+	EnrolledAt  *time.Time             `json:"enrolled_at"`
+	Attributes  *core.MemberAttributes `json:"attributes"`
 }
 
 func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
@@ -77,7 +78,13 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 		if len(in.Channel) > 64 {
 			return "", nil, nil, core.Errorf(core.Invalid, "channel", "is at most 64 characters")
 		}
-		return in.CustomerRef, core.Enroll{Channel: in.Channel, EnrolledAt: in.EnrolledAt}, nil, nil
+		if in.Attributes != nil {
+			if err := in.Attributes.Validate(); err != nil {
+				return "", nil, nil, err
+			}
+		}
+		return in.CustomerRef, core.Enroll{Channel: in.Channel, EnrolledAt: in.EnrolledAt,
+			Attributes: in.Attributes}, nil, nil
 	})
 }
 
@@ -152,6 +159,7 @@ type creditBody struct {
 	Points     core.Points `json:"points"`
 	Reason     string      `json:"reason"`
 	ExpiresAt  *time.Time  `json:"expires_at"`
+	ExpiresOn  string      `json:"expires_on"`
 	OccurredAt *time.Time  `json:"occurred_at"`
 }
 
@@ -165,7 +173,7 @@ func (s *Server) credit(w http.ResponseWriter, r *http.Request) {
 			return "", nil, nil, core.Errorf(core.Invalid, "reason", "is required")
 		}
 		return memberVar(r), core.Credit{Points: in.Points, Reason: in.Reason,
-			ExpiresAt: in.ExpiresAt}, in.OccurredAt, nil
+			ExpiresAt: in.ExpiresAt, ExpiresOn: in.ExpiresOn}, in.OccurredAt, nil
 	})
 }
 

@@ -56,6 +56,8 @@ type Server struct {
 	wait    time.Duration
 	callers []Caller
 	now     func() time.Time
+	files   *filesService // bulk point loads; nil answers 503
+	reports *ReportStore  // report reads; nil answers 503
 }
 
 // Options configures a Server.
@@ -83,6 +85,7 @@ const maxBody = 64 << 10
 
 // Register adds the /v1 routes to r.
 func (s *Server) Register(r *mux.Router) {
+	s.registerPartnerAPI(r) // first: partner keys, not operator keys
 	v1 := r.PathPrefix("/v1").Subrouter()
 	v1.Use(s.authenticate)
 	p := "/programs/{program}"
@@ -107,6 +110,12 @@ func (s *Server) Register(r *mux.Router) {
 	v1.HandleFunc(m+"/reactivate", s.status(core.KindReactivate)).Methods(http.MethodPost)
 	v1.HandleFunc(m+"/close", s.status(core.KindClose)).Methods(http.MethodPost)
 	v1.HandleFunc("/commands/{txn}", s.getCommand).Methods(http.MethodGet)
+	s.registerExpiry(v1)
+	s.registerRules(v1)
+	s.registerConversions(v1)
+	s.registerFiles(v1)
+	s.registerCatalog(v1)
+	s.registerReports(v1)
 	v1.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, core.Errorf(core.NotFound, "path", "no such route"))
 	})

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -19,9 +20,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/puntos-loyalty/puntos/adapters/chsink"
+	"github.com/puntos-loyalty/puntos/adapters/conversion"
 	"github.com/puntos-loyalty/puntos/bus/natsbus"
 	"github.com/puntos-loyalty/puntos/core/postgres"
+	"github.com/puntos-loyalty/puntos/gateway/backoffice"
 	"github.com/puntos-loyalty/puntos/gateway/rest"
+	"github.com/puntos-loyalty/puntos/gateway/soap"
 	"github.com/puntos-loyalty/puntos/reporting/clickhouse"
 )
 
@@ -115,13 +119,24 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger, roles Roles) (*Ap
 		a.coreCancel = ccancel
 		a.startCore(cctx, bg)
 	}
-	if roles.Adapters && cfg.ClickHouseAddr != "" {
-		sctx, scancel := context.WithCancel(bg)
-		a.sinkCancel = scancel
+	if roles.Adapters {
+		actx, acancel := context.WithCancel(bg)
+		a.sinkCancel = acancel
+		if cfg.ClickHouseAddr != "" {
+			a.sinkWG.Add(1)
+			go func() {
+				defer a.sinkWG.Done()
+				a.runSink(actx)
+			}()
+		}
 		a.sinkWG.Add(1)
 		go func() {
 			defer a.sinkWG.Done()
-			a.runSink(sctx)
+			err := conversion.Run(actx, a.Ledger, log.With("component", "conversion"),
+				conversion.Options{FileDir: filepath.Join(cfg.DataDir, "conversions")})
+			if err != nil && actx.Err() == nil {
+				log.Error("Conversion worker stopped", "error", err)
+			}
 		}()
 	}
 
@@ -166,6 +181,8 @@ func (a *App) startHTTP() error {
 	r.HandleFunc("/readyz", a.readyz).Methods(http.MethodGet)
 	r.Handle("/metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
 	if a.roles.Gateway {
+		backoffice.New(a.Pool, a.Bus, a.Ledger, a.log,
+			backoffice.Options{Wait: a.cfg.ResultWait}).Register(r)
 		keys, err := a.cfg.Keys()
 		if err != nil {
 			return err
@@ -181,7 +198,11 @@ func (a *App) startHTTP() error {
 				"source", "dev")
 		}
 		api := rest.New(a.Bus, a.Ledger, a.log, rest.Options{Wait: a.cfg.ResultWait, Keys: keys})
+		a.mountFiles(api)
+		a.mountReports(api)
 		api.Register(r)
+		soap.New(a.Bus, a.Ledger, a.log, soap.Options{Wait: a.cfg.ResultWait,
+			Users: a.cfg.SOAPUsers}).Register(r)
 	}
 	r.Use(a.metrics.middleware)
 	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
@@ -251,7 +272,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	go func() {
-		// The core drains its outbox first; the sink stops after it.
+		// The core drains its outbox first; the adapters stop after it.
 		a.wg.Wait()
 		if a.sinkCancel != nil {
 			a.sinkCancel()

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/puntos-loyalty/puntos/gateway/soap"
 )
 
 // Config is everything a Puntos process can be told. Each field has a flag
@@ -24,13 +26,18 @@ type Config struct {
 	NATSPort       int
 	NATSSync       string
 	DataDir        string
+	InboxDir       string        // bulk files dropped per program; empty is DataDir/inbox
+	InboxPoll      time.Duration // how often the inbox is looked at
+	BulkApproval   int           // points above which a batch needs a second approval
 	Partitions     int
 	BatchSize      int
 	ResultWait     time.Duration
 	ClickHouseAddr string
 	ClickHouseDB   string
 	APIKeys        string
+	SOAPUsers      string
 	SweepInterval  time.Duration
+	NoticeDays     []int // thresholds, in days before expiry, of expiry notices
 	LogLevel       string
 	LogFormat      string
 }
@@ -84,6 +91,15 @@ var settings = []setting{
 		false, str(func(c *Config) *string { return &c.NATSSync })},
 	{"data-dir", "PUNTOS_DATA_DIR", ".data", "directory for the embedded NATS store and files",
 		false, str(func(c *Config) *string { return &c.DataDir })},
+	{"inbox-dir", "PUNTOS_INBOX_DIR", "", "folder watched for bulk-points files, one " +
+		"sub-folder per program; empty is <data-dir>/inbox", false,
+		str(func(c *Config) *string { return &c.InboxDir })},
+	{"inbox-poll", "PUNTOS_INBOX_POLL", "5s", "how often the inbox folder is looked at", false,
+		dur("inbox-poll", func(c *Config) *time.Duration { return &c.InboxPoll })},
+	{"bulk-approval-points", "PUNTOS_BULK_APPROVAL_POINTS", "0",
+		"total points (credits plus debits) above which a bulk file needs a second " +
+			"person's approval before posting; 0 never asks", false,
+		num("bulk-approval-points", func(c *Config) *int { return &c.BulkApproval })},
 	{"partitions", "PUNTOS_PARTITIONS", "8", "command partitions (members spread over them)",
 		false, num("partitions", func(c *Config) *int { return &c.Partitions })},
 	{"batch-size", "PUNTOS_BATCH_SIZE", "256", "commands applied per ledger transaction",
@@ -99,9 +115,23 @@ var settings = []setting{
 		"API keys as source=key pairs, comma separated; empty allows the development key " +
 			"'puntos-dev-key' for source 'dev' on a loopback address only",
 		true, str(func(c *Config) *string { return &c.APIKeys })},
+	{"soap-users", "PUNTOS_SOAP_USERS", "",
+		"SOAP callers as name:password:Op1|Op2 entries, comma separated ('*' grants every " +
+			"operation; a password written sha256:HEX is kept as that hash); empty refuses " +
+			"every SOAP call",
+		true, func(c *Config, v string) error {
+			if _, err := soap.ParseUsers(v); err != nil {
+				return err
+			}
+			c.SOAPUsers = v
+			return nil
+		}},
 	{"sweep-interval", "PUNTOS_SWEEP_INTERVAL", "1m",
 		"how often core expires lots, matures pending points and frees stale holds", false,
 		dur("sweep-interval", func(c *Config) *time.Duration { return &c.SweepInterval })},
+	{"expiry-notice-days", "PUNTOS_EXPIRY_NOTICE_DAYS", "30,7,1",
+		"days before expiry at which members are warned on the bus (expiry_notice events), " +
+			"comma separated; empty sends none", false, noticeDays},
 	{"log-level", "PUNTOS_LOG_LEVEL", "info", "debug, info, warn or error", false,
 		str(func(c *Config) *string { return &c.LogLevel })},
 	{"log-format", "PUNTOS_LOG_FORMAT", "auto", "json, text, or auto (json when not a terminal)",
@@ -193,14 +223,19 @@ func (c *Config) Masked() []any {
 	vals["nats-port"] = strconv.Itoa(c.NATSPort)
 	vals["nats-sync"] = c.NATSSync
 	vals["data-dir"] = c.DataDir
+	vals["inbox-dir"] = c.InboxDir
+	vals["inbox-poll"] = c.InboxPoll.String()
+	vals["bulk-approval-points"] = strconv.Itoa(c.BulkApproval)
 	vals["partitions"] = strconv.Itoa(c.Partitions)
 	vals["batch-size"] = strconv.Itoa(c.BatchSize)
 	vals["result-wait"] = c.ResultWait.String()
 	vals["clickhouse-addr"] = c.ClickHouseAddr
 	vals["clickhouse-db"] = c.ClickHouseDB
 	vals["sweep-interval"] = c.SweepInterval.String()
+	vals["expiry-notice-days"] = formatNoticeDays(c.NoticeDays)
 	vals["log-level"] = c.LogLevel
 	vals["log-format"] = c.LogFormat
+	vals["soap-users"] = soap.MaskUsers(c.SOAPUsers)
 	if keys, _ := c.Keys(); len(keys) > 0 {
 		var sources []string
 		for _, src := range keys {

@@ -220,19 +220,22 @@ func (a *App) relayLoop(bg, cctx context.Context) {
 	}
 }
 
-// sweepLoop expires lots, matures pending points and frees stale holds.
+// sweepLoop expires lots, matures pending points, frees stale holds and
+// warns of coming expiries.
 func (a *App) sweepLoop(ctx context.Context) {
 	if a.cfg.SweepInterval <= 0 {
 		return
 	}
 	for {
-		res, ran, err := a.Ledger.Sweep(ctx, time.Now(), 500)
+		now := time.Now()
+		res, ran, err := a.Ledger.Sweep(ctx, now, 500)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			a.log.Error("Sweep failed", "error", err)
 		case ran && res.Members > 0:
 			a.log.Info("Sweep done", "members", res.Members, "batches", res.Batches)
 		}
+		a.notifyUpcoming(ctx, now)
 		if !sleep(ctx, a.cfg.SweepInterval) {
 			return
 		}

@@ -60,7 +60,7 @@ func TestCoreKilledMidBatch(t *testing.T) {
 	t.Cleanup(srv.Shutdown)
 	cfg := testConfig(t)
 	cfg.NATSURL = natsURL
-	cfg.ResultWait = 300 * time.Millisecond
+	cfg.ResultWait = 5 * time.Second
 	migrate(t, cfg.DatabaseURL)
 	gw := startApp(t, cfg, Roles{Gateway: true})
 	c := &client{t: t, base: "http://" + gw.Addr(), key: testKey}

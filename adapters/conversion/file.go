@@ -1,0 +1,174 @@
+package conversion
+
+import (
+	"context"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The columns of the files of the file flavour.
+var (
+	outHeader    = []string{"txn_id", "program", "member_id", "amount", "points", "requested_at"}
+	answerHeader = []string{"txn_id", "status", "reference", "code"}
+)
+
+// FilePartner speaks the file flavour of the partner protocol: conversions
+// go out as lines of a daily CSV file in Dir/out, answers come back as CSV
+// files that the partner drops in Dir/in. A delivery looks for an answer
+// first and otherwise makes sure the conversion is in the day's file.
+type FilePartner struct {
+	dir      string
+	external string
+	clock    func() time.Time
+	mu       sync.Mutex
+}
+
+// NewFilePartner returns a partner exchanging files under dir for the
+// external program code; clock dates the outgoing files (UTC days).
+func NewFilePartner(dir, external string, clock func() time.Time) *FilePartner {
+	if clock == nil {
+		clock = time.Now
+	}
+	return &FilePartner{dir: dir, external: external, clock: clock}
+}
+
+// String names the partner.
+func (p *FilePartner) String() string { return "file " + p.dir }
+
+// OutDir is where the files of conversions go; InDir where answers come.
+func (p *FilePartner) OutDir() string { return filepath.Join(p.dir, "out") }
+
+// InDir is where the partner drops its answer files.
+func (p *FilePartner) InDir() string { return filepath.Join(p.dir, "in") }
+
+// Deliver answers from the answer files when they know req, and otherwise
+// puts req in the day's outgoing file (once a day) and answers Unclear: the
+// partner's answer comes later, in a file.
+func (p *FilePartner) Deliver(ctx context.Context, req Request) Answer {
+	if a := p.Status(ctx, req); a.Outcome == Confirmed || a.Outcome == Refused {
+		return a
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	name := filepath.Join(p.OutDir(), fmt.Sprintf("%s-%s.csv", p.external,
+		p.clock().UTC().Format("20060102")))
+	rows, err := readCSV(name)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return Answer{Detail: fmt.Sprintf("read %s: %v", filepath.Base(name), err)}
+	}
+	if len(rows) == 0 {
+		rows = [][]string{outHeader}
+	}
+	for _, r := range rows[1:] {
+		if len(r) > 0 && r[0] == req.TxnID {
+			return Answer{Detail: "in " + filepath.Base(name) + ", not answered yet"}
+		}
+	}
+	rows = append(rows, []string{req.TxnID, req.Program, req.MemberID,
+		strconv.FormatInt(req.Amount, 10), strconv.FormatInt(req.Points, 10),
+		req.RequestedAt.UTC().Format(time.RFC3339)})
+	if err := writeCSV(name, rows); err != nil {
+		return Answer{Detail: fmt.Sprintf("write %s: %v", filepath.Base(name), err)}
+	}
+	return Answer{Detail: "written to " + filepath.Base(name) + ", not answered yet"}
+}
+
+// Status reads every answer file for req.TxnID.
+//
+// TODO(conversion): every answer file is read at each attempt and none is
+// ever archived, and the day's file is rewritten for each new line: fine
+// for hundreds of conversions a day, slow for a partner with years of
+// files. Archive answer files whose conversions are all settled. The same answer twice is
+// one answer; a confirmation and a refusal of the same transaction
+// contradict each other and decide nothing.
+func (p *FilePartner) Status(_ context.Context, req Request) Answer {
+	names, err := filepath.Glob(filepath.Join(p.InDir(), "*.csv"))
+	if err != nil {
+		return Answer{Detail: err.Error()}
+	}
+	slices.Sort(names)
+	var found *Answer
+	for _, name := range names {
+		rows, err := readCSV(name)
+		if err != nil {
+			return Answer{Detail: fmt.Sprintf("read %s: %v", filepath.Base(name), err)}
+		}
+		for i, r := range rows {
+			if i == 0 || len(r) < 4 || r[0] != req.TxnID {
+				continue
+			}
+			var a Answer
+			switch {
+			case r[1] == "confirmed" && r[2] != "":
+				a = Answer{Outcome: Confirmed, Reference: r[2]}
+			case r[1] == "refused" && r[3] != "":
+				a = Answer{Outcome: Refused, Code: r[3]}
+			default:
+				continue
+			}
+			if found != nil && found.Outcome != a.Outcome {
+				return Answer{Detail: "the answer files contradict each other"}
+			}
+			found = &a
+		}
+	}
+	if found == nil {
+		return Answer{Detail: "no answer file mentions it yet"}
+	}
+	return *found
+}
+
+func readCSV(name string) ([][]string, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	r := csv.NewReader(f)
+	r.FieldsPerRecord = -1
+	return r.ReadAll()
+}
+
+// writeCSV replaces name with rows through a temporary file and a rename,
+// so that a reader never sees half a file.
+func writeCSV(name string, rows [][]string) error {
+	if err := os.MkdirAll(filepath.Dir(name), 0o750); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(name), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	w := csv.NewWriter(tmp)
+	if err := w.WriteAll(rows); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return os.Rename(tmp.Name(), name)
+}
+
+// safeName reports whether s can be a directory name under the worker's
+// folder: a program or external code (letters, digits, '-', '_').
+func safeName(s string) bool {
+	return s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"+
+		"0123456789-_") == "" && s != "." && s != ".."
+}

@@ -1,0 +1,399 @@
+package conversion
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/puntos-loyalty/puntos/bus"
+	"github.com/puntos-loyalty/puntos/core"
+	"github.com/puntos-loyalty/puntos/core/postgres"
+)
+
+// Options configures a Worker. Zero values take the defaults named.
+type Options struct {
+	// Interval is how often the outbox is polled (2s).
+	Interval time.Duration
+	// Batch is how many conversions one step takes (10). They are
+	// delivered one after the other, so Batch deliveries with all their
+	// retries should fit in Lease.
+	Batch int
+	// Lease is how long a claimed conversion is left alone by other
+	// workers (15m), and how long a crashed worker's conversions wait.
+	Lease time.Duration
+	// RetryMin and RetryMax bound the wait before a conversion whose
+	// outcome was unclear is delivered again (30s doubling up to 1h).
+	RetryMin, RetryMax time.Duration
+	// ReconcileEvery is how often Run reconciles (10m); ReconcileAfter is
+	// how old a pending conversion must be before its status is asked
+	// (15m); ReconcileWindow is how far back settled ones are checked (48h).
+	ReconcileEvery, ReconcileAfter, ReconcileWindow time.Duration
+	// HoldRenewal is how far ahead of now the hold of a pending conversion
+	// is kept valid (60 days): every attempt and every reconciliation
+	// pushes its expiry to now+HoldRenewal when less is left. A conversion
+	// pending longer than the ledger's longest hold (90 days) keeps its
+	// points held as long as some worker runs within each HoldRenewal.
+	HoldRenewal time.Duration
+	// FileDir is the folder of the file flavour: each external program
+	// exchanges files under FileDir/<program>/<external>/{out,in}.
+	FileDir string
+	// HTTP tunes the calls of the HTTP flavour.
+	HTTP HTTPOptions
+	// Clock gives the time; tests set it.
+	Clock func() time.Time
+	// Partner overrides how a partner is reached (tests); by default the
+	// flavour of the external program decides.
+	Partner func(program string, ext *core.ExternalProgram) (Partner, error)
+}
+
+func (o *Options) defaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.Interval, 2*time.Second)
+	def(&o.Lease, 15*time.Minute)
+	def(&o.RetryMin, 30*time.Second)
+	def(&o.RetryMax, time.Hour)
+	def(&o.ReconcileEvery, 10*time.Minute)
+	def(&o.ReconcileAfter, 15*time.Minute)
+	def(&o.ReconcileWindow, 48*time.Hour)
+	def(&o.HoldRenewal, 60*24*time.Hour)
+	if o.Batch <= 0 {
+		o.Batch = 10
+	}
+	if o.FileDir == "" {
+		o.FileDir = filepath.Join(".data", "conversions")
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+}
+
+// Worker settles pending conversions: it delivers them to the other
+// programs and captures or releases their holds.
+//
+// Holds and their settlement are ledger commands applied with
+// Ledger.ApplyBatch directly, with source "conversion" and transaction ids
+// derived from the conversion id: a second capture of the same conversion
+// is a replay that changes nothing, so a crash at any point is repaired by
+// doing the step again. The bus is not involved: the worker needs the
+// ledger's answer before it marks the conversion settled, and the member's
+// row lock orders the capture with whatever the member's partition applies
+// meanwhile.
+type Worker struct {
+	ledger *postgres.Ledger
+	log    *slog.Logger
+	opt    Options
+}
+
+// New returns a Worker on ledger.
+func New(ledger *postgres.Ledger, log *slog.Logger, opt Options) *Worker {
+	opt.defaults()
+	return &Worker{ledger: ledger, log: log, opt: opt}
+}
+
+// Run settles conversions until ctx ends, reconciling now and then. It
+// returns nil when ctx ends.
+func Run(ctx context.Context, ledger *postgres.Ledger, log *slog.Logger, opt Options) error {
+	w := New(ledger, log, opt)
+	return w.Run(ctx)
+}
+
+// Run is the worker's loop; see the package function Run.
+func (w *Worker) Run(ctx context.Context) error {
+	lastReconcile := time.Time{}
+	for {
+		n, err := w.Step(ctx)
+		if err != nil && ctx.Err() == nil {
+			w.log.Error("Conversion step failed", "error", err)
+		}
+		if now := w.opt.Clock(); now.Sub(lastReconcile) >= w.opt.ReconcileEvery {
+			if _, err := w.Reconcile(ctx); err != nil && ctx.Err() == nil {
+				w.log.Error("Conversion reconciliation failed", "error", err)
+			}
+			lastReconcile = now
+		}
+		if n == w.opt.Batch && err == nil {
+			continue
+		}
+		t := time.NewTimer(w.opt.Interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// partners caches the partners of one pass, by program and external code.
+type partners struct {
+	w   *Worker
+	got map[string]partnerEntry
+}
+
+type partnerEntry struct {
+	p   Partner
+	err error
+}
+
+func (w *Worker) partners() *partners {
+	return &partners{w: w, got: map[string]partnerEntry{}}
+}
+
+func (ps *partners) get(ctx context.Context, program, external string) (Partner, error) {
+	key := program + "\x00" + external
+	if e, ok := ps.got[key]; ok {
+		return e.p, e.err
+	}
+	var e partnerEntry
+	ext, err := ps.w.ledger.PartnerConfig(ctx, program, external)
+	if err != nil {
+		e.err = err
+	} else {
+		e.p, e.err = ps.w.partnerOf(program, ext)
+	}
+	ps.got[key] = e
+	return e.p, e.err
+}
+
+// partnerOf reaches ext in its flavour.
+func (w *Worker) partnerOf(program string, ext *core.ExternalProgram) (Partner, error) {
+	if w.opt.Partner != nil {
+		return w.opt.Partner(program, ext)
+	}
+	switch ext.Flavour {
+	case core.FlavourHTTP:
+		return NewHTTPPartner(ext.Endpoint, ext.Credentials, w.opt.HTTP), nil
+	case core.FlavourFile:
+		if !safeName(program) || !safeName(ext.Code) {
+			return nil, fmt.Errorf("external program %s/%s: not a folder name", program, ext.Code)
+		}
+		return NewFilePartner(filepath.Join(w.opt.FileDir, program, ext.Code), ext.Code,
+			w.opt.Clock), nil
+	}
+	return nil, fmt.Errorf("external program %s/%s: unknown flavour %q", program, ext.Code,
+		ext.Flavour)
+}
+
+func request(c core.Conversion) Request {
+	return Request{TxnID: c.TxnID, Program: c.Program, External: c.External,
+		MemberID: c.AccountID, Amount: c.Amount, Points: int64(c.Points),
+		RequestedAt: c.RequestedAt}
+}
+
+// Step delivers the conversions that are due and settles those that got a
+// clear answer. It returns how many it took.
+func (w *Worker) Step(ctx context.Context) (int, error) {
+	now := w.opt.Clock()
+	due, err := w.ledger.ClaimConversions(ctx, now, w.opt.Lease, w.opt.Batch)
+	if err != nil {
+		return 0, err
+	}
+	ps := w.partners()
+	var errs []error
+	for _, c := range due {
+		if ctx.Err() != nil {
+			// What was claimed and not delivered waits for its lease to end.
+			return len(due), ctx.Err()
+		}
+		if err := w.attempt(ctx, ps, c); err != nil {
+			errs = append(errs, fmt.Errorf("conversion %s: %w", c.ID, err))
+		}
+	}
+	return len(due), errors.Join(errs...)
+}
+
+// attempt delivers one claimed conversion and acts on the answer.
+func (w *Worker) attempt(ctx context.Context, ps *partners, c core.Conversion) error {
+	if _, err := w.ledger.RenewConversionHold(ctx, c.ID,
+		w.opt.Clock().Add(w.opt.HoldRenewal)); err != nil {
+		return err
+	}
+	p, err := ps.get(ctx, c.Program, c.External)
+	if err != nil {
+		w.log.Error("External program unusable; conversion stays pending",
+			"conversion_id", c.ID, "program", c.Program, "external", c.External, "error", err)
+		return w.ledger.RetryConversion(ctx, c.ID, err.Error(), w.next(c.Attempts))
+	}
+	a := p.Deliver(ctx, request(c))
+	if ctx.Err() != nil {
+		// Stopping: whatever the answer, the lease brings it back.
+		return ctx.Err()
+	}
+	return w.settle(ctx, c, a)
+}
+
+// next is when a conversion attempted n times is delivered again.
+func (w *Worker) next(n int) time.Time {
+	d := w.opt.RetryMin
+	for i := 1; i < n && d < w.opt.RetryMax; i++ {
+		d *= 2
+	}
+	return w.opt.Clock().Add(min(d, w.opt.RetryMax))
+}
+
+// settle acts on an answer about a pending conversion: capture, release,
+// or try again later.
+func (w *Worker) settle(ctx context.Context, c core.Conversion, a Answer) error {
+	log := w.log.With("conversion_id", c.ID, "program", c.Program, "external", c.External,
+		"attempts", c.Attempts)
+	switch a.Outcome {
+	case Confirmed:
+		// TODO(conversion): a hold settled behind the conversion's back (the
+		// member was closed, which releases open holds) cannot be captured:
+		// the conversion stays pending and each attempt logs it at Error
+		// until a person settles it. The points left the member once (the
+		// closing forfeited them), so none is doubled; only the posting's
+		// kind is wrong.
+		if err := w.apply(ctx, c, core.KindCapture, core.ConversionCaptureTxn(c.ID),
+			core.Capture{HoldTxnID: c.HoldTxnID}); err != nil {
+			log.Error("Confirmed conversion not captured; it stays pending", "error", err)
+			return w.ledger.RetryConversion(ctx, c.ID, "capture: "+err.Error(),
+				w.next(c.Attempts))
+		}
+		if _, err := w.ledger.FinishConversion(ctx, c.ID, core.ConversionConfirmed,
+			a.Reference, "", w.opt.Clock()); err != nil {
+			return err
+		}
+		log.Info("Conversion confirmed", "reference", a.Reference)
+	case Refused:
+		if err := w.apply(ctx, c, core.KindRelease, core.ConversionReleaseTxn(c.ID),
+			core.Release{HoldTxnID: c.HoldTxnID}); err != nil {
+			log.Error("Refused conversion not released; it stays pending", "error", err)
+			return w.ledger.RetryConversion(ctx, c.ID, "release: "+err.Error(),
+				w.next(c.Attempts))
+		}
+		if _, err := w.ledger.FinishConversion(ctx, c.ID, core.ConversionRefused, "", a.Code,
+			w.opt.Clock()); err != nil {
+			return err
+		}
+		log.Info("Conversion refused", "code", a.Code)
+	default:
+		next := w.next(c.Attempts)
+		log.Warn("Conversion outcome unclear; it will be delivered again",
+			"outcome", a.Outcome.String(), "detail", a.Detail, "next_attempt_at", next)
+		return w.ledger.RetryConversion(ctx, c.ID, a.Outcome.String()+": "+a.Detail, next)
+	}
+	return nil
+}
+
+// apply runs one settling command on the conversion's hold. A replay of a
+// command already applied answers its first result, so this is safe to
+// repeat. A refusal comes back as an error.
+func (w *Worker) apply(ctx context.Context, c core.Conversion, kind, txn string,
+	payload any) error {
+	body, err := json.Marshal(payload)
+	if err != nil {
+		return err
+	}
+	cmd := bus.Command{ID: uuid.Must(uuid.NewV7()).String(), Kind: kind,
+		Source: core.SourceConversion, TxnID: txn, Program: c.Program, Member: c.Member,
+		Payload: body}
+	cmd.Seal()
+	now := w.opt.Clock().UTC()
+	cmd.OccurredAt, cmd.ReceivedAt = now, now
+	out, err := w.ledger.ApplyBatch(ctx, []bus.Command{cmd})
+	if err != nil {
+		return err
+	}
+	if r := out[0].Result; r.Status != bus.StatusOK {
+		msg := "refused"
+		if r.Error != nil {
+			msg = r.Error.Kind + ": " + r.Error.Message
+		}
+		return fmt.Errorf("%s %s: %s", kind, txn, msg)
+	}
+	return nil
+}
+
+// Mismatch is a conversion on which we and the other program disagree.
+type Mismatch struct {
+	Conversion string `json:"conversion_id"`
+	External   string `json:"external"`
+	Ours       string `json:"ours"`
+	Theirs     string `json:"theirs"`
+}
+
+// ReconcileReport is what one reconciliation found.
+type ReconcileReport struct {
+	Checked    int        `json:"checked"`
+	Resolved   int        `json:"resolved"`
+	Mismatches []Mismatch `json:"mismatches,omitempty"`
+}
+
+// Reconcile asks the other programs about our conversions that have been
+// pending for a while and those settled recently. A pending one that they
+// confirmed or refused is settled as they say. A settled one that they
+// answer otherwise (a refusal they credited, a confirmation with another
+// reference or that they deny) is a mismatch: logged at Error and
+// reported, never changed without a person.
+func (w *Worker) Reconcile(ctx context.Context) (ReconcileReport, error) {
+	var rep ReconcileReport
+	now := w.opt.Clock()
+	list, err := w.ledger.ConversionsToReconcile(ctx, now.Add(-w.opt.ReconcileAfter),
+		now.Add(-w.opt.ReconcileWindow), 1000)
+	if err != nil {
+		return rep, err
+	}
+	ps := w.partners()
+	var errs []error
+	for _, c := range list {
+		if ctx.Err() != nil {
+			return rep, ctx.Err()
+		}
+		p, err := ps.get(ctx, c.Program, c.External)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("conversion %s: %w", c.ID, err))
+			continue
+		}
+		rep.Checked++
+		a := p.Status(ctx, request(c))
+		switch c.Status {
+		case core.ConversionPending:
+			if _, err := w.ledger.RenewConversionHold(ctx, c.ID,
+				now.Add(w.opt.HoldRenewal)); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if a.Outcome != Confirmed && a.Outcome != Refused {
+				continue
+			}
+			if err := w.settle(ctx, c, a); err != nil {
+				errs = append(errs, fmt.Errorf("conversion %s: %w", c.ID, err))
+				continue
+			}
+			rep.Resolved++
+		case core.ConversionConfirmed:
+			if a.Outcome == Unclear {
+				continue
+			}
+			if a.Outcome != Confirmed || a.Reference != c.Reference {
+				rep.Mismatches = append(rep.Mismatches, w.mismatch(c, a))
+			}
+		case core.ConversionRefused:
+			if a.Outcome == Confirmed {
+				rep.Mismatches = append(rep.Mismatches, w.mismatch(c, a))
+			}
+		}
+	}
+	return rep, errors.Join(errs...)
+}
+
+func (w *Worker) mismatch(c core.Conversion, a Answer) Mismatch {
+	m := Mismatch{Conversion: c.ID, External: c.External, Ours: c.Status,
+		Theirs: a.Outcome.String()}
+	w.log.Error("Conversion differs from the partner's answer; a person must look",
+		"conversion_id", c.ID, "program", c.Program, "external", c.External,
+		"ours", c.Status, "ours_reference", c.Reference, "theirs", m.Theirs,
+		"theirs_reference", a.Reference, "theirs_code", a.Code)
+	return m
+}

@@ -1,0 +1,176 @@
+// Command loadgen measures Puntos the way an operator sizes a deployment:
+// accruals through REST, one event per request, and balance reads while
+// accruals run. It starts the whole platform in this process on a fresh
+// PostgreSQL database (or aims at a running gateway on 127.0.0.1), runs
+// each scenario for a bounded time, checks the ledger at the end, and writes
+// one JSON file per scenario under bench/results/.
+//
+// A run whose ledger does not add up (a point lost or counted twice) fails
+// with exit status 1, however fast it was.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"time"
+)
+
+// options are the load generator's flags.
+type options struct {
+	url         string // a running gateway; empty starts the platform in-process
+	key         string // API key for url
+	databaseURL string // the ledger behind url, for the final check
+	duration    time.Duration
+	clients     int
+	members     int
+	readRate    int
+	readers     int
+	accrualRate int // accruals/s during the read scenario; 0 is half of scenario a
+	scenarios   string
+	out         string
+	profile     bool
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string, out io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&o.url, "url", "", "base URL of a running gateway on 127.0.0.1; "+
+		"empty starts the platform in this process")
+	fs.StringVar(&o.key, "key", "", "API key for -url")
+	fs.StringVar(&o.databaseURL, "database-url", "", "ledger database of -url, for the "+
+		"final check (required with -url)")
+	fs.DurationVar(&o.duration, "duration", 20*time.Second, "length of each scenario")
+	fs.IntVar(&o.clients, "clients", 32, "concurrent clients sending accruals in scenario a")
+	fs.IntVar(&o.members, "members", 1000, "members enrolled and spread over")
+	fs.IntVar(&o.readRate, "read-rate", 5000, "target balance reads per second (scenario b)")
+	fs.IntVar(&o.readers, "readers", 32, "concurrent readers in scenario b")
+	fs.IntVar(&o.accrualRate, "accrual-rate", 0, "accruals per second during scenario b; "+
+		"0 is half the throughput measured in scenario a (100 when a did not run)")
+	fs.StringVar(&o.scenarios, "scenarios", "accrual,balance", "scenarios to run, comma "+
+		"separated: accrual (a), balance (b), batch (c)")
+	fs.StringVar(&o.out, "out", "bench/results", "directory for the JSON results")
+	fs.BoolVar(&o.profile, "profile", true, "write a CPU profile of scenario a "+
+		"(in-process runs only)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if o.duration <= 0 || o.duration > 10*time.Minute {
+		return nil, errors.New("-duration must be between 1ns and 10m")
+	}
+	if o.clients < 1 || o.readers < 1 || o.members < 1 || o.readRate < 1 {
+		return nil, errors.New("-clients, -readers, -members and -read-rate must be positive")
+	}
+	if o.url != "" {
+		if err := loopbackOnly(o.url); err != nil {
+			return nil, err
+		}
+		if o.databaseURL == "" {
+			return nil, errors.New("-database-url is required with -url: " +
+				"a run is not finished before its ledger is checked")
+		}
+	}
+	return o, nil
+}
+
+// loopbackOnly refuses a target that is not on this machine.
+func loopbackOnly(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("-url: %w", err)
+	}
+	ip := net.ParseIP(u.Hostname())
+	if u.Scheme != "http" || ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("-url: %q must be http://127.0.0.1:PORT (load goes to this "+
+			"machine only)", raw)
+	}
+	return nil
+}
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	o, err := parseFlags(args, out)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	stamp := time.Now().UTC().Format("2006-01-02T150405Z")
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return fmt.Errorf("results directory: %w", err)
+	}
+
+	before := describeLoad()
+	target, err := openTarget(ctx, o, log)
+	if err != nil {
+		return err
+	}
+	defer target.close()
+	mach := describeMachine(ctx, target.ledger)
+	mach.LoadBefore = before
+
+	// Every scenario posts into the same program and members.
+	program := "bench_" + randomHex(4)
+	c := newClient(target.base, target.key, o.clients+o.readers+8)
+	acct := &accounting{}
+	run := &runner{o: o, c: c, program: program, acct: acct, target: target, stamp: stamp,
+		machine: mach, out: out}
+	if err := setup(ctx, c, program, o.members, run.enrolled); err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
+
+	failed := false
+	for _, name := range splitList(o.scenarios) {
+		res, err := run.scenario(ctx, name)
+		if err != nil {
+			return fmt.Errorf("scenario %s: %w", name, err)
+		}
+		if res == nil {
+			continue
+		}
+		if !res.Check.OK {
+			failed = true
+		}
+	}
+	if failed {
+		return errors.New("the ledger does not add up: this run is a failed run")
+	}
+	return nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func splitList(s string) []string {
+	var out []string
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i == len(s) || s[i] == ',' {
+			if i > start {
+				out = append(out, s[start:i])
+			}
+			start = i + 1
+		}
+	}
+	return out
+}

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/puntos-loyalty/puntos/core/postgres"
+	"github.com/puntos-loyalty/puntos/gateway/backoffice"
+	"github.com/puntos-loyalty/puntos/internal/app"
+)
+
+const adminUsage = `Usage: puntos admin create --user NAME [--role ROLE] [--password PASS] [flags]
+
+Creates a back-office user (by default an administrator). The password is
+read from the first line of standard input unless --password is given;
+prefer standard input, as flags show up in the process list. The other
+flags are those of 'puntos migrate' (the database to use).
+`
+
+// runAdmin manages back-office users from the command line.
+func runAdmin(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader,
+	stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "create" {
+		fmt.Fprint(stderr, adminUsage)
+		return errors.New("admin: the only subcommand is create")
+	}
+	args, own := splitFlag(args[1:], "user")
+	args, roleArg := splitFlag(args, "role")
+	args, passArg := splitFlag(args, "password")
+	fs := flag.NewFlagSet("admin create", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	user := fs.String("user", "", "user name")
+	role := fs.String("role", string(backoffice.RoleAdministrator), "role")
+	password := fs.String("password", "", "password (default: read from standard input)")
+	if err := fs.Parse(append(append(own, roleArg...), passArg...)); err != nil {
+		return err
+	}
+	if *user == "" {
+		fmt.Fprint(stderr, adminUsage)
+		return errors.New("admin create: --user is required")
+	}
+	if *password == "" {
+		line, err := bufio.NewReader(stdin).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("read password: %w", err)
+		}
+		*password = strings.TrimRight(line, "\r\n")
+	}
+
+	cfg, _, err := app.LoadConfig("migrate", args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := postgres.Migrate(ctx, pool, newLogger(cfg, stderr)); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	err = backoffice.CreateUser(ctx, pool, *user, backoffice.Role(*role), *password)
+	if err != nil {
+		return fmt.Errorf("admin create: %w", err)
+	}
+	fmt.Fprintf(stdout, "Created %s %q; sign in at /admin/\n", *role, *user)
+	return nil
+}

@@ -1,0 +1,257 @@
+package core
+
+import (
+	"log/slog"
+	"math/big"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Command kinds of conversions into other companies' programs.
+const (
+	// KindExternalUpsert creates or replaces the configuration of an
+	// external program. The command's member field carries the external
+	// program's code, so that all changes to one configuration apply in order.
+	KindExternalUpsert = "external.upsert"
+	// KindConvert asks to turn a member's points into an external program's
+	// currency: the ledger holds the points and records the conversion for
+	// the adapter that calls the other program.
+	KindConvert = "points.convert"
+)
+
+// SourceConversion is the source of the ledger commands that conversions
+// make on their own: the hold, its capture and its release.
+const SourceConversion = "conversion"
+
+// How members are identified at an external program.
+const (
+	IdentifyCustomerRef = "customer_ref" // our customer reference is their member id
+	IdentifyAccountID   = "account_id"   // each request names the member's account there
+)
+
+// Flavours of the partner protocol.
+const (
+	FlavourHTTP = "http" // JSON over HTTPS, one call per conversion
+	FlavourFile = "file" // a daily file of conversions out, files of answers back
+)
+
+// Conversion statuses.
+const (
+	ConversionPending   = "pending"   // held here; the other program has not answered for sure
+	ConversionConfirmed = "confirmed" // credited there; our points captured
+	ConversionRefused   = "refused"   // refused there; our points released
+)
+
+// ConversionHoldTTL is how long the hold of a conversion is authorized for:
+// the ledger's longest. The conversion worker renews it while the
+// conversion is pending, so it never lapses before the other side answers.
+const ConversionHoldTTL = 90 * 24 * time.Hour
+
+// ExternalProgram is another company's loyalty program that members can
+// convert their points into, with the limits and the way to reach it.
+type ExternalProgram struct {
+	Code string `json:"code"`
+	Name string `json:"name"`
+	// Ratio is how many units of the other program one of our points is
+	// worth, as a decimal string ("0.5" miles per point).
+	Ratio    string   `json:"ratio"`
+	Rounding Rounding `json:"rounding"`
+	// MinPoints and MaxPoints bound one conversion, in our points.
+	MinPoints Points `json:"min_points"`
+	MaxPoints Points `json:"max_points"`
+	// DailyLimit and MonthlyLimit bound what one member converts per local
+	// day and month of the program's time zone; 0 means no limit.
+	DailyLimit   Points `json:"daily_limit"`
+	MonthlyLimit Points `json:"monthly_limit"`
+	// Identify says how the member is known there: IdentifyCustomerRef or
+	// IdentifyAccountID.
+	Identify string `json:"identify"`
+	// AccountPattern, when set, is a regular expression an account id must
+	// match in full before any point is held.
+	AccountPattern string `json:"account_pattern,omitempty"`
+	Flavour        string `json:"flavour"`
+	// Endpoint is the base URL of the partner's API (flavour http).
+	Endpoint string `json:"endpoint,omitempty"`
+	// Credentials is the secret sent to the partner as a bearer token. It is
+	// never logged and never answered back: reads show Masked instead.
+	Credentials string `json:"credentials,omitempty"`
+	Enabled     *bool  `json:"enabled,omitempty"`
+}
+
+// Masked is what reads and logs show instead of a secret.
+const Masked = "****"
+
+// Defaults fills the fields a caller left empty.
+func (e *ExternalProgram) Defaults() {
+	if e.Rounding == "" {
+		e.Rounding = RoundDown
+	}
+	if e.Identify == "" {
+		e.Identify = IdentifyCustomerRef
+	}
+	if e.Flavour == "" {
+		e.Flavour = FlavourHTTP
+	}
+	if e.MinPoints == 0 {
+		e.MinPoints = 1
+	}
+	if e.MaxPoints == 0 {
+		e.MaxPoints = MaxPoints
+	}
+	if e.Enabled == nil {
+		yes := true
+		e.Enabled = &yes
+	}
+}
+
+// Validate checks an external program's configuration and names the first
+// bad field. Errors: invalid.
+func (e *ExternalProgram) Validate() error {
+	if !codeOK(e.Code) {
+		return Errorf(Invalid, "code", "must be 1-64 letters, digits, '-' or '_'")
+	}
+	if e.Name == "" || len(e.Name) > 200 {
+		return Errorf(Invalid, "name", "is required, at most 200 characters")
+	}
+	ratio, err := ParseRate("ratio", e.Ratio)
+	if err != nil {
+		return err
+	}
+	if ratio.Sign() == 0 || ratio.Cmp(big.NewRat(1_000_000, 1)) > 0 {
+		return Errorf(Invalid, "ratio", "must be above 0 and at most 1000000")
+	}
+	if !e.Rounding.Valid() {
+		return Errorf(Invalid, "rounding", "must be down, up, half_up or half_even")
+	}
+	if err := CheckPoints("min_points", e.MinPoints); err != nil {
+		return err
+	}
+	if err := CheckPoints("max_points", e.MaxPoints); err != nil {
+		return err
+	}
+	if e.MaxPoints < e.MinPoints {
+		return Errorf(Invalid, "max_points", "must not be below min_points")
+	}
+	if e.DailyLimit < 0 || e.DailyLimit > MaxPoints {
+		return Errorf(Invalid, "daily_limit", "must be between 0 (none) and %d", MaxPoints)
+	}
+	if e.MonthlyLimit < 0 || e.MonthlyLimit > MaxPoints {
+		return Errorf(Invalid, "monthly_limit", "must be between 0 (none) and %d", MaxPoints)
+	}
+	if e.Identify != IdentifyCustomerRef && e.Identify != IdentifyAccountID {
+		return Errorf(Invalid, "identify", "must be customer_ref or account_id")
+	}
+	if e.AccountPattern != "" {
+		if len(e.AccountPattern) > 200 {
+			return Errorf(Invalid, "account_pattern", "is at most 200 characters")
+		}
+		if _, err := regexp.Compile(e.AccountPattern); err != nil {
+			return Errorf(Invalid, "account_pattern", "is not a regular expression: %v", err)
+		}
+	}
+	switch e.Flavour {
+	case FlavourHTTP:
+		u, err := url.Parse(e.Endpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+			u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			return Errorf(Invalid, "endpoint",
+				"must be an http or https URL without credentials, query or fragment")
+		}
+	case FlavourFile:
+		if e.Endpoint != "" {
+			return Errorf(Invalid, "endpoint", "is not used by the file flavour")
+		}
+	default:
+		return Errorf(Invalid, "flavour", "must be http or file")
+	}
+	if len(e.Credentials) > 4096 || strings.ContainsAny(e.Credentials, "\r\n") {
+		return Errorf(Invalid, "credentials", "must be one line of at most 4096 characters")
+	}
+	return nil
+}
+
+// Public returns a copy fit to show or log: the secret masked.
+func (e ExternalProgram) Public() ExternalProgram {
+	if e.Credentials != "" {
+		e.Credentials = Masked
+	}
+	return e
+}
+
+// LogValue makes log/slog show the configuration with its secret masked.
+func (e ExternalProgram) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("code", e.Code), slog.String("flavour", e.Flavour),
+		slog.String("endpoint", e.Endpoint), slog.String("credentials", e.Public().Credentials))
+}
+
+// Amount is what a conversion of p points is worth in the other program,
+// rounded as configured. Errors: invalid.
+func (e *ExternalProgram) Amount(p Points) (int64, error) {
+	ratio, err := ParseRate("ratio", e.Ratio)
+	if err != nil {
+		return 0, err
+	}
+	n, err := Round(new(big.Rat).Mul(big.NewRat(int64(p), 1), ratio), e.Rounding)
+	if err != nil {
+		return 0, err
+	}
+	return int64(n), nil
+}
+
+// ConvertRequest is the payload of a conversion request.
+type ConvertRequest struct {
+	External  string `json:"external"`
+	Points    Points `json:"points"`
+	AccountID string `json:"account_id,omitempty"`
+}
+
+// Conversion is one conversion of a member's points into an external
+// program, as the ledger records it and the adapter settles it.
+type Conversion struct {
+	ID       string `json:"id"`
+	Program  string `json:"program"`
+	Member   string `json:"member"`
+	External string `json:"external"`
+	Points   Points `json:"points"`
+	// Amount is what the other program credits, in its own units.
+	Amount int64 `json:"amount"`
+	// AccountID is the member's id at the other program.
+	AccountID string `json:"account_id"`
+	Status    string `json:"status"`
+	// TxnID is the transaction id the other program receives: ours, the same
+	// on every retry.
+	TxnID       string     `json:"txn_id"`
+	HoldTxnID   string     `json:"hold_txn_id"`
+	Reference   string     `json:"reference,omitempty"`
+	RefusalCode string     `json:"refusal_code,omitempty"`
+	Attempts    int        `json:"attempts"`
+	LastError   string     `json:"last_error,omitempty"`
+	RequestedAt time.Time  `json:"requested_at"`
+	ResolvedAt  *time.Time `json:"resolved_at,omitempty"`
+}
+
+// ConversionHoldTxn is the transaction id of the hold a conversion puts on
+// the member's points (source SourceConversion).
+func ConversionHoldTxn(id string) string { return id + ".hold" }
+
+// ConversionCaptureTxn is the transaction id of the capture that settles a
+// confirmed conversion.
+func ConversionCaptureTxn(id string) string { return id + ".capture" }
+
+// ConversionReleaseTxn is the transaction id of the release that settles a
+// refused conversion.
+func ConversionReleaseTxn(id string) string { return id + ".release" }
+
+// DayStart is the first instant of the local day of t in loc.
+func DayStart(t time.Time, loc *time.Location) time.Time {
+	y, m, d := t.In(loc).Date()
+	return startOfDay(y, m, d, loc)
+}
+
+// MonthStart is the first instant of the local month of t in loc.
+func MonthStart(t time.Time, loc *time.Location) time.Time {
+	y, m, _ := t.In(loc).Date()
+	return startOfDay(y, m, 1, loc)
+}

@@ -1,0 +1,335 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/puntos-loyalty/puntos/core"
+)
+
+// This file stores bulk point loads (gateway/files): batches and their lines.
+// It writes no ledger table; the lines reach the ledger through ApplyBatch.
+
+const batchColumns = `id, program, checksum, file_name, stored_path, size_bytes, charset,
+	date_format, uploaded_by, channel, status, error, lines, valid_lines, invalid_lines,
+	credit_points, debit_points, needs_approval, approved_by, approved_at, posted_by,
+	posted_through, posted_lines, rejected_lines, run_started_at, run_start_done, created_at,
+	validated_at, started_at, finished_at`
+
+func scanBatch(row pgx.Row) (*core.Batch, error) {
+	b := &core.Batch{}
+	err := row.Scan(&b.ID, &b.Program, &b.Checksum, &b.FileName, &b.Path, &b.Size, &b.Charset,
+		&b.DateFormat, &b.UploadedBy, &b.Channel, &b.Status, &b.Error, &b.Lines, &b.Valid,
+		&b.Invalid, &b.Credit, &b.Debit, &b.NeedsApproval, &b.ApprovedBy, &b.ApprovedAt,
+		&b.PostedBy, &b.PostedThrough, &b.Posted, &b.Rejected, &b.RunStartedAt,
+		&b.RunStartDone, &b.CreatedAt, &b.ValidatedAt, &b.StartedAt, &b.FinishedAt)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// CreateBatch stores a new batch, unless the program already has one with
+// the same checksum: then it returns that one and created is false.
+func (l *Ledger) CreateBatch(ctx context.Context, b *core.Batch) (*core.Batch, bool, error) {
+	tag, err := l.pool.Exec(ctx, `INSERT INTO bulk_batches (id, program, checksum, file_name,
+			stored_path, size_bytes, charset, date_format, uploaded_by, channel, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+		ON CONFLICT (program, checksum) DO NOTHING`, b.ID, b.Program, b.Checksum, b.FileName,
+		b.Path, b.Size, b.Charset, b.DateFormat, b.UploadedBy, b.Channel, b.CreatedAt)
+	if err != nil {
+		return nil, false, fmt.Errorf("insert batch: %w", err)
+	}
+	created := tag.RowsAffected() == 1
+	row := l.pool.QueryRow(ctx, `SELECT `+batchColumns+` FROM bulk_batches
+		WHERE program = $1 AND checksum = $2`, b.Program, b.Checksum)
+	stored, err := scanBatch(row)
+	if err != nil {
+		return nil, false, fmt.Errorf("read batch: %w", err)
+	}
+	return stored, created, nil
+}
+
+// Batch returns a batch of the program. Errors: not_found.
+func (l *Ledger) Batch(ctx context.Context, program, id string) (*core.Batch, error) {
+	b, err := scanBatch(l.pool.QueryRow(ctx, `SELECT `+batchColumns+` FROM bulk_batches
+		WHERE program = $1 AND id::text = $2`, program, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, core.Errorf(core.NotFound, "batch", "no batch %q in program %q", id, program)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read batch: %w", err)
+	}
+	return b, nil
+}
+
+// UnfinishedBatches lists the batches a stopped process left in the middle
+// of validating or posting, oldest first.
+func (l *Ledger) UnfinishedBatches(ctx context.Context) ([]*core.Batch, error) {
+	rows, err := l.pool.Query(ctx, `SELECT `+batchColumns+` FROM bulk_batches
+		WHERE status IN ('received', 'validating', 'posting') ORDER BY created_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list unfinished batches: %w", err)
+	}
+	defer rows.Close()
+	var out []*core.Batch
+	for rows.Next() {
+		b, err := scanBatch(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+// StartValidation forgets any lines of an earlier, interrupted validation
+// and marks the batch as validating.
+func (l *Ledger) StartValidation(ctx context.Context, id string) error {
+	return pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM bulk_lines WHERE batch_id = $1`, id); err != nil {
+			return fmt.Errorf("clear lines: %w", err)
+		}
+		_, err := tx.Exec(ctx, `UPDATE bulk_batches SET status = 'validating', error = '',
+			lines = 0, valid_lines = 0, invalid_lines = 0 WHERE id = $1`, id)
+		return err
+	})
+}
+
+// AddBatchLines stores validated lines of a batch.
+func (l *Ledger) AddBatchLines(ctx context.Context, id string, lines []core.BatchLine) error {
+	_, err := l.pool.CopyFrom(ctx, pgx.Identifier{"bulk_lines"},
+		[]string{"batch_id", "line", "member", "points", "reason", "effective_at", "expires_at",
+			"txn_id", "status", "error_kind", "error_field", "error"},
+		pgx.CopyFromSlice(len(lines), func(i int) ([]any, error) {
+			x := &lines[i]
+			return []any{id, x.Line, x.Member, int64(x.Points), x.Reason, x.EffectiveAt,
+				x.ExpiresAt, x.TxnID, x.Status, x.ErrorKind, x.ErrorField, x.Error}, nil
+		}))
+	if err != nil {
+		return fmt.Errorf("store batch lines: %w", err)
+	}
+	return nil
+}
+
+// FinishValidation runs the checks that need the whole file or the ledger:
+// a transaction id repeated in the file (every repeat after the first is
+// invalid) and members the program does not have. It then counts the lines
+// and totals, decides whether the batch needs a second person's approval
+// (total points moved above approvalPoints, when that is positive) and
+// marks the batch validated.
+func (l *Ledger) FinishValidation(ctx context.Context, id string,
+	approvalPoints int64) (*core.Batch, error) {
+	// Fresh statistics, so that the planner joins a million new lines by hash.
+	if _, err := l.pool.Exec(ctx, `ANALYZE bulk_lines`); err != nil {
+		return nil, fmt.Errorf("analyze batch lines: %w", err)
+	}
+	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `UPDATE bulk_lines l SET status = 'invalid',
+				error_kind = 'invalid', error_field = 'txn_id',
+				error = 'repeats the transaction id of line ' || d.first
+			FROM (SELECT txn_id, min(line) AS first FROM bulk_lines
+				WHERE batch_id = $1 AND txn_id <> '' GROUP BY txn_id HAVING count(*) > 1) d
+			WHERE l.batch_id = $1 AND l.txn_id = d.txn_id AND l.line > d.first
+				AND l.status = 'valid'`, id)
+		if err != nil {
+			return fmt.Errorf("mark repeated transaction ids: %w", err)
+		}
+		_, err = tx.Exec(ctx, `UPDATE bulk_lines l SET status = 'invalid',
+				error_kind = 'not_found', error_field = 'member',
+				error = 'no member ' || l.member || ' in this program'
+			FROM bulk_batches b
+			WHERE b.id = $1 AND l.batch_id = $1 AND l.status = 'valid'
+				AND NOT EXISTS (SELECT 1 FROM members m JOIN programs p ON p.id = m.program_id
+					WHERE p.code = b.program AND m.customer_ref = l.member)`, id)
+		if err != nil {
+			return fmt.Errorf("mark unknown members: %w", err)
+		}
+		_, err = tx.Exec(ctx, `UPDATE bulk_batches b SET status = 'validated',
+				validated_at = clock_timestamp(), lines = s.n, valid_lines = s.valid,
+				invalid_lines = s.n - s.valid, credit_points = s.credit,
+				debit_points = s.debit,
+				needs_approval = $2 > 0 AND s.credit + s.debit > $2
+			FROM (SELECT count(*) AS n, count(*) FILTER (WHERE status = 'valid') AS valid,
+					coalesce(sum(points) FILTER (WHERE status = 'valid' AND points > 0), 0)
+						AS credit,
+					coalesce(-sum(points) FILTER (WHERE status = 'valid' AND points < 0), 0)
+						AS debit
+				FROM bulk_lines WHERE batch_id = $1) s
+			WHERE b.id = $1`, id, approvalPoints)
+		if err != nil {
+			return fmt.Errorf("count batch: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return l.batchByID(ctx, id)
+}
+
+func (l *Ledger) batchByID(ctx context.Context, id string) (*core.Batch, error) {
+	b, err := scanBatch(l.pool.QueryRow(ctx, `SELECT `+batchColumns+` FROM bulk_batches
+		WHERE id = $1`, id))
+	if err != nil {
+		return nil, fmt.Errorf("read batch: %w", err)
+	}
+	return b, nil
+}
+
+// FailBatch marks a batch that cannot be read as failed, with the reason.
+func (l *Ledger) FailBatch(ctx context.Context, id, reason string) error {
+	_, err := l.pool.Exec(ctx, `UPDATE bulk_batches SET status = 'failed', error = $2,
+		finished_at = now() WHERE id = $1`, id, reason)
+	if err != nil {
+		return fmt.Errorf("fail batch: %w", err)
+	}
+	return nil
+}
+
+// ApproveBatch records a second person's approval of a validated batch.
+// Errors: not_found, conflict (not validated, already approved, or not in
+// need of approval), unauthorized (the approver is the uploader).
+func (l *Ledger) ApproveBatch(ctx context.Context, program, id,
+	actor string) (*core.Batch, error) {
+	b, err := l.Batch(ctx, program, id)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case !b.NeedsApproval:
+		return nil, core.Errorf(core.Conflict, "batch", "does not need an approval")
+	case b.ApprovedBy != "":
+		return nil, core.Errorf(core.Conflict, "batch", "was already approved by %s",
+			b.ApprovedBy)
+	case b.Status != core.BatchValidated:
+		return nil, core.Errorf(core.Conflict, "batch", "is %s, not validated", b.Status)
+	case actor == b.UploadedBy:
+		return nil, core.Errorf(core.Unauthorized, "X-Actor",
+			"the approver must be another person than the uploader")
+	}
+	tag, err := l.pool.Exec(ctx, `UPDATE bulk_batches SET approved_by = $2, approved_at = now()
+		WHERE id = $1 AND approved_by = ''`, b.ID, actor)
+	if err != nil {
+		return nil, fmt.Errorf("approve batch: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return nil, core.Errorf(core.Conflict, "batch", "was approved meanwhile")
+	}
+	return l.batchByID(ctx, b.ID)
+}
+
+// StartPosting marks a batch as posting and notes where this run starts.
+// A batch already posting (an interrupted run) may be started again.
+// Errors: conflict (not validated, or awaiting approval).
+func (l *Ledger) StartPosting(ctx context.Context, id, actor string) (*core.Batch, error) {
+	b, err := l.batchByID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if b.Status != core.BatchValidated && b.Status != core.BatchPosting {
+		return nil, core.Errorf(core.Conflict, "batch", "is %s; only a validated batch posts",
+			b.Status)
+	}
+	if b.NeedsApproval && b.ApprovedBy == "" {
+		return nil, core.Errorf(core.Conflict, "batch",
+			"moves %d points, above the approval limit: another person must approve it first",
+			b.Credit+b.Debit)
+	}
+	_, err = l.pool.Exec(ctx, `UPDATE bulk_batches SET status = 'posting',
+			posted_by = CASE WHEN posted_by = '' THEN $2 ELSE posted_by END,
+			started_at = coalesce(started_at, now()), run_started_at = now(),
+			run_start_done = posted_lines + rejected_lines
+		WHERE id = $1`, id, actor)
+	if err != nil {
+		return nil, fmt.Errorf("start posting: %w", err)
+	}
+	return l.batchByID(ctx, id)
+}
+
+// PendingLines returns up to limit valid lines after line number after, in
+// file order: what the posting step has still to apply.
+func (l *Ledger) PendingLines(ctx context.Context, id string, after int64,
+	limit int) ([]core.BatchLine, error) {
+	return l.readLines(ctx, `status = 'valid'`, id, after, limit)
+}
+
+// BatchLines returns up to limit lines after line number after, in file
+// order; onlyErrors keeps the invalid and rejected ones.
+func (l *Ledger) BatchLines(ctx context.Context, id string, after int64, limit int,
+	onlyErrors bool) ([]core.BatchLine, error) {
+	where := `true`
+	if onlyErrors {
+		where = `status IN ('invalid', 'rejected')`
+	}
+	return l.readLines(ctx, where, id, after, limit)
+}
+
+func (l *Ledger) readLines(ctx context.Context, where, id string, after int64,
+	limit int) ([]core.BatchLine, error) {
+	rows, err := l.pool.Query(ctx, `SELECT line, member, points, reason, effective_at,
+			expires_at, txn_id, status, error_kind, error_field, error, replayed
+		FROM bulk_lines WHERE batch_id = $1 AND line > $2 AND `+where+`
+		ORDER BY line LIMIT $3`, id, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read batch lines: %w", err)
+	}
+	defer rows.Close()
+	out := make([]core.BatchLine, 0, limit)
+	for rows.Next() {
+		var x core.BatchLine
+		if err := rows.Scan(&x.Line, &x.Member, &x.Points, &x.Reason, &x.EffectiveAt,
+			&x.ExpiresAt, &x.TxnID, &x.Status, &x.ErrorKind, &x.ErrorField, &x.Error,
+			&x.Replayed); err != nil {
+			return nil, err
+		}
+		out = append(out, x)
+	}
+	return out, rows.Err()
+}
+
+// RecordPosted stores the ledger's outcome of a chunk of lines (each with
+// status posted or rejected) and moves the batch's progress to through.
+func (l *Ledger) RecordPosted(ctx context.Context, id string, lines []core.BatchLine,
+	through int64) error {
+	n := len(lines)
+	nums, statuses := make([]int64, n), make([]string, n)
+	kinds, fields, msgs := make([]string, n), make([]string, n), make([]string, n)
+	replayed := make([]bool, n)
+	for i, x := range lines {
+		nums[i], statuses[i], kinds[i], fields[i], msgs[i] = x.Line, x.Status, x.ErrorKind,
+			x.ErrorField, x.Error
+		replayed[i] = x.Replayed
+	}
+	// Only lines still valid change, so that recording a chunk twice (after
+	// a crash between the ledger's commit and this one) counts it once.
+	_, err := l.pool.Exec(ctx, `WITH u AS (
+			UPDATE bulk_lines l SET status = u.status, error_kind = u.kind,
+				error_field = u.field, error = u.msg, replayed = u.replayed
+			FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+				$7::boolean[]) AS u(line, status, kind, field, msg, replayed)
+			WHERE l.batch_id = $1 AND l.line = u.line AND l.status = 'valid'
+			RETURNING l.status)
+		UPDATE bulk_batches SET posted_through = greatest(posted_through, $8),
+			posted_lines = posted_lines + (SELECT count(*) FROM u WHERE status = 'posted'),
+			rejected_lines = rejected_lines + (SELECT count(*) FROM u WHERE status = 'rejected')
+		WHERE id = $1`, id, nums, statuses, kinds, fields, msgs, replayed, through)
+	if err != nil {
+		return fmt.Errorf("record line outcomes: %w", err)
+	}
+	return nil
+}
+
+// FinishPosting marks a batch as posted.
+func (l *Ledger) FinishPosting(ctx context.Context, id string, at time.Time) (*core.Batch, error) {
+	_, err := l.pool.Exec(ctx, `UPDATE bulk_batches SET status = 'posted', finished_at = $2
+		WHERE id = $1`, id, at)
+	if err != nil {
+		return nil, fmt.Errorf("finish posting: %w", err)
+	}
+	return l.batchByID(ctx, id)
+}

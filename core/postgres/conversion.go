@@ -1,0 +1,414 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/puntos-loyalty/puntos/bus"
+	"github.com/puntos-loyalty/puntos/core"
+)
+
+// conversionCmd applies the commands of conversions into external programs.
+func (t *txn) conversionCmd(ctx context.Context, prog *program, cmd *bus.Command) (any, error) {
+	switch cmd.Kind {
+	case core.KindExternalUpsert:
+		return t.upsertExternal(ctx, prog, cmd)
+	case core.KindConvert:
+		return t.convert(ctx, prog, cmd)
+	}
+	return nil, core.Errorf(core.Invalid, "kind", "unknown command kind %q", cmd.Kind)
+}
+
+// upsertExternal creates or replaces an external program of prog. The
+// command's member field is the external program's code. The stored result
+// shows the credentials masked.
+func (t *txn) upsertExternal(ctx context.Context, prog *program, cmd *bus.Command) (any, error) {
+	var e core.ExternalProgram
+	if err := decode(cmd.Payload, &e); err != nil {
+		return nil, err
+	}
+	if e.Code != "" && e.Code != cmd.Member {
+		return nil, core.Errorf(core.Invalid, "code", "differs from the path")
+	}
+	e.Code = cmd.Member
+	e.Defaults()
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	_, err := t.tx.Exec(ctx, `INSERT INTO external_programs (program_id, code, name, ratio,
+			rounding, min_points, max_points, daily_limit, monthly_limit, identify,
+			account_pattern, flavour, endpoint, credentials, enabled)
+		VALUES ($1, $2, $3, $4::numeric, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+		ON CONFLICT (program_id, code) DO UPDATE SET name = EXCLUDED.name,
+			ratio = EXCLUDED.ratio, rounding = EXCLUDED.rounding,
+			min_points = EXCLUDED.min_points, max_points = EXCLUDED.max_points,
+			daily_limit = EXCLUDED.daily_limit, monthly_limit = EXCLUDED.monthly_limit,
+			identify = EXCLUDED.identify, account_pattern = EXCLUDED.account_pattern,
+			flavour = EXCLUDED.flavour, endpoint = EXCLUDED.endpoint,
+			credentials = EXCLUDED.credentials, enabled = EXCLUDED.enabled, updated_at = $16`,
+		prog.ID, e.Code, e.Name, e.Ratio, e.Rounding, e.MinPoints, e.MaxPoints, e.DailyLimit,
+		e.MonthlyLimit, e.Identify, e.AccountPattern, e.Flavour, e.Endpoint, e.Credentials,
+		*e.Enabled, t.now)
+	if err != nil {
+		return nil, fmt.Errorf("upsert external program: %w", err)
+	}
+	return e.Public(), nil
+}
+
+const externalCols = `e.code, e.name, e.ratio::text, e.rounding, e.min_points, e.max_points,
+	e.daily_limit, e.monthly_limit, e.identify, e.account_pattern, e.flavour, e.endpoint,
+	e.credentials, e.enabled`
+
+func scanExternal(row pgx.Row, code string) (*core.ExternalProgram, error) {
+	e := &core.ExternalProgram{}
+	var enabled bool
+	err := row.Scan(&e.Code, &e.Name, &e.Ratio, &e.Rounding, &e.MinPoints, &e.MaxPoints,
+		&e.DailyLimit, &e.MonthlyLimit, &e.Identify, &e.AccountPattern, &e.Flavour,
+		&e.Endpoint, &e.Credentials, &enabled)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, core.Errorf(core.NotFound, "external", "no external program %q", code)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read external program: %w", err)
+	}
+	e.Enabled = &enabled
+	return e, nil
+}
+
+// convertOutcome is the result of a conversion request: the conversion and
+// the member's balance after the hold.
+type convertOutcome struct {
+	core.Conversion
+	Balance core.Balance `json:"balance"`
+}
+
+// convert validates a conversion, holds its points and records it as
+// pending, all in the command's savepoint: a refusal leaves neither a hold
+// nor a conversion behind. The hold is a points.authorize command of source
+// "conversion" named after the conversion, stored in the commands table
+// like any other, so that the worker's capture or release finds it.
+func (t *txn) convert(ctx context.Context, prog *program, cmd *bus.Command) (any, error) {
+	var in core.ConvertRequest
+	if err := decode(cmd.Payload, &in); err != nil {
+		return nil, err
+	}
+	if err := core.CheckPoints("points", in.Points); err != nil {
+		return nil, err
+	}
+	ext, err := scanExternal(t.tx.QueryRow(ctx, `SELECT `+externalCols+`
+		FROM external_programs e WHERE e.program_id = $1 AND e.code = $2`, prog.ID,
+		in.External),
+		in.External)
+	if err != nil {
+		return nil, err
+	}
+	if !*ext.Enabled {
+		return nil, core.Errorf(core.Conflict, "external", "conversions into %q are disabled",
+			ext.Code)
+	}
+	if in.Points < ext.MinPoints || in.Points > ext.MaxPoints {
+		return nil, core.Errorf(core.Invalid, "points", "must be between %d and %d for %s",
+			ext.MinPoints, ext.MaxPoints, ext.Code)
+	}
+	amount, err := ext.Amount(in.Points)
+	if err != nil {
+		return nil, err
+	}
+	if amount <= 0 {
+		return nil, core.Errorf(core.Invalid, "points", "convert to nothing in %s", ext.Code)
+	}
+
+	m, err := lockMember(ctx, t.tx, prog.ID, cmd.Member)
+	if err != nil {
+		return nil, err
+	}
+	account, err := conversionAccount(ext, m, in.AccountID)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.refresh(ctx, prog, m); err != nil {
+		return nil, err
+	}
+	if err := mustBe(m, "member", "active"); err != nil {
+		return nil, err
+	}
+
+	// The limits count what is pending or confirmed in the local day and
+	// month of the request; the member's row lock orders racing requests.
+	at := cmd.OccurredAt
+	if at.IsZero() {
+		at = t.now
+	}
+	loc := prog.Location()
+	if err := t.checkConversionLimit(ctx, m, ext.Code, "daily_limit", ext.DailyLimit,
+		core.DayStart(at, loc), in.Points); err != nil {
+		return nil, err
+	}
+	if err := t.checkConversionLimit(ctx, m, ext.Code, "monthly_limit", ext.MonthlyLimit,
+		core.MonthStart(at, loc), in.Points); err != nil {
+		return nil, err
+	}
+
+	// The hold, as a points.authorize command of its own.
+	id := uuid.Must(uuid.NewV7()).String()
+	payload, err := json.Marshal(core.Authorize{Points: in.Points,
+		TTLSeconds: int(core.ConversionHoldTTL / time.Second), Reason: "conversion to " + ext.Code})
+	if err != nil {
+		return nil, err
+	}
+	hold := bus.Command{ID: uuid.Must(uuid.NewV7()).String(), Kind: core.KindAuthorize,
+		Source: core.SourceConversion, TxnID: core.ConversionHoldTxn(id), Program: cmd.Program,
+		Member: m.ref, Actor: cmd.Actor, Channel: cmd.Channel, Payload: payload,
+		OccurredAt: at, ReceivedAt: t.now}
+	hold.Seal()
+	_, err = t.tx.Exec(ctx, `INSERT INTO commands (source, txn_id, command_id, kind, hash,
+		status, result) VALUES ($1, $2, $3, $4, $5, 'applying', '{}')`, hold.Source, hold.TxnID,
+		hold.ID, hold.Kind, hold.Hash)
+	if err != nil {
+		return nil, fmt.Errorf("claim hold command: %w", err)
+	}
+	outer := t.cmd
+	t.cmd = &hold
+	data, err := t.authorize(ctx, prog, m, &hold)
+	t.cmd = outer
+	if err != nil {
+		return nil, err
+	}
+	res := bus.Result{CommandID: hold.ID, Source: hold.Source, TxnID: hold.TxnID,
+		Kind: hold.Kind, Status: bus.StatusOK}
+	if res.Data, err = json.Marshal(data); err != nil {
+		return nil, err
+	}
+	body, _ := json.Marshal(res)
+	_, err = t.tx.Exec(ctx, `UPDATE commands SET status = 'ok', result = $3
+		WHERE source = $1 AND txn_id = $2`, hold.Source, hold.TxnID, body)
+	if err != nil {
+		return nil, fmt.Errorf("store hold result: %w", err)
+	}
+
+	// The outbox row the worker settles.
+	c := core.Conversion{ID: id, Program: prog.Code, Member: m.ref, External: ext.Code,
+		Points: in.Points, Amount: amount, AccountID: account, Status: core.ConversionPending,
+		TxnID: id, HoldTxnID: hold.TxnID, RequestedAt: at.UTC()}
+	_, err = t.tx.Exec(ctx, `INSERT INTO conversions (id, program_id, member_id, member_ref,
+			external_code, points, amount, account_id, source, txn_id, hold_txn_id,
+			next_attempt_at, requested_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`, id, prog.ID, m.id,
+		m.ref, ext.Code, in.Points, amount, account, cmd.Source, cmd.TxnID, hold.TxnID, t.now,
+		c.RequestedAt)
+	if err != nil {
+		return nil, fmt.Errorf("insert conversion: %w", err)
+	}
+	return convertOutcome{Conversion: c, Balance: m.balance()}, nil
+}
+
+// conversionAccount is the member's id at the external program.
+func conversionAccount(ext *core.ExternalProgram, m *member, given string) (string, error) {
+	if ext.Identify == core.IdentifyCustomerRef {
+		if given != "" && given != m.ref {
+			return "", core.Errorf(core.Invalid, "account_id",
+				"is not used: %s knows members by their customer reference", ext.Code)
+		}
+		return m.ref, nil
+	}
+	if !core.ValidRef(given) {
+		return "", core.Errorf(core.Invalid, "account_id",
+			"is required: the member's account at %s", ext.Code)
+	}
+	if ext.AccountPattern != "" {
+		re, err := regexp.Compile(`^(?:` + ext.AccountPattern + `)$`)
+		if err != nil || !re.MatchString(given) {
+			return "", core.Errorf(core.Invalid, "account_id",
+				"is not an account number of %s", ext.Code)
+		}
+	}
+	return given, nil
+}
+
+// checkConversionLimit refuses a conversion of n points that would take the
+// member's conversions into ext since from above limit (0: no limit).
+func (t *txn) checkConversionLimit(ctx context.Context, m *member, ext, field string,
+	limit core.Points, from time.Time, n core.Points) error {
+	if limit == 0 {
+		return nil
+	}
+	var used int64
+	err := t.tx.QueryRow(ctx, `SELECT coalesce(sum(points), 0) FROM conversions
+		WHERE member_id = $1 AND external_code = $2 AND status <> 'refused'
+		  AND requested_at >= $3`, m.id, ext, from).Scan(&used)
+	if err != nil {
+		return fmt.Errorf("sum conversions: %w", err)
+	}
+	if core.Points(used)+n > limit {
+		return core.Errorf(core.Conflict, field,
+			"%d points asked, %d of the limit of %d already used", n, used, limit)
+	}
+	return nil
+}
+
+// ExternalProgram returns an external program of the program, its
+// credentials masked. Errors: not_found.
+func (l *Ledger) ExternalProgram(ctx context.Context, program, code string) (
+	*core.ExternalProgram, error) {
+	e, err := l.PartnerConfig(ctx, program, code)
+	if err != nil {
+		return nil, err
+	}
+	pub := e.Public()
+	return &pub, nil
+}
+
+// PartnerConfig returns an external program with its credentials, for the
+// adapter that calls it. Never log or answer it as it is. Errors: not_found.
+func (l *Ledger) PartnerConfig(ctx context.Context, program, code string) (
+	*core.ExternalProgram, error) {
+	return scanExternal(l.pool.QueryRow(ctx, `SELECT `+externalCols+`
+		FROM external_programs e JOIN programs p ON p.id = e.program_id
+		WHERE p.code = $1 AND e.code = $2`, program, code), code)
+}
+
+const conversionCols = `c.id, p.code, c.member_ref, c.external_code, c.points, c.amount,
+	c.account_id, c.status, c.hold_txn_id, c.reference, c.refusal_code, c.attempts,
+	c.last_error, c.requested_at, c.resolved_at`
+
+func scanConversion(row pgx.Row) (*core.Conversion, error) {
+	c := &core.Conversion{}
+	err := row.Scan(&c.ID, &c.Program, &c.Member, &c.External, &c.Points, &c.Amount,
+		&c.AccountID, &c.Status, &c.HoldTxnID, &c.Reference, &c.RefusalCode, &c.Attempts,
+		&c.LastError, &c.RequestedAt, &c.ResolvedAt)
+	if err != nil {
+		return nil, err
+	}
+	c.TxnID = c.ID
+	return c, nil
+}
+
+func scanConversions(rows pgx.Rows) ([]core.Conversion, error) {
+	defer rows.Close()
+	var out []core.Conversion
+	for rows.Next() {
+		c, err := scanConversion(rows)
+		if err != nil {
+			return nil, fmt.Errorf("scan conversion: %w", err)
+		}
+		out = append(out, *c)
+	}
+	return out, rows.Err()
+}
+
+// Conversion returns a conversion of the member known by ref.
+// Errors: not_found.
+func (l *Ledger) Conversion(ctx context.Context, program, ref, id string) (*core.Conversion,
+	error) {
+	m, err := l.Member(ctx, program, ref)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := uuid.Parse(id); err != nil {
+		return nil, core.Errorf(core.NotFound, "conversion", "no conversion %q", id)
+	}
+	c, err := scanConversion(l.pool.QueryRow(ctx, `SELECT `+conversionCols+`
+		FROM conversions c JOIN programs p ON p.id = c.program_id
+		WHERE c.id = $1 AND p.code = $2 AND (c.member_id = $3 OR c.member_ref = $4)`,
+		id, program, m.ID, ref))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, core.Errorf(core.NotFound, "conversion", "no conversion %q for %q", id, ref)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read conversion: %w", err)
+	}
+	return c, nil
+}
+
+// ClaimConversions takes up to limit pending conversions whose next attempt
+// is due at now, counts an attempt for each and puts their next attempt at
+// now+lease, so that another worker leaves them alone while this one calls
+// the other program. A worker that dies holding them lets the lease run out;
+// the next one calls again with the same transaction id.
+func (l *Ledger) ClaimConversions(ctx context.Context, now time.Time, lease time.Duration,
+	limit int) ([]core.Conversion, error) {
+	rows, err := l.pool.Query(ctx, `WITH due AS (
+			SELECT id FROM conversions WHERE status = 'pending' AND next_attempt_at <= $1
+			ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED),
+		claimed AS (
+			UPDATE conversions c SET attempts = c.attempts + 1, next_attempt_at = $2
+			FROM due WHERE c.id = due.id RETURNING c.*)
+		SELECT `+conversionCols+` FROM claimed c JOIN programs p ON p.id = c.program_id
+		ORDER BY c.requested_at, c.id`, now.UTC(), now.Add(lease).UTC(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("claim conversions: %w", err)
+	}
+	return scanConversions(rows)
+}
+
+// RetryConversion records that an attempt at conversion id left its outcome
+// unclear, and when to try again. It changes nothing once the conversion
+// is settled.
+func (l *Ledger) RetryConversion(ctx context.Context, id, why string, next time.Time) error {
+	if len(why) > 500 {
+		why = why[:500]
+	}
+	_, err := l.pool.Exec(ctx, `UPDATE conversions SET last_error = $2, next_attempt_at = $3
+		WHERE id = $1 AND status = 'pending'`, id, why, next.UTC())
+	if err != nil {
+		return fmt.Errorf("record attempt: %w", err)
+	}
+	return nil
+}
+
+// FinishConversion marks a pending conversion confirmed (with the other
+// program's reference) or refused (with its code). Call it only after the
+// hold was captured or released. It reports whether this call settled it:
+// false when it was settled already, which is no error.
+func (l *Ledger) FinishConversion(ctx context.Context, id, status, reference, code string,
+	at time.Time) (bool, error) {
+	if status != core.ConversionConfirmed && status != core.ConversionRefused {
+		return false, fmt.Errorf("finish conversion: status %q", status)
+	}
+	tag, err := l.pool.Exec(ctx, `UPDATE conversions SET status = $2, reference = $3,
+			refusal_code = $4, resolved_at = $5, last_error = ''
+		WHERE id = $1 AND status = 'pending'`, id, status, reference, code, at.UTC())
+	if err != nil {
+		return false, fmt.Errorf("finish conversion: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// RenewConversionHold pushes the expiry of a pending conversion's open hold
+// to at least until, so that the ledger never releases points the other
+// program may still credit. It reports whether an open hold was found.
+func (l *Ledger) RenewConversionHold(ctx context.Context, id string, until time.Time) (bool,
+	error) {
+	tag, err := l.pool.Exec(ctx, `UPDATE holds h SET expires_at = $2
+		FROM conversions c
+		WHERE c.id = $1 AND c.status = 'pending' AND h.source = $3
+		  AND h.txn_id = c.hold_txn_id AND h.status = 'open' AND h.expires_at < $2`,
+		id, until.UTC(), core.SourceConversion)
+	if err != nil {
+		return false, fmt.Errorf("renew hold: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// ConversionsToReconcile lists, oldest first, the pending conversions
+// requested before `before` and the conversions settled since `since`:
+// what a reconciliation compares with the other programs' answers.
+func (l *Ledger) ConversionsToReconcile(ctx context.Context, before, since time.Time,
+	limit int) ([]core.Conversion, error) {
+	rows, err := l.pool.Query(ctx, `SELECT `+conversionCols+`
+		FROM conversions c JOIN programs p ON p.id = c.program_id
+		WHERE (c.status = 'pending' AND c.requested_at < $1)
+		   OR (c.status <> 'pending' AND c.resolved_at >= $2)
+		ORDER BY c.requested_at, c.id LIMIT $3`, before.UTC(), since.UTC(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("list conversions: %w", err)
+	}
+	return scanConversions(rows)
+}

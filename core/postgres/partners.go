@@ -1,0 +1,399 @@
+package postgres
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/puntos-loyalty/puntos/bus"
+	"github.com/puntos-loyalty/puntos/core"
+)
+
+// isConstraint reports whether err is a PostgreSQL error about the named
+// constraint.
+func isConstraint(err error, name string) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.ConstraintName == name
+}
+
+func (t *txn) upsertPartner(ctx context.Context, prog *program, cmd *bus.Command) (any, error) {
+	var in core.Partner
+	if err := decode(cmd.Payload, &in); err != nil {
+		return nil, err
+	}
+	if in.Program != "" || in.UpdatedAt != nil {
+		return nil, core.Errorf(core.Invalid, "program", "is set by Puntos")
+	}
+	if err := in.Validate(); err != nil {
+		return nil, err
+	}
+	active := in.Active == nil || *in.Active
+	var maxEarn *string
+	if in.MaxEarnAmount != "" {
+		maxEarn = &in.MaxEarnAmount
+	}
+	var ok bool
+	err := t.tx.QueryRow(ctx, `INSERT INTO partners (id, program_id, code, name, currency,
+			point_value, can_burn, can_earn, max_burn_points, max_earn_amount, hold_ttl_seconds,
+			active, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6::numeric, $7, $8, $9, $10::numeric, $11, $12, $13, $13)
+		ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, currency = EXCLUDED.currency,
+			point_value = EXCLUDED.point_value, can_burn = EXCLUDED.can_burn,
+			can_earn = EXCLUDED.can_earn, max_burn_points = EXCLUDED.max_burn_points,
+			max_earn_amount = EXCLUDED.max_earn_amount,
+			hold_ttl_seconds = EXCLUDED.hold_ttl_seconds, active = EXCLUDED.active,
+			updated_at = EXCLUDED.updated_at
+		WHERE partners.program_id = EXCLUDED.program_id
+		RETURNING true`, uuid.Must(uuid.NewV7()).String(), prog.ID, in.Code, in.Name,
+		in.Currency, in.PointValue, in.CanBurn, in.CanEarn, int64(in.MaxBurnPoints), maxEarn,
+		in.HoldTTLSeconds, active, t.now).Scan(&ok)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, core.Errorf(core.Conflict, "code", "partner %q belongs to another program",
+			in.Code)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("upsert partner: %w", err)
+	}
+	p, _, err := readPartner(ctx, t.tx, prog.Code, in.Code)
+	return p, err
+}
+
+func (t *txn) createPartnerKey(ctx context.Context, prog *program, cmd *bus.Command) (any, error) {
+	var in core.CreatePartnerKey
+	if err := decode(cmd.Payload, &in); err != nil {
+		return nil, err
+	}
+	digest, err := hex.DecodeString(in.Digest)
+	if err != nil || len(digest) != 32 {
+		return nil, core.Errorf(core.Invalid, "digest", "must be a hex SHA-256 digest")
+	}
+	if _, err := uuid.Parse(in.KeyID); err != nil {
+		return nil, core.Errorf(core.Invalid, "key_id", "must be a UUID")
+	}
+	if len(in.Scopes) == 0 {
+		return nil, core.Errorf(core.Invalid, "scopes", "name at least one operation")
+	}
+	for _, s := range in.Scopes {
+		if !slices.Contains(core.Scopes, s) {
+			return nil, core.Errorf(core.Invalid, "scopes", "unknown scope %q", s)
+		}
+	}
+	var partnerID string
+	err = t.tx.QueryRow(ctx, `SELECT id FROM partners WHERE program_id = $1 AND code = $2`,
+		prog.ID, in.Partner).Scan(&partnerID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, core.Errorf(core.NotFound, "partner", "no partner %q in this program",
+			in.Partner)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read partner: %w", err)
+	}
+	_, err = t.tx.Exec(ctx, `INSERT INTO partner_keys (id, partner_id, prefix, digest, scopes,
+		created_at) VALUES ($1, $2, $3, $4, $5, $6)`, in.KeyID, partnerID, in.Prefix, digest,
+		in.Scopes, t.now)
+	if isConstraint(err, "partner_keys_digest_key") || isConstraint(err, "partner_keys_pkey") {
+		return nil, core.Errorf(core.Conflict, "key_id", "this key exists already")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("insert partner key: %w", err)
+	}
+	return core.PartnerKey{ID: in.KeyID, Partner: in.Partner, Prefix: in.Prefix,
+		Scopes: in.Scopes, CreatedAt: t.now}, nil
+}
+
+func (t *txn) revokePartnerKey(ctx context.Context, prog *program, cmd *bus.Command) (any, error) {
+	var in core.RevokePartnerKey
+	if err := decode(cmd.Payload, &in); err != nil {
+		return nil, err
+	}
+	if _, err := uuid.Parse(in.KeyID); err != nil {
+		return nil, core.Errorf(core.NotFound, "key_id", "no such key")
+	}
+	k := core.PartnerKey{ID: in.KeyID, Partner: in.Partner}
+	err := t.tx.QueryRow(ctx, `UPDATE partner_keys k
+		SET revoked_at = coalesce(k.revoked_at, $4)
+		FROM partners p
+		WHERE k.id = $1 AND p.id = k.partner_id AND p.program_id = $2 AND p.code = $3
+		RETURNING k.prefix, k.scopes, k.created_at, k.revoked_at`, in.KeyID, prog.ID,
+		in.Partner, t.now).Scan(&k.Prefix, &k.Scopes, &k.CreatedAt, &k.RevokedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, core.Errorf(core.NotFound, "key_id", "no such key of partner %q", in.Partner)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("revoke partner key: %w", err)
+	}
+	return k, nil
+}
+
+// partnerOf is the partner code of a command source, or "".
+func partnerOf(source string) string {
+	code, ok := strings.CutPrefix(source, core.PartnerSourcePrefix)
+	if !ok {
+		return ""
+	}
+	return code
+}
+
+// partnerRefund gives back part or all of what a partner captured, to the
+// lots the capture took, latest expiry first. The refunds of a hold never
+// add up to more than it captured: they are summed under the hold's row
+// lock. The first refund of a capture is recorded as its reversal, so that
+// the capture cannot also be reversed whole afterwards (nor refunded after
+// a whole reversal).
+func (t *txn) partnerRefund(ctx context.Context, prog *program, m *member,
+	cmd *bus.Command) (any, error) {
+	var in core.PartnerRefund
+	if err := decode(cmd.Payload, &in); err != nil {
+		return nil, err
+	}
+	if in.Points < 0 || in.Points > core.MaxPoints {
+		return nil, core.Errorf(core.Invalid, "points", "must be between 0 (all that is left) "+
+			"and %d", core.MaxPoints)
+	}
+	if in.HoldTxnID == "" {
+		return nil, core.Errorf(core.Invalid, "hold_txn_id", "is required")
+	}
+	if err := mustBe(m, "member", "active", "suspended"); err != nil {
+		return nil, err
+	}
+	var holdID, memberID, status string
+	var captured int64
+	err := t.tx.QueryRow(ctx, `SELECT id, member_id, status, captured FROM holds
+		WHERE source = $1 AND txn_id = $2 FOR UPDATE`, cmd.Source, in.HoldTxnID).Scan(
+		&holdID, &memberID, &status, &captured)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && memberID != m.id) {
+		return nil, core.Errorf(core.NotFound, "hold_txn_id", "no payment %q for this member",
+			in.HoldTxnID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lock hold: %w", err)
+	}
+	if status != "captured" || captured == 0 {
+		return nil, core.Errorf(core.Conflict, "hold_txn_id",
+			"only a captured payment can be refunded; this one is %s", status)
+	}
+	var refunded int64
+	err = t.tx.QueryRow(ctx, `SELECT coalesce(sum(points), 0) FROM partner_refunds
+		WHERE hold_id = $1`, holdID).Scan(&refunded)
+	if err != nil {
+		return nil, fmt.Errorf("sum refunds: %w", err)
+	}
+	left := captured - refunded
+	n := int64(in.Points)
+	if n == 0 {
+		n = left
+	}
+	if left == 0 {
+		return nil, core.Errorf(core.Conflict, "hold_txn_id",
+			"the payment of %d points is refunded in full already", captured)
+	}
+	if n > left {
+		return nil, core.Errorf(core.Invalid, "points",
+			"%d exceeds what is left to refund: %d of %d captured", n, left, captured)
+	}
+
+	// What each lot of the capture still has to get back, latest expiry first.
+	var captureID int64
+	err = t.tx.QueryRow(ctx, `SELECT id FROM postings WHERE hold_id = $1 AND kind = 'capture'`,
+		holdID).Scan(&captureID)
+	if err != nil {
+		return nil, fmt.Errorf("read capture: %w", err)
+	}
+	rows, err := t.tx.Query(ctx, `SELECT pl.lot_id, -pl.points - coalesce((
+			SELECT sum(rl.points) FROM partner_refunds r
+			JOIN posting_lots rl ON rl.posting_id = r.posting_id AND rl.lot_id = pl.lot_id
+			WHERE r.hold_id = $2), 0)
+		FROM posting_lots pl JOIN lots l ON l.id = pl.lot_id
+		WHERE pl.posting_id = $1 AND pl.points < 0
+		ORDER BY l.expires_at DESC NULLS FIRST, l.earned_at DESC, l.id DESC`, captureID, holdID)
+	if err != nil {
+		return nil, fmt.Errorf("read capture lots: %w", err)
+	}
+	var moves []core.LotMove
+	need := n
+	for rows.Next() {
+		var lotID, open int64
+		if err := rows.Scan(&lotID, &open); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if x := min(open, need); x > 0 {
+			moves = append(moves, core.LotMove{LotID: lotID, Points: core.Points(x)})
+			need -= x
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if need > 0 {
+		return nil, fmt.Errorf("refund: the capture's lots lack %d points", need)
+	}
+	// While the member owes points, what comes back repays the debt first.
+	debt := max(0, -m.available)
+	for i := len(moves) - 1; i >= 0 && debt > 0; i-- {
+		x := min(debt, int64(moves[i].Points))
+		moves[i].Points -= core.Points(x)
+		debt -= x
+	}
+	kept := moves[:0]
+	for _, mv := range moves {
+		if mv.Points > 0 {
+			kept = append(kept, mv)
+		}
+	}
+	if _, err := t.lockLots(ctx, kept); err != nil {
+		return nil, err
+	}
+	p := posting{kind: core.PostReversal, points: n, reason: in.Reason, holdID: &holdID,
+		partner: partnerOf(cmd.Source), moves: kept}
+	if p.reason == "" {
+		p.reason = "partner refund"
+	}
+	if refunded == 0 {
+		p.reversesID = &captureID
+	}
+	pid, err := t.post(ctx, m, p)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.applyMoves(ctx, kept); err != nil {
+		return nil, err
+	}
+	_, err = t.tx.Exec(ctx, `INSERT INTO partner_refunds (id, hold_id, source, txn_id, points,
+		posting_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		uuid.Must(uuid.NewV7()).String(), holdID, cmd.Source, cmd.TxnID, n, pid, t.now)
+	if err != nil {
+		return nil, fmt.Errorf("insert refund: %w", err)
+	}
+	t.lastMoves = kept
+	if err := t.expireDue(ctx, m); err != nil {
+		return nil, err
+	}
+	out := t.outcome(m, n)
+	out.HoldID = holdID
+	return out, nil
+}
+
+// partnerClawback takes back the points that a refunded money purchase
+// earned: the refunded amount converts at the program's rate and rounding,
+// and the points come from the member's spendable points soonest expiry
+// first. What the member no longer has is written off, or owed when the
+// program allows a negative balance.
+func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
+	cmd *bus.Command) (any, error) {
+	var in core.PartnerClawback
+	if err := decode(cmd.Payload, &in); err != nil {
+		return nil, err
+	}
+	amount, err := core.ParseAmount("amount", in.Amount)
+	if err != nil {
+		return nil, err
+	}
+	if amount.Sign() <= 0 {
+		return nil, core.Errorf(core.Invalid, "amount", "must be positive: the money refunded")
+	}
+	if err := mustBe(m, "member", "active", "suspended"); err != nil {
+		return nil, err
+	}
+	rate, err := core.ParseRate("points_per_unit", prog.PointsPerUnit)
+	if err != nil {
+		return nil, err
+	}
+	n64, err := core.Convert(amount, rate, prog.AccrualRounding)
+	if err != nil {
+		return nil, err
+	}
+	n := int64(n64)
+	if n == 0 {
+		return t.outcome(m, 0), nil
+	}
+	lots, err := t.usableLots(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	moves, short := take(lots, n)
+	p := posting{kind: core.PostReversal, points: -(n - short), partner: partnerOf(cmd.Source),
+		reason: in.Reason, moves: moves,
+		ruleVersion: "program-rate:" + prog.PointsPerUnit + ":" + string(prog.AccrualRounding)}
+	if p.reason == "" {
+		p.reason = "partner purchase refunded"
+	}
+	var written int64
+	if short > 0 {
+		if prog.NegativeBalance == core.NegativeAllow {
+			p.points -= short
+		} else {
+			written = short
+		}
+	}
+	if err := t.applyMoves(ctx, moves); err != nil {
+		return nil, err
+	}
+	if p.points != 0 {
+		if _, err := t.post(ctx, m, p); err != nil {
+			return nil, err
+		}
+	}
+	t.lastMoves = moves
+	out := t.outcome(m, p.points)
+	out.Written = core.Points(written)
+	return out, nil
+}
+
+// readPartner reads a partner and its keys. Errors: not_found.
+func readPartner(ctx context.Context, q pgxQuerier, programCode,
+	code string) (*core.Partner, []core.PartnerKey, error) {
+	p := &core.Partner{}
+	var id string
+	var active bool
+	var updated time.Time
+	var maxBurn int64
+	err := q.QueryRow(ctx, `SELECT pa.id, pa.code, pa.name, pa.currency, pa.point_value::text,
+			pa.can_burn, pa.can_earn, pa.max_burn_points, coalesce(pa.max_earn_amount::text, ''),
+			pa.hold_ttl_seconds, pa.active, pr.code, pa.updated_at
+		FROM partners pa JOIN programs pr ON pr.id = pa.program_id
+		WHERE pr.code = $1 AND pa.code = $2`, programCode, code).Scan(&id, &p.Code, &p.Name,
+		&p.Currency, &p.PointValue, &p.CanBurn, &p.CanEarn, &maxBurn, &p.MaxEarnAmount,
+		&p.HoldTTLSeconds, &active, &p.Program, &updated)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil, core.Errorf(core.NotFound, "partner", "no partner %q in program %q",
+			code, programCode)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("read partner: %w", err)
+	}
+	p.PointValue, p.MaxEarnAmount = trimDecimal(p.PointValue), trimDecimal(p.MaxEarnAmount)
+	p.MaxBurnPoints, p.Active = core.Points(maxBurn), &active
+	u := updated.UTC()
+	p.UpdatedAt = &u
+	rows, err := q.Query(ctx, `SELECT id, prefix, scopes, created_at, revoked_at
+		FROM partner_keys WHERE partner_id = $1 ORDER BY id`, id)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read partner keys: %w", err)
+	}
+	defer rows.Close()
+	keys := []core.PartnerKey{}
+	for rows.Next() {
+		k := core.PartnerKey{Partner: p.Code}
+		if err := rows.Scan(&k.ID, &k.Prefix, &k.Scopes, &k.CreatedAt, &k.RevokedAt); err != nil {
+			return nil, nil, err
+		}
+		keys = append(keys, k)
+	}
+	return p, keys, rows.Err()
+}
+
+// pgxQuerier is what both a pool and a transaction offer for reads.
+type pgxQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}

@@ -1,0 +1,342 @@
+package backoffice
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/puntos-loyalty/puntos/core"
+)
+
+// Role is what a back-office user may do.
+type Role string
+
+// The roles. Analysts and auditors read; operators also adjust members and
+// approve adjustments; administrators also manage users.
+const (
+	RoleAdministrator Role = "administrator"
+	RoleOperator      Role = "operator"
+	RoleAnalyst       Role = "analyst"
+	RoleAuditor       Role = "auditor"
+)
+
+var (
+	allRoles = []Role{RoleAdministrator, RoleOperator, RoleAnalyst, RoleAuditor}
+	changers = []Role{RoleAdministrator, RoleOperator}
+)
+
+// Sign-in limits: after maxFailures wrong passwords in a row the user is
+// locked out for lockout, whatever password comes next.
+const (
+	maxFailures = 5
+	lockout     = 15 * time.Minute
+	minPassword = 12
+	cookieName  = "puntos_bo_session"
+	preCookie   = "puntos_bo_signin"
+)
+
+// bcryptCost is the work factor of new password hashes (2^12 rounds);
+// tests lower it to keep sign-ins quick.
+var bcryptCost = 12
+
+var userName = regexp.MustCompile(`^[A-Za-z0-9._@-]{1,64}$`)
+
+// ErrLocked means too many wrong passwords were given for the user lately.
+var ErrLocked = errors.New("too many failed sign-ins; try again later")
+
+// errBadCredentials is the one answer for an unknown user and a wrong
+// password, so that sign-in does not tell which names exist.
+var errBadCredentials = errors.New("the name or the password is not right")
+
+// dummyHash is compared against when the user does not exist, so that an
+// unknown name takes as long to refuse as a wrong password.
+var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("not a real password at all"),
+	bcryptCost)
+
+// session is a signed-in user.
+type session struct {
+	UserID int64
+	Name   string
+	Role   Role
+	CSRF   string
+}
+
+// CreateUser adds a back-office user with a bcrypt hash of password.
+// Errors: invalid (bad name, role or a password under 12 characters),
+// conflict (the name is taken).
+func CreateUser(ctx context.Context, db *pgxpool.Pool, name string, role Role,
+	password string) error {
+	if !userName.MatchString(name) {
+		return core.Errorf(core.Invalid, "name",
+			"must be 1-64 letters, digits or . _ @ -")
+	}
+	if !slices.Contains(allRoles, role) {
+		return core.Errorf(core.Invalid, "role",
+			"must be administrator, operator, analyst or auditor")
+	}
+	if len(password) < minPassword || len(password) > 72 {
+		return core.Errorf(core.Invalid, "password", "must be %d to 72 characters",
+			minPassword)
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcryptCost)
+	if err != nil {
+		return fmt.Errorf("hash password: %w", err)
+	}
+	_, err = db.Exec(ctx, `INSERT INTO bo_users (name, role, password_hash)
+		VALUES ($1, $2, $3)`, name, string(role), string(hash))
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "23505" {
+		return core.Errorf(core.Conflict, "name", "a user named %q exists", name)
+	}
+	if err != nil {
+		return fmt.Errorf("insert user: %w", err)
+	}
+	return nil
+}
+
+// checkPassword verifies a sign-in and keeps the failure count: it returns
+// the user, ErrLocked or errBadCredentials.
+func (s *Server) checkPassword(ctx context.Context, name, password string) (*session, error) {
+	now := s.now()
+	tx, err := s.db.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback(ctx)
+
+	var u session
+	var hash string
+	var failed int
+	var locked *time.Time
+	err = tx.QueryRow(ctx, `SELECT id, name, role, password_hash, failed_count, locked_until
+		FROM bo_users WHERE name = $1 FOR UPDATE`, name).
+		Scan(&u.UserID, &u.Name, &u.Role, &hash, &failed, &locked)
+	if errors.Is(err, pgx.ErrNoRows) {
+		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
+		return nil, errBadCredentials
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read user: %w", err)
+	}
+	if locked != nil && now.Before(*locked) {
+		return nil, ErrLocked
+	}
+
+	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
+		failed++
+		var until *time.Time
+		if failed >= maxFailures {
+			t := now.Add(lockout)
+			until, failed = &t, 0
+		}
+		_, err = tx.Exec(ctx, `UPDATE bo_users SET failed_count = $2, locked_until = $3
+			WHERE id = $1`, u.UserID, failed, until)
+		if err != nil {
+			return nil, fmt.Errorf("count failure: %w", err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return nil, fmt.Errorf("commit: %w", err)
+		}
+		if until != nil {
+			s.audit(ctx, u.Name, "user.locked", u.Name, nil,
+				map[string]any{"locked_until": until})
+		}
+		return nil, errBadCredentials
+	}
+	_, err = tx.Exec(ctx, `UPDATE bo_users SET failed_count = 0, locked_until = NULL
+		WHERE id = $1`, u.UserID)
+	if err != nil {
+		return nil, fmt.Errorf("reset failures: %w", err)
+	}
+	return &u, tx.Commit(ctx)
+}
+
+// newSession stores a session for u and returns the cookie value. Only its
+// SHA-256 is kept.
+func (s *Server) newSession(ctx context.Context, u *session) (string, error) {
+	id, csrf := randomToken(), randomToken()
+	sum := sha256.Sum256([]byte(id))
+	now := s.now()
+	_, err := s.db.Exec(ctx, `INSERT INTO bo_sessions (id_hash, user_id, csrf, created_at,
+		expires_at) VALUES ($1, $2, $3, $4, $5)`, sum[:], u.UserID, csrf, now,
+		now.Add(s.opt.SessionTTL))
+	if err != nil {
+		return "", fmt.Errorf("insert session: %w", err)
+	}
+	// Expired sessions of anyone are cleared now and then.
+	_, _ = s.db.Exec(ctx, `DELETE FROM bo_sessions WHERE expires_at < $1`, now)
+	return id, nil
+}
+
+// lookup returns the live session of the request, or nil.
+func (s *Server) lookup(r *http.Request) (*session, error) {
+	c, err := r.Cookie(cookieName)
+	if err != nil || c.Value == "" {
+		return nil, nil
+	}
+	sum := sha256.Sum256([]byte(c.Value))
+	var u session
+	err = s.db.QueryRow(r.Context(), `SELECT u.id, u.name, u.role, s.csrf
+		FROM bo_sessions s JOIN bo_users u ON u.id = s.user_id
+		WHERE s.id_hash = $1 AND s.expires_at > $2`, sum[:], s.now()).
+		Scan(&u.UserID, &u.Name, &u.Role, &u.CSRF)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read session: %w", err)
+	}
+	return &u, nil
+}
+
+// auth serves h to signed-in users whose role is among roles. Every POST
+// must carry the session's CSRF token in the "csrf" form field.
+func (s *Server) auth(h func(http.ResponseWriter, *http.Request, *session),
+	roles ...Role) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sess, err := s.lookup(r)
+		if err != nil {
+			s.fail(w, r, nil, http.StatusInternalServerError, "", err)
+			return
+		}
+		if sess == nil {
+			if r.Method == http.MethodGet {
+				http.Redirect(w, r, "/admin/signin", http.StatusSeeOther)
+				return
+			}
+			s.fail(w, r, nil, http.StatusUnauthorized,
+				"Your session has ended. Sign in again.", nil)
+			return
+		}
+		if r.Method == http.MethodPost {
+			r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+			if !sameToken(r.PostFormValue("csrf"), sess.CSRF) {
+				s.fail(w, r, sess, http.StatusForbidden,
+					"The form was not sent from this session (CSRF check failed). "+
+						"Reload the page and try again.", nil)
+				return
+			}
+		}
+		if !slices.Contains(roles, sess.Role) {
+			s.fail(w, r, sess, http.StatusForbidden,
+				fmt.Sprintf("The %s role may not do this.", sess.Role), nil)
+			return
+		}
+		h(w, r, sess)
+	})
+}
+
+func (s *Server) signInPage(w http.ResponseWriter, r *http.Request) {
+	s.showSignIn(w, r, http.StatusOK, "")
+}
+
+// showSignIn renders the form with a fresh pre-session CSRF token, held in
+// a cookie and a hidden field that must match (double submit).
+func (s *Server) showSignIn(w http.ResponseWriter, r *http.Request, status int,
+	problem string) {
+	token := randomToken()
+	http.SetCookie(w, s.cookie(r, preCookie, token, 30*time.Minute))
+	s.render(w, r, status, "signin.html", view{Title: "Sign in", Problem: problem,
+		Data: token})
+}
+
+func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+	pre, err := r.Cookie(preCookie)
+	if err != nil || !sameToken(r.PostFormValue("csrf"), pre.Value) {
+		s.log.Warn("Sign-in refused: CSRF check failed")
+		s.showSignIn(w, r, http.StatusForbidden,
+			"The form had expired or did not come from this site. Try again.")
+		return
+	}
+	name := r.PostFormValue("name")
+	u, err := s.checkPassword(r.Context(), name, r.PostFormValue("password"))
+	switch {
+	case errors.Is(err, ErrLocked):
+		s.log.Warn("Sign-in refused: locked out", "user", name)
+		s.showSignIn(w, r, http.StatusTooManyRequests,
+			"Too many failed sign-ins. This account is locked for 15 minutes.")
+		return
+	case errors.Is(err, errBadCredentials):
+		s.log.Warn("Sign-in refused: bad credentials")
+		s.showSignIn(w, r, http.StatusUnauthorized, "The name or the password is not right.")
+		return
+	case err != nil:
+		s.fail(w, r, nil, http.StatusInternalServerError, "", err)
+		return
+	}
+	id, err := s.newSession(r.Context(), u)
+	if err != nil {
+		s.fail(w, r, nil, http.StatusInternalServerError, "", err)
+		return
+	}
+	http.SetCookie(w, s.cookie(r, cookieName, id, s.opt.SessionTTL))
+	http.SetCookie(w, s.cookie(r, preCookie, "", -1))
+	s.audit(r.Context(), u.Name, "user.signed_in", u.Name, nil, nil)
+	http.Redirect(w, r, "/admin/members", http.StatusSeeOther)
+}
+
+func (s *Server) signOut(w http.ResponseWriter, r *http.Request, sess *session) {
+	if c, err := r.Cookie(cookieName); err == nil {
+		sum := sha256.Sum256([]byte(c.Value))
+		if _, err := s.db.Exec(r.Context(), `DELETE FROM bo_sessions WHERE id_hash = $1`,
+			sum[:]); err != nil {
+			s.fail(w, r, sess, http.StatusInternalServerError, "", err)
+			return
+		}
+	}
+	http.SetCookie(w, s.cookie(r, cookieName, "", -1))
+	http.Redirect(w, r, "/admin/signin", http.StatusSeeOther)
+}
+
+// cookie builds a back-office cookie: HttpOnly, SameSite=Strict, scoped to
+// /admin/, Secure over TLS. A negative ttl deletes it.
+func (s *Server) cookie(r *http.Request, name, value string, ttl time.Duration) *http.Cookie {
+	c := &http.Cookie{Name: name, Value: value, Path: "/admin/", HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil || s.opt.SecureCookies}
+	if ttl < 0 {
+		c.MaxAge = -1
+	} else {
+		c.MaxAge = int(ttl / time.Second)
+	}
+	return c
+}
+
+func randomToken() string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on supported systems
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func sameToken(got, want string) bool {
+	return got != "" && want != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
+
+// audit records one change made through the back office. A failure to
+// record is logged, not shown: the change itself has happened.
+// TODO(backoffice): write the entry in the transaction of the change where
+// there is one (queued adjustments, users); ledger adjustments go through
+// the bus, so their entry can only follow the result.
+func (s *Server) audit(ctx context.Context, actor, action, target string, before,
+	after any) {
+	_, err := s.db.Exec(ctx, `INSERT INTO bo_audit (at, actor, action, target, before, after)
+		VALUES ($1, $2, $3, $4, $5, $6)`, s.now(), actor, action, target, before, after)
+	if err != nil {
+		s.log.Error("Write audit entry", "action", action, "error", err)
+	}
+}

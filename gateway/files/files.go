@@ -1,0 +1,512 @@
+// Package files takes massive point loads from files: CSV files uploaded
+// over REST or dropped in an inbox folder become batches that are stored,
+// checksummed, validated line by line and then posted to the ledger in
+// chunks, resumably, with a result file of one row per input line.
+//
+// The format is described in contracts/bulk-points.md.
+package files
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/puntos-loyalty/puntos/bus"
+	"github.com/puntos-loyalty/puntos/core"
+	"github.com/puntos-loyalty/puntos/core/postgres"
+)
+
+// Options configures a Service.
+type Options struct {
+	// DataDir is where stored files go (under batches/).
+	DataDir string
+	// InboxDir is the folder watched for dropped files, one sub-folder per
+	// program; empty means DataDir/inbox.
+	InboxDir string
+	// InboxPoll is how often the inbox is looked at; zero means 5s.
+	InboxPoll time.Duration
+	// ApprovalPoints is the total of points (credits plus debits) above which
+	// a batch needs a second person's approval; zero disables approvals.
+	ApprovalPoints int64
+	// ChunkSize is how many lines go to the ledger per transaction; zero
+	// means 500.
+	ChunkSize int
+	// Workers is how many ledger transactions run at once, each on its own
+	// members; zero means 4. A chunk of the file is ChunkSize × Workers lines.
+	Workers int
+	// Source names the authenticated caller of a request; the gateway's
+	// rest.CallerSource. Nil names every caller "unknown".
+	Source func(r *http.Request) string
+	// WriteError answers a request with the problem document of err; the
+	// gateway's. Nil writes a plain problem document.
+	WriteError func(w http.ResponseWriter, r *http.Request, err error)
+}
+
+// Service stores, validates and posts batch files.
+type Service struct {
+	ledger  *postgres.Ledger
+	log     *slog.Logger
+	opt     Options
+	dir     string
+	now     func() time.Time
+	mu      sync.Mutex
+	running map[string]bool
+	wg      sync.WaitGroup
+	// bg is the context background work (validation, posting) runs in.
+	bg context.Context
+	// afterChunk, when set (tests), runs after the ledger committed a chunk
+	// and before its outcome is recorded.
+	afterChunk func(ctx context.Context, done int64)
+}
+
+// New returns a Service on the ledger. Background work stops when ctx ends.
+func New(ctx context.Context, ledger *postgres.Ledger, log *slog.Logger, opt Options) *Service {
+	if opt.InboxDir == "" {
+		opt.InboxDir = filepath.Join(opt.DataDir, "inbox")
+	}
+	if opt.InboxPoll <= 0 {
+		opt.InboxPoll = 5 * time.Second
+	}
+	if opt.ChunkSize <= 0 {
+		opt.ChunkSize = 500
+	}
+	if opt.Workers <= 0 {
+		opt.Workers = 4
+	}
+	return &Service{ledger: ledger, log: log, opt: opt, dir: filepath.Join(opt.DataDir, "batches"),
+		now: time.Now, running: map[string]bool{}, bg: ctx}
+}
+
+// Wait blocks until the background work started so far has stopped.
+func (s *Service) Wait() { s.wg.Wait() }
+
+// Intake describes a file being received.
+type Intake struct {
+	Program    string
+	FileName   string
+	Format     Format
+	UploadedBy string
+	Channel    string // rest or inbox
+}
+
+// Receive stores the file read from body under the data directory, with
+// its SHA-256, and makes it a batch. The same bytes received again for the
+// same program are the same batch: created is false and the stored file of
+// the first delivery is kept. Errors: not_found (program), invalid.
+func (s *Service) Receive(ctx context.Context, in Intake, body io.Reader) (*core.Batch,
+	bool, error) {
+	if _, err := s.ledger.Program(ctx, in.Program); err != nil {
+		return nil, false, err
+	}
+	if err := os.MkdirAll(s.dir, 0o750); err != nil {
+		return nil, false, fmt.Errorf("batch directory: %w", err)
+	}
+	tmp, err := os.CreateTemp(s.dir, ".incoming-*")
+	if err != nil {
+		return nil, false, fmt.Errorf("create stored file: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // a no-op once renamed
+	h := sha256.New()
+	size, err := io.Copy(io.MultiWriter(tmp, h), body)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("store file: %w", err)
+	}
+	if size == 0 {
+		return nil, false, core.Errorf(core.Invalid, "file", "is empty")
+	}
+
+	id := uuid.Must(uuid.NewV7()).String()
+	b := &core.Batch{ID: id, Program: in.Program, Checksum: hex.EncodeToString(h.Sum(nil)),
+		FileName: filepath.Base(in.FileName), Path: filepath.Join(s.dir, id+".csv"),
+		Size: size, Charset: in.Format.Charset, DateFormat: in.Format.DateFormat,
+		UploadedBy: in.UploadedBy, Channel: in.Channel, CreatedAt: s.now().UTC()}
+	if b.FileName == "." || b.FileName == "/" {
+		b.FileName = ""
+	}
+	if err := os.Rename(tmp.Name(), b.Path); err != nil {
+		return nil, false, fmt.Errorf("store file: %w", err)
+	}
+	stored, created, err := s.ledger.CreateBatch(ctx, b)
+	if err != nil || !created {
+		_ = os.Remove(b.Path)
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	if created {
+		s.log.Info("Batch received", "batch_id", stored.ID, "program", stored.Program,
+			"sha256", stored.Checksum, "size_bytes", stored.Size, "channel", stored.Channel)
+	} else {
+		s.log.Info("Batch received again", "batch_id", stored.ID, "program", stored.Program,
+			"sha256", stored.Checksum, "channel", in.Channel)
+	}
+	return stored, created, nil
+}
+
+// validateChunk is how many lines are stored per COPY while validating.
+const validateChunk = 5000
+
+// Validate reads the batch's stored file as a stream and checks every line;
+// nothing is posted. It ends with the batch validated (each line valid or
+// invalid with its field and reason) or, when the file cannot be read at
+// all, failed.
+func (s *Service) Validate(ctx context.Context, b *core.Batch) (*core.Batch, error) {
+	if err := s.ledger.StartValidation(ctx, b.ID); err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*core.Batch, error) {
+		if de, ok := core.AsError(err); ok {
+			if ferr := s.ledger.FailBatch(ctx, b.ID, de.Error()); ferr != nil {
+				return nil, ferr
+			}
+			s.log.Warn("Batch refused", "batch_id", b.ID, "program", b.Program,
+				"error", de.Error())
+			return s.ledger.Batch(ctx, b.Program, b.ID)
+		}
+		return nil, err
+	}
+	prog, err := s.ledger.Program(ctx, b.Program)
+	if err != nil {
+		return fail(err)
+	}
+	loc, err := time.LoadLocation(prog.TimeZone)
+	if err != nil {
+		return nil, fmt.Errorf("program time zone: %w", err)
+	}
+	f, err := ParseFormat(b.Charset, b.DateFormat)
+	if err != nil {
+		return fail(err)
+	}
+	file, err := os.Open(b.Path)
+	if err != nil {
+		return nil, fmt.Errorf("open stored file: %w", err)
+	}
+	defer file.Close()
+	rd, err := newReader(file, f, loc, s.now())
+	if err != nil {
+		return fail(err)
+	}
+
+	start := time.Now()
+	buf := make([]core.BatchLine, 0, validateChunk)
+	var n int64
+	for {
+		x, err := rd.next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		buf = append(buf, x)
+		n++
+		if len(buf) == validateChunk {
+			if err := s.ledger.AddBatchLines(ctx, b.ID, buf); err != nil {
+				return nil, err
+			}
+			buf = buf[:0]
+		}
+	}
+	if len(buf) > 0 {
+		if err := s.ledger.AddBatchLines(ctx, b.ID, buf); err != nil {
+			return nil, err
+		}
+	}
+	if n == 0 {
+		return fail(core.Errorf(core.Invalid, "file", "has a header but no lines"))
+	}
+	out, err := s.ledger.FinishValidation(ctx, b.ID, s.opt.ApprovalPoints)
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("Batch validated", "batch_id", b.ID, "program", b.Program, "lines", out.Lines,
+		"valid_lines", out.Valid, "invalid_lines", out.Invalid, "credit_points", out.Credit,
+		"debit_points", out.Debit, "needs_approval", out.NeedsApproval,
+		"seconds", time.Since(start).Seconds())
+	return out, nil
+}
+
+// claim marks a step of a batch ("validate:ID", "post:ID") as being worked
+// on by this process; false when it already is.
+func (s *Service) claim(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running[id] {
+		return false
+	}
+	s.running[id] = true
+	return true
+}
+
+func (s *Service) release(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.running, id)
+}
+
+// Source of the ledger commands of file lines: the transaction id column
+// is unique per program, across files.
+func lineSource(program string) string { return "file:" + program }
+
+// command turns a valid line into its ledger command. Positive points are a
+// points.credit (with the line's expiry); negative points a points.adjust,
+// whose actor is the batch. The digest covers what the line asks for, not
+// the batch it came in, so the same line in another file is a replay.
+func command(b *core.Batch, x *core.BatchLine) (bus.Command, error) {
+	cmd := bus.Command{ID: uuid.Must(uuid.NewV7()).String(), Source: lineSource(b.Program),
+		TxnID: x.TxnID, Program: b.Program, Member: x.Member, Actor: "batch:" + b.ID,
+		Channel: "file", ReceivedAt: time.Now().UTC()}
+	var payload any
+	if x.Points > 0 {
+		cmd.Kind = core.KindCredit
+		payload = core.Credit{Points: x.Points, Reason: x.Reason, ExpiresAt: x.ExpiresAt}
+	} else {
+		cmd.Kind = core.KindAdjust
+		payload = core.Adjust{Points: x.Points, Reason: x.Reason}
+	}
+	body, err := json.Marshal(payload)
+	if err != nil {
+		return bus.Command{}, err
+	}
+	cmd.Payload = body
+	if x.EffectiveAt != nil {
+		cmd.OccurredAt = x.EffectiveAt.UTC()
+	}
+	cmd.Seal()
+	if cmd.OccurredAt.IsZero() {
+		cmd.OccurredAt = b.CreatedAt.UTC()
+	}
+	return cmd, nil
+}
+
+// Post applies every valid line of a validated batch to the ledger, in
+// chunks of one transaction each, and records each line's outcome and the
+// batch's progress after each chunk. Started again after a stop (a crash, a
+// cancelled ctx), it goes on after the last recorded line; a chunk that the
+// ledger committed but whose outcome was not recorded is sent again and
+// answered by the ledger as replays, so no line is posted twice.
+// Errors: conflict (not validated, awaiting approval, already running).
+func (s *Service) Post(ctx context.Context, b *core.Batch, actor string) (*core.Batch, error) {
+	if !s.claim("post:" + b.ID) {
+		return nil, core.Errorf(core.Conflict, "batch", "is being posted")
+	}
+	defer s.release("post:" + b.ID)
+	b, err := s.ledger.StartPosting(ctx, b.ID, actor)
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("Batch posting", "batch_id", b.ID, "program", b.Program,
+		"valid_lines", b.Valid, "from_line", b.PostedThrough+1)
+
+	start, startDone := time.Now(), b.Done()
+	lastLog := start
+	after := b.PostedThrough
+	for {
+		lines, err := s.ledger.PendingLines(ctx, b.ID, after, s.opt.ChunkSize*s.opt.Workers)
+		if err != nil {
+			return nil, err
+		}
+		if len(lines) == 0 {
+			break
+		}
+		if err := s.postChunk(ctx, b, lines); err != nil {
+			return nil, err
+		}
+		after = lines[len(lines)-1].Line
+		b.PostedThrough = after
+		for _, x := range lines {
+			if x.Status == core.LinePosted {
+				b.Posted++
+			} else {
+				b.Rejected++
+			}
+		}
+		if time.Since(lastLog) >= 5*time.Second {
+			lastLog = time.Now()
+			s.log.Info("Batch progress", "batch_id", b.ID, "lines_done", b.Done(),
+				"valid_lines", b.Valid, "lines_per_second",
+				rate(b.Done()-startDone, time.Since(start)), "errors",
+				b.Invalid+b.Rejected)
+		}
+	}
+	out, err := s.ledger.FinishPosting(ctx, b.ID, s.now().UTC())
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("Batch posted", "batch_id", b.ID, "program", b.Program,
+		"posted_lines", out.Posted, "rejected_lines", out.Rejected,
+		"invalid_lines", out.Invalid, "lines_per_second",
+		rate(out.Done()-startDone, time.Since(start)))
+	return out, nil
+}
+
+func rate(n int64, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(int64(float64(n)/d.Seconds()*10)) / 10
+}
+
+// postChunk applies one chunk of lines and records the outcome of each
+// line. The lines are split by member over the workers, each part in file
+// order and in one ledger transaction of its own; as no two parts share a
+// member, they neither wait on each other nor change one member's order.
+// A transaction the database aborted (deadlock, serialization) is retried.
+func (s *Service) postChunk(ctx context.Context, b *core.Batch, lines []core.BatchLine) error {
+	parts := make([][]int, s.opt.Workers) // indexes into lines
+	cmds := make([]bus.Command, len(lines))
+	for i := range lines {
+		c, err := command(b, &lines[i])
+		if err != nil {
+			return err
+		}
+		cmds[i] = c
+		p := bus.Partition(b.Program, lines[i].Member, s.opt.Workers)
+		parts[p] = append(parts[p], i)
+	}
+	results := make([]bus.Result, len(lines))
+	errs := make([]error, len(parts))
+	var wg sync.WaitGroup
+	for p, idx := range parts {
+		if len(idx) == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			part := make([]bus.Command, len(idx))
+			for j, i := range idx {
+				part[j] = cmds[i]
+			}
+			applied, err := s.apply(ctx, b, part)
+			if err != nil {
+				errs[p] = err
+				return
+			}
+			for j, i := range idx {
+				results[i] = applied[j].Result
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("apply lines %d-%d: %w", lines[0].Line, lines[len(lines)-1].Line, err)
+	}
+	for i, res := range results {
+		x := &lines[i]
+		x.Replayed = res.Replayed
+		if res.Status == bus.StatusOK {
+			x.Status = core.LinePosted
+			continue
+		}
+		x.Status = core.LineRejected
+		if e := res.Error; e != nil {
+			x.ErrorKind, x.ErrorField, x.Error = e.Kind, e.Field, e.Message
+		}
+	}
+	if s.afterChunk != nil {
+		s.afterChunk(ctx, b.Done()+int64(len(lines)))
+	}
+	return s.ledger.RecordPosted(ctx, b.ID, lines, lines[len(lines)-1].Line)
+}
+
+// apply runs one ledger transaction, retrying it when the database aborted
+// it for a reason that a retry can cure.
+func (s *Service) apply(ctx context.Context, b *core.Batch,
+	cmds []bus.Command) ([]postgres.Applied, error) {
+	for attempt := 1; ; attempt++ {
+		applied, err := s.ledger.ApplyBatch(ctx, cmds)
+		if err == nil {
+			return applied, nil
+		}
+		if ctx.Err() != nil || attempt == 5 || !retryable(err) {
+			return nil, err
+		}
+		s.log.Warn("Batch chunk retried", "batch_id", b.ID, "attempt", attempt, "error", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Duration(attempt*attempt) * 100 * time.Millisecond):
+		}
+	}
+}
+
+// retryable reports whether the database aborted a transaction that may
+// simply be tried again.
+func retryable(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == "40P01" || pe.Code == "40001"
+	}
+	return pgconn.SafeToRetry(err) || pgconn.Timeout(err)
+}
+
+// start runs fn on the batch in the background, unless the service stops.
+func (s *Service) start(name string, b *core.Batch, fn func(ctx context.Context) error) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := fn(s.bg); err != nil && s.bg.Err() == nil {
+			s.log.Error("Batch work stopped", "step", name, "batch_id", b.ID, "error", err)
+		}
+	}()
+}
+
+// validateThenMaybePost validates a batch in the background; when post is
+// set and no approval is needed, it then posts it.
+func (s *Service) validateThenMaybePost(b *core.Batch, post bool, actor string) {
+	s.start("validate", b, func(ctx context.Context) error {
+		if !s.claim("validate:" + b.ID) {
+			return nil
+		}
+		v, err := s.Validate(ctx, b)
+		s.release("validate:" + b.ID)
+		if err != nil || !post || v.Status != core.BatchValidated || v.NeedsApproval {
+			return err
+		}
+		_, err = s.Post(ctx, v, actor)
+		return err
+	})
+}
+
+// Resume picks up, in the background, what a stopped process left: batches
+// received or validating are validated again from the start, batches
+// posting go on from their last recorded line.
+func (s *Service) Resume(ctx context.Context) error {
+	bs, err := s.ledger.UnfinishedBatches(ctx)
+	if err != nil {
+		return err
+	}
+	for _, b := range bs {
+		s.log.Info("Batch resumed", "batch_id", b.ID, "status", b.Status)
+		if b.Status == core.BatchPosting {
+			b := b
+			s.start("post", b, func(ctx context.Context) error {
+				_, err := s.Post(ctx, b, b.PostedBy)
+				return err
+			})
+			continue
+		}
+		s.validateThenMaybePost(b, b.Channel == "inbox", b.UploadedBy)
+	}
+	return nil
+}

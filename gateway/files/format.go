@@ -1,0 +1,462 @@
+package files
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/text/encoding/charmap"
+	"golang.org/x/text/transform"
+
+	"github.com/puntos-loyalty/puntos/core"
+)
+
+// Charsets a file may be declared in.
+const (
+	UTF8        = "utf-8"
+	Latin1      = "latin-1"
+	Windows1252 = "windows-1252"
+)
+
+// Format says how to read a file beyond what the file shows by itself: its
+// character set and the pattern of its dates.
+type Format struct {
+	Charset    string
+	DateFormat string
+	dates      *datePattern
+}
+
+// ParseFormat checks a declared charset and date pattern. An empty charset
+// is UTF-8; an empty pattern means ISO 8601. Errors: invalid.
+func ParseFormat(charset, dateFormat string) (Format, error) {
+	f := Format{DateFormat: strings.TrimSpace(dateFormat)}
+	switch strings.ToLower(strings.TrimSpace(charset)) {
+	case "", "utf-8", "utf8":
+		f.Charset = UTF8
+	case "latin-1", "latin1", "iso-8859-1", "iso8859-1", "l1":
+		f.Charset = Latin1
+	case "windows-1252", "cp1252":
+		f.Charset = Windows1252
+	default:
+		return Format{}, core.Errorf(core.Invalid, "charset",
+			"must be utf-8, latin-1 (iso-8859-1) or windows-1252, got %q", charset)
+	}
+	if f.DateFormat != "" {
+		p, err := parseDatePattern(f.DateFormat)
+		if err != nil {
+			return Format{}, err
+		}
+		f.dates = p
+	}
+	return f, nil
+}
+
+// Column names of the bulk-points file, with the other names real exports
+// give them.
+var columnNames = map[string]string{
+	"member": "member", "customer_ref": "member", "member_ref": "member", "customer": "member",
+	"points": "points",
+	"reason": "reason",
+	"txn_id": "txn_id", "transaction_id": "txn_id", "txn": "txn_id",
+	"effective_date": "effective_date", "effective_at": "effective_date",
+	"effective":  "effective_date",
+	"expires_at": "expires_at", "expiry": "expires_at", "expiry_date": "expires_at",
+	"expires": "expires_at",
+}
+
+var requiredColumns = []string{"member", "points", "reason", "txn_id"}
+
+// maxReason bounds the reason of one line.
+const maxReason = 200
+
+// reader reads the lines of one bulk-points file as a stream.
+type reader struct {
+	csv     *csv.Reader
+	cols    map[string]int
+	ncols   int
+	checkU8 bool
+	dates   *datePattern
+	loc     *time.Location
+	now     time.Time
+	// Separator is the field separator found in the header.
+	sep rune
+}
+
+var bom = []byte{0xEF, 0xBB, 0xBF}
+
+// newReader reads the header of a file and is ready for its lines. A UTF-8
+// byte-order mark wins over a declared charset. Errors: invalid (the header
+// is missing or names unknown or repeated columns).
+func newReader(r io.Reader, f Format, loc *time.Location, now time.Time) (*reader, error) {
+	raw := bufio.NewReaderSize(r, 64<<10)
+	charset := f.Charset
+	if b, _ := raw.Peek(3); bytes.Equal(b, bom) {
+		_, _ = raw.Discard(3)
+		charset = UTF8
+	}
+	var src io.Reader = raw
+	switch charset {
+	case Latin1:
+		src = transform.NewReader(raw, charmap.ISO8859_1.NewDecoder())
+	case Windows1252:
+		src = transform.NewReader(raw, charmap.Windows1252.NewDecoder())
+	}
+	br := bufio.NewReaderSize(src, 64<<10)
+	rd := &reader{checkU8: charset == UTF8, dates: f.dates, loc: loc, now: now,
+		sep: detectSeparator(peekLine(br))}
+	rd.csv = csv.NewReader(br)
+	rd.csv.Comma = rd.sep
+	rd.csv.FieldsPerRecord = -1
+	rd.csv.ReuseRecord = true
+
+	head, err := rd.csv.Read()
+	if err == io.EOF {
+		return nil, core.Errorf(core.Invalid, "file", "is empty: a header line is required")
+	}
+	if err != nil {
+		return nil, core.Errorf(core.Invalid, "header", "cannot be read: %v", err)
+	}
+	rd.cols, rd.ncols = map[string]int{}, len(head)
+	for i, h := range head {
+		name := strings.ToLower(strings.TrimSpace(h))
+		name = strings.ReplaceAll(name, " ", "_")
+		canon, ok := columnNames[name]
+		if !ok {
+			return nil, core.Errorf(core.Invalid, "header",
+				"column %d %q is not a known column (member, points, reason, txn_id, "+
+					"effective_date, expires_at)", i+1, h)
+		}
+		if _, dup := rd.cols[canon]; dup {
+			return nil, core.Errorf(core.Invalid, "header", "column %q appears twice", canon)
+		}
+		rd.cols[canon] = i
+	}
+	for _, c := range requiredColumns {
+		if _, ok := rd.cols[c]; !ok {
+			return nil, core.Errorf(core.Invalid, "header", "column %q is required", c)
+		}
+	}
+	return rd, nil
+}
+
+// peekLine returns the first line of br without consuming it (at most the
+// buffer's size).
+func peekLine(br *bufio.Reader) []byte {
+	for n := 4096; ; n *= 2 {
+		if n > br.Size() {
+			n = br.Size()
+		}
+		b, err := br.Peek(n)
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			return b[:i]
+		}
+		if err != nil || n == br.Size() {
+			return b
+		}
+	}
+}
+
+// detectSeparator picks the comma or the semicolon, whichever the header
+// line uses more outside quotes; a tie is a comma.
+func detectSeparator(line []byte) rune {
+	commas, semis, quoted := 0, 0, false
+	for _, c := range line {
+		switch {
+		case c == '"':
+			quoted = !quoted
+		case quoted:
+		case c == ',':
+			commas++
+		case c == ';':
+			semis++
+		}
+	}
+	if semis > commas {
+		return ';'
+	}
+	return ','
+}
+
+// next reads the next record. It returns io.EOF at the end; any other error
+// is not about one line and stops the file.
+func (rd *reader) next() (core.BatchLine, error) {
+	rec, err := rd.csv.Read()
+	if err == io.EOF {
+		return core.BatchLine{}, io.EOF
+	}
+	var pe *csv.ParseError
+	if errors.As(err, &pe) {
+		return invalidLine(int64(pe.StartLine), "line", "%v", pe.Err), nil
+	}
+	if err != nil {
+		return core.BatchLine{}, fmt.Errorf("read file: %w", err)
+	}
+	lineNo, _ := rd.csv.FieldPos(0)
+	x := core.BatchLine{Line: int64(lineNo), Status: core.LineValid}
+	get := func(col string) string {
+		if i, ok := rd.cols[col]; ok && i < len(rec) {
+			return strings.TrimSpace(rec[i])
+		}
+		return ""
+	}
+	x.Member, x.TxnID, x.Reason = get("member"), get("txn_id"), get("reason")
+	fail := func(field, format string, args ...any) (core.BatchLine, error) {
+		x.Status, x.ErrorKind, x.ErrorField = core.LineInvalid, string(core.Invalid), field
+		x.Error = fmt.Sprintf(format, args...)
+		return x, nil
+	}
+	if len(rec) != rd.ncols {
+		return fail("line", "has %d fields, the header has %d", len(rec), rd.ncols)
+	}
+	if rd.checkU8 {
+		for i, v := range rec {
+			if !utf8.ValidString(v) {
+				for name, j := range rd.cols {
+					if j == i {
+						return fail(name, "is not valid UTF-8; declare charset=latin-1 "+
+							"if the file is Latin-1")
+					}
+				}
+			}
+		}
+	}
+
+	// The fields, in the order of the format's description.
+	if x.Member == "" {
+		return fail("member", "is required")
+	}
+	if !core.ValidRef(x.Member) {
+		return fail("member", "must be 1-128 letters, digits or - . _ ~ : @ ! $ & ' ( ) * + , ; =")
+	}
+	p, err := parsePoints(get("points"))
+	if err != nil {
+		return fail("points", "%s", err)
+	}
+	x.Points = p
+	if x.Reason == "" {
+		return fail("reason", "is required")
+	}
+	if utf8.RuneCountInString(x.Reason) > maxReason {
+		return fail("reason", "is longer than %d characters", maxReason)
+	}
+	if s := get("effective_date"); s != "" {
+		t, err := rd.parseDate(s, false)
+		if err != nil {
+			return fail("effective_date", "%s", err)
+		}
+		if t.After(rd.now.Add(5 * time.Minute)) {
+			return fail("effective_date", "is in the future")
+		}
+		x.EffectiveAt = &t
+	}
+	if s := get("expires_at"); s != "" {
+		t, err := rd.parseDate(s, true)
+		if err != nil {
+			return fail("expires_at", "%s", err)
+		}
+		switch {
+		case x.Points < 0:
+			return fail("expires_at", "applies to credits only; this line takes points away")
+		case !t.After(rd.now):
+			return fail("expires_at", "is in the past")
+		case x.EffectiveAt != nil && !t.After(*x.EffectiveAt):
+			return fail("expires_at", "must be after the effective date")
+		}
+		x.ExpiresAt = &t
+	}
+	if x.TxnID == "" {
+		return fail("txn_id", "is required: the line's own transaction id")
+	}
+	if !core.ValidRef(x.TxnID) {
+		return fail("txn_id", "must be 1-128 letters, digits or - . _ ~ : @ ! $ & ' ( ) * + , ; =")
+	}
+	return x, nil
+}
+
+func invalidLine(line int64, field, format string, args ...any) core.BatchLine {
+	return core.BatchLine{Line: line, Status: core.LineInvalid, ErrorKind: string(core.Invalid),
+		ErrorField: field, Error: fmt.Sprintf(format, args...)}
+}
+
+// parsePoints reads a signed whole number of points, non-zero and within
+// core.MaxPoints either way.
+func parsePoints(s string) (core.Points, error) {
+	if s == "" {
+		return 0, errors.New("is required")
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("must be a whole number such as 1500 or -200, got %q", s)
+	}
+	if n == 0 {
+		return 0, errors.New("must not be zero")
+	}
+	if n > int64(core.MaxPoints) || n < -int64(core.MaxPoints) {
+		return 0, fmt.Errorf("must be at most %d either way", core.MaxPoints)
+	}
+	return core.Points(n), nil
+}
+
+// parseDate reads an ISO 8601 date or date-time, or a date in the declared
+// pattern. A date alone is the start of that day in the program's time zone;
+// as an expiry (end true) it is the end of that day, so that the points can
+// be used through their whole last day.
+func (rd *reader) parseDate(s string, end bool) (time.Time, error) {
+	var t time.Time
+	dateOnly := true
+	switch {
+	case rd.dates != nil:
+		d, err := rd.dates.parse(s, rd.loc)
+		if err != nil {
+			return time.Time{}, err
+		}
+		t = d
+	case len(s) == 10:
+		d, err := time.ParseInLocation("2006-01-02", s, rd.loc)
+		if err != nil {
+			return time.Time{}, isoError(s)
+		}
+		t = d
+	case len(s) > 10 && (s[10] == 'T' || s[10] == ' '):
+		dateOnly = false
+		iso := s[:10] + "T" + s[11:]
+		d, err := time.Parse(time.RFC3339Nano, iso)
+		if err != nil {
+			d, err = time.ParseInLocation("2006-01-02T15:04:05", iso, rd.loc)
+		}
+		if err != nil {
+			return time.Time{}, isoError(s)
+		}
+		t = d
+	default:
+		return time.Time{}, isoError(s)
+	}
+	if end && dateOnly {
+		t = time.Date(t.Year(), t.Month(), t.Day()+1, 0, 0, 0, 0, rd.loc)
+	}
+	return t.UTC(), nil
+}
+
+func isoError(s string) error {
+	return fmt.Errorf("must be an ISO 8601 date such as 2026-03-01 or a date-time such as "+
+		"2026-03-01T10:00:00-03:00 (four-digit years), or follow the declared date_format; "+
+		"got %q", s)
+}
+
+// datePattern is a declared date layout such as DD/MM/YYYY or DD-MM-YY(1970).
+type datePattern struct {
+	parts []string // "YYYY", "YY", "MM", "DD" or a literal separator
+	base  int      // first year of the window two-digit years fall in
+}
+
+// parseDatePattern compiles a pattern of DD, MM, YYYY or YY(NNNN) and
+// separators. A two-digit year must say which hundred years it means: with
+// YY(1970), 70 is 1970 and 69 is 2069. Errors: invalid.
+func parseDatePattern(p string) (*datePattern, error) {
+	dp := &datePattern{}
+	bad := func(format string, args ...any) (*datePattern, error) {
+		return nil, core.Errorf(core.Invalid, "date_format", format, args...)
+	}
+	seen := map[string]bool{}
+	for i := 0; i < len(p); {
+		rest := p[i:]
+		switch {
+		case strings.HasPrefix(rest, "YYYY"):
+			dp.parts = append(dp.parts, "YYYY")
+			seen["Y"], i = true, i+4
+		case strings.HasPrefix(rest, "YY"):
+			end := strings.IndexByte(rest, ')')
+			if !strings.HasPrefix(rest, "YY(") || end != 7 {
+				return bad("a two-digit year must say its hundred years, such as YY(1970) " +
+					"for 1970-2069")
+			}
+			base, err := strconv.Atoi(rest[3:7])
+			if err != nil {
+				return bad("YY(NNNN) needs a four-digit first year")
+			}
+			dp.parts, dp.base = append(dp.parts, "YY"), base
+			seen["Y"], i = true, i+8
+		case strings.HasPrefix(rest, "MM"), strings.HasPrefix(rest, "DD"):
+			dp.parts = append(dp.parts, rest[:2])
+			seen[rest[:1]], i = true, i+2
+		case strings.ContainsRune("/-. ", rune(p[i])):
+			dp.parts = append(dp.parts, p[i:i+1])
+			i++
+		default:
+			return bad("%q: use DD, MM, YYYY or YY(NNNN) with / - . or space between", p)
+		}
+	}
+	if !seen["Y"] || !seen["M"] || !seen["D"] {
+		return bad("%q must have a day (DD), a month (MM) and a year (YYYY)", p)
+	}
+	return dp, nil
+}
+
+// parse reads s in the pattern, as the start of that day in loc. Days and
+// months may have one or two digits.
+func (dp *datePattern) parse(s string, loc *time.Location) (time.Time, error) {
+	var y, m, d int
+	i := 0
+	digits := func(min, max int) (int, bool) {
+		j := i
+		for j < len(s) && j-i < max && s[j] >= '0' && s[j] <= '9' {
+			j++
+		}
+		if j-i < min {
+			return 0, false
+		}
+		n, _ := strconv.Atoi(s[i:j])
+		i = j
+		return n, true
+	}
+	for _, part := range dp.parts {
+		ok := true
+		switch part {
+		case "YYYY":
+			y, ok = digits(4, 4)
+		case "YY":
+			y, ok = digits(2, 2)
+			y += dp.base - dp.base%100
+			if y < dp.base {
+				y += 100
+			}
+		case "MM":
+			m, ok = digits(1, 2)
+		case "DD":
+			d, ok = digits(1, 2)
+		default:
+			ok = i < len(s) && s[i:i+1] == part
+			i++
+		}
+		if !ok {
+			return time.Time{}, fmt.Errorf("must follow the date_format %s, got %q",
+				dp.String(), s)
+		}
+	}
+	if i != len(s) {
+		return time.Time{}, fmt.Errorf("must follow the date_format %s, got %q", dp.String(), s)
+	}
+	t := time.Date(y, time.Month(m), d, 0, 0, 0, 0, loc)
+	if t.Year() != y || int(t.Month()) != m || t.Day() != d {
+		return time.Time{}, fmt.Errorf("is not a calendar date: %q", s)
+	}
+	return t, nil
+}
+
+func (dp *datePattern) String() string {
+	var b strings.Builder
+	for _, p := range dp.parts {
+		b.WriteString(p)
+		if p == "YY" {
+			fmt.Fprintf(&b, "(%d)", dp.base)
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,111 @@
+package rest
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/puntos-loyalty/puntos/core"
+)
+
+// ConversionReader answers the reads of conversions into external
+// programs. The ledger implements it; a Reader without it answers those
+// reads with 503.
+type ConversionReader interface {
+	ExternalProgram(ctx context.Context, program, code string) (*core.ExternalProgram, error)
+	Conversion(ctx context.Context, program, member, id string) (*core.Conversion, error)
+}
+
+// registerConversions adds the routes of conversions into other companies'
+// programs: their configuration and the members' conversions.
+func (s *Server) registerConversions(v1 *mux.Router) {
+	p := "/programs/{program}"
+	m := p + "/members/{member}"
+	v1.HandleFunc(p+"/external/{code}", s.putExternal).Methods(http.MethodPut)
+	v1.HandleFunc(p+"/external/{code}", s.getExternal).Methods(http.MethodGet)
+	v1.HandleFunc(m+"/conversions", s.convert).Methods(http.MethodPost)
+	v1.HandleFunc(m+"/conversions/{conversion}", s.getConversion).Methods(http.MethodGet)
+}
+
+// putExternal creates or replaces an external program. The command's
+// member is the external program's code; the ledger checks it.
+func (s *Server) putExternal(w http.ResponseWriter, r *http.Request) {
+	var in core.ExternalProgram
+	s.write(w, r, core.KindExternalUpsert, &in, func() (string, any, *time.Time, error) {
+		code := mux.Vars(r)["code"]
+		if in.Code != "" && in.Code != code {
+			return "", nil, nil, core.Errorf(core.Invalid, "code", "differs from the path")
+		}
+		in.Code = ""
+		in.Defaults()
+		// The code is a path segment here; the ledger judges it.
+		probe := in
+		probe.Code = "x"
+		if err := probe.Validate(); err != nil {
+			return "", nil, nil, err
+		}
+		return code, in, nil, nil
+	})
+}
+
+func (s *Server) conversionReader(w http.ResponseWriter, r *http.Request) ConversionReader {
+	cr, ok := s.read.(ConversionReader)
+	if !ok {
+		s.writeError(w, r, core.Errorf(core.Unavailable, "", "conversions cannot be read here"))
+		return nil
+	}
+	return cr
+}
+
+// getExternal answers an external program with its credentials masked.
+func (s *Server) getExternal(w http.ResponseWriter, r *http.Request) {
+	cr := s.conversionReader(w, r)
+	if cr == nil {
+		return
+	}
+	e, err := cr.ExternalProgram(r.Context(), mux.Vars(r)["program"], mux.Vars(r)["code"])
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	pub := e.Public()
+	writeJSON(w, http.StatusOK, pub)
+}
+
+func (s *Server) convert(w http.ResponseWriter, r *http.Request) {
+	var in core.ConvertRequest
+	s.write(w, r, core.KindConvert, &in, func() (string, any, *time.Time, error) {
+		in.External = strings.TrimSpace(in.External)
+		if in.External == "" {
+			return "", nil, nil, core.Errorf(core.Invalid, "external",
+				"is required: the code of the program to convert into")
+		}
+		if err := core.CheckPoints("points", in.Points); err != nil {
+			return "", nil, nil, err
+		}
+		if in.AccountID != "" && !core.ValidRef(in.AccountID) {
+			return "", nil, nil, core.Errorf(core.Invalid, "account_id",
+				"must be 1-128 letters, digits or - . _ ~ : @ ! $ & ' ( ) * + , ; =")
+		}
+		return memberVar(r), in, nil, nil
+	})
+}
+
+// getConversion answers a conversion: pending until the other program
+// confirmed or refused for sure.
+func (s *Server) getConversion(w http.ResponseWriter, r *http.Request) {
+	cr := s.conversionReader(w, r)
+	if cr == nil {
+		return
+	}
+	c, err := cr.Conversion(r.Context(), mux.Vars(r)["program"], memberVar(r),
+		mux.Vars(r)["conversion"])
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}

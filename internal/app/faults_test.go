@@ -1,0 +1,225 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"github.com/puntos-loyalty/puntos/bus"
+	"github.com/puntos-loyalty/puntos/bus/natsbus"
+	"github.com/puntos-loyalty/puntos/core"
+)
+
+// waitApplied waits until the command (billing, txn) has a stored result.
+func waitApplied(t *testing.T, a *App, txn string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var n int
+		_ = a.Pool.QueryRow(context.Background(),
+			`SELECT count(*) FROM commands WHERE source = 'billing' AND txn_id = $1`, txn).Scan(&n)
+		if n == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("command %s not applied", txn)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestSameCommandDeliveredManyTimes puts one credit on the bus twenty times,
+// each copy with its own message id (so the bus's duplicate window does not
+// drop them) and its own command id, as a gateway retrying after a lost
+// acknowledgement would: the ledger posts it once. A later command of the
+// same member, applied after all twenty in partition order, proves that
+// every copy was handled.
+func TestSameCommandDeliveredManyTimes(t *testing.T) {
+	t.Parallel()
+	a := startApp(t, testConfig(t), Roles{Gateway: true, Core: true})
+	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
+	setupProgram(c)
+	c.must(201, "POST", "/v1/programs/telco/members", "enr-1", map[string]any{"customer_ref": "C1"})
+
+	nc, err := nats.Connect(a.nats.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := nc.JetStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, _ := json.Marshal(core.Credit{Points: 250, Reason: "delivered many times"})
+	now := time.Now().UTC()
+	publish := func(txn, msgID string, payload []byte) {
+		cmd := bus.Command{ID: uuid.Must(uuid.NewV7()).String(), Kind: core.KindCredit,
+			Source: "billing", TxnID: txn, Program: "telco", Member: "C1", Payload: payload,
+			ReceivedAt: now, OccurredAt: now}
+		cmd.Seal()
+		data, _ := json.Marshal(cmd)
+		subject := bus.CommandSubject(bus.Partition("telco", "C1", testConfig(t).Partitions))
+		if _, err := js.Publish(subject, data, nats.MsgId(msgID)); err != nil {
+			t.Fatalf("publish %s: %v", msgID, err)
+		}
+	}
+	for i := range 20 {
+		publish("dup-1", fmt.Sprintf("copy-%d", i), payload)
+	}
+	last, _ := json.Marshal(core.Credit{Points: 1, Reason: "after the copies"})
+	publish("after-1", "after-1", last)
+	waitApplied(t, a, "after-1")
+
+	var postings int
+	err = a.Pool.QueryRow(context.Background(),
+		`SELECT count(*) FROM postings WHERE txn_id = 'dup-1'`).Scan(&postings)
+	if err != nil || postings != 1 {
+		t.Fatalf("postings of dup-1: %d (%v), want 1", postings, err)
+	}
+	b := c.must(200, "GET", "/v1/programs/telco/members/C1/balance", "", nil)
+	if got := jnum(t, b, "balance.available"); got != 251 {
+		t.Fatalf("available %d, want 250 + 1", got)
+	}
+	if dead, err := a.Bus.DeadLetters(context.Background(), 10); err != nil || len(dead) != 0 {
+		t.Fatalf("dead letters: %+v %v", dead, err)
+	}
+	if v, err := a.Ledger.Check(context.Background()); err != nil || len(v) > 0 {
+		t.Fatalf("ledger invariants: %+v %v", v, err)
+	}
+}
+
+// TestNATSRestartedUnderLoad stops the NATS server a gateway and core use
+// while callers send accruals, and starts it again on the same port and
+// store. Callers retry what was refused with the same Idempotency-Key, as
+// the API asks; in the end every accrual is posted exactly once and the
+// ledger balances.
+func TestNATSRestartedUnderLoad(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	srv, natsURL, err := natsbus.StartEmbedded(dir, -1, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	current := srv
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		current.Shutdown()
+	})
+	_, portText, _ := net.SplitHostPort(strings.TrimPrefix(natsURL, "nats://"))
+	port, _ := strconv.Atoi(portText)
+
+	cfg := testConfig(t)
+	cfg.NATSURL = natsURL
+	cfg.ResultWait = 2 * time.Second
+	a := startApp(t, cfg, Roles{Gateway: true, Core: true})
+	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
+	setupProgram(c)
+	const members, perMember = 10, 30
+	for m := range members {
+		c.must(201, "POST", "/v1/programs/telco/members", fmt.Sprintf("enr-%d", m),
+			map[string]any{"customer_ref": fmt.Sprintf("M%02d", m)})
+	}
+
+	// Each member's accruals from its own caller, in order, retried until
+	// accepted (201 or 202).
+	var sent sync.WaitGroup
+	var retried int64
+	var rmu sync.Mutex
+	halfway := make(chan struct{}, members)
+	for m := range members {
+		sent.Add(1)
+		go func() {
+			defer sent.Done()
+			for i := range perMember {
+				if i == perMember/3 {
+					halfway <- struct{}{}
+				}
+				path := fmt.Sprintf("/v1/programs/telco/members/M%02d/events", m)
+				txn := fmt.Sprintf("acc-%d-%d", m, i)
+				deadline := time.Now().Add(60 * time.Second)
+				for {
+					r := c.send("POST", path, txn, map[string]any{"type": "top_up",
+						"amount": "10.00"})
+					if r.status == 201 || r.status == 202 {
+						break
+					}
+					if r.status != 503 || time.Now().After(deadline) {
+						t.Errorf("accrual %s: %d %s", txn, r.status, r.raw)
+						return
+					}
+					rmu.Lock()
+					retried++
+					rmu.Unlock()
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+		}()
+	}
+
+	// Restart NATS once every caller is a third of the way through.
+	for range members {
+		select {
+		case <-halfway:
+		case <-time.After(60 * time.Second):
+			t.Fatal("the callers did not get a third of the way")
+		}
+	}
+	mu.Lock()
+	current.Shutdown()
+	current.WaitForShutdown()
+	time.Sleep(500 * time.Millisecond)
+	current, _, err = natsbus.StartEmbedded(dir, port, true)
+	mu.Unlock()
+	if err != nil {
+		t.Fatalf("restart nats: %v", err)
+	}
+	sent.Wait()
+
+	// Everything accepted is applied, once.
+	want := members * perMember
+	deadline := time.Now().Add(60 * time.Second)
+	var applied int
+	for time.Now().Before(deadline) {
+		_ = a.Pool.QueryRow(context.Background(), `SELECT count(*) FROM commands
+			WHERE kind = 'points.accrue' AND status = 'ok'`).Scan(&applied)
+		if applied == want {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if applied != want {
+		t.Fatalf("%d of %d accruals applied", applied, want)
+	}
+	var postings, doubled int
+	var total int64
+	ctx := context.Background()
+	_ = a.Pool.QueryRow(ctx, `SELECT count(*) FROM postings WHERE kind = 'accrual'`).Scan(&postings)
+	_ = a.Pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT txn_id FROM postings
+		WHERE kind = 'accrual' GROUP BY source, txn_id HAVING count(*) > 1) d`).Scan(&doubled)
+	_ = a.Pool.QueryRow(ctx, `SELECT sum(available) FROM members`).Scan(&total)
+	if postings != want || doubled != 0 || total != int64(want*10) {
+		t.Fatalf("postings %d (want %d), doubled %d, total %d (want %d)", postings, want,
+			doubled, total, want*10)
+	}
+	for m := range members {
+		b := c.must(200, "GET", fmt.Sprintf("/v1/programs/telco/members/M%02d/balance", m), "", nil)
+		if got := jnum(t, b, "balance.available"); got != perMember*10 {
+			t.Errorf("M%02d available %d, want %d", m, got, perMember*10)
+		}
+	}
+	if v, err := a.Ledger.Check(ctx); err != nil || len(v) > 0 {
+		t.Fatalf("ledger invariants: %+v %v", v, err)
+	}
+	t.Logf("%d accruals posted once; %d answers were 503 and retried", want, retried)
+}
