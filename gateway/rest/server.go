@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/gorilla/mux"
@@ -170,6 +171,11 @@ func decodeBody(r *http.Request, v any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		body = []byte("{}")
 	}
+	// The JSON decoder would quietly put U+FFFD in place of bad bytes; the
+	// caller is told instead.
+	if !utf8.Valid(body) {
+		return core.Errorf(core.Invalid, "body", "is not valid UTF-8")
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -190,6 +196,9 @@ func decodeBody(r *http.Request, v any) error {
 				"must be an RFC 3339 timestamp with an offset, such as 2026-03-01T10:00:00-03:00")
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
 			f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+			if f == "" {
+				f = "body"
+			}
 			return core.Errorf(core.Invalid, f, "is not a known field")
 		}
 		return core.Errorf(core.Invalid, "body", "cannot be read: %v", err)

@@ -25,6 +25,7 @@ type Config struct {
 	NATSURL        string
 	NATSPort       int
 	NATSSync       string
+	NATSReplicas   int
 	DataDir        string
 	InboxDir       string        // bulk files dropped per program; empty is DataDir/inbox
 	InboxPoll      time.Duration // how often the inbox is looked at
@@ -89,6 +90,9 @@ var settings = []setting{
 		"embedded JetStream disk sync: always (an accepted command survives a machine crash) " +
 			"or interval (faster; up to two minutes of accepted commands at risk)",
 		false, str(func(c *Config) *string { return &c.NATSSync })},
+	{"nats-replicas", "PUNTOS_NATS_REPLICAS", "1",
+		"replicas of each JetStream stream; 3 on a three-node cluster", false,
+		num("nats-replicas", func(c *Config) *int { return &c.NATSReplicas })},
 	{"data-dir", "PUNTOS_DATA_DIR", ".data", "directory for the embedded NATS store and files",
 		false, str(func(c *Config) *string { return &c.DataDir })},
 	{"inbox-dir", "PUNTOS_INBOX_DIR", "", "folder watched for bulk-points files, one " +
@@ -178,6 +182,9 @@ func LoadConfig(name string, args []string, getenv func(string) string,
 	if c.BatchSize < 1 || c.BatchSize > 5000 {
 		return nil, nil, fmt.Errorf("batch-size: must be between 1 and 5000")
 	}
+	if c.NATSReplicas < 1 || c.NATSReplicas > 5 {
+		return nil, nil, fmt.Errorf("nats-replicas: must be between 1 and 5")
+	}
 	if c.NATSSync != "always" && c.NATSSync != "interval" {
 		return nil, nil, fmt.Errorf("nats-sync: must be always or interval")
 	}
@@ -222,6 +229,7 @@ func (c *Config) Masked() []any {
 	vals["nats-url"] = maskURL(c.NATSURL)
 	vals["nats-port"] = strconv.Itoa(c.NATSPort)
 	vals["nats-sync"] = c.NATSSync
+	vals["nats-replicas"] = strconv.Itoa(c.NATSReplicas)
 	vals["data-dir"] = c.DataDir
 	vals["inbox-dir"] = c.InboxDir
 	vals["inbox-poll"] = c.InboxPoll.String()
