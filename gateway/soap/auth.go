@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -133,17 +134,21 @@ func unauthorized(field, format string, args ...any) error {
 // authenticate finds the caller of a request: a WS-Security UsernameToken in
 // the envelope's header first, HTTP Basic otherwise.
 //
-// TODO(soap): Basic and PasswordText send the password itself and are meant
-// for TLS; the gateway does not refuse them on plain HTTP, exactly as REST
-// does not refuse API keys there, because TLS ends at the proxy in front of
-// it. A setting that requires TLS (or a trusted proxy's word) is missing.
+// Basic and PasswordText send the password itself: they are accepted only
+// over TLS, or from a loopback peer (a TLS-terminating proxy on the same
+// host, or a local client). Elsewhere only PasswordDigest is.
 func (s *Server) authenticate(r *http.Request, env *envelope) (*Credential, error) {
+	plain := plainPasswordsAllowed(r)
 	if env.header != nil {
 		if sec := env.header.child(nsWSSE, "Security"); sec != nil {
-			return s.usernameToken(sec)
+			return s.usernameToken(sec, plain)
 		}
 	}
 	if user, pass, ok := r.BasicAuth(); ok {
+		if !plain {
+			return nil, unauthorized("Authorization", "HTTP Basic needs TLS; use "+
+				"PasswordDigest on plain HTTP")
+		}
 		c := s.credential(user)
 		sum := sha256.Sum256([]byte(pass))
 		if c == nil || subtle.ConstantTimeCompare(sum[:], c.sum[:]) != 1 {
@@ -165,7 +170,7 @@ func (s *Server) credential(name string) *Credential {
 }
 
 // usernameToken checks a wsse:Security header's UsernameToken.
-func (s *Server) usernameToken(sec *node) (*Credential, error) {
+func (s *Server) usernameToken(sec *node, plain bool) (*Credential, error) {
 	tok := sec.child(nsWSSE, "UsernameToken")
 	if tok == nil {
 		return nil, unauthorized("UsernameToken", "is required in the Security header")
@@ -185,6 +190,10 @@ func (s *Server) usernameToken(sec *node) (*Credential, error) {
 	typ, _ := pw.attr("", "Type")
 	switch typ {
 	case "", passwordText:
+		if !plain {
+			return nil, unauthorized("Password", "PasswordText needs TLS; use "+
+				"PasswordDigest on plain HTTP")
+		}
 		sum := sha256.Sum256([]byte(pw.text.String()))
 		if c == nil || subtle.ConstantTimeCompare(sum[:], c.sum[:]) != 1 {
 			return nil, unauthorized("Password", "the user name or password is wrong")
@@ -253,4 +262,18 @@ func MaskUsers(spec string) string {
 		parts = append(parts, u.Name+":***:"+strings.Join(ops, "|"))
 	}
 	return strings.Join(parts, ",")
+}
+
+// plainPasswordsAllowed reports whether a password may travel as itself on
+// this request: over TLS, or from a loopback peer.
+func plainPasswordsAllowed(r *http.Request) bool {
+	if r.TLS != nil {
+		return true
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
