@@ -14,3 +14,9 @@ var WSDL []byte
 //
 //go:embed puntos.xsd
 var XSD []byte
+
+// TelcoRules is contracts/examples/telco-rules.json: the conversion rules and
+// tiers that `puntos demo` defines for its telecom program.
+//
+//go:embed examples/telco-rules.json
+var TelcoRules []byte

@@ -149,6 +149,9 @@ type Subscriber struct {
 	// TotalCharges is what billing has charged so far, exactly as written:
 	// it may be blank (" ") for subscribers with tenure 0.
 	TotalCharges string
+	// Attributes are what the rules read of the member (contract, payment
+	// method, plan, segments), when the file has those columns.
+	Attributes *Attributes
 }
 
 // BlankTotal reports whether TotalCharges is blank.
@@ -211,6 +214,11 @@ func ParseSubscribers(r io.Reader) ([]Subscriber, []RowError, error) {
 		return nil, nil, fmt.Errorf("header: no column named %s", strings.Join(missing, ", "))
 	}
 	cr.FieldsPerRecord = len(header)
+	cols := map[string]int{}
+	for i, h := range header {
+		cols[strings.ToLower(strings.TrimSpace(strings.TrimPrefix(h, "\ufeff")))] = i
+	}
+	rules, _ := loadRuleSet()
 
 	// The rows: validate each, remember where every customerID was first seen.
 	var subs []Subscriber
@@ -231,6 +239,9 @@ func ParseSubscribers(r io.Reader) ([]Subscriber, []RowError, error) {
 		}
 		line, _ := cr.FieldPos(0)
 		s, rerr := parseRow(rec, idx, line)
+		if rerr == nil && rules != nil {
+			s.Attributes = rules.attributesOf(rec, cols)
+		}
 		if rerr == nil {
 			if first, dup := seen[s.CustomerID]; dup {
 				rerr = &RowError{Line: line, Field: colCustomerID,
@@ -365,8 +376,9 @@ type programBody struct {
 }
 
 type enrollBody struct {
-	CustomerRef string `json:"customer_ref"`
-	Channel     string `json:"channel"`
+	CustomerRef string      `json:"customer_ref"`
+	Channel     string      `json:"channel"`
+	Attributes  *Attributes `json:"attributes,omitempty"`
 }
 
 type eventBody struct {
@@ -446,6 +458,13 @@ func Run(ctx context.Context, opt Options) (Summary, error) {
 
 	// The program, before any member.
 	if err := defineProgram(ctx, c, opt.Program, opt.Out); err != nil {
+		return sum, err
+	}
+	rs, err := loadRuleSet()
+	if err != nil {
+		return sum, err
+	}
+	if err := defineRules(ctx, c, opt.Program, rs, opt.Out); err != nil {
 		return sum, err
 	}
 
@@ -606,7 +625,7 @@ func loadOne(ctx context.Context, c *client, program string, s Subscriber, asOf 
 	// bills are still sent (and judged one by one); other refusals and
 	// failures skip them.
 	a := c.write(ctx, http.MethodPost, members, "enroll-"+s.CustomerID,
-		enrollBody{CustomerRef: s.CustomerID, Channel: "demo"})
+		enrollBody{CustomerRef: s.CustomerID, Channel: "demo", Attributes: s.Attributes})
 	t.add(a, false)
 	if (a.verdict == rejected && a.status != http.StatusConflict) || a.verdict == failed {
 		t.Skipped += len(bills)

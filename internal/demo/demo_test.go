@@ -310,6 +310,14 @@ func (g *fakeGateway) handler() http.Handler {
 	mux.HandleFunc("PUT /v1/programs/{program}", func(w http.ResponseWriter, r *http.Request) {
 		write(w, r, func() (int64, string) { return 0, "" })
 	})
+	mux.HandleFunc("PUT /v1/programs/{program}/tiers", func(w http.ResponseWriter,
+		r *http.Request) {
+		write(w, r, func() (int64, string) { return 0, "" })
+	})
+	mux.HandleFunc("POST /v1/programs/{program}/rules", func(w http.ResponseWriter,
+		r *http.Request) {
+		write(w, r, func() (int64, string) { return 0, "" })
+	})
 	mux.HandleFunc("POST /v1/programs/{program}/members",
 		func(w http.ResponseWriter, r *http.Request) {
 			write(w, r, func() (int64, string) { return 0, "" })
@@ -448,11 +456,12 @@ func TestRunStopsWhenGatewayStopsAnswering(t *testing.T) {
 	defer func(d time.Duration) { firstBackoff = d }(firstBackoff)
 	firstBackoff = time.Millisecond
 
-	// The program is defined, then every other request gets a 503.
+	// The program and its rules are defined, then every other request gets
+	// a 503.
 	var calls sync.Map
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		calls.Store(r.URL.Path, true)
-		if r.Method == http.MethodPut {
+		if r.Method == http.MethodPut || strings.HasSuffix(r.URL.Path, "/rules") {
 			ok201(w, 0)
 			return
 		}
@@ -554,18 +563,51 @@ func TestDemoAgainstThePlatform(t *testing.T) {
 	}
 	blank := map[string]int{"bill_paid event: amount: is required": 11}
 
+	// The demo defines the shipped rules: a point per whole dollar is the
+	// floor, bonuses and tiers come on top.
 	first := run()
 	if first.MembersNew != 71 || first.EventsSent != months+11 || first.EventsNew != months ||
-		first.PointsNew != points || first.Pending != 0 || first.FailedTotal() != 0 ||
+		first.PointsNew < points || first.Pending != 0 || first.FailedTotal() != 0 ||
 		!reflect.DeepEqual(first.Rejected, blank) || first.LedgerMembers != 71 ||
-		first.LedgerPoints <= 0 || first.LedgerPoints > points {
-		t.Errorf("first run: %+v; want 71 members, %d events, %d points", first, months, points)
+		first.LedgerPoints <= 0 || first.LedgerPoints > first.PointsNew {
+		t.Errorf("first run: %+v; want 71 members, %d events, at least %d points", first,
+			months, points)
+	}
+
+	// What the demo counted is what the ledger posted, and each rule fired on
+	// exactly the bills of the subscribers it is for.
+	var posted int64
+	var twoYear, automatic int
+	err = a.Pool.QueryRow(context.Background(), `SELECT coalesce(sum(points + pending_delta), 0),
+			count(*) FILTER (WHERE rule_version LIKE '%rule:two-year-contract@%'),
+			count(*) FILTER (WHERE rule_version LIKE '%rule:automatic-payment@%')
+		FROM postings WHERE kind = 'accrual'`).Scan(&posted, &twoYear, &automatic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wantTwoYear, wantAutomatic int
+	for _, s := range subs {
+		if s.Attributes == nil {
+			continue
+		}
+		if s.Attributes.Contract == "two_year" {
+			wantTwoYear += s.Tenure
+		}
+		if strings.HasSuffix(s.Attributes.PaymentMethod, "_auto") {
+			wantAutomatic += s.Tenure
+		}
+	}
+	if posted != first.PointsNew || twoYear != wantTwoYear || automatic != wantAutomatic ||
+		wantTwoYear == 0 || wantAutomatic == 0 {
+		t.Errorf("ledger: %d points posted (demo counted %d); two-year bonus on %d bills "+
+			"(want %d), automatic payment on %d (want %d)", posted, first.PointsNew, twoYear,
+			wantTwoYear, automatic, wantAutomatic)
 	}
 
 	second := run()
 	if second.MembersNew != 0 || second.MembersExisting != 71 || second.EventsNew != 0 ||
 		second.EventsReplayed != months || second.PointsNew != 0 ||
-		second.PointsReplayed != points || second.FailedTotal() != 0 ||
+		second.PointsReplayed != first.PointsNew || second.FailedTotal() != 0 ||
 		!reflect.DeepEqual(second.Rejected, blank) || second.LedgerPoints != first.LedgerPoints {
 		t.Errorf("second run added something: %+v", second)
 	}
