@@ -96,11 +96,12 @@ type lotRow struct {
 }
 
 // usableLots locks the member's spendable lots, soonest expiry first.
+// "remaining > 0" lets the member's own partial index serve the query.
 func (t *txn) usableLots(ctx context.Context, m *member) ([]lotRow, error) {
 	rows, err := t.tx.Query(ctx, `SELECT id, earned_at, spendable_from, expires_at, pending,
 			original, remaining, held
 		FROM lots
-		WHERE member_id = $1 AND remaining > held AND NOT pending
+		WHERE member_id = $1 AND remaining > 0 AND remaining > held AND NOT pending
 		  AND (expires_at IS NULL OR expires_at > $2)
 		ORDER BY expires_at NULLS LAST, earned_at, id
 		FOR UPDATE`, m.id, t.now)

@@ -557,38 +557,10 @@ func (t *txn) mature(ctx context.Context, m *member) error {
 func (t *txn) expireDue(ctx context.Context, m *member) error {
 	// remaining > 0 lets the member's own index (lots_member_fifo_idx) serve
 	// this, not the index of every due lot in the ledger.
-	rows, err := t.tx.Query(ctx, `SELECT id, remaining - held, pending FROM lots
+	return t.drainLots(ctx, m, core.PostExpiry, "", `SELECT id, remaining - held, pending
+		FROM lots
 		WHERE member_id = $1 AND remaining > 0 AND remaining > held AND expires_at <= $2
 		ORDER BY expires_at, id FOR UPDATE`, m.id, t.now)
-	if err != nil {
-		return fmt.Errorf("select due lots: %w", err)
-	}
-	var moves []core.LotMove
-	var spendable, pending int64
-	for rows.Next() {
-		var id, x int64
-		var p bool
-		if err := rows.Scan(&id, &x, &p); err != nil {
-			rows.Close()
-			return err
-		}
-		moves = append(moves, core.LotMove{LotID: id, Points: core.Points(-x)})
-		if p {
-			pending += x
-		} else {
-			spendable += x
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil || len(moves) == 0 {
-		return err
-	}
-	if err := t.applyMoves(ctx, moves); err != nil {
-		return err
-	}
-	_, err = t.post(ctx, m, posting{kind: core.PostExpiry, points: -spendable,
-		pendingDelta: -pending, moves: moves})
-	return err
 }
 
 func (t *txn) adjust(ctx context.Context, prog *program, m *member, cmd *bus.Command) (any, error) {
@@ -879,38 +851,46 @@ func (t *txn) forfeitAll(ctx context.Context, m *member, reason string) error {
 			return err
 		}
 	}
-	rows, err = t.tx.Query(ctx, `SELECT id, remaining, pending FROM lots
-		WHERE member_id = $1 AND remaining > 0 FOR UPDATE`, m.id)
+	if reason == "" {
+		reason = "membership closed"
+	}
+	return t.drainLots(ctx, m, core.PostForfeit, reason, `SELECT id, remaining, pending FROM lots
+		WHERE member_id = $1 AND remaining > 0 ORDER BY id FOR UPDATE`, m.id)
+}
+
+// drainLots takes from m every lot the query selects (id, amount, pending)
+// the amount it names, in one posting of the given kind that lists the lots:
+// spendable points leave available, pending ones leave pending.
+func (t *txn) drainLots(ctx context.Context, m *member, kind, reason, query string,
+	args ...any) error {
+	rows, err := t.tx.Query(ctx, query, args...)
 	if err != nil {
-		return err
+		return fmt.Errorf("select lots to %s: %w", kind, err)
 	}
 	var moves []core.LotMove
 	var spendable, pending int64
 	for rows.Next() {
-		var id, r int64
+		var id, x int64
 		var p bool
-		if err := rows.Scan(&id, &r, &p); err != nil {
+		if err := rows.Scan(&id, &x, &p); err != nil {
 			rows.Close()
 			return err
 		}
-		moves = append(moves, core.LotMove{LotID: id, Points: core.Points(-r)})
+		moves = append(moves, core.LotMove{LotID: id, Points: core.Points(-x)})
 		if p {
-			pending += r
+			pending += x
 		} else {
-			spendable += r
+			spendable += x
 		}
 	}
 	rows.Close()
-	if len(moves) == 0 {
-		return nil
+	if err := rows.Err(); err != nil || len(moves) == 0 {
+		return err
 	}
 	if err := t.applyMoves(ctx, moves); err != nil {
 		return err
 	}
-	if reason == "" {
-		reason = "membership closed"
-	}
-	_, err = t.post(ctx, m, posting{kind: core.PostForfeit, points: -spendable,
-		pendingDelta: -pending, reason: reason, moves: moves})
+	_, err = t.post(ctx, m, posting{kind: kind, points: -spendable, pendingDelta: -pending,
+		reason: reason, moves: moves})
 	return err
 }
