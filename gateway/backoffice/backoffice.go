@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/gorilla/mux"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -64,6 +65,11 @@ type Options struct {
 	// SecureCookies marks cookies Secure even on plain HTTP, for a gateway
 	// behind a TLS-terminating proxy. Requests over TLS always get them.
 	SecureCookies bool
+	// ClickHouse returns a connection to the reporting database for the
+	// reports pages; nil leaves them answering 503. The back office closes
+	// the connection after each page only when CloseClickHouse is set.
+	ClickHouse      func(ctx context.Context) (driver.Conn, error)
+	CloseClickHouse bool
 }
 
 // Server serves the back office under /admin/.
@@ -132,6 +138,8 @@ func (s *Server) Register(r *mux.Router) {
 	a.Handle("/rules", s.auth(s.rulesPage, allRoles...)).Methods(http.MethodGet)
 	a.Handle("/audit", s.auth(s.auditPage, RoleAuditor, RoleAdministrator)).
 		Methods(http.MethodGet)
+	a.Handle("/reports", s.auth(s.reportsPage, reportRoles...)).Methods(http.MethodGet)
+	a.Handle("/reports.csv", s.auth(s.reportsCSV, reportRoles...)).Methods(http.MethodGet)
 	a.Handle("/users", s.auth(s.usersPage, RoleAdministrator)).Methods(http.MethodGet)
 	a.Handle("/users", s.auth(s.createUser, RoleAdministrator)).Methods(http.MethodPost)
 	a.Handle("/users/unlock", s.auth(s.unlockUser, RoleAdministrator)).

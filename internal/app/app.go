@@ -182,7 +182,8 @@ func (a *App) startHTTP() error {
 	r.Handle("/metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
 	if a.roles.Gateway {
 		backoffice.New(a.Pool, a.Bus, a.Ledger, a.log,
-			backoffice.Options{Wait: a.cfg.ResultWait}).Register(r)
+			backoffice.Options{Wait: a.cfg.ResultWait, ClickHouse: a.backofficeClickHouse,
+				CloseClickHouse: true}).Register(r)
 		keys, err := a.cfg.Keys()
 		if err != nil {
 			return err
