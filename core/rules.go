@@ -52,12 +52,16 @@ type Band struct {
 	Rate string `json:"rate"` // points per currency unit from that bound on
 }
 
-// Caps bound what one rule gives. Zero means no cap. Day and month windows
-// are those of the program's time zone, taken at the event's occurred_at.
+// Caps bound what one rule gives. Zero means no cap. Day, month and year
+// windows are those of the program's time zone, taken at the event's
+// occurred_at. The program year is the calendar year in that zone: an event
+// at 23:30 local time on 31 December counts in the year that is ending, one
+// at 00:30 on 1 January in the new one, whatever the UTC date.
 type Caps struct {
 	PerEvent Points `json:"per_event,omitempty"`
 	PerDay   Points `json:"per_day,omitempty"`   // per member per local day
 	PerMonth Points `json:"per_month,omitempty"` // per member per local month
+	PerYear  Points `json:"per_year,omitempty"`  // per member per local calendar year
 	Budget   Points `json:"budget,omitempty"`    // for the whole program, all members
 }
 
@@ -217,7 +221,7 @@ func CompileRule(r Rule) (*CompiledRule, error) {
 	}
 	for name, v := range map[string]Points{"caps.per_event": r.Caps.PerEvent,
 		"caps.per_day": r.Caps.PerDay, "caps.per_month": r.Caps.PerMonth,
-		"caps.budget": r.Caps.Budget} {
+		"caps.per_year": r.Caps.PerYear, "caps.budget": r.Caps.Budget} {
 		if v < 0 || v > MaxPoints {
 			return nil, Errorf(Invalid, name, "must be between 0 (no cap) and %d", MaxPoints)
 		}
@@ -373,11 +377,12 @@ type MemberFacts struct {
 
 // Usage is what a capped rule has already given in the windows of an event.
 type Usage struct {
-	Day, Month, Budget Points
+	Day, Month, Year, Budget Points
 }
 
 // UsageFunc reads a rule's usage for a member in the given local day
-// ("2026-03-10") and month ("2026-03").
+// ("2026-03-10") and month ("2026-03"); the local year is the month's
+// (YearOf).
 type UsageFunc func(r *CompiledRule, day, month string) (Usage, error)
 
 // Fired is one rule that fired for an event and what it gave.
@@ -401,6 +406,15 @@ type Evaluation struct {
 	Month       string  `json:"month"`
 }
 
+// YearOf is the program-local year ("2026") of a local month ("2026-03")
+// as Windows gives it.
+func YearOf(month string) string {
+	if i := strings.IndexByte(month, '-'); i > 0 {
+		return month[:i]
+	}
+	return month
+}
+
 // Windows are the program-local day and month of t.
 func Windows(t time.Time, loc *time.Location) (day, month string) {
 	l := t.In(loc)
@@ -412,7 +426,7 @@ func Windows(t time.Time, loc *time.Location) (day, month string) {
 // rule that fires stops the rules below it. Multiplier rules apply to the
 // base points (after caps) of the other rules that fired, and the member's
 // tier multiplier to the total of the rules. Caps cut each rule's points,
-// in the order per event, per day, per month, budget. The rule_version of
+// in the order per event, per day, per month, per year, budget. The rule_version of
 // the result joins the versions that gave points with "+".
 func Evaluate(rules []*CompiledRule, ev EventFacts, mf MemberFacts, loc *time.Location,
 	usage UsageFunc) (Evaluation, error) {
@@ -556,7 +570,8 @@ func (c *CompiledRule) applyCaps(f *Fired, day, month string, usage UsageFunc) e
 	if c.Caps.PerEvent > 0 {
 		cut(c.Caps.PerEvent, "per_event")
 	}
-	if c.Caps.PerDay == 0 && c.Caps.PerMonth == 0 && c.Caps.Budget == 0 || f.Points == 0 {
+	if c.Caps.PerDay == 0 && c.Caps.PerMonth == 0 && c.Caps.PerYear == 0 &&
+		c.Caps.Budget == 0 || f.Points == 0 {
 		return nil
 	}
 	if usage == nil {
@@ -571,6 +586,9 @@ func (c *CompiledRule) applyCaps(f *Fired, day, month string, usage UsageFunc) e
 	}
 	if c.Caps.PerMonth > 0 {
 		cut(c.Caps.PerMonth-u.Month, "per_month")
+	}
+	if c.Caps.PerYear > 0 {
+		cut(c.Caps.PerYear-u.Year, "per_year")
 	}
 	if c.Caps.Budget > 0 {
 		cut(c.Caps.Budget-u.Budget, "budget")

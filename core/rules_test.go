@@ -3,6 +3,7 @@ package core
 import (
 	"fmt"
 	"math/big"
+	"strings"
 	"testing"
 	"time"
 )
@@ -79,5 +80,55 @@ func BenchmarkEvaluate50Rules(b *testing.B) {
 		if err != nil || e.Points == 0 {
 			b.Fatalf("%+v %v", e, err)
 		}
+	}
+}
+
+func TestEvaluatePerYearCapUsesLocalYear(t *testing.T) {
+	r, err := CompileRule(Rule{Code: "y", EventType: "bill_paid", Rounding: RoundDown,
+		Formula: Formula{Kind: FormulaPerUnit, Rate: "1"}, Caps: Caps{PerYear: 1000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	santiago, err := time.LoadLocation("America/Santiago")
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := map[string]Points{"2026": 900, "2027": 0}
+	usage := func(_ *CompiledRule, _, month string) (Usage, error) {
+		return Usage{Year: used[YearOf(month)]}, nil
+	}
+	a, _ := ParseAmount("amount", "500")
+	for at, want := range map[string]Points{"2026-12-31T23:30:00-03:00": 100,
+		"2027-01-01T00:30:00-03:00": 500} {
+		when, _ := time.Parse(time.RFC3339, at)
+		e, err := Evaluate([]*CompiledRule{r}, EventFacts{Type: "bill_paid", Amount: a,
+			AmountText: "500", OccurredAt: when}, MemberFacts{}, santiago, usage)
+		if err != nil || e.Points != want {
+			t.Errorf("%s: %d points (%v), want %d", at, e.Points, err, want)
+		}
+	}
+	if _, err := CompileRule(Rule{Code: "y", EventType: "bill_paid", Rounding: RoundDown,
+		Formula: Formula{Kind: FormulaPerUnit, Rate: "1"}, Caps: Caps{PerYear: -1}}); err == nil ||
+		!strings.Contains(err.Error(), "caps.per_year") {
+		t.Errorf("negative per_year: %v, want an error on caps.per_year", err)
+	}
+}
+
+func TestTiersReachedBySpend(t *testing.T) {
+	tiers := Tiers{WindowDays: 365, Basis: TierBasisSpend, Levels: []TierLevel{
+		{Code: "blue", MinSpend: "0", Multiplier: "1"},
+		{Code: "gold", MinSpend: "50000.50", Multiplier: "2"}}}
+	if err := tiers.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for spend, want := range map[string]string{"0": "blue", "50000.49": "blue",
+		"50000.5": "gold", "99999999": "gold"} {
+		s, _ := ParseAmount("spend", spend)
+		if lvl := tiers.Reached(1e9, s); lvl == nil || lvl.Code != want {
+			t.Errorf("spend %s: %+v, want %s", spend, lvl, want)
+		}
+	}
+	if got := FormatDecimal(big.NewRat(100001, 2)); got != "50000.5" {
+		t.Errorf("FormatDecimal: %q", got)
 	}
 }

@@ -65,6 +65,8 @@ func (t *txn) dispatch(ctx context.Context, cmd *bus.Command) (any, error) {
 		return t.merge(ctx, prog, cmd)
 	case core.KindExternalUpsert, core.KindConvert:
 		return t.conversionCmd(ctx, prog, cmd)
+	case core.KindErase:
+		return t.erase(ctx, prog, cmd)
 	}
 	m, err := lockMember(ctx, t.tx, prog.ID, cmd.Member)
 	if err != nil {
@@ -216,10 +218,12 @@ func (t *txn) accrue(ctx context.Context, prog *program, m *member, cmd *bus.Com
 	if pts == 0 {
 		return t.outcome(m, 0), nil
 	}
-	_, err = t.credit(ctx, m, prog, core.PostAccrual, int64(pts), cmd.OccurredAt, nil, posting{
-		reason: in.EventType, partner: in.Partner, ruleVersion: ruleVersion,
-	})
+	postingID, err := t.credit(ctx, m, prog, core.PostAccrual, int64(pts), cmd.OccurredAt, nil,
+		posting{reason: in.EventType, partner: in.Partner, ruleVersion: ruleVersion})
 	if err != nil {
+		return nil, err
+	}
+	if err := t.recordAccrualAmount(ctx, postingID, amount); err != nil {
 		return nil, err
 	}
 	return t.outcome(m, int64(pts)), nil

@@ -258,7 +258,7 @@ func (t *txn) accrualPoints(ctx context.Context, prog *program, m *member, cmd *
 	}
 	if e.Points > 0 {
 		// The accrual is posted right after this; the review counts it.
-		if _, err := t.reviewTier(ctx, prog.ID, m.id, cmd.OccurredAt, e.Points,
+		if _, err := t.reviewTier(ctx, prog.ID, m.id, cmd.OccurredAt, e.Points, amount,
 			"accrual "+cmd.TxnID); err != nil {
 			return 0, "", err
 		}
@@ -320,11 +320,11 @@ func (t *txn) memberFacts(ctx context.Context, prog *program, m *member,
 	if err != nil || tiers == nil {
 		return mf, err
 	}
-	q, err := t.qualification(ctx, m.id, tiers.WindowStart(at), at)
+	q, spend, err := t.tierQualification(ctx, tiers, m.id, at)
 	if err != nil {
 		return nil, err
 	}
-	if lvl := tiers.Level(q); lvl != nil {
+	if lvl := tiers.Reached(q, spend); lvl != nil {
 		mf.Tier = lvl.Code
 		mf.TierMultiplier, _ = new(big.Rat).SetString(lvl.Multiplier)
 	}
@@ -353,11 +353,12 @@ func (t *txn) ruleUsage(ctx context.Context, programID, memberID, code, day, mon
 	}
 	sql := `SELECT scope, win, points FROM rule_counters
 		WHERE program_id = $1 AND rule_code = $2
-		  AND ((scope = $3 AND win IN ($4, $5)) OR (scope = '' AND win = 'budget'))`
+		  AND ((scope = $3 AND win IN ($4, $5, $6)) OR (scope = '' AND win = 'budget'))`
 	if lock {
 		sql += ` FOR UPDATE`
 	}
-	rows, err := t.tx.Query(ctx, sql, programID, code, memberID, "d:"+day, "m:"+month)
+	rows, err := t.tx.Query(ctx, sql, programID, code, memberID, "d:"+day, "m:"+month,
+		"y:"+core.YearOf(month))
 	if err != nil {
 		return u, fmt.Errorf("read rule counters: %w", err)
 	}
@@ -373,8 +374,10 @@ func (t *txn) ruleUsage(ctx context.Context, programID, memberID, code, day, mon
 			u.Budget = core.Points(p)
 		case win == "d:"+day:
 			u.Day = core.Points(p)
-		default:
+		case win == "m:"+month:
 			u.Month = core.Points(p)
+		default:
+			u.Year = core.Points(p)
 		}
 	}
 	return u, rows.Err()
@@ -403,6 +406,9 @@ func (t *txn) countUsage(ctx context.Context, programID, memberID string,
 		}
 		if caps.PerMonth > 0 {
 			cs = append(cs, counter{memberID, "m:" + e.Month})
+		}
+		if caps.PerYear > 0 {
+			cs = append(cs, counter{memberID, "y:" + core.YearOf(e.Month)})
 		}
 		if caps.Budget > 0 {
 			cs = append(cs, counter{"", "budget"})
@@ -485,22 +491,80 @@ func (t *txn) qualification(ctx context.Context, memberID string, from,
 	return core.Points(q), nil
 }
 
+// spendQualification is the money amount of the accruals qualification
+// counts (see qualification), as an exact decimal.
+func (t *txn) spendQualification(ctx context.Context, memberID string, from,
+	to time.Time) (*big.Rat, error) {
+	var text string
+	err := t.tx.QueryRow(ctx, `SELECT COALESCE(sum(a.amount), 0)::text
+		FROM postings p JOIN accrual_amounts a ON a.posting_id = p.id
+		WHERE p.member_id = $1 AND p.kind = 'accrual'
+		  AND p.occurred_at > $2 AND p.occurred_at <= $3
+		  AND NOT EXISTS (SELECT 1 FROM postings r WHERE r.reverses_id = p.id)`,
+		memberID, from, to).Scan(&text)
+	if err != nil {
+		return nil, fmt.Errorf("read spend qualification: %w", err)
+	}
+	spend, ok := new(big.Rat).SetString(text)
+	if !ok {
+		return nil, fmt.Errorf("read spend qualification: bad decimal %q", text)
+	}
+	return spend, nil
+}
+
+// tierQualification is a member's qualification in the tier window ending
+// at at: its points, and its spend when the tiers' basis is spend (nil
+// otherwise).
+func (t *txn) tierQualification(ctx context.Context, tiers *core.Tiers, memberID string,
+	at time.Time) (core.Points, *big.Rat, error) {
+	from := tiers.WindowStart(at)
+	q, err := t.qualification(ctx, memberID, from, at)
+	if err != nil || !tiers.BySpend() {
+		return q, nil, err
+	}
+	spend, err := t.spendQualification(ctx, memberID, from, at)
+	return q, spend, err
+}
+
+// recordAccrualAmount keeps the money amount of a posted accrual for
+// qualification by spend.
+func (t *txn) recordAccrualAmount(ctx context.Context, postingID int64,
+	amount *big.Rat) error {
+	_, err := t.tx.Exec(ctx, `INSERT INTO accrual_amounts (posting_id, amount)
+		VALUES ($1, $2::numeric)`, postingID, amount.FloatString(6))
+	if err != nil {
+		return fmt.Errorf("record accrual amount: %w", err)
+	}
+	return nil
+}
+
+// spendText prints a spend for the tier history and status, nil as "".
+func spendText(spend *big.Rat) string {
+	if spend == nil {
+		return ""
+	}
+	return core.FormatDecimal(spend)
+}
+
 // reviewTier sets a member's tier to the level its qualification at at
-// (plus extra points not yet posted) reaches, recording a change in the
-// member's tier history. It returns the level's code.
+// (plus extra points and spend not yet posted) reaches, recording a change
+// in the member's tier history. It returns the level's code.
 func (t *txn) reviewTier(ctx context.Context, programID, memberID string, at time.Time,
-	extra core.Points, reason string) (string, error) {
+	extra core.Points, extraSpend *big.Rat, reason string) (string, error) {
 	tiers, err := t.programTiers(ctx, programID)
 	if err != nil || tiers == nil {
 		return "", err
 	}
-	q, err := t.qualification(ctx, memberID, tiers.WindowStart(at), at)
+	q, spend, err := t.tierQualification(ctx, tiers, memberID, at)
 	if err != nil {
 		return "", err
 	}
 	q += extra
+	if spend != nil && extraSpend != nil {
+		spend.Add(spend, extraSpend)
+	}
 	next := ""
-	if lvl := tiers.Level(q); lvl != nil {
+	if lvl := tiers.Reached(q, spend); lvl != nil {
 		next = lvl.Code
 	}
 	var cur string
@@ -515,9 +579,13 @@ func (t *txn) reviewTier(ctx context.Context, programID, memberID string, at tim
 		next); err != nil {
 		return "", fmt.Errorf("set tier: %w", err)
 	}
+	var spendArg any
+	if spend != nil {
+		spendArg = spendText(spend)
+	}
 	_, err = t.tx.Exec(ctx, `INSERT INTO member_tiers (member_id, from_tier, to_tier,
-		qualification, changed_at, reason) VALUES ($1, $2, $3, $4, $5, $6)`, memberID, cur,
-		next, int64(q), at, reason)
+		qualification, changed_at, reason, spend) VALUES ($1, $2, $3, $4, $5, $6, $7::numeric)`,
+		memberID, cur, next, int64(q), at, reason, spendArg)
 	if err != nil {
 		return "", fmt.Errorf("record tier change: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"strings"
 	"time"
 
@@ -188,26 +189,36 @@ func (l *Ledger) MemberTier(ctx context.Context, programCode, ref string,
 				return core.Errorf(core.NotFound, "tiers", "the program has no tiers")
 			}
 			from := tiers.WindowStart(at)
-			q, err := t.qualification(ctx, id, from, at)
+			q, spend, err := t.tierQualification(ctx, tiers, id, at)
 			if err != nil {
 				return err
 			}
-			out = &core.TierStatus{Qualification: q, WindowDays: tiers.WindowDays,
-				Since: from.UTC(), History: []core.TierChange{}}
-			if lvl := tiers.Level(q); lvl != nil {
+			out = &core.TierStatus{Qualification: q, Basis: core.TierBasisPoints,
+				Spend: spendText(spend), WindowDays: tiers.WindowDays, Since: from.UTC(),
+				History: []core.TierChange{}}
+			if tiers.BySpend() {
+				out.Basis = core.TierBasisSpend
+			}
+			if lvl := tiers.Reached(q, spend); lvl != nil {
 				out.Tier = lvl.Code
 			}
 			rows, err := tx.Query(ctx, `SELECT from_tier, to_tier, qualification, changed_at,
-				reason FROM member_tiers WHERE member_id = $1 ORDER BY id`, id)
+				reason, spend::text FROM member_tiers WHERE member_id = $1 ORDER BY id`, id)
 			if err != nil {
 				return fmt.Errorf("read tier history: %w", err)
 			}
 			defer rows.Close()
 			for rows.Next() {
 				var c core.TierChange
+				var spend *string
 				if err := rows.Scan(&c.From, &c.To, &c.Qualification, &c.ChangedAt,
-					&c.Reason); err != nil {
+					&c.Reason, &spend); err != nil {
 					return err
+				}
+				if spend != nil {
+					if r, ok := new(big.Rat).SetString(*spend); ok {
+						c.Spend = core.FormatDecimal(r)
+					}
 				}
 				out.History = append(out.History, c)
 			}

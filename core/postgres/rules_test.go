@@ -425,3 +425,146 @@ func TestTierQualification(t *testing.T) {
 	}
 	f.check()
 }
+
+func TestRuleYearlyCapAcrossLocalNewYear(t *testing.T) {
+	f := newFixture(t, core.Program{TimeZone: "America/Santiago"})
+	f.setNow(time.Date(2027, 1, 2, 12, 0, 0, 0, time.UTC))
+	f.enroll("m1")
+	r := perUnit("yearly", "1", core.RoundDown)
+	r.Caps = core.Caps{PerYear: 1000}
+	f.putRule(r)
+	santiago := time.FixedZone("-03", -3*3600)
+	// 23:30 on 31 December at -03:00 is already 2027 in UTC, but counts in
+	// the local 2026; 00:30 on 1 January counts in 2027.
+	steps := []struct {
+		at     time.Time
+		amount string
+		want   core.Points
+		capped string
+	}{
+		{time.Date(2026, 6, 1, 10, 0, 0, 0, santiago), "700", 700, ""},
+		{time.Date(2026, 12, 31, 23, 30, 0, 0, santiago), "500", 300, "per_year"},
+		{time.Date(2027, 1, 1, 0, 30, 0, 0, santiago), "400", 400, ""},
+		{time.Date(2027, 1, 1, 9, 0, 0, 0, santiago), "800", 600, "per_year"},
+	}
+	ctx := context.Background()
+	for i, s := range steps {
+		at := s.at
+		sim, err := f.l.Simulate(ctx, f.prog, SimulateEvent{Member: "m1", Type: "bill_paid",
+			Amount: s.amount, OccurredAt: &at})
+		if err != nil || sim.Points != s.want || sim.Fired[0].CappedBy != s.capped {
+			t.Fatalf("step %d simulated: %+v %v, want %d capped by %q", i, sim, err, s.want,
+				s.capped)
+		}
+		if got, _ := f.earn("m1", "bill_paid", s.amount, s.at); got != s.want {
+			t.Fatalf("step %d at %s: %d points, want %d", i, s.at, got, s.want)
+		}
+	}
+	f.wantBalance("m1", 2000, 0, 0)
+	var y2026, y2027 int64
+	err := f.l.pool.QueryRow(ctx, `SELECT
+			(SELECT points FROM rule_counters WHERE win = 'y:2026' AND rule_code = 'yearly'
+				AND program_id = (SELECT id FROM programs WHERE code = $1)),
+			(SELECT points FROM rule_counters WHERE win = 'y:2027' AND rule_code = 'yearly'
+				AND program_id = (SELECT id FROM programs WHERE code = $1))`, f.prog).
+		Scan(&y2026, &y2027)
+	if err != nil || y2026 != 1000 || y2027 != 1000 {
+		t.Fatalf("counters: 2026 %d, 2027 %d (%v), want 1000 and 1000", y2026, y2027, err)
+	}
+	f.check()
+}
+
+func TestTierQualificationBySpend(t *testing.T) {
+	f := newFixture(t, core.Program{})
+	f.enroll("m1")
+	f.ok(core.KindTiersSet, "", core.Tiers{WindowDays: 30, Basis: core.TierBasisSpend,
+		Levels: []core.TierLevel{
+			{Code: "blue", MinSpend: "0", Multiplier: "1"},
+			{Code: "gold", MinSpend: "50000", Multiplier: "2"}}})
+	// One point per 1000 paid: points alone would never reach 50000.
+	f.putRule(perUnit("r", "0.001", core.RoundDown))
+	ctx := context.Background()
+	tier := func() *core.TierStatus {
+		t.Helper()
+		s, err := f.l.MemberTier(ctx, f.prog, "m1", f.l.Clock())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+
+	if pts, _ := f.earn("m1", "bill_paid", "30000.25", f.l.Clock()); pts != 30 {
+		t.Fatalf("blue accrual: %d points, want 30", pts)
+	}
+	if s := tier(); s.Tier != "blue" || s.Basis != "spend" || s.Spend != "30000.25" ||
+		s.Qualification != 30 {
+		t.Fatalf("after 30000.25: %+v", s)
+	}
+	// The accrual that takes the spend to 50000.50 upgrades the member; it
+	// earns at the blue rate, the next one at the gold rate.
+	second := f.ok(core.KindAccrue, "m1", core.Accrue{EventType: "bill_paid",
+		Amount: "20000.25"})
+	if second.Points != 20 {
+		t.Fatalf("upgrading accrual: %d points, want 20", second.Points)
+	}
+	if s := tier(); s.Tier != "gold" || s.Spend != "50000.5" {
+		t.Fatalf("after 50000.50: %+v", s)
+	}
+	if pts, ver := f.earn("m1", "bill_paid", "1000", f.l.Clock()); pts != 2 ||
+		ver != "rule:r@v1+tier:gold@x2.00" {
+		t.Fatalf("gold accrual: %d points by %q, want 2", pts, ver)
+	}
+	// A redemption does not lower the spend.
+	f.ok(core.KindRedeem, "m1", core.Redeem{Points: 20})
+	f.wantBalance("m1", 32, 0, 0)
+	if s := tier(); s.Tier != "gold" || s.Spend != "51000.5" {
+		t.Fatalf("after a redemption: %+v", s)
+	}
+	// Reversing an accrual does: 31000.25 is left.
+	f.ok(core.KindReverse, "m1", core.Reverse{PostingID: second.PostingIDs[0],
+		Reason: "refund"})
+	if s := tier(); s.Tier != "blue" || s.Spend != "31000.25" {
+		t.Fatalf("after the reversal: %+v", s)
+	}
+	// The next accrual earns at the blue rate and records the downgrade.
+	if pts, _ := f.earn("m1", "bill_paid", "1000", f.l.Clock()); pts != 1 {
+		t.Fatalf("blue accrual after the reversal: %d points, want 1", pts)
+	}
+	s := tier()
+	var moves []string
+	for _, c := range s.History {
+		moves = append(moves, c.From+">"+c.To+"@"+c.Spend)
+	}
+	want := ">blue@30000.25,blue>gold@50000.5,gold>blue@32000.25"
+	if got := strings.Join(moves, ","); got != want {
+		t.Fatalf("history %q, want %q", got, want)
+	}
+	f.check()
+}
+
+func TestTiersSpendBasisValidation(t *testing.T) {
+	f := newFixture(t, core.Program{})
+	for name, c := range map[string]struct {
+		tiers core.Tiers
+		field string
+	}{
+		"unknown basis": {core.Tiers{WindowDays: 30, Basis: "visits", Levels: []core.TierLevel{
+			{Code: "a", Multiplier: "1"}}}, "basis"},
+		"spend not decimal": {core.Tiers{WindowDays: 30, Basis: "spend",
+			Levels: []core.TierLevel{{Code: "a", MinSpend: "1e3", Multiplier: "1"}}},
+			"levels[0].min_spend"},
+		"spend not ascending": {core.Tiers{WindowDays: 30, Basis: "spend",
+			Levels: []core.TierLevel{{Code: "a", MinSpend: "100", Multiplier: "1"},
+				{Code: "b", MinSpend: "100.00", Multiplier: "1"}}}, "levels[1].min_spend"},
+		"min_spend with points": {core.Tiers{WindowDays: 30, Levels: []core.TierLevel{
+			{Code: "a", MinSpend: "100", Multiplier: "1"}}}, "levels[0].min_spend"},
+		"min_points with spend": {core.Tiers{WindowDays: 30, Basis: "spend",
+			Levels: []core.TierLevel{{Code: "a", MinPoints: 5, MinSpend: "1",
+				Multiplier: "1"}}}, "levels[0].min_points"},
+	} {
+		r := f.do(core.KindTiersSet, "", f.txn(), c.tiers)
+		if r.Status != bus.StatusRejected || r.Error == nil || r.Error.Field != c.field {
+			t.Errorf("%s: %s %+v, want a refusal on %q", name, r.Status, r.Error, c.field)
+		}
+	}
+}

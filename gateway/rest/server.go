@@ -117,6 +117,7 @@ func (s *Server) Register(r *mux.Router) {
 	s.registerFiles(v1)
 	s.registerCatalog(v1)
 	s.registerReports(v1)
+	s.registerErasure(v1)
 	v1.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, core.Errorf(core.NotFound, "path", "no such route"))
 	})

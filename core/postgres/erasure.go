@@ -1,0 +1,140 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/puntos-loyalty/puntos/bus"
+	"github.com/puntos-loyalty/puntos/core"
+)
+
+// Where a member's personal data lives, and what erasure does with it:
+//
+//   - members.customer_ref becomes the pseudonym; channel and attributes
+//     are cleared; erased_at, erased_by and erase_reason record the request.
+//   - bulk_lines.member (lines of uploaded files naming the member) becomes
+//     the pseudonym; points, reasons and outcomes stay.
+//   - conversions.member_ref becomes the pseudonym and account_id (the
+//     member's account in the other program) is blanked; points and amounts
+//     stay.
+//   - outbox events not yet relayed carry member_ref: it becomes the
+//     pseudonym. Events already relayed live on in ClickHouse, where
+//     reporting.EraseMember rewrites them (see that function).
+//   - commands.result of the member's enrolment and of the commands that
+//     posted to it name it by reference and channel: both are rewritten.
+//     Refusals and zero-point outcomes stored for it are not found this way
+//     (commands carry no member column) and keep the old reference.
+//
+// Postings, posting_lots, lots, holds, reward_orders and member_tiers name
+// the member by its id only and are left untouched; postings.channel is the
+// channel of a transaction, not of the person, and postings are append-only.
+
+const eraseLockSQL = `SELECT id, customer_ref, erased_at, erased_by, erase_reason,
+		available, pending, held
+	FROM members WHERE program_id = $1 AND customer_ref = $2 FOR UPDATE`
+
+const eraseMemberSQL = `UPDATE members SET customer_ref = $2, channel = '',
+		attributes = '{}', erased_at = $3, erased_by = $4, erase_reason = $5, updated_at = $3
+	WHERE id = $1`
+
+const eraseBulkSQL = `UPDATE bulk_lines l SET member = $3
+	FROM bulk_batches b WHERE b.id = l.batch_id AND b.program = $1 AND l.member = $2`
+
+const eraseConversionsSQL = `UPDATE conversions SET member_ref = $2, account_id = ''
+	WHERE member_id = $1`
+
+const eraseOutboxSQL = `UPDATE outbox
+	SET body = jsonb_set(body, '{member_ref}', to_jsonb($2::text))
+	WHERE body->>'member' = $1 AND body ? 'member_ref'`
+
+// The stored results of the member's commands: its enrolment (data.id is
+// the member) and every command that posted to it (postings.command_id).
+// A ledger outcome names it in data.member, an enrolment in
+// data.customer_ref, with its channel.
+const eraseCommandsSQL = `UPDATE commands SET result = jsonb_set(jsonb_set(result,
+		'{data,member}', to_jsonb($2::text), false),
+		'{data,customer_ref}', to_jsonb($2::text), false)
+	  #- '{data,channel}'
+	WHERE jsonb_typeof(result->'data') = 'object'
+	  AND (result->'data'->>'id' = $1::text
+	    OR command_id IN (SELECT command_id FROM postings
+	      WHERE member_id = $1::uuid AND command_id IS NOT NULL))`
+
+const openHoldsSQL = `SELECT count(*) FROM holds WHERE member_id = $1 AND status = 'open'`
+
+// erase removes a member's personal data and keeps its ledger. It refuses
+// with Conflict while the member has open holds (a partner could still
+// capture or release them under the old reference) and with NotFound when
+// the reference is unknown. Erasing an erased member, by its pseudonym,
+// answers the first erasure again and changes nothing.
+func (t *txn) erase(ctx context.Context, prog *program, cmd *bus.Command) (any, error) {
+	var in core.Erase
+	if err := decode(cmd.Payload, &in); err != nil {
+		return nil, err
+	}
+	in.Reason = strings.TrimSpace(in.Reason)
+	if in.Reason == "" {
+		return nil, core.Errorf(core.Invalid, "reason", "is required")
+	}
+	actor := strings.TrimSpace(cmd.Actor)
+	if actor == "" {
+		return nil, core.Errorf(core.Invalid, "actor", "must name who asked for the erasure")
+	}
+
+	// The member itself, not a merge survivor: erasure is of this person.
+	var (
+		e        core.Erasure
+		ref      string
+		erasedAt *time.Time
+		b        [3]int64
+	)
+	err := t.tx.QueryRow(ctx, eraseLockSQL, prog.ID, cmd.Member).Scan(&e.MemberID, &ref,
+		&erasedAt, &e.ErasedBy, &e.Reason, &b[0], &b[1], &b[2])
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, core.Errorf(core.NotFound, "member", "no member %q in this program",
+			cmd.Member)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lock member: %w", err)
+	}
+	e.Pseudonym = core.Pseudonym(e.MemberID)
+	e.Balance = core.Balance{Available: core.Points(b[0]), Pending: core.Points(b[1]),
+		Held: core.Points(b[2])}
+	if erasedAt != nil {
+		e.ErasedAt = erasedAt.UTC()
+		return e, nil
+	}
+
+	var open int64
+	if err := t.tx.QueryRow(ctx, openHoldsSQL, e.MemberID).Scan(&open); err != nil {
+		return nil, fmt.Errorf("count open holds: %w", err)
+	}
+	if open > 0 {
+		return nil, core.Errorf(core.Conflict, "member",
+			"member has %d open holds: capture or release them first", open)
+	}
+
+	e.ErasedAt, e.ErasedBy, e.Reason = t.now.UTC(), actor, in.Reason
+	steps := []struct {
+		what string
+		sql  string
+		args []any
+	}{
+		{"member", eraseMemberSQL, []any{e.MemberID, e.Pseudonym, e.ErasedAt, actor, in.Reason}},
+		{"bulk lines", eraseBulkSQL, []any{prog.Code, ref, e.Pseudonym}},
+		{"conversions", eraseConversionsSQL, []any{e.MemberID, e.Pseudonym}},
+		{"outbox", eraseOutboxSQL, []any{e.MemberID, e.Pseudonym}},
+		{"command results", eraseCommandsSQL, []any{e.MemberID, e.Pseudonym}},
+	}
+	for _, s := range steps {
+		if _, err := t.tx.Exec(ctx, s.sql, s.args...); err != nil {
+			return nil, fmt.Errorf("erase %s: %w", s.what, err)
+		}
+	}
+	return e, nil
+}
