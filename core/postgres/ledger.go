@@ -143,8 +143,14 @@ func (t *txn) apply(ctx context.Context, cmd *bus.Command) (Applied, error) {
 		res.Status = bus.StatusRejected
 		res.Error = &bus.Error{Kind: string(derr.Kind), Field: derr.Field, Message: derr.Message}
 		body, _ := json.Marshal(res)
-		err = t.send(ctx, `ROLLBACK TO SAVEPOINT cmd`, `RELEASE SAVEPOINT cmd`,
-			storeResult, cmd.Source, cmd.TxnID, res.Status, body)
+		// The rollback runs on its own: pgx prepares a batch's statements
+		// before running any, and nothing can be prepared while the
+		// transaction is aborted.
+		if _, err := t.tx.Exec(ctx, `ROLLBACK TO SAVEPOINT cmd`); err != nil {
+			return Applied{}, fmt.Errorf("roll back refused command: %w", err)
+		}
+		err = t.send(ctx, `RELEASE SAVEPOINT cmd`, "", storeResult, cmd.Source, cmd.TxnID,
+			res.Status, body)
 		if err != nil {
 			return Applied{}, fmt.Errorf("store refusal: %w", err)
 		}

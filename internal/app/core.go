@@ -142,9 +142,10 @@ func (a *App) leasePartition(ctx context.Context, p int) {
 }
 
 // handleBatch applies a batch in one ledger transaction. When the
-// transaction fails, each command is tried alone so that one poisonous
-// command does not hold back the others; those that still fail are
-// redelivered, and dead-lettered after too many attempts.
+// transaction fails, the commands are tried one by one, in order, so that
+// those before a poisonous command are not held back by it; from the first
+// that still fails, the rest are redelivered (and a command that keeps
+// failing is dead-lettered after too many attempts).
 func (a *App) handleBatch(ctx context.Context, batch []*natsbus.Delivery) error {
 	// A batch that started is finished even during shutdown.
 	ctx = context.WithoutCancel(ctx)
@@ -168,13 +169,17 @@ func (a *App) handleBatch(ctx context.Context, batch []*natsbus.Delivery) error 
 	}
 	a.log.Warn("Batch failed; applying its commands one by one", "size", len(batch),
 		"error", err)
-	for _, d := range batch {
+	for i, d := range batch {
 		one, err := a.Ledger.ApplyBatch(ctx, []bus.Command{d.Command})
 		if err != nil {
-			a.log.Warn("Command failed; it will be redelivered", "txn_id", d.Command.TxnID,
-				"source", d.Command.Source, "error", err)
-			_ = d.Nak(time.Second)
-			continue
+			// This command and every later one go back, untried: applying a
+			// later command of the same member first would break its order.
+			a.log.Warn("Command failed; it and the rest of its batch will be redelivered",
+				"txn_id", d.Command.TxnID, "source", d.Command.Source, "error", err)
+			for _, rest := range batch[i:] {
+				_ = rest.Nak(time.Second)
+			}
+			return nil
 		}
 		a.finish(ctx, d, one[0])
 	}
