@@ -92,6 +92,9 @@ type Event struct {
 	Partner     string    `json:"partner,omitempty"`
 	Channel     string    `json:"channel,omitempty"`
 	PostingID   int64     `json:"posting_id,omitempty"`
+	// Tier is the member's tier level when the event was recorded, empty
+	// for none: for an accrual, the level the accrual itself reaches.
+	Tier string `json:"tier,omitempty"`
 	// Detail is what an event that moves no points tells beyond the common
 	// fields, as a JSON object (an expiry_notice: core.ExpiryNotice).
 	Detail json.RawMessage `json:"detail,omitempty"`

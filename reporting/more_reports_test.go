@@ -100,7 +100,8 @@ func TestParseDimension(t *testing.T) {
 		{"rule", reporting.ByRule, true},
 		{"rule_version", reporting.ByRule, true},
 		{"partner", reporting.ByPartner, true},
-		{"tier", "", false},
+		{"tier", reporting.ByTier, true},
+		{"tiers", "", false},
 		{"program; DROP TABLE ledger_events", "", false},
 	}
 	for _, tt := range tests {

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/proto"
 
 	"github.com/puntos-loyalty/puntos/bus"
 )
@@ -128,7 +129,7 @@ func Migrate(ctx context.Context, conn driver.Conn) error {
 			continue
 		}
 		for i, stmt := range m.statements {
-			if err := conn.Exec(ctx, stmt); err != nil {
+			if err := conn.Exec(ctx, stmt); err != nil && !columnThere(stmt, err) {
 				return fmt.Errorf("apply migration %s, statement %d: %w", m.Name, i+1, err)
 			}
 		}
@@ -137,6 +138,21 @@ func Migrate(ctx context.Context, conn driver.Conn) error {
 		}
 	}
 	return nil
+}
+
+// errColumnExists is ClickHouse's ILLEGAL_COLUMN, which an ADD COLUMN of a
+// column the table has fails with.
+const errColumnExists = 44
+
+// columnThere tells whether err is stmt, an ADD COLUMN, failing because the
+// column is already there: 18.16 knows no ADD COLUMN IF NOT EXISTS, so
+// this is how such a migration is safe to run twice, or from two processes
+// at once.
+func columnThere(stmt string, err error) bool {
+	var ex *proto.Exception
+	return errors.As(err, &ex) && ex.Code == errColumnExists &&
+		strings.Contains(strings.ToUpper(stmt), "ADD COLUMN") &&
+		strings.Contains(ex.Message, "already exists")
 }
 
 // SchemaVersion is the highest migration applied to conn's database, 0 when
@@ -207,7 +223,8 @@ func abortUnsent(batch driver.Batch) {
 
 // insertEvents names the columns, as an insert must on ClickHouse 18.16.
 const insertEvents = `INSERT INTO ledger_events (event_id, kind, program, member, member_ref,
-	points, occurred_at, recorded_at, source, txn_id, rule_version, partner, channel, posting_id)`
+	points, occurred_at, recorded_at, source, txn_id, rule_version, partner, channel, posting_id,
+	tier)`
 
 // ClickHouse's DateTime holds whole seconds from 1970 to early 2106, in a UInt32.
 var (
@@ -258,7 +275,7 @@ func InsertEvents(ctx context.Context, conn driver.Conn, evs []bus.Event) error 
 	for _, ev := range evs {
 		err := batch.Append(ev.ID, ev.Kind, ev.Program, ev.Member, ev.MemberRef, ev.Points,
 			ev.OccurredAt.UTC(), ev.RecordedAt.UTC(), ev.Source, ev.TxnID, ev.RuleVersion,
-			ev.Partner, ev.Channel, ev.PostingID)
+			ev.Partner, ev.Channel, ev.PostingID, ev.Tier)
 		if err != nil {
 			return fmt.Errorf("append event %s: %w", ev.ID, err)
 		}

@@ -78,7 +78,7 @@ func TestMigrateIsIdempotentAndConcurrent(t *testing.T) {
 		"member_ref String", "points Int64", "occurred_at DateTime('UTC')",
 		"recorded_at DateTime('UTC')", "source String", "txn_id String",
 		"rule_version String", "partner String", "channel String", "posting_id Int64",
-		"inserted_at DateTime('UTC')"}
+		"inserted_at DateTime('UTC')", "tier String"}
 	if len(got) != len(want) {
 		t.Fatalf("columns %q; want %q", got, want)
 	}

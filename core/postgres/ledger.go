@@ -273,7 +273,7 @@ func (t *txn) event(m *member, postingID int64, p posting) {
 		ID: uuid.Must(uuid.NewV7()).String(), Kind: p.kind, Program: prog, Member: m.id,
 		MemberRef: m.ref, Points: p.points + p.pendingDelta, OccurredAt: p.occurredAt.UTC(),
 		RecordedAt: t.now, Source: "puntos", RuleVersion: p.ruleVersion, Partner: p.partner,
-		PostingID: postingID,
+		PostingID: postingID, Tier: m.tier,
 	}
 	if t.cmd != nil {
 		ev.Source, ev.TxnID, ev.Channel = t.cmd.Source, t.cmd.TxnID, t.cmd.Channel

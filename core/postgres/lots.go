@@ -17,6 +17,7 @@ type member struct {
 	ref       string
 	status    string
 	channel   string
+	tier      string // the tier level, '' for none; post refreshes it
 	enrolled  time.Time
 	merged    *string
 	available int64
@@ -30,12 +31,12 @@ func (m *member) balance() core.Balance {
 }
 
 const memberCols = `id, program_id, customer_ref, status, channel, enrolled_at, merged_into,
-	available, pending, held`
+	available, pending, held, tier`
 
 func scanMember(row pgx.Row) (*member, error) {
 	m := &member{}
 	err := row.Scan(&m.id, &m.programID, &m.ref, &m.status, &m.channel, &m.enrolled, &m.merged,
-		&m.available, &m.pending, &m.held)
+		&m.available, &m.pending, &m.held, &m.tier)
 	return m, err
 }
 
@@ -222,8 +223,9 @@ func (t *txn) post(ctx context.Context, m *member, p posting) (int64, error) {
 	}
 	err = t.tx.QueryRow(ctx, `UPDATE members
 		SET available = available + $2, held = held + $3, pending = pending + $4, updated_at = $5
-		WHERE id = $1 RETURNING available, held, pending`,
-		m.id, p.points, p.heldDelta, p.pendingDelta, t.now).Scan(&m.available, &m.held, &m.pending)
+		WHERE id = $1 RETURNING available, held, pending, tier`,
+		m.id, p.points, p.heldDelta, p.pendingDelta, t.now).Scan(&m.available, &m.held, &m.pending,
+		&m.tier)
 	if err != nil {
 		return 0, fmt.Errorf("update balance: %w", pgError(err))
 	}

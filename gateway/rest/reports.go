@@ -214,7 +214,7 @@ func flowCells(f reporting.Flows) []any {
 }
 
 // flowsReport is the point flows per bucket, or per bucket and value of
-// ?by=channel|rule|partner.
+// ?by=channel|rule|partner|tier.
 func flowsReport(ctx context.Context, st *ReportStore, p reportParams) (*reportTable, error) {
 	conn, err := st.clickhouse(ctx)
 	if err != nil {

@@ -94,6 +94,18 @@ func TestReportsEndToEnd(t *testing.T) {
 		t.Errorf("flows by partner CSV\n%s\nwant\n%s", r.raw, wantCSV)
 	}
 
+	// By tier: the program has no tiers, so every event is in the group of ''.
+	r = c.must(200, "GET", base+"flows?bucket=month&from=2026-09-01&to=2026-12-01&by=tier",
+		"", nil)
+	wantTier := []string{
+		`"2026-09-01T00:00:00-04:00" "" 29 0 0 0 0 0 0 0 29 1`,
+		`"2026-10-01T00:00:00-03:00" "" 129 0 0 0 0 0 0 0 129 2`,
+	}
+	if got := reportRows(t, r); !slices.Equal(got, wantTier) {
+		t.Errorf("flows by tier\n%s\nwant\n%s", strings.Join(got, "\n"),
+			strings.Join(wantTier, "\n"))
+	}
+
 	// Liability: 29 + 29 + 100 - 40 - 5 points, at 0.5 each; CSV by Accept.
 	r = c.must(200, "GET", base+"liability?value_per_point=0.5", "", nil)
 	if got := reportRows(t, r); !slices.Equal(got, []string{`113 5 "0.5" "56.5"`}) {
@@ -138,7 +150,7 @@ func TestReportsEndToEnd(t *testing.T) {
 	c.must(404, "GET", base+"nope", "", nil)
 	c.must(404, "GET", "/v1/programs/nope/reports/flows", "", nil)
 	c.must(400, "GET", base+"flows?bucket=year", "", nil)
-	c.must(400, "GET", base+"flows?by=tier", "", nil)
+	c.must(400, "GET", base+"flows?by=member", "", nil)
 	c.must(400, "GET", base+"flows?format=xml", "", nil)
 	c.must(400, "GET", base+"breakage?to=2026-11-01", "", nil)
 	c.must(400, "GET", base+"liability?value_per_point=abc", "", nil)
