@@ -222,7 +222,7 @@ func (s *Server) auth(h func(http.ResponseWriter, *http.Request, *session),
 			return
 		}
 		if r.Method == http.MethodPost {
-			r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+			r.Body = http.MaxBytesReader(w, r.Body, bodyLimit(r))
 			if !sameToken(r.PostFormValue("csrf"), sess.CSRF) {
 				s.fail(w, r, sess, http.StatusForbidden,
 					"The form was not sent from this session (CSRF check failed). "+

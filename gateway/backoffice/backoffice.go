@@ -1,8 +1,8 @@
 // Package backoffice is the browser face of the gateway for the people who
 // run loyalty programs: sign-in with roles, member look-up, manual
 // adjustments with a second person's approval above a threshold, program
-// parameters (viewed and edited), conversion rules with a simulation panel
-// and the audit log. Pages are rendered on the server from
+// parameters (viewed and edited), conversion rules with a simulation panel,
+// bulk point loads from files and the audit log. Pages are rendered on the server from
 // embedded templates; nothing is built for the browser.
 package backoffice
 
@@ -24,6 +24,7 @@ import (
 	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
 	"github.com/puntos-loyalty/puntos/core/postgres"
+	"github.com/puntos-loyalty/puntos/gateway/files"
 )
 
 //go:embed templates/*.html
@@ -70,6 +71,9 @@ type Options struct {
 	// the connection after each page only when CloseClickHouse is set.
 	ClickHouse      func(ctx context.Context) (driver.Conn, error)
 	CloseClickHouse bool
+	// Files returns the bulk-load service for the bulk loads pages, or nil
+	// while there is none (they answer 503 then).
+	Files func() *files.Service
 }
 
 // Server serves the back office under /admin/.
@@ -144,6 +148,7 @@ func (s *Server) Register(r *mux.Router) {
 	a.Handle("/users", s.auth(s.createUser, RoleAdministrator)).Methods(http.MethodPost)
 	a.Handle("/users/unlock", s.auth(s.unlockUser, RoleAdministrator)).
 		Methods(http.MethodPost)
+	s.registerBulk(a)
 }
 
 // securityHeaders keeps pages out of frames and caches and scripts out of
@@ -170,6 +175,8 @@ type view struct {
 	Notice  string
 	Problem string
 	Data    any
+	// Refresh, when above zero, reloads the page after that many seconds.
+	Refresh int
 }
 
 // notices are the messages a redirect may ask the next page to show; only

@@ -291,30 +291,13 @@ func (s *Service) post(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var err error
-	switch {
-	case b.Status == core.BatchPosted:
+	if b.Status == core.BatchPosted {
 		writeJSON(w, http.StatusOK, s.view(b))
 		return
-	case b.Status != core.BatchValidated && b.Status != core.BatchPosting:
-		err = core.Errorf(core.Conflict, "batch", "is %s; only a validated batch posts", b.Status)
-	case b.NeedsApproval && b.ApprovedBy == "":
-		err = core.Errorf(core.Conflict, "batch", "moves %d points, above the approval "+
-			"limit: another person must approve it first", b.Credit+b.Debit)
 	}
-	if err != nil {
+	if err := s.StartPost(b, s.actor(r)); err != nil {
 		s.writeError(w, r, err)
 		return
-	}
-	s.mu.Lock()
-	busy := s.running["post:"+b.ID]
-	s.mu.Unlock()
-	if !busy {
-		actor := s.actor(r)
-		s.start("post", b, func(ctx context.Context) error {
-			_, err := s.Post(ctx, b, actor)
-			return err
-		})
 	}
 	v := s.view(b)
 	w.Header().Set("Location", v.Links["self"])

@@ -24,6 +24,7 @@ import (
 	"github.com/puntos-loyalty/puntos/bus/natsbus"
 	"github.com/puntos-loyalty/puntos/core/postgres"
 	"github.com/puntos-loyalty/puntos/gateway/backoffice"
+	"github.com/puntos-loyalty/puntos/gateway/files"
 	"github.com/puntos-loyalty/puntos/gateway/rest"
 	"github.com/puntos-loyalty/puntos/gateway/soap"
 	"github.com/puntos-loyalty/puntos/reporting/clickhouse"
@@ -55,6 +56,8 @@ type App struct {
 	leases     *leases
 	sinkCancel context.CancelFunc
 	sinkWG     sync.WaitGroup
+	// files is the bulk-load service, once mountFiles made it (core only).
+	files *files.Service
 }
 
 // Start brings up the parts named by roles and returns once they serve.
@@ -183,7 +186,7 @@ func (a *App) startHTTP() error {
 	if a.roles.Gateway {
 		backoffice.New(a.Pool, a.Bus, a.Ledger, a.log,
 			backoffice.Options{Wait: a.cfg.ResultWait, ClickHouse: a.backofficeClickHouse,
-				CloseClickHouse: true}).Register(r)
+				CloseClickHouse: true, Files: a.bulkFiles}).Register(r)
 		keys, err := a.cfg.Keys()
 		if err != nil {
 			return err

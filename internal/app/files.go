@@ -21,6 +21,7 @@ func (a *App) mountFiles(api *rest.Server) {
 		InboxDir: a.cfg.InboxDir, InboxPoll: a.cfg.InboxPoll,
 		ApprovalPoints: int64(a.cfg.BulkApproval)})
 	api.MountFiles(svc)
+	a.files = svc
 	if err := svc.Resume(ctx); err != nil {
 		a.log.Error("Unfinished batches not resumed", "error", err)
 	}
@@ -39,3 +40,7 @@ func (a *App) mountFiles(api *rest.Server) {
 		}
 	}
 }
+
+// bulkFiles is the bulk-load service for the back office: nil until
+// mountFiles has run, and in a process without core.
+func (a *App) bulkFiles() *files.Service { return a.files }
