@@ -210,6 +210,9 @@ func codeOK(s string) bool {
 	return true
 }
 
+// RefRule says what ValidRef accepts, for error messages.
+const RefRule = "1-128 letters, digits or - . _ ~ : @ ! $ & ' ( ) * + , ; ="
+
 // ValidRef reports whether s is acceptable as an external reference or
 // transaction id: 1-128 characters that need no escaping in a URL path
 // segment (letters, digits and - . _ ~ : @ ! $ & ' ( ) * + , ; =). A slash,

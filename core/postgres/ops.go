@@ -56,7 +56,7 @@ func (t *txn) dispatch(ctx context.Context, cmd *bus.Command) (any, error) {
 		return t.rulesCmd(ctx, prog, cmd)
 	}
 	if !core.ValidRef(cmd.Member) {
-		return nil, core.Errorf(core.Invalid, "member", "must be 1-128 letters, digits or - . _ ~ : @ ! $ & ' ( ) * + , ; =")
+		return nil, core.Errorf(core.Invalid, "member", "must be "+core.RefRule)
 	}
 	switch cmd.Kind {
 	case core.KindTransfer:
@@ -151,7 +151,7 @@ func (t *txn) enroll(ctx context.Context, prog *program, cmd *bus.Command) (any,
 		return nil, err
 	}
 	if !core.ValidRef(cmd.Member) {
-		return nil, core.Errorf(core.Invalid, "customer_ref", "must be 1-128 letters, digits or - . _ ~ : @ ! $ & ' ( ) * + , ; =")
+		return nil, core.Errorf(core.Invalid, "customer_ref", "must be "+core.RefRule)
 	}
 	at := cmd.OccurredAt
 	if in.EnrolledAt != nil {

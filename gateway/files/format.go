@@ -233,7 +233,7 @@ func (rd *reader) next() (core.BatchLine, error) {
 		return fail("member", "is required")
 	}
 	if !core.ValidRef(x.Member) {
-		return fail("member", "must be 1-128 letters, digits or - . _ ~ : @ ! $ & ' ( ) * + , ; =")
+		return fail("member", "must be "+core.RefRule)
 	}
 	p, err := parsePoints(get("points"))
 	if err != nil {
@@ -275,7 +275,7 @@ func (rd *reader) next() (core.BatchLine, error) {
 		return fail("txn_id", "is required: the line's own transaction id")
 	}
 	if !core.ValidRef(x.TxnID) {
-		return fail("txn_id", "must be 1-128 letters, digits or - . _ ~ : @ ! $ & ' ( ) * + , ; =")
+		return fail("txn_id", "must be "+core.RefRule)
 	}
 	return x, nil
 }

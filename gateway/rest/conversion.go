@@ -88,7 +88,7 @@ func (s *Server) convert(w http.ResponseWriter, r *http.Request) {
 		}
 		if in.AccountID != "" && !core.ValidRef(in.AccountID) {
 			return "", nil, nil, core.Errorf(core.Invalid, "account_id",
-				"must be 1-128 letters, digits or - . _ ~ : @ ! $ & ' ( ) * + , ; =")
+				"must be "+core.RefRule)
 		}
 		return memberVar(r), in, nil, nil
 	})

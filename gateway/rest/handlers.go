@@ -73,7 +73,7 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	s.write(w, r, core.KindEnroll, &in, func() (string, any, *time.Time, error) {
 		if !core.ValidRef(in.CustomerRef) {
 			return "", nil, nil, core.Errorf(core.Invalid, "customer_ref",
-				"is required: 1-128 letters, digits or - . _ ~ : @ ! $ & ' ( ) * + , ; =")
+				"is required: "+core.RefRule)
 		}
 		if len(in.Channel) > 64 {
 			return "", nil, nil, core.Errorf(core.Invalid, "channel", "is at most 64 characters")

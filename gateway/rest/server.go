@@ -231,7 +231,7 @@ func txnID(r *http.Request) (string, error) {
 	}
 	if !core.ValidRef(k) {
 		return "", core.Errorf(core.Invalid, "Idempotency-Key",
-			"must be 1-128 letters, digits or - . _ ~ : @ ! $ & ' ( ) * + , ; =")
+			"must be "+core.RefRule)
 	}
 	return k, nil
 }

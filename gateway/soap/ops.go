@@ -98,8 +98,7 @@ func target(program, ref string) error {
 		return invalid("Program", "is required: the program's code")
 	}
 	if !core.ValidRef(ref) {
-		return invalid("CustomerRef", "is required: 1-128 letters, digits or "+
-			"- . _ ~ : @ ! $ & ' ( ) * + , ; =")
+		return invalid("CustomerRef", "is required: "+core.RefRule)
 	}
 	return nil
 }
@@ -110,7 +109,7 @@ func (s *Server) write(c *call, kind, txn, program, member string, payload any,
 	occurred *time.Time) (bus.Result, error) {
 	if !core.ValidRef(txn) {
 		return bus.Result{}, invalid("TxnId", "is required on every write: the caller's "+
-			"transaction id, 1-128 letters, digits or - . _ ~ : @ ! $ & ' ( ) * + , ; =")
+			"transaction id, "+core.RefRule)
 	}
 	body, err := json.Marshal(payload)
 	if err != nil {
