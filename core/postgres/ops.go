@@ -485,13 +485,23 @@ func (t *txn) refresh(ctx context.Context, prog *program, m *member) error {
 	if err := t.mature(ctx, m); err != nil {
 		return err
 	}
-	rows, err := t.tx.Query(ctx, `SELECT id, member_id, posting_id, amount, status, expires_at
-		FROM holds WHERE member_id = $1 AND status = 'open' AND expires_at <= $2
-		ORDER BY expires_at FOR UPDATE`, m.id, t.now)
-	if err != nil {
-		return fmt.Errorf("select due holds: %w", err)
+	if err := t.releaseHolds(ctx, m, "expired", `AND expires_at <= $2`, t.now); err != nil {
+		return err
 	}
-	var due []*hold
+	return t.expireDue(ctx, m)
+}
+
+// releaseHolds releases m's open holds that also match the extra condition
+// (on $2 onwards), soonest expiry first, closing them with status.
+func (t *txn) releaseHolds(ctx context.Context, m *member, status, extra string,
+	args ...any) error {
+	rows, err := t.tx.Query(ctx, `SELECT id, member_id, posting_id, amount, status, expires_at
+		FROM holds WHERE member_id = $1 AND status = 'open' `+extra+`
+		ORDER BY expires_at, id FOR UPDATE`, append([]any{m.id}, args...)...)
+	if err != nil {
+		return fmt.Errorf("select holds: %w", err)
+	}
+	var open []*hold
 	for rows.Next() {
 		h := &hold{}
 		if err := rows.Scan(&h.id, &h.memberID, &h.postingID, &h.amount, &h.status,
@@ -499,15 +509,18 @@ func (t *txn) refresh(ctx context.Context, prog *program, m *member) error {
 			rows.Close()
 			return err
 		}
-		due = append(due, h)
+		open = append(open, h)
 	}
 	rows.Close()
-	for _, h := range due {
-		if err := t.settleHold(ctx, m, h, 0, "expired"); err != nil {
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, h := range open {
+		if err := t.settleHold(ctx, m, h, 0, status); err != nil {
 			return err
 		}
 	}
-	return t.expireDue(ctx, m)
+	return nil
 }
 
 // mature turns m's pending lots whose holding period ended into spendable
@@ -834,26 +847,8 @@ func (t *txn) setStatus(ctx context.Context, prog *program, m *member, cmd *bus.
 // forfeitAll releases m's open holds and forfeits every point m has left,
 // spendable and pending, in one posting.
 func (t *txn) forfeitAll(ctx context.Context, m *member, reason string) error {
-	rows, err := t.tx.Query(ctx, `SELECT id, member_id, posting_id, amount, status, expires_at
-		FROM holds WHERE member_id = $1 AND status = 'open' FOR UPDATE`, m.id)
-	if err != nil {
+	if err := t.releaseHolds(ctx, m, "released", ""); err != nil {
 		return err
-	}
-	var open []*hold
-	for rows.Next() {
-		h := &hold{}
-		if err := rows.Scan(&h.id, &h.memberID, &h.postingID, &h.amount, &h.status,
-			&h.expires); err != nil {
-			rows.Close()
-			return err
-		}
-		open = append(open, h)
-	}
-	rows.Close()
-	for _, h := range open {
-		if err := t.settleHold(ctx, m, h, 0, "released"); err != nil {
-			return err
-		}
 	}
 	if reason == "" {
 		reason = "membership closed"
