@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -42,46 +41,7 @@ type Delivery struct {
 	// included: 1 the first time, 2 on the first redelivery and so on.
 	NumDelivered uint64
 
-	msg     jetstream.Msg
-	settled atomic.Bool
-}
-
-// Ack tells the server the command is done and waits for the server to
-// confirm, so that it will not be delivered again.
-func (d *Delivery) Ack(ctx context.Context) error {
-	if err := d.msg.DoubleAck(ctx); err != nil {
-		return fmt.Errorf("ack command %d: %w", d.Seq, err)
-	}
-	d.settled.Store(true)
-	return nil
-}
-
-// Nak asks the server to deliver the command again after delay (at once if
-// delay is not positive). Later commands of the same partition may then be
-// delivered before it; to retry in order, return an error from the handler
-// instead.
-func (d *Delivery) Nak(delay time.Duration) error {
-	var err error
-	if delay > 0 {
-		err = d.msg.NakWithDelay(delay)
-	} else {
-		err = d.msg.Nak()
-	}
-	if err != nil {
-		return fmt.Errorf("nak command %d: %w", d.Seq, err)
-	}
-	d.settled.Store(true)
-	return nil
-}
-
-// Term tells the server never to deliver the command again. Dead-letter it
-// first (Bus.DeadLetter) unless it is meant to vanish.
-func (d *Delivery) Term() error {
-	if err := d.msg.Term(); err != nil {
-		return fmt.Errorf("term command %d: %w", d.Seq, err)
-	}
-	d.settled.Store(true)
-	return nil
+	receipt
 }
 
 // Consume fetches the commands of one partition in batches and hands them to
@@ -273,7 +233,7 @@ func (b *Bus) process(ctx context.Context, p int, msgs []jetstream.Msg,
 // decode turns a message into a delivery. problem is not empty when the
 // message is not a usable command.
 func decode(m jetstream.Msg, p int) (d *Delivery, problem string) {
-	d = &Delivery{Raw: m.Data(), Partition: p, msg: m}
+	d = &Delivery{receipt: receipt{msg: m, what: "command"}, Raw: m.Data(), Partition: p}
 	if meta, err := m.Metadata(); err == nil {
 		d.Seq = meta.Sequence.Stream
 		d.NumDelivered = meta.NumDelivered

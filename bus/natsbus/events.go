@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -36,44 +35,7 @@ type EventDelivery struct {
 	// one included: 1 the first time, 2 on the first redelivery and so on.
 	NumDelivered uint64
 
-	msg     jetstream.Msg
-	settled atomic.Bool
-}
-
-// Ack tells the server the event is done and waits for the server to
-// confirm, so that it will not be delivered to this consumer again.
-func (d *EventDelivery) Ack(ctx context.Context) error {
-	if err := d.msg.DoubleAck(ctx); err != nil {
-		return fmt.Errorf("ack event %d: %w", d.Seq, err)
-	}
-	d.settled.Store(true)
-	return nil
-}
-
-// Nak asks the server to deliver the event again after delay (at once if
-// delay is not positive).
-func (d *EventDelivery) Nak(delay time.Duration) error {
-	var err error
-	if delay > 0 {
-		err = d.msg.NakWithDelay(delay)
-	} else {
-		err = d.msg.Nak()
-	}
-	if err != nil {
-		return fmt.Errorf("nak event %d: %w", d.Seq, err)
-	}
-	d.settled.Store(true)
-	return nil
-}
-
-// Term tells the server never to deliver the event to this consumer again.
-// The event stays in the stream for other consumers.
-func (d *EventDelivery) Term() error {
-	if err := d.msg.Term(); err != nil {
-		return fmt.Errorf("term event %d: %w", d.Seq, err)
-	}
-	d.settled.Store(true)
-	return nil
+	receipt
 }
 
 // ConsumeEvents reads the events stream through the durable pull consumer
@@ -257,7 +219,8 @@ func (b *Bus) processEvents(ctx context.Context, msgs []jetstream.Msg,
 // decodeEvent turns a message into an event delivery. problem is not empty
 // when the message is not a usable ledger event.
 func decodeEvent(m jetstream.Msg) (d *EventDelivery, problem string) {
-	d = &EventDelivery{Raw: m.Data(), Subject: m.Subject(), msg: m}
+	d = &EventDelivery{receipt: receipt{msg: m, what: "event"}, Raw: m.Data(),
+		Subject: m.Subject()}
 	if meta, err := m.Metadata(); err == nil {
 		d.Seq = meta.Sequence.Stream
 		d.NumDelivered = meta.NumDelivered

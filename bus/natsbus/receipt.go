@@ -1,0 +1,65 @@
+package natsbus
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// receipt settles one fetched message with the server. Command and event
+// deliveries embed it, so both settle the same way.
+type receipt struct {
+	msg     jetstream.Msg
+	what    string // "command" or "event", for error messages
+	settled atomic.Bool
+}
+
+// Ack tells the server the message is done and waits for the server to
+// confirm, so that it will not be delivered to this consumer again.
+func (r *receipt) Ack(ctx context.Context) error {
+	if err := r.msg.DoubleAck(ctx); err != nil {
+		return fmt.Errorf("ack %s %d: %w", r.what, r.seq(), err)
+	}
+	r.settled.Store(true)
+	return nil
+}
+
+// Nak asks the server to deliver the message again after delay (at once if
+// delay is not positive). Later messages of the same consumer may then be
+// delivered before it; to retry in order, return an error from the handler
+// instead.
+func (r *receipt) Nak(delay time.Duration) error {
+	var err error
+	if delay > 0 {
+		err = r.msg.NakWithDelay(delay)
+	} else {
+		err = r.msg.Nak()
+	}
+	if err != nil {
+		return fmt.Errorf("nak %s %d: %w", r.what, r.seq(), err)
+	}
+	r.settled.Store(true)
+	return nil
+}
+
+// Term tells the server never to deliver the message to this consumer
+// again. A command should be dead-lettered first (Bus.DeadLetter) unless it
+// is meant to vanish; an event stays in its stream for other consumers.
+func (r *receipt) Term() error {
+	if err := r.msg.Term(); err != nil {
+		return fmt.Errorf("term %s %d: %w", r.what, r.seq(), err)
+	}
+	r.settled.Store(true)
+	return nil
+}
+
+// seq is the message's sequence number in its stream, 0 when unknown.
+func (r *receipt) seq() uint64 {
+	if meta, err := r.msg.Metadata(); err == nil {
+		return meta.Sequence.Stream
+	}
+	return 0
+}
