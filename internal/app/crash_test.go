@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	"github.com/puntos-loyalty/puntos/bus/natsbus"
-	"github.com/puntos-loyalty/puntos/core/postgres"
 )
 
 // buildPuntos compiles the puntos binary for tests that run it as a process.
@@ -117,38 +115,11 @@ func TestCoreKilledMidBatch(t *testing.T) {
 	wg.Wait()
 	<-killed
 
-	// Wait until the new core has applied everything.
+	// Wait until the new core has applied everything, then check each was
+	// posted exactly once and every point is accounted for.
 	want := members * perMember
-	deadline := time.Now().Add(90 * time.Second)
-	var applied int
-	for time.Now().Before(deadline) {
-		_ = gw.Pool.QueryRow(context.Background(), `SELECT count(*) FROM commands
-			WHERE kind = 'points.accrue' AND status = 'ok'`).Scan(&applied)
-		if applied == want {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if applied != want {
-		t.Fatalf("%d of %d accruals applied", applied, want)
-	}
-
-	// Exactly one posting per accrual, and every point accounted for.
-	var postings, doubled int
-	var total int64
-	ctx := context.Background()
-	_ = gw.Pool.QueryRow(ctx, `SELECT count(*) FROM postings WHERE kind = 'accrual'`).Scan(&postings)
-	_ = gw.Pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT txn_id FROM postings
-		WHERE kind = 'accrual' GROUP BY source, txn_id HAVING count(*) > 1) d`).Scan(&doubled)
-	_ = gw.Pool.QueryRow(ctx, `SELECT sum(available) FROM members`).Scan(&total)
-	if postings != want || doubled != 0 || total != int64(want*10) {
-		t.Fatalf("postings %d (want %d), doubled %d, total points %d (want %d)", postings, want,
-			doubled, total, want*10)
-	}
-	v, err := postgres.New(gw.Pool, slog.New(slog.DiscardHandler)).Check(ctx)
-	if err != nil || len(v) > 0 {
-		t.Fatalf("ledger check: %v %+v", err, v)
-	}
+	waitAccrualsApplied(t, gw.Pool, want, 90*time.Second)
+	checkAccrualsPostedOnce(t, gw.Pool, want, 10)
 	t.Logf("sent %d accruals; core killed after 300 were applied; all %d posted once",
 		sent.Load(), want)
 }

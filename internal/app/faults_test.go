@@ -188,30 +188,9 @@ func TestNATSRestartedUnderLoad(t *testing.T) {
 
 	// Everything accepted is applied, once.
 	want := members * perMember
-	deadline := time.Now().Add(60 * time.Second)
-	var applied int
-	for time.Now().Before(deadline) {
-		_ = a.Pool.QueryRow(context.Background(), `SELECT count(*) FROM commands
-			WHERE kind = 'points.accrue' AND status = 'ok'`).Scan(&applied)
-		if applied == want {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if applied != want {
-		t.Fatalf("%d of %d accruals applied", applied, want)
-	}
-	var postings, doubled int
-	var total int64
+	waitAccrualsApplied(t, a.Pool, want, 60*time.Second)
+	checkAccrualsPostedOnce(t, a.Pool, want, 10)
 	ctx := context.Background()
-	_ = a.Pool.QueryRow(ctx, `SELECT count(*) FROM postings WHERE kind = 'accrual'`).Scan(&postings)
-	_ = a.Pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT txn_id FROM postings
-		WHERE kind = 'accrual' GROUP BY source, txn_id HAVING count(*) > 1) d`).Scan(&doubled)
-	_ = a.Pool.QueryRow(ctx, `SELECT sum(available) FROM members`).Scan(&total)
-	if postings != want || doubled != 0 || total != int64(want*10) {
-		t.Fatalf("postings %d (want %d), doubled %d, total %d (want %d)", postings, want,
-			doubled, total, want*10)
-	}
 	for m := range members {
 		b := c.must(200, "GET", fmt.Sprintf("/v1/programs/telco/members/M%02d/balance", m), "", nil)
 		if got := jnum(t, b, "balance.available"); got != perMember*10 {

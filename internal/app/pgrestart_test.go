@@ -267,16 +267,7 @@ func TestPostgresRestartedUnderLoad(t *testing.T) {
 	if derr != nil || len(dead) != 0 {
 		t.Fatalf("dead letters: %+v %v", dead, derr)
 	}
-	var postings, doubled int
-	var total int64
-	_ = a.Pool.QueryRow(ctx, `SELECT count(*) FROM postings WHERE kind = 'accrual'`).Scan(&postings)
-	_ = a.Pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT txn_id FROM postings
-		WHERE kind = 'accrual' GROUP BY source, txn_id HAVING count(*) > 1) d`).Scan(&doubled)
-	_ = a.Pool.QueryRow(ctx, `SELECT sum(available) FROM members`).Scan(&total)
-	if postings != want || doubled != 0 || total != int64(want*10) {
-		t.Fatalf("postings %d (want %d), doubled %d, total %d (want %d)", postings, want,
-			doubled, total, want*10)
-	}
+	checkAccrualsPostedOnce(t, a.Pool, want, 10)
 	for m := range members {
 		b := c.must(200, "GET", fmt.Sprintf("/v1/programs/telco/members/M%02d/balance", m), "", nil)
 		if got := jnum(t, b, "balance.available"); got != perMember*10 {
