@@ -11,6 +11,12 @@ const KindErase = "member.erase"
 // ErasedPrefix starts every pseudonym: "erased-" and the member's id.
 const ErasedPrefix = "erased-"
 
+// EventMemberErased is the ledger event of an erasure: Member is the
+// member's id and MemberRef its pseudonym; it moves no points and names no
+// posting, so no report counts it. The reporting sink rewrites the
+// member's stored events when it receives one.
+const EventMemberErased = "member_erased"
+
 // Pseudonym is the customer reference an erased member keeps.
 func Pseudonym(memberID string) string { return ErasedPrefix + memberID }
 

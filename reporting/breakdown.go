@@ -80,9 +80,9 @@ func PointFlowsBy(ctx context.Context, conn driver.Conn, q FlowQuery,
 		return nil, fmt.Errorf("point flows by: %w", err)
 	}
 
-	where, args := periodFilter(q.Program, q.From, q.To)
+	src, args := flowSource(q.Program, q.From, q.To, wholeHours(loc))
 	query := `SELECT program, ` + expr + ` AS bucket, ` + col + ` AS key, ` + flowsColumns + `
-		FROM ledger_events FINAL` + where + `
+		FROM ` + src + `
 		GROUP BY program, bucket, key
 		ORDER BY program, bucket, key`
 	rows, err := conn.Query(ctx, query, append([]any{q.TimeZone}, args...)...)
@@ -137,13 +137,13 @@ func BreakageRate(ctx context.Context, conn driver.Conn, program string,
 	if program == "" || from.IsZero() || to.IsZero() || !from.Before(to) {
 		return Breakage{}, errors.New("breakage: want a program and a period with from < to")
 	}
-	where, args := periodFilter(program, from, to)
+	src, args := flowSource(program, from, to, true)
 	b := Breakage{Program: program, From: from.UTC(), To: to.UTC()}
 	// Without GROUP BY the aggregates give one row, of zeros when no event
 	// occurred in the period.
 	var f Flows
 	err := conn.QueryRow(ctx, `SELECT `+flowsColumns+`
-		FROM ledger_events FINAL`+where, args...).Scan(&f.Issued, &f.Redeemed,
+		FROM `+src, args...).Scan(&f.Issued, &f.Redeemed,
 		&f.Expired, &f.AdjustedDown, &f.ClawedBack, &f.Returned, &f.Forfeited, &f.Moved,
 		&f.Net, &f.Events)
 	if err != nil {

@@ -52,3 +52,19 @@ ALTER TABLE b ADD COLUMN z String`
 		t.Errorf("statements\n%q\nwant\n%q", got, want)
 	}
 }
+
+func TestWholeHours(t *testing.T) {
+	for zone, want := range map[string]bool{
+		"UTC": true, "America/Santiago": true, "Europe/Madrid": true,
+		"Asia/Kolkata": false, "Asia/Kathmandu": false,
+		"Africa/Monrovia": false, // -00:44:30 until 1972
+	} {
+		loc, err := time.LoadLocation(zone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := wholeHours(loc); got != want {
+			t.Errorf("wholeHours(%s) = %v; want %v", zone, got, want)
+		}
+	}
+}

@@ -26,7 +26,8 @@ type Totals struct {
 type Difference struct {
 	Kind string
 
-	// ClickHouse counts each event once; Postgres sums, per posting, points
+	// ClickHouse is what the reports count, each event once (from
+	// flows_hourly; see chKinds); Postgres sums, per posting, points
 	// plus pending_delta, which is what the posting's event carries.
 	ClickHouse, Postgres Totals
 
@@ -46,10 +47,6 @@ const (
 	pgKindPostings = `SELECT p.id, p.points + p.pending_delta
 		FROM postings p JOIN programs g ON g.id = p.program_id
 		WHERE g.code = $1 AND p.kind = $2 AND p.occurred_at >= $3 AND p.occurred_at < $4`
-	chKindTotals = `SELECT kind, count(), sum(points)
-		FROM ledger_events FINAL
-		WHERE program = ? AND occurred_at >= ? AND occurred_at < ? AND ` + countedEvents + `
-		GROUP BY kind`
 	chKindPostings = `SELECT posting_id, points
 		FROM ledger_events FINAL
 		WHERE program = ? AND kind = ? AND occurred_at >= ? AND occurred_at < ?
@@ -117,9 +114,15 @@ func Reconcile(ctx context.Context, ch driver.Conn, pg *pgxpool.Pool, program st
 	return out, nil
 }
 
+// chKinds reads the totals per kind as the reports see them (flowSource:
+// flows_hourly and the events at the ends of the period), so that a
+// reconciliation checks the figures the back office shows, not only the
+// copy of the events.
 func chKinds(ctx context.Context, ch driver.Conn, program string,
 	from, to time.Time) (map[string]Totals, error) {
-	rows, err := ch.Query(ctx, chKindTotals, program, from, to)
+	src, args := flowSource(program, from, to, true)
+	rows, err := ch.Query(ctx, `SELECT kind, sum(events), sum(gained + lost)
+		FROM `+src+` GROUP BY kind`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("reconcile: read clickhouse: %w", err)
 	}

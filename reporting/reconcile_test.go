@@ -188,3 +188,48 @@ func TestReconcileReportsEveryDifference(t *testing.T) {
 		t.Error("Reconcile of an empty period succeeded")
 	}
 }
+
+// TestRebuildFlowsRepairsACopy stores a second copy of an event behind
+// InsertEvents' back, as two sink processes storing it at the same moment
+// would: the hourly sums count it twice, Reconcile shows the difference
+// without an extra posting, and RebuildFlows puts the month right.
+func TestRebuildFlowsRepairsACopy(t *testing.T) {
+	t.Parallel()
+	conn := migrated(t)
+	l, prog := ledgerScenario(t, conn)
+	ctx := t.Context()
+
+	var id string
+	err := conn.QueryRow(ctx, `SELECT any(event_id) FROM ledger_events
+		WHERE program = ? AND kind = 'accrual'`, prog).Scan(&id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Exec(ctx, `INSERT INTO ledger_events SELECT * FROM ledger_events
+		WHERE event_id = ?`, id); err != nil {
+		t.Fatalf("copy an event: %v", err)
+	}
+	from := time.Date(2026, 3, 1, 3, 0, 0, 0, time.UTC)
+	to := time.Date(2026, 5, 1, 4, 0, 0, 0, time.UTC)
+	diffs, err := reporting.Reconcile(ctx, conn, l.Pool, prog, from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(diffs) != 1 || diffs[0].Kind != "accrual" || diffs[0].ClickHouse.Count != 2 ||
+		diffs[0].Postgres.Count != 1 || len(diffs[0].Extra)+len(diffs[0].Missing) != 0 {
+		t.Fatalf("differences %+v; want the accrual counted twice, no posting listed", diffs)
+	}
+
+	if err := reporting.RebuildFlows(ctx, conn, time.Date(2026, 3, 15, 0, 0, 0, 0,
+		time.UTC)); err != nil {
+		t.Fatalf("RebuildFlows: %v", err)
+	}
+	if diffs, err := reporting.Reconcile(ctx, conn, l.Pool, prog, from, to); err != nil ||
+		len(diffs) != 0 {
+		t.Errorf("after the rebuild: differences %+v, %v; want none", diffs, err)
+	}
+	wantScenarioFlows(t, conn, prog)
+	if owed, lia := l.Owed(prog), liabilities(t, conn, time.Time{})[prog]; lia.Points != owed {
+		t.Errorf("liability %d after the rebuild; ledger %d", lia.Points, owed)
+	}
+}

@@ -22,8 +22,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/proto"
 
@@ -252,8 +254,41 @@ func CheckEvent(ev bus.Event) error {
 	return nil
 }
 
-// InsertEvents stores evs in one insert. Storing an event again is harmless:
-// the reports count each event id once. Times lose their fraction of a
+// Exactly once. The reports read flows_hourly, which a materialized view
+// fills from each block inserted into ledger_events; a view sees the block,
+// not the table, so a copy of an event stored twice would count twice there
+// even though ReplacingMergeTree folds the copies in ledger_events later.
+// The bus does deliver an event more than once (a sink that crashed between
+// its insert and its acknowledgement, a copy published again after the
+// stream's de-duplication window). InsertEvents therefore stores only what
+// ledger_events does not hold yet: it drops the copies within the batch,
+// asks ledger_events which of the remaining ids it has (a lookup by program,
+// event id and the batch's span of occurred_at, which the primary key and
+// the monthly partitions narrow to a few granules: copies of an event are
+// identical, so they share program and occurred_at) and inserts the rest.
+// A batch whose insert failed half way (one part per month is written) is
+// completed, not doubled, by inserting it again.
+//
+// Two inserts of the same event must not both pass the lookup: InsertEvents
+// calls on one connection pool run one at a time, and every sink process
+// of a deployment shares one durable consumer, which hands a message to one
+// process at a time. What is left is a copy delivered to a second process
+// while the first is still inserting it (its acknowledgement wait ran out
+// mid-insert, or a copy published again under another message id arrived at
+// the same moment); Reconcile reads flows_hourly, so it shows such a double
+// count as a kind whose ClickHouse total exceeds the ledger's with no
+// posting listed as extra, and RebuildFlows puts the figures right.
+
+// insertLocks serialises InsertEvents per connection pool.
+var insertLocks sync.Map // driver.Conn -> *sync.Mutex
+
+// lookupChunk bounds the ids of one lookup query, whose text ClickHouse
+// parses whole (max_query_size is 256 KiB by default).
+const lookupChunk = 1000
+
+// InsertEvents stores evs, each event once: an event already in
+// ledger_events, or twice in evs, is stored once (see "Exactly once"), so
+// inserting a batch again is harmless. Times lose their fraction of a
 // second. It checks every event first (CheckEvent) and stores none when one
 // is unstorable; any other error leaves it unknown whether the rows arrived,
 // and inserting them all again is the remedy.
@@ -267,12 +302,23 @@ func InsertEvents(ctx context.Context, conn driver.Conn, evs []bus.Event) error 
 		}
 	}
 
+	mu, _ := insertLocks.LoadOrStore(conn, new(sync.Mutex))
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
+
+	fresh, err := unstored(ctx, conn, evs)
+	if err != nil {
+		return err
+	}
+	if len(fresh) == 0 {
+		return nil
+	}
 	batch, err := conn.PrepareBatch(ctx, insertEvents)
 	if err != nil {
 		return fmt.Errorf("prepare insert: %w", err)
 	}
 	defer abortUnsent(batch)
-	for _, ev := range evs {
+	for _, ev := range fresh {
 		err := batch.Append(ev.ID, ev.Kind, ev.Program, ev.Member, ev.MemberRef, ev.Points,
 			ev.OccurredAt.UTC(), ev.RecordedAt.UTC(), ev.Source, ev.TxnID, ev.RuleVersion,
 			ev.Partner, ev.Channel, ev.PostingID, ev.Tier)
@@ -281,7 +327,67 @@ func InsertEvents(ctx context.Context, conn driver.Conn, evs []bus.Event) error 
 		}
 	}
 	if err := batch.Send(); err != nil {
-		return fmt.Errorf("insert %d events: %w", len(evs), err)
+		return fmt.Errorf("insert %d events: %w", len(fresh), err)
 	}
 	return nil
+}
+
+// unstored is evs without the copies within evs and without the events
+// ledger_events already holds, in the order of evs.
+func unstored(ctx context.Context, conn driver.Conn, evs []bus.Event) ([]bus.Event, error) {
+	type key struct{ program, id string }
+	seen := make(map[key]bool, len(evs))
+	uniq := make([]bus.Event, 0, len(evs))
+	for _, ev := range evs {
+		k := key{ev.Program, ev.ID}
+		if !seen[k] {
+			seen[k] = true
+			uniq = append(uniq, ev)
+		}
+	}
+
+	stored := map[key]bool{}
+	for start := 0; start < len(uniq); start += lookupChunk {
+		chunk := uniq[start:min(start+lookupChunk, len(uniq))]
+		keys := make([]clickhouse.GroupSet, len(chunk))
+		first, last := chunk[0].OccurredAt, chunk[0].OccurredAt
+		for i, ev := range chunk {
+			keys[i] = clickhouse.GroupSet{Value: []any{ev.Program, ev.ID}}
+			if ev.OccurredAt.Before(first) {
+				first = ev.OccurredAt
+			}
+			if ev.OccurredAt.After(last) {
+				last = ev.OccurredAt
+			}
+		}
+		rows, err := conn.Query(ctx, `SELECT DISTINCT program, event_id FROM ledger_events
+			WHERE occurred_at >= ? AND occurred_at <= ? AND (program, event_id) IN (?)`,
+			first.UTC().Truncate(time.Second), last.UTC().Truncate(time.Second),
+			keys)
+		if err != nil {
+			return nil, fmt.Errorf("look up stored events: %w", err)
+		}
+		for rows.Next() {
+			var k key
+			if err := rows.Scan(&k.program, &k.id); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("look up stored events: %w", err)
+			}
+			stored[k] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("look up stored events: %w", err)
+		}
+	}
+	if len(stored) == 0 {
+		return uniq, nil
+	}
+	out := uniq[:0]
+	for _, ev := range uniq {
+		if !stored[key{ev.Program, ev.ID}] {
+			out = append(out, ev)
+		}
+	}
+	return out, nil
 }

@@ -6,9 +6,19 @@
 // ClickHouse took it. When ClickHouse is down, the batch is handed back to
 // the bus and tried again with a growing pause: the events wait in the
 // stream and nothing is lost. A batch inserted and then delivered again (a
-// crash before the acknowledgement) is inserted twice, and the reports still
-// count each event once: they read ledger_events with FINAL, which folds
-// copies of one event id.
+// crash before the acknowledgement) is not stored twice: reporting.
+// InsertEvents leaves out the events ClickHouse holds already, so that the
+// hourly sums the reports read count each event once (see "Exactly once" in
+// reporting/schema.go).
+//
+// Erasure needs no operator: when the ledger's member_erased event
+// (reporting.KindMemberErased) comes through, the sink notes the member
+// before it stores the batch and then has ClickHouse rewrite the member's
+// reference in the stored events (reporting.HandleErasures), and it does the
+// same for an event of an erased member that arrives late with the old
+// reference. It does not wait for the rewrite, which ClickHouse finishes in
+// the background and resumes after a restart; the report totals do not
+// change.
 package chsink
 
 import (
@@ -159,8 +169,19 @@ func (s *Sink) handle(ctx context.Context, batch []*natsbus.EventDelivery) error
 	ictx, cancel := context.WithTimeout(ctx, s.InsertTimeout)
 	defer cancel()
 	start := time.Now()
+	if err := reporting.RecordErasures(ictx, s.Conn, evs); err != nil {
+		return fmt.Errorf("insert into clickhouse: %w", err)
+	}
 	if err := reporting.InsertEvents(ictx, s.Conn, evs); err != nil {
 		return fmt.Errorf("insert into clickhouse: %w", err)
+	}
+	erased, err := reporting.HandleErasures(ictx, s.Conn, evs)
+	if err != nil {
+		return fmt.Errorf("erase members in clickhouse: %w", err)
+	}
+	for program, members := range erased {
+		s.Log.Info("Erasure applied to the stored events", "program", program,
+			"members", len(members))
 	}
 	s.Log.Debug("Events copied to ClickHouse", "events", len(evs),
 		"took", time.Since(start))

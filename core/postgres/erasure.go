@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/puntos-loyalty/puntos/bus"
@@ -136,5 +137,12 @@ func (t *txn) erase(ctx context.Context, prog *program, cmd *bus.Command) (any, 
 			return nil, fmt.Errorf("erase %s: %w", s.what, err)
 		}
 	}
+	// The reporting sink rewrites the member's stored events when this
+	// event reaches it. It is queued after the outbox step on purpose: it
+	// already carries the pseudonym, never the old reference.
+	t.events = append(t.events, bus.Event{ID: uuid.Must(uuid.NewV7()).String(),
+		Kind: core.EventMemberErased, Program: prog.Code, Member: e.MemberID,
+		MemberRef: e.Pseudonym, OccurredAt: e.ErasedAt, RecordedAt: t.now,
+		Source: cmd.Source, TxnID: cmd.TxnID, Channel: cmd.Channel})
 	return e, nil
 }

@@ -161,8 +161,15 @@ func TestEraseKeepsLedgerAndRemovesPersonalData(t *testing.T) {
 		t.Errorf("conversion under the pseudonym: %d, want 1", n)
 	}
 	if n := f.count(`SELECT count(*) FROM outbox WHERE body->>'member' = $1
-		AND body->>'member_ref' = $2`, memberID, pseudo); n != 4 {
+		AND body->>'member_ref' = $2 AND body->>'kind' != $3`, memberID, pseudo,
+		core.EventMemberErased); n != 4 {
 		t.Errorf("outbox events under the pseudonym: %d, want 4", n)
+	}
+	// One member_erased event tells the reporting sink to rewrite its copies.
+	if n := f.count(`SELECT count(*) FROM outbox WHERE body->>'member' = $1
+		AND body->>'member_ref' = $2 AND body->>'kind' = $3 AND (body->>'points')::int = 0`,
+		memberID, pseudo, core.EventMemberErased); n != 1 {
+		t.Errorf("member_erased events: %d, want 1", n)
 	}
 
 	// The same request replays; erasing again by the pseudonym changes nothing.
