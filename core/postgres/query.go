@@ -23,25 +23,40 @@ func (l *Ledger) Program(ctx context.Context, code string) (*core.Program, error
 	return &p.Program, nil
 }
 
+// memberChain finds the member known by ref ($2) in the program with code
+// $1, following merges to the survivor; the query that includes it reads
+// that member as m.
+const memberChain = `WITH RECURSIVE chain(id, depth) AS (
+		SELECT m.id, 0 FROM members m JOIN programs p ON p.id = m.program_id
+		WHERE p.code = $1 AND m.customer_ref = $2
+		UNION ALL
+		SELECT m.merged_into, c.depth + 1 FROM members m JOIN chain c ON m.id = c.id
+		WHERE m.merged_into IS NOT NULL AND c.depth < 16)
+	`
+
+// memberColumns are the columns of core.Member, read by scanMember.
+const memberColumns = `m.id, $1, m.customer_ref, m.status, m.channel, m.enrolled_at,
+	m.merged_into, m.available, m.pending, m.held`
+
+func memberDest(m *core.Member, merged **string) []any {
+	return []any{&m.ID, &m.Program, &m.CustomerRef, &m.Status, &m.Channel, &m.EnrolledAt,
+		merged, &m.Balance.Available, &m.Balance.Pending, &m.Balance.Held}
+}
+
+func memberNotFound(programCode, ref string) error {
+	return core.Errorf(core.NotFound, "member", "no member %q in program %q", ref, programCode)
+}
+
 // Member returns the member known by ref in the program, following merges.
 // Errors: not_found.
 func (l *Ledger) Member(ctx context.Context, programCode, ref string) (*core.Member, error) {
 	var m core.Member
 	var merged *string
-	err := l.pool.QueryRow(ctx, `WITH RECURSIVE chain(id, depth) AS (
-			SELECT m.id, 0 FROM members m JOIN programs p ON p.id = m.program_id
-			WHERE p.code = $1 AND m.customer_ref = $2
-			UNION ALL
-			SELECT m.merged_into, c.depth + 1 FROM members m JOIN chain c ON m.id = c.id
-			WHERE m.merged_into IS NOT NULL AND c.depth < 16)
-		SELECT m.id, $1, m.customer_ref, m.status, m.channel, m.enrolled_at, m.merged_into,
-			m.available, m.pending, m.held
+	err := l.pool.QueryRow(ctx, memberChain+`SELECT `+memberColumns+`
 		FROM members m WHERE m.id = (SELECT id FROM chain ORDER BY depth DESC LIMIT 1)`,
-		programCode, ref).Scan(&m.ID, &m.Program, &m.CustomerRef, &m.Status, &m.Channel,
-		&m.EnrolledAt, &merged, &m.Balance.Available, &m.Balance.Pending, &m.Balance.Held)
+		programCode, ref).Scan(memberDest(&m, &merged)...)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, core.Errorf(core.NotFound, "member", "no member %q in program %q", ref,
-			programCode)
+		return nil, memberNotFound(programCode, ref)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read member: %w", err)
@@ -69,38 +84,68 @@ type ExpiryBucket struct {
 // Balance returns the member's figures, its live lots (soonest expiry first)
 // and the points expiring at each upcoming instant. Errors: not_found.
 func (l *Ledger) Balance(ctx context.Context, programCode, ref string) (*BalanceView, error) {
-	m, err := l.Member(ctx, programCode, ref)
+	// One statement reads the member and its lots: one round trip on the
+	// busiest read, and figures and lots from the same snapshot.
+	rows, err := l.pool.Query(ctx, memberChain+`SELECT `+memberColumns+`,
+			l.id, l.earned_at, l.spendable_from, l.expires_at, l.pending, l.original,
+			l.remaining, l.held
+		FROM members m LEFT JOIN LATERAL (
+			SELECT id, earned_at, spendable_from, expires_at, pending, original, remaining, held
+			FROM lots WHERE member_id = m.id AND remaining > 0
+			ORDER BY expires_at NULLS LAST, earned_at, id LIMIT 1000) l ON true
+		WHERE m.id = (SELECT id FROM chain ORDER BY depth DESC LIMIT 1)
+		ORDER BY l.expires_at NULLS LAST, l.earned_at, l.id`, programCode, ref)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read balance: %w", err)
 	}
-	v := &BalanceView{Member: m.CustomerRef, Program: programCode, Status: m.Status,
-		Balance: m.Balance, Lots: []core.Lot{}, NextExpiries: []ExpiryBucket{},
-		AsOf: l.Clock().UTC()}
-	rows, err := l.pool.Query(ctx, `SELECT id, earned_at, spendable_from, expires_at, pending,
-			original, remaining, held
-		FROM lots WHERE member_id = $1 AND remaining > 0
-		ORDER BY expires_at NULLS LAST, earned_at, id LIMIT 1000`, m.ID)
-	if err != nil {
-		return nil, fmt.Errorf("read lots: %w", err)
-	}
-	lots, err := scanLots(rows)
-	if err != nil {
-		return nil, err
-	}
-	for _, r := range lots {
-		v.Lots = append(v.Lots, core.Lot{ID: r.id, EarnedAt: r.earned, SpendableFrom: r.spendable,
-			ExpiresAt: r.expires, Pending: r.pending, Original: core.Points(r.original),
-			Remaining: core.Points(r.remaining), Held: core.Points(r.held)})
-		if r.expires == nil || r.remaining-r.held == 0 {
+	defer rows.Close()
+	var (
+		m      core.Member
+		merged *string
+		v      *BalanceView
+	)
+	for rows.Next() {
+		var (
+			id                  *int64
+			earned, spendable   *time.Time
+			expires             *time.Time
+			pending             *bool
+			original, remaining *int64
+			held                *int64
+		)
+		dest := append(memberDest(&m, &merged), &id, &earned, &spendable, &expires, &pending,
+			&original, &remaining, &held)
+		if err := rows.Scan(dest...); err != nil {
+			return nil, fmt.Errorf("read balance: %w", err)
+		}
+		if v == nil {
+			v = &BalanceView{Member: m.CustomerRef, Program: programCode, Status: m.Status,
+				Balance: m.Balance, Lots: []core.Lot{}, NextExpiries: []ExpiryBucket{},
+				AsOf: l.Clock().UTC()}
+		}
+		if id == nil {
+			continue // no live lot: the LEFT JOIN's one row of member alone
+		}
+		v.Lots = append(v.Lots, core.Lot{ID: *id, EarnedAt: *earned, SpendableFrom: *spendable,
+			ExpiresAt: expires, Pending: *pending, Original: core.Points(*original),
+			Remaining: core.Points(*remaining), Held: core.Points(*held)})
+		free := *remaining - *held
+		if expires == nil || free == 0 {
 			continue
 		}
 		n := len(v.NextExpiries)
-		if n > 0 && v.NextExpiries[n-1].ExpiresAt.Equal(*r.expires) {
-			v.NextExpiries[n-1].Points += core.Points(r.remaining - r.held)
+		if n > 0 && v.NextExpiries[n-1].ExpiresAt.Equal(*expires) {
+			v.NextExpiries[n-1].Points += core.Points(free)
 		} else if n < 12 {
-			v.NextExpiries = append(v.NextExpiries, ExpiryBucket{ExpiresAt: *r.expires,
-				Points: core.Points(r.remaining - r.held)})
+			v.NextExpiries = append(v.NextExpiries, ExpiryBucket{ExpiresAt: *expires,
+				Points: core.Points(free)})
 		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read balance: %w", err)
+	}
+	if v == nil {
+		return nil, memberNotFound(programCode, ref)
 	}
 	return v, nil
 }
