@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,6 +16,19 @@ import (
 
 	"github.com/puntos-loyalty/puntos/bus"
 )
+
+// ErrUnavailable marks a handler error caused by an outage of something the
+// handler needs (a database that does not answer), as opposed to a command
+// that fails as sent. See Consume.
+var ErrUnavailable = errors.New("service unavailable")
+
+// Unavailable wraps err so that it matches ErrUnavailable; nil stays nil.
+func Unavailable(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
 
 // Back-off after a failed fetch (server unreachable, consumer missing).
 const (
@@ -63,10 +77,13 @@ type Delivery struct {
 // MaxDeliver times (after handlers that died or overran AckWait), with
 // reason "max deliveries".
 //
-// WARNING: a handler error that lasts longer than the whole retry budget
-// (about 80s with the default settings) dead-letters the batch; a handler
-// that can tell an outage from a bad command should wait out the outage
-// rather than return an error.
+// A handler error wrapped with Unavailable (it matches ErrUnavailable)
+// says the batch failed for want of a service, not because of what it
+// holds: its unsettled deliveries are asked for again and the partition
+// pauses, but these deliveries do not count against MaxDeliver, so a long
+// outage never dead-letters a command. Any other error counts: an error
+// that lasts longer than the whole retry budget (about 80s with the default
+// settings) dead-letters the batch.
 func (b *Bus) Consume(ctx context.Context, partition int, batchSize int, maxWait time.Duration,
 	handle func(ctx context.Context, batch []*Delivery) error) error {
 	switch {
@@ -85,7 +102,7 @@ func (b *Bus) Consume(ctx context.Context, partition int, batchSize int, maxWait
 		return err
 	}
 
-	fetchFailures := 0
+	fetchFailures, outages := 0, 0
 	for ctx.Err() == nil {
 		msgs, err := fetch(cons, batchSize, maxWait)
 		if err != nil {
@@ -101,8 +118,15 @@ func (b *Bus) Consume(ctx context.Context, partition int, batchSize int, maxWait
 			}
 		}
 		fetchFailures = 0
-		if len(msgs) > 0 {
-			b.process(ctx, partition, msgs, handle, log)
+		if len(msgs) == 0 {
+			continue
+		}
+		if b.process(ctx, partition, msgs, handle, log) {
+			// An outage: pause the partition, longer while it lasts.
+			outages++
+			sleep(ctx, backoff(b.cfg.RetryDelay, b.cfg.MaxRetryDelay, outages))
+		} else {
+			outages = 0
 		}
 	}
 	return nil
@@ -176,23 +200,24 @@ func drain(batch jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
 }
 
 // process decodes a fetched batch, dead-letters what cannot be handled,
-// calls handle with the rest and settles what handle left unsettled.
+// calls handle with the rest and settles what handle left unsettled. It
+// reports whether handle failed for an outage (ErrUnavailable).
 func (b *Bus) process(ctx context.Context, p int, msgs []jetstream.Msg,
-	handle func(context.Context, []*Delivery) error, log *slog.Logger) {
+	handle func(context.Context, []*Delivery) error, log *slog.Logger) (outage bool) {
 	batch := make([]*Delivery, 0, len(msgs))
 	for _, m := range msgs {
 		d, problem := decode(m, p)
 		switch {
 		case problem != "":
 			b.bury(ctx, d, problem, log)
-		case d.NumDelivered > uint64(b.cfg.MaxDeliver):
+		case b.attempts(d) > uint64(b.cfg.MaxDeliver):
 			b.bury(ctx, d, "max deliveries", log)
 		default:
 			batch = append(batch, d)
 		}
 	}
 	if len(batch) == 0 {
-		return
+		return false
 	}
 
 	err := handle(ctx, batch)
@@ -204,7 +229,25 @@ func (b *Bus) process(ctx context.Context, p int, msgs []jetstream.Msg,
 		if err := ackAll(sctx, batch); err != nil {
 			log.Error("Ack failed; the batch will be delivered again", "error", err)
 		}
-		return
+		b.forget(batch)
+		return false
+	}
+
+	// An outage: hand the batch back, in order, without using up attempts.
+	if errors.Is(err, ErrUnavailable) {
+		for _, d := range batch {
+			if d.settled.Load() {
+				continue
+			}
+			if nerr := d.Nak(0); nerr != nil {
+				log.Warn("Nak failed", "stream_seq", d.Seq, "error", nerr)
+				continue
+			}
+			b.spare(d)
+		}
+		log.Warn("Batch handed back during an outage; it does not count as an attempt",
+			"size", len(batch), "error", err)
+		return true
 	}
 
 	// Ask for the batch again, in order, and pause the partition.
@@ -213,20 +256,51 @@ func (b *Bus) process(ctx context.Context, p int, msgs []jetstream.Msg,
 		if d.settled.Load() {
 			continue
 		}
-		if d.NumDelivered >= uint64(b.cfg.MaxDeliver) {
+		if b.attempts(d) >= uint64(b.cfg.MaxDeliver) {
 			b.bury(sctx, d, "max deliveries: "+err.Error(), log)
 			continue
 		}
 		if nerr := d.Nak(0); nerr != nil {
 			log.Warn("Nak failed", "stream_seq", d.Seq, "error", nerr)
 		}
-		most = max(most, d.NumDelivered)
+		most = max(most, b.attempts(d))
 	}
 	if most > 0 {
 		delay := backoff(b.cfg.RetryDelay, b.cfg.MaxRetryDelay, int(most))
 		log.Warn("Batch failed; retrying", "size", len(batch), "deliveries", most,
 			"retry_in", delay, "error", err)
 		sleep(ctx, delay)
+	}
+	return false
+}
+
+// attempts is how many deliveries of d count against MaxDeliver: all of
+// them but those handed back during an outage.
+func (b *Bus) attempts(d *Delivery) uint64 {
+	b.sparedMu.Lock()
+	defer b.sparedMu.Unlock()
+	return d.NumDelivered - min(b.spared[d.Seq], d.NumDelivered)
+}
+
+// spare records that this delivery of d does not count against MaxDeliver.
+func (b *Bus) spare(d *Delivery) {
+	b.sparedMu.Lock()
+	defer b.sparedMu.Unlock()
+	b.spared[d.Seq]++
+}
+
+// forget drops what spare recorded for deliveries that are settled for
+// good; those asked for again keep it.
+func (b *Bus) forget(batch []*Delivery) {
+	b.sparedMu.Lock()
+	defer b.sparedMu.Unlock()
+	if len(b.spared) == 0 {
+		return
+	}
+	for _, d := range batch {
+		if !d.naked.Load() {
+			delete(b.spared, d.Seq)
+		}
 	}
 }
 
@@ -258,6 +332,7 @@ func (b *Bus) bury(ctx context.Context, d *Delivery, reason string, log *slog.Lo
 	if err := d.Term(); err != nil {
 		log.Error("Term failed", "stream_seq", d.Seq, "error", err)
 	}
+	b.forget([]*Delivery{d})
 	log.Error("Command dead-lettered", "stream_seq", d.Seq, "command_id", d.Command.ID,
 		"txn_id", d.Command.TxnID, "deliveries", d.NumDelivered, "reason", reason)
 }
@@ -283,4 +358,92 @@ func backoff(base, limit time.Duration, n int) time.Duration {
 		d *= 2
 	}
 	return min(d, limit)
+}
+
+// maxHoldsScan bounds how many stored messages Holds reads; past it, Holds
+// cannot rule the command out and answers true.
+const maxHoldsScan = 50000
+
+// Holds reports whether the bus holds the command (source, txn) unfinished:
+// on the command stream and not yet acknowledged by core (waiting, being
+// applied, or asked for again), or in the dead-letter stream. A false
+// answer means the bus does not know the command, unless core acknowledged
+// it meanwhile: a caller should read the ledger again after a false answer.
+// Only what core has not acknowledged is read, so the cost follows the
+// backlog, not the size of the stream.
+func (b *Bus) Holds(ctx context.Context, source, txn string) (bool, error) {
+	budget := maxHoldsScan
+	msgID := source + ":" + txn + ":"
+	onStream := func(h nats.Header) bool {
+		return strings.HasPrefix(h.Get(jetstream.MsgIDHeader), msgID)
+	}
+	for p := 0; p < b.cfg.Partitions; p++ {
+		start := uint64(1)
+		cons, err := b.js.Consumer(ctx, b.cmdStream, durableName(p))
+		switch {
+		case err == nil:
+			info, err := cons.Info(ctx)
+			if err != nil {
+				return false, fmt.Errorf("holds: consumer %s: %w", durableName(p), err)
+			}
+			if info.NumPending == 0 && info.NumAckPending == 0 {
+				continue // partition p has nothing left to apply
+			}
+			start = info.AckFloor.Stream + 1
+		case errors.Is(err, jetstream.ErrConsumerNotFound):
+			// Core never consumed partition p: all of it waits.
+		default:
+			return false, fmt.Errorf("holds: consumer %s: %w", durableName(p), err)
+		}
+		found, err := b.scanHeaders(ctx, b.cmdStream, b.commandSubject(p), start, &budget,
+			onStream)
+		if err != nil || found {
+			return found, err
+		}
+	}
+	inDead := func(h nats.Header) bool {
+		return h.Get(HeaderSource) == source && h.Get(HeaderTxn) == txn
+	}
+	return b.scanHeaders(ctx, b.deadStream, "", 1, &budget, inDead)
+}
+
+// scanHeaders reads the headers of the messages of stream (on subject, if
+// not empty) from sequence start on, and reports whether one matches. It
+// answers true, unsure, once budget runs out.
+func (b *Bus) scanHeaders(ctx context.Context, stream, subject string, start uint64,
+	budget *int, match func(nats.Header) bool) (bool, error) {
+	cfg := jetstream.OrderedConsumerConfig{HeadersOnly: true,
+		InactiveThreshold: 10 * time.Second}
+	if subject != "" {
+		cfg.FilterSubjects = []string{subject}
+	}
+	if start > 1 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = start
+	}
+	cons, err := b.js.OrderedConsumer(ctx, stream, cfg)
+	if err != nil {
+		return false, fmt.Errorf("scan %s: %w", stream, err)
+	}
+	for {
+		if *budget <= 0 {
+			return true, nil
+		}
+		batch, err := cons.FetchNoWait(min(*budget, 1000))
+		if err != nil {
+			return false, fmt.Errorf("scan %s: %w", stream, err)
+		}
+		n, found := 0, false
+		for m := range batch.Messages() {
+			n++
+			found = found || match(m.Headers())
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return false, fmt.Errorf("scan %s: %w", stream, err)
+		}
+		*budget -= n
+		if found || n == 0 {
+			return found, nil
+		}
+	}
 }

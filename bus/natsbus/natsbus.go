@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -33,6 +34,7 @@ const (
 	DefaultRetryDelay    = 200 * time.Millisecond
 	DefaultMaxRetryDelay = 30 * time.Second
 	DefaultCommandMaxAge = 7 * 24 * time.Hour
+	DefaultEventMaxAge   = 30 * 24 * time.Hour
 )
 
 // DuplicateWindow is how long the streams remember a message id: a command
@@ -88,6 +90,13 @@ type Config struct {
 	// consumed or not; default 7 days, never less than DuplicateWindow.
 	CommandMaxAge time.Duration
 
+	// EventMaxAge is how long the events stream keeps an event, read or
+	// not; default 30 days, never less than DuplicateWindow. A consumer of
+	// the events (the reporting sink) that stays away longer than this
+	// misses the events that aged out, so it should comfortably outlast the
+	// longest outage of ClickHouse one expects to ride out.
+	EventMaxAge time.Duration
+
 	// Namespace, when not empty, is put in front of every stream name and
 	// subject, so that several test runs can share one server. It may hold
 	// letters, digits, '-' and '_'.
@@ -123,6 +132,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.CommandMaxAge == 0 {
 		c.CommandMaxAge = DefaultCommandMaxAge
 	}
+	if c.EventMaxAge == 0 {
+		c.EventMaxAge = DefaultEventMaxAge
+	}
 
 	switch {
 	case c.Partitions < 1:
@@ -139,6 +151,9 @@ func (c Config) withDefaults() (Config, error) {
 	case c.CommandMaxAge < DuplicateWindow:
 		return c, fmt.Errorf("command max age %s: must be at least %s",
 			c.CommandMaxAge, DuplicateWindow)
+	case c.EventMaxAge < DuplicateWindow:
+		return c, fmt.Errorf("event max age %s: must be at least %s",
+			c.EventMaxAge, DuplicateWindow)
 	}
 	for _, r := range c.Namespace {
 		ok := r == '-' || r == '_' || (r >= '0' && r <= '9') ||
@@ -161,6 +176,12 @@ type Bus struct {
 	// Stream names and the subject prefix, after Namespace.
 	cmdStream, evtStream, deadStream string
 	prefix                           string
+
+	// spared counts, by command stream sequence, the deliveries of a
+	// command that were handed back because of an outage (ErrUnavailable)
+	// and so do not count against MaxDeliver. It lives in this process only.
+	sparedMu sync.Mutex
+	spared   map[uint64]uint64
 }
 
 // Connect connects to cfg.URL and makes sure the command, event and
@@ -182,6 +203,7 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 		cmdStream:  bus.CommandStream,
 		evtStream:  bus.EventStream,
 		deadStream: bus.DeadStream,
+		spared:     map[uint64]uint64{},
 	}
 	if cfg.Namespace != "" {
 		b.cmdStream = cfg.Namespace + "_" + bus.CommandStream
@@ -244,12 +266,13 @@ func (b *Bus) ensureStreams(ctx context.Context) error {
 		Replicas:    b.cfg.Replicas,
 		Duplicates:  DuplicateWindow,
 	}, {
-		// TODO(bus): events are kept forever; give the stream a MaxAge once
-		// the reporting sink's catch-up window is decided.
+		// Events age out after EventMaxAge: long enough for the reporting
+		// sink to catch up after an outage of ClickHouse.
 		Name:        b.evtStream,
 		Description: "Puntos ledger events, published after commit",
 		Subjects:    []string{b.prefix + bus.EventSubjects},
 		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      b.cfg.EventMaxAge,
 		Discard:     jetstream.DiscardOld,
 		Storage:     jetstream.FileStorage,
 		Replicas:    b.cfg.Replicas,
@@ -292,6 +315,11 @@ func (b *Bus) Ping(ctx context.Context) error {
 
 // Partitions is the number of command partitions.
 func (b *Bus) Partitions() int { return b.cfg.Partitions }
+
+// AckWait is how long a fetched command may stay unsettled before the
+// server delivers it again; a handler that works longer should call
+// Delivery.InProgress well within it.
+func (b *Bus) AckWait() time.Duration { return b.cfg.AckWait }
 
 // commandSubject, eventSubject, deadSubject and resultSubject are the bus
 // subjects with the namespace in front.

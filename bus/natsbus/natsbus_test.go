@@ -298,7 +298,8 @@ func TestConfigDefaultsAndLimits(t *testing.T) {
 	}
 	want := Config{URL: "nats://127.0.0.1:4222", Name: "puntos", Partitions: 8, Replicas: 1,
 		AckWait: 30 * time.Second, MaxDeliver: 10, RetryDelay: 200 * time.Millisecond,
-		MaxRetryDelay: 30 * time.Second, CommandMaxAge: 7 * 24 * time.Hour}
+		MaxRetryDelay: 30 * time.Second, CommandMaxAge: 7 * 24 * time.Hour,
+		EventMaxAge: 30 * 24 * time.Hour}
 	if c != want {
 		t.Fatalf("defaults = %+v, want %+v", c, want)
 	}
@@ -308,6 +309,7 @@ func TestConfigDefaultsAndLimits(t *testing.T) {
 		"partitions":    {URL: "x", Partitions: -1},
 		"ack wait":      {URL: "x", AckWait: time.Millisecond},
 		"short max age": {URL: "x", CommandMaxAge: time.Hour},
+		"short events":  {URL: "x", EventMaxAge: time.Hour},
 		"retry delays":  {URL: "x", RetryDelay: time.Minute, MaxRetryDelay: time.Second},
 		"namespace dot": {URL: "x", Namespace: "a.b"},
 		"namespace gt":  {URL: "x", Namespace: "a>"},
@@ -559,6 +561,112 @@ func TestMaxDeliveriesDeadLetters(t *testing.T) {
 		eventually(t, "the poison command to be terminated", func() bool {
 			return consumerInfo(t, b, p).NumAckPending == 0
 		})
+	})
+}
+
+// TestOutageUsesNoDeliveries has a handler report an outage (Unavailable)
+// twice as many times as MaxDeliver allows, then succeed: the command is
+// applied, in order with the one after it, and never dead-lettered.
+func TestOutageUsesNoDeliveries(t *testing.T) {
+	eachServer(t, func(t *testing.T, url string) {
+		b := connect(t, url, namespace(t), true, func(c *Config) { c.MaxDeliver = 3 })
+		member := "m-7"
+		p := bus.Partition("acme", member, b.Partitions())
+		publish(t, b, command(member, "t-wait", 1), false)
+		publish(t, b, command(member, "t-next", 1), false)
+
+		const outages = 6
+		rec := newRecorder(func(call int, _ []*Delivery) error {
+			if call <= outages {
+				return Unavailable(errors.New("database down"))
+			}
+			return nil
+		})
+		consume(t, b, p, 1, rec.handle)
+		got := rec.waitFor(t, outages+2)
+		want := "[t-wait#1 t-wait#2 t-wait#3 t-wait#4 t-wait#5 t-wait#6 t-wait#7 t-next#1]"
+		if fmt.Sprint(got[:outages+2]) != want {
+			t.Fatalf("deliveries = %v, want %s", got, want)
+		}
+		eventually(t, "both commands to be acknowledged", func() bool {
+			info := consumerInfo(t, b, p)
+			return info.NumAckPending == 0 && info.AckFloor.Stream == 2
+		})
+		if dead, err := b.DeadLetters(context.Background(), 10); err != nil || len(dead) != 0 {
+			t.Fatalf("dead letters = %+v, %v", dead, err)
+		}
+		if !errors.Is(Unavailable(errors.New("x")), ErrUnavailable) || Unavailable(nil) != nil {
+			t.Fatal("Unavailable does not mark its error")
+		}
+	})
+}
+
+// TestEventsAgeOut checks that the events stream keeps events for
+// EventMaxAge, and that a new value reaches a stream that already exists.
+func TestEventsAgeOut(t *testing.T) {
+	eachServer(t, func(t *testing.T, url string) {
+		ns := namespace(t)
+		b := connect(t, url, ns, true, nil)
+		ctx := context.Background()
+		maxAge := func(b *Bus) time.Duration {
+			s, err := b.js.Stream(ctx, b.evtStream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := s.Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return info.Config.MaxAge
+		}
+		if got := maxAge(b); got != DefaultEventMaxAge {
+			t.Fatalf("events max age %s, want the default %s", got, DefaultEventMaxAge)
+		}
+		b2 := connect(t, url, ns, false, func(c *Config) { c.EventMaxAge = 90 * 24 * time.Hour })
+		if got := maxAge(b2); got != 90*24*time.Hour {
+			t.Fatalf("events max age %s after reconnecting with 90 days", got)
+		}
+	})
+}
+
+// TestHoldsKnowsWhatWaits asks the bus about a command before any consumer
+// ran, once it is applied, about one never sent and about one that was
+// dead-lettered.
+func TestHoldsKnowsWhatWaits(t *testing.T) {
+	eachServer(t, func(t *testing.T, url string) {
+		b := connect(t, url, namespace(t), true, func(c *Config) { c.MaxDeliver = 1 })
+		ctx := context.Background()
+		holds := func(txn string) bool {
+			t.Helper()
+			held, err := b.Holds(ctx, "pos", txn)
+			if err != nil {
+				t.Fatalf("Holds %s: %v", txn, err)
+			}
+			return held
+		}
+		member := "m-8"
+		p := bus.Partition("acme", member, b.Partitions())
+		publish(t, b, command(member, "t-ok", 1), false)
+		publish(t, b, command(member, "t-bad", 1), false)
+		if !holds("t-ok") || !holds("t-bad") || holds("t-never") {
+			t.Fatal("before core: want t-ok and t-bad held, t-never not")
+		}
+
+		rec := newRecorder(func(_ int, batch []*Delivery) error {
+			if batch[0].Command.TxnID == "t-bad" {
+				return errors.New("boom")
+			}
+			return nil
+		})
+		consume(t, b, p, 1, rec.handle)
+		rec.waitFor(t, 2)
+		eventually(t, "both commands to be settled", func() bool {
+			info := consumerInfo(t, b, p)
+			return info.NumAckPending == 0 && info.NumPending == 0
+		})
+		if holds("t-ok") || !holds("t-bad") || holds("t-never") {
+			t.Fatal("after core: want t-ok gone, t-bad held as a dead letter, t-never unknown")
+		}
 	})
 }
 

@@ -15,6 +15,7 @@ type receipt struct {
 	msg     jetstream.Msg
 	what    string // "command" or "event", for error messages
 	settled atomic.Bool
+	naked   atomic.Bool // settled with Nak: it will be delivered again
 }
 
 // Ack tells the server the message is done and waits for the server to
@@ -41,6 +42,7 @@ func (r *receipt) Nak(delay time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("nak %s %d: %w", r.what, r.seq(), err)
 	}
+	r.naked.Store(true)
 	r.settled.Store(true)
 	return nil
 }
@@ -53,6 +55,15 @@ func (r *receipt) Term() error {
 		return fmt.Errorf("term %s %d: %w", r.what, r.seq(), err)
 	}
 	r.settled.Store(true)
+	return nil
+}
+
+// InProgress tells the server the message is still being worked on, which
+// restarts its AckWait; it leaves the message unsettled.
+func (r *receipt) InProgress() error {
+	if err := r.msg.InProgress(); err != nil {
+		return fmt.Errorf("in progress %s %d: %w", r.what, r.seq(), err)
+	}
 	return nil
 }
 

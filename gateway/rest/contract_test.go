@@ -303,6 +303,11 @@ type contractBus struct {
 	results   chan bus.Result
 	answer    bool // answer each command with an applied result
 	duplicate bool // report each publish as a retry the bus already holds
+	held      bool // report every command as still waiting on the bus
+}
+
+func (b *contractBus) Holds(context.Context, string, string) (bool, error) {
+	return b.held, nil
 }
 
 func (b *contractBus) SubscribeResult(source, txn string) (<-chan bus.Result, func(), error) {
@@ -539,6 +544,29 @@ func TestContractPromises(t *testing.T) {
 		if len(sent) != 3 || sent[0].Hash != sent[1].Hash || sent[0].Hash == sent[2].Hash {
 			t.Fatalf("published %d commands; a retry must keep the digest, another body "+
 				"must change it", len(sent))
+		}
+	})
+
+	t.Run("status", func(t *testing.T) {
+		// Waiting on the bus: pending. Known to neither bus nor ledger: 404.
+		get := func(b *contractBus) *httptest.ResponseRecorder {
+			router, _ := newContractServer(b, contractReader{}, time.Second)
+			req := httptest.NewRequest(http.MethodGet, "/v1/commands/bill-7", nil)
+			req.Header.Set("X-Api-Key", contractKey)
+			w := httptest.NewRecorder()
+			router.ServeHTTP(w, req)
+			return w
+		}
+		w := get(&contractBus{held: true})
+		var st map[string]string
+		_ = json.Unmarshal(w.Body.Bytes(), &st)
+		if w.Code != http.StatusOK || st["status"] != "pending" || st["txn_id"] != "bill-7" {
+			t.Fatalf("held command: %d %s, want 200 pending", w.Code, w.Body)
+		}
+		w = get(&contractBus{})
+		if p := decodeProblem(t, w); w.Code != http.StatusNotFound ||
+			p.Kind != string(core.NotFound) || p.Field != "txn" {
+			t.Fatalf("unknown command: %d %+v, want 404 not_found naming txn", w.Code, p)
 		}
 	})
 

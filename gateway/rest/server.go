@@ -115,6 +115,7 @@ func (s *Server) Register(r *mux.Router) {
 	s.registerRules(v1)
 	s.registerConversions(v1)
 	s.registerFiles(v1)
+	s.registerAccrualBatches(v1)
 	s.registerCatalog(v1)
 	s.registerReports(v1)
 	s.registerErasure(v1)
@@ -334,7 +335,17 @@ func (s *Server) newCommand(r *http.Request, kind, member string, payload any,
 }
 
 func (s *Server) getCommand(w http.ResponseWriter, r *http.Request) {
-	res, err := s.read.CommandResult(r.Context(), caller(r).Source, mux.Vars(r)["txn"])
+	source, txn := caller(r).Source, mux.Vars(r)["txn"]
+	res, err := s.read.CommandResult(r.Context(), source, txn)
+	if core.KindOf(err) == core.NotFound && !s.onBus(r.Context(), source, txn) {
+		// Core may have applied it between the two reads: ask the ledger again.
+		res, err = s.read.CommandResult(r.Context(), source, txn)
+		if core.KindOf(err) == core.NotFound {
+			s.writeError(w, r, core.Errorf(core.NotFound, "txn",
+				"no command with this transaction id was received from this caller"))
+			return
+		}
+	}
 	if err != nil {
 		if core.KindOf(err) == core.NotFound {
 			writeJSON(w, http.StatusOK, map[string]any{"status": "pending",
@@ -345,6 +356,27 @@ func (s *Server) getCommand(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, res)
+}
+
+// holder is a Publisher that can tell whether it still holds a command
+// that the ledger has not applied yet.
+type holder interface {
+	Holds(ctx context.Context, source, txn string) (bool, error)
+}
+
+// onBus reports whether the bus may still hold the command (source, txn);
+// when it cannot tell, it says so.
+func (s *Server) onBus(ctx context.Context, source, txn string) bool {
+	h, ok := s.pub.(holder)
+	if !ok {
+		return true
+	}
+	held, err := h.Holds(ctx, source, txn)
+	if err != nil {
+		s.log.Warn("Could not ask the bus about a command", "txn_id", txn, "error", err)
+		return true
+	}
+	return held
 }
 
 func queryInt(r *http.Request, name string, def int) (int, error) {

@@ -98,7 +98,8 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger, roles Roles) (*Ap
 		log.Info("Started embedded NATS", "url", u, "sync", cfg.NATSSync)
 	}
 	b, err := natsbus.Connect(ctx, natsbus.Config{URL: url, Partitions: cfg.Partitions,
-		Replicas: cfg.NATSReplicas, Name: "puntos"}, log)
+		Replicas: cfg.NATSReplicas, Name: "puntos", MaxDeliver: cfg.MaxDeliver,
+		EventMaxAge: cfg.EventsMaxAge}, log)
 	if err != nil {
 		return nil, fmt.Errorf("connect bus: %w", err)
 	}

@@ -26,6 +26,8 @@ type Config struct {
 	NATSPort       int
 	NATSSync       string
 	NATSReplicas   int
+	MaxDeliver     int           // deliveries of a failing command before it is dead-lettered
+	EventsMaxAge   time.Duration // how long the events stream keeps an event
 	DataDir        string
 	InboxDir       string        // bulk files dropped per program; empty is DataDir/inbox
 	InboxPoll      time.Duration // how often the inbox is looked at
@@ -93,6 +95,14 @@ var settings = []setting{
 	{"nats-replicas", "PUNTOS_NATS_REPLICAS", "1",
 		"replicas of each JetStream stream; 3 on a three-node cluster", false,
 		num("nats-replicas", func(c *Config) *int { return &c.NATSReplicas })},
+	{"max-deliver", "PUNTOS_MAX_DELIVER", "10",
+		"deliveries of a command that fails as sent before it goes to the dead-letter " +
+			"stream; an outage of PostgreSQL uses none of them", false,
+		num("max-deliver", func(c *Config) *int { return &c.MaxDeliver })},
+	{"events-max-age", "PUNTOS_EVENTS_MAX_AGE", "720h",
+		"how long the events stream keeps a ledger event (at least 24h); the reporting " +
+			"sink catches up after a ClickHouse outage shorter than this", false,
+		dur("events-max-age", func(c *Config) *time.Duration { return &c.EventsMaxAge })},
 	{"data-dir", "PUNTOS_DATA_DIR", ".data", "directory for the embedded NATS store and files",
 		false, str(func(c *Config) *string { return &c.DataDir })},
 	{"inbox-dir", "PUNTOS_INBOX_DIR", "", "folder watched for bulk-points files, one " +
@@ -185,6 +195,12 @@ func LoadConfig(name string, args []string, getenv func(string) string,
 	if c.NATSReplicas < 1 || c.NATSReplicas > 5 {
 		return nil, nil, fmt.Errorf("nats-replicas: must be between 1 and 5")
 	}
+	if c.MaxDeliver < 1 {
+		return nil, nil, fmt.Errorf("max-deliver: must be at least 1")
+	}
+	if c.EventsMaxAge < 24*time.Hour {
+		return nil, nil, fmt.Errorf("events-max-age: must be at least 24h")
+	}
 	if c.NATSSync != "always" && c.NATSSync != "interval" {
 		return nil, nil, fmt.Errorf("nats-sync: must be always or interval")
 	}
@@ -230,6 +246,8 @@ func (c *Config) Masked() []any {
 	vals["nats-port"] = strconv.Itoa(c.NATSPort)
 	vals["nats-sync"] = c.NATSSync
 	vals["nats-replicas"] = strconv.Itoa(c.NATSReplicas)
+	vals["max-deliver"] = strconv.Itoa(c.MaxDeliver)
+	vals["events-max-age"] = c.EventsMaxAge.String()
 	vals["data-dir"] = c.DataDir
 	vals["inbox-dir"] = c.InboxDir
 	vals["inbox-poll"] = c.InboxPoll.String()

@@ -2,10 +2,15 @@ package app
 
 import (
 	"context"
+	"errors"
+	"io"
+	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/bus/natsbus"
@@ -146,9 +151,60 @@ func (a *App) leasePartition(ctx context.Context, p int) {
 // those before a poisonous command are not held back by it; from the first
 // that still fails, the rest are redelivered (and a command that keeps
 // failing is dead-lettered after too many attempts).
+//
+// A failure caused by PostgreSQL rather than by the commands uses up none of
+// those attempts: while PostgreSQL does not answer, the batch waits for it
+// (however long that takes) and is then applied again; a transient refusal
+// (a deadlock, a serialization failure, a dropped connection) is retried in
+// place a few times. If the wait is cut short (the lease is lost, the
+// process stops) the batch goes back to the bus marked as an outage.
 func (a *App) handleBatch(ctx context.Context, batch []*natsbus.Delivery) error {
 	// A batch that started is finished even during shutdown.
-	ctx = context.WithoutCancel(ctx)
+	work := context.WithoutCancel(ctx)
+	transient := 0
+	for {
+		n, why, err := a.applyBatch(work, batch)
+		batch = batch[n:]
+		switch {
+		case err == nil:
+			return nil
+		case why == pgDown:
+			transient = 0
+			if !a.awaitPostgres(ctx, batch, err) {
+				return natsbus.Unavailable(err)
+			}
+		case why == pgTransient && transient < maxTransientRetries:
+			transient++
+			if !sleep(ctx, time.Duration(transient)*100*time.Millisecond) {
+				return natsbus.Unavailable(err)
+			}
+		default:
+			a.log.Warn("Command failed; it will be redelivered", "txn_id",
+				batch[0].Command.TxnID, "source", batch[0].Command.Source, "error", err)
+			return err
+		}
+	}
+}
+
+// maxTransientRetries bounds the immediate retries of a batch refused with a
+// transient error while PostgreSQL answers; after them the failure counts
+// as an attempt, so that a command that always causes one is not retried in
+// place forever.
+const maxTransientRetries = 5
+
+// failure says why applying commands failed.
+type failure int
+
+const (
+	byCommands  failure = iota // the commands, as sent (or a fault not known to pass)
+	pgTransient                // a refusal of PostgreSQL that passes when tried again
+	pgDown                     // PostgreSQL does not answer
+)
+
+// applyBatch applies batch and announces the results. It returns how many
+// commands at the head of batch are done (applied or handed back for
+// redelivery), and, when the others are not, the error and its cause.
+func (a *App) applyBatch(ctx context.Context, batch []*natsbus.Delivery) (int, failure, error) {
 	start := time.Now()
 	cmds := make([]bus.Command, len(batch))
 	for i, d := range batch {
@@ -160,18 +216,20 @@ func (a *App) handleBatch(ctx context.Context, batch []*natsbus.Delivery) error 
 		for i, d := range batch {
 			a.finish(ctx, d, applied[i])
 		}
-		return nil
+		return len(batch), 0, nil
 	}
-	if len(batch) == 1 {
-		a.log.Warn("Command failed; it will be redelivered", "txn_id", batch[0].Command.TxnID,
-			"source", batch[0].Command.Source, "error", err)
-		return err
+	why := a.failureOf(ctx, err)
+	if len(batch) == 1 || why != byCommands {
+		return 0, why, err
 	}
 	a.log.Warn("Batch failed; applying its commands one by one", "size", len(batch),
 		"error", err)
 	for i, d := range batch {
 		one, err := a.Ledger.ApplyBatch(ctx, []bus.Command{d.Command})
 		if err != nil {
+			if why := a.failureOf(ctx, err); why != byCommands {
+				return i, why, err
+			}
 			// This command and every later one go back, untried: applying a
 			// later command of the same member first would break its order.
 			a.log.Warn("Command failed; it and the rest of its batch will be redelivered",
@@ -179,11 +237,86 @@ func (a *App) handleBatch(ctx context.Context, batch []*natsbus.Delivery) error 
 			for _, rest := range batch[i:] {
 				_ = rest.Nak(time.Second)
 			}
-			return nil
+			return len(batch), 0, nil
 		}
 		a.finish(ctx, d, one[0])
 	}
-	return nil
+	return len(batch), 0, nil
+}
+
+// failureOf tells why the ledger failed with err: PostgreSQL does not
+// answer a ping, or err is one PostgreSQL gives when it is busy or going
+// away, or else (as far as can be told) the commands themselves.
+func (a *App) failureOf(ctx context.Context, err error) failure {
+	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if perr := a.Pool.Ping(pctx); perr != nil {
+		return pgDown
+	}
+	if transientError(err) {
+		return pgTransient
+	}
+	return byCommands
+}
+
+// transientError reports whether err is a failure of the connection or a
+// refusal that PostgreSQL gives whatever the commands hold: a connection
+// lost or refused, a timeout, a server shutting down or out of resources, a
+// deadlock or a serialization failure.
+func transientError(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		if len(pgErr.Code) < 2 {
+			return false
+		}
+		switch pgErr.Code[:2] {
+		case "08", // connection exception
+			"40", // transaction rollback: serialization failure, deadlock
+			"53", // insufficient resources: too many connections, disk full
+			"57", // operator intervention: shutting down, query canceled
+			"58": // system error: I/O
+			return true
+		}
+		return false
+	}
+	var connErr *pgconn.ConnectError
+	var netErr net.Error
+	return errors.As(err, &connErr) || errors.As(err, &netErr) || pgconn.Timeout(err) ||
+		pgconn.SafeToRetry(err) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// awaitPostgres waits until PostgreSQL answers again, keeping the batch
+// from being delivered again meanwhile. It returns false if ctx ended first.
+func (a *App) awaitPostgres(ctx context.Context, batch []*natsbus.Delivery, cause error) bool {
+	a.log.Warn("PostgreSQL does not answer; the batch waits for it", "size", len(batch),
+		"error", cause)
+	since := time.Now()
+	keep := max(a.Bus.AckWait()/3, 100*time.Millisecond)
+	kept := time.Now()
+	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		if !sleep(ctx, min(wait, keep)) {
+			return false
+		}
+		if time.Since(kept) >= keep {
+			for _, d := range batch {
+				if err := d.InProgress(); err != nil {
+					a.log.Warn("Could not hold a waiting command", "txn_id", d.Command.TxnID,
+						"error", err)
+				}
+			}
+			kept = time.Now()
+		}
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err := a.Pool.Ping(pctx)
+		cancel()
+		if err == nil {
+			a.log.Info("PostgreSQL answers again; applying the batch", "size", len(batch),
+				"waited", time.Since(since).Round(time.Millisecond))
+			return true
+		}
+	}
 }
 
 // finish announces a committed command's result and dead-letters a command

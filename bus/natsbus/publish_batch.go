@@ -1,0 +1,141 @@
+package natsbus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/puntos-loyalty/puntos/bus"
+)
+
+// PublishCommands puts many commands on their members' partitions at once:
+// every command is sent as an asynchronous publish, then the server's
+// acknowledgements are awaited together, so a batch costs about one round
+// trip (and, with a synced store, few disk syncs) instead of one per
+// command. Each command keeps the message id PublishCommand would give it,
+// so a batch sent again is dropped command by command as duplicates.
+//
+// The answers come back in the order of cmds: duplicate[i] is set when the
+// server already held command i (a retry), errs[i] when command i was not
+// confirmed stored. A command with an error may or may not be stored:
+// publishing it again is safe. Every command must be sealed.
+func (b *Bus) PublishCommands(ctx context.Context, cmds []bus.Command) (duplicate []bool,
+	errs []error) {
+	duplicate = make([]bool, len(cmds))
+	errs = make([]error, len(cmds))
+
+	// Send them all; a command that cannot be sent is marked and skipped.
+	futures := make([]jetstream.PubAckFuture, len(cmds))
+	for i, cmd := range cmds {
+		futures[i], errs[i] = b.publishAsync(cmd)
+	}
+
+	// Collect the acknowledgements of those that were sent.
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		select {
+		case ack := <-f.Ok():
+			duplicate[i] = ack.Duplicate
+		case err := <-f.Err():
+			errs[i] = fmt.Errorf("publish command %s: %w", cmds[i].ID, err)
+		case <-ctx.Done():
+			errs[i] = fmt.Errorf("publish command %s: %w", cmds[i].ID, ctx.Err())
+		}
+	}
+	return duplicate, errs
+}
+
+// publishAsync sends one command without waiting for the server.
+func (b *Bus) publishAsync(cmd bus.Command) (jetstream.PubAckFuture, error) {
+	if len(cmd.Hash) < 16 {
+		return nil, errors.New("publish command: not sealed")
+	}
+	if cmd.Source == "" || cmd.TxnID == "" {
+		return nil, errors.New("publish command: no source or transaction id")
+	}
+	data, err := json.Marshal(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("encode command: %w", err)
+	}
+	p := bus.Partition(cmd.Program, cmd.Member, b.cfg.Partitions)
+	m := &nats.Msg{Subject: b.commandSubject(p), Data: data}
+	f, err := b.js.PublishMsgAsync(m, jetstream.WithMsgID(bus.MsgID(cmd)),
+		jetstream.WithExpectStream(b.cmdStream), jetstream.WithStallWait(stallWait))
+	if err != nil {
+		return nil, fmt.Errorf("publish command %s: %w", cmd.ID, err)
+	}
+	return f, nil
+}
+
+// SubscribeResults starts listening for the results of many commands of one
+// source, like SubscribeResult does for one, and returns once the server has
+// every subscription. The channel has room for two results per command; a
+// result that finds it full is logged and dropped (the ledger keeps it).
+// unsubscribe ends every subscription and closes the channel.
+func (b *Bus) SubscribeResults(source string, txns []string) (<-chan bus.Result, func(),
+	error) {
+	ch := make(chan bus.Result, 2*len(txns)+resultBuffer)
+	var (
+		mu     sync.Mutex
+		closed bool
+		subs   = make([]*nats.Subscription, 0, len(txns))
+	)
+	deliver := func(m *nats.Msg) {
+		var r bus.Result
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			b.log.Warn("Undecodable result", "subject", m.Subject, "error", err)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if closed {
+			return
+		}
+		select {
+		case ch <- r:
+		default:
+			b.log.Warn("Result dropped, waiter not reading", "subject", m.Subject,
+				"txn_id", r.TxnID)
+		}
+	}
+	drop := func() {
+		for _, s := range subs {
+			if err := s.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+				b.log.Warn("Unsubscribe failed", "subject", s.Subject, "error", err)
+			}
+		}
+	}
+
+	// One subscription per command, confirmed by a single flush.
+	for _, txn := range txns {
+		s, err := b.nc.Subscribe(b.resultSubject(source, txn), deliver)
+		if err != nil {
+			drop()
+			return nil, nil, fmt.Errorf("subscribe results: %w", err)
+		}
+		subs = append(subs, s)
+	}
+	if err := b.nc.FlushTimeout(subscribeTimeout); err != nil {
+		drop()
+		return nil, nil, fmt.Errorf("subscribe results: %w", err)
+	}
+
+	var once sync.Once
+	unsubscribe := func() {
+		once.Do(func() {
+			drop()
+			mu.Lock()
+			closed = true
+			close(ch)
+			mu.Unlock()
+		})
+	}
+	return ch, unsubscribe, nil
+}

@@ -1,0 +1,205 @@
+package app
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/puntos-loyalty/puntos/reporting/chtest"
+)
+
+// externalNATS is a nats-server process of one test, on its own port of
+// 127.0.0.1 and with its own store, so that killing it disturbs no one else
+// (the machine's own server on 4222 is never touched).
+type externalNATS struct {
+	t    *testing.T
+	bin  string
+	port int
+	dir  string
+
+	mu  sync.Mutex
+	cmd *exec.Cmd
+}
+
+// startExternalNATS starts /usr/sbin/nats-server (or the one on PATH) with
+// JetStream and stops it when the test ends.
+func startExternalNATS(t *testing.T) *externalNATS {
+	t.Helper()
+	bin := "/usr/sbin/nats-server"
+	if _, err := os.Stat(bin); err != nil {
+		p, err := exec.LookPath("nats-server")
+		if err != nil {
+			t.Fatal("nats-server not found in /usr/sbin or PATH: install the nats-server package")
+		}
+		bin = p
+	}
+	n := &externalNATS{t: t, bin: bin, port: freePort(t), dir: t.TempDir()}
+	t.Cleanup(n.kill)
+	if err := n.start(); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func (n *externalNATS) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.port) }
+
+// start runs the server on n's port and store and waits until it takes
+// connections.
+func (n *externalNATS) start() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	logFile, err := os.OpenFile(filepath.Join(n.dir, "server.log"),
+		os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	cmd := exec.Command(n.bin, "-js", "-a", "127.0.0.1", "-p", strconv.Itoa(n.port),
+		"-sd", filepath.Join(n.dir, "store"), "-n", "puntos-test-external")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start nats-server: %w", err)
+	}
+	n.cmd = cmd
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", n.port), time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			out, _ := os.ReadFile(filepath.Join(n.dir, "server.log"))
+			return fmt.Errorf("nats-server on port %d did not start: %s", n.port, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// kill ends the server with SIGKILL, as a crash would.
+func (n *externalNATS) kill() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil {
+		return
+	}
+	_ = n.cmd.Process.Kill()
+	_ = n.cmd.Wait()
+	n.cmd = nil
+}
+
+// TestExternalNATSKilledUnderLoad runs the whole platform (gateway, core
+// and the reporting sink) against a separate nats-server process, kills
+// that process with SIGKILL while callers send accruals, and starts it
+// again on the same port and store. Callers retry what was not accepted
+// with the same Idempotency-Key, as the API asks. In the end every accrual
+// is posted exactly once, the ledger balances and ClickHouse holds exactly
+// the ledger's postings.
+func TestExternalNATSKilledUnderLoad(t *testing.T) {
+	t.Parallel()
+	srv := startExternalNATS(t)
+	ch, db := chtest.Database(t)
+	cfg := testConfig(t)
+	cfg.NATSURL = srv.url()
+	cfg.ResultWait = 2 * time.Second
+	cfg.ClickHouseAddr, cfg.ClickHouseDB = chtest.Addr(), db
+	a := startApp(t, cfg, Roles{Gateway: true, Core: true, Adapters: true})
+	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
+	setupProgram(c)
+	const members, perMember = 10, 30
+	for m := range members {
+		c.must(201, "POST", "/v1/programs/telco/members", fmt.Sprintf("enr-%d", m),
+			map[string]any{"customer_ref": fmt.Sprintf("M%02d", m)})
+	}
+	start := time.Now()
+
+	// Each member's accruals from its own caller, in order, each retried
+	// until accepted (201 or 202).
+	hc := &http.Client{Timeout: 20 * time.Second}
+	var retried, afterKill atomic.Int64
+	var killed atomic.Bool
+	statuses := map[int]int{}
+	var smu sync.Mutex
+	var sent sync.WaitGroup
+	halfway := make(chan struct{}, members)
+	for m := range members {
+		sent.Go(func() {
+			for i := range perMember {
+				if i == perMember/3 {
+					halfway <- struct{}{}
+				}
+				path := fmt.Sprintf("/v1/programs/telco/members/M%02d/events", m)
+				txn := fmt.Sprintf("acc-%d-%d", m, i)
+				deadline := time.Now().Add(60 * time.Second)
+				for {
+					if killed.Load() {
+						afterKill.Add(1)
+					}
+					r, err := call(hc, c.base, testKey, "POST", path, txn,
+						map[string]any{"type": "top_up", "amount": "10.00"})
+					if err == nil && (r.status == 201 || r.status == 202) {
+						break
+					}
+					if err == nil {
+						smu.Lock()
+						statuses[r.status]++
+						smu.Unlock()
+					}
+					if (err == nil && r.status < 500) || time.Now().After(deadline) {
+						t.Errorf("accrual %s: %d %s %v", txn, r.status, r.raw, err)
+						return
+					}
+					retried.Add(1)
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+		})
+	}
+
+	// Kill the server once every caller is a third of the way through; start
+	// it again three seconds later on the same port and store.
+	for range members {
+		select {
+		case <-halfway:
+		case <-time.After(60 * time.Second):
+			t.Fatal("the callers did not get a third of the way")
+		}
+	}
+	srv.kill()
+	killed.Store(true)
+	time.Sleep(3 * time.Second)
+	if err := srv.start(); err != nil {
+		t.Fatalf("restart nats-server: %v", err)
+	}
+	sent.Wait()
+	if t.Failed() {
+		return
+	}
+	if afterKill.Load() == 0 {
+		t.Fatal("no accrual was sent after the kill; the test proved nothing")
+	}
+
+	// Everything accepted is applied, once; the report store agrees.
+	want := members * perMember
+	waitAccrualsApplied(t, a.Pool, want, 60*time.Second)
+	checkAccrualsPostedOnce(t, a.Pool, want, 10)
+	for m := range members {
+		b := c.must(200, "GET", fmt.Sprintf("/v1/programs/telco/members/M%02d/balance", m), "", nil)
+		if got := jnum(t, b, "balance.available"); got != perMember*10 {
+			t.Errorf("M%02d available %d, want %d", m, got, perMember*10)
+		}
+	}
+	if n := chtest.Reconciled(t, ch, a.Pool, "telco", start.Add(-time.Hour),
+		time.Now().Add(time.Hour), 60*time.Second); n != int64(want) {
+		t.Fatalf("%d postings reconciled with ClickHouse; want %d", n, want)
+	}
+	t.Logf("%d accruals posted once and reconciled with ClickHouse; %d attempts after the "+
+		"kill, %d retried (statuses %v)", want, afterKill.Load(), retried.Load(), statuses)
+}
