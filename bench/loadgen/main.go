@@ -1,6 +1,7 @@
 // Command loadgen measures Puntos the way an operator sizes a deployment:
-// accruals through REST, one event per request, and balance reads while
-// accruals run. It starts the whole platform in this process on a fresh
+// accruals through REST, one event per request, balance reads while
+// accruals run, accruals through REST in batches, and accruals through
+// SOAP, one event per request. It starts the whole platform in this process on a fresh
 // PostgreSQL database (or aims at a running gateway on 127.0.0.1), runs
 // each scenario for a bounded time, checks the ledger at the end, and writes
 // one JSON file per scenario under bench/results/.
@@ -39,6 +40,12 @@ type options struct {
 	scenarios   string
 	out         string
 	profile     bool
+
+	batchSize    int // events per request in scenario c
+	batchClients int // concurrent clients in scenario c
+	soapClients  int // concurrent clients in scenario d
+	soapUser     string
+	soapPassword string
 }
 
 func main() {
@@ -66,8 +73,18 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.IntVar(&o.readers, "readers", 32, "concurrent readers in scenario b")
 	fs.IntVar(&o.accrualRate, "accrual-rate", 0, "accruals per second during scenario b; "+
 		"0 is half the throughput measured in scenario a (100 when a did not run)")
-	fs.StringVar(&o.scenarios, "scenarios", "accrual,balance", "scenarios to run, comma "+
-		"separated: accrual (a), balance (b), batch (c)")
+	fs.StringVar(&o.scenarios, "scenarios", "accrual,balance,batch,soap,bus", "scenarios "+
+		"to run, comma separated: accrual (a), balance (b), batch (c), soap (d), bus (e: "+
+		"batches published straight onto the bus, in-process runs only)")
+	fs.IntVar(&o.batchSize, "batch-size", 200, "accrual events per request in scenario c, "+
+		"per publish in e (1 to 500)")
+	fs.IntVar(&o.batchClients, "batch-clients", 8, "concurrent clients sending batches in "+
+		"scenarios c and e")
+	fs.IntVar(&o.soapClients, "soap-clients", 32, "concurrent clients sending SOAP "+
+		"accruals in scenario d")
+	fs.StringVar(&o.soapUser, "soap-user", "", "SOAP user with the Accrue operation, for "+
+		"-url (an in-process run makes its own)")
+	fs.StringVar(&o.soapPassword, "soap-password", "", "password of -soap-user")
 	fs.StringVar(&o.out, "out", "bench/results", "directory for the JSON results")
 	fs.BoolVar(&o.profile, "profile", true, "write a CPU profile of scenario a "+
 		"(in-process runs only)")
@@ -77,8 +94,13 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	if o.duration <= 0 || o.duration > 10*time.Minute {
 		return nil, errors.New("-duration must be between 1ns and 10m")
 	}
-	if o.clients < 1 || o.readers < 1 || o.members < 1 || o.readRate < 1 {
-		return nil, errors.New("-clients, -readers, -members and -read-rate must be positive")
+	if o.clients < 1 || o.readers < 1 || o.members < 1 || o.readRate < 1 ||
+		o.batchClients < 1 || o.soapClients < 1 {
+		return nil, errors.New("-clients, -readers, -members, -read-rate, -batch-clients " +
+			"and -soap-clients must be positive")
+	}
+	if o.batchSize < 1 || o.batchSize > 500 {
+		return nil, errors.New("-batch-size must be between 1 and 500")
 	}
 	if o.url != "" {
 		if err := loopbackOnly(o.url); err != nil {
@@ -128,7 +150,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 	// Every scenario posts into the same program and members.
 	program := "bench_" + randomHex(4)
-	c := newClient(target.base, target.key, o.clients+o.readers+8)
+	c := newClient(target.base, target.key,
+		o.clients+o.readers+o.batchClients+o.soapClients+8)
 	acct := &accounting{}
 	run := &runner{o: o, c: c, program: program, acct: acct, target: target, stamp: stamp,
 		machine: mach, out: out}

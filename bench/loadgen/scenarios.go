@@ -127,11 +127,21 @@ func (r *runner) scenario(ctx context.Context, name string) (*result, error) {
 		res.Scenario = "balance-rest"
 		err = r.balanceScenario(ctx, res)
 	case "batch":
-		fmt.Fprintln(r.out, "batch: skipped: no REST route takes several accrual events in "+
-			"one request (the /batches routes load files: a different path)")
-		return nil, nil
+		res.Scenario = "batch-rest"
+		err = r.batchScenario(ctx, res)
+	case "soap":
+		res.Scenario = "accrual-soap"
+		err = r.soapScenario(ctx, res)
+	case "bus":
+		res.Scenario = "batch-bus"
+		ran, berr := r.busScenario(ctx, res)
+		if berr == nil && !ran {
+			return nil, nil
+		}
+		err = berr
 	default:
-		return nil, fmt.Errorf("unknown scenario %q (want accrual, balance or batch)", name)
+		return nil, fmt.Errorf("unknown scenario %q (want accrual, balance, batch, soap "+
+			"or bus)", name)
 	}
 	if err != nil {
 		return nil, err
@@ -152,19 +162,11 @@ func (r *runner) accrualScenario(ctx context.Context, res *result) error {
 	res.Settings = map[string]any{"duration": r.o.duration.String(), "clients": r.o.clients,
 		"members": r.o.members, "points_per_event": pointsPerEvent}
 
-	if r.target.inProcess && r.o.profile {
-		path := filepath.Join(r.o.out, r.stamp+"-accrual-rest.cpu.pprof")
-		f, err := os.Create(path)
-		if err != nil {
-			return fmt.Errorf("profile: %w", err)
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("profile: %w", err)
-		}
-		defer pprof.StopCPUProfile()
-		res.Profile = path
+	stop, err := r.startProfile(res)
+	if err != nil {
+		return err
 	}
+	defer stop()
 
 	w := &writer{}
 	k0 := r.c.scrape(ctx)
@@ -183,7 +185,7 @@ func (r *runner) accrualScenario(ctx context.Context, res *result) error {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	pprof.StopCPUProfile()
+	stop()
 
 	answered := len(w.lat) + len(w.lat202)
 	r.accrualRate = float64(answered) / elapsed.Seconds()
@@ -203,6 +205,32 @@ func (r *runner) accrualScenario(ctx context.Context, res *result) error {
 	return nil
 }
 
+// startProfile writes a CPU profile of the scenario next to its results,
+// for an in-process run with -profile. The function it returns stops the
+// profile and closes the file; calling it again does nothing.
+func (r *runner) startProfile(res *result) (func(), error) {
+	if !r.target.inProcess || !r.o.profile {
+		return func() {}, nil
+	}
+	path := filepath.Join(r.o.out, r.stamp+"-"+res.Scenario+".cpu.pprof")
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("profile: %w", err)
+	}
+	res.Profile = path
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		})
+	}, nil
+}
+
 // balanceScenario is scenario b: balance reads at a target rate while
 // accruals run at a fixed rate, both open loop.
 func (r *runner) balanceScenario(ctx context.Context, res *result) error {
@@ -217,6 +245,11 @@ func (r *runner) balanceScenario(ctx context.Context, res *result) error {
 	res.Settings = map[string]any{"duration": r.o.duration.String(), "members": r.o.members,
 		"target_reads_per_s": r.o.readRate, "readers": r.o.readers,
 		"accruals_per_s": rate, "writers": r.o.clients}
+	stop, err := r.startProfile(res)
+	if err != nil {
+		return err
+	}
+	defer stop()
 
 	start := time.Now()
 	deadline := start.Add(r.o.duration)
@@ -259,6 +292,7 @@ func (r *runner) balanceScenario(ctx context.Context, res *result) error {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	stop()
 
 	res.Figures = map[string]any{
 		"elapsed_s":             elapsed.Seconds(),

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/puntos-loyalty/puntos/bus/natsbus"
 	"github.com/puntos-loyalty/puntos/core/postgres"
 	"github.com/puntos-loyalty/puntos/internal/app"
 )
@@ -21,12 +22,15 @@ import (
 // the final check) and, when started here, the process parts to stop.
 type target struct {
 	base, key string
-	inProcess bool
-	natsSync  string
-	config    map[string]any
-	pool      *pgxpool.Pool
-	ledger    *postgres.Ledger
-	close     func()
+	// soapUser and soapPassword authenticate SOAP calls (HTTP Basic).
+	soapUser, soapPassword string
+	inProcess              bool
+	natsSync               string
+	config                 map[string]any
+	pool                   *pgxpool.Pool
+	ledger                 *postgres.Ledger
+	bus                    *natsbus.Bus // in-process only: scenario bus publishes here
+	close                  func()
 }
 
 // adminURL is the PostgreSQL URL the fresh database is created through.
@@ -45,7 +49,8 @@ func openTarget(ctx context.Context, o *options, log *slog.Logger) (*target, err
 		if err != nil {
 			return nil, err
 		}
-		return &target{base: o.url, key: o.key, pool: pool, ledger: postgres.New(pool, log),
+		return &target{base: o.url, key: o.key, soapUser: o.soapUser,
+			soapPassword: o.soapPassword, pool: pool, ledger: postgres.New(pool, log),
 			config: map[string]any{"target": "running gateway"}, close: pool.Close}, nil
 	}
 
@@ -59,9 +64,11 @@ func openTarget(ctx context.Context, o *options, log *slog.Logger) (*target, err
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
 	key := "bench-" + randomHex(16)
+	soapPassword := "bench-" + randomHex(16)
 	over := map[string]string{"PUNTOS_HTTP_ADDR": "127.0.0.1:0", "PUNTOS_DATABASE_URL": dbURL,
 		"PUNTOS_NATS_PORT": "-1", "NATS_URL": "", "PUNTOS_DATA_DIR": dir,
-		"PUNTOS_API_KEYS": "bench=" + key, "PUNTOS_LOG_LEVEL": "warn"}
+		"PUNTOS_API_KEYS": "bench=" + key, "PUNTOS_LOG_LEVEL": "warn",
+		"PUNTOS_SOAP_USERS": "bench-soap:" + soapPassword + ":Accrue"}
 	getenv := func(k string) string {
 		if v, ok := over[k]; ok {
 			return v
@@ -81,11 +88,12 @@ func openTarget(ctx context.Context, o *options, log *slog.Logger) (*target, err
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("start platform: %w", err)
 	}
-	return &target{base: "http://" + a.Addr(), key: key, inProcess: true, natsSync: cfg.NATSSync,
+	return &target{base: "http://" + a.Addr(), key: key, soapUser: "bench-soap",
+		soapPassword: soapPassword, inProcess: true, natsSync: cfg.NATSSync,
 		config: map[string]any{"target": "in-process", "nats_sync": cfg.NATSSync,
 			"partitions": cfg.Partitions, "batch_size": cfg.BatchSize,
 			"result_wait": cfg.ResultWait.String(), "clickhouse": "disabled"},
-		pool: a.Pool, ledger: a.Ledger,
+		pool: a.Pool, ledger: a.Ledger, bus: a.Bus,
 		close: func() {
 			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
