@@ -248,9 +248,8 @@ func (s *Server) batchCommand(r *http.Request, i int, ev batchEvent) (bus.Comman
 	return cmd, nil
 }
 
-// checkAccrual applies the single accrual route's checks to one event.
-// TODO(rest): accrue in handlers.go repeats these checks inline; it should
-// call this function so that the two routes cannot drift apart.
+// checkAccrual checks one accrual event, for the single route and for each
+// event of a batch, so that the two cannot drift apart.
 func checkAccrual(in eventBody, now time.Time) (core.Accrue, error) {
 	if strings.TrimSpace(in.Type) == "" || len(in.Type) > 64 {
 		return core.Accrue{}, core.Errorf(core.Invalid, "type",

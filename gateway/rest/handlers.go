@@ -132,26 +132,11 @@ type eventBody struct {
 func (s *Server) accrue(w http.ResponseWriter, r *http.Request) {
 	var in eventBody
 	s.write(w, r, core.KindAccrue, &in, func() (string, any, *time.Time, error) {
-		if strings.TrimSpace(in.Type) == "" || len(in.Type) > 64 {
-			return "", nil, nil, core.Errorf(core.Invalid, "type",
-				"is required: the event type, such as bill_paid")
-		}
-		if in.Amount == nil {
-			return "", nil, nil, core.Errorf(core.Invalid, "amount",
-				"is required: a decimal string such as \"12990.50\"")
-		}
-		amount, err := core.ParseAmount("amount", *in.Amount)
+		acc, err := checkAccrual(in, s.now())
 		if err != nil {
 			return "", nil, nil, err
 		}
-		if amount.Sign() < 0 {
-			return "", nil, nil, core.Errorf(core.Invalid, "amount", "must not be negative")
-		}
-		if in.OccurredAt != nil && in.OccurredAt.After(s.now().Add(5*time.Minute)) {
-			return "", nil, nil, core.Errorf(core.Invalid, "occurred_at", "is in the future")
-		}
-		return memberVar(r), core.Accrue{EventType: in.Type, Amount: strings.TrimSpace(*in.Amount),
-			Currency: in.Currency, Partner: in.Partner}, in.OccurredAt, nil
+		return memberVar(r), acc, in.OccurredAt, nil
 	})
 }
 
