@@ -381,7 +381,12 @@ type enrollBody struct {
 	Attributes  *Attributes `json:"attributes,omitempty"`
 }
 
-type eventBody struct {
+// batchEvent is one bill in a request to the batch accrual route; its
+// txn_id is the key the bill would have as an Idempotency-Key, so a demo
+// run replays what an earlier one sent, whichever route that one used.
+type batchEvent struct {
+	Member     string `json:"member"`
+	TxnID      string `json:"txn_id"`
 	Type       string `json:"type"`
 	Amount     string `json:"amount"`
 	OccurredAt string `json:"occurred_at"`
@@ -632,16 +637,20 @@ func loadOne(ctx context.Context, c *client, program string, s Subscriber, asOf 
 		return false
 	}
 
-	// The bills, oldest first.
-	events := members + "/" + url.PathEscape(s.CustomerID) + "/events"
+	// The bills, oldest first, in one batch request: a subscriber has at
+	// most a few dozen, well under the route's 500.
+	if ctx.Err() != nil {
+		t.Skipped += len(bills)
+		return true
+	}
+	events := make([]batchEvent, len(bills))
 	for i, b := range bills {
-		if ctx.Err() != nil {
-			t.Skipped += len(bills) - i
-			break
-		}
-		a := c.write(ctx, http.MethodPost, events, b.Key, eventBody{Type: "bill_paid",
-			Amount: b.Amount, OccurredAt: b.OccurredAt.Format(time.RFC3339)})
-		t.EventsSent++
+		events[i] = batchEvent{Member: s.CustomerID, TxnID: b.Key, Type: "bill_paid",
+			Amount: b.Amount, OccurredAt: b.OccurredAt.Format(time.RFC3339)}
+	}
+	t.EventsSent += len(events)
+	for _, a := range c.writeBatch(ctx, "/v1/programs/"+url.PathEscape(program)+
+		"/events/batches", events) {
 		t.add(a, true)
 	}
 	return true
@@ -857,6 +866,7 @@ type answer struct {
 	points  int64
 	reason  string // why it was rejected or failed: the problem's detail
 	txn     string // for pending
+	body    []byte // the answer's body, read by the batch route's caller
 }
 
 // client talks to one gateway.
@@ -960,7 +970,9 @@ func (c *client) writeOnce(ctx context.Context, method, path, key string, payloa
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("Authorization", "Bearer "+c.key)
-	req.Header.Set("Idempotency-Key", key)
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
 	c.requests.Add(1)
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -973,7 +985,7 @@ func (c *client) writeOnce(ctx context.Context, method, path, key string, payloa
 		return answer{verdict: failed, status: resp.StatusCode, reason: transportReason(err)}
 	}
 
-	a := answer{status: resp.StatusCode}
+	a := answer{status: resp.StatusCode, body: raw}
 	switch code := resp.StatusCode; {
 	case code == http.StatusCreated:
 		var r result
@@ -998,6 +1010,121 @@ func (c *client) writeOnce(ctx context.Context, method, path, key string, payloa
 		a.verdict, a.reason = rejected, problemDetail(code, raw)
 	default:
 		a.verdict, a.reason = failed, problemDetail(code, raw)
+	}
+	return a
+}
+
+// batchAnswer is the part of the batch route's answer the demo reads: one
+// item per event, in the order sent, each with the status the single route
+// would have given.
+type batchAnswer struct {
+	Items []struct {
+		Index  int     `json:"index"`
+		TxnID  string  `json:"txn_id"`
+		Status int     `json:"status"`
+		Result *result `json:"result"`
+		Error  *struct {
+			Detail string `json:"detail"`
+		} `json:"error"`
+	} `json:"items"`
+}
+
+// batchPlace is how the batch route names an event's place in a refusal.
+var batchPlace = regexp.MustCompile(`^events\[\d+\]\.`)
+
+// writeBatch sends events to the batch route and returns one answer per
+// event. Events the bus could not take (an item answered 5xx) and whole
+// requests that failed are sent again, the same events with the same ids,
+// so nothing is credited twice.
+func (c *client) writeBatch(ctx context.Context, path string, events []batchEvent) []answer {
+	out := make([]answer, len(events))
+	todo := make([]int, len(events)) // indexes into events still without an answer
+	for i := range todo {
+		todo[i] = i
+	}
+	for attempt := 0; attempt <= maxRetries && len(todo) > 0; attempt++ {
+		if attempt > 0 && !sleep(ctx, backoff(attempt)) {
+			break
+		}
+		send := make([]batchEvent, len(todo))
+		for i, j := range todo {
+			send[i] = events[j]
+		}
+		payload, err := json.Marshal(map[string]any{"events": send})
+		if err != nil {
+			for _, j := range todo {
+				out[j] = answer{verdict: failed, reason: "encode body: " + err.Error()}
+			}
+			return out
+		}
+		whole := c.writeOnce(ctx, http.MethodPost, path, "", payload)
+		switch {
+		case whole.status == http.StatusOK || whole.status == http.StatusAccepted:
+		case whole.verdict == rejected:
+			// The gateway refused the request as a whole: every event with it.
+			// The reason names the event's field without its place in the
+			// request, so that the summary groups refusals by what was wrong.
+			whole.reason = batchPlace.ReplaceAllString(whole.reason, "")
+			for _, j := range todo {
+				out[j] = whole
+			}
+			c.settle(ctx, true, "")
+			return out
+		default:
+			for _, j := range todo {
+				out[j] = answer{verdict: failed, status: whole.status, reason: whole.reason}
+			}
+			continue
+		}
+		c.settle(ctx, true, "")
+		var ans batchAnswer
+		if err := json.Unmarshal(whole.body, &ans); err != nil || len(ans.Items) != len(todo) {
+			for _, j := range todo {
+				out[j] = answer{verdict: failed, status: whole.status,
+					reason: "batch answer unreadable or of the wrong length"}
+			}
+			continue
+		}
+		var again []int
+		for i, it := range ans.Items {
+			j := todo[i]
+			out[j] = itemAnswer(it.Status, it.TxnID, it.Result, it.Error)
+			if out[j].verdict == failed {
+				again = append(again, j)
+			}
+		}
+		todo = again
+	}
+	if len(todo) > 0 {
+		c.settle(ctx, false, out[todo[0]].reason)
+	}
+	return out
+}
+
+// itemAnswer turns one item of a batch answer into the answer the single
+// route would have given.
+func itemAnswer(status int, txn string, r *result, perr *struct {
+	Detail string `json:"detail"`
+}) answer {
+	a := answer{status: status}
+	switch {
+	case status == http.StatusCreated && r != nil:
+		a.verdict, a.points = applied, r.Data.Points
+		if r.Replayed {
+			a.verdict = replayed
+		}
+	case status == http.StatusAccepted:
+		a.verdict, a.txn = pending, txn
+	case status >= 400 && status < 500 && status != http.StatusTooManyRequests:
+		a.verdict, a.reason = rejected, fmt.Sprintf("HTTP %d", status)
+		if perr != nil && perr.Detail != "" {
+			a.reason = perr.Detail
+		}
+	default:
+		a.verdict, a.reason = failed, fmt.Sprintf("HTTP %d", status)
+		if perr != nil && perr.Detail != "" {
+			a.reason = perr.Detail
+		}
 	}
 	return a
 }

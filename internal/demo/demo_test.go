@@ -322,23 +322,69 @@ func (g *fakeGateway) handler() http.Handler {
 		func(w http.ResponseWriter, r *http.Request) {
 			write(w, r, func() (int64, string) { return 0, "" })
 		})
-	mux.HandleFunc("POST /v1/programs/{program}/members/{member}/events",
+	mux.HandleFunc("POST /v1/programs/{program}/events/batches",
 		func(w http.ResponseWriter, r *http.Request) {
-			var in eventBody
+			var in struct{ Events []batchEvent }
 			_ = json.NewDecoder(r.Body).Decode(&in)
-			write(w, r, func() (int64, string) {
-				amount := strings.TrimSpace(in.Amount)
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			if r.Header.Get("Authorization") != "Bearer k" {
+				writeProblem(w, http.StatusUnauthorized, "Authorization: the API key is not valid")
+				return
+			}
+			// Every event is checked before any is applied, as the gateway does.
+			points := make([]int64, len(in.Events))
+			for i, ev := range in.Events {
+				amount := strings.TrimSpace(ev.Amount)
 				if amount == "" {
-					return 0, "amount: is required"
+					writeProblem(w, http.StatusBadRequest, "amount: is required")
+					return
 				}
-				if _, err := time.Parse(time.RFC3339, in.OccurredAt); err != nil {
-					return 0, "occurred_at: bad"
+				if _, err := time.Parse(time.RFC3339, ev.OccurredAt); err != nil {
+					writeProblem(w, http.StatusBadRequest, "occurred_at: bad")
+					return
 				}
 				whole, _, _ := strings.Cut(amount, ".")
-				var n int64
-				fmt.Sscan(whole, &n)
-				return n, ""
-			})
+				fmt.Sscan(whole, &points[i])
+			}
+			type item struct {
+				TxnID  string         `json:"txn_id"`
+				Status int            `json:"status"`
+				Result map[string]any `json:"result,omitempty"`
+				Error  map[string]any `json:"error,omitempty"`
+			}
+			var items []item
+			status := http.StatusOK
+			for i, ev := range in.Events {
+				key := ev.TxnID
+				g.requests = append(g.requests, r.Method+" "+r.URL.Path+" "+key)
+				g.attempts[key]++
+				it := item{TxnID: key, Status: http.StatusCreated}
+				if pts, ok := g.results[key]; ok {
+					it.Result = map[string]any{"status": "ok", "replayed": true,
+						"data": map[string]any{"points": pts}}
+					items = append(items, it)
+					continue
+				}
+				if key == g.flaky && g.attempts[key] == 1 {
+					it.Status, status = http.StatusServiceUnavailable, http.StatusAccepted
+					it.Error = map[string]any{"detail": "the bus is unavailable"}
+					items = append(items, it)
+					continue
+				}
+				g.results[key] = points[i]
+				g.balances[ev.Member] += points[i]
+				if key == g.slow && g.attempts[key] == 1 {
+					it.Status, status = http.StatusAccepted, http.StatusAccepted
+				} else {
+					it.Result = map[string]any{"status": "ok",
+						"data": map[string]any{"points": points[i]}}
+				}
+				items = append(items, it)
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			_ = json.NewEncoder(w).Encode(map[string]any{"items": items})
 		})
 	mux.HandleFunc("GET /v1/commands/{txn}", func(w http.ResponseWriter, r *http.Request) {
 		g.mu.Lock()
@@ -420,14 +466,15 @@ func TestRunAgainstFakeGateway(t *testing.T) {
 		}
 	}
 
-	// Members are enrolled before their bills, and bills go oldest first.
+	// Members are enrolled before their bills, and bills go oldest first;
+	// the one the bus could not take is sent again after the batch.
 	var order []string
 	for _, r := range g.requests {
 		if strings.HasSuffix(r, " enroll-A") || strings.Contains(r, " bill-A-") {
 			order = append(order, r[strings.LastIndex(r, " ")+1:])
 		}
 	}
-	want := []string{"enroll-A", "bill-A-m01", "bill-A-m02", "bill-A-m02", "bill-A-m03"}
+	want := []string{"enroll-A", "bill-A-m01", "bill-A-m02", "bill-A-m03", "bill-A-m02"}
 	if !reflect.DeepEqual(order, want) {
 		t.Errorf("order of A's writes %v, want %v", order, want)
 	}
