@@ -41,7 +41,7 @@ test: services
 
 ## bench: run each Go benchmark once, then the load generator (docs/benchmarks.md)
 bench: services
-	$(LOAD_ENV); go test -run '^$$' -bench . -benchtime=1x -timeout 90m ./...
+	$(LOAD_ENV); bench/gobench.sh
 	$(LOAD_ENV); go run ./bench/loadgen -out bench/results $(BENCH_FLAGS)
 
 ## demo: start the services, then run the demo

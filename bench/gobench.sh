@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every Go benchmark of the project once and keeps its figures in
+# bench/results/<stamp>-go-bench.txt, headed by a description of the
+# machine and its load (benchstat reads the "key: value" lines as the
+# run's configuration). `make bench` calls it; extra arguments go to
+# `go test` (e.g. -bench Rules to run only some).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p bench/results
+out="bench/results/$(date -u +%Y-%m-%dT%H%M%SZ)-go-bench.txt"
+{
+	echo "machine-cpus: $(nproc)"
+	echo "machine-cpu-model: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+	echo "machine-mem-total: $(grep -m1 MemTotal /proc/meminfo | awk '{print $2, $3}')"
+	echo "machine-kernel: $(uname -r)"
+	echo "machine-postgresql: $(psql "${PUNTOS_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}" -Atc 'SHOW server_version' 2>/dev/null || echo unknown)"
+	echo "machine-clickhouse: $(clickhouse-client --port "${PUNTOS_CH_PORT:-19000}" -q 'SELECT version()' 2>/dev/null || echo unknown)"
+	echo "machine-load-before: $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "bench-events: ${PUNTOS_BENCH_EVENTS:-default}"
+} >"$out"
+status=0
+go test -run '^$' -bench . -benchtime=1x -benchmem -timeout 90m "$@" ./... 2>&1 | tee -a "$out" ||
+	status=$?
+echo "machine-load-after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out"
+echo "Go benchmark figures written to $out"
+exit "$status"
