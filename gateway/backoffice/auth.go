@@ -121,9 +121,11 @@ func (s *Server) checkPassword(ctx context.Context, name, password string) (*ses
 	var hash string
 	var failed int
 	var locked *time.Time
-	err = tx.QueryRow(ctx, `SELECT id, name, role, password_hash, failed_count, locked_until
+	var disabled bool
+	err = tx.QueryRow(ctx, `SELECT id, name, role, password_hash, failed_count, locked_until,
+			disabled_at IS NOT NULL
 		FROM bo_users WHERE name = $1 FOR UPDATE`, name).
-		Scan(&u.UserID, &u.Name, &u.Role, &hash, &failed, &locked)
+		Scan(&u.UserID, &u.Name, &u.Role, &hash, &failed, &locked, &disabled)
 	if errors.Is(err, pgx.ErrNoRows) {
 		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
 		return nil, errBadCredentials
@@ -155,6 +157,10 @@ func (s *Server) checkPassword(ctx context.Context, name, password string) (*ses
 				map[string]any{"locked_until": until})
 		}
 		return nil, errBadCredentials
+	}
+	// Only the right password learns that the user is disabled.
+	if disabled {
+		return nil, errDisabled
 	}
 	_, err = tx.Exec(ctx, `UPDATE bo_users SET failed_count = 0, locked_until = NULL
 		WHERE id = $1`, u.UserID)
@@ -191,7 +197,8 @@ func (s *Server) lookup(r *http.Request) (*session, error) {
 	var u session
 	err = s.db.QueryRow(r.Context(), `SELECT u.id, u.name, u.role, s.csrf
 		FROM bo_sessions s JOIN bo_users u ON u.id = s.user_id
-		WHERE s.id_hash = $1 AND s.expires_at > $2`, sum[:], s.now()).
+		WHERE s.id_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL`, sum[:],
+		s.now()).
 		Scan(&u.UserID, &u.Name, &u.Role, &u.CSRF)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
@@ -270,6 +277,11 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 		s.showSignIn(w, r, http.StatusTooManyRequests,
 			"Too many failed sign-ins. This account is locked for 15 minutes.")
 		return
+	case errors.Is(err, errDisabled):
+		s.log.Warn("Sign-in refused: user disabled", "user", name)
+		s.showSignIn(w, r, http.StatusForbidden,
+			"This account is disabled. Ask an administrator to enable it.")
+		return
 	case errors.Is(err, errBadCredentials):
 		s.log.Warn("Sign-in refused: bad credentials")
 		s.showSignIn(w, r, http.StatusUnauthorized, "The name or the password is not right.")
@@ -329,9 +341,12 @@ func sameToken(got, want string) bool {
 
 // audit records one change made through the back office. A failure to
 // record is logged, not shown: the change itself has happened.
-// TODO(backoffice): write the entry in the transaction of the change where
-// there is one (queued adjustments, users); ledger adjustments go through
-// the bus, so their entry can only follow the result.
+// Parameter changes, queued and rejected adjustments and changes to users
+// write theirs in the transaction of the change instead (ApplyAudited,
+// auditIn).
+// TODO(backoffice): user creation (CreateUser, shared with the command
+// line) could do the same. Ledger adjustments and approvals go through the
+// bus, so their entry can only follow the ledger's answer.
 func (s *Server) audit(ctx context.Context, actor, action, target string, before,
 	after any) {
 	_, err := s.db.Exec(ctx, `INSERT INTO bo_audit (at, actor, action, target, before, after)

@@ -1,8 +1,9 @@
 // Package backoffice is the browser face of the gateway for the people who
 // run loyalty programs: sign-in with roles, member look-up, manual
 // adjustments with a second person's approval above a threshold, program
-// parameters (viewed and edited), conversion rules with a simulation panel,
-// bulk point loads from files and the audit log. Pages are rendered on the server from
+// parameters (programs, conversion rules with a simulation panel, tiers,
+// rewards catalog, partners and their keys, external programs), bulk point
+// loads from files and the audit log. Pages are rendered on the server from
 // embedded templates; nothing is built for the browser.
 package backoffice
 
@@ -140,6 +141,27 @@ func (s *Server) Register(r *mux.Router) {
 	a.Handle("/programs/{program}", s.auth(s.updateProgram, changers...)).
 		Methods(http.MethodPost)
 	a.Handle("/rules", s.auth(s.rulesPage, allRoles...)).Methods(http.MethodGet)
+	a.Handle("/rules/{program}", s.auth(s.saveRule, changers...)).Methods(http.MethodPost)
+	a.Handle("/rules/{program}/{code}/retire", s.auth(s.retireRule, changers...)).
+		Methods(http.MethodPost)
+	a.Handle("/tiers", s.auth(s.tiersPage, allRoles...)).Methods(http.MethodGet)
+	a.Handle("/tiers/{program}", s.auth(s.saveTiers, changers...)).Methods(http.MethodPost)
+	a.Handle("/catalog", s.auth(s.catalogPage, allRoles...)).Methods(http.MethodGet)
+	a.Handle("/catalog/{program}", s.auth(s.saveReward, changers...)).
+		Methods(http.MethodPost)
+	a.Handle("/partners", s.auth(s.partnersPage, allRoles...)).Methods(http.MethodGet)
+	a.Handle("/partners/{program}", s.auth(s.savePartner, changers...)).
+		Methods(http.MethodPost)
+	a.Handle("/partners/{program}/{partner}/keys", s.auth(s.issueKey, changers...)).
+		Methods(http.MethodPost)
+	a.Handle("/partners/{program}/{partner}/keys/{key}/revoke",
+		s.auth(s.revokeKey, changers...)).Methods(http.MethodPost)
+	a.Handle("/external", s.auth(s.externalPage, allRoles...)).Methods(http.MethodGet)
+	a.Handle("/external/{program}", s.auth(s.saveExternal, changers...)).
+		Methods(http.MethodPost)
+	a.Handle("/account", s.auth(s.accountPage, allRoles...)).Methods(http.MethodGet)
+	a.Handle("/account/password", s.auth(s.changePassword, allRoles...)).
+		Methods(http.MethodPost)
 	a.Handle("/audit", s.auth(s.auditPage, RoleAuditor, RoleAdministrator)).
 		Methods(http.MethodGet)
 	a.Handle("/reports", s.auth(s.reportsPage, reportRoles...)).Methods(http.MethodGet)
@@ -147,6 +169,10 @@ func (s *Server) Register(r *mux.Router) {
 	a.Handle("/users", s.auth(s.usersPage, RoleAdministrator)).Methods(http.MethodGet)
 	a.Handle("/users", s.auth(s.createUser, RoleAdministrator)).Methods(http.MethodPost)
 	a.Handle("/users/unlock", s.auth(s.unlockUser, RoleAdministrator)).
+		Methods(http.MethodPost)
+	a.Handle("/users/disable", s.auth(s.disableUser, RoleAdministrator)).
+		Methods(http.MethodPost)
+	a.Handle("/users/enable", s.auth(s.enableUser, RoleAdministrator)).
 		Methods(http.MethodPost)
 	s.registerBulk(a)
 }
@@ -190,6 +216,17 @@ var notices = map[string]string{
 	"saved":    "The program's parameters were saved.",
 	"unlocked": "The user may sign in again.",
 	"accepted": "The ledger has the adjustment but has not answered yet; check the statement.",
+	"rule":     "The rule was saved; the audit log has the change.",
+	"retired":  "The rule was retired: it no longer gives points from now on.",
+	"tiers":    "The tiers were saved; the audit log has the change.",
+	"reward":   "The reward was saved; the audit log has the change.",
+	"partner":  "The partner was saved; the audit log has the change.",
+	"revoked":  "The key was revoked: the partner can no longer call with it.",
+	"external": "The external program was saved; the audit log has the change.",
+	"password": "Your password was changed. Your other sessions were ended.",
+	"disabled": "The user was disabled and signed out everywhere.",
+	"enabled":  "The user may sign in again.",
+	"failed":   "The ledger could not be reached: the adjustment is marked failed and can be sent again.",
 }
 
 // render writes a page with status code status.
@@ -249,6 +286,13 @@ var funcs = template.FuncMap{
 	"pts":   func(p core.Points) string { return formatPoints(int64(p)) },
 	"num":   formatPoints,
 	"list":  func(v ...string) []string { return v },
+	"stock": stockText,
+	"opt":   optText,
+	"join":  joined,
+	"deref": func(b *bool) bool { return b != nil && *b },
+	"pick": func(path string, programs []string, program string) picker {
+		return picker{Path: path, Programs: programs, Program: program}
+	},
 	"can": func(sess *session, what string) bool {
 		if sess == nil {
 			return false
@@ -263,6 +307,13 @@ var funcs = template.FuncMap{
 		}
 		return false
 	},
+}
+
+// picker is the program selector at the top of the parameter pages.
+type picker struct {
+	Path     string
+	Programs []string
+	Program  string
 }
 
 // formatPoints writes n with thin groups of three digits: 12,500 or -300.

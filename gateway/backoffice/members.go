@@ -119,17 +119,25 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, sess *session) {
 	}
 
 	// Large adjustments wait for a second person.
+	// The request and its audit entry are stored together.
 	if abs(points) > int64(s.opt.ApprovalThreshold) {
-		var id int64
-		err := s.db.QueryRow(ctx, `INSERT INTO bo_pending_adjustments (program, member, points,
-			reason, requested_by, requested_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`,
-			program, m.CustomerRef, points, reason, sess.Name, s.now()).Scan(&id)
+		err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+			var id int64
+			err := tx.QueryRow(ctx, `INSERT INTO bo_pending_adjustments (program, member,
+				points, reason, requested_by, requested_at) VALUES ($1, $2, $3, $4, $5, $6)
+				RETURNING id`, program, m.CustomerRef, points, reason, sess.Name,
+				s.now()).Scan(&id)
+			if err != nil {
+				return fmt.Errorf("queue adjustment: %w", err)
+			}
+			return s.auditIn(ctx, tx, sess.Name, "adjustment.requested",
+				program+"/"+m.CustomerRef, nil,
+				map[string]any{"pending_id": id, "points": points, "reason": reason})
+		})
 		if err != nil {
 			s.fail(w, r, sess, http.StatusInternalServerError, "", err)
 			return
 		}
-		s.audit(ctx, sess.Name, "adjustment.requested", program+"/"+m.CustomerRef, nil,
-			map[string]any{"pending_id": id, "points": points, "reason": reason})
 		redirect(w, r, "/admin/members", back, "queued")
 		return
 	}
@@ -172,7 +180,7 @@ const selectPending = `SELECT id, program, member, points, reason, requested_by,
 
 func (s *Server) pendingAdjustments(ctx context.Context, program, member string) (
 	[]pendingAdjustment, error) {
-	where, args := ` WHERE status = 'pending'`, []any{}
+	where, args := ` WHERE status IN ('pending', 'failed')`, []any{}
 	if member != "" {
 		where, args = ` WHERE program = $1 AND member = $2`, []any{program, member}
 	}
@@ -208,11 +216,18 @@ func (s *Server) approve(w http.ResponseWriter, r *http.Request, sess *session) 
 	ctx := r.Context()
 	id, _ := strconv.ParseInt(mux.Vars(r)["id"], 10, 64)
 	var p pendingAdjustment
+	// A failed approval (the ledger was out of reach) may be sent again by
+	// anyone but its requester. It keeps its first approver, so that the
+	// command is the same as the first one, transaction id and all: if the
+	// first did reach the ledger, this one only replays its result.
 	err := s.db.QueryRow(ctx, `UPDATE bo_pending_adjustments
-		SET status = 'submitted', decided_by = $2, decided_at = $3
-		WHERE id = $1 AND status = 'pending' AND requested_by <> $2
-		RETURNING program, member, points, reason, requested_by`, id, sess.Name, s.now()).
-		Scan(&p.Program, &p.Member, &p.Points, &p.Reason, &p.RequestedBy)
+		SET status = 'submitted',
+			decided_by = CASE WHEN status = 'failed' THEN decided_by ELSE $2 END,
+			decided_at = CASE WHEN status = 'failed' THEN decided_at ELSE $3 END
+		WHERE id = $1 AND status IN ('pending', 'failed') AND requested_by <> $2
+		RETURNING program, member, points, reason, requested_by, decided_by`, id, sess.Name,
+		s.now()).Scan(&p.Program, &p.Member, &p.Points, &p.Reason, &p.RequestedBy,
+		&p.DecidedBy)
 	if errors.Is(err, pgx.ErrNoRows) {
 		s.fail(w, r, sess, http.StatusConflict, "This adjustment is not waiting for you: "+
 			"it was decided already, or you asked for it yourself and a second person "+
@@ -231,34 +246,33 @@ func (s *Server) approve(w http.ResponseWriter, r *http.Request, sess *session) 
 
 	// The transaction id is the queue entry's, so a retry cannot post twice.
 	reason := fmt.Sprintf("%s (requested by %s, approved by %s)", p.Reason, p.RequestedBy,
-		sess.Name)
+		p.DecidedBy)
 	res, err := s.submit(ctx, core.KindAdjust, p.Program, p.Member,
 		fmt.Sprintf("backoffice-approval-%d", id), sess.Name,
 		core.Adjust{Points: p.Points, Reason: reason})
-	status, outcome := "applied", "applied"
-	var le *core.Error
-	switch {
-	case errors.As(err, &le):
-		status, outcome = "refused", le.Message
-	case err != nil:
-		// TODO(backoffice): an approval whose publish failed stays "submitted"
-		// with no button to send it again; its transaction id is fixed, so a
-		// resend would be safe. For now the statement shows whether it posted.
-		s.failLedger(w, r, sess, err)
-		return
-	case res.Status == "":
-		status, outcome = "submitted", "sent; the ledger has not answered yet"
-	}
-	if _, err := s.db.Exec(ctx, `UPDATE bo_pending_adjustments SET status = $2, outcome = $3
-		WHERE id = $1`, id, status, outcome); err != nil {
+	status, outcome := approvalOutcome(res, err)
+	// The outcome is stored even when the request was cancelled meanwhile.
+	if _, err := s.db.Exec(context.WithoutCancel(ctx), `UPDATE bo_pending_adjustments
+		SET status = $2, outcome = $3 WHERE id = $1`, id, status, outcome); err != nil {
 		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
 		return
 	}
-	s.audit(ctx, sess.Name, "adjustment.approved", target,
+	action := "adjustment.approved"
+	if status == "failed" {
+		action = "adjustment.failed"
+	}
+	s.audit(ctx, sess.Name, action, target,
 		map[string]any{"balance": before, "pending_id": id},
 		map[string]any{"balance": s.balanceAfter(ctx, p.Program, p.Member),
 			"points": p.Points, "requested_by": p.RequestedBy, "outcome": outcome})
-	if le != nil {
+	if status == "failed" {
+		s.log.Error("Approved adjustment did not reach the ledger", "pending_id", id,
+			"error", err)
+		redirect(w, r, "/admin/approvals", nil, "failed")
+		return
+	}
+	var le *core.Error
+	if errors.As(err, &le) {
 		s.fail(w, r, sess, http.StatusUnprocessableEntity,
 			"The ledger refused the adjustment: "+le.Message, nil)
 		return
@@ -267,14 +281,41 @@ func (s *Server) approve(w http.ResponseWriter, r *http.Request, sess *session) 
 		"member": {p.Member}}, "approved")
 }
 
+// approvalOutcome is the status and outcome text an approval keeps after
+// its command was sent: applied, refused by the ledger, submitted (the wait
+// ran out; the ledger has it), or failed (the bus or the ledger was out of
+// reach, so it may never have arrived; it can be sent again).
+func approvalOutcome(res bus.Result, err error) (status, outcome string) {
+	var le *core.Error
+	switch {
+	case errors.As(err, &le) && le.Kind == core.Unavailable:
+		return "failed", "not sent: " + le.Message
+	case errors.As(err, &le):
+		return "refused", le.Message
+	case err != nil:
+		return "failed", "not confirmed: " + err.Error()
+	case res.Status == "":
+		return "submitted", "sent; the ledger has not answered yet"
+	}
+	return "applied", "applied"
+}
+
 func (s *Server) reject(w http.ResponseWriter, r *http.Request, sess *session) {
 	ctx := r.Context()
 	id, _ := strconv.ParseInt(mux.Vars(r)["id"], 10, 64)
-	var p pendingAdjustment
-	err := s.db.QueryRow(ctx, `UPDATE bo_pending_adjustments
-		SET status = 'rejected', decided_by = $2, decided_at = $3
-		WHERE id = $1 AND status = 'pending' RETURNING program, member, points`,
-		id, sess.Name, s.now()).Scan(&p.Program, &p.Member, &p.Points)
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		var p pendingAdjustment
+		err := tx.QueryRow(ctx, `UPDATE bo_pending_adjustments
+			SET status = 'rejected', decided_by = $2, decided_at = $3
+			WHERE id = $1 AND status = 'pending' RETURNING program, member, points`,
+			id, sess.Name, s.now()).Scan(&p.Program, &p.Member, &p.Points)
+		if err != nil {
+			return err
+		}
+		return s.auditIn(ctx, tx, sess.Name, "adjustment.rejected", p.Program+"/"+p.Member,
+			map[string]any{"pending_id": id, "status": "pending"},
+			map[string]any{"pending_id": id, "status": "rejected", "points": p.Points})
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		s.fail(w, r, sess, http.StatusConflict, "This adjustment was decided already.", nil)
 		return
@@ -283,9 +324,6 @@ func (s *Server) reject(w http.ResponseWriter, r *http.Request, sess *session) {
 		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
 		return
 	}
-	s.audit(ctx, sess.Name, "adjustment.rejected", p.Program+"/"+p.Member,
-		map[string]any{"pending_id": id, "status": "pending"},
-		map[string]any{"pending_id": id, "status": "rejected", "points": p.Points})
 	redirect(w, r, "/admin/approvals", nil, "rejected")
 }
 
@@ -293,16 +331,10 @@ func (s *Server) reject(w http.ResponseWriter, r *http.Request, sess *session) {
 // as a *core.Error; a result with an empty Status means the wait ran out.
 func (s *Server) submit(ctx context.Context, kind, program, member, txn, actor string,
 	payload any) (bus.Result, error) {
-	body, err := json.Marshal(payload)
+	cmd, err := s.command(kind, program, member, txn, actor, payload)
 	if err != nil {
 		return bus.Result{}, err
 	}
-	now := s.now().UTC()
-	cmd := bus.Command{ID: uuid.Must(uuid.NewV7()).String(), Kind: kind,
-		Source: Source, TxnID: txn, Program: program, Member: member, Actor: actor,
-		Channel: "backoffice", Payload: body, ReceivedAt: now}
-	cmd.Seal()
-	cmd.OccurredAt = now
 	if s.pub == nil {
 		return bus.Result{}, core.Errorf(core.Unavailable, "", "the bus is not connected")
 	}
@@ -311,9 +343,18 @@ func (s *Server) submit(ctx context.Context, kind, program, member, txn, actor s
 		return bus.Result{}, core.Errorf(core.Unavailable, "", "the bus is unavailable")
 	}
 	defer unsubscribe()
-	if _, err := s.pub.PublishCommand(ctx, cmd); err != nil {
+	duplicate, err := s.pub.PublishCommand(ctx, cmd)
+	if err != nil {
 		s.log.Error("Publish failed", "txn_id", txn, "error", err)
 		return bus.Result{}, core.Errorf(core.Unavailable, "", "the bus is unavailable")
+	}
+	// The bus drops a command it holds already, so no new result will come:
+	// the ledger may have the first one's.
+	if cr, ok := s.read.(commandResults); ok && duplicate {
+		if res, err := cr.CommandResult(ctx, Source, txn); err == nil {
+			res.Replayed = true
+			return resultOf(*res)
+		}
 	}
 	timer := time.NewTimer(s.opt.Wait)
 	defer timer.Stop()
@@ -323,17 +364,44 @@ func (s *Server) submit(ctx context.Context, kind, program, member, txn, actor s
 			if res.TxnID != txn {
 				continue
 			}
-			if res.Status == bus.StatusRejected && res.Error != nil {
-				return res, &core.Error{Kind: core.ErrorKind(res.Error.Kind),
-					Field: res.Error.Field, Message: res.Error.Message}
-			}
-			return res, nil
+			return resultOf(res)
 		case <-timer.C:
 			return bus.Result{TxnID: txn}, nil
 		case <-ctx.Done():
 			return bus.Result{}, ctx.Err()
 		}
 	}
+}
+
+// commandResults reads the stored result of a command; the ledger has it.
+type commandResults interface {
+	CommandResult(ctx context.Context, source, txn string) (*bus.Result, error)
+}
+
+// resultOf returns a ledger result, with its refusal as a *core.Error.
+func resultOf(res bus.Result) (bus.Result, error) {
+	if res.Status == bus.StatusRejected && res.Error != nil {
+		return res, &core.Error{Kind: core.ErrorKind(res.Error.Kind),
+			Field: res.Error.Field, Message: res.Error.Message}
+	}
+	return res, nil
+}
+
+// command builds a back-office command: source "backoffice", channel
+// "backoffice", occurred and received now.
+func (s *Server) command(kind, program, member, txn, actor string,
+	payload any) (bus.Command, error) {
+	body, err := json.Marshal(payload)
+	if err != nil {
+		return bus.Command{}, err
+	}
+	now := s.now().UTC()
+	cmd := bus.Command{ID: uuid.Must(uuid.NewV7()).String(), Kind: kind,
+		Source: Source, TxnID: txn, Program: program, Member: member, Actor: actor,
+		Channel: "backoffice", Payload: body, ReceivedAt: now}
+	cmd.Seal()
+	cmd.OccurredAt = now
+	return cmd, nil
 }
 
 // failLedger shows a ledger or bus error with the status its kind calls for.
@@ -344,18 +412,26 @@ func (s *Server) failLedger(w http.ResponseWriter, r *http.Request, sess *sessio
 		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
 		return
 	}
-	status := map[core.ErrorKind]int{core.Invalid: http.StatusBadRequest,
-		core.NotFound: http.StatusNotFound, core.Conflict: http.StatusConflict,
-		core.Insufficient: http.StatusUnprocessableEntity,
-		core.Unavailable:  http.StatusServiceUnavailable}[ce.Kind]
-	if status == 0 {
-		status = http.StatusUnprocessableEntity
-	}
+	status := statusOf(ce.Kind)
 	msg := ce.Message
 	if ce.Field != "" {
 		msg = ce.Field + " " + msg
 	}
 	s.fail(w, r, sess, status, "The ledger refused: "+msg, nil)
+}
+
+// statusOf is the HTTP status of an error kind: the one table of the back
+// office.
+func statusOf(k core.ErrorKind) int {
+	status := map[core.ErrorKind]int{core.Invalid: http.StatusBadRequest,
+		core.NotFound: http.StatusNotFound, core.Conflict: http.StatusConflict,
+		core.Insufficient: http.StatusUnprocessableEntity,
+		core.Unauthorized: http.StatusForbidden,
+		core.Unavailable:  http.StatusServiceUnavailable}[k]
+	if status == 0 {
+		status = http.StatusUnprocessableEntity
+	}
+	return status
 }
 
 func (s *Server) balanceAfter(ctx context.Context, program, member string) *core.Balance {

@@ -1,12 +1,12 @@
 package backoffice
 
 import (
+	"errors"
+	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/gorilla/mux"
 	"github.com/jackc/pgx/v5"
 
@@ -34,8 +34,13 @@ func (s *Server) programsPage(w http.ResponseWriter, r *http.Request, sess *sess
 }
 
 // updateProgram changes a program's parameters (not its code or currency)
-// through the ledger, and records the before and after in the audit log.
+// and records the before and after in the audit log, in the ledger
+// transaction of the change.
 func (s *Server) updateProgram(w http.ResponseWriter, r *http.Request, sess *session) {
+	ps := s.params(w, r, sess)
+	if ps == nil {
+		return
+	}
 	ctx := r.Context()
 	code := mux.Vars(r)["program"]
 	before, err := s.read.Program(ctx, code)
@@ -44,45 +49,35 @@ func (s *Server) updateProgram(w http.ResponseWriter, r *http.Request, sess *ses
 		return
 	}
 	p := *before
-	f := r.PostFormValue
-	p.Name = strings.TrimSpace(f("name"))
-	p.TimeZone = strings.TrimSpace(f("time_zone"))
-	p.PointsPerUnit = strings.TrimSpace(f("points_per_unit"))
-	p.AccrualRounding = core.Rounding(f("accrual_rounding"))
-	p.ExpiryUnit = core.ExpiryUnit(f("expiry_unit"))
-	p.ExpiryRound = f("expiry_round")
-	p.NegativeBalance = f("negative_balance")
-	for field, dst := range map[string]*int{"expiry_length": &p.ExpiryLength,
-		"pending_days": &p.PendingDays, "hold_ttl_seconds": &p.HoldTTLSeconds} {
-		n, err := strconv.Atoi(strings.TrimSpace(f(field)))
-		if err != nil {
-			s.fail(w, r, sess, http.StatusBadRequest,
-				strings.ReplaceAll(field, "_", " ")+" must be a whole number.", nil)
-			return
-		}
-		*dst = n
+	f := &form{r: r}
+	p.Name = f.str("name")
+	p.TimeZone = f.str("time_zone")
+	p.PointsPerUnit = f.str("points_per_unit")
+	p.AccrualRounding = core.Rounding(f.str("accrual_rounding"))
+	p.ExpiryUnit = core.ExpiryUnit(f.str("expiry_unit"))
+	p.ExpiryRound = f.str("expiry_round")
+	p.NegativeBalance = f.str("negative_balance")
+	p.ExpiryLength = int(f.int("expiry_length"))
+	p.PendingDays = int(f.int("pending_days"))
+	p.HoldTTLSeconds = int(f.int("hold_ttl_seconds"))
+	err = f.err
+	if err == nil {
+		err = p.Validate()
 	}
-	if err := p.Validate(); err != nil {
-		s.failLedger(w, r, sess, err)
-		return
+	if err == nil {
+		// The ledger takes the program as REST sends it: code in the envelope.
+		payload := p
+		payload.Code, payload.ID = "", ""
+		_, err = s.change(ctx, ps, sess, core.KindProgramUpsert, code, "", payload,
+			"program.updated", code)
 	}
-
-	// The ledger takes the program as REST sends it: code in the envelope.
-	payload := p
-	payload.Code, payload.ID = "", ""
-	res, err := s.submit(ctx, core.KindProgramUpsert, code, "",
-		"backoffice-program-"+uuid.NewString(), sess.Name, payload)
 	if err != nil {
-		s.failLedger(w, r, sess, err)
+		s.refused(w, r, sess, err, func(status int, problem string) {
+			s.fail(w, r, sess, status, problem, nil)
+		})
 		return
 	}
-	after, _ := s.read.Program(ctx, code)
-	s.audit(ctx, sess.Name, "program.updated", code, before, after)
-	done := "saved"
-	if res.Status == "" {
-		done = "accepted"
-	}
-	redirect(w, r, "/admin/programs", nil, done)
+	redirect(w, r, "/admin/programs", nil, "saved")
 }
 
 // auditEntry is one line of the audit log.
@@ -135,6 +130,7 @@ type userRow struct {
 	CreatedAt   time.Time
 	LockedUntil *time.Time
 	Locked      bool
+	Disabled    bool
 }
 
 func (s *Server) usersPage(w http.ResponseWriter, r *http.Request, sess *session) {
@@ -143,7 +139,8 @@ func (s *Server) usersPage(w http.ResponseWriter, r *http.Request, sess *session
 
 func (s *Server) showUsers(w http.ResponseWriter, r *http.Request, sess *session,
 	status int, problem string) {
-	rows, err := s.db.Query(r.Context(), `SELECT name, role, created_at, locked_until
+	rows, err := s.db.Query(r.Context(), `SELECT name, role, created_at, locked_until,
+			disabled_at IS NOT NULL
 		FROM bo_users ORDER BY name`)
 	if err != nil {
 		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
@@ -152,7 +149,7 @@ func (s *Server) showUsers(w http.ResponseWriter, r *http.Request, sess *session
 	now := s.now()
 	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (userRow, error) {
 		var u userRow
-		err := row.Scan(&u.Name, &u.Role, &u.CreatedAt, &u.LockedUntil)
+		err := row.Scan(&u.Name, &u.Role, &u.CreatedAt, &u.LockedUntil, &u.Disabled)
 		u.Locked = u.LockedUntil != nil && now.Before(*u.LockedUntil)
 		return u, err
 	})
@@ -183,18 +180,27 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request, sess *sessio
 }
 
 func (s *Server) unlockUser(w http.ResponseWriter, r *http.Request, sess *session) {
+	ctx := r.Context()
 	name := r.PostFormValue("name")
-	tag, err := s.db.Exec(r.Context(), `UPDATE bo_users SET failed_count = 0,
-		locked_until = NULL WHERE name = $1`, name)
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE bo_users SET failed_count = 0,
+			locked_until = NULL WHERE name = $1`, name)
+		if err != nil {
+			return fmt.Errorf("unlock user: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			return pgx.ErrNoRows
+		}
+		return s.auditIn(ctx, tx, sess.Name, "user.unlocked", name,
+			map[string]any{"locked": true}, map[string]any{"locked": false})
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		s.fail(w, r, sess, http.StatusNotFound, "There is no such user.", nil)
+		return
+	}
 	if err != nil {
 		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
 		return
 	}
-	if tag.RowsAffected() == 0 {
-		s.fail(w, r, sess, http.StatusNotFound, "There is no such user.", nil)
-		return
-	}
-	s.audit(r.Context(), sess.Name, "user.unlocked", name, map[string]any{"locked": true},
-		map[string]any{"locked": false})
 	redirect(w, r, "/admin/users", nil, "unlocked")
 }

@@ -1,0 +1,223 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/puntos-loyalty/puntos/bus"
+	"github.com/puntos-loyalty/puntos/core"
+)
+
+// AuditEntry says who makes a change of parameters from the back office,
+// what kind of change it is and what it names (program/rule, program/partner).
+type AuditEntry struct {
+	Actor  string
+	Action string
+	Target string
+}
+
+// ApplyAudited applies one parameter command (program, rule, tiers, reward,
+// partner and its keys, external program) as ApplyBatch would and, when the
+// ledger accepts it, writes the back-office audit entry in the same
+// transaction: the parameter as it was before and as it is after. Either
+// both are stored or neither. A refusal is stored as the command's result,
+// with no audit entry since nothing changed; a replay writes none either.
+// An error return means nothing was committed.
+func (l *Ledger) ApplyAudited(ctx context.Context, cmd bus.Command,
+	entry AuditEntry) (Applied, error) {
+	var out Applied
+	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
+		t := l.newTxn(tx)
+		before, err := t.paramState(ctx, &cmd)
+		if err != nil {
+			return err
+		}
+		a, err := t.apply(ctx, &cmd)
+		if err != nil {
+			return fmt.Errorf("command %s/%s: %w", cmd.Source, cmd.TxnID, err)
+		}
+		out = a
+		if a.Result.Status == bus.StatusOK && !a.Result.Replayed {
+			after, err := t.paramState(ctx, &cmd)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, insertAudit, t.now, entry.Actor, entry.Action,
+				entry.Target, before, after); err != nil {
+				return fmt.Errorf("write audit entry: %w", err)
+			}
+		}
+		return t.flushEvents(ctx)
+	})
+	if err != nil {
+		return Applied{}, err
+	}
+	return out, nil
+}
+
+const insertAudit = `INSERT INTO bo_audit (at, actor, action, target, before, after)
+	VALUES ($1, $2, $3, $4, $5, $6)`
+
+// paramState reads the parameter that cmd changes, as the audit log shows
+// it: nil when it does not exist yet. Secrets are masked.
+func (t *txn) paramState(ctx context.Context, cmd *bus.Command) (any, error) {
+	prog, err := readProgram(ctx, t.tx, `code = $1`, cmd.Program)
+	if core.KindOf(err) == core.NotFound {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	switch cmd.Kind {
+	case core.KindProgramUpsert:
+		return prog.Program, nil
+	case core.KindTiersSet:
+		tiers, err := t.readTiers(ctx, prog.ID)
+		if err != nil || tiers == nil {
+			return nil, err
+		}
+		return tiers, nil
+	case core.KindRuleUpsert, core.KindRuleRetire:
+		var in struct {
+			Code string `json:"code"`
+		}
+		if json.Unmarshal(cmd.Payload, &in) != nil || !core.ValidCode(in.Code) {
+			return nil, nil
+		}
+		versions, err := readRuleVersions(ctx, t.tx, prog.ID, in.Code)
+		if err != nil {
+			return nilIfMissing(err)
+		}
+		return versions[len(versions)-1], nil
+	case core.KindRewardUpsert:
+		var in struct {
+			Code string `json:"code"`
+		}
+		_ = json.Unmarshal(cmd.Payload, &in)
+		r, err := readReward(ctx, t.tx, prog.ID, in.Code, false)
+		if err != nil {
+			return nilIfMissing(err)
+		}
+		return r.Reward, nil
+	case core.KindPartnerUpsert, core.KindPartnerKeyCreate, core.KindPartnerKeyRevoke:
+		var in struct {
+			Code    string `json:"code"`
+			Partner string `json:"partner"`
+		}
+		_ = json.Unmarshal(cmd.Payload, &in)
+		if in.Partner == "" {
+			in.Partner = in.Code
+		}
+		p, keys, err := readPartner(ctx, t.tx, prog.Code, in.Partner)
+		if err != nil {
+			return nilIfMissing(err)
+		}
+		return PartnerView{Partner: *p, Keys: keys}, nil
+	case core.KindExternalUpsert:
+		e, err := scanExternal(t.tx.QueryRow(ctx, `SELECT `+externalCols+`
+			FROM external_programs e WHERE e.program_id = $1 AND e.code = $2`, prog.ID,
+			cmd.Member), cmd.Member)
+		if err != nil {
+			return nilIfMissing(err)
+		}
+		pub := e.Public()
+		pub.Ratio = trimDecimal(pub.Ratio)
+		return pub, nil
+	default:
+		return nil, core.Errorf(core.Invalid, "kind", "%q is not a parameter change", cmd.Kind)
+	}
+}
+
+// nilIfMissing turns not_found into "no state yet" and passes other errors.
+func nilIfMissing(err error) (any, error) {
+	if core.KindOf(err) == core.NotFound {
+		return nil, nil
+	}
+	return nil, err
+}
+
+// PartnerView is a partner with its keys (prefixes only, never secrets).
+type PartnerView struct {
+	Partner core.Partner      `json:"partner"`
+	Keys    []core.PartnerKey `json:"keys"`
+}
+
+// Partners lists the partners of a program by code, each with its keys.
+// Errors: not_found (no such program).
+func (l *Ledger) Partners(ctx context.Context, programCode string) ([]PartnerView, error) {
+	if _, err := l.Program(ctx, programCode); err != nil {
+		return nil, err
+	}
+	rows, err := l.pool.Query(ctx, `SELECT pa.code FROM partners pa
+		JOIN programs pr ON pr.id = pa.program_id WHERE pr.code = $1 ORDER BY pa.code`,
+		programCode)
+	if err != nil {
+		return nil, fmt.Errorf("list partners: %w", err)
+	}
+	codes, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list partners: %w", err)
+	}
+	out := make([]PartnerView, 0, len(codes))
+	for _, c := range codes {
+		p, keys, err := readPartner(ctx, l.pool, programCode, c)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, PartnerView{Partner: *p, Keys: keys})
+	}
+	return out, nil
+}
+
+// ExternalPrograms lists a program's external programs by code, with their
+// credentials masked. Errors: not_found (no such program).
+func (l *Ledger) ExternalPrograms(ctx context.Context,
+	programCode string) ([]core.ExternalProgram, error) {
+	if _, err := l.Program(ctx, programCode); err != nil {
+		return nil, err
+	}
+	rows, err := l.pool.Query(ctx, `SELECT `+externalCols+` FROM external_programs e
+		JOIN programs p ON p.id = e.program_id WHERE p.code = $1 ORDER BY e.code`,
+		programCode)
+	if err != nil {
+		return nil, fmt.Errorf("list external programs: %w", err)
+	}
+	defer rows.Close()
+	out := []core.ExternalProgram{}
+	for rows.Next() {
+		e, err := scanExternal(rows, "")
+		if err != nil {
+			return nil, err
+		}
+		pub := e.Public()
+		pub.Ratio = trimDecimal(pub.Ratio)
+		out = append(out, pub)
+	}
+	return out, rows.Err()
+}
+
+// Tiers answers a program's tier levels, or nil when it has none.
+// Errors: not_found (no such program).
+func (l *Ledger) Tiers(ctx context.Context, programCode string) (*core.Tiers, error) {
+	p, err := l.Program(ctx, programCode)
+	if err != nil {
+		return nil, err
+	}
+	var tiers core.Tiers
+	err = l.pool.QueryRow(ctx, `SELECT body FROM program_tiers WHERE program_id = $1`,
+		p.ID).Scan(&tiers)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read tiers: %w", err)
+	}
+	if len(tiers.Levels) == 0 {
+		return nil, nil
+	}
+	return &tiers, nil
+}

@@ -1,0 +1,234 @@
+package backoffice
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/mux"
+
+	"github.com/puntos-loyalty/puntos/bus"
+	"github.com/puntos-loyalty/puntos/core"
+	"github.com/puntos-loyalty/puntos/core/postgres"
+)
+
+// paramStore is what the parameter pages need of the ledger: the reads of
+// tiers, catalog, partners and external programs, and a way to apply a
+// change together with its audit entry in one transaction. The ledger
+// implements it; with a Reader that does not, those pages answer 501.
+type paramStore interface {
+	ApplyAudited(ctx context.Context, cmd bus.Command,
+		entry postgres.AuditEntry) (postgres.Applied, error)
+	Tiers(ctx context.Context, program string) (*core.Tiers, error)
+	Rewards(ctx context.Context, program, cursor string, limit int) ([]core.Reward, string,
+		error)
+	Partners(ctx context.Context, program string) ([]postgres.PartnerView, error)
+	ExternalPrograms(ctx context.Context, program string) ([]core.ExternalProgram, error)
+	PartnerConfig(ctx context.Context, program, code string) (*core.ExternalProgram, error)
+}
+
+// params returns the parameter store, or answers 501 and returns nil.
+func (s *Server) params(w http.ResponseWriter, r *http.Request, sess *session) paramStore {
+	ps, ok := s.read.(paramStore)
+	if !ok {
+		s.fail(w, r, sess, http.StatusNotImplemented,
+			"Parameters cannot be changed from this server.", nil)
+		return nil
+	}
+	return ps
+}
+
+// change applies a parameter command of sess's user with its audit entry
+// (action, target) in the same ledger transaction. The parameter commands
+// touch no member balance, so they do not queue behind members' commands on
+// the bus: the ledger applies them at once, under their own transaction id
+// in the commands table like any other command. A refusal comes back as a
+// *core.Error.
+func (s *Server) change(ctx context.Context, ps paramStore, sess *session, kind, program,
+	member string, payload any, action, target string) (bus.Result, error) {
+	txn := "backoffice-" + strings.ReplaceAll(kind, ".", "-") + "-" + uuid.NewString()
+	cmd, err := s.command(kind, program, member, txn, sess.Name, payload)
+	if err != nil {
+		return bus.Result{}, err
+	}
+	a, err := ps.ApplyAudited(ctx, cmd, postgres.AuditEntry{Actor: sess.Name,
+		Action: action, Target: target})
+	if err != nil {
+		return bus.Result{}, fmt.Errorf("apply %s: %w", kind, err)
+	}
+	return resultOf(a.Result)
+}
+
+// problemOf is the message a page shows for a refused change, or "" when
+// err is not the user's mistake (the caller then fails with 500).
+func problemOf(err error) string {
+	ce, ok := core.AsError(err)
+	if !ok || ce.Kind == core.Internal {
+		return ""
+	}
+	if ce.Field != "" {
+		return "Not saved: " + ce.Field + " " + ce.Message
+	}
+	return "Not saved: " + ce.Message
+}
+
+// form reads the fields of a posted parameter form. The first bad field is
+// kept in err, named as the form labels it, and later reads do nothing.
+type form struct {
+	r   *http.Request
+	loc *time.Location
+	err error
+}
+
+func (f *form) str(name string) string { return strings.TrimSpace(f.r.PostFormValue(name)) }
+
+func (f *form) bool(name string) bool { return f.r.PostFormValue(name) != "" }
+
+func (f *form) fail(name, msg string) {
+	if f.err == nil {
+		f.err = core.Errorf(core.Invalid, name, "%s", msg)
+	}
+}
+
+// int reads a whole number; blank is 0.
+func (f *form) int(name string) int64 {
+	v := strings.ReplaceAll(f.str(name), ",", "")
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		f.fail(name, "must be a whole number")
+	}
+	return n
+}
+
+// optInt reads a whole number; blank is nil (no limit).
+func (f *form) optInt(name string) *int64 {
+	if f.str(name) == "" {
+		return nil
+	}
+	n := f.int(name)
+	return &n
+}
+
+// time reads a local date and time (as a datetime-local input sends it, or
+// a date alone for midnight) in the program's zone; blank is nil.
+func (f *form) time(name string) *time.Time {
+	v := f.str(name)
+	if v == "" {
+		return nil
+	}
+	for _, layout := range []string{"2006-01-02T15:04", "2006-01-02T15:04:05",
+		"2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, v, f.loc); err == nil {
+			t = t.UTC()
+			return &t
+		}
+	}
+	f.fail(name, "must be a date and time such as 2026-03-01T00:00")
+	return nil
+}
+
+// list reads a comma-separated list, dropping blanks.
+func (f *form) list(name string) []string {
+	var out []string
+	for _, p := range strings.Split(f.str(name), ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// zoneOf is a program's time zone, UTC when it cannot be read.
+func (s *Server) zoneOf(ctx context.Context, program string) *time.Location {
+	if p, err := s.read.Program(ctx, program); err == nil {
+		if loc, err := time.LoadLocation(p.TimeZone); err == nil {
+			return loc
+		}
+	}
+	return time.UTC
+}
+
+// paramPage starts a parameter page: the store, and the program it shows
+// with the codes of all programs. It answers the request itself and
+// returns ok false when it cannot go on.
+func (s *Server) paramPage(w http.ResponseWriter, r *http.Request, sess *session) (
+	ps paramStore, program string, programs []string, ok bool) {
+	if ps = s.params(w, r, sess); ps == nil {
+		return nil, "", nil, false
+	}
+	program, programs, ok = s.pageProgram(w, r, sess)
+	return ps, program, programs, ok
+}
+
+// pageProgram is the program a page shows, with the codes of all programs:
+// the one of a refused post, or the one asked for, or the first. It answers
+// 500 itself and returns ok false when the codes cannot be read.
+func (s *Server) pageProgram(w http.ResponseWriter, r *http.Request, sess *session) (
+	program string, programs []string, ok bool) {
+	programs, err := s.programCodes(r.Context())
+	if err != nil {
+		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
+		return "", nil, false
+	}
+	program = mux.Vars(r)["program"]
+	if program == "" {
+		program = r.URL.Query().Get("program")
+	}
+	if program == "" && len(programs) > 0 {
+		program = programs[0]
+	}
+	return program, programs, true
+}
+
+// edit is one parameter change posted from a page.
+type edit struct {
+	kind, program, member string
+	payload               any
+	// action and target are what the audit log records.
+	action, target string
+	// page and done are where a success goes back to and the notice it shows.
+	page, done string
+}
+
+// save applies e unless err (a bad field or a failed check) refuses it
+// already. A success goes back to the page of the program with its notice;
+// a refusal shows the page again through again, with the form refilled.
+func (s *Server) save(w http.ResponseWriter, r *http.Request, sess *session, ps paramStore,
+	err error, e edit, again func(status int, problem string)) {
+	if err == nil {
+		_, err = s.change(r.Context(), ps, sess, e.kind, e.program, e.member, e.payload,
+			e.action, e.target)
+	}
+	if err != nil {
+		s.refused(w, r, sess, err, again)
+		return
+	}
+	redirect(w, r, e.page, url.Values{"program": {e.program}}, e.done)
+}
+
+// check returns the form's first bad field, or else what validate finds.
+func (f *form) check(validate func() error) error {
+	if f.err != nil {
+		return f.err
+	}
+	return validate()
+}
+
+// localInput writes t in loc as a datetime-local input wants it.
+func localInput(t *time.Time, loc *time.Location) string {
+	if t == nil {
+		return ""
+	}
+	if loc == nil {
+		loc = time.UTC
+	}
+	return t.In(loc).Format("2006-01-02T15:04")
+}

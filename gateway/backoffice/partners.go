@@ -1,0 +1,243 @@
+package backoffice
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"net/http"
+	"slices"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/mux"
+
+	"github.com/puntos-loyalty/puntos/core"
+	"github.com/puntos-loyalty/puntos/core/postgres"
+)
+
+// partnerKeyPrefix starts every partner API key; the REST gateway
+// recognises keys by it, so it must stay the same as there.
+const partnerKeyPrefix = "pk_"
+
+// partnersView is the partners page of one program.
+type partnersView struct {
+	Programs []string
+	Program  string
+	Partners []postgres.PartnerView
+	Edit     core.Partner
+	Scopes   []string
+	// NewKey is a key just issued, shown in this one answer and never again.
+	NewKey *issuedKey
+}
+
+// issuedKey is a partner key as the one page that shows it needs it.
+type issuedKey struct {
+	Partner string
+	ID      string
+	Key     string
+}
+
+func (s *Server) partnersPage(w http.ResponseWriter, r *http.Request, sess *session) {
+	s.showPartners(w, r, sess, http.StatusOK, "", nil, nil)
+}
+
+func (s *Server) showPartners(w http.ResponseWriter, r *http.Request, sess *session,
+	status int, problem string, edit *core.Partner, key *issuedKey) {
+	ps, program, programs, ok := s.paramPage(w, r, sess)
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	v := partnersView{Program: program, Programs: programs, Scopes: core.Scopes, NewKey: key}
+	var err error
+	yes := true
+	v.Edit = core.Partner{CanBurn: true, Active: &yes}
+	if v.Program != "" {
+		if v.Partners, err = ps.Partners(ctx, v.Program); err != nil {
+			s.failLedger(w, r, sess, err)
+			return
+		}
+	}
+	switch {
+	case edit != nil:
+		v.Edit = *edit
+	case r.URL.Query().Get("edit") != "":
+		for _, p := range v.Partners {
+			if p.Partner.Code == r.URL.Query().Get("edit") {
+				v.Edit = p.Partner
+			}
+		}
+	}
+	notice := ""
+	if key != nil {
+		notice = "The key was issued. Copy it now: it is shown only this once."
+	}
+	s.render(w, r, status, "partners.html", view{Title: "Partners", User: sess,
+		Problem: problem, Notice: notice, Data: &v})
+}
+
+// savePartner creates or replaces a partner merchant.
+func (s *Server) savePartner(w http.ResponseWriter, r *http.Request, sess *session) {
+	ps := s.params(w, r, sess)
+	if ps == nil {
+		return
+	}
+	program := mux.Vars(r)["program"]
+	f := &form{r: r}
+	active := f.bool("active")
+	p := core.Partner{Code: f.str("code"), Name: f.str("name"), Currency: f.str("currency"),
+		PointValue: f.str("point_value"), CanBurn: f.bool("can_burn"),
+		CanEarn: f.bool("can_earn"), MaxBurnPoints: core.Points(f.int("max_burn_points")),
+		MaxEarnAmount:  f.str("max_earn_amount"),
+		HoldTTLSeconds: int(f.int("hold_ttl_seconds")), Active: &active}
+	s.save(w, r, sess, ps, f.check(p.Validate), edit{kind: core.KindPartnerUpsert,
+		program: program, payload: p, action: "partner.saved", target: program + "/" + p.Code,
+		page: "/admin/partners", done: "partner"}, func(status int, problem string) {
+		s.showPartners(w, r, sess, status, problem, &p, nil)
+	})
+}
+
+// issueKey makes a partner API key and shows it once. Only its SHA-256
+// digest reaches the ledger; the audit log records its id and prefix.
+func (s *Server) issueKey(w http.ResponseWriter, r *http.Request, sess *session) {
+	ps := s.params(w, r, sess)
+	if ps == nil {
+		return
+	}
+	program, partner := mux.Vars(r)["program"], mux.Vars(r)["partner"]
+	if err := r.ParseForm(); err != nil {
+		s.fail(w, r, sess, http.StatusBadRequest, "The form could not be read.", nil)
+		return
+	}
+	scopes := r.PostForm["scopes"]
+	var err error
+	if len(scopes) == 0 {
+		err = core.Errorf(core.Invalid, "scopes", "name at least one operation the key may call")
+	}
+	for _, sc := range scopes {
+		if err == nil && !slices.Contains(core.Scopes, sc) {
+			err = core.Errorf(core.Invalid, "scopes", "unknown scope %q", sc)
+		}
+	}
+	var raw [32]byte
+	_, _ = rand.Read(raw[:])
+	key := partnerKeyPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
+	sum := sha256.Sum256([]byte(key))
+	id := uuid.Must(uuid.NewV7()).String()
+	if err == nil {
+		_, err = s.change(r.Context(), ps, sess, core.KindPartnerKeyCreate, program, "",
+			core.CreatePartnerKey{Partner: partner, KeyID: id, Prefix: key[:10],
+				Digest: hex.EncodeToString(sum[:]), Scopes: scopes},
+			"partner.key_issued", program+"/"+partner)
+	}
+	if err != nil {
+		s.refused(w, r, sess, err, func(status int, problem string) {
+			s.showPartners(w, r, sess, status, problem, nil, nil)
+		})
+		return
+	}
+	// The answer to the POST itself shows the key, never a later page. A
+	// reload would post again and make a second key (the browser asks first).
+	s.showPartners(w, r, sess, http.StatusCreated, "", nil,
+		&issuedKey{Partner: partner, ID: id, Key: key})
+}
+
+// revokeKey revokes a partner's key for good.
+func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, sess *session) {
+	ps := s.params(w, r, sess)
+	if ps == nil {
+		return
+	}
+	v := mux.Vars(r)
+	s.save(w, r, sess, ps, nil, edit{kind: core.KindPartnerKeyRevoke, program: v["program"],
+		payload: core.RevokePartnerKey{Partner: v["partner"], KeyID: v["key"]},
+		action:  "partner.key_revoked", target: v["program"] + "/" + v["partner"],
+		page: "/admin/partners", done: "revoked"}, func(status int, problem string) {
+		s.showPartners(w, r, sess, status, problem, nil, nil)
+	})
+}
+
+// externalView is the external programs page of one program.
+type externalView struct {
+	Programs []string
+	Program  string
+	External []core.ExternalProgram
+	Edit     core.ExternalProgram
+	// Existing is set when the form changes a stored external program.
+	Existing bool
+}
+
+func (s *Server) externalPage(w http.ResponseWriter, r *http.Request, sess *session) {
+	s.showExternal(w, r, sess, http.StatusOK, "", nil)
+}
+
+func (s *Server) showExternal(w http.ResponseWriter, r *http.Request, sess *session,
+	status int, problem string, edit *core.ExternalProgram) {
+	ps, program, programs, ok := s.paramPage(w, r, sess)
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	v := externalView{Program: program, Programs: programs}
+	var err error
+	v.Edit.Defaults()
+	if v.Program != "" {
+		if v.External, err = ps.ExternalPrograms(ctx, v.Program); err != nil {
+			s.failLedger(w, r, sess, err)
+			return
+		}
+	}
+	switch {
+	case edit != nil:
+		v.Edit = *edit
+		v.Edit.Credentials = ""
+	case r.URL.Query().Get("edit") != "":
+		for _, e := range v.External {
+			if e.Code == r.URL.Query().Get("edit") {
+				v.Edit, v.Existing = e, true
+				v.Edit.Credentials = ""
+			}
+		}
+	}
+	s.render(w, r, status, "external.html", view{Title: "External programs", User: sess,
+		Problem: problem, Data: &v})
+}
+
+// saveExternal creates or replaces an external program and its ratio. A
+// blank credentials field keeps the stored secret.
+func (s *Server) saveExternal(w http.ResponseWriter, r *http.Request, sess *session) {
+	ps := s.params(w, r, sess)
+	if ps == nil {
+		return
+	}
+	ctx := r.Context()
+	program := mux.Vars(r)["program"]
+	f := &form{r: r}
+	enabled := f.bool("enabled")
+	e := core.ExternalProgram{Code: f.str("code"), Name: f.str("name"), Ratio: f.str("ratio"),
+		Rounding: core.Rounding(f.str("rounding")), MinPoints: core.Points(f.int("min_points")),
+		MaxPoints: core.Points(f.int("max_points")), DailyLimit: core.Points(
+			f.int("daily_limit")), MonthlyLimit: core.Points(f.int("monthly_limit")),
+		Identify: f.str("identify"), AccountPattern: f.str("account_pattern"),
+		Flavour: f.str("flavour"), Endpoint: f.str("endpoint"),
+		Credentials: r.PostFormValue("credentials"), Enabled: &enabled}
+	if e.Credentials == "" {
+		old, err := ps.PartnerConfig(ctx, program, e.Code)
+		switch {
+		case err == nil:
+			e.Credentials = old.Credentials
+		case core.KindOf(err) != core.NotFound:
+			s.failLedger(w, r, sess, err)
+			return
+		}
+	}
+	e.Defaults()
+	// The command's member is the external program's code, as REST sends
+	// it: changes to one external program apply in order.
+	payload := e
+	payload.Code = ""
+	s.save(w, r, sess, ps, f.check(e.Validate), edit{kind: core.KindExternalUpsert,
+		program: program, member: e.Code, payload: payload, action: "external.saved",
+		target: program + "/" + e.Code, page: "/admin/external", done: "external"},
+		func(status int, problem string) { s.showExternal(w, r, sess, status, problem, &e) })
+}
