@@ -7,12 +7,14 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/puntos-loyalty/puntos/core"
 )
 
 // This file stores bulk point loads (gateway/files): batches and their lines.
-// It writes no ledger table; the lines reach the ledger through ApplyBatch.
+// It writes no ledger table; the lines reach the ledger through
+// PostBatchLines (bulk_post.go), which records their outcomes too.
 
 const batchColumns = `id, program, checksum, file_name, stored_path, size_bytes, charset,
 	date_format, uploaded_by, channel, status, error, lines, valid_lines, invalid_lines,
@@ -292,9 +294,15 @@ func (l *Ledger) readLines(ctx context.Context, where, id string, after int64,
 	return out, rows.Err()
 }
 
-// RecordPosted stores the ledger's outcome of a chunk of lines (each with
-// status posted or rejected) and moves the batch's progress to through.
-func (l *Ledger) RecordPosted(ctx context.Context, id string, lines []core.BatchLine,
+// execer runs a statement on a pool or in a transaction.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// recordOutcomes stores the outcome of lines (each posted or rejected), adds
+// them to the batch's counts and moves its posted_through mark to through
+// when that is further on.
+func recordOutcomes(ctx context.Context, q execer, id string, lines []core.BatchLine,
 	through int64) error {
 	n := len(lines)
 	nums, statuses := make([]int64, n), make([]string, n)
@@ -305,9 +313,9 @@ func (l *Ledger) RecordPosted(ctx context.Context, id string, lines []core.Batch
 			x.ErrorField, x.Error
 		replayed[i] = x.Replayed
 	}
-	// Only lines still valid change, so that recording a chunk twice (after
-	// a crash between the ledger's commit and this one) counts it once.
-	_, err := l.pool.Exec(ctx, `WITH u AS (
+	// Only lines still valid change, so that recording a chunk twice counts
+	// it once.
+	_, err := q.Exec(ctx, `WITH u AS (
 			UPDATE bulk_lines l SET status = u.status, error_kind = u.kind,
 				error_field = u.field, error = u.msg, replayed = u.replayed
 			FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
@@ -320,6 +328,17 @@ func (l *Ledger) RecordPosted(ctx context.Context, id string, lines []core.Batch
 		WHERE id = $1`, id, nums, statuses, kinds, fields, msgs, replayed, through)
 	if err != nil {
 		return fmt.Errorf("record line outcomes: %w", err)
+	}
+	return nil
+}
+
+// MarkPostedThrough moves the batch's posted_through mark to through: every
+// valid line up to it is settled. A resumed run starts after the mark.
+func (l *Ledger) MarkPostedThrough(ctx context.Context, id string, through int64) error {
+	_, err := l.pool.Exec(ctx, `UPDATE bulk_batches
+		SET posted_through = greatest(posted_through, $2) WHERE id = $1`, id, through)
+	if err != nil {
+		return fmt.Errorf("mark posting progress: %w", err)
 	}
 	return nil
 }

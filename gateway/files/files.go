@@ -42,10 +42,10 @@ type Options struct {
 	// a batch needs a second person's approval; zero disables approvals.
 	ApprovalPoints int64
 	// ChunkSize is how many lines go to the ledger per transaction; zero
-	// means 500.
+	// means 2000.
 	ChunkSize int
 	// Workers is how many ledger transactions run at once, each on its own
-	// members; zero means 4. A chunk of the file is ChunkSize × Workers lines.
+	// members; zero means 2. A chunk of the file is ChunkSize × Workers lines.
 	Workers int
 	// Source names the authenticated caller of a request; the gateway's
 	// rest.CallerSource. Nil names every caller "unknown".
@@ -67,9 +67,12 @@ type Service struct {
 	wg      sync.WaitGroup
 	// bg is the context background work (validation, posting) runs in.
 	bg context.Context
-	// afterChunk, when set (tests), runs after the ledger committed a chunk
-	// and before its outcome is recorded.
+	// afterChunk, when set (tests), runs after every part of a chunk
+	// committed and before the batch's progress mark moves past it.
 	afterChunk func(ctx context.Context, done int64)
+	// beforeCommit, when set (tests), runs in each part's ledger transaction
+	// just before it commits; an error rolls the part back.
+	beforeCommit func(ctx context.Context, lines []core.BatchLine) error
 }
 
 // New returns a Service on the ledger. Background work stops when ctx ends.
@@ -81,10 +84,10 @@ func New(ctx context.Context, ledger *postgres.Ledger, log *slog.Logger, opt Opt
 		opt.InboxPoll = 5 * time.Second
 	}
 	if opt.ChunkSize <= 0 {
-		opt.ChunkSize = 500
+		opt.ChunkSize = 2000
 	}
 	if opt.Workers <= 0 {
-		opt.Workers = 4
+		opt.Workers = 2
 	}
 	return &Service{ledger: ledger, log: log, opt: opt, dir: filepath.Join(opt.DataDir, "batches"),
 		now: time.Now, running: map[string]bool{}, bg: ctx}
@@ -299,11 +302,11 @@ func command(b *core.Batch, x *core.BatchLine) (bus.Command, error) {
 }
 
 // Post applies every valid line of a validated batch to the ledger, in
-// chunks of one transaction each, and records each line's outcome and the
-// batch's progress after each chunk. Started again after a stop (a crash, a
-// cancelled ctx), it goes on after the last recorded line; a chunk that the
-// ledger committed but whose outcome was not recorded is sent again and
-// answered by the ledger as replays, so no line is posted twice.
+// chunks, and records each line's outcome and the batch's counts in the
+// same ledger transaction as the line itself. Started again after a stop (a
+// crash, a cancelled ctx), it goes on after the last chunk it finished; the
+// lines of an unfinished chunk that a committed transaction already settled
+// are no longer pending, so no line is posted twice.
 // Errors: conflict (not validated, awaiting approval, already running).
 func (s *Service) Post(ctx context.Context, b *core.Batch, actor string) (*core.Batch, error) {
 	if !s.claim("post:" + b.ID) {
@@ -368,9 +371,10 @@ func rate(n int64, d time.Duration) float64 {
 
 // postChunk applies one chunk of lines and records the outcome of each
 // line. The lines are split by member over the workers, each part in file
-// order and in one ledger transaction of its own; as no two parts share a
-// member, they neither wait on each other nor change one member's order.
-// A transaction the database aborted (deadlock, serialization) is retried.
+// order and in one ledger transaction of its own that also records its
+// lines' outcomes; as no two parts share a member, they neither wait on each
+// other nor change one member's order. Once every part committed, the
+// batch's progress mark moves past the chunk.
 func (s *Service) postChunk(ctx context.Context, b *core.Batch, lines []core.BatchLine) error {
 	parts := make([][]int, s.opt.Workers) // indexes into lines
 	cmds := make([]bus.Command, len(lines))
@@ -380,10 +384,12 @@ func (s *Service) postChunk(ctx context.Context, b *core.Batch, lines []core.Bat
 			return err
 		}
 		cmds[i] = c
-		p := bus.Partition(b.Program, lines[i].Member, s.opt.Workers)
+		p := 0
+		if s.opt.Workers > 1 {
+			p = bus.Partition(b.Program, lines[i].Member, s.opt.Workers)
+		}
 		parts[p] = append(parts[p], i)
 	}
-	results := make([]bus.Result, len(lines))
 	errs := make([]error, len(parts))
 	var wg sync.WaitGroup
 	for p, idx := range parts {
@@ -393,17 +399,23 @@ func (s *Service) postChunk(ctx context.Context, b *core.Batch, lines []core.Bat
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			part := make([]bus.Command, len(idx))
+			part := &postgres.BulkChunk{BatchID: b.ID,
+				Lines:    make([]core.BatchLine, len(idx)),
+				Commands: make([]bus.Command, len(idx))}
 			for j, i := range idx {
-				part[j] = cmds[i]
+				part.Lines[j], part.Commands[j] = lines[i], cmds[i]
 			}
-			applied, err := s.apply(ctx, b, part)
-			if err != nil {
+			if s.beforeCommit != nil {
+				part.BeforeCommit = func(ctx context.Context) error {
+					return s.beforeCommit(ctx, part.Lines)
+				}
+			}
+			if err := s.apply(ctx, b, part); err != nil {
 				errs[p] = err
 				return
 			}
 			for j, i := range idx {
-				results[i] = applied[j].Result
+				lines[i] = part.Lines[j]
 			}
 		}()
 	}
@@ -411,40 +423,27 @@ func (s *Service) postChunk(ctx context.Context, b *core.Batch, lines []core.Bat
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("apply lines %d-%d: %w", lines[0].Line, lines[len(lines)-1].Line, err)
 	}
-	for i, res := range results {
-		x := &lines[i]
-		x.Replayed = res.Replayed
-		if res.Status == bus.StatusOK {
-			x.Status = core.LinePosted
-			continue
-		}
-		x.Status = core.LineRejected
-		if e := res.Error; e != nil {
-			x.ErrorKind, x.ErrorField, x.Error = e.Kind, e.Field, e.Message
-		}
-	}
 	if s.afterChunk != nil {
 		s.afterChunk(ctx, b.Done()+int64(len(lines)))
 	}
-	return s.ledger.RecordPosted(ctx, b.ID, lines, lines[len(lines)-1].Line)
+	return s.ledger.MarkPostedThrough(ctx, b.ID, lines[len(lines)-1].Line)
 }
 
-// apply runs one ledger transaction, retrying it when the database aborted
-// it for a reason that a retry can cure.
-func (s *Service) apply(ctx context.Context, b *core.Batch,
-	cmds []bus.Command) ([]postgres.Applied, error) {
+// apply runs one part's ledger transaction, retrying it when the database
+// aborted it for a reason that a retry can cure.
+func (s *Service) apply(ctx context.Context, b *core.Batch, part *postgres.BulkChunk) error {
 	for attempt := 1; ; attempt++ {
-		applied, err := s.ledger.ApplyBatch(ctx, cmds)
+		err := s.ledger.PostBatchLines(ctx, part)
 		if err == nil {
-			return applied, nil
+			return nil
 		}
 		if ctx.Err() != nil || attempt == 5 || !retryable(err) {
-			return nil, err
+			return err
 		}
 		s.log.Warn("Batch chunk retried", "batch_id", b.ID, "attempt", attempt, "error", err)
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(time.Duration(attempt*attempt) * 100 * time.Millisecond):
 		}
 	}

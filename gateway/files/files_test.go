@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -447,16 +448,18 @@ func crashFile() (string, map[string]core.Points) {
 	return b.String(), want
 }
 
-// TestCrashMidPostResumes stops posting after the ledger committed a chunk
-// but before its outcome was recorded, then posts again from a new service:
-// every line is posted exactly once.
-func TestCrashMidPostResumes(t *testing.T) {
+// TestBulkCrashMidPostResumes stops posting three ways: between two chunks,
+// inside a chunk's transaction (one part committed, the other rolled back
+// just before its commit), and with lines applied by someone else meanwhile.
+// A new service then resumes the batch: every line is posted exactly once.
+func TestBulkCrashMidPostResumes(t *testing.T) {
 	// Chunks of six lines, each split over two ledger transactions by member.
 	f := newFixture(t, Options{ChunkSize: 3, Workers: 2}, "c0", "c1", "c2", "c3")
 	content, want := crashFile()
 	v := f.upload(content, "", nil)
 	v = f.wait(v.ID, core.BatchValidated)
 
+	// A stop after the second chunk committed, before the progress mark moved.
 	ctx, cancel := context.WithCancel(context.Background())
 	f.svc.afterChunk = func(_ context.Context, done int64) {
 		if done >= 7 {
@@ -467,16 +470,15 @@ func TestCrashMidPostResumes(t *testing.T) {
 		t.Fatal("post went on after the crash")
 	}
 	b, _ := f.ledger.Batch(f.ctx, "telco", v.ID)
-	if b.Status != core.BatchPosting || b.PostedThrough != 7 || b.Posted != 6 {
-		t.Fatalf("after the crash: %+v, want posting through line 7 with 6 posted", b)
+	if b.Status != core.BatchPosting || b.PostedThrough != 7 || b.Posted != 12 {
+		t.Fatalf("after the crash: %+v, want posting through line 7 with 12 posted", b)
 	}
 	if n := f.count(`SELECT count(*) FROM postings WHERE source = 'file:telco'`); n != 12 {
 		t.Fatalf("%d postings after the crash, want 12 (two chunks committed)", n)
 	}
 
-	// A chunk can also stop half applied: one worker's transaction committed,
-	// the other's not. Lines 14 and 15 (of the next chunk) are applied as such
-	// a worker would have.
+	// Lines 14 (c1) and 15 (c2), of the next chunk, reach the ledger by another
+	// way, as a copy of the same requests would.
 	next, err := f.ledger.PendingLines(f.ctx, v.ID, 13, 2)
 	if err != nil || len(next) != 2 || next[0].Line != 14 {
 		t.Fatalf("pending lines after 13: %v %+v", err, next)
@@ -493,6 +495,36 @@ func TestCrashMidPostResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A process that dies inside the third chunk (lines 14-19): the part
+	// holding member c1 never commits, the other part does.
+	f.restart()
+	cut := bus.Partition("telco", "c1", 2)
+	f.svc.beforeCommit = func(_ context.Context, lines []core.BatchLine) error {
+		if bus.Partition("telco", lines[0].Member, 2) == cut {
+			return errors.New("power cut")
+		}
+		return nil
+	}
+	if _, err := f.svc.Post(f.ctx, v.Batch, "ana"); err == nil ||
+		!strings.Contains(err.Error(), "power cut") {
+		t.Fatalf("post with a failing commit: %v", err)
+	}
+	var lost int64
+	for line := 14; line <= 19; line++ {
+		if bus.Partition("telco", fmt.Sprintf("c%d", (line-1)%4), 2) == cut {
+			lost++
+		}
+	}
+	b, _ = f.ledger.Batch(f.ctx, "telco", v.ID)
+	if b.Status != core.BatchPosting || b.PostedThrough != 7 || b.Posted != 12+6-lost {
+		t.Fatalf("after the failed commit: %+v, want %d posted, mark at line 7", b,
+			12+6-lost)
+	}
+	if n := f.count(`SELECT count(*) FROM bulk_lines WHERE batch_id = $1
+		AND status = 'valid' AND line <= 19`, v.ID); n != lost || lost == 0 {
+		t.Errorf("%d lines of the third chunk pending, want the %d of the lost part", n, lost)
+	}
+
 	// The restarted process resumes the batch by itself.
 	f.restart()
 	if err := f.svc.Resume(f.ctx); err != nil {
@@ -505,15 +537,84 @@ func TestCrashMidPostResumes(t *testing.T) {
 	if n := f.count(`SELECT count(*) FROM postings WHERE source = 'file:telco'`); n != 20 {
 		t.Errorf("%d postings, want 20: each line once", n)
 	}
+	if n := f.count(`SELECT count(*) FROM outbox WHERE body->>'source' = 'file:telco'`); n != 20 {
+		t.Errorf("%d ledger events, want 20: each line once", n)
+	}
 	if n := f.count(`SELECT count(*) FROM bulk_lines WHERE batch_id = $1 AND replayed`,
-		v.ID); n != 8 {
-		t.Errorf("%d lines answered as replays, want the 6 of the unrecorded chunk and 2 "+
-			"of the half-applied one", n)
+		v.ID); n != 2 {
+		t.Errorf("%d lines answered as replays, want the 2 applied by another way", n)
 	}
 	for m, p := range want {
 		if got := f.available(m); got != p {
 			t.Errorf("%s has %d, want %d", m, got, p)
 		}
+	}
+	f.check()
+}
+
+// TestBulkLineInvalidAtPostingTime validates a file, then changes the ledger
+// under it: a member closed, another suspended, a third spending its
+// points. The lines that no longer hold are rejected by line number with
+// the ledger's reason, the others are posted, and nothing is half-applied.
+func TestBulkLineInvalidAtPostingTime(t *testing.T) {
+	f := newFixture(t, Options{}, "m1", "m2", "m3", "m4")
+	f.apply(core.KindCredit, "m3", "seed-m3", `{"points":100,"reason":"seed"}`)
+	content := "member,points,reason,txn_id\n" +
+		"m1,100,bonus,v-1\n" + // line 2: m1 closed meanwhile
+		"m2,60,bonus,v-2\n" + // line 3: m2 suspended meanwhile
+		"m2,-10,fix,v-3\n" + // line 4: a suspended member's debit still applies
+		"m3,-80,fix,v-4\n" + // line 5: m3 spent 50 meanwhile
+		"m4,25,bonus,v-5\n" +
+		"m1,-5,fix,v-6\n" + // line 7: m1 closed
+		"m4,-20,fix,v-7\n"
+	v := f.upload(content, "", nil)
+	v = f.wait(v.ID, core.BatchValidated)
+	if v.Valid != 7 {
+		t.Fatalf("validated %+v", v.Batch)
+	}
+	f.apply(core.KindCredit, "m2", "seed-m2", `{"points":40,"reason":"seed"}`)
+	f.apply(core.KindClose, "m1", "close-m1", `{}`)
+	f.apply(core.KindSuspend, "m2", "susp-m2", `{}`)
+	f.apply(core.KindRedeem, "m3", "spend-m3", `{"points":50}`)
+
+	f.post(v.ID, "ana")
+	v = f.wait(v.ID, core.BatchPosted)
+	if v.Posted != 3 || v.Rejected != 4 {
+		t.Fatalf("posted %+v", v.Batch)
+	}
+	lines, err := f.ledger.BatchLines(f.ctx, v.ID, 0, 100, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int64]string{}
+	for _, x := range lines {
+		got[x.Line] = x.Status + " " + x.ErrorKind + " " + x.ErrorField + ": " + x.Error
+	}
+	wantErr := map[int64]string{
+		2: `rejected conflict member: member "m1" is closed`,
+		3: `rejected conflict member: member "m2" is suspended`,
+		5: `rejected insufficient points: 80 points asked, 50 available`,
+		7: `rejected conflict member: member "m1" is closed`,
+	}
+	if len(got) != len(wantErr) {
+		t.Errorf("error lines %v, want %v", got, wantErr)
+	}
+	for line, w := range wantErr {
+		if got[line] != w {
+			t.Errorf("line %d: %q, want %q", line, got[line], w)
+		}
+	}
+	for ref, want := range map[string]core.Points{"m1": 0, "m2": 30, "m3": 50, "m4": 5} {
+		if got := f.available(ref); got != want {
+			t.Errorf("%s has %d, want %d", ref, got, want)
+		}
+	}
+	// The posted lines, and only they, are ledger events for the reports.
+	var events, points int64
+	err = f.ledger.Pool().QueryRow(f.ctx, `SELECT count(*), coalesce(sum((body->>'points')::bigint), 0)
+		FROM outbox WHERE body->>'source' = 'file:telco'`).Scan(&events, &points)
+	if err != nil || events != 3 || points != -10+25-20 {
+		t.Errorf("bulk events: %d worth %d points (%v), want 3 worth -5", events, points, err)
 	}
 	f.check()
 }
