@@ -2,13 +2,18 @@ package core
 
 import (
 	"fmt"
+	"math"
 	"math/big"
-	"sort"
+	"math/bits"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
 	"github.com/google/cel-go/interpreter"
 )
 
@@ -161,6 +166,15 @@ type CompiledRule struct {
 	rate   *big.Rat
 	factor *big.Rat
 	bands  []compiledBand
+
+	// native is the condition compiled to Go, when it has the common shape
+	// (see rules_native.go); prg runs it otherwise.
+	native nativeCond
+	// ref is RuleRef, printed once.
+	ref string
+	// micro holds the formula's decimals in millionths, when all of them fit
+	// (see microFormula); the big.Rat forms above stay the reference.
+	micro microFormula
 }
 
 type compiledBand struct{ from, rate *big.Rat }
@@ -232,6 +246,8 @@ func CompileRule(r Rule) (*CompiledRule, error) {
 	if err := c.compileCondition(); err != nil {
 		return nil, err
 	}
+	c.ref = r.RuleRef()
+	c.micro = newMicroFormula(c)
 	return c, nil
 }
 
@@ -319,6 +335,7 @@ func (c *CompiledRule) compileCondition() error {
 	if err != nil {
 		return Errorf(Invalid, "condition", "cannot be prepared: %v", err)
 	}
+	c.native, _ = compileNative(ast.NativeRep())
 	return nil
 }
 
@@ -418,8 +435,68 @@ func YearOf(month string) string {
 // Windows are the program-local day and month of t.
 func Windows(t time.Time, loc *time.Location) (day, month string) {
 	l := t.In(loc)
-	return l.Format("2006-01-02"), l.Format("2006-01")
+	day = l.Format("2006-01-02")
+	if len(day) == len("2006-01-02") {
+		return day, day[:len("2006-01")]
+	}
+	return day, l.Format("2006-01")
 }
+
+// RuleSet is a fixed set of compiled rules arranged for evaluation: for
+// each event type, the rules that apply to it (its own and those of "*"),
+// already in evaluation order, so that an event walks one slice and meets
+// only the rules that can apply to it. It is read-only once built and safe
+// for concurrent use.
+type RuleSet struct {
+	byType   map[string][]*CompiledRule
+	wildcard []*CompiledRule
+	size     int
+}
+
+// NewRuleSet arranges rules (one version per code, any order) for
+// evaluation.
+func NewRuleSet(rules []*CompiledRule) *RuleSet {
+	sorted := slices.Clone(rules)
+	slices.SortStableFunc(sorted, ruleOrder)
+	s := &RuleSet{byType: map[string][]*CompiledRule{}, size: len(rules)}
+	for _, r := range sorted {
+		if r.EventType == "*" {
+			s.wildcard = append(s.wildcard, r)
+			continue
+		}
+		s.byType[r.EventType] = nil
+	}
+	for typ := range s.byType {
+		var list []*CompiledRule
+		for _, r := range sorted {
+			if r.EventType == typ || r.EventType == "*" {
+				list = append(list, r)
+			}
+		}
+		s.byType[typ] = list
+	}
+	return s
+}
+
+// ruleOrder is the order of evaluation: priority, highest first, then code.
+func ruleOrder(a, b *CompiledRule) int {
+	if a.Priority != b.Priority {
+		return b.Priority - a.Priority
+	}
+	return strings.Compare(a.Code, b.Code)
+}
+
+// For returns the rules of the set that apply to events of type eventType,
+// in evaluation order. The slice belongs to the set: do not change it.
+func (s *RuleSet) For(eventType string) []*CompiledRule {
+	if list, ok := s.byType[eventType]; ok {
+		return list
+	}
+	return s.wildcard
+}
+
+// Len is the number of rules in the set.
+func (s *RuleSet) Len() int { return s.size }
 
 // Evaluate applies rules (those in force at the event, any order) to an
 // event. Rules run by priority, highest first, then by code; an exclusive
@@ -428,35 +505,41 @@ func Windows(t time.Time, loc *time.Location) (day, month string) {
 // tier multiplier to the total of the rules. Caps cut each rule's points,
 // in the order per event, per day, per month, per year, budget. The rule_version of
 // the result joins the versions that gave points with "+".
+//
+// Evaluate arranges the rules for each call; a caller that evaluates many
+// events against the same rules builds a RuleSet once instead.
 func Evaluate(rules []*CompiledRule, ev EventFacts, mf MemberFacts, loc *time.Location,
 	usage UsageFunc) (Evaluation, error) {
-	out := Evaluation{Fired: []Fired{}}
+	return NewRuleSet(rules).Evaluate(ev, mf, loc, usage)
+}
+
+// Evaluate applies the rules of the set to an event, as the function
+// Evaluate describes.
+func (s *RuleSet) Evaluate(ev EventFacts, mf MemberFacts, loc *time.Location,
+	usage UsageFunc) (Evaluation, error) {
+	rules := s.For(ev.Type)
+	var out Evaluation
 	out.Day, out.Month = Windows(ev.OccurredAt, loc)
-	sorted := make([]*CompiledRule, 0, len(rules))
-	for _, r := range rules {
-		if r.EventType == "*" || r.EventType == ev.Type {
-			sorted = append(sorted, r)
-		}
-	}
-	sort.Slice(sorted, func(i, j int) bool {
-		if sorted[i].Priority != sorted[j].Priority {
-			return sorted[i].Priority > sorted[j].Priority
-		}
-		return sorted[i].Code < sorted[j].Code
-	})
 
 	// Which rules fire: conditions in priority order, up to an exclusive one.
-	vars, err := interpreter.NewActivation(activation(ev, mf))
-	if err != nil {
-		return out, fmt.Errorf("condition variables: %w", err)
-	}
-	var fired []*CompiledRule
-	for _, r := range sorted {
-		ok, err := r.holds(vars)
-		if err != nil {
-			return out, err
+	// All conditions of the event read one set of variables.
+	facts := &conditionFacts{ev: ev, mf: mf}
+	var frame *interpreter.ExecutionFrame
+	defer func() {
+		if frame != nil {
+			frame.Close()
 		}
-		if !ok {
+	}()
+	var buf [64]*CompiledRule
+	fired := buf[:0]
+	for _, r := range rules {
+		if r.native == nil && r.prg != nil && frame == nil {
+			var err error
+			if frame, err = interpreter.NewExecutionFrame(facts); err != nil {
+				return out, fmt.Errorf("condition variables: %w", err)
+			}
+		}
+		if !r.holds(facts, frame) {
 			continue
 		}
 		fired = append(fired, r)
@@ -466,82 +549,146 @@ func Evaluate(rules []*CompiledRule, ev EventFacts, mf MemberFacts, loc *time.Lo
 	}
 
 	// Base rules first, then multipliers on what the base rules gave.
+	amount, exact := microAmount(ev.Amount)
 	var base Points
-	results := make([]Fired, len(fired))
+	out.Fired = make([]Fired, len(fired), len(fired)+1)
 	for pass := 0; pass < 2; pass++ {
 		for i, r := range fired {
 			if (r.Formula.Kind == FormulaMultiplier) != (pass == 1) {
 				continue
 			}
-			computed, err := r.compute(ev.Amount, base)
+			computed, err := r.compute(ev.Amount, amount, exact, base)
 			if err != nil {
 				return out, err
 			}
-			f := Fired{Code: r.Code, Version: r.Version, Ref: r.RuleRef(), Computed: computed,
+			f := &out.Fired[i]
+			*f = Fired{Code: r.Code, Version: r.Version, Ref: r.ref, Computed: computed,
 				Points: computed}
-			if err := r.applyCaps(&f, out.Day, out.Month, usage); err != nil {
+			if err := r.applyCaps(f, out.Day, out.Month, usage); err != nil {
 				return out, err
 			}
-			results[i] = f
 			if pass == 0 {
 				base += f.Points
 			}
 		}
 	}
-	var refs []string
-	for _, f := range results {
-		out.Fired = append(out.Fired, f)
+	size := 0
+	for _, f := range out.Fired {
 		out.Points += f.Points
 		if f.Points > 0 {
-			refs = append(refs, f.Ref)
+			size += len(f.Ref) + 1
 		}
 	}
 
 	// The tier multiplier applies to everything the rules gave.
-	if m := mf.TierMultiplier; m != nil && m.Cmp(big.NewRat(1, 1)) > 0 && out.Points > 0 {
-		extra, err := Round(new(big.Rat).Mul(big.NewRat(int64(out.Points), 1),
-			new(big.Rat).Sub(m, big.NewRat(1, 1))), RoundDown)
+	if m := mf.TierMultiplier; m != nil && out.Points > 0 && aboveOne(m) {
+		extra, err := tierExtra(out.Points, m)
 		if err != nil {
 			return out, err
 		}
-		ref := "tier:" + mf.Tier + "@x" + m.FloatString(2)
-		out.Fired = append(out.Fired, Fired{Code: "tier:" + mf.Tier, Ref: ref,
+		code := "tier:" + mf.Tier
+		ref := code + "@x" + twoDecimals(m)
+		out.Fired = append(out.Fired, Fired{Code: code, Ref: ref,
 			Computed: extra, Points: extra})
 		out.Points += extra
-		if extra > 0 {
-			refs = append(refs, ref)
-		}
+		size += len(ref) + 1
 	}
 	if out.Points > MaxPoints {
 		return out, Errorf(Invalid, "amount", "converts to more than %d points", MaxPoints)
 	}
-	out.RuleVersion = strings.Join(refs, "+")
+
+	// The versions that gave points, in the order they fired.
+	var refs strings.Builder
+	refs.Grow(size)
+	for _, f := range out.Fired {
+		if f.Points <= 0 {
+			continue
+		}
+		if refs.Len() > 0 {
+			refs.WriteByte('+')
+		}
+		refs.WriteString(f.Ref)
+	}
+	out.RuleVersion = refs.String()
 	return out, nil
 }
 
-func (c *CompiledRule) holds(vars interpreter.Activation) (bool, error) {
-	if c.prg == nil {
-		return true, nil
+// aboveOne tells whether m > 1.
+func aboveOne(m *big.Rat) bool {
+	if v, ok := toMicros(m); ok {
+		return v > million
 	}
-	v, _, err := c.prg.Eval(vars)
+	return m.Cmp(ratOne) > 0
+}
+
+// twoDecimals prints m with two fraction digits as m.FloatString(2) does
+// (the last one rounded half away from zero).
+func twoDecimals(m *big.Rat) string {
+	v, ok := toMicros(m)
+	if !ok || v < 0 {
+		return m.FloatString(2)
+	}
+	h := (v + 5_000) / 10_000 // hundredths
+	frac := h % 100
+	return strconv.FormatInt(h/100, 10) + "." + string(rune('0'+frac/10)) +
+		string(rune('0'+frac%10))
+}
+
+// tierExtra is what a tier multiplier m (above 1) adds to points p of the
+// rules: p × (m − 1), rounded down.
+func tierExtra(p Points, m *big.Rat) (Points, error) {
+	if v, ok := toMicros(m); ok && p >= 0 {
+		if extra, ok := mulRound(uint64(p), uint64(v-million), million, RoundDown); ok {
+			return extra, nil
+		}
+	}
+	return Round(new(big.Rat).Mul(big.NewRat(int64(p), 1), new(big.Rat).Sub(m, ratOne)),
+		RoundDown)
+}
+
+// ratOne is 1; never change it.
+var ratOne = big.NewRat(1, 1)
+
+// holds tells whether the rule's condition holds for the event of facts;
+// frame resolves the same variables for CEL (nil when only native
+// conditions and rules without one have been met).
+func (c *CompiledRule) holds(facts *conditionFacts,
+	frame *interpreter.ExecutionFrame) bool {
+	if c.native != nil {
+		return c.native(facts)
+	}
+	if c.prg == nil {
+		return true
+	}
+	v, _, err := c.prg.Eval(frame)
 	if err != nil {
 		// A condition that cannot be evaluated for this event does not hold;
 		// the event still earns by the other rules.
 		// TODO(rules): count these in a metric so that a bad rule shows.
-		return false, nil
+		return false
 	}
 	b, ok := v.Value().(bool)
-	return ok && b, nil
+	return ok && b
 }
 
-func (c *CompiledRule) compute(amount *big.Rat, base Points) (Points, error) {
+// compute is what the formula gives for an event of the given amount (also
+// in millionths when exact is set), base being the points of the base rules
+// that fired. Integer arithmetic gives the answer when the values fit; the
+// exact rational path, the reference, takes the rest.
+func (c *CompiledRule) compute(amount *big.Rat, micros int64, exact bool,
+	base Points) (Points, error) {
+	if exact && c.micro.ok {
+		if p, ok := c.micro.compute(c.Formula, c.Rounding, micros, base); ok {
+			return p, nil
+		}
+	}
 	switch c.Formula.Kind {
 	case FormulaPerUnit:
 		return Convert(amount, c.rate, c.Rounding)
 	case FormulaFixed:
 		return c.Formula.Points, nil
 	case FormulaMultiplier:
-		extra := new(big.Rat).Sub(c.factor, big.NewRat(1, 1))
+		extra := new(big.Rat).Sub(c.factor, ratOne)
 		return Round(new(big.Rat).Mul(big.NewRat(int64(base), 1), extra), c.Rounding)
 	case FormulaTiered:
 		var rate *big.Rat
@@ -556,6 +703,138 @@ func (c *CompiledRule) compute(amount *big.Rat, base Points) (Points, error) {
 		return Convert(amount, rate, c.Rounding)
 	}
 	return 0, Errorf(Invalid, "formula.kind", "unknown formula %q", c.Formula.Kind)
+}
+
+// million is the scale of the decimals of amounts and rates: ParseAmount
+// takes at most six fraction digits.
+const million = 1_000_000
+
+// microFormula is a formula's decimals in whole millionths, so that an
+// event converts with integer arithmetic instead of big.Rat. ok is false
+// when a value does not fit, and the exact path always applies.
+type microFormula struct {
+	ok     bool
+	rate   uint64 // per_unit: points per unit
+	factor uint64 // multiplier: factor − 1
+	bands  []microBand
+}
+
+type microBand struct {
+	from int64
+	rate uint64
+}
+
+// newMicroFormula converts the parsed decimals of c.
+func newMicroFormula(c *CompiledRule) microFormula {
+	m := microFormula{ok: true}
+	rate := func(x *big.Rat) uint64 {
+		v, ok := toMicros(x)
+		if !ok || v < 0 {
+			m.ok = false
+		}
+		return uint64(v)
+	}
+	switch c.Formula.Kind {
+	case FormulaPerUnit:
+		m.rate = rate(c.rate)
+	case FormulaMultiplier:
+		m.factor = rate(new(big.Rat).Sub(c.factor, ratOne))
+	case FormulaTiered:
+		for _, b := range c.bands {
+			from, ok := toMicros(b.from)
+			m.ok = m.ok && ok
+			m.bands = append(m.bands, microBand{from: from, rate: rate(b.rate)})
+		}
+	}
+	return m
+}
+
+// compute is what the formula gives for an amount of micros millionths
+// (not negative), or ok false when the integers would not hold the answer.
+func (m *microFormula) compute(f Formula, mode Rounding, micros int64,
+	base Points) (Points, bool) {
+	switch f.Kind {
+	case FormulaPerUnit:
+		return mulRound(uint64(micros), m.rate, million*million, mode)
+	case FormulaFixed:
+		return f.Points, true
+	case FormulaMultiplier:
+		if base < 0 {
+			return 0, false
+		}
+		return mulRound(uint64(base), m.factor, million, mode)
+	case FormulaTiered:
+		found, rate := false, uint64(0)
+		for _, b := range m.bands {
+			if micros >= b.from {
+				found, rate = true, b.rate
+			}
+		}
+		if !found {
+			return 0, true
+		}
+		return mulRound(uint64(micros), rate, million*million, mode)
+	}
+	return 0, false
+}
+
+// mulRound is a×b/div rounded as Round rounds, or ok false when the result
+// does not fit in points (the exact path then reports the error).
+func mulRound(a, b, div uint64, mode Rounding) (Points, bool) {
+	hi, lo := bits.Mul64(a, b)
+	if hi >= div {
+		return 0, false
+	}
+	q, r := bits.Div64(hi, lo, div)
+	if r != 0 {
+		twice := 2 * r // r < div ≤ 10^12: no overflow
+		switch mode {
+		case RoundDown:
+		case RoundUp:
+			q++
+		case RoundHalfUp:
+			if twice >= div {
+				q++
+			}
+		case RoundHalfEven:
+			if twice > div || twice == div && q%2 == 1 {
+				q++
+			}
+		default:
+			return 0, false
+		}
+	}
+	if q > uint64(MaxPoints) {
+		return 0, false
+	}
+	return Points(q), true
+}
+
+// toMicros is x in whole millionths, or ok false when x has a finer
+// fraction or does not fit in an int64.
+func toMicros(x *big.Rat) (int64, bool) {
+	if x == nil || !x.Num().IsInt64() || !x.Denom().IsInt64() {
+		return 0, false
+	}
+	n, d := x.Num().Int64(), x.Denom().Int64()
+	if d <= 0 || million%d != 0 {
+		return 0, false
+	}
+	f := million / d
+	if n > math.MaxInt64/f || n < math.MinInt64/f {
+		return 0, false
+	}
+	return n * f, true
+}
+
+// microAmount is an event's amount in millionths when it is not negative
+// and fits; exact is false otherwise.
+func microAmount(amount *big.Rat) (micros int64, exact bool) {
+	v, ok := toMicros(amount)
+	if !ok || v < 0 {
+		return 0, false
+	}
+	return v, true
 }
 
 func (c *CompiledRule) applyCaps(f *Fired, day, month string, usage UsageFunc) error {
@@ -596,30 +875,135 @@ func (c *CompiledRule) applyCaps(f *Fired, day, month string, usage UsageFunc) e
 	return nil
 }
 
-func activation(ev EventFacts, mf MemberFacts) map[string]any {
-	cents := new(big.Int)
-	if ev.Amount != nil {
-		x := new(big.Rat).Mul(ev.Amount, big.NewRat(100, 1))
-		cents.Quo(x.Num(), x.Denom())
+// The variables of conditions, by their index in conditionFacts.
+const (
+	varEventType = iota
+	varEventAmount
+	varEventAmountCents
+	varEventChannel
+	varEventPartner
+	varMemberPlan
+	varMemberContract
+	varMemberPaymentMethod
+	varMemberChannel
+	varMemberTier
+	varMemberSegments
+	varMemberTenureMonths
+	numVars
+)
+
+// conditionFacts gives conditions the variables of one event. A value
+// becomes a CEL value the first time a condition reads it and is kept for
+// the event's other conditions, so an event pays for the variables its
+// rules read, once.
+type conditionFacts struct {
+	ev   EventFacts
+	mf   MemberFacts
+	vals [numVars]ref.Val
+
+	cents    int64
+	centsSet bool
+}
+
+// amountCents is event.amount_cents, computed once per event.
+func (f *conditionFacts) amountCents() int64 {
+	if !f.centsSet {
+		f.cents, f.centsSet = amountCents(f.ev.Amount), true
 	}
-	segs := mf.Attributes.Segments
-	if segs == nil {
-		segs = []string{}
+	return f.cents
+}
+
+// ResolveName implements interpreter.Activation.
+func (f *conditionFacts) ResolveName(name string) (any, bool) {
+	i := varIndex(name)
+	if i < 0 {
+		return nil, false
 	}
-	return map[string]any{
-		"event.type":            ev.Type,
-		"event.amount":          ev.AmountText,
-		"event.amount_cents":    cents.Int64(),
-		"event.channel":         ev.Channel,
-		"event.partner":         ev.Partner,
-		"member.plan":           mf.Attributes.Plan,
-		"member.contract":       mf.Attributes.Contract,
-		"member.payment_method": mf.Attributes.PaymentMethod,
-		"member.channel":        mf.Channel,
-		"member.tier":           mf.Tier,
-		"member.segments":       segs,
-		"member.tenure_months":  int64(mf.TenureMonths),
+	if f.vals[i] == nil {
+		f.vals[i] = f.value(i)
 	}
+	return f.vals[i], true
+}
+
+// Parent implements interpreter.Activation: there is none.
+func (f *conditionFacts) Parent() interpreter.Activation { return nil }
+
+func varIndex(name string) int {
+	switch name {
+	case "event.type":
+		return varEventType
+	case "event.amount":
+		return varEventAmount
+	case "event.amount_cents":
+		return varEventAmountCents
+	case "event.channel":
+		return varEventChannel
+	case "event.partner":
+		return varEventPartner
+	case "member.plan":
+		return varMemberPlan
+	case "member.contract":
+		return varMemberContract
+	case "member.payment_method":
+		return varMemberPaymentMethod
+	case "member.channel":
+		return varMemberChannel
+	case "member.tier":
+		return varMemberTier
+	case "member.segments":
+		return varMemberSegments
+	case "member.tenure_months":
+		return varMemberTenureMonths
+	}
+	return -1
+}
+
+func (f *conditionFacts) value(i int) ref.Val {
+	ev, mf := &f.ev, &f.mf
+	switch i {
+	case varEventType:
+		return types.String(ev.Type)
+	case varEventAmount:
+		return types.String(ev.AmountText)
+	case varEventAmountCents:
+		return types.Int(f.amountCents())
+	case varEventChannel:
+		return types.String(ev.Channel)
+	case varEventPartner:
+		return types.String(ev.Partner)
+	case varMemberPlan:
+		return types.String(mf.Attributes.Plan)
+	case varMemberContract:
+		return types.String(mf.Attributes.Contract)
+	case varMemberPaymentMethod:
+		return types.String(mf.Attributes.PaymentMethod)
+	case varMemberChannel:
+		return types.String(mf.Channel)
+	case varMemberTier:
+		return types.String(mf.Tier)
+	case varMemberSegments:
+		segs := mf.Attributes.Segments
+		if segs == nil {
+			segs = []string{}
+		}
+		return types.NewStringList(types.DefaultTypeAdapter, segs)
+	case varMemberTenureMonths:
+		return types.Int(int64(mf.TenureMonths))
+	}
+	return types.NewErr("no variable %d", i)
+}
+
+// amountCents is the amount in hundredths, the fraction below them cut off
+// (towards zero); zero when there is no amount.
+func amountCents(amount *big.Rat) int64 {
+	if amount == nil {
+		return 0
+	}
+	if v, ok := toMicros(amount); ok {
+		return v / 10_000
+	}
+	x := new(big.Rat).Mul(amount, big.NewRat(100, 1))
+	return new(big.Int).Quo(x.Num(), x.Denom()).Int64()
 }
 
 // TenureMonths is the number of whole months from enrolled to at.

@@ -66,25 +66,39 @@ const dueMembersSQL = `SELECT member_id FROM lots
 	SELECT member_id FROM holds WHERE status = 'open' AND expires_at <= $1
 	ORDER BY 1`
 
+// dueWorkMem is the sort memory of the due members' query: a sweep of
+// millions of lots de-duplicates millions of member ids, which PostgreSQL's
+// default of a few megabytes would spill to disk.
+const dueWorkMem = "128MB"
+
 // dueMembers returns the ids of the members with work due as of at, in
 // order. It holds 16 bytes per member.
-func dueMembers(ctx context.Context, q interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+func dueMembers(ctx context.Context, db interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
 }, at time.Time) ([][16]byte, error) {
-	rows, err := q.Query(ctx, dueMembersSQL, at)
+	var ids [][16]byte
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL work_mem = '`+dueWorkMem+`'`); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, dueMembersSQL, at)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id [16]byte
+			if err := rows.Scan(&id); err != nil {
+				return fmt.Errorf("scan: %w", err)
+			}
+			ids = append(ids, id)
+		}
+		return rows.Err()
+	})
 	if err != nil {
 		return nil, fmt.Errorf("select due members: %w", err)
 	}
-	defer rows.Close()
-	var ids [][16]byte
-	for rows.Next() {
-		var id [16]byte
-		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("scan due member: %w", err)
-		}
-		ids = append(ids, id)
-	}
-	return ids, rows.Err()
+	return ids, nil
 }
 
 // sweepBatch brings the members ids up to date as of at, in the
@@ -96,6 +110,13 @@ func (l *Ledger) sweepBatch(ctx context.Context, tx pgx.Tx, at time.Time, ids []
 	t := l.newTxn(tx)
 	t.now = at.UTC()
 	t.system = sweepSource
+
+	// The planner cannot tell how many lots a batch holds and guesses high
+	// enough to compile the statements to machine code, which costs more
+	// than the whole batch saves: keep the plain executor.
+	if _, err := tx.Exec(ctx, `SET LOCAL jit = off`); err != nil {
+		return fmt.Errorf("sweep settings: %w", err)
+	}
 
 	// Lock the batch's members in id order, as every command locks them.
 	rows, err := tx.Query(ctx, `SELECT `+memberCols+` FROM members WHERE id = ANY($1)
@@ -137,138 +158,99 @@ func (l *Ledger) sweepBatch(ctx context.Context, tx pgx.Tx, at time.Time, ids []
 	return t.flushEvents(ctx)
 }
 
-// expireBulkSQL takes the unreserved points of the due lots of the members
-// $1 as of $2, reaching the lots through each member's index entries, and
-// returns what it took, lot by lot.
+// expireBulkSQL expires, in one statement, the due lots of the members $1
+// (of the programs $2, in the same order) as of $3: it takes the unreserved
+// points out of each lot, writes one expiry posting per member that had any
+// (source $4) and the lot moves that list what it took, and moves the
+// members' cached figures. It returns each posting, in member order. The
+// caller holds the members' row locks, as every writer of their lots does;
+// the lots are still locked as they are read, as before any change of a
+// lot, and then written where the lock found them (by ctid: no second
+// index search).
 const expireBulkSQL = `WITH due AS (
-		SELECT d.id, d.member_id, d.x, d.pending
+		SELECT l.tid, l.id, l.member_id, l.remaining - l.held AS x, l.pending
 		FROM unnest($1::uuid[]) AS m(id)
 		CROSS JOIN LATERAL (
-			SELECT id, member_id, remaining - held AS x, pending FROM lots
+			SELECT ctid AS tid, id, member_id, remaining, held, pending FROM lots
 			WHERE member_id = m.id AND remaining > 0 AND remaining > held
-			  AND expires_at <= $2
-			FOR UPDATE) d),
+			  AND expires_at <= $3
+			FOR UPDATE) l),
 	taken AS (
-		UPDATE lots l SET remaining = l.held WHERE l.id = ANY (ARRAY(SELECT id FROM due)))
-	SELECT id, member_id, x, pending FROM due ORDER BY member_id, id`
+		UPDATE lots l SET remaining = l.held
+		WHERE l.ctid = ANY (ARRAY(SELECT tid FROM due))),
+	sums AS (
+		SELECT d.member_id, v.program_id,
+			-coalesce(sum(d.x) FILTER (WHERE NOT d.pending), 0) AS points,
+			-coalesce(sum(d.x) FILTER (WHERE d.pending), 0) AS pending_delta
+		FROM due d JOIN unnest($1::uuid[], $2::uuid[]) AS v(member_id, program_id)
+			ON v.member_id = d.member_id
+		GROUP BY d.member_id, v.program_id),
+	posted AS (
+		INSERT INTO postings (program_id, member_id, kind, points, pending_delta, source,
+			occurred_at, recorded_at)
+		SELECT program_id, member_id, 'expiry', points, pending_delta, $4, $3, $3
+		FROM sums ORDER BY member_id
+		RETURNING id, member_id, points, pending_delta),
+	moves AS (
+		INSERT INTO posting_lots (posting_id, lot_id, points)
+		SELECT p.id, d.id, -d.x FROM due d JOIN posted p ON p.member_id = d.member_id
+		ORDER BY p.id, d.id),
+	balances AS (
+		UPDATE members m SET available = m.available + p.points,
+			pending = m.pending + p.pending_delta, updated_at = $3
+		FROM posted p WHERE m.id = p.member_id)
+	SELECT id, member_id, points, pending_delta FROM posted ORDER BY member_id`
 
 // expireBulk expires the due lots of the locked members ms as refresh would
 // (one expiry posting per member listing the lots it took, the member's
-// figures moved by it, its event queued), in four statements for the whole
-// batch.
+// figures moved by it, its event queued), in one statement for the whole
+// batch: the lots never travel to this process and back.
 func (t *txn) expireBulk(ctx context.Context, ms []*member) error {
 	if len(ms) == 0 {
 		return nil
 	}
 	byID := make(map[string]*member, len(ms))
-	ids := make([]string, len(ms))
+	ids, progs := make([]string, len(ms)), make([]string, len(ms))
 	for i, m := range ms {
-		ids[i], byID[m.id] = m.id, m
+		ids[i], progs[i], byID[m.id] = m.id, m.programID, m
 	}
-
-	// Take the points out of the lots.
-	rows, err := t.tx.Query(ctx, expireBulkSQL, ids, t.now)
+	rows, err := t.tx.Query(ctx, expireBulkSQL, ids, progs, t.now, t.system)
 	if err != nil {
 		return fmt.Errorf("expire lots: %w", err)
 	}
-	type sum struct {
-		m                  *member
-		spendable, pending int64
-		lots               []core.LotMove
+	type expired struct {
+		m                   *member
+		posting             int64
+		points, pendingDiff int64
 	}
-	var sums []*sum
+	var done []expired
 	for rows.Next() {
-		var lot, x int64
+		var e expired
 		var memberID string
-		var pending bool
-		if err := rows.Scan(&lot, &memberID, &x, &pending); err != nil {
-			rows.Close()
-			return fmt.Errorf("scan expired lot: %w", err)
-		}
-		if len(sums) == 0 || sums[len(sums)-1].m.id != memberID {
-			sums = append(sums, &sum{m: byID[memberID]})
-		}
-		s := sums[len(sums)-1]
-		if pending {
-			s.pending += x
-		} else {
-			s.spendable += x
-		}
-		s.lots = append(s.lots, core.LotMove{LotID: lot, Points: core.Points(-x)})
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("expire lots: %w", err)
-	}
-	if len(sums) == 0 {
-		return nil
-	}
-
-	// One expiry posting per member, then the lots it took.
-	n := len(sums)
-	mids, pids := make([]string, n), make([]string, n)
-	pts, pend := make([]int64, n), make([]int64, n)
-	for i, s := range sums {
-		mids[i], pids[i], pts[i], pend[i] = s.m.id, s.m.programID, -s.spendable, -s.pending
-	}
-	rows, err = t.tx.Query(ctx, `INSERT INTO postings (program_id, member_id, kind, points,
-			pending_delta, source, occurred_at, recorded_at)
-		SELECT v.p, v.m, 'expiry', v.a, v.pe, $5, $6, $6
-		FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::bigint[])
-			WITH ORDINALITY AS v(m, p, a, pe, i)
-		ORDER BY v.i
-		RETURNING id, member_id`, mids, pids, pts, pend, t.system, t.now)
-	if err != nil {
-		return fmt.Errorf("insert expiry postings: %w", err)
-	}
-	at := make(map[string]int, n)
-	for i, id := range mids {
-		at[id] = i
-	}
-	postingIDs := make([]int64, n)
-	got := 0
-	for rows.Next() {
-		var id int64
-		var memberID string
-		if err := rows.Scan(&id, &memberID); err != nil {
+		if err := rows.Scan(&e.posting, &memberID, &e.points, &e.pendingDiff); err != nil {
 			rows.Close()
 			return fmt.Errorf("scan expiry posting: %w", err)
 		}
-		postingIDs[at[memberID]] = id
-		got++
+		if e.m = byID[memberID]; e.m == nil {
+			rows.Close()
+			return fmt.Errorf("expire lots: posting for member %s not in the batch", memberID)
+		}
+		done = append(done, e)
 	}
 	rows.Close()
-	if err := rows.Err(); err != nil || got != n {
-		return fmt.Errorf("insert expiry postings: %d of %d (%w)", got, n, err)
-	}
-	var moves [][]any
-	for i, s := range sums {
-		for _, mv := range s.lots {
-			moves = append(moves, []any{postingIDs[i], mv.LotID, int64(mv.Points)})
-		}
-	}
-	_, err = t.tx.CopyFrom(ctx, pgx.Identifier{"posting_lots"},
-		[]string{"posting_id", "lot_id", "points"}, pgx.CopyFromRows(moves))
-	if err != nil {
-		return fmt.Errorf("insert expiry lot moves: %w", err)
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("expire lots: %w", pgError(err))
 	}
 
-	// The members' cached figures, and the events.
-	_, err = t.tx.Exec(ctx, `UPDATE members m
-		SET available = m.available + v.a, pending = m.pending + v.pe, updated_at = $4
-		FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS v(id, a, pe)
-		WHERE m.id = v.id`, mids, pts, pend, t.now)
-	if err != nil {
-		return fmt.Errorf("update balances: %w", pgError(err))
-	}
-	for i, s := range sums {
-		if _, err := t.programByID(ctx, s.m.programID); err != nil {
+	// The members' figures as the statement left them, and the events.
+	for _, e := range done {
+		if _, err := t.programByID(ctx, e.m.programID); err != nil {
 			return err
 		}
-		s.m.available += pts[i]
-		s.m.pending += pend[i]
-		t.event(s.m, postingIDs[i], posting{kind: core.PostExpiry, points: pts[i],
-			pendingDelta: pend[i], occurredAt: t.now})
+		e.m.available += e.points
+		e.m.pending += e.pendingDiff
+		t.event(e.m, e.posting, posting{kind: core.PostExpiry, points: e.points,
+			pendingDelta: e.pendingDiff, occurredAt: t.now})
 	}
 	return nil
 }

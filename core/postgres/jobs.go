@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -26,7 +27,9 @@ type SweepResult struct {
 // has nothing due, and one not reached yet is still due. A run missed by
 // downtime is caught up by the next, whatever is due by then going at once.
 // Only one sweep runs at a time across all instances (a PostgreSQL advisory
-// lock); the others return at once with ran=false.
+// lock); the others return at once with ran=false. A large sweep works on
+// sweepWorkers batches at once, taken in order from the list; batches
+// never share a member, so they never wait for each other.
 func (l *Ledger) Sweep(ctx context.Context, at time.Time, batch int) (res SweepResult,
 	ran bool, err error) {
 	conn, err := l.pool.Acquire(ctx)
@@ -49,23 +52,75 @@ func (l *Ledger) Sweep(ctx context.Context, at time.Time, batch int) (res SweepR
 	if err != nil {
 		return res, true, err
 	}
-	for start := 0; start < len(ids); start += batch {
-		chunk := ids[start:min(start+batch, len(ids))]
-		err := retryDeadlock(func() error {
-			return pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
-				return l.sweepBatch(ctx, tx, at, chunk)
-			})
-		})
-		if err != nil {
-			return res, true, fmt.Errorf("sweep batch: %w", err)
-		}
-		res.Members += len(chunk)
-		res.Batches++
-		if l.afterSweepBatch != nil {
-			l.afterSweepBatch(res)
-		}
+	workers := 1
+	if len(ids) >= sweepParallelFrom*batch {
+		workers = sweepWorkers
 	}
-	return res, true, nil
+	res, err = l.sweepBatches(ctx, at, ids, batch, workers)
+	return res, true, err
+}
+
+// sweepWorkers is how many batches a large sweep works on at once: one per
+// core of the machine the figures are for, PostgreSQL doing most of
+// the work. sweepParallelFrom is, in batches, what makes a sweep large;
+// a small one keeps to one batch after the other.
+const (
+	sweepWorkers      = 2
+	sweepParallelFrom = 16
+)
+
+// sweepBatches brings the members ids up to date in batches of batch
+// members, one transaction each, taken in order by workers goroutines. It
+// stops at the first error; batches already committed stay done.
+func (l *Ledger) sweepBatches(ctx context.Context, at time.Time, ids [][16]byte, batch,
+	workers int) (SweepResult, error) {
+	var (
+		mu       sync.Mutex
+		res      SweepResult
+		next     int
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	// take returns the next batch, or nil once the list is done or a batch
+	// failed.
+	take := func() [][16]byte {
+		mu.Lock()
+		defer mu.Unlock()
+		if firstErr != nil || next >= len(ids) {
+			return nil
+		}
+		chunk := ids[next:min(next+batch, len(ids))]
+		next += len(chunk)
+		return chunk
+	}
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for chunk := take(); chunk != nil; chunk = take() {
+				err := retryDeadlock(func() error {
+					return pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
+						return l.sweepBatch(ctx, tx, at, chunk)
+					})
+				})
+				mu.Lock()
+				if err != nil {
+					if firstErr == nil {
+						firstErr = fmt.Errorf("sweep batch: %w", err)
+					}
+				} else {
+					res.Members += len(chunk)
+					res.Batches++
+					if l.afterSweepBatch != nil {
+						l.afterSweepBatch(res)
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return res, firstErr
 }
 
 // Publisher publishes ledger events; the bus implements it.

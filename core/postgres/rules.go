@@ -5,8 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"math/big"
+	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -19,6 +23,216 @@ import (
 // version never changes once stored, so (program id, code, version) names
 // its compiled form for ever.
 var compiledRules = core.NewRuleCache()
+
+// programRules keeps, for the whole process, each program's rules as last
+// read: every version, compiled, with the windows in which it is in force.
+// An entry is good for as long as the program's rules revision (migration
+// 0014) has not moved; a transaction reads the revision once and reloads
+// the program's rules when it differs.
+var programRules = ruleSnapshots{m: map[string]*ruleSnapshot{}}
+
+type ruleSnapshots struct {
+	mu sync.RWMutex
+	m  map[string]*ruleSnapshot
+}
+
+// get returns the program's rules if the cache has them at revision rev.
+func (c *ruleSnapshots) get(programID string, rev int64) *ruleSnapshot {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if s := c.m[programID]; s != nil && s.revision == rev {
+		return s
+	}
+	return nil
+}
+
+func (c *ruleSnapshots) put(programID string, s *ruleSnapshot) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m[programID] = s
+}
+
+// ruleSnapshot is every version of a program's rules at one revision, with
+// the rule sets in force between any two instants where a version's force
+// starts or ends, built as events need them.
+type ruleSnapshot struct {
+	revision int64
+	// versions by code, newest first.
+	versions map[string][]ruleVersion
+	byRef    map[ruleKey]*core.CompiledRule
+	// bounds are the instants (microseconds since 1970) at which some
+	// version's force starts or ends, ascending: between two of them the
+	// rules in force do not change.
+	bounds []int64
+
+	mu   sync.Mutex
+	sets map[setKey]*core.RuleSet
+}
+
+type ruleKey struct {
+	code    string
+	version int
+}
+
+type setKey struct {
+	span      int
+	eventType string
+}
+
+// ruleVersion is one stored version and its force: from (inclusive) to
+// (exclusive), in microseconds, the earliest of valid_to and until ending
+// it.
+type ruleVersion struct {
+	rule      *core.CompiledRule
+	eventType string
+	from, to  int64
+}
+
+// maxRuleSets bounds the rule sets a snapshot keeps; past it they are built
+// again as needed.
+const maxRuleSets = 4096
+
+// inForce returns the rules in force at at for events of eventType: for each
+// code, its newest version of that event type (or "*") in force then, as
+// the rules table says when read with the same conditions.
+func (s *ruleSnapshot) inForce(eventType string, at time.Time) *core.RuleSet {
+	// PostgreSQL keeps microseconds: compare at that precision.
+	us := at.UnixMicro()
+	span, _ := slices.BinarySearch(s.bounds, us+1) // bounds at or before us
+	key := setKey{span: span, eventType: eventType}
+	s.mu.Lock()
+	set, ok := s.sets[key]
+	s.mu.Unlock()
+	if ok {
+		return set
+	}
+	var rules []*core.CompiledRule
+	for _, versions := range s.versions {
+		for _, v := range versions {
+			if (v.eventType == eventType || v.eventType == "*") && v.from <= us && us < v.to {
+				rules = append(rules, v.rule)
+				break
+			}
+		}
+	}
+	set = core.NewRuleSet(rules)
+	s.mu.Lock()
+	if len(s.sets) >= maxRuleSets {
+		clear(s.sets)
+	}
+	s.sets[key] = set
+	s.mu.Unlock()
+	return set
+}
+
+// ruleRevisionSQL reads a program's rules revision; no row means the
+// program never had a rule.
+const ruleRevisionSQL = `SELECT revision FROM rule_revisions WHERE program_id = $1`
+
+// ruleSnapshotSQL reads every version of a program's rules with the
+// revision they make, in one statement so that both agree.
+const ruleSnapshotSQL = `SELECT v.revision, r.code, r.version, r.event_type, r.body,
+		r.valid_from, r.valid_to, r.until
+	FROM rule_revisions v LEFT JOIN rules r ON r.program_id = v.program_id
+	WHERE v.program_id = $1
+	ORDER BY r.code, r.version DESC`
+
+// noRules is the snapshot of a program that never had a rule.
+var noRules = &ruleSnapshot{}
+
+// programRuleSnapshot returns the program's rules as of this transaction
+// (noRules when it never had any). It reads the revision once per
+// transaction and the rules only when the process has no copy at that
+// revision. A transaction that changed rules itself keeps what it reads
+// to itself: the change may yet roll back.
+func (t *txn) programRuleSnapshot(ctx context.Context, programID string) (*ruleSnapshot,
+	error) {
+	if s, ok := t.ruleCache.snapshots[programID]; ok {
+		return s, nil
+	}
+	var rev int64
+	err := t.tx.QueryRow(ctx, ruleRevisionSQL, programID).Scan(&rev)
+	if errors.Is(err, pgx.ErrNoRows) {
+		t.ruleCache.keep(programID, noRules)
+		return noRules, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read rules revision: %w", err)
+	}
+	s := programRules.get(programID, rev)
+	if s == nil {
+		if s, err = t.loadRuleSnapshot(ctx, programID); err != nil {
+			return nil, err
+		}
+		if !t.ruleCache.changed {
+			programRules.put(programID, s)
+		}
+	}
+	t.ruleCache.keep(programID, s)
+	return s, nil
+}
+
+// loadRuleSnapshot reads and compiles every version of a program's rules.
+func (t *txn) loadRuleSnapshot(ctx context.Context, programID string) (*ruleSnapshot, error) {
+	rows, err := t.tx.Query(ctx, ruleSnapshotSQL, programID)
+	if err != nil {
+		return nil, fmt.Errorf("read rules: %w", err)
+	}
+	defer rows.Close()
+	var s *ruleSnapshot
+	bounds := map[int64]bool{}
+	for rows.Next() {
+		var rev int64
+		var code, eventType *string
+		var version *int
+		var body []byte
+		var validFrom, validTo, until *time.Time
+		if err := rows.Scan(&rev, &code, &version, &eventType, &body, &validFrom, &validTo,
+			&until); err != nil {
+			return nil, fmt.Errorf("scan rule: %w", err)
+		}
+		if s == nil {
+			s = &ruleSnapshot{revision: rev, versions: map[string][]ruleVersion{},
+				byRef: map[ruleKey]*core.CompiledRule{}, sets: map[setKey]*core.RuleSet{}}
+		}
+		if code == nil {
+			continue // a program whose rules were all deleted
+		}
+		key := programID + "/" + *code + "/" + strconv.Itoa(*version)
+		var r core.Rule
+		if err := json.Unmarshal(body, &r); err != nil {
+			return nil, fmt.Errorf("decode rule %s: %w", key, err)
+		}
+		r.Until, r.Retired = nil, false
+		c, err := compiledRules.Get(key, r)
+		if err != nil {
+			return nil, fmt.Errorf("compile stored rule %s: %w", key, err)
+		}
+		v := ruleVersion{rule: c, eventType: *eventType, from: math.MinInt64, to: math.MaxInt64}
+		if validFrom != nil {
+			v.from = validFrom.UnixMicro()
+			bounds[v.from] = true
+		}
+		for _, end := range []*time.Time{validTo, until} {
+			if end != nil && end.UnixMicro() < v.to {
+				v.to = end.UnixMicro()
+			}
+		}
+		if v.to != math.MaxInt64 {
+			bounds[v.to] = true
+		}
+		s.versions[*code] = append(s.versions[*code], v)
+		s.byRef[ruleKey{*code, *version}] = c
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read rules: %w", err)
+	}
+	if s == nil {
+		return noRules, nil // the revision row went in between: no rules now
+	}
+	s.bounds = slices.Sorted(maps.Keys(bounds))
+	return s, nil
+}
 
 // RuleUpsert is the payload of a rule.upsert command: the rule, and whether
 // the caller meant to create it (refused if the code exists) or update it
@@ -197,22 +411,14 @@ func (t *txn) setTiers(ctx context.Context, prog *program, cmd *bus.Command) (an
 // posting, to serialise program budgets.
 func (t *txn) accrualEval(ctx context.Context, prog *program, m *member, ev core.EventFacts,
 	lock bool) (core.Evaluation, error) {
-	any, known := t.ruleCache.hasRules[prog.ID]
-	if !known {
-		err := t.tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM rules WHERE program_id = $1)`,
-			prog.ID).Scan(&any)
-		if err != nil {
-			return core.Evaluation{}, fmt.Errorf("look for rules: %w", err)
-		}
-		t.ruleCache.remember(prog.ID, any)
-	}
-	if !any {
-		return standInEval(prog, ev)
-	}
-	rules, err := t.rulesInForce(ctx, prog.ID, ev.Type, ev.OccurredAt)
+	snap, err := t.programRuleSnapshot(ctx, prog.ID)
 	if err != nil {
 		return core.Evaluation{}, err
 	}
+	if len(snap.versions) == 0 {
+		return standInEval(prog, ev)
+	}
+	rules := snap.inForce(ev.Type, ev.OccurredAt)
 	mf, err := t.memberFacts(ctx, prog, m, ev.OccurredAt)
 	if err != nil {
 		return core.Evaluation{}, err
@@ -220,7 +426,7 @@ func (t *txn) accrualEval(ctx context.Context, prog *program, m *member, ev core
 	usage := func(r *core.CompiledRule, day, month string) (core.Usage, error) {
 		return t.ruleUsage(ctx, prog.ID, m.id, r.Code, day, month, lock && r.Caps.Budget > 0)
 	}
-	return core.Evaluate(rules, ev, *mf, prog.Location(), usage)
+	return rules.Evaluate(ev, *mf, prog.Location(), usage)
 }
 
 // standInEval is the program's flat rate, used while it has no rules.
@@ -264,43 +470,6 @@ func (t *txn) accrualPoints(ctx context.Context, prog *program, m *member, cmd *
 		}
 	}
 	return e.Points, e.RuleVersion, nil
-}
-
-// rulesInForce reads, for each rule code, the newest version in force at at
-// for the event type.
-func (t *txn) rulesInForce(ctx context.Context, programID, eventType string,
-	at time.Time) ([]*core.CompiledRule, error) {
-	rows, err := t.tx.Query(ctx, `SELECT DISTINCT ON (code) code, version, body FROM rules
-		WHERE program_id = $1 AND (event_type = $2 OR event_type = '*')
-		  AND (valid_from IS NULL OR valid_from <= $3)
-		  AND (valid_to IS NULL OR $3 < valid_to)
-		  AND (until IS NULL OR $3 < until)
-		ORDER BY code, version DESC`, programID, eventType, at)
-	if err != nil {
-		return nil, fmt.Errorf("read rules: %w", err)
-	}
-	defer rows.Close()
-	var out []*core.CompiledRule
-	for rows.Next() {
-		var code string
-		var version int
-		var body []byte
-		if err := rows.Scan(&code, &version, &body); err != nil {
-			return nil, fmt.Errorf("scan rule: %w", err)
-		}
-		key := programID + "/" + code + "/" + strconv.Itoa(version)
-		var r core.Rule
-		if err := json.Unmarshal(body, &r); err != nil {
-			return nil, fmt.Errorf("decode rule %s: %w", key, err)
-		}
-		r.Until, r.Retired = nil, false
-		c, err := compiledRules.Get(key, r)
-		if err != nil {
-			return nil, fmt.Errorf("compile stored rule %s: %w", key, err)
-		}
-		out = append(out, c)
-	}
-	return out, rows.Err()
 }
 
 // memberFacts reads what conditions know of m at the moment at.
@@ -392,12 +561,9 @@ func (t *txn) countUsage(ctx context.Context, programID, memberID string,
 		if f.Points <= 0 || f.Version == 0 {
 			continue
 		}
-		var caps core.Caps
-		err := t.tx.QueryRow(ctx, `SELECT body->'caps' FROM rules
-			WHERE program_id = $1 AND code = $2 AND version = $3`, programID, f.Code,
-			f.Version).Scan(&caps)
+		caps, err := t.ruleCaps(ctx, programID, f.Code, f.Version)
 		if err != nil {
-			return fmt.Errorf("read rule caps: %w", err)
+			return err
 		}
 		type counter struct{ scope, win string }
 		var cs []counter
@@ -427,6 +593,25 @@ func (t *txn) countUsage(ctx context.Context, programID, memberID string,
 	return nil
 }
 
+// ruleCaps returns the caps of a rule version: from the program's rules as
+// this transaction read them, or from the table.
+func (t *txn) ruleCaps(ctx context.Context, programID, code string,
+	version int) (core.Caps, error) {
+	if s := t.ruleCache.snapshots[programID]; s != nil {
+		if c, ok := s.byRef[ruleKey{code, version}]; ok {
+			return c.Caps, nil
+		}
+	}
+	var caps core.Caps
+	err := t.tx.QueryRow(ctx, `SELECT body->'caps' FROM rules
+		WHERE program_id = $1 AND code = $2 AND version = $3`, programID, code,
+		version).Scan(&caps)
+	if err != nil {
+		return caps, fmt.Errorf("read rule caps: %w", err)
+	}
+	return caps, nil
+}
+
 // programTiers reads a program's tier levels, nil when it has none.
 func (t *txn) programTiers(ctx context.Context, programID string) (*core.Tiers, error) {
 	if tiers, ok := t.ruleCache.tiers[programID]; ok {
@@ -442,19 +627,23 @@ func (t *txn) programTiers(ctx context.Context, programID string) (*core.Tiers, 
 	return tiers, err
 }
 
-// ruleCache keeps, for one batch transaction, whether a program has rules
-// and its tiers, so that each accrual does not read them again. Any rules
-// or tiers command of the batch clears it.
+// ruleCache keeps, for one batch transaction, each program's rules and
+// tiers, so that each accrual does
+// not read them again. Any rules or tiers command of the batch clears it
+// and sets changed.
 type ruleCache struct {
-	hasRules map[string]bool
-	tiers    map[string]*core.Tiers
+	snapshots map[string]*ruleSnapshot
+	tiers     map[string]*core.Tiers
+	// changed is set once the transaction has run a command of the rules
+	// engine: what it reads from then on stays out of programRules.
+	changed bool
 }
 
-func (c *ruleCache) remember(programID string, has bool) {
-	if c.hasRules == nil {
-		c.hasRules = map[string]bool{}
+func (c *ruleCache) keep(programID string, s *ruleSnapshot) {
+	if c.snapshots == nil {
+		c.snapshots = map[string]*ruleSnapshot{}
 	}
-	c.hasRules[programID] = has
+	c.snapshots[programID] = s
 }
 
 func (t *txn) readTiers(ctx context.Context, programID string) (*core.Tiers, error) {
@@ -594,7 +783,9 @@ func (t *txn) reviewTier(ctx context.Context, programID, memberID string, at tim
 
 // rulesCmd applies a command of the rules engine.
 func (t *txn) rulesCmd(ctx context.Context, prog *program, cmd *bus.Command) (any, error) {
-	t.ruleCache = ruleCache{}
+	changed := t.ruleCache.changed || cmd.Kind == core.KindRuleUpsert ||
+		cmd.Kind == core.KindRuleRetire
+	t.ruleCache = ruleCache{changed: changed}
 	switch cmd.Kind {
 	case core.KindRuleUpsert:
 		return t.upsertRule(ctx, prog, cmd)
