@@ -233,6 +233,45 @@ func (l *Ledger) CommandResult(ctx context.Context, source, txn string) (*bus.Re
 	return &r, nil
 }
 
+// conflictMessage is replay's answer to a different request under a used id.
+const conflictMessage = "this transaction id was already used for a different request"
+
+// ResultOf answers cmd from what the ledger stored under its transaction
+// id, for a gateway that will not hear the answer on the bus (the bus held a
+// copy of cmd already) or heard an answer given to another request with the
+// same id. The stored result, flagged as a replay, when it is the answer to
+// the same request (same hash); a conflict when the id was used for a
+// different request; not_found while there is no final answer yet, or
+// while the stored answer is a refusal as invalid, which the request may
+// still take over (see replay in ledger.go).
+func (l *Ledger) ResultOf(ctx context.Context, cmd bus.Command) (*bus.Result, error) {
+	var hash, status string
+	var body []byte
+	err := l.pool.QueryRow(ctx, `SELECT hash, status, result FROM commands
+		WHERE source = $1 AND txn_id = $2 AND status <> 'applying'`, cmd.Source,
+		cmd.TxnID).Scan(&hash, &status, &body)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, core.Errorf(core.NotFound, "txn_id", "no result for this transaction yet")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read command: %w", err)
+	}
+	var r bus.Result
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, err
+	}
+	if hash == cmd.Hash {
+		r.Replayed = true
+		return &r, nil
+	}
+	if status == bus.StatusRejected && r.Error != nil && r.Error.Kind == string(core.Invalid) {
+		return nil, core.Errorf(core.NotFound, "txn_id", "no result for this request yet")
+	}
+	return &bus.Result{CommandID: cmd.ID, Source: cmd.Source, TxnID: cmd.TxnID, Kind: cmd.Kind,
+		Status: bus.StatusRejected, Error: &bus.Error{Kind: string(core.Conflict),
+			Field: "txn_id", Message: conflictMessage}}, nil
+}
+
 // Violation is one breach of the ledger's invariants.
 type Violation struct {
 	Member string `json:"member"`

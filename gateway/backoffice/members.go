@@ -350,9 +350,9 @@ func (s *Server) submit(ctx context.Context, kind, program, member, txn, actor s
 	}
 	// The bus drops a command it holds already, so no new result will come:
 	// the ledger may have the first one's.
-	if cr, ok := s.read.(commandResults); ok && duplicate {
-		if res, err := cr.CommandResult(ctx, Source, txn); err == nil {
-			res.Replayed = true
+	store, _ := s.read.(bus.ResultStore)
+	if store != nil && duplicate {
+		if res, err := store.ResultOf(ctx, cmd); err == nil {
 			return resultOf(*res)
 		}
 	}
@@ -360,11 +360,16 @@ func (s *Server) submit(ctx context.Context, kind, program, member, txn, actor s
 	defer timer.Stop()
 	for {
 		select {
-		case res := <-results:
-			if res.TxnID != txn {
+		case heard := <-results:
+			if store == nil {
+				if heard.TxnID == txn {
+					return resultOf(heard)
+				}
 				continue
 			}
-			return resultOf(res)
+			if res, ok := bus.Answer(ctx, store, cmd, heard); ok {
+				return resultOf(res)
+			}
 		case <-timer.C:
 			return bus.Result{TxnID: txn}, nil
 		case <-ctx.Done():
@@ -373,10 +378,6 @@ func (s *Server) submit(ctx context.Context, kind, program, member, txn, actor s
 	}
 }
 
-// commandResults reads the stored result of a command; the ledger has it.
-type commandResults interface {
-	CommandResult(ctx context.Context, source, txn string) (*bus.Result, error)
-}
 
 // resultOf returns a ledger result, with its refusal as a *core.Error.
 func resultOf(res bus.Result) (bus.Result, error) {

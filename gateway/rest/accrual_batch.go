@@ -307,8 +307,7 @@ func (s *Server) publishBatch(ctx context.Context, bp BatchPublisher,
 				"event; send it again with the same txn_id"))
 		case duplicate[i]:
 			// A retry the bus already holds: its result may be stored already.
-			if res, err := s.read.CommandResult(ctx, source, c.TxnID); err == nil {
-				res.Replayed = true
+			if res, err := s.read.ResultOf(ctx, c); err == nil {
 				a.Items[i].answer(*res)
 				continue
 			}
@@ -357,13 +356,11 @@ func (s *Server) awaitResults(ctx context.Context, results <-chan bus.Result,
 			if !found {
 				continue
 			}
-			if res.Status == bus.StatusRejected && res.Error != nil &&
-				res.Error.Kind == string(core.Conflict) && res.CommandID != cmds[i].ID &&
-				res.Error.Field == "txn_id" {
-				// A conflict answered to another request with this id.
+			own, ok := bus.Answer(ctx, s.read, cmds[i], res)
+			if !ok {
 				continue
 			}
-			items[i].answer(res)
+			items[i].answer(own)
 			delete(waiting, res.TxnID)
 		case <-timer.C:
 			return

@@ -356,6 +356,16 @@ func (contractReader) Statement(context.Context, string, string, string,
 	return nil, core.Errorf(core.NotFound, "member", "unknown")
 }
 
+// ResultOf answers as the ledger does for the same request: the stored
+// result, flagged as a replay.
+func (r contractReader) ResultOf(_ context.Context, cmd bus.Command) (*bus.Result, error) {
+	res, err := r.CommandResult(context.Background(), cmd.Source, cmd.TxnID)
+	if err == nil {
+		res.Replayed = true
+	}
+	return res, err
+}
+
 func (r contractReader) CommandResult(context.Context, string, string) (*bus.Result, error) {
 	if r.stored == nil {
 		return nil, core.Errorf(core.NotFound, "txn_id", "unknown")

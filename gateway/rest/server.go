@@ -40,6 +40,7 @@ type Reader interface {
 	Statement(ctx context.Context, program, ref, cursor string,
 		limit int) (*postgres.StatementPage, error)
 	CommandResult(ctx context.Context, source, txn string) (*bus.Result, error)
+	ResultOf(ctx context.Context, cmd bus.Command) (*bus.Result, error)
 }
 
 // Caller is an authenticated client system. Its name is the source half of
@@ -257,8 +258,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, cmd bus.Command)
 	}
 	if duplicate {
 		// A retry the bus already holds: its result may be stored already.
-		if res, err := s.read.CommandResult(ctx, cmd.Source, cmd.TxnID); err == nil {
-			res.Replayed = true
+		if res, err := s.read.ResultOf(ctx, cmd); err == nil {
 			s.writeResult(w, r, *res)
 			return
 		}
@@ -267,14 +267,9 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, cmd bus.Command)
 	defer timer.Stop()
 	for {
 		select {
-		case res := <-results:
-			if res.TxnID != cmd.TxnID {
-				continue
-			}
-			if res.Status == bus.StatusRejected && res.Error != nil &&
-				res.Error.Kind == string(core.Conflict) && res.CommandID != cmd.ID &&
-				res.Error.Field == "txn_id" {
-				// A conflict answered to another request with this id.
+		case heard := <-results:
+			res, ok := bus.Answer(ctx, s.read, cmd, heard)
+			if !ok {
 				continue
 			}
 			s.writeResult(w, r, res)

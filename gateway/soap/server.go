@@ -39,6 +39,7 @@ type Reader interface {
 	Statement(ctx context.Context, program, ref, cursor string,
 		limit int) (*postgres.StatementPage, error)
 	CommandResult(ctx context.Context, source, txn string) (*bus.Result, error)
+	ResultOf(ctx context.Context, cmd bus.Command) (*bus.Result, error)
 }
 
 // Options configures a Server.
@@ -251,8 +252,7 @@ func (s *Server) submit(ctx context.Context, cmd bus.Command) (bus.Result, error
 	}
 	if duplicate {
 		// A retry the bus already holds: its result may be stored already.
-		if res, err := s.read.CommandResult(ctx, cmd.Source, cmd.TxnID); err == nil {
-			res.Replayed = true
+		if res, err := s.read.ResultOf(ctx, cmd); err == nil {
 			return *res, nil
 		}
 	}
@@ -260,17 +260,10 @@ func (s *Server) submit(ctx context.Context, cmd bus.Command) (bus.Result, error
 	defer timer.Stop()
 	for {
 		select {
-		case res := <-results:
-			if res.TxnID != cmd.TxnID {
-				continue
+		case heard := <-results:
+			if res, ok := bus.Answer(ctx, s.read, cmd, heard); ok {
+				return res, nil
 			}
-			if res.Status == bus.StatusRejected && res.Error != nil &&
-				res.Error.Kind == string(core.Conflict) && res.CommandID != cmd.ID &&
-				res.Error.Field == "txn_id" {
-				// A conflict answered to another request with this id.
-				continue
-			}
-			return res, nil
 		case <-timer.C:
 			return bus.Result{}, errPending
 		case <-ctx.Done():

@@ -204,9 +204,50 @@ func TestRetryAndConflict(t *testing.T) {
 	if r.body["field"] != "txn_id" || r.header.Get("Content-Type") != "application/problem+json" {
 		t.Fatalf("conflict: %s", r.raw)
 	}
+	// Sent again, the bus holds that request already; it is still a
+	// conflict, never the first request's result.
+	for range 2 {
+		r = c.send("POST", "/v1/programs/telco/members/C1/events", "topup-77", body)
+		if r.status != 409 || r.body["field"] != "txn_id" {
+			t.Fatalf("conflicting request sent again: %d %s, want 409 on txn_id", r.status, r.raw)
+		}
+	}
+
+	// Different requests racing under one new id: one is applied, every
+	// other one is told it conflicts, and none takes the winner's 201.
+	replies = make([]reply, 4)
+	for i := range replies {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			replies[i] = c.send("POST", "/v1/programs/telco/members/C1/events", "topup-78",
+				map[string]any{"type": "top_up", "amount": fmt.Sprintf("%d.00", i+1)})
+		}()
+	}
+	wg.Wait()
+	created, conflicts := 0, 0
+	for _, r := range replies {
+		switch {
+		case r.status == 201:
+			created++
+		case r.status == 409 && r.body["field"] == "txn_id":
+			conflicts++
+		}
+	}
+	if created != 1 || conflicts != 3 {
+		t.Fatalf("racing requests under one id: %d created, %d conflicts, want 1 and 3",
+			created, conflicts)
+	}
+
 	b := c.must(200, "GET", "/v1/programs/telco/members/C1/balance", "", nil)
-	if got := jnum(t, b, "balance.available"); got != 100 {
-		t.Fatalf("available %d, want 100", got)
+	var won int64
+	for i, r := range replies {
+		if r.status == 201 {
+			won = int64(i + 1)
+		}
+	}
+	if got := jnum(t, b, "balance.available"); got != 100+won {
+		t.Fatalf("available %d, want %d", got, 100+won)
 	}
 	var postings int
 	err := a.Pool.QueryRow(context.Background(),
