@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -25,6 +26,11 @@ type Ledger struct {
 	// afterSweepBatch, when set, runs after each committed sweep batch;
 	// tests use it to stop a sweep halfway.
 	afterSweepBatch func(SweepResult)
+	// rowByRow turns the set-based path for accruals and credits off, so
+	// that every command runs on its own (tests compare the two paths).
+	rowByRow bool
+	// setBased counts the commands the set-based path applied.
+	setBased atomic.Int64
 }
 
 // New returns a Ledger on pool.
@@ -60,6 +66,7 @@ type txn struct {
 	lastMoves []core.LotMove
 	touched   map[string]bool
 	ruleCache ruleCache
+	setBased  int // commands the set-based path applied
 }
 
 func (l *Ledger) newTxn(tx pgx.Tx) *txn {
@@ -73,23 +80,43 @@ func (l *Ledger) newTxn(tx pgx.Tx) *txn {
 // answer. A replay of a stored command returns the stored result; the same
 // transaction id with another payload is a conflict. An error return means
 // the transaction did not commit and the whole batch may be retried.
+//
+// Runs of consecutive accruals and credits take a set-based path (batch.go)
+// that gives the same results in a few statements per run; any command of
+// the run it cannot handle exactly falls back to its own savepoint, in its
+// place in the order.
 func (l *Ledger) ApplyBatch(ctx context.Context, cmds []bus.Command) ([]Applied, error) {
-	out := make([]Applied, 0, len(cmds))
+	out := make([]Applied, len(cmds))
+	runnable := l.setBasedCandidates(cmds)
+	var t *txn
 	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
-		out = out[:0]
-		t := l.newTxn(tx)
-		for i := range cmds {
+		clear(out)
+		t = l.newTxn(tx)
+		for i := 0; i < len(cmds); {
+			if runnable[i] {
+				j := i + 1
+				for j < len(cmds) && runnable[j] {
+					j++
+				}
+				if err := t.applyRun(ctx, cmds[i:j], out[i:j]); err != nil {
+					return err
+				}
+				i = j
+				continue
+			}
 			a, err := t.apply(ctx, &cmds[i])
 			if err != nil {
 				return fmt.Errorf("command %s/%s: %w", cmds[i].Source, cmds[i].TxnID, err)
 			}
-			out = append(out, a)
+			out[i] = a
+			i++
 		}
 		return t.flushEvents(ctx)
 	})
 	if err != nil {
 		return nil, err
 	}
+	l.setBased.Add(int64(t.setBased))
 	return out, nil
 }
 
@@ -125,7 +152,23 @@ func (t *txn) apply(ctx context.Context, cmd *bus.Command) (Applied, error) {
 			return Applied{}, spErr
 		}
 	}
+	return t.run(ctx, cmd, res)
+}
 
+// applyClaimed applies a command whose transaction id this transaction has
+// already claimed (the set-based path claims a whole run at once), in a
+// savepoint of its own.
+func (t *txn) applyClaimed(ctx context.Context, cmd *bus.Command) (Applied, error) {
+	if _, err := t.tx.Exec(ctx, `SAVEPOINT cmd`); err != nil {
+		return Applied{}, err
+	}
+	res := bus.Result{CommandID: cmd.ID, Source: cmd.Source, TxnID: cmd.TxnID, Kind: cmd.Kind}
+	return t.run(ctx, cmd, res)
+}
+
+// run applies a claimed command inside the savepoint "cmd", which it
+// releases, and stores its result or its refusal.
+func (t *txn) run(ctx context.Context, cmd *bus.Command, res bus.Result) (Applied, error) {
 	t.cmd = cmd
 	t.lastMoves = nil
 	t.postings = nil
@@ -261,6 +304,31 @@ func (t *txn) flushEvents(ctx context.Context) error {
 	return nil
 }
 
+// queueEvents queues an INSERT of the queued ledger events into the outbox
+// on b, in their order, and empties the queue: the set-based path sends
+// them with its other writes instead of in a COPY of their own.
+func (t *txn) queueEvents(b *pgx.Batch) error {
+	if len(t.events) == 0 {
+		return nil
+	}
+	ids := make([]string, len(t.events))
+	subjects := make([]string, len(t.events))
+	bodies := make([]string, len(t.events))
+	for i, ev := range t.events {
+		body, err := json.Marshal(ev)
+		if err != nil {
+			return err
+		}
+		ids[i], subjects[i], bodies[i] = ev.ID, bus.EventSubject(ev.Program, ev.Kind), string(body)
+	}
+	b.Queue(`INSERT INTO outbox (event_id, subject, body)
+		SELECT e, s, b::jsonb FROM unnest($1::uuid[], $2::text[], $3::text[])
+			WITH ORDINALITY AS v(e, s, b, n)
+		ORDER BY n`, ids, subjects, bodies)
+	t.events = t.events[:0]
+	return nil
+}
+
 // event queues the ledger event of a posting.
 func (t *txn) event(m *member, postingID int64, p posting) {
 	prog := ""
@@ -316,13 +384,8 @@ type querier interface {
 }
 
 func readProgram(ctx context.Context, q querier, where string, arg any) (*program, error) {
-	p := &program{}
-	err := q.QueryRow(ctx, `SELECT id, code, name, time_zone, currency, points_per_unit::text,
-			accrual_rounding, expiry_unit, expiry_length, expiry_round, pending_days,
-			negative_balance, hold_ttl_seconds
-		FROM programs WHERE `+where, arg).Scan(&p.ID, &p.Code, &p.Name, &p.TimeZone, &p.Currency,
-		&p.PointsPerUnit, &p.AccrualRounding, &p.ExpiryUnit, &p.ExpiryLength, &p.ExpiryRound,
-		&p.PendingDays, &p.NegativeBalance, &p.HoldTTLSeconds)
+	p, err := scanProgram(q.QueryRow(ctx, `SELECT `+programCols+` FROM programs WHERE `+where,
+		arg))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, core.Errorf(core.NotFound, "program", "no program %v", arg)
 	}
@@ -330,4 +393,16 @@ func readProgram(ctx context.Context, q querier, where string, arg any) (*progra
 		return nil, fmt.Errorf("read program: %w", err)
 	}
 	return p, nil
+}
+
+const programCols = `id, code, name, time_zone, currency, points_per_unit::text,
+	accrual_rounding, expiry_unit, expiry_length, expiry_round, pending_days,
+	negative_balance, hold_ttl_seconds`
+
+func scanProgram(row pgx.Row) (*program, error) {
+	p := &program{}
+	err := row.Scan(&p.ID, &p.Code, &p.Name, &p.TimeZone, &p.Currency, &p.PointsPerUnit,
+		&p.AccrualRounding, &p.ExpiryUnit, &p.ExpiryLength, &p.ExpiryRound, &p.PendingDays,
+		&p.NegativeBalance, &p.HoldTTLSeconds)
+	return p, err
 }

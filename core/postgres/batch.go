@@ -1,0 +1,720 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/puntos-loyalty/puntos/bus"
+	"github.com/puntos-loyalty/puntos/core"
+)
+
+// The set-based path applies a run of accruals and credits with a few
+// statements for the whole run instead of about ten per command:
+//
+//  1. one round trip reads the run's programs, claims every transaction id
+//     of the run, locks every member it names (in id order, so that two runs
+//     never wait on each other in a cycle), reads whether its programs have
+//     rules or tiers, and reserves ids for the postings and lots the run may
+//     make;
+//  2. each command is then checked and worked out in memory, in order,
+//     against the locked members' figures;
+//  3. one more round trip writes the postings, lots, accrual amounts,
+//     balances, results and outbox events.
+//
+// Only the plain case is handled here: a claimed command, an active member
+// that was not merged, a payload the per-command path would accept, an
+// accrual in a program without rules or tiers (its flat rate), points that
+// do not expire on arrival. Anything else (a replay, a refusal, a merged
+// member, rules, tiers) goes to the per-command path in its place in the
+// order, after what the run has worked out so far is written, so that the
+// ledger ends up exactly as if every command had taken that path.
+
+// setBasedCandidates marks the commands that may take the set-based path:
+// accruals and credits, the first of the batch with their transaction id,
+// with a command id PostgreSQL reads as a uuid, an occurrence time and a
+// well-formed member reference. Later copies of a transaction id replay
+// what the first one stored, on the per-command path.
+func (l *Ledger) setBasedCandidates(cmds []bus.Command) []bool {
+	out := make([]bool, len(cmds))
+	if l.rowByRow {
+		return out
+	}
+	seen := make(map[[2]string]bool, len(cmds))
+	for i := range cmds {
+		c := &cmds[i]
+		key := [2]string{c.Source, c.TxnID}
+		first := !seen[key]
+		seen[key] = true
+		kind := c.Kind == core.KindAccrue || c.Kind == core.KindCredit
+		_, idErr := uuid.Parse(c.ID)
+		out[i] = first && kind && len(c.ID) == 36 && idErr == nil && !c.OccurredAt.IsZero() &&
+			core.ValidRef(c.Member)
+	}
+	return out
+}
+
+// runPlan is one accrual or credit of a run, worked out in memory.
+type runPlan struct {
+	at      int // index of the command in the run
+	cmd     *bus.Command
+	m       *member
+	points  int64        // what the outcome reports
+	balance core.Balance // the member's figures after the command
+	// The posting and its lot, when the command earns points.
+	post        bool
+	kind        string
+	n           int64
+	pending     bool
+	earned      time.Time
+	spendable   time.Time
+	expires     *time.Time
+	remaining   int64
+	reason      string
+	partner     string
+	ruleVersion string
+	amount      *big.Rat // the money amount of an accrual
+}
+
+// runState is what the first round trip of a run reads.
+type runState struct {
+	ids     idPool     // posting and lot ids for the run
+	progs   []*program // nil for a program that does not exist
+	claimed []bool
+	members map[string]*member // by program id and customer reference
+	plain   map[string]bool    // program id -> no rules and no tier levels
+}
+
+func memberKey(programID, ref string) string { return programID + "\x00" + ref }
+
+// applyRun applies a run of set-based candidates, writing their results to
+// out (one per command, in order).
+func (t *txn) applyRun(ctx context.Context, cmds []bus.Command, out []Applied) error {
+	st, err := t.claimAndLock(ctx, cmds)
+	if err != nil {
+		return err
+	}
+
+	var plans []runPlan
+	for i := range cmds {
+		c := &cmds[i]
+		if prog := st.progs[i]; st.claimed[i] && prog != nil {
+			m := st.members[memberKey(prog.ID, c.Member)]
+			if p, ok := t.plan(c, prog, m, st.plain[prog.ID]); ok {
+				p.at = i
+				plans = append(plans, p)
+				continue
+			}
+		}
+
+		// The per-command path, after what the run worked out so far. Its
+		// postings draw later ids than the run's reserve: the reserve is
+		// dropped, so that the run's later postings still follow it.
+		if err := t.writePlans(ctx, plans, &st.ids, out); err != nil {
+			return err
+		}
+		plans = plans[:0]
+		st.ids = idPool{}
+		var a Applied
+		if st.claimed[i] {
+			a, err = t.applyClaimed(ctx, c)
+		} else {
+			a, err = t.apply(ctx, c)
+		}
+		if err != nil {
+			return fmt.Errorf("command %s/%s: %w", c.Source, c.TxnID, err)
+		}
+		out[i] = a
+		// A command that applied may have changed members the rest of the
+		// run works on: read them again.
+		if a.Result.Status == bus.StatusOK && !a.Result.Replayed && i+1 < len(cmds) {
+			st.members, err = t.lockMembers(ctx, cmds[i+1:])
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return t.writePlans(ctx, plans, &st.ids, out)
+}
+
+// claimAndLock reads the run's programs (those the transaction has not read
+// yet), claims its transaction ids, locks its members and reads whether its
+// programs are plain, in one round trip.
+func (t *txn) claimAndLock(ctx context.Context, cmds []bus.Command) (*runState, error) {
+	st := &runState{claimed: make([]bool, len(cmds)), progs: make([]*program, len(cmds)),
+		plain: map[string]bool{}}
+	b := &pgx.Batch{}
+
+	// The programs, once per transaction like loadProgram.
+	var codes []string
+	for i := range cmds {
+		code := cmds[i].Program
+		if _, ok := t.programs[code]; !ok && !slices.Contains(codes, code) {
+			codes = append(codes, code)
+		}
+	}
+	if len(codes) > 0 {
+		b.Queue(`SELECT `+programCols+` FROM programs WHERE code = ANY($1)`, codes).Query(
+			func(rows pgx.Rows) error {
+				for rows.Next() {
+					p, err := scanProgram(rows)
+					if err != nil {
+						return fmt.Errorf("read programs: %w", err)
+					}
+					t.programs[p.Code] = p
+				}
+				return rows.Err()
+			})
+	}
+
+	// The claim, in key order so that racing claims queue the same way.
+	type claim struct {
+		at                          int
+		source, txn, id, kind, hash string
+	}
+	claims := make([]claim, len(cmds))
+	for i := range cmds {
+		c := &cmds[i]
+		claims[i] = claim{i, c.Source, c.TxnID, c.ID, c.Kind, c.Hash}
+	}
+	slices.SortFunc(claims, func(a, b claim) int {
+		if r := strings.Compare(a.source, b.source); r != 0 {
+			return r
+		}
+		return strings.Compare(a.txn, b.txn)
+	})
+	cols := make([][]string, 5)
+	at := map[[2]string]int{}
+	for _, c := range claims {
+		for k, v := range []string{c.source, c.txn, c.id, c.kind, c.hash} {
+			cols[k] = append(cols[k], v)
+		}
+		at[[2]string{c.source, c.txn}] = c.at
+	}
+	b.Queue(claimRun, cols[0], cols[1], cols[2], cols[3], cols[4]).Query(
+		func(rows pgx.Rows) error {
+			var source, txn string
+			_, err := pgx.ForEachRow(rows, []any{&source, &txn}, func() error {
+				st.claimed[at[[2]string{source, txn}]] = true
+				return nil
+			})
+			return err
+		})
+
+	queueLockMembers(b, cmds, &st.members)
+	st.ids.queue(b, len(cmds))
+
+	// Whether the programs of the run's accruals have rules or tier levels.
+	var accrualCodes []string
+	for i := range cmds {
+		code := cmds[i].Program
+		if cmds[i].Kind == core.KindAccrue && !slices.Contains(accrualCodes, code) {
+			accrualCodes = append(accrualCodes, code)
+		}
+	}
+	if len(accrualCodes) > 0 {
+		b.Queue(plainPrograms, accrualCodes).Query(func(rows pgx.Rows) error {
+			var id string
+			var rules bool
+			var tiers []byte
+			_, err := pgx.ForEachRow(rows, []any{&id, &rules, &tiers}, func() error {
+				levels := 0
+				if tiers != nil {
+					var tt core.Tiers
+					if err := json.Unmarshal(tiers, &tt); err != nil {
+						return fmt.Errorf("decode tiers: %w", err)
+					}
+					levels = len(tt.Levels)
+				}
+				st.plain[id] = !rules && levels == 0
+				return nil
+			})
+			return err
+		})
+	}
+
+	if err := t.tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, fmt.Errorf("claim run: %w", err)
+	}
+	for i := range cmds {
+		st.progs[i] = t.programs[cmds[i].Program]
+	}
+	return st, nil
+}
+
+// claimRun claims transaction ids; it returns those it claimed.
+const claimRun = `INSERT INTO commands (source, txn_id, command_id, kind, hash, status, result)
+	SELECT s, x, c::uuid, k, h, 'applying', '{}'
+	FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS v(s, x, c, k, h)
+	ON CONFLICT DO NOTHING RETURNING source, txn_id`
+
+// lockRunMembers locks the members of a run, in id order, merged or not.
+// The two lists make one scan of the program-and-reference index (a join
+// on pairs makes one probe per member, far slower for a few hundred). When
+// a run spans several programs, a member of one whose reference the run
+// names in another is locked too; it is not changed.
+const lockRunMembers = `SELECT ` + memberCols + ` FROM members
+	WHERE program_id = ANY (ARRAY(SELECT id FROM programs WHERE code = ANY ($1::text[])))
+	  AND customer_ref = ANY ($2::text[])
+	ORDER BY id FOR UPDATE`
+
+// plainPrograms tells, per program, whether it has rules and its tiers.
+const plainPrograms = `SELECT p.id,
+		EXISTS (SELECT 1 FROM rules r WHERE r.program_id = p.id),
+		(SELECT body FROM program_tiers pt WHERE pt.program_id = p.id)
+	FROM programs p WHERE p.code = ANY($1)`
+
+// queueLockMembers queues the lock of the members cmds name; *into receives
+// them when the batch runs.
+func queueLockMembers(b *pgx.Batch, cmds []bus.Command, into *map[string]*member) {
+	var codes, refs []string
+	seen := map[string]bool{}
+	for i := range cmds {
+		if p := "p\x00" + cmds[i].Program; !seen[p] {
+			seen[p] = true
+			codes = append(codes, cmds[i].Program)
+		}
+		if r := "r\x00" + cmds[i].Member; !seen[r] {
+			seen[r] = true
+			refs = append(refs, cmds[i].Member)
+		}
+	}
+	*into = make(map[string]*member, len(refs))
+	if len(refs) == 0 {
+		return
+	}
+	b.Queue(lockRunMembers, codes, refs).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			m, err := scanMember(rows)
+			if err != nil {
+				return fmt.Errorf("lock members: %w", err)
+			}
+			(*into)[memberKey(m.programID, m.ref)] = m
+		}
+		return rows.Err()
+	})
+}
+
+// lockMembers reads again (and locks, if need be) the members cmds name.
+func (t *txn) lockMembers(ctx context.Context, cmds []bus.Command) (map[string]*member,
+	error) {
+	var members map[string]*member
+	b := &pgx.Batch{}
+	queueLockMembers(b, cmds, &members)
+	if b.Len() == 0 {
+		return members, nil
+	}
+	if err := t.tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, fmt.Errorf("lock members: %w", err)
+	}
+	return members, nil
+}
+
+// plan works a command out in memory, updating the member's figures. It
+// reports false, changing nothing, for anything the per-command path must
+// decide: a refusal, a merged member, rules or tiers, points that expire on
+// arrival. Every check is the one the per-command path makes.
+func (t *txn) plan(cmd *bus.Command, prog *program, m *member, plain bool) (runPlan, bool) {
+	p := runPlan{cmd: cmd, m: m, earned: cmd.OccurredAt}
+	if m == nil || m.merged != nil || m.status != "active" {
+		return p, false
+	}
+	if t.checkOccurred(cmd.OccurredAt) != nil {
+		return p, false
+	}
+	switch cmd.Kind {
+	case core.KindAccrue:
+		var in core.Accrue
+		if !plain || decode(cmd.Payload, &in) != nil || in.EventType == "" {
+			return p, false
+		}
+		if in.Currency != "" && !strings.EqualFold(in.Currency, prog.Currency) {
+			return p, false
+		}
+		amount, err := core.ParseAmount("amount", in.Amount)
+		if err != nil || amount.Sign() < 0 {
+			return p, false
+		}
+		// The program's flat rate: what accrualPoints gives for a program
+		// without rules, whose capped-rule counters and tier review have
+		// nothing to do.
+		e, err := standInEval(prog, core.EventFacts{Type: in.EventType, Amount: amount,
+			AmountText: in.Amount, Channel: cmd.Channel, Partner: in.Partner,
+			OccurredAt: cmd.OccurredAt})
+		if err != nil {
+			return p, false
+		}
+		p.kind, p.n, p.amount = core.PostAccrual, int64(e.Points), amount
+		p.reason, p.partner, p.ruleVersion = in.EventType, in.Partner, e.RuleVersion
+		p.expires = prog.ExpiresAt(p.earned)
+	case core.KindCredit:
+		var in core.Credit
+		if decode(cmd.Payload, &in) != nil || core.CheckPoints("points", in.Points) != nil ||
+			strings.TrimSpace(in.Reason) == "" {
+			return p, false
+		}
+		exp, err := creditExpiry(prog, &in, cmd.OccurredAt)
+		if err != nil {
+			return p, false
+		}
+		if exp == nil {
+			exp = prog.ExpiresAt(p.earned)
+		}
+		p.kind, p.n, p.reason, p.expires = core.PostCredit, int64(in.Points), in.Reason, exp
+	default:
+		return p, false
+	}
+	p.points = p.n
+	if p.n == 0 {
+		p.balance = m.balance()
+		return p, true
+	}
+	// Points that reach the ledger already expired are expired at once by
+	// the per-command path.
+	if p.expires != nil && !p.expires.After(t.now) {
+		return p, false
+	}
+
+	p.post = true
+	p.spendable = prog.SpendableFrom(p.earned)
+	p.pending = p.spendable.After(t.now)
+	p.remaining = p.n
+	if p.pending {
+		m.pending += p.n
+	} else {
+		// A member who owes points repays the debt first (see newLot).
+		debt := -m.available
+		m.available += p.n
+		if debt > 0 {
+			p.remaining = p.n - min(p.n, debt)
+		}
+	}
+	if p.remaining > 0 {
+		t.touched[m.id] = true
+	}
+	p.balance = m.balance()
+	return p, true
+}
+
+// idPool holds posting and lot ids reserved for a run, in increasing order.
+// New postings take them in command order, so that ids follow the order in
+// which the ledger applied the commands, as on the per-command path; a
+// command that earns nothing leaves a gap, as a sequence may.
+type idPool struct {
+	postings, lots []int64
+	next           int
+}
+
+func (p *idPool) left() int { return len(p.postings) - p.next }
+
+func (p *idPool) take() (postingID, lotID int64) {
+	postingID, lotID = p.postings[p.next], p.lots[p.next]
+	p.next++
+	return postingID, lotID
+}
+
+// queue queues on b the reservation of n more posting and lot ids.
+func (p *idPool) queue(b *pgx.Batch, n int) {
+	b.Queue(`SELECT nextval('postings_id_seq'), nextval('lots_id_seq')
+		FROM generate_series(1, $1)`, n).Query(func(rows pgx.Rows) error {
+		var pid, lid int64
+		_, err := pgx.ForEachRow(rows, []any{&pid, &lid}, func() error {
+			p.postings, p.lots = append(p.postings, pid), append(p.lots, lid)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("reserve posting ids: %w", err)
+		}
+		slices.Sort(p.postings)
+		slices.Sort(p.lots)
+		return nil
+	})
+}
+
+// writePlans writes what plans worked out: postings, lots, accrual amounts,
+// the members' figures and the commands' results, and queues the events.
+func (t *txn) writePlans(ctx context.Context, plans []runPlan, ids *idPool,
+	out []Applied) error {
+	if len(plans) == 0 {
+		return nil
+	}
+	posts := 0
+	for i := range plans {
+		if plans[i].post {
+			posts++
+		}
+	}
+	if ids.left() < posts {
+		// The run's reserve is spent or was dropped: reserve what these
+		// plans need.
+		b := &pgx.Batch{}
+		*ids = idPool{}
+		ids.queue(b, posts)
+		if err := t.tx.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
+	}
+
+	var w runWrites
+	for i := range plans {
+		p := &plans[i]
+		var pid, lid int64
+		if p.post {
+			pid, lid = ids.take()
+			w.addPosting(t, p, pid, lid)
+		}
+		a, body, err := p.result(pid, lid)
+		if err != nil {
+			return err
+		}
+		out[p.at] = a
+		w.results.source = append(w.results.source, p.cmd.Source)
+		w.results.txn = append(w.results.txn, p.cmd.TxnID)
+		w.results.body = append(w.results.body, string(body))
+	}
+	w.addMembers(plans)
+	b := w.batch(t)
+	if err := t.queueEvents(b); err != nil {
+		return err
+	}
+	if err := t.tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("write run: %w", pgError(err))
+	}
+	t.setBased += len(plans)
+	return nil
+}
+
+// result is the command's stored result, as the per-command path makes it.
+func (p *runPlan) result(postingID, lotID int64) (Applied, []byte, error) {
+	o := core.Outcome{Member: p.m.ref, Points: core.Points(p.points), Balance: p.balance}
+	if p.post {
+		o.PostingIDs = []int64{postingID}
+		o.Lots = []core.LotMove{{LotID: lotID, Points: core.Points(p.n)}}
+	}
+	c := p.cmd
+	res := bus.Result{CommandID: c.ID, Source: c.Source, TxnID: c.TxnID, Kind: c.Kind,
+		Status: bus.StatusOK}
+	var err error
+	if res.Data, err = json.Marshal(o); err != nil {
+		return Applied{}, nil, err
+	}
+	body, err := json.Marshal(res)
+	if err != nil {
+		return Applied{}, nil, err
+	}
+	return Applied{Result: res}, body, nil
+}
+
+// runWrites holds the rows of a run's writes, column by column.
+type runWrites struct {
+	postings struct {
+		id, points, pendingDelta                            []int64
+		program, member, kind, source, txn, command, reason []string
+		ruleVersion, actor, partner, channel                []string
+		occurred                                            []time.Time
+	}
+	lots struct {
+		id, posting, original, remaining []int64
+		member                           []string
+		earned, spendable                []time.Time
+		expires                          []*time.Time
+		pending                          []bool
+	}
+	amounts struct {
+		posting []int64
+		amount  []string
+	}
+	members struct {
+		id                         []string
+		available, pending         []int64 // changes
+		wantAvailable, wantPending []int64 // figures after them
+		wantHeld                   []int64
+	}
+	results struct {
+		source, txn, body []string
+	}
+}
+
+func (w *runWrites) addPosting(t *txn, p *runPlan, postingID, lotID int64) {
+	c, m := p.cmd, p.m
+	ps := &w.postings
+	points, pendingDelta := p.n, int64(0)
+	if p.pending {
+		points, pendingDelta = 0, p.n
+	}
+	ps.id = append(ps.id, postingID)
+	ps.points = append(ps.points, points)
+	ps.pendingDelta = append(ps.pendingDelta, pendingDelta)
+	ps.program = append(ps.program, m.programID)
+	ps.member = append(ps.member, m.id)
+	ps.kind = append(ps.kind, p.kind)
+	ps.source = append(ps.source, c.Source)
+	ps.txn = append(ps.txn, c.TxnID)
+	ps.command = append(ps.command, c.ID)
+	ps.reason = append(ps.reason, p.reason)
+	ps.ruleVersion = append(ps.ruleVersion, p.ruleVersion)
+	ps.actor = append(ps.actor, c.Actor)
+	ps.partner = append(ps.partner, p.partner)
+	ps.channel = append(ps.channel, c.Channel)
+	ps.occurred = append(ps.occurred, p.earned)
+
+	ls := &w.lots
+	ls.id = append(ls.id, lotID)
+	ls.posting = append(ls.posting, postingID)
+	ls.original = append(ls.original, p.n)
+	ls.remaining = append(ls.remaining, p.remaining)
+	ls.member = append(ls.member, m.id)
+	ls.earned = append(ls.earned, p.earned)
+	ls.spendable = append(ls.spendable, p.spendable)
+	ls.expires = append(ls.expires, p.expires)
+	ls.pending = append(ls.pending, p.pending)
+
+	if p.amount != nil {
+		w.amounts.posting = append(w.amounts.posting, postingID)
+		w.amounts.amount = append(w.amounts.amount, p.amount.FloatString(6))
+	}
+
+	// The ledger event, queued in command order like the per-command path.
+	t.cmd = c
+	t.event(m, postingID, posting{kind: p.kind, points: points, pendingDelta: pendingDelta,
+		ruleVersion: p.ruleVersion, partner: p.partner, occurredAt: p.earned})
+	t.cmd = nil
+}
+
+// addMembers sums the run's changes per member, in id order.
+func (w *runWrites) addMembers(plans []runPlan) {
+	type change struct {
+		m                  *member
+		available, pending int64
+	}
+	byID := map[string]*change{}
+	for i := range plans {
+		p := &plans[i]
+		if !p.post {
+			continue
+		}
+		c := byID[p.m.id]
+		if c == nil {
+			c = &change{m: p.m}
+			byID[p.m.id] = c
+		}
+		if p.pending {
+			c.pending += p.n
+		} else {
+			c.available += p.n
+		}
+	}
+	ids := make([]string, 0, len(byID))
+	for id := range byID {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	ms := &w.members
+	for _, id := range ids {
+		c := byID[id]
+		ms.id = append(ms.id, id)
+		ms.available = append(ms.available, c.available)
+		ms.pending = append(ms.pending, c.pending)
+		ms.wantAvailable = append(ms.wantAvailable, c.m.available)
+		ms.wantPending = append(ms.wantPending, c.m.pending)
+		ms.wantHeld = append(ms.wantHeld, c.m.held)
+	}
+}
+
+// batch queues the run's writes, to travel in one round trip.
+func (w *runWrites) batch(t *txn) *pgx.Batch {
+	b := &pgx.Batch{}
+	ps := &w.postings
+	if len(ps.id) > 0 {
+		b.Queue(`INSERT INTO postings (id, program_id, member_id, kind, points, pending_delta,
+				source, txn_id, command_id, reason, rule_version, actor, partner, channel,
+				occurred_at, recorded_at)
+			SELECT id, program_id, member_id, kind, points, pending_delta, source, txn_id,
+				command_id, reason, rule_version, actor, partner, channel, occurred_at, $16
+			FROM unnest($1::bigint[], $2::uuid[], $3::uuid[], $4::text[], $5::bigint[],
+				$6::bigint[], $7::text[], $8::text[], $9::uuid[], $10::text[], $11::text[],
+				$12::text[], $13::text[], $14::text[], $15::timestamptz[])
+				AS v(id, program_id, member_id, kind, points, pending_delta, source, txn_id,
+					command_id, reason, rule_version, actor, partner, channel, occurred_at)`,
+			ps.id, ps.program, ps.member, ps.kind, ps.points, ps.pendingDelta, ps.source, ps.txn,
+			ps.command, ps.reason, ps.ruleVersion, ps.actor, ps.partner, ps.channel,
+			ps.occurred, t.now)
+		ls := &w.lots
+		b.Queue(`INSERT INTO lots (id, member_id, posting_id, earned_at, spendable_from,
+				expires_at, pending, original, remaining)
+			SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::bigint[], $4::timestamptz[],
+				$5::timestamptz[], $6::timestamptz[], $7::boolean[], $8::bigint[], $9::bigint[])`,
+			ls.id, ls.member, ls.posting, ls.earned, ls.spendable, ls.expires, ls.pending,
+			ls.original, ls.remaining)
+	}
+	if len(w.amounts.posting) > 0 {
+		b.Queue(`INSERT INTO accrual_amounts (posting_id, amount)
+			SELECT p, a::numeric FROM unnest($1::bigint[], $2::text[]) AS v(p, a)`,
+			w.amounts.posting, w.amounts.amount)
+	}
+	ms := &w.members
+	if len(ms.id) > 0 {
+		// The figures the run computed must be what the rows now hold: a
+		// difference means someone changed a locked row, and the whole
+		// transaction is refused rather than store wrong results.
+		b.Queue(`UPDATE members m SET available = m.available + v.da,
+				pending = m.pending + v.dp, updated_at = $4
+			FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS v(id, da, dp)
+			WHERE m.id = v.id RETURNING m.id, m.available, m.pending, m.held`,
+			ms.id, ms.available, ms.pending, t.now).Query(func(rows pgx.Rows) error {
+			return w.checkMembers(rows)
+		})
+	}
+	rs := &w.results
+	b.Queue(`UPDATE commands c SET status = $4, result = v.result::jsonb
+		FROM unnest($1::text[], $2::text[], $3::text[]) AS v(source, txn_id, result)
+		WHERE c.source = v.source AND c.txn_id = v.txn_id`,
+		rs.source, rs.txn, rs.body, bus.StatusOK).Exec(func(tag pgconn.CommandTag) error {
+		if int(tag.RowsAffected()) != len(rs.txn) {
+			return fmt.Errorf("store results: %d of %d rows", tag.RowsAffected(), len(rs.txn))
+		}
+		return nil
+	})
+	return b
+}
+
+// checkMembers compares the members' updated figures with the run's.
+func (w *runWrites) checkMembers(rows pgx.Rows) error {
+	ms := &w.members
+	want := make(map[string]int, len(ms.id))
+	for i, id := range ms.id {
+		want[id] = i
+	}
+	n := 0
+	var id string
+	var available, pending, held int64
+	_, err := pgx.ForEachRow(rows, []any{&id, &available, &pending, &held}, func() error {
+		i, ok := want[id]
+		if !ok {
+			return fmt.Errorf("member %s updated but not in the run", id)
+		}
+		if available != ms.wantAvailable[i] || pending != ms.wantPending[i] ||
+			held != ms.wantHeld[i] {
+			return fmt.Errorf("member %s: figures %d/%d/%d after the run, computed %d/%d/%d",
+				id, available, pending, held, ms.wantAvailable[i], ms.wantPending[i],
+				ms.wantHeld[i])
+		}
+		n++
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("update balances: %w", err)
+	}
+	if n != len(ms.id) {
+		return fmt.Errorf("update balances: %d of %d members", n, len(ms.id))
+	}
+	return nil
+}
