@@ -179,6 +179,11 @@ func decodeBody(r *http.Request, v any) error {
 	if !utf8.Valid(body) {
 		return core.Errorf(core.Invalid, "body", "is not valid UTF-8")
 	}
+	// No text the ledger stores may hold NUL, which PostgreSQL refuses;
+	// found here, it is a 400 instead of a command that can never apply.
+	if hasNULEscape(body) {
+		return core.Errorf(core.Invalid, "body", "must not contain the NUL character (\\u0000)")
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -210,6 +215,21 @@ func decodeBody(r *http.Request, v any) error {
 		return core.Errorf(core.Invalid, "body", "has data after the JSON object")
 	}
 	return nil
+}
+
+// hasNULEscape reports whether a JSON text holds the escape \u0000 (raw
+// control characters are not valid JSON, so this is the only way in).
+func hasNULEscape(body []byte) bool {
+	for i := 0; i < len(body); i++ {
+		if body[i] != '\\' {
+			continue
+		}
+		if bytes.HasPrefix(body[i+1:], []byte("u0000")) {
+			return true
+		}
+		i++ // the escaped character, which may be a backslash
+	}
+	return false
 }
 
 func jsonKind(goType string) string {

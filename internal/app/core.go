@@ -14,6 +14,7 @@ import (
 
 	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/bus/natsbus"
+	"github.com/puntos-loyalty/puntos/core"
 	"github.com/puntos-loyalty/puntos/core/postgres"
 )
 
@@ -230,6 +231,13 @@ func (a *App) applyBatch(ctx context.Context, batch []*natsbus.Delivery) (int, f
 			if why := a.failureOf(ctx, err); why != byCommands {
 				return i, why, err
 			}
+			if postgres.Unstorable(err) {
+				// It fails the same way every time: refuse it now, as the
+				// ledger refuses an invalid command, and go on with the rest.
+				if a.refuse(ctx, d, err) {
+					continue
+				}
+			}
 			// This command and every later one go back, untried: applying a
 			// later command of the same member first would break its order.
 			a.log.Warn("Command failed; it and the rest of its batch will be redelivered",
@@ -242,6 +250,30 @@ func (a *App) applyBatch(ctx context.Context, batch []*natsbus.Delivery) (int, f
 		a.finish(ctx, d, one[0])
 	}
 	return len(batch), 0, nil
+}
+
+// refuse stores and announces the refusal of a command PostgreSQL cannot
+// store, and dead-letters it. It reports whether that was done.
+func (a *App) refuse(ctx context.Context, d *natsbus.Delivery, cause error) bool {
+	why := core.Errorf(core.Invalid, "",
+		"holds a value the ledger cannot store (%s)", pgMessage(cause))
+	res, err := a.Ledger.Refuse(ctx, d.Command, why)
+	if err != nil {
+		a.log.Warn("Refusal not stored; the command will be redelivered", "txn_id",
+			d.Command.TxnID, "source", d.Command.Source, "error", err)
+		return false
+	}
+	a.finish(ctx, d, postgres.Applied{Result: res, Dead: why.Error()})
+	return true
+}
+
+// pgMessage is PostgreSQL's own message in err, without the SQL around it.
+func pgMessage(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Message
+	}
+	return err.Error()
 }
 
 // failureOf tells why the ledger failed with err: PostgreSQL does not
