@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -109,13 +111,24 @@ func (l *Ledger) AddBatchLines(ctx context.Context, id string, lines []core.Batc
 			"txn_id", "status", "error_kind", "error_field", "error"},
 		pgx.CopyFromSlice(len(lines), func(i int) ([]any, error) {
 			x := &lines[i]
-			return []any{id, x.Line, x.Member, int64(x.Points), x.Reason, x.EffectiveAt,
-				x.ExpiresAt, x.TxnID, x.Status, x.ErrorKind, x.ErrorField, x.Error}, nil
+			return []any{id, x.Line, storable(x.Member), int64(x.Points), storable(x.Reason),
+				x.EffectiveAt, x.ExpiresAt, storable(x.TxnID), x.Status, x.ErrorKind,
+				x.ErrorField, storable(x.Error)}, nil
 		}))
 	if err != nil {
 		return fmt.Errorf("store batch lines: %w", err)
 	}
 	return nil
+}
+
+// storable is text as PostgreSQL can keep it: bad UTF-8 and NUL become
+// U+FFFD. Validation refuses lines holding either, so only the text of an
+// invalid line, kept to show what was wrong, is ever changed.
+func storable(s string) string {
+	if utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
 
 // FinishValidation runs the checks that need the whole file or the ledger:

@@ -351,6 +351,48 @@ func TestValidationErrorsByLineAndField(t *testing.T) {
 	}
 }
 
+// TestUnstorableBytesMakeLinesInvalid: a line with bad UTF-8 or a NUL is
+// reported by line and field, its text kept as far as PostgreSQL can keep
+// it, and the rest of the file is validated and posted as usual.
+func TestUnstorableBytesMakeLinesInvalid(t *testing.T) {
+	f := newFixture(t, Options{}, "m1", "m2")
+	content := "member,points,reason,txn_id\n" +
+		"m1,10,ok,u1\n" +
+		"m1,14,r\xff,u2\n" +
+		"m2,5,nul\x00here,u3\n" +
+		"m2\xff,5,bad member,u4\n" +
+		"m2,7,fine,u5\n"
+	v := f.wait(f.upload(content, "", nil).ID, core.BatchValidated)
+	if v.Lines != 5 || v.Valid != 2 || v.Invalid != 3 || v.Credit != 17 {
+		t.Fatalf("summary %+v", v.Batch)
+	}
+	lines, err := f.ledger.BatchLines(f.ctx, v.ID, 0, 10, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int64]string{}
+	for _, x := range lines {
+		got[x.Line] = x.ErrorField + ": " + x.Error
+	}
+	for line, want := range map[int64]string{
+		3: "reason: is not valid UTF-8",
+		4: "reason: holds a NUL character",
+		5: "member: is not valid UTF-8",
+	} {
+		if !strings.HasPrefix(got[line], want) {
+			t.Errorf("line %d: %q, want %q...", line, got[line], want)
+		}
+	}
+	if code, body := f.post(v.ID, "ops"); code != http.StatusAccepted && code != http.StatusOK {
+		t.Fatalf("post answered %d %s", code, body)
+	}
+	f.wait(v.ID, core.BatchPosted)
+	if m1, m2 := f.available("m1"), f.available("m2"); m1 != 10 || m2 != 7 {
+		t.Errorf("balances m1 %d m2 %d, want 10 and 7", m1, m2)
+	}
+	f.check()
+}
+
 // TestDeclaredDatePattern reads dates in a declared pattern, two-digit
 // years included when the pattern says their hundred years.
 func TestDeclaredDatePattern(t *testing.T) {

@@ -215,17 +215,23 @@ func (rd *reader) next() (core.BatchLine, error) {
 	if len(rec) != rd.ncols {
 		return fail("line", "has %d fields, the header has %d", len(rec), rd.ncols)
 	}
-	if rd.checkU8 {
-		for i, v := range rec {
-			if !utf8.ValidString(v) {
-				for name, j := range rd.cols {
-					if j == i {
-						return fail(name, "is not valid UTF-8; declare charset=latin-1 "+
-							"if the file is Latin-1")
-					}
-				}
+	for i, v := range rec {
+		var why string
+		switch {
+		case rd.checkU8 && !utf8.ValidString(v):
+			why = "is not valid UTF-8; declare charset=latin-1 if the file is Latin-1"
+		case strings.IndexByte(v, 0) >= 0:
+			why = "holds a NUL character, which the ledger cannot store"
+		default:
+			continue
+		}
+		name := "line"
+		for n, j := range rd.cols {
+			if j == i {
+				name = n
 			}
 		}
+		return fail(name, "%s", why)
 	}
 
 	// The fields, in the order of the format's description.
