@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/checker"
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
 	"github.com/google/cel-go/interpreter"
@@ -329,13 +330,42 @@ func (c *CompiledRule) compileCondition() error {
 	if ast.OutputType() != cel.BoolType {
 		return Errorf(Invalid, "condition", "must be true or false, not %s", ast.OutputType())
 	}
-	// CEL has no loops beyond bounded comprehensions, and a condition is at
-	// most maxCondition long: no runtime cost tracking is needed.
-	c.prg, err = env.Program(ast)
+	// CEL has no loops beyond comprehensions, but nested ones over literal
+	// lists cost their product: a short condition could take seconds on
+	// every event. One whose worst cost is known (no list of unknown size)
+	// and over the limit is refused now; at run time the limit stops any
+	// other evaluation, which then counts as an error (false).
+	est, err := env.EstimateCost(ast, assumedSizes{})
+	if err == nil && est.Max > maxConditionCost {
+		return Errorf(Invalid, "condition", "can cost %d steps per event, more than the "+
+			"limit of %d: avoid nested comprehensions over long lists", est.Max,
+			maxConditionCost)
+	}
+	c.prg, err = env.Program(ast, cel.CostLimit(maxConditionCost))
 	if err != nil {
 		return Errorf(Invalid, "condition", "cannot be prepared: %v", err)
 	}
 	c.native, _ = compileNative(ast.NativeRep())
+	return nil
+}
+
+// maxConditionCost bounds the CEL cost of evaluating one condition on one
+// event (roughly one step per operation or element visited).
+const maxConditionCost = 100_000
+
+// assumedSizes lets CEL estimate a condition's cost when saving it: sizes
+// written in the condition are known; a list or text of the event or the
+// member is taken to hold at most assumedSize elements or characters.
+type assumedSizes struct{}
+
+const assumedSize = 32
+
+func (assumedSizes) EstimateSize(checker.AstNode) *checker.SizeEstimate {
+	return &checker.SizeEstimate{Min: 0, Max: assumedSize}
+}
+
+func (assumedSizes) EstimateCallCost(string, string, *checker.AstNode,
+	[]checker.AstNode) *checker.CallEstimate {
 	return nil
 }
 

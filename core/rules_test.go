@@ -420,3 +420,49 @@ func processCPU() int64 {
 	}
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
+
+// A condition cannot cost the ledger seconds per event: one whose least
+// cost is over the limit is refused when saved, and one that only turns out
+// costly on the event at hand stops at the limit and does not hold.
+func TestConditionCostIsBounded(t *testing.T) {
+	rule := func(cond string) Rule {
+		return Rule{Code: "c", EventType: "*", Rounding: RoundDown, Condition: cond,
+			Formula: Formula{Kind: FormulaFixed, Points: 1}}
+	}
+	_, err := CompileRule(rule(`[0,1,2,3,4,5,6,7,8,9].all(a, [0,1,2,3,4,5,6,7,8,9].all(b,
+		[0,1,2,3,4,5,6,7,8,9].all(c, [0,1,2,3,4,5,6,7,8,9].all(d, [0,1,2,3,4,5,6,7,8,9].all(e,
+		true)))))`))
+	if e, ok := AsError(err); !ok || e.Kind != Invalid || e.Field != "condition" ||
+		!strings.Contains(e.Message, "limit") {
+		t.Fatalf("100,000-step condition: %v, want refused naming the limit", err)
+	}
+
+	// The segments are the member's: only the event shows how many.
+	c, err := CompileRule(rule(`member.segments.all(a, member.segments.all(b, a != "" && b != ""))`))
+	if err != nil {
+		t.Fatalf("condition over the member's segments: %v", err)
+	}
+	holds := func(f conditionFacts) bool {
+		frame, err := interpreter.NewExecutionFrame(&f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer frame.Close()
+		return c.holds(&f, frame)
+	}
+	few := conditionFacts{mf: MemberFacts{Attributes: MemberAttributes{
+		Segments: []string{"vip", "family"}}}}
+	if !holds(few) {
+		t.Fatal("two segments: the condition should hold")
+	}
+	many := make([]string, 1000)
+	for i := range many {
+		many[i] = "s"
+	}
+	lots := conditionFacts{mf: MemberFacts{Attributes: MemberAttributes{Segments: many}}}
+	start := time.Now()
+	if holds(lots) {
+		t.Error("1,000 segments (a million steps): the condition held past the cost limit")
+	}
+	t.Logf("stopped after %s", time.Since(start))
+}

@@ -351,6 +351,10 @@ func (s *Server) newCommand(r *http.Request, kind, member string, payload any,
 
 func (s *Server) getCommand(w http.ResponseWriter, r *http.Request) {
 	source, txn := caller(r).Source, mux.Vars(r)["txn"]
+	if !core.ValidRef(txn) {
+		s.writeError(w, r, core.Errorf(core.Invalid, "txn", "must be "+core.RefRule))
+		return
+	}
 	res, err := s.read.CommandResult(r.Context(), source, txn)
 	if core.KindOf(err) == core.NotFound && !s.onBus(r.Context(), source, txn) {
 		// Core may have applied it between the two reads: ask the ledger again.

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -25,6 +26,14 @@ func TestStatusOfUnknownCommand(t *testing.T) {
 	gw := startApp(t, cfg, Roles{Gateway: true})
 	c := &client{t: t, base: "http://" + gw.Addr(), key: testKey}
 	web := &client{t: t, base: c.base, key: "web-key-0123456789"}
+
+	// An id no caller could have sent is refused before any lookup.
+	for _, bad := range []string{"%00", "%ff", strings.Repeat("x", 300)} {
+		r := c.must(400, "GET", "/v1/commands/"+bad, "", nil)
+		if r.body["field"] != "txn" {
+			t.Fatalf("status of %q: %s, want a problem naming txn", bad, r.raw)
+		}
+	}
 
 	unknown := func(who *client, txn string) {
 		t.Helper()
