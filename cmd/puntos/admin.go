@@ -16,15 +16,23 @@ import (
 
 const adminUsage = `Usage: puntos admin create --user NAME [--role ROLE] [--password PASS] [flags]
 
-Creates a back-office user (by default an administrator). The password is
-read from the first line of standard input unless --password is given;
+Creates a back-office user (by default an administrator). ROLE is one of
+administrator, operator, analyst or auditor. The password (12 to 72 bytes)
+is read from the first line of standard input unless --password is given;
 prefer standard input, as flags show up in the process list. The other
-flags are those of 'puntos migrate' (the database to use).
+flags are those of 'puntos migrate' (the database to use: PUNTOS_DATABASE_URL,
+which 'eval "$(deploy/local/services.sh env)"' sets as make run does).
 `
 
 // runAdmin manages back-office users from the command line.
 func runAdmin(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader,
 	stdout, stderr io.Writer) error {
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" || a == "help" {
+			fmt.Fprint(stdout, adminUsage)
+			return nil
+		}
+	}
 	if len(args) == 0 || args[0] != "create" {
 		fmt.Fprint(stderr, adminUsage)
 		return errors.New("admin: the only subcommand is create")

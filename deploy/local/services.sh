@@ -20,6 +20,7 @@
 #   PUNTOS_PG_DB          database of the service (default puntos); tests use puntos_test
 #   PUNTOS_CH_PORT        ClickHouse native port (default 19000)
 #   PUNTOS_CH_HTTP_PORT   ClickHouse HTTP port (default 18123)
+#   PUNTOS_CH_DB          ClickHouse database of the service (default: PUNTOS_PG_DB)
 #   PUNTOS_NATS_EXTERNAL  1: make sure a nats-server with JetStream answers on
 #                         127.0.0.1:4222 (default: none; `puntos run` embeds NATS)
 #
@@ -46,7 +47,7 @@ PG_DEBIAN_MARK=$DATA/pg-debian-cluster.started
 CH_HOST=127.0.0.1
 CH_PORT=${PUNTOS_CH_PORT:-19000}
 CH_HTTP_PORT=${PUNTOS_CH_HTTP_PORT:-18123}
-CH_DB=puntos
+CH_DB=${PUNTOS_CH_DB:-$PG_DB} # one ledger, one reporting database
 CH_TEST_DB=puntos_test
 CH_DIR=$DATA/clickhouse
 CH_PIDFILE=$CH_DIR/clickhouse-server.pid
