@@ -202,6 +202,10 @@ func (s *Server) batchPage(w http.ResponseWriter, r *http.Request, sess *session
 	switch b.Status {
 	case core.BatchReceived, core.BatchValidating, core.BatchPosting:
 		v.Busy = true
+	case core.BatchValidated:
+		// Posting starts in the background: right after the post, the batch
+		// may not say so yet, and the page must look again.
+		v.Busy = r.URL.Query().Get("done") == "posting"
 	}
 	if b.Valid > 0 {
 		v.Percent = b.Done() * 100 / b.Valid

@@ -10,6 +10,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -182,7 +183,8 @@ func decodeBody(r *http.Request, v any) error {
 	// No text the ledger stores may hold NUL, which PostgreSQL refuses;
 	// found here, it is a 400 instead of a command that can never apply.
 	if hasNULEscape(body) {
-		return core.Errorf(core.Invalid, "body", "must not contain the NUL character (\\u0000)")
+		return core.Errorf(core.Invalid, nulField(body), "must not contain the NUL character "+
+			"(\\u0000)")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -215,6 +217,47 @@ func decodeBody(r *http.Request, v any) error {
 		return core.Errorf(core.Invalid, "body", "has data after the JSON object")
 	}
 	return nil
+}
+
+// nulField names where a JSON text holds a NUL: the field whose value (or
+// name) has it, as a path such as attributes.segments[1]; body when it
+// cannot tell.
+func nulField(body []byte) string {
+	var v any
+	if json.Unmarshal(body, &v) != nil {
+		return "body"
+	}
+	var walk func(v any, path string) (string, bool)
+	walk = func(v any, path string) (string, bool) {
+		switch x := v.(type) {
+		case string:
+			return path, strings.ContainsRune(x, 0)
+		case []any:
+			for i, e := range x {
+				if p, ok := walk(e, fmt.Sprintf("%s[%d]", path, i)); ok {
+					return p, true
+				}
+			}
+		case map[string]any:
+			for k, e := range x {
+				p := k
+				if path != "" {
+					p = path + "." + k
+				}
+				if strings.ContainsRune(k, 0) {
+					return p, true
+				}
+				if p, ok := walk(e, p); ok {
+					return p, true
+				}
+			}
+		}
+		return "", false
+	}
+	if p, ok := walk(v, ""); ok && p != "" {
+		return p
+	}
+	return "body"
 }
 
 // hasNULEscape reports whether a JSON text holds the escape \u0000 (raw
