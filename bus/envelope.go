@@ -28,6 +28,19 @@ type Command struct {
 	Hash       string          `json:"hash"`
 	OccurredAt time.Time       `json:"occurred_at"`
 	ReceivedAt time.Time       `json:"received_at"`
+	// Audit, when set, asks the ledger to record the change in the back
+	// office's audit log, in the transaction that applies it. It is not part
+	// of Hash: it says who asked and why, not what is asked.
+	Audit *Audit `json:"audit,omitempty"`
+}
+
+// Audit is the audit note of a back-office parameter change: what kind of
+// change it is (rule.saved) and what it names (telco/base). The person is
+// the command's Actor; the ledger adds the time and the parameter as it was
+// before and is after.
+type Audit struct {
+	Action string `json:"action"`
+	Target string `json:"target"`
 }
 
 // Seal computes Hash from the fields that define what the command asks for.

@@ -7,56 +7,57 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
 )
 
-// AuditEntry says who makes a change of parameters from the back office,
-// what kind of change it is and what it names (program/rule, program/partner).
-type AuditEntry struct {
-	Actor  string
-	Action string
-	Target string
+// dispatchAudited applies cmd as dispatch does and, when it carries an
+// audit note (a parameter change made in the back office), writes the audit
+// entry: who (the command's actor), when, and the parameter as it was before
+// and as it is after, secrets masked. It runs inside the command's
+// savepoint, so the change and its entry are stored together or not at all:
+// a refusal undoes both. An entry PostgreSQL refuses outright (a value or a
+// constraint it rejects every time) refuses the command as an internal
+// fault, so that the back office hears of it; any other failure fails the
+// whole batch, which is then tried again.
+func (t *txn) dispatchAudited(ctx context.Context, cmd *bus.Command) (any, error) {
+	if cmd.Audit == nil {
+		return t.dispatch(ctx, cmd)
+	}
+	before, err := t.paramState(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	data, err := t.dispatch(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	after, err := t.paramState(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	_, err = t.tx.Exec(ctx, insertAudit, t.now, cmd.Actor, cmd.Audit.Action, cmd.Audit.Target,
+		before, after)
+	if err != nil {
+		return nil, auditFailure(err)
+	}
+	return data, nil
 }
 
-// ApplyAudited applies one parameter command (program, rule, tiers, reward,
-// partner and its keys, external program) as ApplyBatch would and, when the
-// ledger accepts it, writes the back-office audit entry in the same
-// transaction: the parameter as it was before and as it is after. Either
-// both are stored or neither. A refusal is stored as the command's result,
-// with no audit entry since nothing changed; a replay writes none either.
-// An error return means nothing was committed.
-func (l *Ledger) ApplyAudited(ctx context.Context, cmd bus.Command,
-	entry AuditEntry) (Applied, error) {
-	var out Applied
-	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
-		t := l.newTxn(tx)
-		before, err := t.paramState(ctx, &cmd)
-		if err != nil {
-			return err
-		}
-		a, err := t.apply(ctx, &cmd)
-		if err != nil {
-			return fmt.Errorf("command %s/%s: %w", cmd.Source, cmd.TxnID, err)
-		}
-		out = a
-		if a.Result.Status == bus.StatusOK && !a.Result.Replayed {
-			after, err := t.paramState(ctx, &cmd)
-			if err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, insertAudit, t.now, entry.Actor, entry.Action,
-				entry.Target, before, after); err != nil {
-				return fmt.Errorf("write audit entry: %w", err)
-			}
-		}
-		return t.flushEvents(ctx)
-	})
-	if err != nil {
-		return Applied{}, err
+// auditFailure is the error of an audit entry PostgreSQL did not store: a
+// refusal of the command when it would fail the same way every time (SQLSTATE
+// class 22, data exception, or 23, integrity constraint), else the error
+// itself.
+func auditFailure(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && len(pgErr.Code) == 5 &&
+		(pgErr.Code[:2] == "22" || pgErr.Code[:2] == "23") {
+		return core.Errorf(core.Internal, "audit", "the audit entry could not be written (%s)",
+			pgErr.Message)
 	}
-	return out, nil
+	return fmt.Errorf("write audit entry: %w", err)
 }
 
 const insertAudit = `INSERT INTO bo_audit (at, actor, action, target, before, after)

@@ -167,13 +167,14 @@ func (t *txn) applyClaimed(ctx context.Context, cmd *bus.Command) (Applied, erro
 }
 
 // run applies a claimed command inside the savepoint "cmd", which it
-// releases, and stores its result or its refusal.
+// releases, and stores its result or its refusal. A command with an audit
+// note writes its audit entry in the same savepoint (dispatchAudited).
 func (t *txn) run(ctx context.Context, cmd *bus.Command, res bus.Result) (Applied, error) {
 	t.cmd = cmd
 	t.lastMoves = nil
 	t.postings = nil
 	nEvents := len(t.events)
-	data, err := t.dispatch(ctx, cmd)
+	data, err := t.dispatchAudited(ctx, cmd)
 	t.cmd = nil
 	if err != nil {
 		derr, ok := core.AsError(err)

@@ -342,11 +342,12 @@ func sameToken(got, want string) bool {
 // audit records one change made through the back office. A failure to
 // record is logged, not shown: the change itself has happened.
 // Parameter changes, queued and rejected adjustments and changes to users
-// write theirs in the transaction of the change instead (ApplyAudited,
-// auditIn).
+// write theirs in the transaction of the change instead: parameter commands
+// carry an audit note on the bus and the ledger writes the entry as it
+// applies them (bus.Audit); the others use auditIn.
 // TODO(backoffice): user creation (CreateUser, shared with the command
 // line) could do the same. Ledger adjustments and approvals go through the
-// bus, so their entry can only follow the ledger's answer.
+// bus without a note, so their entry can only follow the ledger's answer.
 func (s *Server) audit(ctx context.Context, actor, action, target string, before,
 	after any) {
 	_, err := s.db.Exec(ctx, `INSERT INTO bo_audit (at, actor, action, target, before, after)

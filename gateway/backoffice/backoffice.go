@@ -223,6 +223,7 @@ var notices = map[string]string{
 	"partner":  "The partner was saved; the audit log has the change.",
 	"revoked":  "The key was revoked: the partner can no longer call with it.",
 	"external": "The external program was saved; the audit log has the change.",
+	"pending":  "The change was accepted and will apply shortly: the ledger has not answered yet.",
 	"password": "Your password was changed. Your other sessions were ended.",
 	"disabled": "The user was disabled and signed out everywhere.",
 	"enabled":  "The user may sign in again.",

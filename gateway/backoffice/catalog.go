@@ -60,8 +60,7 @@ func (s *Server) showTiers(w http.ResponseWriter, r *http.Request, sess *session
 
 // saveTiers replaces a program's tier levels; rows left blank are dropped.
 func (s *Server) saveTiers(w http.ResponseWriter, r *http.Request, sess *session) {
-	ps := s.params(w, r, sess)
-	if ps == nil {
+	if s.params(w, r, sess) == nil {
 		return
 	}
 	program := mux.Vars(r)["program"]
@@ -80,7 +79,7 @@ func (s *Server) saveTiers(w http.ResponseWriter, r *http.Request, sess *session
 		}
 		in.Levels = append(in.Levels, l)
 	}
-	s.save(w, r, sess, ps, f.check(in.Validate), edit{kind: core.KindTiersSet,
+	s.save(w, r, sess, f.check(in.Validate), edit{kind: core.KindTiersSet,
 		program: program, payload: in, action: "tiers.set", target: program,
 		page: "/admin/tiers", done: "tiers"}, func(status int, problem string) {
 		s.showTiers(w, r, sess, status, problem, &in)
@@ -145,8 +144,7 @@ func (s *Server) showCatalog(w http.ResponseWriter, r *http.Request, sess *sessi
 
 // saveReward creates or replaces a reward, its price and its stock.
 func (s *Server) saveReward(w http.ResponseWriter, r *http.Request, sess *session) {
-	ps := s.params(w, r, sess)
-	if ps == nil {
+	if s.params(w, r, sess) == nil {
 		return
 	}
 	ctx := r.Context()
@@ -163,7 +161,7 @@ func (s *Server) saveReward(w http.ResponseWriter, r *http.Request, sess *sessio
 		ProgramLimit: f.optInt("program_limit"), Tiers: f.list("tiers"),
 		Partner: f.str("partner"), CancelWindowSeconds: int(f.int("cancel_window_seconds")),
 		Active: &active}
-	s.save(w, r, sess, ps, f.check(e.Reward.Validate), edit{kind: core.KindRewardUpsert,
+	s.save(w, r, sess, f.check(e.Reward.Validate), edit{kind: core.KindRewardUpsert,
 		program: program, payload: e.Reward, action: "reward.saved",
 		target: program + "/" + e.Code, page: "/admin/catalog", done: "reward"},
 		func(status int, problem string) { s.showCatalog(w, r, sess, status, problem, &e) })

@@ -335,6 +335,12 @@ func (s *Server) submit(ctx context.Context, kind, program, member, txn, actor s
 	if err != nil {
 		return bus.Result{}, err
 	}
+	return s.send(ctx, cmd)
+}
+
+// send publishes cmd and waits for the ledger, as submit does.
+func (s *Server) send(ctx context.Context, cmd bus.Command) (bus.Result, error) {
+	txn := cmd.TxnID
 	if s.pub == nil {
 		return bus.Result{}, core.Errorf(core.Unavailable, "", "the bus is not connected")
 	}
@@ -377,7 +383,6 @@ func (s *Server) submit(ctx context.Context, kind, program, member, txn, actor s
 		}
 	}
 }
-
 
 // resultOf returns a ledger result, with its refusal as a *core.Error.
 func resultOf(res bus.Result) (bus.Result, error) {

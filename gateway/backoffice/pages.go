@@ -10,6 +10,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
 )
 
@@ -37,8 +38,7 @@ func (s *Server) programsPage(w http.ResponseWriter, r *http.Request, sess *sess
 // and records the before and after in the audit log, in the ledger
 // transaction of the change.
 func (s *Server) updateProgram(w http.ResponseWriter, r *http.Request, sess *session) {
-	ps := s.params(w, r, sess)
-	if ps == nil {
+	if s.params(w, r, sess) == nil {
 		return
 	}
 	ctx := r.Context()
@@ -68,8 +68,13 @@ func (s *Server) updateProgram(w http.ResponseWriter, r *http.Request, sess *ses
 		// The ledger takes the program as REST sends it: code in the envelope.
 		payload := p
 		payload.Code, payload.ID = "", ""
-		_, err = s.change(ctx, ps, sess, core.KindProgramUpsert, code, "", payload,
+		var res bus.Result
+		res, err = s.change(ctx, sess, core.KindProgramUpsert, code, "", payload,
 			"program.updated", code)
+		if err == nil && pending(res) {
+			redirect(w, r, "/admin/programs", nil, "pending")
+			return
+		}
 	}
 	if err != nil {
 		s.refused(w, r, sess, err, func(status int, problem string) {

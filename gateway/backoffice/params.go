@@ -18,12 +18,10 @@ import (
 )
 
 // paramStore is what the parameter pages need of the ledger: the reads of
-// tiers, catalog, partners and external programs, and a way to apply a
-// change together with its audit entry in one transaction. The ledger
-// implements it; with a Reader that does not, those pages answer 501.
+// tiers, catalog, partners and external programs. The changes themselves go
+// over the bus like every other write. The ledger implements it; with a
+// Reader that does not, those pages answer 501.
 type paramStore interface {
-	ApplyAudited(ctx context.Context, cmd bus.Command,
-		entry postgres.AuditEntry) (postgres.Applied, error)
 	Tiers(ctx context.Context, program string) (*core.Tiers, error)
 	Rewards(ctx context.Context, program, cursor string, limit int) ([]core.Reward, string,
 		error)
@@ -43,26 +41,29 @@ func (s *Server) params(w http.ResponseWriter, r *http.Request, sess *session) p
 	return ps
 }
 
-// change applies a parameter command of sess's user with its audit entry
-// (action, target) in the same ledger transaction. The parameter commands
-// touch no member balance, so they do not queue behind members' commands on
-// the bus: the ledger applies them at once, under their own transaction id
-// in the commands table like any other command. A refusal comes back as a
-// *core.Error.
-func (s *Server) change(ctx context.Context, ps paramStore, sess *session, kind, program,
-	member string, payload any, action, target string) (bus.Result, error) {
+// change sends a parameter command of sess's user on the bus, with an audit
+// note (action, target), and waits for the ledger as adjustments do. The
+// ledger writes the audit entry, with the parameter before and after, in
+// the transaction that applies the change, so that both are stored or
+// neither. A refusal comes back as a *core.Error; a result with an empty
+// Status means the wait ran out: the command is on the bus and will apply.
+func (s *Server) change(ctx context.Context, sess *session, kind, program, member string,
+	payload any, action, target string) (bus.Result, error) {
 	txn := "backoffice-" + strings.ReplaceAll(kind, ".", "-") + "-" + uuid.NewString()
 	cmd, err := s.command(kind, program, member, txn, sess.Name, payload)
 	if err != nil {
 		return bus.Result{}, err
 	}
-	a, err := ps.ApplyAudited(ctx, cmd, postgres.AuditEntry{Actor: sess.Name,
-		Action: action, Target: target})
+	cmd.Audit = &bus.Audit{Action: action, Target: target}
+	res, err := s.send(ctx, cmd)
 	if err != nil {
-		return bus.Result{}, fmt.Errorf("apply %s: %w", kind, err)
+		return res, fmt.Errorf("apply %s: %w", kind, err)
 	}
-	return resultOf(a.Result)
+	return res, nil
 }
+
+// pending tells whether res is the answer of a wait that ran out.
+func pending(res bus.Result) bool { return res.Status == "" }
 
 // problemOf is the message a page shows for a refused change, or "" when
 // err is not the user's mistake (the caller then fails with 500).
@@ -199,19 +200,26 @@ type edit struct {
 }
 
 // save applies e unless err (a bad field or a failed check) refuses it
-// already. A success goes back to the page of the program with its notice;
-// a refusal shows the page again through again, with the form refilled.
-func (s *Server) save(w http.ResponseWriter, r *http.Request, sess *session, ps paramStore,
+// already. A success goes back to the page of the program with its notice
+// (or, when the ledger has not answered in time, the notice that the change
+// will apply); a refusal shows the page again through again, with the form
+// refilled.
+func (s *Server) save(w http.ResponseWriter, r *http.Request, sess *session,
 	err error, e edit, again func(status int, problem string)) {
+	var res bus.Result
 	if err == nil {
-		_, err = s.change(r.Context(), ps, sess, e.kind, e.program, e.member, e.payload,
+		res, err = s.change(r.Context(), sess, e.kind, e.program, e.member, e.payload,
 			e.action, e.target)
 	}
 	if err != nil {
 		s.refused(w, r, sess, err, again)
 		return
 	}
-	redirect(w, r, e.page, url.Values{"program": {e.program}}, e.done)
+	done := e.done
+	if pending(res) {
+		done = "pending"
+	}
+	redirect(w, r, e.page, url.Values{"program": {e.program}}, done)
 }
 
 // check returns the form's first bad field, or else what validate finds.

@@ -3,18 +3,80 @@ package backoffice
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/puntos-loyalty/puntos/bus"
+	"github.com/puntos-loyalty/puntos/bus/natsbus"
 	"github.com/puntos-loyalty/puntos/core"
 	"github.com/puntos-loyalty/puntos/core/postgres"
 )
+
+// newBusRig is newRig with a bus and a consumer on it (see connectBus and
+// consume). Parameter changes reach the ledger only this way.
+func newBusRig(t *testing.T, opt Options) *rig {
+	t.Helper()
+	rg := newRig(t, opt)
+	rg.consume(rg.connectBus())
+	return rg
+}
+
+// connectBus gives the back office a bus of its own: an embedded NATS
+// server with one command partition.
+func (rg *rig) connectBus() *natsbus.Bus {
+	t := rg.t
+	t.Helper()
+	srv, natsURL, err := natsbus.StartEmbedded(t.TempDir(), -1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b, err := natsbus.Connect(context.Background(), natsbus.Config{URL: natsURL,
+		Partitions: 1, RetryDelay: 50 * time.Millisecond,
+		MaxRetryDelay: 200 * time.Millisecond}, log)
+	if err != nil {
+		t.Fatalf("connect bus: %v", err)
+	}
+	t.Cleanup(b.Close)
+	rg.s.pub = b
+	return b
+}
+
+// consume stands in for the core process, which this package cannot start:
+// until the test ends it applies each batch of commands on b with
+// Ledger.ApplyBatch and announces the results, as the core consumer does.
+func (rg *rig) consume(b *natsbus.Bus) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = b.Consume(ctx, 0, 16, 100*time.Millisecond,
+			func(ctx context.Context, batch []*natsbus.Delivery) error {
+				cmds := make([]bus.Command, len(batch))
+				for i, d := range batch {
+					cmds[i] = d.Command
+				}
+				out, err := rg.ledger().ApplyBatch(ctx, cmds)
+				if err != nil {
+					return err
+				}
+				for _, a := range out {
+					_ = b.PublishResult(a.Result)
+				}
+				return nil
+			})
+	}()
+	rg.t.Cleanup(func() { cancel(); <-done })
+}
 
 // ledger is the rig's ledger.
 func (rg *rig) ledger() *postgres.Ledger { return rg.s.read.(*postgres.Ledger) }
@@ -84,7 +146,7 @@ func problemText(body string) string {
 // it; each change is one audit entry with the rule before and after.
 func TestRuleChangesAreAuditedAndSimulated(t *testing.T) {
 	t.Parallel()
-	rg := newRig(t, Options{})
+	rg := newBusRig(t, Options{})
 	rg.telco()
 	rg.user("olga", RoleOperator)
 	b := rg.browser()
@@ -162,7 +224,7 @@ func TestRuleChangesAreAuditedAndSimulated(t *testing.T) {
 // audit log and no secret is.
 func TestCatalogPartnersExternalAreAudited(t *testing.T) {
 	t.Parallel()
-	rg := newRig(t, Options{})
+	rg := newBusRig(t, Options{})
 	rg.telco()
 	rg.user("root", RoleAdministrator)
 	b := rg.browser()
@@ -260,7 +322,7 @@ func TestCatalogPartnersExternalAreAudited(t *testing.T) {
 // the change it records must not be applied either.
 func TestAuditEntryAndChangeCommitTogether(t *testing.T) {
 	t.Parallel()
-	rg := newRig(t, Options{})
+	rg := newBusRig(t, Options{})
 	rg.telco()
 	rg.user("olga", RoleOperator)
 	if _, err := rg.db.Exec(context.Background(), `ALTER TABLE bo_audit
@@ -273,9 +335,69 @@ func TestAuditEntryAndChangeCommitTogether(t *testing.T) {
 		"code": {"movie"}, "name": {"Cinema ticket"}, "points": {"1200"}, "active": {"1"}})
 	mustStatus(t, "reward without its audit entry", res, body,
 		http.StatusInternalServerError)
+	if !strings.Contains(body, "Something went wrong") {
+		t.Fatalf("the page does not report the failure:\n%s", body)
+	}
 	if _, err := rg.ledger().Reward(context.Background(), "telco", "movie"); core.KindOf(err) !=
 		core.NotFound {
 		t.Fatalf("the reward exists without its audit entry: %v", err)
+	}
+	// The ledger stored the refusal, so the command is settled, not retried.
+	if n := rg.count(`SELECT count(*) FROM commands WHERE kind = $1 AND status = 'rejected'
+		AND result->'error'->>'field' = 'audit'`, core.KindRewardUpsert); n != 1 {
+		t.Fatalf("%d refusals of the reward stored, want 1", n)
+	}
+	// Once the audit log takes entries again, the same form saves both.
+	if _, err := rg.db.Exec(context.Background(),
+		`ALTER TABLE bo_audit DROP CONSTRAINT no_rewards`); err != nil {
+		t.Fatal(err)
+	}
+	res, body = b.post("/admin/catalog/telco", url.Values{"csrf": {token},
+		"code": {"movie"}, "name": {"Cinema ticket"}, "points": {"1200"}, "active": {"1"}})
+	mustStatus(t, "reward with its audit entry", res, body, http.StatusSeeOther)
+	if r, err := rg.ledger().Reward(context.Background(), "telco", "movie"); err != nil ||
+		r.Points != 1200 {
+		t.Fatalf("reward after the audit log is back: %+v %v", r, err)
+	}
+	if got := rg.auditRows("reward.saved"); len(got) != 1 ||
+		!strings.HasPrefix(got[0], "olga telco/movie null -> ") {
+		t.Fatalf("audit of the reward: %q", got)
+	}
+}
+
+// TestChangeAcceptedWhileLedgerIsSlow: when the ledger does not answer in
+// time the page says the change was accepted and will apply, not that it
+// failed; it then applies, with its audit entry, once core takes it.
+func TestChangeAcceptedWhileLedgerIsSlow(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, Options{Wait: 300 * time.Millisecond})
+	rg.telco()
+	rg.user("olga", RoleOperator)
+	bs := rg.connectBus()
+	b := rg.browser()
+	token := b.mustSignIn("olga")
+	res, body := b.post("/admin/catalog/telco", url.Values{"csrf": {token},
+		"code": {"movie"}, "name": {"Cinema ticket"}, "points": {"1200"}, "active": {"1"}})
+	mustStatus(t, "reward while core is away", res, body, http.StatusSeeOther)
+	_, page, _ := b.get(res.Header.Get("Location"))
+	if !strings.Contains(page, "accepted and will apply") {
+		t.Fatalf("the page does not say the change will apply:\n%s", problemText(page))
+	}
+	if _, err := rg.ledger().Reward(context.Background(), "telco", "movie"); core.KindOf(err) !=
+		core.NotFound {
+		t.Fatalf("the reward exists before core applied it: %v", err)
+	}
+	rg.consume(bs)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(rg.auditRows("reward.saved")) == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if r, err := rg.ledger().Reward(context.Background(), "telco", "movie"); err != nil ||
+		r.Points != 1200 {
+		t.Fatalf("reward after core came back: %+v %v", r, err)
+	}
+	if got := rg.auditRows("reward.saved"); len(got) != 1 {
+		t.Fatalf("audit of the reward: %q", got)
 	}
 }
 
@@ -284,7 +406,7 @@ func TestAuditEntryAndChangeCommitTogether(t *testing.T) {
 // forged posts are refused with 403 and change nothing.
 func TestReadOnlyRolesCannotChangeParameters(t *testing.T) {
 	t.Parallel()
-	rg := newRig(t, Options{})
+	rg := newBusRig(t, Options{})
 	rg.telco()
 	rg.user("ana", RoleAnalyst)
 	rg.user("aldo", RoleAuditor)

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/gorilla/mux"
 
+	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
 	"github.com/puntos-loyalty/puntos/core/postgres"
 )
@@ -35,6 +36,9 @@ type issuedKey struct {
 	Partner string
 	ID      string
 	Key     string
+	// Pending is set when the ledger had not answered in time: the key is
+	// on its way and works once the ledger applies it.
+	Pending bool
 }
 
 func (s *Server) partnersPage(w http.ResponseWriter, r *http.Request, sess *session) {
@@ -69,7 +73,11 @@ func (s *Server) showPartners(w http.ResponseWriter, r *http.Request, sess *sess
 		}
 	}
 	notice := ""
-	if key != nil {
+	switch {
+	case key != nil && key.Pending:
+		notice = "The key was accepted and will work once the ledger applies it, " +
+			"shortly. Copy it now: it is shown only this once."
+	case key != nil:
 		notice = "The key was issued. Copy it now: it is shown only this once."
 	}
 	s.render(w, r, status, "partners.html", view{Title: "Partners", User: sess,
@@ -78,8 +86,7 @@ func (s *Server) showPartners(w http.ResponseWriter, r *http.Request, sess *sess
 
 // savePartner creates or replaces a partner merchant.
 func (s *Server) savePartner(w http.ResponseWriter, r *http.Request, sess *session) {
-	ps := s.params(w, r, sess)
-	if ps == nil {
+	if s.params(w, r, sess) == nil {
 		return
 	}
 	program := mux.Vars(r)["program"]
@@ -90,18 +97,18 @@ func (s *Server) savePartner(w http.ResponseWriter, r *http.Request, sess *sessi
 		CanEarn: f.bool("can_earn"), MaxBurnPoints: core.Points(f.int("max_burn_points")),
 		MaxEarnAmount:  f.str("max_earn_amount"),
 		HoldTTLSeconds: int(f.int("hold_ttl_seconds")), Active: &active}
-	s.save(w, r, sess, ps, f.check(p.Validate), edit{kind: core.KindPartnerUpsert,
+	s.save(w, r, sess, f.check(p.Validate), edit{kind: core.KindPartnerUpsert,
 		program: program, payload: p, action: "partner.saved", target: program + "/" + p.Code,
 		page: "/admin/partners", done: "partner"}, func(status int, problem string) {
 		s.showPartners(w, r, sess, status, problem, &p, nil)
 	})
 }
 
-// issueKey makes a partner API key and shows it once. Only its SHA-256
-// digest reaches the ledger; the audit log records its id and prefix.
+// issueKey makes a partner API key and shows it once. The key is made here,
+// in the gateway, so that only its SHA-256 digest travels on the bus and
+// reaches the ledger; the audit log records its id and prefix.
 func (s *Server) issueKey(w http.ResponseWriter, r *http.Request, sess *session) {
-	ps := s.params(w, r, sess)
-	if ps == nil {
+	if s.params(w, r, sess) == nil {
 		return
 	}
 	program, partner := mux.Vars(r)["program"], mux.Vars(r)["partner"]
@@ -124,8 +131,9 @@ func (s *Server) issueKey(w http.ResponseWriter, r *http.Request, sess *session)
 	key := partnerKeyPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
 	sum := sha256.Sum256([]byte(key))
 	id := uuid.Must(uuid.NewV7()).String()
+	var res bus.Result
 	if err == nil {
-		_, err = s.change(r.Context(), ps, sess, core.KindPartnerKeyCreate, program, "",
+		res, err = s.change(r.Context(), sess, core.KindPartnerKeyCreate, program, "",
 			core.CreatePartnerKey{Partner: partner, KeyID: id, Prefix: key[:10],
 				Digest: hex.EncodeToString(sum[:]), Scopes: scopes},
 			"partner.key_issued", program+"/"+partner)
@@ -139,17 +147,16 @@ func (s *Server) issueKey(w http.ResponseWriter, r *http.Request, sess *session)
 	// The answer to the POST itself shows the key, never a later page. A
 	// reload would post again and make a second key (the browser asks first).
 	s.showPartners(w, r, sess, http.StatusCreated, "", nil,
-		&issuedKey{Partner: partner, ID: id, Key: key})
+		&issuedKey{Partner: partner, ID: id, Key: key, Pending: pending(res)})
 }
 
 // revokeKey revokes a partner's key for good.
 func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, sess *session) {
-	ps := s.params(w, r, sess)
-	if ps == nil {
+	if s.params(w, r, sess) == nil {
 		return
 	}
 	v := mux.Vars(r)
-	s.save(w, r, sess, ps, nil, edit{kind: core.KindPartnerKeyRevoke, program: v["program"],
+	s.save(w, r, sess, nil, edit{kind: core.KindPartnerKeyRevoke, program: v["program"],
 		payload: core.RevokePartnerKey{Partner: v["partner"], KeyID: v["key"]},
 		action:  "partner.key_revoked", target: v["program"] + "/" + v["partner"],
 		page: "/admin/partners", done: "revoked"}, func(status int, problem string) {
@@ -236,7 +243,7 @@ func (s *Server) saveExternal(w http.ResponseWriter, r *http.Request, sess *sess
 	// it: changes to one external program apply in order.
 	payload := e
 	payload.Code = ""
-	s.save(w, r, sess, ps, f.check(e.Validate), edit{kind: core.KindExternalUpsert,
+	s.save(w, r, sess, f.check(e.Validate), edit{kind: core.KindExternalUpsert,
 		program: program, member: e.Code, payload: payload, action: "external.saved",
 		target: program + "/" + e.Code, page: "/admin/external", done: "external"},
 		func(status int, problem string) { s.showExternal(w, r, sess, status, problem, &e) })

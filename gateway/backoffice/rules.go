@@ -122,8 +122,7 @@ func editOf(rule core.Rule, loc *time.Location) ruleEdit {
 // saveRule creates a rule or stores a new version of one. The new version
 // is in force from its valid-from, or from now when that is blank.
 func (s *Server) saveRule(w http.ResponseWriter, r *http.Request, sess *session) {
-	ps := s.params(w, r, sess)
-	if ps == nil {
+	if s.params(w, r, sess) == nil {
 		return
 	}
 	ctx := r.Context()
@@ -155,7 +154,7 @@ func (s *Server) saveRule(w http.ResponseWriter, r *http.Request, sess *session)
 		PerDay: core.Points(f.int("cap_day")), PerMonth: core.Points(f.int("cap_month")),
 		PerYear: core.Points(f.int("cap_year")), Budget: core.Points(f.int("cap_budget"))}
 	// The ledger checks the rule (the condition compiles, the formula fits).
-	s.save(w, r, sess, ps, f.err, edit{kind: core.KindRuleUpsert, program: program,
+	s.save(w, r, sess, f.err, edit{kind: core.KindRuleUpsert, program: program,
 		payload: postgres.RuleUpsert{Rule: *rule, Mode: e.Mode}, action: "rule." + e.Mode + "d",
 		target: program + "/" + rule.Code, page: "/admin/rules", done: "rule"},
 		func(status int, problem string) { s.showRules(w, r, sess, status, problem, &e) })
@@ -163,12 +162,11 @@ func (s *Server) saveRule(w http.ResponseWriter, r *http.Request, sess *session)
 
 // retireRule ends a rule's force now.
 func (s *Server) retireRule(w http.ResponseWriter, r *http.Request, sess *session) {
-	ps := s.params(w, r, sess)
-	if ps == nil {
+	if s.params(w, r, sess) == nil {
 		return
 	}
 	program, code := mux.Vars(r)["program"], mux.Vars(r)["code"]
-	s.save(w, r, sess, ps, nil, edit{kind: core.KindRuleRetire, program: program,
+	s.save(w, r, sess, nil, edit{kind: core.KindRuleRetire, program: program,
 		payload: core.RuleRetire{Code: code}, action: "rule.retired",
 		target: program + "/" + code, page: "/admin/rules", done: "retired"},
 		func(status int, problem string) { s.showRules(w, r, sess, status, problem, nil) })
