@@ -65,7 +65,13 @@ func Reconciled(t testing.TB, ch driver.Conn, pg *pgxpool.Pool, program string,
 		diffs, err := reporting.Reconcile(ctx, ch, pg, program, from, to)
 		cancel()
 		if err != nil {
-			t.Fatalf("reconcile %s: %v", program, err)
+			// The sink migrates the schema when it starts, in the background:
+			// until it has, the report tables may not exist yet.
+			if time.Now().After(deadline) {
+				t.Fatalf("reconcile %s: %v", program, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+			continue
 		}
 		if len(diffs) == 0 {
 			var n int64
