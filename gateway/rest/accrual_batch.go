@@ -117,6 +117,11 @@ func (s *Server) accrueBatch(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
+	// An unknown program would refuse every event one by one; say it once.
+	if _, err := s.read.Program(r.Context(), mux.Vars(r)["program"]); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	bp, ok := s.pub.(BatchPublisher)
 	if !ok {
 		s.writeError(w, r, core.Errorf(core.Unavailable, "",
@@ -251,9 +256,12 @@ func (s *Server) batchCommand(r *http.Request, i int, ev batchEvent) (bus.Comman
 // checkAccrual checks one accrual event, for the single route and for each
 // event of a batch, so that the two cannot drift apart.
 func checkAccrual(in eventBody, now time.Time) (core.Accrue, error) {
-	if strings.TrimSpace(in.Type) == "" || len(in.Type) > 64 {
+	if strings.TrimSpace(in.Type) == "" {
 		return core.Accrue{}, core.Errorf(core.Invalid, "type",
 			"is required: the event type, such as bill_paid")
+	}
+	if len(in.Type) > 64 {
+		return core.Accrue{}, core.Errorf(core.Invalid, "type", "must be at most 64 bytes")
 	}
 	if in.Amount == nil {
 		return core.Accrue{}, core.Errorf(core.Invalid, "amount",

@@ -62,7 +62,7 @@ func TestContractAccrualBatchExample(t *testing.T) {
 	}
 
 	send := func(b Publisher) *httptest.ResponseRecorder {
-		s := New(b, contractReader{}, slog.New(slog.DiscardHandler),
+		s := New(b, contractReader{programs: true}, slog.New(slog.DiscardHandler),
 			Options{Wait: time.Second, Keys: map[string]string{contractKey: "contract"}})
 		s.now = func() time.Time { return contractNow }
 		router := mux.NewRouter()

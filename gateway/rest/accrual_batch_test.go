@@ -234,4 +234,14 @@ func TestAccrualBatch(t *testing.T) {
 	if got := p.balances(); got != want {
 		t.Fatalf("after the corrected batch: balances %v, want %v", got, want)
 	}
+
+	// A program that does not exist is refused once, for the whole request.
+	raw := p.must(404, "POST", "/v1/programs/nosuch/events/batches", "",
+		batchBody([]batchEvent{{Member: "A", TxnID: "b3-0", Type: "top_up", Amount: "5"}}))
+	var prob struct {
+		Field string `json:"field"`
+	}
+	if err := json.Unmarshal(raw, &prob); err != nil || prob.Field != "program" {
+		t.Fatalf("unknown program: %s, want a problem naming program", raw)
+	}
 }
