@@ -3,6 +3,7 @@ package core
 import (
 	"log/slog"
 	"math/big"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strings"
@@ -159,6 +160,11 @@ func (e *ExternalProgram) Validate() error {
 			return Errorf(Invalid, "endpoint",
 				"must be an http or https URL without credentials, query or fragment")
 		}
+		if ip, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err == nil &&
+			!PartnerAddrAllowed(ip) {
+			return Errorf(Invalid, "endpoint", "must not be a link-local, multicast or "+
+				"unspecified address (such as a cloud metadata service)")
+		}
 	case FlavourFile:
 		if e.Endpoint != "" {
 			return Errorf(Invalid, "endpoint", "is not used by the file flavour")
@@ -170,6 +176,17 @@ func (e *ExternalProgram) Validate() error {
 		return Errorf(Invalid, "credentials", "must be one line of at most 4096 characters")
 	}
 	return nil
+}
+
+// PartnerAddrAllowed tells whether Puntos may connect to ip to reach a
+// partner: never a link-local address (169.254.0.0/16, where cloud metadata
+// services answer, or fe80::/10), a multicast or the unspecified address.
+// Private and loopback addresses are allowed: partners may sit on the
+// operator's own network.
+func PartnerAddrAllowed(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	return !(ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsMulticast() ||
+		ip.IsInterfaceLocalMulticast() || ip.IsUnspecified())
 }
 
 // Public returns a copy fit to show or log: the secret masked.

@@ -103,3 +103,26 @@ func TestDayAndMonthStart(t *testing.T) {
 		}
 	}
 }
+
+func TestExternalEndpointNeverLinkLocal(t *testing.T) {
+	for endpoint, ok := range map[string]bool{
+		"https://miles.example.com/api": true,
+		"http://10.9.9.9/x":             true,
+		"http://127.0.0.1:9000":         true,
+		"http://169.254.169.254/latest": false,
+		"http://[fe80::1]/x":            false,
+		"http://0.0.0.0/x":              false,
+		"http://[::ffff:169.254.1.1]/x": false,
+	} {
+		e := ExternalProgram{Code: "sky", Name: "Sky", Ratio: "0.5", Flavour: FlavourHTTP,
+			Endpoint: endpoint}
+		e.Defaults()
+		err := e.Validate()
+		if got := err == nil; got != ok {
+			t.Errorf("%s: %v, want allowed %v", endpoint, err, ok)
+		}
+		if de, isErr := AsError(err); !ok && (!isErr || de.Field != "endpoint") {
+			t.Errorf("%s: %v, want a refusal naming endpoint", endpoint, err)
+		}
+	}
+}

@@ -6,12 +6,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
+
+	"github.com/puntos-loyalty/puntos/core"
 )
 
 // HTTPOptions tunes the calls of an HTTPPartner.
@@ -54,13 +59,31 @@ type HTTPPartner struct {
 func NewHTTPPartner(endpoint, secret string, opt HTTPOptions) *HTTPPartner {
 	opt.defaults()
 	c := retryablehttp.NewClient()
-	c.HTTPClient = &http.Client{Timeout: opt.Timeout}
+	dialer := &net.Dialer{Timeout: opt.Timeout, Control: refuseForbiddenAddr}
+	c.HTTPClient = &http.Client{Timeout: opt.Timeout, Transport: &http.Transport{
+		DialContext: dialer.DialContext, TLSHandshakeTimeout: opt.Timeout,
+		MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second}}
 	c.RetryMax = opt.Retries
 	c.RetryWaitMin, c.RetryWaitMax = opt.RetryWaitMin, opt.RetryWaitMax
 	// The library's own log lines would go to the standard logger; the
 	// worker logs each attempt's outcome instead.
 	c.Logger = nil
 	return &HTTPPartner{base: strings.TrimRight(endpoint, "/"), secret: secret, client: c}
+}
+
+// refuseForbiddenAddr stops a connection to an address no partner may have
+// (core.PartnerAddrAllowed), whatever name or redirect led there; it runs
+// before the connection is attempted.
+func refuseForbiddenAddr(network, address string, _ syscall.RawConn) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return fmt.Errorf("partner address %q: %w", address, err)
+	}
+	if !core.PartnerAddrAllowed(ap.Addr()) {
+		return fmt.Errorf("partner address %s refused: link-local, multicast or unspecified",
+			ap.Addr())
+	}
+	return nil
 }
 
 // String names the partner without its secret.
