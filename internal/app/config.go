@@ -121,7 +121,7 @@ var settings = []setting{
 	{"result-wait", "PUNTOS_RESULT_WAIT", "5s", "how long a write waits before answering 202",
 		false, dur("result-wait", func(c *Config) *time.Duration { return &c.ResultWait })},
 	{"clickhouse-addr", "PUNTOS_CLICKHOUSE_ADDR", "127.0.0.1:19000",
-		"ClickHouse native address; empty disables reporting", false,
+		"ClickHouse native address; off (or an empty flag) disables reporting", false,
 		str(func(c *Config) *string { return &c.ClickHouseAddr })},
 	{"clickhouse-db", "PUNTOS_CLICKHOUSE_DB", "puntos", "ClickHouse database", false,
 		str(func(c *Config) *string { return &c.ClickHouseDB })},
@@ -203,6 +203,10 @@ func LoadConfig(name string, args []string, getenv func(string) string,
 	}
 	if c.NATSSync != "always" && c.NATSSync != "interval" {
 		return nil, nil, fmt.Errorf("nats-sync: must be always or interval")
+	}
+	// An empty variable counts as unset, so the environment says "off".
+	if strings.EqualFold(strings.TrimSpace(c.ClickHouseAddr), "off") {
+		c.ClickHouseAddr = ""
 	}
 	if abs, err := filepath.Abs(c.DataDir); err == nil {
 		c.DataDir = abs

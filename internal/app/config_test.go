@@ -25,6 +25,28 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 }
 
+// Reporting is switched off from the environment with "off" (an empty
+// variable counts as unset) or with an empty flag.
+func TestClickHouseOff(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{nil, nil, "127.0.0.1:19000"},
+		{map[string]string{"PUNTOS_CLICKHOUSE_ADDR": ""}, nil, "127.0.0.1:19000"},
+		{map[string]string{"PUNTOS_CLICKHOUSE_ADDR": "off"}, nil, ""},
+		{map[string]string{"PUNTOS_CLICKHOUSE_ADDR": "OFF"}, nil, ""},
+		{nil, []string{"--clickhouse-addr="}, ""},
+	} {
+		c, _, err := LoadConfig("run", tc.args, env(tc.env), &bytes.Buffer{})
+		if err != nil || c.ClickHouseAddr != tc.want {
+			t.Errorf("env %v args %v: %q (%v), want %q", tc.env, tc.args, c.ClickHouseAddr,
+				err, tc.want)
+		}
+	}
+}
+
 func TestConfigErrorsNameTheSetting(t *testing.T) {
 	for _, tc := range []struct{ args, want string }{
 		{"--partitions=x", "partitions"},
