@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -131,60 +132,28 @@ func TestNATSRestartedUnderLoad(t *testing.T) {
 			map[string]any{"customer_ref": fmt.Sprintf("M%02d", m)})
 	}
 
-	// Each member's accruals from its own caller, in order, retried until
-	// accepted (201 or 202).
-	var sent sync.WaitGroup
-	var retried int64
-	var rmu sync.Mutex
-	halfway := make(chan struct{}, members)
-	for m := range members {
-		sent.Add(1)
-		go func() {
-			defer sent.Done()
-			for i := range perMember {
-				if i == perMember/3 {
-					halfway <- struct{}{}
-				}
-				path := fmt.Sprintf("/v1/programs/telco/members/M%02d/events", m)
-				txn := fmt.Sprintf("acc-%d-%d", m, i)
-				deadline := time.Now().Add(60 * time.Second)
-				for {
-					r := c.send("POST", path, txn, map[string]any{"type": "top_up",
-						"amount": "10.00"})
-					if r.status == 201 || r.status == 202 {
-						break
-					}
-					if r.status != 503 || time.Now().After(deadline) {
-						t.Errorf("accrual %s: %d %s", txn, r.status, r.raw)
-						return
-					}
-					rmu.Lock()
-					retried++
-					rmu.Unlock()
-					time.Sleep(100 * time.Millisecond)
-				}
-			}
-		}()
-	}
-
 	// Restart NATS once every caller is a third of the way through.
-	for range members {
-		select {
-		case <-halfway:
-		case <-time.After(60 * time.Second):
-			t.Fatal("the callers did not get a third of the way")
+	load := faultLoad(t, c.base, members, perMember, 60*time.Second, func(*atomic.Bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		current.Shutdown()
+		current.WaitForShutdown()
+		time.Sleep(500 * time.Millisecond)
+		var err error
+		if current, _, err = natsbus.StartEmbedded(dir, port, true); err != nil {
+			t.Errorf("restart nats: %v", err)
+		}
+	})
+	if t.Failed() {
+		return
+	}
+	// The gateway stays up: a restart of its bus answers 503, nothing else.
+	for status := range load.statuses {
+		if status != 503 || load.transport != 0 {
+			t.Fatalf("answers while NATS restarted: %v, %d without an answer; want 503 only",
+				load.statuses, load.transport)
 		}
 	}
-	mu.Lock()
-	current.Shutdown()
-	current.WaitForShutdown()
-	time.Sleep(500 * time.Millisecond)
-	current, _, err = natsbus.StartEmbedded(dir, port, true)
-	mu.Unlock()
-	if err != nil {
-		t.Fatalf("restart nats: %v", err)
-	}
-	sent.Wait()
 
 	// Everything accepted is applied, once.
 	want := members * perMember
@@ -200,5 +169,5 @@ func TestNATSRestartedUnderLoad(t *testing.T) {
 	if v, err := a.Ledger.Check(ctx); err != nil || len(v) > 0 {
 		t.Fatalf("ledger invariants: %+v %v", v, err)
 	}
-	t.Logf("%d accruals posted once; %d answers were 503 and retried", want, retried)
+	t.Logf("%d accruals posted once; %d answers were 503 and retried", want, load.retried)
 }

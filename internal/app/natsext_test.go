@@ -3,7 +3,6 @@ package app
 import (
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -120,69 +119,20 @@ func TestExternalNATSKilledUnderLoad(t *testing.T) {
 	}
 	start := time.Now()
 
-	// Each member's accruals from its own caller, in order, each retried
-	// until accepted (201 or 202).
-	hc := &http.Client{Timeout: 20 * time.Second}
-	var retried, afterKill atomic.Int64
-	var killed atomic.Bool
-	statuses := map[int]int{}
-	var smu sync.Mutex
-	var sent sync.WaitGroup
-	halfway := make(chan struct{}, members)
-	for m := range members {
-		sent.Go(func() {
-			for i := range perMember {
-				if i == perMember/3 {
-					halfway <- struct{}{}
-				}
-				path := fmt.Sprintf("/v1/programs/telco/members/M%02d/events", m)
-				txn := fmt.Sprintf("acc-%d-%d", m, i)
-				deadline := time.Now().Add(60 * time.Second)
-				for {
-					if killed.Load() {
-						afterKill.Add(1)
-					}
-					r, err := call(hc, c.base, testKey, "POST", path, txn,
-						map[string]any{"type": "top_up", "amount": "10.00"})
-					if err == nil && (r.status == 201 || r.status == 202) {
-						break
-					}
-					if err == nil {
-						smu.Lock()
-						statuses[r.status]++
-						smu.Unlock()
-					}
-					if (err == nil && r.status < 500) || time.Now().After(deadline) {
-						t.Errorf("accrual %s: %d %s %v", txn, r.status, r.raw, err)
-						return
-					}
-					retried.Add(1)
-					time.Sleep(100 * time.Millisecond)
-				}
-			}
-		})
-	}
-
 	// Kill the server once every caller is a third of the way through; start
 	// it again three seconds later on the same port and store.
-	for range members {
-		select {
-		case <-halfway:
-		case <-time.After(60 * time.Second):
-			t.Fatal("the callers did not get a third of the way")
+	load := faultLoad(t, c.base, members, perMember, 60*time.Second, func(afterKill *atomic.Bool) {
+		srv.kill()
+		afterKill.Store(true)
+		time.Sleep(3 * time.Second)
+		if err := srv.start(); err != nil {
+			t.Errorf("restart nats-server: %v", err)
 		}
-	}
-	srv.kill()
-	killed.Store(true)
-	time.Sleep(3 * time.Second)
-	if err := srv.start(); err != nil {
-		t.Fatalf("restart nats-server: %v", err)
-	}
-	sent.Wait()
+	})
 	if t.Failed() {
 		return
 	}
-	if afterKill.Load() == 0 {
+	if load.inFault == 0 {
 		t.Fatal("no accrual was sent after the kill; the test proved nothing")
 	}
 
@@ -201,5 +151,5 @@ func TestExternalNATSKilledUnderLoad(t *testing.T) {
 		t.Fatalf("%d postings reconciled with ClickHouse; want %d", n, want)
 	}
 	t.Logf("%d accruals posted once and reconciled with ClickHouse; %d attempts after the "+
-		"kill, %d retried (statuses %v)", want, afterKill.Load(), retried.Load(), statuses)
+		"kill, %d retried (statuses %v)", want, load.inFault, load.retried, load.statuses)
 }

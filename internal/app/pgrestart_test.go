@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -175,75 +174,26 @@ func TestPostgresRestartedUnderLoad(t *testing.T) {
 			map[string]any{"customer_ref": fmt.Sprintf("M%02d", m)})
 	}
 
-	hc := &http.Client{Timeout: 20 * time.Second}
-	var retried, transport, accepted, duringOutage atomic.Int64
-	var down atomic.Bool
-	statuses := map[int]int{}
-	var smu sync.Mutex
-	var sent sync.WaitGroup
-	halfway := make(chan struct{}, members)
-	for m := range members {
-		sent.Go(func() {
-			for i := range perMember {
-				if i == perMember/3 {
-					halfway <- struct{}{}
-				}
-				path := fmt.Sprintf("/v1/programs/telco/members/M%02d/events", m)
-				txn := fmt.Sprintf("acc-%d-%d", m, i)
-				deadline := time.Now().Add(90 * time.Second)
-				for {
-					if down.Load() {
-						duringOutage.Add(1)
-					}
-					r, err := call(hc, c.base, testKey, "POST", path, txn,
-						map[string]any{"type": "top_up", "amount": "10.00"})
-					if err == nil && r.status == 202 {
-						accepted.Add(1)
-					}
-					if err == nil && (r.status == 201 || r.status == 202) {
-						break
-					}
-					if err == nil {
-						smu.Lock()
-						statuses[r.status]++
-						smu.Unlock()
-					} else {
-						transport.Add(1)
-					}
-					if (err == nil && r.status < 500) || time.Now().After(deadline) {
-						t.Errorf("accrual %s: %d %s %v", txn, r.status, r.raw, err)
-						return
-					}
-					retried.Add(1)
-					time.Sleep(100 * time.Millisecond)
-				}
-			}
-		})
-	}
-
 	// Restart PostgreSQL once every caller is a third of the way through.
-	for range members {
-		select {
-		case <-halfway:
-		case <-time.After(60 * time.Second):
-			t.Fatal("the callers did not get a third of the way")
+	var restarted time.Time
+	load := faultLoad(t, c.base, members, perMember, 90*time.Second, func(down *atomic.Bool) {
+		down.Store(true)
+		defer down.Store(false)
+		if err := pg.stop(); err != nil {
+			t.Errorf("stop PostgreSQL: %v", err)
+			return
 		}
-	}
-	down.Store(true)
-	if err := pg.stop(); err != nil {
-		t.Fatalf("stop PostgreSQL: %v", err)
-	}
-	time.Sleep(2 * time.Second)
-	if err := pg.start(); err != nil {
-		t.Fatalf("start PostgreSQL again: %v", err)
-	}
-	down.Store(false)
-	restarted := time.Now()
-	sent.Wait()
+		time.Sleep(2 * time.Second)
+		if err := pg.start(); err != nil {
+			t.Errorf("start PostgreSQL again: %v", err)
+		}
+		restarted = time.Now()
+	})
+
 	if t.Failed() {
 		return
 	}
-	if duringOutage.Load() == 0 {
+	if load.inFault == 0 {
 		t.Fatal("no accrual was sent while PostgreSQL was down; the test proved nothing")
 	}
 
@@ -278,6 +228,6 @@ func TestPostgresRestartedUnderLoad(t *testing.T) {
 		t.Fatalf("ledger invariants: %+v %v", v, err)
 	}
 	t.Logf("%d accruals posted once; %d attempts while PostgreSQL was down; %d answered 202; "+
-		"%d attempts retried (%d transport errors, statuses %v)", want, duringOutage.Load(),
-		accepted.Load(), retried.Load(), transport.Load(), statuses)
+		"%d attempts retried (%d transport errors, statuses %v)", want, load.inFault,
+		load.accepted, load.retried, load.transport, load.statuses)
 }
