@@ -22,26 +22,34 @@ const resultBuffer = 4
 // subscription.
 const subscribeTimeout = 2 * time.Second
 
+// commandMsg is the message of a sealed command, on its member's partition.
+func (b *Bus) commandMsg(cmd bus.Command) (*nats.Msg, error) {
+	if len(cmd.Hash) < 16 {
+		return nil, errors.New("publish command: not sealed")
+	}
+	if cmd.Source == "" || cmd.TxnID == "" {
+		return nil, errors.New("publish command: no source or transaction id")
+	}
+	data, err := json.Marshal(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("encode command: %w", err)
+	}
+	p := bus.Partition(cmd.Program, cmd.Member, b.cfg.Partitions)
+	return &nats.Msg{Subject: b.commandSubject(p), Data: data}, nil
+}
+
 // PublishCommand puts cmd on its member's partition and waits until the
 // server has stored it. The message id is bus.MsgID(cmd), so a retry of the
 // same request within DuplicateWindow is dropped by the server and reported
 // with duplicate set; a changed request with the same transaction id is
 // stored, for core to answer with a conflict. cmd must be sealed.
 func (b *Bus) PublishCommand(ctx context.Context, cmd bus.Command) (duplicate bool, err error) {
-	if len(cmd.Hash) < 16 {
-		return false, errors.New("publish command: not sealed")
-	}
-	if cmd.Source == "" || cmd.TxnID == "" {
-		return false, errors.New("publish command: no source or transaction id")
-	}
-	data, err := json.Marshal(cmd)
+	m, err := b.commandMsg(cmd)
 	if err != nil {
-		return false, fmt.Errorf("encode command: %w", err)
+		return false, err
 	}
-
-	p := bus.Partition(cmd.Program, cmd.Member, b.cfg.Partitions)
-	ack, err := b.js.Publish(ctx, b.commandSubject(p), data,
-		jetstream.WithMsgID(bus.MsgID(cmd)), jetstream.WithExpectStream(b.cmdStream))
+	ack, err := b.js.PublishMsg(ctx, m, jetstream.WithMsgID(bus.MsgID(cmd)),
+		jetstream.WithExpectStream(b.cmdStream))
 	if err != nil {
 		return false, fmt.Errorf("publish command %s: %w", cmd.ID, err)
 	}

@@ -54,18 +54,10 @@ func (b *Bus) PublishCommands(ctx context.Context, cmds []bus.Command) (duplicat
 
 // publishAsync sends one command without waiting for the server.
 func (b *Bus) publishAsync(cmd bus.Command) (jetstream.PubAckFuture, error) {
-	if len(cmd.Hash) < 16 {
-		return nil, errors.New("publish command: not sealed")
-	}
-	if cmd.Source == "" || cmd.TxnID == "" {
-		return nil, errors.New("publish command: no source or transaction id")
-	}
-	data, err := json.Marshal(cmd)
+	m, err := b.commandMsg(cmd)
 	if err != nil {
-		return nil, fmt.Errorf("encode command: %w", err)
+		return nil, err
 	}
-	p := bus.Partition(cmd.Program, cmd.Member, b.cfg.Partitions)
-	m := &nats.Msg{Subject: b.commandSubject(p), Data: data}
 	f, err := b.js.PublishMsgAsync(m, jetstream.WithMsgID(bus.MsgID(cmd)),
 		jetstream.WithExpectStream(b.cmdStream), jetstream.WithStallWait(stallWait))
 	if err != nil {
