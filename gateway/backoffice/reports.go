@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -85,7 +86,10 @@ func (s *Server) reportsPage(w http.ResponseWriter, r *http.Request, sess *sessi
 		return
 	}
 	v.TimeZone = prog.TimeZone
-	v.CSV = "/admin/reports.csv?" + r.URL.Query().Encode()
+	// The download names the filter as the page resolved it (defaults
+	// included), so that it holds exactly the figures shown.
+	v.CSV = "/admin/reports.csv?" + url.Values{"program": {form.Program},
+		"from": {form.From}, "to": {form.To}, "bucket": {form.Bucket}}.Encode()
 	conn, done, err := s.clickHouse(ctx)
 	if err != nil {
 		s.fail(w, r, sess, http.StatusServiceUnavailable,

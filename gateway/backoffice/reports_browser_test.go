@@ -104,6 +104,18 @@ func TestReportsInChromium(t *testing.T) {
 	if link.Value != wantLink {
 		t.Errorf("CSV link %q, want %q", link.Value, wantLink)
 	}
+
+	// Opened without a filter, the page's defaults go into the link too, and
+	// the file holds the months the page shows.
+	c.run("open the reports without a filter", chromedp.Navigate(base+"/admin/reports"),
+		chromedp.WaitVisible(chromedp.ID("csv")),
+		into(&link, chromedp.AttributeValue(chromedp.ID("csv"), "href")))
+	code, body := c.fetch("GET", base+link.Value, nil, "")
+	if code != 200 || !strings.Contains(link.Value, "program=telco") ||
+		strings.Count(strings.TrimSpace(body), "\n") < 2 {
+		t.Errorf("default CSV %s: %d\n%s\nwant the September and October rows", link.Value,
+			code, body)
+	}
 }
 
 func mustZone(t *testing.T, name string) *time.Location {
