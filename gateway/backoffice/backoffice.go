@@ -250,13 +250,18 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, page
 }
 
 // fail answers with the error page: 4xx for the user's mistakes (logged at
-// Warn), 500 for ours.
+// Warn), 503 with its reason when a service around us is missing (Warn),
+// 500 for ours.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, sess *session, status int,
 	msg string, err error) {
-	if status >= 500 {
+	switch {
+	case status == http.StatusServiceUnavailable && err == nil && msg != "":
+		// A service around us is missing: the message says which.
+		s.log.Warn("Back-office request not served", "path", r.URL.Path, "reason", msg)
+	case status >= 500:
 		s.log.Error("Back-office request failed", "path", r.URL.Path, "error", err)
 		msg = "Something went wrong on our side. The error was logged."
-	} else {
+	default:
 		s.log.Warn("Back-office request refused", "path", r.URL.Path, "status", status,
 			"reason", msg)
 	}
