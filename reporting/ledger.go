@@ -200,7 +200,8 @@ func Membership(ctx context.Context, ch driver.Conn, pg *pgxpool.Pool,
 	// Active members, from ClickHouse.
 	where, args := periodFilter(q.Program, q.From, q.To)
 	crows, err := ch.Query(ctx, `SELECT `+bucketExpr[q.Bucket]+` AS bucket, uniqExact(member)
-		FROM (SELECT occurred_at AS at, member FROM ledger_events FINAL WHERE `+where+` AND `+countedEvents+` AND kind NOT IN (`+
+		FROM (SELECT occurred_at AS at, member FROM ledger_events FINAL
+			WHERE `+where+` AND `+countedEvents+` AND kind NOT IN (`+
 		quoteList(core.PostExpiry, core.PostMaturation)+`))
 		GROUP BY bucket`, append([]any{q.TimeZone}, args...)...)
 	if err != nil {

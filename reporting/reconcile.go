@@ -60,8 +60,9 @@ const (
 // kind, with the posting ids that make the difference; no difference means
 // the copy is complete for that period. Events that neither record a
 // posting nor move points (expiry notices) are left out, as in the reports;
-// an event that moves points without a posting id shows as Extra with id 0. from and to are truncated to whole
-// seconds, since ClickHouse keeps no fraction of a second.
+// an event that moves points without a posting id shows as Extra with id 0.
+// from and to are truncated to whole seconds, since ClickHouse keeps no
+// fraction of a second.
 //
 // An event published but not yet inserted by the sink shows as Missing:
 // reconcile a period that ended a while ago, or wait for the sink to catch

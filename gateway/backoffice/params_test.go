@@ -411,12 +411,15 @@ func TestReadOnlyRolesCannotChangeParameters(t *testing.T) {
 	rg.user("ana", RoleAnalyst)
 	rg.user("aldo", RoleAuditor)
 	posts := map[string]url.Values{
-		"/admin/programs/telco":           {"name": {"Hacked"}, "pending_days": {"0"}},
-		"/admin/rules/telco":              {"code": {"evil"}, "event_type": {"x"}, "formula_kind": {"fixed"}, "fixed_points": {"9"}},
-		"/admin/rules/telco/base/retire":  {},
-		"/admin/tiers/telco":              {"window_days": {"1"}, "level-0-code": {"x"}, "level-0-multiplier": {"1"}},
-		"/admin/catalog/telco":            {"code": {"evil"}, "name": {"Evil"}, "points": {"1"}},
-		"/admin/partners/telco":           {"code": {"evil"}, "name": {"Evil"}, "currency": {"USD"}, "point_value": {"1"}},
+		"/admin/programs/telco": {"name": {"Hacked"}, "pending_days": {"0"}},
+		"/admin/rules/telco": {"code": {"evil"}, "event_type": {"x"},
+			"formula_kind": {"fixed"}, "fixed_points": {"9"}},
+		"/admin/rules/telco/base/retire": {},
+		"/admin/tiers/telco": {"window_days": {"1"}, "level-0-code": {"x"},
+			"level-0-multiplier": {"1"}},
+		"/admin/catalog/telco": {"code": {"evil"}, "name": {"Evil"}, "points": {"1"}},
+		"/admin/partners/telco": {"code": {"evil"}, "name": {"Evil"}, "currency": {"USD"},
+			"point_value": {"1"}},
 		"/admin/partners/telco/evil/keys": {"scopes": {"balance"}},
 		"/admin/external/telco":           {"code": {"evil"}, "name": {"Evil"}, "ratio": {"1"}},
 		"/admin/users/disable":            {"name": {"ana"}},
