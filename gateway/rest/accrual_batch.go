@@ -229,6 +229,9 @@ func (s *Server) batchCommand(r *http.Request, i int, ev batchEvent) (bus.Comman
 			"is required: the caller's transaction id of this event, "+core.RefRule))
 	}
 	accrual, err := checkAccrual(ev.body(), s.now())
+	if err == nil {
+		err = checkOccurred(ev.OccurredAt)
+	}
 	if err != nil {
 		return bus.Command{}, inEvent(i, err)
 	}

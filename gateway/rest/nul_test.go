@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/puntos-loyalty/puntos/core"
 )
@@ -33,5 +34,20 @@ func TestBodyWithNULIsRefused(t *testing.T) {
 			!strings.Contains(e.Message, "NUL") {
 			t.Errorf("%s: got %v, want %s refused for its NUL", body, err, field)
 		}
+	}
+}
+
+// The zero time would pass for "occurred_at not sent" and become now.
+func TestZeroOccurredAtIsRefused(t *testing.T) {
+	zero := time.Time{}
+	if e, ok := core.AsError(checkOccurred(&zero)); !ok || e.Field != "occurred_at" {
+		t.Fatalf("zero occurred_at: %v, want refused naming occurred_at", e)
+	}
+	at := time.Date(2026, 11, 5, 12, 0, 0, 0, time.UTC)
+	if err := checkOccurred(&at); err != nil {
+		t.Fatalf("a real occurred_at: %v", err)
+	}
+	if err := checkOccurred(nil); err != nil {
+		t.Fatalf("no occurred_at: %v", err)
 	}
 }

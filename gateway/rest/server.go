@@ -364,11 +364,23 @@ func (s *Server) writeResult(w http.ResponseWriter, r *http.Request, res bus.Res
 	writeJSON(w, http.StatusCreated, res)
 }
 
+// checkOccurred refuses Go's zero time as occurred_at: further on it would
+// read as "not sent" and become the time of arrival.
+func checkOccurred(at *time.Time) error {
+	if at != nil && at.IsZero() {
+		return core.Errorf(core.Invalid, "occurred_at", "is not a real date (0001-01-01T00:00:00Z)")
+	}
+	return nil
+}
+
 // newCommand builds the command of a request to (program, member).
 func (s *Server) newCommand(r *http.Request, kind, member string, payload any,
 	occurred *time.Time) (bus.Command, error) {
 	txn, err := txnID(r)
 	if err != nil {
+		return bus.Command{}, err
+	}
+	if err := checkOccurred(occurred); err != nil {
 		return bus.Command{}, err
 	}
 	body, err := json.Marshal(payload)

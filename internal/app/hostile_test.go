@@ -64,6 +64,12 @@ func TestHostileInput(t *testing.T) {
 		cases = append(cases, tc{m + "/events", `{"type":"bill_paid","amount":` + n + `}`,
 			"amount"})
 	}
+	// Go's zero time, which would read as "not sent".
+	cases = append(cases,
+		tc{m + "/events", `{"type":"bill_paid","amount":"1","occurred_at":"0001-01-01T00:00:00Z"}`,
+			"occurred_at"},
+		tc{m + "/credits", `{"points":1,"reason":"r","occurred_at":"0001-01-01T00:00:00Z"}`,
+			"occurred_at"})
 	// Bodies that are too big, too deep, or not one JSON object.
 	for _, route := range []string{"/credits", "/events", "/adjustments"} {
 		cases = append(cases,
