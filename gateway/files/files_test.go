@@ -351,6 +351,26 @@ func TestValidationErrorsByLineAndField(t *testing.T) {
 	}
 }
 
+// An unclosed quote takes the rest of the file into one field; the error
+// says which lines went with it, so that none seems to vanish.
+func TestUnclosedQuoteNamesTheLinesItTook(t *testing.T) {
+	f := newFixture(t, Options{}, "m1", "m2")
+	content := "member,points,reason,txn_id\n" +
+		"m1,10,ok,q1\n" +
+		"m2,\"5,r,q2\n" +
+		"m1,7,fine,q3\n" +
+		"m2,8,fine,q4\n"
+	v := f.wait(f.upload(content, "", nil).ID, core.BatchValidated)
+	lines, err := f.ledger.BatchLines(f.ctx, v.ID, 0, 10, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Valid != 1 || len(lines) != 1 || lines[0].Line != 3 ||
+		!strings.Contains(lines[0].Error, "lines 4 to 5 were read as part of it") {
+		t.Fatalf("summary %+v, errors %+v: want line 3 naming lines 4 to 5", v.Batch, lines)
+	}
+}
+
 // TestUnstorableBytesMakeLinesInvalid: a line with bad UTF-8 or a NUL is
 // reported by line and field, its text kept as far as PostgreSQL can keep
 // it, and the rest of the file is validated and posted as usual.

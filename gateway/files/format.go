@@ -193,6 +193,13 @@ func (rd *reader) next() (core.BatchLine, error) {
 	}
 	var pe *csv.ParseError
 	if errors.As(err, &pe) {
+		if errors.Is(pe.Err, csv.ErrQuote) && pe.Line > pe.StartLine {
+			// An unclosed quote swallows the lines after it into one field:
+			// say so, or they would seem to have vanished.
+			return invalidLine(int64(pe.StartLine), "line", "a quoted field opened on this "+
+				"line is not closed properly; lines %d to %d were read as part of it "+
+				"(check the quotes)", pe.StartLine+1, pe.Line), nil
+		}
 		return invalidLine(int64(pe.StartLine), "line", "%v", pe.Err), nil
 	}
 	if err != nil {
