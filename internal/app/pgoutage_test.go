@@ -51,18 +51,8 @@ func TestPostgresOutageOutlastsRetryBudget(t *testing.T) {
 	t.Parallel()
 	pg := startPrivatePG(t)
 	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, pg.url("postgres"))
-	if err != nil {
-		t.Fatalf("connect to private PostgreSQL: %v", err)
-	}
-	_, err = admin.Exec(ctx, "CREATE DATABASE puntos")
-	_ = admin.Close(ctx)
-	if err != nil {
-		t.Fatalf("create database: %v", err)
-	}
-
-	cfg := &Config{HTTPAddr: "127.0.0.1:0", DatabaseURL: pg.url("puntos"), NATSPort: -1,
-		NATSSync: "always", DataDir: t.TempDir(), Partitions: 4, BatchSize: 64,
+	cfg := &Config{HTTPAddr: "127.0.0.1:0", DatabaseURL: pg.createDatabase(t, "puntos"),
+		NATSPort: -1, NATSSync: "always", DataDir: t.TempDir(), Partitions: 4, BatchSize: 64,
 		ResultWait: 500 * time.Millisecond, MaxDeliver: 3, APIKeys: "billing=" + testKey,
 		LogLevel: "warn"}
 	a := startApp(t, cfg, Roles{Gateway: true, Core: true})
@@ -158,17 +148,15 @@ func TestPostgresOutageOutlastsRetryBudget(t *testing.T) {
 func TestBatchWaitsWhilePostgresRefusesConnections(t *testing.T) {
 	t.Parallel()
 	pg := startPrivatePG(t)
+	url := pg.createDatabase(t, "puntos")
 	ctx := context.Background()
 	admin, err := pgx.Connect(ctx, pg.url("postgres"))
 	if err != nil {
 		t.Fatalf("connect to private PostgreSQL: %v", err)
 	}
 	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "CREATE DATABASE puntos"); err != nil {
-		t.Fatalf("create database: %v", err)
-	}
 
-	cfg := &Config{HTTPAddr: "127.0.0.1:0", DatabaseURL: pg.url("puntos"), NATSPort: -1,
+	cfg := &Config{HTTPAddr: "127.0.0.1:0", DatabaseURL: url, NATSPort: -1,
 		NATSSync: "always", DataDir: t.TempDir(), Partitions: 4, BatchSize: 64,
 		ResultWait: 500 * time.Millisecond, MaxDeliver: 1, APIKeys: "billing=" + testKey,
 		LogLevel: "warn"}

@@ -109,6 +109,21 @@ func (pg *privatePG) stop() error {
 }
 
 // url returns the URL of database name in the cluster.
+// createDatabase creates database name in the cluster and returns its URL.
+func (pg *privatePG) createDatabase(t *testing.T, name string) string {
+	t.Helper()
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, pg.url("postgres"))
+	if err != nil {
+		t.Fatalf("connect to private PostgreSQL: %v", err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("create database: %v", err)
+	}
+	return pg.url(name)
+}
+
 func (pg *privatePG) url(name string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", pg.port, name)
 }
@@ -152,18 +167,8 @@ func TestPostgresRestartedUnderLoad(t *testing.T) {
 	t.Parallel()
 	pg := startPrivatePG(t)
 	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, pg.url("postgres"))
-	if err != nil {
-		t.Fatalf("connect to private PostgreSQL: %v", err)
-	}
-	_, err = admin.Exec(ctx, "CREATE DATABASE puntos")
-	_ = admin.Close(ctx)
-	if err != nil {
-		t.Fatalf("create database: %v", err)
-	}
-
-	cfg := &Config{HTTPAddr: "127.0.0.1:0", DatabaseURL: pg.url("puntos"), NATSPort: -1,
-		NATSSync: "always", DataDir: t.TempDir(), Partitions: 4, BatchSize: 64,
+	cfg := &Config{HTTPAddr: "127.0.0.1:0", DatabaseURL: pg.createDatabase(t, "puntos"),
+		NATSPort: -1, NATSSync: "always", DataDir: t.TempDir(), Partitions: 4, BatchSize: 64,
 		ResultWait: 2 * time.Second, APIKeys: "billing=" + testKey, LogLevel: "warn"}
 	a := startApp(t, cfg, Roles{Gateway: true, Core: true})
 	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
