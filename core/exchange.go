@@ -1,9 +1,16 @@
 package core
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // Exchange command kinds: the rewards catalog and the partner merchants that
@@ -240,6 +247,40 @@ type CreatePartnerKey struct {
 	Prefix  string   `json:"prefix"`
 	Digest  string   `json:"digest"`
 	Scopes  []string `json:"scopes"`
+}
+
+// PartnerKeyPrefix starts every partner API key, so that the gateway can
+// tell a partner's key from an operator's before looking it up.
+const PartnerKeyPrefix = "pk_"
+
+// PartnerKeyDigest is what the ledger stores of a partner key and looks it
+// up by: its SHA-256. A fast digest is enough for a key of 256 random bits,
+// which no guessing can reach, and it lets a request find its key through
+// an index instead of trying a slow hash against every key.
+func PartnerKeyDigest(key string) []byte {
+	sum := sha256.Sum256([]byte(key))
+	return sum[:]
+}
+
+// NewPartnerKey mints a key for partner with scopes (at least one, each in
+// Scopes). It returns the key, to be shown once to whoever asked for it, and
+// the command payload that stores only its digest and first characters.
+func NewPartnerKey(partner string, scopes []string) (string, CreatePartnerKey, error) {
+	if len(scopes) == 0 {
+		return "", CreatePartnerKey{}, Errorf(Invalid, "scopes",
+			"name the operations the key may call: %s", strings.Join(Scopes, ", "))
+	}
+	for _, sc := range scopes {
+		if !slices.Contains(Scopes, sc) {
+			return "", CreatePartnerKey{}, Errorf(Invalid, "scopes", "unknown scope %q", sc)
+		}
+	}
+	var raw [32]byte
+	_, _ = rand.Read(raw[:])
+	key := PartnerKeyPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
+	return key, CreatePartnerKey{Partner: partner, KeyID: uuid.Must(uuid.NewV7()).String(),
+		Prefix: key[:10], Digest: hex.EncodeToString(PartnerKeyDigest(key)),
+		Scopes: scopes}, nil
 }
 
 // RevokePartnerKey revokes a partner's API key for good.

@@ -1,24 +1,14 @@
 package backoffice
 
 import (
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
 	"net/http"
-	"slices"
 
-	"github.com/google/uuid"
 	"github.com/gorilla/mux"
 
 	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
 	"github.com/puntos-loyalty/puntos/core/postgres"
 )
-
-// partnerKeyPrefix starts every partner API key; the REST gateway
-// recognises keys by it, so it must stay the same as there.
-const partnerKeyPrefix = "pk_"
 
 // partnersView is the partners page of one program.
 type partnersView struct {
@@ -117,25 +107,10 @@ func (s *Server) issueKey(w http.ResponseWriter, r *http.Request, sess *session)
 		return
 	}
 	scopes := r.PostForm["scopes"]
-	var err error
-	if len(scopes) == 0 {
-		err = core.Errorf(core.Invalid, "scopes", "name at least one operation the key may call")
-	}
-	for _, sc := range scopes {
-		if err == nil && !slices.Contains(core.Scopes, sc) {
-			err = core.Errorf(core.Invalid, "scopes", "unknown scope %q", sc)
-		}
-	}
-	var raw [32]byte
-	_, _ = rand.Read(raw[:])
-	key := partnerKeyPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
-	sum := sha256.Sum256([]byte(key))
-	id := uuid.Must(uuid.NewV7()).String()
+	key, create, err := core.NewPartnerKey(partner, scopes)
 	var res bus.Result
 	if err == nil {
-		res, err = s.change(r.Context(), sess, core.KindPartnerKeyCreate, program, "",
-			core.CreatePartnerKey{Partner: partner, KeyID: id, Prefix: key[:10],
-				Digest: hex.EncodeToString(sum[:]), Scopes: scopes},
+		res, err = s.change(r.Context(), sess, core.KindPartnerKeyCreate, program, "", create,
 			"partner.key_issued", program+"/"+partner)
 	}
 	if err != nil {
@@ -147,7 +122,7 @@ func (s *Server) issueKey(w http.ResponseWriter, r *http.Request, sess *session)
 	// The answer to the POST itself shows the key, never a later page. A
 	// reload would post again and make a second key (the browser asks first).
 	s.showPartners(w, r, sess, http.StatusCreated, "", nil,
-		&issuedKey{Partner: partner, ID: id, Key: key, Pending: pending(res)})
+		&issuedKey{Partner: partner, ID: create.KeyID, Key: key, Pending: pending(res)})
 }
 
 // revokeKey revokes a partner's key for good.

@@ -3,11 +3,7 @@ package rest
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/csv"
-	"encoding/hex"
 	"encoding/json"
 	"math/big"
 	"net/http"
@@ -16,19 +12,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/gorilla/mux"
 
 	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
 	"github.com/puntos-loyalty/puntos/core/postgres"
 )
-
-// Partner keys are 32 random bytes, base64url, after this prefix. Only their
-// SHA-256 digest is stored: a fast digest is enough for a key of 256 random
-// bits, which no guessing can reach, and it lets a request find its key by
-// an index lookup instead of trying a slow hash against every key.
-const partnerKeyPrefix = "pk_"
 
 func (s *Server) upsertPartner(w http.ResponseWriter, r *http.Request) {
 	var in core.Partner
@@ -71,22 +60,13 @@ func (s *Server) createPartnerKey(w http.ResponseWriter, r *http.Request) {
 	var key string
 	buf := &bufferedWriter{header: http.Header{}}
 	s.write(buf, r, core.KindPartnerKeyCreate, &in, func() (string, any, *time.Time, error) {
-		if len(in.Scopes) == 0 {
-			return "", nil, nil, core.Errorf(core.Invalid, "scopes",
-				"name the operations the key may call: %s", strings.Join(core.Scopes, ", "))
+		var create core.CreatePartnerKey
+		var err error
+		key, create, err = core.NewPartnerKey(mux.Vars(r)["partner"], in.Scopes)
+		if err != nil {
+			return "", nil, nil, err
 		}
-		for _, sc := range in.Scopes {
-			if !slices.Contains(core.Scopes, sc) {
-				return "", nil, nil, core.Errorf(core.Invalid, "scopes", "unknown scope %q", sc)
-			}
-		}
-		var raw [32]byte
-		_, _ = rand.Read(raw[:])
-		key = partnerKeyPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
-		sum := sha256.Sum256([]byte(key))
-		return "", core.CreatePartnerKey{Partner: mux.Vars(r)["partner"],
-			KeyID: uuid.Must(uuid.NewV7()).String(), Prefix: key[:10],
-			Digest: hex.EncodeToString(sum[:]), Scopes: in.Scopes}, nil, nil
+		return "", create, nil, nil
 	})
 	if buf.status == http.StatusCreated && buf.header.Get("Idempotent-Replayed") == "" {
 		var res bus.Result
@@ -288,7 +268,7 @@ func (s *Server) authenticatePartner(next http.Handler) http.Handler {
 		if h := r.Header.Get("Authorization"); key == "" && strings.HasPrefix(h, "Bearer ") {
 			key = strings.TrimPrefix(h, "Bearer ")
 		}
-		if !strings.HasPrefix(key, partnerKeyPrefix) {
+		if !strings.HasPrefix(key, core.PartnerKeyPrefix) {
 			s.writeError(w, r, core.Errorf(core.Unauthorized, "Authorization",
 				"a partner API key is required"))
 			return
@@ -298,8 +278,7 @@ func (s *Server) authenticatePartner(next http.Handler) http.Handler {
 			s.writeError(w, r, err)
 			return
 		}
-		sum := sha256.Sum256([]byte(key))
-		auth, err := x.PartnerByKey(r.Context(), sum[:])
+		auth, err := x.PartnerByKey(r.Context(), core.PartnerKeyDigest(key))
 		if err != nil {
 			s.writeError(w, r, err)
 			return
