@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -182,6 +183,13 @@ type Bus struct {
 	// and so do not count against MaxDeliver. It lives in this process only.
 	sparedMu sync.Mutex
 	spared   map[uint64]uint64
+
+	// atomicStreams names the streams that take atomic batches (atomic.go);
+	// atomicSlots bounds the batches open at once; atomicStored counts the
+	// messages stored in atomic batches.
+	atomicStreams map[string]bool
+	atomicSlots   chan struct{}
+	atomicStored  atomic.Uint64
 }
 
 // Connect connects to cfg.URL and makes sure the command, event and
@@ -204,6 +212,9 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 		evtStream:  bus.EventStream,
 		deadStream: bus.DeadStream,
 		spared:     map[uint64]uint64{},
+
+		atomicStreams: map[string]bool{},
+		atomicSlots:   make(chan struct{}, atomicInflight),
 	}
 	if cfg.Namespace != "" {
 		b.cmdStream = cfg.Namespace + "_" + bus.CommandStream
@@ -249,12 +260,15 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 		return nil, err
 	}
 	log.Info("NATS connected", "url", b.nc.ConnectedUrlRedacted(),
-		"partitions", cfg.Partitions, "command_stream", b.cmdStream)
+		"server", b.nc.ConnectedServerVersion(), "partitions", cfg.Partitions,
+		"command_stream", b.cmdStream, "atomic_batches", b.atomicStreams[b.cmdStream])
 	return b, nil
 }
 
-// ensureStreams creates or updates the three streams.
+// ensureStreams creates or updates the three streams. The command and
+// event streams take atomic batches when the server knows them.
 func (b *Bus) ensureStreams(ctx context.Context) error {
+	atomic := serverAtLeast(b.nc.ConnectedServerVersion(), atomicMinVersion)
 	streams := []jetstream.StreamConfig{{
 		Name:        b.cmdStream,
 		Description: "Puntos commands, partitioned by member",
@@ -265,6 +279,8 @@ func (b *Bus) ensureStreams(ctx context.Context) error {
 		Storage:     jetstream.FileStorage,
 		Replicas:    b.cfg.Replicas,
 		Duplicates:  DuplicateWindow,
+
+		AllowAtomicPublish: atomic,
 	}, {
 		// Events age out after EventMaxAge: long enough for the reporting
 		// sink to catch up after an outage of ClickHouse.
@@ -277,6 +293,8 @@ func (b *Bus) ensureStreams(ctx context.Context) error {
 		Storage:     jetstream.FileStorage,
 		Replicas:    b.cfg.Replicas,
 		Duplicates:  DuplicateWindow,
+
+		AllowAtomicPublish: atomic,
 	}, {
 		Name:        b.deadStream,
 		Description: "Puntos commands that could not be applied",
@@ -288,9 +306,11 @@ func (b *Bus) ensureStreams(ctx context.Context) error {
 		Duplicates:  DuplicateWindow,
 	}}
 	for _, sc := range streams {
-		if _, err := b.js.CreateOrUpdateStream(ctx, sc); err != nil {
+		st, err := b.js.CreateOrUpdateStream(ctx, sc)
+		if err != nil {
 			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
 		}
+		b.atomicStreams[sc.Name] = st.CachedInfo().Config.AllowAtomicPublish
 	}
 	return nil
 }

@@ -128,7 +128,7 @@ func (b *Bus) PublishResult(r bus.Result) error {
 }
 
 // PublishEvents puts ledger events on the events stream and waits until the
-// server has stored all of them. The message id is the event id, so events
+// server has stored all of them, as atomic batches when it can (atomic.go). The message id is the event id, so events
 // published again after a crash (from the outbox) are dropped as duplicates
 // within DuplicateWindow. On error some events may be stored and others
 // not; publishing all of them again is safe.
@@ -139,28 +139,19 @@ func (b *Bus) PublishEvents(ctx context.Context, evs []bus.Event) error {
 		}
 	}
 
-	// Send them all, then collect the acknowledgements.
-	futures := make([]jetstream.PubAckFuture, 0, len(evs))
-	for _, ev := range evs {
+	msgs, ids := make([]*nats.Msg, len(evs)), make([]string, len(evs))
+	for i, ev := range evs {
 		data, err := json.Marshal(ev)
 		if err != nil {
 			return fmt.Errorf("encode event %s: %w", ev.ID, err)
 		}
-		m := &nats.Msg{Subject: b.eventSubject(ev), Data: data}
-		f, err := b.js.PublishMsgAsync(m, jetstream.WithMsgID(ev.ID),
-			jetstream.WithExpectStream(b.evtStream), jetstream.WithStallWait(stallWait))
-		if err != nil {
-			return fmt.Errorf("publish event %s: %w", ev.ID, err)
-		}
-		futures = append(futures, f)
+		msgs[i], ids[i] = &nats.Msg{Subject: b.eventSubject(ev), Data: data}, ev.ID
 	}
-	for i, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
+	dup, errs := make([]bool, len(evs)), make([]error, len(evs))
+	b.store(ctx, b.evtStream, msgs, ids, dup, errs)
+	for i, err := range errs {
+		if err != nil {
 			return fmt.Errorf("publish event %s: %w", evs[i].ID, err)
-		case <-ctx.Done():
-			return fmt.Errorf("publish events: %w", ctx.Err())
 		}
 	}
 	return nil

@@ -8,17 +8,16 @@ import (
 	"sync"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/puntos-loyalty/puntos/bus"
 )
 
 // PublishCommands puts many commands on their members' partitions at once:
-// every command is sent as an asynchronous publish, then the server's
-// acknowledgements are awaited together, so a batch costs about one round
-// trip (and, with a synced store, few disk syncs) instead of one per
-// command. Each command keeps the message id PublishCommand would give it,
-// so a batch sent again is dropped command by command as duplicates.
+// as atomic batches of up to 500 when the stream takes them (one round trip
+// and one disk sync each, see atomic.go), otherwise as asynchronous
+// publishes whose acknowledgements are awaited together. Each command keeps
+// the message id PublishCommand would give it, so a batch sent again is
+// dropped command by command as duplicates.
 //
 // The answers come back in the order of cmds: duplicate[i] is set when the
 // server already held command i (a retry), errs[i] when command i was not
@@ -29,41 +28,21 @@ func (b *Bus) PublishCommands(ctx context.Context, cmds []bus.Command) (duplicat
 	duplicate = make([]bool, len(cmds))
 	errs = make([]error, len(cmds))
 
-	// Send them all; a command that cannot be sent is marked and skipped.
-	futures := make([]jetstream.PubAckFuture, len(cmds))
+	// Encode them all; a command that cannot be encoded is marked and
+	// skipped.
+	msgs, ids := make([]*nats.Msg, len(cmds)), make([]string, len(cmds))
 	for i, cmd := range cmds {
-		futures[i], errs[i] = b.publishAsync(cmd)
-	}
-
-	// Collect the acknowledgements of those that were sent.
-	for i, f := range futures {
-		if f == nil {
-			continue
+		if msgs[i], errs[i] = b.commandMsg(cmd); errs[i] == nil {
+			ids[i] = bus.MsgID(cmd)
 		}
-		select {
-		case ack := <-f.Ok():
-			duplicate[i] = ack.Duplicate
-		case err := <-f.Err():
+	}
+	b.store(ctx, b.cmdStream, msgs, ids, duplicate, errs)
+	for i, err := range errs {
+		if err != nil && msgs[i] != nil {
 			errs[i] = fmt.Errorf("publish command %s: %w", cmds[i].ID, err)
-		case <-ctx.Done():
-			errs[i] = fmt.Errorf("publish command %s: %w", cmds[i].ID, ctx.Err())
 		}
 	}
 	return duplicate, errs
-}
-
-// publishAsync sends one command without waiting for the server.
-func (b *Bus) publishAsync(cmd bus.Command) (jetstream.PubAckFuture, error) {
-	m, err := b.commandMsg(cmd)
-	if err != nil {
-		return nil, err
-	}
-	f, err := b.js.PublishMsgAsync(m, jetstream.WithMsgID(bus.MsgID(cmd)),
-		jetstream.WithExpectStream(b.cmdStream), jetstream.WithStallWait(stallWait))
-	if err != nil {
-		return nil, fmt.Errorf("publish command %s: %w", cmd.ID, err)
-	}
-	return f, nil
 }
 
 // SubscribeResults starts listening for the results of many commands of one
