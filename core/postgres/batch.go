@@ -1,9 +1,12 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
 	"math/big"
 	"slices"
 	"strings"
@@ -22,21 +25,26 @@ import (
 //
 //  1. one round trip reads the run's programs, claims every transaction id
 //     of the run, locks every member it names (in id order, so that two runs
-//     never wait on each other in a cycle), reads whether its programs have
-//     rules or tiers, and reserves ids for the postings and lots the run may
-//     make;
+//     never wait on each other in a cycle), reads its programs' rules
+//     revisions and tiers, its members' attributes, the counters of capped
+//     rules in the windows its accruals fall in, locks its programs' budget
+//     rows (in rule code order), and reserves ids for the postings and lots
+//     the run may make; rules the process has no copy of at that revision
+//     cost one more round trip;
 //  2. each command is then checked and worked out in memory, in order,
-//     against the locked members' figures;
+//     against the locked members' figures, the rules in force at its
+//     occurred_at and the counters as the run's earlier accruals left them;
 //  3. one more round trip writes the postings, lots, accrual amounts,
-//     balances, results and outbox events.
+//     counters, balances, results and outbox events.
 //
 // Only the plain case is handled here: a claimed command, an active member
 // that was not merged, a payload the per-command path would accept, an
-// accrual in a program without rules or tiers (its flat rate), points that
-// do not expire on arrival. Anything else (a replay, a refusal, a merged
-// member, rules, tiers) goes to the per-command path in its place in the
-// order, after what the run has worked out so far is written, so that the
-// ledger ends up exactly as if every command had taken that path.
+// accrual in a program without tier levels whose rules evaluate without
+// error and whose counters were read, points that do not expire on
+// arrival. Anything else (a replay, a refusal, a merged member, tiers, a
+// budget row not made yet) goes to the per-command path in its place in
+// the order, after what the run has worked out so far is written, so that
+// the ledger ends up exactly as if every command had taken that path.
 
 // setBasedCandidates marks the commands that may take the set-based path:
 // accruals and credits, the first of the batch with their transaction id,
@@ -81,7 +89,8 @@ type runPlan struct {
 	reason      string
 	partner     string
 	ruleVersion string
-	amount      *big.Rat // the money amount of an accrual
+	amount      *big.Rat     // the money amount of an accrual
+	counts      []counterAdd // what the accrual adds to rule counters
 }
 
 // runState is what the first round trip of a run reads.
@@ -90,8 +99,30 @@ type runState struct {
 	progs   []*program // nil for a program that does not exist
 	claimed []bool
 	members map[string]*member // by program id and customer reference
-	plain   map[string]bool    // program id -> no rules and no tier levels
+	// What accruals need, by program id: whether the program has tier
+	// levels (the per-command path reviews tiers), its rules revision (nil
+	// when it never had a rule) and its rules as of this transaction.
+	tiered map[string]bool
+	revs   map[string]*int64
+	rules  map[string]*ruleSnapshot
+	// attrs are the stored attributes of the members, by member id.
+	attrs map[string][]byte
+	// counters are the rule counters the run read, as its accruals leave
+	// them. Budget rows in it are locked. A member's counter missing here
+	// reads 0 when the run read that rule's counters of that kind for the
+	// window (capped, wins); any other counter was not read, and an accrual
+	// that needs it goes to the per-command path.
+	counters map[counterKey]int64
+	capped   map[cappedKey]bool
+	wins     map[string]bool
 }
+
+// counterKey names a row of rule_counters.
+type counterKey struct{ program, code, scope, win string }
+
+// cappedKey names a rule capped per member in windows of a kind ("d", "m"
+// or "y").
+type cappedKey struct{ program, code, kind string }
 
 func memberKey(programID, ref string) string { return programID + "\x00" + ref }
 
@@ -108,7 +139,7 @@ func (t *txn) applyRun(ctx context.Context, cmds []bus.Command, out []Applied) e
 		c := &cmds[i]
 		if prog := st.progs[i]; st.claimed[i] && prog != nil {
 			m := st.members[memberKey(prog.ID, c.Member)]
-			if p, ok := t.plan(c, prog, m, st.plain[prog.ID]); ok {
+			if p, ok := t.plan(c, prog, m, st); ok {
 				p.at = i
 				plans = append(plans, p)
 				continue
@@ -133,11 +164,10 @@ func (t *txn) applyRun(ctx context.Context, cmds []bus.Command, out []Applied) e
 			return fmt.Errorf("command %s/%s: %w", c.Source, c.TxnID, err)
 		}
 		out[i] = a
-		// A command that applied may have changed members the rest of the
-		// run works on: read them again.
+		// A command that applied may have changed members and counters the
+		// rest of the run works on: read them again.
 		if a.Result.Status == bus.StatusOK && !a.Result.Replayed && i+1 < len(cmds) {
-			st.members, err = t.lockMembers(ctx, cmds[i+1:])
-			if err != nil {
+			if err := t.readRunAgain(ctx, cmds[i+1:], st); err != nil {
 				return err
 			}
 		}
@@ -146,11 +176,12 @@ func (t *txn) applyRun(ctx context.Context, cmds []bus.Command, out []Applied) e
 }
 
 // claimAndLock reads the run's programs (those the transaction has not read
-// yet), claims its transaction ids, locks its members and reads whether its
-// programs are plain, in one round trip.
+// yet), claims its transaction ids, locks its members and reads what its
+// accruals need, in one round trip (two when the process lacks a program's
+// rules at their current revision).
 func (t *txn) claimAndLock(ctx context.Context, cmds []bus.Command) (*runState, error) {
 	st := &runState{claimed: make([]bool, len(cmds)), progs: make([]*program, len(cmds)),
-		plain: map[string]bool{}}
+		tiered: map[string]bool{}, revs: map[string]*int64{}, rules: map[string]*ruleSnapshot{}}
 	b := &pgx.Batch{}
 
 	// The programs, once per transaction like loadProgram.
@@ -209,32 +240,24 @@ func (t *txn) claimAndLock(ctx context.Context, cmds []bus.Command) (*runState, 
 			return err
 		})
 
-	queueLockMembers(b, cmds, &st.members)
+	queueRunReads(b, cmds, st)
 	st.ids.queue(b, len(cmds))
 
-	// Whether the programs of the run's accruals have rules or tier levels.
-	var accrualCodes []string
-	for i := range cmds {
-		code := cmds[i].Program
-		if cmds[i].Kind == core.KindAccrue && !slices.Contains(accrualCodes, code) {
-			accrualCodes = append(accrualCodes, code)
-		}
-	}
-	if len(accrualCodes) > 0 {
-		b.Queue(plainPrograms, accrualCodes).Query(func(rows pgx.Rows) error {
+	// The rules revisions and tiers of the programs of the run's accruals.
+	if codes := accrualPrograms(cmds); len(codes) > 0 {
+		b.Queue(runProgramRules, codes).Query(func(rows pgx.Rows) error {
 			var id string
-			var rules bool
+			var rev *int64
 			var tiers []byte
-			_, err := pgx.ForEachRow(rows, []any{&id, &rules, &tiers}, func() error {
-				levels := 0
+			_, err := pgx.ForEachRow(rows, []any{&id, &rev, &tiers}, func() error {
 				if tiers != nil {
 					var tt core.Tiers
 					if err := json.Unmarshal(tiers, &tt); err != nil {
 						return fmt.Errorf("decode tiers: %w", err)
 					}
-					levels = len(tt.Levels)
+					st.tiered[id] = len(tt.Levels) > 0
 				}
-				st.plain[id] = !rules && levels == 0
+				st.revs[id] = rev
 				return nil
 			})
 			return err
@@ -247,7 +270,132 @@ func (t *txn) claimAndLock(ctx context.Context, cmds []bus.Command) (*runState, 
 	for i := range cmds {
 		st.progs[i] = t.programs[cmds[i].Program]
 	}
+
+	// The rules, as the per-command path would find them.
+	for id, rev := range st.revs {
+		if st.tiered[id] {
+			continue
+		}
+		snap, ok := t.ruleCache.snapshots[id]
+		if !ok {
+			var err error
+			if snap, err = t.ruleSnapshotAt(ctx, id, rev); err != nil {
+				return nil, err
+			}
+		}
+		st.rules[id] = snap
+	}
 	return st, nil
+}
+
+// accrualPrograms lists the programs of the accruals of cmds, once each.
+func accrualPrograms(cmds []bus.Command) []string {
+	var codes []string
+	for i := range cmds {
+		code := cmds[i].Program
+		if cmds[i].Kind == core.KindAccrue && !slices.Contains(codes, code) {
+			codes = append(codes, code)
+		}
+	}
+	return codes
+}
+
+// queueRunReads queues on b the lock of the members cmds name, and for
+// their accruals the members' attributes, the counters of capped rules and
+// the lock of the programs' budget rows; st receives them when b runs.
+func queueRunReads(b *pgx.Batch, cmds []bus.Command, st *runState) {
+	queueLockMembers(b, cmds, &st.members)
+	st.attrs = map[string][]byte{}
+	st.counters = map[counterKey]int64{}
+	st.capped = map[cappedKey]bool{}
+	st.wins = map[string]bool{}
+	codes := accrualPrograms(cmds)
+	if len(codes) == 0 {
+		return
+	}
+
+	var refs, wins []string
+	seen := map[string]bool{}
+	for i := range cmds {
+		c := &cmds[i]
+		if c.Kind != core.KindAccrue {
+			continue
+		}
+		if !seen[c.Member] {
+			seen[c.Member] = true
+			refs = append(refs, c.Member)
+		}
+		for _, win := range candidateWindows(c.OccurredAt) {
+			if !st.wins[win] {
+				st.wins[win] = true
+				wins = append(wins, win)
+			}
+		}
+	}
+
+	b.Queue(runAttributes, codes, refs).Query(func(rows pgx.Rows) error {
+		var id string
+		var attrs []byte
+		_, err := pgx.ForEachRow(rows, []any{&id, &attrs}, func() error {
+			st.attrs[id] = attrs
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("read attributes: %w", err)
+		}
+		return nil
+	})
+	readCounters := func(rows pgx.Rows) error {
+		var k counterKey
+		var points int64
+		_, err := pgx.ForEachRow(rows, []any{&k.program, &k.code, &k.scope, &k.win, &points},
+			func() error {
+				if kind, ok := strings.CutPrefix(k.win, "cap:"); ok && k.scope == "" {
+					st.capped[cappedKey{k.program, k.code, kind}] = true
+					return nil
+				}
+				st.counters[k] = points
+				return nil
+			})
+		if err != nil {
+			return fmt.Errorf("read rule counters: %w", err)
+		}
+		return nil
+	}
+	b.Queue(runMemberCounters, codes, refs, wins).Query(readCounters)
+	b.Queue(lockRunBudgets, codes).Query(readCounters)
+}
+
+// candidateWindows are the counter windows an event at may fall in,
+// whatever its program's time zone (UTC offsets stay within a day): the
+// local day is the UTC one or one either side.
+func candidateWindows(at time.Time) []string {
+	u := at.UTC()
+	out := make([]string, 0, 7)
+	for _, d := range []time.Time{u.AddDate(0, 0, -1), u, u.AddDate(0, 0, 1)} {
+		day, month := core.Windows(d, time.UTC)
+		for _, w := range []string{"d:" + day, "m:" + month, "y:" + core.YearOf(month)} {
+			if !slices.Contains(out, w) {
+				out = append(out, w)
+			}
+		}
+	}
+	return out
+}
+
+// readRunAgain locks again the members cmds name and reads again what
+// their accruals need of members and counters, after a command on the
+// per-command path changed them.
+func (t *txn) readRunAgain(ctx context.Context, cmds []bus.Command, st *runState) error {
+	b := &pgx.Batch{}
+	queueRunReads(b, cmds, st)
+	if b.Len() == 0 {
+		return nil
+	}
+	if err := t.tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("read run: %w", err)
+	}
+	return nil
 }
 
 // claimRun claims transaction ids; it returns those it claimed.
@@ -266,11 +414,61 @@ const lockRunMembers = `SELECT ` + memberCols + ` FROM members
 	  AND customer_ref = ANY ($2::text[])
 	ORDER BY id FOR UPDATE`
 
-// plainPrograms tells, per program, whether it has rules and its tiers.
-const plainPrograms = `SELECT p.id,
-		EXISTS (SELECT 1 FROM rules r WHERE r.program_id = p.id),
+// runProgramRules reads, per program, its rules revision (null when it
+// never had a rule) and its tiers.
+const runProgramRules = `SELECT p.id, v.revision,
 		(SELECT body FROM program_tiers pt WHERE pt.program_id = p.id)
-	FROM programs p WHERE p.code = ANY($1)`
+	FROM programs p LEFT JOIN rule_revisions v ON v.program_id = p.id
+	WHERE p.code = ANY($1)`
+
+// untieredPrograms are the programs named by codes $1 that have no tier
+// level: accruals in the others take the per-command path.
+const untieredPrograms = `SELECT p.id FROM programs p WHERE p.code = ANY ($1::text[])
+	AND NOT EXISTS (SELECT 1 FROM program_tiers pt
+		WHERE pt.program_id = p.id AND pt.body->'levels'->0 IS NOT NULL)`
+
+// runAttributes reads the attributes of the members a run locked.
+const runAttributes = `SELECT id, attributes FROM members
+	WHERE program_id = ANY (ARRAY(` + untieredPrograms + `))
+	  AND customer_ref = ANY ($2::text[])`
+
+// runMemberCounters reads the rules of programs $1 capped per member by
+// day, month or year (a rule is capped when any of its versions is), as
+// rows of empty scope and window 'cap:d', 'cap:m' or 'cap:y', and the existing
+// counters of those rules for members $2 in windows $3. Both come from one
+// statement, so that they agree. Each member's counters are looked up on
+// their own (OFFSET 0 keeps the planner from merging the lookup into a
+// join), so that stale table statistics cannot turn them into a scan.
+const runMemberCounters = `WITH capped AS MATERIALIZED (
+		SELECT DISTINCT r.program_id, r.code, k.kind FROM rules r
+		CROSS JOIN LATERAL (VALUES ('d', r.body->'caps'->>'per_day'),
+			('m', r.body->'caps'->>'per_month'), ('y', r.body->'caps'->>'per_year'))
+			AS k(kind, cap)
+		WHERE r.program_id = ANY (ARRAY(` + untieredPrograms + `))
+		  AND COALESCE(k.cap::bigint, 0) > 0
+	)
+	SELECT program_id, code, '', 'cap:' || kind, 0::bigint FROM capped
+	UNION ALL
+	SELECT rc.program_id, rc.rule_code, rc.scope, rc.win, rc.points
+	FROM members m
+	JOIN (SELECT DISTINCT program_id, code FROM capped) c ON c.program_id = m.program_id
+	CROSS JOIN LATERAL (
+		SELECT * FROM rule_counters rc WHERE rc.program_id = c.program_id
+		  AND rc.rule_code = c.code AND rc.scope = m.id::text AND rc.win = ANY ($3::text[])
+		OFFSET 0) rc
+	WHERE m.program_id = ANY (ARRAY(` + untieredPrograms + `))
+	  AND m.customer_ref = ANY ($2::text[])`
+
+// lockRunBudgets locks the budget rows of the budgeted rules (any version)
+// of the programs $1, in program and rule code order, so that two runs
+// never wait on each other in a cycle. A budget row not made yet is left
+// to the per-command path, which makes it.
+const lockRunBudgets = `SELECT program_id, rule_code, scope, win, points FROM rule_counters
+	WHERE scope = '' AND win = 'budget'
+	  AND (program_id, rule_code) IN (SELECT r.program_id, r.code FROM rules r
+		WHERE r.program_id = ANY (ARRAY(` + untieredPrograms + `))
+		  AND COALESCE((r.body->'caps'->>'budget')::bigint, 0) > 0)
+	ORDER BY program_id, rule_code FOR UPDATE`
 
 // queueLockMembers queues the lock of the members cmds name; *into receives
 // them when the batch runs.
@@ -303,26 +501,12 @@ func queueLockMembers(b *pgx.Batch, cmds []bus.Command, into *map[string]*member
 	})
 }
 
-// lockMembers reads again (and locks, if need be) the members cmds name.
-func (t *txn) lockMembers(ctx context.Context, cmds []bus.Command) (map[string]*member,
-	error) {
-	var members map[string]*member
-	b := &pgx.Batch{}
-	queueLockMembers(b, cmds, &members)
-	if b.Len() == 0 {
-		return members, nil
-	}
-	if err := t.tx.SendBatch(ctx, b).Close(); err != nil {
-		return nil, fmt.Errorf("lock members: %w", err)
-	}
-	return members, nil
-}
-
-// plan works a command out in memory, updating the member's figures. It
-// reports false, changing nothing, for anything the per-command path must
-// decide: a refusal, a merged member, rules or tiers, points that expire on
-// arrival. Every check is the one the per-command path makes.
-func (t *txn) plan(cmd *bus.Command, prog *program, m *member, plain bool) (runPlan, bool) {
+// plan works a command out in memory, updating the member's figures and
+// the run's counters. It reports false, changing nothing, for anything the
+// per-command path must decide: a refusal, a merged member, tiers, an
+// evaluation that fails or needs what the run did not read, points that
+// expire on arrival. Every check is the one the per-command path makes.
+func (t *txn) plan(cmd *bus.Command, prog *program, m *member, st *runState) (runPlan, bool) {
 	p := runPlan{cmd: cmd, m: m, earned: cmd.OccurredAt}
 	if m == nil || m.merged != nil || m.status != "active" {
 		return p, false
@@ -333,7 +517,7 @@ func (t *txn) plan(cmd *bus.Command, prog *program, m *member, plain bool) (runP
 	switch cmd.Kind {
 	case core.KindAccrue:
 		var in core.Accrue
-		if !plain || decode(cmd.Payload, &in) != nil || in.EventType == "" {
+		if st.tiered[prog.ID] || decode(cmd.Payload, &in) != nil || in.EventType == "" {
 			return p, false
 		}
 		if in.Currency != "" && !strings.EqualFold(in.Currency, prog.Currency) {
@@ -343,16 +527,14 @@ func (t *txn) plan(cmd *bus.Command, prog *program, m *member, plain bool) (runP
 		if err != nil || amount.Sign() < 0 {
 			return p, false
 		}
-		// The program's flat rate: what accrualPoints gives for a program
-		// without rules, whose capped-rule counters and tier review have
-		// nothing to do.
-		e, err := standInEval(prog, core.EventFacts{Type: in.EventType, Amount: amount,
-			AmountText: in.Amount, Channel: cmd.Channel, Partner: in.Partner,
+		// What accrualPoints gives in a program without tier levels.
+		e, counts, ok := st.evaluate(prog, m, core.EventFacts{Type: in.EventType,
+			Amount: amount, AmountText: in.Amount, Channel: cmd.Channel, Partner: in.Partner,
 			OccurredAt: cmd.OccurredAt})
-		if err != nil {
+		if !ok || e.Points < 0 {
 			return p, false
 		}
-		p.kind, p.n, p.amount = core.PostAccrual, int64(e.Points), amount
+		p.kind, p.n, p.amount, p.counts = core.PostAccrual, int64(e.Points), amount, counts
 		p.reason, p.partner, p.ruleVersion = in.EventType, in.Partner, e.RuleVersion
 		p.expires = prog.ExpiresAt(p.earned)
 	case core.KindCredit:
@@ -374,6 +556,7 @@ func (t *txn) plan(cmd *bus.Command, prog *program, m *member, plain bool) (runP
 	}
 	p.points = p.n
 	if p.n == 0 {
+		st.count(m.programID, p.counts)
 		p.balance = m.balance()
 		return p, true
 	}
@@ -382,6 +565,7 @@ func (t *txn) plan(cmd *bus.Command, prog *program, m *member, plain bool) (runP
 	if p.expires != nil && !p.expires.After(t.now) {
 		return p, false
 	}
+	st.count(m.programID, p.counts)
 
 	p.post = true
 	p.spendable = prog.SpendableFrom(p.earned)
@@ -402,6 +586,82 @@ func (t *txn) plan(cmd *bus.Command, prog *program, m *member, plain bool) (runP
 	}
 	p.balance = m.balance()
 	return p, true
+}
+
+// errNotRead stops an evaluation that needs a counter the run did not read.
+var errNotRead = errors.New("rule counter not read by the run")
+
+// evaluate is accrualEval and the counting of usageAdds in memory: the
+// points an event earns m by the program's rules (its flat rate while it
+// has none) and what they add to the rule counters. It reports false for
+// an evaluation that fails, or that needs attributes or counters the run
+// did not read: the per-command path then decides.
+func (st *runState) evaluate(prog *program, m *member, ev core.EventFacts) (core.Evaluation,
+	[]counterAdd, bool) {
+	snap := st.rules[prog.ID]
+	if snap == nil {
+		return core.Evaluation{}, nil, false
+	}
+	if len(snap.versions) == 0 {
+		e, err := standInEval(prog, ev)
+		return e, nil, err == nil
+	}
+	attrs, ok := st.attrs[m.id]
+	if !ok {
+		return core.Evaluation{}, nil, false
+	}
+	mf, err := plainMemberFacts(prog, m, attrs, ev.OccurredAt)
+	if err != nil {
+		return core.Evaluation{}, nil, false
+	}
+
+	// Usage as ruleUsage reads it, from the counters the run read.
+	counter := func(code, scope, win string) (core.Points, error) {
+		if v, ok := st.counters[counterKey{prog.ID, code, scope, win}]; ok {
+			return core.Points(v), nil
+		}
+		kind, _, _ := strings.Cut(win, ":")
+		if scope != "" && st.capped[cappedKey{prog.ID, code, kind}] && st.wins[win] {
+			return 0, nil // read, and not made yet
+		}
+		return 0, errNotRead
+	}
+	usage := func(r *core.CompiledRule, day, month string) (core.Usage, error) {
+		var u core.Usage
+		var err error
+		if r.Caps.PerDay > 0 {
+			u.Day, err = counter(r.Code, m.id, "d:"+day)
+		}
+		if r.Caps.PerMonth > 0 && err == nil {
+			u.Month, err = counter(r.Code, m.id, "m:"+month)
+		}
+		if r.Caps.PerYear > 0 && err == nil {
+			u.Year, err = counter(r.Code, m.id, "y:"+core.YearOf(month))
+		}
+		if r.Caps.Budget > 0 && err == nil {
+			u.Budget, err = counter(r.Code, "", "budget")
+		}
+		return u, err
+	}
+	e, err := snap.inForce(ev.Type, ev.OccurredAt).Evaluate(ev, *mf, prog.Location(), usage)
+	if err != nil {
+		return e, nil, false
+	}
+	caps := func(code string, version int) (core.Caps, error) {
+		if c, ok := snap.byRef[ruleKey{code, version}]; ok {
+			return c.Caps, nil
+		}
+		return core.Caps{}, errNotRead
+	}
+	adds, err := usageAdds(m.id, e, caps)
+	return e, adds, err == nil
+}
+
+// count adds what an accrual of the run gave to the run's counters.
+func (st *runState) count(programID string, adds []counterAdd) {
+	for _, a := range adds {
+		st.counters[counterKey{programID, a.code, a.scope, a.win}] += a.points
+	}
 }
 
 // idPool holds posting and lot ids reserved for a run, in increasing order.
@@ -481,6 +741,7 @@ func (t *txn) writePlans(ctx context.Context, plans []runPlan, ids *idPool,
 		w.results.body = append(w.results.body, string(body))
 	}
 	w.addMembers(plans)
+	w.addCounters(plans)
 	b := w.batch(t)
 	if err := t.queueEvents(b); err != nil {
 		return err
@@ -540,6 +801,10 @@ type runWrites struct {
 	}
 	results struct {
 		source, txn, body []string
+	}
+	counters struct {
+		program, code, scope, win []string
+		points                    []int64
 	}
 }
 
@@ -629,6 +894,28 @@ func (w *runWrites) addMembers(plans []runPlan) {
 	}
 }
 
+// addCounters sums what the run's accruals add to each rule counter, in
+// key order.
+func (w *runWrites) addCounters(plans []runPlan) {
+	sums := map[counterKey]int64{}
+	for i := range plans {
+		p := &plans[i]
+		for _, a := range p.counts {
+			sums[counterKey{p.m.programID, a.code, a.scope, a.win}] += a.points
+		}
+	}
+	keys := slices.SortedFunc(maps.Keys(sums), func(a, b counterKey) int {
+		return cmp.Or(strings.Compare(a.program, b.program), strings.Compare(a.code, b.code),
+			strings.Compare(a.scope, b.scope), strings.Compare(a.win, b.win))
+	})
+	cs := &w.counters
+	for _, k := range keys {
+		cs.program, cs.code = append(cs.program, k.program), append(cs.code, k.code)
+		cs.scope, cs.win = append(cs.scope, k.scope), append(cs.win, k.win)
+		cs.points = append(cs.points, sums[k])
+	}
+}
+
 // batch queues the run's writes, to travel in one round trip.
 func (w *runWrites) batch(t *txn) *pgx.Batch {
 	b := &pgx.Batch{}
@@ -659,6 +946,13 @@ func (w *runWrites) batch(t *txn) *pgx.Batch {
 		b.Queue(`INSERT INTO accrual_amounts (posting_id, amount)
 			SELECT p, a::numeric FROM unnest($1::bigint[], $2::text[]) AS v(p, a)`,
 			w.amounts.posting, w.amounts.amount)
+	}
+	if cs := &w.counters; len(cs.code) > 0 {
+		b.Queue(`INSERT INTO rule_counters (program_id, rule_code, scope, win, points)
+			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+			ON CONFLICT (program_id, rule_code, scope, win)
+			DO UPDATE SET points = rule_counters.points + EXCLUDED.points`,
+			cs.program, cs.code, cs.scope, cs.win, cs.points)
 	}
 	ms := &w.members
 	if len(ms.id) > 0 {

@@ -12,7 +12,9 @@ import (
 
 // BenchmarkApplyBatch times ApplyBatch on batches of 100 and 500 accruals
 // spread over 1,000 members of a program without rules (the load
-// generator's case), on the set-based path and, for comparison, with every
+// generator's case), and on batches of 500 in a program with ten rules
+// (conditions on amount, channel, attributes and tenure; daily, yearly and
+// budget caps), on the set-based path and, for comparison, with every
 // command on its own savepoint. It reports accruals per second.
 //
 //	go test -run '^$' -bench ApplyBatch -benchtime=20x ./core/postgres/
@@ -20,19 +22,58 @@ func BenchmarkApplyBatch(b *testing.B) {
 	for _, size := range []int{100, 500} {
 		for _, path := range []string{"set-based", "row-by-row"} {
 			b.Run(fmt.Sprintf("%d/%s", size, path), func(b *testing.B) {
-				benchApplyBatch(b, size, path == "row-by-row")
+				benchApplyBatch(b, size, path == "row-by-row", nil)
 			})
 		}
 	}
+	for _, path := range []string{"set-based", "row-by-row"} {
+		b.Run("rules/500/"+path, func(b *testing.B) {
+			benchApplyBatch(b, 500, path == "row-by-row", benchRules())
+		})
+	}
 }
 
-func benchApplyBatch(b *testing.B, size int, rowByRow bool) {
+// benchRules are ten rules of bill payments, three of them capped.
+func benchRules() []core.Rule {
+	fixed := func(code, cond string, points core.Points, caps core.Caps) core.Rule {
+		return core.Rule{Code: code, EventType: "bill_paid", Condition: cond, Caps: caps,
+			Formula: core.Formula{Kind: core.FormulaFixed, Points: points}}
+	}
+	big := perUnit("big", "0.5", core.RoundDown)
+	big.Condition = "event.amount_cents >= 1500"
+	return []core.Rule{
+		perUnit("base", "1", core.RoundDown),
+		big,
+		fixed("web", `event.channel == "web"`, 5, core.Caps{PerDay: 12}),
+		fixed("app", `event.channel == "app"`, 4, core.Caps{}),
+		fixed("gold", `member.plan == "gold"`, 3, core.Caps{PerYear: 500}),
+		fixed("card", `member.payment_method == "card"`, 2, core.Caps{}),
+		fixed("loyal", `member.tenure_months >= 12`, 2, core.Caps{}),
+		fixed("vip", `"vip" in member.segments`, 1, core.Caps{Budget: 1_000_000_000}),
+		fixed("partner", `event.partner == "shop"`, 6, core.Caps{}),
+		{Code: "promo", EventType: "bill_paid", Condition: `member.contract == "postpaid"`,
+			Formula: core.Formula{Kind: core.FormulaMultiplier, Factor: "1.1"}},
+	}
+}
+
+func benchApplyBatch(b *testing.B, size int, rowByRow bool, rules []core.Rule) {
 	f := newFixture(b, core.Program{PointsPerUnit: "1"})
 	f.l.rowByRow = rowByRow
+	for _, r := range rules {
+		f.putRule(r)
+	}
 	const members = 1000
 	enroll := make([]bus.Command, members)
 	for i := range enroll {
-		enroll[i] = f.command(core.KindEnroll, fmt.Sprintf("m%d", i), f.txn(), core.Enroll{})
+		in := core.Enroll{}
+		if rules != nil {
+			since := f.now.AddDate(0, -i%30, 0)
+			in.EnrolledAt = &since
+			in.Attributes = &core.MemberAttributes{
+				Plan: []string{"gold", "silver"}[i%2], PaymentMethod: []string{"card", ""}[i%3%2],
+				Contract: []string{"postpaid", "prepaid"}[i%4%2], Segments: []string{"vip"}[:i%5%2]}
+		}
+		enroll[i] = f.command(core.KindEnroll, fmt.Sprintf("m%d", i), f.txn(), in)
 	}
 	if _, err := f.l.ApplyBatch(context.Background(), enroll); err != nil {
 		b.Fatal(err)
@@ -42,8 +83,14 @@ func benchApplyBatch(b *testing.B, size int, rowByRow bool) {
 	batch := func() []bus.Command {
 		cmds := make([]bus.Command, size)
 		for i := range cmds {
+			in := core.Accrue{EventType: "purchase", Amount: "10"}
+			if rules != nil {
+				in = core.Accrue{EventType: "bill_paid", Amount: fmt.Sprintf("%d.50", 5+i%20)}
+			}
 			cmds[i] = f.command(core.KindAccrue, fmt.Sprintf("m%d", (n*size+i)%members),
-				f.txn(), core.Accrue{EventType: "purchase", Amount: "10"})
+				f.txn(), in)
+			cmds[i].Channel = []string{"web", "app", "store"}[i%3]
+			cmds[i].Seal()
 		}
 		n++
 		return cmds

@@ -153,14 +153,27 @@ func (t *txn) programRuleSnapshot(ctx context.Context, programID string) (*ruleS
 	var rev int64
 	err := t.tx.QueryRow(ctx, ruleRevisionSQL, programID).Scan(&rev)
 	if errors.Is(err, pgx.ErrNoRows) {
-		t.ruleCache.keep(programID, noRules)
-		return noRules, nil
+		return t.ruleSnapshotAt(ctx, programID, nil)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read rules revision: %w", err)
 	}
-	s := programRules.get(programID, rev)
+	return t.ruleSnapshotAt(ctx, programID, &rev)
+}
+
+// ruleSnapshotAt returns the program's rules at revision rev, just read by
+// the transaction (nil: the program never had a rule), and keeps them for
+// the rest of the transaction. Only a revision the process has no copy of
+// costs a read of the rules.
+func (t *txn) ruleSnapshotAt(ctx context.Context, programID string, rev *int64) (*ruleSnapshot,
+	error) {
+	if rev == nil {
+		t.ruleCache.keep(programID, noRules)
+		return noRules, nil
+	}
+	s := programRules.get(programID, *rev)
 	if s == nil {
+		var err error
 		if s, err = t.loadRuleSnapshot(ctx, programID); err != nil {
 			return nil, err
 		}
@@ -475,15 +488,14 @@ func (t *txn) accrualPoints(ctx context.Context, prog *program, m *member, cmd *
 // memberFacts reads what conditions know of m at the moment at.
 func (t *txn) memberFacts(ctx context.Context, prog *program, m *member,
 	at time.Time) (*core.MemberFacts, error) {
-	mf := &core.MemberFacts{Channel: m.channel,
-		TenureMonths: core.TenureMonths(m.enrolled, at, prog.Location())}
 	var attrs []byte
 	err := t.tx.QueryRow(ctx, `SELECT attributes FROM members WHERE id = $1`, m.id).Scan(&attrs)
 	if err != nil {
 		return nil, fmt.Errorf("read attributes: %w", err)
 	}
-	if err := json.Unmarshal(attrs, &mf.Attributes); err != nil {
-		return nil, fmt.Errorf("decode attributes: %w", err)
+	mf, err := plainMemberFacts(prog, m, attrs, at)
+	if err != nil {
+		return nil, err
 	}
 	tiers, err := t.programTiers(ctx, prog.ID)
 	if err != nil || tiers == nil {
@@ -500,14 +512,29 @@ func (t *txn) memberFacts(ctx context.Context, prog *program, m *member,
 	return mf, nil
 }
 
+// plainMemberFacts is what conditions know of m at the moment at, tiers
+// aside, from its stored attributes.
+func plainMemberFacts(prog *program, m *member, attrs []byte,
+	at time.Time) (*core.MemberFacts, error) {
+	mf := &core.MemberFacts{Channel: m.channel,
+		TenureMonths: core.TenureMonths(m.enrolled, at, prog.Location())}
+	if err := json.Unmarshal(attrs, &mf.Attributes); err != nil {
+		return nil, fmt.Errorf("decode attributes: %w", err)
+	}
+	return mf, nil
+}
+
 // ruleUsage reads what a capped rule gave in an event's windows. When lock
 // is set the program budget's row is created if need be and locked, so that
 // two batches cannot both spend its last points. Per-member windows need no
 // lock: the member's row lock already orders its accruals.
 //
-// BUG(rules): batches on different partitions lock budget rows in the order
-// their events meet them; two batches that meet two budgeted rules in
-// opposite orders can deadlock. PostgreSQL aborts one and the consumer
+// BUG(rules): here budget rows are locked in the order events meet them.
+// The set-based path (batch.go) locks a run's budget rows up front in rule
+// code order, so two runs never wait on each other in a cycle; but an
+// accrual this path posts (in a program with tier levels, or the first use
+// of a budget) can still meet two budgeted rules in the opposite order of
+// another batch and deadlock. PostgreSQL aborts one and the consumer
 // retries its batch, so nothing is lost, but budgeted rules serialise
 // accruals across partitions.
 func (t *txn) ruleUsage(ctx context.Context, programID, memberID, code, day, month string,
@@ -557,40 +584,62 @@ func (t *txn) ruleUsage(ctx context.Context, programID, memberID, code, day, mon
 // the counters; caps count what was granted, reversed or not.
 func (t *txn) countUsage(ctx context.Context, programID, memberID string,
 	e core.Evaluation) error {
+	caps := func(code string, version int) (core.Caps, error) {
+		return t.ruleCaps(ctx, programID, code, version)
+	}
+	adds, err := usageAdds(memberID, e, caps)
+	if err != nil {
+		return err
+	}
+	for _, a := range adds {
+		_, err := t.tx.Exec(ctx, `INSERT INTO rule_counters (program_id, rule_code, scope,
+				win, points) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (program_id, rule_code, scope, win)
+			DO UPDATE SET points = rule_counters.points + EXCLUDED.points`,
+			programID, a.code, a.scope, a.win, a.points)
+		if err != nil {
+			return fmt.Errorf("count rule usage: %w", err)
+		}
+	}
+	return nil
+}
+
+// counterAdd is what a rule that fired adds to one of its counters.
+type counterAdd struct {
+	code, scope, win string
+	points           int64
+}
+
+// usageAdds lists what an evaluation adds to the counters of the capped
+// rules that gave points, caps telling each version's caps.
+func usageAdds(memberID string, e core.Evaluation,
+	caps func(code string, version int) (core.Caps, error)) ([]counterAdd, error) {
+	var out []counterAdd
 	for _, f := range e.Fired {
 		if f.Points <= 0 || f.Version == 0 {
 			continue
 		}
-		caps, err := t.ruleCaps(ctx, programID, f.Code, f.Version)
+		c, err := caps(f.Code, f.Version)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		type counter struct{ scope, win string }
-		var cs []counter
-		if caps.PerDay > 0 {
-			cs = append(cs, counter{memberID, "d:" + e.Day})
+		add := func(scope, win string) {
+			out = append(out, counterAdd{f.Code, scope, win, int64(f.Points)})
 		}
-		if caps.PerMonth > 0 {
-			cs = append(cs, counter{memberID, "m:" + e.Month})
+		if c.PerDay > 0 {
+			add(memberID, "d:"+e.Day)
 		}
-		if caps.PerYear > 0 {
-			cs = append(cs, counter{memberID, "y:" + core.YearOf(e.Month)})
+		if c.PerMonth > 0 {
+			add(memberID, "m:"+e.Month)
 		}
-		if caps.Budget > 0 {
-			cs = append(cs, counter{"", "budget"})
+		if c.PerYear > 0 {
+			add(memberID, "y:"+core.YearOf(e.Month))
 		}
-		for _, c := range cs {
-			_, err := t.tx.Exec(ctx, `INSERT INTO rule_counters (program_id, rule_code, scope,
-					win, points) VALUES ($1, $2, $3, $4, $5)
-				ON CONFLICT (program_id, rule_code, scope, win)
-				DO UPDATE SET points = rule_counters.points + EXCLUDED.points`,
-				programID, f.Code, c.scope, c.win, int64(f.Points))
-			if err != nil {
-				return fmt.Errorf("count rule usage: %w", err)
-			}
+		if c.Budget > 0 {
+			add("", "budget")
 		}
 	}
-	return nil
+	return out, nil
 }
 
 // ruleCaps returns the caps of a rule version: from the program's rules as
