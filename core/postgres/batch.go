@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -117,6 +118,8 @@ type runState struct {
 	counters map[counterKey]int64
 	capped   map[cappedKey]bool
 	wins     map[string]bool
+	// ruleReads is set when the run reads attributes and counters.
+	ruleReads bool
 }
 
 // counterKey names a row of rule_counters.
@@ -178,7 +181,9 @@ func (t *txn) applyRun(ctx context.Context, cmds []bus.Command, out []Applied) e
 // rules at their current revision).
 func (t *txn) claimAndLock(ctx context.Context, cmds []bus.Command) (*runState, error) {
 	st := &runState{free: make([]bool, len(cmds)), progs: make([]*program, len(cmds)),
-		tiered: map[string]bool{}, revs: map[string]*int64{}, rules: map[string]*ruleSnapshot{}}
+		tiered: map[string]bool{}, revs: map[string]*int64{}, rules: map[string]*ruleSnapshot{},
+		attrs: map[string][]byte{}, counters: map[counterKey]int64{},
+		capped: map[cappedKey]bool{}, wins: map[string]bool{}}
 	b := &pgx.Batch{}
 
 	// The programs, once per transaction like loadProgram.
@@ -226,6 +231,7 @@ func (t *txn) claimAndLock(ctx context.Context, cmds []bus.Command) (*runState, 
 		return err
 	})
 
+	st.ruleReads = expectRules(cmds)
 	queueRunReads(b, cmds, st)
 	st.ids.queue(b, len(cmds))
 
@@ -257,6 +263,16 @@ func (t *txn) claimAndLock(ctx context.Context, cmds []bus.Command) (*runState, 
 		st.progs[i] = t.programs[cmds[i].Program]
 	}
 
+	// A program that has rules after all: read what its accruals need.
+	if t.rememberRules(cmds, st) && !st.ruleReads {
+		st.ruleReads = true
+		b := &pgx.Batch{}
+		queueRuleReads(b, cmds, st)
+		if err := t.tx.SendBatch(ctx, b).Close(); err != nil {
+			return nil, fmt.Errorf("read run: %w", err)
+		}
+	}
+
 	// The rules, as the per-command path would find them.
 	for id, rev := range st.revs {
 		if st.tiered[id] {
@@ -286,11 +302,54 @@ func accrualPrograms(cmds []bus.Command) []string {
 	return codes
 }
 
-// queueRunReads queues on b the lock of the members cmds name, and for
-// their accruals the members' attributes, the counters of capped rules and
-// the lock of the programs' budget rows; st receives them when b runs.
+// hasRules remembers, for the whole process, whether each program (by
+// code) had rules when a run last looked. A run whose accruals are all in
+// programs that had none skips reading attributes and rule counters in its
+// first round trip; should one of them have rules by then (the run reads
+// every program's rules revision), a second round trip reads them.
+var hasRules sync.Map // program code -> bool
+
+// expectRules reports whether a program of the accruals of cmds had rules
+// when last seen, or was never seen.
+func expectRules(cmds []bus.Command) bool {
+	for _, code := range accrualPrograms(cmds) {
+		if had, ok := hasRules.Load(code); !ok || had.(bool) {
+			return true
+		}
+	}
+	return false
+}
+
+// rememberRules records which programs of the accruals of cmds have rules
+// now, and reports whether any does.
+func (t *txn) rememberRules(cmds []bus.Command, st *runState) bool {
+	found := false
+	for _, code := range accrualPrograms(cmds) {
+		prog := t.programs[code]
+		if prog == nil {
+			continue
+		}
+		has := st.revs[prog.ID] != nil
+		hasRules.Store(code, has)
+		found = found || has
+	}
+	return found
+}
+
+// queueRunReads queues on b the lock of the members cmds name and, when
+// st.ruleReads is set, what their accruals need for rules (queueRuleReads);
+// st receives them when b runs.
 func queueRunReads(b *pgx.Batch, cmds []bus.Command, st *runState) {
 	queueLockMembers(b, cmds, &st.members)
+	if st.ruleReads {
+		queueRuleReads(b, cmds, st)
+	}
+}
+
+// queueRuleReads queues on b, for the accruals of cmds, the members'
+// attributes, the counters of capped rules and the lock of the programs'
+// budget rows; st receives them when b runs.
+func queueRuleReads(b *pgx.Batch, cmds []bus.Command, st *runState) {
 	st.attrs = map[string][]byte{}
 	st.counters = map[counterKey]int64{}
 	st.capped = map[cappedKey]bool{}

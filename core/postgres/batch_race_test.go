@@ -93,3 +93,35 @@ func waitForLockWaiters(t *testing.T, f *fixture, n int) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A program the process has seen without rules, and that has a capped rule
+// by its next run, is evaluated by that rule on the set-based path: the
+// run reads the counters in a second round trip rather than posting the
+// flat rate.
+func TestSetBasedSeesRulesAddedSinceLastRun(t *testing.T) {
+	f := newFixture(t, core.Program{PointsPerUnit: "1"})
+	f.enroll("m1")
+	at := f.l.Clock()
+	if pts, _ := f.earn("m1", "bill_paid", "10", at); pts != 10 {
+		t.Fatalf("flat rate gave %d points, want 10", pts)
+	}
+	if had, ok := hasRules.Load(f.prog); !ok || had.(bool) {
+		t.Fatalf("program remembered with rules %v (known %v), want without", had, ok)
+	}
+
+	r := perUnit("triple", "3", core.RoundDown)
+	r.Caps = core.Caps{PerDay: 25}
+	f.putRule(r)
+	before := f.l.setBased.Load()
+	if pts, _ := f.earn("m1", "bill_paid", "10", at); pts != 25 {
+		t.Fatalf("first accrual under the rule gave %d points, want 25 (capped)", pts)
+	}
+	if pts, _ := f.earn("m1", "bill_paid", "10", at); pts != 0 {
+		t.Fatalf("second accrual the same day gave %d points, want 0", pts)
+	}
+	if n := f.l.setBased.Load() - before; n != 2 {
+		t.Fatalf("%d of the 2 accruals took the set-based path", n)
+	}
+	f.wantBalance("m1", 35, 0, 0)
+	f.check()
+}
