@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
-	"github.com/puntos-loyalty/puntos/internal/testenv"
 )
 
 // bulkTwin is a ledger on a fresh database of its own with a settable clock.
@@ -27,17 +25,7 @@ type bulkTwin struct {
 
 func newBulkTwin(t *testing.T) *bulkTwin {
 	t.Helper()
-	ctx := context.Background()
-	pool, err := Open(ctx, testenv.Database(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	log := slog.New(slog.DiscardHandler)
-	if err := Migrate(ctx, pool, log); err != nil {
-		t.Fatal(err)
-	}
-	w := &bulkTwin{t: t, l: New(pool, log)}
+	w := &bulkTwin{t: t, l: isolatedLedger(t)}
 	w.l.Clock = func() time.Time { return w.now }
 	return w
 }

@@ -114,7 +114,30 @@ type fixture struct {
 
 func newFixture(t tb, prog core.Program) *fixture {
 	t.Helper()
-	f := &fixture{t: t, l: New(testDB(t), slog.New(slog.DiscardHandler)),
+	return newFixtureOn(t, New(testDB(t), slog.New(slog.DiscardHandler)), prog)
+}
+
+// isolatedLedger is a ledger on a migrated database of its own, for tests
+// that leave rows behind that would trouble others on the shared one.
+func isolatedLedger(t *testing.T) *Ledger {
+	t.Helper()
+	ctx := context.Background()
+	pool, err := Open(ctx, testenv.Database(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	log := slog.New(slog.DiscardHandler)
+	if err := Migrate(ctx, pool, log); err != nil {
+		t.Fatal(err)
+	}
+	return New(pool, log)
+}
+
+// newFixtureOn is a fixture with a program of its own on l.
+func newFixtureOn(t tb, l *Ledger, prog core.Program) *fixture {
+	t.Helper()
+	f := &fixture{t: t, l: l,
 		prog: "p" + uuid.NewString()[:8], now: time.Date(2026, 3, 10, 15, 0, 0, 0, time.UTC)}
 	f.l.Clock = func() time.Time {
 		f.mu.Lock()

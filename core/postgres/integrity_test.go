@@ -4,18 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
-	"github.com/puntos-loyalty/puntos/internal/testenv"
 )
 
 // isolatedFixture is a fixture on a fresh database of its own, for tests
@@ -23,29 +19,8 @@ import (
 // every other test's check of the ledger.
 func isolatedFixture(t *testing.T) *fixture {
 	t.Helper()
-	ctx := context.Background()
-	pool, err := Open(ctx, testenv.Database(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	log := slog.New(slog.DiscardHandler)
-	if err := Migrate(ctx, pool, log); err != nil {
-		t.Fatal(err)
-	}
-	f := &fixture{t: t, l: New(pool, log), prog: "iso",
-		now: time.Date(2026, 3, 10, 15, 0, 0, 0, time.UTC)}
-	f.l.Clock = func() time.Time {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.now
-	}
-	r := f.do(core.KindProgramUpsert, "", f.txn(),
-		core.Program{Name: "Isolated", PointsPerUnit: "1"})
-	if r.Status != bus.StatusOK {
-		t.Fatalf("create program: %+v", r.Error)
-	}
-	return f
+	return newFixtureOn(t, isolatedLedger(t), core.Program{Name: "Isolated",
+		PointsPerUnit: "1"})
 }
 
 // refIDs are the database ids of a member, its program and its first lot and
