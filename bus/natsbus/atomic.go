@@ -121,7 +121,9 @@ func (b *Bus) publishAtomic(ctx context.Context, stream string, msgs []*nats.Msg
 			continue
 		}
 		h.Set(batchCommitHeader, "1")
-		reply, err := b.nc.RequestMsgWithContext(ctx, out)
+		cctx, cancel := context.WithTimeout(ctx, asyncAckTimeout)
+		reply, err := b.nc.RequestMsgWithContext(cctx, out)
+		cancel()
 		if err != nil {
 			return fmt.Errorf("commit atomic batch: %w", err)
 		}
