@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
@@ -23,8 +24,8 @@ import (
 // The set-based path applies a run of accruals and credits with a few
 // statements for the whole run instead of about ten per command:
 //
-//  1. one round trip reads the run's programs, finds which of its
-//     transaction ids the ledger holds already, locks every member it names (in id order, so that two runs
+//  1. one round trip reads the run's programs, claims every transaction id
+//     of the run, locks every member it names (in id order, so that two runs
 //     never wait on each other in a cycle), reads its programs' rules
 //     revisions and tiers, its members' attributes, the counters of capped
 //     rules in the windows its accruals fall in, locks its programs' budget
@@ -35,12 +36,9 @@ import (
 //     against the locked members' figures, the rules in force at its
 //     occurred_at and the counters as the run's earlier accruals left them;
 //  3. one more round trip writes the postings, lots, accrual amounts,
-//     counters, balances, outbox events and the commands with their results
-//     (the claim of their transaction ids: a copy of the command applied
-//     meanwhile by another transaction makes that insert fail, and the whole
-//     batch is then applied command by command, see ApplyBatch).
+//     counters, balances, results and outbox events.
 //
-// Only the plain case is handled here: a free transaction id, an active member
+// Only the plain case is handled here: a claimed command, an active member
 // that was not merged, a payload the per-command path would accept, an
 // accrual in a program without tier levels whose rules evaluate without
 // error and whose counters were read, points that do not expire on
@@ -98,9 +96,9 @@ type runPlan struct {
 
 // runState is what the first round trip of a run reads.
 type runState struct {
-	ids     idPool             // posting and lot ids for the run
-	progs   []*program         // nil for a program that does not exist
-	free    []bool             // no command holds the transaction id yet
+	ids     idPool     // posting and lot ids for the run
+	progs   []*program // nil for a program that does not exist
+	claimed []bool
 	members map[string]*member // by program id and customer reference
 	// What accruals need, by program id: whether the program has tier
 	// levels (the per-command path reviews tiers), its rules revision (nil
@@ -142,7 +140,7 @@ func (t *txn) applyRun(ctx context.Context, cmds []bus.Command, out []Applied) e
 	var plans []runPlan
 	for i := range cmds {
 		c := &cmds[i]
-		if prog := st.progs[i]; st.free[i] && prog != nil {
+		if prog := st.progs[i]; st.claimed[i] && prog != nil {
 			m := st.members[memberKey(prog.ID, c.Member)]
 			if p, ok := t.plan(c, prog, m, st); ok {
 				p.at = i
@@ -159,7 +157,12 @@ func (t *txn) applyRun(ctx context.Context, cmds []bus.Command, out []Applied) e
 		}
 		plans = plans[:0]
 		st.ids = idPool{}
-		a, err := t.apply(ctx, c)
+		var a Applied
+		if st.claimed[i] {
+			a, err = t.applyClaimed(ctx, c)
+		} else {
+			a, err = t.apply(ctx, c)
+		}
 		if err != nil {
 			return fmt.Errorf("command %s/%s: %w", c.Source, c.TxnID, err)
 		}
@@ -180,7 +183,7 @@ func (t *txn) applyRun(ctx context.Context, cmds []bus.Command, out []Applied) e
 // accruals need, in one round trip (two when the process lacks a program's
 // rules at their current revision).
 func (t *txn) claimAndLock(ctx context.Context, cmds []bus.Command) (*runState, error) {
-	st := &runState{free: make([]bool, len(cmds)), progs: make([]*program, len(cmds)),
+	st := &runState{claimed: make([]bool, len(cmds)), progs: make([]*program, len(cmds)),
 		tiered: map[string]bool{}, revs: map[string]*int64{}, rules: map[string]*ruleSnapshot{},
 		attrs: map[string][]byte{}, counters: map[counterKey]int64{},
 		capped: map[cappedKey]bool{}, wins: map[string]bool{}}
@@ -208,28 +211,39 @@ func (t *txn) claimAndLock(ctx context.Context, cmds []bus.Command) (*runState, 
 			})
 	}
 
-	// The transaction ids the ledger holds already. The others are claimed
-	// when the run's results are written (writePlans); a racing claim of
-	// the same id meanwhile makes that write fail, and ApplyBatch then
-	// applies the batch command by command.
-	var sources, txns []string
-	at := make(map[[2]string]int, len(cmds))
+	// The claim, in key order so that racing claims queue the same way.
+	type claim struct {
+		at                          int
+		source, txn, id, kind, hash string
+	}
+	claims := make([]claim, len(cmds))
 	for i := range cmds {
 		c := &cmds[i]
-		sources, txns = append(sources, c.Source), append(txns, c.TxnID)
-		at[[2]string{c.Source, c.TxnID}] = i
-		st.free[i] = true
+		claims[i] = claim{i, c.Source, c.TxnID, c.ID, c.Kind, c.Hash}
 	}
-	b.Queue(knownRun, sources, txns).Query(func(rows pgx.Rows) error {
-		var source, txn string
-		_, err := pgx.ForEachRow(rows, []any{&source, &txn}, func() error {
-			if i, ok := at[[2]string{source, txn}]; ok {
-				st.free[i] = false
-			}
-			return nil
-		})
-		return err
+	slices.SortFunc(claims, func(a, b claim) int {
+		if r := strings.Compare(a.source, b.source); r != 0 {
+			return r
+		}
+		return strings.Compare(a.txn, b.txn)
 	})
+	cols := make([][]string, 5)
+	at := map[[2]string]int{}
+	for _, c := range claims {
+		for k, v := range []string{c.source, c.txn, c.id, c.kind, c.hash} {
+			cols[k] = append(cols[k], v)
+		}
+		at[[2]string{c.source, c.txn}] = c.at
+	}
+	b.Queue(claimRun, cols[0], cols[1], cols[2], cols[3], cols[4]).Query(
+		func(rows pgx.Rows) error {
+			var source, txn string
+			_, err := pgx.ForEachRow(rows, []any{&source, &txn}, func() error {
+				st.claimed[at[[2]string{source, txn}]] = true
+				return nil
+			})
+			return err
+		})
 
 	st.ruleReads = expectRules(cmds)
 	queueRunReads(b, cmds, st)
@@ -443,10 +457,11 @@ func (t *txn) readRunAgain(ctx context.Context, cmds []bus.Command, st *runState
 	return nil
 }
 
-// knownRun returns the transaction ids of a run that the ledger holds.
-const knownRun = `SELECT c.source, c.txn_id
-	FROM unnest($1::text[], $2::text[]) AS v(s, x)
-	JOIN commands c ON c.source = v.s AND c.txn_id = v.x`
+// claimRun claims transaction ids; it returns those it claimed.
+const claimRun = `INSERT INTO commands (source, txn_id, command_id, kind, hash, status, result)
+	SELECT s, x, c::uuid, k, h, 'applying', '{}'
+	FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS v(s, x, c, k, h)
+	ON CONFLICT DO NOTHING RETURNING source, txn_id`
 
 // lockRunMembers locks the members of a run, in id order, merged or not.
 // The two lists make one scan of the program-and-reference index (a join
@@ -780,7 +795,9 @@ func (t *txn) writePlans(ctx context.Context, plans []runPlan, ids *idPool,
 			return err
 		}
 		out[p.at] = a
-		w.results = append(w.results, runResult{p.cmd, string(body)})
+		w.results.source = append(w.results.source, p.cmd.Source)
+		w.results.txn = append(w.results.txn, p.cmd.TxnID)
+		w.results.body = append(w.results.body, string(body))
 	}
 	w.addMembers(plans)
 	w.addCounters(plans)
@@ -841,7 +858,9 @@ type runWrites struct {
 		wantAvailable, wantPending []int64 // figures after them
 		wantHeld                   []int64
 	}
-	results  []runResult
+	results struct {
+		source, txn, body []string
+	}
 	counters struct {
 		program, code, scope, win []string
 		points                    []int64
@@ -1007,31 +1026,17 @@ func (w *runWrites) batch(t *txn) *pgx.Batch {
 			return w.checkMembers(rows)
 		})
 	}
-	// The commands with their results, in key order so that racing
-	// claims of the same ids queue the same way.
-	slices.SortFunc(w.results, func(a, b runResult) int {
-		return cmp.Or(strings.Compare(a.cmd.Source, b.cmd.Source),
-			strings.Compare(a.cmd.TxnID, b.cmd.TxnID))
-	})
-	cols := make([][]string, 6)
-	for _, r := range w.results {
-		c := r.cmd
-		for k, v := range []string{c.Source, c.TxnID, c.ID, c.Kind, c.Hash, r.body} {
-			cols[k] = append(cols[k], v)
+	rs := &w.results
+	b.Queue(`UPDATE commands c SET status = $4, result = v.result::jsonb
+		FROM unnest($1::text[], $2::text[], $3::text[]) AS v(source, txn_id, result)
+		WHERE c.source = v.source AND c.txn_id = v.txn_id`,
+		rs.source, rs.txn, rs.body, bus.StatusOK).Exec(func(tag pgconn.CommandTag) error {
+		if int(tag.RowsAffected()) != len(rs.txn) {
+			return fmt.Errorf("store results: %d of %d rows", tag.RowsAffected(), len(rs.txn))
 		}
-	}
-	b.Queue(`INSERT INTO commands (source, txn_id, command_id, kind, hash, status, result)
-		SELECT s, x, c::uuid, k, h, $7, r::jsonb
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
-			AS v(s, x, c, k, h, r)`,
-		cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], bus.StatusOK)
+		return nil
+	})
 	return b
-}
-
-// runResult is a command of a run with its stored result.
-type runResult struct {
-	cmd  *bus.Command
-	body string
 }
 
 // checkMembers compares the members' updated figures with the run's.

@@ -9,17 +9,17 @@ import (
 	"github.com/puntos-loyalty/puntos/core"
 )
 
-// Two batches carrying the same accrual both find its transaction id free
-// and work it out; the second to write meets the first's claim and is
-// applied again command by command, as a replay: the points are posted
-// once and both callers get an answer.
+// Two batches carrying the same accrual at once: the second one's claim of
+// the transaction id waits for the first batch, finds the id taken and
+// answers the accrual as a replay. The points are posted once and both
+// callers get an answer.
 func TestSetBasedClaimRaceIsAReplay(t *testing.T) {
 	f := newFixture(t, core.Program{PointsPerUnit: "1"})
 	f.enroll("m1")
 	ctx := context.Background()
 
-	// Hold the member so that both batches read the free id, then queue on
-	// the member's lock.
+	// Hold the member so that both batches are in flight together: one
+	// waits on the member's lock, the other on the first one's claim.
 	hold, err := f.l.pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/puntos-loyalty/puntos/bus"
@@ -87,27 +86,8 @@ func (l *Ledger) newTxn(tx pgx.Tx) *txn {
 // the run it cannot handle exactly falls back to its own savepoint, in its
 // place in the order.
 func (l *Ledger) ApplyBatch(ctx context.Context, cmds []bus.Command) ([]Applied, error) {
-	out, err := l.applyBatch(ctx, cmds, l.setBasedCandidates(cmds))
-	if claimRaced(err) && ctx.Err() == nil {
-		// Another transaction applied a copy of one of the run's commands
-		// after the run looked: the per-command path answers it as a replay.
-		out, err = l.applyBatch(ctx, cmds, make([]bool, len(cmds)))
-	}
-	return out, err
-}
-
-// claimRaced reports whether err is the set-based path's insert of its
-// commands meeting a transaction id claimed meanwhile.
-func claimRaced(err error) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "commands_pkey"
-}
-
-// applyBatch is ApplyBatch, with the commands that may take the set-based
-// path marked in runnable.
-func (l *Ledger) applyBatch(ctx context.Context, cmds []bus.Command,
-	runnable []bool) ([]Applied, error) {
 	out := make([]Applied, len(cmds))
+	runnable := l.setBasedCandidates(cmds)
 	var t *txn
 	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
 		clear(out)
@@ -172,6 +152,17 @@ func (t *txn) apply(ctx context.Context, cmd *bus.Command) (Applied, error) {
 			return Applied{}, spErr
 		}
 	}
+	return t.run(ctx, cmd, res)
+}
+
+// applyClaimed applies a command whose transaction id this transaction has
+// already claimed (the set-based path claims a whole run at once), in a
+// savepoint of its own.
+func (t *txn) applyClaimed(ctx context.Context, cmd *bus.Command) (Applied, error) {
+	if _, err := t.tx.Exec(ctx, `SAVEPOINT cmd`); err != nil {
+		return Applied{}, err
+	}
+	res := bus.Result{CommandID: cmd.ID, Source: cmd.Source, TxnID: cmd.TxnID, Kind: cmd.Kind}
 	return t.run(ctx, cmd, res)
 }
 
