@@ -28,21 +28,25 @@ import (
 //     of the run, locks every member it names (in id order, so that two runs
 //     never wait on each other in a cycle), reads its programs' rules
 //     revisions and tiers, its members' attributes, the counters of capped
-//     rules in the windows its accruals fall in, locks its programs' budget
-//     rows (in rule code order), and reserves ids for the postings and lots
-//     the run may make; rules the process has no copy of at that revision
-//     cost one more round trip;
+//     rules in the windows its accruals fall in, in programs with tier
+//     levels the qualification of each accrual's member in the window
+//     ending at its occurred_at, locks its programs' budget rows (in rule
+//     code order), and reserves ids for the postings and lots the run may
+//     make; rules the process has no copy of at that revision cost one more
+//     round trip;
 //  2. each command is then checked and worked out in memory, in order,
-//     against the locked members' figures, the rules in force at its
-//     occurred_at and the counters as the run's earlier accruals left them;
+//     against the locked members' figures and tiers, the rules in force at
+//     its occurred_at, the counters and qualifications as the run's earlier
+//     accruals left them;
 //  3. one more round trip writes the postings, lots, accrual amounts,
-//     counters, balances, results and outbox events.
+//     counters, balances and tiers, tier changes, results and outbox
+//     events.
 //
 // Only the plain case is handled here: a claimed command, an active member
 // that was not merged, a payload the per-command path would accept, an
-// accrual in a program without tier levels whose rules evaluate without
-// error and whose counters were read, points that do not expire on
-// arrival. Anything else (a replay, a refusal, a merged member, tiers, a
+// accrual whose rules evaluate without error and whose counters (and, in a
+// program with tier levels, qualification) were read, points that do not
+// expire on arrival. Anything else (a replay, a refusal, a merged member, a
 // budget row not made yet) goes to the per-command path in its place in
 // the order, after what the run has worked out so far is written, so that
 // the ledger ends up exactly as if every command had taken that path.
@@ -92,6 +96,17 @@ type runPlan struct {
 	ruleVersion string
 	amount      *big.Rat     // the money amount of an accrual
 	counts      []counterAdd // what the accrual adds to rule counters
+	// tier is the member's tier level once the command is applied (its
+	// ledger event carries it); change is the tier change the accrual made.
+	tier   string
+	change *tierChange
+}
+
+// tierChange is a row of member_tiers that an accrual of a run adds.
+type tierChange struct {
+	from, to      string
+	qualification int64
+	spend         *string // nil unless the tiers' basis is spend
 }
 
 // runState is what the first round trip of a run reads.
@@ -100,12 +115,17 @@ type runState struct {
 	progs   []*program // nil for a program that does not exist
 	claimed []bool
 	members map[string]*member // by program id and customer reference
-	// What accruals need, by program id: whether the program has tier
-	// levels (the per-command path reviews tiers), its rules revision (nil
-	// when it never had a rule) and its rules as of this transaction.
-	tiered map[string]bool
-	revs   map[string]*int64
-	rules  map[string]*ruleSnapshot
+	// What accruals need, by program id: its tier levels (nil when it has
+	// none), its rules revision (nil when it never had a rule) and its
+	// rules as of this transaction.
+	tiers map[string]*core.Tiers
+	revs  map[string]*int64
+	rules map[string]*ruleSnapshot
+	// quals are the qualifications the run read, by member and instant, of
+	// the accruals in programs with tier levels; accrued holds what the
+	// run's accruals added since (by member id), which the reads miss.
+	quals   map[qualKey]qualSums
+	accrued map[string][]runAccrual
 	// attrs are the stored attributes of the members, by member id.
 	attrs map[string][]byte
 	// counters are the rule counters the run read, as its accruals leave
@@ -118,6 +138,27 @@ type runState struct {
 	wins     map[string]bool
 	// ruleReads is set when the run reads attributes and counters.
 	ruleReads bool
+}
+
+// qualKey names a member's qualification window ending at an instant (in
+// microseconds, PostgreSQL's precision).
+type qualKey struct {
+	member string
+	at     int64
+}
+
+// qualSums is what the ledger held of a member's accruals in a window:
+// points, and spend when the tiers' basis is spend (nil otherwise).
+type qualSums struct {
+	points int64
+	spend  *big.Rat
+}
+
+// runAccrual is an accrual the run posted, as qualification counts it.
+type runAccrual struct {
+	at     int64 // occurred_at, in microseconds
+	points int64
+	amount *big.Rat
 }
 
 // counterKey names a row of rule_counters.
@@ -184,7 +225,8 @@ func (t *txn) applyRun(ctx context.Context, cmds []bus.Command, out []Applied) e
 // rules at their current revision).
 func (t *txn) claimAndLock(ctx context.Context, cmds []bus.Command) (*runState, error) {
 	st := &runState{claimed: make([]bool, len(cmds)), progs: make([]*program, len(cmds)),
-		tiered: map[string]bool{}, revs: map[string]*int64{}, rules: map[string]*ruleSnapshot{},
+		tiers: map[string]*core.Tiers{}, revs: map[string]*int64{},
+		rules: map[string]*ruleSnapshot{},
 		attrs: map[string][]byte{}, counters: map[counterKey]int64{},
 		capped: map[cappedKey]bool{}, wins: map[string]bool{}}
 	b := &pgx.Batch{}
@@ -261,7 +303,9 @@ func (t *txn) claimAndLock(ctx context.Context, cmds []bus.Command) (*runState, 
 					if err := json.Unmarshal(tiers, &tt); err != nil {
 						return fmt.Errorf("decode tiers: %w", err)
 					}
-					st.tiered[id] = len(tt.Levels) > 0
+					if len(tt.Levels) > 0 {
+						st.tiers[id] = &tt
+					}
 				}
 				st.revs[id] = rev
 				return nil
@@ -289,9 +333,6 @@ func (t *txn) claimAndLock(ctx context.Context, cmds []bus.Command) (*runState, 
 
 	// The rules, as the per-command path would find them.
 	for id, rev := range st.revs {
-		if st.tiered[id] {
-			continue
-		}
 		snap, ok := t.ruleCache.snapshots[id]
 		if !ok {
 			var err error
@@ -350,11 +391,13 @@ func (t *txn) rememberRules(cmds []bus.Command, st *runState) bool {
 	return found
 }
 
-// queueRunReads queues on b the lock of the members cmds name and, when
-// st.ruleReads is set, what their accruals need for rules (queueRuleReads);
-// st receives them when b runs.
+// queueRunReads queues on b the lock of the members cmds name, the
+// qualifications their accruals in programs with tier levels need and,
+// when st.ruleReads is set, what their accruals need for rules
+// (queueRuleReads); st receives them when b runs.
 func queueRunReads(b *pgx.Batch, cmds []bus.Command, st *runState) {
 	queueLockMembers(b, cmds, &st.members)
+	queueQualifications(b, cmds, st)
 	if st.ruleReads {
 		queueRuleReads(b, cmds, st)
 	}
@@ -425,6 +468,75 @@ func queueRuleReads(b *pgx.Batch, cmds []bus.Command, st *runState) {
 	b.Queue(lockRunBudgets, codes).Query(readCounters)
 }
 
+// queueQualifications queues on b the read of the qualification of each
+// accrual of cmds in a program with tier levels: what its member accrued
+// in the window ending at its occurred_at, as tierQualification reads it.
+// It forgets what the run added before: the read sees it.
+func queueQualifications(b *pgx.Batch, cmds []bus.Command, st *runState) {
+	st.quals = map[qualKey]qualSums{}
+	st.accrued = map[string][]runAccrual{}
+	var codes, refs []string
+	var ats []time.Time
+	for i := range cmds {
+		c := &cmds[i]
+		if c.Kind == core.KindAccrue {
+			codes, refs, ats = append(codes, c.Program), append(refs, c.Member),
+				append(ats, c.OccurredAt)
+		}
+	}
+	if len(codes) == 0 {
+		return
+	}
+	b.Queue(runQualifications, codes, refs, ats).Query(func(rows pgx.Rows) error {
+		var id string
+		var at time.Time
+		var points int64
+		var spend *string
+		_, err := pgx.ForEachRow(rows, []any{&id, &at, &points, &spend}, func() error {
+			s := qualSums{points: points}
+			if spend != nil {
+				var ok bool
+				if s.spend, ok = new(big.Rat).SetString(*spend); !ok {
+					return fmt.Errorf("bad spend %q", *spend)
+				}
+			}
+			st.quals[qualKey{id, at.UnixMicro()}] = s
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("read qualifications: %w", err)
+		}
+		return nil
+	})
+}
+
+// runQualifications reads, for each (program code, member reference,
+// instant) of $1, $2, $3 in a program with tier levels, the member's
+// qualification in the tier window ending at the instant: points, and
+// spend when the basis is spend, counted as qualification and
+// spendQualification count them.
+const runQualifications = `SELECT m.id, v.at, q.points,
+		CASE WHEN t.body->>'basis' = 'spend' THEN s.spend END
+	FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]))
+		AS v(code, ref, at)
+	JOIN programs p ON p.code = v.code
+	JOIN program_tiers t ON t.program_id = p.id AND t.body->'levels'->0 IS NOT NULL
+	JOIN members m ON m.program_id = p.id AND m.customer_ref = v.ref
+	CROSS JOIN LATERAL (
+		SELECT v.at - (t.body->>'window_days')::int * interval '24 hours') AS w(start)
+	CROSS JOIN LATERAL (
+		SELECT COALESCE(sum(x.points + x.pending_delta), 0)::bigint FROM postings x
+		WHERE x.member_id = m.id AND x.kind = 'accrual'
+		  AND x.occurred_at > w.start AND x.occurred_at <= v.at
+		  AND NOT EXISTS (SELECT 1 FROM postings r WHERE r.reverses_id = x.id)) AS q(points)
+	LEFT JOIN LATERAL (
+		SELECT COALESCE(sum(a.amount), 0)::text FROM postings x
+		JOIN accrual_amounts a ON a.posting_id = x.id
+		WHERE t.body->>'basis' = 'spend' AND x.member_id = m.id AND x.kind = 'accrual'
+		  AND x.occurred_at > w.start AND x.occurred_at <= v.at
+		  AND NOT EXISTS (SELECT 1 FROM postings r WHERE r.reverses_id = x.id)) AS s(spend)
+		ON true`
+
 // candidateWindows are the counter windows an event at may fall in,
 // whatever its program's time zone (UTC offsets stay within a day): the
 // local day is the UTC one or one either side.
@@ -480,15 +592,12 @@ const runProgramRules = `SELECT p.id, v.revision,
 	FROM programs p LEFT JOIN rule_revisions v ON v.program_id = p.id
 	WHERE p.code = ANY($1)`
 
-// untieredPrograms are the programs named by codes $1 that have no tier
-// level: accruals in the others take the per-command path.
-const untieredPrograms = `SELECT p.id FROM programs p WHERE p.code = ANY ($1::text[])
-	AND NOT EXISTS (SELECT 1 FROM program_tiers pt
-		WHERE pt.program_id = p.id AND pt.body->'levels'->0 IS NOT NULL)`
+// runPrograms are the programs named by codes $1.
+const runPrograms = `SELECT p.id FROM programs p WHERE p.code = ANY ($1::text[])`
 
 // runAttributes reads the attributes of the members a run locked.
 const runAttributes = `SELECT id, attributes FROM members
-	WHERE program_id = ANY (ARRAY(` + untieredPrograms + `))
+	WHERE program_id = ANY (ARRAY(` + runPrograms + `))
 	  AND customer_ref = ANY ($2::text[])`
 
 // runMemberCounters reads the rules of programs $1 capped per member by
@@ -503,7 +612,7 @@ const runMemberCounters = `WITH capped AS MATERIALIZED (
 		CROSS JOIN LATERAL (VALUES ('d', r.body->'caps'->>'per_day'),
 			('m', r.body->'caps'->>'per_month'), ('y', r.body->'caps'->>'per_year'))
 			AS k(kind, cap)
-		WHERE r.program_id = ANY (ARRAY(` + untieredPrograms + `))
+		WHERE r.program_id = ANY (ARRAY(` + runPrograms + `))
 		  AND COALESCE(k.cap::bigint, 0) > 0
 	)
 	SELECT program_id, code, '', 'cap:' || kind, 0::bigint FROM capped
@@ -515,7 +624,7 @@ const runMemberCounters = `WITH capped AS MATERIALIZED (
 		SELECT * FROM rule_counters rc WHERE rc.program_id = c.program_id
 		  AND rc.rule_code = c.code AND rc.scope = m.id::text AND rc.win = ANY ($3::text[])
 		OFFSET 0) rc
-	WHERE m.program_id = ANY (ARRAY(` + untieredPrograms + `))
+	WHERE m.program_id = ANY (ARRAY(` + runPrograms + `))
 	  AND m.customer_ref = ANY ($2::text[])`
 
 // lockRunBudgets locks the budget rows of the budgeted rules (any version)
@@ -525,7 +634,7 @@ const runMemberCounters = `WITH capped AS MATERIALIZED (
 const lockRunBudgets = `SELECT program_id, rule_code, scope, win, points FROM rule_counters
 	WHERE scope = '' AND win = 'budget'
 	  AND (program_id, rule_code) IN (SELECT r.program_id, r.code FROM rules r
-		WHERE r.program_id = ANY (ARRAY(` + untieredPrograms + `))
+		WHERE r.program_id = ANY (ARRAY(` + runPrograms + `))
 		  AND COALESCE((r.body->'caps'->>'budget')::bigint, 0) > 0)
 	ORDER BY program_id, rule_code FOR UPDATE`
 
@@ -561,12 +670,13 @@ func queueLockMembers(b *pgx.Batch, cmds []bus.Command, into *map[string]*member
 }
 
 // plan works a command out in memory, updating the member's figures and
-// the run's counters. It reports false, changing nothing, for anything the
-// per-command path must decide: a refusal, a merged member, tiers, an
+// tier and the run's counters. It reports false, changing nothing, for
+// anything the per-command path must decide: a refusal, a merged member, an
 // evaluation that fails or needs what the run did not read, points that
 // expire on arrival. Every check is the one the per-command path makes.
 func (t *txn) plan(cmd *bus.Command, prog *program, m *member, st *runState) (runPlan, bool) {
 	p := runPlan{cmd: cmd, m: m, earned: cmd.OccurredAt}
+	var q qualSums // the member's qualification before an accrual
 	if m == nil || m.merged != nil || m.status != "active" {
 		return p, false
 	}
@@ -576,7 +686,7 @@ func (t *txn) plan(cmd *bus.Command, prog *program, m *member, st *runState) (ru
 	switch cmd.Kind {
 	case core.KindAccrue:
 		var in core.Accrue
-		if st.tiered[prog.ID] || decode(cmd.Payload, &in) != nil || in.EventType == "" {
+		if decode(cmd.Payload, &in) != nil || in.EventType == "" {
 			return p, false
 		}
 		if in.Currency != "" && !strings.EqualFold(in.Currency, prog.Currency) {
@@ -586,8 +696,17 @@ func (t *txn) plan(cmd *bus.Command, prog *program, m *member, st *runState) (ru
 		if err != nil || amount.Sign() < 0 {
 			return p, false
 		}
-		// What accrualPoints gives in a program without tier levels.
-		e, counts, ok := st.evaluate(prog, m, core.EventFacts{Type: in.EventType,
+		// What accrualPoints gives: the tier the member's qualification
+		// reaches at the event, which rules may use, then the evaluation.
+		var lvl *core.TierLevel
+		if tiers := st.tiers[prog.ID]; tiers != nil {
+			var read bool
+			if q, read = st.qualify(tiers, m, cmd.OccurredAt); !read {
+				return p, false
+			}
+			lvl = tiers.Reached(core.Points(q.points), q.spend)
+		}
+		e, counts, ok := st.evaluate(prog, m, lvl, core.EventFacts{Type: in.EventType,
 			Amount: amount, AmountText: in.Amount, Channel: cmd.Channel, Partner: in.Partner,
 			OccurredAt: cmd.OccurredAt})
 		if !ok || e.Points < 0 {
@@ -617,6 +736,7 @@ func (t *txn) plan(cmd *bus.Command, prog *program, m *member, st *runState) (ru
 	if p.n == 0 {
 		st.count(m.programID, p.counts)
 		p.balance = m.balance()
+		p.tier = m.tier
 		return p, true
 	}
 	// Points that reach the ledger already expired are expired at once by
@@ -625,6 +745,9 @@ func (t *txn) plan(cmd *bus.Command, prog *program, m *member, st *runState) (ru
 		return p, false
 	}
 	st.count(m.programID, p.counts)
+	if tiers := st.tiers[prog.ID]; tiers != nil && p.kind == core.PostAccrual {
+		st.review(tiers, &p, q)
+	}
 
 	p.post = true
 	p.spendable = prog.SpendableFrom(p.earned)
@@ -644,19 +767,72 @@ func (t *txn) plan(cmd *bus.Command, prog *program, m *member, st *runState) (ru
 		t.touched[m.id] = true
 	}
 	p.balance = m.balance()
+	p.tier = m.tier
 	return p, true
+}
+
+// qualify is tierQualification in memory: the qualification the run read
+// for m's window ending at at, plus what the run's accruals since added to
+// that window. It reports false when the run did not read it.
+func (st *runState) qualify(tiers *core.Tiers, m *member, at time.Time) (qualSums, bool) {
+	read, ok := st.quals[qualKey{m.id, at.UnixMicro()}]
+	if !ok || tiers.BySpend() != (read.spend != nil) {
+		return qualSums{}, false
+	}
+	q := qualSums{points: read.points}
+	if read.spend != nil {
+		q.spend = new(big.Rat).Set(read.spend)
+	}
+	// The window is (start, at], as qualification bounds it.
+	from, to := tiers.WindowStart(at).UnixMicro(), at.UnixMicro()
+	for _, a := range st.accrued[m.id] {
+		if a.at > from && a.at <= to {
+			q.points += a.points
+			if q.spend != nil {
+				q.spend.Add(q.spend, a.amount)
+			}
+		}
+	}
+	return q, true
+}
+
+// review is reviewTier in memory for the accrual p, which earns points:
+// the level the qualification q before it plus the accrual reaches becomes
+// the member's tier, a change of tier is recorded with p, and the accrual
+// counts in the qualification of the run's later accruals.
+func (st *runState) review(tiers *core.Tiers, p *runPlan, q qualSums) {
+	m := p.m
+	q.points += p.n
+	if q.spend != nil {
+		q.spend.Add(q.spend, p.amount)
+	}
+	next := ""
+	if lvl := tiers.Reached(core.Points(q.points), q.spend); lvl != nil {
+		next = lvl.Code
+	}
+	if next != m.tier {
+		p.change = &tierChange{from: m.tier, to: next, qualification: q.points}
+		if q.spend != nil {
+			text := spendText(q.spend)
+			p.change.spend = &text
+		}
+		m.tier = next
+	}
+	st.accrued[m.id] = append(st.accrued[m.id], runAccrual{at: p.earned.UnixMicro(),
+		points: p.n, amount: p.amount})
 }
 
 // errNotRead stops an evaluation that needs a counter the run did not read.
 var errNotRead = errors.New("rule counter not read by the run")
 
 // evaluate is accrualEval and the counting of usageAdds in memory: the
-// points an event earns m by the program's rules (its flat rate while it
-// has none) and what they add to the rule counters. It reports false for
+// points an event earns m, whose qualification reaches tier level lvl (nil
+// for none), by the program's rules (its flat rate while it has none) and
+// what they add to the rule counters. It reports false for
 // an evaluation that fails, or that needs attributes or counters the run
 // did not read: the per-command path then decides.
-func (st *runState) evaluate(prog *program, m *member, ev core.EventFacts) (core.Evaluation,
-	[]counterAdd, bool) {
+func (st *runState) evaluate(prog *program, m *member, lvl *core.TierLevel,
+	ev core.EventFacts) (core.Evaluation, []counterAdd, bool) {
 	snap := st.rules[prog.ID]
 	if snap == nil {
 		return core.Evaluation{}, nil, false
@@ -672,6 +848,11 @@ func (st *runState) evaluate(prog *program, m *member, ev core.EventFacts) (core
 	mf, err := plainMemberFacts(prog, m, attrs, ev.OccurredAt)
 	if err != nil {
 		return core.Evaluation{}, nil, false
+	}
+	if lvl != nil {
+		// As memberFacts: the level the member's qualification reaches.
+		mf.Tier = lvl.Code
+		mf.TierMultiplier, _ = new(big.Rat).SetString(lvl.Multiplier)
 	}
 
 	// Usage as ruleUsage reads it, from the counters the run read.
@@ -800,6 +981,7 @@ func (t *txn) writePlans(ctx context.Context, plans []runPlan, ids *idPool,
 		w.results.body = append(w.results.body, string(body))
 	}
 	w.addMembers(plans)
+	w.addTiers(plans)
 	w.addCounters(plans)
 	b := w.batch(t)
 	if err := t.queueEvents(b); err != nil {
@@ -853,13 +1035,19 @@ type runWrites struct {
 		amount  []string
 	}
 	members struct {
-		id                         []string
+		id, tier                   []string
 		available, pending         []int64 // changes
 		wantAvailable, wantPending []int64 // figures after them
 		wantHeld                   []int64
 	}
 	results struct {
 		source, txn, body []string
+	}
+	tiers struct {
+		member, from, to, reason []string
+		qualification            []int64
+		at                       []time.Time
+		spend                    []*string
 	}
 	counters struct {
 		program, code, scope, win []string
@@ -906,9 +1094,12 @@ func (w *runWrites) addPosting(t *txn, p *runPlan, postingID, lotID int64) {
 		w.amounts.amount = append(w.amounts.amount, p.amount.FloatString(6))
 	}
 
-	// The ledger event, queued in command order like the per-command path.
+	// The ledger event, queued in command order like the per-command path,
+	// with the member's tier as the command left it.
 	t.cmd = c
-	t.event(m, postingID, posting{kind: p.kind, points: points, pendingDelta: pendingDelta,
+	at := *m
+	at.tier = p.tier
+	t.event(&at, postingID, posting{kind: p.kind, points: points, pendingDelta: pendingDelta,
 		ruleVersion: p.ruleVersion, partner: p.partner, occurredAt: p.earned})
 	t.cmd = nil
 }
@@ -944,12 +1135,27 @@ func (w *runWrites) addMembers(plans []runPlan) {
 	ms := &w.members
 	for _, id := range ids {
 		c := byID[id]
-		ms.id = append(ms.id, id)
+		ms.id, ms.tier = append(ms.id, id), append(ms.tier, c.m.tier)
 		ms.available = append(ms.available, c.available)
 		ms.pending = append(ms.pending, c.pending)
 		ms.wantAvailable = append(ms.wantAvailable, c.m.available)
 		ms.wantPending = append(ms.wantPending, c.m.pending)
 		ms.wantHeld = append(ms.wantHeld, c.m.held)
+	}
+}
+
+// addTiers lists the tier changes of the run's accruals, in command order.
+func (w *runWrites) addTiers(plans []runPlan) {
+	ts := &w.tiers
+	for i := range plans {
+		p := &plans[i]
+		if p.change == nil {
+			continue
+		}
+		ts.member, ts.from = append(ts.member, p.m.id), append(ts.from, p.change.from)
+		ts.to, ts.reason = append(ts.to, p.change.to), append(ts.reason, "accrual "+p.cmd.TxnID)
+		ts.qualification = append(ts.qualification, p.change.qualification)
+		ts.at, ts.spend = append(ts.at, p.cmd.OccurredAt), append(ts.spend, p.change.spend)
 	}
 }
 
@@ -1019,12 +1225,20 @@ func (w *runWrites) batch(t *txn) *pgx.Batch {
 		// difference means someone changed a locked row, and the whole
 		// transaction is refused rather than store wrong results.
 		b.Queue(`UPDATE members m SET available = m.available + v.da,
-				pending = m.pending + v.dp, updated_at = $4
-			FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS v(id, da, dp)
+				pending = m.pending + v.dp, tier = v.tier, updated_at = $4
+			FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $5::text[]) AS v(id, da, dp, tier)
 			WHERE m.id = v.id RETURNING m.id, m.available, m.pending, m.held`,
-			ms.id, ms.available, ms.pending, t.now).Query(func(rows pgx.Rows) error {
+			ms.id, ms.available, ms.pending, t.now, ms.tier).Query(func(rows pgx.Rows) error {
 			return w.checkMembers(rows)
 		})
+	}
+	if ts := &w.tiers; len(ts.member) > 0 {
+		b.Queue(`INSERT INTO member_tiers (member_id, from_tier, to_tier, qualification,
+				changed_at, reason, spend)
+			SELECT m, f, t, q, a, r, s::numeric
+			FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[],
+				$6::text[], $7::text[]) WITH ORDINALITY AS v(m, f, t, q, a, r, s, n)
+			ORDER BY n`, ts.member, ts.from, ts.to, ts.qualification, ts.at, ts.reason, ts.spend)
 	}
 	rs := &w.results
 	b.Queue(`UPDATE commands c SET status = $4, result = v.result::jsonb
