@@ -272,8 +272,8 @@ var dumpQueries = []dumpQuery{
 		ORDER BY source, txn_id`, doc: []int{6}},
 	{sql: `SELECT id > 0, subject, (body - 'event_id')::text FROM outbox ORDER BY id`,
 		doc: []int{2}},
-	{sql: `SELECT member_id, from_tier, to_tier, qualification, changed_at, reason
-		FROM member_tiers ORDER BY id`},
+	{sql: `SELECT member_id, from_tier, to_tier, qualification, changed_at, reason,
+		spend::text FROM member_tiers ORDER BY id`},
 	{sql: `SELECT program_id, rule_code, scope, win, points FROM rule_counters
 		ORDER BY program_id, rule_code, scope, win`},
 }
