@@ -523,7 +523,7 @@ const runQualifications = `SELECT m.id, v.at, q.points,
 	JOIN program_tiers t ON t.program_id = p.id AND t.body->'levels'->0 IS NOT NULL
 	JOIN members m ON m.program_id = p.id AND m.customer_ref = v.ref
 	CROSS JOIN LATERAL (
-		SELECT v.at - (t.body->>'window_days')::int * interval '24 hours') AS w(start)
+		SELECT v.at - make_interval(hours => 24 * (t.body->>'window_days')::int)) AS w(start)
 	CROSS JOIN LATERAL (
 		SELECT COALESCE(sum(x.points + x.pending_delta), 0)::bigint FROM postings x
 		WHERE x.member_id = m.id AND x.kind = 'accrual'

@@ -14,21 +14,33 @@ import (
 // spread over 1,000 members of a program without rules (the load
 // generator's case), and on batches of 500 in a program with ten rules
 // (conditions on amount, channel, attributes and tenure; daily, yearly and
-// budget caps), on the set-based path and, for comparison, with every
-// command on its own savepoint. It reports accruals per second.
+// budget caps), and on batches of 500 in a program with tier levels whose
+// rules use the tier, on the set-based path and, for comparison, with
+// every command on its own savepoint. It reports accruals per second.
 //
 //	go test -run '^$' -bench ApplyBatch -benchtime=20x ./core/postgres/
 func BenchmarkApplyBatch(b *testing.B) {
 	for _, size := range []int{100, 500} {
 		for _, path := range []string{"set-based", "row-by-row"} {
 			b.Run(fmt.Sprintf("%d/%s", size, path), func(b *testing.B) {
-				benchApplyBatch(b, size, path == "row-by-row", nil)
+				benchApplyBatch(b, size, path == "row-by-row", nil, nil)
 			})
 		}
 	}
 	for _, path := range []string{"set-based", "row-by-row"} {
 		b.Run("rules/500/"+path, func(b *testing.B) {
-			benchApplyBatch(b, 500, path == "row-by-row", benchRules())
+			benchApplyBatch(b, 500, path == "row-by-row", benchRules(), nil)
+		})
+	}
+	for _, path := range []string{"set-based", "row-by-row"} {
+		b.Run("tiers/500/"+path, func(b *testing.B) {
+			tiers := &core.Tiers{WindowDays: 30, Levels: []core.TierLevel{
+				{Code: "silver", MinPoints: 20, Multiplier: "1.5"},
+				{Code: "gold", MinPoints: 60, Multiplier: "2"}}}
+			rules := []core.Rule{perUnit("base", "1", core.RoundDown),
+				{Code: "gold", EventType: "bill_paid", Condition: `member.tier == "gold"`,
+					Formula: core.Formula{Kind: core.FormulaFixed, Points: 3}}}
+			benchApplyBatch(b, 500, path == "row-by-row", rules, tiers)
 		})
 	}
 }
@@ -56,11 +68,15 @@ func benchRules() []core.Rule {
 	}
 }
 
-func benchApplyBatch(b *testing.B, size int, rowByRow bool, rules []core.Rule) {
+func benchApplyBatch(b *testing.B, size int, rowByRow bool, rules []core.Rule,
+	tiers *core.Tiers) {
 	f := newFixture(b, core.Program{PointsPerUnit: "1"})
 	f.l.rowByRow = rowByRow
 	for _, r := range rules {
 		f.putRule(r)
+	}
+	if tiers != nil {
+		f.ok(core.KindTiersSet, "", tiers)
 	}
 	const members = 1000
 	enroll := make([]bus.Command, members)
