@@ -514,28 +514,39 @@ func queueQualifications(b *pgx.Batch, cmds []bus.Command, st *runState) {
 // instant) of $1, $2, $3 in a program with tier levels, the member's
 // qualification in the tier window ending at the instant: points, and
 // spend when the basis is spend, counted as qualification and
-// spendQualification count them.
-const runQualifications = `SELECT m.id, v.at, q.points,
-		CASE WHEN t.body->>'basis' = 'spend' THEN s.spend END
-	FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]))
-		AS v(code, ref, at)
-	JOIN programs p ON p.code = v.code
-	JOIN program_tiers t ON t.program_id = p.id AND t.body->'levels'->0 IS NOT NULL
-	JOIN members m ON m.program_id = p.id AND m.customer_ref = v.ref
-	CROSS JOIN LATERAL (
-		SELECT v.at - make_interval(hours => 24 * (t.body->>'window_days')::int)) AS w(start)
+// spendQualification count them. The programs with tier levels and their
+// members are picked first, so that a run without any costs next to
+// nothing whatever plan the statement gets; each member's postings are
+// then summed on their own (OFFSET 0 keeps the planner from merging them
+// into a join).
+const runQualifications = `WITH t AS MATERIALIZED (
+		SELECT p.id, p.code, pt.body->>'basis' = 'spend' AS by_spend,
+			make_interval(hours => 24 * (pt.body->>'window_days')::int) AS len
+		FROM programs p JOIN program_tiers pt ON pt.program_id = p.id
+		WHERE p.code = ANY ($1::text[]) AND pt.body->'levels'->0 IS NOT NULL
+	), m AS MATERIALIZED (
+		SELECT id, program_id, customer_ref FROM members
+		WHERE program_id = ANY (ARRAY(SELECT id FROM t)) AND customer_ref = ANY ($2::text[])
+	), v AS MATERIALIZED (
+		SELECT DISTINCT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS v(code, ref, at)
+		WHERE v.code IN (SELECT code FROM t)
+	)
+	SELECT m.id, v.at, q.points, s.spend
+	FROM v JOIN t ON t.code = v.code
+	JOIN m ON m.program_id = t.id AND m.customer_ref = v.ref
 	CROSS JOIN LATERAL (
 		SELECT COALESCE(sum(x.points + x.pending_delta), 0)::bigint FROM postings x
 		WHERE x.member_id = m.id AND x.kind = 'accrual'
-		  AND x.occurred_at > w.start AND x.occurred_at <= v.at
-		  AND NOT EXISTS (SELECT 1 FROM postings r WHERE r.reverses_id = x.id)) AS q(points)
+		  AND x.occurred_at > v.at - t.len AND x.occurred_at <= v.at
+		  AND NOT EXISTS (SELECT 1 FROM postings r WHERE r.reverses_id = x.id)
+		OFFSET 0) AS q(points)
 	LEFT JOIN LATERAL (
 		SELECT COALESCE(sum(a.amount), 0)::text FROM postings x
 		JOIN accrual_amounts a ON a.posting_id = x.id
-		WHERE t.body->>'basis' = 'spend' AND x.member_id = m.id AND x.kind = 'accrual'
-		  AND x.occurred_at > w.start AND x.occurred_at <= v.at
-		  AND NOT EXISTS (SELECT 1 FROM postings r WHERE r.reverses_id = x.id)) AS s(spend)
-		ON true`
+		WHERE t.by_spend AND x.member_id = m.id AND x.kind = 'accrual'
+		  AND x.occurred_at > v.at - t.len AND x.occurred_at <= v.at
+		  AND NOT EXISTS (SELECT 1 FROM postings r WHERE r.reverses_id = x.id)
+		OFFSET 0) AS s(spend) ON t.by_spend`
 
 // candidateWindows are the counter windows an event at may fall in,
 // whatever its program's time zone (UTC offsets stay within a day): the
