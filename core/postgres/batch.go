@@ -136,8 +136,9 @@ type runState struct {
 	counters map[counterKey]int64
 	capped   map[cappedKey]bool
 	wins     map[string]bool
-	// ruleReads is set when the run reads attributes and counters.
-	ruleReads bool
+	// ruleReads is set when the run reads attributes and counters,
+	// qualReads when it reads tier qualifications.
+	ruleReads, qualReads bool
 }
 
 // qualKey names a member's qualification window ending at an instant (in
@@ -228,7 +229,8 @@ func (t *txn) claimAndLock(ctx context.Context, cmds []bus.Command) (*runState, 
 		tiers: map[string]*core.Tiers{}, revs: map[string]*int64{},
 		rules: map[string]*ruleSnapshot{},
 		attrs: map[string][]byte{}, counters: map[counterKey]int64{},
-		capped: map[cappedKey]bool{}, wins: map[string]bool{}}
+		capped: map[cappedKey]bool{}, wins: map[string]bool{},
+		quals: map[qualKey]qualSums{}, accrued: map[string][]runAccrual{}}
 	b := &pgx.Batch{}
 
 	// The programs, once per transaction like loadProgram.
@@ -287,7 +289,7 @@ func (t *txn) claimAndLock(ctx context.Context, cmds []bus.Command) (*runState, 
 			return err
 		})
 
-	st.ruleReads = expectRules(cmds)
+	st.ruleReads, st.qualReads = expectShape(cmds)
 	queueRunReads(b, cmds, st)
 	st.ids.queue(b, len(cmds))
 
@@ -321,11 +323,18 @@ func (t *txn) claimAndLock(ctx context.Context, cmds []bus.Command) (*runState, 
 		st.progs[i] = t.programs[cmds[i].Program]
 	}
 
-	// A program that has rules after all: read what its accruals need.
-	if t.rememberRules(cmds, st) && !st.ruleReads {
-		st.ruleReads = true
-		b := &pgx.Batch{}
-		queueRuleReads(b, cmds, st)
+	// A program that has rules or tier levels after all: read what its
+	// accruals need.
+	rules, tiers := t.rememberShape(cmds, st)
+	if b := (&pgx.Batch{}); (rules && !st.ruleReads) || (tiers && !st.qualReads) {
+		if rules && !st.ruleReads {
+			st.ruleReads = true
+			queueRuleReads(b, cmds, st)
+		}
+		if tiers && !st.qualReads {
+			st.qualReads = true
+			queueQualifications(b, cmds, st)
+		}
 		if err := t.tx.SendBatch(ctx, b).Close(); err != nil {
 			return nil, fmt.Errorf("read run: %w", err)
 		}
@@ -357,47 +366,55 @@ func accrualPrograms(cmds []bus.Command) []string {
 	return codes
 }
 
-// hasRules remembers, for the whole process, whether each program (by
-// code) had rules when a run last looked. A run whose accruals are all in
-// programs that had none skips reading attributes and rule counters in its
-// first round trip; should one of them have rules by then (the run reads
-// every program's rules revision), a second round trip reads them.
-var hasRules sync.Map // program code -> bool
+// programShapes remembers, for the whole process, whether each program (by
+// code) had rules and tier levels when a run last looked. A run whose
+// accruals are all in programs that had none skips reading attributes,
+// rule counters and tier qualifications in its first round trip; should
+// one of them have some by then (the run reads every program's rules
+// revision and tiers anyway), a second round trip reads them.
+var programShapes sync.Map // program code -> programShape
 
-// expectRules reports whether a program of the accruals of cmds had rules
-// when last seen, or was never seen.
-func expectRules(cmds []bus.Command) bool {
+type programShape struct{ rules, tiers bool }
+
+// expectShape reports whether a program of the accruals of cmds had rules,
+// and whether one had tier levels, when last seen; a program never seen
+// counts as having both.
+func expectShape(cmds []bus.Command) (rules, tiers bool) {
 	for _, code := range accrualPrograms(cmds) {
-		if had, ok := hasRules.Load(code); !ok || had.(bool) {
-			return true
+		v, ok := programShapes.Load(code)
+		if !ok {
+			return true, true
 		}
+		sh := v.(programShape)
+		rules, tiers = rules || sh.rules, tiers || sh.tiers
 	}
-	return false
+	return rules, tiers
 }
 
-// rememberRules records which programs of the accruals of cmds have rules
-// now, and reports whether any does.
-func (t *txn) rememberRules(cmds []bus.Command, st *runState) bool {
-	found := false
+// rememberShape records which programs of the accruals of cmds have rules
+// and tier levels now, and reports whether any has each.
+func (t *txn) rememberShape(cmds []bus.Command, st *runState) (rules, tiers bool) {
 	for _, code := range accrualPrograms(cmds) {
 		prog := t.programs[code]
 		if prog == nil {
 			continue
 		}
-		has := st.revs[prog.ID] != nil
-		hasRules.Store(code, has)
-		found = found || has
+		sh := programShape{rules: st.revs[prog.ID] != nil, tiers: st.tiers[prog.ID] != nil}
+		programShapes.Store(code, sh)
+		rules, tiers = rules || sh.rules, tiers || sh.tiers
 	}
-	return found
+	return rules, tiers
 }
 
-// queueRunReads queues on b the lock of the members cmds name, the
-// qualifications their accruals in programs with tier levels need and,
-// when st.ruleReads is set, what their accruals need for rules
-// (queueRuleReads); st receives them when b runs.
+// queueRunReads queues on b the lock of the members cmds name and, when
+// st.qualReads is set, the qualifications their accruals in programs with
+// tier levels need (queueQualifications), when st.ruleReads is set, what
+// they need for rules (queueRuleReads); st receives them when b runs.
 func queueRunReads(b *pgx.Batch, cmds []bus.Command, st *runState) {
 	queueLockMembers(b, cmds, &st.members)
-	queueQualifications(b, cmds, st)
+	if st.qualReads {
+		queueQualifications(b, cmds, st)
+	}
 	if st.ruleReads {
 		queueRuleReads(b, cmds, st)
 	}

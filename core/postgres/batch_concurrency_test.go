@@ -290,7 +290,7 @@ func TestRulesChangingWithinABatch(t *testing.T) {
 	w.compare(t)
 }
 
-// Program codes are reused across databases (hasRules is process-wide):
+// Program codes are reused across databases (programShapes is process-wide):
 // a code known without rules in one database and with capped rules in
 // another, alternating, must be evaluated by each database's own rules.
 func TestHasRulesPerDatabase(t *testing.T) {

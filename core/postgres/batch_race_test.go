@@ -105,8 +105,8 @@ func TestSetBasedSeesRulesAddedSinceLastRun(t *testing.T) {
 	if pts, _ := f.earn("m1", "bill_paid", "10", at); pts != 10 {
 		t.Fatalf("flat rate gave %d points, want 10", pts)
 	}
-	if had, ok := hasRules.Load(f.prog); !ok || had.(bool) {
-		t.Fatalf("program remembered with rules %v (known %v), want without", had, ok)
+	if sh, ok := programShapes.Load(f.prog); !ok || sh.(programShape).rules {
+		t.Fatalf("program remembered as %+v (known %v), want without rules", sh, ok)
 	}
 
 	r := perUnit("triple", "3", core.RoundDown)
@@ -123,5 +123,42 @@ func TestSetBasedSeesRulesAddedSinceLastRun(t *testing.T) {
 		t.Fatalf("%d of the 2 accruals took the set-based path", n)
 	}
 	f.wantBalance("m1", 35, 0, 0)
+	f.check()
+}
+
+// The same for tier levels: a program seen without them that has them by
+// its next run reviews the member's tier on the set-based path.
+func TestSetBasedSeesTiersAddedSinceLastRun(t *testing.T) {
+	f := newFixture(t, core.Program{PointsPerUnit: "1"})
+	f.enroll("m1")
+	at := f.l.Clock()
+	if pts, _ := f.earn("m1", "bill_paid", "10", at); pts != 10 {
+		t.Fatalf("flat rate gave %d points, want 10", pts)
+	}
+	if sh, ok := programShapes.Load(f.prog); !ok || sh.(programShape).tiers {
+		t.Fatalf("program remembered as %+v (known %v), want without tiers", sh, ok)
+	}
+
+	f.ok(core.KindTiersSet, "", core.Tiers{WindowDays: 30, Levels: []core.TierLevel{
+		{Code: "blue", Multiplier: "1"}, {Code: "silver", MinPoints: 100, Multiplier: "1"}}})
+	before := f.l.setBased.Load()
+	if pts, _ := f.earn("m1", "bill_paid", "150", at.Add(time.Minute)); pts != 150 {
+		t.Fatalf("accrual gave %d points, want 150", pts)
+	}
+	if n := f.l.setBased.Load() - before; n != 1 {
+		t.Fatalf("%d of the 1 accrual took the set-based path", n)
+	}
+	var tier string
+	var changes int
+	err := f.l.pool.QueryRow(context.Background(), `SELECT m.tier,
+			(SELECT count(*) FROM member_tiers t WHERE t.member_id = m.id AND t.to_tier = 'silver')
+		FROM members m JOIN programs p ON p.id = m.program_id
+		WHERE p.code = $1 AND m.customer_ref = 'm1'`, f.prog).Scan(&tier, &changes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tier != "silver" || changes != 1 {
+		t.Fatalf("member's tier %q with %d changes to silver, want silver and 1", tier, changes)
+	}
 	f.check()
 }
