@@ -128,10 +128,11 @@ func (b *Bus) PublishResult(r bus.Result) error {
 }
 
 // PublishEvents puts ledger events on the events stream and waits until the
-// server has stored all of them, as atomic batches when it can (atomic.go). The message id is the event id, so events
-// published again after a crash (from the outbox) are dropped as duplicates
-// within DuplicateWindow. On error some events may be stored and others
-// not; publishing all of them again is safe.
+// server has stored all of them, as atomic batches when it can (atomic.go).
+// The message id is the event id, so events published again after a crash
+// (from the outbox) are dropped as duplicates within DuplicateWindow. On
+// error some events may be stored and others not; publishing all of them
+// again is safe.
 func (b *Bus) PublishEvents(ctx context.Context, evs []bus.Event) error {
 	for _, ev := range evs {
 		if ev.ID == "" {

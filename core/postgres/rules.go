@@ -532,10 +532,10 @@ func plainMemberFacts(prog *program, m *member, attrs []byte,
 // BUG(rules): here budget rows are locked in the order events meet them.
 // The set-based path (batch.go) locks a run's budget rows up front in rule
 // code order, so two runs never wait on each other in a cycle; but an
-// accrual this path posts (the first use of a budget, say) can still meet two budgeted rules in the opposite order of
-// another batch and deadlock. PostgreSQL aborts one and the consumer
-// retries its batch, so nothing is lost, but budgeted rules serialise
-// accruals across partitions.
+// accrual this path posts (the first use of a budget, say) can still meet
+// two budgeted rules in the opposite order of another batch and deadlock.
+// PostgreSQL aborts one and the consumer retries its batch, so nothing is
+// lost, but budgeted rules serialise accruals across partitions.
 func (t *txn) ruleUsage(ctx context.Context, programID, memberID, code, day, month string,
 	lock bool) (core.Usage, error) {
 	var u core.Usage
