@@ -99,15 +99,7 @@ func waitForLockWaiters(t *testing.T, f *fixture, n int) {
 // run reads the counters in a second round trip rather than posting the
 // flat rate.
 func TestSetBasedSeesRulesAddedSinceLastRun(t *testing.T) {
-	f := newFixture(t, core.Program{PointsPerUnit: "1"})
-	f.enroll("m1")
-	at := f.l.Clock()
-	if pts, _ := f.earn("m1", "bill_paid", "10", at); pts != 10 {
-		t.Fatalf("flat rate gave %d points, want 10", pts)
-	}
-	if sh, ok := programShapes.Load(f.prog); !ok || sh.(programShape).rules {
-		t.Fatalf("program remembered as %+v (known %v), want without rules", sh, ok)
-	}
+	f, at := plainProgramSeen(t)
 
 	r := perUnit("triple", "3", core.RoundDown)
 	r.Caps = core.Caps{PerDay: 25}
@@ -129,15 +121,7 @@ func TestSetBasedSeesRulesAddedSinceLastRun(t *testing.T) {
 // The same for tier levels: a program seen without them that has them by
 // its next run reviews the member's tier on the set-based path.
 func TestSetBasedSeesTiersAddedSinceLastRun(t *testing.T) {
-	f := newFixture(t, core.Program{PointsPerUnit: "1"})
-	f.enroll("m1")
-	at := f.l.Clock()
-	if pts, _ := f.earn("m1", "bill_paid", "10", at); pts != 10 {
-		t.Fatalf("flat rate gave %d points, want 10", pts)
-	}
-	if sh, ok := programShapes.Load(f.prog); !ok || sh.(programShape).tiers {
-		t.Fatalf("program remembered as %+v (known %v), want without tiers", sh, ok)
-	}
+	f, at := plainProgramSeen(t)
 
 	f.ok(core.KindTiersSet, "", core.Tiers{WindowDays: 30, Levels: []core.TierLevel{
 		{Code: "blue", Multiplier: "1"}, {Code: "silver", MinPoints: 100, Multiplier: "1"}}})
@@ -161,4 +145,21 @@ func TestSetBasedSeesTiersAddedSinceLastRun(t *testing.T) {
 		t.Fatalf("member's tier %q with %d changes to silver, want silver and 1", tier, changes)
 	}
 	f.check()
+}
+
+// plainProgramSeen is a fixture whose program, without rules or tier
+// levels, has had one accrual of 10 points for member m1 at the instant it
+// returns, so that the process remembers it as plain.
+func plainProgramSeen(t *testing.T) (*fixture, time.Time) {
+	t.Helper()
+	f := newFixture(t, core.Program{PointsPerUnit: "1"})
+	f.enroll("m1")
+	at := f.l.Clock()
+	if pts, _ := f.earn("m1", "bill_paid", "10", at); pts != 10 {
+		t.Fatalf("flat rate gave %d points, want 10", pts)
+	}
+	if sh, ok := programShapes.Load(f.prog); !ok || sh.(programShape) != (programShape{}) {
+		t.Fatalf("program remembered as %+v (known %v), want plain", sh, ok)
+	}
+	return f, at
 }
