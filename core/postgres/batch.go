@@ -400,7 +400,9 @@ func (t *txn) rememberShape(cmds []bus.Command, st *runState) (rules, tiers bool
 			continue
 		}
 		sh := programShape{rules: st.revs[prog.ID] != nil, tiers: st.tiers[prog.ID] != nil}
-		programShapes.Store(code, sh)
+		if old, ok := programShapes.Load(code); !ok || old.(programShape) != sh {
+			programShapes.Store(code, sh) // only on a change: every run passes here
+		}
 		rules, tiers = rules || sh.rules, tiers || sh.tiers
 	}
 	return rules, tiers
