@@ -1226,15 +1226,15 @@ func (w *runWrites) batch(t *txn) *pgx.Batch {
 				$12::text[], $13::text[], $14::text[], $15::timestamptz[])
 				AS v(id, program_id, member_id, kind, points, pending_delta, source, txn_id,
 					command_id, reason, rule_version, actor, partner, channel, occurred_at)`,
-			ps.id, ps.program, ps.member, ps.kind, ps.points, ps.pendingDelta, ps.source, ps.txn,
-			ps.command, ps.reason, ps.ruleVersion, ps.actor, ps.partner, ps.channel,
+			ps.id, uuidArg(ps.program), uuidArg(ps.member), ps.kind, ps.points, ps.pendingDelta, ps.source, ps.txn,
+			uuidArg(ps.command), ps.reason, ps.ruleVersion, ps.actor, ps.partner, ps.channel,
 			ps.occurred, t.now)
 		ls := &w.lots
 		b.Queue(`INSERT INTO lots (id, member_id, posting_id, earned_at, spendable_from,
 				expires_at, pending, original, remaining)
 			SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::bigint[], $4::timestamptz[],
 				$5::timestamptz[], $6::timestamptz[], $7::boolean[], $8::bigint[], $9::bigint[])`,
-			ls.id, ls.member, ls.posting, ls.earned, ls.spendable, ls.expires, ls.pending,
+			ls.id, uuidArg(ls.member), ls.posting, ls.earned, ls.spendable, ls.expires, ls.pending,
 			ls.original, ls.remaining)
 	}
 	if len(w.amounts.posting) > 0 {
@@ -1247,7 +1247,7 @@ func (w *runWrites) batch(t *txn) *pgx.Batch {
 			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[])
 			ON CONFLICT (program_id, rule_code, scope, win)
 			DO UPDATE SET points = rule_counters.points + EXCLUDED.points`,
-			cs.program, cs.code, cs.scope, cs.win, cs.points)
+			uuidArg(cs.program), cs.code, cs.scope, cs.win, cs.points)
 	}
 	ms := &w.members
 	if len(ms.id) > 0 {
@@ -1258,7 +1258,7 @@ func (w *runWrites) batch(t *txn) *pgx.Batch {
 				pending = m.pending + v.dp, tier = v.tier, updated_at = $4
 			FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $5::text[]) AS v(id, da, dp, tier)
 			WHERE m.id = v.id RETURNING m.id, m.available, m.pending, m.held`,
-			ms.id, ms.available, ms.pending, t.now, ms.tier).Query(func(rows pgx.Rows) error {
+			uuidArg(ms.id), ms.available, ms.pending, t.now, ms.tier).Query(func(rows pgx.Rows) error {
 			return w.checkMembers(rows)
 		})
 	}
@@ -1268,7 +1268,7 @@ func (w *runWrites) batch(t *txn) *pgx.Batch {
 			SELECT m, f, t, q, a, r, s::numeric
 			FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[],
 				$6::text[], $7::text[]) WITH ORDINALITY AS v(m, f, t, q, a, r, s, n)
-			ORDER BY n`, ts.member, ts.from, ts.to, ts.qualification, ts.at, ts.reason, ts.spend)
+			ORDER BY n`, uuidArg(ts.member), ts.from, ts.to, ts.qualification, ts.at, ts.reason, ts.spend)
 	}
 	rs := &w.results
 	b.Queue(`UPDATE commands c SET status = $4, result = v.result::jsonb

@@ -219,7 +219,7 @@ func (t *txn) expireBulk(ctx context.Context, ms []*member) error {
 	for i, m := range ms {
 		ids[i], progs[i], byID[m.id] = m.id, m.programID, m
 	}
-	rows, err := t.tx.Query(ctx, expireBulkSQL, ids, progs, t.now, t.system)
+	rows, err := t.tx.Query(ctx, expireBulkSQL, uuidArg(ids), uuidArg(progs), t.now, t.system)
 	if err != nil {
 		return fmt.Errorf("expire lots: %w", err)
 	}

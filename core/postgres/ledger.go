@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/puntos-loyalty/puntos/bus"
@@ -325,7 +326,7 @@ func (t *txn) queueEvents(b *pgx.Batch) error {
 	b.Queue(`INSERT INTO outbox (event_id, subject, body)
 		SELECT e, s, b::jsonb FROM unnest($1::uuid[], $2::text[], $3::text[])
 			WITH ORDINALITY AS v(e, s, b, n)
-		ORDER BY n`, ids, subjects, bodies)
+		ORDER BY n`, uuidArg(ids), subjects, bodies)
 	t.events = t.events[:0]
 	return nil
 }
@@ -406,4 +407,21 @@ func scanProgram(row pgx.Row) (*program, error) {
 		&p.AccrualRounding, &p.ExpiryUnit, &p.ExpiryLength, &p.ExpiryRound, &p.PendingDays,
 		&p.NegativeBalance, &p.HoldTTLSeconds)
 	return p, err
+}
+
+// uuidArg is ids as a uuid[] parameter in binary form. Given strings, pgx
+// first tries the binary form, fails, builds an error and falls back to
+// text, which PostgreSQL parses again: a few per cent of a batch's CPU.
+// Should an id not parse here, ids go as they are and PostgreSQL refuses
+// them with its own error, as before.
+func uuidArg(ids []string) any {
+	out := make([]pgtype.UUID, len(ids))
+	for i, s := range ids {
+		u, err := uuid.Parse(s)
+		if err != nil {
+			return ids
+		}
+		out[i] = pgtype.UUID{Bytes: u, Valid: true}
+	}
+	return out
 }
