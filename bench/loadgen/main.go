@@ -76,7 +76,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.StringVar(&o.scenarios, "scenarios", "accrual,balance,batch,soap,bus", "scenarios "+
 		"to run, comma separated: accrual (a), balance (b), batch (c), soap (d), bus (e: "+
 		"batches published straight onto the bus, in-process runs only)")
-	fs.IntVar(&o.batchSize, "batch-size", 200, "accrual events per request in scenario c, "+
+	fs.IntVar(&o.batchSize, "batch-size", 500, "accrual events per request in scenario c, "+
 		"per publish in e (1 to 500)")
 	fs.IntVar(&o.batchClients, "batch-clients", 8, "concurrent clients sending batches in "+
 		"scenarios c and e")
