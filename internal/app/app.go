@@ -54,6 +54,7 @@ type App struct {
 	// intake before draining.
 	coreCancel context.CancelFunc
 	leases     *leases
+	group      *groupCommit // merges the partitions' batches; nil when off
 	sinkCancel context.CancelFunc
 	sinkWG     sync.WaitGroup
 	// files is the bulk-load service, once mountFiles made it (core only).

@@ -34,6 +34,7 @@ type Config struct {
 	BulkApproval   int           // points above which a batch needs a second approval
 	Partitions     int
 	BatchSize      int
+	LedgerWriters  int // ledger transactions applying commands at once; 0 merges none
 	ResultWait     time.Duration
 	ClickHouseAddr string
 	ClickHouseDB   string
@@ -118,6 +119,10 @@ var settings = []setting{
 		false, num("partitions", func(c *Config) *int { return &c.Partitions })},
 	{"batch-size", "PUNTOS_BATCH_SIZE", "256", "commands applied per ledger transaction",
 		false, num("batch-size", func(c *Config) *int { return &c.BatchSize })},
+	{"ledger-writers", "PUNTOS_LEDGER_WRITERS", "2", "ledger transactions applying " +
+		"commands at once; the partitions' batches that arrive meanwhile are merged into " +
+		"the next one, up to batch-size commands (0: each partition applies its own)",
+		false, num("ledger-writers", func(c *Config) *int { return &c.LedgerWriters })},
 	{"result-wait", "PUNTOS_RESULT_WAIT", "5s", "how long a write waits before answering 202",
 		false, dur("result-wait", func(c *Config) *time.Duration { return &c.ResultWait })},
 	{"clickhouse-addr", "PUNTOS_CLICKHOUSE_ADDR", "127.0.0.1:19000",
@@ -192,6 +197,9 @@ func LoadConfig(name string, args []string, getenv func(string) string,
 	if c.BatchSize < 1 || c.BatchSize > 5000 {
 		return nil, nil, fmt.Errorf("batch-size: must be between 1 and 5000")
 	}
+	if c.LedgerWriters < 0 || c.LedgerWriters > 64 {
+		return nil, nil, fmt.Errorf("ledger-writers: must be between 0 and 64")
+	}
 	if c.NATSReplicas < 1 || c.NATSReplicas > 5 {
 		return nil, nil, fmt.Errorf("nats-replicas: must be between 1 and 5")
 	}
@@ -258,6 +266,7 @@ func (c *Config) Masked() []any {
 	vals["bulk-approval-points"] = strconv.Itoa(c.BulkApproval)
 	vals["partitions"] = strconv.Itoa(c.Partitions)
 	vals["batch-size"] = strconv.Itoa(c.BatchSize)
+	vals["ledger-writers"] = strconv.Itoa(c.LedgerWriters)
 	vals["result-wait"] = c.ResultWait.String()
 	vals["clickhouse-addr"] = c.ClickHouseAddr
 	vals["clickhouse-db"] = c.ClickHouseDB

@@ -26,6 +26,9 @@ const partitionLockBase = 7263100
 // Consumers stop with cctx; the relay and sweep with bg.
 func (a *App) startCore(cctx, bg context.Context) {
 	a.leases = &leases{url: a.cfg.DatabaseURL}
+	if a.cfg.LedgerWriters > 0 {
+		a.group = newGroupCommit(a.Ledger.ApplyBatch, a.cfg.LedgerWriters, a.cfg.BatchSize)
+	}
 	for p := 0; p < a.Bus.Partitions(); p++ {
 		a.wg.Add(1)
 		go func() {
@@ -211,7 +214,15 @@ func (a *App) applyBatch(ctx context.Context, batch []*natsbus.Delivery) (int, f
 	for i, d := range batch {
 		cmds[i] = d.Command
 	}
-	applied, err := a.Ledger.ApplyBatch(ctx, cmds)
+	var (
+		applied []postgres.Applied
+		err     error
+	)
+	if a.group != nil {
+		applied, err = a.group.Apply(ctx, cmds)
+	} else {
+		applied, err = a.Ledger.ApplyBatch(ctx, cmds)
+	}
 	a.metrics.batches.Observe(time.Since(start).Seconds())
 	if err == nil {
 		for i, d := range batch {

@@ -25,7 +25,7 @@ const testKey = "test-key-0123456789"
 // temporary data directory.
 func testConfig(t *testing.T) *Config {
 	return &Config{HTTPAddr: "127.0.0.1:0", DatabaseURL: testenv.Database(t), NATSPort: -1,
-		NATSSync: "always", DataDir: t.TempDir(), Partitions: 4, BatchSize: 64,
+		NATSSync: "always", DataDir: t.TempDir(), Partitions: 4, BatchSize: 64, LedgerWriters: 2,
 		ResultWait: 10 * time.Second, APIKeys: "billing=" + testKey, LogLevel: "warn"}
 }
 

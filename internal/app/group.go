@@ -1,0 +1,125 @@
+package app
+
+import (
+	"context"
+	"sync"
+
+	"github.com/puntos-loyalty/puntos/bus"
+	"github.com/puntos-loyalty/puntos/core/postgres"
+)
+
+// groupCommit applies in one ledger transaction the batches that several
+// partitions hand in at about the same time.
+//
+// Each partition applies its commands in order, one batch after the other,
+// and waits for a batch's commit before it fetches the next. Under single
+// requests a partition's batch holds about one command per waiting client,
+// two or three in all, and every ledger transaction pays its round trips,
+// statements and commit for those few. Here a batch that arrives while
+// writers transactions are already running waits in a queue; the next
+// transaction to start takes everything queued, up to max commands. Each
+// partition still sees its own batch applied whole or not at all: when a
+// merged transaction fails, every batch of it is applied again on its own,
+// and each partition gets its own outcome and handles it as before. The
+// order of a partition's commands is kept: its batches never overlap, and
+// within a merged transaction they keep their order.
+type groupCommit struct {
+	apply func(context.Context, []bus.Command) ([]postgres.Applied, error)
+	max   int           // commands per merged transaction (a batch is never split)
+	slots chan struct{} // one per transaction running
+
+	mu    sync.Mutex
+	queue []*groupEntry
+
+	// queued, when set, is called with the queue's length after each
+	// arrival (tests use it to know when batches wait).
+	queued func(int)
+}
+
+// groupEntry is one partition's batch, waiting or being applied.
+type groupEntry struct {
+	cmds    []bus.Command
+	applied []postgres.Applied
+	err     error
+	done    chan struct{}
+}
+
+func newGroupCommit(apply func(context.Context, []bus.Command) ([]postgres.Applied, error),
+	writers, max int) *groupCommit {
+	return &groupCommit{apply: apply, max: max, slots: make(chan struct{}, writers)}
+}
+
+// Apply applies cmds, in order, in one ledger transaction that may also hold
+// other partitions' batches, and returns what the ledger returned for them.
+func (g *groupCommit) Apply(ctx context.Context, cmds []bus.Command) ([]postgres.Applied,
+	error) {
+	e := &groupEntry{cmds: cmds, done: make(chan struct{})}
+	g.mu.Lock()
+	g.queue = append(g.queue, e)
+	n := len(g.queue)
+	g.mu.Unlock()
+	if g.queued != nil {
+		g.queued(n)
+	}
+	for {
+		select {
+		case <-e.done:
+			return e.applied, e.err
+		case g.slots <- struct{}{}:
+		}
+		group := g.take()
+		if len(group) == 0 {
+			// Another writer took this batch and is applying it.
+			<-g.slots
+			<-e.done
+			return e.applied, e.err
+		}
+		g.run(ctx, group)
+		<-g.slots
+	}
+}
+
+// take removes from the head of the queue the batches of the next
+// transaction: at least one, then as many as fit in max commands.
+func (g *groupCommit) take() []*groupEntry {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n, size := 0, 0
+	for n < len(g.queue) && (n == 0 || size+len(g.queue[n].cmds) <= g.max) {
+		size += len(g.queue[n].cmds)
+		n++
+	}
+	group := make([]*groupEntry, n)
+	copy(group, g.queue)
+	g.queue = append(g.queue[:0], g.queue[n:]...)
+	return group
+}
+
+// run applies group in one transaction or, when that fails and the group
+// holds several batches, each batch in its own.
+func (g *groupCommit) run(ctx context.Context, group []*groupEntry) {
+	defer func() {
+		for _, e := range group {
+			close(e.done)
+		}
+	}()
+	if len(group) == 1 {
+		e := group[0]
+		e.applied, e.err = g.apply(ctx, e.cmds)
+		return
+	}
+	var all []bus.Command
+	for _, e := range group {
+		all = append(all, e.cmds...)
+	}
+	applied, err := g.apply(ctx, all)
+	if err == nil && len(applied) == len(all) {
+		for _, e := range group {
+			e.applied, applied = applied[:len(e.cmds):len(e.cmds)], applied[len(e.cmds):]
+		}
+		return
+	}
+	for _, e := range group {
+		e.applied, e.err = g.apply(ctx, e.cmds)
+	}
+}

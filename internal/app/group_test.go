@@ -1,0 +1,221 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/puntos-loyalty/puntos/bus"
+	"github.com/puntos-loyalty/puntos/core"
+	"github.com/puntos-loyalty/puntos/core/postgres"
+)
+
+// gatedLedger applies batches with the real ledger, records the size of
+// each transaction, and holds the first one until open is closed.
+type gatedLedger struct {
+	t       *testing.T
+	a       *App
+	entered chan struct{}
+	open    chan struct{}
+
+	mu    sync.Mutex
+	sizes []int
+}
+
+func newGatedLedger(t *testing.T, a *App) *gatedLedger {
+	return &gatedLedger{t: t, a: a, entered: make(chan struct{}), open: make(chan struct{})}
+}
+
+func (g *gatedLedger) apply(ctx context.Context, cmds []bus.Command) ([]postgres.Applied,
+	error) {
+	g.mu.Lock()
+	g.sizes = append(g.sizes, len(cmds))
+	first := len(g.sizes) == 1
+	g.mu.Unlock()
+	if first {
+		close(g.entered)
+		<-g.open
+	}
+	return g.a.Ledger.ApplyBatch(ctx, cmds)
+}
+
+func (g *gatedLedger) calls() []int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Clone(g.sizes)
+}
+
+// groupAccrual is an accrual command for member ref of program telco.
+func groupAccrual(t *testing.T, txn, ref, amount, partner string) bus.Command {
+	payload, err := json.Marshal(core.Accrue{EventType: "top_up", Amount: amount,
+		Partner: partner})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := bus.Command{ID: uuid.NewString(), Kind: core.KindAccrue, Source: "test",
+		TxnID: txn, Program: "telco", Member: ref, Payload: payload}
+	cmd.Seal()
+	cmd.ReceivedAt = time.Now().UTC()
+	cmd.OccurredAt = cmd.ReceivedAt
+	return cmd
+}
+
+// groupOutcome is what one partition's call of Apply returned.
+type groupOutcome struct {
+	applied []postgres.Applied
+	err     error
+}
+
+// startQueued runs Apply for each batch once the first transaction is held,
+// and returns when all of them wait in the queue.
+func startQueued(t *testing.T, gc *groupCommit, gl *gatedLedger,
+	batches [][]bus.Command) ([]groupOutcome, *sync.WaitGroup) {
+	t.Helper()
+	waiting := make(chan int, 64)
+	gc.queued = func(n int) { waiting <- n }
+	out := make([]groupOutcome, len(batches))
+	var wg sync.WaitGroup
+	for i, b := range batches {
+		wg.Go(func() {
+			out[i].applied, out[i].err = gc.Apply(context.Background(), b)
+		})
+		// One at a time, so that the queue keeps their order.
+		select {
+		case n := <-waiting:
+			if n != i+1 {
+				t.Fatalf("queue holds %d batches after the %dth arrived", n, i+1)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("batch never queued")
+		}
+	}
+	return out, &wg
+}
+
+// Batches handed in while a transaction runs are applied together in the
+// next one, and each partition gets back the results of its own commands,
+// in its order.
+func TestGroupCommitMergesWaitingBatches(t *testing.T) {
+	a := startApp(t, testConfig(t), Roles{Gateway: true, Core: true})
+	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
+	setupProgram(c)
+	for i := 1; i <= 6; i++ {
+		c.must(201, "POST", "/v1/programs/telco/members", fmt.Sprintf("enr-%d", i),
+			map[string]any{"customer_ref": fmt.Sprintf("C%d", i)})
+	}
+	gl := newGatedLedger(t, a)
+	gc := newGroupCommit(gl.apply, 1, 64)
+
+	first := make(chan groupOutcome, 1)
+	go func() {
+		var o groupOutcome
+		o.applied, o.err = gc.Apply(context.Background(),
+			[]bus.Command{groupAccrual(t, "g-1-a", "C1", "5", "")})
+		first <- o
+	}()
+	<-gl.entered
+
+	// Five partitions, two commands each, arrive while C1's transaction runs.
+	var batches [][]bus.Command
+	for i := 2; i <= 6; i++ {
+		ref := fmt.Sprintf("C%d", i)
+		batches = append(batches, []bus.Command{
+			groupAccrual(t, fmt.Sprintf("g-%d-a", i), ref, fmt.Sprint(i), ""),
+			groupAccrual(t, fmt.Sprintf("g-%d-b", i), ref, fmt.Sprint(10*i), "")})
+	}
+	out, wg := startQueued(t, gc, gl, batches)
+	close(gl.open)
+	wg.Wait()
+	if o := <-first; o.err != nil || len(o.applied) != 1 || o.applied[0].Result.TxnID != "g-1-a" {
+		t.Fatalf("first batch: %+v", o)
+	}
+
+	if got := gl.calls(); !slices.Equal(got, []int{1, 10}) {
+		t.Fatalf("transactions of %v commands, want [1 10]: the five waiting batches in one", got)
+	}
+	for i, o := range out {
+		n := i + 2
+		if o.err != nil {
+			t.Fatalf("batch of C%d: %v", n, o.err)
+		}
+		var txns []string
+		for _, ap := range o.applied {
+			txns = append(txns, ap.Result.TxnID)
+			if ap.Result.Status != bus.StatusOK {
+				t.Fatalf("batch of C%d: %+v", n, ap.Result)
+			}
+		}
+		want := []string{fmt.Sprintf("g-%d-a", n), fmt.Sprintf("g-%d-b", n)}
+		if !slices.Equal(txns, want) {
+			t.Fatalf("batch of C%d got results %v, want %v", n, txns, want)
+		}
+	}
+	for i := 1; i <= 6; i++ {
+		want := int64(11 * i)
+		if i == 1 {
+			want = 5
+		}
+		b := c.must(200, "GET", fmt.Sprintf("/v1/programs/telco/members/C%d/balance", i), "",
+			nil)
+		if got := jnum(t, b, "balance.available"); got != want {
+			t.Fatalf("C%d holds %d points, want %d", i, got, want)
+		}
+	}
+}
+
+// When a merged transaction fails, each batch is applied on its own: the
+// batch that cannot be stored gets its own error, the others their results.
+func TestGroupCommitFailureFallsBackToEachBatch(t *testing.T) {
+	a := startApp(t, testConfig(t), Roles{Gateway: true, Core: true})
+	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
+	setupProgram(c)
+	for i := 1; i <= 4; i++ {
+		c.must(201, "POST", "/v1/programs/telco/members", fmt.Sprintf("enr-%d", i),
+			map[string]any{"customer_ref": fmt.Sprintf("C%d", i)})
+	}
+	gl := newGatedLedger(t, a)
+	gc := newGroupCommit(gl.apply, 1, 64)
+
+	first := make(chan error, 1)
+	go func() {
+		_, err := gc.Apply(context.Background(),
+			[]bus.Command{groupAccrual(t, "f-1", "C1", "7", "")})
+		first <- err
+	}()
+	<-gl.entered
+	out, wg := startQueued(t, gc, gl, [][]bus.Command{
+		{groupAccrual(t, "f-2", "C2", "20", "")},
+		{groupAccrual(t, "f-3", "C3", "30", "bad\x00")}, // PostgreSQL refuses a NUL
+		{groupAccrual(t, "f-4", "C4", "40", "")},
+	})
+	close(gl.open)
+	wg.Wait()
+	if err := <-first; err != nil {
+		t.Fatalf("first batch: %v", err)
+	}
+
+	if got := gl.calls(); !slices.Equal(got, []int{1, 3, 1, 1, 1}) {
+		t.Fatalf("transactions of %v commands, want [1 3 1 1 1]: merged, then each alone", got)
+	}
+	if out[1].err == nil {
+		t.Fatalf("the batch with a NUL was applied: %+v", out[1].applied)
+	}
+	for _, i := range []int{0, 2} {
+		if o := out[i]; o.err != nil || len(o.applied) != 1 ||
+			o.applied[0].Result.Status != bus.StatusOK {
+			t.Fatalf("valid batch %d: %+v %v", i, o.applied, o.err)
+		}
+	}
+	for ref, want := range map[string]int64{"C1": 7, "C2": 20, "C3": 0, "C4": 40} {
+		b := c.must(200, "GET", "/v1/programs/telco/members/"+ref+"/balance", "", nil)
+		if got := jnum(t, b, "balance.available"); got != want {
+			t.Fatalf("%s holds %d points, want %d", ref, got, want)
+		}
+	}
+}
