@@ -8,8 +8,11 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/puntos-loyalty/puntos/core"
 )
@@ -106,15 +109,32 @@ func (l *Ledger) StartValidation(ctx context.Context, id string) error {
 
 // AddBatchLines stores validated lines of a batch.
 func (l *Ledger) AddBatchLines(ctx context.Context, id string, lines []core.BatchLine) error {
-	_, err := l.pool.CopyFrom(ctx, pgx.Identifier{"bulk_lines"},
-		[]string{"batch_id", "line", "member", "points", "reason", "effective_at", "expires_at",
-			"txn_id", "status", "error_kind", "error_field", "error"},
-		pgx.CopyFromSlice(len(lines), func(i int) ([]any, error) {
-			x := &lines[i]
-			return []any{id, x.Line, storable(x.Member), int64(x.Points), storable(x.Reason),
-				x.EffectiveAt, x.ExpiresAt, storable(x.TxnID), x.Status, x.ErrorKind,
-				x.ErrorField, storable(x.Error)}, nil
-		}))
+	batch, err := uuid.Parse(id)
+	if err != nil {
+		return core.Errorf(core.Invalid, "batch", "%q is not a batch id", id)
+	}
+	cp := newBinCopy("bulk_lines", []string{"batch_id", "line", "member", "points", "reason",
+		"effective_at", "expires_at", "txn_id", "status", "error_kind", "error_field",
+		"error"}, len(lines)*160)
+	for i := range lines {
+		x := &lines[i]
+		cp.row()
+		cp.uuid(pgtype.UUID{Bytes: batch, Valid: true})
+		cp.int8(x.Line)
+		cp.text(storable(x.Member))
+		cp.int8(int64(x.Points))
+		cp.text(storable(x.Reason))
+		cp.timestamptzOrNull(x.EffectiveAt)
+		cp.timestamptzOrNull(x.ExpiresAt)
+		cp.text(storable(x.TxnID))
+		cp.text(x.Status)
+		cp.text(x.ErrorKind)
+		cp.text(x.ErrorField)
+		cp.text(storable(x.Error))
+	}
+	err = l.pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
+		return cp.send(ctx, c.Conn())
+	})
 	if err != nil {
 		return fmt.Errorf("store batch lines: %w", err)
 	}

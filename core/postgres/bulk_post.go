@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -638,8 +637,8 @@ type bulkWrite struct {
 }
 
 // writeBulk writes what the plan worked out: postings, lots, lot moves,
-// balances, commands with their results, and the ledger events. The rows
-// are made as COPY sends them, so that a chunk holds no second copy.
+// balances, commands with their results, and the ledger events. Each table's
+// rows are built in COPY's binary form, one table at a time.
 func (t *txn) writeBulk(ctx context.Context, cmds []bus.Command, ops []*bulkOp,
 	out []Applied) error {
 	taken := map[int64]int64{} // points taken from the chunk's own lots
@@ -664,21 +663,41 @@ func (t *txn) writeBulk(ctx context.Context, cmds []bus.Command, ops []*bulkOp,
 		ws = append(ws, w)
 	}
 	program := pgUUID(ops[0].m.programID)
+	conn := t.tx.Conn()
 
 	// Postings, then the lots they made, then the moves of the debits.
-	next := rowsOf(ws, func(w *bulkWrite) []any {
-		if w.op.rejected != "" {
-			return nil
-		}
-		c := w.cmd
-		return []any{w.op.postingID, program, members[w.op.m], w.kind, w.points, int64(0),
-			w.pendingD, c.Source, c.TxnID, w.commandID, w.op.reason, "", c.Actor, "",
-			c.Channel, nil, nil, w.occurred, t.now}
-	})
-	if err := t.copyFunc(ctx, "postings", []string{"id", "program_id", "member_id", "kind",
+	cp := newBinCopy("postings", []string{"id", "program_id", "member_id", "kind",
 		"points", "held_delta", "pending_delta", "source", "txn_id", "command_id", "reason",
 		"rule_version", "actor", "partner", "channel", "reverses_id", "hold_id", "occurred_at",
-		"recorded_at"}, next); err != nil {
+		"recorded_at"}, len(ws)*200)
+	for i := range ws {
+		w := &ws[i]
+		if w.op.rejected != "" {
+			continue
+		}
+		c := w.cmd
+		cp.row()
+		cp.int8(w.op.postingID)
+		cp.uuid(program)
+		cp.uuid(members[w.op.m])
+		cp.text(w.kind)
+		cp.int8(w.points)
+		cp.int8(0)
+		cp.int8(w.pendingD)
+		cp.text(c.Source)
+		cp.text(c.TxnID)
+		cp.uuid(w.commandID)
+		cp.text(w.op.reason)
+		cp.text("")
+		cp.text(c.Actor)
+		cp.text("")
+		cp.text(c.Channel)
+		cp.null()
+		cp.null()
+		cp.timestamptz(w.occurred)
+		cp.timestamptz(t.now)
+	}
+	if err := cp.send(ctx, conn); err != nil {
 		return err
 	}
 	for _, w := range ws {
@@ -686,60 +705,93 @@ func (t *txn) writeBulk(ctx context.Context, cmds []bus.Command, ops []*bulkOp,
 			return fmt.Errorf("plan took %d from a lot of %d", taken[w.op.lotID], w.op.points)
 		}
 	}
-	next = rowsOf(ws, func(w *bulkWrite) []any {
-		op := w.op
-		if op.rejected != "" || !op.credit {
-			return nil
-		}
-		return []any{op.lotID, members[op.m], op.postingID, op.earned, op.spendable,
-			op.expires, op.pending, op.points, op.points - taken[op.lotID], int64(0)}
-	})
-	if err := t.copyFunc(ctx, "lots", []string{"id", "member_id", "posting_id", "earned_at",
+	cp = newBinCopy("lots", []string{"id", "member_id", "posting_id", "earned_at",
 		"spendable_from", "expires_at", "pending", "original", "remaining", "held"},
-		next); err != nil {
+		len(ws)*120)
+	for i := range ws {
+		op := ws[i].op
+		if op.rejected != "" || !op.credit {
+			continue
+		}
+		cp.row()
+		cp.int8(op.lotID)
+		cp.uuid(members[op.m])
+		cp.int8(op.postingID)
+		cp.timestamptz(op.earned)
+		cp.timestamptz(op.spendable)
+		cp.timestamptzOrNull(op.expires)
+		cp.bool(op.pending)
+		cp.int8(op.points)
+		cp.int8(op.points - taken[op.lotID])
+		cp.int8(0)
+	}
+	if err := cp.send(ctx, conn); err != nil {
 		return err
 	}
 	if err := t.consumeLots(ctx, ops); err != nil {
 		return err
 	}
-	var moves [][]any
+	cp = newBinCopy("posting_lots", []string{"posting_id", "lot_id", "points", "held"}, 0)
 	for _, op := range ops {
 		if op.rejected == "" && !op.credit {
 			for _, mv := range op.moves {
-				moves = append(moves, []any{op.postingID, mv.LotID, int64(mv.Points), int64(0)})
+				cp.row()
+				cp.int8(op.postingID)
+				cp.int8(mv.LotID)
+				cp.int8(int64(mv.Points))
+				cp.int8(0)
 			}
 		}
 	}
-	if len(moves) > 0 {
-		if err := t.copyFunc(ctx, "posting_lots", []string{"posting_id", "lot_id", "points",
-			"held"}, pgx.CopyFromRows(moves)); err != nil {
-			return err
-		}
+	if err := cp.send(ctx, conn); err != nil {
+		return err
 	}
 	if err := t.updateBulkBalances(ctx, ops); err != nil {
 		return err
 	}
 
 	// The commands with their results, and the events for the outbox.
-	next = rowsOf(ws, func(w *bulkWrite) []any {
+	size := 0
+	for i := range ws {
+		size += len(ws[i].result) + 120
+	}
+	cp = newBinCopy("commands", []string{"source", "txn_id", "command_id", "kind", "hash",
+		"status", "result"}, size)
+	for i := range ws {
+		w := &ws[i]
 		c := w.cmd
 		status := bus.StatusOK
 		if w.op.rejected != "" {
 			status = bus.StatusRejected
 		}
-		return []any{c.Source, c.TxnID, w.commandID, c.Kind, c.Hash, status, w.result}
-	})
-	if err := t.copyFunc(ctx, "commands", []string{"source", "txn_id", "command_id", "kind",
-		"hash", "status", "result"}, next); err != nil {
+		cp.row()
+		cp.text(c.Source)
+		cp.text(c.TxnID)
+		cp.uuid(w.commandID)
+		cp.text(c.Kind)
+		cp.text(c.Hash)
+		cp.text(status)
+		cp.jsonb(w.result)
+	}
+	if err := cp.send(ctx, conn); err != nil {
 		return err
 	}
-	next = rowsOf(ws, func(w *bulkWrite) []any {
+	size = 0
+	for i := range ws {
+		size += len(ws[i].event) + 60
+	}
+	cp = newBinCopy("outbox", []string{"event_id", "subject", "body"}, size)
+	for i := range ws {
+		w := &ws[i]
 		if w.event == nil {
-			return nil
+			continue
 		}
-		return []any{w.eventID, bus.EventSubject(w.cmd.Program, w.kind), w.event}
-	})
-	return t.copyFunc(ctx, "outbox", []string{"event_id", "subject", "body"}, next)
+		cp.row()
+		cp.uuid(w.eventID)
+		cp.text(bus.EventSubject(w.cmd.Program, w.kind))
+		cp.jsonb(w.event)
+	}
+	return cp.send(ctx, conn)
 }
 
 // bulkResult is the result of one planned command and what it writes.
@@ -749,6 +801,7 @@ func (t *txn) bulkResult(cmds []bus.Command, op *bulkOp) (bulkWrite, error) {
 	m := op.m
 	r.op, r.cmd, r.commandID = op, c, pgUUID(c.ID)
 	r.res = bus.Result{CommandID: c.ID, Source: c.Source, TxnID: c.TxnID, Kind: c.Kind}
+	var outcome *core.Outcome
 	if op.rejected != "" {
 		r.res.Status = bus.StatusRejected
 		r.res.Error = &bus.Error{Kind: string(core.Insufficient), Field: "points",
@@ -763,41 +816,33 @@ func (t *txn) bulkResult(cmds []bus.Command, op *bulkOp) (bulkWrite, error) {
 				r.points, r.pendingD = 0, op.points
 			}
 		}
-		data, err := json.Marshal(core.Outcome{Member: m.ref,
-			PostingIDs: []int64{op.postingID}, Points: core.Points(signed),
-			Balance: op.balance, Lots: op.moves})
-		if err != nil {
-			return r, err
-		}
-		r.res.Status, r.res.Data = bus.StatusOK, data
+		outcome = &core.Outcome{Member: m.ref, PostingIDs: []int64{op.postingID},
+			Points: core.Points(signed), Balance: op.balance, Lots: op.moves}
+		r.res.Status = bus.StatusOK
 		id := uuid.Must(uuid.NewV7())
 		r.eventID = pgtype.UUID{Bytes: id, Valid: true}
-		r.event, err = json.Marshal(bus.Event{ID: id.String(), Kind: r.kind,
-			Program: c.Program, Member: m.id, MemberRef: m.ref, Points: r.points + r.pendingD,
-			OccurredAt: r.occurred.UTC(), RecordedAt: t.now, Source: c.Source, TxnID: c.TxnID,
-			Channel: c.Channel, PostingID: op.postingID, Tier: m.tier})
+		var err error
+		r.event, err = appendEvent(make([]byte, 0, 448), &bus.Event{ID: id.String(),
+			Kind: r.kind, Program: c.Program, Member: m.id, MemberRef: m.ref,
+			Points: r.points + r.pendingD, OccurredAt: r.occurred.UTC(), RecordedAt: t.now,
+			Source: c.Source, TxnID: c.TxnID, Channel: c.Channel, PostingID: op.postingID,
+			Tier: m.tier})
 		if err != nil {
 			return r, err
 		}
 	}
-	body, err := json.Marshal(r.res)
-	r.result = body
-	return r, err
-}
 
-// rowsOf makes the rows of a COPY from ws, one at a time; row returns nil
-// for an element that has none.
-func rowsOf(ws []bulkWrite, row func(w *bulkWrite) []any) pgx.CopyFromSource {
-	i := 0
-	return pgx.CopyFromFunc(func() ([]any, error) {
-		for ; i < len(ws); i++ {
-			if r := row(&ws[i]); r != nil {
-				i++
-				return r, nil
-			}
-		}
-		return nil, nil
-	})
+	// The stored result holds the outcome as its data; the result handed back
+	// shares those bytes.
+	b := appendResultHead(make([]byte, 0, 384), &r.res)
+	if outcome != nil {
+		b = append(b, `,"data":`...)
+		at := len(b)
+		b = appendOutcome(b, outcome)
+		r.res.Data = b[at:len(b):len(b)]
+	}
+	r.result = append(b, '}')
+	return r, nil
 }
 
 // pgUUID is a uuid in the binary form COPY sends without a detour through
@@ -808,15 +853,6 @@ func pgUUID(s string) pgtype.UUID {
 		return pgtype.UUID{}
 	}
 	return pgtype.UUID{Bytes: u, Valid: true}
-}
-
-func (t *txn) copyFunc(ctx context.Context, table string, cols []string,
-	src pgx.CopyFromSource) error {
-	_, err := t.tx.CopyFrom(ctx, pgx.Identifier{table}, cols, src)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", table, err)
-	}
-	return nil
 }
 
 // consumeLots takes from the lots that existed before the chunk what its

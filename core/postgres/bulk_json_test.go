@@ -1,0 +1,168 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/puntos-loyalty/puntos/bus"
+	"github.com/puntos-loyalty/puntos/core"
+)
+
+// The bulk path's JSON appenders write exactly what encoding/json writes.
+func TestBulkJSON(t *testing.T) {
+	// A field added to one of these types must be added to its appender
+	// (and to the cases below) too.
+	for typ, n := range map[reflect.Type]int{reflect.TypeOf(bus.Result{}): 8,
+		reflect.TypeOf(bus.Error{}): 3, reflect.TypeOf(core.Outcome{}): 8,
+		reflect.TypeOf(core.Balance{}): 3, reflect.TypeOf(core.LotMove{}): 3,
+		reflect.TypeOf(bus.Event{}): 16} {
+		if typ.NumField() != n {
+			t.Errorf("%s has %d fields, its appender knows %d", typ, typ.NumField(), n)
+		}
+	}
+
+	strs := []string{"", "plain-ref_01", "Señora Ñandú", "quote \" and \\ back", "<b>&</b>",
+		"tab\there\nnew line", "bad \xff utf-8", "line\u2028sep", "nul \x00"}
+	santiago, err := time.LoadLocation("America/Santiago")
+	if err != nil {
+		t.Fatal(err)
+	}
+	times := []time.Time{time.Date(2026, 3, 1, 3, 0, 0, 0, time.UTC),
+		time.Date(2026, 6, 15, 16, 0, 0, 123456789, time.UTC),
+		time.Date(2026, 4, 5, 23, 59, 59, 100, santiago), {}}
+
+	for _, s := range strs {
+		want, _ := json.Marshal(s)
+		if got := appendJSONString(nil, s); string(got) != string(want) {
+			t.Errorf("string %q: got %s, want %s", s, got, want)
+		}
+	}
+
+	outcomes := []core.Outcome{{Member: "m1", Points: 150,
+		Balance: core.Balance{Available: 1500, Pending: 20, Held: 3}},
+		{Member: strs[2], PostingIDs: []int64{7, 9}, Points: -10,
+			Balance: core.Balance{Available: -4}, HoldID: "h-1", Written: 5, Status: "closed",
+			Lots: []core.LotMove{{LotID: 3, Points: -4}, {LotID: 4, Points: -6, Held: 2}}}}
+	for _, o := range outcomes {
+		want, _ := json.Marshal(o)
+		if got := appendOutcome(nil, &o); string(got) != string(want) {
+			t.Errorf("outcome:\n got %s\nwant %s", got, want)
+		}
+	}
+
+	data := appendOutcome(nil, &outcomes[1])
+	results := []bus.Result{{CommandID: "c1", Source: "file:p", TxnID: "t1", Kind: "points.credit",
+		Status: bus.StatusOK, Data: data},
+		{CommandID: "c2", Source: strs[3], TxnID: strs[4], Kind: "points.adjust",
+			Status: bus.StatusRejected, Replayed: true, Error: &bus.Error{Kind: "insufficient",
+				Field: "points", Message: "10 points asked, 4 available"}},
+		{Status: bus.StatusRejected, Error: &bus.Error{Kind: "invalid", Message: strs[5]}}}
+	for _, r := range results {
+		want, _ := json.Marshal(r)
+		if got := appendResult(nil, &r); string(got) != string(want) {
+			t.Errorf("result:\n got %s\nwant %s", got, want)
+		}
+	}
+
+	for _, s := range strs {
+		for _, at := range times {
+			e := bus.Event{ID: uuid.NewString(), Kind: "credit", Program: "bench", Member: s,
+				MemberRef: s, Points: 150, OccurredAt: at, RecordedAt: times[1], Source: s,
+				TxnID: "t9", RuleVersion: s, Partner: s, Channel: s, PostingID: 42, Tier: s}
+			want, _ := json.Marshal(e)
+			got, err := appendEvent(nil, &e)
+			if err != nil || string(got) != string(want) {
+				t.Errorf("event:\n got %s (%v)\nwant %s", got, err, want)
+			}
+		}
+	}
+	e := bus.Event{ID: "e1", Kind: "expiry_notice", Program: "p", Member: "m",
+		Detail: json.RawMessage(`{ "points" : 5 }`)}
+	want, _ := json.Marshal(e)
+	if got, err := appendEvent(nil, &e); err != nil || string(got) != string(want) {
+		t.Errorf("event with detail:\n got %s (%v)\nwant %s", got, err, want)
+	}
+	if _, err := appendEvent(nil, &bus.Event{OccurredAt: time.Date(10000, 1, 1, 0, 0, 0, 0,
+		time.UTC)}); err == nil {
+		t.Error("an event in the year 10000 was written")
+	}
+}
+
+// binCopy's rows read back as pgx would have written them: times to the
+// microsecond (before 2000 too), NULLs, text with any characters, jsonb.
+func TestBinCopyRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	pool := testDB(t)
+	times := []time.Time{time.Date(2026, 6, 15, 16, 0, 0, 123456789, time.UTC),
+		time.Date(1999, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(1969, 7, 20, 20, 17, 0, 500, time.UTC)}
+	u := uuid.Must(uuid.NewV7())
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `CREATE TEMP TABLE bc (n bigint, s text, id uuid,
+			at timestamptz, maybe timestamptz, ok boolean, doc jsonb) ON COMMIT DROP`)
+		if err != nil {
+			return err
+		}
+		cp := newBinCopy("bc", []string{"n", "s", "id", "at", "maybe", "ok", "doc"}, 0)
+		for i, at := range times {
+			cp.row()
+			cp.int8(int64(-i) * 1_000_000_000_000)
+			cp.text("Señora \"Ñandú\" " + at.String())
+			cp.uuid(pgtype.UUID{Bytes: u, Valid: i == 0})
+			cp.timestamptz(at)
+			if i == 1 {
+				cp.timestamptzOrNull(nil)
+			} else {
+				cp.timestamptzOrNull(&at)
+			}
+			cp.bool(i == 2)
+			cp.jsonb([]byte(`{"i":` + string(rune('0'+i)) + `}`))
+		}
+		if err := cp.send(ctx, tx.Conn()); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `SELECT n, s, id, at, maybe, ok, doc->>'i' FROM bc ORDER BY at DESC`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		i := 0
+		for rows.Next() {
+			var n int64
+			var s, doc string
+			var id pgtype.UUID
+			var at time.Time
+			var maybe *time.Time
+			var ok bool
+			if err := rows.Scan(&n, &s, &id, &at, &maybe, &ok, &doc); err != nil {
+				return err
+			}
+			want := times[i].Truncate(time.Microsecond)
+			switch {
+			case n != int64(-i)*1_000_000_000_000,
+				s != "Señora \"Ñandú\" "+times[i].String(),
+				id.Valid != (i == 0) || (i == 0 && id.Bytes != u),
+				!at.Equal(want),
+				(maybe == nil) != (i == 1) || (maybe != nil && !maybe.Equal(want)),
+				ok != (i == 2), doc != string(rune('0'+i)):
+				t.Errorf("row %d read back as %d %q %v %v %v %v %s", i, n, s, id, at, maybe,
+					ok, doc)
+			}
+			i++
+		}
+		if i != len(times) {
+			t.Errorf("%d rows read back, %d written", i, len(times))
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
