@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -346,19 +347,27 @@ func recordOutcomes(ctx context.Context, q execer, id string, lines []core.Batch
 			x.ErrorField, x.Error
 		replayed[i] = x.Replayed
 	}
+	first, last := int64(0), int64(-1) // no line when there is none
+	if n > 0 {
+		first, last = slices.Min(nums), slices.Max(nums)
+	}
 	// Only lines still valid change, so that recording a chunk twice counts
-	// it once.
+	// it once. The range of line numbers keeps the planner on the primary
+	// key: joined by line number alone, it read every line of the table to
+	// hash them, once per chunk, so that a file's posting slowed down with
+	// the file's length (and with every file loaded before).
 	_, err := q.Exec(ctx, `WITH u AS (
 			UPDATE bulk_lines l SET status = u.status, error_kind = u.kind,
 				error_field = u.field, error = u.msg, replayed = u.replayed
 			FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
 				$7::boolean[]) AS u(line, status, kind, field, msg, replayed)
-			WHERE l.batch_id = $1 AND l.line = u.line AND l.status = 'valid'
+			WHERE l.batch_id = $1 AND l.line BETWEEN $9 AND $10 AND l.line = u.line
+				AND l.status = 'valid'
 			RETURNING l.status)
 		UPDATE bulk_batches SET posted_through = greatest(posted_through, $8),
 			posted_lines = posted_lines + (SELECT count(*) FROM u WHERE status = 'posted'),
 			rejected_lines = rejected_lines + (SELECT count(*) FROM u WHERE status = 'rejected')
-		WHERE id = $1`, id, nums, statuses, kinds, fields, msgs, replayed, through)
+		WHERE id = $1`, id, nums, statuses, kinds, fields, msgs, replayed, through, first, last)
 	if err != nil {
 		return fmt.Errorf("record line outcomes: %w", err)
 	}
