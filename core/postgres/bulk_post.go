@@ -654,8 +654,10 @@ func (t *txn) writeBulk(ctx context.Context, cmds []bus.Command, ops []*bulkOp,
 			members[op.m] = pgUUID(op.m.id)
 		}
 	}
+	// The results and events of the chunk share one buffer.
+	arena := make([]byte, 0, len(ops)*720)
 	for _, op := range ops {
-		w, err := t.bulkResult(cmds, op)
+		w, err := t.bulkResult(cmds, op, &arena)
 		if err != nil {
 			return err
 		}
@@ -794,8 +796,9 @@ func (t *txn) writeBulk(ctx context.Context, cmds []bus.Command, ops []*bulkOp,
 	return cp.send(ctx, conn)
 }
 
-// bulkResult is the result of one planned command and what it writes.
-func (t *txn) bulkResult(cmds []bus.Command, op *bulkOp) (bulkWrite, error) {
+// bulkResult is the result of one planned command and what it writes. The
+// stored result and event are appended to arena.
+func (t *txn) bulkResult(cmds []bus.Command, op *bulkOp, arena *[]byte) (bulkWrite, error) {
 	var r bulkWrite
 	c := &cmds[op.i]
 	m := op.m
@@ -821,8 +824,8 @@ func (t *txn) bulkResult(cmds []bus.Command, op *bulkOp) (bulkWrite, error) {
 		r.res.Status = bus.StatusOK
 		id := uuid.Must(uuid.NewV7())
 		r.eventID = pgtype.UUID{Bytes: id, Valid: true}
-		var err error
-		r.event, err = appendEvent(make([]byte, 0, 448), &bus.Event{ID: id.String(),
+		at := len(*arena)
+		b, err := appendEvent(*arena, &bus.Event{ID: id.String(),
 			Kind: r.kind, Program: c.Program, Member: m.id, MemberRef: m.ref,
 			Points: r.points + r.pendingD, OccurredAt: r.occurred.UTC(), RecordedAt: t.now,
 			Source: c.Source, TxnID: c.TxnID, Channel: c.Channel, PostingID: op.postingID,
@@ -830,18 +833,21 @@ func (t *txn) bulkResult(cmds []bus.Command, op *bulkOp) (bulkWrite, error) {
 		if err != nil {
 			return r, err
 		}
+		r.event, *arena = b[at:len(b):len(b)], b
 	}
 
 	// The stored result holds the outcome as its data; the result handed back
 	// shares those bytes.
-	b := appendResultHead(make([]byte, 0, 384), &r.res)
+	start := len(*arena)
+	b := appendResultHead(*arena, &r.res)
 	if outcome != nil {
 		b = append(b, `,"data":`...)
 		at := len(b)
 		b = appendOutcome(b, outcome)
 		r.res.Data = b[at:len(b):len(b)]
 	}
-	r.result = append(b, '}')
+	b = append(b, '}')
+	r.result, *arena = b[start:len(b):len(b)], b
 	return r, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -32,9 +33,18 @@ type binCopy struct {
 // pgEpoch is the zero of PostgreSQL's timestamps.
 var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro()
 
+// copyBufs keeps the buffers of sent COPYs for the next ones: a bulk load
+// sends a few megabytes per chunk, the same again for every chunk.
+var copyBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// newBinCopy starts the rows of a COPY into table's cols. sizeHint is the
+// bytes the rows are expected to take. Once sent, the binCopy is done with.
 func newBinCopy(table string, cols []string, sizeHint int) *binCopy {
-	c := &binCopy{table: table, cols: cols, ncols: int16(len(cols)),
-		buf: make([]byte, 0, 19+sizeHint)}
+	buf := *copyBufs.Get().(*[]byte)
+	if cap(buf) < 19+sizeHint {
+		buf = make([]byte, 0, 19+sizeHint)
+	}
+	c := &binCopy{table: table, cols: cols, ncols: int16(len(cols)), buf: buf[:0]}
 	// Signature, flags, header extension length.
 	c.buf = append(c.buf, "PGCOPY\n\xff\r\n\x00"...)
 	c.buf = binary.BigEndian.AppendUint32(c.buf, 0)
@@ -103,8 +113,16 @@ func (c *binCopy) jsonb(doc []byte) {
 	c.buf = append(c.buf, doc...)
 }
 
-// send writes the rows to the table, unless there are none.
+// send writes the rows to the table, unless there are none, and gives the
+// buffer back.
 func (c *binCopy) send(ctx context.Context, conn *pgx.Conn) error {
+	defer func() {
+		if cap(c.buf) <= 64<<20 {
+			buf := c.buf[:0]
+			copyBufs.Put(&buf)
+		}
+		c.buf = nil
+	}()
 	if c.rows == 0 {
 		return nil
 	}
