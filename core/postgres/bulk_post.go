@@ -418,7 +418,7 @@ func (t *txn) loadBulkLots(ctx context.Context, members map[string]*bulkMember) 
 	}
 	rows, err := t.tx.Query(ctx, `SELECT DISTINCT member_id FROM lots
 		WHERE member_id = ANY($1) AND remaining > 0 AND remaining > held AND expires_at <= $2`,
-		ids, t.now)
+		uuidArg(ids), t.now)
 	if err != nil {
 		return fmt.Errorf("find due lots: %w", err)
 	}
@@ -474,7 +474,7 @@ func (t *txn) readBulkLots(ctx context.Context, byID map[string]*bulkMember, ids
 		CROSS JOIN LATERAL (SELECT * FROM lots
 			WHERE member_id = u.member_id AND remaining > 0 AND remaining > held
 				AND NOT pending AND (expires_at IS NULL OR expires_at > $2)
-			ORDER BY expires_at NULLS LAST, earned_at, id LIMIT $3) l`, ids, t.now, lim)
+			ORDER BY expires_at NULLS LAST, earned_at, id LIMIT $3) l`, uuidArg(ids), t.now, lim)
 	if err != nil {
 		return fmt.Errorf("select lots: %w", err)
 	}
@@ -910,7 +910,7 @@ func (t *txn) updateBulkBalances(ctx context.Context, ops []*bulkOp) error {
 	_, err := t.tx.Exec(ctx, `UPDATE members m
 		SET available = m.available + v.da, pending = m.pending + v.dp, updated_at = $4
 		FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS v(id, da, dp)
-		WHERE m.id = v.id`, ids, da, dp, t.now)
+		WHERE m.id = v.id`, uuidArg(ids), da, dp, t.now)
 	if err != nil {
 		return fmt.Errorf("update balances: %w", pgError(err))
 	}
