@@ -91,3 +91,68 @@ func TestBulkJSON(t *testing.T) {
 		t.Error("an event in the year 10000 was written")
 	}
 }
+
+// The hand reading of a bulk line's payload gives what decode gives, and
+// leaves every other shape to decode.
+func TestReadPlainPayload(t *testing.T) {
+	exp := time.Date(2027, 3, 1, 3, 0, 0, 0, time.UTC)
+	var payloads [][]byte
+	for _, c := range []core.Credit{{Points: 150, Reason: "bench load"},
+		{Points: 1, Reason: "x", ExpiresAt: &exp},
+		{Points: core.MaxPoints, Reason: "Señora Ñandú"},
+		{Points: 5, Reason: `say "hi" <b>`},
+		{Points: 5, Reason: "tab\there"},
+		{Points: 0, Reason: "zero"},
+		{Points: 7, Reason: "on a day", ExpiresOn: "2027-01-01"}} {
+		payloads = append(payloads, mustJSON(t, c))
+	}
+	for _, a := range []core.Adjust{{Points: -10, Reason: "debit"},
+		{Points: -core.MaxPoints - 1, Reason: "too much"}} {
+		payloads = append(payloads, mustJSON(t, a))
+	}
+	payloads = append(payloads, [][]byte{
+		[]byte(`{"points":010,"reason":"lead"}`),
+		[]byte(`{"points":-0,"reason":"minus zero"}`),
+		[]byte(`{"points":1e2,"reason":"exp"}`),
+		[]byte(`{"points":99999999999999999999,"reason":"big"}`),
+		[]byte(`{"points":5,"reason":"r","extra":1}`),
+		[]byte(`{"points":5,"reason":"r"} `),
+		[]byte(`{"points":5,"reason":"r"}{}`),
+		[]byte(`{"points":5, "reason":"r"}`),
+		[]byte(`{"reason":"r","points":5}`),
+		[]byte(`{"points":5,"reason":"r","expires_at":null}`),
+		[]byte(`{"points":5,"reason":"r","expires_at":"2027-02-30T00:00:00Z"}`),
+		[]byte(`{"points":5,"reason":"r","expires_at":"2027-01-01T00:00:00+25:00"}`),
+		[]byte(`{"points":5,"reason":"r","expires_at":"2027-01-01T00:00:00\u002B03:00"}`),
+		[]byte(`{"points":5,"reason":"r","expires_at":"2027-01-01T00:00:00-03:00"}`),
+		[]byte(`{"points":5,"reason":"r","expires_at":"`),
+		[]byte(`{"points":5,"reason":"r`),
+		[]byte(`{"points":`),
+	}...)
+
+	fast := 0
+	for _, raw := range payloads {
+		var want core.Credit
+		wantErr := decode(raw, &want)
+		var got core.Credit
+		gotErr := decodeCredit(raw, &got)
+		if (gotErr == nil) != (wantErr == nil) || !reflect.DeepEqual(got, want) {
+			t.Errorf("credit %s: got %+v (%v), decode gives %+v (%v)", raw, got, gotErr,
+				want, wantErr)
+		}
+		var wantA, gotA core.Adjust
+		wantErr, gotErr = decode(raw, &wantA), decodeAdjust(raw, &gotA)
+		if (gotErr == nil) != (wantErr == nil) || gotA != wantA {
+			t.Errorf("adjust %s: got %+v (%v), decode gives %+v (%v)", raw, gotA, gotErr,
+				wantA, wantErr)
+		}
+		if _, _, _, ok := readPlainPayload(raw, true); ok {
+			fast++
+		}
+	}
+	// The shapes a file line makes are read by hand.
+	if fast != 5 {
+		t.Errorf("%d payloads read by hand, want 5 (the plain credits, the debits and the "+
+			"offset expiry)", fast)
+	}
+}

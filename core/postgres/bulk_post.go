@@ -1,10 +1,12 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -344,7 +346,7 @@ func (t *txn) readBulkOp(prog *program, c *bus.Command) *bulkOp {
 	switch c.Kind {
 	case core.KindCredit:
 		var in core.Credit
-		if decode(c.Payload, &in) != nil || core.CheckPoints("points", in.Points) != nil ||
+		if decodeCredit(c.Payload, &in) != nil || core.CheckPoints("points", in.Points) != nil ||
 			strings.TrimSpace(in.Reason) == "" || t.checkOccurred(c.OccurredAt) != nil {
 			return nil
 		}
@@ -365,13 +367,90 @@ func (t *txn) readBulkOp(prog *program, c *bus.Command) *bulkOp {
 			pending: spendable.After(t.now)}
 	case core.KindAdjust:
 		var in core.Adjust
-		if decode(c.Payload, &in) != nil || in.Points >= 0 || in.Points < -core.MaxPoints ||
+		if decodeAdjust(c.Payload, &in) != nil || in.Points >= 0 || in.Points < -core.MaxPoints ||
 			strings.TrimSpace(in.Reason) == "" || strings.TrimSpace(c.Actor) == "" {
 			return nil
 		}
 		return &bulkOp{points: -int64(in.Points), reason: in.Reason}
 	}
 	return nil
+}
+
+// decodeCredit reads a credit's payload as decode does. The shape a file
+// line's credit has (points, a reason of plain ASCII, maybe an expiry, in
+// that order) is read by hand; any other goes through decode.
+func decodeCredit(raw []byte, in *core.Credit) error {
+	if p, reason, exp, ok := readPlainPayload(raw, true); ok {
+		*in = core.Credit{Points: p, Reason: reason, ExpiresAt: exp}
+		return nil
+	}
+	return decode(raw, in)
+}
+
+// decodeAdjust reads an adjustment's payload as decode does, the common
+// shape by hand.
+func decodeAdjust(raw []byte, in *core.Adjust) error {
+	if p, reason, _, ok := readPlainPayload(raw, false); ok {
+		*in = core.Adjust{Points: p, Reason: reason}
+		return nil
+	}
+	return decode(raw, in)
+}
+
+// readPlainPayload reads {"points":N,"reason":"R"} and, with expiry set,
+// {"points":N,"reason":"R","expires_at":"T"}, exactly as encoding/json
+// writes them for a plain reason. It declines (ok false) anything else:
+// another order or field, spaces, escapes, a number of another form.
+func readPlainPayload(raw []byte, expiry bool) (pts core.Points, reason string,
+	exp *time.Time, ok bool) {
+	rest, found := bytes.CutPrefix(raw, []byte(`{"points":`))
+	if !found {
+		return 0, "", nil, false
+	}
+	i := 0
+	if i < len(rest) && rest[i] == '-' {
+		i++
+	}
+	digits := i
+	for i < len(rest) && rest[i] >= '0' && rest[i] <= '9' {
+		i++
+	}
+	if i == digits || rest[digits] == '0' { // no number, a leading zero, or zero
+		return 0, "", nil, false
+	}
+	n, err := strconv.ParseInt(string(rest[:i]), 10, 64)
+	if err != nil {
+		return 0, "", nil, false
+	}
+	if rest, found = bytes.CutPrefix(rest[i:], []byte(`,"reason":"`)); !found {
+		return 0, "", nil, false
+	}
+	end := 0
+	for end < len(rest) && rest[end] != '"' {
+		if c := rest[end]; c < 0x20 || c > 0x7e || c == '\\' {
+			return 0, "", nil, false
+		}
+		end++
+	}
+	if end == len(rest) {
+		return 0, "", nil, false
+	}
+	reason, rest = string(rest[:end]), rest[end+1:]
+	if after, found := bytes.CutPrefix(rest, []byte(`,"expires_at":`)); expiry && found {
+		q := bytes.IndexByte(after[min(1, len(after)):], '"')
+		if len(after) == 0 || after[0] != '"' || q < 0 {
+			return 0, "", nil, false
+		}
+		var t time.Time
+		if t.UnmarshalJSON(after[:q+2]) != nil {
+			return 0, "", nil, false
+		}
+		exp, rest = &t, after[q+2:]
+	}
+	if string(rest) != "}" {
+		return 0, "", nil, false
+	}
+	return core.Points(n), reason, exp, true
 }
 
 // lockBulkMembers locks the program's members known by refs, in id order,
