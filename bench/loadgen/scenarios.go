@@ -260,6 +260,8 @@ func (r *runner) balanceScenario(ctx context.Context, res *result) error {
 	var missedReads, missedWrites atomic.Int64
 	var wg sync.WaitGroup
 
+	cpu0 := r.sampleCPU(ctx)
+
 	// Writers: a paced feed of accruals.
 	wslots := pace(ctx, float64(rate), deadline, &missedWrites)
 	var seq atomic.Int64
@@ -296,7 +298,12 @@ func (r *runner) balanceScenario(ctx context.Context, res *result) error {
 	elapsed := time.Since(start)
 	stop()
 
+	// CPU per request, reads and accruals alike: with -read-rate 1 this is
+	// the CPU of an accrual at a fixed rate, which unlike scenario a does
+	// not depend on how fast the machine happens to be.
+	requests := len(reads.lat) + len(writes.lat) + len(writes.lat202)
 	res.Figures = map[string]any{
+		"cpu":                   r.cpuSince(ctx, cpu0, requests),
 		"elapsed_s":             elapsed.Seconds(),
 		"reads_per_s":           perSecond(len(reads.lat), elapsed),
 		"reads_missed":          missedReads.Load(),
