@@ -121,6 +121,7 @@ const (
 	CommandSubjects = "puntos.cmd.>"
 	EventSubjects   = "puntos.evt.>"
 	DeadSubjects    = "puntos.dead.>"
+	ResultSubjects  = "puntos.result.*"
 )
 
 // CommandSubject is the subject of partition p.

@@ -3,6 +3,7 @@ package core
 import (
 	"math/big"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -120,13 +121,27 @@ func (p *Program) Defaults() {
 // Location is the program's time zone; day and month boundaries are its own.
 func (p *Program) Location() *time.Location {
 	if p.loc == nil {
-		loc, err := time.LoadLocation(p.TimeZone)
-		if err != nil {
-			loc = time.UTC
-		}
-		p.loc = loc
+		p.loc = location(p.TimeZone)
 	}
 	return p.loc
+}
+
+// locations holds the time zones loaded so far, by name. Programs are read
+// again for every ledger transaction, and time.LoadLocation reads and parses
+// the zone's file each time it is called.
+var locations sync.Map
+
+// location is the named time zone, or UTC when it cannot be loaded.
+func location(name string) *time.Location {
+	if loc, ok := locations.Load(name); ok {
+		return loc.(*time.Location)
+	}
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return time.UTC
+	}
+	locations.Store(name, loc)
+	return loc
 }
 
 // ExpiresAt is the instant from which points earned at t are expired, or nil

@@ -170,6 +170,7 @@ func (r *runner) accrualScenario(ctx context.Context, res *result) error {
 
 	w := &writer{}
 	k0 := r.c.scrape(ctx)
+	cpu0 := r.sampleCPU(ctx)
 	start := time.Now()
 	deadline := start.Add(r.o.duration)
 	var wg sync.WaitGroup
@@ -190,6 +191,7 @@ func (r *runner) accrualScenario(ctx context.Context, res *result) error {
 	answered := len(w.lat) + len(w.lat202)
 	r.accrualRate = float64(answered) / elapsed.Seconds()
 	res.Figures = map[string]any{
+		"cpu":                 r.cpuSince(ctx, cpu0, answered),
 		"elapsed_s":           elapsed.Seconds(),
 		"answered_per_s":      perSecond(answered, elapsed),
 		"committed_per_s":     perSecond(len(w.lat), elapsed),
@@ -258,6 +260,8 @@ func (r *runner) balanceScenario(ctx context.Context, res *result) error {
 	var missedReads, missedWrites atomic.Int64
 	var wg sync.WaitGroup
 
+	cpu0 := r.sampleCPU(ctx)
+
 	// Writers: a paced feed of accruals.
 	wslots := pace(ctx, float64(rate), deadline, &missedWrites)
 	var seq atomic.Int64
@@ -294,7 +298,12 @@ func (r *runner) balanceScenario(ctx context.Context, res *result) error {
 	elapsed := time.Since(start)
 	stop()
 
+	// CPU per request, reads and accruals alike: with -read-rate 1 this is
+	// the CPU of an accrual at a fixed rate, which unlike scenario a does
+	// not depend on how fast the machine happens to be.
+	requests := len(reads.lat) + len(writes.lat) + len(writes.lat202)
 	res.Figures = map[string]any{
+		"cpu":                   r.cpuSince(ctx, cpu0, requests),
 		"elapsed_s":             elapsed.Seconds(),
 		"reads_per_s":           perSecond(len(reads.lat), elapsed),
 		"reads_missed":          missedReads.Load(),

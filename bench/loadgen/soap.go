@@ -42,6 +42,7 @@ func (r *runner) soapScenario(ctx context.Context, res *result) error {
 
 	w := &writer{}
 	k0 := r.c.scrape(ctx)
+	cpu0 := r.sampleCPU(ctx)
 	start := time.Now()
 	deadline := start.Add(r.o.duration)
 	var wg sync.WaitGroup
@@ -59,6 +60,7 @@ func (r *runner) soapScenario(ctx context.Context, res *result) error {
 
 	answered := len(w.lat) + len(w.lat202)
 	res.Figures = map[string]any{
+		"cpu":                 r.cpuSince(ctx, cpu0, answered),
 		"elapsed_s":           elapsed.Seconds(),
 		"answered_per_s":      perSecond(answered, elapsed),
 		"committed_per_s":     perSecond(len(w.lat), elapsed),

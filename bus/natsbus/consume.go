@@ -103,8 +103,10 @@ func (b *Bus) Consume(ctx context.Context, partition int, batchSize int, maxWait
 	}
 
 	fetchFailures, outages := 0, 0
+	backlog := true // until a fetch says otherwise
 	for ctx.Err() == nil {
-		msgs, err := fetch(cons, batchSize, maxWait)
+		msgs, err := fetch(cons, batchSize, maxWait, backlog)
+		backlog = len(msgs) > 1
 		if err != nil {
 			if errors.Is(err, nats.ErrConnectionClosed) {
 				return fmt.Errorf("consume partition %d: %w", partition, err)
@@ -174,12 +176,23 @@ func (b *Bus) recoverConsumer(ctx context.Context, p, batchSize int, fetchErr er
 // fetch takes what is ready, up to size messages; when nothing is, it waits
 // up to maxWait for one message and then takes what else is ready. Messages
 // may come with an error.
-func fetch(cons jetstream.Consumer, size int, maxWait time.Duration) ([]jetstream.Msg, error) {
-	msgs, err := drain(cons.FetchNoWait(size))
-	if err != nil || len(msgs) > 0 {
-		return msgs, err
+//
+// Each fetch is a pull request of its own, with a subscription made and
+// dropped on the server. When commands come one at a time (the last batch
+// held one, backlog false), a first look at what is ready most often finds
+// nothing: fetch then starts with the wait, which returns at once when a
+// message is there, and saves that request (two instead of three per
+// command). Under load (batches of several) the first look usually finds
+// the commands that arrived during the last batch, in one request.
+func fetch(cons jetstream.Consumer, size int, maxWait time.Duration,
+	backlog bool) ([]jetstream.Msg, error) {
+	if backlog {
+		msgs, err := drain(cons.FetchNoWait(size))
+		if err != nil || len(msgs) > 0 {
+			return msgs, err
+		}
 	}
-	msgs, err = drain(cons.Fetch(1, jetstream.FetchMaxWait(maxWait)))
+	msgs, err := drain(cons.Fetch(1, jetstream.FetchMaxWait(maxWait)))
 	if err != nil || len(msgs) == 0 || size == 1 {
 		return msgs, err
 	}

@@ -190,6 +190,10 @@ type Bus struct {
 	atomicStreams map[string]bool
 	atomicSlots   chan struct{}
 	atomicStored  atomic.Uint64
+
+	// results routes the results announced on core NATS to their waiters
+	// (results.go).
+	results resultWaiters
 }
 
 // Connect connects to cfg.URL and makes sure the command, event and

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,7 +17,7 @@ import (
 // waiter that is not reading; more are dropped.
 const resultBuffer = 4
 
-// subscribeTimeout bounds the wait for the server to confirm a result
+// subscribeTimeout bounds the wait for the server to confirm the result
 // subscription.
 const subscribeTimeout = 2 * time.Second
 
@@ -54,60 +53,6 @@ func (b *Bus) PublishCommand(ctx context.Context, cmd bus.Command) (duplicate bo
 		return false, fmt.Errorf("publish command %s: %w", cmd.ID, err)
 	}
 	return ack.Duplicate, nil
-}
-
-// SubscribeResult starts listening for the result of the command (source,
-// txn) on core NATS. Call it before publishing the command, so that a fast
-// answer is not missed: it returns once the server has the subscription. The
-// channel receives every result announced until
-// unsubscribe is called, which also closes it; a result that does not
-// decode is logged and skipped.
-func (b *Bus) SubscribeResult(source, txn string) (<-chan bus.Result, func(), error) {
-	ch := make(chan bus.Result, resultBuffer)
-	var (
-		mu     sync.Mutex
-		closed bool
-	)
-	subject := b.resultSubject(source, txn)
-	sub, err := b.nc.Subscribe(subject, func(m *nats.Msg) {
-		var r bus.Result
-		if err := json.Unmarshal(m.Data, &r); err != nil {
-			b.log.Warn("Undecodable result", "subject", subject, "error", err)
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if closed {
-			return
-		}
-		select {
-		case ch <- r:
-		default:
-			b.log.Warn("Result dropped, waiter not reading", "subject", subject,
-				"txn_id", r.TxnID)
-		}
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("subscribe result: %w", err)
-	}
-	if err := b.nc.FlushTimeout(subscribeTimeout); err != nil {
-		_ = sub.Unsubscribe()
-		return nil, nil, fmt.Errorf("subscribe result: %w", err)
-	}
-
-	var once sync.Once
-	unsubscribe := func() {
-		once.Do(func() {
-			if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-				b.log.Warn("Unsubscribe failed", "subject", subject, "error", err)
-			}
-			mu.Lock()
-			closed = true
-			close(ch)
-			mu.Unlock()
-		})
-	}
-	return ch, unsubscribe, nil
 }
 
 // PublishResult announces r to whoever waits for it on core NATS. Nobody

@@ -382,22 +382,36 @@ func (a *App) finish(ctx context.Context, d *natsbus.Delivery, ap postgres.Appli
 	}
 }
 
+// relayBatch is the most events one relay pass moves; relayPause is the
+// wait after a pass that found fewer.
+const (
+	relayBatch = 500
+	relayPause = 200 * time.Millisecond
+)
+
 // relayLoop moves ledger events from the outbox to the bus. After the
 // consumers stop it drains what is left, then returns.
+//
+// Only a full pass goes on at once. After a partial one the loop waits
+// relayPause, so that the events gather and the next pass stores them as an
+// atomic batch, with one disk sync, rather than one sync per event (small
+// groups go message by message, see natsbus.PublishEvents): passes straight
+// after each other under a steady load carried a handful of events each.
+// An event so reaches the bus at most about relayPause after its commit.
 func (a *App) relayLoop(bg, cctx context.Context) {
 	for {
-		n, err := a.Ledger.RelayOutbox(bg, a.Bus, 500)
+		n, err := a.Ledger.RelayOutbox(bg, a.Bus, relayBatch)
 		if err != nil && bg.Err() == nil {
 			a.log.Warn("Outbox relay failed; retrying", "error", err)
 		}
 		a.metrics.relayed.Add(float64(n))
-		if n > 0 && err == nil {
+		if err == nil && (n == relayBatch || (n > 0 && cctx.Err() != nil)) {
 			continue
 		}
 		if cctx.Err() != nil || bg.Err() != nil {
 			return
 		}
-		sleep(cctx, 200*time.Millisecond)
+		sleep(cctx, relayPause)
 	}
 }
 
