@@ -15,6 +15,9 @@ import (
 // how many commands they applied.
 type coreCounters struct {
 	batches, batchSeconds, commands float64
+	// ledger transactions, which merge partitions' batches (0 from a
+	// platform that does not report them)
+	txns, txnSeconds float64
 }
 
 // scrape reads the counters from /metrics; it returns zeros when the
@@ -41,6 +44,10 @@ func (c *client) scrape(ctx context.Context) coreCounters {
 			k.batches = v
 		case name == "puntos_batch_seconds_sum":
 			k.batchSeconds = v
+		case name == "puntos_ledger_transaction_seconds_count":
+			k.txns = v
+		case name == "puntos_ledger_transaction_seconds_sum":
+			k.txnSeconds = v
 		case strings.HasPrefix(name, "puntos_commands_total{"):
 			k.commands += v
 		}
@@ -48,16 +55,23 @@ func (c *client) scrape(ctx context.Context) coreCounters {
 	return k
 }
 
-// since describes the ledger transactions run between k0 and k.
+// since describes the ledger transactions run between k0 and k. A
+// platform that merges the partitions' batches reports its transactions
+// apart; one that does not runs one per batch.
 func (k coreCounters) since(k0 coreCounters) map[string]any {
-	n := k.batches - k0.batches
+	batches := k.batches - k0.batches
+	n, secs := k.txns-k0.txns, k.txnSeconds-k0.txnSeconds
+	if n <= 0 {
+		n, secs = batches, k.batchSeconds-k0.batchSeconds
+	}
 	if n <= 0 {
 		return map[string]any{"note": "no ledger transactions seen in /metrics"}
 	}
 	return map[string]any{
+		"partition_batches":            batches,
 		"ledger_transactions":          n,
 		"commands_per_transaction":     math.Round((k.commands-k0.commands)/n*100) / 100,
-		"mean_transaction_ms":          math.Round((k.batchSeconds-k0.batchSeconds)/n*1e5) / 100,
-		"transaction_seconds_in_total": math.Round((k.batchSeconds-k0.batchSeconds)*100) / 100,
+		"mean_transaction_ms":          math.Round(secs/n*1e5) / 100,
+		"transaction_seconds_in_total": math.Round(secs*100) / 100,
 	}
 }

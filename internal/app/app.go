@@ -327,6 +327,7 @@ type metrics struct {
 	latency  *prometheus.HistogramVec
 	applied  *prometheus.CounterVec
 	batches  prometheus.Histogram
+	ledgerTx prometheus.Histogram
 	dead     prometheus.Counter
 	relayed  prometheus.Counter
 }
@@ -344,11 +345,17 @@ func newMetrics() *metrics {
 	m.batches = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "puntos_batch_seconds", Help: "Time to apply one batch of commands.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)})
+	m.ledgerTx = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "puntos_ledger_transaction_seconds",
+		Help: "Time of one ledger transaction applying commands (several partitions' " +
+			"batches when merged).",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)})
 	m.dead = prometheus.NewCounter(prometheus.CounterOpts{Name: "puntos_dead_letters_total",
 		Help: "Commands sent to the dead-letter stream."})
 	m.relayed = prometheus.NewCounter(prometheus.CounterOpts{Name: "puntos_events_relayed_total",
 		Help: "Ledger events relayed from the outbox to the bus."})
-	m.reg.MustRegister(m.requests, m.latency, m.applied, m.batches, m.dead, m.relayed,
+	m.reg.MustRegister(m.requests, m.latency, m.applied, m.batches, m.ledgerTx, m.dead,
+		m.relayed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -27,7 +27,7 @@ const partitionLockBase = 7263100
 func (a *App) startCore(cctx, bg context.Context) {
 	a.leases = &leases{url: a.cfg.DatabaseURL}
 	if a.cfg.LedgerWriters > 0 {
-		a.group = newGroupCommit(a.Ledger.ApplyBatch, a.cfg.LedgerWriters, a.cfg.BatchSize)
+		a.group = newGroupCommit(a.applyLedger, a.cfg.LedgerWriters, a.cfg.BatchSize)
 	}
 	for p := 0; p < a.Bus.Partitions(); p++ {
 		a.wg.Add(1)
@@ -221,7 +221,7 @@ func (a *App) applyBatch(ctx context.Context, batch []*natsbus.Delivery) (int, f
 	if a.group != nil {
 		applied, err = a.group.Apply(ctx, cmds)
 	} else {
-		applied, err = a.Ledger.ApplyBatch(ctx, cmds)
+		applied, err = a.applyLedger(ctx, cmds)
 	}
 	a.metrics.batches.Observe(time.Since(start).Seconds())
 	if err == nil {
@@ -237,7 +237,7 @@ func (a *App) applyBatch(ctx context.Context, batch []*natsbus.Delivery) (int, f
 	a.log.Warn("Batch failed; applying its commands one by one", "size", len(batch),
 		"error", err)
 	for i, d := range batch {
-		one, err := a.Ledger.ApplyBatch(ctx, []bus.Command{d.Command})
+		one, err := a.applyLedger(ctx, []bus.Command{d.Command})
 		if err != nil {
 			if why := a.failureOf(ctx, err); why != byCommands {
 				return i, why, err
@@ -261,6 +261,14 @@ func (a *App) applyBatch(ctx context.Context, batch []*natsbus.Delivery) (int, f
 		a.finish(ctx, d, one[0])
 	}
 	return len(batch), 0, nil
+}
+
+// applyLedger applies cmds in one ledger transaction, timed.
+func (a *App) applyLedger(ctx context.Context, cmds []bus.Command) ([]postgres.Applied, error) {
+	start := time.Now()
+	applied, err := a.Ledger.ApplyBatch(ctx, cmds)
+	a.metrics.ledgerTx.Observe(time.Since(start).Seconds())
+	return applied, err
 }
 
 // refuse stores and announces the refusal of a command PostgreSQL cannot
