@@ -29,19 +29,30 @@ func BenchmarkStoreGroups(b *testing.B) {
 	}
 }
 
-func benchStoreGroups(b *testing.B, size int, atomic bool) {
+// benchBuses starts an embedded server that syncs every write, for the
+// length of the benchmark, and connects n buses of 8 partitions to it.
+func benchBuses(b *testing.B, n int) (context.Context, []*Bus) {
 	s, url, err := StartEmbedded(b.TempDir(), 0, true)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer func() { s.Shutdown(); s.WaitForShutdown() }()
+	b.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	bb, err := Connect(ctx, Config{URL: url, Partitions: 8}, nil)
-	if err != nil {
-		b.Fatal(err)
+	b.Cleanup(cancel)
+	buses := make([]*Bus, n)
+	for i := range buses {
+		if buses[i], err = Connect(ctx, Config{URL: url, Partitions: 8}, nil); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(buses[i].Close)
 	}
-	defer bb.Close()
+	return ctx, buses
+}
+
+func benchStoreGroups(b *testing.B, size int, atomic bool) {
+	ctx, buses := benchBuses(b, 1)
+	bb := buses[0]
+	var err error
 	n := 0
 	start := time.Now()
 	for b.Loop() {

@@ -1,7 +1,6 @@
 package natsbus
 
 import (
-	"context"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -17,23 +16,8 @@ import (
 //
 //	go test -run '^$' -bench ResultWait -benchtime=20000x ./bus/natsbus/
 func BenchmarkResultWait(b *testing.B) {
-	s, url, err := StartEmbedded(b.TempDir(), 0, true)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { s.Shutdown(); s.WaitForShutdown() }()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	gateway, err := Connect(ctx, Config{URL: url, Partitions: 8}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer gateway.Close()
-	core, err := Connect(ctx, Config{URL: url, Partitions: 8}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer core.Close()
+	_, buses := benchBuses(b, 2)
+	gateway, core := buses[0], buses[1]
 
 	var n atomic.Int64
 	cpu0 := processCPU()

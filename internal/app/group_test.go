@@ -98,19 +98,26 @@ func startQueued(t *testing.T, gc *groupCommit, gl *gatedLedger,
 	return out, &wg
 }
 
-// Batches handed in while a transaction runs are applied together in the
-// next one, and each partition gets back the results of its own commands,
-// in its order.
-func TestGroupCommitMergesWaitingBatches(t *testing.T) {
+// groupWorld starts a platform with program telco and members C1..Cn, and
+// a group commit of one writer over its ledger whose first transaction
+// waits for the gate.
+func groupWorld(t *testing.T, n int) (*client, *gatedLedger, *groupCommit) {
 	a := startApp(t, testConfig(t), Roles{Gateway: true, Core: true})
 	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
 	setupProgram(c)
-	for i := 1; i <= 6; i++ {
+	for i := 1; i <= n; i++ {
 		c.must(201, "POST", "/v1/programs/telco/members", fmt.Sprintf("enr-%d", i),
 			map[string]any{"customer_ref": fmt.Sprintf("C%d", i)})
 	}
 	gl := newGatedLedger(t, a)
-	gc := newGroupCommit(gl.apply, 1, 64)
+	return c, gl, newGroupCommit(gl.apply, 1, 64)
+}
+
+// Batches handed in while a transaction runs are applied together in the
+// next one, and each partition gets back the results of its own commands,
+// in its order.
+func TestGroupCommitMergesWaitingBatches(t *testing.T) {
+	c, gl, gc := groupWorld(t, 6)
 
 	first := make(chan groupOutcome, 1)
 	go func() {
@@ -172,15 +179,7 @@ func TestGroupCommitMergesWaitingBatches(t *testing.T) {
 // When a merged transaction fails, each batch is applied on its own: the
 // batch that cannot be stored gets its own error, the others their results.
 func TestGroupCommitFailureFallsBackToEachBatch(t *testing.T) {
-	a := startApp(t, testConfig(t), Roles{Gateway: true, Core: true})
-	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
-	setupProgram(c)
-	for i := 1; i <= 4; i++ {
-		c.must(201, "POST", "/v1/programs/telco/members", fmt.Sprintf("enr-%d", i),
-			map[string]any{"customer_ref": fmt.Sprintf("C%d", i)})
-	}
-	gl := newGatedLedger(t, a)
-	gc := newGroupCommit(gl.apply, 1, 64)
+	c, gl, gc := groupWorld(t, 4)
 
 	first := make(chan error, 1)
 	go func() {
