@@ -14,12 +14,33 @@ import (
 )
 
 // enrollN enrolls members M0..M{n-1} in program telco.
+// attackWorld starts a platform on cfg with program telco and members
+// M0..Mn-1, and a client of its gateway.
+func attackWorld(t *testing.T, cfg *Config, n int) (*App, *client) {
+	a := startApp(t, cfg, Roles{Gateway: true, Core: true})
+	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
+	setupProgram(c)
+	enrollN(c, n)
+	return a, c
+}
+
 func enrollN(c *client, n int) {
 	c.t.Helper()
 	for i := 0; i < n; i++ {
 		c.must(201, "POST", "/v1/programs/telco/members", fmt.Sprintf("enr-%d", i),
 			map[string]any{"customer_ref": fmt.Sprintf("M%d", i)})
 	}
+}
+
+// sumBalances adds up the available points of members M0..Mn-1.
+func sumBalances(c *client, n int) int64 {
+	c.t.Helper()
+	total := int64(0)
+	for i := 0; i < n; i++ {
+		b := c.must(200, "GET", fmt.Sprintf("/v1/programs/telco/members/M%d/balance", i), "", nil)
+		total += jnum(c.t, b, "balance.available")
+	}
+	return total
 }
 
 func checkLedger(t *testing.T, a *App) {
@@ -31,10 +52,7 @@ func checkLedger(t *testing.T, a *App) {
 
 // Many clients send one Idempotency-Key at once for one member: one credit.
 func TestAttackSameKeyOneMember(t *testing.T) {
-	a := startApp(t, testConfig(t), Roles{Gateway: true, Core: true})
-	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
-	setupProgram(c)
-	enrollN(c, 1)
+	a, c := attackWorld(t, testConfig(t), 1)
 	var wg sync.WaitGroup
 	statuses := make([]int, 30)
 	for i := range statuses {
@@ -90,11 +108,7 @@ func TestAttackSameKeyManyMembers(t *testing.T) {
 			t.Errorf("round %d: %d created, want 1", round, created)
 		}
 	}
-	total := int64(0)
-	for i := 0; i < n; i++ {
-		b := c.must(200, "GET", fmt.Sprintf("/v1/programs/telco/members/M%d/balance", i), "", nil)
-		total += jnum(t, b, "balance.available")
-	}
+	total := sumBalances(c, n)
 	if total != 30 {
 		t.Fatalf("points credited in all %d, want 30", total)
 	}
@@ -103,10 +117,7 @@ func TestAttackSameKeyManyMembers(t *testing.T) {
 
 // Accruals race redemptions of one member: never an overdraw.
 func TestAttackAccrualsRaceRedemptions(t *testing.T) {
-	a := startApp(t, testConfig(t), Roles{Gateway: true, Core: true})
-	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
-	setupProgram(c)
-	enrollN(c, 8)
+	a, c := attackWorld(t, testConfig(t), 8)
 	c.must(201, "POST", "/v1/programs/telco/members/M0/credits", "seed",
 		map[string]any{"points": 100, "reason": "seed"})
 	var wg sync.WaitGroup
@@ -151,10 +162,7 @@ func TestAttackAccrualsRaceRedemptions(t *testing.T) {
 // A poisonous command amid the busy traffic of other members: they apply
 // promptly, it is refused alone.
 func TestAttackPoisonAmidTraffic(t *testing.T) {
-	a := startApp(t, testConfig(t), Roles{Gateway: true, Core: true})
-	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
-	setupProgram(c)
-	enrollN(c, 16)
+	a, c := attackWorld(t, testConfig(t), 16)
 	var wg sync.WaitGroup
 	for round := 0; round < 5; round++ {
 		for i := 0; i < 16; i++ {
@@ -197,10 +205,7 @@ func TestAttackPoisonAmidTraffic(t *testing.T) {
 // A batch of 500 events, twice: committed once, replayed once.
 func TestAttackBatch500(t *testing.T) {
 	cfg := testConfig(t)
-	a := startApp(t, cfg, Roles{Gateway: true, Core: true})
-	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
-	setupProgram(c)
-	enrollN(c, 50)
+	a, c := attackWorld(t, cfg, 50)
 	events := make([]map[string]any, 500)
 	for i := range events {
 		events[i] = map[string]any{"member": fmt.Sprintf("M%d", i%50), "txn_id": fmt.Sprintf("b-%d", i),
@@ -223,11 +228,7 @@ func TestAttackBatch500(t *testing.T) {
 	}
 	dup := append(append([]map[string]any{}, events[:499]...), events[0])
 	c.must(400, "POST", "/v1/programs/telco/events/batches", "", map[string]any{"events": dup})
-	total := int64(0)
-	for i := 0; i < 50; i++ {
-		b := c.must(200, "GET", fmt.Sprintf("/v1/programs/telco/members/M%d/balance", i), "", nil)
-		total += jnum(t, b, "balance.available")
-	}
+	total := sumBalances(c, 50)
 	if total != 500 {
 		t.Fatalf("total %d, want 500", total)
 	}
@@ -236,10 +237,7 @@ func TestAttackBatch500(t *testing.T) {
 
 // A trickle of accruals: each one's event reaches the events stream.
 func TestAttackTrickleEventsReachStream(t *testing.T) {
-	a := startApp(t, testConfig(t), Roles{Gateway: true, Core: true})
-	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
-	setupProgram(c)
-	enrollN(c, 3)
+	a, c := attackWorld(t, testConfig(t), 3)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var mu sync.Mutex
@@ -285,10 +283,7 @@ func TestAttackTrickleEventsReachStream(t *testing.T) {
 // before it stops ("after the consumers stop it drains what is left").
 func TestAttackShutdownDrainsOutbox(t *testing.T) {
 	cfg := testConfig(t)
-	a := startApp(t, cfg, Roles{Gateway: true, Core: true})
-	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
-	setupProgram(c)
-	enrollN(c, 40)
+	a, _ := attackWorld(t, cfg, 40)
 	var cmds []bus.Command
 	for i := 0; i < 2000; i++ {
 		cmds = append(cmds, groupAccrual(t, fmt.Sprintf("sd-%d", i), fmt.Sprintf("M%d", i%40), "1", ""))
@@ -335,10 +330,7 @@ func TestAttackShutdownDrainsOutbox(t *testing.T) {
 // Two batches share their txn ids, in opposite orders, for other members:
 // each txn id credits once.
 func TestAttackCrossedBatches(t *testing.T) {
-	a := startApp(t, testConfig(t), Roles{Gateway: true, Core: true})
-	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
-	setupProgram(c)
-	enrollN(c, 50)
+	a, c := attackWorld(t, testConfig(t), 50)
 	const n = 300
 	mk := func(shift int, reverse bool) []map[string]any {
 		evs := make([]map[string]any, n)
@@ -373,11 +365,7 @@ func TestAttackCrossedBatches(t *testing.T) {
 	if created != n {
 		t.Errorf("%d committed answers, want %d", created, n)
 	}
-	total := int64(0)
-	for i := 0; i < 50; i++ {
-		b := c.must(200, "GET", fmt.Sprintf("/v1/programs/telco/members/M%d/balance", i), "", nil)
-		total += jnum(t, b, "balance.available")
-	}
+	total := sumBalances(c, 50)
 	if total != n {
 		t.Fatalf("total %d, want %d", total, n)
 	}

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"sync"
 
 	"github.com/puntos-loyalty/puntos/bus"
@@ -62,6 +63,13 @@ func (g *groupCommit) Apply(ctx context.Context, cmds []bus.Command) ([]postgres
 		g.queued(n)
 	}
 	for {
+		// A batch already applied returns at once, rather than racing for a
+		// writer's slot and running other partitions' batches first.
+		select {
+		case <-e.done:
+			return e.applied, e.err
+		default:
+		}
 		select {
 		case <-e.done:
 			return e.applied, e.err
@@ -113,13 +121,22 @@ func (g *groupCommit) run(ctx context.Context, group []*groupEntry) {
 		all = append(all, e.cmds...)
 	}
 	applied, err := g.apply(ctx, all)
-	if err == nil && len(applied) == len(all) {
+	switch {
+	case err == nil && len(applied) == len(all):
 		for _, e := range group {
 			e.applied, applied = applied[:len(e.cmds):len(e.cmds)], applied[len(e.cmds):]
 		}
-		return
-	}
-	for _, e := range group {
-		e.applied, e.err = g.apply(ctx, e.cmds)
+	case err == nil:
+		// Committed, but not one result per command: applying the batches
+		// again would answer their commands as replays. Each partition gets
+		// the error and handles it as a failed batch.
+		err = fmt.Errorf("ledger answered %d results for %d commands", len(applied), len(all))
+		for _, e := range group {
+			e.err = err
+		}
+	default:
+		for _, e := range group {
+			e.applied, e.err = g.apply(ctx, e.cmds)
+		}
 	}
 }
