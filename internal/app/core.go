@@ -29,17 +29,25 @@ func (a *App) startCore(cctx, bg context.Context) {
 	if a.cfg.LedgerWriters > 0 {
 		a.group = newGroupCommit(a.applyLedger, a.cfg.LedgerWriters, a.cfg.BatchSize)
 	}
+	var consumers sync.WaitGroup
 	for p := 0; p < a.Bus.Partitions(); p++ {
 		a.wg.Add(1)
+		consumers.Add(1)
 		go func() {
 			defer a.wg.Done()
+			defer consumers.Done()
 			a.leasePartition(cctx, p)
 		}()
 	}
+	consumersDone := make(chan struct{})
+	go func() {
+		consumers.Wait()
+		close(consumersDone)
+	}()
 	a.wg.Add(2)
 	go func() {
 		defer a.wg.Done()
-		a.relayLoop(bg, cctx)
+		a.relayLoop(bg, cctx, consumersDone)
 	}()
 	go func() {
 		defer a.wg.Done()
@@ -397,8 +405,10 @@ const (
 	relayPause = 200 * time.Millisecond
 )
 
-// relayLoop moves ledger events from the outbox to the bus. After the
-// consumers stop it drains what is left, then returns.
+// relayLoop moves ledger events from the outbox to the bus. When cctx ends
+// it waits until the consumers have stopped (consumersDone), so that the
+// events of batches still committing are in the outbox, relays what is
+// left, then returns.
 //
 // Only a full pass goes on at once. After a partial one the loop waits
 // relayPause, so that the events gather and the next pass stores them as an
@@ -406,21 +416,34 @@ const (
 // groups go message by message, see natsbus.PublishEvents): passes straight
 // after each other under a steady load carried a handful of events each.
 // An event so reaches the bus at most about relayPause after its commit.
-func (a *App) relayLoop(bg, cctx context.Context) {
-	for {
-		n, err := a.Ledger.RelayOutbox(bg, a.Bus, relayBatch)
-		if err != nil && bg.Err() == nil {
-			a.log.Warn("Outbox relay failed; retrying", "error", err)
-		}
-		a.metrics.relayed.Add(float64(n))
-		if err == nil && (n == relayBatch || (n > 0 && cctx.Err() != nil)) {
+func (a *App) relayLoop(bg, cctx context.Context, consumersDone <-chan struct{}) {
+	for cctx.Err() == nil && bg.Err() == nil {
+		n, err := a.relayOnce(bg)
+		if err == nil && n == relayBatch {
 			continue
-		}
-		if cctx.Err() != nil || bg.Err() != nil {
-			return
 		}
 		sleep(cctx, relayPause)
 	}
+	select {
+	case <-consumersDone:
+	case <-bg.Done():
+		return
+	}
+	for bg.Err() == nil {
+		if n, err := a.relayOnce(bg); err != nil || n == 0 {
+			return
+		}
+	}
+}
+
+// relayOnce relays one pass of the outbox, at most relayBatch events.
+func (a *App) relayOnce(bg context.Context) (int, error) {
+	n, err := a.Ledger.RelayOutbox(bg, a.Bus, relayBatch)
+	if err != nil && bg.Err() == nil {
+		a.log.Warn("Outbox relay failed; retrying", "error", err)
+	}
+	a.metrics.relayed.Add(float64(n))
+	return n, err
 }
 
 // sweepLoop expires lots, matures pending points, frees stale holds and

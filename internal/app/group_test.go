@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
@@ -216,5 +217,56 @@ func TestGroupCommitFailureFallsBackToEachBatch(t *testing.T) {
 		if got := jnum(t, b, "balance.available"); got != want {
 			t.Fatalf("%s holds %d points, want %d", ref, got, want)
 		}
+	}
+}
+
+// A batch still committing when the process stops has its events relayed
+// before the stop ends: the relay's last pass waits for the consumers.
+func TestShutdownRelaysEventsOfACommittingBatch(t *testing.T) {
+	cfg := testConfig(t)
+	a, _ := attackWorld(t, cfg, 1)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	apply := a.group.apply // no command is on the bus yet: nothing reads it
+	a.group.apply = func(ctx context.Context, cmds []bus.Command) ([]postgres.Applied, error) {
+		once.Do(func() {
+			close(entered)
+			<-release
+		})
+		return apply(ctx, cmds)
+	}
+	cmd := groupAccrual(t, "stop-1", "M0", "10", "")
+	if _, errs := a.Bus.PublishCommands(context.Background(), []bus.Command{cmd}); errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the accrual never reached the ledger")
+	}
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		stopped <- a.Shutdown(ctx)
+	}()
+	// Long enough for a relay that does not wait to make its last, empty pass.
+	time.Sleep(500 * time.Millisecond)
+	close(release)
+	if err := <-stopped; err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	conn, err := pgx.Connect(context.Background(), cfg.DatabaseURL) // the app's pool is closed
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var left, posted int
+	err = conn.QueryRow(context.Background(), `SELECT
+		(SELECT count(*) FROM outbox),
+		(SELECT count(*) FROM postings WHERE txn_id = 'stop-1')`).Scan(&left, &posted)
+	if err != nil || posted != 1 || left != 0 {
+		t.Fatalf("after the stop: accrual posted %d times, %d events left in the outbox (%v); "+
+			"want 1 and 0", posted, left, err)
 	}
 }
