@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -239,7 +238,7 @@ func (b *Bus) process(ctx context.Context, p int, msgs []jetstream.Msg,
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
 	if err == nil {
-		if err := ackAll(sctx, batch); err != nil {
+		if err := b.ackAll(sctx, batch); err != nil {
 			log.Error("Ack failed; the batch will be delivered again", "error", err)
 		}
 		b.forget(batch)
@@ -350,18 +349,29 @@ func (b *Bus) bury(ctx context.Context, d *Delivery, reason string, log *slog.Lo
 		"txn_id", d.Command.TxnID, "deliveries", d.NumDelivered, "reason", reason)
 }
 
-// ackAll acknowledges the unsettled deliveries of a batch, all at once.
-func ackAll(ctx context.Context, batch []*Delivery) error {
-	errs := make([]error, len(batch))
-	var wg sync.WaitGroup
-	for i, d := range batch {
+// ackAll acknowledges the unsettled deliveries of a batch, all at once: one
+// ack message each, then one round trip to the server, which has every ack
+// when it answers. Waiting for a confirmation of each ack instead (a
+// request and a reply per command) took a tenth of the process's CPU
+// draining a backlog. An ack lost all the same (the connection dropping
+// before the server read it) only means the command is delivered again
+// after AckWait, and the ledger answers it as a replay.
+func (b *Bus) ackAll(ctx context.Context, batch []*Delivery) error {
+	var errs []error
+	for _, d := range batch {
 		if d.settled.Load() {
 			continue
 		}
-		wg.Go(func() { errs[i] = d.Ack(ctx) })
+		if err := d.msg.Ack(); err != nil {
+			errs = append(errs, fmt.Errorf("ack %s %d: %w", d.what, d.seq(), err))
+			continue
+		}
+		d.settled.Store(true)
 	}
-	wg.Wait()
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	return b.nc.FlushWithContext(ctx)
 }
 
 // backoff is base doubled n-1 times, at most limit.
