@@ -238,7 +238,11 @@ func (b *Bus) process(ctx context.Context, p int, msgs []jetstream.Msg,
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
 	if err == nil {
-		if err := b.ackAll(sctx, batch); err != nil {
+		rs := make([]*receipt, len(batch))
+		for i, d := range batch {
+			rs[i] = &d.receipt
+		}
+		if err := b.ackBatch(sctx, rs); err != nil {
 			log.Error("Ack failed; the batch will be delivered again", "error", err)
 		}
 		b.forget(batch)
@@ -347,31 +351,6 @@ func (b *Bus) bury(ctx context.Context, d *Delivery, reason string, log *slog.Lo
 	b.forget([]*Delivery{d})
 	log.Error("Command dead-lettered", "stream_seq", d.Seq, "command_id", d.Command.ID,
 		"txn_id", d.Command.TxnID, "deliveries", d.NumDelivered, "reason", reason)
-}
-
-// ackAll acknowledges the unsettled deliveries of a batch, all at once: one
-// ack message each, then one round trip to the server, which has every ack
-// when it answers. Waiting for a confirmation of each ack instead (a
-// request and a reply per command) took a tenth of the process's CPU
-// draining a backlog. An ack lost all the same (the connection dropping
-// before the server read it) only means the command is delivered again
-// after AckWait, and the ledger answers it as a replay.
-func (b *Bus) ackAll(ctx context.Context, batch []*Delivery) error {
-	var errs []error
-	for _, d := range batch {
-		if d.settled.Load() {
-			continue
-		}
-		if err := d.msg.Ack(); err != nil {
-			errs = append(errs, fmt.Errorf("ack %s %d: %w", d.what, d.seq(), err))
-			continue
-		}
-		d.settled.Store(true)
-	}
-	if len(errs) > 0 {
-		return errors.Join(errs...)
-	}
-	return b.nc.FlushWithContext(ctx)
 }
 
 // backoff is base doubled n-1 times, at most limit.

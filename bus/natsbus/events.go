@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -188,7 +187,11 @@ func (b *Bus) processEvents(ctx context.Context, msgs []jetstream.Msg,
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
 	if err == nil {
-		if err := ackEvents(sctx, batch); err != nil {
+		rs := make([]*receipt, len(batch))
+		for i, d := range batch {
+			rs[i] = &d.receipt
+		}
+		if err := b.ackBatch(sctx, rs); err != nil {
 			log.Error("Ack failed; the events will be delivered again", "error", err)
 		}
 		return true
@@ -233,33 +236,4 @@ func decodeEvent(m jetstream.Msg) (d *EventDelivery, problem string) {
 		return d, "undecodable: no event_id, kind or program"
 	}
 	return d, ""
-}
-
-// ackEvents acknowledges the unsettled deliveries of a batch, all at once.
-func ackEvents(ctx context.Context, batch []*EventDelivery) error {
-	errs := make([]error, len(batch))
-	var wg sync.WaitGroup
-	for i, d := range batch {
-		if d.settled.Load() {
-			continue
-		}
-		wg.Go(func() { errs[i] = d.Ack(ctx) })
-	}
-	wg.Wait()
-
-	// One line for many failures: after a lost connection, all of them fail.
-	var first error
-	failed := 0
-	for _, err := range errs {
-		if err != nil {
-			failed++
-			if first == nil {
-				first = err
-			}
-		}
-	}
-	if failed > 0 {
-		return fmt.Errorf("%d of %d acks failed, first: %w", failed, len(batch), first)
-	}
-	return nil
 }
