@@ -88,6 +88,15 @@ type Error struct {
 	Message string `json:"message"`
 }
 
+// StoredEvent is a ledger event as the outbox keeps it: its id, its subject
+// (EventSubject) and its JSON. The relay publishes it as it is, without
+// decoding and encoding it again.
+type StoredEvent struct {
+	ID      string
+	Subject string
+	Body    []byte
+}
+
 // Event is a ledger event, written to the outbox in the ledger transaction
 // and published on the events stream after commit.
 type Event struct {

@@ -210,9 +210,15 @@ type capture struct {
 	evs []bus.Event
 }
 
-func (c *capture) PublishEvents(ctx context.Context, evs []bus.Event) error {
-	if err := c.b.PublishEvents(ctx, evs); err != nil {
+func (c *capture) PublishStoredEvents(ctx context.Context, stored []bus.StoredEvent) error {
+	if err := c.b.PublishStoredEvents(ctx, stored); err != nil {
 		return err
+	}
+	evs := make([]bus.Event, len(stored))
+	for i, s := range stored {
+		if err := json.Unmarshal(s.Body, &evs[i]); err != nil {
+			return err
+		}
 	}
 	c.mu.Lock()
 	c.evs = append(c.evs, evs...)

@@ -349,10 +349,6 @@ func (b *Bus) AckWait() time.Duration { return b.cfg.AckWait }
 // subjects with the namespace in front.
 func (b *Bus) commandSubject(p int) string { return b.prefix + bus.CommandSubject(p) }
 
-func (b *Bus) eventSubject(ev bus.Event) string {
-	return b.prefix + bus.EventSubject(ev.Program, ev.Kind)
-}
-
 func (b *Bus) deadSubject(p int) string { return b.prefix + bus.DeadSubject(p) }
 
 func (b *Bus) resultSubject(source, txn string) string {

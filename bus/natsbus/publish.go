@@ -73,25 +73,35 @@ func (b *Bus) PublishResult(r bus.Result) error {
 }
 
 // PublishEvents puts ledger events on the events stream and waits until the
-// server has stored all of them, as atomic batches when it can (atomic.go).
-// The message id is the event id, so events published again after a crash
-// (from the outbox) are dropped as duplicates within DuplicateWindow. On
-// error some events may be stored and others not; publishing all of them
-// again is safe.
+// server has stored all of them, as PublishStoredEvents does.
 func (b *Bus) PublishEvents(ctx context.Context, evs []bus.Event) error {
-	for _, ev := range evs {
-		if ev.ID == "" {
-			return errors.New("publish events: event without id")
-		}
-	}
-
-	msgs, ids := make([]*nats.Msg, len(evs)), make([]string, len(evs))
+	stored := make([]bus.StoredEvent, len(evs))
 	for i, ev := range evs {
 		data, err := json.Marshal(ev)
 		if err != nil {
 			return fmt.Errorf("encode event %s: %w", ev.ID, err)
 		}
-		msgs[i], ids[i] = &nats.Msg{Subject: b.eventSubject(ev), Data: data}, ev.ID
+		stored[i] = bus.StoredEvent{ID: ev.ID, Subject: bus.EventSubject(ev.Program, ev.Kind),
+			Body: data}
+	}
+	return b.PublishStoredEvents(ctx, stored)
+}
+
+// PublishStoredEvents puts events, already encoded, on the events stream and
+// waits until the server has stored all of them, as atomic batches when it
+// can (atomic.go). The message id is the event id, so events published again
+// after a crash (from the outbox) are dropped as duplicates within
+// DuplicateWindow. On error some events may be stored and others not;
+// publishing all of them again is safe.
+func (b *Bus) PublishStoredEvents(ctx context.Context, evs []bus.StoredEvent) error {
+	for _, ev := range evs {
+		if ev.ID == "" || ev.Subject == "" {
+			return errors.New("publish events: event without id or subject")
+		}
+	}
+	msgs, ids := make([]*nats.Msg, len(evs)), make([]string, len(evs))
+	for i, ev := range evs {
+		msgs[i], ids[i] = &nats.Msg{Subject: b.prefix + ev.Subject, Data: ev.Body}, ev.ID
 	}
 	dup, errs := make([]bool, len(evs)), make([]error, len(evs))
 	b.store(ctx, b.evtStream, msgs, ids, dup, errs)

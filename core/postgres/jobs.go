@@ -123,9 +123,10 @@ func (l *Ledger) sweepBatches(ctx context.Context, at time.Time, ids [][16]byte,
 	return res, firstErr
 }
 
-// Publisher publishes ledger events; the bus implements it.
+// Publisher publishes ledger events as the outbox keeps them; the bus
+// implements it.
 type Publisher interface {
-	PublishEvents(ctx context.Context, evs []bus.Event) error
+	PublishStoredEvents(ctx context.Context, evs []bus.StoredEvent) error
 }
 
 // RelayOutbox publishes up to limit outbox events in order and deletes them
@@ -136,17 +137,17 @@ type Publisher interface {
 func (l *Ledger) RelayOutbox(ctx context.Context, pub Publisher, limit int) (int, error) {
 	n := 0
 	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT id, body FROM outbox ORDER BY id LIMIT $1
-			FOR UPDATE SKIP LOCKED`, limit)
+		rows, err := tx.Query(ctx, `SELECT id, event_id::text, subject, body FROM outbox
+			ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
 		if err != nil {
 			return err
 		}
 		var ids []int64
-		var evs []bus.Event
+		var evs []bus.StoredEvent
 		for rows.Next() {
 			var id int64
-			var ev bus.Event
-			if err := rows.Scan(&id, &ev); err != nil {
+			var ev bus.StoredEvent
+			if err := rows.Scan(&id, &ev.ID, &ev.Subject, &ev.Body); err != nil {
 				rows.Close()
 				return err
 			}
@@ -156,7 +157,7 @@ func (l *Ledger) RelayOutbox(ctx context.Context, pub Publisher, limit int) (int
 		if len(ids) == 0 {
 			return rows.Err()
 		}
-		if err := pub.PublishEvents(ctx, evs); err != nil {
+		if err := pub.PublishStoredEvents(ctx, evs); err != nil {
 			return fmt.Errorf("publish events: %w", err)
 		}
 		n = len(ids)

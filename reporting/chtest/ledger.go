@@ -145,10 +145,16 @@ func (l *Ledger) Owed(program string) int64 {
 	return n
 }
 
-// PublisherFunc adapts a function to postgres.Publisher.
+// PublisherFunc adapts a function of decoded events to postgres.Publisher.
 type PublisherFunc func(ctx context.Context, evs []bus.Event) error
 
-// PublishEvents calls f.
-func (f PublisherFunc) PublishEvents(ctx context.Context, evs []bus.Event) error {
+// PublishStoredEvents decodes the events and calls f.
+func (f PublisherFunc) PublishStoredEvents(ctx context.Context, stored []bus.StoredEvent) error {
+	evs := make([]bus.Event, len(stored))
+	for i, s := range stored {
+		if err := json.Unmarshal(s.Body, &evs[i]); err != nil {
+			return fmt.Errorf("decode event %s: %w", s.ID, err)
+		}
+	}
 	return f(ctx, evs)
 }
