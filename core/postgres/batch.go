@@ -1226,9 +1226,9 @@ func (w *runWrites) batch(t *txn) *pgx.Batch {
 				$12::text[], $13::text[], $14::text[], $15::timestamptz[])
 				AS v(id, program_id, member_id, kind, points, pending_delta, source, txn_id,
 					command_id, reason, rule_version, actor, partner, channel, occurred_at)`,
-			ps.id, uuidArg(ps.program), uuidArg(ps.member), ps.kind, ps.points, ps.pendingDelta, ps.source, ps.txn,
-			uuidArg(ps.command), ps.reason, ps.ruleVersion, ps.actor, ps.partner, ps.channel,
-			ps.occurred, t.now)
+			ps.id, uuidArg(ps.program), uuidArg(ps.member), ps.kind, ps.points,
+			ps.pendingDelta, ps.source, ps.txn, uuidArg(ps.command), ps.reason, ps.ruleVersion,
+			ps.actor, ps.partner, ps.channel, ps.occurred, t.now)
 		ls := &w.lots
 		b.Queue(`INSERT INTO lots (id, member_id, posting_id, earned_at, spendable_from,
 				expires_at, pending, original, remaining)
@@ -1258,9 +1258,8 @@ func (w *runWrites) batch(t *txn) *pgx.Batch {
 				pending = m.pending + v.dp, tier = v.tier, updated_at = $4
 			FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $5::text[]) AS v(id, da, dp, tier)
 			WHERE m.id = v.id RETURNING m.id, m.available, m.pending, m.held`,
-			uuidArg(ms.id), ms.available, ms.pending, t.now, ms.tier).Query(func(rows pgx.Rows) error {
-			return w.checkMembers(rows)
-		})
+			uuidArg(ms.id), ms.available, ms.pending, t.now, ms.tier).Query(
+			func(rows pgx.Rows) error { return w.checkMembers(rows) })
 	}
 	if ts := &w.tiers; len(ts.member) > 0 {
 		b.Queue(`INSERT INTO member_tiers (member_id, from_tier, to_tier, qualification,
@@ -1268,7 +1267,8 @@ func (w *runWrites) batch(t *txn) *pgx.Batch {
 			SELECT m, f, t, q, a, r, s::numeric
 			FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[],
 				$6::text[], $7::text[]) WITH ORDINALITY AS v(m, f, t, q, a, r, s, n)
-			ORDER BY n`, uuidArg(ts.member), ts.from, ts.to, ts.qualification, ts.at, ts.reason, ts.spend)
+			ORDER BY n`, uuidArg(ts.member), ts.from, ts.to, ts.qualification, ts.at, ts.reason,
+			ts.spend)
 	}
 	rs := &w.results
 	b.Queue(`UPDATE commands c SET status = $4, result = v.result::jsonb

@@ -89,7 +89,8 @@ func TestAttackSameKeyManyMembers(t *testing.T) {
 		for i := range statuses {
 			wg.Go(func() {
 				r := c.send("POST", fmt.Sprintf("/v1/programs/telco/members/M%d/events", i),
-					fmt.Sprintf("shared-%d", round), map[string]any{"type": "top_up", "amount": "10"})
+					fmt.Sprintf("shared-%d", round),
+					map[string]any{"type": "top_up", "amount": "10"})
 				statuses[i] = r.status
 			})
 		}
@@ -168,7 +169,8 @@ func TestAttackPoisonAmidTraffic(t *testing.T) {
 		for i := 0; i < 16; i++ {
 			wg.Go(func() {
 				r := c.send("POST", fmt.Sprintf("/v1/programs/telco/members/M%d/events", i),
-					fmt.Sprintf("busy-%d-%d", round, i), map[string]any{"type": "top_up", "amount": "10"})
+					fmt.Sprintf("busy-%d-%d", round, i),
+					map[string]any{"type": "top_up", "amount": "10"})
 				if r.status != 201 {
 					t.Errorf("busy %d/%d: %d %s", round, i, r.status, r.raw)
 				}
@@ -189,7 +191,8 @@ func TestAttackPoisonAmidTraffic(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for round := 0; round < 5; round++ {
 		for {
-			res, err := a.Ledger.CommandResult(context.Background(), "test", fmt.Sprintf("nul-%d", round))
+			res, err := a.Ledger.CommandResult(context.Background(), "test",
+				fmt.Sprintf("nul-%d", round))
 			if err == nil && res.Status == bus.StatusRejected {
 				break
 			}
@@ -208,8 +211,9 @@ func TestAttackBatch500(t *testing.T) {
 	a, c := attackWorld(t, cfg, 50)
 	events := make([]map[string]any, 500)
 	for i := range events {
-		events[i] = map[string]any{"member": fmt.Sprintf("M%d", i%50), "txn_id": fmt.Sprintf("b-%d", i),
-			"type": "top_up", "amount": "1"}
+		events[i] = map[string]any{"member": fmt.Sprintf("M%d", i%50),
+			"txn_id": fmt.Sprintf("b-%d", i),
+			"type":   "top_up", "amount": "1"}
 	}
 	var wg sync.WaitGroup
 	replies := make([]reply, 3)
@@ -286,7 +290,8 @@ func TestAttackShutdownDrainsOutbox(t *testing.T) {
 	a, _ := attackWorld(t, cfg, 40)
 	var cmds []bus.Command
 	for i := 0; i < 2000; i++ {
-		cmds = append(cmds, groupAccrual(t, fmt.Sprintf("sd-%d", i), fmt.Sprintf("M%d", i%40), "1", ""))
+		cmds = append(cmds,
+			groupAccrual(t, fmt.Sprintf("sd-%d", i), fmt.Sprintf("M%d", i%40), "1", ""))
 	}
 	if _, errs := a.Bus.PublishCommands(context.Background(), cmds); errs[0] != nil {
 		t.Fatal(errs[0])
@@ -318,7 +323,8 @@ func TestAttackShutdownDrainsOutbox(t *testing.T) {
 		`SELECT count(*) FROM commands WHERE txn_id LIKE 'sd-%'`).Scan(&applied); err != nil {
 		t.Fatal(err)
 	}
-	if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM outbox`).Scan(&left); err != nil {
+	err = conn.QueryRow(context.Background(), `SELECT count(*) FROM outbox`).Scan(&left)
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("%d commands applied before the stop", applied)

@@ -21,7 +21,8 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 	if c.HTTPAddr != "127.0.0.1:9000" || c.Partitions != 4 || c.ResultWait != 250*time.Millisecond ||
 		c.BatchSize != 512 || c.LedgerWriters != 2 {
-		t.Fatalf("config %+v: want env addr, flag partitions 4, env wait, default batch and writers", c)
+		t.Fatalf("config %+v: want env addr, flag partitions 4, env wait, default batch "+
+			"and writers", c)
 	}
 }
 
