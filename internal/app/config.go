@@ -35,6 +35,7 @@ type Config struct {
 	Partitions     int
 	BatchSize      int
 	LedgerWriters  int // ledger transactions applying commands at once; 0 merges none
+	GCPercent      int // the Go garbage collector's target (GOGC), unless GOGC is set
 	ResultWait     time.Duration
 	ClickHouseAddr string
 	ClickHouseDB   string
@@ -123,6 +124,10 @@ var settings = []setting{
 		"commands at once; the partitions' batches that arrive meanwhile are merged into " +
 		"the next one, up to batch-size commands (0: each partition applies its own)",
 		false, num("ledger-writers", func(c *Config) *int { return &c.LedgerWriters })},
+	{"gc-percent", "PUNTOS_GC_PERCENT", "400", "heap growth, in percent of the live heap, " +
+		"that starts a garbage collection (Go's GOGC, which wins when set); more uses more " +
+		"memory and less CPU", false,
+		num("gc-percent", func(c *Config) *int { return &c.GCPercent })},
 	{"result-wait", "PUNTOS_RESULT_WAIT", "5s", "how long a write waits before answering 202",
 		false, dur("result-wait", func(c *Config) *time.Duration { return &c.ResultWait })},
 	{"clickhouse-addr", "PUNTOS_CLICKHOUSE_ADDR", "127.0.0.1:19000",
@@ -200,6 +205,9 @@ func LoadConfig(name string, args []string, getenv func(string) string,
 	if c.LedgerWriters < 0 || c.LedgerWriters > 64 {
 		return nil, nil, fmt.Errorf("ledger-writers: must be between 0 and 64")
 	}
+	if c.GCPercent < 25 || c.GCPercent > 5000 {
+		return nil, nil, fmt.Errorf("gc-percent: must be between 25 and 5000")
+	}
 	if c.NATSReplicas < 1 || c.NATSReplicas > 5 {
 		return nil, nil, fmt.Errorf("nats-replicas: must be between 1 and 5")
 	}
@@ -267,6 +275,7 @@ func (c *Config) Masked() []any {
 	vals["partitions"] = strconv.Itoa(c.Partitions)
 	vals["batch-size"] = strconv.Itoa(c.BatchSize)
 	vals["ledger-writers"] = strconv.Itoa(c.LedgerWriters)
+	vals["gc-percent"] = strconv.Itoa(c.GCPercent)
 	vals["result-wait"] = c.ResultWait.String()
 	vals["clickhouse-addr"] = c.ClickHouseAddr
 	vals["clickhouse-db"] = c.ClickHouseDB

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -20,9 +22,9 @@ func TestConfigPrecedence(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.HTTPAddr != "127.0.0.1:9000" || c.Partitions != 4 || c.ResultWait != 250*time.Millisecond ||
-		c.BatchSize != 512 || c.LedgerWriters != 2 {
-		t.Fatalf("config %+v: want env addr, flag partitions 4, env wait, default batch "+
-			"and writers", c)
+		c.BatchSize != 512 || c.LedgerWriters != 2 || c.GCPercent != 400 {
+		t.Fatalf("config %+v: want env addr, flag partitions 4, env wait, default batch, "+
+			"writers and GC target", c)
 	}
 }
 
@@ -54,12 +56,33 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		{"--partitions=0", "partitions"},
 		{"--result-wait=5", "result-wait"},
 		{"--nats-sync=sometimes", "nats-sync"},
+		{"--gc-percent=10", "gc-percent"},
 		{"--api-keys=web=short", "api-keys"},
 	} {
 		_, _, err := LoadConfig("run", []string{tc.args}, env(nil), &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want one naming %s", tc.args, err, tc.want)
 		}
+	}
+}
+
+// The GC target applies unless GOGC is in the environment, which the
+// operator set on purpose.
+func TestGCPercentLeavesGOGCAlone(t *testing.T) {
+	prev := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(prev)
+
+	t.Setenv("GOGC", "")
+	os.Unsetenv("GOGC")
+	setGCPercent(300)
+	if got := debug.SetGCPercent(100); got != 300 {
+		t.Errorf("GOGC unset: collector target %d, want 300", got)
+	}
+
+	t.Setenv("GOGC", "150")
+	setGCPercent(300)
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("GOGC set: collector target %d, want it left at 100", got)
 	}
 }
 
