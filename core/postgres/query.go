@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
@@ -81,73 +82,109 @@ type ExpiryBucket struct {
 	Points    core.Points `json:"points"`
 }
 
-// Balance returns the member's figures, its live lots (soonest expiry first)
-// and the points expiring at each upcoming instant. Errors: not_found.
-func (l *Ledger) Balance(ctx context.Context, programCode, ref string) (*BalanceView, error) {
-	// One statement reads the member and its lots: one round trip on the
-	// busiest read, and figures and lots from the same snapshot.
-	rows, err := l.pool.Query(ctx, memberChain+`SELECT `+memberColumns+`,
+// balanceLots are the columns and the join that add a member's live lots,
+// soonest expiry first, to a query reading the member as m.
+const balanceLots = `,
 			l.id, l.earned_at, l.spendable_from, l.expires_at, l.pending, l.original,
 			l.remaining, l.held
 		FROM members m LEFT JOIN LATERAL (
 			SELECT id, earned_at, spendable_from, expires_at, pending, original, remaining, held
 			FROM lots WHERE member_id = m.id AND remaining > 0
-			ORDER BY expires_at NULLS LAST, earned_at, id LIMIT 1000) l ON true
+			ORDER BY expires_at NULLS LAST, earned_at, id LIMIT 1000) l ON true`
+
+// balanceOfRef reads the member known by ref ($2) in the program with code
+// $1 and its lots, without following merges.
+const balanceOfRef = `SELECT ` + memberColumns + balanceLots + `
+		WHERE m.program_id = (SELECT id FROM programs WHERE code = $1) AND m.customer_ref = $2
+		ORDER BY l.expires_at NULLS LAST, l.earned_at, l.id`
+
+// balanceOfSurvivor reads the member that ref ends up in after merges.
+const balanceOfSurvivor = memberChain + `SELECT ` + memberColumns + balanceLots + `
 		WHERE m.id = (SELECT id FROM chain ORDER BY depth DESC LIMIT 1)
-		ORDER BY l.expires_at NULLS LAST, l.earned_at, l.id`, programCode, ref)
+		ORDER BY l.expires_at NULLS LAST, l.earned_at, l.id`
+
+// Balance returns the member's figures, its live lots (soonest expiry first)
+// and the points expiring at each upcoming instant. Errors: not_found.
+func (l *Ledger) Balance(ctx context.Context, programCode, ref string) (*BalanceView, error) {
+	// One statement reads the member and its lots: one round trip on the
+	// busiest read, and figures and lots from the same snapshot. Most members
+	// were never merged, so the member is read by its reference first; the
+	// recursive walk to a survivor costs PostgreSQL more and runs only for a
+	// member merged into another.
+	v, merged, err := l.balance(ctx, balanceOfRef, programCode, ref)
+	if err == nil && merged {
+		v, _, err = l.balance(ctx, balanceOfSurvivor, programCode, ref)
+	}
+	return v, err
+}
+
+// balance runs one of the balance queries. merged tells whether the member
+// it read was merged into another.
+func (l *Ledger) balance(ctx context.Context, query, programCode, ref string) (*BalanceView,
+	bool, error) {
+	rows, err := l.pool.Query(ctx, query, programCode, ref)
 	if err != nil {
-		return nil, fmt.Errorf("read balance: %w", err)
+		return nil, false, fmt.Errorf("read balance: %w", err)
 	}
 	defer rows.Close()
 	var (
 		m      core.Member
 		merged *string
 		v      *BalanceView
+
+		id, original, remaining, held pgtype.Int8
+		earned, spendable, expires    pgtype.Timestamptz
+		pending                       pgtype.Bool
 	)
+	lot := []any{&id, &earned, &spendable, &expires, &pending, &original, &remaining, &held}
+	dest := append(memberDest(&m, &merged), lot...)
 	for rows.Next() {
-		var (
-			id                  *int64
-			earned, spendable   *time.Time
-			expires             *time.Time
-			pending             *bool
-			original, remaining *int64
-			held                *int64
-		)
-		dest := append(memberDest(&m, &merged), &id, &earned, &spendable, &expires, &pending,
-			&original, &remaining, &held)
 		if err := rows.Scan(dest...); err != nil {
-			return nil, fmt.Errorf("read balance: %w", err)
+			return nil, false, fmt.Errorf("read balance: %w", err)
 		}
 		if v == nil {
+			if merged != nil {
+				return nil, true, nil
+			}
 			v = &BalanceView{Member: m.CustomerRef, Program: programCode, Status: m.Status,
 				Balance: m.Balance, Lots: []core.Lot{}, NextExpiries: []ExpiryBucket{},
 				AsOf: l.Clock().UTC()}
+			// Every row repeats the member's columns: skip them after the
+			// first.
+			for i := range len(dest) - len(lot) {
+				dest[i] = nil
+			}
 		}
-		if id == nil {
+		if !id.Valid {
 			continue // no live lot: the LEFT JOIN's one row of member alone
 		}
-		v.Lots = append(v.Lots, core.Lot{ID: *id, EarnedAt: *earned, SpendableFrom: *spendable,
-			ExpiresAt: expires, Pending: *pending, Original: core.Points(*original),
-			Remaining: core.Points(*remaining), Held: core.Points(*held)})
-		free := *remaining - *held
-		if expires == nil || free == 0 {
+		lt := core.Lot{ID: id.Int64, EarnedAt: earned.Time, SpendableFrom: spendable.Time,
+			Pending: pending.Bool, Original: core.Points(original.Int64),
+			Remaining: core.Points(remaining.Int64), Held: core.Points(held.Int64)}
+		if expires.Valid {
+			at := expires.Time
+			lt.ExpiresAt = &at
+		}
+		v.Lots = append(v.Lots, lt)
+		free := remaining.Int64 - held.Int64
+		if lt.ExpiresAt == nil || free == 0 {
 			continue
 		}
 		n := len(v.NextExpiries)
-		if n > 0 && v.NextExpiries[n-1].ExpiresAt.Equal(*expires) {
+		if n > 0 && v.NextExpiries[n-1].ExpiresAt.Equal(expires.Time) {
 			v.NextExpiries[n-1].Points += core.Points(free)
 		} else if n < 12 {
-			v.NextExpiries = append(v.NextExpiries, ExpiryBucket{ExpiresAt: *expires,
+			v.NextExpiries = append(v.NextExpiries, ExpiryBucket{ExpiresAt: expires.Time,
 				Points: core.Points(free)})
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read balance: %w", err)
+		return nil, false, fmt.Errorf("read balance: %w", err)
 	}
 	if v == nil {
-		return nil, memberNotFound(programCode, ref)
+		return nil, false, memberNotFound(programCode, ref)
 	}
-	return v, nil
+	return v, false, nil
 }
 
 // StatementPage is one page of a member's postings, newest first.
