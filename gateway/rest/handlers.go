@@ -103,7 +103,16 @@ func (s *Server) getBalance(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, b)
+	// The busiest read: encoded by hand, as writeJSON would (with its
+	// newline), at a fraction of the cost.
+	body, err := b.AppendJSON(make([]byte, 0, 1024+160*len(b.Lots)))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(append(body, '\n'))
 }
 
 func (s *Server) getMovements(w http.ResponseWriter, r *http.Request) {
