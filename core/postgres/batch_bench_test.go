@@ -20,7 +20,7 @@ import (
 //
 //	go test -run '^$' -bench ApplyBatch -benchtime=20x ./core/postgres/
 func BenchmarkApplyBatch(b *testing.B) {
-	for _, size := range []int{100, 500} {
+	for _, size := range []int{6, 100, 500} {
 		for _, path := range []string{"set-based", "row-by-row"} {
 			b.Run(fmt.Sprintf("%d/%s", size, path), func(b *testing.B) {
 				benchApplyBatch(b, size, path == "row-by-row", nil, nil)
@@ -125,6 +125,7 @@ func benchApplyBatch(b *testing.B, size int, rowByRow bool, rules []core.Rule,
 
 	var applied time.Duration
 	runs := 0
+	pgBefore := backendCPU(b, f.l)
 	for b.Loop() {
 		b.StopTimer()
 		cmds := batch()
@@ -135,4 +136,7 @@ func benchApplyBatch(b *testing.B, size int, rowByRow bool, rules []core.Rule,
 		runs++
 	}
 	b.ReportMetric(float64(runs*size)/applied.Seconds(), "accruals/s")
+	if pg := backendCPU(b, f.l) - pgBefore; pg > 0 {
+		b.ReportMetric(float64(pg.Microseconds())/float64(runs*size), "pg-µs/accrual")
+	}
 }
