@@ -39,10 +39,11 @@ test: services
 	$(SERVICES) test-tools
 	$(LOAD_ENV); go test -count=1 -p 2 -timeout 20m ./...
 
-## bench: run each Go benchmark once, then the load generator (docs/benchmarks.md)
+## bench: each Go benchmark once, the load generator, then bench/floor (docs/benchmarks.md)
 bench: services
 	$(LOAD_ENV); bench/gobench.sh
 	$(LOAD_ENV); go run ./bench/loadgen -out bench/results $(BENCH_FLAGS)
+	$(LOAD_ENV); go run ./bench/floor -out bench/results $(FLOOR_FLAGS)
 
 ## demo: start the services, then run the demo
 demo: services build

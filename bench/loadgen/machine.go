@@ -1,74 +1,22 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"os"
-	"os/exec"
-	"runtime"
-	"strings"
-	"time"
 
+	"github.com/puntos-loyalty/puntos/bench/internal/rig"
 	"github.com/puntos-loyalty/puntos/core/postgres"
 )
 
-// machine describes where the figures were measured.
-type machine struct {
-	CPUs       int      `json:"nproc"`
-	CPUModel   string   `json:"cpu_model"`
-	MemTotal   string   `json:"mem_total"`
-	Kernel     string   `json:"kernel"`
-	GoVersion  string   `json:"go_version"`
-	PostgreSQL string   `json:"postgresql_version"`
-	LoadBefore loadNote `json:"load_before_run"`
-}
-
-// loadNote is the machine's load at one moment: other engineers' tests
-// share these cores, and a busy machine gives lower figures.
-type loadNote struct {
-	At     time.Time `json:"at"`
-	Uptime string    `json:"uptime"`
-	Load1  string    `json:"load_1m"`
-}
+// machine describes where the figures were measured; loadNote is the
+// machine's load at one moment (see package rig).
+type (
+	machine  = rig.Machine
+	loadNote = rig.Load
+)
 
 func describeMachine(ctx context.Context, l *postgres.Ledger) machine {
-	m := machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version(),
-		CPUModel: procField("/proc/cpuinfo", "model name"),
-		MemTotal: procField("/proc/meminfo", "MemTotal")}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m.Kernel = strings.TrimSpace(string(b))
-	}
-	_ = l.Pool().QueryRow(ctx, `SHOW server_version`).Scan(&m.PostgreSQL)
-	return m
+	return rig.DescribeMachine(ctx, l.Pool())
 }
 
 // describeLoad records `uptime` and the one-minute load average now.
-func describeLoad() loadNote {
-	n := loadNote{At: time.Now().UTC()}
-	if out, err := exec.Command("uptime").Output(); err == nil {
-		n.Uptime = strings.TrimSpace(string(out))
-	}
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		if f := strings.Fields(string(b)); len(f) > 0 {
-			n.Load1 = f[0]
-		}
-	}
-	return n
-}
-
-// procField returns the value of the first "key: value" line in a /proc file.
-func procField(path, key string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if ok && strings.TrimSpace(k) == key {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
-}
+func describeLoad() loadNote { return rig.DescribeLoad() }

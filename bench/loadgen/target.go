@@ -5,14 +5,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
-	"net/url"
 	"os"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/puntos-loyalty/puntos/bench/internal/rig"
 	"github.com/puntos-loyalty/puntos/bus/natsbus"
 	"github.com/puntos-loyalty/puntos/core/postgres"
 	"github.com/puntos-loyalty/puntos/internal/app"
@@ -33,14 +31,6 @@ type target struct {
 	close                  func()
 }
 
-// adminURL is the PostgreSQL URL the fresh database is created through.
-func adminURL() string {
-	if u := os.Getenv("PUNTOS_TEST_DATABASE_URL"); u != "" {
-		return u
-	}
-	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-}
-
 // openTarget starts the platform in this process, or connects to the
 // ledger of the running gateway named by -url.
 func openTarget(ctx context.Context, o *options, log *slog.Logger) (*target, error) {
@@ -54,7 +44,7 @@ func openTarget(ctx context.Context, o *options, log *slog.Logger) (*target, err
 			config: map[string]any{"target": "running gateway"}, close: pool.Close}, nil
 	}
 
-	dbURL, drop, err := freshDatabase(ctx)
+	dbURL, drop, err := rig.FreshDatabase(ctx, "puntos_bench")
 	if err != nil {
 		return nil, err
 	}
@@ -101,38 +91,4 @@ func openTarget(ctx context.Context, o *options, log *slog.Logger) (*target, err
 			drop()
 			_ = os.RemoveAll(dir)
 		}}, nil
-}
-
-// freshDatabase creates an empty database and returns its URL and a
-// function that drops it.
-func freshDatabase(ctx context.Context) (string, func(), error) {
-	admin := adminURL()
-	cfg, err := pgx.ParseConfig(admin)
-	if err != nil {
-		return "", nil, fmt.Errorf("PUNTOS_TEST_DATABASE_URL: %w", err)
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return "", nil, fmt.Errorf("PostgreSQL is not reachable (run `make services`): %w", err)
-	}
-	defer conn.Close(ctx)
-	name := fmt.Sprintf("puntos_bench_%d_%06d", time.Now().Unix()%1e8, rand.IntN(1e6))
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		return "", nil, fmt.Errorf("create database: %w", err)
-	}
-	drop := func() {
-		c, err := pgx.ConnectConfig(context.Background(), cfg)
-		if err != nil {
-			return
-		}
-		defer c.Close(context.Background())
-		_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-	}
-	u, err := url.Parse(admin)
-	if err != nil {
-		drop()
-		return "", nil, fmt.Errorf("PUNTOS_TEST_DATABASE_URL must be a URL: %w", err)
-	}
-	u.Path = "/" + name
-	return u.String(), drop, nil
 }

@@ -1,0 +1,246 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+)
+
+// The stream's shape follows bus/natsbus: partition subjects, limits
+// retention, de-duplication by message id, atomic batches allowed.
+const (
+	streamName    = "FLOOR"
+	replySubjects = "floor.reply.*"
+	fetchMax      = 512                    // most commands a consumer applies at once
+	fetchWait     = 100 * time.Millisecond // a consumer's wait for a first command
+	atomicMax     = 500                    // most messages of one atomic batch
+	batchSize     = 500                    // events per request in batch-pipeline
+)
+
+func commandSubject(p int) string { return "floor.cmd." + strconv.Itoa(p) }
+
+func replySubject(txn string) string { return "floor.reply." + txn }
+
+// createStream makes an empty command stream.
+func (f *floor) createStream(ctx context.Context) error {
+	_ = f.js.DeleteStream(ctx, streamName)
+	_, err := f.js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: streamName, Subjects: []string{"floor.cmd.>"},
+		Retention: jetstream.LimitsPolicy, Storage: jetstream.FileStorage,
+		Duplicates: time.Hour, AllowAtomicPublish: true,
+	})
+	if err != nil {
+		return fmt.Errorf("create stream: %w", err)
+	}
+	return nil
+}
+
+// errRefused is an atomic batch the server did not store.
+var errRefused = errors.New("atomic batch refused")
+
+// publishAtomic stores msgs as one atomic batch, each with its transaction
+// as message id: the messages go without an answer, the last one carries
+// the commit and waits for the server's. The headers are those of the
+// server's atomic batch protocol, as bus/natsbus/atomic.go sends them.
+func (f *floor) publishAtomic(ctx context.Context, msgs []*nats.Msg, txns []string) error {
+	id := nuid.Next()
+	for i, m := range msgs {
+		m.Header = nats.Header{}
+		m.Header.Set(nats.MsgIdHdr, source+":"+txns[i])
+		m.Header.Set("Nats-Batch-Id", id)
+		m.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
+		if i < len(msgs)-1 {
+			if err := f.nc.PublishMsg(m); err != nil {
+				return err
+			}
+			continue
+		}
+		m.Header.Set("Nats-Batch-Commit", "1")
+		cctx, cancel := context.WithTimeout(ctx, resultWait)
+		reply, err := f.nc.RequestMsgWithContext(cctx, m)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("commit atomic batch: %w", err)
+		}
+		var ack struct {
+			Count int             `json:"count"`
+			Error json.RawMessage `json:"error"`
+		}
+		if err := json.Unmarshal(reply.Data, &ack); err != nil || ack.Error != nil ||
+			ack.Count != len(msgs) {
+			return fmt.Errorf("%w: %s", errRefused, reply.Data)
+		}
+	}
+	return nil
+}
+
+// consumers apply the stream's commands, one loop per partition, until
+// stop is called; transactions counts the statements that committed rows.
+type consumers struct {
+	stop         context.CancelFunc
+	wg           sync.WaitGroup
+	transactions atomic.Int64
+	failed       atomic.Int64 // batches whose insert failed
+}
+
+// startConsumers starts one durable pull consumer per partition.
+func (f *floor) startConsumers(ctx context.Context) (*consumers, error) {
+	cs := &consumers{}
+	ctx, cs.stop = context.WithCancel(ctx)
+	for p := range f.o.consumers {
+		cons, err := f.js.CreateOrUpdateConsumer(ctx, streamName, jetstream.ConsumerConfig{
+			Durable: "floor-p" + strconv.Itoa(p), FilterSubject: commandSubject(p),
+			AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: fetchMax,
+		})
+		if err != nil {
+			cs.stop()
+			cs.wg.Wait()
+			return nil, fmt.Errorf("create consumer: %w", err)
+		}
+		cs.wg.Add(1)
+		go func() {
+			defer cs.wg.Done()
+			cs.loop(ctx, cons, f.pool, f.nc)
+		}()
+	}
+	return cs, nil
+}
+
+// loop fetches batches as bus/natsbus does: what is ready when the last
+// batch was full of several, otherwise a wait for one command and then
+// what else is ready.
+func (cs *consumers) loop(ctx context.Context, cons jetstream.Consumer, pool *pgxpool.Pool,
+	nc *nats.Conn) {
+	backlog := true
+	for ctx.Err() == nil {
+		var msgs []jetstream.Msg
+		if backlog {
+			msgs = drain(cons.FetchNoWait(fetchMax))
+		}
+		if len(msgs) == 0 {
+			msgs = drain(cons.Fetch(1, jetstream.FetchMaxWait(fetchWait)))
+			if len(msgs) == 1 {
+				msgs = append(msgs, drain(cons.FetchNoWait(fetchMax-1))...)
+			}
+		}
+		backlog = len(msgs) > 1
+		if len(msgs) > 0 {
+			cs.apply(ctx, msgs, pool, nc)
+		}
+	}
+}
+
+// drain reads a fetched batch to its end; a failed fetch is an empty one.
+func drain(batch jetstream.MessageBatch, err error) []jetstream.Msg {
+	if err != nil {
+		return nil
+	}
+	var msgs []jetstream.Msg
+	for m := range batch.Messages() {
+		msgs = append(msgs, m)
+	}
+	return msgs
+}
+
+// apply commits the rows of a batch in one statement, then replies to each
+// command and acknowledges it, with one flush for all. A batch that fails
+// is asked for again.
+func (cs *consumers) apply(ctx context.Context, msgs []jetstream.Msg, pool *pgxpool.Pool,
+	nc *nats.Conn) {
+	n := len(msgs)
+	src, txn, member, kind := make([]string, n), make([]string, n), make([]string, n),
+		make([]string, n)
+	amount, currency, channel := make([]string, n), make([]string, n), make([]string, n)
+	points, at := make([]int64, n), make([]time.Time, n)
+	for i, m := range msgs {
+		var c command
+		_ = json.Unmarshal(m.Data(), &c) // we wrote it; a bad one fails the insert
+		src[i], txn[i], member[i], kind[i] = c.Source, c.TxnID, c.Member, c.Type
+		amount[i], currency[i], channel[i] = c.Amount, c.Currency, c.Channel
+		points[i], at[i] = 10, c.OccurredAt
+	}
+	_, err := pool.Exec(ctx, insertRows, src, txn, member, kind, amount, currency, channel,
+		points, at)
+	if err != nil {
+		cs.failed.Add(1)
+		for _, m := range msgs {
+			_ = m.Nak()
+		}
+		return
+	}
+	cs.transactions.Add(1)
+	for i, m := range msgs {
+		_ = nc.Publish(replySubject(txn[i]), []byte(`{"status":"applied"}`))
+		_ = m.Ack()
+	}
+	_ = nc.Flush()
+}
+
+// close stops the consumers and waits for them.
+func (cs *consumers) close() {
+	cs.stop()
+	cs.wg.Wait()
+}
+
+// replies hands the replies on core NATS to the handlers waiting for them,
+// through one wildcard subscription, as bus/natsbus/results.go does.
+type replies struct {
+	mu      sync.Mutex
+	waiting map[string]waiter
+}
+
+// waiter is one handler's channel and the index of a transaction in its
+// request.
+type waiter struct {
+	ch    chan int
+	index int
+}
+
+// listen subscribes to every reply subject.
+func (rs *replies) listen(nc *nats.Conn) error {
+	rs.waiting = map[string]waiter{}
+	sub, err := nc.Subscribe(replySubjects, func(m *nats.Msg) {
+		rs.mu.Lock()
+		w, ok := rs.waiting[m.Subject]
+		delete(rs.waiting, m.Subject)
+		rs.mu.Unlock()
+		if ok {
+			w.ch <- w.index // room for every transaction of the request
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("subscribe replies: %w", err)
+	}
+	if err := sub.SetPendingLimits(-1, 256<<20); err != nil {
+		return err
+	}
+	return nc.Flush()
+}
+
+// await registers txns; the channel receives the index of each one whose
+// reply comes. stop unregisters those still waiting.
+func (rs *replies) await(txns []string) (<-chan int, func()) {
+	ch := make(chan int, len(txns))
+	rs.mu.Lock()
+	for i, txn := range txns {
+		rs.waiting[replySubject(txn)] = waiter{ch: ch, index: i}
+	}
+	rs.mu.Unlock()
+	return ch, func() {
+		rs.mu.Lock()
+		for _, txn := range txns {
+			delete(rs.waiting, replySubject(txn))
+		}
+		rs.mu.Unlock()
+	}
+}
