@@ -1034,15 +1034,10 @@ func (p *runPlan) result(postingID, lotID int64) (Applied, []byte, error) {
 	c := p.cmd
 	res := bus.Result{CommandID: c.ID, Source: c.Source, TxnID: c.TxnID, Kind: c.Kind,
 		Status: bus.StatusOK}
-	var err error
-	if res.Data, err = json.Marshal(o); err != nil {
-		return Applied{}, nil, err
-	}
-	body, err := json.Marshal(res)
-	if err != nil {
-		return Applied{}, nil, err
-	}
-	return Applied{Result: res}, body, nil
+	// Written by hand, as encoding/json would (bulk_json.go): the outcome,
+	// then the result around it.
+	res.Data = appendOutcome(nil, &o)
+	return Applied{Result: res}, appendResult(make([]byte, 0, 160+len(res.Data)), &res), nil
 }
 
 // runWrites holds the rows of a run's writes, column by column.

@@ -299,8 +299,9 @@ func (t *txn) flushEvents(ctx context.Context) error {
 		return nil
 	}
 	rows := make([][]any, len(t.events))
-	for i, ev := range t.events {
-		body, err := json.Marshal(ev)
+	for i := range t.events {
+		ev := &t.events[i]
+		body, err := appendEvent(nil, ev)
 		if err != nil {
 			return err
 		}
@@ -325,12 +326,14 @@ func (t *txn) queueEvents(b *pgx.Batch) error {
 	ids := make([]string, len(t.events))
 	subjects := make([]string, len(t.events))
 	bodies := make([]string, len(t.events))
-	for i, ev := range t.events {
-		body, err := json.Marshal(ev)
-		if err != nil {
+	var buf []byte
+	for i := range t.events {
+		ev := &t.events[i]
+		var err error
+		if buf, err = appendEvent(buf[:0], ev); err != nil {
 			return err
 		}
-		ids[i], subjects[i], bodies[i] = ev.ID, bus.EventSubject(ev.Program, ev.Kind), string(body)
+		ids[i], subjects[i], bodies[i] = ev.ID, bus.EventSubject(ev.Program, ev.Kind), string(buf)
 	}
 	b.Queue(`INSERT INTO outbox (event_id, subject, body)
 		SELECT e, s, b::jsonb FROM unnest($1::uuid[], $2::text[], $3::text[])
