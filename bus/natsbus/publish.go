@@ -59,12 +59,20 @@ func (b *Bus) PublishCommand(ctx context.Context, cmd bus.Command) (duplicate bo
 // may be listening, and nothing is stored: the result of record is in the
 // ledger.
 func (b *Bus) PublishResult(r bus.Result) error {
+	return b.PublishResultJSON(r, nil)
+}
+
+// PublishResultJSON is PublishResult with r already encoded as JSON in
+// data; an empty data encodes r.
+func (b *Bus) PublishResultJSON(r bus.Result, data []byte) error {
 	if r.Source == "" || r.TxnID == "" {
 		return errors.New("publish result: no source or transaction id")
 	}
-	data, err := json.Marshal(r)
-	if err != nil {
-		return fmt.Errorf("encode result: %w", err)
+	if len(data) == 0 {
+		var err error
+		if data, err = json.Marshal(r); err != nil {
+			return fmt.Errorf("encode result: %w", err)
+		}
 	}
 	if err := b.nc.Publish(b.resultSubject(r.Source, r.TxnID), data); err != nil {
 		return fmt.Errorf("publish result %s: %w", r.CommandID, err)

@@ -1037,7 +1037,8 @@ func (p *runPlan) result(postingID, lotID int64) (Applied, []byte, error) {
 	// Written by hand, as encoding/json would (bulk_json.go): the outcome,
 	// then the result around it.
 	res.Data = appendOutcome(nil, &o)
-	return Applied{Result: res}, appendResult(make([]byte, 0, 160+len(res.Data)), &res), nil
+	body := appendResult(make([]byte, 0, 160+len(res.Data)), &res)
+	return Applied{Result: res, Encoded: body}, body, nil
 }
 
 // runWrites holds the rows of a run's writes, column by column.

@@ -45,6 +45,10 @@ func (l *Ledger) Pool() *pgxpool.Pool { return l.pool }
 // Applied is the outcome of one command of a batch.
 type Applied struct {
 	Result bus.Result
+	// Encoded is Result as JSON when the ledger wrote it so for storing
+	// (set-based accruals), so that announcing it does not encode it again;
+	// empty otherwise.
+	Encoded []byte
 	// Dead is set when the command can never succeed as sent (unknown member,
 	// invalid payload): the consumer dead-letters it with this reason.
 	Dead string

@@ -382,7 +382,7 @@ func (a *App) awaitPostgres(ctx context.Context, batch []*natsbus.Delivery, caus
 // that can never succeed as sent.
 func (a *App) finish(ctx context.Context, d *natsbus.Delivery, ap postgres.Applied) {
 	a.metrics.applied.WithLabelValues(ap.Result.Kind, ap.Result.Status).Inc()
-	if err := a.Bus.PublishResult(ap.Result); err != nil {
+	if err := a.Bus.PublishResultJSON(ap.Result, ap.Encoded); err != nil {
 		a.log.Warn("Result not announced; callers will read it from the status URL",
 			"txn_id", ap.Result.TxnID, "error", err)
 	}
