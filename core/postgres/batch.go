@@ -24,8 +24,9 @@ import (
 // The set-based path applies a run of accruals and credits with a few
 // statements for the whole run instead of about ten per command:
 //
-//  1. one round trip reads the run's programs, claims every transaction id
-//     of the run, locks every member it names (in id order, so that two runs
+//  1. one round trip reads the run's programs, looks up which transaction
+//     ids of the run are recorded already, locks every member it names (in
+//     id order, so that two runs
 //     never wait on each other in a cycle), reads its programs' rules
 //     revisions and tiers, its members' attributes, the counters of capped
 //     rules in the windows its accruals fall in, in programs with tier
@@ -39,10 +40,14 @@ import (
 //     its occurred_at, the counters and qualifications as the run's earlier
 //     accruals left them;
 //  3. one more round trip writes the postings, lots, accrual amounts,
-//     counters, balances and tiers, tier changes, results and outbox
-//     events.
+//     counters, balances and tiers, tier changes, outbox events, and the
+//     commands with their results, each command's row written once. A
+//     transaction that records one of the run's transaction ids first, while
+//     this one works, makes that last INSERT come short: the transaction
+//     fails with ErrCommandRaced and is tried again, and then finds the id
+//     recorded and replays it.
 //
-// Only the plain case is handled here: a claimed command, an active member
+// Only the plain case is handled here: a command not recorded yet, an active member
 // that was not merged, a payload the per-command path would accept, an
 // accrual whose rules evaluate without error and whose counters (and, in a
 // program with tier levels, qualification) were read, points that do not
@@ -111,9 +116,9 @@ type tierChange struct {
 
 // runState is what the first round trip of a run reads.
 type runState struct {
-	ids     idPool     // posting and lot ids for the run
-	progs   []*program // nil for a program that does not exist
-	claimed []bool
+	ids     idPool             // posting and lot ids for the run
+	progs   []*program         // nil for a program that does not exist
+	fresh   []bool             // not recorded yet: the run records it
 	members map[string]*member // by program id and customer reference
 	// What accruals need, by program id: its tier levels (nil when it has
 	// none), its rules revision (nil when it never had a rule) and its
@@ -174,7 +179,7 @@ func memberKey(programID, ref string) string { return programID + "\x00" + ref }
 // applyRun applies a run of set-based candidates, writing their results to
 // out (one per command, in order).
 func (t *txn) applyRun(ctx context.Context, cmds []bus.Command, out []Applied) error {
-	st, err := t.claimAndLock(ctx, cmds)
+	st, err := t.readAndLock(ctx, cmds)
 	if err != nil {
 		return err
 	}
@@ -182,7 +187,7 @@ func (t *txn) applyRun(ctx context.Context, cmds []bus.Command, out []Applied) e
 	var plans []runPlan
 	for i := range cmds {
 		c := &cmds[i]
-		if prog := st.progs[i]; st.claimed[i] && prog != nil {
+		if prog := st.progs[i]; st.fresh[i] && prog != nil {
 			m := st.members[memberKey(prog.ID, c.Member)]
 			if p, ok := t.plan(c, prog, m, st); ok {
 				p.at = i
@@ -199,12 +204,7 @@ func (t *txn) applyRun(ctx context.Context, cmds []bus.Command, out []Applied) e
 		}
 		plans = plans[:0]
 		st.ids = idPool{}
-		var a Applied
-		if st.claimed[i] {
-			a, err = t.applyClaimed(ctx, c)
-		} else {
-			a, err = t.apply(ctx, c)
-		}
+		a, err := t.apply(ctx, c)
 		if err != nil {
 			return fmt.Errorf("command %s/%s: %w", c.Source, c.TxnID, err)
 		}
@@ -220,12 +220,12 @@ func (t *txn) applyRun(ctx context.Context, cmds []bus.Command, out []Applied) e
 	return t.writePlans(ctx, plans, &st.ids, out)
 }
 
-// claimAndLock reads the run's programs (those the transaction has not read
-// yet), claims its transaction ids, locks its members and reads what its
-// accruals need, in one round trip (two when the process lacks a program's
-// rules at their current revision).
-func (t *txn) claimAndLock(ctx context.Context, cmds []bus.Command) (*runState, error) {
-	st := &runState{claimed: make([]bool, len(cmds)), progs: make([]*program, len(cmds)),
+// readAndLock reads the run's programs (those the transaction has not read
+// yet), which of its transaction ids are recorded, locks its members and
+// reads what its accruals need, in one round trip (two when the process
+// lacks a program's rules at their current revision).
+func (t *txn) readAndLock(ctx context.Context, cmds []bus.Command) (*runState, error) {
+	st := &runState{fresh: make([]bool, len(cmds)), progs: make([]*program, len(cmds)),
 		tiers: map[string]*core.Tiers{}, revs: map[string]*int64{},
 		rules: map[string]*ruleSnapshot{},
 		attrs: map[string][]byte{}, counters: map[counterKey]int64{},
@@ -255,39 +255,26 @@ func (t *txn) claimAndLock(ctx context.Context, cmds []bus.Command) (*runState, 
 			})
 	}
 
-	// The claim, in key order so that racing claims queue the same way.
-	type claim struct {
-		at                          int
-		source, txn, id, kind, hash string
-	}
-	claims := make([]claim, len(cmds))
+	// Which transaction ids are recorded already (replays, and conflicts
+	// with another request); the others are fresh, and the run records them.
+	sources, txns := make([]string, len(cmds)), make([]string, len(cmds))
+	at := make(map[[2]string]int, len(cmds))
 	for i := range cmds {
 		c := &cmds[i]
-		claims[i] = claim{i, c.Source, c.TxnID, c.ID, c.Kind, c.Hash}
+		sources[i], txns[i] = c.Source, c.TxnID
+		at[[2]string{c.Source, c.TxnID}] = i
+		st.fresh[i] = true
 	}
-	slices.SortFunc(claims, func(a, b claim) int {
-		if r := strings.Compare(a.source, b.source); r != 0 {
-			return r
-		}
-		return strings.Compare(a.txn, b.txn)
-	})
-	cols := make([][]string, 5)
-	at := map[[2]string]int{}
-	for _, c := range claims {
-		for k, v := range []string{c.source, c.txn, c.id, c.kind, c.hash} {
-			cols[k] = append(cols[k], v)
-		}
-		at[[2]string{c.source, c.txn}] = c.at
-	}
-	b.Queue(claimRun, cols[0], cols[1], cols[2], cols[3], cols[4]).Query(
-		func(rows pgx.Rows) error {
-			var source, txn string
-			_, err := pgx.ForEachRow(rows, []any{&source, &txn}, func() error {
-				st.claimed[at[[2]string{source, txn}]] = true
-				return nil
-			})
-			return err
+	b.Queue(recordedRun, sources, txns).Query(func(rows pgx.Rows) error {
+		var source, txn string
+		_, err := pgx.ForEachRow(rows, []any{&source, &txn}, func() error {
+			if i, ok := at[[2]string{source, txn}]; ok {
+				st.fresh[i] = false
+			}
+			return nil
 		})
+		return err
+	})
 
 	st.ruleReads, st.qualReads = expectShape(cmds)
 	queueRunReads(b, cmds, st)
@@ -317,7 +304,7 @@ func (t *txn) claimAndLock(ctx context.Context, cmds []bus.Command) (*runState, 
 	}
 
 	if err := t.tx.SendBatch(ctx, b).Close(); err != nil {
-		return nil, fmt.Errorf("claim run: %w", err)
+		return nil, fmt.Errorf("read run: %w", err)
 	}
 	for i := range cmds {
 		st.progs[i] = t.programs[cmds[i].Program]
@@ -599,11 +586,11 @@ func (t *txn) readRunAgain(ctx context.Context, cmds []bus.Command, st *runState
 	return nil
 }
 
-// claimRun claims transaction ids; it returns those it claimed.
-const claimRun = `INSERT INTO commands (source, txn_id, command_id, kind, hash, status, result)
-	SELECT s, x, c::uuid, k, h, 'applying', '{}'
-	FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS v(s, x, c, k, h)
-	ON CONFLICT DO NOTHING RETURNING source, txn_id`
+// recordedRun lists which of a run's transaction ids the commands table
+// holds.
+const recordedRun = `SELECT c.source, c.txn_id
+	FROM unnest($1::text[], $2::text[]) AS v(source, txn_id)
+	JOIN commands c ON c.source = v.source AND c.txn_id = v.txn_id`
 
 // lockRunMembers locks the members of a run, in id order, merged or not.
 // The two lists make one scan of the program-and-reference index (a join
@@ -1006,9 +993,11 @@ func (t *txn) writePlans(ctx context.Context, plans []runPlan, ids *idPool,
 			return err
 		}
 		out[p.at] = a
-		w.results.source = append(w.results.source, p.cmd.Source)
-		w.results.txn = append(w.results.txn, p.cmd.TxnID)
-		w.results.body = append(w.results.body, string(body))
+		c := p.cmd
+		rs := &w.results
+		rs.source, rs.txn = append(rs.source, c.Source), append(rs.txn, c.TxnID)
+		rs.id, rs.kind = append(rs.id, c.ID), append(rs.kind, c.Kind)
+		rs.hash, rs.body = append(rs.hash, c.Hash), append(rs.body, string(body))
 	}
 	w.addMembers(plans)
 	w.addTiers(plans)
@@ -1067,7 +1056,7 @@ type runWrites struct {
 		wantHeld                   []int64
 	}
 	results struct {
-		source, txn, body []string
+		source, txn, id, kind, hash, body []string
 	}
 	tiers struct {
 		member, from, to, reason []string
@@ -1266,16 +1255,25 @@ func (w *runWrites) batch(t *txn) *pgx.Batch {
 			ORDER BY n`, uuidArg(ts.member), ts.from, ts.to, ts.qualification, ts.at, ts.reason,
 			ts.spend)
 	}
+	// The commands, in key order so that racing transactions queue the same
+	// way. A row already there was recorded by a transaction that committed
+	// after this one looked (readAndLock): the INSERT comes short and the
+	// transaction is refused, to be tried again.
 	rs := &w.results
-	b.Queue(`UPDATE commands c SET status = $4, result = v.result::jsonb
-		FROM unnest($1::text[], $2::text[], $3::text[]) AS v(source, txn_id, result)
-		WHERE c.source = v.source AND c.txn_id = v.txn_id`,
-		rs.source, rs.txn, rs.body, bus.StatusOK).Exec(func(tag pgconn.CommandTag) error {
-		if int(tag.RowsAffected()) != len(rs.txn) {
-			return fmt.Errorf("store results: %d of %d rows", tag.RowsAffected(), len(rs.txn))
-		}
-		return nil
-	})
+	b.Queue(`INSERT INTO commands (source, txn_id, command_id, kind, hash, status, result)
+		SELECT s, x, c::uuid, k, h, $7, r::jsonb
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+			AS v(s, x, c, k, h, r)
+		ORDER BY s, x
+		ON CONFLICT DO NOTHING`,
+		rs.source, rs.txn, rs.id, rs.kind, rs.hash, rs.body, bus.StatusOK).Exec(
+		func(tag pgconn.CommandTag) error {
+			if int(tag.RowsAffected()) != len(rs.txn) {
+				return fmt.Errorf("%w: %d of %d commands recorded", ErrCommandRaced,
+					tag.RowsAffected(), len(rs.txn))
+			}
+			return nil
+		})
 	return b
 }
 

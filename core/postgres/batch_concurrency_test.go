@@ -48,11 +48,12 @@ func applyAsync(f *fixture, cmds []bus.Command) <-chan batchAnswer {
 	return ch
 }
 
-// A set-based run claims its transaction ids before it locks its members.
-// Were it to claim them only when writing, a batch that claimed an id in an
-// earlier run and then needs a member a racing run holds would deadlock with
-// that run (same id, another member): one of the two ApplyBatch calls would
-// fail with 40P01 instead of answering.
+// A set-based run records its transaction ids when it writes, after it
+// locked its members. A batch that recorded an id in an earlier run and then
+// needs a member a racing run holds deadlocks with that run when the racing
+// run uses the same id for another member; PostgreSQL refuses one of them,
+// and ApplyBatch applies it again once the other is done: both calls answer,
+// and the ledger adds up.
 func TestReusedTxnIDAcrossMembersDoesNotDeadlock(t *testing.T) {
 	f := newFixture(t, core.Program{PointsPerUnit: "1"})
 	for _, m := range []string{"m1", "m2"} {

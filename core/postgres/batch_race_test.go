@@ -9,10 +9,10 @@ import (
 	"github.com/puntos-loyalty/puntos/core"
 )
 
-// Two batches carrying the same accrual at once: the second one's claim of
-// the transaction id waits for the first batch, finds the id taken and
-// answers the accrual as a replay. The points are posted once and both
-// callers get an answer.
+// Two batches carrying the same accrual at once: the second one's record of
+// the transaction id waits for the first batch and finds the id taken; the
+// batch is applied again and answers the accrual as a replay. The points are
+// posted once and both callers get an answer.
 func TestSetBasedClaimRaceIsAReplay(t *testing.T) {
 	f := newFixture(t, core.Program{PointsPerUnit: "1"})
 	f.enroll("m1")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -41,6 +42,14 @@ func New(pool *pgxpool.Pool, log *slog.Logger) *Ledger {
 
 // Pool is the ledger's connection pool.
 func (l *Ledger) Pool() *pgxpool.Pool { return l.pool }
+
+// ErrCommandRaced refuses a batch's transaction when another transaction
+// recorded one of its commands while it worked (a copy of the command
+// delivered twice at once, or another request reusing its transaction id).
+// Nothing of the batch is written; applied again, the batch finds the
+// command recorded and answers it as a replay or a conflict. ApplyBatch
+// applies the batch again itself, and returns it only if the race repeats.
+var ErrCommandRaced = errors.New("a command of the batch was recorded by another transaction")
 
 // Applied is the outcome of one command of a batch.
 type Applied struct {
@@ -103,7 +112,7 @@ func (l *Ledger) ApplyBatch(ctx context.Context, cmds []bus.Command) ([]Applied,
 	out := make([]Applied, len(cmds))
 	runnable := l.setBasedCandidates(cmds)
 	var t *txn
-	err := pgx.BeginTxFunc(ctx, l.pool, batchTx, func(tx pgx.Tx) error {
+	apply := func(tx pgx.Tx) error {
 		clear(out)
 		t = l.newTxn(tx)
 		for i := 0; i < len(cmds); {
@@ -126,7 +135,21 @@ func (l *Ledger) ApplyBatch(ctx context.Context, cmds []bus.Command) ([]Applied,
 			i++
 		}
 		return t.flushEvents(ctx)
-	})
+	}
+	var err error
+	for attempt := 1; ; attempt++ {
+		err = pgx.BeginTxFunc(ctx, l.pool, batchTx, apply)
+		// The transaction that recorded a command first has committed by
+		// the time ours learns of it: applied again, the batch finds the
+		// command and answers it as a replay (or a conflict). Two batches
+		// that use one transaction id for different members can also wait
+		// on each other (each holds a member, then records the id):
+		// PostgreSQL refuses one of them as a deadlock, and it goes again
+		// once the other is done.
+		if !(errors.Is(err, ErrCommandRaced) || isDeadlock(err)) || attempt == 3 {
+			break
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -166,17 +189,6 @@ func (t *txn) apply(ctx context.Context, cmd *bus.Command) (Applied, error) {
 			return Applied{}, spErr
 		}
 	}
-	return t.run(ctx, cmd, res)
-}
-
-// applyClaimed applies a command whose transaction id this transaction has
-// already claimed (the set-based path claims a whole run at once), in a
-// savepoint of its own.
-func (t *txn) applyClaimed(ctx context.Context, cmd *bus.Command) (Applied, error) {
-	if _, err := t.tx.Exec(ctx, `SAVEPOINT cmd`); err != nil {
-		return Applied{}, err
-	}
-	res := bus.Result{CommandID: cmd.ID, Source: cmd.Source, TxnID: cmd.TxnID, Kind: cmd.Kind}
 	return t.run(ctx, cmd, res)
 }
 
@@ -440,4 +452,11 @@ func uuidArg(ids []string) any {
 		out[i] = pgtype.UUID{Bytes: u, Valid: true}
 	}
 	return out
+}
+
+// isDeadlock reports whether PostgreSQL refused err's transaction as one of
+// a cycle of waits.
+func isDeadlock(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "40P01"
 }

@@ -323,6 +323,9 @@ func (a *App) failureOf(ctx context.Context, err error) failure {
 // lost or refused, a timeout, a server shutting down or out of resources, a
 // deadlock or a serialization failure.
 func transientError(err error) bool {
+	if errors.Is(err, postgres.ErrCommandRaced) {
+		return true // applied again, the batch finds the command recorded
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		if len(pgErr.Code) < 2 {
