@@ -111,17 +111,19 @@ func (l *Ledger) Balance(ctx context.Context, programCode, ref string) (*Balance
 	// were never merged, so the member is read by its reference first; the
 	// recursive walk to a survivor costs PostgreSQL more and runs only for a
 	// member merged into another.
-	v, merged, err := l.balance(ctx, balanceOfRef, programCode, ref)
+	v, merged, err := l.balance(ctx, balanceOfRef, programCode, ref, false)
 	if err == nil && merged {
-		v, _, err = l.balance(ctx, balanceOfSurvivor, programCode, ref)
+		v, _, err = l.balance(ctx, balanceOfSurvivor, programCode, ref, true)
 	}
 	return v, err
 }
 
 // balance runs one of the balance queries. merged tells whether the member
-// it read was merged into another.
-func (l *Ledger) balance(ctx context.Context, query, programCode, ref string) (*BalanceView,
-	bool, error) {
+// it read was merged into another; the view is then left out, unless walked
+// is set: the query followed the merges as far as the walk goes (16 steps,
+// like Member), and its member is the answer even if merged further.
+func (l *Ledger) balance(ctx context.Context, query, programCode, ref string,
+	walked bool) (*BalanceView, bool, error) {
 	rows, err := l.pool.Query(ctx, query, programCode, ref)
 	if err != nil {
 		return nil, false, fmt.Errorf("read balance: %w", err)
@@ -143,7 +145,7 @@ func (l *Ledger) balance(ctx context.Context, query, programCode, ref string) (*
 			return nil, false, fmt.Errorf("read balance: %w", err)
 		}
 		if v == nil {
-			if merged != nil {
+			if merged != nil && !walked {
 				return nil, true, nil
 			}
 			v = &BalanceView{Member: m.CustomerRef, Program: programCode, Status: m.Status,
