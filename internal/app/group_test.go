@@ -270,3 +270,68 @@ func TestShutdownRelaysEventsOfACommittingBatch(t *testing.T) {
 			"want 1 and 0", posted, left, err)
 	}
 }
+
+// One transaction id in the batches of three partitions merged into one
+// transaction: for the member it was first sent for, the same request again
+// in another partition's batch, and another member. Each command gets one
+// answer: the first applies, its copy replays it, the other member's is a
+// conflict; the points are posted once, and an answer the ledger encoded is
+// its result as encoding/json writes it.
+func TestGroupCommitOneTxnIDAcrossPartitions(t *testing.T) {
+	c, gl, gc := groupWorld(t, 4)
+	first := make(chan error, 1)
+	go func() {
+		_, err := gc.Apply(context.Background(),
+			[]bus.Command{groupAccrual(t, "x-0", "C1", "1", "")})
+		first <- err
+	}()
+	<-gl.entered
+	shared := groupAccrual(t, "x-shared", "C2", "20", "")
+	out, wg := startQueued(t, gc, gl, [][]bus.Command{
+		{shared, groupAccrual(t, "x-2", "C2", "2", "")},
+		{groupAccrual(t, "x-3", "C3", "3", ""), groupAccrual(t, "x-shared", "C3", "30", "")},
+		{groupAccrual(t, "x-4", "C4", "4", ""), shared},
+	})
+	close(gl.open)
+	wg.Wait()
+	if err := <-first; err != nil {
+		t.Fatalf("first batch: %v", err)
+	}
+	if got := gl.calls(); !slices.Equal(got, []int{1, 6}) {
+		t.Fatalf("transactions of %v commands, want [1 6]", got)
+	}
+	for i, o := range out {
+		if o.err != nil || len(o.applied) != 2 {
+			t.Fatalf("batch %d: %+v %v", i, o.applied, o.err)
+		}
+		for _, ap := range o.applied {
+			if len(ap.Encoded) == 0 {
+				continue
+			}
+			if want, _ := json.Marshal(ap.Result); string(want) != string(ap.Encoded) {
+				t.Fatalf("batch %d encoded\n%s\nresult\n%s", i, ap.Encoded, want)
+			}
+		}
+	}
+	a, conflict, again := out[0].applied[0].Result, out[1].applied[1].Result,
+		out[2].applied[1].Result
+	if a.Status != bus.StatusOK || a.Replayed {
+		t.Fatalf("first use of the id: %+v", a)
+	}
+	if conflict.Status != bus.StatusRejected || conflict.Error == nil ||
+		conflict.Error.Kind != string(core.Conflict) {
+		t.Fatalf("the id for another member: %+v", conflict)
+	}
+	var da, dc any
+	_ = json.Unmarshal(a.Data, &da)
+	_ = json.Unmarshal(again.Data, &dc)
+	if again.Status != bus.StatusOK || !again.Replayed || fmt.Sprint(da) != fmt.Sprint(dc) {
+		t.Fatalf("the copy: %+v, first: %+v", again, a)
+	}
+	for ref, want := range map[string]int64{"C1": 1, "C2": 22, "C3": 3, "C4": 4} {
+		b := c.must(200, "GET", "/v1/programs/telco/members/"+ref+"/balance", "", nil)
+		if got := jnum(t, b, "balance.available"); got != want {
+			t.Fatalf("%s holds %d points, want %d", ref, got, want)
+		}
+	}
+}
