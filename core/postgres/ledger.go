@@ -48,7 +48,8 @@ func (l *Ledger) Pool() *pgxpool.Pool { return l.pool }
 // delivered twice at once, or another request reusing its transaction id).
 // Nothing of the batch is written; applied again, the batch finds the
 // command recorded and answers it as a replay or a conflict. ApplyBatch
-// applies the batch again itself, and returns it only if the race repeats.
+// applies the batch again itself, as often as the batch has commands; each
+// race leaves one more of them recorded, so the last attempt cannot race.
 var ErrCommandRaced = errors.New("a command of the batch was recorded by another transaction")
 
 // Applied is the outcome of one command of a batch.
@@ -136,17 +137,22 @@ func (l *Ledger) ApplyBatch(ctx context.Context, cmds []bus.Command) ([]Applied,
 		}
 		return t.flushEvents(ctx)
 	}
+	// The transaction that recorded a command first has committed by the
+	// time ours learns of it: applied again, the batch finds the command and
+	// answers it as a replay (or a conflict). Each such race leaves one more
+	// of the batch's commands recorded for good, so the batch cannot race
+	// more times than it has commands. Two batches that use one transaction
+	// id for different members can also wait on each other (each holds a
+	// member, then records the id): PostgreSQL refuses one of them as a
+	// deadlock, and it goes again once the other is done.
 	var err error
-	for attempt := 1; ; attempt++ {
+	for raced, deadlocked := 0, 0; ; {
 		err = pgx.BeginTxFunc(ctx, l.pool, batchTx, apply)
-		// The transaction that recorded a command first has committed by
-		// the time ours learns of it: applied again, the batch finds the
-		// command and answers it as a replay (or a conflict). Two batches
-		// that use one transaction id for different members can also wait
-		// on each other (each holds a member, then records the id):
-		// PostgreSQL refuses one of them as a deadlock, and it goes again
-		// once the other is done.
-		if !(errors.Is(err, ErrCommandRaced) || isDeadlock(err)) || attempt == 3 {
+		if errors.Is(err, ErrCommandRaced) && raced < len(cmds) {
+			raced++
+		} else if isDeadlock(err) && deadlocked < 3 {
+			deadlocked++
+		} else {
 			break
 		}
 	}

@@ -395,7 +395,7 @@ func (m *metrics) middleware(next http.Handler) http.Handler {
 // collecting under load (docs/benchmarks.md); a higher target trades memory
 // for that CPU.
 func setGCPercent(percent int) {
-	if _, set := os.LookupEnv("GOGC"); set || percent <= 0 {
+	if os.Getenv("GOGC") != "" || percent <= 0 { // Go reads an empty GOGC as unset
 		return
 	}
 	debug.SetGCPercent(percent)

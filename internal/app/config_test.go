@@ -79,6 +79,12 @@ func TestGCPercentLeavesGOGCAlone(t *testing.T) {
 		t.Errorf("GOGC unset: collector target %d, want 300", got)
 	}
 
+	t.Setenv("GOGC", "")
+	setGCPercent(250)
+	if got := debug.SetGCPercent(100); got != 250 {
+		t.Errorf("GOGC empty: collector target %d, want 250", got)
+	}
+
 	t.Setenv("GOGC", "150")
 	setGCPercent(300)
 	if got := debug.SetGCPercent(100); got != 100 {
