@@ -3,14 +3,13 @@ package postgres
 import (
 	"context"
 	"fmt"
-	"os"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
+	"github.com/puntos-loyalty/puntos/internal/testenv"
 )
 
 // BenchmarkBalance reads the balance of members holding 24 live lots each
@@ -65,29 +64,7 @@ func BenchmarkBalance(b *testing.B) {
 }
 
 // backendCPU is the CPU used so far by the PostgreSQL backends of l's
-// database, from /proc; 0 when they cannot be read.
+// database (testenv.BackendCPU).
 func backendCPU(b *testing.B, l *Ledger) time.Duration {
-	rows, err := l.pool.Query(context.Background(),
-		`SELECT pid FROM pg_stat_activity WHERE datname = current_database()`)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer rows.Close()
-	var total time.Duration
-	for rows.Next() {
-		var pid int
-		if err := rows.Scan(&pid); err != nil {
-			b.Fatal(err)
-		}
-		raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil {
-			return 0
-		}
-		s := string(raw)
-		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		ut, _ := strconv.ParseInt(fields[11], 10, 64)
-		st, _ := strconv.ParseInt(fields[12], 10, 64)
-		total += time.Duration(ut+st) * 10 * time.Millisecond
-	}
-	return total
+	return testenv.BackendCPU(b, l.pool)
 }

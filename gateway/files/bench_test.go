@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -155,38 +154,10 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// backendCPU is the CPU time used so far by the PostgreSQL backends
-// connected to the ledger's database, read from /proc (zero where the
-// database runs elsewhere).
+// backendCPU is the CPU time used so far by the PostgreSQL backends of the
+// ledger's database (testenv.BackendCPU).
 func backendCPU(b *testing.B, l *postgres.Ledger) time.Duration {
-	rows, err := l.Pool().Query(context.Background(), `SELECT pid FROM pg_stat_activity
-		WHERE datname = current_database()`)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer rows.Close()
-	var total time.Duration
-	for rows.Next() {
-		var pid int
-		if err := rows.Scan(&pid); err != nil {
-			b.Fatal(err)
-		}
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		s := string(stat)
-		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(fields) < 13 {
-			continue
-		}
-		// utime and stime, in clock ticks of 1/100 s.
-		for _, f := range fields[11:13] {
-			ticks, _ := strconv.ParseInt(f, 10, 64)
-			total += time.Duration(ticks) * 10 * time.Millisecond
-		}
-	}
-	return total
+	return testenv.BackendCPU(b, l.Pool())
 }
 
 func benchSetup(b *testing.B, l *postgres.Ledger, members int) {
