@@ -14,10 +14,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/puntos-loyalty/puntos/bench/internal/rig"
 	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/bus/natsbus"
 	"github.com/puntos-loyalty/puntos/core/postgres"
+	"github.com/puntos-loyalty/puntos/internal/testenv"
 )
 
 // source is the source every event is recorded under.
@@ -96,7 +96,7 @@ func start(ctx context.Context, o *options) (f *floor, err error) {
 		}
 	}()
 
-	dbURL, drop, err := rig.FreshDatabase(ctx, "puntos_floor")
+	dbURL, drop, err := testenv.NewDatabase(ctx, "puntos_floor")
 	if err != nil {
 		return nil, err
 	}

@@ -10,10 +10,10 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/puntos-loyalty/puntos/bench/internal/rig"
 	"github.com/puntos-loyalty/puntos/bus/natsbus"
 	"github.com/puntos-loyalty/puntos/core/postgres"
 	"github.com/puntos-loyalty/puntos/internal/app"
+	"github.com/puntos-loyalty/puntos/internal/testenv"
 )
 
 // target is the platform under load: its base URL, API key, ledger (for
@@ -44,7 +44,7 @@ func openTarget(ctx context.Context, o *options, log *slog.Logger) (*target, err
 			config: map[string]any{"target": "running gateway"}, close: pool.Close}, nil
 	}
 
-	dbURL, drop, err := rig.FreshDatabase(ctx, "puntos_bench")
+	dbURL, drop, err := testenv.NewDatabase(ctx, "puntos_bench")
 	if err != nil {
 		return nil, err
 	}

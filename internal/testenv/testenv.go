@@ -26,32 +26,44 @@ func AdminURL() string {
 // database is dropped when the test ends.
 func Database(t testing.TB) string {
 	t.Helper()
-	ctx := context.Background()
-	cfg, err := pgx.ParseConfig(AdminURL())
+	u, drop, err := NewDatabase(context.Background(), "puntos_t")
 	if err != nil {
-		t.Fatalf("PUNTOS_TEST_DATABASE_URL: %v", err)
+		t.Fatal(err)
+	}
+	t.Cleanup(drop)
+	return u
+}
+
+// NewDatabase creates an empty database whose name starts with prefix and
+// returns its URL and a function that drops it; the benchmark programs use
+// it outside tests.
+func NewDatabase(ctx context.Context, prefix string) (string, func(), error) {
+	admin := AdminURL()
+	cfg, err := pgx.ParseConfig(admin)
+	if err != nil {
+		return "", nil, fmt.Errorf("PUNTOS_TEST_DATABASE_URL: %w", err)
+	}
+	u, err := url.Parse(admin)
+	if err != nil {
+		return "", nil, fmt.Errorf("PUNTOS_TEST_DATABASE_URL must be a URL: %w", err)
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		t.Fatalf("PostgreSQL is not reachable (run `make services`): %v", err)
+		return "", nil, fmt.Errorf("PostgreSQL is not reachable (run `make services`): %w", err)
 	}
 	defer conn.Close(ctx)
-	name := fmt.Sprintf("puntos_t_%d_%06d", time.Now().UnixNano()%1e9, rand.IntN(1e6))
+	name := fmt.Sprintf("%s_%d_%06d", prefix, time.Now().UnixNano()%1e9, rand.IntN(1e6))
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("create database: %v", err)
+		return "", nil, fmt.Errorf("create database: %w", err)
 	}
-	t.Cleanup(func() {
+	drop := func() {
 		c, err := pgx.ConnectConfig(context.Background(), cfg)
 		if err != nil {
 			return
 		}
 		defer c.Close(context.Background())
 		_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-	})
-	u, err := url.Parse(AdminURL())
-	if err != nil {
-		t.Fatalf("PUNTOS_TEST_DATABASE_URL must be a URL: %v", err)
 	}
 	u.Path = "/" + name
-	return u.String()
+	return u.String(), drop, nil
 }
