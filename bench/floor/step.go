@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/puntos-loyalty/puntos/bench/internal/rig"
+	"github.com/puntos-loyalty/puntos/internal/testenv"
 )
 
 // step is one measurement: a route of the HTTP server and what it needs.
@@ -145,9 +146,9 @@ func (f *floor) runStep(ctx context.Context, s step) (*stepResult, error) {
 	}
 
 	res := &stepResult{Step: s.name, What: s.what, LoadBefore: rig.DescribeLoad()}
-	cpu0 := rig.SampleCPU(ctx, f.pool)
+	cpu0 := testenv.SampleCPU(ctx, f.pool)
 	lat, other, elapsed := f.drive(ctx, s, clients)
-	self, pg := rig.SampleCPU(ctx, f.pool).Since(cpu0)
+	self, pg := testenv.SampleCPU(ctx, f.pool).Since(cpu0)
 	res.LoadAfter = rig.DescribeLoad()
 	if cs != nil {
 		cs.close()
