@@ -2,7 +2,6 @@ package natsbus
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -328,7 +327,7 @@ func decode(m jetstream.Msg, p int) (d *Delivery, problem string) {
 		d.Seq = meta.Sequence.Stream
 		d.NumDelivered = meta.NumDelivered
 	}
-	if err := json.Unmarshal(m.Data(), &d.Command); err != nil {
+	if err := bus.DecodeCommand(m.Data(), &d.Command); err != nil {
 		d.Command = bus.Command{}
 		return d, "undecodable: " + err.Error()
 	}

@@ -29,7 +29,7 @@ func (b *Bus) commandMsg(cmd bus.Command) (*nats.Msg, error) {
 	if cmd.Source == "" || cmd.TxnID == "" {
 		return nil, errors.New("publish command: no source or transaction id")
 	}
-	data, err := json.Marshal(cmd)
+	data, err := bus.AppendCommand(make([]byte, 0, 320+len(cmd.Payload)), &cmd)
 	if err != nil {
 		return nil, fmt.Errorf("encode command: %w", err)
 	}

@@ -1,7 +1,6 @@
 package natsbus
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -71,7 +70,7 @@ func (b *Bus) deliverResult(m *nats.Msg) {
 	}
 
 	var r bus.Result
-	if err := json.Unmarshal(m.Data, &r); err != nil {
+	if err := bus.DecodeResult(m.Data, &r); err != nil {
 		b.log.Warn("Undecodable result", "subject", m.Subject, "error", err)
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"strconv"
 
 	"github.com/puntos-loyalty/puntos/core"
+	"github.com/puntos-loyalty/puntos/internal/plainjson"
 )
 
 // AppendJSON appends v as encoding/json would encode it, and fails where
@@ -13,11 +14,11 @@ import (
 // (docs/benchmarks.md). TestBalanceJSON holds the two encodings equal.
 func (v *BalanceView) AppendJSON(b []byte) ([]byte, error) {
 	b = append(b, `{"member":`...)
-	b = appendJSONString(b, v.Member)
+	b = plainjson.AppendString(b, v.Member)
 	b = append(b, `,"program":`...)
-	b = appendJSONString(b, v.Program)
+	b = plainjson.AppendString(b, v.Program)
 	b = append(b, `,"status":`...)
-	b = appendJSONString(b, v.Status)
+	b = plainjson.AppendString(b, v.Status)
 	b = append(b, `,"balance":{"available":`...)
 	b = strconv.AppendInt(b, int64(v.Balance.Available), 10)
 	b = append(b, `,"pending":`...)
@@ -39,7 +40,7 @@ func (v *BalanceView) AppendJSON(b []byte) ([]byte, error) {
 				b = append(b, ',')
 			}
 			b = append(b, `{"expires_at":`...)
-			if b, err = appendJSONTime(b, e.ExpiresAt); err != nil {
+			if b, err = plainjson.AppendTime(b, e.ExpiresAt); err != nil {
 				return nil, err
 			}
 			b = append(b, `,"points":`...)
@@ -49,7 +50,7 @@ func (v *BalanceView) AppendJSON(b []byte) ([]byte, error) {
 		b = append(b, ']')
 	}
 	b = append(b, `,"as_of":`...)
-	if b, err = appendJSONTime(b, v.AsOf); err != nil {
+	if b, err = plainjson.AppendTime(b, v.AsOf); err != nil {
 		return nil, err
 	}
 	return append(b, '}'), nil
@@ -69,16 +70,16 @@ func appendLots(b []byte, lots []core.Lot) ([]byte, error) {
 		b = append(b, `{"id":`...)
 		b = strconv.AppendInt(b, l.ID, 10)
 		b = append(b, `,"earned_at":`...)
-		if b, err = appendJSONTime(b, l.EarnedAt); err != nil {
+		if b, err = plainjson.AppendTime(b, l.EarnedAt); err != nil {
 			return nil, err
 		}
 		b = append(b, `,"spendable_from":`...)
-		if b, err = appendJSONTime(b, l.SpendableFrom); err != nil {
+		if b, err = plainjson.AppendTime(b, l.SpendableFrom); err != nil {
 			return nil, err
 		}
 		if l.ExpiresAt != nil {
 			b = append(b, `,"expires_at":`...)
-			if b, err = appendJSONTime(b, *l.ExpiresAt); err != nil {
+			if b, err = plainjson.AppendTime(b, *l.ExpiresAt); err != nil {
 				return nil, err
 			}
 		}

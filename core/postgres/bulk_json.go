@@ -3,10 +3,10 @@ package postgres
 import (
 	"encoding/json"
 	"strconv"
-	"time"
 
 	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
+	"github.com/puntos-loyalty/puntos/internal/plainjson"
 )
 
 // The set-based bulk path stores a result and an event for every line. These
@@ -30,27 +30,27 @@ func appendResult(b []byte, r *bus.Result) []byte {
 // closing brace, so that the data can be written after it in place.
 func appendResultHead(b []byte, r *bus.Result) []byte {
 	b = append(b, `{"command_id":`...)
-	b = appendJSONString(b, r.CommandID)
+	b = plainjson.AppendString(b, r.CommandID)
 	b = append(b, `,"source":`...)
-	b = appendJSONString(b, r.Source)
+	b = plainjson.AppendString(b, r.Source)
 	b = append(b, `,"txn_id":`...)
-	b = appendJSONString(b, r.TxnID)
+	b = plainjson.AppendString(b, r.TxnID)
 	b = append(b, `,"kind":`...)
-	b = appendJSONString(b, r.Kind)
+	b = plainjson.AppendString(b, r.Kind)
 	b = append(b, `,"status":`...)
-	b = appendJSONString(b, r.Status)
+	b = plainjson.AppendString(b, r.Status)
 	if r.Replayed {
 		b = append(b, `,"replayed":true`...)
 	}
 	if e := r.Error; e != nil {
 		b = append(b, `,"error":{"kind":`...)
-		b = appendJSONString(b, e.Kind)
+		b = plainjson.AppendString(b, e.Kind)
 		if e.Field != "" {
 			b = append(b, `,"field":`...)
-			b = appendJSONString(b, e.Field)
+			b = plainjson.AppendString(b, e.Field)
 		}
 		b = append(b, `,"message":`...)
-		b = appendJSONString(b, e.Message)
+		b = plainjson.AppendString(b, e.Message)
 		b = append(b, '}')
 	}
 	return b
@@ -59,7 +59,7 @@ func appendResultHead(b []byte, r *bus.Result) []byte {
 // appendOutcome appends o as JSON.
 func appendOutcome(b []byte, o *core.Outcome) []byte {
 	b = append(b, `{"member":`...)
-	b = appendJSONString(b, o.Member)
+	b = plainjson.AppendString(b, o.Member)
 	if len(o.PostingIDs) > 0 {
 		b = append(b, `,"posting_ids":[`...)
 		for i, id := range o.PostingIDs {
@@ -81,7 +81,7 @@ func appendOutcome(b []byte, o *core.Outcome) []byte {
 	b = append(b, '}')
 	if o.HoldID != "" {
 		b = append(b, `,"hold_id":`...)
-		b = appendJSONString(b, o.HoldID)
+		b = plainjson.AppendString(b, o.HoldID)
 	}
 	if o.Written != 0 {
 		b = append(b, `,"written_off":`...)
@@ -89,7 +89,7 @@ func appendOutcome(b []byte, o *core.Outcome) []byte {
 	}
 	if o.Status != "" {
 		b = append(b, `,"status":`...)
-		b = appendJSONString(b, o.Status)
+		b = plainjson.AppendString(b, o.Status)
 	}
 	if len(o.Lots) > 0 {
 		b = append(b, `,"lots":[`...)
@@ -120,37 +120,37 @@ func appendEvent(b []byte, e *bus.Event) ([]byte, error) {
 		return append(b, body...), err
 	}
 	b = append(b, `{"event_id":`...)
-	b = appendJSONString(b, e.ID)
+	b = plainjson.AppendString(b, e.ID)
 	b = append(b, `,"kind":`...)
-	b = appendJSONString(b, e.Kind)
+	b = plainjson.AppendString(b, e.Kind)
 	b = append(b, `,"program":`...)
-	b = appendJSONString(b, e.Program)
+	b = plainjson.AppendString(b, e.Program)
 	b = append(b, `,"member":`...)
-	b = appendJSONString(b, e.Member)
+	b = plainjson.AppendString(b, e.Member)
 	if e.MemberRef != "" {
 		b = append(b, `,"member_ref":`...)
-		b = appendJSONString(b, e.MemberRef)
+		b = plainjson.AppendString(b, e.MemberRef)
 	}
 	b = append(b, `,"points":`...)
 	b = strconv.AppendInt(b, e.Points, 10)
 	b = append(b, `,"occurred_at":`...)
-	b, err := appendJSONTime(b, e.OccurredAt)
+	b, err := plainjson.AppendTime(b, e.OccurredAt)
 	if err != nil {
 		return nil, err
 	}
 	b = append(b, `,"recorded_at":`...)
-	if b, err = appendJSONTime(b, e.RecordedAt); err != nil {
+	if b, err = plainjson.AppendTime(b, e.RecordedAt); err != nil {
 		return nil, err
 	}
 	b = append(b, `,"source":`...)
-	b = appendJSONString(b, e.Source)
+	b = plainjson.AppendString(b, e.Source)
 	b = append(b, `,"txn_id":`...)
-	b = appendJSONString(b, e.TxnID)
+	b = plainjson.AppendString(b, e.TxnID)
 	for _, f := range [...]struct{ name, v string }{{`,"rule_version":`, e.RuleVersion},
 		{`,"partner":`, e.Partner}, {`,"channel":`, e.Channel}} {
 		if f.v != "" {
 			b = append(b, f.name...)
-			b = appendJSONString(b, f.v)
+			b = plainjson.AppendString(b, f.v)
 		}
 	}
 	if e.PostingID != 0 {
@@ -159,36 +159,7 @@ func appendEvent(b []byte, e *bus.Event) ([]byte, error) {
 	}
 	if e.Tier != "" {
 		b = append(b, `,"tier":`...)
-		b = appendJSONString(b, e.Tier)
+		b = plainjson.AppendString(b, e.Tier)
 	}
 	return append(b, '}'), nil
-}
-
-// appendJSONTime appends t as time.Time's MarshalJSON writes it.
-func appendJSONTime(b []byte, t time.Time) ([]byte, error) {
-	if _, off := t.Zone(); t.Year() < 0 || t.Year() > 9999 || off <= -24*3600 ||
-		off >= 24*3600 {
-		text, err := t.MarshalJSON() // refuses what RFC 3339 cannot say
-		return append(b, text...), err
-	}
-	b = append(b, '"')
-	b = t.AppendFormat(b, time.RFC3339Nano)
-	return append(b, '"'), nil
-}
-
-// appendJSONString appends s quoted as encoding/json quotes it. Plain ASCII
-// (the references, codes and ids of a bulk line) is copied as it is; any
-// other string goes through encoding/json, which escapes it.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' ||
-			c == '&' {
-			q, _ := json.Marshal(s) // a string always encodes
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }

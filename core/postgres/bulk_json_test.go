@@ -10,6 +10,7 @@ import (
 
 	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
+	"github.com/puntos-loyalty/puntos/internal/plainjson"
 )
 
 // The bulk path's JSON appenders write exactly what encoding/json writes.
@@ -37,7 +38,7 @@ func TestBulkJSON(t *testing.T) {
 
 	for _, s := range strs {
 		want, _ := json.Marshal(s)
-		if got := appendJSONString(nil, s); string(got) != string(want) {
+		if got := plainjson.AppendString(nil, s); string(got) != string(want) {
 			t.Errorf("string %q: got %s, want %s", s, got, want)
 		}
 	}
