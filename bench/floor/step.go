@@ -64,8 +64,11 @@ type stepResult struct {
 	What       string   `json:"what"`
 	LoadBefore rig.Load `json:"load_before"`
 	LoadAfter  rig.Load `json:"load_after"`
-	Figures    figures  `json:"figures"`
-	Check      check    `json:"check"`
+	// StealPercent is the share of the CPU time the hypervisor took away
+	// during the step (-1: unknown).
+	StealPercent float64 `json:"steal_percent"`
+	Figures      figures `json:"figures"`
+	Check        check   `json:"check"`
 }
 
 // figures are what a step measured. An event is one accrual: a request in
@@ -115,9 +118,9 @@ func (r *stepResult) line() string {
 			r.Check.Rows, r.Check.RowsExpected, g.OtherAnswers)
 	}
 	return fmt.Sprintf("%-15s %9.1f req/s %9.1f events/s  p50 %6.2f ms  p99 %6.2f ms  "+
-		"cpu %6.1f µs/event (process %.1f, postgres %.1f)  %s", r.Step, g.RequestsPerS,
-		g.EventsPerS, g.Latency.P50, g.Latency.P99, g.CPU.TotalUsPerEvent,
-		g.CPU.ProcessUsPerEvent, g.CPU.PostgresUsPerEvent, verdict)
+		"cpu %6.1f µs/event (process %.1f, postgres %.1f)  steal %.0f%%  %s", r.Step,
+		g.RequestsPerS, g.EventsPerS, g.Latency.P50, g.Latency.P99, g.CPU.TotalUsPerEvent,
+		g.CPU.ProcessUsPerEvent, g.CPU.PostgresUsPerEvent, r.StealPercent, verdict)
 }
 
 // runStep measures one step on an empty table and, when the step uses
@@ -150,6 +153,7 @@ func (f *floor) runStep(ctx context.Context, s step) (*stepResult, error) {
 	lat, other, elapsed := f.drive(ctx, s, clients)
 	self, pg := testenv.SampleCPU(ctx, f.pool).Since(cpu0)
 	res.LoadAfter = rig.DescribeLoad()
+	res.StealPercent = res.LoadAfter.StealSince(res.LoadBefore)
 	if cs != nil {
 		cs.close()
 	}

@@ -45,18 +45,21 @@ type runner struct {
 
 // result is one scenario's JSON file.
 type result struct {
-	Scenario   string         `json:"scenario"`
-	What       string         `json:"what"`
-	StartedAt  time.Time      `json:"started_at"`
-	Machine    machine        `json:"machine"`
-	LoadBefore loadNote       `json:"load_before"`
-	LoadAfter  loadNote       `json:"load_after"`
-	Platform   map[string]any `json:"platform"`
-	Settings   map[string]any `json:"settings"`
-	Figures    map[string]any `json:"figures"`
-	Check      check          `json:"ledger_check"`
-	Profile    string         `json:"cpu_profile,omitempty"`
-	Skipped    string         `json:"skipped,omitempty"`
+	Scenario   string    `json:"scenario"`
+	What       string    `json:"what"`
+	StartedAt  time.Time `json:"started_at"`
+	Machine    machine   `json:"machine"`
+	LoadBefore loadNote  `json:"load_before"`
+	LoadAfter  loadNote  `json:"load_after"`
+	// StealPercent is the share of the CPU time the hypervisor took away
+	// during the scenario (-1: unknown).
+	StealPercent float64        `json:"steal_percent"`
+	Platform     map[string]any `json:"platform"`
+	Settings     map[string]any `json:"settings"`
+	Figures      map[string]any `json:"figures"`
+	Check        check          `json:"ledger_check"`
+	Profile      string         `json:"cpu_profile,omitempty"`
+	Skipped      string         `json:"skipped,omitempty"`
 }
 
 // writer counts one kind of request's answers and times those that count.
@@ -147,6 +150,7 @@ func (r *runner) scenario(ctx context.Context, name string) (*result, error) {
 		return nil, err
 	}
 	res.LoadAfter = describeLoad()
+	res.StealPercent = res.LoadAfter.StealSince(res.LoadBefore)
 	res.Check, err = r.checkLedger(ctx)
 	if err != nil {
 		return nil, err
@@ -378,8 +382,9 @@ func (r *runner) save(res *result) error {
 // report prints the scenario's figures.
 func (r *runner) report(res *result) {
 	fmt.Fprintf(r.out, "%s: %s\n", res.Scenario, res.What)
-	fmt.Fprintf(r.out, "  load before %s, after %s (1-minute average, %d CPUs)\n",
-		res.LoadBefore.Load1, res.LoadAfter.Load1, res.Machine.CPUs)
+	fmt.Fprintf(r.out, "  load before %s, after %s (1-minute average, %d CPUs); "+
+		"steal %.1f%% of the CPU time\n", res.LoadBefore.Load1, res.LoadAfter.Load1,
+		res.Machine.CPUs, res.StealPercent)
 	b, _ := json.MarshalIndent(res.Figures, "  ", "  ")
 	fmt.Fprintf(r.out, "  %s\n", b)
 	verdict := "OK"

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -33,6 +34,21 @@ type Load struct {
 	At     time.Time `json:"at"`
 	Uptime string    `json:"uptime"`
 	Load1  string    `json:"load_1m"`
+	// Ticks are the machine's CPU time so far, from /proc/stat, in clock
+	// ticks: all of it, and what the hypervisor gave other guests while
+	// this one wanted to run (steal).
+	Ticks      uint64 `json:"cpu_ticks,omitempty"`
+	StealTicks uint64 `json:"steal_ticks,omitempty"`
+}
+
+// StealSince is the share of the machine's CPU time, in percent, that the
+// hypervisor took away between before and l; -1 when unknown. On a shared
+// host it can halve the figures of a run: compare runs with little of it.
+func (l Load) StealSince(before Load) float64 {
+	if l.Ticks <= before.Ticks || before.Ticks == 0 {
+		return -1
+	}
+	return 100 * float64(l.StealTicks-before.StealTicks) / float64(l.Ticks-before.Ticks)
 }
 
 // DescribeMachine reads the machine's CPUs, memory and kernel, and the
@@ -59,7 +75,34 @@ func DescribeLoad() Load {
 			n.Load1 = f[0]
 		}
 	}
+	n.Ticks, n.StealTicks = cpuTicks()
 	return n
+}
+
+// cpuTicks reads the machine's total and stolen CPU time from the "cpu"
+// line of /proc/stat (user nice system idle iowait irq softirq steal ...).
+func cpuTicks() (total, steal uint64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, 0
+	}
+	// guest and guest_nice (fields 9 and 10) are already in user and nice.
+	for i, v := range f[1:min(len(f), 9)] {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return 0, 0
+		}
+		total += n
+		if i == 7 {
+			steal = n
+		}
+	}
+	return total, steal
 }
 
 // procField returns the value of the first "key: value" line in a /proc file.
