@@ -156,7 +156,8 @@ func (r *Reader) Raw() []byte {
 		return nil
 	}
 	end, ok := valueEnd(r.b)
-	if !ok || !json.Valid(r.b[:end]) {
+	// encoding/json leaves white space around a value out of it: let it.
+	if !ok || space(r.b[0]) || space(r.b[end-1]) || !json.Valid(r.b[:end]) {
 		r.ok = false
 		return nil
 	}
@@ -171,7 +172,7 @@ func (r *Reader) End() bool {
 		return false
 	}
 	for _, c := range r.b {
-		if c != ' ' && c != '\t' && c != '\n' && c != '\r' {
+		if !space(c) {
 			r.ok = false
 			return false
 		}
@@ -179,6 +180,8 @@ func (r *Reader) End() bool {
 	r.b = nil
 	return true
 }
+
+func space(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // maxDepth bounds the nesting valueEnd follows, as encoding/json bounds its
 // own (at 10,000).

@@ -23,6 +23,8 @@ func TestRaw(t *testing.T) {
 		{`,`, ``, ``, false},
 		{``, ``, ``, false},
 		{`tru,`, ``, ``, false},
+		{` 0}`, ``, ``, false},
+		{`0 }`, ``, ``, false},
 	} {
 		r := NewReader([]byte(tc.in))
 		v := r.Raw()
