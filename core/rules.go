@@ -465,11 +465,16 @@ func YearOf(month string) string {
 // Windows are the program-local day and month of t.
 func Windows(t time.Time, loc *time.Location) (day, month string) {
 	l := t.In(loc)
-	day = l.Format("2006-01-02")
-	if len(day) == len("2006-01-02") {
-		return day, day[:len("2006-01")]
+	y, m, d := l.Date()
+	if y < 0 || y > 9999 {
+		return l.Format("2006-01-02"), l.Format("2006-01")
 	}
-	return day, l.Format("2006-01")
+	// Every event asks for its windows: write the date by hand, once.
+	b := [10]byte{byte('0' + y/1000), byte('0' + y/100%10), byte('0' + y/10%10),
+		byte('0' + y%10), '-', byte('0' + m/10), byte('0' + m%10), '-',
+		byte('0' + d/10), byte('0' + d%10)}
+	day = string(b[:])
+	return day, day[:len("2006-01")]
 }
 
 // RuleSet is a fixed set of compiled rules arranged for evaluation: for
@@ -616,8 +621,11 @@ func (s *RuleSet) Evaluate(ev EventFacts, mf MemberFacts, loc *time.Location,
 		if err != nil {
 			return out, err
 		}
-		code := "tier:" + mf.Tier
-		ref := code + "@x" + twoDecimals(m)
+		// One string holds the reference, the code is its head.
+		var b [64]byte
+		ref := string(appendTwoDecimals(append(append(append(b[:0], "tier:"...),
+			mf.Tier...), "@x"...), m))
+		code := ref[:len("tier:")+len(mf.Tier)]
 		out.Fired = append(out.Fired, Fired{Code: code, Ref: ref,
 			Computed: extra, Points: extra})
 		out.Points += extra
@@ -651,17 +659,17 @@ func aboveOne(m *big.Rat) bool {
 	return m.Cmp(ratOne) > 0
 }
 
-// twoDecimals prints m with two fraction digits as m.FloatString(2) does
-// (the last one rounded half away from zero).
-func twoDecimals(m *big.Rat) string {
+// appendTwoDecimals appends m with two fraction digits as m.FloatString(2)
+// writes it (the last one rounded half away from zero).
+func appendTwoDecimals(b []byte, m *big.Rat) []byte {
 	v, ok := toMicros(m)
 	if !ok || v < 0 {
-		return m.FloatString(2)
+		return append(b, m.FloatString(2)...)
 	}
 	h := (v + 5_000) / 10_000 // hundredths
 	frac := h % 100
-	return strconv.FormatInt(h/100, 10) + "." + string(rune('0'+frac/10)) +
-		string(rune('0'+frac%10))
+	b = strconv.AppendInt(b, h/100, 10)
+	return append(b, '.', byte('0'+frac/10), byte('0'+frac%10))
 }
 
 // tierExtra is what a tier multiplier m (above 1) adds to points p of the

@@ -466,3 +466,42 @@ func TestConditionCostIsBounded(t *testing.T) {
 	}
 	t.Logf("stopped after %s", time.Since(start))
 }
+
+// Windows writes the date by hand; it must say what time.Format says, in
+// any zone and year.
+func TestWindowsMatchesFormat(t *testing.T) {
+	zones := []*time.Location{time.UTC, time.FixedZone("", -3*3600), time.FixedZone("", 14*3600)}
+	if z, err := time.LoadLocation("America/Santiago"); err == nil {
+		zones = append(zones, z)
+	}
+	times := []time.Time{time.Date(2026, 12, 31, 23, 59, 59, 0, time.UTC),
+		time.Date(2027, 1, 1, 2, 0, 0, 0, time.UTC), time.Date(5, 3, 9, 0, 0, 0, 0, time.UTC),
+		time.Date(9999, 12, 31, 23, 0, 0, 0, time.UTC), time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(-1, 6, 1, 0, 0, 0, 0, time.UTC), {}}
+	for i := 0; i < 500; i++ {
+		times = append(times, time.Unix(int64(i)*7_919_993+int64(i*i)*86_399, 0))
+	}
+	for _, at := range times {
+		for _, z := range zones {
+			day, month := Windows(at, z)
+			if want := at.In(z).Format("2006-01-02"); day != want {
+				t.Errorf("Windows(%v, %v) day = %q, want %q", at, z, day, want)
+			}
+			if want := at.In(z).Format("2006-01"); month != want {
+				t.Errorf("Windows(%v, %v) month = %q, want %q", at, z, month, want)
+			}
+		}
+	}
+}
+
+// The tier multiplier's reference names the tier and the multiplier with
+// two decimals, as big.Rat's FloatString(2) writes it.
+func TestAppendTwoDecimals(t *testing.T) {
+	for _, r := range []*big.Rat{big.NewRat(3, 2), big.NewRat(2, 1), big.NewRat(1005, 1000),
+		big.NewRat(1, 3), big.NewRat(12345678, 1000), big.NewRat(-3, 2),
+		new(big.Rat).SetFrac(big.NewInt(1), new(big.Int).Lsh(big.NewInt(1), 80))} {
+		if got, want := string(appendTwoDecimals([]byte("x"), r)), "x"+r.FloatString(2); got != want {
+			t.Errorf("appendTwoDecimals(%v) = %q, want %q", r, got, want)
+		}
+	}
+}
