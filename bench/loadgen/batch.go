@@ -42,6 +42,7 @@ func (r *runner) batchScenario(ctx context.Context, res *result) error {
 	w := &writer{}
 	t := &batchTally{}
 	k0 := r.c.scrape(ctx)
+	cpu0 := r.sampleCPU(ctx)
 	start := time.Now()
 	deadline := start.Add(r.o.duration)
 	var wg sync.WaitGroup
@@ -72,6 +73,7 @@ func (r *runner) batchScenario(ctx context.Context, res *result) error {
 		"latency_200":          summarise(w.lat),
 		"latency_202":          summarise(w.lat202),
 		"core":                 r.c.scrape(ctx).since(k0),
+		"cpu":                  r.cpuSince(ctx, cpu0, done),
 		"target_events_per_s":  25000,
 	}
 	return nil
