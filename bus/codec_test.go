@@ -242,56 +242,24 @@ func BenchmarkCommandCodec(b *testing.B) {
 	data, _ := json.Marshal(c)
 	r := sampleResults()[0]
 	res, _ := json.Marshal(r)
-	b.Run("encode/codec", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, err := AppendCommand(nil, &c); err != nil {
-				b.Fatal(err)
+	for _, bc := range []struct {
+		name string
+		run  func() error
+	}{
+		{"encode/codec", func() error { _, err := AppendCommand(nil, &c); return err }},
+		{"encode/encoding-json", func() error { _, err := json.Marshal(c); return err }},
+		{"decode/codec", func() error { var got Command; return DecodeCommand(data, &got) }},
+		{"decode/encoding-json", func() error { var got Command; return json.Unmarshal(data, &got) }},
+		{"result/codec", func() error { var got Result; return DecodeResult(res, &got) }},
+		{"result/encoding-json", func() error { var got Result; return json.Unmarshal(res, &got) }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := bc.run(); err != nil {
+					b.Fatal(err)
+				}
 			}
-		}
-	})
-	b.Run("encode/encoding-json", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, err := json.Marshal(c); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("decode/codec", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			var got Command
-			if err := DecodeCommand(data, &got); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("decode/encoding-json", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			var got Command
-			if err := json.Unmarshal(data, &got); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("result/codec", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			var got Result
-			if err := DecodeResult(res, &got); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("result/encoding-json", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			var got Result
-			if err := json.Unmarshal(res, &got); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
+		})
+	}
 }
