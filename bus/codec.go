@@ -2,6 +2,7 @@ package bus
 
 import (
 	"encoding/json"
+	"errors"
 
 	"github.com/puntos-loyalty/puntos/internal/plainjson"
 )
@@ -39,20 +40,18 @@ func AppendCommand(b []byte, c *Command) ([]byte, error) {
 	b = append(b, `,"payload":`...)
 	b, ok := plainjson.AppendRaw(b, c.Payload)
 	if !ok {
-		// Let encoding/json say what is wrong, in its words.
-		_, err := json.Marshal(c)
-		return b[:start], err
+		return b[:start], marshalError(c, nil)
 	}
 	b = append(b, `,"hash":`...)
 	b = plainjson.AppendString(b, c.Hash)
 	var err error
 	b = append(b, `,"occurred_at":`...)
 	if b, err = plainjson.AppendTime(b, c.OccurredAt); err != nil {
-		return b[:start], err
+		return b[:start], marshalError(c, err)
 	}
 	b = append(b, `,"received_at":`...)
 	if b, err = plainjson.AppendTime(b, c.ReceivedAt); err != nil {
-		return b[:start], err
+		return b[:start], marshalError(c, err)
 	}
 	if a := c.Audit; a != nil {
 		b = append(b, `,"audit":{"action":`...)
@@ -62,6 +61,19 @@ func AppendCommand(b []byte, c *Command) ([]byte, error) {
 		b = append(b, '}')
 	}
 	return append(b, '}'), nil
+}
+
+// marshalError is the error json.Marshal returns for c, which AppendCommand
+// refused: encoding/json says what is wrong, in its words (a time's refusal
+// wrapped in a *json.MarshalerError). err is the fallback, should it take c.
+func marshalError(c *Command, err error) error {
+	if _, jerr := json.Marshal(c); jerr != nil {
+		return jerr
+	}
+	if err == nil {
+		err = errors.New("json: command not encoded")
+	}
+	return err
 }
 
 // DecodeCommand reads data into c as json.Unmarshal would, c being zero.

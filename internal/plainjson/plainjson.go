@@ -150,12 +150,13 @@ func (r *Reader) Time() time.Time {
 }
 
 // Raw reads any valid JSON value and returns its bytes, which share the
-// input's memory.
+// input's memory. The value is taken to be a member of an object, one level
+// down: it may nest one level less than encoding/json allows a document.
 func (r *Reader) Raw() []byte {
 	if !r.ok {
 		return nil
 	}
-	end, ok := valueEnd(r.b)
+	end, ok := valueEnd(r.b, maxDepth-1)
 	// encoding/json leaves white space around a value out of it: let it.
 	if !ok || space(r.b[0]) || space(r.b[end-1]) || !json.Valid(r.b[:end]) {
 		r.ok = false
@@ -190,8 +191,8 @@ const maxDepth = 10000
 // valueEnd finds where the JSON value at the start of b ends: after its
 // closing bracket, or before the comma, brace or bracket that follows a
 // scalar. It only counts brackets and skips strings; json.Valid then
-// checks what it found.
-func valueEnd(b []byte) (int, bool) {
+// checks what it found. It says no to a value nested deeper than limit.
+func valueEnd(b []byte, limit int) (int, bool) {
 	depth := 0
 	for i := 0; i < len(b); i++ {
 		switch b[i] {
@@ -208,7 +209,7 @@ func valueEnd(b []byte) (int, bool) {
 				return i + 1, true
 			}
 		case '{', '[':
-			if depth++; depth > maxDepth {
+			if depth++; depth > limit {
 				return 0, false
 			}
 		case '}', ']':

@@ -38,7 +38,7 @@ func FuzzReviewReader(f *testing.F) {
 				_ = r.String()
 				r.End()
 			case 4:
-				_, _ = valueEnd(data)
+				_, _ = valueEnd(data, maxDepth)
 			}
 		}
 		want, wantErr := json.Marshal(json.RawMessage(data))
