@@ -6,10 +6,11 @@ import (
 	"time"
 )
 
-// FuzzReviewReader hunts panics in the Reader on any input, and checks that
+// FuzzEdgeReader hunts panics in the Reader on any input, and checks that
 // what Raw takes is what encoding/json takes as a RawMessage in an array.
-func FuzzReviewReader(f *testing.F) {
-	for _, s := range []string{`"a"`, `"\`, `"`, `{"a":[1,"\\"]}`, `1,`, `[`, `]`, `}`, `"2026-12-05T00:00:00Z"`,
+func FuzzEdgeReader(f *testing.F) {
+	for _, s := range []string{`"a"`, `"\`, `"`, `{"a":[1,"\\"]}`, `1,`, `[`, `]`, `}`,
+		`"2026-12-05T00:00:00Z"`,
 		`"2026-12-05T1:00:00,5+23:59"`, `tru`, `"x\"`, `1 `, ` 1`} {
 		f.Add([]byte(s))
 	}
@@ -54,7 +55,7 @@ func FuzzReviewReader(f *testing.F) {
 	})
 }
 
-func FuzzReviewAppendTime(f *testing.F) {
+func FuzzEdgeAppendTime(f *testing.F) {
 	f.Add(int64(0), int64(0), 0)
 	f.Add(int64(253402300799), int64(999999999), 86399)
 	f.Add(int64(-62167219200), int64(0), -86399)

@@ -9,16 +9,17 @@ import (
 	"time"
 )
 
-// Review tests: differential checks of the hand codec against encoding/json.
+// Edge cases found in review: differential checks of the hand codec against
+// encoding/json.
 
-const reviewHead = `{"id":"x","kind":"accrue","source":"s","txn_id":"t","program":"p","member":"m",`
+const edgeHead = `{"id":"x","kind":"accrue","source":"s","txn_id":"t","program":"p","member":"m",`
 
-func reviewCmd(payload, occurred, tail string) string {
-	return reviewHead + `"payload":` + payload + `,"hash":"h","occurred_at":` + occurred +
+func edgeCmd(payload, occurred, tail string) string {
+	return edgeHead + `"payload":` + payload + `,"hash":"h","occurred_at":` + occurred +
 		`,"received_at":"2026-12-05T00:00:00Z"` + tail + `}`
 }
 
-var reviewNastyCommands = func() []string {
+var edgeNastyCommands = func() []string {
 	var out []string
 	for _, p := range []string{
 		`-0`, `1E400`, `-1e-400`, `0.0e+0`, `"\ud800"`, `"\u0000"`, "\"\x7f\"", "\"\xed\xa0\x80\"",
@@ -30,7 +31,7 @@ var reviewNastyCommands = func() []string {
 		strings.Repeat("[", 9999) + `"x"` + strings.Repeat("]", 9999),
 		`{"a":"}"}`, `{"a":"\\"}`, `["]"]`, `{"}":"{"}`,
 	} {
-		out = append(out, reviewCmd(p, `"2026-12-05T00:00:00Z"`, ""))
+		out = append(out, edgeCmd(p, `"2026-12-05T00:00:00Z"`, ""))
 	}
 	for _, ts := range []string{
 		`"2026-12-05T1:00:00Z"`, `"2026-12-05T00:00:00,5Z"`, `"2026-12-05T00:00:00+24:00"`,
@@ -44,7 +45,7 @@ var reviewNastyCommands = func() []string {
 		`"2026-1-05T00:00:00Z"`, `"2026-12-5T00:00:00Z"`, `"2026-12-05T00:0:00Z"`,
 		`"2026-12-05T00:00:00+0500"`, `"2026-12-05T00:00:00+05:00:00"`, `"2026-12-05T00:00:00 Z"`,
 	} {
-		out = append(out, reviewCmd(`{}`, ts, ""))
+		out = append(out, edgeCmd(`{}`, ts, ""))
 	}
 	for _, tail := range []string{
 		`,"audit":{"action":"a","target":"b"}`, `,"audit":{"action":"a","target":"b","x":1}`,
@@ -52,11 +53,12 @@ var reviewNastyCommands = func() []string {
 		`,"audit":{"action":"a","target":"b"},"audit":{"action":"c","target":"d"}`,
 		`,"Audit":{"action":"a","target":"b"}`, `,"audit":{"action":"a","target":"b"}`,
 	} {
-		out = append(out, reviewCmd(`{}`, `"2026-12-05T00:00:00Z"`, tail))
+		out = append(out, edgeCmd(`{}`, `"2026-12-05T00:00:00Z"`, tail))
 	}
-	base := reviewCmd(`{}`, `"2026-12-05T00:00:00Z"`, "")
+	base := edgeCmd(`{}`, `"2026-12-05T00:00:00Z"`, "")
 	out = append(out, "\ufeff"+base, base+" \t\r\n", base+"\x00", base+"\v", base+"\f",
-		base+"\u00a0", " "+base, strings.Replace(base, `"member":"m"`, `"member":"m","actor":"","channel":""`, 1),
+		base+"\u00a0", " "+base,
+		strings.Replace(base, `"member":"m"`, `"member":"m","actor":"","channel":""`, 1),
 		strings.Replace(base, `"member":"m"`, `"member":"m","channel":"c","actor":"a"`, 1),
 		strings.Replace(base, `"member":"m"`, "\"member\":\"\u2028\u2029\x7f\"", 1),
 		strings.Replace(base, `"member":"m"`, "\"member\":\"\xf4\x90\x80\x80\"", 1),
@@ -72,20 +74,22 @@ var reviewNastyCommands = func() []string {
 	return out
 }()
 
-func TestReviewDecodeCommandNasty(t *testing.T) {
-	for _, s := range reviewNastyCommands {
+func TestEdgeDecodeCommandNasty(t *testing.T) {
+	for _, s := range edgeNastyCommands {
 		checkDecodeCommand(t, []byte(s))
 		checkDecodeResult(t, []byte(s))
 	}
 }
 
-var reviewNastyResults = func() []string {
+var edgeNastyResults = func() []string {
 	h := `{"command_id":"c","source":"s","txn_id":"t","kind":"k","status":"ok"`
 	var out []string
 	for _, tail := range []string{
-		``, `,"replayed":true`, `,"replayed":false`, `,"replayed":tru`, `,"replayed":true,"replayed":false`,
+		``, `,"replayed":true`, `,"replayed":false`, `,"replayed":tru`,
+		`,"replayed":true,"replayed":false`,
 		`,"error":{"kind":"a","message":"m"}`, `,"error":{"kind":"a","field":"","message":"m"}`,
-		`,"error":{"kind":"a","field":"f","message":"m"}`, `,"error":{"kind":"a","message":"m","field":"f"}`,
+		`,"error":{"kind":"a","field":"f","message":"m"}`,
+		`,"error":{"kind":"a","message":"m","field":"f"}`,
 		`,"error":{"kind":"a","message":"m"},"error":null`, `,"data":null`, `,"data":1`, `,"data":"x"`,
 		`,"data":{}`, `,"data":[]`, `,"data":1 `, `,"data": 1`, `,"data":1e999`, `,"data":-0`,
 		`,"data":{"a":"\u2028<>&"}`, `,"data":{"a":1},"data":{"b":2}`, `,"data":"\\"`,
@@ -101,21 +105,21 @@ var reviewNastyResults = func() []string {
 	return out
 }()
 
-func TestReviewDecodeResultNasty(t *testing.T) {
-	for _, s := range reviewNastyResults {
+func TestEdgeDecodeResultNasty(t *testing.T) {
+	for _, s := range edgeNastyResults {
 		checkDecodeResult(t, []byte(s))
 		checkDecodeCommand(t, []byte(s))
 	}
 }
 
-// FuzzReviewDecodeCommand is FuzzDecodeCommand with the nasty seeds.
-func FuzzReviewDecodeCommand(f *testing.F) {
-	for _, s := range reviewNastyCommands {
+// FuzzEdgeDecodeCommand is FuzzDecodeCommand with the nasty seeds.
+func FuzzEdgeDecodeCommand(f *testing.F) {
+	for _, s := range edgeNastyCommands {
 		if len(s) < 2000 {
 			f.Add([]byte(s))
 		}
 	}
-	for _, s := range reviewNastyResults {
+	for _, s := range edgeNastyResults {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -144,9 +148,10 @@ func checkAppendCommand(t *testing.T, c *Command) {
 	checkDecodeCommand(t, want)
 }
 
-// FuzzReviewAppendCommand checks AppendCommand's bytes against json.Marshal.
-func FuzzReviewAppendCommand(f *testing.F) {
-	f.Add("id", "member <&>\u2028\u2029\x7f\xff", "", []byte(`{"a":"<\u2028>"}`), false, int64(0), int64(0), 0, true)
+// FuzzEdgeAppendCommand checks AppendCommand's bytes against json.Marshal.
+func FuzzEdgeAppendCommand(f *testing.F) {
+	f.Add("id", "member <&>\u2028\u2029\x7f\xff", "", []byte(`{"a":"<\u2028>"}`), false,
+		int64(0), int64(0), 0, true)
 	f.Add("", "", "actor", []byte(nil), true, int64(1e9), int64(5), -5*3600, false)
 	f.Add("x", "y", "z", []byte(" [1, 2] "), false, int64(253402300799), int64(999999999), 86399, true)
 	f.Add("x", "y", "z", []byte("{}"), false, int64(253402300800), int64(0), 0, true)
@@ -181,7 +186,7 @@ func FuzzReviewAppendCommand(f *testing.F) {
 	})
 }
 
-func TestReviewAppendCommandEdges(t *testing.T) {
+func TestEdgeAppendCommandEdges(t *testing.T) {
 	at := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
 	base := Command{ID: "x", Payload: json.RawMessage(`{}`), OccurredAt: at, ReceivedAt: at}
 	for _, change := range []func(c *Command){
@@ -194,7 +199,9 @@ func TestReviewAppendCommandEdges(t *testing.T) {
 		func(c *Command) { c.Payload = json.RawMessage("\"a\xff\"") },
 		func(c *Command) { c.Payload = json.RawMessage("\r\n{\"a\"\t:\t1}\r\n") },
 		func(c *Command) { c.Payload = json.RawMessage("1e400") },
-		func(c *Command) { c.Payload = json.RawMessage(strings.Repeat("[", 10001) + strings.Repeat("]", 10001)) },
+		func(c *Command) {
+			c.Payload = json.RawMessage(strings.Repeat("[", 10001) + strings.Repeat("]", 10001))
+		},
 		func(c *Command) { c.Member = "\x7f\x00\u2028\u2029\xff\xfe<>&" },
 		func(c *Command) { c.Audit = &Audit{Action: "<", Target: "\u2028"} },
 		func(c *Command) { c.OccurredAt = time.Date(2026, 1, 1, 0, 0, 0, 0, time.FixedZone("", 86399)) },
@@ -219,7 +226,7 @@ func TestReviewAppendCommandEdges(t *testing.T) {
 
 // A failed AppendCommand should fail the way json.Marshal does: encoding/json
 // wraps a time's refusal in a *json.MarshalerError.
-func TestReviewAppendCommandErrorKind(t *testing.T) {
+func TestEdgeAppendCommandErrorKind(t *testing.T) {
 	c := Command{Payload: json.RawMessage(`{}`),
 		OccurredAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}
 	_, wantErr := json.Marshal(c)
@@ -234,7 +241,7 @@ func TestReviewAppendCommandErrorKind(t *testing.T) {
 // reader counts the depth of the payload (or data) alone, from zero, and
 // forgets the object around it: a payload nested exactly 10,000 deep makes a
 // document 10,001 deep, which encoding/json refuses and the hand path takes.
-func TestReviewDecodeDepthLimit(t *testing.T) {
+func TestEdgeDecodeDepthLimit(t *testing.T) {
 	for _, depth := range []int{9999, 10000, 10001} {
 		payload := strings.Repeat("[", depth) + strings.Repeat("]", depth)
 		for _, tc := range []struct {
@@ -243,10 +250,11 @@ func TestReviewDecodeDepthLimit(t *testing.T) {
 			dec  func([]byte) error
 			std  func([]byte) error
 		}{
-			{"command", []byte(reviewCmd(payload, `"2026-12-05T00:00:00Z"`, "")),
+			{"command", []byte(edgeCmd(payload, `"2026-12-05T00:00:00Z"`, "")),
 				func(b []byte) error { var c Command; return DecodeCommand(b, &c) },
 				func(b []byte) error { var c Command; return json.Unmarshal(b, &c) }},
-			{"result", []byte(`{"command_id":"c","source":"s","txn_id":"t","kind":"k","status":"ok","data":` +
+			{"result", []byte(`{"command_id":"c","source":"s","txn_id":"t","kind":"k",` +
+				`"status":"ok","data":` +
 				payload + `}`),
 				func(b []byte) error { var r Result; return DecodeResult(b, &r) },
 				func(b []byte) error { var r Result; return json.Unmarshal(b, &r) }},
