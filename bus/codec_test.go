@@ -84,13 +84,13 @@ func TestAppendCommandRefuses(t *testing.T) {
 	}
 }
 
-// checkDecodeCommand decodes data both ways and fails when they differ in
-// value or in whether they refuse it.
-func checkDecodeCommand(t *testing.T, data []byte) {
+// checkDecode decodes data with decode and with encoding/json, into zero
+// values, and fails when they differ in value or in whether they refuse it.
+func checkDecode[T any](t *testing.T, data []byte, decode func([]byte, *T) error) {
 	t.Helper()
-	var want, got Command
+	var want, got T
 	wantErr := json.Unmarshal(data, &want)
-	err := DecodeCommand(data, &got)
+	err := decode(data, &got)
 	if (err != nil) != (wantErr != nil) {
 		t.Fatalf("%q: error %v, encoding/json says %v", data, err, wantErr)
 	}
@@ -99,17 +99,14 @@ func checkDecodeCommand(t *testing.T, data []byte) {
 	}
 }
 
+func checkDecodeCommand(t *testing.T, data []byte) {
+	t.Helper()
+	checkDecode(t, data, DecodeCommand)
+}
+
 func checkDecodeResult(t *testing.T, data []byte) {
 	t.Helper()
-	var want, got Result
-	wantErr := json.Unmarshal(data, &want)
-	err := DecodeResult(data, &got)
-	if (err != nil) != (wantErr != nil) {
-		t.Fatalf("%q: error %v, encoding/json says %v", data, err, wantErr)
-	}
-	if err == nil && !reflect.DeepEqual(got, want) {
-		t.Errorf("%q:\n got %#v\nwant %#v", data, got, want)
-	}
+	checkDecode(t, data, DecodeResult)
 }
 
 // Shapes the hand reader does not expect go to encoding/json, which reads
