@@ -67,9 +67,13 @@ func (r *runner) busScenario(ctx context.Context, res *result) (bool, error) {
 	// Applied: until core has applied every stored command (two minutes at
 	// most), as its own counter tells; counting the program's postings
 	// instead would take PostgreSQL's CPU from core while it works. The
-	// postings are counted at the end.
-	for r.c.scrape(ctx).commands-k0.commands < float64(stored.Load()) &&
-		time.Since(start) < published+2*time.Minute && ctx.Err() == nil {
+	// postings are counted at the end (and waited for there, should the
+	// counter not be readable).
+	for time.Since(start) < published+2*time.Minute && ctx.Err() == nil {
+		k := r.c.scrape(ctx)
+		if k.commands == 0 || k.commands-k0.commands >= float64(stored.Load()) {
+			break
+		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	applied := time.Since(start)
