@@ -21,9 +21,10 @@ import (
 // step, with one sync for the whole batch. Staging costs a few syncs of its
 // own (the server makes and removes a small store for each batch), so a
 // batch pays only from atomicMin messages on: BenchmarkStoreGroups measures
-// both ways. The bus sends larger groups (a batch of commands, the events
-// of a relay pass) as atomic batches when the stream allows them, and
-// smaller ones message by message.
+// both ways. The bus sends larger groups of messages (the events of a
+// relay pass) as atomic batches when the stream allows them, and smaller
+// ones message by message. A batch of commands is packed instead, a few
+// messages for the whole batch (publish_batch.go).
 //
 // An atomic batch is stored whole or not at all. The server refuses the
 // whole batch when one of its messages repeats a message id it holds (a

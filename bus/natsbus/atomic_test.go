@@ -12,8 +12,28 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/puntos-loyalty/puntos/bus"
 )
+
+// The tests of this file store one message per command, as the bus stores
+// ledger events (PublishEvents), to try atomic batches with message ids
+// that repeat; PublishCommands packs commands instead (publish_batch.go).
+
+// storeOneByOne stores cmds with store, one message each with its own
+// message id, and returns store's answers.
+func storeOneByOne(ctx context.Context, b *Bus, cmds []bus.Command) ([]bool, []error) {
+	msgs, ids := make([]*nats.Msg, len(cmds)), make([]string, len(cmds))
+	dup, errs := make([]bool, len(cmds)), make([]error, len(cmds))
+	for i, c := range cmds {
+		if msgs[i], errs[i] = b.commandMsg(c); errs[i] == nil {
+			ids[i] = bus.MsgID(c)
+		}
+	}
+	b.store(ctx, b.cmdStream, msgs, ids, dup, errs)
+	return dup, errs
+}
 
 // Batches of sizes around the atomic bounds, each with a command repeated
 // inside the batch and a share of commands already stored by an earlier
@@ -45,7 +65,7 @@ func TestAtomicSizesWithRepeats(t *testing.T) {
 			want[len(cmds)] = true
 			cmds = append(cmds, cmds[mid])
 
-			dup, errs := b.PublishCommands(ctx, cmds)
+			dup, errs := storeOneByOne(ctx, b, cmds)
 			for i := range cmds {
 				if errs[i] != nil {
 					t.Fatalf("size %d: command %d: %v", size, i, errs[i])
@@ -86,7 +106,7 @@ func TestAtomicConcurrentOverlap(t *testing.T) {
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 				defer cancel()
-				dup, errs := buses[c%len(buses)].PublishCommands(ctx, cmds)
+				dup, errs := storeOneByOne(ctx, buses[c%len(buses)], cmds)
 				for k := range cmds {
 					if errs[k] != nil {
 						failed.Add(1)
@@ -129,7 +149,7 @@ func TestAtomicOversizedMember(t *testing.T) {
 		big.Payload = []byte(`{"points":1,"note":"` + strings.Repeat("x", 2<<20) + `"}`)
 		big.Seal()
 		cmds[17] = big
-		dup, errs := b.PublishCommands(context.Background(), cmds)
+		dup, errs := storeOneByOne(context.Background(), b, cmds)
 		for i := range cmds {
 			if i == 17 {
 				if errs[i] == nil {

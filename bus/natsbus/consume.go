@@ -40,20 +40,27 @@ type Delivery struct {
 	// Command is the decoded command.
 	Command bus.Command
 
-	// Raw is the message as it is stored on the stream.
+	// Raw is the command as it is stored on the stream: the message, or
+	// the command's line of a pack.
 	Raw []byte
 
 	// Partition is the partition the command came from.
 	Partition int
 
-	// Seq is the command's sequence number in the command stream.
+	// Seq is the command's sequence number in the command stream: that of
+	// its message, which it shares with the other commands of a pack.
 	Seq uint64
+
+	// Index is the command's place in its pack, from 0; it is 0 for a
+	// command that has a message of its own.
+	Index int
 
 	// NumDelivered counts the deliveries of this command, this one
 	// included: 1 the first time, 2 on the first redelivery and so on.
 	NumDelivered uint64
 
 	receipt
+	problem string // why it is not a usable command, if it is not
 }
 
 // Consume fetches the commands of one partition in batches and hands them to
@@ -121,7 +128,7 @@ func (b *Bus) Consume(ctx context.Context, partition int, batchSize int, maxWait
 		if len(msgs) == 0 {
 			continue
 		}
-		if b.process(ctx, partition, msgs, handle, log) {
+		if b.process(ctx, partition, msgs, batchSize, handle, log) {
 			// An outage: pause the partition, longer while it lasts.
 			outages++
 			sleep(ctx, backoff(b.cfg.RetryDelay, b.cfg.MaxRetryDelay, outages))
@@ -213,24 +220,59 @@ func drain(batch jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
 // process decodes a fetched batch, dead-letters what cannot be handled,
 // calls handle with the rest and settles what handle left unsettled. It
 // reports whether handle failed for an outage (ErrUnavailable).
-func (b *Bus) process(ctx context.Context, p int, msgs []jetstream.Msg,
+func (b *Bus) process(ctx context.Context, p int, msgs []jetstream.Msg, size int,
 	handle func(context.Context, []*Delivery) error, log *slog.Logger) (outage bool) {
 	batch := make([]*Delivery, 0, len(msgs))
 	for _, m := range msgs {
-		d, problem := decode(m, p)
-		switch {
-		case problem != "":
-			b.bury(ctx, d, problem, log)
-		case b.attempts(d) > uint64(b.cfg.MaxDeliver):
-			b.bury(ctx, d, "max deliveries", log)
-		default:
-			batch = append(batch, d)
+		for _, d := range decode(m, p) {
+			switch {
+			case d.problem != "":
+				b.bury(ctx, d, d.problem, log)
+			case b.attempts(d) > uint64(b.cfg.MaxDeliver):
+				b.bury(ctx, d, "max deliveries", log)
+			default:
+				batch = append(batch, d)
+			}
 		}
 	}
-	if len(batch) == 0 {
-		return false
+	// Packs can make a fetch hold more commands than a batch: hand them
+	// over in batches of at most size commands, cut between messages. A
+	// batch that fails takes every later one with it, untried, so that
+	// all come back in order.
+	for len(batch) > 0 {
+		n := batchEnd(batch, size)
+		if outage, failed := b.settleBatch(ctx, batch[:n], batch, handle, log); failed {
+			return outage
+		}
+		batch = batch[n:]
 	}
+	return false
+}
 
+// batchEnd is how many of the deliveries go in the next batch: at most
+// size, unless the first message alone holds more, and never part of a
+// message.
+func batchEnd(ds []*Delivery, size int) int {
+	if len(ds) <= size {
+		return len(ds)
+	}
+	n := size
+	for n > 0 && ds[n].msg == ds[n-1].msg {
+		n--
+	}
+	if n == 0 { // one pack larger than a batch: it goes whole
+		for n = 1; n < len(ds) && ds[n].msg == ds[0].msg; n++ {
+		}
+	}
+	return n
+}
+
+// settleBatch calls handle with batch and settles what handle left
+// unsettled. rest starts with batch and holds the later deliveries of the
+// fetch, which are asked for again with batch when handle fails. It
+// reports whether handle failed, and whether for an outage.
+func (b *Bus) settleBatch(ctx context.Context, batch, rest []*Delivery,
+	handle func(context.Context, []*Delivery) error, log *slog.Logger) (outage, failed bool) {
 	err := handle(ctx, batch)
 
 	// Settle even when ctx is done, so that nothing waits for AckWait.
@@ -245,10 +287,11 @@ func (b *Bus) process(ctx context.Context, p int, msgs []jetstream.Msg,
 			log.Error("Ack failed; the batch will be delivered again", "error", err)
 		}
 		b.forget(batch)
-		return false
+		return false, false
 	}
 
 	// An outage: hand the batch back, in order, without using up attempts.
+	batch = rest
 	if errors.Is(err, ErrUnavailable) {
 		for _, d := range batch {
 			if d.settled.Load() {
@@ -262,7 +305,7 @@ func (b *Bus) process(ctx context.Context, p int, msgs []jetstream.Msg,
 		}
 		log.Warn("Batch handed back during an outage; it does not count as an attempt",
 			"size", len(batch), "error", err)
-		return true
+		return true, true
 	}
 
 	// Ask for the batch again, in order, and pause the partition.
@@ -286,7 +329,7 @@ func (b *Bus) process(ctx context.Context, p int, msgs []jetstream.Msg,
 			"retry_in", delay, "error", err)
 		sleep(ctx, delay)
 	}
-	return false
+	return false, true
 }
 
 // attempts is how many deliveries of d count against MaxDeliver: all of
@@ -297,8 +340,18 @@ func (b *Bus) attempts(d *Delivery) uint64 {
 	return d.NumDelivered - min(b.spared[d.Seq], d.NumDelivered)
 }
 
-// spare records that this delivery of d does not count against MaxDeliver.
+// spare records that this delivery of d does not count against MaxDeliver:
+// once for a message, whatever the commands of its pack.
 func (b *Bus) spare(d *Delivery) {
+	if p := d.pack; p != nil {
+		p.mu.Lock()
+		done := p.spared
+		p.spared = true
+		p.mu.Unlock()
+		if done {
+			return
+		}
+	}
 	b.sparedMu.Lock()
 	defer b.sparedMu.Unlock()
 	b.spared[d.Seq]++
@@ -313,28 +366,59 @@ func (b *Bus) forget(batch []*Delivery) {
 		return
 	}
 	for _, d := range batch {
-		if !d.naked.Load() {
+		if !d.comesBack() {
 			delete(b.spared, d.Seq)
 		}
 	}
 }
 
-// decode turns a message into a delivery. problem is not empty when the
-// message is not a usable command.
-func decode(m jetstream.Msg, p int) (d *Delivery, problem string) {
-	d = &Delivery{receipt: receipt{msg: m, what: "command"}, Raw: m.Data(), Partition: p}
+// decode turns a message into its deliveries: one, or one per command of
+// a pack. A delivery's problem is not empty when it is not a usable
+// command; a pack that does not hold the commands its header announces is
+// one unusable delivery.
+func decode(m jetstream.Msg, p int) []*Delivery {
+	var seq, delivered uint64
 	if meta, err := m.Metadata(); err == nil {
-		d.Seq = meta.Sequence.Stream
-		d.NumDelivered = meta.NumDelivered
+		seq, delivered = meta.Sequence.Stream, meta.NumDelivered
 	}
-	if err := bus.DecodeCommand(m.Data(), &d.Command); err != nil {
-		d.Command = bus.Command{}
-		return d, "undecodable: " + err.Error()
+	delivery := func(raw []byte, index int) *Delivery {
+		d := &Delivery{receipt: receipt{msg: m, what: "command"}, Raw: raw, Partition: p,
+			Seq: seq, NumDelivered: delivered, Index: index}
+		d.problem = decodeCommand(raw, &d.Command)
+		return d
 	}
-	if d.Command.Kind == "" || d.Command.Source == "" || d.Command.TxnID == "" {
-		return d, "undecodable: no kind, source or txn_id"
+	count := m.Headers().Get(headerPack)
+	if count == "" {
+		return []*Delivery{delivery(m.Data(), 0)}
 	}
-	return d, ""
+	n, err := strconv.Atoi(count)
+	lines, ok := unpack(m.Data(), n)
+	if err != nil || !ok {
+		d := &Delivery{receipt: receipt{msg: m, what: "command"}, Raw: m.Data(), Partition: p,
+			Seq: seq, NumDelivered: delivered}
+		d.problem = "undecodable: a pack announcing " + count + " commands does not hold them"
+		return []*Delivery{d}
+	}
+	pk := &pack{left: n}
+	ds := make([]*Delivery, n)
+	for i, line := range lines {
+		ds[i] = delivery(line, i)
+		ds[i].pack = pk
+	}
+	return ds
+}
+
+// decodeCommand reads raw into c; it returns why raw is not a usable
+// command, or "".
+func decodeCommand(raw []byte, c *bus.Command) string {
+	if err := bus.DecodeCommand(raw, c); err != nil {
+		*c = bus.Command{}
+		return "undecodable: " + err.Error()
+	}
+	if c.Kind == "" || c.Source == "" || c.TxnID == "" {
+		return "undecodable: no kind, source or txn_id"
+	}
+	return ""
 }
 
 // bury dead-letters d and terminates it. If the dead letter cannot be
@@ -375,8 +459,23 @@ const maxHoldsScan = 50000
 func (b *Bus) Holds(ctx context.Context, source, txn string) (bool, error) {
 	budget := maxHoldsScan
 	msgID := source + ":" + txn + ":"
-	onStream := func(h nats.Header) bool {
-		return strings.HasPrefix(h.Get(jetstream.MsgIDHeader), msgID)
+	var stream jetstream.Stream
+	onStream := func(m jetstream.Msg) (bool, error) {
+		h := m.Headers()
+		if h.Get(headerPack) == "" {
+			return strings.HasPrefix(h.Get(jetstream.MsgIDHeader), msgID), nil
+		}
+		// A pack: its commands are in its data, which the scan leaves out.
+		meta, err := m.Metadata()
+		if err != nil {
+			return false, err
+		}
+		if stream == nil {
+			if stream, err = b.js.Stream(ctx, b.cmdStream); err != nil {
+				return false, err
+			}
+		}
+		return packHolds(ctx, stream, meta.Sequence.Stream, source, txn)
 	}
 	for p := 0; p < b.cfg.Partitions; p++ {
 		start := uint64(1)
@@ -402,8 +501,9 @@ func (b *Bus) Holds(ctx context.Context, source, txn string) (bool, error) {
 			return found, err
 		}
 	}
-	inDead := func(h nats.Header) bool {
-		return h.Get(HeaderSource) == source && h.Get(HeaderTxn) == txn
+	inDead := func(m jetstream.Msg) (bool, error) {
+		h := m.Headers()
+		return h.Get(HeaderSource) == source && h.Get(HeaderTxn) == txn, nil
 	}
 	return b.scanHeaders(ctx, b.deadStream, "", 1, &budget, inDead)
 }
@@ -412,7 +512,7 @@ func (b *Bus) Holds(ctx context.Context, source, txn string) (bool, error) {
 // not empty) from sequence start on, and reports whether one matches. It
 // answers true, unsure, once budget runs out.
 func (b *Bus) scanHeaders(ctx context.Context, stream, subject string, start uint64,
-	budget *int, match func(nats.Header) bool) (bool, error) {
+	budget *int, match func(jetstream.Msg) (bool, error)) (bool, error) {
 	cfg := jetstream.OrderedConsumerConfig{HeadersOnly: true,
 		InactiveThreshold: 10 * time.Second}
 	if subject != "" {
@@ -435,9 +535,15 @@ func (b *Bus) scanHeaders(ctx context.Context, stream, subject string, start uin
 			return false, fmt.Errorf("scan %s: %w", stream, err)
 		}
 		n, found := 0, false
+		var matchErr error
 		for m := range batch.Messages() {
 			n++
-			found = found || match(m.Headers())
+			if !found && matchErr == nil {
+				found, matchErr = match(m)
+			}
+		}
+		if matchErr != nil {
+			return false, fmt.Errorf("scan %s: %w", stream, matchErr)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 			return false, fmt.Errorf("scan %s: %w", stream, err)
@@ -447,4 +553,26 @@ func (b *Bus) scanHeaders(ctx context.Context, stream, subject string, start uin
 			return found, nil
 		}
 	}
+}
+
+// packHolds reports whether the pack stored at seq holds the command
+// (source, txn).
+func packHolds(ctx context.Context, stream jetstream.Stream, seq uint64,
+	source, txn string) (bool, error) {
+	m, err := stream.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return false, nil // removed since the scan read it
+	}
+	if err != nil {
+		return false, fmt.Errorf("pack %d: %w", seq, err)
+	}
+	n, _ := strconv.Atoi(m.Header.Get(headerPack))
+	lines, _ := unpack(m.Data, n)
+	for _, line := range lines {
+		var c bus.Command
+		if decodeCommand(line, &c) == "" && c.Source == source && c.TxnID == txn {
+			return true, nil
+		}
+	}
+	return false, nil
 }

@@ -53,7 +53,8 @@ type DeadLetter struct {
 	// not one.
 	Command bus.Command
 
-	// Raw is the message as it was on the command stream.
+	// Raw is the command as it was on the command stream (its line, when it
+	// came in a pack).
 	Raw []byte
 }
 
@@ -83,7 +84,12 @@ func (b *Bus) DeadLetter(ctx context.Context, d *Delivery, reason string) error 
 		if d.msg != nil {
 			orig = d.msg.Headers().Get(jetstream.MsgIDHeader)
 		}
-		opts = append(opts, jetstream.WithMsgID("dead:"+strconv.FormatUint(d.Seq, 10)+":"+orig))
+		// The commands of a pack share their message: each has its place.
+		at := strconv.FormatUint(d.Seq, 10)
+		if d.pack != nil {
+			at += "." + strconv.Itoa(d.Index)
+		}
+		opts = append(opts, jetstream.WithMsgID("dead:"+at+":"+orig))
 	}
 	if _, err := b.js.PublishMsg(ctx, m, opts...); err != nil {
 		return fmt.Errorf("dead-letter command %d: %w", d.Seq, err)

@@ -12,53 +12,6 @@ import (
 	"github.com/puntos-loyalty/puntos/bus"
 )
 
-// A batch is stored once: sent again, every command is a duplicate; a
-// command that cannot be sent fails alone.
-func TestPublishCommandsStoresABatchOnce(t *testing.T) {
-	eachServer(t, func(t *testing.T, url string) {
-		b := connect(t, url, namespace(t), true, nil)
-		cmds := make([]bus.Command, 300)
-		for i := range cmds {
-			cmds[i] = command(fmt.Sprintf("m-%d", i%17), fmt.Sprintf("t-%d", i), i+1)
-		}
-		ctx := context.Background()
-		dup, errs := b.PublishCommands(ctx, cmds)
-		for i := range cmds {
-			if errs[i] != nil || dup[i] {
-				t.Fatalf("command %d: duplicate %v, error %v", i, dup[i], errs[i])
-			}
-		}
-		if n := streamMsgs(t, b, b.cmdStream); n != 300 {
-			t.Fatalf("command stream holds %d messages, want 300", n)
-		}
-		// A server that knows atomic batches stored the batch in one.
-		if got, want := b.atomicStored.Load(), atomicWant(b, 300); got != want {
-			t.Fatalf("%d commands stored in atomic batches, want %d (server %s)", got, want,
-				b.nc.ConnectedServerVersion())
-		}
-
-		// The same batch again, with an unsealed command in the middle.
-		unsealed := command("m-x", "t-unsealed", 1)
-		unsealed.Hash = ""
-		again := slices.Insert(slices.Clone(cmds), 150, unsealed)
-		dup, errs = b.PublishCommands(ctx, again)
-		for i := range again {
-			if i == 150 {
-				if errs[i] == nil {
-					t.Fatal("unsealed command published")
-				}
-				continue
-			}
-			if errs[i] != nil || !dup[i] {
-				t.Fatalf("resent command %d: duplicate %v, error %v", i, dup[i], errs[i])
-			}
-		}
-		if n := streamMsgs(t, b, b.cmdStream); n != 300 {
-			t.Fatalf("command stream holds %d messages after the resend, want 300", n)
-		}
-	})
-}
-
 // SubscribeResults hears the results of its commands and nothing else.
 func TestSubscribeResultsHearsItsCommands(t *testing.T) {
 	eachServer(t, func(t *testing.T, url string) {

@@ -1,8 +1,10 @@
 package natsbus
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,11 +18,92 @@ type receipt struct {
 	what    string // "command" or "event", for error messages
 	settled atomic.Bool
 	naked   atomic.Bool // settled with Nak: it will be delivered again
+	// pack is set when the message carries other commands too: the message
+	// is settled once all of them are.
+	pack *pack
+}
+
+// settlement is what a receipt tells the server of its message.
+type settlement int
+
+const (
+	settleAck settlement = iota
+	settleNak
+	settleTerm
+)
+
+// pack gathers how the commands of one message (see publish_batch.go) are
+// settled. The message gets, once the last one is settled: a Nak if any
+// was naked (the whole message comes back; the ledger answers the
+// commands already applied as replays), else a Term if all were
+// terminated, else an Ack.
+type pack struct {
+	mu     sync.Mutex
+	left   int           // commands not settled yet
+	naks   bool          // one was naked
+	delay  time.Duration // the longest delay a Nak asked for
+	acks   bool          // one was acknowledged
+	spared bool          // this delivery of the message does not count
+}
+
+// settle records one command of the pack settled with s; last reports
+// whether it was the last, and then what the message gets.
+func (p *pack) settle(s settlement, delay time.Duration) (last bool, msg settlement,
+	msgDelay time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch s {
+	case settleNak:
+		p.naks, p.delay = true, max(p.delay, delay)
+	case settleAck:
+		p.acks = true
+	}
+	p.left--
+	if p.left > 0 {
+		return false, 0, 0
+	}
+	switch {
+	case p.naks:
+		return true, settleNak, p.delay
+	case p.acks:
+		return true, settleAck, 0
+	}
+	return true, settleTerm, 0
+}
+
+// comesBack reports whether the message will be delivered again.
+func (r *receipt) comesBack() bool {
+	if r.pack != nil {
+		r.pack.mu.Lock()
+		defer r.pack.mu.Unlock()
+		return r.pack.naks
+	}
+	return r.naked.Load()
+}
+
+// settleInPack settles a receipt of a pack with s. It reports whether the
+// message is still to be settled, and how.
+func (r *receipt) settleInPack(s settlement, delay time.Duration) (send bool, msg settlement,
+	msgDelay time.Duration) {
+	if !r.settled.CompareAndSwap(false, true) {
+		return false, 0, 0 // settled already: it counted then
+	}
+	if s == settleNak {
+		r.naked.Store(true)
+	}
+	return r.pack.settle(s, delay)
 }
 
 // Ack tells the server the message is done and waits for the server to
 // confirm, so that it will not be delivered to this consumer again.
 func (r *receipt) Ack(ctx context.Context) error {
+	if r.pack != nil {
+		send, s, delay := r.settleInPack(settleAck, 0)
+		if !send {
+			return nil
+		}
+		return r.send(ctx, s, delay, true)
+	}
 	if err := r.msg.DoubleAck(ctx); err != nil {
 		return fmt.Errorf("ack %s %d: %w", r.what, r.seq(), err)
 	}
@@ -33,6 +116,13 @@ func (r *receipt) Ack(ctx context.Context) error {
 // delivered before it; to retry in order, return an error from the handler
 // instead.
 func (r *receipt) Nak(delay time.Duration) error {
+	if r.pack != nil {
+		send, s, d := r.settleInPack(settleNak, delay)
+		if !send {
+			return nil
+		}
+		return r.send(context.Background(), s, d, true)
+	}
 	var err error
 	if delay > 0 {
 		err = r.msg.NakWithDelay(delay)
@@ -51,6 +141,13 @@ func (r *receipt) Nak(delay time.Duration) error {
 // again. A command should be dead-lettered first (Bus.DeadLetter) unless it
 // is meant to vanish; an event stays in its stream for other consumers.
 func (r *receipt) Term() error {
+	if r.pack != nil {
+		send, s, delay := r.settleInPack(settleTerm, 0)
+		if !send {
+			return nil
+		}
+		return r.send(context.Background(), s, delay, true)
+	}
 	if err := r.msg.Term(); err != nil {
 		return fmt.Errorf("term %s %d: %w", r.what, r.seq(), err)
 	}
@@ -63,6 +160,30 @@ func (r *receipt) Term() error {
 func (r *receipt) InProgress() error {
 	if err := r.msg.InProgress(); err != nil {
 		return fmt.Errorf("in progress %s %d: %w", r.what, r.seq(), err)
+	}
+	return nil
+}
+
+// send settles the message of a pack with s, once its last command is
+// settled. With confirm an Ack waits for the server's confirmation, as Ack
+// does; without, it is sent as ackBatch sends its acks.
+func (r *receipt) send(ctx context.Context, s settlement, delay time.Duration,
+	confirm bool) error {
+	var err error
+	switch {
+	case s == settleAck && confirm:
+		err = r.msg.DoubleAck(ctx)
+	case s == settleAck:
+		err = r.msg.Ack()
+	case s == settleTerm:
+		err = r.msg.Term()
+	case delay > 0:
+		err = r.msg.NakWithDelay(delay)
+	default:
+		err = r.msg.Nak()
+	}
+	if err != nil {
+		return fmt.Errorf("settle %s %d: %w", r.what, r.seq(), err)
 	}
 	return nil
 }
@@ -89,6 +210,15 @@ func (b *Bus) ackBatch(ctx context.Context, rs []*receipt) error {
 	var first error
 	for _, r := range rs {
 		if r.settled.Load() {
+			continue
+		}
+		if r.pack != nil {
+			if send, s, delay := r.settleInPack(settleAck, 0); send {
+				if err := r.send(ctx, s, delay, false); err != nil {
+					failed++
+					first = cmp.Or(first, err)
+				}
+			}
 			continue
 		}
 		if err := r.msg.Ack(); err != nil {

@@ -1,0 +1,429 @@
+package natsbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/puntos-loyalty/puntos/bus"
+)
+
+// membersOf is n members that land in partition p.
+func membersOf(p, partitions, n int) []string {
+	var out []string
+	for i := 0; len(out) < n; i++ {
+		if m := fmt.Sprintf("pm-%d", i); bus.Partition("acme", m, partitions) == p {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// publishAll publishes cmds with PublishCommands and fails on any error or
+// duplicate.
+func publishAll(t *testing.T, b *Bus, cmds []bus.Command) {
+	t.Helper()
+	dup, errs := b.PublishCommands(context.Background(), cmds)
+	for i := range cmds {
+		if errs[i] != nil || dup[i] {
+			t.Fatalf("command %s: duplicate %v, error %v", cmds[i].TxnID, dup[i], errs[i])
+		}
+	}
+}
+
+// packed is what a handler saw of a delivery, with its message.
+type packed struct {
+	txn       string
+	seq       uint64
+	index     int
+	delivered uint64
+}
+
+// packRecorder records each batch with the messages its commands came in.
+type packRecorder struct {
+	mu      sync.Mutex
+	batches [][]packed
+	fail    func(call int, batch []*Delivery) error
+}
+
+func (r *packRecorder) handle(_ context.Context, batch []*Delivery) error {
+	got := make([]packed, len(batch))
+	for i, d := range batch {
+		got[i] = packed{d.Command.TxnID, d.Seq, d.Index, d.NumDelivered}
+	}
+	r.mu.Lock()
+	r.batches = append(r.batches, got)
+	call := len(r.batches)
+	r.mu.Unlock()
+	if r.fail != nil {
+		return r.fail(call, batch)
+	}
+	return nil
+}
+
+func (r *packRecorder) all() []packed {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []packed
+	for _, b := range r.batches {
+		out = append(out, b...)
+	}
+	return out
+}
+
+// A batch is stored as one message per partition; sent again as it was,
+// every command is a duplicate; a command that cannot be sent fails alone.
+func TestPublishCommandsStoresABatchOnce(t *testing.T) {
+	eachServer(t, func(t *testing.T, url string) {
+		b := connect(t, url, namespace(t), true, nil)
+		cmds := make([]bus.Command, 300)
+		parts := map[int][]string{} // partition → its transaction ids, in order
+		for i := range cmds {
+			cmds[i] = command(fmt.Sprintf("m-%d", i%17), fmt.Sprintf("t-%d", i), i+1)
+			p := bus.Partition("acme", cmds[i].Member, b.Partitions())
+			parts[p] = append(parts[p], cmds[i].TxnID)
+		}
+		publishAll(t, b, cmds)
+		if n := streamMsgs(t, b, b.cmdStream); n != uint64(len(parts)) {
+			t.Fatalf("command stream holds %d messages, want one per partition: %d", n,
+				len(parts))
+		}
+		// Each message holds its partition's commands, whole and in order.
+		got := map[int][]string{}
+		for _, m := range readMessages(t, b, len(parts)) {
+			n := m.Header.Get(headerPack)
+			lines, ok := unpack(m.Data, atoi(t, n))
+			if !ok {
+				t.Fatalf("message on %s: pack of %s does not unpack", m.Subject, n)
+			}
+			for _, line := range lines {
+				var c bus.Command
+				if problem := decodeCommand(line, &c); problem != "" {
+					t.Fatalf("line %q: %s", line, problem)
+				}
+				p := bus.Partition("acme", c.Member, b.Partitions())
+				if m.Subject != b.commandSubject(p) {
+					t.Fatalf("command %s on %s, want %s", c.TxnID, m.Subject,
+						b.commandSubject(p))
+				}
+				got[p] = append(got[p], c.TxnID)
+			}
+		}
+		for p, want := range parts {
+			if !slices.Equal(got[p], want) {
+				t.Fatalf("partition %d holds %v, want %v", p, got[p], want)
+			}
+		}
+
+		// The same batch again, with an unsealed command in the middle.
+		unsealed := command("m-x", "t-unsealed", 1)
+		unsealed.Hash = ""
+		again := slices.Insert(slices.Clone(cmds), 150, unsealed)
+		dup, errs := b.PublishCommands(context.Background(), again)
+		for i := range again {
+			if i == 150 {
+				if errs[i] == nil {
+					t.Fatal("unsealed command published")
+				}
+				continue
+			}
+			if errs[i] != nil || !dup[i] {
+				t.Fatalf("resent command %d: duplicate %v, error %v", i, dup[i], errs[i])
+			}
+		}
+		if n := streamMsgs(t, b, b.cmdStream); n != uint64(len(parts)) {
+			t.Fatalf("command stream holds %d messages after the resend, want %d", n,
+				len(parts))
+		}
+	})
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	var n int
+	if _, err := fmt.Sscan(s, &n); err != nil {
+		t.Fatalf("%q: %v", s, err)
+	}
+	return n
+}
+
+// readMessages reads the first n messages of b's command stream.
+func readMessages(t *testing.T, b *Bus, n int) []*nats.Msg {
+	t.Helper()
+	ctx := context.Background()
+	s, err := b.js.Stream(ctx, b.cmdStream)
+	if err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	var out []*nats.Msg
+	for seq := uint64(1); seq <= uint64(n); seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("message %d: %v", seq, err)
+		}
+		out = append(out, &nats.Msg{Subject: m.Subject, Header: m.Header, Data: m.Data})
+	}
+	return out
+}
+
+// Packs bigger than core's batch reach it whole, one batch each; smaller
+// ones are gathered into batches of at most the batch size, never cut. Each
+// command comes once, in the order it was published, and every message is
+// acknowledged.
+func TestPacksReachCoreWholeAndInOrder(t *testing.T) {
+	eachServer(t, func(t *testing.T, url string) {
+		b := connect(t, url, namespace(t), true, nil)
+		const batchSize = 8
+		p := 3 % b.Partitions()
+		members := membersOf(p, b.Partitions(), 4)
+		var want []string
+		for call, size := range []int{20, 3, 2, 5, 2, 12} {
+			cmds := make([]bus.Command, size)
+			for i := range cmds {
+				cmds[i] = command(members[i%len(members)], fmt.Sprintf("c%d-%d", call, i), 1)
+				want = append(want, cmds[i].TxnID)
+			}
+			publishAll(t, b, cmds)
+		}
+		msgs := streamMsgs(t, b, b.cmdStream)
+		if msgs != 6 {
+			t.Fatalf("stream holds %d messages, want 6 packs", msgs)
+		}
+
+		rec := &packRecorder{}
+		consume(t, b, p, batchSize, rec.handle)
+		eventually(t, "every command", func() bool { return len(rec.all()) >= len(want) })
+		var got []string
+		for _, d := range rec.all() {
+			got = append(got, d.txn)
+			if d.delivered != 1 {
+				t.Errorf("%s delivered %d times", d.txn, d.delivered)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("core saw %v, want %v", got, want)
+		}
+		rec.mu.Lock()
+		for _, batch := range rec.batches {
+			whole := batch[0].index == 0
+			for i, d := range batch[1:] {
+				whole = whole && (d.seq != batch[i].seq || d.index == batch[i].index+1)
+			}
+			last := batch[len(batch)-1]
+			if len(batch) > batchSize && batch[0].seq != last.seq {
+				t.Errorf("batch of %d commands over %d messages: %v", len(batch),
+					last.seq-batch[0].seq+1, batch)
+			}
+			if !whole {
+				t.Errorf("batch cuts a pack: %v", batch)
+			}
+		}
+		rec.mu.Unlock()
+		eventually(t, "every message acknowledged", func() bool {
+			info := consumerInfo(t, b, p)
+			return info.NumAckPending == 0 && info.AckFloor.Stream == msgs
+		})
+	})
+}
+
+// A batch that fails comes back whole, with the packs after it that it held
+// back, in order; so does a pack one of whose commands the handler naks
+// while acknowledging the others.
+func TestPacksComeBackWhole(t *testing.T) {
+	eachServer(t, func(t *testing.T, url string) {
+		b := connect(t, url, namespace(t), true, nil)
+		p := 5 % b.Partitions()
+		members := membersOf(p, b.Partitions(), 3)
+		for call := range 2 {
+			cmds := make([]bus.Command, 6)
+			for i := range cmds {
+				cmds[i] = command(members[i%3], fmt.Sprintf("k%d-%d", call, i), 1)
+			}
+			publishAll(t, b, cmds)
+		}
+
+		// Call 1 (the first pack, the batch size being 6) fails and takes
+		// the second pack back with it; call 2, the first pack again, naks
+		// its third command and acknowledges the rest; call 3 is the second
+		// pack; call 4 the first pack, back whole.
+		rec := &packRecorder{fail: func(call int, batch []*Delivery) error {
+			switch call {
+			case 1:
+				return errors.New("database down")
+			case 2:
+				return batch[2].Nak(0)
+			}
+			return nil
+		}}
+		consume(t, b, p, 6, rec.handle)
+		eventually(t, "a delivery", func() bool { return len(rec.all()) > 0 })
+		eventually(t, "every message acknowledged", func() bool {
+			info := consumerInfo(t, b, p)
+			return info.NumAckPending == 0 && info.AckFloor.Stream == 2
+		})
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		var got []string
+		for _, batch := range rec.batches {
+			var s []string
+			for _, d := range batch {
+				s = append(s, fmt.Sprintf("%s#%d", d.txn, d.delivered))
+			}
+			got = append(got, strings.Join(s, " "))
+		}
+		pack := func(call, delivered int) string {
+			var s []string
+			for i := range 6 {
+				s = append(s, fmt.Sprintf("k%d-%d#%d", call, i, delivered))
+			}
+			return strings.Join(s, " ")
+		}
+		want := []string{pack(0, 1), pack(0, 2), pack(1, 2), pack(0, 3)}
+		if !slices.Equal(got, want) {
+			t.Fatalf("batches:\n%s\nwant:\n%s", strings.Join(got, "\n"),
+				strings.Join(want, "\n"))
+		}
+	})
+}
+
+// A line of a pack that is not a command is dead-lettered alone, as itself;
+// a pack that does not hold what its header announces is dead-lettered
+// whole.
+func TestPackLinesAreDeadLetteredAlone(t *testing.T) {
+	eachServer(t, func(t *testing.T, url string) {
+		b := connect(t, url, namespace(t), true, nil)
+		p := 2 % b.Partitions()
+		member := membersOf(p, b.Partitions(), 1)[0]
+		ctx := context.Background()
+		line := func(txn string) string {
+			m, err := b.commandMsg(command(member, txn, 1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return string(m.Data)
+		}
+		send := func(count string, lines ...string) {
+			m := nats.NewMsg(b.commandSubject(p))
+			m.Header.Set(headerPack, count)
+			m.Data = []byte(strings.Join(lines, "\n"))
+			if _, err := b.js.PublishMsg(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		send("3", line("d-1"), `not json{`, line("d-2"))
+		send("5", line("d-3"), line("d-4"))
+
+		rec := &packRecorder{}
+		consume(t, b, p, 10, rec.handle)
+		eventually(t, "a delivery", func() bool { return len(rec.all()) > 0 })
+		eventually(t, "both messages settled", func() bool {
+			info := consumerInfo(t, b, p)
+			return info.NumAckPending == 0 && info.AckFloor.Stream == 2
+		})
+		var got []string
+		for _, d := range rec.all() {
+			got = append(got, d.txn)
+		}
+		if !slices.Equal(got, []string{"d-1", "d-2"}) {
+			t.Fatalf("core saw %v, want [d-1 d-2]", got)
+		}
+		dead, err := b.DeadLetters(ctx, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(dead) != 2 {
+			t.Fatalf("%d dead letters, want 2: %+v", len(dead), dead)
+		}
+		if d := dead[0]; string(d.Raw) != `not json{` || d.CommandSeq != 1 ||
+			!strings.HasPrefix(d.Reason, "undecodable: invalid character") {
+			t.Errorf("dead line = %+v", d)
+		}
+		if d := dead[1]; d.CommandSeq != 2 || string(d.Raw) != line("d-3")+"\n"+line("d-4") ||
+			d.Reason != "undecodable: a pack announcing 5 commands does not hold them" {
+			t.Errorf("dead pack = %+v", d)
+		}
+	})
+}
+
+// Outages hand a pack back without using up its deliveries, once per
+// delivery of the message however many commands it holds; real failures
+// then dead-letter each command after MaxDeliver counted deliveries.
+func TestOutageSparesAPackOnce(t *testing.T) {
+	eachServer(t, func(t *testing.T, url string) {
+		b := connect(t, url, namespace(t), true, func(c *Config) { c.MaxDeliver = 2 })
+		p := 6 % b.Partitions()
+		members := membersOf(p, b.Partitions(), 2)
+		cmds := make([]bus.Command, 5)
+		for i := range cmds {
+			cmds[i] = command(members[i%2], fmt.Sprintf("o-%d", i), 1)
+		}
+		publishAll(t, b, cmds)
+
+		rec := &packRecorder{fail: func(call int, _ []*Delivery) error {
+			if call == 1 {
+				return Unavailable(errors.New("database down"))
+			}
+			return errors.New("boom")
+		}}
+		consume(t, b, p, 10, rec.handle)
+		ctx := context.Background()
+		var dead []DeadLetter
+		eventually(t, "five dead letters", func() bool {
+			var err error
+			dead, err = b.DeadLetters(ctx, 10)
+			return err == nil && len(dead) >= 5
+		})
+		// One delivery spared, two counted: the third is the last.
+		for i, d := range dead {
+			if d.TxnID != cmds[i].TxnID || d.Deliveries != 3 || d.Reason != "max deliveries: boom" {
+				t.Errorf("dead letter %d = %+v", i, d)
+			}
+		}
+		if n := len(rec.all()); n != 15 {
+			t.Errorf("core saw %d deliveries, want 3 of each of 5 commands", n)
+		}
+	})
+}
+
+// Holds finds a command inside a pack while it waits, and not once it is
+// applied.
+func TestHoldsLooksInsidePacks(t *testing.T) {
+	eachServer(t, func(t *testing.T, url string) {
+		b := connect(t, url, namespace(t), true, nil)
+		p := 1 % b.Partitions()
+		members := membersOf(p, b.Partitions(), 3)
+		cmds := make([]bus.Command, 9)
+		for i := range cmds {
+			cmds[i] = command(members[i%3], fmt.Sprintf("h-%d", i), 1)
+		}
+		publishAll(t, b, cmds)
+		ctx := context.Background()
+		holds := func(txn string) bool {
+			t.Helper()
+			held, err := b.Holds(ctx, "pos", txn)
+			if err != nil {
+				t.Fatalf("Holds %s: %v", txn, err)
+			}
+			return held
+		}
+		if !holds("h-0") || !holds("h-7") || holds("h-9") {
+			t.Fatal("before core: want h-0 and h-7 held, h-9 not")
+		}
+		rec := &packRecorder{}
+		consume(t, b, p, 10, rec.handle)
+		eventually(t, "a delivery", func() bool { return len(rec.all()) > 0 })
+		eventually(t, "the pack acknowledged", func() bool {
+			info := consumerInfo(t, b, p)
+			return info.NumAckPending == 0 && info.AckFloor.Stream == 1
+		})
+		if holds("h-0") || holds("h-7") {
+			t.Fatal("after core: h-0 and h-7 still held")
+		}
+	})
+}
