@@ -239,14 +239,49 @@ func (b *Bus) process(ctx context.Context, p int, msgs []jetstream.Msg, size int
 	// over in batches of at most size commands, cut between messages. A
 	// batch that fails takes every later one with it, untried, so that
 	// all come back in order.
+	//
+	// A batch the handler left with naked deliveries (core's way of
+	// retrying a command and those after it in order) holds back the rest
+	// of the fetch too, untried and at least as long, so that no later
+	// command overtakes the naked ones.
 	for len(batch) > 0 {
 		n := batchEnd(batch, size)
 		if outage, failed := b.settleBatch(ctx, batch[:n], batch, handle, log); failed {
 			return outage
 		}
+		if back, delay := nakedIn(batch[:n]); back && n < len(batch) {
+			b.handBack(batch[n:], delay, log)
+			return false
+		}
 		batch = batch[n:]
 	}
 	return false
+}
+
+// nakedIn reports whether a delivery of batch was naked, and the longest
+// delay asked for.
+func nakedIn(batch []*Delivery) (naked bool, delay time.Duration) {
+	for _, d := range batch {
+		if n, dl := d.nakedFor(); n {
+			naked, delay = true, max(delay, dl)
+		}
+	}
+	return naked, delay
+}
+
+// handBack asks for untried deliveries again after delay, in order,
+// without using up attempts.
+func (b *Bus) handBack(ds []*Delivery, delay time.Duration, log *slog.Logger) {
+	for _, d := range ds {
+		if d.settled.Load() {
+			continue
+		}
+		if err := d.Nak(delay); err != nil {
+			log.Warn("Nak failed", "stream_seq", d.Seq, "error", err)
+			continue
+		}
+		b.spare(d)
+	}
 }
 
 // batchEnd is how many of the deliveries go in the next batch: at most
@@ -291,6 +326,7 @@ func (b *Bus) settleBatch(ctx context.Context, batch, rest []*Delivery,
 	}
 
 	// An outage: hand the batch back, in order, without using up attempts.
+	tried := len(batch)
 	batch = rest
 	if errors.Is(err, ErrUnavailable) {
 		for _, d := range batch {
@@ -308,9 +344,11 @@ func (b *Bus) settleBatch(ctx context.Context, batch, rest []*Delivery,
 		return true, true
 	}
 
-	// Ask for the batch again, in order, and pause the partition.
+	// Ask for the batch again, in order, and pause the partition. The
+	// deliveries after it were not tried: they go back after it (the
+	// server redelivers in the order of the Naks) and use up no attempt.
 	var most uint64
-	for _, d := range batch {
+	for _, d := range batch[:tried] {
 		if d.settled.Load() {
 			continue
 		}
@@ -323,6 +361,7 @@ func (b *Bus) settleBatch(ctx context.Context, batch, rest []*Delivery,
 		}
 		most = max(most, b.attempts(d))
 	}
+	b.handBack(batch[tried:], 0, log)
 	if most > 0 {
 		delay := backoff(b.cfg.RetryDelay, b.cfg.MaxRetryDelay, int(most))
 		log.Warn("Batch failed; retrying", "size", len(batch), "deliveries", most,
@@ -392,11 +431,21 @@ func decode(m jetstream.Msg, p int) []*Delivery {
 		return []*Delivery{delivery(m.Data(), 0)}
 	}
 	n, err := strconv.Atoi(count)
-	lines, ok := unpack(m.Data(), n)
-	if err != nil || !ok {
+	var lines [][]byte
+	ok := err == nil && n <= packMax
+	if ok {
+		lines, ok = unpack(m.Data(), n)
+	}
+	if !ok {
+		// Whole: a pack bigger than any PublishCommands makes would cost a
+		// dead letter per line.
 		d := &Delivery{receipt: receipt{msg: m, what: "command"}, Raw: m.Data(), Partition: p,
 			Seq: seq, NumDelivered: delivered}
 		d.problem = "undecodable: a pack announcing " + count + " commands does not hold them"
+		if err == nil && n > packMax {
+			d.problem = "undecodable: a pack announcing " + count + " commands, more than " +
+				strconv.Itoa(packMax)
+		}
 		return []*Delivery{d}
 	}
 	pk := &pack{left: n}

@@ -250,8 +250,9 @@ func TestPacksComeBackWhole(t *testing.T) {
 
 		// Call 1 (the first pack, the batch size being 6) fails and takes
 		// the second pack back with it; call 2, the first pack again, naks
-		// its third command and acknowledges the rest; call 3 is the second
-		// pack; call 4 the first pack, back whole.
+		// its third command and acknowledges the rest, which holds the
+		// second pack back again (its commands must not overtake the naked
+		// one); call 3 is the first pack, back whole; call 4 the second.
 		rec := &packRecorder{fail: func(call int, batch []*Delivery) error {
 			switch call {
 			case 1:
@@ -284,7 +285,7 @@ func TestPacksComeBackWhole(t *testing.T) {
 			}
 			return strings.Join(s, " ")
 		}
-		want := []string{pack(0, 1), pack(0, 2), pack(1, 2), pack(0, 3)}
+		want := []string{pack(0, 1), pack(0, 2), pack(0, 3), pack(1, 3)}
 		if !slices.Equal(got, want) {
 			t.Fatalf("batches:\n%s\nwant:\n%s", strings.Join(got, "\n"),
 				strings.Join(want, "\n"))
@@ -293,8 +294,8 @@ func TestPacksComeBackWhole(t *testing.T) {
 }
 
 // A line of a pack that is not a command is dead-lettered alone, as itself;
-// a pack that does not hold what its header announces is dead-lettered
-// whole.
+// a pack that does not hold what its header announces, or announces more
+// commands than a pack may hold, is dead-lettered whole.
 func TestPackLinesAreDeadLetteredAlone(t *testing.T) {
 	eachServer(t, func(t *testing.T, url string) {
 		b := connect(t, url, namespace(t), true, nil)
@@ -318,13 +319,18 @@ func TestPackLinesAreDeadLetteredAlone(t *testing.T) {
 		}
 		send("3", line("d-1"), `not json{`, line("d-2"))
 		send("5", line("d-3"), line("d-4"))
+		var many []string
+		for i := range packMax + 1 {
+			many = append(many, line(fmt.Sprintf("e-%d", i)))
+		}
+		send(fmt.Sprint(packMax+1), many...)
 
 		rec := &packRecorder{}
 		consume(t, b, p, 10, rec.handle)
 		eventually(t, "a delivery", func() bool { return len(rec.all()) > 0 })
 		eventually(t, "both messages settled", func() bool {
 			info := consumerInfo(t, b, p)
-			return info.NumAckPending == 0 && info.AckFloor.Stream == 2
+			return info.NumAckPending == 0 && info.AckFloor.Stream == 3
 		})
 		var got []string
 		for _, d := range rec.all() {
@@ -337,8 +343,13 @@ func TestPackLinesAreDeadLetteredAlone(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(dead) != 2 {
-			t.Fatalf("%d dead letters, want 2: %+v", len(dead), dead)
+		if len(dead) != 3 {
+			t.Fatalf("%d dead letters, want 3: %+v", len(dead), dead)
+		}
+		if d := dead[2]; d.CommandSeq != 3 || len(d.Raw) < packMax*100 ||
+			d.Reason != "undecodable: a pack announcing 501 commands, more than 500" {
+			t.Errorf("dead oversized pack: seq %d, %d bytes, reason %q", d.CommandSeq,
+				len(d.Raw), d.Reason)
 		}
 		if d := dead[0]; string(d.Raw) != `not json{` || d.CommandSeq != 1 ||
 			!strings.HasPrefix(d.Reason, "undecodable: invalid character") {

@@ -18,6 +18,8 @@ type receipt struct {
 	what    string // "command" or "event", for error messages
 	settled atomic.Bool
 	naked   atomic.Bool // settled with Nak: it will be delivered again
+	// nakDelay is the delay the Nak asked for, in nanoseconds.
+	nakDelay atomic.Int64
 	// pack is set when the message carries other commands too: the message
 	// is settled once all of them are.
 	pack *pack
@@ -71,14 +73,26 @@ func (p *pack) settle(s settlement, delay time.Duration) (last bool, msg settlem
 	return true, settleTerm, 0
 }
 
-// comesBack reports whether the message will be delivered again.
+// comesBack reports whether the message will be delivered again: it was
+// naked, or (a pack) some of its commands are not settled yet.
 func (r *receipt) comesBack() bool {
 	if r.pack != nil {
 		r.pack.mu.Lock()
 		defer r.pack.mu.Unlock()
-		return r.pack.naks
+		return r.pack.naks || r.pack.left > 0
 	}
 	return r.naked.Load()
+}
+
+// nakedFor reports whether the message was naked, and with what delay (the
+// longest asked for, for a pack).
+func (r *receipt) nakedFor() (bool, time.Duration) {
+	if r.pack != nil {
+		r.pack.mu.Lock()
+		defer r.pack.mu.Unlock()
+		return r.pack.naks, r.pack.delay
+	}
+	return r.naked.Load(), time.Duration(r.nakDelay.Load())
 }
 
 // settleInPack settles a receipt of a pack with s. It reports whether the
@@ -132,6 +146,7 @@ func (r *receipt) Nak(delay time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("nak %s %d: %w", r.what, r.seq(), err)
 	}
+	r.nakDelay.Store(int64(max(delay, 0)))
 	r.naked.Store(true)
 	r.settled.Store(true)
 	return nil
