@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -84,6 +85,53 @@ func (f *floor) publishAtomic(ctx context.Context, msgs []*nats.Msg, txns []stri
 	return nil
 }
 
+// packHeader carries the number of commands of a pack.
+const packHeader = "Floor-Pack"
+
+// publishPacks stores the commands of msgs as one message per partition
+// (their data one per line, in order, with packHeader), each with a
+// message id made of its first transaction and its size, and waits for the
+// server's acknowledgements together.
+func (f *floor) publishPacks(ctx context.Context, msgs []*nats.Msg, txns []string) error {
+	var subjects []string
+	groups := map[string][]int{}
+	for i, m := range msgs {
+		if _, ok := groups[m.Subject]; !ok {
+			subjects = append(subjects, m.Subject)
+		}
+		groups[m.Subject] = append(groups[m.Subject], i)
+	}
+	acks := make([]jetstream.PubAckFuture, 0, len(subjects))
+	for _, subject := range subjects {
+		at := groups[subject]
+		pack := nats.NewMsg(subject)
+		pack.Header.Set(packHeader, strconv.Itoa(len(at)))
+		for k, i := range at {
+			if k > 0 {
+				pack.Data = append(pack.Data, '\n')
+			}
+			pack.Data = append(pack.Data, msgs[i].Data...)
+		}
+		id := source + ":pack:" + txns[at[0]] + ":" + strconv.Itoa(len(at))
+		ack, err := f.js.PublishMsgAsync(pack, jetstream.WithMsgID(id),
+			jetstream.WithExpectStream(streamName))
+		if err != nil {
+			return err
+		}
+		acks = append(acks, ack)
+	}
+	for _, ack := range acks {
+		select {
+		case <-ack.Ok():
+		case err := <-ack.Err():
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
 // consumers apply the stream's commands, one loop per partition, until
 // stop is called; transactions counts the statements that committed rows.
 type consumers struct {
@@ -152,19 +200,43 @@ func drain(batch jetstream.MessageBatch, err error) []jetstream.Msg {
 	return msgs
 }
 
-// apply commits the rows of a batch in one statement, then replies to each
-// command and acknowledges it, with one flush for all. A batch that fails
-// is asked for again.
+// apply commits the commands of a fetch, at most fetchMax of them in one
+// statement and transaction, cut between messages (a pack holds several).
 func (cs *consumers) apply(ctx context.Context, msgs []jetstream.Msg, pool *pgxpool.Pool,
 	nc *nats.Conn) {
-	n := len(msgs)
+	var rows []command
+	start := 0
+	for i, m := range msgs {
+		data := [][]byte{m.Data()}
+		if n := m.Headers().Get(packHeader); n != "" {
+			data = bytes.Split(m.Data(), []byte{'\n'})
+		}
+		if len(rows) > 0 && len(rows)+len(data) > fetchMax {
+			cs.commit(ctx, msgs[start:i], rows, pool, nc)
+			start, rows = i, rows[:0]
+		}
+		for _, d := range data {
+			var c command
+			_ = json.Unmarshal(d, &c) // we wrote it; a bad one fails the insert
+			rows = append(rows, c)
+		}
+	}
+	if len(rows) > 0 {
+		cs.commit(ctx, msgs[start:], rows, pool, nc)
+	}
+}
+
+// commit inserts the commands of msgs in one statement, then replies to
+// each command and acknowledges each message, with one flush for all. A
+// batch that fails is asked for again.
+func (cs *consumers) commit(ctx context.Context, msgs []jetstream.Msg, cmds []command,
+	pool *pgxpool.Pool, nc *nats.Conn) {
+	n := len(cmds)
 	src, txn, member, kind := make([]string, n), make([]string, n), make([]string, n),
 		make([]string, n)
 	amount, currency, channel := make([]string, n), make([]string, n), make([]string, n)
 	points, at := make([]int64, n), make([]time.Time, n)
-	for i, m := range msgs {
-		var c command
-		_ = json.Unmarshal(m.Data(), &c) // we wrote it; a bad one fails the insert
+	for i, c := range cmds {
 		src[i], txn[i], member[i], kind[i] = c.Source, c.TxnID, c.Member, c.Type
 		amount[i], currency[i], channel[i] = c.Amount, c.Currency, c.Channel
 		points[i], at[i] = 10, c.OccurredAt
@@ -179,8 +251,10 @@ func (cs *consumers) apply(ctx context.Context, msgs []jetstream.Msg, pool *pgxp
 		return
 	}
 	cs.transactions.Add(1)
-	for i, m := range msgs {
-		_ = nc.Publish(replySubject(txn[i]), []byte(`{"status":"applied"}`))
+	for _, t := range txn {
+		_ = nc.Publish(replySubject(t), []byte(`{"status":"applied"}`))
+	}
+	for _, m := range msgs {
 		_ = m.Ack()
 	}
 	_ = nc.Flush()

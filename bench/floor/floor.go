@@ -139,7 +139,7 @@ func start(ctx context.Context, o *options) (f *floor, err error) {
 	mux := http.NewServeMux()
 	for _, s := range steps {
 		if s.batch {
-			mux.HandleFunc("POST /"+s.name, f.handleBatch)
+			mux.HandleFunc("POST /"+s.name, f.handleBatch(s.pack))
 		} else {
 			mux.HandleFunc("POST /"+s.name, f.single(s))
 		}
@@ -239,10 +239,15 @@ func (f *floor) publish(ctx context.Context, ev event) error {
 	return err
 }
 
-// handleBatch is step batch-pipeline: as step pipeline for every event
-// of the request, whose commands are stored as one atomic batch. It
-// answers 200 when every event is committed, 202 otherwise.
-func (f *floor) handleBatch(w http.ResponseWriter, r *http.Request) {
+// handleBatch is steps batch-pipeline and pack-pipeline: as step pipeline
+// for every event of the request, whose commands are stored as one atomic
+// batch, or with pack as one message per partition. It answers 200 when
+// every event is committed, 202 otherwise.
+func (f *floor) handleBatch(pack bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) { f.batch(w, r, pack) }
+}
+
+func (f *floor) batch(w http.ResponseWriter, r *http.Request, pack bool) {
 	var req struct {
 		Events []event `json:"events"`
 	}
@@ -269,7 +274,11 @@ func (f *floor) handleBatch(w http.ResponseWriter, r *http.Request) {
 
 	done, stop := f.replies.await(txns)
 	defer stop()
-	if err := f.publishAtomic(r.Context(), msgs, txns); err != nil {
+	publish := f.publishAtomic
+	if pack {
+		publish = f.publishPacks
+	}
+	if err := publish(r.Context(), msgs, txns); err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}

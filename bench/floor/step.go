@@ -22,6 +22,7 @@ type step struct {
 	rows       bool // each event committed is a row in floor_rows
 	stream     bool // the route publishes on the command stream
 	consume    bool // consumers apply the stream's commands
+	pack       bool // a batch goes as one message per partition, not per event
 }
 
 var steps = []step{
@@ -39,6 +40,10 @@ var steps = []step{
 		consume: true,
 		what: "as pipeline, 500 events per request published as one atomic batch; " +
 			"answer 200 once every event is committed"},
+	{name: "pack-pipeline", batch: true, rows: true, stream: true, consume: true, pack: true,
+		what: "as batch-pipeline, but the request's events go as one message per " +
+			"partition (a pack of its events, one per line), as bus/natsbus publishes a " +
+			"batch of commands; consumers apply at most 512 events per transaction"},
 }
 
 func stepNames() []string {
