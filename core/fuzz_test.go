@@ -32,8 +32,21 @@ func decimalOf(s string) *big.Rat {
 // field, or read exactly; what is read prints back to a decimal that reads
 // to the same value.
 func FuzzParseAmount(f *testing.F) {
+	// Around the bounds of the int64 fast path (smallDecimal) and of the
+	// grammar: every one is read exactly as the general path would.
+	for _, s := range []string{"0", "-0", "0.", ".5", "+1", "1e3", "-", "", " 12 ", "12.",
+		"00012.500000", "123456789012.123456", "1234567890123.123456",
+		"123456789012345.123456", "-123456789012345.123456", "1234567890123456",
+		"999999999999999.999999", "999999999999.999999", "9999999999999.99999",
+		"1.2345678", "1..2", "1.2.3", "--1", "\u0661\u0662", "12\x00", "0x10"} {
+		f.Add(s)
+	}
 	f.Fuzz(func(t *testing.T, s string) {
 		r, err := ParseAmount("amount", s)
+		if (err == nil) != decimalRE.MatchString(strings.TrimSpace(s)) {
+			t.Fatalf("ParseAmount(%q): error %v, but the grammar says %v", s, err,
+				decimalRE.MatchString(strings.TrimSpace(s)))
+		}
 		if err != nil {
 			de, ok := AsError(err)
 			if !ok || de.Kind != Invalid || de.Field != "amount" {
