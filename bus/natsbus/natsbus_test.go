@@ -179,29 +179,48 @@ func consume(t *testing.T, b *Bus, p, batch int,
 	return stop
 }
 
-// recorder is a handler that records each batch and answers with the error
-// that fail returns for it.
-type recorder struct {
+// batchLog is a handler that records what it sees of each batch (a seen
+// or a packed per delivery) and answers with the error that fail returns
+// for it.
+type batchLog[T seen | packed] struct {
 	mu      sync.Mutex
-	batches [][]seen
+	batches [][]T
 	fail    func(call int, batch []*Delivery) error
-	notify  chan struct{}
+	notify  chan struct{} // signalled after each batch, when not nil
 }
+
+// recorder records what the tests of single commands check; packRecorder
+// also where each command came from (pack_test.go).
+type (
+	recorder     = batchLog[seen]
+	packRecorder = batchLog[packed]
+)
 
 func newRecorder(fail func(call int, batch []*Delivery) error) *recorder {
 	return &recorder{fail: fail, notify: make(chan struct{}, 100)}
 }
 
-func (r *recorder) handle(_ context.Context, batch []*Delivery) error {
-	var got []seen
-	for _, d := range batch {
-		got = append(got, seen{d.Command.TxnID, d.Command.Hash, d.NumDelivered, d.Partition})
+// note is what a batchLog of T records of d.
+func note[T seen | packed](d *Delivery) T {
+	var out any = packed{d.Command.TxnID, d.Seq, d.Index, d.NumDelivered}
+	if _, ok := any(*new(T)).(seen); ok {
+		out = seen{d.Command.TxnID, d.Command.Hash, d.NumDelivered, d.Partition}
+	}
+	return out.(T)
+}
+
+func (r *batchLog[T]) handle(_ context.Context, batch []*Delivery) error {
+	got := make([]T, len(batch))
+	for i, d := range batch {
+		got[i] = note[T](d)
 	}
 	r.mu.Lock()
 	r.batches = append(r.batches, got)
 	call := len(r.batches)
 	r.mu.Unlock()
-	r.notify <- struct{}{}
+	if r.notify != nil {
+		r.notify <- struct{}{}
+	}
 	if r.fail != nil {
 		return r.fail(call, batch)
 	}
@@ -209,18 +228,19 @@ func (r *recorder) handle(_ context.Context, batch []*Delivery) error {
 }
 
 // all is every delivery seen so far, in order.
-func (r *recorder) all() []seen {
+func (r *batchLog[T]) all() []T {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []seen
+	var out []T
 	for _, b := range r.batches {
 		out = append(out, b...)
 	}
 	return out
 }
 
-// waitFor waits until n deliveries were seen.
-func (r *recorder) waitFor(t *testing.T, n int) []seen {
+// waitFor waits until n deliveries were seen; r must have a notify channel
+// (newRecorder).
+func (r *batchLog[T]) waitFor(t *testing.T, n int) []T {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
 	for {
@@ -233,6 +253,16 @@ func (r *recorder) waitFor(t *testing.T, n int) []seen {
 			t.Fatalf("saw %v, want %d deliveries", r.all(), n)
 		}
 	}
+}
+
+// holds is b.Holds for the source "pos"; an error fails the test.
+func holds(t *testing.T, b *Bus, txn string) bool {
+	t.Helper()
+	held, err := b.Holds(context.Background(), "pos", txn)
+	if err != nil {
+		t.Fatalf("Holds %s: %v", txn, err)
+	}
+	return held
 }
 
 // eventually polls cond until it holds or 10 seconds pass.
@@ -635,20 +665,11 @@ func TestEventsAgeOut(t *testing.T) {
 func TestHoldsKnowsWhatWaits(t *testing.T) {
 	eachServer(t, func(t *testing.T, url string) {
 		b := connect(t, url, namespace(t), true, func(c *Config) { c.MaxDeliver = 1 })
-		ctx := context.Background()
-		holds := func(txn string) bool {
-			t.Helper()
-			held, err := b.Holds(ctx, "pos", txn)
-			if err != nil {
-				t.Fatalf("Holds %s: %v", txn, err)
-			}
-			return held
-		}
 		member := "m-8"
 		p := bus.Partition("acme", member, b.Partitions())
 		publish(t, b, command(member, "t-ok", 1), false)
 		publish(t, b, command(member, "t-bad", 1), false)
-		if !holds("t-ok") || !holds("t-bad") || holds("t-never") {
+		if !holds(t, b, "t-ok") || !holds(t, b, "t-bad") || holds(t, b, "t-never") {
 			t.Fatal("before core: want t-ok and t-bad held, t-never not")
 		}
 
@@ -664,7 +685,7 @@ func TestHoldsKnowsWhatWaits(t *testing.T) {
 			info := consumerInfo(t, b, p)
 			return info.NumAckPending == 0 && info.NumPending == 0
 		})
-		if holds("t-ok") || !holds("t-bad") || holds("t-never") {
+		if holds(t, b, "t-ok") || !holds(t, b, "t-bad") || holds(t, b, "t-never") {
 			t.Fatal("after core: want t-ok gone, t-bad held as a dead letter, t-never unknown")
 		}
 	})

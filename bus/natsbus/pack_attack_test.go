@@ -87,14 +87,7 @@ func TestPackAttackUntriedPacksAreNotDeadLettered(t *testing.T) {
 	eachServer(t, func(t *testing.T, url string) {
 		b := connect(t, url, namespace(t), true, func(c *Config) { c.MaxDeliver = 2 })
 		p := 5 % b.Partitions()
-		members := membersOf(p, b.Partitions(), 3)
-		for call := range 2 {
-			cmds := make([]bus.Command, 6)
-			for i := range cmds {
-				cmds[i] = command(members[i%3], fmt.Sprintf("u%d-%d", call, i), 1)
-			}
-			publishAll(t, b, cmds)
-		}
+		publishSixes(t, b, p, "u")
 		// The first pack always fails; the second would apply.
 		rec := &packRecorder{fail: func(_ int, batch []*Delivery) error {
 			if strings.HasPrefix(batch[0].Command.TxnID, "u0-") {

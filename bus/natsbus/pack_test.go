@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -23,6 +22,21 @@ func membersOf(p, partitions, n int) []string {
 		}
 	}
 	return out
+}
+
+// publishSixes publishes two batches of six commands of three members of
+// partition p, prefix0-0 to prefix0-5 then prefix1-0 to prefix1-5: two
+// packs.
+func publishSixes(t *testing.T, b *Bus, p int, prefix string) {
+	t.Helper()
+	members := membersOf(p, b.Partitions(), 3)
+	for call := range 2 {
+		cmds := make([]bus.Command, 6)
+		for i := range cmds {
+			cmds[i] = command(members[i%3], fmt.Sprintf("%s%d-%d", prefix, call, i), 1)
+		}
+		publishAll(t, b, cmds)
+	}
 }
 
 // publishAll publishes cmds with PublishCommands and fails on any error or
@@ -43,38 +57,6 @@ type packed struct {
 	seq       uint64
 	index     int
 	delivered uint64
-}
-
-// packRecorder records each batch with the messages its commands came in.
-type packRecorder struct {
-	mu      sync.Mutex
-	batches [][]packed
-	fail    func(call int, batch []*Delivery) error
-}
-
-func (r *packRecorder) handle(_ context.Context, batch []*Delivery) error {
-	got := make([]packed, len(batch))
-	for i, d := range batch {
-		got[i] = packed{d.Command.TxnID, d.Seq, d.Index, d.NumDelivered}
-	}
-	r.mu.Lock()
-	r.batches = append(r.batches, got)
-	call := len(r.batches)
-	r.mu.Unlock()
-	if r.fail != nil {
-		return r.fail(call, batch)
-	}
-	return nil
-}
-
-func (r *packRecorder) all() []packed {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []packed
-	for _, b := range r.batches {
-		out = append(out, b...)
-	}
-	return out
 }
 
 // A batch is stored as one message per partition; sent again as it was,
@@ -239,14 +221,7 @@ func TestPacksComeBackWhole(t *testing.T) {
 	eachServer(t, func(t *testing.T, url string) {
 		b := connect(t, url, namespace(t), true, nil)
 		p := 5 % b.Partitions()
-		members := membersOf(p, b.Partitions(), 3)
-		for call := range 2 {
-			cmds := make([]bus.Command, 6)
-			for i := range cmds {
-				cmds[i] = command(members[i%3], fmt.Sprintf("k%d-%d", call, i), 1)
-			}
-			publishAll(t, b, cmds)
-		}
+		publishSixes(t, b, p, "k")
 
 		// Call 1 (the first pack, the batch size being 6) fails and takes
 		// the second pack back with it; call 2, the first pack again, naks
@@ -414,16 +389,7 @@ func TestHoldsLooksInsidePacks(t *testing.T) {
 			cmds[i] = command(members[i%3], fmt.Sprintf("h-%d", i), 1)
 		}
 		publishAll(t, b, cmds)
-		ctx := context.Background()
-		holds := func(txn string) bool {
-			t.Helper()
-			held, err := b.Holds(ctx, "pos", txn)
-			if err != nil {
-				t.Fatalf("Holds %s: %v", txn, err)
-			}
-			return held
-		}
-		if !holds("h-0") || !holds("h-7") || holds("h-9") {
+		if !holds(t, b, "h-0") || !holds(t, b, "h-7") || holds(t, b, "h-9") {
 			t.Fatal("before core: want h-0 and h-7 held, h-9 not")
 		}
 		rec := &packRecorder{}
@@ -433,7 +399,7 @@ func TestHoldsLooksInsidePacks(t *testing.T) {
 			info := consumerInfo(t, b, p)
 			return info.NumAckPending == 0 && info.AckFloor.Stream == 1
 		})
-		if holds("h-0") || holds("h-7") {
+		if holds(t, b, "h-0") || holds(t, b, "h-7") {
 			t.Fatal("after core: h-0 and h-7 still held")
 		}
 	})
