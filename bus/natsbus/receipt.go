@@ -95,28 +95,28 @@ func (r *receipt) nakedFor() (bool, time.Duration) {
 	return r.naked.Load(), time.Duration(r.nakDelay.Load())
 }
 
-// settleInPack settles a receipt of a pack with s. It reports whether the
-// message is still to be settled, and how.
-func (r *receipt) settleInPack(s settlement, delay time.Duration) (send bool, msg settlement,
-	msgDelay time.Duration) {
+// settleInPack settles a receipt of a pack with s, and its message with
+// what the pack's receipts add up to once it is the last of them (see
+// send for confirm). A receipt settled already counts once.
+func (r *receipt) settleInPack(ctx context.Context, s settlement, delay time.Duration,
+	confirm bool) error {
 	if !r.settled.CompareAndSwap(false, true) {
-		return false, 0, 0 // settled already: it counted then
+		return nil
 	}
 	if s == settleNak {
 		r.naked.Store(true)
 	}
-	return r.pack.settle(s, delay)
+	if last, msg, msgDelay := r.pack.settle(s, delay); last {
+		return r.send(ctx, msg, msgDelay, confirm)
+	}
+	return nil
 }
 
 // Ack tells the server the message is done and waits for the server to
 // confirm, so that it will not be delivered to this consumer again.
 func (r *receipt) Ack(ctx context.Context) error {
 	if r.pack != nil {
-		send, s, delay := r.settleInPack(settleAck, 0)
-		if !send {
-			return nil
-		}
-		return r.send(ctx, s, delay, true)
+		return r.settleInPack(ctx, settleAck, 0, true)
 	}
 	if err := r.msg.DoubleAck(ctx); err != nil {
 		return fmt.Errorf("ack %s %d: %w", r.what, r.seq(), err)
@@ -131,11 +131,7 @@ func (r *receipt) Ack(ctx context.Context) error {
 // instead.
 func (r *receipt) Nak(delay time.Duration) error {
 	if r.pack != nil {
-		send, s, d := r.settleInPack(settleNak, delay)
-		if !send {
-			return nil
-		}
-		return r.send(context.Background(), s, d, true)
+		return r.settleInPack(context.Background(), settleNak, delay, true)
 	}
 	var err error
 	if delay > 0 {
@@ -157,11 +153,7 @@ func (r *receipt) Nak(delay time.Duration) error {
 // is meant to vanish; an event stays in its stream for other consumers.
 func (r *receipt) Term() error {
 	if r.pack != nil {
-		send, s, delay := r.settleInPack(settleTerm, 0)
-		if !send {
-			return nil
-		}
-		return r.send(context.Background(), s, delay, true)
+		return r.settleInPack(context.Background(), settleTerm, 0, true)
 	}
 	if err := r.msg.Term(); err != nil {
 		return fmt.Errorf("term %s %d: %w", r.what, r.seq(), err)
@@ -228,11 +220,9 @@ func (b *Bus) ackBatch(ctx context.Context, rs []*receipt) error {
 			continue
 		}
 		if r.pack != nil {
-			if send, s, delay := r.settleInPack(settleAck, 0); send {
-				if err := r.send(ctx, s, delay, false); err != nil {
-					failed++
-					first = cmp.Or(first, err)
-				}
+			if err := r.settleInPack(ctx, settleAck, 0, false); err != nil {
+				failed++
+				first = cmp.Or(first, err)
 			}
 			continue
 		}
