@@ -404,3 +404,47 @@ func TestHoldsLooksInsidePacks(t *testing.T) {
 		}
 	})
 }
+
+// packGroups keeps the order, cuts at packMax commands and at the byte
+// limit, and leaves a command too big for a pack, or holding a line break,
+// in a group of its own.
+func TestPackGroups(t *testing.T) {
+	msg := func(size int) *nats.Msg { return &nats.Msg{Data: make([]byte, size-1)} }
+	var msgs []*nats.Msg
+	var at []int
+	add := func(m *nats.Msg) {
+		at = append(at, len(msgs))
+		msgs = append(msgs, m)
+	}
+	for range packMax + 3 {
+		add(msg(10)) // 0 to packMax+2: packMax of them, then 3
+	}
+	add(msg(1200))                              // alone: over the limit below
+	add(msg(400))                               // with the next one: 800 bytes
+	add(msg(400))                               //
+	add(&nats.Msg{Data: []byte("{\"a\":1}\n")}) // a line break: alone
+	add(msg(300))                               // the last group
+
+	got := packGroups(at, msgs, 1000)
+	// packMax tens would be 5,000 bytes over a limit of 1,000: they go by
+	// hundreds.
+	var sizes []int
+	next := 0
+	for _, g := range got {
+		for _, i := range g {
+			if i != next {
+				t.Fatalf("groups %v: index %d where %d was next", got, i, next)
+			}
+			next++
+		}
+		sizes = append(sizes, len(g))
+	}
+	want := []int{100, 100, 100, 100, 100, 3, 1, 2, 1, 1}
+	if next != len(msgs) || !slices.Equal(sizes, want) {
+		t.Fatalf("group sizes %v, want %v", sizes, want)
+	}
+	if got := packGroups(at[:packMax+1], msgs, 1<<20); len(got) != 2 || len(got[0]) != packMax {
+		t.Fatalf("%d commands under a large limit: groups of %d, want %d and 1",
+			packMax+1, len(got[0]), packMax)
+	}
+}

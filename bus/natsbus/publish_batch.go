@@ -34,8 +34,9 @@ const (
 	// batch size (512 by default) at once and never splits a message.
 	packMax = 500
 	// packMaxBytes is the most data in one pack, well under the server's
-	// default 1 MiB limit per message. A command bigger than it travels
-	// alone, and fails alone if the server refuses it.
+	// default 1 MiB limit per message (a server set to take less gets packs
+	// of at most half its limit). A command bigger than that travels alone,
+	// and fails alone if the server refuses it.
 	packMaxBytes = 256 << 10
 )
 
@@ -75,8 +76,12 @@ func (b *Bus) PublishCommands(ctx context.Context, cmds []bus.Command) (duplicat
 	var msgs []*nats.Msg
 	var ids []string
 	var holds [][]int // the commands of each message
+	limit := packMaxBytes
+	if most := b.nc.MaxPayload(); most > 0 {
+		limit = min(limit, int(most/2))
+	}
 	for _, subject := range order {
-		for _, group := range packGroups(parts[subject], one) {
+		for _, group := range packGroups(parts[subject], one, limit) {
 			if len(group) == 1 {
 				msgs, ids = append(msgs, one[group[0]]), append(ids, bus.MsgID(cmds[group[0]]))
 			} else {
@@ -100,16 +105,16 @@ func (b *Bus) PublishCommands(ctx context.Context, cmds []bus.Command) (duplicat
 }
 
 // packGroups cuts the commands at (indexes into msgs, all of one partition,
-// in order) into groups that fit a pack, keeping their order. A command too
-// big for any pack, or (which the encoding never makes) holding a line
-// break, is a group of its own.
-func packGroups(at []int, msgs []*nats.Msg) [][]int {
+// in order) into groups that fit a pack of at most limit bytes, keeping
+// their order. A command too big for any pack, or (which the encoding never
+// makes) holding a line break, is a group of its own.
+func packGroups(at []int, msgs []*nats.Msg, limit int) [][]int {
 	var groups [][]int
 	start, size := 0, 0
 	for k, i := range at {
 		n := len(msgs[i].Data) + 1
-		alone := n > packMaxBytes || bytes.IndexByte(msgs[i].Data, '\n') >= 0
-		if k > start && (alone || k-start == packMax || size+n > packMaxBytes) {
+		alone := n > limit || bytes.IndexByte(msgs[i].Data, '\n') >= 0
+		if k > start && (alone || k-start == packMax || size+n > limit) {
 			groups = append(groups, at[start:k])
 			start, size = k, 0
 		}
