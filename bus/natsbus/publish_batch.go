@@ -31,7 +31,7 @@ import (
 const (
 	headerPack = "Puntos-Pack"
 	// packMax is the most commands in one pack: core applies at most its
-	// batch size (512 by default) at once and never splits a message.
+	// batch size (1,024 by default) at once and never splits a message.
 	packMax = 500
 	// packMaxBytes is the most data in one pack, well under the server's
 	// default 1 MiB limit per message (a server set to take less gets packs
