@@ -24,18 +24,24 @@ func membersOf(p, partitions, n int) []string {
 	return out
 }
 
+// commandsOf is n commands, prefix0 to prefix<n-1>, spread in turn over
+// k members of partition p.
+func commandsOf(b *Bus, p, k, n int, prefix string) []bus.Command {
+	members := membersOf(p, b.Partitions(), k)
+	cmds := make([]bus.Command, n)
+	for i := range cmds {
+		cmds[i] = command(members[i%k], fmt.Sprintf("%s%d", prefix, i), 1)
+	}
+	return cmds
+}
+
 // publishSixes publishes two batches of six commands of three members of
 // partition p, prefix0-0 to prefix0-5 then prefix1-0 to prefix1-5: two
 // packs.
 func publishSixes(t *testing.T, b *Bus, p int, prefix string) {
 	t.Helper()
-	members := membersOf(p, b.Partitions(), 3)
 	for call := range 2 {
-		cmds := make([]bus.Command, 6)
-		for i := range cmds {
-			cmds[i] = command(members[i%3], fmt.Sprintf("%s%d-%d", prefix, call, i), 1)
-		}
-		publishAll(t, b, cmds)
+		publishAll(t, b, commandsOf(b, p, 3, 6, fmt.Sprintf("%s%d-", prefix, call)))
 	}
 }
 
@@ -344,11 +350,7 @@ func TestOutageSparesAPackOnce(t *testing.T) {
 	eachServer(t, func(t *testing.T, url string) {
 		b := connect(t, url, namespace(t), true, func(c *Config) { c.MaxDeliver = 2 })
 		p := 6 % b.Partitions()
-		members := membersOf(p, b.Partitions(), 2)
-		cmds := make([]bus.Command, 5)
-		for i := range cmds {
-			cmds[i] = command(members[i%2], fmt.Sprintf("o-%d", i), 1)
-		}
+		cmds := commandsOf(b, p, 2, 5, "o-")
 		publishAll(t, b, cmds)
 
 		rec := &packRecorder{fail: func(call int, _ []*Delivery) error {
@@ -383,12 +385,7 @@ func TestHoldsLooksInsidePacks(t *testing.T) {
 	eachServer(t, func(t *testing.T, url string) {
 		b := connect(t, url, namespace(t), true, nil)
 		p := 1 % b.Partitions()
-		members := membersOf(p, b.Partitions(), 3)
-		cmds := make([]bus.Command, 9)
-		for i := range cmds {
-			cmds[i] = command(members[i%3], fmt.Sprintf("h-%d", i), 1)
-		}
-		publishAll(t, b, cmds)
+		publishAll(t, b, commandsOf(b, p, 3, 9, "h-"))
 		if !holds(t, b, "h-0") || !holds(t, b, "h-7") || holds(t, b, "h-9") {
 			t.Fatal("before core: want h-0 and h-7 held, h-9 not")
 		}

@@ -75,7 +75,7 @@ func (b *Bus) PublishCommands(ctx context.Context, cmds []bus.Command) (duplicat
 
 	var msgs []*nats.Msg
 	var ids []string
-	var holds [][]int // the commands of each message
+	var carried [][]int // the commands of each message
 	limit := packMaxBytes
 	if most := b.nc.MaxPayload(); most > 0 {
 		limit = min(limit, int(most/2))
@@ -88,12 +88,12 @@ func (b *Bus) PublishCommands(ctx context.Context, cmds []bus.Command) (duplicat
 				m, id := packMsg(subject, group, one, cmds)
 				msgs, ids = append(msgs, m), append(ids, id)
 			}
-			holds = append(holds, group)
+			carried = append(carried, group)
 		}
 	}
 	dup, merrs := make([]bool, len(msgs)), make([]error, len(msgs))
 	b.store(ctx, b.cmdStream, msgs, ids, dup, merrs)
-	for k, group := range holds {
+	for k, group := range carried {
 		for _, i := range group {
 			duplicate[i] = dup[k]
 			if merrs[k] != nil {
