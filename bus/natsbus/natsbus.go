@@ -191,6 +191,10 @@ type Bus struct {
 	atomicSlots   chan struct{}
 	atomicStored  atomic.Uint64
 
+	// gather queues single commands behind their partition's message on
+	// its way (gather.go).
+	gather gatherQueues
+
 	// results routes the results announced on core NATS to their waiters
 	// (results.go).
 	results resultWaiters

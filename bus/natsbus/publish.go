@@ -38,15 +38,24 @@ func (b *Bus) commandMsg(cmd bus.Command) (*nats.Msg, error) {
 }
 
 // PublishCommand puts cmd on its member's partition and waits until the
-// server has stored it. The message id is bus.MsgID(cmd), so a retry of the
-// same request within DuplicateWindow is dropped by the server and reported
-// with duplicate set; a changed request with the same transaction id is
-// stored, for core to answer with a conflict. cmd must be sealed.
+// server has stored it. A command that arrives while its partition has a
+// message on its way waits for it and travels in a pack with the others
+// that waited (gather.go). A command that travels alone has message id
+// bus.MsgID(cmd), so a retry of the same request within DuplicateWindow is
+// dropped by the server and reported with duplicate set; a retry that
+// travels in a pack is stored again, and the ledger answers it as a replay.
+// A changed request with the same transaction id is stored, for core to
+// answer with a conflict. cmd must be sealed.
 func (b *Bus) PublishCommand(ctx context.Context, cmd bus.Command) (duplicate bool, err error) {
 	m, err := b.commandMsg(cmd)
 	if err != nil {
 		return false, err
 	}
+	return b.gatherPublish(ctx, cmd, m)
+}
+
+// publishAlone stores m, the message of cmd, on its own.
+func (b *Bus) publishAlone(ctx context.Context, cmd bus.Command, m *nats.Msg) (bool, error) {
 	ack, err := b.js.PublishMsg(ctx, m, jetstream.WithMsgID(bus.MsgID(cmd)),
 		jetstream.WithExpectStream(b.cmdStream))
 	if err != nil {

@@ -72,7 +72,15 @@ func (b *Bus) PublishCommands(ctx context.Context, cmds []bus.Command) (duplicat
 		}
 		parts[m.Subject] = append(parts[m.Subject], i)
 	}
+	b.storePacked(ctx, cmds, one, parts, order, duplicate, errs)
+	return duplicate, errs
+}
 
+// storePacked stores the commands whose messages are in one, grouped by
+// partition in parts (subjects in order), as packs and single messages,
+// and sets duplicate[i] and errs[i] for each command i it stores.
+func (b *Bus) storePacked(ctx context.Context, cmds []bus.Command, one []*nats.Msg,
+	parts map[string][]int, order []string, duplicate []bool, errs []error) {
 	var msgs []*nats.Msg
 	var ids []string
 	var carried [][]int // the commands of each message
@@ -101,7 +109,6 @@ func (b *Bus) PublishCommands(ctx context.Context, cmds []bus.Command) (duplicat
 			}
 		}
 	}
-	return duplicate, errs
 }
 
 // packGroups cuts the commands at (indexes into msgs, all of one partition,
