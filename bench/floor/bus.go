@@ -318,3 +318,77 @@ func (rs *replies) await(txns []string) (<-chan int, func()) {
 		rs.mu.Unlock()
 	}
 }
+
+// gatherer holds, per partition subject, whether a message is on its way
+// and the single commands waiting behind it (step gather-pipeline).
+type gatherer struct {
+	mu      sync.Mutex
+	sending map[string]bool
+	waiting map[string][]*gatheredCmd
+}
+
+// gatheredCmd is a command waiting for its partition, and then its answer.
+type gatheredCmd struct {
+	msg  *nats.Msg
+	txn  string
+	done chan error
+}
+
+// publishGathered stores ev's command alone when its partition has nothing
+// on its way, and otherwise waits to go in the partition's next pack.
+func (f *floor) publishGathered(ctx context.Context, ev event) error {
+	m, err := f.commandMsg(ev)
+	if err != nil {
+		return err
+	}
+	g := &f.gather
+	g.mu.Lock()
+	if g.sending == nil {
+		g.sending, g.waiting = map[string]bool{}, map[string][]*gatheredCmd{}
+	}
+	if g.sending[m.Subject] {
+		w := &gatheredCmd{msg: m, txn: ev.TxnID, done: make(chan error, 1)}
+		g.waiting[m.Subject] = append(g.waiting[m.Subject], w)
+		g.mu.Unlock()
+		select {
+		case err := <-w.done:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	g.sending[m.Subject] = true
+	g.mu.Unlock()
+	_, err = f.js.PublishMsg(ctx, m, jetstream.WithMsgID(source+":"+ev.TxnID),
+		jetstream.WithExpectStream(streamName))
+	f.sendWaiting(m.Subject)
+	return err
+}
+
+// sendWaiting sends what waits for subject as one pack, from a goroutine of
+// its own, and goes on until nothing waits.
+func (f *floor) sendWaiting(subject string) {
+	g := &f.gather
+	g.mu.Lock()
+	ws := g.waiting[subject]
+	delete(g.waiting, subject)
+	if len(ws) == 0 {
+		g.sending[subject] = false
+		g.mu.Unlock()
+		return
+	}
+	g.mu.Unlock()
+	go func() {
+		msgs, txns := make([]*nats.Msg, len(ws)), make([]string, len(ws))
+		for i, w := range ws {
+			msgs[i], txns[i] = w.msg, w.txn
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := f.publishPacks(ctx, msgs, txns)
+		cancel()
+		for _, w := range ws {
+			w.done <- err
+		}
+		f.sendWaiting(subject)
+	}()
+}

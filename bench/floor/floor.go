@@ -36,6 +36,7 @@ type floor struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	replies replies
+	gather  gatherer
 	srv     *http.Server
 	base    string // the HTTP server's URL
 	undo    []func()
@@ -199,7 +200,11 @@ func (f *floor) single(s step) http.HandlerFunc {
 				done, stop = f.replies.await([]string{ev.TxnID})
 				defer stop()
 			}
-			err = f.publish(r.Context(), ev)
+			if s.pack {
+				err = f.publishGathered(r.Context(), ev)
+			} else {
+				err = f.publish(r.Context(), ev)
+			}
 		}
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)

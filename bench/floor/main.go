@@ -54,7 +54,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("floor", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each step")
-	fs.IntVar(&o.clients, "clients", 32, "concurrent clients of the single-event steps")
+	fs.IntVar(&o.clients, "clients", 64, "concurrent clients of the single-event steps")
 	fs.IntVar(&o.batchClients, "batch-clients", 8, "concurrent clients of batch-pipeline")
 	fs.IntVar(&o.consumers, "consumers", 4, "stream partitions, each with one consumer, "+
 		"in the pipeline steps")

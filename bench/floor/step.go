@@ -22,7 +22,9 @@ type step struct {
 	rows       bool // each event committed is a row in floor_rows
 	stream     bool // the route publishes on the command stream
 	consume    bool // consumers apply the stream's commands
-	pack       bool // a batch goes as one message per partition, not per event
+	pack       bool // a batch goes as one message per partition, not per event;
+	// single events wait for their partition's message on its way and go
+	// together after it
 }
 
 var steps = []step{
@@ -36,6 +38,10 @@ var steps = []step{
 	{name: "pipeline", rows: true, stream: true, consume: true,
 		what: "decode, publish on JetStream, consumers fetch batches and INSERT each in one " +
 			"statement, reply on core NATS, ack; answer 201 on the reply"},
+	{name: "gather-pipeline", rows: true, stream: true, consume: true, pack: true,
+		what: "as pipeline, but the requests that arrive while their partition has a " +
+			"message on its way wait for it and go together as one pack, as " +
+			"bus/natsbus publishes single commands"},
 	{name: "batch-pipeline", batch: true, rows: true, stream: true,
 		consume: true,
 		what: "as pipeline, 500 events per request published as one atomic batch; " +

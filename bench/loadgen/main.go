@@ -67,7 +67,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.StringVar(&o.databaseURL, "database-url", "", "ledger database of -url, for the "+
 		"final check (required with -url)")
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "length of each scenario")
-	fs.IntVar(&o.clients, "clients", 32, "concurrent clients sending accruals in scenario a")
+	fs.IntVar(&o.clients, "clients", 64, "concurrent clients sending accruals in scenario a")
 	fs.IntVar(&o.members, "members", 1000, "members enrolled and spread over")
 	fs.IntVar(&o.readRate, "read-rate", 5000, "target balance reads per second (scenario b)")
 	fs.IntVar(&o.readers, "readers", 32, "concurrent readers in scenario b")
@@ -80,7 +80,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		"per publish in e (1 to 500)")
 	fs.IntVar(&o.batchClients, "batch-clients", 8, "concurrent clients sending batches in "+
 		"scenarios c and e")
-	fs.IntVar(&o.soapClients, "soap-clients", 32, "concurrent clients sending SOAP "+
+	fs.IntVar(&o.soapClients, "soap-clients", 64, "concurrent clients sending SOAP "+
 		"accruals in scenario d")
 	fs.StringVar(&o.soapUser, "soap-user", "", "SOAP user with the Accrue operation, for "+
 		"-url (an in-process run makes its own)")
