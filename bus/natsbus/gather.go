@@ -2,6 +2,7 @@ package natsbus
 
 import (
 	"context"
+	"fmt"
 	"sync"
 
 	"github.com/nats-io/nats.go"
@@ -82,10 +83,8 @@ func (b *Bus) gatherPublish(ctx context.Context, cmd bus.Command, m *nats.Msg) (
 	}
 	q.sending = true
 	q.mu.Unlock()
-
-	dup, err := b.publishAlone(ctx, cmd, m)
-	b.sendWaiting(q)
-	return dup, err
+	defer b.sendWaiting(q) // whatever happens to this publish, the queue moves on
+	return b.publishAlone(ctx, cmd, m)
 }
 
 // sendWaiting hands the commands queued behind the message just stored to
@@ -106,22 +105,31 @@ func (b *Bus) sendWaiting(q *gatherQueue) {
 // sendGathered sends the commands of group (all of one partition, in
 // order) as packs, tells each waiter its answer, then goes on with what
 // queued meanwhile. No single caller's context bounds it: a caller that
-// gives up does not cancel the others' commands.
+// gives up does not cancel the others' commands. A panic on the way fails
+// the group's commands, not the process.
 func (b *Bus) sendGathered(q *gatherQueue, group []*gathered) {
+	defer b.sendWaiting(q)
+	dup, errs := make([]bool, len(group)), make([]error, len(group))
+	defer func() {
+		if r := recover(); r != nil {
+			b.log.Error("Sending waiting commands failed", "commands", len(group), "panic", r)
+			for i, g := range group {
+				errs[i] = fmt.Errorf("publish command %s: %v", g.cmd.ID, r)
+			}
+		}
+		for i, g := range group {
+			g.dup, g.err = dup[i], errs[i]
+			close(g.done)
+		}
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), asyncAckTimeout)
+	defer cancel()
 	cmds := make([]bus.Command, len(group))
 	one := make([]*nats.Msg, len(group))
 	at := make([]int, len(group))
 	for i, g := range group {
 		cmds[i], one[i], at[i] = g.cmd, g.msg, i
 	}
-	dup, errs := make([]bool, len(group)), make([]error, len(group))
 	subject := group[0].msg.Subject
 	b.storePacked(ctx, cmds, one, map[string][]int{subject: at}, []string{subject}, dup, errs)
-	cancel()
-	for i, g := range group {
-		g.dup, g.err = dup[i], errs[i]
-		close(g.done)
-	}
-	b.sendWaiting(q)
 }

@@ -41,9 +41,10 @@ func (b *Bus) commandMsg(cmd bus.Command) (*nats.Msg, error) {
 // server has stored it. A command that arrives while its partition has a
 // message on its way waits for it and travels in a pack with the others
 // that waited (gather.go). A command that travels alone has message id
-// bus.MsgID(cmd), so a retry of the same request within DuplicateWindow is
-// dropped by the server and reported with duplicate set; a retry that
-// travels in a pack is stored again, and the ledger answers it as a replay.
+// bus.MsgID(cmd): a retry of the same request within DuplicateWindow is
+// dropped by the server and reported with duplicate set when it and the
+// first copy both travelled alone; otherwise (either of them in a pack) it
+// is stored again, and the ledger answers it as a replay.
 // A changed request with the same transaction id is stored, for core to
 // answer with a conflict. cmd must be sealed.
 func (b *Bus) PublishCommand(ctx context.Context, cmd bus.Command) (duplicate bool, err error) {
