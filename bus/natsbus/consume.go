@@ -514,7 +514,11 @@ func (b *Bus) Holds(ctx context.Context, source, txn string) (bool, error) {
 		if h.Get(headerPack) == "" {
 			return strings.HasPrefix(h.Get(jetstream.MsgIDHeader), msgID), nil
 		}
-		// A pack: its commands are in its data, which the scan leaves out.
+		// A pack: its commands are in its data, which the scan leaves out;
+		// its keys tell whether it is worth reading.
+		if !packMayHold(h.Get(headerPackKeys), source, txn) {
+			return false, nil
+		}
 		meta, err := m.Metadata()
 		if err != nil {
 			return false, err

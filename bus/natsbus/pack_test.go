@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/puntos-loyalty/puntos/bus"
 )
@@ -400,6 +401,96 @@ func TestHoldsLooksInsidePacks(t *testing.T) {
 			t.Fatal("after core: h-0 and h-7 still held")
 		}
 	})
+}
+
+// Holds reads a pack's data only when the pack's keys say it may hold the
+// command: a pack whose keys leave the command out is passed over (even
+// though, made by hand here, its data holds it), and a pack without keys,
+// as an older producer makes, is read.
+func TestHoldsReadsPacksByTheirKeys(t *testing.T) {
+	eachServer(t, func(t *testing.T, url string) {
+		b := connect(t, url, namespace(t), true, nil)
+		p := 2 % b.Partitions()
+		send := func(cmds []bus.Command, keys string) {
+			t.Helper()
+			one := make([]*nats.Msg, len(cmds))
+			at := make([]int, len(cmds))
+			for i, c := range cmds {
+				m, err := b.commandMsg(c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				one[i], at[i] = m, i
+			}
+			m, id := packMsg(b.commandSubject(p), at, one, cmds)
+			if keys == "" {
+				m.Header.Del(headerPackKeys)
+			} else {
+				m.Header.Set(headerPackKeys, keys)
+			}
+			_, err := b.js.PublishMsg(context.Background(), m, jetstream.WithMsgID(id))
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		send(commandsOf(b, p, 2, 3, "nokeys-"), "")
+		// Keys of other commands: the pack is taken not to hold its own.
+		others := string(appendPackKey(nil, "elsewhere", "x"))
+		wrong := commandsOf(b, p, 2, 1, "wrongkeys-")
+		if packMayHold(others, wrong[0].Source, wrong[0].TxnID) {
+			t.Fatal("the keys chosen as wrong match the command")
+		}
+		send(wrong, others)
+		if !holds(t, b, "nokeys-2") || holds(t, b, "nokeys-3") {
+			t.Fatal("a pack without keys: want nokeys-2 held, nokeys-3 not")
+		}
+		if holds(t, b, "wrongkeys-0") {
+			t.Fatal("a pack whose keys leave a command out was read")
+		}
+	})
+}
+
+// Every command of a pack matches its keys; a command outside it matches
+// only when its 16-bit key collides; missing or broken keys match anything.
+func TestPackKeys(t *testing.T) {
+	var keys []byte
+	in := map[string]bool{}
+	for i := range 500 {
+		keys = appendPackKey(keys, "pos", fmt.Sprintf("t-%d", i))
+		in[string(keys[len(keys)-packKeyLen:])] = true
+	}
+	if len(keys) != 500*packKeyLen {
+		t.Fatalf("%d bytes of keys for 500 commands", len(keys))
+	}
+	for i := range 500 {
+		if !packMayHold(string(keys), "pos", fmt.Sprintf("t-%d", i)) {
+			t.Fatalf("t-%d not matched by its own pack's keys", i)
+		}
+	}
+	matched := 0
+	for i := 500; i < 20500; i++ {
+		txn := fmt.Sprintf("t-%d", i)
+		got := packMayHold(string(keys), "pos", txn)
+		if want := in[string(appendPackKey(nil, "pos", txn))]; got != want {
+			t.Fatalf("%s: matched %v, its key is in the pack: %v", txn, got, want)
+		}
+		if got {
+			matched++
+		}
+	}
+	// 500 keys of 65,536: about 150 of 20,000 outsiders collide.
+	if matched > 400 {
+		t.Fatalf("%d of 20,000 commands outside the pack matched its keys", matched)
+	}
+	key := func(source, txn string) string { return string(appendPackKey(nil, source, txn)) }
+	if key("other", "t-1") == key("pos", "t-1") || key("po", "st-1") == key("pos", "t-1") {
+		t.Fatal("the source, or where it ends, is not part of the key")
+	}
+	for _, broken := range []string{"", "abc", string(keys[:7])} {
+		if !packMayHold(broken, "pos", "t-99999") {
+			t.Fatalf("keys %q: want a match, the pack to be read", broken)
+		}
+	}
 }
 
 // packGroups keeps the order, cuts at packMax commands and at the byte

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 
 	"github.com/nats-io/nats.go"
@@ -30,6 +31,10 @@ import (
 // answers its repeated commands as replays.
 const (
 	headerPack = "Puntos-Pack"
+	// headerPackKeys holds a short key of each command of a pack (packKey),
+	// so that Holds passes over packs that cannot hold the command it looks
+	// for without reading their data. A pack without it is read.
+	headerPackKeys = "Puntos-Pack-Keys"
 	// packMax is the most commands in one pack: core applies at most its
 	// batch size (1,024 by default) at once and never splits a message.
 	packMax = 500
@@ -147,6 +152,7 @@ func packMsg(subject string, group []int, msgs []*nats.Msg,
 		size += len(msgs[i].Data) + 1
 	}
 	data := make([]byte, 0, size)
+	keys := make([]byte, 0, packKeyLen*len(group))
 	h := sha256.New()
 	for k, i := range group {
 		if k > 0 {
@@ -155,9 +161,11 @@ func packMsg(subject string, group []int, msgs []*nats.Msg,
 		data = append(data, msgs[i].Data...)
 		h.Write([]byte(bus.MsgID(cmds[i])))
 		h.Write([]byte{0})
+		keys = appendPackKey(keys, cmds[i].Source, cmds[i].TxnID)
 	}
 	m := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
 	m.Header.Set(headerPack, strconv.Itoa(len(group)))
+	m.Header.Set(headerPackKeys, string(keys))
 	return m, "pack:" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
@@ -176,4 +184,37 @@ func unpack(data []byte, n int) ([][]byte, bool) {
 		return nil, false
 	}
 	return append(lines, data), true
+}
+
+// packKeyLen is the length of one command's key in headerPackKeys: four hex
+// digits, 16 bits of a hash of its source and transaction id, so that a
+// pack of 500 commands has a header of 2,000 bytes and a lookup reads the
+// data of a pack that does not hold its command about once in 65,536
+// commands.
+const packKeyLen = 4
+
+// appendPackKey appends the key of (source, txn) to keys.
+func appendPackKey(keys []byte, source, txn string) []byte {
+	h := fnv.New32a()
+	h.Write([]byte(source))
+	h.Write([]byte{0})
+	h.Write([]byte(txn))
+	sum := h.Sum32()
+	return fmt.Appendf(keys, "%04x", uint16(sum^sum>>16))
+}
+
+// packMayHold reports whether a pack with keys (headerPackKeys) may hold
+// the command (source, txn): false only when no key matches. Keys that are
+// missing or not made of whole keys answer true, and the pack is read.
+func packMayHold(keys, source, txn string) bool {
+	if keys == "" || len(keys)%packKeyLen != 0 {
+		return true
+	}
+	want := string(appendPackKey(nil, source, txn))
+	for i := 0; i < len(keys); i += packKeyLen {
+		if keys[i:i+packKeyLen] == want {
+			return true
+		}
+	}
+	return false
 }
