@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"strings"
 	"testing"
@@ -483,6 +484,17 @@ func TestPackKeys(t *testing.T) {
 		t.Fatalf("%d of 20,000 commands outside the pack matched its keys", matched)
 	}
 	key := func(source, txn string) string { return string(appendPackKey(nil, source, txn)) }
+	// Every version must make the same keys (a gateway's packs are read by
+	// other processes): FNV-1a of source, a zero byte and txn, folded.
+	for i := range 200 {
+		source, txn := fmt.Sprintf("src-%d", i%7), fmt.Sprintf("t-%d", i)
+		h := fnv.New32a()
+		h.Write([]byte(source + "\x00" + txn))
+		sum := h.Sum32()
+		if want := fmt.Sprintf("%04x", uint16(sum^sum>>16)); key(source, txn) != want {
+			t.Fatalf("key of %s/%s is %s, want %s", source, txn, key(source, txn), want)
+		}
+	}
 	if key("other", "t-1") == key("pos", "t-1") || key("po", "st-1") == key("pos", "t-1") {
 		t.Fatal("the source, or where it ends, is not part of the key")
 	}

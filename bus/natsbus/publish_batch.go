@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"hash/fnv"
 	"strconv"
 
 	"github.com/nats-io/nats.go"
@@ -193,14 +192,21 @@ func unpack(data []byte, n int) ([][]byte, bool) {
 // commands.
 const packKeyLen = 4
 
-// appendPackKey appends the key of (source, txn) to keys.
+// appendPackKey appends the key of (source, txn) to keys: FNV-1a (32 bits)
+// of source, a zero byte and txn, folded to 16 bits, in hex.
 func appendPackKey(keys []byte, source, txn string) []byte {
-	h := fnv.New32a()
-	h.Write([]byte(source))
-	h.Write([]byte{0})
-	h.Write([]byte(txn))
-	sum := h.Sum32()
-	return fmt.Appendf(keys, "%04x", uint16(sum^sum>>16))
+	const offset, prime = 2166136261, 16777619
+	sum := uint32(offset)
+	for i := 0; i < len(source); i++ {
+		sum = (sum ^ uint32(source[i])) * prime
+	}
+	sum *= prime // the zero byte between them
+	for i := 0; i < len(txn); i++ {
+		sum = (sum ^ uint32(txn[i])) * prime
+	}
+	k := uint16(sum ^ sum>>16)
+	const digits = "0123456789abcdef"
+	return append(keys, digits[k>>12], digits[k>>8&15], digits[k>>4&15], digits[k&15])
 }
 
 // packMayHold reports whether a pack with keys (headerPackKeys) may hold
