@@ -24,13 +24,23 @@ import (
 // and each partition gets its own outcome and handles it as before. The
 // order of a partition's commands is kept: its batches never overlap, and
 // within a merged transaction they keep their order.
+//
+// A second transaction (and any beyond it, up to writers) starts only when
+// spread commands or more wait: under single requests the batches that
+// arrive during one transaction go together into the next, rather than
+// into two small ones side by side, while a backlog of large batches keeps
+// every writer busy.
 type groupCommit struct {
-	apply func(context.Context, []bus.Command) ([]postgres.Applied, error)
-	max   int           // commands per merged transaction (a batch is never split)
-	slots chan struct{} // one per transaction running
+	apply   func(context.Context, []bus.Command) ([]postgres.Applied, error)
+	max     int // commands per merged transaction (a batch is never split)
+	writers int // transactions at once, at most
+	spread  int // commands waiting that start one more transaction beside others
 
-	mu    sync.Mutex
-	queue []*groupEntry
+	mu      sync.Mutex
+	queue   []*groupEntry
+	waiting int           // commands in queue
+	running int           // transactions applying
+	freed   chan struct{} // closed (and replaced) when a transaction ends
 
 	// queued, when set, is called with the queue's length after each
 	// arrival (tests use it to know when batches wait).
@@ -47,7 +57,17 @@ type groupEntry struct {
 
 func newGroupCommit(apply func(context.Context, []bus.Command) ([]postgres.Applied, error),
 	writers, max int) *groupCommit {
-	return &groupCommit{apply: apply, max: max, slots: make(chan struct{}, writers)}
+	return &groupCommit{apply: apply, max: max, writers: writers, spread: groupSpread(max),
+		freed: make(chan struct{})}
+}
+
+// groupSpread is the spread of a group commit of max commands per
+// transaction: an eighth of it, at least one.
+func groupSpread(max int) int {
+	if max < 8 {
+		return 1
+	}
+	return max / 8
 }
 
 // Apply applies cmds, in order, in one ledger transaction that may also hold
@@ -57,41 +77,51 @@ func (g *groupCommit) Apply(ctx context.Context, cmds []bus.Command) ([]postgres
 	e := &groupEntry{cmds: cmds, done: make(chan struct{})}
 	g.mu.Lock()
 	g.queue = append(g.queue, e)
+	g.waiting += len(cmds)
 	n := len(g.queue)
 	g.mu.Unlock()
 	if g.queued != nil {
 		g.queued(n)
 	}
 	for {
-		// A batch already applied returns at once, rather than racing for a
-		// writer's slot and running other partitions' batches first.
+		// A batch already applied returns at once, rather than starting a
+		// transaction for other partitions' batches first.
 		select {
 		case <-e.done:
 			return e.applied, e.err
 		default:
 		}
-		select {
-		case <-e.done:
-			return e.applied, e.err
-		case g.slots <- struct{}{}:
+		g.mu.Lock()
+		start := len(g.queue) > 0 && (g.running == 0 ||
+			g.running < g.writers && g.waiting >= g.spread)
+		if !start {
+			// This batch is being applied by another caller, or waits for
+			// a transaction to end.
+			freed := g.freed
+			g.mu.Unlock()
+			select {
+			case <-e.done:
+				return e.applied, e.err
+			case <-freed:
+			}
+			continue
 		}
+		g.running++
 		group := g.take()
-		if len(group) == 0 {
-			// Another writer took this batch and is applying it.
-			<-g.slots
-			<-e.done
-			return e.applied, e.err
-		}
+		g.mu.Unlock()
 		g.run(ctx, group)
-		<-g.slots
+		g.mu.Lock()
+		g.running--
+		close(g.freed)
+		g.freed = make(chan struct{})
+		g.mu.Unlock()
 	}
 }
 
 // take removes from the head of the queue the batches of the next
-// transaction: at least one, then as many as fit in max commands.
+// transaction: at least one, then as many as fit in max commands. g.mu is
+// held.
 func (g *groupCommit) take() []*groupEntry {
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	n, size := 0, 0
 	for n < len(g.queue) && (n == 0 || size+len(g.queue[n].cmds) <= g.max) {
 		size += len(g.queue[n].cmds)
@@ -100,6 +130,7 @@ func (g *groupCommit) take() []*groupEntry {
 	group := make([]*groupEntry, n)
 	copy(group, g.queue)
 	g.queue = append(g.queue[:0], g.queue[n:]...)
+	g.waiting -= size
 	return group
 }
 

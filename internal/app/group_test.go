@@ -335,3 +335,65 @@ func TestGroupCommitOneTxnIDAcrossPartitions(t *testing.T) {
 		}
 	}
 }
+
+// With two writers, the batches that arrive while a transaction runs wait
+// for it as long as they hold fewer commands than an eighth of the batch
+// size; once that many wait, a second transaction takes them beside the
+// first.
+func TestGroupCommitSecondWriterWaitsForABacklog(t *testing.T) {
+	c, gl, _ := groupWorld(t, 4)
+	gc := newGroupCommit(gl.apply, 2, 64) // a second transaction from 8 waiting
+	accruals := func(ref string, n int) []bus.Command {
+		cmds := make([]bus.Command, n)
+		for i := range cmds {
+			cmds[i] = groupAccrual(t, fmt.Sprintf("w-%s-%d", ref, i), ref, "10", "")
+		}
+		return cmds
+	}
+	first := make(chan error, 1)
+	go func() {
+		_, err := gc.Apply(context.Background(), accruals("C1", 1))
+		first <- err
+	}()
+	<-gl.entered
+
+	out, wg := startQueued(t, gc, gl, [][]bus.Command{accruals("C2", 3), accruals("C3", 4)})
+	time.Sleep(300 * time.Millisecond) // room for a wrong second transaction
+	if got := gl.calls(); !slices.Equal(got, []int{1}) {
+		t.Fatalf("transactions of %v commands with 7 waiting, want only the first", got)
+	}
+	last := make(chan error, 1)
+	go func() {
+		_, err := gc.Apply(context.Background(), accruals("C4", 1))
+		last <- err
+	}()
+	// The first transaction is still held: only a second one can answer C4.
+	select {
+	case err := <-last:
+		if err != nil {
+			t.Fatalf("batch of C4: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("8 commands waiting and no second transaction: %v", gl.calls())
+	}
+	if got := gl.calls(); !slices.Equal(got, []int{1, 8}) {
+		t.Fatalf("transactions of %v commands, want [1 8]: the three waiting batches "+
+			"beside the first", got)
+	}
+	close(gl.open)
+	wg.Wait()
+	if err := <-first; err != nil {
+		t.Fatalf("batch of C1: %v", err)
+	}
+	for i, o := range out {
+		if o.err != nil || len(o.applied) != 3+i {
+			t.Fatalf("batch of C%d: %d results, error %v", i+2, len(o.applied), o.err)
+		}
+	}
+	for ref, want := range map[string]int64{"C1": 10, "C2": 30, "C3": 40, "C4": 10} {
+		b := c.must(200, "GET", "/v1/programs/telco/members/"+ref+"/balance", "", nil)
+		if got := jnum(t, b, "balance.available"); got != want {
+			t.Fatalf("%s holds %d points, want %d", ref, got, want)
+		}
+	}
+}
