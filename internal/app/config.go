@@ -122,8 +122,9 @@ var settings = []setting{
 		false, num("batch-size", func(c *Config) *int { return &c.BatchSize })},
 	{"ledger-writers", "PUNTOS_LEDGER_WRITERS", "2", "ledger transactions applying " +
 		"commands at once; the partitions' batches that arrive meanwhile are merged into " +
-		"the next one, up to batch-size commands, and a second one starts beside the " +
-		"first only once an eighth of batch-size waits (0: each partition applies its own)",
+		"the next one, up to batch-size commands; a second one starts beside a small " +
+		"first one only once an eighth of batch-size waits (0: each partition applies " +
+		"its own)",
 		false, num("ledger-writers", func(c *Config) *int { return &c.LedgerWriters })},
 	{"gc-percent", "PUNTOS_GC_PERCENT", "400", "heap growth, in percent of the live heap, " +
 		"that starts a garbage collection (Go's GOGC, which wins when set); more uses more " +

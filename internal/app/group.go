@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -40,6 +41,7 @@ type groupCommit struct {
 	queue   []*groupEntry
 	waiting int           // commands in queue
 	running int           // transactions applying
+	runCmds int           // commands in the transactions applying
 	freed   chan struct{} // closed (and replaced) when a transaction ends
 
 	// queued, when set, is called with the queue's length after each
@@ -92,8 +94,11 @@ func (g *groupCommit) Apply(ctx context.Context, cmds []bus.Command) ([]postgres
 		default:
 		}
 		g.mu.Lock()
+		// Beside a small transaction, the batches wait to go together
+		// into the next; beside a large one (a bulk batch, a backlog) they
+		// do not wait for it.
 		start := len(g.queue) > 0 && (g.running == 0 ||
-			g.running < g.writers && g.waiting >= g.spread)
+			g.running < g.writers && (g.waiting >= g.spread || g.runCmds >= g.spread))
 		if !start {
 			// This batch is being applied by another caller, or waits for
 			// a transaction to end.
@@ -106,22 +111,32 @@ func (g *groupCommit) Apply(ctx context.Context, cmds []bus.Command) ([]postgres
 			}
 			continue
 		}
+		group, size := g.take()
 		g.running++
-		group := g.take()
+		g.runCmds += size
 		g.mu.Unlock()
-		g.run(ctx, group)
-		g.mu.Lock()
-		g.running--
-		close(g.freed)
-		g.freed = make(chan struct{})
-		g.mu.Unlock()
+		g.runTaken(ctx, group, size)
 	}
 }
 
+// runTaken runs group, of size commands, and then gives its place back,
+// even when applying it panics.
+func (g *groupCommit) runTaken(ctx context.Context, group []*groupEntry, size int) {
+	defer func() {
+		g.mu.Lock()
+		g.running--
+		g.runCmds -= size
+		close(g.freed)
+		g.freed = make(chan struct{})
+		g.mu.Unlock()
+	}()
+	g.run(ctx, group)
+}
+
 // take removes from the head of the queue the batches of the next
-// transaction: at least one, then as many as fit in max commands. g.mu is
-// held.
-func (g *groupCommit) take() []*groupEntry {
+// transaction (at least one, then as many as fit in max commands) and
+// returns them with their number of commands. g.mu is held.
+func (g *groupCommit) take() ([]*groupEntry, int) {
 	n, size := 0, 0
 	for n < len(g.queue) && (n == 0 || size+len(g.queue[n].cmds) <= g.max) {
 		size += len(g.queue[n].cmds)
@@ -131,7 +146,7 @@ func (g *groupCommit) take() []*groupEntry {
 	copy(group, g.queue)
 	g.queue = append(g.queue[:0], g.queue[n:]...)
 	g.waiting -= size
-	return group
+	return group, size
 }
 
 // run applies group in one transaction or, when that fails and the group
@@ -142,6 +157,10 @@ func (g *groupCommit) run(ctx context.Context, group []*groupEntry) {
 			close(e.done)
 		}
 	}()
+	// What a batch answers when applying panics before it has an outcome.
+	for _, e := range group {
+		e.err = errors.New("ledger transaction did not finish")
+	}
 	if len(group) == 1 {
 		e := group[0]
 		e.applied, e.err = g.apply(ctx, e.cmds)
@@ -156,6 +175,7 @@ func (g *groupCommit) run(ctx context.Context, group []*groupEntry) {
 	case err == nil && len(applied) == len(all):
 		for _, e := range group {
 			e.applied, applied = applied[:len(e.cmds):len(e.cmds)], applied[len(e.cmds):]
+			e.err = nil
 		}
 	case err == nil:
 		// Committed, but not one result per command: applying the batches
