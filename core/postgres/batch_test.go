@@ -281,7 +281,7 @@ var dumpQueries = []dumpQuery{
 		postings: []int{0}},
 	{sql: `SELECT source, txn_id, command_id, kind, hash, status, result::text FROM commands
 		ORDER BY source, txn_id`, doc: []int{6}},
-	{sql: `SELECT id > 0, subject, (body - 'event_id')::text FROM outbox ORDER BY id`,
+	{sql: `SELECT id > 0, subject, (body::jsonb - 'event_id')::text FROM outbox ORDER BY id`,
 		doc: []int{2}},
 	{sql: `SELECT member_id, from_tier, to_tier, qualification, changed_at, reason,
 		spend::text FROM member_tiers ORDER BY id`},

@@ -870,7 +870,7 @@ func (t *txn) writeBulk(ctx context.Context, cmds []bus.Command, ops []*bulkOp,
 		cp.row()
 		cp.uuid(w.eventID)
 		cp.text(bus.EventSubject(w.cmd.Program, w.kind))
-		cp.jsonb(w.event)
+		cp.json(w.event)
 	}
 	return cp.send(ctx, conn)
 }

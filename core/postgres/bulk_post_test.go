@@ -246,7 +246,7 @@ func (w *bulkTwin) snapshot() (lines []string, names map[string]string) {
 		func(v []any) string {
 			return fmt.Sprint("command ", v[:6], " ", normResult(names, []byte(v[6].(string))))
 		})
-	query(`SELECT subject, body::text FROM outbox`, func(v []any) string {
+	query(`SELECT subject, body::jsonb::text FROM outbox`, func(v []any) string {
 		var ev bus.Event
 		if err := json.Unmarshal([]byte(v[1].(string)), &ev); err != nil {
 			w.t.Fatal(err)

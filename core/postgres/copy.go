@@ -19,7 +19,7 @@ import (
 // more Go CPU than everything else a bulk line does; here each column is
 // appended by a method of its own type. The caller must append, for every
 // row, exactly the columns named in the statement, in order and of the
-// column's own type (bigint, text, uuid, timestamptz, boolean or jsonb): the
+// column's own type (bigint, text, uuid, timestamptz, boolean, jsonb or json): the
 // binary format has no conversions, and a wrong type is refused by the
 // database, so it cannot go in unnoticed.
 type binCopy struct {
@@ -110,6 +110,13 @@ func (c *binCopy) timestamptzOrNull(t *time.Time) {
 func (c *binCopy) jsonb(doc []byte) {
 	c.buf = binary.BigEndian.AppendUint32(c.buf, uint32(len(doc)+1))
 	c.buf = append(c.buf, 1)
+	c.buf = append(c.buf, doc...)
+}
+
+// json appends a JSON document for a json column (its binary form is the
+// text).
+func (c *binCopy) json(doc []byte) {
+	c.buf = binary.BigEndian.AppendUint32(c.buf, uint32(len(doc)))
 	c.buf = append(c.buf, doc...)
 }
 

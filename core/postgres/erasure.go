@@ -50,8 +50,8 @@ const eraseConversionsSQL = `UPDATE conversions SET member_ref = $2, account_id 
 	WHERE member_id = $1`
 
 const eraseOutboxSQL = `UPDATE outbox
-	SET body = jsonb_set(body, '{member_ref}', to_jsonb($2::text))
-	WHERE body->>'member' = $1 AND body ? 'member_ref'`
+	SET body = jsonb_set(body::jsonb, '{member_ref}', to_jsonb($2::text))::json
+	WHERE body->>'member' = $1 AND body::jsonb ? 'member_ref'`
 
 // The stored results of the member's commands: its enrolment (data.id is
 // the member) and every command that posted to it (postings.command_id).

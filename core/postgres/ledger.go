@@ -358,7 +358,7 @@ func (t *txn) queueEvents(b *pgx.Batch) error {
 		ids[i], subjects[i], bodies[i] = ev.ID, bus.EventSubject(ev.Program, ev.Kind), string(buf)
 	}
 	b.Queue(`INSERT INTO outbox (event_id, subject, body)
-		SELECT e, s, b::jsonb FROM unnest($1::uuid[], $2::text[], $3::text[])
+		SELECT e, s, b::json FROM unnest($1::uuid[], $2::text[], $3::text[])
 			WITH ORDINALITY AS v(e, s, b, n)
 		ORDER BY n`, uuidArg(ids), subjects, bodies)
 	t.events = t.events[:0]
