@@ -118,44 +118,28 @@ func TestGatherAttackCancelStorm(t *testing.T) {
 	eachServer(t, func(t *testing.T, url string) {
 		b := connect(t, url, namespace(t), true, nil)
 		p := 2 % b.Partitions()
-		const callers, each = 24, 20
-		var wg sync.WaitGroup
-		failed := make(chan error, callers*each)
-		for c := range callers {
-			cmds := commandsOf(b, p, 3, each, fmt.Sprintf("c%d-", c))
-			wg.Go(func() {
-				for i, cmd := range cmds {
-					ctx, cancel := context.Background(), context.CancelFunc(func() {})
-					if (c+i)%3 == 0 {
-						ctx, cancel = context.WithTimeout(context.Background(),
-							time.Duration(i%4)*200*time.Microsecond)
-					}
-					_, err := b.PublishCommand(ctx, cmd)
-					if err != nil && ctx.Err() == nil {
-						failed <- fmt.Errorf("%s: %v", cmd.TxnID, err)
-					}
-					cancel()
-				}
-			})
-		}
-		wg.Wait()
-		close(failed)
-		for err := range failed {
-			t.Error(err)
-		}
+		eachCaller(t, b, p, 24, 20, func(c, i int, cmd bus.Command) error {
+			ctx, cancel := context.Background(), context.CancelFunc(func() {})
+			if (c+i)%3 == 0 {
+				ctx, cancel = context.WithTimeout(context.Background(),
+					time.Duration(i%4)*200*time.Microsecond)
+			}
+			defer cancel()
+			if _, err := b.PublishCommand(ctx, cmd); err != nil && ctx.Err() == nil {
+				return fmt.Errorf("%s: %v", cmd.TxnID, err)
+			}
+			return nil
+		})
 		freeQueue(t, b, p)
 		n := streamMsgs(t, b, b.cmdStream)
 		got, _ := storedTxns(t, b, int(n))
-		last := map[int]int{}
-		for _, txn := range got {
-			var c, i int
-			if _, err := fmt.Sscanf(txn, "c%d-%d", &c, &i); err != nil {
-				t.Fatalf("transaction id %q: %v", txn, err)
+		for c, seq := range byCaller(t, got) {
+			for k := 1; k < len(seq); k++ {
+				if seq[k] <= seq[k-1] {
+					t.Fatalf("caller %d: command %d stored after its command %d", c, seq[k],
+						seq[k-1])
+				}
 			}
-			if prev, ok := last[c]; ok && i <= prev {
-				t.Fatalf("caller %d: command %d stored after its command %d", c, i, prev)
-			}
-			last[c] = i
 		}
 	})
 }

@@ -173,39 +173,64 @@ func TestConcurrentCommandsAreStoredOnceInOrder(t *testing.T) {
 		b := connect(t, url, namespace(t), true, nil)
 		p := 1 % b.Partitions()
 		const callers, each = 32, 15
-		var wg sync.WaitGroup
-		failed := make(chan error, callers*each)
-		for c := range callers {
-			cmds := commandsOf(b, p, 2, each, fmt.Sprintf("c%d-", c))
-			wg.Go(func() {
-				for _, cmd := range cmds {
-					if dup, err := b.PublishCommand(context.Background(), cmd); err != nil || dup {
-						failed <- fmt.Errorf("%s: duplicate %v, error %v", cmd.TxnID, dup, err)
-					}
-				}
-			})
-		}
-		wg.Wait()
-		close(failed)
-		for err := range failed {
-			t.Error(err)
-		}
+		eachCaller(t, b, p, callers, each, func(_, _ int, cmd bus.Command) error {
+			if dup, err := b.PublishCommand(context.Background(), cmd); err != nil || dup {
+				return fmt.Errorf("%s: duplicate %v, error %v", cmd.TxnID, dup, err)
+			}
+			return nil
+		})
 		n := streamMsgs(t, b, b.cmdStream)
 		got, _ := storedTxns(t, b, int(n))
 		if len(got) != callers*each {
 			t.Fatalf("stream holds %d commands in %d messages, want %d", len(got), n,
 				callers*each)
 		}
-		next := map[int]int{} // caller → its next command
-		for _, txn := range got {
-			var c, i int
-			if _, err := fmt.Sscanf(txn, "c%d-%d", &c, &i); err != nil {
-				t.Fatalf("transaction id %q: %v", txn, err)
+		for c, seq := range byCaller(t, got) {
+			for i, k := range seq {
+				if k != i {
+					t.Fatalf("caller %d: command %d stored where %d was due", c, k, i)
+				}
 			}
-			if i != next[c] {
-				t.Fatalf("caller %d: command %d stored where %d was due", c, i, next[c])
-			}
-			next[c]++
 		}
 	})
+}
+
+// eachCaller runs callers goroutines at once, each sending its each
+// commands of partition p (transaction ids c<caller>-<number>) one after
+// the other through send, and fails t with every error send returns.
+func eachCaller(t *testing.T, b *Bus, p, callers, each int,
+	send func(caller, i int, cmd bus.Command) error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	failed := make(chan error, callers*each)
+	for c := range callers {
+		cmds := commandsOf(b, p, 3, each, fmt.Sprintf("c%d-", c))
+		wg.Go(func() {
+			for i, cmd := range cmds {
+				if err := send(c, i, cmd); err != nil {
+					failed <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(failed)
+	for err := range failed {
+		t.Error(err)
+	}
+}
+
+// byCaller is, for each caller, the numbers of its commands (transaction
+// ids c<caller>-<number>) in the order txns holds them.
+func byCaller(t *testing.T, txns []string) map[int][]int {
+	t.Helper()
+	out := map[int][]int{}
+	for _, txn := range txns {
+		var c, i int
+		if _, err := fmt.Sscanf(txn, "c%d-%d", &c, &i); err != nil {
+			t.Fatalf("transaction id %q: %v", txn, err)
+		}
+		out[c] = append(out[c], i)
+	}
+	return out
 }
