@@ -26,16 +26,17 @@ import (
 // order of a partition's commands is kept: its batches never overlap, and
 // within a merged transaction they keep their order.
 //
-// A second transaction (and any beyond it, up to writers) starts only when
-// spread commands or more wait: under single requests the batches that
-// arrive during one transaction go together into the next, rather than
-// into two small ones side by side, while a backlog of large batches keeps
-// every writer busy.
+// Beside running transactions that hold fewer than spread commands in all,
+// a second one (and any beyond it, up to writers) starts only once spread
+// commands wait: under single requests the batches that arrive during one
+// transaction go together into the next, rather than into two small ones
+// side by side. Beside a large transaction (a bulk batch, a backlog) the
+// next starts at once, so that nothing waits for it with a writer idle.
 type groupCommit struct {
 	apply   func(context.Context, []bus.Command) ([]postgres.Applied, error)
 	max     int // commands per merged transaction (a batch is never split)
 	writers int // transactions at once, at most
-	spread  int // commands waiting that start one more transaction beside others
+	spread  int // commands, running or waiting, that start one more transaction
 
 	mu      sync.Mutex
 	queue   []*groupEntry
