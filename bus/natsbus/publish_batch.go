@@ -30,7 +30,7 @@ import (
 // answers its repeated commands as replays.
 const (
 	headerPack = "Puntos-Pack"
-	// headerPackKeys holds a short key of each command of a pack (packKey),
+	// headerPackKeys holds a short key of each command of a pack (appendPackKey),
 	// so that Holds passes over packs that cannot hold the command it looks
 	// for without reading their data. A pack without it is read.
 	headerPackKeys = "Puntos-Pack-Keys"
