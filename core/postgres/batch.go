@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
@@ -1002,15 +1003,132 @@ func (t *txn) writePlans(ctx context.Context, plans []runPlan, ids *idPool,
 	w.addMembers(plans)
 	w.addTiers(plans)
 	w.addCounters(plans)
-	b := w.batch(t)
-	if err := t.queueEvents(b); err != nil {
-		return err
+	byCopy := len(plans) >= t.copyRuns
+	b := w.batch(t, byCopy)
+	if !byCopy {
+		if err := t.queueEvents(b); err != nil {
+			return err
+		}
 	}
-	if err := t.tx.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("write run: %w", pgError(err))
+	if b.Len() > 0 {
+		if err := t.tx.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("write run: %w", pgError(err))
+		}
+	}
+	if byCopy {
+		if err := w.copy(ctx, t); err != nil {
+			return err
+		}
 	}
 	t.setBased += len(plans)
 	return nil
+}
+
+// defaultCopyRuns is the length from which a run writes its postings, lots,
+// commands and events by COPY rather than by INSERTs from arrays in its
+// batch. COPY costs PostgreSQL about a tenth less per row and the process
+// far less (no array parameters to encode and copy into growing buffers),
+// but takes two round trips per table: worth it for the hundreds of
+// commands of a bus or REST batch, not for the dozen of gathered single
+// requests.
+const defaultCopyRuns = 64
+
+// copy writes the run's postings, lots and commands, and the transaction's
+// queued events, each table with one COPY.
+func (w *runWrites) copy(ctx context.Context, t *txn) error {
+	conn := t.tx.Conn()
+	uuids := map[string]pgtype.UUID{} // program and member ids, parsed once
+	uuidOf := func(s string) pgtype.UUID {
+		u, ok := uuids[s]
+		if !ok {
+			u = pgUUID(s)
+			uuids[s] = u
+		}
+		return u
+	}
+	ps := &w.postings
+	if len(ps.id) > 0 {
+		cp := newBinCopy("postings", []string{"id", "program_id", "member_id", "kind", "points",
+			"pending_delta", "source", "txn_id", "command_id", "reason", "rule_version", "actor",
+			"partner", "channel", "occurred_at", "recorded_at"}, len(ps.id)*240)
+		for i := range ps.id {
+			cp.row()
+			cp.int8(ps.id[i])
+			cp.uuid(uuidOf(ps.program[i]))
+			cp.uuid(uuidOf(ps.member[i]))
+			cp.text(ps.kind[i])
+			cp.int8(ps.points[i])
+			cp.int8(ps.pendingDelta[i])
+			cp.text(ps.source[i])
+			cp.text(ps.txn[i])
+			cp.uuid(pgUUID(ps.command[i]))
+			cp.text(ps.reason[i])
+			cp.text(ps.ruleVersion[i])
+			cp.text(ps.actor[i])
+			cp.text(ps.partner[i])
+			cp.text(ps.channel[i])
+			cp.timestamptz(ps.occurred[i])
+			cp.timestamptz(t.now)
+		}
+		if err := cp.send(ctx, conn); err != nil {
+			return err
+		}
+		ls := &w.lots
+		cp = newBinCopy("lots", []string{"id", "member_id", "posting_id", "earned_at",
+			"spendable_from", "expires_at", "pending", "original", "remaining"}, len(ls.id)*110)
+		for i := range ls.id {
+			cp.row()
+			cp.int8(ls.id[i])
+			cp.uuid(uuidOf(ls.member[i]))
+			cp.int8(ls.posting[i])
+			cp.timestamptz(ls.earned[i])
+			cp.timestamptz(ls.spendable[i])
+			cp.timestamptzOrNull(ls.expires[i])
+			cp.bool(ls.pending[i])
+			cp.int8(ls.original[i])
+			cp.int8(ls.remaining[i])
+		}
+		if err := cp.send(ctx, conn); err != nil {
+			return err
+		}
+	}
+
+	// The commands in key order, byte by byte as the batch's INSERT sorts
+	// them, so that racing transactions queue the same way either way. A key
+	// another transaction recorded first makes the COPY fail on the primary
+	// key once that transaction commits: the transaction is refused, to be
+	// tried again.
+	rs := &w.results
+	order := make([]int, len(rs.txn))
+	size := 0
+	for i := range order {
+		order[i] = i
+		size += len(rs.body[i]) + 140
+	}
+	slices.SortFunc(order, func(a, b int) int {
+		return cmp.Or(strings.Compare(rs.source[a], rs.source[b]),
+			strings.Compare(rs.txn[a], rs.txn[b]))
+	})
+	cp := newBinCopy("commands", []string{"source", "txn_id", "command_id", "kind", "hash",
+		"status", "result"}, size)
+	for _, i := range order {
+		cp.row()
+		cp.text(rs.source[i])
+		cp.text(rs.txn[i])
+		cp.uuid(pgUUID(rs.id[i]))
+		cp.text(rs.kind[i])
+		cp.text(rs.hash[i])
+		cp.text(bus.StatusOK)
+		cp.jsonb([]byte(rs.body[i]))
+	}
+	if err := cp.send(ctx, conn); err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "commands_pkey" {
+			return fmt.Errorf("%w: %s", ErrCommandRaced, pe.Detail)
+		}
+		return err
+	}
+	return t.flushEvents(ctx)
 }
 
 // result is the command's stored result, as the per-command path makes it.
@@ -1197,10 +1315,10 @@ func (w *runWrites) addCounters(plans []runPlan) {
 }
 
 // batch queues the run's writes, to travel in one round trip.
-func (w *runWrites) batch(t *txn) *pgx.Batch {
+func (w *runWrites) batch(t *txn, byCopy bool) *pgx.Batch {
 	b := &pgx.Batch{}
 	ps := &w.postings
-	if len(ps.id) > 0 {
+	if len(ps.id) > 0 && !byCopy {
 		b.Queue(`INSERT INTO postings (id, program_id, member_id, kind, points, pending_delta,
 				source, txn_id, command_id, reason, rule_version, actor, partner, channel,
 				occurred_at, recorded_at)
@@ -1255,8 +1373,11 @@ func (w *runWrites) batch(t *txn) *pgx.Batch {
 			ORDER BY n`, uuidArg(ts.member), ts.from, ts.to, ts.qualification, ts.at, ts.reason,
 			ts.spend)
 	}
-	// The commands, in key order so that racing transactions queue the same
-	// way. A row already there was recorded by a transaction that committed
+	if byCopy {
+		return b
+	}
+	// The commands, in key order (byte by byte, as the COPY of a long run
+	// sorts them) so that racing transactions queue the same way. A row already there was recorded by a transaction that committed
 	// after this one looked (readAndLock): the INSERT comes short and the
 	// transaction is refused, to be tried again.
 	rs := &w.results
@@ -1264,7 +1385,7 @@ func (w *runWrites) batch(t *txn) *pgx.Batch {
 		SELECT s, x, c::uuid, k, h, $7, r::jsonb
 		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
 			AS v(s, x, c, k, h, r)
-		ORDER BY s, x
+		ORDER BY s COLLATE "C", x COLLATE "C"
 		ON CONFLICT DO NOTHING`,
 		rs.source, rs.txn, rs.id, rs.kind, rs.hash, rs.body, bus.StatusOK).Exec(
 		func(tag pgconn.CommandTag) error {

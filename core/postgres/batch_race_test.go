@@ -12,9 +12,22 @@ import (
 // Two batches carrying the same accrual at once: the second one's record of
 // the transaction id waits for the first batch and finds the id taken; the
 // batch is applied again and answers the accrual as a replay. The points are
-// posted once and both callers get an answer.
+// posted once and both callers get an answer, whether the run writes its
+// commands by INSERT or by COPY.
 func TestSetBasedClaimRaceIsAReplay(t *testing.T) {
+	for _, way := range []struct {
+		name     string
+		copyRuns int
+	}{{"insert", 1000}, {"copy", 1}} {
+		t.Run(way.name, func(t *testing.T) { testClaimRace(t, way.copyRuns) })
+	}
+}
+
+// testClaimRace races two copies of an accrual through ledgers that write
+// runs of copyRuns commands or more by COPY.
+func testClaimRace(t *testing.T, copyRuns int) {
 	f := newFixture(t, core.Program{PointsPerUnit: "1"})
+	f.l.copyRuns = copyRuns
 	f.enroll("m1")
 	ctx := context.Background()
 

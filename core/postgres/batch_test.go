@@ -88,6 +88,9 @@ func newTwin(t *testing.T) *twin {
 	w.slow = New(freshDB(t), slog.New(slog.DiscardHandler))
 	w.fast.Clock, w.slow.Clock = clock, clock
 	w.slow.rowByRow = true
+	// Runs of two commands or more write by COPY, single ones by INSERT:
+	// both ways are held to the per-command path.
+	w.fast.copyRuns = 2
 	return w
 }
 

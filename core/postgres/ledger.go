@@ -31,6 +31,10 @@ type Ledger struct {
 	// rowByRow turns the set-based path for accruals and credits off, so
 	// that every command runs on its own (tests compare the two paths).
 	rowByRow bool
+	// copyRuns is the length from which a set-based run writes its rows by
+	// COPY (see writePlans); 0 means defaultCopyRuns. Tests lower it to
+	// take that way with short runs.
+	copyRuns int
 	// setBased counts the commands the set-based path applied.
 	setBased atomic.Int64
 }
@@ -82,11 +86,16 @@ type txn struct {
 	touched   map[string]bool
 	ruleCache ruleCache
 	setBased  int // commands the set-based path applied
+	copyRuns  int // see Ledger.copyRuns
 }
 
 func (l *Ledger) newTxn(tx pgx.Tx) *txn {
+	copyRuns := l.copyRuns
+	if copyRuns <= 0 {
+		copyRuns = defaultCopyRuns
+	}
 	return &txn{tx: tx, now: l.Clock().UTC(), programs: map[string]*program{},
-		touched: map[string]bool{}}
+		touched: map[string]bool{}, copyRuns: copyRuns}
 }
 
 // batchTx begins a command batch's transaction. Its statements are planned
@@ -315,24 +324,31 @@ func (t *txn) replay(ctx context.Context, cmd *bus.Command,
 	return Applied{Result: stored}, false, nil
 }
 
-// flushEvents writes the queued ledger events to the outbox.
+// flushEvents writes the queued ledger events to the outbox, in their
+// order, with one COPY.
 func (t *txn) flushEvents(ctx context.Context) error {
 	if len(t.events) == 0 {
 		return nil
 	}
-	rows := make([][]any, len(t.events))
+	cp := newBinCopy("outbox", []string{"event_id", "subject", "body"}, len(t.events)*480)
+	var body []byte
 	for i := range t.events {
 		ev := &t.events[i]
-		body, err := appendEvent(nil, ev)
-		if err != nil {
+		id := pgUUID(ev.ID)
+		if !id.Valid {
+			return fmt.Errorf("write outbox: event id %q is not a uuid", ev.ID)
+		}
+		var err error
+		if body, err = appendEvent(body[:0], ev); err != nil {
 			return err
 		}
-		rows[i] = []any{ev.ID, bus.EventSubject(ev.Program, ev.Kind), body}
+		cp.row()
+		cp.uuid(id)
+		cp.text(bus.EventSubject(ev.Program, ev.Kind))
+		cp.json(body)
 	}
-	_, err := t.tx.CopyFrom(ctx, pgx.Identifier{"outbox"},
-		[]string{"event_id", "subject", "body"}, pgx.CopyFromRows(rows))
-	if err != nil {
-		return fmt.Errorf("write outbox: %w", err)
+	if err := cp.send(ctx, t.tx.Conn()); err != nil {
+		return err
 	}
 	t.events = t.events[:0]
 	return nil
