@@ -118,7 +118,7 @@ var settings = []setting{
 		num("bulk-approval-points", func(c *Config) *int { return &c.BulkApproval })},
 	{"partitions", "PUNTOS_PARTITIONS", "8", "command partitions (members spread over them)",
 		false, num("partitions", func(c *Config) *int { return &c.Partitions })},
-	{"batch-size", "PUNTOS_BATCH_SIZE", "1024", "commands applied per ledger transaction",
+	{"batch-size", "PUNTOS_BATCH_SIZE", "2048", "commands applied per ledger transaction",
 		false, num("batch-size", func(c *Config) *int { return &c.BatchSize })},
 	{"ledger-writers", "PUNTOS_LEDGER_WRITERS", "2", "ledger transactions applying " +
 		"commands at once; the partitions' batches that arrive meanwhile are merged into " +

@@ -22,7 +22,7 @@ func TestConfigPrecedence(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.HTTPAddr != "127.0.0.1:9000" || c.Partitions != 4 || c.ResultWait != 250*time.Millisecond ||
-		c.BatchSize != 1024 || c.LedgerWriters != 2 || c.GCPercent != 400 {
+		c.BatchSize != 2048 || c.LedgerWriters != 2 || c.GCPercent != 400 {
 		t.Fatalf("config %+v: want env addr, flag partitions 4, env wait, default batch, "+
 			"writers and GC target", c)
 	}
