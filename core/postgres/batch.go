@@ -704,7 +704,7 @@ func (t *txn) plan(cmd *bus.Command, prog *program, m *member, st *runState) (ru
 	switch cmd.Kind {
 	case core.KindAccrue:
 		var in core.Accrue
-		if decode(cmd.Payload, &in) != nil || in.EventType == "" {
+		if decodeAccrue(cmd.Payload, &in) != nil || in.EventType == "" {
 			return p, false
 		}
 		if in.Currency != "" && !strings.EqualFold(in.Currency, prog.Currency) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
+	"github.com/puntos-loyalty/puntos/internal/plainjson"
 )
 
 // decode reads a command payload strictly: unknown fields are refused.
@@ -36,6 +37,31 @@ func decode(raw []byte, v any) error {
 		return core.Errorf(core.Invalid, "payload", "has data after the JSON object")
 	}
 	return nil
+}
+
+// decodeAccrue reads an accrual's payload into in as decode does. The
+// payloads Puntos's gateways write (encoding/json's form of core.Accrue:
+// its keys in order, empty ones left out, strings without escapes) are read
+// without reflection; anything else goes to decode, which gives the answer.
+func decodeAccrue(raw []byte, in *core.Accrue) error {
+	r := plainjson.NewReader(raw)
+	r.Lit(`{"event_type":`)
+	in.EventType = r.String()
+	if r.Next(`,"amount":`) {
+		in.Amount = r.String()
+	}
+	if r.Next(`,"currency":`) {
+		in.Currency = r.String()
+	}
+	if r.Next(`,"partner":`) {
+		in.Partner = r.String()
+	}
+	r.Lit("}")
+	if r.End() {
+		return nil
+	}
+	*in = core.Accrue{}
+	return decode(raw, in)
 }
 
 func (t *txn) dispatch(ctx context.Context, cmd *bus.Command) (any, error) {
@@ -188,7 +214,7 @@ func (t *txn) checkOccurred(at time.Time) error {
 
 func (t *txn) accrue(ctx context.Context, prog *program, m *member, cmd *bus.Command) (any, error) {
 	var in core.Accrue
-	if err := decode(cmd.Payload, &in); err != nil {
+	if err := decodeAccrue(cmd.Payload, &in); err != nil {
 		return nil, err
 	}
 	if err := mustBe(m, "member", "active"); err != nil {
