@@ -122,9 +122,12 @@ func (c *binCopy) json(doc []byte) {
 
 // send writes the rows to the table, unless there are none, and gives the
 // buffer back.
-func (c *binCopy) send(ctx context.Context, conn *pgx.Conn) error {
+//
+// After a failed COPY the buffer is not given back: pgx may return from a
+// broken connection while its goroutine still reads the rows.
+func (c *binCopy) send(ctx context.Context, conn *pgx.Conn) (err error) {
 	defer func() {
-		if cap(c.buf) <= 64<<20 {
+		if err == nil && cap(c.buf) <= 64<<20 {
 			buf := c.buf[:0]
 			copyBufs.Put(&buf)
 		}
