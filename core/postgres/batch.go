@@ -42,11 +42,14 @@ import (
 //     accruals left them;
 //  3. one more round trip writes the postings, lots, accrual amounts,
 //     counters, balances and tiers, tier changes, outbox events, and the
-//     commands with their results, each command's row written once. A
-//     transaction that records one of the run's transaction ids first, while
-//     this one works, makes that last INSERT come short: the transaction
-//     fails with ErrCommandRaced and is tried again, and then finds the id
-//     recorded and replays it.
+//     commands with their results, each command's row written once; a run
+//     of defaultCopyRuns commands or more writes the postings, lots,
+//     commands and events with a COPY per table after that round trip
+//     instead. A transaction that records one of the run's transaction ids
+//     first, while this one works, makes the commands' INSERT come short
+//     (or their COPY fail on the key): the transaction fails with
+//     ErrCommandRaced and is tried again, and then finds the id recorded
+//     and replays it.
 //
 // Only the plain case is handled here: a command not recorded yet, an active member
 // that was not merged, a payload the per-command path would accept, an
