@@ -44,6 +44,7 @@ type options struct {
 	batchSize    int // events per request in scenario c
 	batchClients int // concurrent clients in scenario c
 	soapClients  int // concurrent clients in scenario d
+	wideClients  int // concurrent clients in scenario soap-wide
 	soapUser     string
 	soapPassword string
 }
@@ -73,15 +74,18 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.IntVar(&o.readers, "readers", 32, "concurrent readers in scenario b")
 	fs.IntVar(&o.accrualRate, "accrual-rate", 0, "accruals per second during scenario b; "+
 		"0 is half the throughput measured in scenario a (100 when a did not run)")
-	fs.StringVar(&o.scenarios, "scenarios", "accrual,balance,batch,soap,bus", "scenarios "+
-		"to run, comma separated: accrual (a), balance (b), batch (c), soap (d), bus (e: "+
-		"batches published straight onto the bus, in-process runs only)")
+	fs.StringVar(&o.scenarios, "scenarios", "accrual,balance,batch,soap,soap-wide,bus",
+		"scenarios to run, comma separated: accrual (a), balance (b), batch (c), soap (d), "+
+			"soap-wide (d with -soap-wide-clients), bus (e: batches published straight onto "+
+			"the bus, in-process runs only)")
 	fs.IntVar(&o.batchSize, "batch-size", 500, "accrual events per request in scenario c, "+
 		"per publish in e (1 to 500)")
 	fs.IntVar(&o.batchClients, "batch-clients", 8, "concurrent clients sending batches in "+
 		"scenarios c and e")
 	fs.IntVar(&o.soapClients, "soap-clients", 64, "concurrent clients sending SOAP "+
 		"accruals in scenario d")
+	fs.IntVar(&o.wideClients, "soap-wide-clients", 256, "concurrent clients sending SOAP "+
+		"accruals in scenario soap-wide: a legacy system calling over many connections")
 	fs.StringVar(&o.soapUser, "soap-user", "", "SOAP user with the Accrue operation, for "+
 		"-url (an in-process run makes its own)")
 	fs.StringVar(&o.soapPassword, "soap-password", "", "password of -soap-user")
@@ -95,9 +99,9 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		return nil, errors.New("-duration must be between 1ns and 10m")
 	}
 	if o.clients < 1 || o.readers < 1 || o.members < 1 || o.readRate < 1 ||
-		o.batchClients < 1 || o.soapClients < 1 {
-		return nil, errors.New("-clients, -readers, -members, -read-rate, -batch-clients " +
-			"and -soap-clients must be positive")
+		o.batchClients < 1 || o.soapClients < 1 || o.wideClients < 1 {
+		return nil, errors.New("-clients, -readers, -members, -read-rate, -batch-clients, " +
+			"-soap-clients and -soap-wide-clients must be positive")
 	}
 	if o.batchSize < 1 || o.batchSize > 500 {
 		return nil, errors.New("-batch-size must be between 1 and 500")
@@ -151,7 +155,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	// Every scenario posts into the same program and members.
 	program := "bench_" + randomHex(4)
 	c := newClient(target.base, target.key,
-		o.clients+o.readers+o.batchClients+o.soapClients+8)
+		o.clients+o.readers+o.batchClients+max(o.soapClients, o.wideClients)+8)
 	acct := &accounting{}
 	run := &runner{o: o, c: c, program: program, acct: acct, target: target, stamp: stamp,
 		machine: mach, out: out}

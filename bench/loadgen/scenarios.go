@@ -134,7 +134,10 @@ func (r *runner) scenario(ctx context.Context, name string) (*result, error) {
 		err = r.batchScenario(ctx, res)
 	case "soap":
 		res.Scenario = "accrual-soap"
-		err = r.soapScenario(ctx, res)
+		err = r.soapScenario(ctx, res, r.o.soapClients, "d")
+	case "soap-wide":
+		res.Scenario = "accrual-soap-wide"
+		err = r.soapScenario(ctx, res, r.o.wideClients, "w")
 	case "bus":
 		res.Scenario = "batch-bus"
 		ran, berr := r.busScenario(ctx, res)
@@ -143,8 +146,8 @@ func (r *runner) scenario(ctx context.Context, name string) (*result, error) {
 		}
 		err = berr
 	default:
-		return nil, fmt.Errorf("unknown scenario %q (want accrual, balance, batch, soap "+
-			"or bus)", name)
+		return nil, fmt.Errorf("unknown scenario %q (want accrual, balance, batch, soap, "+
+			"soap-wide or bus)", name)
 	}
 	if err != nil {
 		return nil, err

@@ -24,12 +24,15 @@ const soapAccrual = `<?xml version="1.0" encoding="UTF-8"?>` +
 // the bus but its result did not come back in time: REST's 202.
 const soapPending = "is stored and will be applied"
 
-// soapScenario is scenario d: clients each send one SOAP Accrue per
-// request, back to back, for the duration.
-func (r *runner) soapScenario(ctx context.Context, res *result) error {
+// soapScenario is scenario d (and soap-wide, with more clients): clients
+// each send one SOAP Accrue per request, back to back, for the duration.
+// The requests' transaction ids start with prefix, so that the two
+// scenarios post apart.
+func (r *runner) soapScenario(ctx context.Context, res *result, clients int,
+	prefix string) error {
 	res.What = "accruals through SOAP 1.1, one event per request, closed loop"
 	res.Settings = map[string]any{"duration": r.o.duration.String(),
-		"clients": r.o.soapClients, "members": r.o.members, "auth": "HTTP Basic",
+		"clients": clients, "members": r.o.members, "auth": "HTTP Basic",
 		"points_per_event": pointsPerEvent}
 	if r.target.soapUser == "" {
 		return fmt.Errorf("no SOAP user: give -soap-user and -soap-password with -url")
@@ -46,10 +49,10 @@ func (r *runner) soapScenario(ctx context.Context, res *result) error {
 	start := time.Now()
 	deadline := start.Add(r.o.duration)
 	var wg sync.WaitGroup
-	for cl := range r.o.soapClients {
+	for cl := range clients {
 		wg.Go(func() {
 			for seq := 0; time.Now().Before(deadline) && ctx.Err() == nil; seq++ {
-				st, d := r.accrueSOAP(ctx, fmt.Sprintf("d-%d-%d", cl, seq))
+				st, d := r.accrueSOAP(ctx, fmt.Sprintf("%s-%d-%d", prefix, cl, seq))
 				w.note(st, d)
 			}
 		})
