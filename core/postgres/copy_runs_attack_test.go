@@ -543,18 +543,7 @@ func TestCopyRunsDeadlockIsRetried(t *testing.T) {
 	waitForLockWaiters(t, f, 2)
 	release()
 
-	var answers [][]Applied
-	for _, ch := range []<-chan batchAnswer{a, b} {
-		select {
-		case ans := <-ch:
-			if ans.err != nil {
-				t.Fatalf("ApplyBatch: %v", ans.err)
-			}
-			answers = append(answers, ans.out)
-		case <-time.After(30 * time.Second):
-			t.Fatal("ApplyBatch stuck for 30s")
-		}
-	}
+	answers := awaitBatches(t, a, b)
 	checkRace(t, f, [][]bus.Command{aCmds, bCmds}, answers)
 	// One of the two shared accruals was posted, the other is a conflict.
 	var sharedPoints int64
@@ -633,18 +622,7 @@ func TestCopyRunsDeadlockInCopyIsRetried(t *testing.T) {
 	waitForLockWaiters(t, f, 2)
 	release()
 
-	var answers [][]Applied
-	for _, ch := range []<-chan batchAnswer{a, b} {
-		select {
-		case ans := <-ch:
-			if ans.err != nil {
-				t.Fatalf("ApplyBatch: %v", ans.err)
-			}
-			answers = append(answers, ans.out)
-		case <-time.After(30 * time.Second):
-			t.Fatal("ApplyBatch stuck for 30s")
-		}
-	}
+	answers := awaitBatches(t, a, b)
 	checkRace(t, f, [][]bus.Command{aCmds, bCmds}, answers)
 	var sharedPoints, deadlocks int64
 	if err := f.l.pool.QueryRow(context.Background(), `SELECT coalesce(sum(points), 0)
@@ -863,4 +841,23 @@ func plainCommand(rt *rapid.T, w *twin, members []string) bus.Command {
 		in.ExpiresAt = &e
 	}
 	return w.command(core.KindCredit, m, in, at)
+}
+
+// awaitBatches waits for the answers of batches applied apart, in the
+// order given, and fails on an error or on a batch stuck for 30 s.
+func awaitBatches(t *testing.T, chs ...<-chan batchAnswer) [][]Applied {
+	t.Helper()
+	var answers [][]Applied
+	for _, ch := range chs {
+		select {
+		case ans := <-ch:
+			if ans.err != nil {
+				t.Fatalf("ApplyBatch: %v", ans.err)
+			}
+			answers = append(answers, ans.out)
+		case <-time.After(30 * time.Second):
+			t.Fatal("ApplyBatch stuck for 30s")
+		}
+	}
+	return answers
 }
