@@ -399,7 +399,11 @@ func firstKey(cmds []bus.Command) int {
 	return best
 }
 
-func testCopyRacedByCommit(t *testing.T, n, at int) {
+// heldKeyRun enrolls ten members and makes n accruals for them, then has
+// another transaction record the transaction id of accrual at (the one
+// whose key sorts first when at < 0) and hold it open. It returns at.
+func heldKeyRun(t *testing.T, n, at int) (*fixture, []bus.Command, int, pgx.Tx) {
+	t.Helper()
 	f := newFixture(t, core.Program{PointsPerUnit: "1"})
 	ms := refs(10)
 	for _, m := range ms {
@@ -409,7 +413,11 @@ func testCopyRacedByCommit(t *testing.T, n, at int) {
 	if at < 0 {
 		at = firstKey(x)
 	}
-	holder := recordKey(t, f, x[at].TxnID)
+	return f, x, at, recordKey(t, f, x[at].TxnID)
+}
+
+func testCopyRacedByCommit(t *testing.T, n, at int) {
+	f, x, at, holder := heldKeyRun(t, n, at)
 	ch := applyAsync(f, x)
 	waitForLockWaiters(t, f, 1)
 	if err := holder.Commit(context.Background()); err != nil {
@@ -451,16 +459,8 @@ func TestCopyRunsCancelledMidCopy(t *testing.T) {
 }
 
 func testCancelledMidCopy(t *testing.T, n, at int) {
-	f := newFixture(t, core.Program{PointsPerUnit: "1"})
-	ms := refs(10)
-	for _, m := range ms {
-		f.enroll(m)
-	}
-	x := longAccruals(f, ms, n)
-	if at < 0 {
-		at = firstKey(x)
-	}
-	holder := recordKey(t, f, x[at].TxnID)
+	f, x, at, holder := heldKeyRun(t, n, at)
+	ms := refs(10) // the members heldKeyRun enrolled
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := make(chan error, 1)
 	go func() {
