@@ -524,12 +524,7 @@ func testCancelledMidCopy(t *testing.T, n, at int) {
 // posted once, and the ledger adds up.
 func TestCopyRunsDeadlockIsRetried(t *testing.T) {
 	f := newFixture(t, core.Program{PointsPerUnit: "1"})
-	as, bs := refs(40)[:20], refs(40)[20:]
-	for _, m := range append(append([]string{"m1", "m2"}, as...), bs...) {
-		f.enroll(m)
-	}
-	f.ok(core.KindCredit, "m2", core.Credit{Points: 50, Reason: "seed"})
-	shared := f.txn()
+	as, bs, shared := deadlockMembers(f)
 
 	release := holdMember(t, f, "m2")
 	bCmds := append([]bus.Command{f.command(core.KindAccrue, "m2", shared,
@@ -599,12 +594,7 @@ func TestCopyRunsDeadlockInCopyIsRetried(t *testing.T) {
 		&timeout); err != nil || timeout != "200ms" {
 		t.Fatalf("deadlock_timeout %q, %v", timeout, err)
 	}
-	as, bs := refs(40)[:20], refs(40)[20:]
-	for _, m := range append(append([]string{"m1", "m2"}, as...), bs...) {
-		f.enroll(m)
-	}
-	f.ok(core.KindCredit, "m2", core.Credit{Points: 50, Reason: "seed"})
-	shared := f.txn()
+	as, bs, shared := deadlockMembers(f)
 
 	release := holdMember(t, f, "m2")
 	bCmds := append([]bus.Command{f.command(core.KindAccrue, "m2", shared,
@@ -860,4 +850,16 @@ func awaitBatches(t *testing.T, chs ...<-chan batchAnswer) [][]Applied {
 		}
 	}
 	return answers
+}
+
+// deadlockMembers enrolls m1, m2 (with 50 points) and two groups of twenty
+// members for the deadlock tests, and gives the transaction id both
+// batches will use.
+func deadlockMembers(f *fixture) (as, bs []string, shared string) {
+	as, bs = refs(40)[:20], refs(40)[20:]
+	for _, m := range append(append([]string{"m1", "m2"}, as...), bs...) {
+		f.enroll(m)
+	}
+	f.ok(core.KindCredit, "m2", core.Credit{Points: 50, Reason: "seed"})
+	return as, bs, f.txn()
 }
