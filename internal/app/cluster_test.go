@@ -34,9 +34,27 @@ func freePort(t *testing.T) int {
 }
 
 // startCluster starts n NATS servers with JetStream, clustered on
-// 127.0.0.1, and returns them with their client URLs.
+// 127.0.0.1, and returns them with their client URLs. The route ports are
+// picked free, then let go until the servers take them: a test running
+// beside this one can take such a port first, and the cluster is then
+// started again on other ports (three tries).
 func startCluster(t *testing.T, n int) ([]*server.Server, []string) {
 	t.Helper()
+	for try := 1; ; try++ {
+		servers, urls, err := tryCluster(t, n)
+		if err == nil {
+			return servers, urls
+		}
+		if try == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("start cluster: %v; again on other ports", err)
+	}
+}
+
+// tryCluster starts the n servers of startCluster once. On failure it
+// stops those it started.
+func tryCluster(t *testing.T, n int) ([]*server.Server, []string, error) {
 	ports := make([]int, n)
 	var routes []*url.URL
 	for i := range ports {
@@ -44,9 +62,15 @@ func startCluster(t *testing.T, n int) ([]*server.Server, []string) {
 		u, _ := url.Parse(fmt.Sprintf("nats-route://127.0.0.1:%d", ports[i]))
 		routes = append(routes, u)
 	}
-	servers := make([]*server.Server, n)
+	servers := make([]*server.Server, 0, n)
+	stop := func() {
+		for _, s := range servers {
+			s.Shutdown()
+			s.WaitForShutdown()
+		}
+	}
 	urls := make([]string, n)
-	for i := range servers {
+	for i := range n {
 		s, err := server.NewServer(&server.Options{
 			ServerName: fmt.Sprintf("puntos-n%d", i), Host: "127.0.0.1", Port: server.RANDOM_PORT,
 			JetStream: true, StoreDir: t.TempDir(), SyncAlways: true, NoSigs: true,
@@ -54,19 +78,19 @@ func startCluster(t *testing.T, n int) ([]*server.Server, []string) {
 			Routes:  routes,
 		})
 		if err != nil {
-			t.Fatalf("server %d: %v", i, err)
+			stop()
+			return nil, nil, fmt.Errorf("server %d: %w", i, err)
 		}
 		s.Start()
-		t.Cleanup(func() {
-			s.Shutdown()
-			s.WaitForShutdown()
-		})
+		servers = append(servers, s)
 		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatalf("server %d not ready", i)
+			stop()
+			return nil, nil, fmt.Errorf("server %d not ready (route port %d)", i, ports[i])
 		}
-		servers[i], urls[i] = s, s.ClientURL()
+		urls[i] = s.ClientURL()
 	}
-	return servers, urls
+	t.Cleanup(stop)
+	return servers, urls, nil
 }
 
 // TestClusterNodeStoppedDuringAccruals runs the core consumers and a
