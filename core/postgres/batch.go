@@ -1122,7 +1122,7 @@ func (w *runWrites) copy(ctx context.Context, t *txn) error {
 		cp.text(rs.kind[i])
 		cp.text(rs.hash[i])
 		cp.text(bus.StatusOK)
-		cp.jsonb([]byte(rs.body[i]))
+		cp.jsonbText(rs.body[i])
 	}
 	if err := cp.send(ctx, conn); err != nil {
 		var pe *pgconn.PgError
@@ -1380,9 +1380,10 @@ func (w *runWrites) batch(t *txn, byCopy bool) *pgx.Batch {
 		return b
 	}
 	// The commands, in key order (byte by byte, as the COPY of a long run
-	// sorts them) so that racing transactions queue the same way. A row already there was recorded by a transaction that committed
-	// after this one looked (readAndLock): the INSERT comes short and the
-	// transaction is refused, to be tried again.
+	// sorts them) so that racing transactions queue the same way. A row
+	// already there was recorded by a transaction that committed after this
+	// one looked (readAndLock): the INSERT comes short and the transaction
+	// is refused, to be tried again.
 	rs := &w.results
 	b.Queue(`INSERT INTO commands (source, txn_id, command_id, kind, hash, status, result)
 		SELECT s, x, c::uuid, k, h, $7, r::jsonb

@@ -113,6 +113,13 @@ func (c *binCopy) jsonb(doc []byte) {
 	c.buf = append(c.buf, doc...)
 }
 
+// jsonbText appends a JSON document held in a string, as jsonb does.
+func (c *binCopy) jsonbText(doc string) {
+	c.buf = binary.BigEndian.AppendUint32(c.buf, uint32(len(doc)+1))
+	c.buf = append(c.buf, 1)
+	c.buf = append(c.buf, doc...)
+}
+
 // json appends a JSON document for a json column (its binary form is the
 // text).
 func (c *binCopy) json(doc []byte) {
