@@ -36,7 +36,8 @@ type options struct {
 	members     int
 	readRate    int
 	readers     int
-	accrualRate int // accruals/s during the read scenario; 0 is half of scenario a
+	readLots    bool // scenario b reads the lots too (?lots=true)
+	accrualRate int  // accruals/s during the read scenario; 0 is half of scenario a
 	scenarios   string
 	out         string
 	profile     bool
@@ -72,6 +73,8 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.IntVar(&o.members, "members", 1000, "members enrolled and spread over")
 	fs.IntVar(&o.readRate, "read-rate", 5000, "target balance reads per second (scenario b)")
 	fs.IntVar(&o.readers, "readers", 32, "concurrent readers in scenario b")
+	fs.BoolVar(&o.readLots, "read-lots", false, "scenario b reads each member's lots with "+
+		"its balance (?lots=true), as the back office does; else the figures and expiries")
 	fs.IntVar(&o.accrualRate, "accrual-rate", 0, "accruals per second during scenario b; "+
 		"0 is half the throughput measured in scenario a (100 when a did not run)")
 	fs.StringVar(&o.scenarios, "scenarios", "accrual,balance,batch,soap,soap-wide,bus",

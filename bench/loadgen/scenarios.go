@@ -252,7 +252,7 @@ func (r *runner) balanceScenario(ctx context.Context, res *result) error {
 	}
 	res.What = "balance reads through REST at a target rate while accruals run at a fixed rate"
 	res.Settings = map[string]any{"duration": r.o.duration.String(), "members": r.o.members,
-		"target_reads_per_s": r.o.readRate, "readers": r.o.readers,
+		"target_reads_per_s": r.o.readRate, "readers": r.o.readers, "read_lots": r.o.readLots,
 		"accruals_per_s": rate, "writers": r.o.clients}
 	stop, err := r.startProfile(res)
 	if err != nil {
@@ -284,6 +284,10 @@ func (r *runner) balanceScenario(ctx context.Context, res *result) error {
 	}
 
 	// Readers: a paced feed of balance reads.
+	query := ""
+	if r.o.readLots {
+		query = "?lots=true"
+	}
 	rslots := pace(ctx, float64(r.o.readRate), deadline, &missedReads)
 	for range r.o.readers {
 		wg.Add(1)
@@ -291,7 +295,7 @@ func (r *runner) balanceScenario(ctx context.Context, res *result) error {
 			defer wg.Done()
 			for range rslots {
 				path := "/v1/programs/" + r.program + "/members/" +
-					memberRef(rand.IntN(r.o.members)) + "/balance"
+					memberRef(rand.IntN(r.o.members)) + "/balance" + query
 				t0 := time.Now()
 				st, _, err := r.c.do(ctx, http.MethodGet, path, "", nil)
 				if err != nil {

@@ -96,6 +96,21 @@ func wantView(t *testing.T, f *fixture, ref string) *BalanceView {
 	if err != nil || !bytes.Equal(hand, gj) {
 		t.Fatalf("balance %s by hand (%v):\n%s\nencoding/json:\n%s", ref, err, hand, gj)
 	}
+	// The summary is the same view without the lots, its expiries added up
+	// by PostgreSQL instead of from the lots.
+	sum, err := f.l.BalanceSummary(context.Background(), f.prog, ref)
+	if err != nil {
+		t.Fatalf("balance summary %s: %v", ref, err)
+	}
+	want.Lots, want.AsOf = nil, sum.AsOf
+	sj, _ := json.Marshal(sum)
+	wj, _ = json.Marshal(want)
+	if sum.Lots != nil || !bytes.Equal(sj, wj) {
+		t.Fatalf("balance summary %s:\n got %s\nwant %s", ref, sj, wj)
+	}
+	if hand, err := sum.AppendJSON(nil); err != nil || !bytes.Equal(hand, sj) {
+		t.Fatalf("balance summary %s by hand (%v):\n%s\nencoding/json:\n%s", ref, err, hand, sj)
+	}
 	return got
 }
 
@@ -116,11 +131,21 @@ func TestBalanceAcrossMergesAndOddMembers(t *testing.T) {
 	f.ok(core.KindCredit, "b", core.Credit{Points: 25, Reason: "bonus"})
 	f.ok(core.KindAccrue, "c", core.Accrue{EventType: "purchase", Amount: "11"})
 	f.ok(core.KindCredit, odd, core.Credit{Points: 9, Reason: "odd"})
+	f.enroll("held")
+	exp2 := exp.AddDate(0, 1, 0)
+	f.ok(core.KindCredit, "held", core.Credit{Points: 6, Reason: "first", ExpiresAt: &exp})
+	f.ok(core.KindCredit, "held", core.Credit{Points: 5, Reason: "second", ExpiresAt: &exp2})
 	f.setNow(f.now.Add(4 * 24 * time.Hour)) // past the pending days of the points so far
 	f.ok(core.KindAccrue, "c", core.Accrue{EventType: "purchase", Amount: "8"})
 	f.ok(core.KindAuthorize, odd, core.Authorize{Points: 4})
 
 	wantView(t, f, "empty")
+	// A lot held whole frees nothing to expire: its instant has no bucket.
+	f.ok(core.KindAuthorize, "held", core.Authorize{Points: 6})
+	if v := wantView(t, f, "held"); len(v.NextExpiries) != 1 ||
+		!v.NextExpiries[0].ExpiresAt.Equal(exp2) || v.NextExpiries[0].Points != 5 {
+		t.Fatalf("held member's next expiries %+v, want 5 points at %s", v.NextExpiries, exp2)
+	}
 	if v := wantView(t, f, odd); v.Balance.Held != 4 || v.Member != odd {
 		t.Fatalf("odd member: %+v", v)
 	}
@@ -144,10 +169,13 @@ func TestBalanceAcrossMergesAndOddMembers(t *testing.T) {
 
 	for _, q := range [][2]string{{f.prog, "nobody"}, {"no-such-program", "a"},
 		{f.prog, "c"}} {
-		v, err := f.l.Balance(context.Background(), q[0], q[1])
-		var ce *core.Error
-		if !errors.As(err, &ce) || ce.Kind != core.NotFound || v != nil {
-			t.Fatalf("balance %s/%s: %+v, %v; want not_found", q[0], q[1], v, err)
+		for _, read := range []func(context.Context, string, string) (*BalanceView, error){
+			f.l.Balance, f.l.BalanceSummary} {
+			v, err := read(context.Background(), q[0], q[1])
+			var ce *core.Error
+			if !errors.As(err, &ce) || ce.Kind != core.NotFound || v != nil {
+				t.Fatalf("balance %s/%s: %+v, %v; want not_found", q[0], q[1], v, err)
+			}
 		}
 	}
 	f.check()
@@ -199,12 +227,15 @@ func TestBalanceOfALongMergeChain(t *testing.T) {
 	}
 	ctx := context.Background()
 	m, merr := f.l.Member(ctx, f.prog, "m0")
-	v, err := f.l.Balance(ctx, f.prog, "m0")
-	if v == nil && err == nil {
-		t.Fatal("balance of m0: no view and no error")
-	}
-	if (err == nil) != (merr == nil) || (v != nil && m != nil && v.Member != m.CustomerRef) {
-		t.Fatalf("balance of m0: %+v, %v; member: %+v, %v", v, err, m, merr)
+	for _, read := range []func(context.Context, string, string) (*BalanceView, error){
+		f.l.Balance, f.l.BalanceSummary} {
+		v, err := read(ctx, f.prog, "m0")
+		if v == nil && err == nil {
+			t.Fatal("balance of m0: no view and no error")
+		}
+		if (err == nil) != (merr == nil) || (v != nil && m != nil && v.Member != m.CustomerRef) {
+			t.Fatalf("balance of m0: %+v, %v; member: %+v, %v", v, err, m, merr)
+		}
 	}
 	// A chain within the walk reads the survivor.
 	if v := wantView(t, f, "m2"); v.Member != "m17" || v.Balance.Available != 5 {

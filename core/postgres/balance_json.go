@@ -25,10 +25,13 @@ func (v *BalanceView) AppendJSON(b []byte) ([]byte, error) {
 	b = strconv.AppendInt(b, int64(v.Balance.Pending), 10)
 	b = append(b, `,"held":`...)
 	b = strconv.AppendInt(b, int64(v.Balance.Held), 10)
-	b = append(b, `},"lots":`...)
-	b, err := appendLots(b, v.Lots)
-	if err != nil {
-		return nil, err
+	b = append(b, '}')
+	var err error
+	if v.Lots != nil {
+		b = append(b, `,"lots":`...)
+		if b, err = appendLots(b, v.Lots); err != nil {
+			return nil, err
+		}
 	}
 	b = append(b, `,"next_expiries":`...)
 	if v.NextExpiries == nil {
@@ -56,10 +59,9 @@ func (v *BalanceView) AppendJSON(b []byte) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
+// appendLots appends a list of lots (never nil: a summary leaves the key
+// out).
 func appendLots(b []byte, lots []core.Lot) ([]byte, error) {
-	if lots == nil {
-		return append(b, "null"...), nil
-	}
 	var err error
 	b = append(b, '[')
 	for i := range lots {

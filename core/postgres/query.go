@@ -65,13 +65,15 @@ func (l *Ledger) Member(ctx context.Context, programCode, ref string) (*core.Mem
 	return &m, nil
 }
 
-// BalanceView is a member's balance with the lots behind it.
+// BalanceView is a member's balance with the lots behind it, or without
+// them (BalanceSummary).
 type BalanceView struct {
-	Member       string         `json:"member"`
-	Program      string         `json:"program"`
-	Status       string         `json:"status"`
-	Balance      core.Balance   `json:"balance"`
-	Lots         []core.Lot     `json:"lots"`
+	Member  string       `json:"member"`
+	Program string       `json:"program"`
+	Status  string       `json:"status"`
+	Balance core.Balance `json:"balance"`
+	// Lots are nil in a summary, and then left out of the JSON.
+	Lots         []core.Lot     `json:"lots,omitzero"`
 	NextExpiries []ExpiryBucket `json:"next_expiries"`
 	AsOf         time.Time      `json:"as_of"`
 }
@@ -92,38 +94,83 @@ const balanceLots = `,
 			FROM lots WHERE member_id = m.id AND remaining > 0
 			ORDER BY expires_at NULLS LAST, earned_at, id LIMIT 1000) l ON true`
 
-// balanceOfRef reads the member known by ref ($2) in the program with code
-// $1 and its lots, without following merges.
-const balanceOfRef = `SELECT ` + memberColumns + balanceLots + `
-		WHERE m.program_id = (SELECT id FROM programs WHERE code = $1) AND m.customer_ref = $2
-		ORDER BY l.expires_at NULLS LAST, l.earned_at, l.id`
+// balanceExpiries are the columns and the join that add, to a query reading
+// the member as m, the points expiring at each of its next twelve expiry
+// instants, soonest first: the free part (remaining less held) of its lots,
+// pending ones included, as the lots' view adds them up. The member's
+// partial index in expiry order serves it, and the walk stops at the
+// thirteenth instant.
+const balanceExpiries = `,
+			e.expires_at, e.points
+		FROM members m LEFT JOIN LATERAL (
+			SELECT expires_at, sum(remaining - held)::bigint AS points
+			FROM lots WHERE member_id = m.id AND remaining > 0 AND remaining > held
+				AND expires_at IS NOT NULL
+			GROUP BY expires_at ORDER BY expires_at LIMIT 12) e ON true`
 
-// balanceOfSurvivor reads the member that ref ends up in after merges.
-const balanceOfSurvivor = memberChain + `SELECT ` + memberColumns + balanceLots + `
-		WHERE m.id = (SELECT id FROM chain ORDER BY depth DESC LIMIT 1)
-		ORDER BY l.expires_at NULLS LAST, l.earned_at, l.id`
+// ofRef and ofSurvivor finish a balance query: ofRef reads the member known
+// by ref ($2) in the program with code $1, without following merges;
+// ofSurvivor the member that ref ends up in after merges (after memberChain).
+const (
+	ofRef = `
+		WHERE m.program_id = (SELECT id FROM programs WHERE code = $1) AND m.customer_ref = $2`
+	ofSurvivor = `
+		WHERE m.id = (SELECT id FROM chain ORDER BY depth DESC LIMIT 1)`
+	lotsOrder   = ` ORDER BY l.expires_at NULLS LAST, l.earned_at, l.id`
+	expiryOrder = ` ORDER BY e.expires_at`
+)
 
-// Balance returns the member's figures, its live lots (soonest expiry first)
-// and the points expiring at each upcoming instant. Errors: not_found.
+// The balance queries: with the lots or with the expiries only, each by
+// reference and by survivor.
+var (
+	balanceOfRef      = `SELECT ` + memberColumns + balanceLots + ofRef + lotsOrder
+	balanceOfSurvivor = memberChain + `SELECT ` + memberColumns + balanceLots + ofSurvivor + lotsOrder
+	summaryOfRef      = `SELECT ` + memberColumns + balanceExpiries + ofRef + expiryOrder
+	summaryOfSurvivor = memberChain + `SELECT ` + memberColumns + balanceExpiries + ofSurvivor + expiryOrder
+)
+
+// Balance returns the member's figures, its live lots (soonest expiry first,
+// up to 1000) and the points expiring at each upcoming instant. Errors:
+// not_found.
 func (l *Ledger) Balance(ctx context.Context, programCode, ref string) (*BalanceView, error) {
-	// One statement reads the member and its lots: one round trip on the
-	// busiest read, and figures and lots from the same snapshot. Most members
-	// were never merged, so the member is read by its reference first; the
-	// recursive walk to a survivor costs PostgreSQL more and runs only for a
-	// member merged into another.
-	v, merged, err := l.balance(ctx, balanceOfRef, programCode, ref, false)
+	return l.readBalance(ctx, programCode, ref, true)
+}
+
+// BalanceSummary returns what Balance does but the lots: the member's
+// figures and the points expiring at each of the next twelve instants. It
+// is the read an app, a till or an IVR makes at every turn; PostgreSQL
+// returns one row per expiry instant instead of one per lot, and the answer
+// stays small however many lots the member holds. Errors: not_found.
+func (l *Ledger) BalanceSummary(ctx context.Context, programCode, ref string) (*BalanceView, error) {
+	return l.readBalance(ctx, programCode, ref, false)
+}
+
+func (l *Ledger) readBalance(ctx context.Context, programCode, ref string,
+	lots bool) (*BalanceView, error) {
+	// One statement reads the member and its lots (or its expiries): one
+	// round trip on the busiest read, and every figure from the same
+	// snapshot. Most members were never merged, so the member is read by its
+	// reference first; the recursive walk to a survivor costs PostgreSQL more
+	// and runs only for a member merged into another.
+	byRef, bySurvivor := summaryOfRef, summaryOfSurvivor
+	if lots {
+		byRef, bySurvivor = balanceOfRef, balanceOfSurvivor
+	}
+	v, merged, err := l.balance(ctx, byRef, programCode, ref, lots, false)
 	if err == nil && merged {
-		v, _, err = l.balance(ctx, balanceOfSurvivor, programCode, ref, true)
+		v, _, err = l.balance(ctx, bySurvivor, programCode, ref, lots, true)
 	}
 	return v, err
 }
 
-// balance runs one of the balance queries. merged tells whether the member
-// it read was merged into another; the view is then left out, unless walked
-// is set: the query followed the merges as far as the walk goes (16 steps,
-// like Member), and its member is the answer even if merged further.
+// balance runs one of the balance queries: with the member's lots if lots
+// is set (the next expiries then added up from them), else with its expiry
+// instants. merged tells whether the member it read was merged into
+// another; the view is then left out, unless walked is set: the query
+// followed the merges as far as the walk goes (16 steps, like Member), and
+// its member is the answer even if merged further.
 func (l *Ledger) balance(ctx context.Context, query, programCode, ref string,
-	walked bool) (*BalanceView, bool, error) {
+	lots, walked bool) (*BalanceView, bool, error) {
 	rows, err := l.pool.Query(ctx, query, programCode, ref)
 	if err != nil {
 		return nil, false, fmt.Errorf("read balance: %w", err)
@@ -134,12 +181,15 @@ func (l *Ledger) balance(ctx context.Context, query, programCode, ref string,
 		merged *string
 		v      *BalanceView
 
-		id, original, remaining, held pgtype.Int8
-		earned, spendable, expires    pgtype.Timestamptz
-		pending                       pgtype.Bool
+		id, original, remaining, held, points pgtype.Int8
+		earned, spendable, expires            pgtype.Timestamptz
+		pending                               pgtype.Bool
 	)
-	lot := []any{&id, &earned, &spendable, &expires, &pending, &original, &remaining, &held}
-	dest := append(memberDest(&m, &merged), lot...)
+	extra := []any{&expires, &points}
+	if lots {
+		extra = []any{&id, &earned, &spendable, &expires, &pending, &original, &remaining, &held}
+	}
+	dest := append(memberDest(&m, &merged), extra...)
 	for rows.Next() {
 		if err := rows.Scan(dest...); err != nil {
 			return nil, false, fmt.Errorf("read balance: %w", err)
@@ -149,13 +199,22 @@ func (l *Ledger) balance(ctx context.Context, query, programCode, ref string,
 				return nil, true, nil
 			}
 			v = &BalanceView{Member: m.CustomerRef, Program: programCode, Status: m.Status,
-				Balance: m.Balance, Lots: []core.Lot{}, NextExpiries: []ExpiryBucket{},
-				AsOf: l.Clock().UTC()}
+				Balance: m.Balance, NextExpiries: []ExpiryBucket{}, AsOf: l.Clock().UTC()}
+			if lots {
+				v.Lots = []core.Lot{}
+			}
 			// Every row repeats the member's columns: skip them after the
 			// first.
-			for i := range len(dest) - len(lot) {
+			for i := range len(dest) - len(extra) {
 				dest[i] = nil
 			}
+		}
+		if !lots {
+			if expires.Valid { // else the LEFT JOIN's one row of member alone
+				v.NextExpiries = append(v.NextExpiries, ExpiryBucket{ExpiresAt: expires.Time,
+					Points: core.Points(points.Int64)})
+			}
+			continue
 		}
 		if !id.Valid {
 			continue // no live lot: the LEFT JOIN's one row of member alone

@@ -13,7 +13,8 @@ import (
 )
 
 // BenchmarkBalance reads the balance of members holding 24 live lots each
-// (two years of monthly bills), one read at a time. Besides the time per read
+// (two years of monthly bills), one read at a time, with the lots and
+// without. Besides the time per read
 // it reports the PostgreSQL backends' CPU per read, read from /proc when the
 // server runs on this machine (0 otherwise).
 func BenchmarkBalance(b *testing.B) {
@@ -50,16 +51,25 @@ func BenchmarkBalance(b *testing.B) {
 			v.Balance.Available, lots)
 	}
 
-	before := backendCPU(b, f.l)
-	i := 0
-	for b.Loop() {
-		if _, err := f.l.Balance(ctx, f.prog, "m"+strconv.Itoa(i%members)); err != nil {
-			b.Fatal(err)
-		}
-		i++
-	}
-	if pg := backendCPU(b, f.l) - before; pg > 0 {
-		b.ReportMetric(float64(pg.Microseconds())/float64(i), "pg-µs/read")
+	// With the lots (the back office's read, ?lots=true) and without (the
+	// summary every other caller makes).
+	for _, read := range []struct {
+		name string
+		fn   func(context.Context, string, string) (*BalanceView, error)
+	}{{"lots", f.l.Balance}, {"summary", f.l.BalanceSummary}} {
+		b.Run(read.name, func(b *testing.B) {
+			before := backendCPU(b, f.l)
+			i := 0
+			for b.Loop() {
+				if _, err := read.fn(ctx, f.prog, "m"+strconv.Itoa(i%members)); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+			if pg := backendCPU(b, f.l) - before; pg > 0 {
+				b.ReportMetric(float64(pg.Microseconds())/float64(i), "pg-µs/read")
+			}
+		})
 	}
 }
 

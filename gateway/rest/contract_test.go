@@ -357,6 +357,11 @@ func (contractReader) Balance(context.Context, string, string) (*postgres.Balanc
 	return nil, core.Errorf(core.NotFound, "member", "unknown")
 }
 
+func (contractReader) BalanceSummary(context.Context, string,
+	string) (*postgres.BalanceView, error) {
+	return nil, core.Errorf(core.NotFound, "member", "unknown")
+}
+
 func (contractReader) Statement(context.Context, string, string, string,
 	int) (*postgres.StatementPage, error) {
 	return nil, core.Errorf(core.NotFound, "member", "unknown")

@@ -38,6 +38,7 @@ type Reader interface {
 	Program(ctx context.Context, code string) (*core.Program, error)
 	Member(ctx context.Context, program, ref string) (*core.Member, error)
 	Balance(ctx context.Context, program, ref string) (*postgres.BalanceView, error)
+	BalanceSummary(ctx context.Context, program, ref string) (*postgres.BalanceView, error)
 	Statement(ctx context.Context, program, ref, cursor string,
 		limit int) (*postgres.StatementPage, error)
 	CommandResult(ctx context.Context, source, txn string) (*bus.Result, error)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -141,18 +142,43 @@ func TestAccrualEndToEnd(t *testing.T) {
 			t.Fatalf("bill %d earned %d points, want 29", i, got)
 		}
 	}
+	// The plain read: the figures and the coming expiries, without the lots.
 	b := c.must(200, "GET", "/v1/programs/telco/members/7590-VHVEG/balance", "", nil)
 	if got := jnum(t, b, "balance.available"); got != 87 {
 		t.Fatalf("available %d, want 87", got)
 	}
-	lots := b.body["lots"].([]any)
-	if len(lots) != 3 {
-		t.Fatalf("%d lots, want 3", len(lots))
+	if _, ok := b.body["lots"]; ok {
+		t.Fatalf("lots in a balance read that did not ask for them: %s", b.raw)
 	}
 	// The September lot is earned 2026-09-05 local and lives 24 months, to the
-	// end of September 2028 in Santiago (UTC-3 then): 2028-10-01T03:00Z.
-	if exp := lots[0].(map[string]any)["expires_at"]; exp != "2028-10-01T03:00:00Z" {
-		t.Fatalf("first lot expires at %v, want 2028-10-01T03:00:00Z", exp)
+	// end of September 2028 in Santiago (UTC-3 then): 2028-10-01T03:00Z; the
+	// next two a month apart.
+	exps, _ := b.body["next_expiries"].([]any)
+	want := []string{"2028-10-01T03:00:00Z", "2028-11-01T03:00:00Z", "2028-12-01T03:00:00Z"}
+	if len(exps) != len(want) {
+		t.Fatalf("next expiries %v, want 29 points at each of %v", exps, want)
+	}
+	for i, e := range exps {
+		e := e.(map[string]any)
+		if e["expires_at"] != want[i] || e["points"] != 29.0 {
+			t.Fatalf("next expiry %d: %v, want 29 points at %s", i, e, want[i])
+		}
+	}
+	// The lots on request, with the same figures.
+	bl := c.must(200, "GET", "/v1/programs/telco/members/7590-VHVEG/balance?lots=true", "", nil)
+	lots, _ := bl.body["lots"].([]any)
+	if len(lots) != 3 || jnum(t, bl, "balance.available") != 87 {
+		t.Fatalf("balance with lots: %s; want 87 available in 3 lots", bl.raw)
+	}
+	if exp := lots[0].(map[string]any)["expires_at"]; exp != want[0] {
+		t.Fatalf("first lot expires at %v, want %s", exp, want[0])
+	}
+	if !reflect.DeepEqual(bl.body["next_expiries"], b.body["next_expiries"]) {
+		t.Fatalf("next expiries with lots %v, without %v", bl.body["next_expiries"], exps)
+	}
+	bad := c.send("GET", "/v1/programs/telco/members/7590-VHVEG/balance?lots=yes", "", nil)
+	if bad.status != 400 || bad.body["field"] != "lots" {
+		t.Fatalf("lots=yes: status %d %s, want 400 naming lots", bad.status, bad.raw)
 	}
 	m := c.must(200, "GET", "/v1/programs/telco/members/7590-VHVEG/movements?limit=2", "", nil)
 	postings := m.body["postings"].([]any)
