@@ -67,6 +67,23 @@ const (
 	StatusRejected = "rejected" // refused by a business rule; nothing changed
 )
 
+// Whereabouts is what the bus knows of a command it was given and the
+// ledger has no result for.
+type Whereabouts int
+
+const (
+	// Unknown: neither waiting nor set aside. Either core applied it (read
+	// the ledger again) or it never arrived.
+	Unknown Whereabouts = iota
+	// Waiting: on its partition and not yet acknowledged by core (waiting,
+	// being applied, or asked for again); also the answer when the bus
+	// cannot tell.
+	Waiting
+	// DeadLettered: core failed to apply it as many times as it tries and
+	// set it aside in the dead-letter stream, for an operator to look at.
+	DeadLettered
+)
+
 // Result is what core answers for a command once its transaction committed.
 // A replay of the same command carries the first result again.
 type Result struct {

@@ -494,18 +494,27 @@ func backoff(base, limit time.Duration, n int) time.Duration {
 	return min(d, limit)
 }
 
-// maxHoldsScan bounds how many stored messages Holds reads; past it, Holds
-// cannot rule the command out and answers true.
+// maxHoldsScan bounds how many stored messages Locate reads; past it,
+// Locate cannot rule the command out and answers bus.Waiting.
 const maxHoldsScan = 50000
 
 // Holds reports whether the bus holds the command (source, txn) unfinished:
-// on the command stream and not yet acknowledged by core (waiting, being
-// applied, or asked for again), or in the dead-letter stream. A false
-// answer means the bus does not know the command, unless core acknowledged
-// it meanwhile: a caller should read the ledger again after a false answer.
+// waiting or dead-lettered (see Locate).
+func (b *Bus) Holds(ctx context.Context, source, txn string) (bool, error) {
+	where, err := b.Locate(ctx, source, txn)
+	return where != bus.Unknown, err
+}
+
+// Locate tells where the bus holds the command (source, txn): on the
+// command stream and not yet acknowledged by core (bus.Waiting, also when it
+// cannot tell), in the dead-letter stream (bus.DeadLettered), or nowhere
+// (bus.Unknown). Unknown means the bus does not know the command, unless
+// core acknowledged it meanwhile: a caller should read the ledger again
+// after it, and after DeadLettered too: the same command may have been sent
+// again and applied since.
 // Only what core has not acknowledged is read, so the cost follows the
 // backlog, not the size of the stream.
-func (b *Bus) Holds(ctx context.Context, source, txn string) (bool, error) {
+func (b *Bus) Locate(ctx context.Context, source, txn string) (bus.Whereabouts, error) {
 	budget := maxHoldsScan
 	msgID := source + ":" + txn + ":"
 	var stream jetstream.Stream
@@ -537,7 +546,7 @@ func (b *Bus) Holds(ctx context.Context, source, txn string) (bool, error) {
 		case err == nil:
 			info, err := cons.Info(ctx)
 			if err != nil {
-				return false, fmt.Errorf("holds: consumer %s: %w", durableName(p), err)
+				return bus.Waiting, fmt.Errorf("holds: consumer %s: %w", durableName(p), err)
 			}
 			if info.NumPending == 0 && info.NumAckPending == 0 {
 				continue // partition p has nothing left to apply
@@ -546,26 +555,42 @@ func (b *Bus) Holds(ctx context.Context, source, txn string) (bool, error) {
 		case errors.Is(err, jetstream.ErrConsumerNotFound):
 			// Core never consumed partition p: all of it waits.
 		default:
-			return false, fmt.Errorf("holds: consumer %s: %w", durableName(p), err)
+			return bus.Waiting, fmt.Errorf("holds: consumer %s: %w", durableName(p), err)
 		}
 		found, err := b.scanHeaders(ctx, b.cmdStream, b.commandSubject(p), start, &budget,
 			onStream)
-		if err != nil || found {
-			return found, err
+		if err != nil || found != scanMiss {
+			return bus.Waiting, err
 		}
 	}
 	inDead := func(m jetstream.Msg) (bool, error) {
 		h := m.Headers()
 		return h.Get(HeaderSource) == source && h.Get(HeaderTxn) == txn, nil
 	}
-	return b.scanHeaders(ctx, b.deadStream, "", 1, &budget, inDead)
+	found, err := b.scanHeaders(ctx, b.deadStream, "", 1, &budget, inDead)
+	switch {
+	case err != nil || found == scanUnsure:
+		return bus.Waiting, err
+	case found == scanHit:
+		return bus.DeadLettered, nil
+	}
+	return bus.Unknown, nil
 }
 
+// scan is what scanHeaders found.
+type scan int
+
+const (
+	scanMiss   scan = iota // no message matched
+	scanHit                // a message matched
+	scanUnsure             // the budget ran out first
+)
+
 // scanHeaders reads the headers of the messages of stream (on subject, if
-// not empty) from sequence start on, and reports whether one matches. It
-// answers true, unsure, once budget runs out.
+// not empty) from sequence start on, and reports whether one matches, or
+// that budget ran out before it could tell.
 func (b *Bus) scanHeaders(ctx context.Context, stream, subject string, start uint64,
-	budget *int, match func(jetstream.Msg) (bool, error)) (bool, error) {
+	budget *int, match func(jetstream.Msg) (bool, error)) (scan, error) {
 	cfg := jetstream.OrderedConsumerConfig{HeadersOnly: true,
 		InactiveThreshold: 10 * time.Second}
 	if subject != "" {
@@ -577,15 +602,15 @@ func (b *Bus) scanHeaders(ctx context.Context, stream, subject string, start uin
 	}
 	cons, err := b.js.OrderedConsumer(ctx, stream, cfg)
 	if err != nil {
-		return false, fmt.Errorf("scan %s: %w", stream, err)
+		return scanUnsure, fmt.Errorf("scan %s: %w", stream, err)
 	}
 	for {
 		if *budget <= 0 {
-			return true, nil
+			return scanUnsure, nil
 		}
 		batch, err := cons.FetchNoWait(min(*budget, 1000))
 		if err != nil {
-			return false, fmt.Errorf("scan %s: %w", stream, err)
+			return scanUnsure, fmt.Errorf("scan %s: %w", stream, err)
 		}
 		n, found := 0, false
 		var matchErr error
@@ -596,14 +621,17 @@ func (b *Bus) scanHeaders(ctx context.Context, stream, subject string, start uin
 			}
 		}
 		if matchErr != nil {
-			return false, fmt.Errorf("scan %s: %w", stream, matchErr)
+			return scanUnsure, fmt.Errorf("scan %s: %w", stream, matchErr)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return false, fmt.Errorf("scan %s: %w", stream, err)
+			return scanUnsure, fmt.Errorf("scan %s: %w", stream, err)
 		}
 		*budget -= n
-		if found || n == 0 {
-			return found, nil
+		if found {
+			return scanHit, nil
+		}
+		if n == 0 {
+			return scanMiss, nil
 		}
 	}
 }

@@ -265,6 +265,16 @@ func holds(t *testing.T, b *Bus, txn string) bool {
 	return held
 }
 
+// locate is b.Locate for the source "pos"; an error fails the test.
+func locate(t *testing.T, b *Bus, txn string) bus.Whereabouts {
+	t.Helper()
+	where, err := b.Locate(context.Background(), "pos", txn)
+	if err != nil {
+		t.Fatalf("Locate %s: %v", txn, err)
+	}
+	return where
+}
+
 // eventually polls cond until it holds or 10 seconds pass.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -661,7 +671,7 @@ func TestEventsAgeOut(t *testing.T) {
 
 // TestHoldsKnowsWhatWaits asks the bus about a command before any consumer
 // ran, once it is applied, about one never sent and about one that was
-// dead-lettered.
+// dead-lettered, and Locate tells waiting from dead-lettered.
 func TestHoldsKnowsWhatWaits(t *testing.T) {
 	eachServer(t, func(t *testing.T, url string) {
 		b := connect(t, url, namespace(t), true, func(c *Config) { c.MaxDeliver = 1 })
@@ -671,6 +681,9 @@ func TestHoldsKnowsWhatWaits(t *testing.T) {
 		publish(t, b, command(member, "t-bad", 1), false)
 		if !holds(t, b, "t-ok") || !holds(t, b, "t-bad") || holds(t, b, "t-never") {
 			t.Fatal("before core: want t-ok and t-bad held, t-never not")
+		}
+		if w := locate(t, b, "t-bad"); w != bus.Waiting {
+			t.Fatalf("before core: t-bad located %d, want waiting", w)
 		}
 
 		rec := newRecorder(func(_ int, batch []*Delivery) error {
@@ -687,6 +700,12 @@ func TestHoldsKnowsWhatWaits(t *testing.T) {
 		})
 		if holds(t, b, "t-ok") || !holds(t, b, "t-bad") || holds(t, b, "t-never") {
 			t.Fatal("after core: want t-ok gone, t-bad held as a dead letter, t-never unknown")
+		}
+		for txn, want := range map[string]bus.Whereabouts{"t-ok": bus.Unknown,
+			"t-bad": bus.DeadLettered, "t-never": bus.Unknown} {
+			if w := locate(t, b, txn); w != want {
+				t.Fatalf("after core: %s located %d, want %d", txn, w, want)
+			}
 		}
 	})
 }

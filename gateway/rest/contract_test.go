@@ -304,10 +304,17 @@ type contractBus struct {
 	answer    bool // answer each command with an applied result
 	duplicate bool // report each publish as a retry the bus already holds
 	held      bool // report every command as still waiting on the bus
+	dead      bool // report every command as dead-lettered
 }
 
-func (b *contractBus) Holds(context.Context, string, string) (bool, error) {
-	return b.held, nil
+func (b *contractBus) Locate(context.Context, string, string) (bus.Whereabouts, error) {
+	switch {
+	case b.held:
+		return bus.Waiting, nil
+	case b.dead:
+		return bus.DeadLettered, nil
+	}
+	return bus.Unknown, nil
 }
 
 func (b *contractBus) SubscribeResult(source, txn string) (<-chan bus.Result, func(), error) {
@@ -589,6 +596,21 @@ func TestContractPromises(t *testing.T) {
 			p.Kind != string(core.NotFound) || p.Field != "txn" {
 			t.Fatalf("unknown command: %d %+v, want 404 not_found naming txn", w.Code, p)
 		}
+		// Dead-lettered, and no result in the ledger: failed, with an
+		// error that says what the caller may do.
+		w = get(&contractBus{dead: true})
+		var failed struct {
+			Status string    `json:"status"`
+			TxnID  string    `json:"txn_id"`
+			Error  bus.Error `json:"error"`
+		}
+		_ = json.Unmarshal(w.Body.Bytes(), &failed)
+		if w.Code != http.StatusOK || failed.Status != "failed" || failed.TxnID != "bill-7" ||
+			failed.Error.Kind != string(core.Internal) ||
+			!strings.Contains(failed.Error.Message, "nothing changed") {
+			t.Fatalf("dead-lettered command: %d %s, want 200 failed", w.Code, w.Body)
+		}
+
 	})
 
 	t.Run("401", func(t *testing.T) {

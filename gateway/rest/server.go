@@ -412,10 +412,22 @@ func (s *Server) getCommand(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := s.read.CommandResult(r.Context(), source, txn)
-	if core.KindOf(err) == core.NotFound && !s.onBus(r.Context(), source, txn) {
-		// Core may have applied it between the two reads: ask the ledger again.
-		res, err = s.read.CommandResult(r.Context(), source, txn)
-		if core.KindOf(err) == core.NotFound {
+	if core.KindOf(err) == core.NotFound {
+		where := s.onBus(r.Context(), source, txn)
+		if where != bus.Waiting {
+			// Core may have applied it between the two reads: ask the
+			// ledger again.
+			res, err = s.read.CommandResult(r.Context(), source, txn)
+		}
+		switch {
+		case core.KindOf(err) != core.NotFound:
+		case where == bus.DeadLettered:
+			writeJSON(w, http.StatusOK, failedCommand{Status: "failed", TxnID: txn,
+				Error: bus.Error{Kind: string(core.Internal), Message: "not applied: " +
+					"the platform failed to apply this command and set it aside for its " +
+					"operators; nothing changed"}})
+			return
+		case where == bus.Unknown:
 			s.writeError(w, r, core.Errorf(core.NotFound, "txn",
 				"no command with this transaction id was received from this caller"))
 			return
@@ -433,25 +445,33 @@ func (s *Server) getCommand(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
-// holder is a Publisher that can tell whether it still holds a command
-// that the ledger has not applied yet.
-type holder interface {
-	Holds(ctx context.Context, source, txn string) (bool, error)
+// failedCommand is the status of a command the bus dead-lettered without a
+// result in the ledger.
+type failedCommand struct {
+	Status string    `json:"status"`
+	TxnID  string    `json:"txn_id"`
+	Error  bus.Error `json:"error"`
 }
 
-// onBus reports whether the bus may still hold the command (source, txn);
-// when it cannot tell, it says so.
-func (s *Server) onBus(ctx context.Context, source, txn string) bool {
-	h, ok := s.pub.(holder)
+// locator is a Publisher that can tell where it holds a command that the
+// ledger has no result for.
+type locator interface {
+	Locate(ctx context.Context, source, txn string) (bus.Whereabouts, error)
+}
+
+// onBus tells where the bus holds the command (source, txn); when it cannot
+// tell, it answers bus.Waiting.
+func (s *Server) onBus(ctx context.Context, source, txn string) bus.Whereabouts {
+	l, ok := s.pub.(locator)
 	if !ok {
-		return true
+		return bus.Waiting
 	}
-	held, err := h.Holds(ctx, source, txn)
+	where, err := l.Locate(ctx, source, txn)
 	if err != nil {
 		s.log.Warn("Could not ask the bus about a command", "txn_id", txn, "error", err)
-		return true
+		return bus.Waiting
 	}
-	return held
+	return where
 }
 
 func queryInt(r *http.Request, name string, def int) (int, error) {

@@ -1,7 +1,11 @@
 package app
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -65,4 +69,64 @@ func TestStatusOfUnknownCommand(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	unknown(c, "never-sent")
+}
+
+// TestStatusOfDeadLetteredCommand reads the status URL of a command that
+// core failed to apply as many times as it tries: the bus sets it aside in
+// the dead-letter stream and the ledger has no result for it, so it is
+// failed, not pending for ever; another caller still gets 404 for its id.
+func TestStatusOfDeadLetteredCommand(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.APIKeys = "billing=" + testKey + ",web=web-key-0123456789"
+	srv, url, err := natsbus.StartEmbedded(t.TempDir(), -1, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	cfg.NATSURL = url
+	cfg.ResultWait = 300 * time.Millisecond
+	cfg.MaxDeliver = 1
+	migrate(t, cfg.DatabaseURL)
+	gw := startApp(t, cfg, Roles{Gateway: true})
+	c := &client{t: t, base: "http://" + gw.Addr(), key: testKey}
+	web := &client{t: t, base: c.base, key: "web-key-0123456789"}
+	c.must(202, "PUT", "/v1/programs/telco", "prog-1", map[string]any{"name": "Telco"})
+
+	// A core that fails every command it is given, on every partition.
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	for p := range gw.Bus.Partitions() {
+		wg.Go(func() {
+			_ = gw.Bus.Consume(ctx, p, 10, 100*time.Millisecond,
+				func(context.Context, []*natsbus.Delivery) error {
+					return errors.New("ledger unreachable")
+				})
+		})
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		s := c.must(200, "GET", "/v1/commands/prog-1", "", nil)
+		if s.body["status"] == "failed" {
+			e, _ := s.body["error"].(map[string]any)
+			if s.body["txn_id"] != "prog-1" || e["kind"] != "internal" ||
+				!strings.Contains(fmt.Sprint(e["message"]), "nothing changed") {
+				t.Fatalf("status of a dead-lettered command: %s", s.raw)
+			}
+			break
+		}
+		if s.body["status"] != "pending" || time.Now().After(deadline) {
+			t.Fatalf("status while core fails: %s, want pending then failed", s.raw)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	dead, err := gw.Bus.DeadLetters(context.Background(), 10)
+	if err != nil || len(dead) != 1 || dead[0].TxnID != "prog-1" {
+		t.Fatalf("dead letters %+v (%v), want prog-1 alone", dead, err)
+	}
+	r := web.must(404, "GET", "/v1/commands/prog-1", "", nil)
+	if r.body["field"] != "txn" {
+		t.Fatalf("another caller's dead-lettered id: %s, want 404 naming txn", r.raw)
+	}
 }
