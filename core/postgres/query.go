@@ -92,7 +92,10 @@ const balanceLots = `,
 		FROM members m LEFT JOIN LATERAL (
 			SELECT id, earned_at, spendable_from, expires_at, pending, original, remaining, held
 			FROM lots WHERE member_id = m.id AND remaining > 0
-			ORDER BY expires_at NULLS LAST, earned_at, id LIMIT 1000) l ON true`
+			ORDER BY expires_at NULLS LAST, earned_at, id LIMIT ` + balanceLotsMax + `) l ON true`
+
+// balanceLotsMax is the most lots a balance lists.
+const balanceLotsMax = "1000"
 
 // balanceExpiries are the columns and the join that add, to a query reading
 // the member as m, the points expiring at each of its next twelve expiry
@@ -130,10 +133,34 @@ var (
 )
 
 // Balance returns the member's figures, its live lots (soonest expiry first,
-// up to 1000) and the points expiring at each upcoming instant. Errors:
-// not_found.
+// up to 1000) and the points expiring at each upcoming instant, added up
+// from all its lots. Errors: not_found.
 func (l *Ledger) Balance(ctx context.Context, programCode, ref string) (*BalanceView, error) {
-	return l.readBalance(ctx, programCode, ref, true)
+	v, err := l.readBalance(ctx, l.pool, programCode, ref, true)
+	if err != nil || strconv.Itoa(len(v.Lots)) != balanceLotsMax {
+		return v, err
+	}
+	// The member may hold more lots than the view lists, and the expiries
+	// added up from the listed ones could miss points: read the view again
+	// with the summary's expiries, both from one snapshot. Only members
+	// with a thousand live lots pay for it.
+	err = pgx.BeginTxFunc(ctx, l.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead,
+		AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		var err error
+		if v, err = l.readBalance(ctx, tx, programCode, ref, true); err != nil {
+			return err
+		}
+		sum, err := l.readBalance(ctx, tx, programCode, ref, false)
+		if err != nil {
+			return err
+		}
+		v.NextExpiries = sum.NextExpiries
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
 }
 
 // BalanceSummary returns what Balance does but the lots: the member's
@@ -142,10 +169,10 @@ func (l *Ledger) Balance(ctx context.Context, programCode, ref string) (*Balance
 // returns one row per expiry instant instead of one per lot, and the answer
 // stays small however many lots the member holds. Errors: not_found.
 func (l *Ledger) BalanceSummary(ctx context.Context, programCode, ref string) (*BalanceView, error) {
-	return l.readBalance(ctx, programCode, ref, false)
+	return l.readBalance(ctx, l.pool, programCode, ref, false)
 }
 
-func (l *Ledger) readBalance(ctx context.Context, programCode, ref string,
+func (l *Ledger) readBalance(ctx context.Context, q rowsQuerier, programCode, ref string,
 	lots bool) (*BalanceView, error) {
 	// One statement reads the member and its lots (or its expiries): one
 	// round trip on the busiest read, and every figure from the same
@@ -156,9 +183,9 @@ func (l *Ledger) readBalance(ctx context.Context, programCode, ref string,
 	if lots {
 		byRef, bySurvivor = balanceOfRef, balanceOfSurvivor
 	}
-	v, merged, err := l.balance(ctx, byRef, programCode, ref, lots, false)
+	v, merged, err := l.balance(ctx, q, byRef, programCode, ref, lots, false)
 	if err == nil && merged {
-		v, _, err = l.balance(ctx, bySurvivor, programCode, ref, lots, true)
+		v, _, err = l.balance(ctx, q, bySurvivor, programCode, ref, lots, true)
 	}
 	return v, err
 }
@@ -169,9 +196,9 @@ func (l *Ledger) readBalance(ctx context.Context, programCode, ref string,
 // another; the view is then left out, unless walked is set: the query
 // followed the merges as far as the walk goes (16 steps, like Member), and
 // its member is the answer even if merged further.
-func (l *Ledger) balance(ctx context.Context, query, programCode, ref string,
+func (l *Ledger) balance(ctx context.Context, q rowsQuerier, query, programCode, ref string,
 	lots, walked bool) (*BalanceView, bool, error) {
-	rows, err := l.pool.Query(ctx, query, programCode, ref)
+	rows, err := q.Query(ctx, query, programCode, ref)
 	if err != nil {
 		return nil, false, fmt.Errorf("read balance: %w", err)
 	}

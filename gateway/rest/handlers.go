@@ -102,13 +102,17 @@ func (s *Server) getBalance(w http.ResponseWriter, r *http.Request) {
 	// tills, IVRs) show the figures and the coming expiries, and a member
 	// holding a hundred lots would otherwise cost every read a hundred rows.
 	read := s.read.BalanceSummary
-	switch r.URL.Query().Get("lots") {
-	case "", "false":
-	case "true":
-		read = s.read.Balance
-	default:
-		s.writeError(w, r, core.Errorf(core.Invalid, "lots", "must be true or false"))
-		return
+	if vals, ok := r.URL.Query()["lots"]; ok {
+		// Once, true or false: an empty or repeated value is not guessed at.
+		switch {
+		case len(vals) == 1 && vals[0] == "true":
+			read = s.read.Balance
+		case len(vals) == 1 && vals[0] == "false":
+		default:
+			s.writeError(w, r, core.Errorf(core.Invalid, "lots",
+				"must be given once, as true or false"))
+			return
+		}
 	}
 	b, err := read(r.Context(), mux.Vars(r)["program"], memberVar(r))
 	if err != nil {
