@@ -170,8 +170,25 @@ func ResultSubject(source, txn string) string {
 
 // MsgID is the de-duplication id of a command on the stream: a retry of the
 // same request is dropped by the server, a changed request is not, so that
-// core can answer it with a conflict.
-func MsgID(c Command) string { return c.Source + ":" + c.TxnID + ":" + c.Hash[:16] }
+// core can answer it with a conflict. Sources and transaction ids may hold
+// ':' but never '/' (core.ValidRef, and the gateways' checks of source
+// names), so the id names one (source, txn) pair: with ':' between them,
+// source "partner" and txn "acme:9" made the id of source "partner:acme"
+// and txn "9", and the bus dropped one as the other's retry. Until 5
+// December 2026 the separator was ':' (LegacyMsgIDPrefix).
+func MsgID(c Command) string { return MsgIDPrefix(c.Source, c.TxnID) + c.Hash[:MsgIDDigits] }
+
+// MsgIDPrefix is what the message id of every command (source, txn) starts
+// with; a message id of the pair is this prefix and 16 more characters.
+func MsgIDPrefix(source, txn string) string { return source + "/" + txn + "/" }
+
+// LegacyMsgIDPrefix is MsgIDPrefix as it was before the separator became
+// '/': commands stored by an older gateway still carry it.
+func LegacyMsgIDPrefix(source, txn string) string { return source + ":" + txn + ":" }
+
+// MsgIDDigits is how many characters of the command's digest end its
+// message id.
+const MsgIDDigits = 16
 
 // Partition spreads members over n partitions; all commands of one member
 // land in the same partition and so apply in order.

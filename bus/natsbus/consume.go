@@ -516,12 +516,20 @@ func (b *Bus) Holds(ctx context.Context, source, txn string) (bool, error) {
 // backlog, not the size of the stream.
 func (b *Bus) Locate(ctx context.Context, source, txn string) (bus.Whereabouts, error) {
 	budget := maxHoldsScan
-	msgID := source + ":" + txn + ":"
+	// A message id of the pair is its prefix and the digest's digits, no
+	// more: a prefix alone would also match txn "t:x" when asked about "t".
+	prefixes := []string{bus.MsgIDPrefix(source, txn), bus.LegacyMsgIDPrefix(source, txn)}
 	var stream jetstream.Stream
 	onStream := func(m jetstream.Msg) (bool, error) {
 		h := m.Headers()
 		if h.Get(headerPack) == "" {
-			return strings.HasPrefix(h.Get(jetstream.MsgIDHeader), msgID), nil
+			id := h.Get(jetstream.MsgIDHeader)
+			for _, p := range prefixes {
+				if len(id) == len(p)+bus.MsgIDDigits && strings.HasPrefix(id, p) {
+					return true, nil
+				}
+			}
+			return false, nil
 		}
 		// A pack: its commands are in its data, which the scan leaves out;
 		// its keys tell whether it is worth reading.

@@ -669,6 +669,35 @@ func TestEventsAgeOut(t *testing.T) {
 	})
 }
 
+// Two callers' commands whose source and transaction id run together the
+// same way ("partner" with "acme:9", "partner:acme" with "9"), with the same
+// request: each is a command of its own on the bus, neither the other's
+// retry, while a real retry of either is still dropped.
+func TestMessageIDsKeepSourceAndTxnApart(t *testing.T) {
+	eachServer(t, func(t *testing.T, url string) {
+		b := connect(t, url, namespace(t), true, nil)
+		a := command("m-1", "acme:9", 5)
+		a.Source = "partner"
+		a.Seal()
+		c := command("m-1", "9", 5)
+		c.Source = "partner:acme"
+		c.Seal()
+		if a.Hash != c.Hash {
+			t.Fatal("the two requests differ; the test needs them alike")
+		}
+		publish(t, b, a, false)
+		publish(t, b, c, false)
+		publish(t, b, a, true)
+		publish(t, b, c, true)
+		for _, x := range []bus.Command{a, c} {
+			if w, err := b.Locate(context.Background(), x.Source, x.TxnID); err != nil ||
+				w != bus.Waiting {
+				t.Fatalf("%s/%s located %d (%v), want waiting", x.Source, x.TxnID, w, err)
+			}
+		}
+	})
+}
+
 // TestHoldsKnowsWhatWaits asks the bus about a command before any consumer
 // ran, once it is applied, about one never sent and about one that was
 // dead-lettered, and Locate tells waiting from dead-lettered.

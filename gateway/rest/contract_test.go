@@ -597,7 +597,7 @@ func TestContractPromises(t *testing.T) {
 			t.Fatalf("unknown command: %d %+v, want 404 not_found naming txn", w.Code, p)
 		}
 		// Dead-lettered, and no result in the ledger: failed, with an
-		// error that says what the caller may do.
+		// error that says nothing changed.
 		w = get(&contractBus{dead: true})
 		var failed struct {
 			Status string    `json:"status"`

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/puntos-loyalty/puntos/core"
 	"github.com/puntos-loyalty/puntos/gateway/soap"
 )
 
@@ -252,6 +253,13 @@ func (c *Config) Keys() (map[string]string, error) {
 		if !ok || source == "" || len(key) < 12 {
 			return nil, fmt.Errorf("api-keys: each entry must be source=key with a key of at " +
 				"least 12 characters")
+		}
+		// The source names the caller's commands on the bus and in the
+		// ledger; bus.MsgID needs it without '/'.
+		if !core.ValidRef(source) || strings.HasPrefix(source, core.PartnerSourcePrefix) {
+			return nil, fmt.Errorf("api-keys: source %q must be %s, and not start with %q "+
+				"(partners' keys are issued through the API)", source, core.RefRule,
+				core.PartnerSourcePrefix)
 		}
 		keys[key] = source
 	}

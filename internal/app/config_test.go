@@ -58,6 +58,12 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		{"--nats-sync=sometimes", "nats-sync"},
 		{"--gc-percent=10", "gc-percent"},
 		{"--api-keys=web=short", "api-keys"},
+		// A source names a caller's commands on the bus and in the ledger:
+		// no '/' (the bus's message ids separate source and txn with it),
+		// nothing a URL segment would escape, and no partner's name.
+		{"--api-keys=shop/lima=key-0123456789", "api-keys: source \"shop/lima\""},
+		{"--api-keys=shop lima=key-0123456789", "api-keys: source"},
+		{"--api-keys=partner:acme=key-0123456789", "api-keys: source \"partner:acme\""},
 	} {
 		_, _, err := LoadConfig("run", []string{tc.args}, env(nil), &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

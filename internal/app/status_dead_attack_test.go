@@ -1,0 +1,220 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/puntos-loyalty/puntos/bus/natsbus"
+)
+
+// Attacks on the status URL's answer for dead-lettered commands
+// (GET /v1/commands/{txn}: failed).
+
+// failingCore consumes every partition of a's bus with a handler that fails
+// every batch; stop ends it and waits until it has stopped.
+func failingCore(t *testing.T, a *App) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for p := range a.Bus.Partitions() {
+		wg.Go(func() {
+			_ = a.Bus.Consume(ctx, p, 10, 100*time.Millisecond,
+				func(context.Context, []*natsbus.Delivery) error {
+					return errors.New("ledger unreachable")
+				})
+		})
+	}
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+// awaitStatus polls the status URL of txn until its status is want; any
+// other status than pending or want fails the test.
+func awaitStatus(t *testing.T, c *client, txn, want string) reply {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		s := c.must(200, "GET", "/v1/commands/"+txn, "", nil)
+		if s.body["status"] == want {
+			return s
+		}
+		if s.body["status"] != "pending" || time.Now().After(deadline) {
+			t.Fatalf("status of %s: %s, want pending then %s", txn, s.raw, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// deadGateway is a gateway alone on an embedded bus with MaxDeliver 1; the
+// second client is another caller.
+func deadGateway(t *testing.T) (*Config, *App, *client, *client) {
+	t.Helper()
+	cfg := testConfig(t)
+	cfg.APIKeys = "billing=" + testKey + ",web=web-key-0123456789"
+	srv, url, err := natsbus.StartEmbedded(t.TempDir(), -1, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	cfg.NATSURL = url
+	cfg.ResultWait = 300 * time.Millisecond
+	cfg.MaxDeliver = 1
+	migrate(t, cfg.DatabaseURL)
+	gw := startApp(t, cfg, Roles{Gateway: true})
+	c := &client{t: t, base: "http://" + gw.Addr(), key: testKey}
+	web := &client{t: t, base: c.base, key: "web-key-0123456789"}
+	return cfg, gw, c, web
+}
+
+// A command core refuses and dead-letters (an unknown member: the refusal
+// is stored in the ledger and the command set aside) is in the ledger and
+// in the dead-letter stream: its status is the ledger's refusal, not
+// failed.
+func TestStatusAttackRefusedAndDeadLetteredIsRejected(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.APIKeys = "billing=" + testKey + ",web=web-key-0123456789"
+	a := startApp(t, cfg, Roles{Gateway: true, Core: true})
+	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
+	web := &client{t: t, base: c.base, key: "web-key-0123456789"}
+	setupProgram(c)
+	c.must(404, "POST", "/v1/programs/telco/members/GHOST-9/events", "ghost-9",
+		map[string]any{"type": "bill_paid", "amount": "10.00"})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		dead, _ := a.Bus.DeadLetters(context.Background(), 10)
+		if len(dead) == 1 && dead[0].TxnID == "ghost-9" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dead letters %+v, want ghost-9", dead)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s := c.must(200, "GET", "/v1/commands/ghost-9", "", nil)
+	e, _ := s.body["error"].(map[string]any)
+	if s.body["status"] != "rejected" || e["kind"] != "not_found" || e["field"] != "member" {
+		t.Fatalf("status of a refused, dead-lettered command: %s, want rejected (not_found, "+
+			"member)", s.raw)
+	}
+	if r := web.must(404, "GET", "/v1/commands/ghost-9", "", nil); r.body["field"] != "txn" {
+		t.Fatalf("another caller's refused id: %s, want 404 naming txn", r.raw)
+	}
+}
+
+// A caller whose command was dead-lettered (status failed) sends it again,
+// the same request with the same Idempotency-Key, within the bus's day of
+// duplicate detection. The bus drops it as a retry: the write answers 202
+// (the bus holds the command) and the status URL goes on telling its fate,
+// failed, with no second dead letter.
+func TestStatusAttackResendOfDeadLetteredCommandStaysFailed(t *testing.T) {
+	t.Parallel()
+	_, gw, c, _ := deadGateway(t)
+	body := map[string]any{"name": "Telco"}
+	c.must(202, "PUT", "/v1/programs/telco", "prog-1", body)
+	stop := failingCore(t, gw)
+	awaitStatus(t, c, "prog-1", "failed")
+	stop()
+
+	r := c.must(202, "PUT", "/v1/programs/telco", "prog-1", body)
+	if r.body["status_url"] != "/v1/commands/prog-1" {
+		t.Fatalf("resend answered %s, want 202 pointing at the status URL", r.raw)
+	}
+	if s := c.must(200, "GET", "/v1/commands/prog-1", "", nil); s.body["status"] != "failed" {
+		t.Fatalf("status after the resend: %s, want failed (the bus drops a retry)", s.raw)
+	}
+	if dead, err := gw.Bus.DeadLetters(context.Background(), 10); err != nil || len(dead) != 1 {
+		t.Fatalf("dead letters after the resend: %+v (%v), want prog-1 once", dead, err)
+	}
+}
+
+// The very same accrual, dead-lettered when it travelled alone, is sent
+// again within the bus's day of duplicate detection through the batch
+// route beside another event of the same member (one pack). A pack's
+// commands are stored again, so core applies it this time: its status
+// turns ok and the member holds both accruals, each once.
+func TestStatusAttackResendInAPackWithinTheDay(t *testing.T) {
+	t.Parallel()
+	cfg, gw, c, _ := deadGateway(t)
+	// A working core sets up the program and the member, then stops.
+	cfg1 := *cfg
+	core1 := startApp(t, &cfg1, Roles{Core: true})
+	c.must(201, "PUT", "/v1/programs/telco", "prog-1", map[string]any{
+		"name": "Telco", "currency": "USD", "points_per_unit": "1",
+		"expiry_unit": "months", "expiry_length": 24, "expiry_round": "month"})
+	c.must(201, "POST", "/v1/programs/telco/members", "enr-1",
+		map[string]any{"customer_ref": "M-1", "channel": "web"})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := core1.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Core fails: the accrual is dead-lettered, its status failed.
+	event := map[string]any{"type": "bill_paid", "amount": "10.00",
+		"occurred_at": "2026-11-05T12:00:00Z"}
+	c.must(202, "POST", "/v1/programs/telco/members/M-1/events", "acc-1", event)
+	stop := failingCore(t, gw)
+	awaitStatus(t, c, "acc-1", "failed")
+	stop()
+
+	// Core works again; the caller sends the same event again.
+	cfg2 := *cfg
+	startApp(t, &cfg2, Roles{Core: true})
+	events := []map[string]any{{"member": "M-1", "txn_id": "acc-1"}, {"member": "M-1",
+		"txn_id": "acc-2"}}
+	for _, ev := range events {
+		for k, v := range event {
+			ev[k] = v
+		}
+	}
+	r := c.send("POST", "/v1/programs/telco/events/batches", "",
+		map[string]any{"events": events})
+	s := awaitStatus(t, c, "acc-1", "ok")
+	b := c.must(200, "GET", "/v1/programs/telco/members/M-1/balance", "", nil)
+	if s.body["status"] != "ok" || jnum(t, b, "balance.available") != 20 {
+		t.Fatalf("the same command sent again in a pack: batch %d %s; status %s; balance "+
+			"%s; want it applied once beside acc-2 (20 points)", r.status, r.raw, s.raw, b.raw)
+	}
+}
+
+// The failed answer of the status URL says what the OpenAPI document says:
+// status failed, the caller's txn_id, an error of kind internal that says
+// nothing changed, and no other field than CommandStatus has.
+func TestStatusAttackFailedAnswerShape(t *testing.T) {
+	t.Parallel()
+	_, gw, c, web := deadGateway(t)
+	c.must(202, "PUT", "/v1/programs/telco", "prog-1", map[string]any{"name": "Telco"})
+	failingCore(t, gw)
+	s := awaitStatus(t, c, "prog-1", "failed")
+	allowed := map[string]bool{"status": true, "command_id": true, "source": true,
+		"txn_id": true, "kind": true, "replayed": true, "error": true, "data": true}
+	for k := range s.body {
+		if !allowed[k] {
+			t.Errorf("failed status has field %q, not in CommandStatus: %s", k, s.raw)
+		}
+	}
+	e, _ := s.body["error"].(map[string]any)
+	if s.body["txn_id"] != "prog-1" || e["kind"] != "internal" ||
+		!strings.Contains(fmt.Sprint(e["message"]), "nothing changed") ||
+		!strings.HasPrefix(s.header.Get("Content-Type"), "application/json") {
+		t.Fatalf("failed status: %s %v", s.raw, s.header)
+	}
+	// The same id from another caller, and an id never sent: 404.
+	for _, who := range []*client{web, c} {
+		txn := "prog-1"
+		if who == c {
+			txn = "prog-2"
+		}
+		if r := who.must(404, "GET", "/v1/commands/"+txn, "", nil); r.body["field"] != "txn" {
+			t.Fatalf("status of %s: %s, want 404 naming txn", txn, r.raw)
+		}
+	}
+}
