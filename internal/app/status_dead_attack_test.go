@@ -2,76 +2,14 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/puntos-loyalty/puntos/bus/natsbus"
 )
 
 // Attacks on the status URL's answer for dead-lettered commands
 // (GET /v1/commands/{txn}: failed).
-
-// failingCore consumes every partition of a's bus with a handler that fails
-// every batch; stop ends it and waits until it has stopped.
-func failingCore(t *testing.T, a *App) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for p := range a.Bus.Partitions() {
-		wg.Go(func() {
-			_ = a.Bus.Consume(ctx, p, 10, 100*time.Millisecond,
-				func(context.Context, []*natsbus.Delivery) error {
-					return errors.New("ledger unreachable")
-				})
-		})
-	}
-	var once sync.Once
-	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
-	t.Cleanup(stop)
-	return stop
-}
-
-// awaitStatus polls the status URL of txn until its status is want; any
-// other status than pending or want fails the test.
-func awaitStatus(t *testing.T, c *client, txn, want string) reply {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		s := c.must(200, "GET", "/v1/commands/"+txn, "", nil)
-		if s.body["status"] == want {
-			return s
-		}
-		if s.body["status"] != "pending" || time.Now().After(deadline) {
-			t.Fatalf("status of %s: %s, want pending then %s", txn, s.raw, want)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// deadGateway is a gateway alone on an embedded bus with MaxDeliver 1; the
-// second client is another caller.
-func deadGateway(t *testing.T) (*Config, *App, *client, *client) {
-	t.Helper()
-	cfg := testConfig(t)
-	cfg.APIKeys = "billing=" + testKey + ",web=web-key-0123456789"
-	srv, url, err := natsbus.StartEmbedded(t.TempDir(), -1, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	cfg.NATSURL = url
-	cfg.ResultWait = 300 * time.Millisecond
-	cfg.MaxDeliver = 1
-	migrate(t, cfg.DatabaseURL)
-	gw := startApp(t, cfg, Roles{Gateway: true})
-	c := &client{t: t, base: "http://" + gw.Addr(), key: testKey}
-	web := &client{t: t, base: c.base, key: "web-key-0123456789"}
-	return cfg, gw, c, web
-}
 
 // A command core refuses and dead-letters (an unknown member: the refusal
 // is stored in the ledger and the command set aside) is in the ledger and

@@ -77,6 +77,66 @@ func TestStatusOfUnknownCommand(t *testing.T) {
 // failed, not pending for ever; another caller still gets 404 for its id.
 func TestStatusOfDeadLetteredCommand(t *testing.T) {
 	t.Parallel()
+	_, gw, c, web := deadGateway(t) // MaxDeliver 1, no core
+	c.must(202, "PUT", "/v1/programs/telco", "prog-1", map[string]any{"name": "Telco"})
+	failingCore(t, gw)
+	s := awaitStatus(t, c, "prog-1", "failed")
+	e, _ := s.body["error"].(map[string]any)
+	if s.body["txn_id"] != "prog-1" || e["kind"] != "internal" ||
+		!strings.Contains(fmt.Sprint(e["message"]), "nothing changed") {
+		t.Fatalf("status of a dead-lettered command: %s", s.raw)
+	}
+	dead, err := gw.Bus.DeadLetters(context.Background(), 10)
+	if err != nil || len(dead) != 1 || dead[0].TxnID != "prog-1" {
+		t.Fatalf("dead letters %+v (%v), want prog-1 alone", dead, err)
+	}
+	r := web.must(404, "GET", "/v1/commands/prog-1", "", nil)
+	if r.body["field"] != "txn" {
+		t.Fatalf("another caller's dead-lettered id: %s, want 404 naming txn", r.raw)
+	}
+}
+
+// failingCore consumes every partition of a's bus with a handler that fails
+// every batch; stop ends it and waits until it has stopped.
+func failingCore(t *testing.T, a *App) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for p := range a.Bus.Partitions() {
+		wg.Go(func() {
+			_ = a.Bus.Consume(ctx, p, 10, 100*time.Millisecond,
+				func(context.Context, []*natsbus.Delivery) error {
+					return errors.New("ledger unreachable")
+				})
+		})
+	}
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+// awaitStatus polls the status URL of txn until its status is want; any
+// other status than pending or want fails the test.
+func awaitStatus(t *testing.T, c *client, txn, want string) reply {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		s := c.must(200, "GET", "/v1/commands/"+txn, "", nil)
+		if s.body["status"] == want {
+			return s
+		}
+		if s.body["status"] != "pending" || time.Now().After(deadline) {
+			t.Fatalf("status of %s: %s, want pending then %s", txn, s.raw, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// deadGateway is a gateway alone on an embedded bus with MaxDeliver 1; the
+// second client is another caller.
+func deadGateway(t *testing.T) (*Config, *App, *client, *client) {
+	t.Helper()
 	cfg := testConfig(t)
 	cfg.APIKeys = "billing=" + testKey + ",web=web-key-0123456789"
 	srv, url, err := natsbus.StartEmbedded(t.TempDir(), -1, true)
@@ -91,42 +151,5 @@ func TestStatusOfDeadLetteredCommand(t *testing.T) {
 	gw := startApp(t, cfg, Roles{Gateway: true})
 	c := &client{t: t, base: "http://" + gw.Addr(), key: testKey}
 	web := &client{t: t, base: c.base, key: "web-key-0123456789"}
-	c.must(202, "PUT", "/v1/programs/telco", "prog-1", map[string]any{"name": "Telco"})
-
-	// A core that fails every command it is given, on every partition.
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	for p := range gw.Bus.Partitions() {
-		wg.Go(func() {
-			_ = gw.Bus.Consume(ctx, p, 10, 100*time.Millisecond,
-				func(context.Context, []*natsbus.Delivery) error {
-					return errors.New("ledger unreachable")
-				})
-		})
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		s := c.must(200, "GET", "/v1/commands/prog-1", "", nil)
-		if s.body["status"] == "failed" {
-			e, _ := s.body["error"].(map[string]any)
-			if s.body["txn_id"] != "prog-1" || e["kind"] != "internal" ||
-				!strings.Contains(fmt.Sprint(e["message"]), "nothing changed") {
-				t.Fatalf("status of a dead-lettered command: %s", s.raw)
-			}
-			break
-		}
-		if s.body["status"] != "pending" || time.Now().After(deadline) {
-			t.Fatalf("status while core fails: %s, want pending then failed", s.raw)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	dead, err := gw.Bus.DeadLetters(context.Background(), 10)
-	if err != nil || len(dead) != 1 || dead[0].TxnID != "prog-1" {
-		t.Fatalf("dead letters %+v (%v), want prog-1 alone", dead, err)
-	}
-	r := web.must(404, "GET", "/v1/commands/prog-1", "", nil)
-	if r.body["field"] != "txn" {
-		t.Fatalf("another caller's dead-lettered id: %s, want 404 naming txn", r.raw)
-	}
+	return cfg, gw, c, web
 }
