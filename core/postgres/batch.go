@@ -188,7 +188,9 @@ func (t *txn) applyRun(ctx context.Context, cmds []bus.Command, out []Applied) e
 		return err
 	}
 
-	var plans []runPlan
+	// Sized for the whole run: a plan is large, and a bus run holds
+	// thousands, so growing the slice by doubling copied them all again.
+	plans := make([]runPlan, 0, len(cmds))
 	for i := range cmds {
 		c := &cmds[i]
 		if prog := st.progs[i]; st.fresh[i] && prog != nil {
@@ -985,6 +987,8 @@ func (t *txn) writePlans(ctx context.Context, plans []runPlan, ids *idPool,
 	}
 
 	var w runWrites
+	w.grow(posts, len(plans))
+	t.events = slices.Grow(t.events, posts)
 	for i := range plans {
 		p := &plans[i]
 		var pid, lid int64
@@ -1149,6 +1153,31 @@ func (p *runPlan) result(postingID, lotID int64) (Applied, []byte, error) {
 	res.Data = appendOutcome(nil, &o)
 	body := appendResult(make([]byte, 0, 160+len(res.Data)), &res)
 	return Applied{Result: res, Encoded: body}, body, nil
+}
+
+// grow makes room for posts postings (with their lots and accrual amounts)
+// and n results, so that a long run's columns are allocated once instead
+// of doubling their way up.
+func (w *runWrites) grow(posts, n int) {
+	ps, ls := &w.postings, &w.lots
+	for _, c := range []*[]int64{&ps.id, &ps.points, &ps.pendingDelta, &ls.id, &ls.posting,
+		&ls.original, &ls.remaining, &w.amounts.posting} {
+		*c = slices.Grow(*c, posts)
+	}
+	for _, c := range []*[]string{&ps.program, &ps.member, &ps.kind, &ps.source, &ps.txn,
+		&ps.command, &ps.reason, &ps.ruleVersion, &ps.actor, &ps.partner, &ps.channel,
+		&ls.member, &w.amounts.amount} {
+		*c = slices.Grow(*c, posts)
+	}
+	ps.occurred = slices.Grow(ps.occurred, posts)
+	ls.earned = slices.Grow(ls.earned, posts)
+	ls.spendable = slices.Grow(ls.spendable, posts)
+	ls.expires = slices.Grow(ls.expires, posts)
+	ls.pending = slices.Grow(ls.pending, posts)
+	rs := &w.results
+	for _, c := range []*[]string{&rs.source, &rs.txn, &rs.id, &rs.kind, &rs.hash, &rs.body} {
+		*c = slices.Grow(*c, n)
+	}
 }
 
 // runWrites holds the rows of a run's writes, column by column.
