@@ -158,8 +158,23 @@ func EventSubject(program, kind string) string {
 	return "puntos.evt." + token(program) + "." + token(kind)
 }
 
-// DeadSubject is where a command of partition p goes when it cannot be applied.
+// DeadSubject is where a command of partition p goes when it cannot be
+// applied and names no (source, txn): a line that is not a command. Before
+// 5 December 2026 11:45 UTC every dead letter went there.
 func DeadSubject(p int) string { return "puntos.dead." + strconv.Itoa(p) }
+
+// DeadSubjectsByPartition matches what DeadSubject makes, and no subject
+// DeadCommandSubject does.
+const DeadSubjectsByPartition = "puntos.dead.*"
+
+// DeadCommandSubject is where the command (source, txn) goes when it cannot
+// be applied: a subject of its own, so that whether it was dead-lettered is
+// one lookup of the stream's last message on it, however many dead letters
+// the stream holds.
+func DeadCommandSubject(source, txn string) string {
+	sum := sha256.Sum256([]byte(source + "\x00" + txn))
+	return "puntos.dead.cmd." + hex.EncodeToString(sum[:16])
+}
 
 // ResultSubject is the core-NATS subject on which the result of the command
 // (source, txn) is announced. Waiters subscribe before publishing.

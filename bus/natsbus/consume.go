@@ -512,8 +512,10 @@ func (b *Bus) Holds(ctx context.Context, source, txn string) (bool, error) {
 // core acknowledged it meanwhile: a caller should read the ledger again
 // after it, and after DeadLettered too: the same command may have been sent
 // again and applied since.
-// Only what core has not acknowledged is read, so the cost follows the
-// backlog, not the size of the stream.
+// Only what core has not acknowledged is read of the command stream, so the
+// cost follows the backlog, not the size of the stream; the dead-letter
+// stream is one lookup, plus a read of the dead letters written before
+// each command's had a subject of its own (bus.DeadCommandSubject).
 func (b *Bus) Locate(ctx context.Context, source, txn string) (bus.Whereabouts, error) {
 	budget := maxHoldsScan
 	// A message id of the pair is its prefix and the digest's digits, no
@@ -571,11 +573,27 @@ func (b *Bus) Locate(ctx context.Context, source, txn string) (bus.Whereabouts, 
 			return bus.Waiting, err
 		}
 	}
+	// A dead letter of the command is on a subject of its own: one lookup.
+	dead, err := b.js.Stream(ctx, b.deadStream)
+	if err != nil {
+		return bus.Waiting, fmt.Errorf("holds: %w", err)
+	}
+	last, err := dead.GetLastMsgForSubject(ctx, b.prefix+bus.DeadCommandSubject(source, txn))
+	switch {
+	case err == nil && last.Header.Get(HeaderSource) == source &&
+		last.Header.Get(HeaderTxn) == txn:
+		return bus.DeadLettered, nil
+	case err != nil && !errors.Is(err, jetstream.ErrMsgNotFound):
+		return bus.Waiting, fmt.Errorf("holds: dead letters: %w", err)
+	}
+	// Dead letters written before they had subjects of their own are on
+	// their partition's subject: only those are read.
 	inDead := func(m jetstream.Msg) (bool, error) {
 		h := m.Headers()
 		return h.Get(HeaderSource) == source && h.Get(HeaderTxn) == txn, nil
 	}
-	found, err := b.scanHeaders(ctx, b.deadStream, "", 1, &budget, inDead)
+	found, err := b.scanHeaders(ctx, b.deadStream, b.prefix+bus.DeadSubjectsByPartition, 1,
+		&budget, inDead)
 	switch {
 	case err != nil || found == scanUnsure:
 		return bus.Waiting, err

@@ -63,7 +63,11 @@ type DeadLetter struct {
 // has stored it. The caller then terminates d (Delivery.Term). Writing the
 // same delivery twice, as after a crash before Term, stores it once.
 func (b *Bus) DeadLetter(ctx context.Context, d *Delivery, reason string) error {
-	m := nats.NewMsg(b.deadSubject(d.Partition))
+	subject := b.deadSubject(d.Partition)
+	if d.Command.Source != "" && d.Command.TxnID != "" {
+		subject = b.prefix + bus.DeadCommandSubject(d.Command.Source, d.Command.TxnID)
+	}
+	m := nats.NewMsg(subject)
 	m.Data = d.Raw
 	m.Header.Set(HeaderReason, headerValue(reason, maxReasonLen))
 	if d.Command.Source != "" {

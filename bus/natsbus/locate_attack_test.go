@@ -199,13 +199,17 @@ func TestLocateAttackColonInTxnID(t *testing.T) {
 }
 
 // fillDead stores n dead letters of other commands (source pos, txn
-// prefix<i>) in b's dead-letter stream, quickly.
-func fillDead(t *testing.T, b *Bus, n int, prefix string) {
+// prefix<i>) in b's dead-letter stream, quickly: on their commands' own
+// subjects if keyed, else on partition 0's, as before 5 December 11:45.
+func fillDead(t *testing.T, b *Bus, n int, prefix string, keyed bool) {
 	t.Helper()
 	const chunk = 2000
 	for i := 0; i < n; {
 		for j := 0; j < chunk && i < n; j, i = j+1, i+1 {
 			m := nats.NewMsg(b.deadSubject(0))
+			if keyed {
+				m.Subject = b.prefix + bus.DeadCommandSubject("pos", fmt.Sprintf("%s%d", prefix, i))
+			}
 			m.Data = []byte(`{}`)
 			m.Header.Set(HeaderReason, "filler")
 			m.Header.Set(HeaderSource, "pos")
@@ -234,10 +238,13 @@ func settledTo(b *Bus, p int, seq uint64) bool {
 		info.AckFloor.Stream == seq
 }
 
-// When the dead-letter stream holds more than Locate may read, it cannot
-// tell a dead-lettered or unknown command from a waiting one: it must say
-// waiting (the status URL answers pending), never dead-lettered (failed)
-// nor unknown (404). A dead letter within the budget is still found.
+// Dead letters written before each had a subject of its own are read one
+// by one. When there are more than Locate may read, it cannot tell an
+// unknown command (or one of those old letters past the budget) from a
+// waiting one: it must say waiting (the status URL answers pending), never
+// dead-lettered (failed) nor unknown (404). An old letter within the budget
+// is still found, and a command dead-lettered since is found in one lookup
+// past all of them.
 func TestLocateAttackBudgetRunsOutInDeadStream(t *testing.T) {
 	t.Parallel()
 	_, url := embedded(t, t.TempDir(), false)
@@ -245,36 +252,56 @@ func TestLocateAttackBudgetRunsOutInDeadStream(t *testing.T) {
 	member := "m-8"
 	p := bus.Partition("acme", member, b.Partitions())
 
-	fillDead(t, b, maxHoldsScan-1, "filler-")
+	fillDead(t, b, maxHoldsScan+1, "filler-", false)
 	publish(t, b, command(member, "bd-in", 1), false)
 	stop := consume(t, b, p, 10, func(context.Context, []*Delivery) error {
 		return errors.New("ledger unreachable")
 	})
 	eventually(t, "bd-in dead-lettered", func() bool { return settledTo(b, p, 1) })
-	// bd-in is the last message Locate may read: found.
+	_ = stop()
 	if w := locateAs(t, b, "pos", "bd-in"); w != bus.DeadLettered {
-		t.Fatalf("bd-in, dead letter number %d, located %d, want dead-lettered",
-			maxHoldsScan, w)
+		t.Fatalf("bd-in, dead-lettered after %d old letters, located %d, want dead-lettered",
+			maxHoldsScan+1, w)
 	}
-	// A filler the scan reads late in its budget is found too.
+	// An old letter the scan reads late in its budget is found too.
 	if w := locateAs(t, b, "pos", fmt.Sprintf("filler-%d", maxHoldsScan-2)); w !=
 		bus.DeadLettered {
-		t.Fatalf("the last filler located %d, want dead-lettered", w)
+		t.Fatalf("the old letter at the budget's end located %d, want dead-lettered", w)
 	}
-	// Never sent: the whole budget is read and the stream may hold more.
-	if w := locateAs(t, b, "pos", "bd-never"); w != bus.Waiting {
-		t.Fatalf("never sent, past the budget: located %d, want waiting (%d)", w, bus.Waiting)
+	// Past the budget: unsure, so waiting.
+	for _, q := range [][2]string{{"pos", fmt.Sprintf("filler-%d", maxHoldsScan)},
+		{"pos", "bd-never"}, {"web", "bd-in"}} {
+		if w := locateAs(t, b, q[0], q[1]); w != bus.Waiting {
+			t.Fatalf("%s/%s, past the budget: located %d, want waiting (%d)", q[0], q[1], w,
+				bus.Waiting)
+		}
 	}
+}
 
-	// One more dead letter, beyond the budget: unsure, so waiting.
-	publish(t, b, command(member, "bd-out", 1), false)
-	eventually(t, "bd-out dead-lettered", func() bool { return settledTo(b, p, 2) })
+// Dead letters on their commands' own subjects, more of them than Locate
+// could ever read one by one: a command dead-lettered after them is found
+// in one lookup, and one never sent is unknown (404), not pending.
+func TestLocateFindsADeadLetterAmongMany(t *testing.T) {
+	t.Parallel()
+	_, url := embedded(t, t.TempDir(), false)
+	b := connect(t, url, namespace(t), true, func(c *Config) { c.MaxDeliver = 1 })
+	member := "m-8"
+	p := bus.Partition("acme", member, b.Partitions())
+
+	fillDead(t, b, maxHoldsScan+10, "filler-", true)
+	publish(t, b, command(member, "many-1", 1), false)
+	stop := consume(t, b, p, 10, func(context.Context, []*Delivery) error {
+		return errors.New("ledger unreachable")
+	})
+	eventually(t, "many-1 dead-lettered", func() bool { return settledTo(b, p, 1) })
 	_ = stop()
-	if w := locateAs(t, b, "pos", "bd-out"); w != bus.Waiting {
-		t.Fatalf("bd-out, dead letter number %d, located %d, want waiting (%d)",
-			maxHoldsScan+1, w, bus.Waiting)
-	}
-	if w := locateAs(t, b, "web", "bd-in"); w != bus.Waiting {
-		t.Fatalf("another source, past the budget: located %d, want waiting", w)
+	for _, q := range []struct {
+		source, txn string
+		want        bus.Whereabouts
+	}{{"pos", "many-1", bus.DeadLettered}, {"pos", fmt.Sprintf("filler-%d", maxHoldsScan+9),
+		bus.DeadLettered}, {"pos", "never", bus.Unknown}, {"web", "many-1", bus.Unknown}} {
+		if w := locateAs(t, b, q.source, q.txn); w != q.want {
+			t.Errorf("%s/%s located %d, want %d", q.source, q.txn, w, q.want)
+		}
 	}
 }
