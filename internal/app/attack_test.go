@@ -359,7 +359,7 @@ func TestAttackCrossedBatches(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	created := 0
+	created, pending := 0, 0
 	for k, r := range replies {
 		if r.status != 200 && r.status != 202 {
 			t.Fatalf("batch %d: %d %s", k, r.status, r.raw)
@@ -367,11 +367,20 @@ func TestAttackCrossedBatches(t *testing.T) {
 		t.Logf("batch %d: %d committed=%v pending=%v refused=%v failed=%v", k, r.status,
 			r.body["committed"], r.body["pending"], r.body["refused"], r.body["failed"])
 		created += int(jnum(t, r, "committed"))
+		pending = max(pending, int(jnum(t, r, "pending")))
 	}
-	if created != n {
-		t.Errorf("%d committed answers, want %d", created, n)
+	// Each id is committed by one batch, or still pending for all of them:
+	// on a loaded machine a batch that lost a race to another goes back to
+	// the bus and may come back after the gateway stopped waiting (202).
+	if created+pending != n {
+		t.Errorf("%d committed answers and %d pending, want %d in all", created, pending, n)
 	}
+	deadline := time.Now().Add(30 * time.Second)
 	total := sumBalances(c, 50)
+	for total != n && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+		total = sumBalances(c, 50)
+	}
 	if total != n {
 		t.Fatalf("total %d, want %d", total, n)
 	}

@@ -17,19 +17,7 @@ import (
 // and never sent, or sent by another caller (404 problem naming txn).
 func TestStatusOfUnknownCommand(t *testing.T) {
 	t.Parallel()
-	cfg := testConfig(t)
-	cfg.APIKeys = "billing=" + testKey + ",web=web-key-0123456789"
-	srv, url, err := natsbus.StartEmbedded(t.TempDir(), -1, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	cfg.NATSURL = url
-	cfg.ResultWait = 300 * time.Millisecond
-	migrate(t, cfg.DatabaseURL)
-	gw := startApp(t, cfg, Roles{Gateway: true})
-	c := &client{t: t, base: "http://" + gw.Addr(), key: testKey}
-	web := &client{t: t, base: c.base, key: "web-key-0123456789"}
+	cfg, _, c, web := gatewayAlone(t, 0)
 
 	// An id no caller could have sent is refused before any lookup.
 	for _, bad := range []string{"%00", "%ff", strings.Repeat("x", 300)} {
@@ -133,9 +121,10 @@ func awaitStatus(t *testing.T, c *client, txn, want string) reply {
 	}
 }
 
-// deadGateway is a gateway alone on an embedded bus with MaxDeliver 1; the
-// second client is another caller.
-func deadGateway(t *testing.T) (*Config, *App, *client, *client) {
+// gatewayAlone is a gateway with no core, on an embedded bus of its own,
+// with maxDeliver deliveries of a command (0: the default); the second
+// client is another caller.
+func gatewayAlone(t *testing.T, maxDeliver int) (*Config, *App, *client, *client) {
 	t.Helper()
 	cfg := testConfig(t)
 	cfg.APIKeys = "billing=" + testKey + ",web=web-key-0123456789"
@@ -146,10 +135,19 @@ func deadGateway(t *testing.T) (*Config, *App, *client, *client) {
 	t.Cleanup(srv.Shutdown)
 	cfg.NATSURL = url
 	cfg.ResultWait = 300 * time.Millisecond
-	cfg.MaxDeliver = 1
+	if maxDeliver > 0 {
+		cfg.MaxDeliver = maxDeliver
+	}
 	migrate(t, cfg.DatabaseURL)
 	gw := startApp(t, cfg, Roles{Gateway: true})
 	c := &client{t: t, base: "http://" + gw.Addr(), key: testKey}
 	web := &client{t: t, base: c.base, key: "web-key-0123456789"}
 	return cfg, gw, c, web
+}
+
+// deadGateway is gatewayAlone with one delivery of a command: a core that
+// fails it once dead-letters it.
+func deadGateway(t *testing.T) (*Config, *App, *client, *client) {
+	t.Helper()
+	return gatewayAlone(t, 1)
 }
