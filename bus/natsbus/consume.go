@@ -515,7 +515,7 @@ func (b *Bus) Holds(ctx context.Context, source, txn string) (bool, error) {
 // Only what core has not acknowledged is read of the command stream, so the
 // cost follows the backlog, not the size of the stream; the dead-letter
 // stream is one lookup, plus a read of the dead letters written before
-// each command's had a subject of its own (bus.DeadCommandSubject).
+// they had subjects of their own (bus.DeadCommandSubject).
 func (b *Bus) Locate(ctx context.Context, source, txn string) (bus.Whereabouts, error) {
 	budget := maxHoldsScan
 	// A message id of the pair is its prefix and the digest's digits, no
