@@ -84,6 +84,11 @@ const (
 	DeadLettered
 )
 
+// DeadLetteredMessage is what the edges tell a caller about a command set
+// aside as a dead letter that the ledger has no result for.
+const DeadLetteredMessage = "not applied: the platform failed to apply this command and " +
+	"set it aside for its operators; nothing changed"
+
 // Result is what core answers for a command once its transaction committed.
 // A replay of the same command carries the first result again.
 type Result struct {

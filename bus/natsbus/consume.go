@@ -574,17 +574,11 @@ func (b *Bus) Locate(ctx context.Context, source, txn string) (bus.Whereabouts, 
 		}
 	}
 	// A dead letter of the command is on a subject of its own: one lookup.
-	dead, err := b.js.Stream(ctx, b.deadStream)
-	if err != nil {
+	switch dead, err := b.DeadLettered(ctx, source, txn); {
+	case err != nil:
 		return bus.Waiting, fmt.Errorf("holds: %w", err)
-	}
-	last, err := dead.GetLastMsgForSubject(ctx, b.prefix+bus.DeadCommandSubject(source, txn))
-	switch {
-	case err == nil && last.Header.Get(HeaderSource) == source &&
-		last.Header.Get(HeaderTxn) == txn:
+	case dead:
 		return bus.DeadLettered, nil
-	case err != nil && !errors.Is(err, jetstream.ErrMsgNotFound):
-		return bus.Waiting, fmt.Errorf("holds: dead letters: %w", err)
 	}
 	// Dead letters written before they had subjects of their own are on
 	// their partition's subject: only those are read.
@@ -601,6 +595,33 @@ func (b *Bus) Locate(ctx context.Context, source, txn string) (bus.Whereabouts, 
 		return bus.DeadLettered, nil
 	}
 	return bus.Unknown, nil
+}
+
+// DeadLettered reports whether the command (source, txn) was set aside on
+// the dead-letter stream since dead letters have had subjects of their own
+// (bus.DeadCommandSubject): one lookup, whatever the size of the streams,
+// so that a gateway can ask it of every retry the bus drops as a
+// duplicate. Locate also finds older dead letters, by reading them.
+func (b *Bus) DeadLettered(ctx context.Context, source, txn string) (bool, error) {
+	dead := b.deadHandle.Load()
+	if dead == nil {
+		s, err := b.js.Stream(ctx, b.deadStream)
+		if err != nil {
+			return false, err
+		}
+		dead = &s
+		b.deadHandle.Store(dead)
+	}
+	last, err := (*dead).GetLastMsgForSubject(ctx, b.prefix+bus.DeadCommandSubject(source, txn))
+	switch {
+	case err == nil:
+		return last.Header.Get(HeaderSource) == source && last.Header.Get(HeaderTxn) == txn,
+			nil
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return false, nil
+	}
+	b.deadHandle.Store(nil) // the stream may have gone: find it again next time
+	return false, fmt.Errorf("dead letters: %w", err)
 }
 
 // scan is what scanHeaders found.

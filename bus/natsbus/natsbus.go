@@ -191,6 +191,9 @@ type Bus struct {
 	atomicSlots   chan struct{}
 	atomicStored  atomic.Uint64
 
+	// deadHandle is the dead-letter stream, once DeadLettered has found it.
+	deadHandle atomic.Pointer[jetstream.Stream]
+
 	// gather queues single commands behind their partition's message on
 	// its way (gather.go).
 	gather gatherQueues

@@ -317,8 +317,16 @@ func (s *Server) publishBatch(ctx context.Context, bp BatchPublisher,
 			a.Items[i].fail(core.Errorf(core.Unavailable, "", "the bus did not confirm this "+
 				"event; send it again with the same txn_id"))
 		case duplicate[i]:
-			// A retry the bus already holds: its result may be stored already.
-			if res, err := s.read.ResultOf(ctx, c); err == nil {
+			// A retry the bus already holds: its result may be stored
+			// already, or the bus may have set it aside.
+			res, err := s.read.ResultOf(ctx, c)
+			if err != nil && s.setAside(ctx, c) {
+				if res, err = s.read.ResultOf(ctx, c); err != nil {
+					a.Items[i].fail(errSetAside)
+					continue
+				}
+			}
+			if err == nil {
 				a.Items[i].answer(*res)
 				continue
 			}

@@ -321,8 +321,17 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, cmd bus.Command)
 		return
 	}
 	if duplicate {
-		// A retry the bus already holds: its result may be stored already.
-		if res, err := s.read.ResultOf(ctx, cmd); err == nil {
+		// A retry the bus already holds: its result may be stored already,
+		// or the bus may have set it aside, when no result will come.
+		res, err := s.read.ResultOf(ctx, cmd)
+		if err != nil && s.setAside(ctx, cmd) {
+			res, err = s.read.ResultOf(ctx, cmd) // applied since, by an operator
+			if err != nil {
+				s.writeError(w, r, errSetAside)
+				return
+			}
+		}
+		if err == nil {
 			s.writeResult(w, r, *res)
 			return
 		}
@@ -423,9 +432,7 @@ func (s *Server) getCommand(w http.ResponseWriter, r *http.Request) {
 		case core.KindOf(err) != core.NotFound:
 		case where == bus.DeadLettered:
 			writeJSON(w, http.StatusOK, failedCommand{Status: "failed", TxnID: txn,
-				Error: bus.Error{Kind: string(core.Internal), Message: "not applied: " +
-					"the platform failed to apply this command and set it aside for its " +
-					"operators; nothing changed"}})
+				Error: bus.Error{Kind: string(core.Internal), Message: bus.DeadLetteredMessage}})
 			return
 		case where == bus.Unknown:
 			s.writeError(w, r, core.Errorf(core.NotFound, "txn",
@@ -457,6 +464,33 @@ type failedCommand struct {
 // ledger has no result for.
 type locator interface {
 	Locate(ctx context.Context, source, txn string) (bus.Whereabouts, error)
+}
+
+// deadLetters is a Publisher that can tell whether it set a command aside.
+type deadLetters interface {
+	DeadLettered(ctx context.Context, source, txn string) (bool, error)
+}
+
+// errSetAside answers a retry of a command that the bus set aside as a dead
+// letter and the ledger has no result for: no result will come for it, and
+// the bus drops the retry as a duplicate.
+var errSetAside = core.Errorf(core.Internal, "", "%s", bus.DeadLetteredMessage)
+
+// setAside reports whether the bus set the command aside as a dead letter;
+// when it cannot tell, it answers false and the caller waits as for any
+// command.
+func (s *Server) setAside(ctx context.Context, cmd bus.Command) bool {
+	d, ok := s.pub.(deadLetters)
+	if !ok {
+		return false
+	}
+	dead, err := d.DeadLettered(ctx, cmd.Source, cmd.TxnID)
+	if err != nil {
+		s.log.Warn("Could not ask the bus about a retried command", "txn_id", cmd.TxnID,
+			"error", err)
+		return false
+	}
+	return dead
 }
 
 // onBus tells where the bus holds the command (source, txn); when it cannot

@@ -230,6 +230,27 @@ type call struct {
 	caller *Credential
 }
 
+// deadLetters is a Publisher that can tell whether it set a command aside.
+type deadLetters interface {
+	DeadLettered(ctx context.Context, source, txn string) (bool, error)
+}
+
+// setAside reports whether the bus set the command aside as a dead letter,
+// so that no result will come for it; when it cannot tell, false.
+func (s *Server) setAside(ctx context.Context, cmd bus.Command) bool {
+	d, ok := s.pub.(deadLetters)
+	if !ok {
+		return false
+	}
+	dead, err := d.DeadLettered(ctx, cmd.Source, cmd.TxnID)
+	if err != nil {
+		s.log.Warn("Could not ask the bus about a retried command", "txn_id", cmd.TxnID,
+			"error", err)
+		return false
+	}
+	return dead
+}
+
 // errPending is the answer to a write whose result did not come back in time.
 var errPending = errors.New("pending")
 
@@ -251,8 +272,16 @@ func (s *Server) submit(ctx context.Context, cmd bus.Command) (bus.Result, error
 			"retry with the same TxnId")
 	}
 	if duplicate {
-		// A retry the bus already holds: its result may be stored already.
-		if res, err := s.read.ResultOf(ctx, cmd); err == nil {
+		// A retry the bus already holds: its result may be stored already,
+		// or the bus may have set it aside, when no result will come.
+		res, err := s.read.ResultOf(ctx, cmd)
+		if err != nil && s.setAside(ctx, cmd) {
+			if res, err = s.read.ResultOf(ctx, cmd); err != nil { // applied since?
+				return bus.Result{}, core.Errorf(core.Internal, "", "%s",
+					bus.DeadLetteredMessage)
+			}
+		}
+		if err == nil {
 			return *res, nil
 		}
 	}

@@ -49,27 +49,80 @@ func TestStatusAttackRefusedAndDeadLetteredIsRejected(t *testing.T) {
 
 // A caller whose command was dead-lettered (status failed) sends it again,
 // the same request with the same Idempotency-Key, within the bus's day of
-// duplicate detection. The bus drops it as a retry: the write answers 202
-// (the bus holds the command) and the status URL goes on telling its fate,
-// failed, with no second dead letter.
+// duplicate detection, alone and through the batch route. The bus drops
+// each as a retry and no result will come for it: the write answers what
+// the status URL says, failed (500, kind internal, set aside), at once
+// rather than 202 after the wait; the status stays failed and nothing is
+// dead-lettered twice.
 func TestStatusAttackResendOfDeadLetteredCommandStaysFailed(t *testing.T) {
 	t.Parallel()
-	_, gw, c, _ := deadGateway(t)
-	body := map[string]any{"name": "Telco"}
-	c.must(202, "PUT", "/v1/programs/telco", "prog-1", body)
+	cfg, gw, c, _ := deadGateway(t)
+	// A working core sets up the program and the member, then stops.
+	cfg1 := *cfg
+	core1 := startApp(t, &cfg1, Roles{Core: true})
+	c.must(201, "PUT", "/v1/programs/telco", "prog-1", map[string]any{
+		"name": "Telco", "currency": "USD", "points_per_unit": "1",
+		"expiry_unit": "months", "expiry_length": 24, "expiry_round": "month"})
+	c.must(201, "POST", "/v1/programs/telco/members", "enr-1",
+		map[string]any{"customer_ref": "M-1", "channel": "web"})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := core1.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Core fails: an accrual sent alone and one sent in a batch are
+	// dead-lettered.
+	event := map[string]any{"type": "bill_paid", "amount": "10.00",
+		"occurred_at": "2026-11-05T12:00:00Z"}
+	batchOf := func(txn string) map[string]any {
+		ev := map[string]any{"member": "M-1", "txn_id": txn}
+		for k, v := range event {
+			ev[k] = v
+		}
+		return map[string]any{"events": []map[string]any{ev}}
+	}
+	c.must(202, "POST", "/v1/programs/telco/members/M-1/events", "acc-1", event)
+	r := c.send("POST", "/v1/programs/telco/events/batches", "", batchOf("acc-2"))
+	if r.status != 202 && r.status != 200 {
+		t.Fatalf("batch answered %d %s", r.status, r.raw)
+	}
 	stop := failingCore(t, gw)
-	awaitStatus(t, c, "prog-1", "failed")
+	awaitStatus(t, c, "acc-1", "failed")
+	awaitStatus(t, c, "acc-2", "failed")
 	stop()
 
-	r := c.must(202, "PUT", "/v1/programs/telco", "prog-1", body)
-	if r.body["status_url"] != "/v1/commands/prog-1" {
-		t.Fatalf("resend answered %s, want 202 pointing at the status URL", r.raw)
+	r = c.must(500, "POST", "/v1/programs/telco/members/M-1/events", "acc-1", event)
+	if r.body["kind"] != "internal" || !strings.Contains(fmt.Sprint(r.body["detail"]),
+		"set it aside") || r.header.Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("resend answered %s, want a 500 problem saying it was set aside", r.raw)
 	}
-	if s := c.must(200, "GET", "/v1/commands/prog-1", "", nil); s.body["status"] != "failed" {
-		t.Fatalf("status after the resend: %s, want failed (the bus drops a retry)", s.raw)
+	for _, txn := range []string{"acc-1", "acc-2"} {
+		r = c.send("POST", "/v1/programs/telco/events/batches", "", batchOf(txn))
+		items, _ := r.body["items"].([]any)
+		if len(items) != 1 {
+			t.Fatalf("batch resend of %s answered %d %s", txn, r.status, r.raw)
+		}
+		it, _ := items[0].(map[string]any)
+		e, _ := it["error"].(map[string]any)
+		if jnum(t, r, "failed") != 1 || fmt.Sprint(it["status"]) != "500" ||
+			e["kind"] != "internal" || !strings.Contains(fmt.Sprint(e), "set it aside") {
+			t.Fatalf("batch resend of %s answered %d %s, want its item failed as set aside",
+				txn, r.status, r.raw)
+		}
 	}
-	if dead, err := gw.Bus.DeadLetters(context.Background(), 10); err != nil || len(dead) != 1 {
-		t.Fatalf("dead letters after the resend: %+v (%v), want prog-1 once", dead, err)
+	for _, txn := range []string{"acc-1", "acc-2"} {
+		if s := c.must(200, "GET", "/v1/commands/"+txn, "", nil); s.body["status"] != "failed" {
+			t.Fatalf("status of %s after the resends: %s, want failed", txn, s.raw)
+		}
+	}
+	if dead, err := gw.Bus.DeadLetters(context.Background(), 10); err != nil || len(dead) != 2 {
+		t.Fatalf("dead letters after the resends: %+v (%v), want acc-1 and acc-2 once",
+			dead, err)
+	}
+	b := c.must(200, "GET", "/v1/programs/telco/members/M-1/balance", "", nil)
+	if jnum(t, b, "balance.available") != 0 {
+		t.Fatalf("balance after the resends: %s, want nothing credited", b.raw)
 	}
 }
 
