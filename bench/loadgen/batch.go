@@ -25,13 +25,15 @@ type batchItemAnswer struct {
 	Status int `json:"status"`
 }
 
-// batchScenario is scenario c: clients each send batches of -batch-size
-// accrual events through POST /v1/programs/{p}/events/batches, back to
-// back, for the duration.
-func (r *runner) batchScenario(ctx context.Context, res *result) error {
+// batchScenario is scenario c (and batch-wide, with more clients): clients
+// each send batches of -batch-size accrual events through POST
+// /v1/programs/{p}/events/batches, back to back, for the duration; their
+// txn ids start with prefix.
+func (r *runner) batchScenario(ctx context.Context, res *result, clients int,
+	prefix string) error {
 	res.What = "accruals through REST in batches, closed loop"
 	res.Settings = map[string]any{"duration": r.o.duration.String(),
-		"clients": r.o.batchClients, "events_per_request": r.o.batchSize,
+		"clients": clients, "events_per_request": r.o.batchSize,
 		"members": r.o.members, "points_per_event": pointsPerEvent}
 	stop, err := r.startProfile(res)
 	if err != nil {
@@ -46,10 +48,10 @@ func (r *runner) batchScenario(ctx context.Context, res *result) error {
 	start := time.Now()
 	deadline := start.Add(r.o.duration)
 	var wg sync.WaitGroup
-	for cl := range r.o.batchClients {
+	for cl := range clients {
 		wg.Go(func() {
 			for seq := 0; time.Now().Before(deadline) && ctx.Err() == nil; seq++ {
-				st, d := r.sendBatch(ctx, fmt.Sprintf("c-%d-%d-", cl, seq), t)
+				st, d := r.sendBatch(ctx, fmt.Sprintf("%s-%d-%d-", prefix, cl, seq), t)
 				w.note(st, d)
 			}
 		})

@@ -44,6 +44,7 @@ type options struct {
 
 	batchSize    int // events per request in scenario c
 	batchClients int // concurrent clients in scenario c
+	batchWide    int // concurrent clients in scenario batch-wide
 	soapClients  int // concurrent clients in scenario d
 	wideClients  int // concurrent clients in scenario soap-wide
 	soapUser     string
@@ -77,14 +78,18 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		"its balance (?lots=true), as the back office does; else the figures and expiries")
 	fs.IntVar(&o.accrualRate, "accrual-rate", 0, "accruals per second during scenario b; "+
 		"0 is half the throughput measured in scenario a (100 when a did not run)")
-	fs.StringVar(&o.scenarios, "scenarios", "accrual,balance,batch,soap,soap-wide,bus",
-		"scenarios to run, comma separated: accrual (a), balance (b), batch (c), soap (d), "+
-			"soap-wide (d with -soap-wide-clients), bus (e: batches published straight onto "+
-			"the bus, in-process runs only)")
+	fs.StringVar(&o.scenarios, "scenarios",
+		"accrual,balance,batch,batch-wide,soap,soap-wide,bus",
+		"scenarios to run, comma separated: accrual (a), balance (b), batch (c), "+
+			"batch-wide (c with -batch-wide-clients), soap (d), soap-wide (d with "+
+			"-soap-wide-clients), bus (e: batches published straight onto the bus, "+
+			"in-process runs only)")
 	fs.IntVar(&o.batchSize, "batch-size", 500, "accrual events per request in scenario c, "+
 		"per publish in e (1 to 500)")
 	fs.IntVar(&o.batchClients, "batch-clients", 8, "concurrent clients sending batches in "+
 		"scenarios c and e")
+	fs.IntVar(&o.batchWide, "batch-wide-clients", 32, "concurrent clients sending batches "+
+		"in scenario batch-wide: billing runs sent over many connections at once")
 	fs.IntVar(&o.soapClients, "soap-clients", 64, "concurrent clients sending SOAP "+
 		"accruals in scenario d")
 	fs.IntVar(&o.wideClients, "soap-wide-clients", 256, "concurrent clients sending SOAP "+
@@ -102,9 +107,9 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		return nil, errors.New("-duration must be between 1ns and 10m")
 	}
 	if o.clients < 1 || o.readers < 1 || o.members < 1 || o.readRate < 1 ||
-		o.batchClients < 1 || o.soapClients < 1 || o.wideClients < 1 {
+		o.batchClients < 1 || o.batchWide < 1 || o.soapClients < 1 || o.wideClients < 1 {
 		return nil, errors.New("-clients, -readers, -members, -read-rate, -batch-clients, " +
-			"-soap-clients and -soap-wide-clients must be positive")
+			"-batch-wide-clients, -soap-clients and -soap-wide-clients must be positive")
 	}
 	if o.batchSize < 1 || o.batchSize > 500 {
 		return nil, errors.New("-batch-size must be between 1 and 500")

@@ -131,7 +131,10 @@ func (r *runner) scenario(ctx context.Context, name string) (*result, error) {
 		err = r.balanceScenario(ctx, res)
 	case "batch":
 		res.Scenario = "batch-rest"
-		err = r.batchScenario(ctx, res)
+		err = r.batchScenario(ctx, res, r.o.batchClients, "c")
+	case "batch-wide":
+		res.Scenario = "batch-rest-wide"
+		err = r.batchScenario(ctx, res, r.o.batchWide, "cw")
 	case "soap":
 		res.Scenario = "accrual-soap"
 		err = r.soapScenario(ctx, res, r.o.soapClients, "d")
@@ -146,8 +149,8 @@ func (r *runner) scenario(ctx context.Context, name string) (*result, error) {
 		}
 		err = berr
 	default:
-		return nil, fmt.Errorf("unknown scenario %q (want accrual, balance, batch, soap, "+
-			"soap-wide or bus)", name)
+		return nil, fmt.Errorf("unknown scenario %q (want accrual, balance, batch, "+
+			"batch-wide, soap, soap-wide or bus)", name)
 	}
 	if err != nil {
 		return nil, err
