@@ -599,15 +599,41 @@ func (b *Bus) Locate(ctx context.Context, source, txn string) (bus.Whereabouts, 
 
 // DeadLettered reports whether the command (source, txn) was set aside on
 // the dead-letter stream since dead letters have had subjects of their own
-// (bus.DeadCommandSubject): one lookup, whatever the size of the streams,
-// so that a gateway can ask it of every retry the bus drops as a
-// duplicate. Locate also finds older dead letters, by reading them.
+// (bus.DeadCommandSubject): one lookup, whatever the size of the streams.
+// Locate also finds older dead letters, by reading them.
 func (b *Bus) DeadLettered(ctx context.Context, source, txn string) (bool, error) {
+	last, err := b.lastDead(ctx, source, txn)
+	return last != nil, err
+}
+
+// SetAside reports whether cmd itself, the same request (same Hash), was
+// set aside as a dead letter and the bus holds no copy of it still to be
+// applied (sent again in a pack, say): whether a retry of cmd that the bus
+// dropped as a duplicate, and the ledger has no result for, will never get
+// one. A command never dead-lettered costs one lookup; one that was costs
+// a Locate too. When it cannot tell, it answers false with the error.
+func (b *Bus) SetAside(ctx context.Context, cmd bus.Command) (bool, error) {
+	last, err := b.lastDead(ctx, cmd.Source, cmd.TxnID)
+	if err != nil || last == nil {
+		return false, err
+	}
+	var dead bus.Command
+	if err := bus.DecodeCommand(last.Data, &dead); err != nil || dead.Hash != cmd.Hash {
+		return false, nil
+	}
+	where, err := b.Locate(ctx, cmd.Source, cmd.TxnID)
+	return err == nil && where == bus.DeadLettered, err
+}
+
+// lastDead is the latest dead letter of the command (source, txn) on its
+// own subject, or nil.
+func (b *Bus) lastDead(ctx context.Context, source, txn string) (*jetstream.RawStreamMsg,
+	error) {
 	dead := b.deadHandle.Load()
 	if dead == nil {
 		s, err := b.js.Stream(ctx, b.deadStream)
 		if err != nil {
-			return false, err
+			return nil, fmt.Errorf("dead letters: %w", err)
 		}
 		dead = &s
 		b.deadHandle.Store(dead)
@@ -615,13 +641,15 @@ func (b *Bus) DeadLettered(ctx context.Context, source, txn string) (bool, error
 	last, err := (*dead).GetLastMsgForSubject(ctx, b.prefix+bus.DeadCommandSubject(source, txn))
 	switch {
 	case err == nil:
-		return last.Header.Get(HeaderSource) == source && last.Header.Get(HeaderTxn) == txn,
-			nil
+		if last.Header.Get(HeaderSource) == source && last.Header.Get(HeaderTxn) == txn {
+			return last, nil
+		}
+		return nil, nil
 	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return false, nil
+		return nil, nil
 	}
 	b.deadHandle.Store(nil) // the stream may have gone: find it again next time
-	return false, fmt.Errorf("dead letters: %w", err)
+	return nil, fmt.Errorf("dead letters: %w", err)
 }
 
 // scan is what scanHeaders found.

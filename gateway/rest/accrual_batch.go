@@ -304,6 +304,9 @@ func (s *Server) publishBatch(ctx context.Context, bp BatchPublisher,
 	a := &batchAnswer{Items: make([]batchItem, len(cmds))}
 	waiting := make(map[string]int, len(cmds)) // txn_id → index, still without a result
 	duplicate, errs := bp.PublishCommands(ctx, cmds)
+	// The dead-letter lookups of the batch's retries share the result wait.
+	lookups, cancel := context.WithTimeout(ctx, s.wait)
+	defer cancel()
 	var firstErr error
 	failed := 0
 	for i, c := range cmds {
@@ -318,10 +321,10 @@ func (s *Server) publishBatch(ctx context.Context, bp BatchPublisher,
 				"event; send it again with the same txn_id"))
 		case duplicate[i]:
 			// A retry the bus already holds: its result may be stored
-			// already, or the bus may have set it aside.
+			// already, or the bus may have set it aside for good.
 			res, err := s.read.ResultOf(ctx, c)
-			if err != nil && s.setAside(ctx, c) {
-				if res, err = s.read.ResultOf(ctx, c); err != nil {
+			if core.KindOf(err) == core.NotFound && s.setAside(lookups, c) {
+				if res, err = s.read.ResultOf(ctx, c); core.KindOf(err) == core.NotFound {
 					a.Items[i].fail(errSetAside)
 					continue
 				}

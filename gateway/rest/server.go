@@ -324,9 +324,12 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, cmd bus.Command)
 		// A retry the bus already holds: its result may be stored already,
 		// or the bus may have set it aside, when no result will come.
 		res, err := s.read.ResultOf(ctx, cmd)
-		if err != nil && s.setAside(ctx, cmd) {
-			res, err = s.read.ResultOf(ctx, cmd) // applied since, by an operator
-			if err != nil {
+		lookup, cancel := context.WithTimeout(ctx, s.wait)
+		aside := core.KindOf(err) == core.NotFound && s.setAside(lookup, cmd)
+		cancel()
+		if aside {
+			// Applied meanwhile? The ledger is asked again.
+			if res, err = s.read.ResultOf(ctx, cmd); core.KindOf(err) == core.NotFound {
 				s.writeError(w, r, errSetAside)
 				return
 			}
@@ -466,9 +469,10 @@ type locator interface {
 	Locate(ctx context.Context, source, txn string) (bus.Whereabouts, error)
 }
 
-// deadLetters is a Publisher that can tell whether it set a command aside.
+// deadLetters is a Publisher that can tell whether it set a command aside
+// for good (natsbus.Bus.SetAside).
 type deadLetters interface {
-	DeadLettered(ctx context.Context, source, txn string) (bool, error)
+	SetAside(ctx context.Context, cmd bus.Command) (bool, error)
 }
 
 // errSetAside answers a retry of a command that the bus set aside as a dead
@@ -476,21 +480,23 @@ type deadLetters interface {
 // the bus drops the retry as a duplicate.
 var errSetAside = core.Errorf(core.Internal, "", "%s", bus.DeadLetteredMessage)
 
-// setAside reports whether the bus set the command aside as a dead letter;
-// when it cannot tell, it answers false and the caller waits as for any
+// setAside reports whether the bus set cmd aside for good, so that a
+// dropped retry of it will get no result. The caller bounds the lookup
+// with ctx (a batch gives all its lookups the result wait); when the bus
+// cannot tell in time, it answers false and the caller waits as for any
 // command.
 func (s *Server) setAside(ctx context.Context, cmd bus.Command) bool {
 	d, ok := s.pub.(deadLetters)
-	if !ok {
+	if !ok || ctx.Err() != nil {
 		return false
 	}
-	dead, err := d.DeadLettered(ctx, cmd.Source, cmd.TxnID)
+	aside, err := d.SetAside(ctx, cmd)
 	if err != nil {
 		s.log.Warn("Could not ask the bus about a retried command", "txn_id", cmd.TxnID,
 			"error", err)
 		return false
 	}
-	return dead
+	return aside
 }
 
 // onBus tells where the bus holds the command (source, txn); when it cannot

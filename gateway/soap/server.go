@@ -230,25 +230,29 @@ type call struct {
 	caller *Credential
 }
 
-// deadLetters is a Publisher that can tell whether it set a command aside.
+// deadLetters is a Publisher that can tell whether it set a command aside
+// for good (natsbus.Bus.SetAside).
 type deadLetters interface {
-	DeadLettered(ctx context.Context, source, txn string) (bool, error)
+	SetAside(ctx context.Context, cmd bus.Command) (bool, error)
 }
 
-// setAside reports whether the bus set the command aside as a dead letter,
-// so that no result will come for it; when it cannot tell, false.
+// setAside reports whether the bus set cmd aside for good, so that a
+// dropped retry of it will get no result; when it cannot tell within the
+// result wait, false.
 func (s *Server) setAside(ctx context.Context, cmd bus.Command) bool {
 	d, ok := s.pub.(deadLetters)
 	if !ok {
 		return false
 	}
-	dead, err := d.DeadLettered(ctx, cmd.Source, cmd.TxnID)
+	ctx, cancel := context.WithTimeout(ctx, s.wait)
+	defer cancel()
+	aside, err := d.SetAside(ctx, cmd)
 	if err != nil {
 		s.log.Warn("Could not ask the bus about a retried command", "txn_id", cmd.TxnID,
 			"error", err)
 		return false
 	}
-	return dead
+	return aside
 }
 
 // errPending is the answer to a write whose result did not come back in time.
@@ -275,8 +279,9 @@ func (s *Server) submit(ctx context.Context, cmd bus.Command) (bus.Result, error
 		// A retry the bus already holds: its result may be stored already,
 		// or the bus may have set it aside, when no result will come.
 		res, err := s.read.ResultOf(ctx, cmd)
-		if err != nil && s.setAside(ctx, cmd) {
-			if res, err = s.read.ResultOf(ctx, cmd); err != nil { // applied since?
+		if core.KindOf(err) == core.NotFound && s.setAside(ctx, cmd) {
+			// Applied meanwhile? The ledger is asked again.
+			if res, err = s.read.ResultOf(ctx, cmd); core.KindOf(err) == core.NotFound {
 				return bus.Result{}, core.Errorf(core.Internal, "", "%s",
 					bus.DeadLetteredMessage)
 			}
