@@ -18,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/puntos-loyalty/puntos/core"
@@ -26,7 +27,8 @@ import (
 //go:embed migrations/*.sql
 var migrations embed.FS
 
-// Open connects to PostgreSQL and checks that it answers.
+// Open connects to PostgreSQL and checks that it answers. The instants it
+// reads come back in UTC (scanUTC).
 func Open(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -34,6 +36,10 @@ func Open(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	}
 	if cfg.MaxConns < 16 {
 		cfg.MaxConns = 16
+	}
+	cfg.AfterConnect = func(_ context.Context, conn *pgx.Conn) error {
+		scanUTC(conn.TypeMap())
+		return nil
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -46,6 +52,19 @@ func Open(ctx context.Context, url string) (*pgxpool.Pool, error) {
 		return nil, fmt.Errorf("ping database: %w", err)
 	}
 	return pool, nil
+}
+
+// scanUTC makes m read timestamptz values, alone and in arrays, as UTC
+// times. pgx would give them in the process's local zone: on a server whose
+// TZ is not UTC, an answer would then print some instants with that zone's
+// offset (those read from the ledger) and others with Z (those made in Go).
+// The instant is the same either way; the API and its files print UTC.
+func scanUTC(m *pgtype.Map) {
+	tz := &pgtype.Type{Name: "timestamptz", OID: pgtype.TimestamptzOID,
+		Codec: &pgtype.TimestamptzCodec{ScanLocation: time.UTC}}
+	m.RegisterType(tz)
+	m.RegisterType(&pgtype.Type{Name: "_timestamptz", OID: pgtype.TimestamptzArrayOID,
+		Codec: &pgtype.ArrayCodec{ElementType: tz}})
 }
 
 // Migrate applies the embedded migrations that the database lacks, in order,
