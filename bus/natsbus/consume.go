@@ -549,6 +549,9 @@ func (b *Bus) Locate(ctx context.Context, source, txn string) (bus.Whereabouts, 
 		}
 		return packHolds(ctx, stream, meta.Sequence.Stream, source, txn)
 	}
+	// idle holds, by partition that had nothing left to apply, where a scan
+	// of it would start.
+	idle := map[int]uint64{}
 	for p := 0; p < b.cfg.Partitions; p++ {
 		start := uint64(1)
 		cons, err := b.js.Consumer(ctx, b.cmdStream, durableName(p))
@@ -558,10 +561,11 @@ func (b *Bus) Locate(ctx context.Context, source, txn string) (bus.Whereabouts, 
 			if err != nil {
 				return bus.Waiting, fmt.Errorf("holds: consumer %s: %w", durableName(p), err)
 			}
+			start = info.AckFloor.Stream + 1
 			if info.NumPending == 0 && info.NumAckPending == 0 {
+				idle[p] = start
 				continue // partition p has nothing left to apply
 			}
-			start = info.AckFloor.Stream + 1
 		case errors.Is(err, jetstream.ErrConsumerNotFound):
 			// Core never consumed partition p: all of it waits.
 		default:
@@ -573,12 +577,28 @@ func (b *Bus) Locate(ctx context.Context, source, txn string) (bus.Whereabouts, 
 			return bus.Waiting, err
 		}
 	}
+	// A command set aside may have been sent again since, in a pack: the
+	// server counts a consumer's pending messages a moment after it stored
+	// them, so a copy stored just now may be on a partition that looked
+	// idle. Before answering DeadLettered, those partitions are read too,
+	// with a budget of their own: what they hold arrived a moment ago.
+	deadOrWaiting := func() (bus.Whereabouts, error) {
+		budget := maxHoldsScan
+		for p, start := range idle {
+			found, err := b.scanHeaders(ctx, b.cmdStream, b.commandSubject(p), start, &budget,
+				onStream)
+			if err != nil || found != scanMiss {
+				return bus.Waiting, err
+			}
+		}
+		return bus.DeadLettered, nil
+	}
 	// A dead letter of the command is on a subject of its own: one lookup.
 	switch dead, err := b.DeadLettered(ctx, source, txn); {
 	case err != nil:
 		return bus.Waiting, fmt.Errorf("holds: %w", err)
 	case dead:
-		return bus.DeadLettered, nil
+		return deadOrWaiting()
 	}
 	// Dead letters written before they had subjects of their own are on
 	// their partition's subject: only those are read.
@@ -592,7 +612,7 @@ func (b *Bus) Locate(ctx context.Context, source, txn string) (bus.Whereabouts, 
 	case err != nil || found == scanUnsure:
 		return bus.Waiting, err
 	case found == scanHit:
-		return bus.DeadLettered, nil
+		return deadOrWaiting()
 	}
 	return bus.Unknown, nil
 }
