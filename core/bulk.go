@@ -49,6 +49,7 @@ type Batch struct {
 	PostedBy      string     `json:"posted_by,omitempty"`
 	PostedThrough int64      `json:"posted_through_line"`
 	Posted        int64      `json:"posted_lines"`
+	Replayed      int64      `json:"replayed_lines"` // of Posted: applied already, not again
 	Rejected      int64      `json:"rejected_lines"`
 	RunStartedAt  *time.Time `json:"-"`
 	RunStartDone  int64      `json:"-"`

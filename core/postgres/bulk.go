@@ -25,15 +25,15 @@ import (
 const batchColumns = `id, program, checksum, file_name, stored_path, size_bytes, charset,
 	date_format, uploaded_by, channel, status, error, lines, valid_lines, invalid_lines,
 	credit_points, debit_points, needs_approval, approved_by, approved_at, posted_by,
-	posted_through, posted_lines, rejected_lines, run_started_at, run_start_done, created_at,
-	validated_at, started_at, finished_at`
+	posted_through, posted_lines, replayed_lines, rejected_lines, run_started_at,
+	run_start_done, created_at, validated_at, started_at, finished_at`
 
 func scanBatch(row pgx.Row) (*core.Batch, error) {
 	b := &core.Batch{}
 	err := row.Scan(&b.ID, &b.Program, &b.Checksum, &b.FileName, &b.Path, &b.Size, &b.Charset,
 		&b.DateFormat, &b.UploadedBy, &b.Channel, &b.Status, &b.Error, &b.Lines, &b.Valid,
 		&b.Invalid, &b.Credit, &b.Debit, &b.NeedsApproval, &b.ApprovedBy, &b.ApprovedAt,
-		&b.PostedBy, &b.PostedThrough, &b.Posted, &b.Rejected, &b.RunStartedAt,
+		&b.PostedBy, &b.PostedThrough, &b.Posted, &b.Replayed, &b.Rejected, &b.RunStartedAt,
 		&b.RunStartDone, &b.CreatedAt, &b.ValidatedAt, &b.StartedAt, &b.FinishedAt)
 	if err != nil {
 		return nil, err
@@ -363,9 +363,11 @@ func recordOutcomes(ctx context.Context, q execer, id string, lines []core.Batch
 				$7::boolean[]) AS u(line, status, kind, field, msg, replayed)
 			WHERE l.batch_id = $1 AND l.line BETWEEN $9 AND $10 AND l.line = u.line
 				AND l.status = 'valid'
-			RETURNING l.status)
+			RETURNING l.status, l.replayed)
 		UPDATE bulk_batches SET posted_through = greatest(posted_through, $8),
 			posted_lines = posted_lines + (SELECT count(*) FROM u WHERE status = 'posted'),
+			replayed_lines = replayed_lines +
+				(SELECT count(*) FROM u WHERE status = 'posted' AND replayed),
 			rejected_lines = rejected_lines + (SELECT count(*) FROM u WHERE status = 'rejected')
 		WHERE id = $1`, id, nums, statuses, kinds, fields, msgs, replayed, through, first, last)
 	if err != nil {

@@ -339,6 +339,9 @@ func (s *Service) Post(ctx context.Context, b *core.Batch, actor string) (*core.
 		for _, x := range lines {
 			if x.Status == core.LinePosted {
 				b.Posted++
+				if x.Replayed {
+					b.Replayed++
+				}
 			} else {
 				b.Rejected++
 			}
@@ -356,7 +359,7 @@ func (s *Service) Post(ctx context.Context, b *core.Batch, actor string) (*core.
 		return nil, err
 	}
 	s.log.Info("Batch posted", "batch_id", b.ID, "program", b.Program,
-		"posted_lines", out.Posted, "rejected_lines", out.Rejected,
+		"posted_lines", out.Posted, "replayed_lines", out.Replayed, "rejected_lines", out.Rejected,
 		"invalid_lines", out.Invalid, "lines_per_second",
 		rate(out.Done()-startDone, time.Since(start)))
 	return out, nil

@@ -606,6 +606,27 @@ func TestBulkCrashMidPostResumes(t *testing.T) {
 		v.ID); n != 2 {
 		t.Errorf("%d lines answered as replays, want the 2 applied by another way", n)
 	}
+	if v.Replayed != 2 {
+		t.Errorf("batch says %d replayed lines of its %d posted, want the 2 applied by "+
+			"another way", v.Replayed, v.Posted)
+	}
+	// A batch posted before replayed_lines existed gets its count from its
+	// lines when the migration that adds it runs.
+	sql, err := os.ReadFile("../../core/postgres/migrations/0019_bulk_replayed_lines.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, backfill, ok := strings.Cut(string(sql), ";\n")
+	if _, err := f.ledger.Pool().Exec(f.ctx, `UPDATE bulk_batches SET replayed_lines = 0`); !ok ||
+		err != nil {
+		t.Fatalf("reset: %v (statements found: %v)", err, ok)
+	}
+	if _, err := f.ledger.Pool().Exec(f.ctx, backfill); err != nil {
+		t.Fatalf("backfill: %v", err)
+	}
+	if n := f.count(`SELECT replayed_lines FROM bulk_batches WHERE id = $1`, v.ID); n != 2 {
+		t.Errorf("after the migration's backfill the batch has %d replayed lines, want 2", n)
+	}
 	for m, p := range want {
 		if got := f.available(m); got != p {
 			t.Errorf("%s has %d, want %d", m, got, p)
