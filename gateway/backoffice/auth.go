@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -74,6 +75,21 @@ type session struct {
 	CSRF   string
 }
 
+// passwordProblem says what is wrong with a new password, or "" when
+// nothing is. The least is counted in characters, so that accented letters
+// (two bytes each in UTF-8) do not make a short password long enough; the
+// most in bytes, the most bcrypt reads.
+func passwordProblem(p string) string {
+	switch {
+	case utf8.RuneCountInString(p) < minPassword:
+		return fmt.Sprintf("must be at least %d characters", minPassword)
+	case len(p) > 72:
+		return "must be at most 72 bytes, the most bcrypt reads (a letter with an accent " +
+			"takes two)"
+	}
+	return ""
+}
+
 // CreateUser adds a back-office user with a bcrypt hash of password.
 // Errors: invalid (bad name, role or a password under 12 characters),
 // conflict (the name is taken).
@@ -87,9 +103,8 @@ func CreateUser(ctx context.Context, db *pgxpool.Pool, name string, role Role,
 		return core.Errorf(core.Invalid, "role",
 			"must be administrator, operator, analyst or auditor")
 	}
-	if len(password) < minPassword || len(password) > 72 {
-		return core.Errorf(core.Invalid, "password", "must be %d to 72 characters",
-			minPassword)
+	if problem := passwordProblem(password); problem != "" {
+		return core.Errorf(core.Invalid, "password", "%s", problem)
 	}
 	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcryptCost)
 	if err != nil {

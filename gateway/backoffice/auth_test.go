@@ -375,6 +375,20 @@ func TestPasswordHash(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "password") {
 		t.Fatalf("short password: %v, want an error naming the password", err)
 	}
+	// Six accented letters are twelve bytes but six characters: too short.
+	err = CreateUser(context.Background(), rg.db, "accents", RoleOperator, "ñáéíóú")
+	if err == nil || !strings.Contains(err.Error(), "at least 12 characters") {
+		t.Fatalf("password of 6 accented letters: %v, want refused as too short", err)
+	}
+	// Forty accented letters are 80 bytes, past what bcrypt reads.
+	err = CreateUser(context.Background(), rg.db, "long", RoleOperator, strings.Repeat("ñ", 40))
+	if err == nil || !strings.Contains(err.Error(), "72 bytes") {
+		t.Fatalf("password of 80 bytes: %v, want refused naming the 72-byte limit", err)
+	}
+	if err := CreateUser(context.Background(), rg.db, "twelve", RoleOperator,
+		"ñandú-ñandú!"); err != nil {
+		t.Fatalf("password of 12 characters (15 bytes): %v, want it taken", err)
+	}
 }
 
 func TestRequesterCannotApproveOwnAdjustment(t *testing.T) {

@@ -44,9 +44,8 @@ func (s *Server) changePassword(w http.ResponseWriter, r *http.Request, sess *se
 			Problem: problem})
 	}
 	switch {
-	case len(next) < minPassword || len(next) > 72:
-		again(http.StatusBadRequest, fmt.Sprintf("The new password must be %d to 72 "+
-			"characters.", minPassword))
+	case passwordProblem(next) != "":
+		again(http.StatusBadRequest, "The new password "+passwordProblem(next)+".")
 		return
 	case next != r.PostFormValue("confirm"):
 		again(http.StatusBadRequest, "The new password and its confirmation differ.")
