@@ -579,32 +579,41 @@ func (b *Bus) Locate(ctx context.Context, source, txn string) (bus.Whereabouts, 
 	}
 	// A command set aside may have been sent again since, in a pack: the
 	// server counts a consumer's pending messages a moment after it stored
-	// them, so a copy stored just now may be on a partition that looked
-	// idle. Before answering DeadLettered, those partitions are read too,
-	// with a budget of their own: what they hold arrived a moment ago.
-	deadOrWaiting := func() (bus.Whereabouts, error) {
+	// them, so a copy stored just now may be on its partition (the dead
+	// letter's, that of the command's member) while it looked idle. Before
+	// answering DeadLettered, that partition is read, with a budget of its
+	// own: what it holds arrived a moment ago.
+	deadOrWaiting := func(partition string) (bus.Whereabouts, error) {
+		p, err := strconv.Atoi(partition)
+		start, ok := idle[p]
+		if err != nil || !ok {
+			return bus.DeadLettered, nil // read above, or not a partition of ours
+		}
 		budget := maxHoldsScan
-		for p, start := range idle {
-			found, err := b.scanHeaders(ctx, b.cmdStream, b.commandSubject(p), start, &budget,
-				onStream)
-			if err != nil || found != scanMiss {
-				return bus.Waiting, err
-			}
+		found, err := b.scanHeaders(ctx, b.cmdStream, b.commandSubject(p), start, &budget,
+			onStream)
+		if err != nil || found != scanMiss {
+			return bus.Waiting, err
 		}
 		return bus.DeadLettered, nil
 	}
 	// A dead letter of the command is on a subject of its own: one lookup.
-	switch dead, err := b.DeadLettered(ctx, source, txn); {
+	switch last, err := b.lastDead(ctx, source, txn); {
 	case err != nil:
 		return bus.Waiting, fmt.Errorf("holds: %w", err)
-	case dead:
-		return deadOrWaiting()
+	case last != nil:
+		return deadOrWaiting(last.Header.Get(HeaderPartition))
 	}
 	// Dead letters written before they had subjects of their own are on
 	// their partition's subject: only those are read.
+	var partition string
 	inDead := func(m jetstream.Msg) (bool, error) {
 		h := m.Headers()
-		return h.Get(HeaderSource) == source && h.Get(HeaderTxn) == txn, nil
+		if h.Get(HeaderSource) == source && h.Get(HeaderTxn) == txn {
+			partition = h.Get(HeaderPartition)
+			return true, nil
+		}
+		return false, nil
 	}
 	found, err := b.scanHeaders(ctx, b.deadStream, b.prefix+bus.DeadSubjectsByPartition, 1,
 		&budget, inDead)
@@ -612,7 +621,7 @@ func (b *Bus) Locate(ctx context.Context, source, txn string) (bus.Whereabouts, 
 	case err != nil || found == scanUnsure:
 		return bus.Waiting, err
 	case found == scanHit:
-		return deadOrWaiting()
+		return deadOrWaiting(partition)
 	}
 	return bus.Unknown, nil
 }
