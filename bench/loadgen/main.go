@@ -163,7 +163,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	// Every scenario posts into the same program and members.
 	program := "bench_" + randomHex(4)
 	c := newClient(target.base, target.key,
-		o.clients+o.readers+o.batchClients+max(o.soapClients, o.wideClients)+8)
+		o.clients+o.readers+max(o.batchClients, o.batchWide)+max(o.soapClients, o.wideClients)+8)
 	acct := &accounting{}
 	run := &runner{o: o, c: c, program: program, acct: acct, target: target, stamp: stamp,
 		machine: mach, out: out}
