@@ -131,7 +131,8 @@ func serve(ctx context.Context, cfg *app.Config, log *slog.Logger, roles app.Rol
 	base := "http://" + a.Addr()
 	if roles.Gateway {
 		fmt.Fprintf(stdout, "Puntos is running.\n  API      %s/v1\n  Health   %s/healthz  "+
-			"%s/readyz\n  Metrics  %s/metrics\n", base, base, base, base)
+			"%s/readyz\n  Metrics  %s/metrics\n  Admin    %s/admin/ (the back office; its "+
+			"first user: puntos admin create)\n", base, base, base, base, base)
 		if keys, _ := cfg.Keys(); len(keys) == 0 {
 			fmt.Fprintf(stdout, "  API key  %s (development only; set PUNTOS_API_KEYS)\n",
 				app.DevKey)
