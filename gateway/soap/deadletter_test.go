@@ -14,12 +14,12 @@ import (
 	"github.com/puntos-loyalty/puntos/internal/app"
 )
 
-// A call whose command core failed to apply as many times as it tries (one
-// here) is set aside as a dead letter. Sent again with the same TxnId
-// within the bus's day of duplicate detection, the bus drops it as a retry
-// and no result will come: the answer is a Server.Internal fault saying it
-// was set aside, not the fault of a command still on its way.
-func TestRetryOfSetAsideCall(t *testing.T) {
+// gatewayAlone starts a gateway with no core, on an embedded NATS server of
+// its own that a core started later with the returned settings shares; the
+// answers of its calls come back within 300 ms or not at all. maxDeliver
+// (0: the default) is how many times a core tries a command.
+func gatewayAlone(t *testing.T, maxDeliver int) (*platform, *app.Config) {
+	t.Helper()
 	cfg := testConfig(t)
 	srv, url, err := natsbus.StartEmbedded(t.TempDir(), -1, true)
 	if err != nil {
@@ -28,26 +28,28 @@ func TestRetryOfSetAsideCall(t *testing.T) {
 	t.Cleanup(srv.Shutdown)
 	cfg.NATSURL = url
 	cfg.ResultWait = 300 * time.Millisecond
-	cfg.MaxDeliver = 1
+	if maxDeliver > 0 {
+		cfg.MaxDeliver = maxDeliver
+	}
 	pool, err := postgres.Open(context.Background(), cfg.DatabaseURL)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer pool.Close()
 	if err := postgres.Migrate(context.Background(), pool, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
-	pool.Close()
-	p := start(t, cfg, app.Roles{Gateway: true})
-	caller := basic("billing", billingPass)
+	return start(t, cfg, app.Roles{Gateway: true}), cfg
+}
 
-	// No core: the call is stored and its answer does not come in time.
-	if got := p.call(11, caller, enroll("U-1", "e-1")).faultCode(t); got != "Server.Unavailable" {
-		t.Fatalf("first call: fault %s, want Server.Unavailable", got)
-	}
-
-	// A core that fails every batch sets it aside.
+// deadLetter runs a core on p's bus that fails every command until txn is
+// the only dead letter, then stops it.
+func deadLetter(t *testing.T, p *platform, txn string) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
 	for part := range p.app.Bus.Partitions() {
 		wg.Go(func() {
 			_ = p.app.Bus.Consume(ctx, part, 10, 100*time.Millisecond,
@@ -59,16 +61,30 @@ func TestRetryOfSetAsideCall(t *testing.T) {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		dead, err := p.app.Bus.DeadLetters(context.Background(), 10)
-		if err == nil && len(dead) == 1 && dead[0].TxnID == "e-1" {
-			break
+		if err == nil && len(dead) == 1 && dead[0].TxnID == txn {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("dead letters %+v (%v), want e-1", dead, err)
+			t.Fatalf("dead letters %+v (%v), want %s", dead, err, txn)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	cancel()
-	wg.Wait()
+}
+
+// A call whose command core failed to apply as many times as it tries (one
+// here) is set aside as a dead letter. Sent again with the same TxnId
+// within the bus's day of duplicate detection, the bus drops it as a retry
+// and no result will come: the answer is a Server.Internal fault saying it
+// was set aside, not the fault of a command still on its way.
+func TestRetryOfSetAsideCall(t *testing.T) {
+	p, _ := gatewayAlone(t, 1)
+	caller := basic("billing", billingPass)
+
+	// No core: the call is stored and its answer does not come in time.
+	if got := p.call(11, caller, enroll("U-1", "e-1")).faultCode(t); got != "Server.Unavailable" {
+		t.Fatalf("first call: fault %s, want Server.Unavailable", got)
+	}
+	deadLetter(t, p, "e-1")
 
 	for _, ver := range []int{11, 12} {
 		r := p.call(ver, caller, enroll("U-1", "e-1"))

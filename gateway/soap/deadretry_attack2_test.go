@@ -2,16 +2,11 @@ package soap_test
 
 import (
 	"context"
-	"errors"
-	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/puntos-loyalty/puntos/bus/natsbus"
-	"github.com/puntos-loyalty/puntos/core/postgres"
 	"github.com/puntos-loyalty/puntos/internal/app"
 )
 
@@ -23,24 +18,7 @@ import (
 // (Server.Unavailable), not Server.Internal "set aside ... nothing changed"
 // (the first form's); core then applies the waiting call: U-2 is enrolled.
 func TestDeadRetryAttack2SOAPChangedCallWhileWaiting(t *testing.T) {
-	cfg := testConfig(t)
-	srv, url, err := natsbus.StartEmbedded(t.TempDir(), -1, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	cfg.NATSURL = url
-	cfg.ResultWait = 300 * time.Millisecond
-	cfg.MaxDeliver = 1
-	pool, err := postgres.Open(context.Background(), cfg.DatabaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := postgres.Migrate(context.Background(), pool, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
-	pool.Close()
-	p := start(t, cfg, app.Roles{Gateway: true})
+	p, cfg := gatewayAlone(t, 1)
 	caller := basic("billing", billingPass)
 
 	// A working core creates the program, then stops.
@@ -75,29 +53,7 @@ func TestDeadRetryAttack2SOAPChangedCallWhileWaiting(t *testing.T) {
 	if got := p.call(11, caller, enroll("U-1", "e-1")).faultCode(t); got != "Server.Unavailable" {
 		t.Fatalf("first call: fault %s, want Server.Unavailable", got)
 	}
-	fctx, fcancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for part := range p.app.Bus.Partitions() {
-		wg.Go(func() {
-			_ = p.app.Bus.Consume(fctx, part, 10, 100*time.Millisecond,
-				func(context.Context, []*natsbus.Delivery) error {
-					return errors.New("ledger unreachable")
-				})
-		})
-	}
-	deadline = time.Now().Add(15 * time.Second)
-	for {
-		dead, err := p.app.Bus.DeadLetters(context.Background(), 10)
-		if err == nil && len(dead) == 1 && dead[0].TxnID == "e-1" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dead letters %+v (%v), want e-1", dead, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	fcancel()
-	wg.Wait()
+	deadLetter(t, p, "e-1")
 
 	// The changed call: stored, waiting.
 	if got := p.call(11, caller, enroll("U-2", "e-1")).faultCode(t); got != "Server.Unavailable" {

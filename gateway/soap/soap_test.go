@@ -1,17 +1,11 @@
 package soap_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/puntos-loyalty/puntos/bus/natsbus"
-	"github.com/puntos-loyalty/puntos/core/postgres"
-	"github.com/puntos-loyalty/puntos/internal/app"
-
-	"context"
-	"log/slog"
 )
 
 // el writes <p:name>value</p:name>.
@@ -178,23 +172,7 @@ func TestReplayAndFaults(t *testing.T) {
 // TestUnavailable: with no core running, a write is stored on the bus but
 // no result comes back; the caller is told to send it again.
 func TestUnavailable(t *testing.T) {
-	cfg := testConfig(t)
-	srv, url, err := natsbus.StartEmbedded(t.TempDir(), -1, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	cfg.NATSURL = url
-	cfg.ResultWait = 300 * time.Millisecond
-	pool, err := postgres.Open(context.Background(), cfg.DatabaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := postgres.Migrate(context.Background(), pool, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
-	pool.Close()
-	p := start(t, cfg, app.Roles{Gateway: true})
+	p, _ := gatewayAlone(t, 0)
 	since := time.Now()
 	for _, ver := range []int{11, 12} {
 		r := p.call(ver, basic("billing", billingPass), enroll("U-1", fmt.Sprintf("%d-u", ver)))

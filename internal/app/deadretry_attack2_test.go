@@ -1,11 +1,9 @@
 package app
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 )
 
 // Attacks on the answer to a retry the bus drops as a duplicate while the
@@ -26,18 +24,7 @@ var attack2Event = map[string]any{"type": "bill_paid", "amount": "10.00",
 func attack2DeadAccrual(t *testing.T, event map[string]any) (*Config, *App, *client, *client) {
 	t.Helper()
 	cfg, gw, c, web := deadGateway(t)
-	cfg1 := *cfg
-	core1 := startApp(t, &cfg1, Roles{Core: true})
-	c.must(201, "PUT", "/v1/programs/telco", "prog-1", map[string]any{
-		"name": "Telco", "currency": "USD", "points_per_unit": "1",
-		"expiry_unit": "months", "expiry_length": 24, "expiry_round": "month"})
-	c.must(201, "POST", "/v1/programs/telco/members", "enr-1",
-		map[string]any{"customer_ref": "M-1", "channel": "web"})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := core1.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
+	telcoThenNoCore(t, cfg, c)
 	c.must(202, "POST", "/v1/programs/telco/members/M-1/events", "acc-1", event)
 	stop := failingCore(t, gw)
 	awaitStatus(t, c, "acc-1", "failed")

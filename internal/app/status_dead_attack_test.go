@@ -57,19 +57,7 @@ func TestStatusAttackRefusedAndDeadLetteredIsRejected(t *testing.T) {
 func TestStatusAttackResendOfDeadLetteredCommandStaysFailed(t *testing.T) {
 	t.Parallel()
 	cfg, gw, c, _ := deadGateway(t)
-	// A working core sets up the program and the member, then stops.
-	cfg1 := *cfg
-	core1 := startApp(t, &cfg1, Roles{Core: true})
-	c.must(201, "PUT", "/v1/programs/telco", "prog-1", map[string]any{
-		"name": "Telco", "currency": "USD", "points_per_unit": "1",
-		"expiry_unit": "months", "expiry_length": 24, "expiry_round": "month"})
-	c.must(201, "POST", "/v1/programs/telco/members", "enr-1",
-		map[string]any{"customer_ref": "M-1", "channel": "web"})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := core1.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
+	telcoThenNoCore(t, cfg, c)
 
 	// Core fails: an accrual sent alone and one sent in a batch are
 	// dead-lettered.
@@ -134,19 +122,7 @@ func TestStatusAttackResendOfDeadLetteredCommandStaysFailed(t *testing.T) {
 func TestStatusAttackResendInAPackWithinTheDay(t *testing.T) {
 	t.Parallel()
 	cfg, gw, c, _ := deadGateway(t)
-	// A working core sets up the program and the member, then stops.
-	cfg1 := *cfg
-	core1 := startApp(t, &cfg1, Roles{Core: true})
-	c.must(201, "PUT", "/v1/programs/telco", "prog-1", map[string]any{
-		"name": "Telco", "currency": "USD", "points_per_unit": "1",
-		"expiry_unit": "months", "expiry_length": 24, "expiry_round": "month"})
-	c.must(201, "POST", "/v1/programs/telco/members", "enr-1",
-		map[string]any{"customer_ref": "M-1", "channel": "web"})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := core1.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
+	telcoThenNoCore(t, cfg, c)
 
 	// Core fails: the accrual is dead-lettered, its status failed.
 	event := map[string]any{"type": "bill_paid", "amount": "10.00",

@@ -145,6 +145,25 @@ func gatewayAlone(t *testing.T, maxDeliver int) (*Config, *App, *client, *client
 	return cfg, gw, c, web
 }
 
+// telcoThenNoCore sets up program telco (one point per dollar) and member
+// M-1 with a core of its own on cfg's bus, then stops that core: the
+// gateway runs on without one.
+func telcoThenNoCore(t *testing.T, cfg *Config, c *client) {
+	t.Helper()
+	cfg1 := *cfg
+	core1 := startApp(t, &cfg1, Roles{Core: true})
+	c.must(201, "PUT", "/v1/programs/telco", "prog-1", map[string]any{
+		"name": "Telco", "currency": "USD", "points_per_unit": "1",
+		"expiry_unit": "months", "expiry_length": 24, "expiry_round": "month"})
+	c.must(201, "POST", "/v1/programs/telco/members", "enr-1",
+		map[string]any{"customer_ref": "M-1", "channel": "web"})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := core1.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // deadGateway is gatewayAlone with one delivery of a command: a core that
 // fails it once dead-letters it.
 func deadGateway(t *testing.T) (*Config, *App, *client, *client) {
