@@ -30,3 +30,30 @@ func TestBatchBodyKeepsTxnIDsAndMembers(t *testing.T) {
 		}
 	}
 }
+
+// The counts of a batch answer are read without its items; an answer that
+// does not give all four before them is left to the full reading.
+func TestAnswerCounts(t *testing.T) {
+	for _, c := range []struct {
+		raw  string
+		want batchCounts
+		ok   bool
+	}{
+		{`{"committed":498,"pending":1,"refused":1,"failed":0,"items":[{"index":0,` +
+			`"status":201,"result":{"status":"ok","data":{"points":10}}}]}`,
+			batchCounts{498, 1, 1, 0}, true},
+		{`{"failed":2,"refused":0,"pending":0,"committed":3}`, batchCounts{3, 0, 0, 2}, true},
+		{`{"committed":3,"extra":{"a":[1,2]},"pending":0,"refused":0,"failed":0,"items":[]}`,
+			batchCounts{3, 0, 0, 0}, true},
+		{`{"items":[],"committed":3,"pending":0,"refused":0,"failed":0}`, batchCounts{}, false},
+		{`{"committed":3,"pending":0,"items":[]}`, batchCounts{3, 0, 0, 0}, false},
+		{`{"committed":"3","pending":0,"refused":0,"failed":0}`, batchCounts{}, false},
+		{`[1,2]`, batchCounts{}, false},
+		{``, batchCounts{}, false},
+	} {
+		got, ok := answerCounts([]byte(c.raw))
+		if ok != c.ok || (ok && got != c.want) {
+			t.Errorf("answerCounts(%s) = %+v, %v; want %+v, %v", c.raw, got, ok, c.want, c.ok)
+		}
+	}
+}
