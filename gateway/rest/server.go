@@ -469,34 +469,16 @@ type locator interface {
 	Locate(ctx context.Context, source, txn string) (bus.Whereabouts, error)
 }
 
-// deadLetters is a Publisher that can tell whether it set a command aside
-// for good (natsbus.Bus.SetAside).
-type deadLetters interface {
-	SetAside(ctx context.Context, cmd bus.Command) (bool, error)
-}
-
 // errSetAside answers a retry of a command that the bus set aside as a dead
 // letter and the ledger has no result for: no result will come for it, and
 // the bus drops the retry as a duplicate.
 var errSetAside = core.Errorf(core.Internal, "", "%s", bus.DeadLetteredMessage)
 
 // setAside reports whether the bus set cmd aside for good, so that a
-// dropped retry of it will get no result. The caller bounds the lookup
-// with ctx (a batch gives all its lookups the result wait); when the bus
-// cannot tell in time, it answers false and the caller waits as for any
-// command.
+// dropped retry of it will get no result (bus.SetAsideForGood). The caller
+// bounds the lookup with ctx: a batch gives all its lookups the result wait.
 func (s *Server) setAside(ctx context.Context, cmd bus.Command) bool {
-	d, ok := s.pub.(deadLetters)
-	if !ok || ctx.Err() != nil {
-		return false
-	}
-	aside, err := d.SetAside(ctx, cmd)
-	if err != nil {
-		s.log.Warn("Could not ask the bus about a retried command", "txn_id", cmd.TxnID,
-			"error", err)
-		return false
-	}
-	return aside
+	return bus.SetAsideForGood(ctx, s.pub, cmd, s.log)
 }
 
 // onBus tells where the bus holds the command (source, txn); when it cannot

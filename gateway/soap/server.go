@@ -230,29 +230,13 @@ type call struct {
 	caller *Credential
 }
 
-// deadLetters is a Publisher that can tell whether it set a command aside
-// for good (natsbus.Bus.SetAside).
-type deadLetters interface {
-	SetAside(ctx context.Context, cmd bus.Command) (bool, error)
-}
-
 // setAside reports whether the bus set cmd aside for good, so that a
-// dropped retry of it will get no result; when it cannot tell within the
-// result wait, false.
+// dropped retry of it will get no result (bus.SetAsideForGood); when it
+// cannot tell within the result wait, false.
 func (s *Server) setAside(ctx context.Context, cmd bus.Command) bool {
-	d, ok := s.pub.(deadLetters)
-	if !ok {
-		return false
-	}
 	ctx, cancel := context.WithTimeout(ctx, s.wait)
 	defer cancel()
-	aside, err := d.SetAside(ctx, cmd)
-	if err != nil {
-		s.log.Warn("Could not ask the bus about a retried command", "txn_id", cmd.TxnID,
-			"error", err)
-		return false
-	}
-	return aside
+	return bus.SetAsideForGood(ctx, s.pub, cmd, s.log)
 }
 
 // errPending is the answer to a write whose result did not come back in time.
