@@ -164,24 +164,36 @@ func decodeBatch(r *http.Request) ([]batchEvent, error) {
 }
 
 // decodeBatchOnce reads a batch in one pass, with the same strictness as
-// decodeBatchEach: unknown fields, trailing data, a count out of range, an
-// event that is not an object (null included) or a NUL escape anywhere make
-// it give up (ok false), for decodeBatchEach to say why.
+// decodeBatchEach. It takes only the plain form, an object whose one key is
+// "events" spelled so: another key (a second "events" too, whose array the
+// decoder would fill into the first one's events), unknown fields, trailing
+// data, a count out of range, an event that is not an object (null
+// included) or a NUL escape anywhere make it give up (ok false), for
+// decodeBatchEach to read and say why.
 func decodeBatchOnce(body []byte) (out []batchEvent, ok bool) {
 	if hasNULEscape(body) {
 		return nil, false
 	}
-	var in struct {
-		Events []*batchEvent `json:"events"`
-	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	if dec.Decode(&in) != nil || dec.More() || len(in.Events) == 0 ||
-		len(in.Events) > maxBatchEvents {
+	var list []*batchEvent
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return nil, false
 	}
-	out = make([]batchEvent, len(in.Events))
-	for i, ev := range in.Events {
+	if tok, err := dec.Token(); err != nil || tok != "events" {
+		return nil, false
+	}
+	if dec.Decode(&list) != nil || len(list) == 0 || len(list) > maxBatchEvents {
+		return nil, false
+	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
+		return nil, false
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, false
+	}
+	out = make([]batchEvent, len(list))
+	for i, ev := range list {
 		if ev == nil {
 			return nil, false
 		}

@@ -41,6 +41,11 @@ var batchBodies = []string{
 	`{"events":[{"member":"m-1"}],"x\u0000":1}`,
 	`{"events":[{"member":"m-1"}`,
 	`{"events":[{"member":"m-1",}]}`,
+	`{"events":[{"member":"m-1","txn_id":"t-1","type":"top_up","amount":"100"}],` +
+		`"events":[{"member":"m-2"}]}`,
+	`{"events":[{"member":"m-1","txn_id":"t-1"}],"events":null}`,
+	`{"events":[{"member":"m-1"}],"Events":[{"member":"m-2","txn_id":"t-2"}]}`,
+	`{"\u0065vents":[{"member":"m-1","txn_id":"t-1"}]}`,
 }
 
 // decodeBothWays reads body with decodeBatch and with decodeBatchEach alone
@@ -77,9 +82,11 @@ func TestDecodeBatchOnePassMatchesEventByEvent(t *testing.T) {
 			}
 		}
 	}
-	// The well-formed ones above are read in one pass, not by the fallback.
+	// The well-formed ones above are read in one pass, not by the fallback,
+	// except the one whose key is spelled "EVENTS" (a key written with an
+	// escape is the same key).
 	if onePass != 6 {
-		t.Errorf("%d bodies read in one pass, want the 6 well-formed ones", onePass)
+		t.Errorf("%d bodies read in one pass, want 6 of the 7 well-formed ones", onePass)
 	}
 	// 500 events, the most a batch takes, in one pass; 501 refused by count.
 	var evs []string
