@@ -17,9 +17,10 @@ import (
 const adminUsage = `Usage: puntos admin create --user NAME [--role ROLE] [--password PASS] [flags]
 
 Creates a back-office user (by default an administrator). ROLE is one of
-administrator, operator, analyst or auditor. The password (12 to 72 bytes)
-is read from the first line of standard input unless --password is given;
-prefer standard input, as flags show up in the process list. The other
+administrator, operator, analyst or auditor. The password, of at least
+12 characters and at most 72 bytes (an accented letter takes two), is read
+from the first line of standard input unless --password is given; prefer
+standard input, as flags show up in the process list. The other
 flags are those of 'puntos migrate' (the database to use: PUNTOS_DATABASE_URL,
 which 'eval "$(deploy/local/services.sh env)"' sets as make run does).
 `

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/text/unicode/norm"
 
 	"github.com/puntos-loyalty/puntos/core"
 )
@@ -77,11 +78,13 @@ type session struct {
 
 // passwordProblem says what is wrong with a new password, or "" when
 // nothing is. The least is counted in characters, so that accented letters
-// (two bytes each in UTF-8) do not make a short password long enough; the
-// most in bytes, the most bcrypt reads.
+// (two bytes each in UTF-8, or a letter and a combining accent when typed
+// decomposed) do not make a short password long enough: code points once
+// composed (NFC). The most is counted in bytes as sent, the most bcrypt
+// reads.
 func passwordProblem(p string) string {
 	switch {
-	case utf8.RuneCountInString(p) < minPassword:
+	case utf8.RuneCountInString(norm.NFC.String(p)) < minPassword:
 		return fmt.Sprintf("must be at least %d characters", minPassword)
 	case len(p) > 72:
 		return "must be at most 72 bytes, the most bcrypt reads (a letter with an accent " +
