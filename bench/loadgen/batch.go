@@ -165,14 +165,15 @@ type batchCounts struct {
 }
 
 // answerCounts reads the four counts of a batch answer, stopping at its
-// items; ok is false when one of them is missing before the items, or the
-// answer is not such an object.
+// items; ok is false when one of them is missing before the items or named
+// twice, or the answer is not such an object.
 func answerCounts(raw []byte) (n batchCounts, ok bool) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return n, false
 	}
-	seen := 0
+	seen := map[*int]bool{}
+	all := func() bool { return len(seen) == 4 }
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
@@ -189,7 +190,7 @@ func answerCounts(raw []byte) (n batchCounts, ok bool) {
 		case "failed":
 			into = &n.Failed
 		case "items":
-			return n, seen == 4
+			return n, all()
 		default:
 			var skip json.RawMessage
 			if dec.Decode(&skip) != nil {
@@ -197,12 +198,12 @@ func answerCounts(raw []byte) (n batchCounts, ok bool) {
 			}
 			continue
 		}
-		if dec.Decode(into) != nil {
+		if seen[into] || dec.Decode(into) != nil {
 			return n, false
 		}
-		seen++
+		seen[into] = true
 	}
-	return n, seen == 4
+	return n, all()
 }
 
 // batchBody writes {"events":[...]} for the events numbered in idx.
