@@ -102,6 +102,12 @@ type Config struct {
 	// subject, so that several test runs can share one server. It may hold
 	// letters, digits, '-' and '_'.
 	Namespace string
+
+	// UseStreams makes Connect take the streams as they are, for a tool
+	// that reads or mends what a running platform holds: it fails when a
+	// stream does not exist and changes nothing of their configuration
+	// (whose retention and replicas are the platform's, not the tool's).
+	UseStreams bool
 }
 
 // withDefaults fills the zero fields of c and checks the others.
@@ -266,7 +272,11 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 	}
 
 	// Create the streams, or bring their configuration up to date.
-	if err := b.ensureStreams(ctx); err != nil {
+	ensure := b.ensureStreams
+	if cfg.UseStreams {
+		ensure = b.useStreams
+	}
+	if err := ensure(ctx); err != nil {
 		b.nc.Close()
 		return nil, err
 	}
@@ -322,6 +332,18 @@ func (b *Bus) ensureStreams(ctx context.Context) error {
 			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
 		}
 		b.atomicStreams[sc.Name] = st.CachedInfo().Config.AllowAtomicPublish
+	}
+	return nil
+}
+
+// useStreams checks that the three streams exist, as they are.
+func (b *Bus) useStreams(ctx context.Context) error {
+	for _, name := range []string{b.cmdStream, b.evtStream, b.deadStream} {
+		st, err := b.js.Stream(ctx, name)
+		if err != nil {
+			return fmt.Errorf("stream %s: %w (is Puntos running on this NATS server?)", name, err)
+		}
+		b.atomicStreams[name] = st.CachedInfo().Config.AllowAtomicPublish
 	}
 	return nil
 }

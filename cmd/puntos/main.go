@@ -33,6 +33,8 @@ Commands:
   expire     run the expiry sweep once: puntos expire [--at RFC3339]
   demo       load the telecom sample through the REST gateway
   admin      back-office users: puntos admin create --user NAME
+  deadletters  commands set aside after failing every delivery: list,
+             redrive once the cause is mended, discard
   version    print the version
 
 Run 'puntos <command> --help' for the flags of a command.
@@ -66,6 +68,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runDemo(ctx, rest, getenv, stdout, stderr)
 	case "admin":
 		return runAdmin(ctx, rest, getenv, os.Stdin, stdout, stderr)
+	case "deadletters":
+		return runDeadLetters(ctx, rest, getenv, stdout, stderr)
 	}
 	var expireArgs []string
 	if name == "expire" {

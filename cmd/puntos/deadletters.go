@@ -1,0 +1,304 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/puntos-loyalty/puntos/bus"
+	"github.com/puntos-loyalty/puntos/bus/natsbus"
+	"github.com/puntos-loyalty/puntos/internal/app"
+)
+
+const deadUsage = `Usage: puntos deadletters list [--limit N] [flags]
+       puntos deadletters redrive (SEQ... | --all) [--wait D] [flags]
+       puntos deadletters discard SEQ... [flags]
+
+A command that core failed to apply PUNTOS_MAX_DELIVER times in a row (a
+fault that outlasted the retries, not a refusal: refusals are answered and
+stored) is set aside on the dead-letter stream with the reason; its status
+URL says failed.
+
+  list     the dead letters, oldest first, each with its sequence (SEQ)
+  redrive  once the cause is mended: put each named command (or --all of
+           them) back on the command stream, remove its dead letter, and wait
+           up to --wait (default 10s) for the ledger's answer. A command
+           applied meanwhile is answered as a replay: nothing is posted twice.
+  discard  remove dead letters without sending them again (one that is not a
+           command, or a command its caller has since replaced)
+
+The bus is NATS_URL, or else the embedded server of 'puntos run' on
+127.0.0.1:PUNTOS_NATS_PORT (default 14222). The other flags are those of
+'puntos run'; nothing of the streams' settings is changed.
+`
+
+// runDeadLetters lists, re-drives and discards dead-lettered commands.
+func runDeadLetters(ctx context.Context, args []string, getenv func(string) string,
+	stdout, stderr io.Writer) error {
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" || a == "help" {
+			fmt.Fprint(stdout, deadUsage)
+			return nil
+		}
+	}
+	if len(args) == 0 {
+		fmt.Fprint(stderr, deadUsage)
+		return errors.New("deadletters: a subcommand is required: list, redrive or discard")
+	}
+	sub, args := args[0], args[1:]
+	if sub != "list" && sub != "redrive" && sub != "discard" {
+		fmt.Fprint(stderr, deadUsage)
+		return fmt.Errorf("deadletters: unknown subcommand %q: list, redrive or discard", sub)
+	}
+	args, limitArg := splitFlag(args, "limit")
+	args, waitArg := splitFlag(args, "wait")
+	args, all := takeSwitch(args, "all")
+	fs := flag.NewFlagSet("deadletters "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	limit := fs.Int("limit", 100, "most dead letters listed")
+	wait := fs.Duration("wait", 10*time.Second, "how long redrive waits for each answer")
+	if err := fs.Parse(append(limitArg, waitArg...)); err != nil {
+		return err
+	}
+	// What is left: the sequences, then the platform's flags.
+	var seqs []uint64
+	for len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		n, err := strconv.ParseUint(args[0], 10, 64)
+		if err != nil || n == 0 {
+			return fmt.Errorf("deadletters %s: %q is not a dead letter's sequence (a "+
+				"positive whole number, as list shows)", sub, args[0])
+		}
+		seqs, args = append(seqs, n), args[1:]
+	}
+	switch {
+	case *limit < 1:
+		return fmt.Errorf("deadletters list: --limit must be at least 1")
+	case *wait < 0:
+		return fmt.Errorf("deadletters redrive: --wait must not be negative")
+	case sub == "list" && (len(seqs) > 0 || all):
+		return fmt.Errorf("deadletters list takes no sequence; it lists them all")
+	case sub == "discard" && all:
+		return fmt.Errorf("deadletters discard: name each dead letter; --all is for redrive")
+	case sub != "list" && len(seqs) == 0 && !all:
+		for _, a := range args {
+			if _, err := strconv.ParseUint(a, 10, 64); err == nil {
+				return fmt.Errorf("deadletters %s: the sequences come first: puntos "+
+					"deadletters %s SEQ... [flags]", sub, sub)
+			}
+		}
+		return fmt.Errorf("deadletters %s: name at least one dead letter's sequence "+
+			"(see puntos deadletters list)", sub)
+	case all && len(seqs) > 0:
+		return fmt.Errorf("deadletters redrive: either sequences or --all, not both")
+	}
+
+	cfg, fsPlatform, err := app.LoadConfig("deadletters "+sub, args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	if fsPlatform.NArg() > 0 {
+		return fmt.Errorf("deadletters %s: unexpected %q (sequences come first, before "+
+			"any other flag)", sub, fsPlatform.Arg(0))
+	}
+	url := cfg.NATSURL
+	if url == "" {
+		if cfg.NATSPort <= 0 {
+			return errors.New("deadletters: set NATS_URL, or PUNTOS_NATS_PORT to the port " +
+				"of the embedded server")
+		}
+		url = "nats://127.0.0.1:" + strconv.Itoa(cfg.NATSPort)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	b, err := natsbus.Connect(cctx, natsbus.Config{URL: url, Name: "puntos-deadletters",
+		Partitions: cfg.Partitions, UseStreams: true}, newLogger(cfg, io.Discard))
+	cancel()
+	if err != nil {
+		return fmt.Errorf("deadletters: %w (is Puntos running with its bus at %s? set "+
+			"NATS_URL or PUNTOS_NATS_PORT as it has them)", err, url)
+	}
+	defer b.Close()
+
+	switch sub {
+	case "list":
+		return listDead(ctx, b, *limit, stdout)
+	case "discard":
+		failed := 0
+		for _, seq := range seqs {
+			dl, err := b.Discard(ctx, seq)
+			if err != nil {
+				fmt.Fprintf(stdout, "%d: not discarded: %v\n", seq, err)
+				failed++
+				continue
+			}
+			fmt.Fprintf(stdout, "%d: discarded (%s)\n", seq, who(dl))
+		}
+		return failures("discarded", failed, len(seqs))
+	}
+	if all {
+		dead, err := b.DeadLetters(ctx, 1<<20)
+		if err != nil {
+			return err
+		}
+		for _, dl := range dead {
+			seqs = append(seqs, dl.Seq)
+		}
+		if len(seqs) == 0 {
+			fmt.Fprintln(stdout, "No dead letters.")
+			return nil
+		}
+	}
+	failed := 0
+	for _, seq := range seqs {
+		if !redrive(ctx, b, seq, *wait, stdout) {
+			failed++
+		}
+	}
+	return failures("re-driven", failed, len(seqs))
+}
+
+// redrive re-drives one dead letter and tells what became of it; it
+// reports false when it could not be put back.
+func redrive(ctx context.Context, b *natsbus.Bus, seq uint64, wait time.Duration,
+	stdout io.Writer) bool {
+	dl, err := b.ReadDeadLetter(ctx, seq)
+	if err != nil {
+		fmt.Fprintf(stdout, "%d: not re-driven: %v\n", seq, err)
+		return false
+	}
+	// Listen before sending, so that a quick answer is not missed.
+	var results <-chan bus.Result
+	if dl.Source != "" && dl.TxnID != "" && wait > 0 {
+		if ch, stop, err := b.SubscribeResult(dl.Source, dl.TxnID); err == nil {
+			results = ch
+			defer stop()
+		}
+	}
+	if _, err := b.Redrive(ctx, seq); err != nil {
+		fmt.Fprintf(stdout, "%d: not re-driven: %v\n", seq, err)
+		return false
+	}
+	if results == nil {
+		fmt.Fprintf(stdout, "%d: re-driven (%s)\n", seq, who(dl))
+		return true
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case r := <-results:
+		fmt.Fprintf(stdout, "%d: re-driven (%s): %s\n", seq, who(dl), answer(r))
+	case <-timer.C:
+		fmt.Fprintf(stdout, "%d: re-driven (%s): no answer within %s; is core running? "+
+			"Its status: GET /v1/commands/%s\n", seq, who(dl), wait, dl.TxnID)
+	case <-ctx.Done():
+		fmt.Fprintf(stdout, "%d: re-driven (%s); stopped before its answer\n", seq, who(dl))
+	}
+	return true
+}
+
+// answer says what the ledger answered a re-driven command.
+func answer(r bus.Result) string {
+	s := r.Status
+	if r.Replayed {
+		s += ", a replay: it had been applied already, nothing posted again"
+	}
+	if r.Error != nil {
+		s += " (" + r.Error.Kind
+		if r.Error.Field != "" {
+			s += ", " + r.Error.Field
+		}
+		s += ": " + r.Error.Message + ")"
+	}
+	return s
+}
+
+// who names a dead letter's command.
+func who(dl natsbus.DeadLetter) string {
+	if dl.Source == "" && dl.TxnID == "" {
+		return "not a command"
+	}
+	return "source " + dl.Source + ", txn " + dl.TxnID
+}
+
+func listDead(ctx context.Context, b *natsbus.Bus, limit int, stdout io.Writer) error {
+	dead, err := b.DeadLetters(ctx, limit+1)
+	if err != nil {
+		return err
+	}
+	if len(dead) == 0 {
+		fmt.Fprintln(stdout, "No dead letters.")
+		return nil
+	}
+	more := len(dead) > limit
+	if more {
+		dead = dead[:limit]
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEQ\tSET ASIDE (UTC)\tPARTITION\tDELIVERIES\tSOURCE\tTXN\tKIND\tREASON")
+	for _, dl := range dead {
+		kind := dl.Command.Kind
+		if kind == "" {
+			kind = "-"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", dl.Seq,
+			dl.Time.UTC().Format(time.RFC3339), dl.Partition, dl.Deliveries, dash(dl.Source),
+			dash(dl.TxnID), kind, oneLine(dl.Reason, 120))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if more {
+		fmt.Fprintf(stdout, "(the first %d; --limit shows more)\n", limit)
+	}
+	return nil
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// oneLine shortens s to at most n runes on one line.
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
+}
+
+// failures is the command's error when some of n dead letters failed.
+func failures(done string, failed, n int) error {
+	if failed == 0 {
+		return nil
+	}
+	return fmt.Errorf("deadletters: %d of %d not %s", failed, n, done)
+}
+
+// takeSwitch takes the boolean flag name (-name, --name, --name=true or
+// false) out of args.
+func takeSwitch(args []string, name string) (rest []string, on bool) {
+	for _, a := range args {
+		switch strings.TrimLeft(a, "-") {
+		case name, name + "=true":
+			if strings.HasPrefix(a, "-") {
+				on = true
+				continue
+			}
+		case name + "=false":
+			if strings.HasPrefix(a, "-") {
+				on = false
+				continue
+			}
+		}
+		rest = append(rest, a)
+	}
+	return rest, on
+}
