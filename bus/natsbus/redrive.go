@@ -25,6 +25,11 @@ import (
 // hold (never written, or re-driven or discarded already).
 var ErrNoDeadLetter = errors.New("no such dead letter")
 
+// ErrNotACommand is returned by Redrive for a dead letter that does not hold
+// a usable command (it was set aside as undecodable): it can only be
+// discarded.
+var ErrNotACommand = errors.New("not a command that can be sent again")
+
 // maxPartitions is the most command partitions a platform may have.
 const maxPartitions = 1024
 
@@ -75,8 +80,8 @@ func (b *Bus) Redrive(ctx context.Context, seq uint64) (DeadLetter, error) {
 	}
 	var cmd bus.Command
 	if problem := decodeCommand(dl.Raw, &cmd); problem != "" {
-		return dl, fmt.Errorf("dead letter %d is not a command that can be sent again (%s); "+
-			"discard it instead", seq, problem)
+		return dl, fmt.Errorf("dead letter %d is %w (%s); discard it instead", seq,
+			ErrNotACommand, problem)
 	}
 	if dl.Partition < 0 || dl.Partition >= maxPartitions {
 		return dl, fmt.Errorf("dead letter %d names partition %d, which no command stream has",

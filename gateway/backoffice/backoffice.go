@@ -175,6 +175,7 @@ func (s *Server) Register(r *mux.Router) {
 	a.Handle("/users/enable", s.auth(s.enableUser, RoleAdministrator)).
 		Methods(http.MethodPost)
 	s.registerBulk(a)
+	s.registerDeadLetters(a)
 }
 
 // securityHeaders keeps pages out of frames and caches and scripts out of
@@ -228,6 +229,8 @@ var notices = map[string]string{
 	"disabled": "The user was disabled and signed out everywhere.",
 	"enabled":  "The user may sign in again.",
 	"failed":   "The ledger could not be reached: the adjustment is marked failed and can be sent again.",
+	"redriven": "The command is back on the bus; the ledger applies it shortly. One applied meanwhile is answered as a replay: nothing is posted twice.",
+	"dropped":  "The dead letter was removed; its command was not sent again.",
 }
 
 // render writes a page with status code status.
