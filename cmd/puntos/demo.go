@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -64,6 +65,10 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 
 	sum, err := demo.Run(ctx, demo.Options{BaseURL: *base, APIKey: *key, Program: *program,
 		Workers: *workers, AsOf: at, Out: stdout})
+	if errors.Is(err, context.Canceled) {
+		return errors.New("demo: interrupted; what was applied is kept: run it again to " +
+			"send the rest")
+	}
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}

@@ -118,6 +118,10 @@ type Summary struct {
 	// could not be read.
 	LedgerPoints                int64
 	LedgerMembers, LedgerUnread int
+	// Stopped is set when the run ended early (interrupted, or the gateway
+	// stopped answering): the ledger was not read, and what is pending was
+	// not asked about.
+	Stopped bool
 	// Elapsed is the whole run; SendElapsed the enrolment and event phase.
 	Elapsed, SendElapsed time.Duration
 }
@@ -496,6 +500,8 @@ func Run(ctx context.Context, opt Options) (Summary, error) {
 	// What the ledger now holds for the members touched.
 	if ctx.Err() == nil {
 		ledgerTotals(ctx, c, opt.Program, touched, opt.Workers, &sum)
+	} else {
+		sum.Stopped = true
 	}
 	sum.Elapsed = time.Since(start)
 	sum.Print(opt.Out)
@@ -794,12 +800,18 @@ func (s Summary) Print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "Points credited by this run:  %s (replays had credited %s before)\n",
 		group(s.PointsNew), group(s.PointsReplayed))
-	fmt.Fprintf(w, "Points on the ledger:         %s available + pending, over %s members",
-		group(s.LedgerPoints), group(int64(s.LedgerMembers)))
-	if s.LedgerUnread > 0 {
-		fmt.Fprintf(w, " (%s members could not be read)", group(int64(s.LedgerUnread)))
+	switch {
+	case s.Stopped:
+		fmt.Fprintln(w, "Points on the ledger:         not read: the run stopped early. What "+
+			"was applied is kept; run it again to send the rest (nothing is credited twice).")
+	default:
+		fmt.Fprintf(w, "Points on the ledger:         %s available + pending, over %s members",
+			group(s.LedgerPoints), group(int64(s.LedgerMembers)))
+		if s.LedgerUnread > 0 {
+			fmt.Fprintf(w, " (%s members could not be read)", group(int64(s.LedgerUnread)))
+		}
+		fmt.Fprintln(w)
 	}
-	fmt.Fprintln(w)
 	rate := 0.0
 	if secs := s.SendElapsed.Seconds(); secs > 0 {
 		rate = float64(s.EventsSent) / secs

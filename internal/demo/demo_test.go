@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -533,6 +535,54 @@ func TestRunStopsWhenGatewayStopsAnswering(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "the bus is unavailable") {
 		t.Errorf("summary does not name the failure:\n%s", out.String())
+	}
+	if !sum.Stopped || !strings.Contains(out.String(), "Points on the ledger:         not read") {
+		t.Errorf("summary of a run that stopped early claims ledger figures:\n%s", out.String())
+	}
+}
+
+// Interrupted after its first bills (Ctrl-C), a run says it stopped early
+// instead of printing zero points on the ledger, and returns the
+// interruption; run again, it sends the rest and credits nothing twice.
+func TestRunInterruptedThenRunAgain(t *testing.T) {
+	g := newFakeGateway()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var batches atomic.Int32
+	h := g.handler()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The second batch: the first one's answer has been read (one worker).
+		if strings.HasSuffix(r.URL.Path, "/events/batches") && batches.Add(1) == 2 {
+			cancel()
+		}
+		h.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	var rows strings.Builder
+	rows.WriteString("customerID,tenure,MonthlyCharges,TotalCharges\n")
+	for i := range 40 {
+		fmt.Fprintf(&rows, "C%03d,2,10,20\n", i)
+	}
+	asOf := time.Date(2025, 6, 5, 0, 0, 0, 0, time.UTC)
+	var out bytes.Buffer
+	sum, err := Run(ctx, Options{BaseURL: srv.URL, APIKey: "k", Workers: 1, AsOf: asOf,
+		Out: &out, Data: strings.NewReader(rows.String())})
+	if !errors.Is(err, context.Canceled) || !sum.Stopped || sum.LedgerMembers != 0 ||
+		!strings.Contains(out.String(), "not read: the run stopped early") ||
+		strings.Contains(out.String(), "over 0 members") {
+		t.Fatalf("interrupted run: %v %+v\n%s", err, sum, out.String())
+	}
+	first := sum.PointsNew
+	if first <= 0 || first >= 40*2*10 {
+		t.Fatalf("interrupted run credited %d points, want some of the %d", first, 40*2*10)
+	}
+
+	out.Reset()
+	sum, err = Run(context.Background(), Options{BaseURL: srv.URL, APIKey: "k", Workers: 2,
+		AsOf: asOf, Out: &out, Data: strings.NewReader(rows.String())})
+	if err != nil || sum.Stopped || sum.PointsNew+sum.PointsReplayed != 40*2*10 ||
+		sum.PointsReplayed < first || sum.LedgerPoints != 40*2*10 {
+		t.Fatalf("second run: %v %+v\n%s", err, sum, out.String())
 	}
 }
 
