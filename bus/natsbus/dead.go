@@ -23,6 +23,10 @@ const (
 	HeaderPartition  = "Puntos-Partition"   // the partition it came from
 	HeaderCommandSeq = "Puntos-Command-Seq" // its sequence in the command stream
 	HeaderDeliveries = "Puntos-Deliveries"  // how many times it was delivered
+	// HeaderDiscarded marks what an operator's Discard leaves of a letter
+	// (redrive.go): the same command, no longer listed, so that the status
+	// URL and a retry of it still say it was set aside.
+	HeaderDiscarded = "Puntos-Discarded"
 )
 
 // maxReasonLen bounds the reason header, in bytes.
@@ -101,7 +105,8 @@ func (b *Bus) DeadLetter(ctx context.Context, d *Delivery, reason string) error 
 	return nil
 }
 
-// DeadLetters reads back up to n dead-lettered commands, oldest first.
+// DeadLetters reads back up to n dead-lettered commands, oldest first; the
+// marks Discard leaves are not among them.
 func (b *Bus) DeadLetters(ctx context.Context, n int) ([]DeadLetter, error) {
 	if n <= 0 {
 		return []DeadLetter{}, nil
@@ -126,6 +131,9 @@ func (b *Bus) DeadLetters(ctx context.Context, n int) ([]DeadLetter, error) {
 		}
 		if err != nil {
 			return nil, fmt.Errorf("dead letter %d: %w", seq, err)
+		}
+		if raw.Header.Get(HeaderDiscarded) != "" {
+			continue // discarded: kept for the command's status only
 		}
 		out = append(out, readDeadLetter(raw))
 	}

@@ -341,7 +341,7 @@ func (b *Bus) useStreams(ctx context.Context) error {
 	for _, name := range []string{b.cmdStream, b.evtStream, b.deadStream} {
 		st, err := b.js.Stream(ctx, name)
 		if err != nil {
-			return fmt.Errorf("stream %s: %w (is Puntos running on this NATS server?)", name, err)
+			return fmt.Errorf("stream %s: %w", name, err)
 		}
 		b.atomicStreams[name] = st.CachedInfo().Config.AllowAtomicPublish
 	}

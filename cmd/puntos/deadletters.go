@@ -31,7 +31,8 @@ URL says failed.
            up to --wait (default 10s) for the ledger's answer. A command
            applied meanwhile is answered as a replay: nothing is posted twice.
   discard  remove dead letters without sending them again (one that is not a
-           command, or a command its caller has since replaced)
+           command, or a command its caller has since replaced); a
+           discarded command stays failed for its caller
 
 The bus is NATS_URL, or else the embedded server of 'puntos run' on
 127.0.0.1:PUNTOS_NATS_PORT (default 14222). The other flags are those of
@@ -59,52 +60,71 @@ func runDeadLetters(ctx context.Context, args []string, getenv func(string) stri
 	args, limitArg := splitFlag(args, "limit")
 	args, waitArg := splitFlag(args, "wait")
 	args, all := takeSwitch(args, "all")
-	fs := flag.NewFlagSet("deadletters "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	name := "deadletters " + sub
+	// Each subcommand takes its own flags only.
+	switch {
+	case len(limitArg) > 0 && sub != "list":
+		return fmt.Errorf("%s: --limit is for list", name)
+	case len(waitArg) > 0 && sub != "redrive":
+		return fmt.Errorf("%s: --wait is for redrive", name)
+	case all && sub != "redrive":
+		return fmt.Errorf("%s: --all is for redrive; name each dead letter", name)
+	}
+	for _, a := range args {
+		if f := strings.TrimLeft(a, "-"); a != f && (f == "limit" || f == "wait") {
+			return fmt.Errorf("%s: --%s needs a value", name, f)
+		}
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
 	limit := fs.Int("limit", 100, "most dead letters listed")
 	wait := fs.Duration("wait", 10*time.Second, "how long redrive waits for each answer")
 	if err := fs.Parse(append(limitArg, waitArg...)); err != nil {
-		return err
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	// What is left: the sequences, then the platform's flags.
 	var seqs []uint64
 	for len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		n, err := strconv.ParseUint(args[0], 10, 64)
 		if err != nil || n == 0 {
-			return fmt.Errorf("deadletters %s: %q is not a dead letter's sequence (a "+
-				"positive whole number, as list shows)", sub, args[0])
+			return fmt.Errorf("%s: %q is not a dead letter's sequence (a positive whole "+
+				"number, as list shows)", name, args[0])
 		}
 		seqs, args = append(seqs, n), args[1:]
 	}
 	switch {
 	case *limit < 1:
-		return fmt.Errorf("deadletters list: --limit must be at least 1")
+		return fmt.Errorf("%s: --limit must be at least 1", name)
 	case *wait < 0:
-		return fmt.Errorf("deadletters redrive: --wait must not be negative")
-	case sub == "list" && (len(seqs) > 0 || all):
-		return fmt.Errorf("deadletters list takes no sequence; it lists them all")
-	case sub == "discard" && all:
-		return fmt.Errorf("deadletters discard: name each dead letter; --all is for redrive")
+		return fmt.Errorf("%s: --wait must not be negative", name)
+	case sub == "list" && len(seqs) > 0:
+		return fmt.Errorf("%s takes no sequence; it lists them all", name)
 	case sub != "list" && len(seqs) == 0 && !all:
 		for _, a := range args {
 			if _, err := strconv.ParseUint(a, 10, 64); err == nil {
-				return fmt.Errorf("deadletters %s: the sequences come first: puntos "+
-					"deadletters %s SEQ... [flags]", sub, sub)
+				return fmt.Errorf("%s: the sequences come first: puntos %s SEQ... [flags]",
+					name, name)
 			}
 		}
-		return fmt.Errorf("deadletters %s: name at least one dead letter's sequence "+
-			"(see puntos deadletters list)", sub)
+		if len(args) > 0 && strings.HasPrefix(args[0], "-") {
+			if _, err := strconv.ParseInt(args[0], 10, 64); err == nil {
+				return fmt.Errorf("%s: %q is not a dead letter's sequence (a positive "+
+					"whole number, as list shows)", name, args[0])
+			}
+		}
+		return fmt.Errorf("%s: name at least one dead letter's sequence (see puntos "+
+			"deadletters list)", name)
 	case all && len(seqs) > 0:
-		return fmt.Errorf("deadletters redrive: either sequences or --all, not both")
+		return fmt.Errorf("%s: either sequences or --all, not both", name)
 	}
 
-	cfg, fsPlatform, err := app.LoadConfig("deadletters "+sub, args, getenv, stderr)
+	cfg, fsPlatform, err := app.LoadConfig(name, args, getenv, stderr)
 	if err != nil {
 		return err
 	}
 	if fsPlatform.NArg() > 0 {
-		return fmt.Errorf("deadletters %s: unexpected %q (sequences come first, before "+
-			"any other flag)", sub, fsPlatform.Arg(0))
+		return fmt.Errorf("%s: unexpected %q (sequences come first, before any other flag)",
+			name, fsPlatform.Arg(0))
 	}
 	url := cfg.NATSURL
 	if url == "" {
@@ -179,9 +199,17 @@ func redrive(ctx context.Context, b *natsbus.Bus, seq uint64, wait time.Duration
 			defer stop()
 		}
 	}
-	if _, err := b.Redrive(ctx, seq); err != nil {
+	_, again, err := b.Redrive(ctx, seq)
+	if err != nil {
 		fmt.Fprintf(stdout, "%d: not re-driven: %v\n", seq, err)
 		return false
+	}
+	if again {
+		// An earlier re-drive stored it and stopped before removing the
+		// letter: its answer, if any, came then.
+		fmt.Fprintf(stdout, "%d: re-driven earlier; its status: GET /v1/commands/%s\n", seq,
+			dl.TxnID)
+		return true
 	}
 	if results == nil {
 		fmt.Fprintf(stdout, "%d: re-driven (%s)\n", seq, who(dl))
@@ -193,8 +221,9 @@ func redrive(ctx context.Context, b *natsbus.Bus, seq uint64, wait time.Duration
 	case r := <-results:
 		fmt.Fprintf(stdout, "%d: re-driven (%s): %s\n", seq, who(dl), answer(r))
 	case <-timer.C:
-		fmt.Fprintf(stdout, "%d: re-driven (%s): no answer within %s; is core running? "+
-			"Its status: GET /v1/commands/%s\n", seq, who(dl), wait, dl.TxnID)
+		fmt.Fprintf(stdout, "%d: re-driven (%s): no answer within %s: core may be stopped, "+
+			"busy, or failing it again (it is then set aside again: see list). Its status: "+
+			"GET /v1/commands/%s\n", seq, who(dl), wait, dl.TxnID)
 	case <-ctx.Done():
 		fmt.Fprintf(stdout, "%d: re-driven (%s); stopped before its answer\n", seq, who(dl))
 	}
@@ -204,7 +233,10 @@ func redrive(ctx context.Context, b *natsbus.Bus, seq uint64, wait time.Duration
 // answer says what the ledger answered a re-driven command.
 func answer(r bus.Result) string {
 	s := r.Status
-	if r.Replayed {
+	switch {
+	case r.Replayed && r.Status == bus.StatusRejected:
+		s += ", as before: the ledger had refused it already; nothing changed"
+	case r.Replayed:
 		s += ", a replay: it had been applied already, nothing posted again"
 	}
 	if r.Error != nil {

@@ -17,7 +17,7 @@ import (
 // answering 503.
 type DeadLetterBus interface {
 	DeadLetters(ctx context.Context, n int) ([]natsbus.DeadLetter, error)
-	Redrive(ctx context.Context, seq uint64) (natsbus.DeadLetter, error)
+	Redrive(ctx context.Context, seq uint64) (dl natsbus.DeadLetter, again bool, err error)
 	Discard(ctx context.Context, seq uint64) (natsbus.DeadLetter, error)
 }
 
@@ -88,7 +88,8 @@ func (s *Server) deadLettersPage(w http.ResponseWriter, r *http.Request, sess *s
 func (s *Server) redriveDead(w http.ResponseWriter, r *http.Request, sess *session) {
 	s.mendDead(w, r, sess, "deadletter.redriven", "redriven",
 		func(d DeadLetterBus, ctx context.Context, seq uint64) (natsbus.DeadLetter, error) {
-			return d.Redrive(ctx, seq)
+			dl, _, err := d.Redrive(ctx, seq)
+			return dl, err
 		})
 }
 

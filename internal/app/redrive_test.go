@@ -54,8 +54,8 @@ func TestRedriveAppliesSetAsideCommandOnce(t *testing.T) {
 	stop()
 	seqs := deadSeqs(t, gw, 2)
 
-	dl, err := gw.Bus.Redrive(ctx, seqs["acc-1"])
-	if err != nil || dl.TxnID != "acc-1" || !strings.Contains(dl.Reason, "ledger unreachable") {
+	dl, again, err := gw.Bus.Redrive(ctx, seqs["acc-1"])
+	if err != nil || again || dl.TxnID != "acc-1" || !strings.Contains(dl.Reason, "ledger unreachable") {
 		t.Fatalf("redrive: %+v, %v", dl, err)
 	}
 	if s := c.must(200, "GET", "/v1/commands/acc-1", "", nil); s.body["status"] != "pending" {
@@ -71,7 +71,7 @@ func TestRedriveAppliesSetAsideCommandOnce(t *testing.T) {
 	cfg2 := *cfg
 	startApp(t, &cfg2, Roles{Core: true})
 	awaitStatus(t, c, "acc-1", "ok")
-	if _, err := gw.Bus.Redrive(ctx, seqs["acc-1"]); !errors.Is(err, natsbus.ErrNoDeadLetter) {
+	if _, _, err := gw.Bus.Redrive(ctx, seqs["acc-1"]); !errors.Is(err, natsbus.ErrNoDeadLetter) {
 		t.Fatalf("second redrive of the same letter: %v, want ErrNoDeadLetter", err)
 	}
 	r := c.must(201, "POST", "/v1/programs/telco/members/M-1/events", "acc-1", ev("10.00"))
@@ -102,7 +102,7 @@ func TestRedriveAppliesSetAsideCommandOnce(t *testing.T) {
 		t.Fatalf("the caller's batch: %d %s", r.status, r.raw)
 	}
 	<-results // the caller's own
-	if _, err := gw.Bus.Redrive(ctx, seqs["acc-2"]); err != nil {
+	if _, _, err := gw.Bus.Redrive(ctx, seqs["acc-2"]); err != nil {
 		t.Fatal(err)
 	}
 	select {
