@@ -78,7 +78,7 @@ func setup(ctx context.Context, c *client, program string, members int,
 	var next atomic.Int64
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
-	for range 16 {
+	for range 64 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
