@@ -31,6 +31,8 @@ type rig struct {
 	url  string
 	now  time.Time
 	opts Options
+	// natsURL is the bus's server, once connectBus made one.
+	natsURL string
 }
 
 func TestMain(m *testing.M) {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -33,21 +31,7 @@ func TestDeadLettersPage(t *testing.T) {
 	rg.user("olga", RoleOperator)
 	rg.user("ana", RoleAnalyst)
 
-	srv, natsURL, err := natsbus.StartEmbedded(t.TempDir(), -1, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	b, err := natsbus.Connect(context.Background(), natsbus.Config{URL: natsURL,
-		Partitions: 1, MaxDeliver: 1, RetryDelay: 20 * time.Millisecond,
-		MaxRetryDelay: 100 * time.Millisecond}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	rg.s.pub = b
-
+	b := rg.connectBus(func(c *natsbus.Config) { c.MaxDeliver = 1 })
 	ctx := context.Background()
 	payload, _ := json.Marshal(core.Adjust{Points: 25, Reason: "goodwill"})
 	cmd := bus.Command{ID: uuid.NewString(), Kind: core.KindAdjust, Source: "callcentre",
@@ -57,7 +41,7 @@ func TestDeadLettersPage(t *testing.T) {
 	if _, err := b.PublishCommand(ctx, cmd); err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(natsURL)
+	nc, err := nats.Connect(rg.natsURL)
 	if err != nil {
 		t.Fatal(err)
 	}

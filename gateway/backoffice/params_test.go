@@ -30,8 +30,8 @@ func newBusRig(t *testing.T, opt Options) *rig {
 }
 
 // connectBus gives the back office a bus of its own: an embedded NATS
-// server with one command partition.
-func (rg *rig) connectBus() *natsbus.Bus {
+// server with one command partition; tune changes the bus's settings.
+func (rg *rig) connectBus(tune ...func(*natsbus.Config)) *natsbus.Bus {
 	t := rg.t
 	t.Helper()
 	srv, natsURL, err := natsbus.StartEmbedded(t.TempDir(), -1, false)
@@ -39,10 +39,14 @@ func (rg *rig) connectBus() *natsbus.Bus {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	rg.natsURL = natsURL
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	b, err := natsbus.Connect(context.Background(), natsbus.Config{URL: natsURL,
-		Partitions: 1, RetryDelay: 50 * time.Millisecond,
-		MaxRetryDelay: 200 * time.Millisecond}, log)
+	cfg := natsbus.Config{URL: natsURL, Partitions: 1, RetryDelay: 50 * time.Millisecond,
+		MaxRetryDelay: 200 * time.Millisecond}
+	for _, f := range tune {
+		f(&cfg)
+	}
+	b, err := natsbus.Connect(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatalf("connect bus: %v", err)
 	}
