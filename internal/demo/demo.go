@@ -118,6 +118,10 @@ type Summary struct {
 	// could not be read.
 	LedgerPoints                int64
 	LedgerMembers, LedgerUnread int
+	// CutOff writes were on their way when the run stopped: each may or
+	// may not have been applied, and a later run, sending them again with
+	// the same ids, tells which (as a replay or as new).
+	CutOff int
 	// Stopped is set when the run ended early (interrupted, or the gateway
 	// stopped answering): the ledger was not read, and what is pending was
 	// not asked about.
@@ -683,6 +687,8 @@ func (s *Summary) count(a answer, event bool) {
 		s.Rejected[what+a.reason]++
 	case a.verdict == failed:
 		s.Failed[what+a.reason]++
+	case a.verdict == cutOff:
+		s.CutOff++
 	case event && a.verdict == applied:
 		s.EventsNew++
 		s.PointsNew += a.points
@@ -706,6 +712,7 @@ func (s *Summary) merge(o *Summary) {
 	s.Skipped += o.Skipped
 	s.PointsNew += o.PointsNew
 	s.PointsReplayed += o.PointsReplayed
+	s.CutOff += o.CutOff
 	for k, v := range o.Rejected {
 		s.Rejected[k] += v
 	}
@@ -794,6 +801,10 @@ func (s Summary) Print(w io.Writer) {
 	printCounts(w, s.Rejected)
 	fmt.Fprintf(w, "Failed:            %s\n", group(int64(s.FailedTotal())))
 	printCounts(w, s.Failed)
+	if s.CutOff > 0 {
+		fmt.Fprintf(w, "Cut off:           %s (on their way when the run stopped: applied or "+
+			"not, the next run tells)\n", group(int64(s.CutOff)))
+	}
 	if s.Skipped > 0 {
 		fmt.Fprintf(w, "Events not sent:   %s (member not enrolled, or interrupted)\n",
 			group(int64(s.Skipped)))
@@ -869,6 +880,7 @@ const (
 	pending                 // 202: accepted, not applied yet
 	rejected                // 4xx: refused; nothing changed
 	failed                  // no answer after every retry
+	cutOff                  // on its way when the run stopped: applied or not, a later run tells
 )
 
 // answer is the outcome of one write.
@@ -968,7 +980,8 @@ func (c *client) write(ctx context.Context, method, path, key string, body any) 
 		}
 	}
 	if ctx.Err() != nil {
-		last.reason = "interrupted: " + context.Cause(ctx).Error()
+		// The write may have reached the ledger before the run stopped.
+		return answer{verdict: cutOff, reason: "interrupted: " + context.Cause(ctx).Error()}
 	}
 	c.settle(ctx, false, last.reason)
 	return last
@@ -1106,6 +1119,12 @@ func (c *client) writeBatch(ctx context.Context, path string, events []batchEven
 			}
 		}
 		todo = again
+	}
+	if len(todo) > 0 && ctx.Err() != nil {
+		for _, j := range todo {
+			out[j] = answer{verdict: cutOff, reason: "interrupted"}
+		}
+		return out
 	}
 	if len(todo) > 0 {
 		c.settle(ctx, false, out[todo[0]].reason)

@@ -542,8 +542,10 @@ func TestRunStopsWhenGatewayStopsAnswering(t *testing.T) {
 }
 
 // Interrupted after its first bills (Ctrl-C), a run says it stopped early
-// instead of printing zero points on the ledger, and returns the
-// interruption; run again, it sends the rest and credits nothing twice.
+// instead of printing zero points on the ledger, counts the writes on their
+// way as cut off (they may have been applied) rather than failed, and
+// returns the interruption; run again, it sends the rest and credits
+// nothing twice.
 func TestRunInterruptedThenRunAgain(t *testing.T) {
 	g := newFakeGateway()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -568,6 +570,7 @@ func TestRunInterruptedThenRunAgain(t *testing.T) {
 	sum, err := Run(ctx, Options{BaseURL: srv.URL, APIKey: "k", Workers: 1, AsOf: asOf,
 		Out: &out, Data: strings.NewReader(rows.String())})
 	if !errors.Is(err, context.Canceled) || !sum.Stopped || sum.LedgerMembers != 0 ||
+		sum.FailedTotal() != 0 || sum.CutOff == 0 || !strings.Contains(out.String(), "Cut off:") ||
 		!strings.Contains(out.String(), "not read: the run stopped early") ||
 		strings.Contains(out.String(), "over 0 members") {
 		t.Fatalf("interrupted run: %v %+v\n%s", err, sum, out.String())
