@@ -20,10 +20,12 @@ const deadUsage = `Usage: puntos deadletters list [--limit N] [flags]
        puntos deadletters redrive (SEQ... | --all) [--wait D] [flags]
        puntos deadletters discard SEQ... [flags]
 
-A command that core failed to apply PUNTOS_MAX_DELIVER times in a row (a
-fault that outlasted the retries, not a refusal: refusals are answered and
-stored) is set aside on the dead-letter stream with the reason; its status
-URL says failed.
+Commands core could not apply are set aside on the dead-letter stream with
+the reason: those it failed to apply PUNTOS_MAX_DELIVER times in a row (a
+fault that outlasted the retries; their status URL says failed), and those
+the ledger refused as they can never succeed as sent (an unknown member, an
+invalid payload: the refusal is stored and is their answer; re-driving one
+gives that refusal again).
 
   list     the dead letters, oldest first, each with its sequence (SEQ)
   redrive  once the cause is mended: put each named command (or --all of
@@ -84,7 +86,7 @@ func runDeadLetters(ctx context.Context, args []string, getenv func(string) stri
 	}
 	// What is left: the sequences, then the platform's flags.
 	var seqs []uint64
-	for len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+	for sub != "list" && len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		n, err := strconv.ParseUint(args[0], 10, 64)
 		if err != nil || n == 0 {
 			return fmt.Errorf("%s: %q is not a dead letter's sequence (a positive whole "+
@@ -97,7 +99,7 @@ func runDeadLetters(ctx context.Context, args []string, getenv func(string) stri
 		return fmt.Errorf("%s: --limit must be at least 1", name)
 	case *wait < 0:
 		return fmt.Errorf("%s: --wait must not be negative", name)
-	case sub == "list" && len(seqs) > 0:
+	case sub == "list" && (len(seqs) > 0 || len(args) > 0 && !strings.HasPrefix(args[0], "-")):
 		return fmt.Errorf("%s takes no sequence; it lists them all", name)
 	case sub != "list" && len(seqs) == 0 && !all:
 		for _, a := range args {
