@@ -101,10 +101,10 @@ func TestBulkLoadInChromium(t *testing.T) {
 	if !strings.HasPrefix(posted, "2 lines posted, 0 refused by the ledger, 1 invalid") {
 		t.Fatalf("posted summary %q", posted)
 	}
-	wantResult := "line,txn_id,member,points,status,error_kind,error_field,error\n" +
-		"2,bulk-0001,7590-VHVEG,1200,posted,,,\n"
+	wantResult := "line,txn_id,member,points,status,error_kind,error_field,error,replayed\n" +
+		"2,bulk-0001,7590-VHVEG,1200,posted,,,,\n"
 	if !strings.HasPrefix(result, wantResult) ||
-		!strings.Contains(result, "\n4,bulk-0003,7590-VHVEG,-200,posted,,,\n") ||
+		!strings.Contains(result, "\n4,bulk-0003,7590-VHVEG,-200,posted,,,,\n") ||
 		!strings.Contains(result, "\n3,bulk-0002,NOPE-404,50,invalid,not_found,member,") {
 		t.Fatalf("result file:\n%s", result)
 	}

@@ -762,13 +762,13 @@ func TestResultFile(t *testing.T) {
 	if v.Posted != 3 || v.Rejected != 1 || v.Invalid != 1 || v.Progress.Errors != 2 {
 		t.Fatalf("batch %+v", v.Batch)
 	}
-	want := "line,txn_id,member,points,status,error_kind,error_field,error\n" +
-		"2,'+r1,m1,50,posted,,,\n" +
-		"3,r2,'=m2,-10,rejected,insufficient,points,\"10 points asked, 0 available\"\n" +
-		"4,r3,'@m3,20,posted,,,\n" +
-		"5,r4,m1,-20,posted,,,\n" +
+	want := "line,txn_id,member,points,status,error_kind,error_field,error,replayed\n" +
+		"2,'+r1,m1,50,posted,,,,\n" +
+		"3,r2,'=m2,-10,rejected,insufficient,points,\"10 points asked, 0 available\",\n" +
+		"4,r3,'@m3,20,posted,,,,\n" +
+		"5,r4,m1,-20,posted,,,,\n" +
 		"6,r5,m1,,invalid,invalid,points,\"must be a whole number such as 1500 or -200, " +
-		"got \"\"x\"\"\"\n"
+		"got \"\"x\"\"\",\n"
 	got := f.result(v.ID)
 	if got != want {
 		t.Errorf("result file:\n%s\nwant:\n%s", got, want)

@@ -306,7 +306,7 @@ func (s *Service) post(w http.ResponseWriter, r *http.Request) {
 
 // resultHeader is the first row of a result file.
 var resultHeader = []string{"line", "txn_id", "member", "points", "status", "error_kind",
-	"error_field", "error"}
+	"error_field", "error", "replayed"}
 
 // getResult streams the result file: one row per line of the input, in
 // order, posted or rejected (or, before posting, valid or invalid) and why.
@@ -354,6 +354,12 @@ func (s *Service) WriteResult(ctx context.Context, out io.Writer, b *core.Batch)
 			row[5] = x.ErrorKind
 			row[6] = safeCell(x.ErrorField)
 			row[7] = safeCell(x.Error)
+			// A line whose transaction id was applied before (this file loaded
+			// again, say): the ledger gave its first answer, nothing new.
+			row[8] = ""
+			if x.Replayed {
+				row[8] = "true"
+			}
 			if x.Status == core.LineInvalid && x.Points == 0 {
 				row[3] = ""
 			}

@@ -46,6 +46,13 @@ func TestReview4FileAgainCountsReplaysAcrossConcurrentParts(t *testing.T) {
 	if err := json.Unmarshal(raw, &m); err != nil || m["replayed_lines"] != float64(4) {
 		t.Errorf("GET batch: replayed_lines %v (%v), want 4", m["replayed_lines"], err)
 	}
+	// The result file tells the four lines applied by the first file apart.
+	wantRows := "line,txn_id,member,points,status,error_kind,error_field,error,replayed\n" +
+		"2,t-1,a,10,posted,,,,true\n3,t-2,b,20,posted,,,,true\n4,t-3,c,30,posted,,,,true\n" +
+		"5,t-4,d,40,posted,,,,true\n6,t-5,a,5,posted,,,,\n7,t-6,b,5,posted,,,,\n"
+	if got := f.result(v2.ID); got != wantRows {
+		t.Errorf("result file of the second load:\n%s\nwant:\n%s", got, wantRows)
+	}
 	for ref, want := range map[string]core.Points{"a": 15, "b": 25, "c": 30, "d": 40} {
 		if got := f.available(ref); got != want {
 			t.Errorf("%s has %d, want %d", ref, got, want)

@@ -71,7 +71,7 @@ func TestBulkFileEndToEnd(t *testing.T) {
 		t.Errorf("inbox file not in done/: %v", err)
 	}
 	res := c.must(200, "GET", "/v1/programs/telco/batches/"+id+"/result", "", nil)
-	if !strings.Contains(res.raw, "2,f-1,7590-VHVEG,1200,posted,,,\n") {
+	if !strings.Contains(res.raw, "2,f-1,7590-VHVEG,1200,posted,,,,\n") {
 		t.Errorf("result file %q", res.raw)
 	}
 }
