@@ -106,36 +106,43 @@ func (b *Bus) DeadLetter(ctx context.Context, d *Delivery, reason string) error 
 }
 
 // DeadLetters reads back up to n dead-lettered commands, oldest first; the
-// marks Discard leaves are not among them.
+// marks Discard leaves are not among them. The stream is read in fetches
+// of up to 500 messages, which pass over the removed ones.
 func (b *Bus) DeadLetters(ctx context.Context, n int) ([]DeadLetter, error) {
 	if n <= 0 {
 		return []DeadLetter{}, nil
 	}
-	stream, err := b.js.Stream(ctx, b.deadStream)
+	cons, err := b.js.OrderedConsumer(ctx, b.deadStream, jetstream.OrderedConsumerConfig{
+		InactiveThreshold: 10 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("dead letters: %w", err)
 	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("dead letters: %w", err)
-	}
-
-	out := make([]DeadLetter, 0, min(n, int(info.State.Msgs)))
-	for seq := info.State.FirstSeq; len(out) < n && seq <= info.State.LastSeq; seq++ {
-		if seq == 0 {
-			continue
-		}
-		raw, err := stream.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue // deleted
-		}
+	out := []DeadLetter{}
+	for len(out) < n {
+		batch, err := cons.FetchNoWait(500)
 		if err != nil {
-			return nil, fmt.Errorf("dead letter %d: %w", seq, err)
+			return nil, fmt.Errorf("dead letters: %w", err)
 		}
-		if raw.Header.Get(HeaderDiscarded) != "" {
-			continue // discarded: kept for the command's status only
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			if len(out) == n || m.Headers().Get(HeaderDiscarded) != "" {
+				continue // enough, or a mark: kept for the command's status only
+			}
+			meta, err := m.Metadata()
+			if err != nil {
+				return nil, fmt.Errorf("dead letters: %w", err)
+			}
+			out = append(out, readDeadLetter(&jetstream.RawStreamMsg{Subject: m.Subject(),
+				Sequence: meta.Sequence.Stream, Header: m.Headers(), Data: m.Data(),
+				Time: meta.Timestamp}))
 		}
-		out = append(out, readDeadLetter(raw))
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return nil, fmt.Errorf("dead letters: %w", err)
+		}
+		if got == 0 {
+			break
+		}
 	}
 	return out, nil
 }

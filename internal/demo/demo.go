@@ -908,6 +908,16 @@ type client struct {
 	stop        context.CancelCauseFunc
 }
 
+// errGaveUp is the cause a run stops with when the gateway stops
+// answering.
+var errGaveUp = errors.New("the gateway stopped answering")
+
+// interrupted reports whether ctx ended because the run was stopped from
+// outside (Ctrl-C), not because it gave up on the gateway.
+func interrupted(ctx context.Context) bool {
+	return ctx.Err() != nil && !errors.Is(context.Cause(ctx), errGaveUp)
+}
+
 // settle notes whether a request got an answer in the end.
 func (c *client) settle(ctx context.Context, answered bool, why string) {
 	if answered {
@@ -918,8 +928,8 @@ func (c *client) settle(ctx context.Context, answered bool, why string) {
 		return
 	}
 	if n := c.streak.Add(1); n == c.giveUpAfter {
-		c.stop(fmt.Errorf("the gateway stopped answering: %d requests in a row failed "+
-			"after %d retries each; last: %s", n, maxRetries, why))
+		c.stop(fmt.Errorf("%w: %d requests in a row failed after %d retries each; last: %s",
+			errGaveUp, n, maxRetries, why))
 	}
 }
 
@@ -979,7 +989,7 @@ func (c *client) write(ctx context.Context, method, path, key string, body any) 
 			return last
 		}
 	}
-	if ctx.Err() != nil {
+	if interrupted(ctx) {
 		// The write may have reached the ledger before the run stopped.
 		return answer{verdict: cutOff, reason: "interrupted: " + context.Cause(ctx).Error()}
 	}
@@ -1120,7 +1130,7 @@ func (c *client) writeBatch(ctx context.Context, path string, events []batchEven
 		}
 		todo = again
 	}
-	if len(todo) > 0 && ctx.Err() != nil {
+	if len(todo) > 0 && interrupted(ctx) {
 		for _, j := range todo {
 			out[j] = answer{verdict: cutOff, reason: "interrupted"}
 		}
@@ -1170,7 +1180,8 @@ func (c *client) await(ctx context.Context, txn string, wait time.Duration) answ
 		var r result
 		code, err := c.get(wctx, "/v1/commands/"+url.PathEscape(txn), &r)
 		switch {
-		case err != nil && wctx.Err() != nil && ctx.Err() == nil:
+		case err != nil && wctx.Err() != nil:
+			// The wait ran out, or the run stopped: it stays pending.
 			return answer{verdict: pending, txn: txn}
 		case err != nil:
 			return answer{verdict: failed, reason: err.Error()}
