@@ -552,6 +552,16 @@ func Evaluate(rules []*CompiledRule, ev EventFacts, mf MemberFacts, loc *time.Lo
 // Evaluate describes.
 func (s *RuleSet) Evaluate(ev EventFacts, mf MemberFacts, loc *time.Location,
 	usage UsageFunc) (Evaluation, error) {
+	return s.EvaluateInto(nil, ev, mf, loc, usage)
+}
+
+// EvaluateInto is Evaluate writing the result's Fired into dst when it has
+// room (one entry per rule that can fire, and one for the tier), so that a
+// caller evaluating many events in turn allocates that list once: pass the
+// previous result's Fired back. The previous result's Fired is then
+// overwritten; a caller that keeps results passes nil, as Evaluate does.
+func (s *RuleSet) EvaluateInto(dst []Fired, ev EventFacts, mf MemberFacts,
+	loc *time.Location, usage UsageFunc) (Evaluation, error) {
 	rules := s.For(ev.Type)
 	var out Evaluation
 	out.Day, out.Month = Windows(ev.OccurredAt, loc)
@@ -586,7 +596,11 @@ func (s *RuleSet) Evaluate(ev EventFacts, mf MemberFacts, loc *time.Location,
 	// Base rules first, then multipliers on what the base rules gave.
 	amount, exact := microAmount(ev.Amount)
 	var base Points
-	out.Fired = make([]Fired, len(fired), len(fired)+1)
+	if cap(dst) >= len(fired)+1 {
+		out.Fired = dst[:len(fired)]
+	} else {
+		out.Fired = make([]Fired, len(fired), len(fired)+1)
+	}
 	for pass := 0; pass < 2; pass++ {
 		for i, r := range fired {
 			if (r.Formula.Kind == FormulaMultiplier) != (pass == 1) {

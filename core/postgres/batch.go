@@ -148,6 +148,9 @@ type runState struct {
 	// ruleReads is set when the run reads attributes and counters,
 	// qualReads when it reads tier qualifications.
 	ruleReads, qualReads bool
+	// fired is the list of fired rules the run's evaluations share: an
+	// evaluation's list is read (for the counters) before the next one.
+	fired []core.Fired
 }
 
 // qualKey names a member's qualification window ending at an instant (in
@@ -906,10 +909,12 @@ func (st *runState) evaluate(prog *program, m *member, lvl *core.TierLevel,
 		}
 		return u, err
 	}
-	e, err := snap.inForce(ev.Type, ev.OccurredAt).Evaluate(ev, *mf, prog.Location(), usage)
+	e, err := snap.inForce(ev.Type, ev.OccurredAt).EvaluateInto(st.fired, ev, *mf,
+		prog.Location(), usage)
 	if err != nil {
 		return e, nil, false
 	}
+	st.fired = e.Fired
 	caps := func(code string, version int) (core.Caps, error) {
 		if c, ok := snap.byRef[ruleKey{code, version}]; ok {
 			return c.Caps, nil
