@@ -71,7 +71,9 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		"final check (required with -url)")
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "length of each scenario")
 	fs.IntVar(&o.clients, "clients", 64, "concurrent clients sending accruals in scenario a")
-	fs.IntVar(&o.members, "members", 1000, "members enrolled and spread over")
+	fs.IntVar(&o.members, "members", 100000, "members enrolled and spread over: an "+
+		"operator's billing run touches as many members as it has events (runs before "+
+		"5 December 2026, 16:00 UTC spread over 1000, which flatters the batches)")
 	fs.IntVar(&o.readRate, "read-rate", 5000, "target balance reads per second (scenario b)")
 	fs.IntVar(&o.readers, "readers", 32, "concurrent readers in scenario b")
 	fs.BoolVar(&o.readLots, "read-lots", false, "scenario b reads each member's lots with "+
