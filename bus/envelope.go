@@ -181,6 +181,20 @@ func DeadCommandSubject(source, txn string) string {
 	return "puntos.dead.cmd." + hex.EncodeToString(sum[:16])
 }
 
+// DeadCommandSubjects matches what DeadCommandSubject makes, and no subject
+// DeadSubject or DiscardedCommandSubject does.
+const DeadCommandSubjects = "puntos.dead.cmd.*"
+
+// DiscardedCommandSubject is where the mark of the command (source, txn)
+// goes when an operator discards its latest dead letter: a subject apart
+// from the letters', so that the server's count of messages by subject
+// tells the letters waiting from the marks. Until 5 December 2026 marks
+// were stored on DeadCommandSubject, among the letters.
+func DiscardedCommandSubject(source, txn string) string {
+	sum := sha256.Sum256([]byte(source + "\x00" + txn))
+	return "puntos.dead.discarded." + hex.EncodeToString(sum[:16])
+}
+
 // ResultSubject is the core-NATS subject on which the result of the command
 // (source, txn) is announced. Waiters subscribe before publishing.
 func ResultSubject(source, txn string) string {

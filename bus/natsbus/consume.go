@@ -514,8 +514,9 @@ func (b *Bus) Holds(ctx context.Context, source, txn string) (bool, error) {
 // again and applied since.
 // Only what core has not acknowledged is read of the command stream, so the
 // cost follows the backlog, not the size of the stream; the dead-letter
-// stream is one lookup, plus a read of the dead letters written before
-// they had subjects of their own (bus.DeadCommandSubject).
+// stream is two lookups (the command's letters and marks), plus a read of
+// the dead letters written before they had subjects of their own
+// (bus.DeadCommandSubject).
 func (b *Bus) Locate(ctx context.Context, source, txn string) (bus.Whereabouts, error) {
 	budget := maxHoldsScan
 	// A message id of the pair is its prefix and the digest's digits, no
@@ -597,7 +598,8 @@ func (b *Bus) Locate(ctx context.Context, source, txn string) (bus.Whereabouts, 
 		}
 		return bus.DeadLettered, nil
 	}
-	// A dead letter of the command is on a subject of its own: one lookup.
+	// A dead letter of the command is on a subject of its own, a mark on
+	// another: two lookups.
 	switch last, err := b.lastDead(ctx, source, txn); {
 	case err != nil:
 		return bus.Waiting, fmt.Errorf("holds: %w", err)
@@ -628,7 +630,7 @@ func (b *Bus) Locate(ctx context.Context, source, txn string) (bus.Whereabouts, 
 
 // DeadLettered reports whether the command (source, txn) was set aside on
 // the dead-letter stream since dead letters have had subjects of their own
-// (bus.DeadCommandSubject): one lookup, whatever the size of the streams.
+// (bus.DeadCommandSubject): two lookups, whatever the size of the streams.
 // Locate also finds older dead letters, by reading them.
 func (b *Bus) DeadLettered(ctx context.Context, source, txn string) (bool, error) {
 	last, err := b.lastDead(ctx, source, txn)
@@ -639,8 +641,9 @@ func (b *Bus) DeadLettered(ctx context.Context, source, txn string) (bool, error
 // set aside as a dead letter and the bus holds no copy of it still to be
 // applied (sent again in a pack, say): whether a retry of cmd that the bus
 // dropped as a duplicate, and the ledger has no result for, will never get
-// one. A command never dead-lettered costs one lookup; one that was costs
-// a Locate too. When it cannot tell, it answers false with the error.
+// one. A command never dead-lettered costs two lookups (lastDead); one
+// that was costs a Locate too. When it cannot tell, it answers false with
+// the error.
 func (b *Bus) SetAside(ctx context.Context, cmd bus.Command) (bool, error) {
 	last, err := b.lastDead(ctx, cmd.Source, cmd.TxnID)
 	if err != nil || last == nil {
@@ -654,31 +657,24 @@ func (b *Bus) SetAside(ctx context.Context, cmd bus.Command) (bool, error) {
 	return err == nil && where == bus.DeadLettered, err
 }
 
-// lastDead is the latest dead letter of the command (source, txn) on its
-// own subject, or nil.
+// lastDead is the latest dead letter or discard mark of the command
+// (source, txn) on the subjects of its own, or nil: two lookups.
 func (b *Bus) lastDead(ctx context.Context, source, txn string) (*jetstream.RawStreamMsg,
 	error) {
-	dead := b.deadHandle.Load()
-	if dead == nil {
-		s, err := b.js.Stream(ctx, b.deadStream)
-		if err != nil {
-			return nil, fmt.Errorf("dead letters: %w", err)
-		}
-		dead = &s
-		b.deadHandle.Store(dead)
+	dead, err := b.deadStreamHandle(ctx)
+	if err != nil {
+		return nil, err
 	}
-	last, err := (*dead).GetLastMsgForSubject(ctx, b.prefix+bus.DeadCommandSubject(source, txn))
+	last, err := b.lastOfCommand(ctx, dead, source, txn)
 	switch {
-	case err == nil:
-		if last.Header.Get(HeaderSource) == source && last.Header.Get(HeaderTxn) == txn {
-			return last, nil
-		}
-		return nil, nil
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return nil, nil
+	case err != nil:
+		b.deadHandle.Store(nil) // the stream may have gone: find it again next time
+		return nil, fmt.Errorf("dead letters: %w", err)
+	case last != nil && last.Header.Get(HeaderSource) == source &&
+		last.Header.Get(HeaderTxn) == txn:
+		return last, nil
 	}
-	b.deadHandle.Store(nil) // the stream may have gone: find it again next time
-	return nil, fmt.Errorf("dead letters: %w", err)
+	return nil, nil
 }
 
 // scan is what scanHeaders found.

@@ -25,7 +25,8 @@ const (
 	HeaderDeliveries = "Puntos-Deliveries"  // how many times it was delivered
 	// HeaderDiscarded marks what an operator's Discard leaves of a letter
 	// (redrive.go): the same command, no longer listed, so that the status
-	// URL and a retry of it still say it was set aside.
+	// URL and a retry of it still say it was set aside. A mark is stored on
+	// bus.DiscardedCommandSubject (waiting.go).
 	HeaderDiscarded = "Puntos-Discarded"
 )
 

@@ -287,7 +287,9 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 }
 
 // ensureStreams creates or updates the three streams. The command and
-// event streams take atomic batches when the server knows them.
+// event streams take atomic batches when the server knows them. Discard
+// marks that earlier versions left among the dead letters are moved to
+// subjects of their own (moveMarks).
 func (b *Bus) ensureStreams(ctx context.Context) error {
 	atomic := serverAtLeast(b.nc.ConnectedServerVersion(), atomicMinVersion)
 	streams := []jetstream.StreamConfig{{
@@ -332,6 +334,14 @@ func (b *Bus) ensureStreams(ctx context.Context) error {
 			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
 		}
 		b.atomicStreams[sc.Name] = st.CachedInfo().Config.AllowAtomicPublish
+		if sc.Name == b.deadStream && st.CachedInfo().State.Msgs > 0 {
+			// Marks an earlier version left among the letters would count as
+			// letters waiting; the bus works all the same if they stay.
+			if err := b.moveMarks(ctx); err != nil {
+				b.log.Warn("Discard marks not moved; they count as dead letters waiting "+
+					"until a later start moves them", "error", err)
+			}
+		}
 	}
 	return nil
 }

@@ -149,9 +149,10 @@ func (b *Bus) Redrive(ctx context.Context, seq uint64) (dl DeadLetter, again boo
 // Discard removes the dead letter at seq without sending its command again,
 // and returns it as it was. For a command whose latest letter it is, a mark
 // stays in the dead-letter stream (header HeaderDiscarded, not listed by
-// DeadLetters): its status URL still says it failed, and a retry of it that
-// the bus drops as a duplicate is still answered as set aside rather than
-// accepted.
+// DeadLetters, on the command's bus.DiscardedCommandSubject, not counted by
+// DeadLettersWaiting): its status URL still says it failed, and a retry of
+// it that the bus drops as a duplicate is still answered as set aside rather
+// than accepted.
 func (b *Bus) Discard(ctx context.Context, seq uint64) (DeadLetter, error) {
 	stream, err := b.js.Stream(ctx, b.deadStream)
 	if err != nil {
@@ -165,21 +166,21 @@ func (b *Bus) Discard(ctx context.Context, seq uint64) (DeadLetter, error) {
 	// of its command: a newer letter (the caller's corrected request, set
 	// aside too) already answers for the command, and a mark after it would
 	// hide it.
-	subject := b.prefix + bus.DeadCommandSubject(dl.Source, dl.TxnID)
 	latest := dl.Source != "" && dl.TxnID != ""
 	if latest {
-		last, err := stream.GetLastMsgForSubject(ctx, subject)
+		last, err := b.lastOfCommand(ctx, stream, dl.Source, dl.TxnID)
 		switch {
-		case err == nil:
-			latest = last.Sequence == seq
-		case errors.Is(err, jetstream.ErrMsgNotFound):
-			// A letter from before letters had subjects of their own.
-		default:
+		case err != nil:
 			return dl, fmt.Errorf("discard dead letter %d: %w", seq, err)
+		case last != nil:
+			latest = last.Sequence == seq
+		default:
+			// A letter from before letters had subjects of their own.
 		}
 	}
 	if latest {
-		m := &nats.Msg{Subject: subject, Data: dl.Raw, Header: nats.Header{}}
+		m := &nats.Msg{Subject: b.prefix + bus.DiscardedCommandSubject(dl.Source, dl.TxnID),
+			Data: dl.Raw, Header: nats.Header{}}
 		for k, v := range h {
 			if k != jetstream.MsgIDHeader {
 				m.Header[k] = v

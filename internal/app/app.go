@@ -108,6 +108,12 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger, roles Roles) (*Ap
 		return nil, fmt.Errorf("connect bus: %w", err)
 	}
 	a.Bus = b
+	if roles.Core {
+		// Dead letters waiting, beside puntos_dead_letters_total: exported by
+		// the processes that run core (puntos run, puntos core), not by
+		// gateways and adapters, which would repeat the same count.
+		a.metrics.reg.MustRegister(newDeadWaitingCollector(b.DeadLettersWaiting, log))
+	}
 
 	// Reporting store (checked by /readyz; the sink comes with the adapters).
 	if cfg.ClickHouseAddr != "" {

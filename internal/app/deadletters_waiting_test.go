@@ -1,0 +1,168 @@
+package app
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/puntos-loyalty/puntos/bus/natsbus"
+)
+
+// scrape reads the /metrics page of the process at addr and returns its
+// samples without labels by name; a page that is not 200 fails the test.
+func scrape(t *testing.T, addr string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %s", resp.Status)
+	}
+	samples := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(value, 64); err == nil {
+			samples[name] = v
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("read /metrics: %v", err)
+	}
+	return samples
+}
+
+// awaitWaiting scrapes addr until puntos_dead_letters_waiting reads want,
+// and returns that scrape.
+func awaitWaiting(t *testing.T, addr string, want float64) map[string]float64 {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		m := scrape(t, addr)
+		got, ok := m["puntos_dead_letters_waiting"]
+		if ok && got == want && m["puntos_dead_letters_waiting_up"] == 1 {
+			return m
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("puntos_dead_letters_waiting = %v (present %v, up %v), want %v", got, ok,
+				m["puntos_dead_letters_waiting_up"], want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Three accruals for members that do not exist are refused and
+// dead-lettered: the /metrics page of the process running core says three
+// wait. A discard (which leaves a mark) and a re-drive each take one away;
+// the counter of letters ever sent stays at three. A gateway on the same bus
+// does not export the gauge.
+func TestMetricsShowDeadLettersWaiting(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a := startApp(t, testConfig(t), Roles{Gateway: true, Core: true})
+	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
+	setupProgram(c)
+	if m := awaitWaiting(t, a.Addr(), 0); m["puntos_dead_letters_total"] != 0 {
+		t.Fatalf("puntos_dead_letters_total before any letter: %v", m)
+	}
+
+	for _, txn := range []string{"ghost-1", "ghost-2", "ghost-3"} {
+		c.must(404, "POST", "/v1/programs/telco/members/GHOST-"+txn+"/events", txn,
+			map[string]any{"type": "bill_paid", "amount": "10.00"})
+	}
+	awaitWaiting(t, a.Addr(), 3)
+	seqs := deadSeqs(t, a, 3)
+
+	// Discarded: its mark stays in the stream, and is not counted.
+	if _, err := a.Bus.Discard(ctx, seqs["ghost-1"]); err != nil {
+		t.Fatal(err)
+	}
+	if dead, err := a.Bus.DeadLettered(ctx, "billing", "ghost-1"); err != nil || !dead {
+		t.Fatalf("ghost-1 after its discard: dead-lettered %v, %v; want its mark", dead, err)
+	}
+	awaitWaiting(t, a.Addr(), 2)
+
+	// Re-driven: core answers it with its stored refusal, and it stays out.
+	if _, _, err := a.Bus.Redrive(ctx, seqs["ghost-2"]); err != nil {
+		t.Fatal(err)
+	}
+	awaitWaiting(t, a.Addr(), 1)
+	time.Sleep(time.Second)
+	m := awaitWaiting(t, a.Addr(), 1)
+	if m["puntos_dead_letters_total"] != 3 {
+		t.Fatalf("puntos_dead_letters_total after a discard and a re-drive: %v, want 3",
+			m["puntos_dead_letters_total"])
+	}
+
+	// A gateway alone on the same bus leaves the count to core.
+	cfg := testConfig(t)
+	cfg.NATSURL = a.nats.ClientURL()
+	gw := startApp(t, cfg, Roles{Gateway: true})
+	m = scrape(t, gw.Addr())
+	if v, ok := m["puntos_dead_letters_waiting"]; ok {
+		t.Fatalf("a gateway exports puntos_dead_letters_waiting (%v): core does", v)
+	}
+	if _, ok := m["puntos_dead_letters_total"]; !ok {
+		t.Fatal("the gateway's page lacks its other metrics")
+	}
+}
+
+// With NATS down, a scrape of a core process answers within the gauge's
+// timeout and serves the other metrics: the gauge is left out and
+// puntos_dead_letters_waiting_up says 0. Once NATS is back, so is the
+// gauge.
+func TestMetricsWithoutNATS(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	srv, url, err := natsbus.StartEmbedded(dir, -1, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	current := srv
+	t.Cleanup(func() { current.Shutdown() })
+	_, portText, _ := net.SplitHostPort(strings.TrimPrefix(url, "nats://"))
+	port, _ := strconv.Atoi(portText)
+
+	cfg := testConfig(t)
+	cfg.NATSURL = url
+	a := startApp(t, cfg, Roles{Core: true})
+	awaitWaiting(t, a.Addr(), 0)
+
+	current.Shutdown()
+	current.WaitForShutdown()
+	start := time.Now()
+	m := scrape(t, a.Addr())
+	if took := time.Since(start); took > deadWaitingTimeout+2*time.Second {
+		t.Errorf("a scrape with NATS down took %s, want at most about %s", took,
+			deadWaitingTimeout)
+	}
+	if v, ok := m["puntos_dead_letters_waiting"]; ok {
+		t.Errorf("puntos_dead_letters_waiting = %v with NATS down, want it left out", v)
+	}
+	if up, ok := m["puntos_dead_letters_waiting_up"]; !ok || up != 0 {
+		t.Errorf("puntos_dead_letters_waiting_up = %v (present %v) with NATS down, want 0", up,
+			ok)
+	}
+	if _, ok := m["puntos_dead_letters_total"]; !ok {
+		t.Errorf("the page with NATS down lacks puntos_dead_letters_total: %v", m)
+	}
+
+	var s *server.Server
+	if s, _, err = natsbus.StartEmbedded(dir, port, true); err != nil {
+		t.Fatalf("restart nats: %v", err)
+	}
+	current = s
+	awaitWaiting(t, a.Addr(), 0)
+}
