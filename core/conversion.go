@@ -76,12 +76,14 @@ type ExternalProgram struct {
 	// Endpoint is the base URL of the partner's API (flavour http).
 	Endpoint string `json:"endpoint,omitempty"`
 	// Credentials is the secret sent to the partner as a bearer token. It is
-	// never logged and never answered back: reads show Masked instead.
+	// stored encrypted, never logged and never answered back: reads show
+	// Masked instead. An upsert that gives Masked keeps the stored secret.
 	Credentials string `json:"credentials,omitempty"`
 	Enabled     *bool  `json:"enabled,omitempty"`
 }
 
-// Masked is what reads and logs show instead of a secret.
+// Masked is what reads and logs show instead of a secret. Given back as
+// the credentials of an external program's upsert, it keeps the stored ones.
 const Masked = "****"
 
 // Defaults fills the fields a caller left empty.

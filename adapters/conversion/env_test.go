@@ -15,6 +15,7 @@ import (
 	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
 	"github.com/puntos-loyalty/puntos/core/postgres"
+	"github.com/puntos-loyalty/puntos/internal/secrets"
 	"github.com/puntos-loyalty/puntos/internal/testenv"
 )
 
@@ -41,6 +42,12 @@ func newEnv(t *testing.T) *env {
 	e := &env{t: t, ledger: postgres.New(pool, slog.New(slog.DiscardHandler)),
 		now: time.Date(2026, 3, 10, 15, 0, 0, 0, time.UTC)}
 	e.ledger.Clock = e.clock
+	// The ledger encrypts the credentials with a key of the test's own.
+	keys, _, err := secrets.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ledger.Secrets = keys
 	return e
 }
 

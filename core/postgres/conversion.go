@@ -13,6 +13,7 @@ import (
 
 	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
+	"github.com/puntos-loyalty/puntos/internal/secrets"
 )
 
 // conversionCmd applies the commands of conversions into external programs.
@@ -27,8 +28,9 @@ func (t *txn) conversionCmd(ctx context.Context, prog *program, cmd *bus.Command
 }
 
 // upsertExternal creates or replaces an external program of prog. The
-// command's member field is the external program's code. The stored result
-// shows the credentials masked.
+// command's member field is the external program's code. The credentials
+// are stored sealed (storedCredentials); the stored result shows them
+// masked.
 func (t *txn) upsertExternal(ctx context.Context, prog *program, cmd *bus.Command) (any, error) {
 	var e core.ExternalProgram
 	if err := decode(cmd.Payload, &e); err != nil {
@@ -42,7 +44,14 @@ func (t *txn) upsertExternal(ctx context.Context, prog *program, cmd *bus.Comman
 	if err := e.Validate(); err != nil {
 		return nil, err
 	}
-	_, err := t.tx.Exec(ctx, `INSERT INTO external_programs (program_id, code, name, ratio,
+	stored, err := t.storedCredentials(ctx, prog, e.Code, e.Credentials)
+	if err != nil {
+		return nil, err
+	}
+	if stored == "" {
+		e.Credentials = "" // nothing was kept: the result shows none
+	}
+	_, err = t.tx.Exec(ctx, `INSERT INTO external_programs (program_id, code, name, ratio,
 			rounding, min_points, max_points, daily_limit, monthly_limit, identify,
 			account_pattern, flavour, endpoint, credentials, enabled)
 		VALUES ($1, $2, $3, $4::numeric, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
@@ -54,12 +63,59 @@ func (t *txn) upsertExternal(ctx context.Context, prog *program, cmd *bus.Comman
 			flavour = EXCLUDED.flavour, endpoint = EXCLUDED.endpoint,
 			credentials = EXCLUDED.credentials, enabled = EXCLUDED.enabled, updated_at = $16`,
 		prog.ID, e.Code, e.Name, e.Ratio, e.Rounding, e.MinPoints, e.MaxPoints, e.DailyLimit,
-		e.MonthlyLimit, e.Identify, e.AccountPattern, e.Flavour, e.Endpoint, e.Credentials,
+		e.MonthlyLimit, e.Identify, e.AccountPattern, e.Flavour, e.Endpoint, stored,
 		*e.Enabled, t.now)
 	if err != nil {
 		return nil, fmt.Errorf("upsert external program: %w", err)
 	}
 	return e.Public(), nil
+}
+
+// storedCredentials is what the credentials column of prog's external
+// program code gets for the credentials given by an upsert: nothing for
+// nothing; the stored value for core.Masked (a caller that sends back what
+// it read keeps the secret, and the back office's blank field sends that);
+// otherwise the given secret sealed for the row. A plain value stored before
+// credentials were encrypted is sealed when kept, if a key is configured.
+// Errors: unavailable, when a secret is to be stored and no key is
+// configured: it is refused, never stored in plain text.
+func (t *txn) storedCredentials(ctx context.Context, prog *program, code,
+	given string) (string, error) {
+	switch given {
+	case "":
+		return "", nil
+	case core.Masked:
+		var cur string
+		err := t.tx.QueryRow(ctx, `SELECT credentials FROM external_programs
+			WHERE program_id = $1 AND code = $2 FOR UPDATE`, prog.ID, code).Scan(&cur)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return "", nil
+		}
+		if err != nil {
+			return "", fmt.Errorf("read stored credentials: %w", err)
+		}
+		if cur == "" || secrets.IsSealed(cur) || t.secrets == nil {
+			return cur, nil
+		}
+		given = cur
+	}
+	if t.secrets == nil {
+		return "", core.Errorf(core.Unavailable, "credentials", "cannot be stored: no "+
+			"secrets key is configured on the ledger's process (set PUNTOS_SECRETS_KEY); "+
+			"nothing was changed")
+	}
+	sealed, err := t.secrets.Seal(given, credentialsAD(prog.ID, code))
+	if err != nil {
+		return "", fmt.Errorf("seal credentials: %w", err)
+	}
+	return sealed, nil
+}
+
+// credentialsAD is the additional data that binds sealed credentials to
+// their row: a sealed value moved to another external program, or to
+// another program's, does not open.
+func credentialsAD(programID, code string) []byte {
+	return []byte("external_programs.credentials\x00" + programID + "\x00" + code)
 }
 
 const externalCols = `e.code, e.name, e.ratio::text, e.rounding, e.min_points, e.max_points,
@@ -254,10 +310,10 @@ func (t *txn) checkConversionLimit(ctx context.Context, m *member, ext, field st
 }
 
 // ExternalProgram returns an external program of the program, its
-// credentials masked. Errors: not_found.
+// credentials masked; they are not decrypted. Errors: not_found.
 func (l *Ledger) ExternalProgram(ctx context.Context, program, code string) (
 	*core.ExternalProgram, error) {
-	e, err := l.PartnerConfig(ctx, program, code)
+	e, _, err := l.readExternal(ctx, program, code)
 	if err != nil {
 		return nil, err
 	}
@@ -265,13 +321,105 @@ func (l *Ledger) ExternalProgram(ctx context.Context, program, code string) (
 	return &pub, nil
 }
 
-// PartnerConfig returns an external program with its credentials, for the
-// adapter that calls it. Never log or answer it as it is. Errors: not_found.
+// PartnerConfig returns an external program with its credentials in plain
+// text, for the adapter that calls it: the only read that decrypts them.
+// Never log or answer it as it is. Credentials stored in plain text before
+// they were encrypted come back as they are. Errors: not_found; a plain
+// error naming the external program when its credentials do not decrypt
+// (no key, another key, a value altered or copied from another row), which
+// never contains the secret or the sealed value.
 func (l *Ledger) PartnerConfig(ctx context.Context, program, code string) (
 	*core.ExternalProgram, error) {
-	return scanExternal(l.pool.QueryRow(ctx, `SELECT `+externalCols+`
+	e, programID, err := l.readExternal(ctx, program, code)
+	if err != nil || !secrets.IsSealed(e.Credentials) {
+		return e, err
+	}
+	plain, err := l.Secrets.Open(e.Credentials, credentialsAD(programID, e.Code))
+	if err != nil {
+		return nil, fmt.Errorf("external program %s/%s: its credentials cannot be decrypted "+
+			"with the configured secrets key (PUNTOS_SECRETS_KEY): %w", program, e.Code, err)
+	}
+	e.Credentials = plain
+	return e, nil
+}
+
+// readExternal reads an external program as stored, credentials included,
+// and the id of its program. Errors: not_found.
+func (l *Ledger) readExternal(ctx context.Context, program, code string) (
+	*core.ExternalProgram, string, error) {
+	var programID string
+	e, err := scanExternal(withFirst{l.pool.QueryRow(ctx, `SELECT e.program_id::text, `+
+		externalCols+` FROM external_programs e JOIN programs p ON p.id = e.program_id
+		WHERE p.code = $1 AND e.code = $2`, program, code), &programID}, code)
+	return e, programID, err
+}
+
+// withFirst is a row whose first column goes to dest and the others to the
+// destinations its Scan is given.
+type withFirst struct {
+	pgx.Row
+	dest any
+}
+
+func (r withFirst) Scan(dest ...any) error {
+	return r.Row.Scan(append([]any{r.dest}, dest...)...)
+}
+
+// SealCredentials seals, with the current key, the stored credentials that
+// are in plain text (written before credentials were encrypted) or sealed
+// with an older key of the keyring, so that after a start with a key no
+// secret stays readable in the table. Each row changes only if it still
+// holds the value read, so a change applied meanwhile is never undone. It
+// returns how many it sealed; a value it cannot open is left as it is and
+// reported in the error, by external program only. Without a key it does
+// nothing.
+func (l *Ledger) SealCredentials(ctx context.Context) (int, error) {
+	if l.Secrets == nil {
+		return 0, nil
+	}
+	rows, err := l.pool.Query(ctx, `SELECT e.program_id::text, p.code, e.code, e.credentials
 		FROM external_programs e JOIN programs p ON p.id = e.program_id
-		WHERE p.code = $1 AND e.code = $2`, program, code), code)
+		WHERE e.credentials <> '' ORDER BY p.code, e.code`)
+	if err != nil {
+		return 0, fmt.Errorf("read credentials: %w", err)
+	}
+	type row struct{ programID, program, code, value string }
+	list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+		var x row
+		err := r.Scan(&x.programID, &x.program, &x.code, &x.value)
+		return x, err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read credentials: %w", err)
+	}
+	n := 0
+	var errs []error
+	for _, x := range list {
+		if l.Secrets.Current(x.value) {
+			continue
+		}
+		ad := credentialsAD(x.programID, x.code)
+		plain := x.value
+		if secrets.IsSealed(x.value) {
+			if plain, err = l.Secrets.Open(x.value, ad); err != nil {
+				errs = append(errs, fmt.Errorf("external program %s/%s: %w", x.program,
+					x.code, err))
+				continue
+			}
+		}
+		sealed, err := l.Secrets.Seal(plain, ad)
+		if err != nil {
+			return n, err
+		}
+		tag, err := l.pool.Exec(ctx, `UPDATE external_programs SET credentials = $4
+			WHERE program_id = $1 AND code = $2 AND credentials = $3`, x.programID, x.code,
+			x.value, sealed)
+		if err != nil {
+			return n, fmt.Errorf("seal credentials of %s/%s: %w", x.program, x.code, err)
+		}
+		n += int(tag.RowsAffected())
+	}
+	return n, errors.Join(errs...)
 }
 
 const conversionCols = `c.id, p.code, c.member_ref, c.external_code, c.points, c.amount,

@@ -17,6 +17,7 @@ import (
 
 	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
+	"github.com/puntos-loyalty/puntos/internal/secrets"
 )
 
 // Ledger applies commands to the PostgreSQL ledger and answers queries.
@@ -25,6 +26,11 @@ type Ledger struct {
 	log  *slog.Logger
 	// Clock gives the processing time; tests set it to move time forward.
 	Clock func() time.Time
+	// Secrets seals the credentials of external programs when they are
+	// stored and opens them for PartnerConfig. Nil holds no key: storing a
+	// secret is then refused (never stored in plain text) and a sealed one
+	// cannot be read; set it before the ledger applies any command.
+	Secrets *secrets.Keyring
 	// afterSweepBatch, when set, runs after each committed sweep batch;
 	// tests use it to stop a sweep halfway.
 	afterSweepBatch func(SweepResult)
@@ -87,6 +93,7 @@ type txn struct {
 	ruleCache ruleCache
 	setBased  int // commands the set-based path applied
 	copyRuns  int // see Ledger.copyRuns
+	secrets   *secrets.Keyring
 }
 
 func (l *Ledger) newTxn(tx pgx.Tx) *txn {
@@ -95,7 +102,7 @@ func (l *Ledger) newTxn(tx pgx.Tx) *txn {
 		copyRuns = defaultCopyRuns
 	}
 	return &txn{tx: tx, now: l.Clock().UTC(), programs: map[string]*program{},
-		touched: map[string]bool{}, copyRuns: copyRuns}
+		touched: map[string]bool{}, copyRuns: copyRuns, secrets: l.Secrets}
 }
 
 // batchTx begins a command batch's transaction. Its statements are planned

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/puntos-loyalty/puntos/core/postgres"
+	"github.com/puntos-loyalty/puntos/internal/secrets"
 	"github.com/puntos-loyalty/puntos/internal/testenv"
 )
 
@@ -53,7 +54,11 @@ func newRig(t *testing.T, opt Options) *rig {
 		t.Fatalf("migrate: %v", err)
 	}
 	rg := &rig{t: t, db: db, now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-	rg.s = New(db, nil, postgres.New(db, log), log, opt)
+	l := postgres.New(db, log)
+	if l.Secrets, _, err = secrets.Generate(); err != nil { // external programs' credentials
+		t.Fatal(err)
+	}
+	rg.s = New(db, nil, l, log, opt)
 	rg.s.now = func() time.Time { return rg.now }
 	r := mux.NewRouter()
 	rg.s.Register(r)

@@ -27,7 +27,6 @@ type paramStore interface {
 		error)
 	Partners(ctx context.Context, program string) ([]postgres.PartnerView, error)
 	ExternalPrograms(ctx context.Context, program string) ([]core.ExternalProgram, error)
-	PartnerConfig(ctx context.Context, program, code string) (*core.ExternalProgram, error)
 }
 
 // params returns the parameter store, or answers 501 and returns nil.

@@ -15,6 +15,7 @@ import (
 	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
 	"github.com/puntos-loyalty/puntos/core/postgres"
+	"github.com/puntos-loyalty/puntos/internal/secrets"
 	"github.com/puntos-loyalty/puntos/internal/testenv"
 )
 
@@ -58,6 +59,9 @@ func TestConversionRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := postgres.New(pool, slog.New(slog.DiscardHandler))
+	if l.Secrets, _, err = secrets.Generate(); err != nil {
+		t.Fatal(err)
+	}
 	s := New(&ledgerBus{l: l}, l, slog.New(slog.DiscardHandler),
 		Options{Wait: 5 * time.Second, Keys: map[string]string{"k": "app"}})
 	router := mux.NewRouter()

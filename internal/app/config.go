@@ -16,6 +16,7 @@ import (
 
 	"github.com/puntos-loyalty/puntos/core"
 	"github.com/puntos-loyalty/puntos/gateway/soap"
+	"github.com/puntos-loyalty/puntos/internal/secrets"
 )
 
 // Config is everything a Puntos process can be told. Each field has a flag
@@ -42,6 +43,7 @@ type Config struct {
 	ClickHouseDB   string
 	APIKeys        string
 	SOAPUsers      string
+	SecretsKey     string // keys sealing partner credentials; see secretsKeyring
 	SweepInterval  time.Duration
 	NoticeDays     []int // thresholds, in days before expiry, of expiry notices
 	LogLevel       string
@@ -151,6 +153,21 @@ var settings = []setting{
 				return err
 			}
 			c.SOAPUsers = v
+			return nil
+		}},
+	{"secrets-key", "PUNTOS_SECRETS_KEY", "",
+		"key that encrypts the credentials of external programs in the database: the " +
+			"base64 of 32 random bytes (openssl rand -base64 32); to rotate, the new key " +
+			"first and the old ones after it, comma separated; empty uses a development " +
+			"key kept in <data-dir>/" + devKeyFile + " when the HTTP address is a loopback " +
+			"one, and elsewhere refuses to store credentials",
+		true, func(c *Config, v string) error {
+			if strings.TrimSpace(v) != "" {
+				if _, err := secrets.Parse(v); err != nil {
+					return secretsKeyError(err)
+				}
+			}
+			c.SecretsKey = v
 			return nil
 		}},
 	{"sweep-interval", "PUNTOS_SWEEP_INTERVAL", "1m",
@@ -294,6 +311,7 @@ func (c *Config) Masked() []any {
 	vals["log-level"] = c.LogLevel
 	vals["log-format"] = c.LogFormat
 	vals["soap-users"] = soap.MaskUsers(c.SOAPUsers)
+	vals["secrets-key"] = maskSecretsKey(c.SecretsKey)
 	if keys, _ := c.Keys(); len(keys) > 0 {
 		var sources []string
 		for _, src := range keys {

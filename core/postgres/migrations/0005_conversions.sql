@@ -19,8 +19,9 @@ CREATE TABLE external_programs (
     account_pattern text NOT NULL DEFAULT '',
     flavour        text NOT NULL CHECK (flavour IN ('http', 'file')),
     endpoint       text NOT NULL DEFAULT '',
-    -- TODO(conversion): encrypt at rest; for now only the database and the
-    -- bus see it, and every read and log masks it.
+    -- The secret sent to the partner, encrypted by Puntos before it is
+    -- stored: enc:v1:<key id>:<base64> (see internal/secrets). Rows written
+    -- before encryption are encrypted at the core's next start with a key.
     credentials    text NOT NULL DEFAULT '',
     enabled        boolean NOT NULL DEFAULT true,
     created_at     timestamptz NOT NULL DEFAULT now(),
