@@ -100,8 +100,12 @@ func (b *Bus) DeadLetter(ctx context.Context, d *Delivery, reason string) error 
 		}
 		opts = append(opts, jetstream.WithMsgID("dead:"+at+":"+orig))
 	}
-	if _, err := b.js.PublishMsg(ctx, m, opts...); err != nil {
+	ack, err := b.js.PublishMsg(ctx, m, opts...)
+	if err != nil {
 		return fmt.Errorf("dead-letter command %d: %w", d.Seq, err)
+	}
+	if !ack.Duplicate && b.cfg.OnDeadLetter != nil {
+		b.cfg.OnDeadLetter()
 	}
 	return nil
 }

@@ -81,6 +81,12 @@ type Config struct {
 	// the last attempt fails it goes to the dead-letter stream. Default 10.
 	MaxDeliver int
 
+	// OnDeadLetter, when set, is called each time DeadLetter stores a
+	// command on the dead-letter stream, whatever set it aside (the ledger's
+	// refusal, MaxDeliver failed attempts, a line that is not a command),
+	// and not when the server already held that copy.
+	OnDeadLetter func()
+
 	// RetryDelay is the pause after a failed batch before its partition is
 	// fetched again. It doubles with every delivery up to MaxRetryDelay.
 	// Defaults 200ms and 30s.

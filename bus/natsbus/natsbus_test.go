@@ -340,7 +340,7 @@ func TestConfigDefaultsAndLimits(t *testing.T) {
 		AckWait: 30 * time.Second, MaxDeliver: 10, RetryDelay: 200 * time.Millisecond,
 		MaxRetryDelay: 30 * time.Second, CommandMaxAge: 7 * 24 * time.Hour,
 		EventMaxAge: 30 * 24 * time.Hour}
-	if c != want {
+	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("defaults = %+v, want %+v", c, want)
 	}
 

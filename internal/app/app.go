@@ -110,7 +110,7 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger, roles Roles) (*Ap
 	}
 	b, err := natsbus.Connect(ctx, natsbus.Config{URL: url, Partitions: cfg.Partitions,
 		Replicas: cfg.NATSReplicas, Name: "puntos", MaxDeliver: cfg.MaxDeliver,
-		EventMaxAge: cfg.EventsMaxAge}, log)
+		EventMaxAge: cfg.EventsMaxAge, OnDeadLetter: a.metrics.dead.Inc}, log)
 	if err != nil {
 		return nil, fmt.Errorf("connect bus: %w", err)
 	}
@@ -367,7 +367,8 @@ func newMetrics() *metrics {
 			"batches when merged).",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)})
 	m.dead = prometheus.NewCounter(prometheus.CounterOpts{Name: "puntos_dead_letters_total",
-		Help: "Commands sent to the dead-letter stream."})
+		Help: "Commands this process stored on the dead-letter stream: refused by the " +
+			"ledger, failed PUNTOS_MAX_DELIVER times, or not commands at all."})
 	m.relayed = prometheus.NewCounter(prometheus.CounterOpts{Name: "puntos_events_relayed_total",
 		Help: "Ledger events relayed from the outbox to the bus."})
 	m.reg.MustRegister(m.requests, m.latency, m.applied, m.batches, m.ledgerTx, m.dead,

@@ -390,7 +390,6 @@ func (a *App) finish(ctx context.Context, d *natsbus.Delivery, ap postgres.Appli
 			"txn_id", ap.Result.TxnID, "error", err)
 	}
 	if ap.Dead != "" {
-		a.metrics.dead.Inc()
 		a.log.Warn("Command dead-lettered", "txn_id", d.Command.TxnID,
 			"source", d.Command.Source, "kind", d.Command.Kind, "reason", ap.Dead)
 		if err := a.Bus.DeadLetter(ctx, d, ap.Dead); err != nil {
