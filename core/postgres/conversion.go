@@ -75,7 +75,8 @@ func (t *txn) upsertExternal(ctx context.Context, prog *program, cmd *bus.Comman
 // program code gets for the credentials given by an upsert: nothing for
 // nothing; the stored value for core.Masked (a caller that sends back what
 // it read keeps the secret, and the back office's blank field sends that);
-// otherwise the given secret sealed for the row. A plain value stored before
+// otherwise the given secret sealed for the row (the row's own sealed value
+// given back counts as the secret it seals). A plain value stored before
 // credentials were encrypted is sealed when kept, if a key is configured.
 // Errors: unavailable, when a secret is to be stored and no key is
 // configured: it is refused, never stored in plain text.
@@ -104,7 +105,17 @@ func (t *txn) storedCredentials(ctx context.Context, prog *program, code,
 			"secrets key is configured on the ledger's process (set PUNTOS_SECRETS_KEY); "+
 			"nothing was changed")
 	}
-	sealed, err := t.secrets.Seal(given, credentialsAD(prog.ID, code))
+	ad := credentialsAD(prog.ID, code)
+	if secrets.IsSealed(given) {
+		// The row's own sealed value sent back, as the back office before
+		// encryption kept a secret (it read the column and sent it again):
+		// the secret is what it seals, not the sealed text. A value that
+		// does not open for this row is a secret like any other.
+		if plain, err := t.secrets.Open(given, ad); err == nil {
+			given = plain
+		}
+	}
+	sealed, err := t.secrets.Seal(given, ad)
 	if err != nil {
 		return "", fmt.Errorf("seal credentials: %w", err)
 	}
