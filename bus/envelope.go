@@ -195,6 +195,23 @@ func DiscardedCommandSubject(source, txn string) string {
 	return "puntos.dead.discarded." + hex.EncodeToString(sum[:16])
 }
 
+// DeadRefusedSubject is where the command (source, txn) goes when the
+// ledger refused it for good (an unknown member, an invalid field): its
+// refusal is stored and answers the caller, and the letter is kept for an
+// operator who may mend the cause (enroll the member) and re-drive it. A
+// subject apart from DeadCommandSubject's, so that the server's counts
+// by subject tell these letters, which callers' mistakes make every day,
+// from commands that failed to apply. Until 5 December 2026 17:00 UTC
+// refusals were stored on DeadCommandSubject.
+func DeadRefusedSubject(source, txn string) string {
+	sum := sha256.Sum256([]byte(source + "\x00" + txn))
+	return "puntos.dead.refused." + hex.EncodeToString(sum[:16])
+}
+
+// DeadRefusedSubjects matches what DeadRefusedSubject makes, and nothing
+// else.
+const DeadRefusedSubjects = "puntos.dead.refused.*"
+
 // ResultSubject is the core-NATS subject on which the result of the command
 // (source, txn) is announced. Waiters subscribe before publishing.
 func ResultSubject(source, txn string) string {

@@ -28,6 +28,9 @@ const (
 	// URL and a retry of it still say it was set aside. A mark is stored on
 	// bus.DiscardedCommandSubject (waiting.go).
 	HeaderDiscarded = "Puntos-Discarded"
+	// HeaderRefused marks a letter of a command the ledger refused for good
+	// (DeadLetterRefused), stored on bus.DeadRefusedSubject.
+	HeaderRefused = "Puntos-Refused"
 )
 
 // maxReasonLen bounds the reason header, in bytes.
@@ -54,6 +57,11 @@ type DeadLetter struct {
 	Source string
 	TxnID  string
 
+	// Refused is set for a command the ledger refused for good (its refusal
+	// is stored and answers its status URL and its retries); otherwise the
+	// command failed to apply, or was not a command at all.
+	Refused bool
+
 	// Command is the decoded command; it is the zero Command when Raw is
 	// not one.
 	Command bus.Command
@@ -68,13 +76,31 @@ type DeadLetter struct {
 // has stored it. The caller then terminates d (Delivery.Term). Writing the
 // same delivery twice, as after a crash before Term, stores it once.
 func (b *Bus) DeadLetter(ctx context.Context, d *Delivery, reason string) error {
+	return b.deadLetter(ctx, d, reason, false)
+}
+
+// DeadLetterRefused is DeadLetter for a command the ledger refused for good
+// and whose refusal it stored: the letter goes to the command's
+// bus.DeadRefusedSubject, apart from the commands that failed to apply.
+func (b *Bus) DeadLetterRefused(ctx context.Context, d *Delivery, reason string) error {
+	return b.deadLetter(ctx, d, reason, true)
+}
+
+func (b *Bus) deadLetter(ctx context.Context, d *Delivery, reason string, refused bool) error {
 	subject := b.deadSubject(d.Partition)
-	if d.Command.Source != "" && d.Command.TxnID != "" {
+	switch {
+	case d.Command.Source == "" || d.Command.TxnID == "":
+	case refused:
+		subject = b.prefix + bus.DeadRefusedSubject(d.Command.Source, d.Command.TxnID)
+	default:
 		subject = b.prefix + bus.DeadCommandSubject(d.Command.Source, d.Command.TxnID)
 	}
 	m := nats.NewMsg(subject)
 	m.Data = d.Raw
 	m.Header.Set(HeaderReason, headerValue(reason, maxReasonLen))
+	if refused {
+		m.Header.Set(HeaderRefused, "ledger")
+	}
 	if d.Command.Source != "" {
 		m.Header.Set(HeaderSource, headerValue(d.Command.Source, maxReasonLen))
 	}
@@ -161,6 +187,8 @@ func readDeadLetter(raw *jetstream.RawStreamMsg) DeadLetter {
 		Source: raw.Header.Get(HeaderSource),
 		TxnID:  raw.Header.Get(HeaderTxn),
 		Raw:    raw.Data,
+
+		Refused: raw.Header.Get(HeaderRefused) != "",
 	}
 	dl.Partition, _ = strconv.Atoi(raw.Header.Get(HeaderPartition))
 	dl.CommandSeq, _ = strconv.ParseUint(raw.Header.Get(HeaderCommandSeq), 10, 64)

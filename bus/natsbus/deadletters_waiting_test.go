@@ -23,7 +23,7 @@ func countWaiting(t *testing.T, b *Bus) uint64 {
 	if err != nil {
 		t.Fatalf("DeadLettersWaiting: %v", err)
 	}
-	return n
+	return n.Failed + n.Refused
 }
 
 // storedDead is how many messages, letters and marks, the dead-letter

@@ -165,8 +165,8 @@ func (b *Bus) Discard(ctx context.Context, seq uint64) (DeadLetter, error) {
 	// The mark stands for the letter only while the letter is the latest
 	// of its command: a newer letter (the caller's corrected request, set
 	// aside too) already answers for the command, and a mark after it would
-	// hide it.
-	latest := dl.Source != "" && dl.TxnID != ""
+	// hide it. A refusal needs none: the ledger's stored refusal answers.
+	latest := dl.Source != "" && dl.TxnID != "" && !dl.Refused
 	if latest {
 		last, err := b.lastOfCommand(ctx, stream, dl.Source, dl.TxnID)
 		switch {

@@ -16,8 +16,9 @@ import (
 // Counting the dead letters that wait for an operator.
 //
 // The dead-letter stream holds letters and the marks Discard leaves. A
-// letter is on the subject of its command (bus.DeadCommandSubject) or, when
-// it names no command, on its partition's (bus.DeadSubject); a mark is on a
+// letter is on the subject of its command (bus.DeadCommandSubject), of its
+// refusal when the ledger refused it (bus.DeadRefusedSubject) or, when it
+// names no command, on its partition's (bus.DeadSubject); a mark is on a
 // subject of its own (bus.DiscardedCommandSubject). The letters waiting are
 // then the messages on the letters' subjects, which the server counts by
 // subject without reading a message.
@@ -32,30 +33,49 @@ import (
 // meanwhile. It also still stores its own marks there, counted as letters
 // until a newer process starts and moves them.
 
+// Waiting is how many dead letters the dead-letter stream holds, neither
+// re-driven nor discarded, by kind.
+type Waiting struct {
+	// Failed are commands that failed to apply (PUNTOS_MAX_DELIVER
+	// attempts, or a write the ledger could not make) and lines that are
+	// not commands: each needs an operator.
+	Failed uint64
+	// Refused are commands the ledger refused for good (an unknown member,
+	// an invalid field): their refusal is stored and answered; the letters
+	// wait in case an operator mends the cause and re-drives them.
+	Refused uint64
+}
+
 // DeadLettersWaiting counts the dead letters in the dead-letter stream:
 // neither re-driven nor discarded, the marks of discarded letters left out.
-// It asks the server for its message counts by subject, two requests whose
+// It asks the server for its message counts by subject, three requests whose
 // answers grow with the number of commands waiting, not with the letters
-// and marks the stream has ever held. A letter or discard between the two
-// can be seen in one count and not the other; the next count is exact.
-func (b *Bus) DeadLettersWaiting(ctx context.Context) (uint64, error) {
+// and marks the stream has ever held. A letter or discard between them can
+// be seen in one count and not the other; the next count is exact. Letters
+// of refusals stored before they had subjects of their own (5 December
+// 2026) count as failed.
+func (b *Bus) DeadLettersWaiting(ctx context.Context) (Waiting, error) {
 	stream, err := b.deadStreamHandle(ctx)
 	if err != nil {
-		return 0, err
+		return Waiting{}, err
 	}
-	var n uint64
-	for _, filter := range []string{b.prefix + bus.DeadSubjectsByPartition,
-		b.prefix + bus.DeadCommandSubjects} {
-		info, err := stream.Info(ctx, jetstream.WithSubjectFilter(filter))
+	var w Waiting
+	for _, f := range []struct {
+		filter string
+		n      *uint64
+	}{{b.prefix + bus.DeadSubjectsByPartition, &w.Failed},
+		{b.prefix + bus.DeadCommandSubjects, &w.Failed},
+		{b.prefix + bus.DeadRefusedSubjects, &w.Refused}} {
+		info, err := stream.Info(ctx, jetstream.WithSubjectFilter(f.filter))
 		if err != nil {
 			b.deadHandle.Store(nil) // the stream may have gone: find it again next time
-			return 0, fmt.Errorf("count dead letters: %w", err)
+			return Waiting{}, fmt.Errorf("count dead letters: %w", err)
 		}
 		for _, msgs := range info.State.Subjects {
-			n += msgs
+			*f.n += msgs
 		}
 	}
-	return n, nil
+	return w, nil
 }
 
 // deadStreamHandle is the dead-letter stream, looked up once and kept.

@@ -392,7 +392,7 @@ func (a *App) finish(ctx context.Context, d *natsbus.Delivery, ap postgres.Appli
 	if ap.Dead != "" {
 		a.log.Warn("Command dead-lettered", "txn_id", d.Command.TxnID,
 			"source", d.Command.Source, "kind", d.Command.Kind, "reason", ap.Dead)
-		if err := a.Bus.DeadLetter(ctx, d, ap.Dead); err != nil {
+		if err := a.Bus.DeadLetterRefused(ctx, d, ap.Dead); err != nil {
 			a.log.Error("Dead-letter failed", "txn_id", d.Command.TxnID, "error", err)
 		}
 		// Its refusal is stored in the ledger; it needs no redelivery.

@@ -16,7 +16,8 @@ import (
 )
 
 // scrape reads the /metrics page of the process at addr and returns its
-// samples without labels by name; a page that is not 200 fails the test.
+// samples by name, labels included as written (name{label="value"}); a page
+// that is not 200 fails the test.
 func scrape(t *testing.T, addr string) map[string]float64 {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
@@ -30,10 +31,12 @@ func scrape(t *testing.T, addr string) map[string]float64 {
 	samples := map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		name, value, ok := strings.Cut(sc.Text(), " ")
-		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
+		line := sc.Text()
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 || strings.HasPrefix(line, "#") {
 			continue
 		}
+		name, value := line[:i], line[i+1:]
 		if v, err := strconv.ParseFloat(value, 64); err == nil {
 			samples[name] = v
 		}
@@ -44,20 +47,28 @@ func scrape(t *testing.T, addr string) map[string]float64 {
 	return samples
 }
 
-// awaitWaiting scrapes addr until puntos_dead_letters_waiting reads want,
-// and returns that scrape.
-func awaitWaiting(t *testing.T, addr string, want float64) map[string]float64 {
+// The gauge's two samples, by kind.
+const (
+	waitingFailed  = `puntos_dead_letters_waiting{kind="failed"}`
+	waitingRefused = `puntos_dead_letters_waiting{kind="refused"}`
+)
+
+// awaitWaiting scrapes addr until puntos_dead_letters_waiting reads failed
+// and refused letters, and returns that scrape.
+func awaitWaiting(t *testing.T, addr string, failed, refused float64) map[string]float64 {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		m := scrape(t, addr)
-		got, ok := m["puntos_dead_letters_waiting"]
-		if ok && got == want && m["puntos_dead_letters_waiting_up"] == 1 {
+		f, okF := m[waitingFailed]
+		r, okR := m[waitingRefused]
+		if okF && okR && f == failed && r == refused && m["puntos_dead_letters_waiting_up"] == 1 {
 			return m
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("puntos_dead_letters_waiting = %v (present %v, up %v), want %v", got, ok,
-				m["puntos_dead_letters_waiting_up"], want)
+			t.Fatalf("puntos_dead_letters_waiting failed %v, refused %v (present %v %v, up %v), "+
+				"want %v and %v", f, r, okF, okR, m["puntos_dead_letters_waiting_up"], failed,
+				refused)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -65,16 +76,16 @@ func awaitWaiting(t *testing.T, addr string, want float64) map[string]float64 {
 
 // Three accruals for members that do not exist are refused and
 // dead-lettered: the /metrics page of the process running core says three
-// wait. A discard (which leaves a mark) and a re-drive each take one away;
-// the counter of letters ever sent stays at three. A gateway on the same bus
-// does not export the gauge.
+// refusals wait, and no failed command. A discard and a re-drive each take
+// one away; the counter of letters ever sent stays at three. A gateway on
+// the same bus does not export the gauge.
 func TestMetricsShowDeadLettersWaiting(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	a := startApp(t, testConfig(t), Roles{Gateway: true, Core: true})
 	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
 	setupProgram(c)
-	if m := awaitWaiting(t, a.Addr(), 0); m["puntos_dead_letters_total"] != 0 {
+	if m := awaitWaiting(t, a.Addr(), 0, 0); m["puntos_dead_letters_total"] != 0 {
 		t.Fatalf("puntos_dead_letters_total before any letter: %v", m)
 	}
 
@@ -82,25 +93,29 @@ func TestMetricsShowDeadLettersWaiting(t *testing.T) {
 		c.must(404, "POST", "/v1/programs/telco/members/GHOST-"+txn+"/events", txn,
 			map[string]any{"type": "bill_paid", "amount": "10.00"})
 	}
-	awaitWaiting(t, a.Addr(), 3)
+	awaitWaiting(t, a.Addr(), 0, 3)
 	seqs := deadSeqs(t, a, 3)
 
-	// Discarded: its mark stays in the stream, and is not counted.
+	// Discarded: a refusal leaves no mark (its stored refusal answers the
+	// status URL), and the status still says rejected.
 	if _, err := a.Bus.Discard(ctx, seqs["ghost-1"]); err != nil {
 		t.Fatal(err)
 	}
-	if dead, err := a.Bus.DeadLettered(ctx, "billing", "ghost-1"); err != nil || !dead {
-		t.Fatalf("ghost-1 after its discard: dead-lettered %v, %v; want its mark", dead, err)
+	if dead, err := a.Bus.DeadLettered(ctx, "billing", "ghost-1"); err != nil || dead {
+		t.Fatalf("ghost-1 after its discard: dead-lettered %v, %v; want no mark", dead, err)
 	}
-	awaitWaiting(t, a.Addr(), 2)
+	if s := c.must(200, "GET", "/v1/commands/ghost-1", "", nil); s.body["status"] != "rejected" {
+		t.Fatalf("status of ghost-1 after its discard: %s, want rejected", s.raw)
+	}
+	awaitWaiting(t, a.Addr(), 0, 2)
 
 	// Re-driven: core answers it with its stored refusal, and it stays out.
 	if _, _, err := a.Bus.Redrive(ctx, seqs["ghost-2"]); err != nil {
 		t.Fatal(err)
 	}
-	awaitWaiting(t, a.Addr(), 1)
+	awaitWaiting(t, a.Addr(), 0, 1)
 	time.Sleep(time.Second)
-	m := awaitWaiting(t, a.Addr(), 1)
+	m := awaitWaiting(t, a.Addr(), 0, 1)
 	if m["puntos_dead_letters_total"] != 3 {
 		t.Fatalf("puntos_dead_letters_total after a discard and a re-drive: %v, want 3",
 			m["puntos_dead_letters_total"])
@@ -111,8 +126,10 @@ func TestMetricsShowDeadLettersWaiting(t *testing.T) {
 	cfg.NATSURL = a.nats.ClientURL()
 	gw := startApp(t, cfg, Roles{Gateway: true})
 	m = scrape(t, gw.Addr())
-	if v, ok := m["puntos_dead_letters_waiting"]; ok {
-		t.Fatalf("a gateway exports puntos_dead_letters_waiting (%v): core does", v)
+	for _, k := range []string{waitingFailed, waitingRefused} {
+		if v, ok := m[k]; ok {
+			t.Fatalf("a gateway exports %s (%v): core does", k, v)
+		}
 	}
 	if _, ok := m["puntos_dead_letters_total"]; !ok {
 		t.Fatal("the gateway's page lacks its other metrics")
@@ -138,7 +155,7 @@ func TestMetricsWithoutNATS(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.NATSURL = url
 	a := startApp(t, cfg, Roles{Core: true})
-	awaitWaiting(t, a.Addr(), 0)
+	awaitWaiting(t, a.Addr(), 0, 0)
 
 	current.Shutdown()
 	current.WaitForShutdown()
@@ -148,8 +165,10 @@ func TestMetricsWithoutNATS(t *testing.T) {
 		t.Errorf("a scrape with NATS down took %s, want at most about %s", took,
 			deadWaitingTimeout)
 	}
-	if v, ok := m["puntos_dead_letters_waiting"]; ok {
-		t.Errorf("puntos_dead_letters_waiting = %v with NATS down, want it left out", v)
+	for _, k := range []string{waitingFailed, waitingRefused} {
+		if v, ok := m[k]; ok {
+			t.Errorf("%s = %v with NATS down, want it left out", k, v)
+		}
 	}
 	if up, ok := m["puntos_dead_letters_waiting_up"]; !ok || up != 0 {
 		t.Errorf("puntos_dead_letters_waiting_up = %v (present %v) with NATS down, want 0", up,
@@ -164,5 +183,5 @@ func TestMetricsWithoutNATS(t *testing.T) {
 		t.Fatalf("restart nats: %v", err)
 	}
 	current = s
-	awaitWaiting(t, a.Addr(), 0)
+	awaitWaiting(t, a.Addr(), 0, 0)
 }
