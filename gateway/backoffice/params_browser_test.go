@@ -143,6 +143,9 @@ func TestParametersInChromium(t *testing.T) {
 	if ratio := c.text("ratio-latam"); ratio != "0.5" {
 		t.Fatalf("ratio shown %q, want 0.5", ratio)
 	}
+	if cred := c.text("cred-latam"); cred != "stored" {
+		t.Fatalf("credentials shown %q, want stored (and never the secret)", cred)
+	}
 
 	// Every page an operator uses has its fields labelled and fits the screen.
 	for _, page := range []string{"members", "approvals", "programs", "rules", "tiers",
