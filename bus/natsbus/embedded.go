@@ -3,6 +3,8 @@ package natsbus
 import (
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -28,6 +30,14 @@ func StartEmbedded(dataDir string, port int, syncAlways bool) (*server.Server, s
 	if port == 0 {
 		// For the server, port 0 means its default 4222; we mean any port.
 		port = server.RANDOM_PORT
+	} else if port > 0 {
+		// The server would only say it is not ready after the timeout: find
+		// out first whether the port is free, and say so.
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			return nil, "", fmt.Errorf("start embedded nats: %w", err)
+		}
+		ln.Close()
 	}
 
 	opts := &server.Options{

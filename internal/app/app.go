@@ -103,7 +103,8 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger, roles Roles) (*Ap
 		srv, u, err := natsbus.StartEmbedded(cfg.DataDir+"/nats", cfg.NATSPort,
 			cfg.NATSSync == "always")
 		if err != nil {
-			return nil, fmt.Errorf("embedded nats: %w", err)
+			return nil, fmt.Errorf("embedded nats (nats-port, PUNTOS_NATS_PORT: %d): %w",
+				cfg.NATSPort, err)
 		}
 		a.nats, url = srv, u
 		log.Info("Started embedded NATS", "url", u, "sync", cfg.NATSSync)

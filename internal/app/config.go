@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -239,6 +240,10 @@ func LoadConfig(name string, args []string, getenv func(string) string,
 	}
 	if c.NATSSync != "always" && c.NATSSync != "interval" {
 		return nil, nil, fmt.Errorf("nats-sync: must be always or interval")
+	}
+	if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil || port == "" {
+		return nil, nil, fmt.Errorf("http-addr (PUNTOS_HTTP_ADDR): %q must be host:port, "+
+			"as 127.0.0.1:8080 (or :8080 for every address)", c.HTTPAddr)
 	}
 	// An empty variable counts as unset, so the environment says "off".
 	if strings.EqualFold(strings.TrimSpace(c.ClickHouseAddr), "off") {

@@ -57,6 +57,10 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		{"--result-wait=5", "result-wait"},
 		{"--nats-sync=sometimes", "nats-sync"},
 		{"--gc-percent=10", "gc-percent"},
+		// A port alone is a mistake of the address, not of the API keys that
+		// a non-loopback address would need.
+		{"--http-addr=8080", "http-addr (PUNTOS_HTTP_ADDR): \"8080\" must be host:port"},
+		{"--http-addr=127.0.0.1:", "http-addr"},
 		{"--api-keys=web=short", "api-keys"},
 		// A source names a caller's commands on the bus and in the ledger:
 		// no '/' (the bus's message ids separate source and txn with it),
