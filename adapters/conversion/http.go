@@ -155,6 +155,13 @@ func (p *HTTPPartner) do(r *retryablehttp.Request, txn string) Answer {
 	if err != nil {
 		return Answer{Detail: fmt.Sprintf("read answer (status %d): %v", resp.StatusCode, err)}
 	}
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		// Whatever its body says, the partner did not take our credentials:
+		// tried again later, and a person must mend them.
+		return Answer{Detail: fmt.Sprintf("the partner refused our credentials (status %d): "+
+			"correct the external program's credentials; tried again meanwhile",
+			resp.StatusCode)}
+	}
 	var a answerBody
 	if err := json.Unmarshal(raw, &a); err != nil {
 		return Answer{Detail: fmt.Sprintf("status %d with a body that is not the protocol's",

@@ -299,6 +299,9 @@ func TestWrongCredentialsStayPending(t *testing.T) {
 	if strings.Contains(got.LastError, "wrong") {
 		t.Fatalf("the reason shows the secret: %q", got.LastError)
 	}
+	if !strings.Contains(got.LastError, "refused our credentials (status 401)") {
+		t.Fatalf("the reason %q does not say the credentials were refused", got.LastError)
+	}
 	e.wantBalance(prog, member, 4000, 1000)
 
 	// Fixed credentials settle it at the next attempt.
