@@ -30,9 +30,9 @@ func StartEmbedded(dataDir string, port int, syncAlways bool) (*server.Server, s
 	if port == 0 {
 		// For the server, port 0 means its default 4222; we mean any port.
 		port = server.RANDOM_PORT
-	} else if port > 0 {
+	} else if port != server.RANDOM_PORT {
 		// The server would only say it is not ready after the timeout: find
-		// out first whether the port is free, and say so.
+		// out first whether the port is free (and a port at all), and say so.
 		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
 			return nil, "", fmt.Errorf("start embedded nats: %w", err)

@@ -27,7 +27,8 @@ the ledger refused as they can never succeed as sent (an unknown member, an
 invalid payload: the refusal is stored and is their answer; re-driving one
 gives that refusal again).
 
-  list     the dead letters, oldest first, each with its sequence (SEQ)
+  list     the dead letters, oldest first, each with its sequence (SEQ) and
+           AS: failed (needs an operator) or refused (the ledger answered it)
   redrive  once the cause is mended: put each named command (or --all of
            them) back on the command stream, remove its dead letter, and wait
            up to --wait (default 10s) for the ledger's answer. A command
@@ -273,15 +274,21 @@ func listDead(ctx context.Context, b *natsbus.Bus, limit int, stdout io.Writer) 
 		dead = dead[:limit]
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SEQ\tSET ASIDE (UTC)\tPARTITION\tDELIVERIES\tSOURCE\tTXN\tKIND\tREASON")
+	fmt.Fprintln(tw, "SEQ\tSET ASIDE (UTC)\tPARTITION\tDELIVERIES\tAS\tSOURCE\tTXN\tKIND\tREASON")
 	for _, dl := range dead {
 		kind := dl.Command.Kind
 		if kind == "" {
 			kind = "-"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", dl.Seq,
-			dl.Time.UTC().Format(time.RFC3339), dl.Partition, dl.Deliveries, dash(dl.Source),
-			dash(dl.TxnID), kind, oneLine(dl.Reason, 120))
+		// As puntos_dead_letters_waiting's kind: failed needs an operator,
+		// refused was answered by the ledger with its stored refusal.
+		as := "failed"
+		if dl.Refused {
+			as = "refused"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", dl.Seq,
+			dl.Time.UTC().Format(time.RFC3339), dl.Partition, dl.Deliveries, as,
+			dash(dl.Source), dash(dl.TxnID), kind, oneLine(dl.Reason, 120))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

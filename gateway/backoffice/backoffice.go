@@ -230,6 +230,7 @@ var notices = map[string]string{
 	"enabled":  "The user may sign in again.",
 	"failed":   "The ledger could not be reached: the adjustment is marked failed and can be sent again.",
 	"redriven": "The command is back on the bus; the ledger applies it shortly. One applied meanwhile is answered as a replay: nothing is posted twice.",
+	"refusal":  "The command is back on the bus; the ledger refused it before and answers it with the same refusal: nothing is applied, even if its cause was mended since.",
 	"dropped":  "The dead letter was removed; its command was not sent again.",
 }
 

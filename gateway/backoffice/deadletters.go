@@ -34,6 +34,7 @@ type deadRow struct {
 	Program, Member   string
 	Reason            string
 	Command           bool // it decoded: it can be re-driven
+	Refused           bool // the ledger refused it; its refusal is its answer
 }
 
 func (s *Server) registerDeadLetters(a *mux.Router) {
@@ -77,7 +78,7 @@ func (s *Server) deadLettersPage(w http.ResponseWriter, r *http.Request, sess *s
 		data.Letters = append(data.Letters, deadRow{Seq: dl.Seq, At: dl.Time,
 			Partition: dl.Partition, Deliveries: dl.Deliveries, Source: dl.Source,
 			Txn: dl.TxnID, Kind: dl.Command.Kind, Program: dl.Command.Program,
-			Member: dl.Command.Member, Reason: dl.Reason,
+			Member: dl.Command.Member, Reason: dl.Reason, Refused: dl.Refused,
 			Command: dl.Command.Kind != "" && dl.Command.Source != "" && dl.Command.TxnID != ""})
 	}
 	s.render(w, r, http.StatusOK, "deadletters.html", view{Title: "Dead letters", User: sess,
@@ -142,5 +143,10 @@ func (s *Server) mendDead(w http.ResponseWriter, r *http.Request, sess *session,
 			"deliveries": dl.Deliveries, "kind": dl.Command.Kind,
 			"program": dl.Command.Program, "member": dl.Command.Member},
 		map[string]any{"done": done})
-	redirect(w, r, "/admin/deadletters", nil, done)
+	notice := done
+	if done == "redriven" && dl.Refused {
+		// The ledger answers it with the refusal it stored: nothing applies.
+		notice = "refusal"
+	}
+	redirect(w, r, "/admin/deadletters", nil, notice)
 }
