@@ -195,18 +195,17 @@ func DiscardedCommandSubject(source, txn string) string {
 	return "puntos.dead.discarded." + hex.EncodeToString(sum[:16])
 }
 
-// DeadRefusedSubject is where the command (source, txn) goes when the
+// DeadRefusedSubject is where a command of partition p goes when the
 // ledger refused it for good (an unknown member, an invalid field): its
-// refusal is stored and answers the caller, and the letter is kept for an
-// operator who may mend the cause (enroll the member) and re-drive it. A
-// subject apart from DeadCommandSubject's, so that the server's counts
-// by subject tell these letters, which callers' mistakes make every day,
-// from commands that failed to apply. Until 5 December 2026 17:00 UTC
-// refusals were stored on DeadCommandSubject.
-func DeadRefusedSubject(source, txn string) string {
-	sum := sha256.Sum256([]byte(source + "\x00" + txn))
-	return "puntos.dead.refused." + hex.EncodeToString(sum[:16])
-}
+// refusal is stored and answers the caller, its status URL and any retry
+// (a re-drive too), so the letter is a record for operators, not a task.
+// A subject per partition, apart from DeadCommandSubject's: the server's
+// counts by subject tell these letters, which callers' mistakes make every
+// day, from commands that failed to apply, and however many pile up they
+// are a handful of subjects to count. No status lookup needs them by
+// command. Until 5 December 2026 17:00 UTC refusals were stored on
+// DeadCommandSubject.
+func DeadRefusedSubject(p int) string { return "puntos.dead.refused." + strconv.Itoa(p) }
 
 // DeadRefusedSubjects matches what DeadRefusedSubject makes, and nothing
 // else.

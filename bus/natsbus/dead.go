@@ -91,7 +91,7 @@ func (b *Bus) deadLetter(ctx context.Context, d *Delivery, reason string, refuse
 	switch {
 	case d.Command.Source == "" || d.Command.TxnID == "":
 	case refused:
-		subject = b.prefix + bus.DeadRefusedSubject(d.Command.Source, d.Command.TxnID)
+		subject = b.prefix + bus.DeadRefusedSubject(d.Partition)
 	default:
 		subject = b.prefix + bus.DeadCommandSubject(d.Command.Source, d.Command.TxnID)
 	}
