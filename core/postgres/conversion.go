@@ -74,7 +74,9 @@ func (t *txn) upsertExternal(ctx context.Context, prog *program, cmd *bus.Comman
 // storedCredentials is what the credentials column of prog's external
 // program code gets for the credentials given by an upsert: nothing for
 // nothing; the stored value for core.Masked (a caller that sends back what
-// it read keeps the secret, and the back office's blank field sends that);
+// it read keeps the secret, and the back office's blank field sends that),
+// refused as invalid when there is no stored external program to keep them
+// of (a new one would silently get none);
 // otherwise the given secret sealed for the row (the row's own sealed value
 // given back counts as the secret it seals). A plain value stored before
 // credentials were encrypted is sealed when kept, if a key is configured.
@@ -90,7 +92,9 @@ func (t *txn) storedCredentials(ctx context.Context, prog *program, code,
 		err := t.tx.QueryRow(ctx, `SELECT credentials FROM external_programs
 			WHERE program_id = $1 AND code = $2 FOR UPDATE`, prog.ID, code).Scan(&cur)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return "", nil
+			return "", core.Errorf(core.Invalid, "credentials", "%s keeps the stored "+
+				"credentials, and external program %q has none yet: give them, or leave the "+
+				"field out for a partner that needs none", core.Masked, code)
 		}
 		if err != nil {
 			return "", fmt.Errorf("read stored credentials: %w", err)

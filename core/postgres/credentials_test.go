@@ -146,13 +146,19 @@ func TestMaskedCredentialsKeepTheStoredOnes(t *testing.T) {
 		t.Fatalf("partner config after the ratio change: %q, want %q", got, partnerToken)
 	}
 
+	// A new program has nothing to keep: the mask is refused, naming the
+	// field, and nothing is stored (it would silently get no credentials).
 	r := f.do(core.KindExternalUpsert, "newair", f.txn(), airline("newair", core.Masked))
-	if r.Status != bus.StatusOK || strings.Contains(string(r.Data), "credentials") {
-		t.Fatalf("new program with %q: %s %s, want ok and no credentials", core.Masked,
-			r.Status, r.Data)
+	if r.Status != bus.StatusRejected || r.Error == nil || r.Error.Field != "credentials" ||
+		r.Error.Kind != string(core.Invalid) {
+		t.Fatalf("new program with %q: %s %+v, want rejected as invalid credentials",
+			core.Masked, r.Status, r.Error)
 	}
-	if got := f.storedCredentials("newair"); got != "" {
-		t.Fatalf("new program with %q stored %q, want nothing", core.Masked, got)
+	var n int
+	if err := f.l.Pool().QueryRow(context.Background(), `SELECT count(*)
+		FROM external_programs e JOIN programs p ON p.id = e.program_id
+		WHERE p.code = $1 AND e.code = 'newair'`, f.prog).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("new program with %q stored %d rows (%v), want none", core.Masked, n, err)
 	}
 }
 

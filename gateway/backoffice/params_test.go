@@ -305,7 +305,19 @@ func TestCatalogPartnersExternalAreAudited(t *testing.T) {
 		t.Fatalf("external program after the ratio change: %+v, %v; want ratio 0.75 and "+
 			"the credentials kept", cfg, err)
 	}
-	if got := rg.auditRows("external.saved"); len(got) != 2 ||
+	// A new one saved with the field blank has none (a file partner needs
+	// none), rather than being refused for keeping what does not exist.
+	file := url.Values{"csrf": {token}, "code": {"filep"}, "name": {"File partner"},
+		"ratio": {"1"}, "rounding": {"down"}, "min_points": {"100"},
+		"max_points": {"100000"}, "identify": {"customer_ref"}, "flavour": {"file"},
+		"credentials": {""}, "enabled": {"1"}}
+	res, body = b.post("/admin/external/telco", file)
+	mustStatus(t, "new external with no credentials", res, body, http.StatusSeeOther)
+	if cfg, err := l.PartnerConfig(ctx, "telco", "filep"); err != nil || cfg.Credentials != "" {
+		t.Fatalf("new external program saved blank: %+v, %v; want it with no credentials",
+			cfg, err)
+	}
+	if got := rg.auditRows("external.saved"); len(got) != 3 ||
 		!strings.Contains(got[1], `"ratio": "0.5"`) ||
 		!strings.Contains(got[1], `"ratio": "0.75"`) {
 		t.Fatalf("audit of the ratio change: %q", got)

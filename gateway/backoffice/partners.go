@@ -185,12 +185,29 @@ func (s *Server) showExternal(w http.ResponseWriter, r *http.Request, sess *sess
 		Problem: problem, Data: &v})
 }
 
+// externalExists tells whether program has an external program of that
+// code; when it cannot tell, it answers true (the ledger then decides).
+func externalExists(r *http.Request, ps paramStore, program, code string) bool {
+	list, err := ps.ExternalPrograms(r.Context(), program)
+	if err != nil {
+		return true
+	}
+	for _, e := range list {
+		if e.Code == code {
+			return true
+		}
+	}
+	return false
+}
+
 // saveExternal creates or replaces an external program and its ratio. A
-// blank credentials field keeps the stored secret: the command says so with
-// core.Masked, and the ledger keeps what it holds, so that the secret is
-// neither decrypted here nor sent on the bus again.
+// blank credentials field keeps the stored secret of an existing one: the
+// command says so with core.Masked, and the ledger keeps what it holds, so
+// that the secret is neither decrypted here nor sent on the bus again. For
+// a new one, blank is none.
 func (s *Server) saveExternal(w http.ResponseWriter, r *http.Request, sess *session) {
-	if s.params(w, r, sess) == nil {
+	ps := s.params(w, r, sess)
+	if ps == nil {
 		return
 	}
 	program := mux.Vars(r)["program"]
@@ -203,7 +220,7 @@ func (s *Server) saveExternal(w http.ResponseWriter, r *http.Request, sess *sess
 		Identify: f.str("identify"), AccountPattern: f.str("account_pattern"),
 		Flavour: f.str("flavour"), Endpoint: f.str("endpoint"),
 		Credentials: r.PostFormValue("credentials"), Enabled: &enabled}
-	if e.Credentials == "" {
+	if e.Credentials == "" && externalExists(r, ps, program, e.Code) {
 		e.Credentials = core.Masked
 	}
 	e.Defaults()
