@@ -189,7 +189,30 @@ const DevKey = "puntos-dev-key"
 
 // LoadConfig reads the configuration: defaults, then the environment, then
 // flags from args. The returned FlagSet has parsed args (for positional args).
+// An error about a setting names its flag and its environment variable.
 func LoadConfig(name string, args []string, getenv func(string) string,
+	out io.Writer) (*Config, *flag.FlagSet, error) {
+	c, fs, err := loadConfig(name, args, getenv, out)
+	if err != nil {
+		return nil, nil, withEnv(err)
+	}
+	return c, fs, nil
+}
+
+// withEnv names the environment variable beside the flag an error starts
+// with ("partitions: ..." becomes "partitions (PUNTOS_PARTITIONS): ..."), so
+// that a user who set the variable recognises it.
+func withEnv(err error) error {
+	msg := err.Error()
+	for _, s := range settings {
+		if rest, ok := strings.CutPrefix(msg, s.flag+":"); ok {
+			return fmt.Errorf("%s (%s):%s", s.flag, s.env, rest)
+		}
+	}
+	return err
+}
+
+func loadConfig(name string, args []string, getenv func(string) string,
 	out io.Writer) (*Config, *flag.FlagSet, error) {
 	c := &Config{}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)

@@ -52,22 +52,22 @@ func TestClickHouseOff(t *testing.T) {
 
 func TestConfigErrorsNameTheSetting(t *testing.T) {
 	for _, tc := range []struct{ args, want string }{
-		{"--partitions=x", "partitions"},
-		{"--partitions=0", "partitions"},
-		{"--result-wait=5", "result-wait"},
-		{"--nats-sync=sometimes", "nats-sync"},
-		{"--gc-percent=10", "gc-percent"},
+		{"--partitions=x", "partitions (PUNTOS_PARTITIONS): "},
+		{"--partitions=0", "partitions (PUNTOS_PARTITIONS): must be between 1 and 1024"},
+		{"--result-wait=5", "result-wait (PUNTOS_RESULT_WAIT): "},
+		{"--nats-sync=sometimes", "nats-sync (PUNTOS_NATS_SYNC): must be always or interval"},
+		{"--gc-percent=10", "gc-percent (PUNTOS_GC_PERCENT): "},
 		// A port alone is a mistake of the address, not of the API keys that
 		// a non-loopback address would need.
 		{"--http-addr=8080", "http-addr (PUNTOS_HTTP_ADDR): \"8080\" must be host:port"},
 		{"--http-addr=127.0.0.1:", "http-addr"},
-		{"--api-keys=web=short", "api-keys"},
+		{"--api-keys=web=short", "api-keys (PUNTOS_API_KEYS): "},
 		// A source names a caller's commands on the bus and in the ledger:
 		// no '/' (the bus's message ids separate source and txn with it),
 		// nothing a URL segment would escape, and no partner's name.
-		{"--api-keys=shop/lima=key-0123456789", "api-keys: source \"shop/lima\""},
-		{"--api-keys=shop lima=key-0123456789", "api-keys: source"},
-		{"--api-keys=partner:acme=key-0123456789", "api-keys: source \"partner:acme\""},
+		{"--api-keys=shop/lima=key-0123456789", "api-keys (PUNTOS_API_KEYS): source \"shop/lima\""},
+		{"--api-keys=shop lima=key-0123456789", "api-keys (PUNTOS_API_KEYS): source"},
+		{"--api-keys=partner:acme=key-0123456789", "api-keys (PUNTOS_API_KEYS): source \"partner:acme\""},
 	} {
 		_, _, err := LoadConfig("run", []string{tc.args}, env(nil), &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
