@@ -18,7 +18,7 @@ import (
 
 const deadUsage = `Usage: puntos deadletters list [--limit N] [flags]
        puntos deadletters redrive (SEQ... | --all) [--wait D] [flags]
-       puntos deadletters discard SEQ... [flags]
+       puntos deadletters discard (SEQ... | --refused) [flags]
 
 Commands core could not apply are set aside on the dead-letter stream with
 the reason: those it failed to apply PUNTOS_MAX_DELIVER times in a row (a
@@ -30,12 +30,14 @@ gives that refusal again).
   list     the dead letters, oldest first, each with its sequence (SEQ) and
            AS: failed (needs an operator) or refused (the ledger answered it)
   redrive  once the cause is mended: put each named command (or --all of
-           them) back on the command stream, remove its dead letter, and wait
-           up to --wait (default 10s) for the ledger's answer. A command
+           those that failed; refused ones would only get their refusal
+           again) back on the command stream, remove its dead letter, and
+           wait up to --wait (default 10s) for the ledger's answer. A command
            applied meanwhile is answered as a replay: nothing is posted twice.
   discard  remove dead letters without sending them again (one that is not a
            command, or a command its caller has since replaced); a
-           discarded command stays failed for its caller
+           discarded command stays failed for its caller. --refused discards
+           every refused letter, once their reasons are read
 
 The bus is NATS_URL, or else the embedded server of 'puntos run' on
 127.0.0.1:PUNTOS_NATS_PORT (default 14222). The other flags are those of
@@ -63,6 +65,7 @@ func runDeadLetters(ctx context.Context, args []string, getenv func(string) stri
 	args, limitArg := splitFlag(args, "limit")
 	args, waitArg := splitFlag(args, "wait")
 	args, all := takeSwitch(args, "all")
+	args, refused := takeSwitch(args, "refused")
 	name := "deadletters " + sub
 	// Each subcommand takes its own flags only.
 	switch {
@@ -72,6 +75,8 @@ func runDeadLetters(ctx context.Context, args []string, getenv func(string) stri
 		return fmt.Errorf("%s: --wait is for redrive", name)
 	case all && sub != "redrive":
 		return fmt.Errorf("%s: --all is for redrive; name each dead letter", name)
+	case refused && sub != "discard":
+		return fmt.Errorf("%s: --refused is for discard", name)
 	}
 	for _, a := range args {
 		if f := strings.TrimLeft(a, "-"); a != f && (f == "limit" || f == "wait") {
@@ -102,7 +107,7 @@ func runDeadLetters(ctx context.Context, args []string, getenv func(string) stri
 		return fmt.Errorf("%s: --wait must not be negative", name)
 	case sub == "list" && (len(seqs) > 0 || len(args) > 0 && !strings.HasPrefix(args[0], "-")):
 		return fmt.Errorf("%s takes no sequence; it lists them all", name)
-	case sub != "list" && len(seqs) == 0 && !all:
+	case sub != "list" && len(seqs) == 0 && !all && !refused:
 		for _, a := range args {
 			if _, err := strconv.ParseUint(a, 10, 64); err == nil {
 				return fmt.Errorf("%s: the sequences come first: puntos %s SEQ... [flags]",
@@ -119,6 +124,8 @@ func runDeadLetters(ctx context.Context, args []string, getenv func(string) stri
 			"deadletters list)", name)
 	case all && len(seqs) > 0:
 		return fmt.Errorf("%s: either sequences or --all, not both", name)
+	case refused && len(seqs) > 0:
+		return fmt.Errorf("%s: either sequences or --refused, not both", name)
 	}
 
 	cfg, fsPlatform, err := app.LoadConfig(name, args, getenv, stderr)
@@ -151,6 +158,21 @@ func runDeadLetters(ctx context.Context, args []string, getenv func(string) stri
 	case "list":
 		return listDead(ctx, b, *limit, stdout)
 	case "discard":
+		if refused {
+			dead, err := b.DeadLetters(ctx, 1<<20)
+			if err != nil {
+				return err
+			}
+			for _, dl := range dead {
+				if dl.Refused {
+					seqs = append(seqs, dl.Seq)
+				}
+			}
+			if len(seqs) == 0 {
+				fmt.Fprintln(stdout, "No refused dead letters.")
+				return nil
+			}
+		}
 		failed := 0
 		for _, seq := range seqs {
 			dl, err := b.Discard(ctx, seq)
@@ -168,11 +190,20 @@ func runDeadLetters(ctx context.Context, args []string, getenv func(string) stri
 		if err != nil {
 			return err
 		}
+		left := 0
 		for _, dl := range dead {
+			if dl.Refused {
+				left++ // re-driven, it would get its refusal again, and its record go
+				continue
+			}
 			seqs = append(seqs, dl.Seq)
 		}
+		if left > 0 {
+			fmt.Fprintf(stdout, "%d refused dead letters left as they are: re-driving one "+
+				"gives its refusal again (name it to re-drive it all the same)\n", left)
+		}
 		if len(seqs) == 0 {
-			fmt.Fprintln(stdout, "No dead letters.")
+			fmt.Fprintln(stdout, "No failed dead letters to re-drive.")
 			return nil
 		}
 	}
