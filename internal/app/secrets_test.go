@@ -34,6 +34,8 @@ func TestSecretsKeySettingRefused(t *testing.T) {
 		{"from the environment", "c2hvcnQ=", "key 1 is 5 bytes", true},
 		{"an old key bad", good + ",oops!", "key 2 is not standard base64", true},
 		{"a key twice", good + "," + good, "key 2 repeats", false},
+		{"a trailing comma", good + ",", "key 2 is empty", false},
+		{"hex", strings.Repeat("ab", 32), "key 1 is written in hex", true},
 	} {
 		var args []string
 		e := env(nil)

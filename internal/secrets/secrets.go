@@ -101,6 +101,14 @@ func Parse(setting string) (*Keyring, error) {
 	var raw [][]byte
 	for i, part := range strings.Split(setting, ",") {
 		part = strings.TrimSpace(part)
+		if part == "" {
+			return nil, fmt.Errorf("key %d is empty (keys are separated by commas, "+
+				"the current one first)", i+1)
+		}
+		if _, err := hex.DecodeString(part); err == nil && len(part) == 2*KeySize {
+			return nil, fmt.Errorf("key %d is written in hex; give the base64 of %d "+
+				"random bytes (make one with: openssl rand -base64 32)", i+1, KeySize)
+		}
 		b, err := base64.StdEncoding.DecodeString(part)
 		if err != nil || part == "" {
 			return nil, fmt.Errorf("key %d is not standard base64 (make one with: "+
