@@ -18,33 +18,46 @@ import (
 	"github.com/puntos-loyalty/puntos/bus/natsbus"
 )
 
-// redrive --all re-drives the failed letters and leaves the refused ones
-// (re-driven, they would get their refusal again and lose their record);
-// discard --refused removes the refused ones and no other.
-func TestRedriveAllLeavesRefusalsAndDiscardRefusedTakesThem(t *testing.T) {
-	ctx := context.Background()
+// deadLetterBus starts an embedded NATS server of 4 partitions for a test
+// and connects a bus to it; it returns the bus and the server's URL.
+func deadLetterBus(t *testing.T) (*natsbus.Bus, string) {
+	t.Helper()
 	srv, url, err := natsbus.StartEmbedded(t.TempDir(), -1, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
-	b, err := natsbus.Connect(ctx, natsbus.Config{URL: url, Partitions: 4},
+	b, err := natsbus.Connect(context.Background(), natsbus.Config{URL: url, Partitions: 4},
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(b.Close)
-	letter := func(txn string, seq uint64) *natsbus.Delivery {
-		cmd := bus.Command{ID: uuid.NewString(), Kind: "points.accrue", Source: "billing",
-			TxnID: txn, Program: "telco", Member: "m-1", Payload: []byte(`{}`)}
-		cmd.Seal()
-		raw, err := json.Marshal(cmd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &natsbus.Delivery{Command: cmd, Raw: raw, Seq: seq,
-			Partition: bus.Partition("telco", "m-1", 4)}
+	return b, url
+}
+
+// deadDelivery is an accrual of billing's txn for member m-1 of telco, as
+// delivered at seq of its partition, to be dead-lettered.
+func deadDelivery(t *testing.T, txn string, seq uint64) *natsbus.Delivery {
+	t.Helper()
+	cmd := bus.Command{ID: uuid.NewString(), Kind: "points.accrue", Source: "billing",
+		TxnID: txn, Program: "telco", Member: "m-1", Payload: []byte(`{}`)}
+	cmd.Seal()
+	raw, err := json.Marshal(cmd)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return &natsbus.Delivery{Command: cmd, Raw: raw, Seq: seq,
+		Partition: bus.Partition("telco", "m-1", 4)}
+}
+
+// redrive --all re-drives the failed letters and leaves the refused ones
+// (re-driven, they would get their refusal again and lose their record);
+// discard --refused removes the refused ones and no other.
+func TestRedriveAllLeavesRefusalsAndDiscardRefusedTakesThem(t *testing.T) {
+	ctx := context.Background()
+	b, url := deadLetterBus(t)
+	letter := func(txn string, seq uint64) *natsbus.Delivery { return deadDelivery(t, txn, seq) }
 	for i, txn := range []string{"ref-1", "ref-2"} {
 		if err := b.DeadLetterRefused(ctx, letter(txn, uint64(i+1)), "not_found: member"); err != nil {
 			t.Fatal(err)
