@@ -29,33 +29,7 @@ func TestLate8RefusedLetterOnTheDeadLettersPage(t *testing.T) {
 	b := rg.connectBus()
 	ctx := context.Background()
 
-	cctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = b.Consume(cctx, 0, 16, 50*time.Millisecond,
-			func(ctx context.Context, batch []*natsbus.Delivery) error {
-				cmds := make([]bus.Command, len(batch))
-				for i, d := range batch {
-					cmds[i] = d.Command
-				}
-				out, err := rg.ledger().ApplyBatch(ctx, cmds)
-				if err != nil {
-					return err
-				}
-				for i, a := range out {
-					_ = b.PublishResult(a.Result)
-					if a.Dead != "" {
-						if err := b.DeadLetterRefused(ctx, batch[i], a.Dead); err != nil {
-							return err
-						}
-						_ = batch[i].Term()
-					}
-				}
-				return nil
-			})
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	rg.consume(b) // applies, and dead-letters refusals, as core does
 
 	payload, _ := json.Marshal(core.Adjust{Points: 25, Reason: "goodwill"})
 	cmd := bus.Command{ID: uuid.NewString(), Kind: core.KindAdjust, Source: "callcentre",

@@ -73,8 +73,15 @@ func (rg *rig) consume(b *natsbus.Bus) {
 				if err != nil {
 					return err
 				}
-				for _, a := range out {
+				for i, a := range out {
 					_ = b.PublishResult(a.Result)
+					if a.Dead != "" {
+						// A refusal for good is dead-lettered apart, as core does.
+						if err := b.DeadLetterRefused(ctx, batch[i], a.Dead); err != nil {
+							return err
+						}
+						_ = batch[i].Term()
+					}
 				}
 				return nil
 			})
