@@ -400,6 +400,7 @@ func (s *Server) publishBatch(ctx context.Context, bp BatchPublisher,
 	for i := range a.Items {
 		switch it := &a.Items[i]; {
 		case it.Status == 0:
+			s.pending.add(cmds[i].Source, it.TxnID)
 			it.Status = http.StatusAccepted
 			it.StatusURL = "/v1/commands/" + it.TxnID
 			a.Pending++

@@ -62,6 +62,10 @@ type Server struct {
 	now     func() time.Time
 	files   *filesService // bulk point loads; nil answers 503
 	reports *ReportStore  // report reads; nil answers 503
+
+	pending      *answeredPending // commands answered 202 lately (pending.go)
+	searches     chan struct{}    // bus searches of status polls running
+	statusLookup func(how string)
 }
 
 // Options configures a Server.
@@ -70,11 +74,17 @@ type Options struct {
 	Wait time.Duration
 	// Keys maps API keys to the caller (source) names they authenticate.
 	Keys map[string]string
+	// StatusLookup, when set, is told how each status poll for a command
+	// the ledger has no result for was answered: LookupRemembered,
+	// LookupSearched or LookupBusy.
+	StatusLookup func(how string)
 }
 
 // New returns a Server.
 func New(pub Publisher, read Reader, log *slog.Logger, opt Options) *Server {
-	s := &Server{pub: pub, read: read, log: log, wait: opt.Wait, now: time.Now}
+	s := &Server{pub: pub, read: read, log: log, wait: opt.Wait, now: time.Now,
+		pending: newAnsweredPending(time.Now), searches: make(chan struct{}, maxSearches),
+		statusLookup: opt.StatusLookup}
 	if s.wait <= 0 {
 		s.wait = 5 * time.Second
 	}
@@ -351,6 +361,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, cmd bus.Command)
 			s.writeResult(w, r, res)
 			return
 		case <-timer.C:
+			s.pending.add(cmd.Source, cmd.TxnID)
 			w.Header().Set("Location", "/v1/commands/"+cmd.TxnID)
 			writeJSON(w, http.StatusAccepted, map[string]any{
 				"status": "accepted", "txn_id": cmd.TxnID, "command_id": cmd.ID,
@@ -425,7 +436,7 @@ func (s *Server) getCommand(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := s.read.CommandResult(r.Context(), source, txn)
 	if core.KindOf(err) == core.NotFound {
-		where := s.onBus(r.Context(), source, txn)
+		where := s.whereabouts(r.Context(), source, txn)
 		if where != bus.Waiting {
 			// Core may have applied it between the two reads: ask the
 			// ledger again.

@@ -220,7 +220,8 @@ func (a *App) startHTTP() error {
 			a.log.Warn("No API keys configured: the development key is accepted",
 				"source", "dev")
 		}
-		api := rest.New(a.Bus, a.Ledger, a.log, rest.Options{Wait: a.cfg.ResultWait, Keys: keys})
+		api := rest.New(a.Bus, a.Ledger, a.log, rest.Options{Wait: a.cfg.ResultWait, Keys: keys,
+			StatusLookup: func(how string) { a.metrics.lookups.WithLabelValues(how).Inc() }})
 		a.mountFiles(api)
 		a.mountReports(api)
 		api.Register(r)
@@ -347,6 +348,7 @@ type metrics struct {
 	ledgerTx prometheus.Histogram
 	dead     prometheus.Counter
 	relayed  prometheus.Counter
+	lookups  *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -372,8 +374,13 @@ func newMetrics() *metrics {
 			"ledger, failed PUNTOS_MAX_DELIVER times, or not commands at all."})
 	m.relayed = prometheus.NewCounter(prometheus.CounterOpts{Name: "puntos_events_relayed_total",
 		Help: "Ledger events relayed from the outbox to the bus."})
+	m.lookups = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "puntos_status_lookups_total",
+		Help: "Status polls for commands the ledger had no result for, by how the bus was " +
+			"asked: remembered (answered 202 by this gateway: two lookups), searched (its " +
+			"backlog read), busy (pending: too many searches running)."}, []string{"how"})
 	m.reg.MustRegister(m.requests, m.latency, m.applied, m.batches, m.ledgerTx, m.dead,
-		m.relayed, collectors.NewGoCollector(),
+		m.relayed, m.lookups, collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
