@@ -77,9 +77,37 @@ type ExternalProgram struct {
 	Endpoint string `json:"endpoint,omitempty"`
 	// Credentials is the secret sent to the partner as a bearer token. It is
 	// stored encrypted, never logged and never answered back: reads show
-	// Masked instead. An upsert that gives Masked keeps the stored secret.
+	// Masked instead. What an upsert does with it is ExternalUpsert's.
 	Credentials string `json:"credentials,omitempty"`
 	Enabled     *bool  `json:"enabled,omitempty"`
+}
+
+// ExternalUpsert is the payload of a KindExternalUpsert command: an
+// external program's configuration and what becomes of its stored
+// credentials. Its own Credentials field hides the configuration's, so
+// that a payload that leaves the field out can be told from one that gives
+// it empty:
+//
+//   - left out (nil): the stored credentials are kept; a new external
+//     program gets none;
+//   - "": none; stored ones are removed;
+//   - Masked: the stored credentials are kept; refused for an external
+//     program not stored yet, which has none to keep;
+//   - anything else: the new secret.
+type ExternalUpsert struct {
+	ExternalProgram
+	Credentials *string `json:"credentials,omitempty"`
+}
+
+// Config is the configuration the upsert gives, with the credentials it
+// names (empty when it leaves them out).
+func (u *ExternalUpsert) Config() ExternalProgram {
+	e := u.ExternalProgram
+	e.Credentials = ""
+	if u.Credentials != nil {
+		e.Credentials = *u.Credentials
+	}
+	return e
 }
 
 // Masked is what reads and logs show instead of a secret. Given back as
@@ -106,6 +134,17 @@ func (e *ExternalProgram) Defaults() {
 	if e.Enabled == nil {
 		yes := true
 		e.Enabled = &yes
+	}
+}
+
+// Normalize writes the ratio in the one form the ledger stores and
+// answers, a decimal without trailing fraction zeros: "0.5" whether it was
+// given as "0.50" or read back from the database as "0.500000". Writes and
+// reads both call it, so the two show the same text for the same ratio. A
+// ratio that does not parse is left as it is, for Validate to name.
+func (e *ExternalProgram) Normalize() {
+	if r, err := ParseRate("ratio", e.Ratio); err == nil {
+		e.Ratio = FormatDecimal(r)
 	}
 }
 
@@ -156,6 +195,10 @@ func (e *ExternalProgram) Validate() error {
 	}
 	switch e.Flavour {
 	case FlavourHTTP:
+		if strings.TrimSpace(e.Endpoint) == "" {
+			return Errorf(Invalid, "endpoint", "is required for flavour http: "+
+				"the base URL of the partner's API")
+		}
 		u, err := url.Parse(e.Endpoint)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
 			u.User != nil || u.RawQuery != "" || u.Fragment != "" {

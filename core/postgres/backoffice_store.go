@@ -125,9 +125,7 @@ func (t *txn) paramState(ctx context.Context, cmd *bus.Command) (any, error) {
 		if err != nil {
 			return nilIfMissing(err)
 		}
-		pub := e.Public()
-		pub.Ratio = trimDecimal(pub.Ratio)
-		return pub, nil
+		return e.Public(), nil
 	default:
 		return nil, core.Errorf(core.Invalid, "kind", "%q is not a parameter change", cmd.Kind)
 	}
@@ -194,9 +192,7 @@ func (l *Ledger) ExternalPrograms(ctx context.Context,
 		if err != nil {
 			return nil, err
 		}
-		pub := e.Public()
-		pub.Ratio = trimDecimal(pub.Ratio)
-		out = append(out, pub)
+		out = append(out, e.Public())
 	}
 	return out, rows.Err()
 }

@@ -2,10 +2,13 @@ package postgres
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -28,14 +31,16 @@ func (t *txn) conversionCmd(ctx context.Context, prog *program, cmd *bus.Command
 }
 
 // upsertExternal creates or replaces an external program of prog. The
-// command's member field is the external program's code. The credentials
-// are stored sealed (storedCredentials); the stored result shows them
-// masked.
+// command's member field is the external program's code; its payload is a
+// core.ExternalUpsert. The credentials are stored sealed
+// (storedCredentials); the stored result shows them masked, or leaves them
+// out when none are stored.
 func (t *txn) upsertExternal(ctx context.Context, prog *program, cmd *bus.Command) (any, error) {
-	var e core.ExternalProgram
-	if err := decode(cmd.Payload, &e); err != nil {
+	var u core.ExternalUpsert
+	if err := decode(cmd.Payload, &u); err != nil {
 		return nil, err
 	}
+	e := u.Config()
 	if e.Code != "" && e.Code != cmd.Member {
 		return nil, core.Errorf(core.Invalid, "code", "differs from the path")
 	}
@@ -44,13 +49,12 @@ func (t *txn) upsertExternal(ctx context.Context, prog *program, cmd *bus.Comman
 	if err := e.Validate(); err != nil {
 		return nil, err
 	}
-	stored, err := t.storedCredentials(ctx, prog, e.Code, e.Credentials)
+	e.Normalize()
+	stored, err := t.storedCredentials(ctx, prog, e.Code, u.Credentials)
 	if err != nil {
 		return nil, err
 	}
-	if stored == "" {
-		e.Credentials = "" // nothing was kept: the result shows none
-	}
+	e.Credentials = stored // what is kept; the result masks it
 	_, err = t.tx.Exec(ctx, `INSERT INTO external_programs (program_id, code, name, ratio,
 			rounding, min_points, max_points, daily_limit, monthly_limit, identify,
 			account_pattern, flavour, endpoint, credentials, enabled)
@@ -72,38 +76,56 @@ func (t *txn) upsertExternal(ctx context.Context, prog *program, cmd *bus.Comman
 }
 
 // storedCredentials is what the credentials column of prog's external
-// program code gets for the credentials given by an upsert: nothing for
-// nothing; the stored value for core.Masked (a caller that sends back what
-// it read keeps the secret, and the back office's blank field sends that),
-// refused as invalid when there is no stored external program to keep them
-// of (a new one would silently get none);
-// otherwise the given secret sealed for the row (the row's own sealed value
-// given back counts as the secret it seals). A plain value stored before
-// credentials were encrypted is sealed when kept, if a key is configured.
-// Errors: unavailable, when a secret is to be stored and no key is
-// configured: it is refused, never stored in plain text.
-func (t *txn) storedCredentials(ctx context.Context, prog *program, code,
-	given string) (string, error) {
-	switch given {
-	case "":
+// program code gets for the credentials given by an upsert (nil when it
+// left them out):
+//   - left out: the stored value, or nothing for an external program not
+//     stored yet (a REST client that omits the field keeps the secret, as
+//     does the back office's blank field);
+//   - "": nothing, the stored value removed;
+//   - core.Masked: the stored value (a caller that sends back what it read
+//     keeps the secret), refused as invalid when there is no stored
+//     external program to keep them of (a new one would silently get none);
+//   - otherwise the given secret sealed for the row (the row's own sealed
+//     value given back counts as the secret it seals).
+//
+// A plain value stored before credentials were encrypted is sealed when
+// kept, if a key is configured. Errors: unavailable, when a secret is to be
+// stored and no key is configured: it is refused, never stored in plain
+// text.
+func (t *txn) storedCredentials(ctx context.Context, prog *program, code string,
+	given *string) (string, error) {
+	omitted := given == nil
+	switch {
+	case omitted:
+		// Kept as core.Masked keeps them, but a new one gets none.
+	case *given == "":
 		return "", nil
-	case core.Masked:
-		var cur string
-		err := t.tx.QueryRow(ctx, `SELECT credentials FROM external_programs
-			WHERE program_id = $1 AND code = $2 FOR UPDATE`, prog.ID, code).Scan(&cur)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return "", core.Errorf(core.Invalid, "credentials", "%s keeps the stored "+
-				"credentials, and external program %q has none yet: give them, or leave the "+
-				"field out for a partner that needs none", core.Masked, code)
-		}
-		if err != nil {
-			return "", fmt.Errorf("read stored credentials: %w", err)
-		}
-		if cur == "" || secrets.IsSealed(cur) || t.secrets == nil {
-			return cur, nil
-		}
-		given = cur
+	case *given != core.Masked:
+		return t.sealCredentials(prog, code, *given)
 	}
+	var cur string
+	err := t.tx.QueryRow(ctx, `SELECT credentials FROM external_programs
+		WHERE program_id = $1 AND code = $2 FOR UPDATE`, prog.ID, code).Scan(&cur)
+	if errors.Is(err, pgx.ErrNoRows) {
+		if omitted {
+			return "", nil
+		}
+		return "", core.Errorf(core.Invalid, "credentials", "%s keeps the stored "+
+			"credentials, and external program %q has none yet: give them, or leave the "+
+			"field out for a partner that needs none", core.Masked, code)
+	}
+	if err != nil {
+		return "", fmt.Errorf("read stored credentials: %w", err)
+	}
+	if cur == "" || secrets.IsSealed(cur) || t.secrets == nil {
+		return cur, nil
+	}
+	return t.sealCredentials(prog, code, cur)
+}
+
+// sealCredentials seals the secret given for prog's external program code,
+// bound to its row. Errors: unavailable, when no key is configured.
+func (t *txn) sealCredentials(prog *program, code, given string) (string, error) {
 	if t.secrets == nil {
 		return "", core.Errorf(core.Unavailable, "credentials", "cannot be stored: no "+
 			"secrets key is configured on the ledger's process (set PUNTOS_SECRETS_KEY); "+
@@ -150,6 +172,7 @@ func scanExternal(row pgx.Row, code string) (*core.ExternalProgram, error) {
 		return nil, fmt.Errorf("read external program: %w", err)
 	}
 	e.Enabled = &enabled
+	e.Normalize() // the column's "0.500000" answered as the upsert answered it: "0.5"
 	return e, nil
 }
 
@@ -488,6 +511,90 @@ func (l *Ledger) Conversion(ctx context.Context, program, ref, id string) (*core
 		return nil, fmt.Errorf("read conversion: %w", err)
 	}
 	return c, nil
+}
+
+// ConversionPage is one page of a member's conversions, newest first.
+type ConversionPage struct {
+	Member      string            `json:"member"`
+	Conversions []core.Conversion `json:"conversions"`
+	// Next is the cursor of the following page; empty on the last one.
+	Next string `json:"next_cursor,omitempty"`
+}
+
+// Conversions returns up to limit conversions of the member known by ref,
+// newest request first, older than cursor (an opaque value from a previous
+// page; empty for the newest). They are the conversions Conversion answers
+// for the same reference. A limit outside 1-500 is taken as 50.
+// Errors: not_found (no such program or member), invalid (a bad cursor).
+func (l *Ledger) Conversions(ctx context.Context, program, ref, cursor string,
+	limit int) (*ConversionPage, error) {
+	m, err := l.Member(ctx, program, ref)
+	if err != nil {
+		return nil, err
+	}
+	if limit <= 0 || limit > 500 {
+		limit = 50
+	}
+	// The first page starts after every possible conversion.
+	beforeAt, beforeID := time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC), uuid.Max.String()
+	if cursor != "" {
+		if beforeAt, beforeID, err = decodeConversionCursor(cursor); err != nil {
+			return nil, err
+		}
+	}
+
+	// The same members as Conversion: the one the reference leads to (the
+	// survivor of a merge) and the one that holds the reference itself.
+	rows, err := l.pool.Query(ctx, `SELECT `+conversionCols+`
+		FROM conversions c JOIN programs p ON p.id = c.program_id
+		WHERE c.member_id = ANY (ARRAY(SELECT $1::uuid UNION
+				SELECT m.id FROM members m JOIN programs mp ON mp.id = m.program_id
+				WHERE mp.code = $2 AND m.customer_ref = $3))
+		  AND p.code = $2 AND (c.requested_at, c.id) < ($4, $5::uuid)
+		ORDER BY c.requested_at DESC, c.id DESC LIMIT $6`, m.ID, program, ref,
+		beforeAt, beforeID, limit+1)
+	if err != nil {
+		return nil, fmt.Errorf("list conversions: %w", err)
+	}
+	list, err := scanConversions(rows)
+	if err != nil {
+		return nil, err
+	}
+	page := &ConversionPage{Member: m.CustomerRef, Conversions: list}
+	if page.Conversions == nil {
+		page.Conversions = []core.Conversion{}
+	}
+	if len(page.Conversions) > limit {
+		page.Conversions = page.Conversions[:limit]
+		last := page.Conversions[limit-1]
+		page.Next = encodeConversionCursor(last.RequestedAt, last.ID)
+	}
+	return page, nil
+}
+
+// The cursor of a member's conversions is the position of the last one
+// shown: when it was requested (microseconds since 1970, PostgreSQL's
+// precision) and its id.
+func encodeConversionCursor(at time.Time, id string) string {
+	return base64.RawURLEncoding.EncodeToString(
+		[]byte(strconv.FormatInt(at.UnixMicro(), 10) + "." + id))
+}
+
+func decodeConversionCursor(c string) (time.Time, string, error) {
+	bad := core.Errorf(core.Invalid, "cursor", "is not a cursor from a previous page")
+	raw, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return time.Time{}, "", bad
+	}
+	micros, id, ok := strings.Cut(string(raw), ".")
+	n, err := strconv.ParseInt(micros, 10, 64)
+	if !ok || err != nil {
+		return time.Time{}, "", bad
+	}
+	if _, err := uuid.Parse(id); err != nil {
+		return time.Time{}, "", bad
+	}
+	return time.UnixMicro(n).UTC(), id, nil
 }
 
 // ClaimConversions takes up to limit pending conversions whose next attempt

@@ -9,14 +9,22 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/puntos-loyalty/puntos/core"
+	"github.com/puntos-loyalty/puntos/core/postgres"
 )
 
 // ConversionReader answers the reads of conversions into external
 // programs. The ledger implements it; a Reader without it answers those
 // reads with 503.
 type ConversionReader interface {
+	// ExternalProgram answers one external program, its credentials masked.
 	ExternalProgram(ctx context.Context, program, code string) (*core.ExternalProgram, error)
+	// ExternalPrograms answers a program's external programs by code, their
+	// credentials masked as ExternalProgram masks them.
+	ExternalPrograms(ctx context.Context, program string) ([]core.ExternalProgram, error)
 	Conversion(ctx context.Context, program, member, id string) (*core.Conversion, error)
+	// Conversions answers a page of a member's conversions, newest first.
+	Conversions(ctx context.Context, program, member, cursor string, limit int) (
+		*postgres.ConversionPage, error)
 }
 
 // registerConversions adds the routes of conversions into other companies'
@@ -24,16 +32,20 @@ type ConversionReader interface {
 func (s *Server) registerConversions(v1 *mux.Router) {
 	p := "/programs/{program}"
 	m := p + "/members/{member}"
+	v1.HandleFunc(p+"/external", s.listExternal).Methods(http.MethodGet)
 	v1.HandleFunc(p+"/external/{code}", s.putExternal).Methods(http.MethodPut)
 	v1.HandleFunc(p+"/external/{code}", s.getExternal).Methods(http.MethodGet)
 	v1.HandleFunc(m+"/conversions", s.convert).Methods(http.MethodPost)
+	v1.HandleFunc(m+"/conversions", s.listConversions).Methods(http.MethodGet)
 	v1.HandleFunc(m+"/conversions/{conversion}", s.getConversion).Methods(http.MethodGet)
 }
 
 // putExternal creates or replaces an external program. The command's
-// member is the external program's code; the ledger checks it.
+// member is the external program's code; the ledger checks it. The body
+// decodes as a core.ExternalUpsert, which tells `credentials` left out
+// (keep the stored ones) from `credentials` given empty (none).
 func (s *Server) putExternal(w http.ResponseWriter, r *http.Request) {
-	var in core.ExternalProgram
+	var in core.ExternalUpsert
 	s.write(w, r, core.KindExternalUpsert, &in, func() (string, any, *time.Time, error) {
 		code := mux.Vars(r)["code"]
 		if in.Code != "" && in.Code != code {
@@ -42,13 +54,28 @@ func (s *Server) putExternal(w http.ResponseWriter, r *http.Request) {
 		in.Code = ""
 		in.Defaults()
 		// The code is a path segment here; the ledger judges it.
-		probe := in
+		probe := in.Config()
 		probe.Code = "x"
 		if err := probe.Validate(); err != nil {
 			return "", nil, nil, err
 		}
 		return code, in, nil, nil
 	})
+}
+
+// listExternal answers a program's external programs by code, each as
+// getExternal answers it.
+func (s *Server) listExternal(w http.ResponseWriter, r *http.Request) {
+	cr := s.conversionReader(w, r)
+	if cr == nil {
+		return
+	}
+	list, err := cr.ExternalPrograms(r.Context(), mux.Vars(r)["program"])
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"external_programs": list})
 }
 
 func (s *Server) conversionReader(w http.ResponseWriter, r *http.Request) ConversionReader {
@@ -108,4 +135,25 @@ func (s *Server) getConversion(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, c)
+}
+
+// listConversions answers a page of a member's conversions, newest first,
+// paged as the statement is (cursor, limit).
+func (s *Server) listConversions(w http.ResponseWriter, r *http.Request) {
+	cr := s.conversionReader(w, r)
+	if cr == nil {
+		return
+	}
+	limit, err := queryInt(r, "limit", 50)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	page, err := cr.Conversions(r.Context(), mux.Vars(r)["program"], memberVar(r),
+		r.URL.Query().Get("cursor"), limit)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, page)
 }

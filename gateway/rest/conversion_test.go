@@ -100,13 +100,16 @@ func TestConversionRoutes(t *testing.T) {
 	ext := `{"name":"SkyMiles","ratio":"0.5","rounding":"half_up","min_points":100,` +
 		`"daily_limit":3000,"identify":"account_id","flavour":"http",` +
 		`"endpoint":"https://127.0.0.1:9/api","credentials":"very-secret"}`
-	w, _ := call("PUT", "/v1/programs/movil/external/skymiles", "x1", ext)
+	w, put := call("PUT", "/v1/programs/movil/external/skymiles", "x1", ext)
 	if w.Code != 201 || strings.Contains(w.Body.String(), "very-secret") {
 		t.Fatalf("PUT external: %d %s, want 201 without the secret", w.Code, w.Body)
 	}
 	got := must(200, "GET", "/v1/programs/movil/external/skymiles", "", "")
-	if got["credentials"] != core.Masked || got["ratio"] != "0.500000" {
-		t.Fatalf("GET external: %v, want the secret masked", got)
+	if got["credentials"] != core.Masked || got["ratio"] != "0.5" {
+		t.Fatalf("GET external: %v, want the secret masked and the ratio 0.5", got)
+	}
+	if putRatio := put["data"].(map[string]any)["ratio"]; putRatio != got["ratio"] {
+		t.Fatalf("ratio: PUT answered %v, GET %v; want the same text", putRatio, got["ratio"])
 	}
 	bad := strings.Replace(ext, "https://127.0.0.1:9/api", "file:///etc/passwd", 1)
 	p := must(400, "PUT", "/v1/programs/movil/external/skymiles", "x2", bad)
