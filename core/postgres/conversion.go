@@ -23,7 +23,7 @@ import (
 func (t *txn) conversionCmd(ctx context.Context, prog *program, cmd *bus.Command) (any, error) {
 	switch cmd.Kind {
 	case core.KindExternalUpsert:
-		return t.upsertExternal(ctx, prog, cmd)
+		return t.upsertExternalSealed(ctx, prog, cmd)
 	case core.KindConvert:
 		return t.convert(ctx, prog, cmd)
 	}

@@ -401,11 +401,16 @@ func (s *Server) command(kind, program, member, txn, actor string,
 	if err != nil {
 		return bus.Command{}, err
 	}
+	body, sent, err := s.sealCredentials(kind, program, member, body)
+	if err != nil {
+		return bus.Command{}, err
+	}
 	now := s.now().UTC()
 	cmd := bus.Command{ID: uuid.Must(uuid.NewV7()).String(), Kind: kind,
 		Source: Source, TxnID: txn, Program: program, Member: member, Actor: actor,
 		Channel: "backoffice", Payload: body, ReceivedAt: now}
 	cmd.Seal()
+	cmd.Payload = sent // a partner secret is hashed as a keyed digest and sent sealed
 	cmd.OccurredAt = now
 	return cmd, nil
 }

@@ -411,6 +411,10 @@ func (s *Server) newCommand(r *http.Request, kind, member string, payload any,
 	if err != nil {
 		return bus.Command{}, err
 	}
+	body, sent, err := s.sealCredentials(kind, mux.Vars(r)["program"], member, body)
+	if err != nil {
+		return bus.Command{}, err
+	}
 	now := s.now().UTC()
 	cmd := bus.Command{ID: uuid.Must(uuid.NewV7()).String(), Kind: kind,
 		Source: caller(r).Source, TxnID: txn, Program: mux.Vars(r)["program"], Member: member,
@@ -422,6 +426,7 @@ func (s *Server) newCommand(r *http.Request, kind, member string, payload any,
 		cmd.OccurredAt = occurred.UTC()
 	}
 	cmd.Seal()
+	cmd.Payload = sent // a partner secret is hashed as a keyed digest and sent sealed
 	if occurred == nil {
 		cmd.OccurredAt = now
 	}

@@ -86,12 +86,11 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger, roles Roles) (*Ap
 		}
 	}
 	a.Ledger = postgres.New(pool, log)
-	if roles.Core || roles.Adapters {
-		// The key of the credentials of external programs: the core stores
-		// them, the conversion adapter sends them.
-		if err := a.useSecretsKey(ctx); err != nil {
-			return nil, err
-		}
+	// The key of the credentials of external programs: the gateway seals
+	// them before they go on the bus, the core stores them, the conversion
+	// adapter sends them.
+	if err := a.useSecretsKey(ctx); err != nil {
+		return nil, err
 	}
 
 	// The bus: embedded when no URL is given.

@@ -157,7 +157,8 @@ var settings = []setting{
 			return nil
 		}},
 	{"secrets-key", "PUNTOS_SECRETS_KEY", "",
-		"key that encrypts the credentials of external programs in the database: the " +
+		"key that encrypts the credentials of external programs on the bus and in the " +
+			"database (the same on every process): the " +
 			"base64 of 32 random bytes (openssl rand -base64 32); to rotate, the new key " +
 			"first and the old ones after it, comma separated; empty uses a development " +
 			"key kept in <data-dir>/" + devKeyFile + " when the HTTP address is a loopback " +

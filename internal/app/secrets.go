@@ -131,8 +131,9 @@ func readKeyFile(path string) (*secrets.Keyring, error) {
 }
 
 // useSecretsKey gives the ledger the keys that encrypt the credentials of
-// external programs and, in the core, encrypts those still stored in plain
-// text (written before they were encrypted) or with an older key. A value
+// external programs (a gateway seals them with the same keys before it
+// puts them on the bus) and, in the core, encrypts those still stored in
+// plain text (written before they were encrypted) or with an older key. A value
 // that cannot be encrypted again is logged and left as it is: the process
 // starts, and the conversion adapter reports that external program.
 func (a *App) useSecretsKey(ctx context.Context) error {

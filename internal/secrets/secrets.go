@@ -60,6 +60,8 @@ type Keyring struct {
 type key struct {
 	id   string
 	aead cipher.AEAD
+	// digest keys Digest: a subkey derived from the key, never the key.
+	digest []byte
 }
 
 // New returns a keyring of raw keys, each KeySize bytes; the first is the
@@ -81,7 +83,7 @@ func New(raw ...[]byte) (*Keyring, error) {
 		if err != nil {
 			return nil, fmt.Errorf("key %d: %w", i+1, err)
 		}
-		one := &key{id: keyID(r), aead: aead}
+		one := &key{id: keyID(r), aead: aead, digest: digestKey(r)}
 		if _, dup := k.byID[one.id]; dup {
 			return nil, fmt.Errorf("key %d repeats an earlier key", i+1)
 		}
