@@ -18,10 +18,11 @@ import (
 // without reading the backlog, and lets only a few searches run at once.
 
 // answeredPending remembers the commands this gateway answered 202 for
-// lately: between pendingKeep and twice that, at most 2 × pendingCap of
-// them. A command it remembers was stored on the bus, so while the ledger
-// has no result for it, it is waiting on its partition unless it was set
-// aside as a dead letter, which two lookups tell.
+// lately: each at least pendingKeep and at most three times that, at most
+// 2 × pendingCap of them. A command it remembers was stored on the bus,
+// so while the ledger has no result for it, it is waiting on its
+// partition unless it was set aside as a dead letter, which two lookups
+// tell.
 type answeredPending struct {
 	mu      sync.Mutex
 	seed    maphash.Seed
@@ -56,10 +57,15 @@ func (p *answeredPending) key(source, txn string) uint64 {
 // rotate starts a new generation when the current one is old or full; the
 // previous one is forgotten. Call with mu held.
 func (p *answeredPending) rotate() {
-	if p.now().Sub(p.started) < pendingKeep && len(p.cur) < pendingCap {
-		return
+	age := p.now().Sub(p.started)
+	switch {
+	case age >= 2*pendingKeep:
+		// Nothing was added or asked for a whole generation: the current
+		// one is past keeping too.
+		p.prev, p.cur, p.started = make(map[uint64]struct{}), make(map[uint64]struct{}), p.now()
+	case age >= pendingKeep || len(p.cur) >= pendingCap:
+		p.prev, p.cur, p.started = p.cur, make(map[uint64]struct{}), p.now()
 	}
-	p.prev, p.cur, p.started = p.cur, make(map[uint64]struct{}), p.now()
 }
 
 // add remembers that (source, txn) was answered 202.
@@ -95,15 +101,18 @@ const (
 	LookupRemembered = "remembered"
 	// LookupSearched: the bus was searched (Locate).
 	LookupSearched = "searched"
-	// LookupBusy: answered pending because maxSearches searches were
+	// LookupBusy: answered pending because maxSearches searches of the
+	// caller (or maxSearches+1 in all) were
 	// running and none ended within searchWait.
 	LookupBusy = "busy"
 )
 
 const (
-	// maxSearches bounds the bus searches of status polls running at once
-	// in one gateway, so that polls during a backlog cannot take the cores
-	// the ledger needs to clear it.
+	// maxSearches bounds the bus searches of one caller's status polls
+	// running at once in one gateway, and maxSearches+1 those of all
+	// callers, so that polls during a backlog cannot take the cores the
+	// ledger needs to clear it, and one caller's polls (of ids it never
+	// sent, say) always leave room for another's.
 	maxSearches = 2
 	// searchWait bounds how long a poll waits for a search to end before
 	// it answers pending.
@@ -123,8 +132,20 @@ func (s *Server) whereabouts(ctx context.Context, source, txn string) bus.Wherea
 		}
 		// A dead letter: the search tells whether it was sent again since.
 	}
+	// A caller runs at most maxSearches searches, so that a caller polling
+	// in a hurry (ids it never sent, say) cannot keep the others waiting.
 	wait := time.NewTimer(searchWait)
 	defer wait.Stop()
+	mine := s.callerSearches(source)
+	select {
+	case mine <- struct{}{}:
+		defer func() { <-mine }()
+	case <-wait.C:
+		s.lookup(LookupBusy)
+		return bus.Waiting
+	case <-ctx.Done():
+		return bus.Waiting
+	}
 	select {
 	case s.searches <- struct{}{}:
 		defer func() { <-s.searches }()
@@ -136,6 +157,22 @@ func (s *Server) whereabouts(ctx context.Context, source, txn string) bus.Wherea
 	}
 	s.lookup(LookupSearched)
 	return s.onBus(ctx, source, txn)
+}
+
+// callerSearches holds the searches of source running. There is one per
+// caller the gateway authenticated: its API keys and partners.
+func (s *Server) callerSearches(source string) chan struct{} {
+	s.searchesMu.Lock()
+	defer s.searchesMu.Unlock()
+	ch, ok := s.bySource[source]
+	if !ok {
+		if s.bySource == nil {
+			s.bySource = map[string]chan struct{}{}
+		}
+		ch = make(chan struct{}, maxSearches)
+		s.bySource[source] = ch
+	}
+	return ch
 }
 
 // lookup counts a status lookup.

@@ -178,8 +178,8 @@ func TestStatusSearchesBounded(t *testing.T) {
 	}
 }
 
-// What was answered 202 is remembered at least pendingKeep and forgotten by
-// twice that; a full generation starts the next one early.
+// What was answered 202 is remembered at least pendingKeep and at most
+// three times that; a full generation starts the next one early.
 func TestAnsweredPendingForgets(t *testing.T) {
 	now := time.Date(2026, 12, 5, 18, 0, 0, 0, time.UTC)
 	p := newAnsweredPending(func() time.Time { return now })
@@ -196,6 +196,22 @@ func TestAnsweredPendingForgets(t *testing.T) {
 	now = now.Add(pendingKeep)
 	if p.has("billing", "t-1") || !p.has("billing", "t-2") {
 		t.Fatal("two generations later t-1 should be forgotten and t-2 remembered")
+	}
+
+	// Asked nothing for a long while: remembered a generation and a half
+	// later, forgotten two and a half later (at most three generations).
+	quiet := newAnsweredPending(func() time.Time { return now })
+	quiet.add("billing", "t-3")
+	now = now.Add(pendingKeep + pendingKeep/2)
+	if !quiet.has("billing", "t-3") {
+		t.Fatal("t-3 forgotten a generation and a half after it was answered")
+	}
+	late := newAnsweredPending(func() time.Time { return now })
+	late.add("billing", "t-4")
+	now = now.Add(2*pendingKeep + pendingKeep/2)
+	if late.has("billing", "t-4") {
+		t.Fatal("t-4 remembered two generations and a half after it was answered, " +
+			"nothing asked meanwhile")
 	}
 
 	full := newAnsweredPending(func() time.Time { return now })

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -65,6 +66,8 @@ type Server struct {
 
 	pending      *answeredPending // commands answered 202 lately (pending.go)
 	searches     chan struct{}    // bus searches of status polls running
+	searchesMu   sync.Mutex
+	bySource     map[string]chan struct{} // each caller's searches running
 	statusLookup func(how string)
 }
 
@@ -83,7 +86,8 @@ type Options struct {
 // New returns a Server.
 func New(pub Publisher, read Reader, log *slog.Logger, opt Options) *Server {
 	s := &Server{pub: pub, read: read, log: log, wait: opt.Wait, now: time.Now,
-		pending: newAnsweredPending(time.Now), searches: make(chan struct{}, maxSearches),
+		pending: newAnsweredPending(time.Now), searches: make(chan struct{}, maxSearches+1),
+		bySource:     map[string]chan struct{}{},
 		statusLookup: opt.StatusLookup}
 	if s.wait <= 0 {
 		s.wait = 5 * time.Second
