@@ -92,3 +92,26 @@ func withCredentials(fields map[string]json.RawMessage, v string) ([]byte, error
 	}
 	return out, nil
 }
+
+// KeyringHolder holds the process's secrets key. The ledger does
+// (postgres.Ledger.SecretsKeyring), so the gateways find the key through
+// the reader they already hold.
+type KeyringHolder interface {
+	SecretsKeyring() *secrets.Keyring
+}
+
+// SealPayload is what a gateway does to the JSON payload of a command of
+// kind to (program, member) before it hashes and sends it: for an external
+// program's upsert, SealCommandCredentials with the key of holder (none
+// when holder is not a KeyringHolder); for any other kind, payload twice.
+func SealPayload(holder any, kind, program, member string, payload []byte) (hashed,
+	sent []byte, err error) {
+	if kind != KindExternalUpsert {
+		return payload, payload, nil
+	}
+	var k *secrets.Keyring
+	if h, ok := holder.(KeyringHolder); ok {
+		k = h.SecretsKeyring()
+	}
+	return SealCommandCredentials(k, program, member, payload)
+}

@@ -401,7 +401,7 @@ func (s *Server) command(kind, program, member, txn, actor string,
 	if err != nil {
 		return bus.Command{}, err
 	}
-	body, sent, err := s.sealCredentials(kind, program, member, body)
+	body, sent, err := core.SealPayload(s.read, kind, program, member, body)
 	if err != nil {
 		return bus.Command{}, err
 	}

@@ -415,7 +415,7 @@ func (s *Server) newCommand(r *http.Request, kind, member string, payload any,
 	if err != nil {
 		return bus.Command{}, err
 	}
-	body, sent, err := s.sealCredentials(kind, mux.Vars(r)["program"], member, body)
+	body, sent, err := core.SealPayload(s.read, kind, mux.Vars(r)["program"], member, body)
 	if err != nil {
 		return bus.Command{}, err
 	}
