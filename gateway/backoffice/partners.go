@@ -173,6 +173,9 @@ func (s *Server) showExternal(w http.ResponseWriter, r *http.Request, sess *sess
 	case edit != nil:
 		v.Edit = *edit
 		v.Edit.Credentials = ""
+		for _, e := range v.External {
+			v.Existing = v.Existing || e.Code == edit.Code
+		}
 	case r.URL.Query().Get("edit") != "":
 		for _, e := range v.External {
 			if e.Code == r.URL.Query().Get("edit") {
@@ -185,26 +188,12 @@ func (s *Server) showExternal(w http.ResponseWriter, r *http.Request, sess *sess
 		Problem: problem, Data: &v})
 }
 
-// externalExists tells whether program has an external program of that
-// code; when it cannot tell, it answers true (the ledger then decides).
-func externalExists(r *http.Request, ps paramStore, program, code string) bool {
-	list, err := ps.ExternalPrograms(r.Context(), program)
-	if err != nil {
-		return true
-	}
-	for _, e := range list {
-		if e.Code == code {
-			return true
-		}
-	}
-	return false
-}
-
 // saveExternal creates or replaces an external program and its ratio. A
 // blank credentials field keeps the stored secret of an existing one: the
-// command says so with core.Masked, and the ledger keeps what it holds, so
+// command leaves the field out, and the ledger keeps what it holds, so
 // that the secret is neither decrypted here nor sent on the bus again. For
-// a new one, blank is none.
+// a new one, blank is none. The "remove the stored credentials" box sends
+// them empty, which removes them.
 func (s *Server) saveExternal(w http.ResponseWriter, r *http.Request, sess *session) {
 	ps := s.params(w, r, sess)
 	if ps == nil {
@@ -220,15 +209,27 @@ func (s *Server) saveExternal(w http.ResponseWriter, r *http.Request, sess *sess
 		Identify: f.str("identify"), AccountPattern: f.str("account_pattern"),
 		Flavour: f.str("flavour"), Endpoint: f.str("endpoint"),
 		Credentials: r.PostFormValue("credentials"), Enabled: &enabled}
-	if e.Credentials == "" && externalExists(r, ps, program, e.Code) {
-		e.Credentials = core.Masked
+	remove := f.bool("remove_credentials")
+	check := e.Validate
+	if remove && e.Credentials != "" {
+		check = func() error {
+			return core.Errorf(core.Invalid, "credentials", "give new credentials or remove "+
+				"the stored ones, not both")
+		}
 	}
 	e.Defaults()
 	// The command's member is the external program's code, as REST sends
 	// it: changes to one external program apply in order.
-	payload := e
+	payload := core.ExternalUpsert{ExternalProgram: e}
 	payload.Code = ""
-	s.save(w, r, sess, f.check(e.Validate), edit{kind: core.KindExternalUpsert,
+	switch {
+	case remove:
+		none := ""
+		payload.Credentials = &none
+	case e.Credentials != "":
+		payload.Credentials = &e.Credentials
+	}
+	s.save(w, r, sess, f.check(check), edit{kind: core.KindExternalUpsert,
 		program: program, member: e.Code, payload: payload, action: "external.saved",
 		target: program + "/" + e.Code, page: "/admin/external", done: "external"},
 		func(status int, problem string) { s.showExternal(w, r, sess, status, problem, &e) })
