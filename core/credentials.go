@@ -28,7 +28,8 @@ const credentialsDigestPrefix = "digest:"
 //     are payload as it is;
 //   - else the payload to hash has the credentials replaced by a keyed
 //     digest of the secret (secrets.Keyring.Digest), the same for every
-//     retry of the request while the current key is the same, and useless
+//     retry of the request while the oldest key kept is the same (a
+//     rotation to NEW,OLD keeps it), and useless
 //     to whoever guesses secrets without the key; the payload to send has
 //     them sealed with CommandCredentialsAD, a fresh nonce each time.
 //

@@ -20,16 +20,20 @@ func digestKey(raw []byte) []byte {
 }
 
 // Digest is a keyed digest of plain for the record named by ad, with a
-// subkey of the current key: "<key id>:<base64 of HMAC-SHA256>". Unlike
-// Seal it is the same every time for the same plain, record and key, so
-// that two requests can be compared without their secrets; unlike a plain
-// hash it cannot be checked against guesses without the key. A new current
-// key gives every value a new digest. Errors: ErrNoKey.
+// subkey of the last key of the ring, the oldest one kept:
+// "<key id>:<base64 of HMAC-SHA256>". Unlike Seal it is the same every
+// time for the same plain, record and keys, so that two requests can be
+// compared without their secrets; unlike a plain hash it cannot be checked
+// against guesses without the key. The oldest key rather than the current
+// one, so that a rotation (NEW,OLD on some processes, OLD alone on others
+// still) keeps every digest as it was: the digests change only when OLD is
+// dropped. Errors: ErrNoKey.
 func (k *Keyring) Digest(plain string, ad []byte) (string, error) {
 	if k == nil {
 		return "", ErrNoKey
 	}
-	m := hmac.New(sha256.New, k.current.digest)
+	dk := k.byID[k.ids[len(k.ids)-1]]
+	m := hmac.New(sha256.New, dk.digest)
 	// The length of ad first: no ad and plain split differently give the
 	// same input.
 	var n [8]byte
@@ -37,5 +41,5 @@ func (k *Keyring) Digest(plain string, ad []byte) (string, error) {
 	m.Write(n[:])
 	m.Write(ad)
 	m.Write([]byte(plain))
-	return k.current.id + ":" + base64.RawStdEncoding.EncodeToString(m.Sum(nil)), nil
+	return dk.id + ":" + base64.RawStdEncoding.EncodeToString(m.Sum(nil)), nil
 }

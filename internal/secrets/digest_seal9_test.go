@@ -30,16 +30,17 @@ func TestDigest(t *testing.T) {
 	if again, _ := k.Digest("hunter2", ad); again != d {
 		t.Fatalf("the same digest twice: %q then %q", d, again)
 	}
-	// The current key decides: with the other key first, another digest;
-	// with it second, the same.
+	// The last key, the oldest kept, decides: a rotation that puts a new
+	// key first keeps the digest; a ring that ends with another key, or
+	// the new key alone once the old one is dropped, changes it.
 	rotated, _ := Parse(otherText + "," + text)
 	kept, _ := Parse(text + "," + otherText)
 	for name, got := range map[string][2]string{
-		"another secret":    {digest(t, k, "hunter3", ad), "diff"},
-		"another record":    {digest(t, k, "hunter2", []byte("record-2")), "diff"},
-		"another key":       {digest(t, other, "hunter2", ad), "diff"},
-		"a new key first":   {digest(t, rotated, "hunter2", ad), "diff"},
-		"an old key second": {digest(t, kept, "hunter2", ad), "same"},
+		"another secret":   {digest(t, k, "hunter3", ad), "diff"},
+		"another record":   {digest(t, k, "hunter2", []byte("record-2")), "diff"},
+		"another key":      {digest(t, other, "hunter2", ad), "diff"},
+		"a new key first":  {digest(t, rotated, "hunter2", ad), "same"},
+		"another key last": {digest(t, kept, "hunter2", ad), "diff"},
 		// The length of the record comes first: moving bytes between the
 		// record and the secret changes the digest.
 		"bytes moved": {digest(t, k, "2", []byte("record-1hunter")), "diff"},
