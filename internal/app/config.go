@@ -90,7 +90,8 @@ var settings = []setting{
 	{"database-url", "PUNTOS_DATABASE_URL",
 		"postgres://postgres@127.0.0.1:5432/puntos?sslmode=disable", "PostgreSQL ledger URL",
 		true, str(func(c *Config) *string { return &c.DatabaseURL })},
-	{"nats-url", "NATS_URL", "", "NATS server or cluster URLs; empty starts an embedded server",
+	{"nats-url", "NATS_URL", "", "NATS server or cluster URLs; empty starts an embedded server " +
+		"(puntos run only: gateway, core and adapters apart need a NATS server of their own)",
 		true, str(func(c *Config) *string { return &c.NATSURL })},
 	{"nats-port", "PUNTOS_NATS_PORT", "14222", "client port of the embedded NATS server",
 		false, num("nats-port", func(c *Config) *int { return &c.NATSPort })},
