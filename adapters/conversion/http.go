@@ -68,6 +68,10 @@ func NewHTTPPartner(endpoint, secret string, opt HTTPOptions) *HTTPPartner {
 	// The library's own log lines would go to the standard logger; the
 	// worker logs each attempt's outcome instead.
 	c.Logger = nil
+	// When the tries run out, the last answer is read as any other (its
+	// status and the partner's message go into the conversion's last
+	// error), rather than the library's "giving up after 4 attempt(s)".
+	c.ErrorHandler = retryablehttp.PassthroughErrorHandler
 	return &HTTPPartner{base: strings.TrimRight(endpoint, "/"), secret: secret, client: c}
 }
 
