@@ -287,10 +287,12 @@ func (t *txn) convert(ctx context.Context, prog *program, cmd *bus.Command) (any
 		return nil, fmt.Errorf("store hold result: %w", err)
 	}
 
-	// The outbox row the worker settles.
+	// The outbox row the worker settles. Its time is kept to PostgreSQL's
+	// microseconds here too, so that the answer to this request, the
+	// reads and the call to the partner show the same instant.
 	c := core.Conversion{ID: id, Program: prog.Code, Member: m.ref, External: ext.Code,
 		Points: in.Points, Amount: amount, AccountID: account, Status: core.ConversionPending,
-		TxnID: id, HoldTxnID: hold.TxnID, RequestedAt: at.UTC()}
+		TxnID: id, HoldTxnID: hold.TxnID, RequestedAt: at.UTC().Truncate(time.Microsecond)}
 	_, err = t.tx.Exec(ctx, `INSERT INTO conversions (id, program_id, member_id, member_ref,
 			external_code, points, amount, account_id, source, txn_id, hold_txn_id,
 			next_attempt_at, requested_at)
