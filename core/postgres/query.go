@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -356,6 +357,44 @@ func (l *Ledger) CommandResult(ctx context.Context, source, txn string) (*bus.Re
 		return nil, err
 	}
 	return &r, nil
+}
+
+// RequestDigits is how many hex digits of a command's hash a status URL
+// carries to name the request (bus.MsgIDDigits, as its message id does).
+const RequestDigits = bus.MsgIDDigits
+
+// RequestResult is CommandResult for one request under the transaction id:
+// request is the start of its hash (RequestDigits hex digits, as the
+// status URL of a 202 answer carries). The stored result when it answers
+// that request; not_found while there is none for it (none at all, or a
+// refusal as invalid of another request, which a corrected request may
+// follow); a conflict when the id was used for a different request, which
+// then was never applied.
+func (l *Ledger) RequestResult(ctx context.Context, source, txn, request string) (*bus.Result,
+	error) {
+	var hash, status string
+	var body []byte
+	err := l.pool.QueryRow(ctx, `SELECT hash, status, result FROM commands
+		WHERE source = $1 AND txn_id = $2 AND status <> 'applying'`, source, txn).
+		Scan(&hash, &status, &body)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, core.Errorf(core.NotFound, "txn_id", "no result for this transaction yet")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read command: %w", err)
+	}
+	var r bus.Result
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, err
+	}
+	if strings.HasPrefix(hash, request) {
+		return &r, nil
+	}
+	if status == bus.StatusRejected && r.Error != nil && r.Error.Kind == string(core.Invalid) {
+		return nil, core.Errorf(core.NotFound, "txn_id", "no result for this request yet")
+	}
+	return nil, core.Errorf(core.Conflict, "txn_id", "%s; this request was not applied",
+		conflictMessage)
 }
 
 // conflictMessage is replay's answer to a different request under a used id.

@@ -402,7 +402,7 @@ func (s *Server) publishBatch(ctx context.Context, bp BatchPublisher,
 		case it.Status == 0:
 			s.pending.add(cmds[i].Source, it.TxnID)
 			it.Status = http.StatusAccepted
-			it.StatusURL = "/v1/commands/" + it.TxnID
+			it.StatusURL = statusURL(cmds[i])
 			a.Pending++
 		case it.Status == http.StatusCreated:
 			a.Committed++

@@ -539,7 +539,8 @@ func TestContractPromises(t *testing.T) {
 		}
 		if w.Code != http.StatusAccepted || a["status"] != "accepted" ||
 			a["txn_id"] != "bill-7" || a["command_id"] == "" ||
-			a["status_url"] != "/v1/commands/bill-7" ||
+			!regexp.MustCompile(`^/v1/commands/bill-7\?request=[0-9a-f]{16}$`).
+				MatchString(a["status_url"]) ||
 			w.Header().Get("Location") != a["status_url"] {
 			t.Fatalf("answered %d %s Location %q, want 202 with the status URL", w.Code,
 				w.Body, w.Header().Get("Location"))

@@ -366,10 +366,10 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, cmd bus.Command)
 			return
 		case <-timer.C:
 			s.pending.add(cmd.Source, cmd.TxnID)
-			w.Header().Set("Location", "/v1/commands/"+cmd.TxnID)
+			w.Header().Set("Location", statusURL(cmd))
 			writeJSON(w, http.StatusAccepted, map[string]any{
 				"status": "accepted", "txn_id": cmd.TxnID, "command_id": cmd.ID,
-				"status_url": "/v1/commands/" + cmd.TxnID,
+				"status_url": statusURL(cmd),
 			})
 			return
 		case <-ctx.Done():
@@ -437,19 +437,58 @@ func (s *Server) newCommand(r *http.Request, kind, member string, payload any,
 	return cmd, nil
 }
 
+// statusURL is where the caller of a command answered 202 polls for its
+// result: its transaction id, and the start of its hash, which tells the
+// request apart from another sent under the same id.
+func statusURL(cmd bus.Command) string {
+	u := "/v1/commands/" + cmd.TxnID
+	if len(cmd.Hash) >= postgres.RequestDigits {
+		u += "?request=" + cmd.Hash[:postgres.RequestDigits]
+	}
+	return u
+}
+
+// requestReader is a Reader that can answer one request under a
+// transaction id (postgres.Ledger.RequestResult).
+type requestReader interface {
+	RequestResult(ctx context.Context, source, txn, request string) (*bus.Result, error)
+}
+
 func (s *Server) getCommand(w http.ResponseWriter, r *http.Request) {
 	source, txn := caller(r).Source, mux.Vars(r)["txn"]
 	if !core.ValidRef(txn) {
 		s.writeError(w, r, core.Errorf(core.Invalid, "txn", "must be "+core.RefRule))
 		return
 	}
-	res, err := s.read.CommandResult(r.Context(), source, txn)
+	// With ?request= (the status URL of a 202 answer), the answer is about
+	// that request: a different one sent under the same id is a conflict,
+	// not the other's result.
+	read := s.read.CommandResult
+	if q, ok := r.URL.Query()["request"]; ok {
+		request := ""
+		if len(q) == 1 {
+			request = q[0]
+		}
+		if len(request) != postgres.RequestDigits || strings.Trim(request,
+			"0123456789abcdef") != "" {
+			s.writeError(w, r, core.Errorf(core.Invalid, "request", "must be the %d "+
+				"hexadecimal digits of the status URL a 202 answer gave",
+				postgres.RequestDigits))
+			return
+		}
+		if rr, ok := s.read.(requestReader); ok {
+			read = func(ctx context.Context, source, txn string) (*bus.Result, error) {
+				return rr.RequestResult(ctx, source, txn, request)
+			}
+		}
+	}
+	res, err := read(r.Context(), source, txn)
 	if core.KindOf(err) == core.NotFound {
 		where := s.whereabouts(r.Context(), source, txn)
 		if where != bus.Waiting {
 			// Core may have applied it between the two reads: ask the
 			// ledger again.
-			res, err = s.read.CommandResult(r.Context(), source, txn)
+			res, err = read(r.Context(), source, txn)
 		}
 		switch {
 		case core.KindOf(err) != core.NotFound:

@@ -332,10 +332,11 @@ func TestAcceptedThenStatus(t *testing.T) {
 	gw := startApp(t, cfg, Roles{Gateway: true})
 	c := &client{t: t, base: "http://" + gw.Addr(), key: testKey}
 	r := c.must(202, "PUT", "/v1/programs/telco", "prog-1", map[string]any{"name": "Telco"})
-	if r.header.Get("Location") != "/v1/commands/prog-1" {
-		t.Fatalf("Location %q", r.header.Get("Location"))
+	loc := r.header.Get("Location")
+	if !strings.HasPrefix(loc, "/v1/commands/prog-1?request=") || r.body["status_url"] != loc {
+		t.Fatalf("Location %q, status_url %v", loc, r.body["status_url"])
 	}
-	s := c.must(200, "GET", "/v1/commands/prog-1", "", nil)
+	s := c.must(200, "GET", loc, "", nil)
 	if s.body["status"] != "pending" {
 		t.Fatalf("status before core runs: %s", s.raw)
 	}
