@@ -340,23 +340,41 @@ func (l *Ledger) Statement(ctx context.Context, programCode, ref, cursor string,
 	return page, nil
 }
 
+// storedResult reads what the ledger stored for the command (source, txn):
+// the hash of the request it answered, its status and its result.
+// Errors: not_found when the ledger has not applied it (yet).
+func (l *Ledger) storedResult(ctx context.Context, source, txn string) (hash, status string,
+	r *bus.Result, err error) {
+	var body []byte
+	err = l.pool.QueryRow(ctx, `SELECT hash, status, result FROM commands
+		WHERE source = $1 AND txn_id = $2 AND status <> 'applying'`, source, txn).
+		Scan(&hash, &status, &body)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", "", nil, core.Errorf(core.NotFound, "txn_id",
+			"no result for this transaction yet")
+	}
+	if err != nil {
+		return "", "", nil, fmt.Errorf("read command: %w", err)
+	}
+	r = &bus.Result{}
+	if err := json.Unmarshal(body, r); err != nil {
+		return "", "", nil, err
+	}
+	return hash, status, r, nil
+}
+
 // CommandResult returns the stored result of the command (source, txn), or
 // not_found when the ledger has not applied it (yet).
 func (l *Ledger) CommandResult(ctx context.Context, source, txn string) (*bus.Result, error) {
-	var body []byte
-	err := l.pool.QueryRow(ctx, `SELECT result FROM commands
-		WHERE source = $1 AND txn_id = $2 AND status <> 'applying'`, source, txn).Scan(&body)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, core.Errorf(core.NotFound, "txn_id", "no result for this transaction yet")
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read command: %w", err)
-	}
-	var r bus.Result
-	if err := json.Unmarshal(body, &r); err != nil {
-		return nil, err
-	}
-	return &r, nil
+	_, _, r, err := l.storedResult(ctx, source, txn)
+	return r, err
+}
+
+// takeoverPossible reports whether a stored answer may still be taken over
+// by another request under the same id: a refusal as invalid (see replay in
+// ledger.go).
+func takeoverPossible(status string, r *bus.Result) bool {
+	return status == bus.StatusRejected && r.Error != nil && r.Error.Kind == string(core.Invalid)
 }
 
 // RequestDigits is how many hex digits of a command's hash a status URL
@@ -372,25 +390,13 @@ const RequestDigits = bus.MsgIDDigits
 // then was never applied.
 func (l *Ledger) RequestResult(ctx context.Context, source, txn, request string) (*bus.Result,
 	error) {
-	var hash, status string
-	var body []byte
-	err := l.pool.QueryRow(ctx, `SELECT hash, status, result FROM commands
-		WHERE source = $1 AND txn_id = $2 AND status <> 'applying'`, source, txn).
-		Scan(&hash, &status, &body)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, core.Errorf(core.NotFound, "txn_id", "no result for this transaction yet")
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read command: %w", err)
-	}
-	var r bus.Result
-	if err := json.Unmarshal(body, &r); err != nil {
+	hash, status, r, err := l.storedResult(ctx, source, txn)
+	switch {
+	case err != nil:
 		return nil, err
-	}
-	if strings.HasPrefix(hash, request) {
-		return &r, nil
-	}
-	if status == bus.StatusRejected && r.Error != nil && r.Error.Kind == string(core.Invalid) {
+	case strings.HasPrefix(hash, request):
+		return r, nil
+	case takeoverPossible(status, r):
 		return nil, core.Errorf(core.NotFound, "txn_id", "no result for this request yet")
 	}
 	return nil, core.Errorf(core.Conflict, "txn_id", "%s; this request was not applied",
@@ -409,26 +415,14 @@ const conflictMessage = "this transaction id was already used for a different re
 // while the stored answer is a refusal as invalid, which the request may
 // still take over (see replay in ledger.go).
 func (l *Ledger) ResultOf(ctx context.Context, cmd bus.Command) (*bus.Result, error) {
-	var hash, status string
-	var body []byte
-	err := l.pool.QueryRow(ctx, `SELECT hash, status, result FROM commands
-		WHERE source = $1 AND txn_id = $2 AND status <> 'applying'`, cmd.Source,
-		cmd.TxnID).Scan(&hash, &status, &body)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, core.Errorf(core.NotFound, "txn_id", "no result for this transaction yet")
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read command: %w", err)
-	}
-	var r bus.Result
-	if err := json.Unmarshal(body, &r); err != nil {
+	hash, status, r, err := l.storedResult(ctx, cmd.Source, cmd.TxnID)
+	switch {
+	case err != nil:
 		return nil, err
-	}
-	if hash == cmd.Hash {
+	case hash == cmd.Hash:
 		r.Replayed = true
-		return &r, nil
-	}
-	if status == bus.StatusRejected && r.Error != nil && r.Error.Kind == string(core.Invalid) {
+		return r, nil
+	case takeoverPossible(status, r):
 		return nil, core.Errorf(core.NotFound, "txn_id", "no result for this request yet")
 	}
 	return &bus.Result{CommandID: cmd.ID, Source: cmd.Source, TxnID: cmd.TxnID, Kind: cmd.Kind,
