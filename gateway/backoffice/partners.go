@@ -147,6 +147,9 @@ type externalView struct {
 	Edit     core.ExternalProgram
 	// Existing is set when the form changes a stored external program.
 	Existing bool
+	// RemoveCredentials keeps the "remove the stored credentials" box
+	// ticked on the form of a refused save that had it ticked.
+	RemoveCredentials bool
 }
 
 func (s *Server) externalPage(w http.ResponseWriter, r *http.Request, sess *session) {
@@ -176,6 +179,7 @@ func (s *Server) showExternal(w http.ResponseWriter, r *http.Request, sess *sess
 		for _, e := range v.External {
 			v.Existing = v.Existing || e.Code == edit.Code
 		}
+		v.RemoveCredentials = v.Existing && r.PostFormValue("remove_credentials") != ""
 	case r.URL.Query().Get("edit") != "":
 		for _, e := range v.External {
 			if e.Code == r.URL.Query().Get("edit") {
