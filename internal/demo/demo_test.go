@@ -554,8 +554,16 @@ func TestRunInterruptedThenRunAgain(t *testing.T) {
 	h := g.handler()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// The second batch: the first one's answer has been read (one worker).
+		// It is applied, but its answer never reaches the run, which is
+		// interrupted while it waits: a write on its way, applied.
 		if strings.HasSuffix(r.URL.Path, "/events/batches") && batches.Add(1) == 2 {
+			h.ServeHTTP(httptest.NewRecorder(), r)
 			cancel()
+			select {
+			case <-r.Context().Done():
+			case <-time.After(10 * time.Second):
+			}
+			return
 		}
 		h.ServeHTTP(w, r)
 	}))
