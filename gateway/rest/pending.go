@@ -102,8 +102,8 @@ const (
 	// LookupSearched: the bus was searched (Locate).
 	LookupSearched = "searched"
 	// LookupBusy: answered pending because maxSearches searches of the
-	// caller (or maxSearches+1 in all) were
-	// running and none ended within searchWait.
+	// caller (or maxSearches+1 in all) were running and none ended within
+	// searchWait.
 	LookupBusy = "busy"
 )
 
