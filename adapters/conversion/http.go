@@ -151,7 +151,12 @@ func (p *HTTPPartner) do(r *retryablehttp.Request, txn string) Answer {
 	}
 	resp, err := p.client.Do(r)
 	if err != nil {
-		// The error names the URL, never the secret (it is a header).
+		// With the passthrough handler an error can come with the last
+		// answer (the context ended after it arrived): its body is closed
+		// here. The error names the URL, never the secret (it is a header).
+		if resp != nil {
+			resp.Body.Close()
+		}
 		return Answer{Detail: err.Error()}
 	}
 	defer resp.Body.Close()
