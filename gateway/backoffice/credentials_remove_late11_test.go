@@ -3,7 +3,6 @@ package backoffice
 import (
 	"context"
 	"net/http"
-	"net/url"
 	"regexp"
 	"strings"
 	"testing"
@@ -20,19 +19,11 @@ var removeBox = regexp.MustCompile(`<input id="ext-remove-credentials"[^>]*>`)
 // succeeds, the list says "stored"), with nothing on the page saying so.
 func TestRefusedSaveKeepsTheRemoveBoxTicked(t *testing.T) {
 	t.Parallel()
-	rg := newBusRig(t, Options{})
-	rg.telco()
-	rg.user("root", RoleAdministrator)
-	b := rg.browser()
-	token := b.mustSignIn("root")
+	rg, b, token := adminOnTelco(t)
 	ctx := context.Background()
 	l := rg.ledger()
 
-	ext := url.Values{"csrf": {token}, "code": {"latam"}, "name": {"LATAM Pass"},
-		"ratio": {"0.5"}, "rounding": {"down"}, "min_points": {"100"},
-		"max_points": {"100000"}, "identify": {"customer_ref"}, "flavour": {"http"},
-		"endpoint": {"https://partner.example/api"}, "credentials": {"tok-late11"},
-		"enabled": {"1"}}
+	ext := latamForm(token, "tok-late11")
 	res, body := b.post("/admin/external/telco", ext)
 	mustStatus(t, "external", res, body, http.StatusSeeOther)
 

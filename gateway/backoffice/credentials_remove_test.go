@@ -13,19 +13,11 @@ import (
 // the field, and change nothing.
 func TestExternalCredentialsRemovedFromTheForm(t *testing.T) {
 	t.Parallel()
-	rg := newBusRig(t, Options{})
-	rg.telco()
-	rg.user("root", RoleAdministrator)
-	b := rg.browser()
-	token := b.mustSignIn("root")
+	rg, b, token := adminOnTelco(t)
 	ctx := context.Background()
 	l := rg.ledger()
 
-	ext := url.Values{"csrf": {token}, "code": {"latam"}, "name": {"LATAM Pass"},
-		"ratio": {"0.5"}, "rounding": {"down"}, "min_points": {"100"},
-		"max_points": {"100000"}, "identify": {"customer_ref"}, "flavour": {"http"},
-		"endpoint": {"https://partner.example/api"}, "credentials": {"tok-remove"},
-		"enabled": {"1"}}
+	ext := latamForm(token, "tok-remove")
 	res, body := b.post("/admin/external/telco", ext)
 	mustStatus(t, "external", res, body, http.StatusSeeOther)
 
@@ -72,4 +64,25 @@ func TestExternalCredentialsRemovedFromTheForm(t *testing.T) {
 	if !strings.Contains(list, `<td id="cred-latam">none</td>`) {
 		t.Fatalf("the list still shows latam's credentials as stored:\n%s", list)
 	}
+}
+
+// adminOnTelco is a bus rig with program telco and an administrator, root,
+// signed in: the rig, root's browser and its CSRF token.
+func adminOnTelco(t *testing.T) (*rig, *browser, string) {
+	t.Helper()
+	rg := newBusRig(t, Options{})
+	rg.telco()
+	rg.user("root", RoleAdministrator)
+	b := rg.browser()
+	return rg, b, b.mustSignIn("root")
+}
+
+// latamForm is the external program form for LATAM Pass, an http partner,
+// with secret as its credentials.
+func latamForm(token, secret string) url.Values {
+	return url.Values{"csrf": {token}, "code": {"latam"}, "name": {"LATAM Pass"},
+		"ratio": {"0.5"}, "rounding": {"down"}, "min_points": {"100"},
+		"max_points": {"100000"}, "identify": {"customer_ref"}, "flavour": {"http"},
+		"endpoint": {"https://partner.example/api"}, "credentials": {secret},
+		"enabled": {"1"}}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -59,18 +58,10 @@ func (rg *rig) commandStream() []bus.Command {
 // typed, and with no key is refused before anything is published.
 func TestBackOfficeSealsCredentials(t *testing.T) {
 	t.Parallel()
-	rg := newBusRig(t, Options{})
-	rg.telco()
-	rg.user("root", RoleAdministrator)
-	b := rg.browser()
-	token := b.mustSignIn("root")
+	rg, b, token := adminOnTelco(t)
 	l := rg.ledger()
 
-	form := url.Values{"csrf": {token}, "code": {"latam"}, "name": {"LATAM Pass"},
-		"ratio": {"0.5"}, "rounding": {"down"}, "min_points": {"100"},
-		"max_points": {"100000"}, "identify": {"customer_ref"}, "flavour": {"http"},
-		"endpoint": {"https://partner.example/api"}, "credentials": {"s3cret-seal9"},
-		"enabled": {"1"}}
+	form := latamForm(token, "s3cret-seal9")
 	res, body := b.post("/admin/external/telco", form)
 	mustStatus(t, "external", res, body, http.StatusSeeOther)
 	var ups []bus.Command
