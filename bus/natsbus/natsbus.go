@@ -335,7 +335,7 @@ func (b *Bus) ensureStreams(ctx context.Context) error {
 		Duplicates:  DuplicateWindow,
 	}}
 	for _, sc := range streams {
-		st, err := b.js.CreateOrUpdateStream(ctx, sc)
+		st, err := b.createOrUpdateStream(ctx, sc)
 		if err != nil {
 			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
 		}
@@ -350,6 +350,41 @@ func (b *Bus) ensureStreams(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// storeFailedCode is the JetStream error code of a stream whose store the
+// server could not make. The server answers with a fixed sentence and
+// writes the cause only to its own log.
+const storeFailedCode = 10049
+
+// storeRetryDelays are the pauses before each new try of a stream whose
+// store the server could not make.
+var storeRetryDelays = []time.Duration{100 * time.Millisecond, 400 * time.Millisecond,
+	time.Second}
+
+// createOrUpdateStream creates or updates one stream. A store the server
+// could not make is tried again a few times: on a busy server it can be
+// a passing failure (the server's log says which), and a platform that
+// refused to start for it would need someone to start it again.
+func (b *Bus) createOrUpdateStream(ctx context.Context, sc jetstream.StreamConfig) (jetstream.Stream, error) {
+	for try := 0; ; try++ {
+		st, err := b.js.CreateOrUpdateStream(ctx, sc)
+		var apiErr *jetstream.APIError
+		if err == nil || !errors.As(err, &apiErr) || apiErr.ErrorCode != storeFailedCode {
+			return st, err
+		}
+		if try == len(storeRetryDelays) {
+			return nil, fmt.Errorf("%w (tried %d times; the NATS server's log names the cause)",
+				err, try+1)
+		}
+		b.log.Warn("NATS could not make the store of a stream; trying again",
+			"stream", sc.Name, "error", err, "in", storeRetryDelays[try])
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (then %w)", err, ctx.Err())
+		case <-time.After(storeRetryDelays[try]):
+		}
+	}
 }
 
 // useStreams checks that the three streams exist, as they are.
