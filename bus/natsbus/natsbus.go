@@ -352,10 +352,13 @@ func (b *Bus) ensureStreams(ctx context.Context) error {
 	return nil
 }
 
-// storeFailedCode is the JetStream error code of a stream whose store the
-// server could not make. The server answers with a fixed sentence and
-// writes the cause only to its own log.
-const storeFailedCode = 10049
+// A stream whose store the server could not make is refused with the
+// code of every refused creation and a fixed sentence; the server writes
+// the cause only to its own log.
+const (
+	createFailedCode = 10049
+	storeFailed      = "error creating store for stream"
+)
 
 // storeRetryDelays are the pauses before each new try of a stream whose
 // store the server could not make.
@@ -370,7 +373,8 @@ func (b *Bus) createOrUpdateStream(ctx context.Context, sc jetstream.StreamConfi
 	for try := 0; ; try++ {
 		st, err := b.js.CreateOrUpdateStream(ctx, sc)
 		var apiErr *jetstream.APIError
-		if err == nil || !errors.As(err, &apiErr) || apiErr.ErrorCode != storeFailedCode {
+		if err == nil || !errors.As(err, &apiErr) || apiErr.ErrorCode != createFailedCode ||
+			apiErr.Description != storeFailed {
 			return st, err
 		}
 		if try == len(storeRetryDelays) {
