@@ -45,7 +45,16 @@ func memberDest(m *core.Member, merged **string) []any {
 		merged, &m.Balance.Available, &m.Balance.Pending, &m.Balance.Held}
 }
 
-func memberNotFound(programCode, ref string) error {
+// memberNotFound is the error of a read of a member that does not exist.
+// An unknown program is named as such, so that a caller who mistyped the
+// program's code does not go looking for the member instead.
+func (l *Ledger) memberNotFound(ctx context.Context, programCode, ref string) error {
+	var known bool
+	err := l.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM programs WHERE code = $1)`,
+		programCode).Scan(&known)
+	if err == nil && !known {
+		return core.Errorf(core.NotFound, "program", "no program %q", programCode)
+	}
 	return core.Errorf(core.NotFound, "member", "no member %q in program %q", ref, programCode)
 }
 
@@ -58,7 +67,7 @@ func (l *Ledger) Member(ctx context.Context, programCode, ref string) (*core.Mem
 		FROM members m WHERE m.id = (SELECT id FROM chain ORDER BY depth DESC LIMIT 1)`,
 		programCode, ref).Scan(memberDest(&m, &merged)...)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, memberNotFound(programCode, ref)
+		return nil, l.memberNotFound(ctx, programCode, ref)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read member: %w", err)
@@ -271,7 +280,7 @@ func (l *Ledger) balance(ctx context.Context, q rowsQuerier, query, programCode,
 		return nil, false, fmt.Errorf("read balance: %w", err)
 	}
 	if v == nil {
-		return nil, false, memberNotFound(programCode, ref)
+		return nil, false, l.memberNotFound(ctx, programCode, ref)
 	}
 	return v, false, nil
 }
