@@ -58,9 +58,9 @@ func (t *txn) openCommandCredentials(cmd *bus.Command) (*bus.Command, error) {
 	switch {
 	case errors.Is(err, secrets.ErrUnknownKey):
 		return nil, core.Errorf(core.Unavailable, "credentials", "cannot be stored: they "+
-			"were encrypted with a key the ledger's process does not hold (%v); give every "+
-			"gateway, core and adapters process the same PUNTOS_SECRETS_KEY; nothing was "+
-			"changed", err)
+			"were encrypted with key id %s, which the ledger's process does not hold; give "+
+			"every gateway, core and adapters process the same PUNTOS_SECRETS_KEY; nothing "+
+			"was changed", secrets.KeyID(given))
 	case err != nil:
 		return cmd, nil
 	}

@@ -209,6 +209,16 @@ func (k *Keyring) Current(sealed string) bool {
 	return err == nil && k != nil && id == k.current.id
 }
 
+// KeyID is the id of the key that sealed a value, or "" when the value is
+// not a sealed one.
+func KeyID(sealed string) string {
+	id, _, err := split(sealed)
+	if err != nil {
+		return ""
+	}
+	return id
+}
+
 // split takes a sealed value apart into its key id and its nonce and
 // ciphertext. Errors: ErrMalformed.
 func split(sealed string) (string, []byte, error) {

@@ -24,6 +24,12 @@ func TestSealOpen(t *testing.T) {
 	if got, err := k.Open(sealed, ad); err != nil || got != "partner token" {
 		t.Fatalf("open: %q %v", got, err)
 	}
+	if got := KeyID(sealed); got != k.IDs()[0] {
+		t.Fatalf("KeyID of a sealed value: %q, want %q", got, k.IDs()[0])
+	}
+	if got := KeyID("partner token"); got != "" {
+		t.Fatalf("KeyID of a plain value: %q, want none", got)
+	}
 
 	// One byte of the ciphertext changed.
 	i := strings.LastIndex(sealed, ":") + 1
