@@ -305,7 +305,8 @@ func listDead(ctx context.Context, b *natsbus.Bus, limit int, stdout io.Writer) 
 		dead = dead[:limit]
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SEQ\tSET ASIDE (UTC)\tPARTITION\tDELIVERIES\tAS\tSOURCE\tTXN\tKIND\tREASON")
+	fmt.Fprintln(tw, "SEQ\tSET ASIDE (UTC)\tPARTITION\tDELIVERIES\tAS\tPROGRAM\tMEMBER\t"+
+		"SOURCE\tTXN\tKIND\tREASON")
 	for _, dl := range dead {
 		kind := dl.Command.Kind
 		if kind == "" {
@@ -317,8 +318,9 @@ func listDead(ctx context.Context, b *natsbus.Bus, limit int, stdout io.Writer) 
 		if dl.Refused {
 			as = "refused"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", dl.Seq,
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dl.Seq,
 			dl.Time.UTC().Format(time.RFC3339), dl.Partition, dl.Deliveries, as,
+			dash(oneLine(dl.Command.Program, 40)), dash(oneLine(dl.Command.Member, 40)),
 			dash(dl.Source), dash(dl.TxnID), kind, oneLine(dl.Reason, 120))
 	}
 	if err := tw.Flush(); err != nil {

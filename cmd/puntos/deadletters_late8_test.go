@@ -26,7 +26,7 @@ func TestLate8ListTellsRefusedFromFailed(t *testing.T) {
 		t.Fatalf("list: %v\n%s", err, out)
 	}
 	for txn, as := range map[string]string{"ref-1": "refused", "fail-1": "failed"} {
-		if !regexp.MustCompile(`(?m)^\d+ .* ` + as + ` +billing +` + txn + ` `).MatchString(out) {
+		if !regexp.MustCompile(`(?m)^\d+ .* ` + as + ` +telco +m-1 +billing +` + txn + ` `).MatchString(out) {
 			t.Errorf("list does not show %s as %s:\n%s", txn, as, out)
 		}
 	}

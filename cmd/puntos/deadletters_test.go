@@ -112,7 +112,7 @@ func TestDeadLettersCommand(t *testing.T) {
 	}
 	cancel()
 	wg.Wait()
-	row := regexp.MustCompile(`(?m)^(\d+) .* billing +prog-1 +program\.upsert +max deliveries: ledger unreachable$`).
+	row := regexp.MustCompile(`(?m)^(\d+) .* failed +telco +- +billing +prog-1 +program\.upsert +max deliveries: ledger unreachable$`).
 		FindStringSubmatch(listed)
 	if row == nil {
 		t.Fatalf("list does not show the command set aside with its reason:\n%s", listed)
