@@ -82,6 +82,11 @@ type Delivery struct {
 // MaxDeliver times (after handlers that died or overran AckWait), with
 // reason "max deliveries".
 //
+// Commands that an earlier loop on the partition fetched and never settled
+// (its process died, or lost the partition mid-batch) come back only once
+// their AckWait has passed. Until they have come back and been settled,
+// Consume fetches nothing newer, so that no command overtakes them.
+//
 // A handler error wrapped with Unavailable (it matches ErrUnavailable)
 // says the batch failed for want of a service, not because of what it
 // holds: its unsettled deliveries are asked for again and the partition
@@ -106,10 +111,14 @@ func (b *Bus) Consume(ctx context.Context, partition int, batchSize int, maxWait
 	if err != nil {
 		return err
 	}
+	left := b.holdBackNewer(ctx, partition, batchSize, &cons, log)
 
 	fetchFailures, outages := 0, 0
 	backlog := true // until a fetch says otherwise
 	for ctx.Err() == nil {
+		if left {
+			left = b.stillLeft(ctx, partition, batchSize, &cons, log)
+		}
 		msgs, err := fetch(cons, batchSize, maxWait, backlog)
 		backlog = len(msgs) > 1
 		if err != nil {
@@ -146,6 +155,12 @@ func durableName(p int) string { return "core-p" + strconv.Itoa(p) }
 // most batchSize commands are out unacknowledged, which keeps a stalled
 // batch from being overtaken by later commands.
 func (b *Bus) ensureConsumer(ctx context.Context, p, batchSize int) (jetstream.Consumer, error) {
+	return b.consumerWithLimit(ctx, p, batchSize)
+}
+
+// consumerWithLimit creates or updates the durable consumer of partition p
+// with at most limit commands out unacknowledged.
+func (b *Bus) consumerWithLimit(ctx context.Context, p, limit int) (jetstream.Consumer, error) {
 	cons, err := b.js.CreateOrUpdateConsumer(ctx, b.cmdStream, jetstream.ConsumerConfig{
 		Durable:       durableName(p),
 		Description:   "Puntos core, partition " + strconv.Itoa(p),
@@ -154,12 +169,60 @@ func (b *Bus) ensureConsumer(ctx context.Context, p, batchSize int) (jetstream.C
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       b.cfg.AckWait,
 		MaxDeliver:    -1, // Consume dead-letters after Config.MaxDeliver.
-		MaxAckPending: batchSize,
+		MaxAckPending: limit,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ensure consumer %s: %w", durableName(p), err)
 	}
 	return cons, nil
+}
+
+// holdBackNewer looks for commands an earlier loop on partition p fetched
+// and left unsettled. When there are some, it lowers the consumer's
+// MaxAckPending to their number, so that the server delivers nothing newer
+// until they have come back and been settled, and reports true; stillLeft
+// then lifts the limit. With batchSize or more unsettled, the usual limit
+// already holds back what is newer.
+func (b *Bus) holdBackNewer(ctx context.Context, p, batchSize int, cons *jetstream.Consumer,
+	log *slog.Logger) bool {
+	info, err := (*cons).Info(ctx)
+	if err != nil {
+		log.Warn("Consumer not read; commands left unsettled by an earlier consumer may be "+
+			"overtaken", "error", err)
+		return false
+	}
+	n := info.NumAckPending
+	if n == 0 || n >= batchSize {
+		return false
+	}
+	c, err := b.consumerWithLimit(ctx, p, n)
+	if err != nil {
+		log.Warn("Consumer not limited; commands left unsettled by an earlier consumer may "+
+			"be overtaken", "error", err)
+		return false
+	}
+	*cons = c
+	log.Warn("Commands an earlier consumer fetched and left unsettled come back first; "+
+		"newer ones wait for them", "unsettled", n, "within", b.cfg.AckWait)
+	return true
+}
+
+// stillLeft reports whether commands holdBackNewer found are still
+// unsettled; once none is, it restores the consumer's usual limit.
+func (b *Bus) stillLeft(ctx context.Context, p, batchSize int, cons *jetstream.Consumer,
+	log *slog.Logger) bool {
+	info, err := (*cons).Info(ctx)
+	if err != nil || info.NumAckPending > 0 {
+		return true
+	}
+	c, err := b.ensureConsumer(ctx, p, batchSize)
+	if err != nil {
+		log.Warn("Consumer's usual limit not restored; trying again", "error", err)
+		return true
+	}
+	*cons = c
+	log.Info("Commands left unsettled by an earlier consumer are settled")
+	return false
 }
 
 // recoverConsumer creates the consumer again when a fetch failed because it

@@ -1,0 +1,69 @@
+package natsbus
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// A loop that dies holding fetched commands (its process was killed) leaves
+// them unsettled; the next loop on the partition applies them before any
+// command published after them, and then takes newer ones a batch at a
+// time again. Before, the newer ones went first and the unsettled ones
+// followed AckWait later: a member's bills before its enrollment.
+func TestConsumeAppliesUnsettledCommandsFirst(t *testing.T) {
+	eachServer(t, func(t *testing.T, url string) {
+		b := connect(t, url, namespace(t), true, func(c *Config) { c.AckWait = time.Second })
+		p := 1
+		member := membersOf(p, b.Partitions(), 1)[0]
+		publish(t, b, command(member, "enroll", 1), false)
+		publish(t, b, command(member, "bill-1", 1), false)
+
+		// The loop that dies: it fetches both and settles neither.
+		ctx := context.Background()
+		cons, err := b.ensureConsumer(ctx, p, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := drain(cons.Fetch(2, jetstream.FetchMaxWait(5*time.Second)))
+		if err != nil || len(got) != 2 {
+			t.Fatalf("fetched %d commands (%v), want 2", len(got), err)
+		}
+
+		for i := 2; i <= 4; i++ {
+			publish(t, b, command(member, "bill-"+string(rune('0'+i)), 1), false)
+		}
+		var mu sync.Mutex
+		var order []string
+		consume(t, b, p, 10, func(_ context.Context, batch []*Delivery) error {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, d := range batch {
+				order = append(order, d.Command.TxnID)
+			}
+			return nil
+		})
+		eventually(t, "five commands applied", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(order) >= 5
+		})
+		eventually(t, "the usual limit back", func() bool {
+			return consumerInfo(t, b, p).Config.MaxAckPending == 10
+		})
+		mu.Lock()
+		defer mu.Unlock()
+		want := []string{"enroll", "bill-1", "bill-2", "bill-3", "bill-4"}
+		if !slices.Equal(order, want) {
+			t.Fatalf("applied in the order %v, want %v", order, want)
+		}
+		if info := consumerInfo(t, b, p); info.NumAckPending != 0 || info.NumPending != 0 {
+			t.Fatalf("left %d unacknowledged and %d undelivered", info.NumAckPending,
+				info.NumPending)
+		}
+	})
+}
