@@ -42,12 +42,37 @@ func (t *txn) findOriginal(ctx context.Context, m *member, cmd *bus.Command,
 	}
 	err := row.Scan(&o.id, &o.memberID, &o.kind, &o.points, &o.pending, &o.occurred, &o.reversing)
 	if errors.Is(err, pgx.ErrNoRows) || (err == nil && o.memberID != m.id) {
-		return nil, core.Errorf(core.NotFound, "posting_id", "no such posting for this member")
+		return nil, core.Errorf(core.NotFound, originalField(in), "no such posting for this member")
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read posting: %w", err)
 	}
+	// An order's redemption comes back with the order, which also gives the
+	// reward's unit back and voids the voucher; reversed alone, it would
+	// leave the member both the reward and its price.
+	if o.kind == core.PostRedemption {
+		var order string
+		err := t.tx.QueryRow(ctx, `SELECT id FROM reward_orders WHERE posting_id = $1`,
+			o.id).Scan(&order)
+		switch {
+		case err == nil:
+			return nil, core.Errorf(core.Conflict, originalField(in), "the posting is the "+
+				"redemption of catalog order %s: cancel the order instead (POST "+
+				".../orders/%s/cancel), which gives the points and the reward's unit back "+
+				"and voids its voucher", order, order)
+		case !errors.Is(err, pgx.ErrNoRows):
+			return nil, fmt.Errorf("read order of posting: %w", err)
+		}
+	}
 	return o, nil
+}
+
+// originalField is the field a reversal named its posting by.
+func originalField(in core.Reverse) string {
+	if in.OriginalTxnID != "" {
+		return "original_txn_id"
+	}
+	return "posting_id"
 }
 
 // reverse undoes one posting, at most once (a unique index says so). A debit
