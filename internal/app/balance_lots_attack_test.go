@@ -143,13 +143,14 @@ func TestBalanceLotsThroughTheGateway(t *testing.T) {
 		t.Fatalf("member without lots: next_expiries %v, want []", e.body["next_expiries"])
 	}
 
-	for _, path := range []string{"/v1/programs/telco/members/nobody/balance",
-		"/v1/programs/nowhere/members/S1/balance"} {
+	for path, field := range map[string]string{
+		"/v1/programs/telco/members/nobody/balance": "member",
+		"/v1/programs/nowhere/members/S1/balance":   "program"} {
 		for _, q := range []string{"", "?lots=true", "?lots=false"} {
 			r := c.send("GET", path+q, "", nil)
-			if r.status != 404 || r.body["field"] != "member" {
-				t.Fatalf("GET %s%s: status %d %s, want 404 naming member", path, q, r.status,
-					r.raw)
+			if r.status != 404 || r.body["field"] != field {
+				t.Fatalf("GET %s%s: status %d %s, want 404 naming %s", path, q, r.status,
+					r.raw, field)
 			}
 		}
 	}
