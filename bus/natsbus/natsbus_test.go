@@ -880,7 +880,11 @@ func TestRestartKeepsCommands(t *testing.T) {
 	// Second life: the same store, on another port.
 	_, url2 := embedded(t, dir, true)
 	b2 := connect(t, url2, ns, false, nil)
-	if err := b2.Ping(ctx); err != nil {
+	// A context of its own: the failed Ping above may have used up all of
+	// the first one while its request waited on the stopped server.
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel2()
+	if err := b2.Ping(ctx2); err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
 	publish(t, b2, cmds[0], true) // the de-duplication window survived

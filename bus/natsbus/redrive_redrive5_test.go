@@ -78,7 +78,17 @@ func TestRedrive5TrailingNewlineCommandSurvivesRedrive(t *testing.T) {
 	}
 	rec := newRecorder(nil)
 	consume(t, plat, p, 10, rec.handle)
-	time.Sleep(time.Second)
+	// Wait for the re-driven command (or give up after a generous deadline
+	// and report what was dead-lettered instead), then leave room for a
+	// wrong second delivery.
+	for deadline := time.Now().Add(10 * time.Second); len(rec.all()) == 0 &&
+		time.Now().Before(deadline); {
+		select {
+		case <-rec.notify:
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
 	if got := rec.all(); len(got) != 1 || got[0].Txn != "nl-1" {
 		after, _ := plat.DeadLetters(ctx, 10)
 		var reasons []string
