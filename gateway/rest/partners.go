@@ -140,19 +140,14 @@ func (s *Server) settlement(w http.ResponseWriter, r *http.Request, program, par
 	_, _ = w.Write(body)
 }
 
-// SettlementCSV writes a settlement as CSV: one line per capture or refund
-// (points and value always positive, the type saying which way), then a
-// total line with the net points and value. Every cell that a spreadsheet
-// would read as a formula is escaped.
+// SettlementCSV writes a settlement as CSV: one line per capture or refund,
+// a refund's points and value negative as in the JSON, so that the column
+// adds up to the total line's net points and value. Every text cell that
+// a spreadsheet would read as a formula is escaped; numbers are written
+// as they are (a leading minus escaped would make them text).
 func SettlementCSV(st *postgres.Settlement) ([]byte, error) {
 	var b bytes.Buffer
 	cw := csv.NewWriter(&b)
-	row := func(cells ...string) {
-		for i, c := range cells {
-			cells[i] = csvCell(c)
-		}
-		_ = cw.Write(cells)
-	}
 	pv, err := core.ParseAmount("point_value", st.PointValue)
 	if err != nil {
 		return nil, err
@@ -161,16 +156,15 @@ func SettlementCSV(st *postgres.Settlement) ([]byte, error) {
 		v := new(big.Rat).Mul(pv, new(big.Rat).SetInt64(int64(p)))
 		return decimalString(v)
 	}
-	row("type", "txn_id", "hold_txn_id", "member", "points", "value", "currency", "at")
+	_ = cw.Write([]string{"type", "txn_id", "hold_txn_id", "member", "points", "value",
+		"currency", "at"})
 	for _, ln := range st.Lines {
-		p := ln.Points
-		if p < 0 {
-			p = -p
-		}
-		row(ln.Type, ln.TxnID, ln.HoldTxnID, ln.Member, strconv.FormatInt(int64(p), 10),
-			value(p), st.Currency, ln.At.UTC().Format(time.RFC3339))
+		_ = cw.Write([]string{csvCell(ln.Type), csvCell(ln.TxnID), csvCell(ln.HoldTxnID),
+			csvCell(ln.Member), strconv.FormatInt(int64(ln.Points), 10), value(ln.Points),
+			csvCell(st.Currency), ln.At.UTC().Format(time.RFC3339)})
 	}
-	row("total", "", "", "", strconv.FormatInt(int64(st.Net), 10), st.Value, st.Currency, "")
+	_ = cw.Write([]string{"total", "", "", "", strconv.FormatInt(int64(st.Net), 10), st.Value,
+		csvCell(st.Currency), ""})
 	cw.Flush()
 	return b.Bytes(), cw.Error()
 }

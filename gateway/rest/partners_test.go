@@ -172,9 +172,19 @@ func TestSettlementCSV(t *testing.T) {
 	}
 	want := "type,txn_id,hold_txn_id,member,points,value,currency,at\n" +
 		"capture,pay-1,pay-1,'=HYPERLINK(1),2500,3750,CLP,2026-03-01T13:00:00Z\n" +
-		"refund,'-r1,pay-1,'=HYPERLINK(1),1000,1500,CLP,2026-03-01T14:00:00Z\n" +
+		"refund,'-r1,pay-1,'=HYPERLINK(1),-1000,-1500,CLP,2026-03-01T14:00:00Z\n" +
 		"total,,,,1500,2250,CLP,\n"
 	if string(got) != want {
 		t.Fatalf("CSV:\n%s\nwant:\n%s", got, want)
+	}
+
+	// More refunded than captured: the net is negative, and still a number.
+	st.Lines, st.Net, st.Value = st.Lines[1:], -1000, "-1500"
+	got, err = SettlementCSV(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(string(got), "\ntotal,,,,-1000,-1500,CLP,\n") {
+		t.Fatalf("CSV with a negative net:\n%s", got)
 	}
 }

@@ -141,7 +141,7 @@ func TestPartnerAPIEndToEnd(t *testing.T) {
 		"", nil)
 	csvLines := strings.Split(strings.TrimSpace(r.raw), "\n")
 	if len(csvLines) != 4 || !strings.HasPrefix(csvLines[1], "capture,"+winner+"-1,") ||
-		!strings.HasPrefix(csvLines[2], "refund,ref-1,"+winner+"-1,7590-VHVEG,150,") ||
+		!strings.HasPrefix(csvLines[2], "refund,ref-1,"+winner+"-1,7590-VHVEG,-150,") ||
 		csvLines[3] != fmt.Sprintf("total,,,,300,%s,CLP,", wantValue) {
 		t.Fatalf("settlement CSV:\n%s", r.raw)
 	}
