@@ -99,13 +99,13 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, sess *session) {
 	ref := strings.TrimSpace(r.PostFormValue("member"))
 	reason := strings.TrimSpace(r.PostFormValue("reason"))
 	back := url.Values{"program": {program}, "member": {ref}}
-	points, err := strconv.ParseInt(strings.ReplaceAll(r.PostFormValue("points"), ",", ""),
-		10, 64)
+	points, err := wholeNumber(strings.TrimSpace(r.PostFormValue("points")))
 	switch {
 	case err != nil || points == 0 || points > int64(core.MaxPoints) ||
 		points < -int64(core.MaxPoints):
 		s.fail(w, r, sess, http.StatusBadRequest, fmt.Sprintf("Points must be a whole "+
-			"number other than zero, at most %d either way.", core.MaxPoints), nil)
+			"number other than zero, at most %d either way (thousands may be grouped as "+
+			"1,500 or 1.500).", core.MaxPoints), nil)
 		return
 	case reason == "" || len(reason) > 500:
 		s.fail(w, r, sess, http.StatusBadRequest,

@@ -2,6 +2,7 @@ package backoffice
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -97,15 +98,56 @@ func (f *form) fail(name, msg string) {
 
 // int reads a whole number; blank is 0.
 func (f *form) int(name string) int64 {
-	v := strings.ReplaceAll(f.str(name), ",", "")
+	v := f.str(name)
 	if v == "" {
 		return 0
 	}
-	n, err := strconv.ParseInt(v, 10, 64)
+	n, err := wholeNumber(v)
 	if err != nil {
-		f.fail(name, "must be a whole number")
+		f.fail(name, err.Error())
 	}
 	return n
+}
+
+// errWhole is wholeNumber's error.
+var errWhole = errors.New("must be a whole number; thousands may be grouped " +
+	"as 1,500 or 1.500")
+
+// wholeNumber reads a whole number as people type one: digits, perhaps a
+// minus, and perhaps thousands grouped by commas or by dots (1,500 or
+// 1.500, as Chile writes it), one kind only and always three digits to a
+// group. Anything else is refused rather than guessed at: "1,50" was read
+// as 150 and "1.5" is not a whole number of points.
+func wholeNumber(v string) (int64, error) {
+	digits := strings.TrimPrefix(v, "-")
+	for _, sep := range []string{",", "."} {
+		if !strings.Contains(digits, sep) {
+			continue
+		}
+		groups := strings.Split(digits, sep)
+		if len(groups[0]) == 0 || len(groups[0]) > 3 {
+			return 0, errWhole
+		}
+		for _, g := range groups[1:] {
+			if len(g) != 3 {
+				return 0, errWhole
+			}
+		}
+		digits = strings.Join(groups, "")
+	}
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, errWhole
+		}
+	}
+	n, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil {
+		return 0, errWhole
+	}
+	if strings.HasPrefix(v, "-") {
+		n = -n
+	}
+	return n, nil
 }
 
 // optInt reads a whole number; blank is nil (no limit).
