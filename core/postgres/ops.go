@@ -600,10 +600,11 @@ func (t *txn) mature(ctx context.Context, m *member) error {
 func (t *txn) expireDue(ctx context.Context, m *member) error {
 	// remaining > 0 lets the member's own index (lots_member_fifo_idx) serve
 	// this, not the index of every due lot in the ledger.
-	return t.drainLots(ctx, m, core.PostExpiry, "", `SELECT id, remaining - held, pending
+	_, err := t.drainLots(ctx, m, core.PostExpiry, "", `SELECT id, remaining - held, pending
 		FROM lots
 		WHERE member_id = $1 AND remaining > 0 AND remaining > held AND expires_at <= $2
 		ORDER BY expires_at, id FOR UPDATE`, m.id, t.now)
+	return err
 }
 
 func (t *txn) adjust(ctx context.Context, prog *program, m *member, cmd *bus.Command) (any, error) {
@@ -639,18 +640,25 @@ func (t *txn) adjust(ctx context.Context, prog *program, m *member, cmd *bus.Com
 }
 
 // lockPair locks two members of a program in id order, so that two
-// operations on the same pair never wait on each other in a cycle.
-func (t *txn) lockPair(ctx context.Context, prog *program, a, b string) (*member, *member, error) {
+// operations on the same pair never wait on each other in a cycle. The
+// first member is the command's own; the second is named by the request's
+// field field ("to" of a transfer, "into" of a merge), which its refusals
+// name.
+func (t *txn) lockPair(ctx context.Context, prog *program, a, b, field string) (*member,
+	*member, error) {
 	ida, err := resolveID(ctx, t.tx, prog.ID, a)
 	if err != nil {
 		return nil, nil, err
 	}
 	idb, err := resolveID(ctx, t.tx, prog.ID, b)
+	if e, ok := core.AsError(err); ok && e.Kind == core.NotFound {
+		return nil, nil, core.Errorf(core.NotFound, field, "no member %q in this program", b)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
 	if ida == idb {
-		return nil, nil, core.Errorf(core.Invalid, "to", "is the same member")
+		return nil, nil, core.Errorf(core.Invalid, field, "is the same member")
 	}
 	first, second := ida, idb
 	if second < first {
@@ -698,7 +706,7 @@ func (t *txn) transfer(ctx context.Context, prog *program, cmd *bus.Command) (an
 	if !core.ValidRef(in.To) {
 		return nil, core.Errorf(core.Invalid, "to", "must be a member reference")
 	}
-	from, to, err := t.lockPair(ctx, prog, cmd.Member, in.To)
+	from, to, err := t.lockPair(ctx, prog, cmd.Member, in.To, "to")
 	if err != nil {
 		return nil, err
 	}
@@ -782,7 +790,7 @@ func (t *txn) merge(ctx context.Context, prog *program, cmd *bus.Command) (any, 
 	if !core.ValidRef(in.Into) {
 		return nil, core.Errorf(core.Invalid, "into", "must be a member reference")
 	}
-	from, into, err := t.lockPair(ctx, prog, cmd.Member, in.Into)
+	from, into, err := t.lockPair(ctx, prog, cmd.Member, in.Into, "into")
 	if err != nil {
 		return nil, err
 	}
@@ -842,6 +850,9 @@ func (t *txn) setStatus(ctx context.Context, prog *program, m *member, cmd *bus.
 	}
 	next := map[string]string{core.KindSuspend: "suspended", core.KindReactivate: "active",
 		core.KindClose: "closed"}[cmd.Kind]
+	// A close answers the points it forfeited, negative: what it took from
+	// the member.
+	var forfeited int64
 	switch cmd.Kind {
 	case core.KindSuspend:
 		if err := mustBe(m, "member", "active"); err != nil {
@@ -855,9 +866,11 @@ func (t *txn) setStatus(ctx context.Context, prog *program, m *member, cmd *bus.
 		if err := mustBe(m, "member", "active", "suspended"); err != nil {
 			return nil, err
 		}
-		if err := t.forfeitAll(ctx, m, in.Reason); err != nil {
+		n, err := t.forfeitAll(ctx, m, in.Reason)
+		if err != nil {
 			return nil, err
 		}
+		forfeited = n
 	}
 	_, err := t.tx.Exec(ctx, `UPDATE members SET status = $2, updated_at = $3 WHERE id = $1`,
 		m.id, next, t.now)
@@ -865,16 +878,16 @@ func (t *txn) setStatus(ctx context.Context, prog *program, m *member, cmd *bus.
 		return nil, fmt.Errorf("set status: %w", err)
 	}
 	m.status = next
-	out := t.outcome(m, 0)
+	out := t.outcome(m, -forfeited)
 	out.Status = next
 	return out, nil
 }
 
 // forfeitAll releases m's open holds and forfeits every point m has left,
-// spendable and pending, in one posting.
-func (t *txn) forfeitAll(ctx context.Context, m *member, reason string) error {
+// spendable and pending, in one posting. It returns the points forfeited.
+func (t *txn) forfeitAll(ctx context.Context, m *member, reason string) (int64, error) {
 	if err := t.releaseHolds(ctx, m, "released", ""); err != nil {
-		return err
+		return 0, err
 	}
 	if reason == "" {
 		reason = "membership closed"
@@ -885,12 +898,13 @@ func (t *txn) forfeitAll(ctx context.Context, m *member, reason string) error {
 
 // drainLots takes from m every lot the query selects (id, amount, pending)
 // the amount it names, in one posting of the given kind that lists the lots:
-// spendable points leave available, pending ones leave pending.
+// spendable points leave available, pending ones leave pending. It returns
+// the points taken, spendable and pending.
 func (t *txn) drainLots(ctx context.Context, m *member, kind, reason, query string,
-	args ...any) error {
+	args ...any) (int64, error) {
 	rows, err := t.tx.Query(ctx, query, args...)
 	if err != nil {
-		return fmt.Errorf("select lots to %s: %w", kind, err)
+		return 0, fmt.Errorf("select lots to %s: %w", kind, err)
 	}
 	var moves []core.LotMove
 	var spendable, pending int64
@@ -899,7 +913,7 @@ func (t *txn) drainLots(ctx context.Context, m *member, kind, reason, query stri
 		var p bool
 		if err := rows.Scan(&id, &x, &p); err != nil {
 			rows.Close()
-			return err
+			return 0, err
 		}
 		moves = append(moves, core.LotMove{LotID: id, Points: core.Points(-x)})
 		if p {
@@ -910,12 +924,15 @@ func (t *txn) drainLots(ctx context.Context, m *member, kind, reason, query stri
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil || len(moves) == 0 {
-		return err
+		return 0, err
 	}
 	if err := t.applyMoves(ctx, moves); err != nil {
-		return err
+		return 0, err
 	}
 	_, err = t.post(ctx, m, posting{kind: kind, points: -spendable, pendingDelta: -pending,
 		reason: reason, moves: moves})
-	return err
+	if err != nil {
+		return 0, err
+	}
+	return spendable + pending, nil
 }
