@@ -110,17 +110,33 @@ func (s *Server) getReward(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, rw)
 }
 
+// placeOrderBody is the body of an order. Its quantity is a pointer so that
+// a quantity left out (one unit) is told apart from an explicit 0, which is
+// refused like any other quantity out of range.
+type placeOrderBody struct {
+	Reward   string `json:"reward"`
+	Quantity *int64 `json:"quantity"`
+	Price    string `json:"price"`
+}
+
 func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request) {
-	var in core.PlaceOrder
+	var in placeOrderBody
 	s.write(w, r, core.KindOrderPlace, &in, func() (string, any, *time.Time, error) {
 		if !core.ValidCode(in.Reward) {
 			return "", nil, nil, core.Errorf(core.Invalid, "reward", "is required: a reward code")
 		}
-		if in.Quantity < 0 || in.Quantity > 1000 {
-			return "", nil, nil, core.Errorf(core.Invalid, "quantity",
-				"must be between 1 and 1000")
+		// A quantity left out stays out of the command, as before, and the
+		// ledger places one unit.
+		var quantity int64
+		if in.Quantity != nil {
+			quantity = *in.Quantity
+			if quantity < 1 || quantity > 1000 {
+				return "", nil, nil, core.Errorf(core.Invalid, "quantity",
+					"must be between 1 and 1000")
+			}
 		}
-		return memberVar(r), in, nil, nil
+		return memberVar(r), core.PlaceOrder{Reward: in.Reward, Quantity: quantity,
+			Price: in.Price}, nil, nil
 	})
 }
 
