@@ -249,13 +249,18 @@ func (e ExternalProgram) LogValue() slog.Value {
 }
 
 // Amount is what a conversion of p points is worth in the other program,
-// rounded as configured. Errors: invalid.
+// rounded as configured. Errors: invalid; an amount past the ledger's bound
+// is refused about "points", the field of the conversion request at fault.
 func (e *ExternalProgram) Amount(p Points) (int64, error) {
 	ratio, err := ParseRate("ratio", e.Ratio)
 	if err != nil {
 		return 0, err
 	}
 	n, err := Round(new(big.Rat).Mul(big.NewRat(int64(p), 1), ratio), e.Rounding)
+	if ce, ok := AsError(err); ok && ce.Field == "amount" {
+		return 0, Errorf(Invalid, "points", "are worth more than %d in %s at ratio %s; "+
+			"convert fewer points", MaxPoints, e.Code, e.Ratio)
+	}
 	if err != nil {
 		return 0, err
 	}

@@ -207,6 +207,20 @@ func (t *txn) partnerRefund(ctx context.Context, prog *program, m *member,
 	if err != nil {
 		return nil, fmt.Errorf("read capture: %w", err)
 	}
+	// The first refund reverses the capture. When the operator reversed it
+	// first, the member has the points back already; the partner names the
+	// payment, not the posting, so the refusal is about hold_txn_id.
+	if refunded == 0 {
+		var reversed bool
+		err = t.tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM postings
+			WHERE reverses_id = $1)`, captureID).Scan(&reversed)
+		if err != nil {
+			return nil, fmt.Errorf("read reversal of capture: %w", err)
+		}
+		if reversed {
+			return nil, errReversedByOperator(in.HoldTxnID)
+		}
+	}
 	rows, err := t.tx.Query(ctx, `SELECT pl.lot_id, -pl.points - coalesce((
 			SELECT sum(rl.points) FROM partner_refunds r
 			JOIN posting_lots rl ON rl.posting_id = r.posting_id AND rl.lot_id = pl.lot_id
@@ -262,6 +276,9 @@ func (t *txn) partnerRefund(ctx context.Context, prog *program, m *member,
 		p.reversesID = &captureID
 	}
 	pid, err := t.post(ctx, m, p)
+	if e, ok := core.AsError(err); ok && e.Field == "posting_id" {
+		return nil, errReversedByOperator(in.HoldTxnID)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -281,6 +298,13 @@ func (t *txn) partnerRefund(ctx context.Context, prog *program, m *member,
 	out := t.outcome(m, n)
 	out.HoldID = holdID
 	return out, nil
+}
+
+// errReversedByOperator refuses a partner's refund of a payment whose
+// capture the operator has reversed: the points are back with the member.
+func errReversedByOperator(holdTxnID string) error {
+	return core.Errorf(core.Conflict, "hold_txn_id", "the payment %q was already reversed "+
+		"by the operator; its points are back with the member", holdTxnID)
 }
 
 // partnerClawback takes back the points that a refunded money purchase
