@@ -312,6 +312,11 @@ func errReversedByOperator(holdTxnID string) error {
 // and the points come from the member's spendable points soonest expiry
 // first. What the member no longer has is written off, or owed when the
 // program allows a negative balance.
+//
+// A partner takes back no more than its purchases gave the member, less
+// what it took back before and what the operator reversed of them: a
+// refund, whatever its amount, never reaches points the member earned
+// elsewhere.
 func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
 	cmd *bus.Command) (any, error) {
 	var in core.PartnerClawback
@@ -336,8 +341,12 @@ func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
 	if err != nil {
 		return nil, err
 	}
-	n := int64(n64)
-	if n == 0 {
+	left, err := t.partnerPointsLeft(ctx, m, partnerOf(cmd.Source))
+	if err != nil {
+		return nil, err
+	}
+	n := min(int64(n64), left)
+	if n <= 0 {
 		return t.outcome(m, 0), nil
 	}
 	lots, err := t.usableLots(ctx, m)
@@ -371,6 +380,25 @@ func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
 	out := t.outcome(m, p.points)
 	out.Written = core.Points(written)
 	return out, nil
+}
+
+// partnerPointsLeft is what a partner may still take back from m: the
+// points its purchases gave m, pending ones included, less its earlier
+// clawbacks and the operator's reversals of those purchases.
+func (t *txn) partnerPointsLeft(ctx context.Context, m *member, partner string) (int64, error) {
+	var left int64
+	err := t.tx.QueryRow(ctx, `SELECT coalesce(sum(p.points + p.pending_delta), 0) +
+			coalesce((SELECT sum(r.points + r.pending_delta) FROM postings r
+				JOIN postings a ON a.id = r.reverses_id
+				WHERE r.member_id = $1 AND a.member_id = $1 AND a.partner = $2
+				  AND a.kind = 'accrual'), 0)
+		FROM postings p
+		WHERE p.member_id = $1 AND p.partner = $2 AND (p.kind = 'accrual'
+			OR (p.kind = 'reversal' AND p.reverses_id IS NULL))`, m.id, partner).Scan(&left)
+	if err != nil {
+		return 0, fmt.Errorf("read partner's points: %w", err)
+	}
+	return left, nil
 }
 
 // readPartner reads a partner and its keys. Errors: not_found.

@@ -1,10 +1,13 @@
 package postgres
 
 import (
+	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
 )
 
@@ -98,5 +101,71 @@ func TestCloseAnswersThePointsForfeited(t *testing.T) {
 	if o := f.ok(core.KindClose, "ben", core.StatusChange{}); o.Points != 0 {
 		t.Fatalf("close of an empty member answered points %d, want 0", o.Points)
 	}
+	f.check()
+}
+
+// A partner's refund takes back no more than that partner's purchases gave
+// the member, less its earlier refunds and the operator's reversals: an
+// amount of any size never reaches points earned elsewhere.
+func TestPartnerRefundTakesBackOnlyWhatItsPurchasesGave(t *testing.T) {
+	f := newFixture(t, core.Program{PointsPerUnit: "1", AccrualRounding: core.RoundDown})
+	shop := partnerCmds{f: f, source: "partner:shop-" + f.prog}
+	other := partnerCmds{f: f, source: "partner:cafe-" + f.prog}
+	f.enroll("ana")
+	f.ok(core.KindCredit, "ana", core.Credit{Points: 1000, Reason: "welcome"})
+	buy := func(p partnerCmds, amount string) string {
+		t.Helper()
+		txn := f.txn()
+		r := p.do(core.KindAccrue, "ana", txn, core.Accrue{EventType: "partner_purchase",
+			Amount: amount, Partner: partnerOf(p.source)})
+		if r.Status != bus.StatusOK {
+			t.Fatalf("purchase of %s: %+v", amount, r.Error)
+		}
+		return txn
+	}
+	refund := func(p partnerCmds, amount string) core.Outcome {
+		t.Helper()
+		r := p.do(core.KindPartnerClawback, "ana", f.txn(), core.PartnerClawback{Amount: amount})
+		if r.Status != bus.StatusOK {
+			t.Fatalf("refund of %s: %+v", amount, r.Error)
+		}
+		var o core.Outcome
+		if err := json.Unmarshal(r.Data, &o); err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+
+	// A refund by a partner that gave nothing takes nothing.
+	if o := refund(shop, "10000"); o.Points != 0 || o.Written != 0 {
+		t.Fatalf("refund before any purchase: %+v, want nothing taken", o)
+	}
+	f.wantBalance("ana", 1000, 0, 0)
+
+	buy(shop, "450")
+	cafe := buy(other, "200")
+	f.wantBalance("ana", 1650, 0, 0)
+	if o := refund(shop, "99999"); o.Points != -450 || o.Written != 0 {
+		t.Fatalf("refund of 99999 after purchases worth 450: %+v, want -450", o)
+	}
+	if o := refund(shop, "10"); o.Points != 0 {
+		t.Fatalf("a second refund: %+v, want nothing left to take", o)
+	}
+	f.wantBalance("ana", 1200, 0, 0)
+
+	// The operator reversed the cafe's purchase: the cafe has nothing left
+	// to take back.
+	var posting int64
+	err := f.l.Pool().QueryRow(context.Background(), `SELECT id FROM postings
+		WHERE source = $1 AND txn_id = $2`, other.source, cafe).Scan(&posting)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.ok(core.KindReverse, "ana", core.Reverse{PostingID: posting, Reason: "wrong till"})
+	f.wantBalance("ana", 1000, 0, 0)
+	if o := refund(other, "200"); o.Points != 0 {
+		t.Fatalf("the cafe's refund after the operator's reversal: %+v, want nothing", o)
+	}
+	f.wantBalance("ana", 1000, 0, 0)
 	f.check()
 }
