@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/big"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -60,6 +61,30 @@ func (t *txn) upsertReward(ctx context.Context, prog *program, cmd *bus.Command)
 	}
 	if err := in.Validate(); err != nil {
 		return nil, err
+	}
+	if len(in.Tiers) > 0 {
+		// A reward for a tier the program does not have could be redeemed
+		// by nobody.
+		tiers, err := t.programTiers(ctx, prog.ID)
+		if err != nil {
+			return nil, err
+		}
+		var codes []string
+		if tiers != nil {
+			for _, l := range tiers.Levels {
+				codes = append(codes, l.Code)
+			}
+		}
+		for _, c := range in.Tiers {
+			if !slices.Contains(codes, c) {
+				if len(codes) == 0 {
+					return nil, core.Errorf(core.Invalid, "tiers", "the program has no "+
+						"tiers; define them first or leave tiers out")
+				}
+				return nil, core.Errorf(core.Invalid, "tiers", "no tier %q in the program "+
+					"(it has %s)", c, strings.Join(codes, ", "))
+			}
+		}
 	}
 	active := in.Active == nil || *in.Active
 	var money *string
@@ -187,16 +212,18 @@ func (t *txn) placeOrder(ctx context.Context, prog *program, m *member,
 		return nil, core.Errorf(core.Conflict, "reward", "the reward is no longer on offer")
 	}
 	if len(r.Tiers) > 0 {
-		// Tiers belong to the rules work; a member without one is not held back.
-		var tier *string
-		err := t.tx.QueryRow(ctx, `SELECT to_jsonb(m)->>'tier' FROM members m WHERE id = $1`,
-			m.id).Scan(&tier)
+		tier, err := t.tierNow(ctx, prog, m)
 		if err != nil {
-			return nil, fmt.Errorf("read tier: %w", err)
+			return nil, err
 		}
-		if tier != nil && *tier != "" && !slices.Contains(r.Tiers, *tier) {
+		switch {
+		case tier == "":
+			return nil, core.Errorf(core.Conflict, "reward", "the reward is for members of "+
+				"tier %s, and the member has not reached a tier",
+				strings.Join(r.Tiers, " or "))
+		case !slices.Contains(r.Tiers, tier):
 			return nil, core.Errorf(core.Conflict, "reward",
-				"the member's tier %q may not redeem this reward", *tier)
+				"the member's tier %q may not redeem this reward", tier)
 		}
 	}
 
@@ -353,6 +380,28 @@ func (t *txn) cancelOrder(ctx context.Context, prog *program, m *member,
 		return nil, fmt.Errorf("cancel order: %w", err)
 	}
 	return t.outcome(m, back), nil
+}
+
+// tierNow is m's tier: the one recorded, or, when none is yet (a member
+// whose points came without an accrual to review it), the level its
+// qualification reaches now, as GET .../tier shows it; "" below every
+// level or in a program without tiers.
+func (t *txn) tierNow(ctx context.Context, prog *program, m *member) (string, error) {
+	if m.tier != "" {
+		return m.tier, nil
+	}
+	tiers, err := t.programTiers(ctx, prog.ID)
+	if err != nil || tiers == nil {
+		return "", err
+	}
+	q, spend, err := t.tierQualification(ctx, tiers, m.id, t.now)
+	if err != nil {
+		return "", err
+	}
+	if lvl := tiers.Reached(q, spend); lvl != nil {
+		return lvl.Code, nil
+	}
+	return "", nil
 }
 
 // voucherAlphabet leaves out letters that read like digits (I, L, O, U).
