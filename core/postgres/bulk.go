@@ -244,7 +244,7 @@ func (l *Ledger) ApproveBatch(ctx context.Context, program, id,
 			b.ApprovedBy)
 	case b.Status != core.BatchValidated:
 		return nil, core.Errorf(core.Conflict, "batch", "is %s, not validated", b.Status)
-	case actor == b.UploadedBy:
+	case samePerson(actor, b.UploadedBy):
 		return nil, core.Errorf(core.Unauthorized, "X-Actor",
 			"the approver must be another person than the uploader")
 	}
@@ -257,6 +257,12 @@ func (l *Ledger) ApproveBatch(ctx context.Context, program, id,
 		return nil, core.Errorf(core.Conflict, "batch", "was approved meanwhile")
 	}
 	return l.batchByID(ctx, b.ID)
+}
+
+// samePerson reports whether two actor names name one person: case and
+// the spaces around them do not tell people apart ("ana" and " ANA").
+func samePerson(a, b string) bool {
+	return strings.EqualFold(strings.TrimSpace(a), strings.TrimSpace(b))
 }
 
 // StartPosting marks a batch as posting and notes where this run starts.

@@ -724,9 +724,12 @@ func TestApprovalAboveThreshold(t *testing.T) {
 	if code, _ := f.do(http.MethodPost, path+"/approve", nil, nil); code != http.StatusBadRequest {
 		t.Errorf("approval without X-Actor answered %d", code)
 	}
-	code, _ := f.do(http.MethodPost, path+"/approve", nil, map[string]string{"X-Actor": "ana"})
-	if code != http.StatusUnauthorized {
-		t.Errorf("approval by the uploader answered %d", code)
+	for _, uploader := range []string{"ana", "ANA", " Ana "} {
+		code, _ := f.do(http.MethodPost, path+"/approve", nil,
+			map[string]string{"X-Actor": uploader})
+		if code != http.StatusUnauthorized {
+			t.Errorf("approval by the uploader as %q answered %d", uploader, code)
+		}
 	}
 	code, body := f.do(http.MethodPost, path+"/approve", nil, map[string]string{"X-Actor": "bea"})
 	if code != http.StatusOK || f.view(body).ApprovedBy != "bea" {
