@@ -48,6 +48,12 @@ func creditExpiry(prog *program, in *core.Credit, occurred time.Time) (*time.Tim
 	if !exp.After(occurred) {
 		return nil, core.Errorf(core.Invalid, field, "must be after occurred_at")
 	}
+	// Points that expire while still pending could never be spent.
+	if spendable := prog.SpendableFrom(occurred); !exp.After(spendable) {
+		return nil, core.Errorf(core.Invalid, field, "must be after %s, when the points "+
+			"become spendable (the program holds new points %d days)",
+			spendable.UTC().Format(time.RFC3339), prog.PendingDays)
+	}
 	return &exp, nil
 }
 
