@@ -182,6 +182,9 @@ func (t *txn) enroll(ctx context.Context, prog *program, cmd *bus.Command) (any,
 	at := cmd.OccurredAt
 	if in.EnrolledAt != nil {
 		at = *in.EnrolledAt
+		if at.After(t.now.Add(5 * time.Minute)) {
+			return nil, core.Errorf(core.Invalid, "enrolled_at", "is in the future")
+		}
 	}
 	if at.IsZero() {
 		at = t.now
