@@ -209,8 +209,8 @@ func (p *Partner) Validate() error {
 	if strings.TrimSpace(p.Name) == "" || len(p.Name) > 200 {
 		return Errorf(Invalid, "name", "is required, at most 200 characters")
 	}
-	if len(p.Currency) != 3 || strings.ToUpper(p.Currency) != p.Currency {
-		return Errorf(Invalid, "currency", "must be an ISO 4217 code such as CLP")
+	if !ValidCurrency(p.Currency) {
+		return Errorf(Invalid, "currency", "must be an ISO 4217 code in capitals, such as CLP")
 	}
 	v, err := ParseAmount("point_value", p.PointValue)
 	if err != nil {

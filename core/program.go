@@ -5,6 +5,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/text/currency"
 )
 
 // ExpiryUnit is the unit of a program's points lifetime.
@@ -53,8 +55,8 @@ func (p *Program) Validate() error {
 	if _, err := time.LoadLocation(p.TimeZone); err != nil || p.TimeZone == "" {
 		return Errorf(Invalid, "time_zone", "unknown time zone %q", p.TimeZone)
 	}
-	if len(p.Currency) != 3 {
-		return Errorf(Invalid, "currency", "must be an ISO 4217 code such as CLP")
+	if !ValidCurrency(p.Currency) {
+		return Errorf(Invalid, "currency", "must be an ISO 4217 code in capitals, such as CLP")
 	}
 	rate, err := ParseRate("points_per_unit", p.PointsPerUnit)
 	if err != nil {
@@ -246,4 +248,15 @@ func ValidRef(s string) bool {
 		}
 	}
 	return true
+}
+
+// ValidCurrency reports whether s is an ISO 4217 currency code as the
+// ledger stores it: three capital letters naming a currency ("XYZ" and
+// "clp" are not).
+func ValidCurrency(s string) bool {
+	if len(s) != 3 || strings.ToUpper(s) != s {
+		return false
+	}
+	_, err := currency.ParseISO(s)
+	return err == nil
 }

@@ -100,3 +100,12 @@ func TestSpendableFrom(t *testing.T) {
 		}
 	}
 }
+
+func TestValidCurrency(t *testing.T) {
+	for s, want := range map[string]bool{"CLP": true, "USD": true, "EUR": true, "XYZ": false,
+		"clp": false, "Clp": false, "CL": false, "CLPX": false, "": false, "C1P": false} {
+		if got := ValidCurrency(s); got != want {
+			t.Errorf("ValidCurrency(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
