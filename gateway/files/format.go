@@ -226,7 +226,8 @@ func (rd *reader) next() (core.BatchLine, error) {
 		var why string
 		switch {
 		case rd.checkU8 && !utf8.ValidString(v):
-			why = "is not valid UTF-8; declare charset=latin-1 if the file is Latin-1"
+			why = "is not valid UTF-8; if the file is Latin-1, say so (charset=latin-1 " +
+				"on upload, or .latin1. in the name of a file dropped in the inbox)"
 		case strings.IndexByte(v, 0) >= 0:
 			why = "holds a NUL character, which the ledger cannot store"
 		default:

@@ -29,8 +29,12 @@ type fileState struct {
 	mod  time.Time
 }
 
-// RunInbox watches the inbox until ctx ends.
+// RunInbox watches the inbox until ctx ends. It makes the inbox folder if
+// there is none, so that whoever drops the first file finds it.
 func (s *Service) RunInbox(ctx context.Context) {
+	if err := os.MkdirAll(s.opt.InboxDir, 0o750); err != nil {
+		s.log.Warn("Inbox not created", "dir", s.opt.InboxDir, "error", err)
+	}
 	seen := map[string]fileState{}
 	t := time.NewTicker(s.opt.InboxPoll)
 	defer t.Stop()
