@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -74,6 +75,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	var expireArgs []string
 	if name == "expire" {
 		rest, expireArgs = splitFlag(rest, "at")
+		if slices.ContainsFunc(rest, func(a string) bool {
+			return a == "-h" || a == "-help" || a == "--help"
+		}) {
+			// The settings' help below does not know expire's own flag.
+			fmt.Fprintln(stderr, "puntos expire runs the expiry sweep once. Its own flag:\n"+
+				"  -at string\n"+
+				"    \tthe instant to expire as of (RFC 3339, not in the future); default now\n"+
+				"and the settings below.")
+		}
 	}
 	cfg, _, err := app.LoadConfig(name, rest, getenv, stderr)
 	if err != nil {
