@@ -371,10 +371,21 @@ func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
 	if err := t.applyMoves(ctx, moves); err != nil {
 		return nil, err
 	}
+	var posting *int64
 	if p.points != 0 {
-		if _, err := t.post(ctx, m, p); err != nil {
+		id, err := t.post(ctx, m, p)
+		if err != nil {
 			return nil, err
 		}
+		posting = &id
+	}
+	// The whole claim is recorded, written-off part included, so that the
+	// same points are not claimed twice.
+	_, err = t.tx.Exec(ctx, `INSERT INTO partner_clawbacks (member_id, partner, points,
+		posting_id, created_at) VALUES ($1, $2, $3, $4, $5)`, m.id, partnerOf(cmd.Source), n,
+		posting, t.now)
+	if err != nil {
+		return nil, fmt.Errorf("record clawback: %w", err)
 	}
 	t.lastMoves = moves
 	out := t.outcome(m, p.points)
@@ -383,18 +394,25 @@ func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
 }
 
 // partnerPointsLeft is what a partner may still take back from m: the
-// points its purchases gave m, pending ones included, less its earlier
-// clawbacks and the operator's reversals of those purchases.
+// points its purchases gave m, pending ones included, less the operator's
+// reversals of those purchases and the partner's earlier claims
+// (partner_clawbacks). Members merged into m count as m: their purchases
+// were merged with their points.
 func (t *txn) partnerPointsLeft(ctx context.Context, m *member, partner string) (int64, error) {
 	var left int64
-	err := t.tx.QueryRow(ctx, `SELECT coalesce(sum(p.points + p.pending_delta), 0) +
-			coalesce((SELECT sum(r.points + r.pending_delta) FROM postings r
-				JOIN postings a ON a.id = r.reverses_id
-				WHERE r.member_id = $1 AND a.member_id = $1 AND a.partner = $2
+	err := t.tx.QueryRow(ctx, `WITH RECURSIVE merged(id) AS (
+			SELECT $1::uuid
+			UNION SELECT mm.id FROM members mm JOIN merged g ON mm.merged_into = g.id)
+		SELECT coalesce((SELECT sum(a.points + a.pending_delta) FROM postings a
+				WHERE a.member_id IN (SELECT id FROM merged) AND a.partner = $2
 				  AND a.kind = 'accrual'), 0)
-		FROM postings p
-		WHERE p.member_id = $1 AND p.partner = $2 AND (p.kind = 'accrual'
-			OR (p.kind = 'reversal' AND p.reverses_id IS NULL))`, m.id, partner).Scan(&left)
+			+ coalesce((SELECT sum(r.points + r.pending_delta) FROM postings r
+				JOIN postings a ON a.id = r.reverses_id
+				WHERE r.member_id IN (SELECT id FROM merged) AND a.partner = $2
+				  AND a.kind = 'accrual'), 0)
+			- coalesce((SELECT sum(c.points) FROM partner_clawbacks c
+				WHERE c.member_id IN (SELECT id FROM merged) AND c.partner = $2), 0)`,
+		m.id, partner).Scan(&left)
 	if err != nil {
 		return 0, fmt.Errorf("read partner's points: %w", err)
 	}
