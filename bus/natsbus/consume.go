@@ -1,10 +1,12 @@
 package natsbus
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -111,7 +113,7 @@ func (b *Bus) Consume(ctx context.Context, partition int, batchSize int, maxWait
 	if err != nil {
 		return err
 	}
-	left := b.holdBackNewer(ctx, partition, batchSize, &cons, log)
+	left := b.holdBackNewer(ctx, partition, &cons, log)
 
 	fetchFailures, outages := 0, 0
 	backlog := true // until a fetch says otherwise
@@ -121,6 +123,13 @@ func (b *Bus) Consume(ctx context.Context, partition int, batchSize int, maxWait
 		}
 		msgs, err := fetch(cons, batchSize, maxWait, backlog)
 		backlog = len(msgs) > 1
+		if left {
+			// Redelivered together, they may come in any order (NATS 2.9
+			// hands back expired commands as it finds them).
+			slices.SortStableFunc(msgs, func(a, b jetstream.Msg) int {
+				return cmp.Compare(streamSeq(a), streamSeq(b))
+			})
+		}
 		if err != nil {
 			if errors.Is(err, nats.ErrConnectionClosed) {
 				return fmt.Errorf("consume partition %d: %w", partition, err)
@@ -146,6 +155,16 @@ func (b *Bus) Consume(ctx context.Context, partition int, batchSize int, maxWait
 		}
 	}
 	return nil
+}
+
+// streamSeq is a message's sequence in the command stream, 0 when its
+// metadata does not say.
+func streamSeq(m jetstream.Msg) uint64 {
+	meta, err := m.Metadata()
+	if err != nil {
+		return 0
+	}
+	return meta.Sequence.Stream
 }
 
 // durableName is the name of the durable consumer of partition p.
@@ -178,12 +197,12 @@ func (b *Bus) consumerWithLimit(ctx context.Context, p, limit int) (jetstream.Co
 }
 
 // holdBackNewer looks for commands an earlier loop on partition p fetched
-// and left unsettled. When there are some, it lowers the consumer's
-// MaxAckPending to their number, so that the server delivers nothing newer
-// until they have come back and been settled, and reports true; stillLeft
-// then lifts the limit. With batchSize or more unsettled, the usual limit
-// already holds back what is newer.
-func (b *Bus) holdBackNewer(ctx context.Context, p, batchSize int, cons *jetstream.Consumer,
+// and left unsettled, and reports whether there are some. When there are,
+// it lowers the consumer's MaxAckPending to 1: the server hands a loop the
+// commands it redelivers whatever the limit, but nothing newer while one is
+// out, so none is overtaken however far apart their AckWaits end.
+// stillLeft restores the usual limit once they are all settled.
+func (b *Bus) holdBackNewer(ctx context.Context, p int, cons *jetstream.Consumer,
 	log *slog.Logger) bool {
 	info, err := (*cons).Info(ctx)
 	if err != nil {
@@ -191,11 +210,10 @@ func (b *Bus) holdBackNewer(ctx context.Context, p, batchSize int, cons *jetstre
 			"overtaken", "error", err)
 		return false
 	}
-	n := info.NumAckPending
-	if n == 0 || n >= batchSize {
+	if info.NumAckPending == 0 {
 		return false
 	}
-	c, err := b.consumerWithLimit(ctx, p, n)
+	c, err := b.consumerWithLimit(ctx, p, 1)
 	if err != nil {
 		log.Warn("Consumer not limited; commands left unsettled by an earlier consumer may "+
 			"be overtaken", "error", err)
@@ -203,12 +221,12 @@ func (b *Bus) holdBackNewer(ctx context.Context, p, batchSize int, cons *jetstre
 	}
 	*cons = c
 	log.Warn("Commands an earlier consumer fetched and left unsettled come back first; "+
-		"newer ones wait for them", "unsettled", n, "within", b.cfg.AckWait)
+		"newer ones wait for them", "unsettled", info.NumAckPending, "within", b.cfg.AckWait)
 	return true
 }
 
-// stillLeft reports whether commands holdBackNewer found are still
-// unsettled; once none is, it restores the consumer's usual limit.
+// stillLeft reports whether commands holdBackNewer found are still out;
+// once none is, it restores the consumer's usual limit.
 func (b *Bus) stillLeft(ctx context.Context, p, batchSize int, cons *jetstream.Consumer,
 	log *slog.Logger) bool {
 	info, err := (*cons).Info(ctx)
