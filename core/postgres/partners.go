@@ -349,14 +349,23 @@ func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
 	if n <= 0 {
 		return t.outcome(m, 0), nil
 	}
+	// The partner's own points still pending go first: taking spendable
+	// points instead would leave those to become spendable later.
+	pending, err := t.partnerPendingLots(ctx, m, partnerOf(cmd.Source))
+	if err != nil {
+		return nil, err
+	}
+	pendingMoves, rest := take(pending, n)
 	lots, err := t.usableLots(ctx, m)
 	if err != nil {
 		return nil, err
 	}
-	moves, short := take(lots, n)
-	p := posting{kind: core.PostReversal, points: -(n - short), partner: partnerOf(cmd.Source),
-		reason: in.Reason, moves: moves,
+	moves, short := take(lots, rest)
+	p := posting{kind: core.PostReversal, points: -(rest - short),
+		pendingDelta: -(n - rest), partner: partnerOf(cmd.Source), reason: in.Reason,
+		moves:       append(pendingMoves, moves...),
 		ruleVersion: "program-rate:" + prog.PointsPerUnit + ":" + string(prog.AccrualRounding)}
+	moves = p.moves
 	if p.reason == "" {
 		p.reason = "partner purchase refunded"
 	}
@@ -372,7 +381,7 @@ func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
 		return nil, err
 	}
 	var posting *int64
-	if p.points != 0 {
+	if p.points != 0 || p.pendingDelta != 0 {
 		id, err := t.post(ctx, m, p)
 		if err != nil {
 			return nil, err
@@ -417,6 +426,24 @@ func (t *txn) partnerPointsLeft(ctx context.Context, m *member, partner string) 
 		return 0, fmt.Errorf("read partner's points: %w", err)
 	}
 	return left, nil
+}
+
+// partnerPendingLots are m's lots still pending that the partner's
+// purchases made, newest first, locked.
+func (t *txn) partnerPendingLots(ctx context.Context, m *member, partner string) ([]lotRow,
+	error) {
+	rows, err := t.tx.Query(ctx, `SELECT l.id, l.earned_at, l.spendable_from, l.expires_at,
+			l.pending, l.original, l.remaining, l.held
+		FROM lots l
+		WHERE l.member_id = $1 AND l.pending AND l.remaining > l.held
+		  AND EXISTS (SELECT 1 FROM postings a
+			WHERE a.id = l.posting_id AND a.partner = $2 AND a.kind = 'accrual')
+		ORDER BY l.earned_at DESC, l.id DESC
+		FOR UPDATE`, m.id, partner)
+	if err != nil {
+		return nil, fmt.Errorf("select partner's pending lots: %w", err)
+	}
+	return scanLots(rows)
 }
 
 // readPartner reads a partner and its keys. Errors: not_found.

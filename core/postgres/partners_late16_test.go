@@ -3,6 +3,7 @@ package postgres
 import (
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
@@ -165,5 +166,39 @@ func TestLate16ClawbackAfterOneOfTwoPurchasesReversed(t *testing.T) {
 		t.Fatalf("refund after one of two purchases was reversed: %+v, want -200", o)
 	}
 	f.wantBalance("ana", 1100, 0, 0)
+	f.check()
+}
+
+// Regression test of a defect a late attack found, now mended.
+//
+// Purchase points still pending are what the partner's purchase gave; a
+// refund of that purchase must not take the member's spendable welcome
+// points in their place (the pending purchase points would then mature and
+// the member would have lost points earned elsewhere).
+func TestLate16ClawbackOfPendingPurchaseTakesItsOwnPoints(t *testing.T) {
+	f := newFixture(t, core.Program{PointsPerUnit: "1", AccrualRounding: core.RoundDown,
+		PendingDays: 3})
+	shop := partnerCmds{f: f, source: "partner:shop-" + f.prog}
+	f.enroll("ana")
+	f.ok(core.KindCredit, "ana", core.Credit{Points: 1000, Reason: "welcome"})
+	f.setNow(f.now.Add(5 * 24 * time.Hour))
+	f.sweep(f.now)
+	f.wantBalance("ana", 1000, 0, 0)
+
+	late16Buy(t, shop, "ana", "450")
+	f.wantBalance("ana", 1000, 450, 0)
+	late16Refund(t, shop, "ana", "450")
+	if b := f.balance("ana").Balance; b.Available != 1000 {
+		t.Errorf("after the refund of a purchase whose 450 points are pending: balance %+v; "+
+			"want the 1000 welcome points untouched", b)
+	}
+	// Once the purchase points would have matured, the member must not
+	// hold more than the welcome points.
+	f.setNow(f.now.Add(5 * 24 * time.Hour))
+	f.sweep(f.now)
+	if b := f.balance("ana").Balance; b.Available+b.Pending != 1000 {
+		t.Errorf("after the refunded purchase's pending period: balance %+v; want 1000 "+
+			"(the welcome points, the purchase refunded)", b)
+	}
 	f.check()
 }
