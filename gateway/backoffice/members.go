@@ -257,9 +257,12 @@ func (s *Server) approve(w http.ResponseWriter, r *http.Request, sess *session) 
 		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
 		return
 	}
-	action := "adjustment.approved"
-	if status == "failed" {
-		action = "adjustment.failed"
+	// The audit says what became of it: a refusal by the ledger was not
+	// an approved adjustment.
+	action := map[string]string{"failed": "adjustment.failed",
+		"refused": "adjustment.refused"}[status]
+	if action == "" {
+		action = "adjustment.approved"
 	}
 	s.audit(ctx, sess.Name, action, target,
 		map[string]any{"balance": before, "pending_id": id},

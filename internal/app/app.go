@@ -24,6 +24,7 @@ import (
 	"github.com/puntos-loyalty/puntos/adapters/chsink"
 	"github.com/puntos-loyalty/puntos/adapters/conversion"
 	"github.com/puntos-loyalty/puntos/bus/natsbus"
+	"github.com/puntos-loyalty/puntos/core"
 	"github.com/puntos-loyalty/puntos/core/postgres"
 	"github.com/puntos-loyalty/puntos/gateway/backoffice"
 	"github.com/puntos-loyalty/puntos/gateway/files"
@@ -204,7 +205,8 @@ func (a *App) startHTTP() error {
 	if a.roles.Gateway {
 		backoffice.New(a.Pool, a.Bus, a.Ledger, a.log,
 			backoffice.Options{Wait: a.cfg.ResultWait, ClickHouse: a.backofficeClickHouse,
-				CloseClickHouse: true, Files: a.bulkFiles}).Register(r)
+				CloseClickHouse: true, Files: a.bulkFiles,
+				ApprovalThreshold: core.Points(a.cfg.AdjustApproval)}).Register(r)
 		keys, err := a.cfg.Keys()
 		if err != nil {
 			return err

@@ -35,6 +35,7 @@ type Config struct {
 	InboxDir       string        // bulk files dropped per program; empty is DataDir/inbox
 	InboxPoll      time.Duration // how often the inbox is looked at
 	BulkApproval   int           // points above which a batch needs a second approval
+	AdjustApproval int           // points above which a back-office adjustment needs one
 	Partitions     int
 	BatchSize      int
 	LedgerWriters  int // ledger transactions applying commands at once; 0 merges none
@@ -121,6 +122,10 @@ var settings = []setting{
 		"total points (credits plus debits) above which a bulk file needs a second " +
 			"person's approval before posting; 0 never asks", false,
 		num("bulk-approval-points", func(c *Config) *int { return &c.BulkApproval })},
+	{"adjustment-approval-points", "PUNTOS_ADJUSTMENT_APPROVAL_POINTS", "10000",
+		"points, either way, above which a manual adjustment in the back office needs a " +
+			"second person's approval", false,
+		num("adjustment-approval-points", func(c *Config) *int { return &c.AdjustApproval })},
 	{"partitions", "PUNTOS_PARTITIONS", "8", "command partitions (members spread over them)",
 		false, num("partitions", func(c *Config) *int { return &c.Partitions })},
 	{"batch-size", "PUNTOS_BATCH_SIZE", "2048", "commands applied per ledger transaction",
@@ -245,6 +250,9 @@ func loadConfig(name string, args []string, getenv func(string) string,
 	if c.Partitions < 1 || c.Partitions > 1024 {
 		return nil, nil, fmt.Errorf("partitions: must be between 1 and 1024")
 	}
+	if c.AdjustApproval < 1 {
+		return nil, nil, fmt.Errorf("adjustment-approval-points: must be at least 1")
+	}
 	if c.BatchSize < 1 || c.BatchSize > 5000 {
 		return nil, nil, fmt.Errorf("batch-size: must be between 1 and 5000")
 	}
@@ -329,6 +337,7 @@ func (c *Config) Masked() []any {
 	vals["inbox-dir"] = c.InboxDir
 	vals["inbox-poll"] = c.InboxPoll.String()
 	vals["bulk-approval-points"] = strconv.Itoa(c.BulkApproval)
+	vals["adjustment-approval-points"] = strconv.Itoa(c.AdjustApproval)
 	vals["partitions"] = strconv.Itoa(c.Partitions)
 	vals["batch-size"] = strconv.Itoa(c.BatchSize)
 	vals["ledger-writers"] = strconv.Itoa(c.LedgerWriters)

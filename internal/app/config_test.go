@@ -57,6 +57,8 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		{"--result-wait=5", "result-wait (PUNTOS_RESULT_WAIT): "},
 		{"--nats-sync=sometimes", "nats-sync (PUNTOS_NATS_SYNC): must be always or interval"},
 		{"--gc-percent=10", "gc-percent (PUNTOS_GC_PERCENT): "},
+		{"--adjustment-approval-points=0",
+			"adjustment-approval-points (PUNTOS_ADJUSTMENT_APPROVAL_POINTS): must be at least 1"},
 		// A port alone is a mistake of the address, not of the API keys that
 		// a non-loopback address would need.
 		{"--http-addr=8080", "http-addr (PUNTOS_HTTP_ADDR): \"8080\" must be host:port"},
