@@ -186,24 +186,36 @@ var (
 	celEnvErr  error
 )
 
+// conditionVars are the names a rule condition may use, with their types.
+var conditionVars = []struct {
+	name string
+	typ  *cel.Type
+}{
+	{"event.type", cel.StringType}, {"event.amount", cel.StringType},
+	{"event.amount_cents", cel.IntType}, {"event.channel", cel.StringType},
+	{"event.partner", cel.StringType}, {"member.plan", cel.StringType},
+	{"member.contract", cel.StringType}, {"member.payment_method", cel.StringType},
+	{"member.channel", cel.StringType}, {"member.tier", cel.StringType},
+	{"member.segments", cel.ListType(cel.StringType)}, {"member.tenure_months", cel.IntType},
+}
+
+// conditionNames are the names of conditionVars, for messages.
+var conditionNames = func() []string {
+	var out []string
+	for _, v := range conditionVars {
+		out = append(out, v.name)
+	}
+	return out
+}()
+
 // conditionEnv is the CEL environment of rule conditions.
 func conditionEnv() (*cel.Env, error) {
 	celEnvOnce.Do(func() {
-		s, i := cel.StringType, cel.IntType
-		celEnv, celEnvErr = cel.NewEnv(
-			cel.Variable("event.type", s),
-			cel.Variable("event.amount", s),
-			cel.Variable("event.amount_cents", i),
-			cel.Variable("event.channel", s),
-			cel.Variable("event.partner", s),
-			cel.Variable("member.plan", s),
-			cel.Variable("member.contract", s),
-			cel.Variable("member.payment_method", s),
-			cel.Variable("member.channel", s),
-			cel.Variable("member.tier", s),
-			cel.Variable("member.segments", cel.ListType(s)),
-			cel.Variable("member.tenure_months", i),
-		)
+		var opts []cel.EnvOption
+		for _, v := range conditionVars {
+			opts = append(opts, cel.Variable(v.name, v.typ))
+		}
+		celEnv, celEnvErr = cel.NewEnv(opts...)
 	})
 	return celEnv, celEnvErr
 }
@@ -324,8 +336,15 @@ func (c *CompiledRule) compileCondition() error {
 	ast, iss := env.Compile(src)
 	if iss != nil && iss.Err() != nil {
 		e := iss.Errors()[0]
+		msg := e.Message
+		// CEL names only the first part of an unknown name (member.foo
+		// reads "undeclared reference to 'member'"): list the names there are.
+		if strings.HasPrefix(msg, "undeclared reference") {
+			msg = strings.Replace(msg, " (in container '')", "", 1) +
+				"; a condition may use " + strings.Join(conditionNames, ", ")
+		}
 		return Errorf(Invalid, "condition", "line %d column %d: %s", e.Location.Line(),
-			e.Location.Column()+1, e.Message)
+			e.Location.Column()+1, msg)
 	}
 	if ast.OutputType() != cel.BoolType {
 		return Errorf(Invalid, "condition", "must be true or false, not %s", ast.OutputType())

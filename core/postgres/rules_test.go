@@ -301,7 +301,8 @@ func TestRuleInvalidNamesTheField(t *testing.T) {
 		msg   string
 	}{
 		{bad(func(r *core.Rule) { r.Condition = `event.amount_cents > 0 && member.plam == "x"` }),
-			"condition", "line 1 column 27: undeclared reference to 'member'"},
+			"condition", "line 1 column 27: undeclared reference to 'member'; a condition " +
+				"may use event.type, event.amount, event.amount_cents"},
 		{bad(func(r *core.Rule) { r.Condition = `event.amount_cents + 1` }),
 			"condition", "must be true or false, not int"},
 		{bad(func(r *core.Rule) { r.Condition = "event.type ==\n  )" }),
