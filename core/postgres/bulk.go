@@ -75,6 +75,42 @@ func (l *Ledger) Batch(ctx context.Context, program, id string) (*core.Batch, er
 	return b, nil
 }
 
+// Batches lists a program's batches, newest first: at most limit of them,
+// after the batch named by after when it is not empty (the last of the
+// previous page). Errors: not_found when after names no batch of the
+// program.
+func (l *Ledger) Batches(ctx context.Context, program, after string,
+	limit int) ([]*core.Batch, error) {
+	var created time.Time
+	id := "ffffffff-ffff-ffff-ffff-ffffffffffff"
+	if after != "" {
+		b, err := l.Batch(ctx, program, after)
+		if err != nil {
+			return nil, core.Errorf(core.NotFound, "cursor", "no batch %q in program %q",
+				after, program)
+		}
+		created, id = b.CreatedAt, b.ID
+	} else {
+		created = time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)
+	}
+	rows, err := l.pool.Query(ctx, `SELECT `+batchColumns+` FROM bulk_batches
+		WHERE program = $1 AND (created_at, id) < ($2, $3::uuid)
+		ORDER BY created_at DESC, id DESC LIMIT $4`, program, created, id, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list batches: %w", err)
+	}
+	defer rows.Close()
+	out := []*core.Batch{}
+	for rows.Next() {
+		b, err := scanBatch(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
 // UnfinishedBatches lists the batches a stopped process left in the middle
 // of validating or posting, oldest first.
 func (l *Ledger) UnfinishedBatches(ctx context.Context) ([]*core.Batch, error) {

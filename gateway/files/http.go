@@ -35,6 +35,7 @@ func (s *Service) Register(v1 *mux.Router) {
 		return f
 	}
 	v1.HandleFunc(b, h(s.upload)).Methods(http.MethodPost)
+	v1.HandleFunc(b, h(s.listBatches)).Methods(http.MethodGet)
 	v1.HandleFunc(one, h(s.getBatch)).Methods(http.MethodGet)
 	v1.HandleFunc(one+"/errors", h(s.getErrors)).Methods(http.MethodGet)
 	v1.HandleFunc(one+"/approve", h(s.approve)).Methods(http.MethodPost)
@@ -215,6 +216,47 @@ func (s *Service) batch(w http.ResponseWriter, r *http.Request) (*core.Batch, bo
 		return nil, false
 	}
 	return b, true
+}
+
+// BatchPage is one page of a program's batches, newest first.
+type BatchPage struct {
+	Batches []BatchView `json:"batches"`
+	Next    string      `json:"next_cursor,omitempty"`
+}
+
+// listBatches answers a page of the program's batches, newest first: the
+// way to find a batch an inbox file made, whose id only the log and the
+// back office showed.
+func (s *Service) listBatches(w http.ResponseWriter, r *http.Request) {
+	program := mux.Vars(r)["program"]
+	if _, err := s.ledger.Program(r.Context(), program); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	limit := 50
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 500 {
+			s.writeError(w, r, core.Errorf(core.Invalid, "limit",
+				"must be a whole number from 1 to 500"))
+			return
+		}
+		limit = n
+	}
+	list, err := s.ledger.Batches(r.Context(), program, r.URL.Query().Get("cursor"), limit+1)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	page := BatchPage{Batches: []BatchView{}}
+	for i, b := range list {
+		if i == limit {
+			page.Next = list[limit-1].ID
+			break
+		}
+		page.Batches = append(page.Batches, s.view(b))
+	}
+	writeJSON(w, http.StatusOK, page)
 }
 
 func (s *Service) getBatch(w http.ResponseWriter, r *http.Request) {
