@@ -99,6 +99,11 @@ func (l *Ledger) Batches(ctx context.Context, program, after string,
 	if err != nil {
 		return nil, fmt.Errorf("list batches: %w", err)
 	}
+	return scanBatches(rows)
+}
+
+// scanBatches reads every batch of rows, and closes them.
+func scanBatches(rows pgx.Rows) ([]*core.Batch, error) {
 	defer rows.Close()
 	out := []*core.Batch{}
 	for rows.Next() {
@@ -119,16 +124,7 @@ func (l *Ledger) UnfinishedBatches(ctx context.Context) ([]*core.Batch, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list unfinished batches: %w", err)
 	}
-	defer rows.Close()
-	var out []*core.Batch
-	for rows.Next() {
-		b, err := scanBatch(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, b)
-	}
-	return out, rows.Err()
+	return scanBatches(rows)
 }
 
 // StartValidation forgets any lines of an earlier, interrupted validation
