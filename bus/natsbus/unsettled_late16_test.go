@@ -6,8 +6,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // late16Order is a handler that records the order of the commands it
@@ -48,23 +46,12 @@ func TestLate16UnsettledFetchedAtDifferentTimesKeepOrder(t *testing.T) {
 		b := connect(t, url, namespace(t), true, func(c *Config) { c.AckWait = time.Second })
 		p := 2
 		member := membersOf(p, b.Partitions(), 1)[0]
-		ctx := context.Background()
-		cons, err := b.ensureConsumer(ctx, p, 10)
-		if err != nil {
-			t.Fatal(err)
-		}
 		// The loop that dies: one batch, then another 600 ms later.
 		publish(t, b, command(member, "enroll", 1), false)
-		if got, err := drain(cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))); err != nil ||
-			len(got) != 1 {
-			t.Fatalf("fetched %d (%v), want 1", len(got), err)
-		}
+		fetchUnsettled(t, b, p, 1)
 		time.Sleep(600 * time.Millisecond)
 		publish(t, b, command(member, "bill-1", 1), false)
-		if got, err := drain(cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))); err != nil ||
-			len(got) != 1 {
-			t.Fatalf("fetched %d (%v), want 1", len(got), err)
-		}
+		fetchUnsettled(t, b, p, 1)
 		publish(t, b, command(member, "bill-2", 1), false)
 		publish(t, b, command(member, "bill-3", 1), false)
 
@@ -92,22 +79,11 @@ func TestLate16UnsettledAtBatchSizeKeepOrder(t *testing.T) {
 		b := connect(t, url, namespace(t), true, func(c *Config) { c.AckWait = time.Second })
 		p := 3
 		member := membersOf(p, b.Partitions(), 1)[0]
-		ctx := context.Background()
-		cons, err := b.ensureConsumer(ctx, p, 10)
-		if err != nil {
-			t.Fatal(err)
-		}
 		publish(t, b, command(member, "enroll", 1), false)
-		if got, err := drain(cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))); err != nil ||
-			len(got) != 1 {
-			t.Fatalf("fetched %d (%v), want 1", len(got), err)
-		}
+		fetchUnsettled(t, b, p, 1)
 		time.Sleep(600 * time.Millisecond)
 		publish(t, b, command(member, "bill-1", 1), false)
-		if got, err := drain(cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))); err != nil ||
-			len(got) != 1 {
-			t.Fatalf("fetched %d (%v), want 1", len(got), err)
-		}
+		fetchUnsettled(t, b, p, 1)
 		publish(t, b, command(member, "bill-2", 1), false)
 
 		rec := &late16Order{}
@@ -130,15 +106,7 @@ func TestLate16ConsumeRestartedWhileClamped(t *testing.T) {
 		member := membersOf(p, b.Partitions(), 1)[0]
 		publish(t, b, command(member, "enroll", 1), false)
 		publish(t, b, command(member, "bill-1", 1), false)
-		ctx := context.Background()
-		cons, err := b.ensureConsumer(ctx, p, 10)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got, err := drain(cons.Fetch(2, jetstream.FetchMaxWait(5*time.Second))); err != nil ||
-			len(got) != 2 {
-			t.Fatalf("fetched %d (%v), want 2", len(got), err)
-		}
+		fetchUnsettled(t, b, p, 2)
 		publish(t, b, command(member, "bill-2", 1), false)
 		rec := &late16Order{}
 		stop := consume(t, b, p, 10, rec.handle)
@@ -182,15 +150,7 @@ func TestLate16UnsettledFailedOnReturnKeepOrder(t *testing.T) {
 		member := membersOf(p, b.Partitions(), 1)[0]
 		publish(t, b, command(member, "enroll", 1), false)
 		publish(t, b, command(member, "bill-1", 1), false)
-		ctx := context.Background()
-		cons, err := b.ensureConsumer(ctx, p, 10)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := drain(cons.Fetch(2, jetstream.FetchMaxWait(5*time.Second)))
-		if err != nil || len(got) != 2 {
-			t.Fatalf("fetched %d (%v), want 2", len(got), err)
-		}
+		got := fetchUnsettled(t, b, p, 2)
 		if err := got[1].NakWithDelay(1300 * time.Millisecond); err != nil {
 			t.Fatal(err)
 		}
@@ -238,15 +198,7 @@ func TestLate16NakedUnsettledKeepOrder(t *testing.T) {
 		member := membersOf(p, b.Partitions(), 1)[0]
 		publish(t, b, command(member, "enroll", 1), false)
 		publish(t, b, command(member, "bill-1", 1), false)
-		ctx := context.Background()
-		cons, err := b.ensureConsumer(ctx, p, 10)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := drain(cons.Fetch(2, jetstream.FetchMaxWait(5*time.Second)))
-		if err != nil || len(got) != 2 {
-			t.Fatalf("fetched %d (%v), want 2", len(got), err)
-		}
+		got := fetchUnsettled(t, b, p, 2)
 		if err := got[1].NakWithDelay(2 * time.Second); err != nil {
 			t.Fatal(err)
 		}

@@ -24,15 +24,7 @@ func TestConsumeAppliesUnsettledCommandsFirst(t *testing.T) {
 		publish(t, b, command(member, "bill-1", 1), false)
 
 		// The loop that dies: it fetches both and settles neither.
-		ctx := context.Background()
-		cons, err := b.ensureConsumer(ctx, p, 10)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := drain(cons.Fetch(2, jetstream.FetchMaxWait(5*time.Second)))
-		if err != nil || len(got) != 2 {
-			t.Fatalf("fetched %d commands (%v), want 2", len(got), err)
-		}
+		fetchUnsettled(t, b, p, 2)
 
 		for i := 2; i <= 4; i++ {
 			publish(t, b, command(member, "bill-"+string(rune('0'+i)), 1), false)
@@ -66,4 +58,19 @@ func TestConsumeAppliesUnsettledCommandsFirst(t *testing.T) {
 				info.NumPending)
 		}
 	})
+}
+
+// fetchUnsettled fetches n commands of partition p as a loop that then
+// dies does: it settles none of them. It returns them.
+func fetchUnsettled(t *testing.T, b *Bus, p, n int) []jetstream.Msg {
+	t.Helper()
+	cons, err := b.ensureConsumer(context.Background(), p, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := drain(cons.Fetch(n, jetstream.FetchMaxWait(5*time.Second)))
+	if err != nil || len(got) != n {
+		t.Fatalf("fetched %d commands (%v), want %d", len(got), err, n)
+	}
+	return got
 }
