@@ -237,9 +237,12 @@ func (t *txn) placeOrder(ctx context.Context, prog *program, m *member,
 			"the program-wide limit of %d is reached", *r.ProgramLimit)
 	}
 	if r.PerMemberLimit != nil {
+		// The orders of members merged into m are m's: a merge of a
+		// customer's two accounts does not give the customer a second limit.
 		var had int64
-		err := t.tx.QueryRow(ctx, `SELECT coalesce(sum(quantity), 0) FROM reward_orders
-			WHERE member_id = $1 AND reward_id = $2 AND status = 'placed'`, m.id, r.id).Scan(&had)
+		err := t.tx.QueryRow(ctx, mergedMembers+`SELECT coalesce(sum(quantity), 0)
+			FROM reward_orders WHERE member_id IN (SELECT id FROM merged) AND reward_id = $2
+			  AND status = 'placed'`, m.id, r.id).Scan(&had)
 		if err != nil {
 			return nil, fmt.Errorf("count orders: %w", err)
 		}
@@ -325,7 +328,8 @@ func (t *txn) placeOrder(ctx context.Context, prog *program, m *member,
 
 // cancelOrder cancels a placed order within its window: the points go back
 // to the lots they came from (a reversal of the order's posting, which the
-// ledger allows once) and the stock comes back.
+// ledger allows once) and the stock comes back. An order of a member since
+// merged into m is m's: its points come back to m (see reverseDebit).
 func (t *txn) cancelOrder(ctx context.Context, prog *program, m *member,
 	cmd *bus.Command) (any, error) {
 	var in core.CancelOrder
@@ -339,12 +343,19 @@ func (t *txn) cancelOrder(ctx context.Context, prog *program, m *member,
 	if err := mustBe(m, "member", "active", "suspended"); err != nil {
 		return nil, err
 	}
-	var rewardID, status string
+	var rewardID, status, owner string
 	var qty, pid int64
 	var until *time.Time
-	err := t.tx.QueryRow(ctx, `SELECT reward_id, status, quantity, posting_id, cancel_until
-		FROM reward_orders WHERE id = $1 AND member_id = $2 FOR UPDATE`, in.OrderID, m.id).Scan(
-		&rewardID, &status, &qty, &pid, &until)
+	err := t.tx.QueryRow(ctx, `SELECT reward_id, status, quantity, posting_id, cancel_until,
+			member_id
+		FROM reward_orders WHERE id = $1 AND program_id = $2 FOR UPDATE`, in.OrderID,
+		prog.ID).Scan(&rewardID, &status, &qty, &pid, &until, &owner)
+	if err == nil && owner != m.id {
+		var ours bool
+		if ours, err = mergedFrom(ctx, t.tx, owner, m.id); err == nil && !ours {
+			err = pgx.ErrNoRows
+		}
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, core.Errorf(core.NotFound, "order_id", "no order %q for this member",
 			in.OrderID)
@@ -363,7 +374,7 @@ func (t *txn) cancelOrder(ctx context.Context, prog *program, m *member,
 		reason = "order cancelled"
 	}
 	n := len(t.postings)
-	back, err := t.reverseDebit(ctx, m, &original{id: pid}, reason)
+	back, err := t.reverseDebit(ctx, m, &original{id: pid, memberID: owner}, reason)
 	if err != nil {
 		return nil, err
 	}

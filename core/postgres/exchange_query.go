@@ -77,16 +77,18 @@ func scanOrder(row pgx.Row) (*core.Order, error) {
 	return o, err
 }
 
-// Orders returns the member's catalog orders, newest first (at most 500).
-// Errors: not_found.
+// Orders returns the member's catalog orders, newest first (at most 500):
+// those of the member the reference leads to (the survivor of a merge) and
+// of every member merged into it, so that an order stays in sight under
+// both the merged reference and the survivor's. Errors: not_found.
 func (l *Ledger) Orders(ctx context.Context, programCode, ref string) ([]core.Order, error) {
 	m, err := l.Member(ctx, programCode, ref)
 	if err != nil {
 		return nil, err
 	}
-	rows, err := l.pool.Query(ctx, `SELECT `+orderCols+` FROM reward_orders o
+	rows, err := l.pool.Query(ctx, mergedMembers+`SELECT `+orderCols+` FROM reward_orders o
 		JOIN rewards r ON r.id = o.reward_id JOIN members m ON m.id = o.member_id
-		WHERE o.member_id = $1 ORDER BY o.id DESC LIMIT 500`, m.ID)
+		WHERE o.member_id IN (SELECT id FROM merged) ORDER BY o.id DESC LIMIT 500`, m.ID)
 	if err != nil {
 		return nil, fmt.Errorf("read orders: %w", err)
 	}
@@ -102,7 +104,8 @@ func (l *Ledger) Orders(ctx context.Context, programCode, ref string) ([]core.Or
 	return out, rows.Err()
 }
 
-// Order returns one order of the member. Errors: not_found.
+// Order returns one order of the member, or of a member merged into it (as
+// Orders). Errors: not_found.
 func (l *Ledger) Order(ctx context.Context, programCode, ref, id string) (*core.Order, error) {
 	m, err := l.Member(ctx, programCode, ref)
 	if err != nil {
@@ -111,9 +114,10 @@ func (l *Ledger) Order(ctx context.Context, programCode, ref, id string) (*core.
 	if _, err := uuid.Parse(id); err != nil {
 		return nil, core.Errorf(core.NotFound, "order", "no order %q for this member", id)
 	}
-	o, err := scanOrder(l.pool.QueryRow(ctx, `SELECT `+orderCols+` FROM reward_orders o
+	o, err := scanOrder(l.pool.QueryRow(ctx, mergedMembers+`SELECT `+orderCols+`
+		FROM reward_orders o
 		JOIN rewards r ON r.id = o.reward_id JOIN members m ON m.id = o.member_id
-		WHERE o.id = $1 AND o.member_id = $2`, id, m.ID))
+		WHERE o.id = $2 AND o.member_id IN (SELECT id FROM merged)`, m.ID, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, core.Errorf(core.NotFound, "order", "no order %q for this member", id)
 	}

@@ -148,6 +148,10 @@ func partnerOf(source string) string {
 // lock. The first refund of a capture is recorded as its reversal, so that
 // the capture cannot also be reversed whole afterwards (nor refunded after
 // a whole reversal).
+//
+// A payment of a member since merged into m is m's: the capture's lots were
+// emptied by the merge, so the points come back to m in new lots with those
+// lots' dates (see creditCopies).
 func (t *txn) partnerRefund(ctx context.Context, prog *program, m *member,
 	cmd *bus.Command) (any, error) {
 	var in core.PartnerRefund
@@ -169,7 +173,13 @@ func (t *txn) partnerRefund(ctx context.Context, prog *program, m *member,
 	err := t.tx.QueryRow(ctx, `SELECT id, member_id, status, captured FROM holds
 		WHERE source = $1 AND txn_id = $2 FOR UPDATE`, cmd.Source, in.HoldTxnID).Scan(
 		&holdID, &memberID, &status, &captured)
-	if errors.Is(err, pgx.ErrNoRows) || (err == nil && memberID != m.id) {
+	merged := false
+	if err == nil && memberID != m.id {
+		if merged, err = mergedFrom(ctx, t.tx, memberID, m.id); err == nil && !merged {
+			err = pgx.ErrNoRows
+		}
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, core.Errorf(core.NotFound, "hold_txn_id", "no payment %q for this member",
 			in.HoldTxnID)
 	}
@@ -221,10 +231,21 @@ func (t *txn) partnerRefund(ctx context.Context, prog *program, m *member,
 			return nil, errReversedByOperator(in.HoldTxnID)
 		}
 	}
+	// The refunds made since the merge went to new lots of m, not to the
+	// capture's lots, in the same order: they are passed over first.
+	var since int64
+	if merged {
+		err = t.tx.QueryRow(ctx, `SELECT coalesce(sum(r.points), 0) FROM partner_refunds r
+			JOIN postings p ON p.id = r.posting_id
+			WHERE r.hold_id = $1 AND p.member_id <> $2`, holdID, memberID).Scan(&since)
+		if err != nil {
+			return nil, fmt.Errorf("sum refunds since the merge: %w", err)
+		}
+	}
 	rows, err := t.tx.Query(ctx, `SELECT pl.lot_id, -pl.points - coalesce((
 			SELECT sum(rl.points) FROM partner_refunds r
 			JOIN posting_lots rl ON rl.posting_id = r.posting_id AND rl.lot_id = pl.lot_id
-			WHERE r.hold_id = $2), 0)
+			WHERE r.hold_id = $2), 0), l.earned_at, l.spendable_from, l.expires_at
 		FROM posting_lots pl JOIN lots l ON l.id = pl.lot_id
 		WHERE pl.posting_id = $1 AND pl.points < 0
 		ORDER BY l.expires_at DESC NULLS FIRST, l.earned_at DESC, l.id DESC`, captureID, holdID)
@@ -232,15 +253,22 @@ func (t *txn) partnerRefund(ctx context.Context, prog *program, m *member,
 		return nil, fmt.Errorf("read capture lots: %w", err)
 	}
 	var moves []core.LotMove
+	var copies []lotRow
 	need := n
 	for rows.Next() {
-		var lotID, open int64
-		if err := rows.Scan(&lotID, &open); err != nil {
+		var l lotRow
+		var open int64
+		if err := rows.Scan(&l.id, &open, &l.earned, &l.spendable, &l.expires); err != nil {
 			rows.Close()
 			return nil, err
 		}
+		skip := min(max(open, 0), since)
+		open -= skip
+		since -= skip
 		if x := min(open, need); x > 0 {
-			moves = append(moves, core.LotMove{LotID: lotID, Points: core.Points(x)})
+			moves = append(moves, core.LotMove{LotID: l.id, Points: core.Points(x)})
+			l.remaining = x
+			copies = append(copies, l)
 			need -= x
 		}
 	}
@@ -250,6 +278,9 @@ func (t *txn) partnerRefund(ctx context.Context, prog *program, m *member,
 	}
 	if need > 0 {
 		return nil, fmt.Errorf("refund: the capture's lots lack %d points", need)
+	}
+	if merged {
+		return t.refundToSurvivor(ctx, m, cmd, in, holdID, captureID, refunded, n, copies)
 	}
 	// While the member owes points, what comes back repays the debt first.
 	debt := max(0, -m.available)
@@ -295,6 +326,39 @@ func (t *txn) partnerRefund(ctx context.Context, prog *program, m *member,
 	if err := t.expireDue(ctx, m); err != nil {
 		return nil, err
 	}
+	out := t.outcome(m, n)
+	out.HoldID = holdID
+	return out, nil
+}
+
+// refundToSurvivor is partnerRefund for a payment of a member since merged
+// into m: the n points come back to m in new lots, copies of the capture's
+// lots with the points each is owed.
+func (t *txn) refundToSurvivor(ctx context.Context, m *member, cmd *bus.Command,
+	in core.PartnerRefund, holdID string, captureID, refunded, n int64,
+	copies []lotRow) (any, error) {
+	p := posting{kind: core.PostReversal, reason: in.Reason, holdID: &holdID,
+		partner: partnerOf(cmd.Source)}
+	if p.reason == "" {
+		p.reason = "partner refund"
+	}
+	if refunded == 0 {
+		p.reversesID = &captureID
+	}
+	pid, back, err := t.creditCopies(ctx, m, p, copies)
+	if e, ok := core.AsError(err); ok && e.Field == "posting_id" {
+		return nil, errReversedByOperator(in.HoldTxnID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	_, err = t.tx.Exec(ctx, `INSERT INTO partner_refunds (id, hold_id, source, txn_id, points,
+		posting_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		uuid.Must(uuid.NewV7()).String(), holdID, cmd.Source, cmd.TxnID, n, pid, t.now)
+	if err != nil {
+		return nil, fmt.Errorf("insert refund: %w", err)
+	}
+	t.lastMoves = back
 	out := t.outcome(m, n)
 	out.HoldID = holdID
 	return out, nil

@@ -119,25 +119,45 @@ func (t *txn) reverse(ctx context.Context, prog *program, m *member, cmd *bus.Co
 }
 
 func (t *txn) reverseDebit(ctx context.Context, m *member, o *original, reason string) (int64, error) {
-	rows, err := t.tx.Query(ctx, `SELECT lot_id, -points FROM posting_lots
-		WHERE posting_id = $1 AND points < 0 ORDER BY lot_id`, o.id)
+	rows, err := t.tx.Query(ctx, `SELECT pl.lot_id, -pl.points, l.member_id, l.earned_at,
+			l.spendable_from, l.expires_at
+		FROM posting_lots pl JOIN lots l ON l.id = pl.lot_id
+		WHERE pl.posting_id = $1 AND pl.points < 0 ORDER BY pl.lot_id`, o.id)
 	if err != nil {
 		return 0, fmt.Errorf("read posting lots: %w", err)
 	}
 	var moves []core.LotMove
+	var taken []lotRow
 	var total int64
+	merged := false
 	for rows.Next() {
-		var id, x int64
-		if err := rows.Scan(&id, &x); err != nil {
+		var l lotRow
+		var owner string
+		if err := rows.Scan(&l.id, &l.remaining, &owner, &l.earned, &l.spendable,
+			&l.expires); err != nil {
 			rows.Close()
 			return 0, err
 		}
-		moves = append(moves, core.LotMove{LotID: id, Points: core.Points(x)})
-		total += x
+		moves = append(moves, core.LotMove{LotID: l.id, Points: core.Points(l.remaining)})
+		taken = append(taken, l)
+		total += l.remaining
+		merged = merged || owner != m.id
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return 0, err
+	}
+	id := o.id
+	// The lots of a member since merged into m were emptied by the merge:
+	// the points come back to m in new lots with those lots' dates.
+	if merged {
+		_, back, err := t.creditCopies(ctx, m, posting{kind: core.PostReversal, reason: reason,
+			reversesID: &id}, taken)
+		if err != nil {
+			return 0, err
+		}
+		t.lastMoves = back
+		return total, nil
 	}
 	// While the member owes points, what comes back repays the debt first.
 	debt := max(0, -m.available)
@@ -157,7 +177,6 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original, reason s
 	}
 	// The posting goes first: if the original was reversed already, its
 	// unique index refuses this one before any lot is given points twice.
-	id := o.id
 	if _, err := t.post(ctx, m, posting{kind: core.PostReversal, points: total, reason: reason,
 		reversesID: &id, moves: kept}); err != nil {
 		return 0, err
@@ -168,6 +187,74 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original, reason s
 	t.lastMoves = kept
 	return total, t.expireDue(ctx, m)
 }
+
+// creditCopies gives points back to m for lots of a member merged into m
+// (directly or through other merges). The merge emptied those lots into
+// copies of m's, so points given back to them would stay with a member that
+// can hold none: m gets instead, in posting p (spendable points, as a debit
+// took), a new lot for each lot with its dates and the points it is owed
+// (its remaining). While m owes points, what comes back repays the debt
+// first; what is past its expiry expires at once. It returns the posting
+// and the new lots as moves.
+func (t *txn) creditCopies(ctx context.Context, m *member, p posting,
+	lots []lotRow) (int64, []core.LotMove, error) {
+	var n int64
+	for _, l := range lots {
+		n += l.remaining
+	}
+	p.points = n
+	// The posting goes first, so that a second reversal of the same
+	// original is refused by the unique index before any lot is made.
+	pid, err := t.post(ctx, m, p)
+	if err != nil {
+		return 0, nil, err
+	}
+	debt := max(0, -(m.available - n))
+	moves := []core.LotMove{}
+	for _, l := range lots {
+		if l.remaining <= 0 {
+			continue
+		}
+		x := min(debt, l.remaining)
+		debt -= x
+		var id int64
+		err := t.tx.QueryRow(ctx, `INSERT INTO lots (member_id, posting_id, earned_at,
+				spendable_from, expires_at, pending, original, remaining)
+			VALUES ($1, $2, $3, $4, $5, false, $6, $7) RETURNING id`, m.id, pid, l.earned,
+			l.spendable, l.expires, l.remaining, l.remaining-x).Scan(&id)
+		if err != nil {
+			return 0, nil, fmt.Errorf("insert lot copy: %w", err)
+		}
+		if l.remaining > x {
+			moves = append(moves, core.LotMove{LotID: id, Points: core.Points(l.remaining - x)})
+		}
+	}
+	return pid, moves, t.expireDue(ctx, m)
+}
+
+// mergedFrom tells whether the member with id from was merged into the
+// member with id into, directly or through other merges.
+func mergedFrom(ctx context.Context, q pgxQuerier, from, into string) (bool, error) {
+	var yes bool
+	err := q.QueryRow(ctx, `WITH RECURSIVE up(id, depth) AS (
+			SELECT $1::uuid, 0
+			UNION ALL
+			SELECT m.merged_into, u.depth + 1 FROM members m JOIN up u ON m.id = u.id
+			WHERE m.merged_into IS NOT NULL AND u.depth < 16)
+		SELECT EXISTS (SELECT 1 FROM up WHERE id = $2 AND depth > 0)`, from, into).Scan(&yes)
+	if err != nil {
+		return false, fmt.Errorf("read merges: %w", err)
+	}
+	return yes, nil
+}
+
+// mergedMembers lists as merged(id) the member with id $1 and every member
+// merged into it, directly or through other merges: the members whose
+// orders and payments are now that member's.
+const mergedMembers = `WITH RECURSIVE merged(id) AS (
+		SELECT $1::uuid
+		UNION SELECT mm.id FROM members mm JOIN merged g ON mm.merged_into = g.id)
+	`
 
 func (t *txn) lockLots(ctx context.Context, moves []core.LotMove) (int, error) {
 	if len(moves) == 0 {
