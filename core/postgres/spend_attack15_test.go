@@ -55,31 +55,6 @@ func TestAttack15ConversionTooLargeNamesPoints(t *testing.T) {
 	f.check()
 }
 
-// TestAttack15PartnerRefundAfterReversalNamesHoldTxnID: when the
-// operator has reversed a partner's capture, the partner's own refund of
-// that payment is refused as a conflict about "hold_txn_id", the field by
-// which the partner names payments (it used to name "posting_id", which
-// the partner never sends and cannot know), and the member's points stay
-// as the reversal left them.
-func TestAttack15PartnerRefundAfterReversalNamesHoldTxnID(t *testing.T) {
-	f := newFixture(t, core.Program{})
-	p := partnerCmds{f: f, source: "partner:shop-" + f.prog}
-	f.enroll("ana")
-	f.ok(core.KindCredit, "ana", core.Credit{Points: 100, Reason: "seed"})
-	pay := f.prog + "-pay"
-	outcomeOf(t, p.do(core.KindAuthorize, "ana", pay, core.Authorize{Points: 60}))
-	outcomeOf(t, p.do(core.KindCapture, "ana", pay+"-c", core.Capture{HoldTxnID: pay}))
-	capture := f.postingsOf("ana", core.PostCapture)[0]
-	f.ok(core.KindReverse, "ana", core.Reverse{PostingID: capture.ID, Reason: "goodwill"})
-	f.wantBalance("ana", 100, 0, 0)
-
-	r := p.do(core.KindPartnerRefund, "ana", pay+"-r", core.PartnerRefund{HoldTxnID: pay,
-		Points: 10})
-	wantRefused(t, r, core.Conflict, "hold_txn_id")
-	f.wantBalance("ana", 100, 0, 0)
-	f.check()
-}
-
 // TestAttack15PartnerRefundsRaceNeverExceedCapture: eight refunds of 30
 // points of one captured payment of 100, each under its own transaction
 // id, all at once: three are granted, the rest refused, and the member
