@@ -461,7 +461,7 @@ func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
 		return nil, fmt.Errorf("record clawback: %w", err)
 	}
 	t.lastMoves = moves
-	out := t.outcome(m, p.points)
+	out := t.outcome(m, p.points+p.pendingDelta)
 	out.Written = core.Points(written)
 	return out, nil
 }
@@ -473,10 +473,8 @@ func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
 // were merged with their points.
 func (t *txn) partnerPointsLeft(ctx context.Context, m *member, partner string) (int64, error) {
 	var left int64
-	err := t.tx.QueryRow(ctx, `WITH RECURSIVE merged(id) AS (
-			SELECT $1::uuid
-			UNION SELECT mm.id FROM members mm JOIN merged g ON mm.merged_into = g.id)
-		SELECT coalesce((SELECT sum(a.points + a.pending_delta) FROM postings a
+	err := t.tx.QueryRow(ctx, mergedMembers+`SELECT
+			coalesce((SELECT sum(a.points + a.pending_delta) FROM postings a
 				WHERE a.member_id IN (SELECT id FROM merged) AND a.partner = $2
 				  AND a.kind = 'accrual'), 0)
 			+ coalesce((SELECT sum(r.points + r.pending_delta) FROM postings r

@@ -187,7 +187,10 @@ func TestLate16ClawbackOfPendingPurchaseTakesItsOwnPoints(t *testing.T) {
 
 	late16Buy(t, shop, "ana", "450")
 	f.wantBalance("ana", 1000, 450, 0)
-	late16Refund(t, shop, "ana", "450")
+	if o := late16Refund(t, shop, "ana", "450"); o.Points != -450 {
+		t.Errorf("the refund answers %d points, want -450 (taken from the pending ones)",
+			o.Points)
+	}
 	if b := f.balance("ana").Balance; b.Available != 1000 {
 		t.Errorf("after the refund of a purchase whose 450 points are pending: balance %+v; "+
 			"want the 1000 welcome points untouched", b)
