@@ -243,6 +243,7 @@ type PartnerSettlement struct {
 	PointValue string      `json:"point_value"`
 	Captured   core.Points `json:"captured"`
 	Refunded   core.Points `json:"refunded"`
+	Reversed   core.Points `json:"reversed"`
 	Net        core.Points `json:"net"`
 	Value      string      `json:"value"`
 	Lines      int         `json:"transactions"`
@@ -279,7 +280,8 @@ func Settlements(ctx context.Context, pg *pgxpool.Pool, ledger Settler, program 
 			return nil, fmt.Errorf("settlements: partner %s: %w", code, err)
 		}
 		out = append(out, PartnerSettlement{Partner: s.Partner, Currency: s.Currency,
-			PointValue: s.PointValue, Captured: s.Captured, Refunded: s.Refunded, Net: s.Net,
+			PointValue: s.PointValue, Captured: s.Captured, Refunded: s.Refunded,
+			Reversed: s.Reversed, Net: s.Net,
 			Value: s.Value, Lines: len(s.Lines)})
 	}
 	return out, nil

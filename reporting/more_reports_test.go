@@ -217,6 +217,19 @@ func TestLedgerReports(t *testing.T) {
 	l.DoAs(src, prog, core.KindCapture, "alice", core.Capture{HoldTxnID: hold, Points: 80})
 	l.DoAs(src, prog, core.KindPartnerRefund, "alice",
 		core.PartnerRefund{HoldTxnID: hold, Points: 30})
+	// Bob pays the shop 40; the operator reverses the capture, so the
+	// shop is owed nothing for it.
+	l.DoAs(src, prog, core.KindAuthorize, "bob", core.Authorize{Points: 40})
+	bobHold := l.LastTxn()
+	l.DoAs(src, prog, core.KindCapture, "bob", core.Capture{HoldTxnID: bobHold, Points: 40})
+	var capture int64
+	if err := l.Pool.QueryRow(t.Context(), `SELECT p.id FROM postings p
+		JOIN holds h ON h.id = p.hold_id
+		WHERE h.source = $1 AND h.txn_id = $2 AND p.kind = 'capture'`, src,
+		bobHold).Scan(&capture); err != nil {
+		t.Fatal(err)
+	}
+	l.Do(prog, core.KindReverse, "bob", core.Reverse{PostingID: capture, Reason: "dispute"})
 	l.Relay(toClickHouse(conn))
 
 	// The copy is whole.
@@ -278,13 +291,15 @@ func TestLedgerReports(t *testing.T) {
 		t.Errorf("top 1: %d rewards", len(top))
 	}
 
-	// Settlement: 80 captured, 30 refunded, 50 at 2.5.
+	// Settlement: 120 captured, 30 refunded, 40 reversed by the operator:
+	// 50 at 2.5.
 	st, err := reporting.Settlements(t.Context(), l.Pool, l.L, prog, from, to)
 	if err != nil {
 		t.Fatal(err)
 	}
 	wantSt := []reporting.PartnerSettlement{{Partner: shop, Currency: "CLP",
-		PointValue: "2.5", Captured: 80, Refunded: 30, Net: 50, Value: "125", Lines: 2}}
+		PointValue: "2.5", Captured: 120, Refunded: 30, Reversed: 40, Net: 50, Value: "125",
+		Lines: 4}}
 	if !slices.Equal(st, wantSt) {
 		t.Errorf("settlements %+v\nwant %+v", st, wantSt)
 	}

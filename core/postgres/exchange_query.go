@@ -165,8 +165,8 @@ func (l *Ledger) PartnerByKey(ctx context.Context, digest []byte) (*PartnerAuth,
 	return a, nil
 }
 
-// PartnerTxn is a partner's payment in points: a hold, what it captured and
-// what was refunded of that.
+// PartnerTxn is a partner's payment in points: a hold, what it captured,
+// what was refunded of that, and what the operator reversed.
 type PartnerTxn struct {
 	TxnID     string      `json:"txn_id"`
 	Member    string      `json:"member"`
@@ -174,6 +174,7 @@ type PartnerTxn struct {
 	Amount    core.Points `json:"authorized"`
 	Captured  core.Points `json:"captured"`
 	Refunded  core.Points `json:"refunded"`
+	Reversed  core.Points `json:"reversed"`
 	ExpiresAt time.Time   `json:"expires_at"`
 	CreatedAt time.Time   `json:"created_at"`
 	ClosedAt  *time.Time  `json:"closed_at,omitempty"`
@@ -187,10 +188,12 @@ func (l *Ledger) PartnerTransaction(ctx context.Context, source, txn string) (*P
 	x := &PartnerTxn{TxnID: txn}
 	err := l.pool.QueryRow(ctx, `SELECT m.customer_ref, h.status, h.amount, h.captured,
 			coalesce((SELECT sum(points) FROM partner_refunds r WHERE r.hold_id = h.id), 0),
+			coalesce((SELECT rv.points FROM postings rv WHERE rv.id = h.reversal_posting_id), 0),
 			h.expires_at, h.created_at, h.closed_at
 		FROM holds h JOIN members m ON m.id = h.member_id
 		WHERE h.source = $1 AND h.txn_id = $2`, source, txn).Scan(&x.Member, &x.Status,
-		&x.Amount, &x.Captured, &x.Refunded, &x.ExpiresAt, &x.CreatedAt, &x.ClosedAt)
+		&x.Amount, &x.Captured, &x.Refunded, &x.Reversed, &x.ExpiresAt, &x.CreatedAt,
+		&x.ClosedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, core.Errorf(core.NotFound, "txn_id", "no transaction %q of this partner", txn)
 	}
@@ -204,19 +207,21 @@ func (l *Ledger) PartnerTransaction(ctx context.Context, source, txn string) (*P
 	return x, nil
 }
 
-// SettlementLine is one capture or refund in a partner's settlement.
+// SettlementLine is one capture, refund or operator's reversal in a
+// partner's settlement.
 type SettlementLine struct {
-	Type      string      `json:"type"` // capture or refund
+	Type      string      `json:"type"` // capture, refund or reversal
 	TxnID     string      `json:"txn_id"`
 	HoldTxnID string      `json:"hold_txn_id"`
 	Member    string      `json:"member"`
-	Points    core.Points `json:"points"` // captured positive, refunded negative
+	Points    core.Points `json:"points"` // captured positive, refunded or reversed negative
 	At        time.Time   `json:"at"`
 }
 
 // Settlement is what the operator owes a partner for a period: the points
-// its members paid with (captured minus refunded) and their worth in the
-// partner's currency, exactly (points times the point value).
+// its members paid with (captured, less what the partner refunded and what
+// the operator reversed) and their worth in the partner's currency, exactly
+// (points times the point value).
 type Settlement struct {
 	Partner    string           `json:"partner"`
 	Program    string           `json:"program"`
@@ -226,13 +231,17 @@ type Settlement struct {
 	PointValue string           `json:"point_value"`
 	Captured   core.Points      `json:"captured"`
 	Refunded   core.Points      `json:"refunded"`
+	Reversed   core.Points      `json:"reversed"`
 	Net        core.Points      `json:"net"`
 	Value      string           `json:"value"`
 	Lines      []SettlementLine `json:"transactions"`
 }
 
-// Settlement reports a partner's captures (by the time the hold closed)
-// and refunds (by the time they were made) in [from, to). Errors: not_found.
+// Settlement reports a partner's captures (by the time the hold closed),
+// refunds and the operator's reversals of captures (by the time they were
+// made) in [from, to). A capture the operator reversed gave the member the
+// points back, so the partner is not paid for it: the reversal is a line of
+// its own, negative as a refund is. Errors: not_found.
 func (l *Ledger) Settlement(ctx context.Context, programCode, partner string, from,
 	to time.Time) (*Settlement, error) {
 	p, _, err := readPartner(ctx, l.pool, programCode, partner)
@@ -254,6 +263,12 @@ func (l *Ledger) Settlement(ctx context.Context, programCode, partner string, fr
 		FROM partner_refunds r JOIN holds h ON h.id = r.hold_id
 		JOIN members m ON m.id = h.member_id
 		WHERE r.source = $1 AND r.created_at >= $2 AND r.created_at < $3
+		UNION ALL
+		SELECT 'reversal', coalesce(rv.txn_id, ''), h.txn_id, m.customer_ref, -rv.points,
+			h.reversed_at
+		FROM holds h JOIN members m ON m.id = h.member_id
+		JOIN postings rv ON rv.id = h.reversal_posting_id
+		WHERE h.source = $1 AND h.reversed_at >= $2 AND h.reversed_at < $3
 		ORDER BY 6, 2`, source, from, to)
 	if err != nil {
 		return nil, fmt.Errorf("read settlement: %w", err)
@@ -266,17 +281,20 @@ func (l *Ledger) Settlement(ctx context.Context, programCode, partner string, fr
 			return nil, fmt.Errorf("scan settlement: %w", err)
 		}
 		ln.At = ln.At.UTC()
-		if ln.Points > 0 {
+		switch ln.Type {
+		case "capture":
 			s.Captured += ln.Points
-		} else {
+		case "refund":
 			s.Refunded -= ln.Points
+		default:
+			s.Reversed -= ln.Points
 		}
 		s.Lines = append(s.Lines, ln)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	s.Net = s.Captured - s.Refunded
+	s.Net = s.Captured - s.Refunded - s.Reversed
 	v, err := core.ParseAmount("point_value", p.PointValue)
 	if err != nil {
 		return nil, err

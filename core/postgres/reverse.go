@@ -41,7 +41,14 @@ func (t *txn) findOriginal(ctx context.Context, m *member, cmd *bus.Command,
 		return nil, core.Errorf(core.Invalid, "posting_id", "give posting_id or original_txn_id")
 	}
 	err := row.Scan(&o.id, &o.memberID, &o.kind, &o.points, &o.pending, &o.occurred, &o.reversing)
-	if errors.Is(err, pgx.ErrNoRows) || (err == nil && o.memberID != m.id) {
+	// A posting of a member since merged into m is m's to reverse.
+	if err == nil && o.memberID != m.id {
+		var merged bool
+		if merged, err = mergedFrom(ctx, t.tx, o.memberID, m.id); err == nil && !merged {
+			err = pgx.ErrNoRows
+		}
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, core.Errorf(core.NotFound, originalField(in), "no such posting for this member")
 	}
 	if err != nil {
@@ -103,6 +110,15 @@ func (t *txn) reverse(ctx context.Context, prog *program, m *member, cmd *bus.Co
 	switch {
 	case o.kind == core.PostAccrual || o.kind == core.PostCredit ||
 		(o.kind == core.PostAdjustment && o.points+o.pending > 0):
+		// The merge moved what was left of the credit's lot into a copy
+		// among m's lots, which nothing ties back to it: which of m's
+		// points to take (pending or spendable, of which dates) would be
+		// a guess.
+		if o.memberID != m.id {
+			return nil, core.Errorf(core.Conflict, originalField(in), "the posting credited "+
+				"a member since merged into this one, whose points now sit in this member's "+
+				"lots; take them back with a negative adjustment of this member instead")
+		}
 		taken, written, err = t.reverseCredit(ctx, prog, m, o, in.Reason)
 	case o.kind == core.PostRedemption || o.kind == core.PostCapture ||
 		(o.kind == core.PostAdjustment && o.points < 0):
@@ -151,13 +167,13 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original, reason s
 	// The lots of a member since merged into m were emptied by the merge:
 	// the points come back to m in new lots with those lots' dates.
 	if merged {
-		_, back, err := t.creditCopies(ctx, m, posting{kind: core.PostReversal, reason: reason,
+		pid, back, err := t.creditCopies(ctx, m, posting{kind: core.PostReversal, reason: reason,
 			reversesID: &id}, taken)
 		if err != nil {
 			return 0, err
 		}
 		t.lastMoves = back
-		return total, nil
+		return total, t.markHoldReversed(ctx, o, pid)
 	}
 	// While the member owes points, what comes back repays the debt first.
 	debt := max(0, -m.available)
@@ -177,15 +193,34 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original, reason s
 	}
 	// The posting goes first: if the original was reversed already, its
 	// unique index refuses this one before any lot is given points twice.
-	if _, err := t.post(ctx, m, posting{kind: core.PostReversal, points: total, reason: reason,
-		reversesID: &id, moves: kept}); err != nil {
+	pid, err := t.post(ctx, m, posting{kind: core.PostReversal, points: total, reason: reason,
+		reversesID: &id, moves: kept})
+	if err != nil {
 		return 0, err
 	}
 	if err := t.applyMoves(ctx, kept); err != nil {
 		return 0, err
 	}
 	t.lastMoves = kept
+	if err := t.markHoldReversed(ctx, o, pid); err != nil {
+		return 0, err
+	}
 	return total, t.expireDue(ctx, m)
+}
+
+// markHoldReversed records on a partner payment's hold that the operator
+// reversed its capture o in posting pid: the partner's settlement lists the
+// reversal and pays nothing for those points. Other postings have no hold.
+func (t *txn) markHoldReversed(ctx context.Context, o *original, pid int64) error {
+	if o.kind != core.PostCapture {
+		return nil
+	}
+	_, err := t.tx.Exec(ctx, `UPDATE holds SET reversal_posting_id = $2, reversed_at = $3
+		WHERE id = (SELECT hold_id FROM postings WHERE id = $1)`, o.id, pid, t.now)
+	if err != nil {
+		return fmt.Errorf("mark hold reversed: %w", err)
+	}
+	return nil
 }
 
 // creditCopies gives points back to m for lots of a member merged into m

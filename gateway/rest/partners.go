@@ -140,8 +140,9 @@ func (s *Server) settlement(w http.ResponseWriter, r *http.Request, program, par
 	_, _ = w.Write(body)
 }
 
-// SettlementCSV writes a settlement as CSV: one line per capture or refund,
-// a refund's points and value negative as in the JSON, so that the column
+// SettlementCSV writes a settlement as CSV: one line per capture, refund or
+// operator's reversal, a refund's or reversal's points and value negative as
+// in the JSON, so that the column
 // adds up to the total line's net points and value. Every text cell that
 // a spreadsheet would read as a formula is escaped; numbers are written
 // as they are (a leading minus escaped would make them text).

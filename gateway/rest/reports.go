@@ -354,7 +354,8 @@ func membershipReport(ctx context.Context, st *ReportStore,
 	return t, nil
 }
 
-// settlementReport is captures minus refunds per partner in [from, to).
+// settlementReport is captures minus refunds and the operator's reversals
+// per partner in [from, to).
 func settlementReport(ctx context.Context, st *ReportStore,
 	p reportParams) (*reportTable, error) {
 	if err := p.period(); err != nil {
@@ -365,10 +366,10 @@ func settlementReport(ctx context.Context, st *ReportStore,
 		return nil, err
 	}
 	t := &reportTable{cols: []string{"partner", "currency", "point_value", "captured",
-		"refunded", "net", "value", "transactions"}}
+		"refunded", "reversed", "net", "value", "transactions"}}
 	for _, s := range ss {
 		t.rows = append(t.rows, []any{s.Partner, s.Currency, s.PointValue, int64(s.Captured),
-			int64(s.Refunded), int64(s.Net), s.Value, int64(s.Lines)})
+			int64(s.Refunded), int64(s.Reversed), int64(s.Net), s.Value, int64(s.Lines)})
 	}
 	return t, nil
 }
