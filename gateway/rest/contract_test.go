@@ -356,6 +356,15 @@ func (r contractReader) Program(_ context.Context, code string) (*core.Program, 
 	return nil, core.Errorf(core.NotFound, "program", "unknown")
 }
 
+func (contractReader) Programs(context.Context) ([]core.Program, error) {
+	return []core.Program{}, nil
+}
+
+func (contractReader) Members(_ context.Context, program, _, _ string,
+	_ int) (*postgres.MemberPage, error) {
+	return nil, core.Errorf(core.NotFound, "program", "no program %q", program)
+}
+
 func (contractReader) Member(context.Context, string, string) (*core.Member, error) {
 	return nil, core.Errorf(core.NotFound, "member", "unknown")
 }

@@ -61,6 +61,34 @@ func (s *Server) getProgram(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, p)
 }
 
+// listPrograms answers every program, in order of code.
+func (s *Server) listPrograms(w http.ResponseWriter, r *http.Request) {
+	ps, err := s.read.Programs(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"programs": ps})
+}
+
+// listMembers answers a page of the program's members in order of
+// reference, of one status when ?status is given.
+func (s *Server) listMembers(w http.ResponseWriter, r *http.Request) {
+	limit, err := queryInt(r, "limit", 50)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	page, err := s.read.Members(r.Context(), mux.Vars(r)["program"], q.Get("status"),
+		q.Get("cursor"), limit)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, page)
+}
+
 type enrollBody struct {
 	CustomerRef string                 `json:"customer_ref"`
 	Channel     string                 `json:"channel"`

@@ -37,7 +37,10 @@ type Publisher interface {
 // Reader answers the queries the gateway serves without the bus.
 type Reader interface {
 	Program(ctx context.Context, code string) (*core.Program, error)
+	Programs(ctx context.Context) ([]core.Program, error)
 	Member(ctx context.Context, program, ref string) (*core.Member, error)
+	Members(ctx context.Context, program, status, cursor string,
+		limit int) (*postgres.MemberPage, error)
 	Balance(ctx context.Context, program, ref string) (*postgres.BalanceView, error)
 	BalanceSummary(ctx context.Context, program, ref string) (*postgres.BalanceView, error)
 	Statement(ctx context.Context, program, ref, cursor string,
@@ -108,9 +111,11 @@ func (s *Server) Register(r *mux.Router) {
 	v1.Use(s.authenticate)
 	p := "/programs/{program}"
 	m := p + "/members/{member}"
+	v1.HandleFunc("/programs", s.listPrograms).Methods(http.MethodGet)
 	v1.HandleFunc(p, s.putProgram).Methods(http.MethodPut)
 	v1.HandleFunc(p, s.getProgram).Methods(http.MethodGet)
 	v1.HandleFunc(p+"/members", s.enroll).Methods(http.MethodPost)
+	v1.HandleFunc(p+"/members", s.listMembers).Methods(http.MethodGet)
 	v1.HandleFunc(m, s.getMember).Methods(http.MethodGet)
 	v1.HandleFunc(m+"/balance", s.getBalance).Methods(http.MethodGet)
 	v1.HandleFunc(m+"/movements", s.getMovements).Methods(http.MethodGet)
