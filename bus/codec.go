@@ -58,6 +58,10 @@ func AppendCommand(b []byte, c *Command) ([]byte, error) {
 		b = plainjson.AppendString(b, a.Action)
 		b = append(b, `,"target":`...)
 		b = plainjson.AppendString(b, a.Target)
+		if a.Actor != "" {
+			b = append(b, `,"actor":`...)
+			b = plainjson.AppendString(b, a.Actor)
+		}
 		b = append(b, '}')
 	}
 	return append(b, '}'), nil
@@ -118,6 +122,9 @@ func readCommand(data []byte, c *Command) bool {
 		a := &Audit{Action: r.String()}
 		r.Lit(`,"target":`)
 		a.Target = r.String()
+		if r.Next(`,"actor":`) {
+			a.Actor = r.String()
+		}
 		r.Lit("}")
 		c.Audit = a
 	}

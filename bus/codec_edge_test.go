@@ -174,7 +174,7 @@ func FuzzEdgeAppendCommand(f *testing.F) {
 			c.Payload = nil
 		}
 		if audit {
-			c.Audit = &Audit{Action: s2, Target: s3}
+			c.Audit = &Audit{Action: s2, Target: s3, Actor: s1}
 		}
 		checkAppendCommand(t, &c)
 	})

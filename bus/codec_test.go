@@ -12,7 +12,7 @@ import (
 // teaching the codec would drop it on the bus.
 func TestCodecKnowsEveryField(t *testing.T) {
 	for typ, n := range map[reflect.Type]int{
-		reflect.TypeFor[Command](): 13, reflect.TypeFor[Audit](): 2,
+		reflect.TypeFor[Command](): 13, reflect.TypeFor[Audit](): 3,
 		reflect.TypeFor[Result](): 8, reflect.TypeFor[Error](): 3,
 	} {
 		if typ.NumField() != n {
@@ -37,6 +37,9 @@ func sampleCommands() []Command {
 	add(func(c *Command) { c.Actor, c.Channel = "ana@back.office", "call-centre" })
 	add(func(c *Command) { c.Audit = &Audit{Action: "rule.saved", Target: "telco/base"} })
 	add(func(c *Command) { c.Audit = &Audit{} })
+	add(func(c *Command) {
+		c.Audit = &Audit{Action: "partner.saved", Target: "telco/shop", Actor: "api:crm (ana)"}
+	})
 	add(func(c *Command) { c.Member = "Ñandú <&> \"quoted\" \\ \t\u2028" })
 	add(func(c *Command) { c.TxnID = "bad \xff byte" })
 	add(func(c *Command) { c.Payload = nil })

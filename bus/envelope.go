@@ -41,6 +41,9 @@ type Command struct {
 type Audit struct {
 	Action string `json:"action"`
 	Target string `json:"target"`
+	// Actor, when set, is who the entry names instead of the command's
+	// Actor: a system calling the API, with the person it says it acts for.
+	Actor string `json:"actor,omitempty"`
 }
 
 // Seal computes Hash from the fields that define what the command asks for.

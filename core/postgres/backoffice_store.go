@@ -38,7 +38,11 @@ func (t *txn) dispatchAudited(ctx context.Context, cmd *bus.Command) (any, error
 	if err != nil {
 		return nil, err
 	}
-	_, err = t.tx.Exec(ctx, insertAudit, t.now, cmd.Actor, cmd.Audit.Action, cmd.Audit.Target,
+	actor := cmd.Actor
+	if cmd.Audit.Actor != "" {
+		actor = cmd.Audit.Actor
+	}
+	_, err = t.tx.Exec(ctx, insertAudit, t.now, actor, cmd.Audit.Action, cmd.Audit.Target,
 		before, after)
 	if err != nil {
 		return nil, auditFailure(err)

@@ -436,6 +436,7 @@ func (s *Server) newCommand(r *http.Request, kind, member string, payload any,
 	}
 	cmd.Seal()
 	cmd.Payload = sent // a partner secret is hashed as a keyed digest and sent sealed
+	cmd.Audit = auditOf(&cmd, body)
 	if occurred == nil {
 		cmd.OccurredAt = now
 	}
