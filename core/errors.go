@@ -3,6 +3,8 @@ package core
 import (
 	"errors"
 	"fmt"
+	"strings"
+	"unicode/utf8"
 )
 
 // ErrorKind is one of the few kinds of failure that every edge of Puntos
@@ -55,4 +57,20 @@ func AsError(err error) (*Error, bool) {
 	var e *Error
 	ok := errors.As(err, &e)
 	return e, ok
+}
+
+// MaxReason bounds, in characters, the reason a caller gives for a change
+// of points: it is kept on the posting and shown on every statement.
+const MaxReason = 500
+
+// CheckReason refuses a reason longer than MaxReason, and an empty one
+// (only spaces) when required, naming the field reason.
+func CheckReason(reason string, required bool) error {
+	if required && strings.TrimSpace(reason) == "" {
+		return Errorf(Invalid, "reason", "is required")
+	}
+	if n := utf8.RuneCountInString(reason); n > MaxReason {
+		return Errorf(Invalid, "reason", "is %d characters; at most %d", n, MaxReason)
+	}
+	return nil
 }

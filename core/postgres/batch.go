@@ -744,7 +744,7 @@ func (t *txn) plan(cmd *bus.Command, prog *program, m *member, st *runState) (ru
 	case core.KindCredit:
 		var in core.Credit
 		if decode(cmd.Payload, &in) != nil || core.CheckPoints("points", in.Points) != nil ||
-			strings.TrimSpace(in.Reason) == "" {
+			core.CheckReason(in.Reason, true) != nil {
 			return p, false
 		}
 		exp, err := creditExpiry(prog, &in, cmd.OccurredAt)

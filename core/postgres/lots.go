@@ -180,6 +180,11 @@ func (t *txn) applyMoves(ctx context.Context, moves []core.LotMove) error {
 // post appends a posting for m, records its lot moves, updates the member's
 // cached figures and queues the ledger event. It returns the posting id.
 func (t *txn) post(ctx context.Context, m *member, p posting) (int64, error) {
+	// The gateways bound a caller's reason; a command put on the bus by
+	// other means is held to the same bound here.
+	if err := core.CheckReason(p.reason, false); err != nil {
+		return 0, err
+	}
 	if p.occurredAt.IsZero() {
 		p.occurredAt = t.now
 	}

@@ -175,8 +175,8 @@ type cancelBody struct {
 func (s *Server) cancelOrder(w http.ResponseWriter, r *http.Request) {
 	var in cancelBody
 	s.write(w, r, core.KindOrderCancel, &in, func() (string, any, *time.Time, error) {
-		if len(in.Reason) > 500 {
-			return "", nil, nil, core.Errorf(core.Invalid, "reason", "is at most 500 characters")
+		if err := core.CheckReason(in.Reason, false); err != nil {
+			return "", nil, nil, err
 		}
 		return memberVar(r), core.CancelOrder{OrderID: mux.Vars(r)["order"],
 			Reason: in.Reason}, nil, nil

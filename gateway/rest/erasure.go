@@ -21,8 +21,8 @@ func (s *Server) registerErasure(v1 *mux.Router) {
 func (s *Server) erase(w http.ResponseWriter, r *http.Request) {
 	var in core.Erase
 	s.write(w, r, core.KindErase, &in, func() (string, any, *time.Time, error) {
-		if strings.TrimSpace(in.Reason) == "" {
-			return "", nil, nil, core.Errorf(core.Invalid, "reason", "is required")
+		if err := core.CheckReason(in.Reason, true); err != nil {
+			return "", nil, nil, err
 		}
 		if strings.TrimSpace(r.Header.Get("X-Actor")) == "" {
 			return "", nil, nil, core.Errorf(core.Invalid, "X-Actor",

@@ -207,8 +207,8 @@ func (s *Server) credit(w http.ResponseWriter, r *http.Request) {
 		if err := core.CheckPoints("points", in.Points); err != nil {
 			return "", nil, nil, err
 		}
-		if strings.TrimSpace(in.Reason) == "" {
-			return "", nil, nil, core.Errorf(core.Invalid, "reason", "is required")
+		if err := core.CheckReason(in.Reason, true); err != nil {
+			return "", nil, nil, err
 		}
 		return memberVar(r), core.Credit{Points: in.Points, Reason: in.Reason,
 			ExpiresAt: in.ExpiresAt, ExpiresOn: in.ExpiresOn}, in.OccurredAt, nil
@@ -221,6 +221,9 @@ func (s *Server) redeem(w http.ResponseWriter, r *http.Request) {
 		if err := core.CheckPoints("points", in.Points); err != nil {
 			return "", nil, nil, err
 		}
+		if err := core.CheckReason(in.Reason, false); err != nil {
+			return "", nil, nil, err
+		}
 		return memberVar(r), in, nil, nil
 	})
 }
@@ -229,6 +232,9 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	var in core.Authorize
 	s.write(w, r, core.KindAuthorize, &in, func() (string, any, *time.Time, error) {
 		if err := core.CheckPoints("points", in.Points); err != nil {
+			return "", nil, nil, err
+		}
+		if err := core.CheckReason(in.Reason, false); err != nil {
 			return "", nil, nil, err
 		}
 		return memberVar(r), in, nil, nil
@@ -265,8 +271,8 @@ func (s *Server) reverse(w http.ResponseWriter, r *http.Request) {
 			return "", nil, nil, core.Errorf(core.Invalid, "posting_id",
 				"give exactly one of posting_id and original_txn_id")
 		}
-		if strings.TrimSpace(in.Reason) == "" {
-			return "", nil, nil, core.Errorf(core.Invalid, "reason", "is required")
+		if err := core.CheckReason(in.Reason, true); err != nil {
+			return "", nil, nil, err
 		}
 		return memberVar(r), in, nil, nil
 	})
@@ -279,8 +285,8 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request) {
 			return "", nil, nil, core.Errorf(core.Invalid, "points",
 				"must be non-zero and at most %d either way", core.MaxPoints)
 		}
-		if strings.TrimSpace(in.Reason) == "" {
-			return "", nil, nil, core.Errorf(core.Invalid, "reason", "is required")
+		if err := core.CheckReason(in.Reason, true); err != nil {
+			return "", nil, nil, err
 		}
 		if strings.TrimSpace(r.Header.Get("X-Actor")) == "" {
 			return "", nil, nil, core.Errorf(core.Invalid, "X-Actor",
@@ -294,6 +300,9 @@ func (s *Server) transfer(w http.ResponseWriter, r *http.Request) {
 	var in core.Transfer
 	s.write(w, r, core.KindTransfer, &in, func() (string, any, *time.Time, error) {
 		if err := core.CheckPoints("points", in.Points); err != nil {
+			return "", nil, nil, err
+		}
+		if err := core.CheckReason(in.Reason, false); err != nil {
 			return "", nil, nil, err
 		}
 		if !core.ValidRef(in.To) {

@@ -391,6 +391,9 @@ func (s *Server) partnerAuthorize(w http.ResponseWriter, r *http.Request) {
 		if ttl == 0 {
 			ttl = p.HoldTTLSeconds
 		}
+		if err := core.CheckReason(in.Reason, false); err != nil {
+			return "", nil, nil, err
+		}
 		reason := in.Reason
 		if reason == "" {
 			reason = "partner payment"
@@ -468,6 +471,9 @@ func (s *Server) partnerRefund(w http.ResponseWriter, r *http.Request) {
 			return "", nil, nil, core.Errorf(core.Invalid, "points",
 				"must be between 0 (all that is left) and %d", core.MaxPoints)
 		}
+		if err := core.CheckReason(in.Reason, false); err != nil {
+			return "", nil, nil, err
+		}
 		member, err := s.partnerTxnMember(r, core.ScopeRefund)
 		if err != nil {
 			return "", nil, nil, err
@@ -529,6 +535,9 @@ func (s *Server) partnerClawback(w http.ResponseWriter, r *http.Request) {
 	var in purchaseBody
 	s.write(w, r, core.KindPartnerClawback, &in, func() (string, any, *time.Time, error) {
 		if err := s.checkPurchase(r, &in); err != nil {
+			return "", nil, nil, err
+		}
+		if err := core.CheckReason(in.Reason, false); err != nil {
 			return "", nil, nil, err
 		}
 		if in.Currency != "" {

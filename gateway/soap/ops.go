@@ -303,6 +303,9 @@ func (s *Server) redeem(c *call, in *gen.Redeem) (any, error) {
 	if err := core.CheckPoints("Points", core.Points(in.Points)); err != nil {
 		return nil, err
 	}
+	if err := checkReason(opt(in.Reason)); err != nil {
+		return nil, err
+	}
 	res, err := s.write(c, core.KindRedeem, in.TxnId, in.Program, in.CustomerRef,
 		core.Redeem{Points: core.Points(in.Points), Reason: opt(in.Reason)}, nil)
 	if err != nil {
@@ -330,6 +333,9 @@ func (s *Server) cancelRedemption(c *call, in *gen.CancelRedemption) (any, error
 	if reason == "" {
 		return nil, invalid("Reason", "is required")
 	}
+	if err := checkReason(reason); err != nil {
+		return nil, err
+	}
 	res, err := s.write(c, core.KindReverse, in.TxnId, in.Program, in.CustomerRef,
 		core.Reverse{OriginalTxnID: in.RedemptionTxnId, Reason: reason,
 			OnlyKind: core.PostRedemption}, nil)
@@ -353,6 +359,9 @@ func (s *Server) transfer(c *call, in *gen.TransferPoints) (any, error) {
 	if err := core.CheckPoints("Points", core.Points(in.Points)); err != nil {
 		return nil, err
 	}
+	if err := checkReason(opt(in.Reason)); err != nil {
+		return nil, err
+	}
 	res, err := s.write(c, core.KindTransfer, in.TxnId, in.Program, in.CustomerRef,
 		core.Transfer{To: in.ToCustomerRef, Points: core.Points(in.Points),
 			Reason: opt(in.Reason)}, nil)
@@ -364,4 +373,13 @@ func (s *Server) transfer(c *call, in *gen.TransferPoints) (any, error) {
 		return nil, err
 	}
 	return &gen.TransferPointsResponse{Result: o}, nil
+}
+
+// checkReason refuses a reason longer than the ledger keeps, naming the
+// element Reason.
+func checkReason(reason string) error {
+	if err := core.CheckReason(reason, false); err != nil {
+		return invalid("Reason", "is longer than %d characters", core.MaxReason)
+	}
+	return nil
 }
