@@ -260,3 +260,17 @@ func ValidCurrency(s string) bool {
 	_, err := currency.ParseISO(s)
 	return err == nil
 }
+
+// LatestExpiry bounds the expiry a caller may give points: a date past it
+// is a data error (such as 9999-12-31 used for "never"), and past year 9999
+// the instant could not even be written in a statement or a balance.
+var LatestExpiry = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// CheckExpiry refuses an expiry at or after LatestExpiry, naming field.
+func CheckExpiry(field string, t time.Time) error {
+	if !t.Before(LatestExpiry) {
+		return Errorf(Invalid, field, "must be before %s; leave it out for the program's "+
+			"own expiry", LatestExpiry.Format("2006-01-02"))
+	}
+	return nil
+}

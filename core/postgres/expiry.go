@@ -45,6 +45,9 @@ func creditExpiry(prog *program, in *core.Credit, occurred time.Time) (*time.Tim
 	default:
 		return nil, nil
 	}
+	if err := core.CheckExpiry(field, exp); err != nil {
+		return nil, err
+	}
 	if !exp.After(occurred) {
 		return nil, core.Errorf(core.Invalid, field, "must be after occurred_at")
 	}

@@ -275,6 +275,9 @@ func (rd *reader) next() (core.BatchLine, error) {
 		if err != nil {
 			return fail("expires_at", "%s", err)
 		}
+		if err := core.CheckExpiry("expires_at", t); err != nil {
+			return fail("expires_at", "%s", err.(*core.Error).Message)
+		}
 		switch {
 		case x.Points < 0:
 			return fail("expires_at", "applies to credits only; this line takes points away")

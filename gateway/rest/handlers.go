@@ -210,6 +210,11 @@ func (s *Server) credit(w http.ResponseWriter, r *http.Request) {
 		if err := core.CheckReason(in.Reason, true); err != nil {
 			return "", nil, nil, err
 		}
+		if in.ExpiresAt != nil {
+			if err := core.CheckExpiry("expires_at", *in.ExpiresAt); err != nil {
+				return "", nil, nil, err
+			}
+		}
 		return memberVar(r), core.Credit{Points: in.Points, Reason: in.Reason,
 			ExpiresAt: in.ExpiresAt, ExpiresOn: in.ExpiresOn}, in.OccurredAt, nil
 	})
