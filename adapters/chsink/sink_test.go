@@ -515,34 +515,26 @@ func TestSinkDropsWhatItCannotStore(t *testing.T) {
 }
 
 // proxy forwards TCP connections to a target and can be stopped and started
-// again on the same address, to play a server that goes away.
+// again, to play a server that goes away. It keeps its listener for the
+// whole test: while it is down it drops every connection at once, so that
+// no other process can take its address before it comes back up.
 type proxy struct {
-	t      *testing.T
 	target string
 	addr   string
 
 	mu    sync.Mutex
-	ln    net.Listener
+	isUp  bool
 	conns map[net.Conn]bool
 }
 
 func newProxy(t *testing.T, target string) *proxy {
 	t.Helper()
-	p := &proxy{t: t, target: target, conns: map[net.Conn]bool{}}
+	p := &proxy{target: target, conns: map[net.Conn]bool{}, isUp: true}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.addr = ln.Addr().String()
-	p.serve(ln)
-	t.Cleanup(p.down)
-	return p
-}
-
-func (p *proxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -552,41 +544,56 @@ func (p *proxy) serve(ln net.Listener) {
 			go p.forward(c)
 		}
 	}()
+	t.Cleanup(func() { _ = ln.Close(); p.down() })
+	return p
 }
 
 func (p *proxy) forward(c net.Conn) {
+	if !p.track(c) {
+		return
+	}
 	s, err := net.DialTimeout("tcp", p.target, 3*time.Second)
 	if err != nil {
 		_ = c.Close()
 		return
 	}
-	p.mu.Lock()
-	p.conns[c], p.conns[s] = true, true
-	p.mu.Unlock()
+	if !p.track(s) {
+		_ = c.Close()
+		return
+	}
 	go func() { _, _ = io.Copy(s, c); _ = s.Close() }()
 	_, _ = io.Copy(c, s)
 	_ = c.Close()
 }
 
-// down closes the listener and every connection through it.
+// track keeps c to be closed by down; while the proxy is down it closes c
+// instead and reports false.
+func (p *proxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.isUp {
+		_ = c.Close()
+		return false
+	}
+	p.conns[c] = true
+	return true
+}
+
+// down closes every connection through the proxy, and drops the ones that
+// come until up.
 func (p *proxy) down() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.ln != nil {
-		_ = p.ln.Close()
-		p.ln = nil
-	}
+	p.isUp = false
 	for c := range p.conns {
 		_ = c.Close()
 	}
 	clear(p.conns)
 }
 
-// up listens again on the same address.
+// up forwards connections again, on the same address.
 func (p *proxy) up() {
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		p.t.Fatalf("proxy up again on %s: %v", p.addr, err)
-	}
-	p.serve(ln)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.isUp = true
 }

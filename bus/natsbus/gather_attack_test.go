@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -144,20 +142,16 @@ func TestGatherAttackCancelStorm(t *testing.T) {
 	})
 }
 
-// The server stops and starts again (same port, same
-// store) while callers publish on one partition: every caller is answered
-// within a bound, nothing waits forever, and afterwards the partition takes
-// commands again.
+// The server stops and starts again (same store, same address for its
+// clients: a relay that keeps it) while callers publish on one partition:
+// every caller is answered within a bound, nothing waits forever, and
+// afterwards the partition takes commands again.
 func TestGatherAttackServerRestart(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	stop1, url1 := embedded(t, dir, true)
-	u, err := url.Parse(url1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, _ := strconv.Atoi(u.Port())
-	b := connect(t, url1, "restart-gather", false, nil)
+	r := newRelay(t, url1)
+	b := connect(t, r.url(), "restart-gather", false, nil)
 	p := 0
 	const callers, each = 16, 40
 	var wg sync.WaitGroup
@@ -186,12 +180,10 @@ func TestGatherAttackServerRestart(t *testing.T) {
 	}
 	time.Sleep(150 * time.Millisecond)
 	stop1()
+	r.to("")
 	time.Sleep(1500 * time.Millisecond)
-	s2, _, err := StartEmbedded(dir, port, true)
-	if err != nil {
-		t.Fatalf("restart: %v", err)
-	}
-	t.Cleanup(func() { s2.Shutdown(); s2.WaitForShutdown() })
+	_, url2 := embedded(t, dir, true)
+	r.to(url2)
 	wg.Wait()
 	t.Logf("%d answers, %d errors, slowest answer %s", answered, failures, slowest)
 	freeQueue(t, b, p)

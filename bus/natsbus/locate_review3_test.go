@@ -94,11 +94,14 @@ func TestLocateReview3DeadLetteredReadsOnlyItsPartition(t *testing.T) {
 				t.Fatalf("dl-1 located %d, want dead-lettered", w)
 			}
 		}
-		if made := consumerCount(t, b) - before; made > polls {
+		// One consumer per poll; twice that leaves room for a consumer of
+		// the setup that the server had not yet counted or let go of, and
+		// still fails reading every partition (8 a poll).
+		if made := consumerCount(t, b) - before; made > 2*polls {
 			t.Errorf("%d polls of a dead-lettered command's status left %d consumers on the "+
-				"command stream (%d partitions read per poll), want at most %d: only the "+
-				"command's own partition can hold a copy of it", polls, made,
-				made/polls, polls)
+				"command stream (about %d partitions read per poll), want at most %d: only "+
+				"the command's own partition can hold a copy of it", polls, made,
+				made/polls, 2*polls)
 		}
 	})
 }

@@ -2,7 +2,6 @@ package natsbus
 
 import (
 	"fmt"
-	"net/url"
 	"strconv"
 	"testing"
 	"time"
@@ -202,14 +201,10 @@ func TestWaiterHearsResultsAfterReconnect(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	stop, u := embedded(t, dir, false)
-	pu, err := url.Parse(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, _ := strconv.Atoi(pu.Port())
+	r := newRelay(t, u) // the address the clients know, kept while the server is away
 	ns := namespace(t)
-	gateway := connect(t, u, ns, false, nil)
-	core := connect(t, u, ns, false, nil)
+	gateway := connect(t, r.url(), ns, false, nil)
+	core := connect(t, r.url(), ns, false, nil)
 
 	results, unsubscribe, err := gateway.SubscribeResult("pos", "t-r")
 	if err != nil {
@@ -218,17 +213,12 @@ func TestWaiterHearsResultsAfterReconnect(t *testing.T) {
 	defer unsubscribe()
 	subs := gateway.nc.NumSubscriptions()
 
-	// The server goes away and comes back on the same port.
+	// The server goes away and comes back at the same address.
 	stop()
+	r.to("")
 	eventually(t, "the gateway to notice", func() bool { return !gateway.nc.IsConnected() })
-	s, _, err := StartEmbedded(dir, port, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
+	_, u2 := embedded(t, dir, false)
+	r.to(u2)
 	eventually(t, "both to reconnect", func() bool {
 		return gateway.nc.IsConnected() && core.nc.IsConnected()
 	})

@@ -1,7 +1,10 @@
 package backoffice_test
 
 import (
+	"encoding/csv"
 	"fmt"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -45,6 +48,13 @@ func TestReportsInChromium(t *testing.T) {
 	}
 	p.api("POST", "/v1/programs/telco/members/C2/redemptions", "red-1",
 		map[string]any{"points": 40}, 201)
+	// The redemption happened when core applied it: its month and the day
+	// after it, in the program's zone, are read once from the ledger, so
+	// that a month (or day) that ends while the test runs changes nothing.
+	santiago := mustZone(t, "America/Santiago")
+	redeemed := occurredAt(t, p, "C2", "red-1").In(santiago)
+	redeemedMonth := redeemed.Format("2006-01")
+	tomorrow := redeemed.AddDate(0, 0, 1).Format(time.DateOnly)
 	from := time.Date(2026, 8, 1, 0, 0, 0, 0, time.UTC)
 	if n := chtest.Reconciled(t, ch, p.a.Pool, "telco", from, time.Now().Add(time.Hour),
 		30*time.Second); n != 4 {
@@ -56,7 +66,6 @@ func TestReportsInChromium(t *testing.T) {
 
 	// The analyst opens the reports from the menu and filters by month from
 	// September to tomorrow.
-	tomorrow := time.Now().Add(24 * time.Hour).Format(time.DateOnly)
 	var table, outstanding string
 	var bars []map[string]string
 	c.run("open the reports",
@@ -72,8 +81,8 @@ func TestReportsInChromium(t *testing.T) {
 		into(&bars, chromedp.AttributesAll(chromedp.CSSAll("#flows-chart rect.bar"))),
 		c.shot("12-reports"))
 
-	now := time.Now().In(mustZone(t, "America/Santiago")).Format("2006-01")
-	want := []string{"2026-09 29 0 0 29 1", "2026-10 129 0 0 129 2", now + " 0 40 0 -40 1"}
+	want := []string{"2026-09 29 0 0 29 1", "2026-10 129 0 0 129 2",
+		redeemedMonth + " 0 40 0 -40 1"}
 	if got := strings.Fields(table); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("flows table %q\nwant %q", strings.Join(got, " "), strings.Join(want, " "))
 	}
@@ -107,15 +116,69 @@ func TestReportsInChromium(t *testing.T) {
 
 	// Opened without a filter, the page's defaults go into the link too, and
 	// the file holds the months the page shows.
+	// The defaults follow the day the page is read (the twelve months up to
+	// it, in the program's zone): either day if midnight passes meanwhile.
+	before := time.Now()
 	c.run("open the reports without a filter", chromedp.Navigate(base+"/admin/reports"),
 		chromedp.WaitVisible(chromedp.ID("csv")),
 		into(&link, chromedp.AttributeValue(chromedp.ID("csv"), "href")))
-	code, body := c.fetch("GET", base+link.Value, nil, "")
-	if code != 200 || !strings.Contains(link.Value, "program=telco") ||
-		strings.Count(strings.TrimSpace(body), "\n") < 2 {
-		t.Errorf("default CSV %s: %d\n%s\nwant the September and October rows", link.Value,
-			code, body)
+	after := time.Now()
+	u, err := url.Parse(link.Value)
+	if err != nil {
+		t.Fatalf("default CSV link %q: %v", link.Value, err)
 	}
+	var defaults []string
+	for _, at := range []time.Time{before, after} {
+		d := at.In(santiago)
+		defaults = append(defaults, url.Values{"bucket": {"month"}, "program": {"telco"},
+			"from": {time.Date(d.Year(), d.Month()-11, 1, 0, 0, 0, 0, santiago).
+				Format(time.DateOnly)},
+			"to": {d.AddDate(0, 0, 1).Format(time.DateOnly)}}.Encode())
+	}
+	if !slices.Contains(defaults, u.RawQuery) {
+		t.Fatalf("default CSV link %q, want /admin/reports.csv?%s", link.Value, defaults[0])
+	}
+	start, _ := time.ParseInLocation(time.DateOnly, u.Query().Get("from"), santiago)
+	end, _ := time.ParseInLocation(time.DateOnly, u.Query().Get("to"), santiago)
+	// The file holds the months of the scenario that fall in that period.
+	code, body := c.fetch("GET", base+link.Value, nil, "")
+	var wantMonths []string
+	for _, at := range []time.Time{time.Date(2026, 9, 5, 16, 0, 0, 0, time.UTC),
+		time.Date(2026, 10, 5, 15, 0, 0, 0, time.UTC), redeemed} {
+		m := at.In(santiago).Format("2006-01")
+		if !at.Before(start) && at.Before(end) && !slices.Contains(wantMonths, m) {
+			wantMonths = append(wantMonths, m)
+		}
+	}
+	var gotMonths []string
+	rows, err := csv.NewReader(strings.NewReader(body)).ReadAll()
+	for i, row := range rows {
+		if i > 0 && len(row) > 1 && len(row[1]) >= 7 {
+			gotMonths = append(gotMonths, row[1][:7])
+		}
+	}
+	if code != 200 || err != nil || len(wantMonths) == 0 ||
+		!slices.Equal(gotMonths, wantMonths) {
+		t.Errorf("default CSV %s: %d (%v)\n%s\nwant the rows of %v", link.Value, code, err,
+			body, wantMonths)
+	}
+}
+
+// occurredAt is when the ledger says the posting of txn happened, from
+// member's statement in program telco.
+func occurredAt(t *testing.T, p *platform, member, txn string) time.Time {
+	t.Helper()
+	page, err := p.a.Ledger.Statement(t.Context(), "telco", member, "", 50)
+	if err != nil {
+		t.Fatalf("statement of %s: %v", member, err)
+	}
+	for _, posting := range page.Postings {
+		if posting.TxnID == txn {
+			return posting.OccurredAt
+		}
+	}
+	t.Fatalf("no posting of %s in the statement of %s: %+v", txn, member, page.Postings)
+	return time.Time{}
 }
 
 func mustZone(t *testing.T, name string) *time.Location {

@@ -3,7 +3,6 @@ package app
 import (
 	"bufio"
 	"context"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -149,16 +148,18 @@ func TestMetricsWithoutNATS(t *testing.T) {
 	}
 	current := srv
 	t.Cleanup(func() { current.Shutdown() })
-	_, portText, _ := net.SplitHostPort(strings.TrimPrefix(url, "nats://"))
-	port, _ := strconv.Atoi(portText)
+	// Core reaches NATS through a relay that keeps its address while the
+	// server is away, so that no one else can take it.
+	r := newRelay(t, strings.TrimPrefix(url, "nats://"))
 
 	cfg := testConfig(t)
-	cfg.NATSURL = url
+	cfg.NATSURL = "nats://" + r.addr
 	a := startApp(t, cfg, Roles{Core: true})
 	awaitWaiting(t, a.Addr(), 0, 0)
 
 	current.Shutdown()
 	current.WaitForShutdown()
+	r.to("")
 	start := time.Now()
 	m := scrape(t, a.Addr())
 	if took := time.Since(start); took > deadWaitingTimeout+2*time.Second {
@@ -179,9 +180,10 @@ func TestMetricsWithoutNATS(t *testing.T) {
 	}
 
 	var s *server.Server
-	if s, _, err = natsbus.StartEmbedded(dir, port, true); err != nil {
+	if s, url, err = natsbus.StartEmbedded(dir, -1, true); err != nil {
 		t.Fatalf("restart nats: %v", err)
 	}
 	current = s
+	r.to(strings.TrimPrefix(url, "nats://"))
 	awaitWaiting(t, a.Addr(), 0, 0)
 }

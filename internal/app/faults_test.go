@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -98,9 +98,86 @@ func TestSameCommandDeliveredManyTimes(t *testing.T) {
 	}
 }
 
+// relay is a TCP address that a test holds for its whole life and that
+// forwards to a server which may stop and start again on another port: its
+// clients reconnect to the same address, and no other process can take
+// that address while the server is away (as it can take a port that was
+// let go and is asked for again).
+type relay struct {
+	addr string
+
+	mu     sync.Mutex
+	target string // "" while the server is away: connections are dropped
+	conns  map[net.Conn]bool
+}
+
+func newRelay(t *testing.T, target string) *relay {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &relay{addr: ln.Addr().String(), target: target, conns: map[net.Conn]bool{}}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go r.forward(c)
+		}
+	}()
+	t.Cleanup(func() { _ = ln.Close(); r.to("") })
+	return r
+}
+
+// to sends the connections that come from now on to target (host:port),
+// closing those open; with "" (the server went away) it drops them until
+// the next call, as a stopped server would.
+func (r *relay) to(target string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.target = target
+	for c := range r.conns {
+		_ = c.Close()
+	}
+	clear(r.conns)
+}
+
+func (r *relay) forward(c net.Conn) {
+	r.mu.Lock()
+	target := r.target
+	r.mu.Unlock()
+	if target == "" {
+		_ = c.Close()
+		return
+	}
+	s, err := net.DialTimeout("tcp", target, 3*time.Second)
+	if err != nil {
+		_ = c.Close()
+		return
+	}
+	r.mu.Lock()
+	if r.target != target {
+		r.mu.Unlock()
+		_ = c.Close()
+		_ = s.Close()
+		return
+	}
+	r.conns[c], r.conns[s] = true, true
+	r.mu.Unlock()
+	go func() { _, _ = io.Copy(s, c); _ = s.Close() }()
+	_, _ = io.Copy(c, s)
+	_ = c.Close()
+	r.mu.Lock()
+	delete(r.conns, c)
+	delete(r.conns, s)
+	r.mu.Unlock()
+}
+
 // TestNATSRestartedUnderLoad stops the NATS server a gateway and core use
-// while callers send accruals, and starts it again on the same port and
-// store. Callers retry what was refused with the same Idempotency-Key, as
+// while callers send accruals, and starts it again on the same store; the
+// gateway and core reach it through a relay that keeps their address. Callers retry what was refused with the same Idempotency-Key, as
 // the API asks; in the end every accrual is posted exactly once and the
 // ledger balances.
 func TestNATSRestartedUnderLoad(t *testing.T) {
@@ -117,18 +194,19 @@ func TestNATSRestartedUnderLoad(t *testing.T) {
 		defer mu.Unlock()
 		current.Shutdown()
 	})
-	_, portText, _ := net.SplitHostPort(strings.TrimPrefix(natsURL, "nats://"))
-	port, _ := strconv.Atoi(portText)
+	// The server comes back on a port of its own choosing: the relay keeps
+	// the address the gateway and core know, so no one can take it meanwhile.
+	r := newRelay(t, strings.TrimPrefix(natsURL, "nats://"))
 
 	cfg := testConfig(t)
-	cfg.NATSURL = natsURL
+	cfg.NATSURL = "nats://" + r.addr
 	cfg.ResultWait = 2 * time.Second
 	a := startApp(t, cfg, Roles{Gateway: true, Core: true})
 	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
-	setupProgram(c)
+	telcoApplied(t, c) // a result wait of 2 s may run out on a busy machine
 	const members, perMember = 10, 30
 	for m := range members {
-		c.must(201, "POST", "/v1/programs/telco/members", fmt.Sprintf("enr-%d", m),
+		applied(t, c, "POST", "/v1/programs/telco/members", fmt.Sprintf("enr-%d", m),
 			map[string]any{"customer_ref": fmt.Sprintf("M%02d", m)})
 	}
 
@@ -138,11 +216,15 @@ func TestNATSRestartedUnderLoad(t *testing.T) {
 		defer mu.Unlock()
 		current.Shutdown()
 		current.WaitForShutdown()
+		r.to("")
 		time.Sleep(500 * time.Millisecond)
 		var err error
-		if current, _, err = natsbus.StartEmbedded(dir, port, true); err != nil {
+		var url string
+		if current, url, err = natsbus.StartEmbedded(dir, -1, true); err != nil {
 			t.Errorf("restart nats: %v", err)
+			return
 		}
+		r.to(strings.TrimPrefix(url, "nats://"))
 	})
 	if t.Failed() {
 		return

@@ -1,12 +1,13 @@
 package app
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,12 +18,14 @@ import (
 
 // externalNATS is a nats-server process of one test, on its own port of
 // 127.0.0.1 and with its own store, so that killing it disturbs no one else
-// (the machine's own server on 4222 is never touched).
+// (the machine's own server on 4222 is never touched). Each start takes a
+// port the server picks itself; clients reach it through a relay that
+// keeps one address across restarts, which no one can take meanwhile.
 type externalNATS struct {
-	t    *testing.T
-	bin  string
-	port int
-	dir  string
+	t     *testing.T
+	bin   string
+	dir   string
+	relay *relay
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -40,7 +43,7 @@ func startExternalNATS(t *testing.T) *externalNATS {
 		}
 		bin = p
 	}
-	n := &externalNATS{t: t, bin: bin, port: freePort(t), dir: t.TempDir()}
+	n := &externalNATS{t: t, bin: bin, dir: t.TempDir(), relay: newRelay(t, "")}
 	t.Cleanup(n.kill)
 	if err := n.start(); err != nil {
 		t.Fatal(err)
@@ -48,10 +51,10 @@ func startExternalNATS(t *testing.T) *externalNATS {
 	return n
 }
 
-func (n *externalNATS) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.port) }
+func (n *externalNATS) url() string { return "nats://" + n.relay.addr }
 
-// start runs the server on n's port and store and waits until it takes
-// connections.
+// start runs the server on n's store and a port it picks, waits until it
+// takes connections, and points the relay at it.
 func (n *externalNATS) start() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -61,22 +64,36 @@ func (n *externalNATS) start() error {
 		return err
 	}
 	defer logFile.Close()
-	cmd := exec.Command(n.bin, "-js", "-a", "127.0.0.1", "-p", strconv.Itoa(n.port),
-		"-sd", filepath.Join(n.dir, "store"), "-n", "puntos-test-external")
+	// -p -1: a port of the server's choosing, which it writes, once it
+	// listens, to the ports file named after its process id.
+	ports := filepath.Join(n.dir, "ports")
+	cmd := exec.Command(n.bin, "-js", "-a", "127.0.0.1", "-p", "-1",
+		"--ports_file_dir", ports, "-sd", filepath.Join(n.dir, "store"),
+		"-n", "puntos-test-external")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := os.MkdirAll(ports, 0o755); err != nil {
+		return err
+	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start nats-server: %w", err)
 	}
 	n.cmd = cmd
+	file := filepath.Join(ports, fmt.Sprintf("%s_%d.ports", filepath.Base(n.bin),
+		cmd.Process.Pid))
 	for deadline := time.Now().Add(15 * time.Second); ; {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", n.port), time.Second)
-		if err == nil {
-			c.Close()
-			return nil
+		var listening struct{ Nats []string }
+		raw, err := os.ReadFile(file)
+		if err == nil && json.Unmarshal(raw, &listening) == nil && len(listening.Nats) > 0 {
+			addr := strings.TrimPrefix(listening.Nats[0], "nats://")
+			if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+				c.Close()
+				n.relay.to(addr)
+				return nil
+			}
 		}
 		if time.Now().After(deadline) {
 			out, _ := os.ReadFile(filepath.Join(n.dir, "server.log"))
-			return fmt.Errorf("nats-server on port %d did not start: %s", n.port, out)
+			return fmt.Errorf("nats-server did not start (no %s): %s", file, out)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -92,12 +109,13 @@ func (n *externalNATS) kill() {
 	_ = n.cmd.Process.Kill()
 	_ = n.cmd.Wait()
 	n.cmd = nil
+	n.relay.to("")
 }
 
 // TestExternalNATSKilledUnderLoad runs the whole platform (gateway, core
 // and the reporting sink) against a separate nats-server process, kills
 // that process with SIGKILL while callers send accruals, and starts it
-// again on the same port and store. Callers retry what was not accepted
+// again on the same store, behind the same address (externalNATS). Callers retry what was not accepted
 // with the same Idempotency-Key, as the API asks. In the end every accrual
 // is posted exactly once, the ledger balances and ClickHouse holds exactly
 // the ledger's postings.
@@ -111,16 +129,16 @@ func TestExternalNATSKilledUnderLoad(t *testing.T) {
 	cfg.ClickHouseAddr, cfg.ClickHouseDB = chtest.Addr(), db
 	a := startApp(t, cfg, Roles{Gateway: true, Core: true, Adapters: true})
 	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
-	setupProgram(c)
+	telcoApplied(t, c) // a result wait of 2 s may run out on a busy machine
 	const members, perMember = 10, 30
 	for m := range members {
-		c.must(201, "POST", "/v1/programs/telco/members", fmt.Sprintf("enr-%d", m),
+		applied(t, c, "POST", "/v1/programs/telco/members", fmt.Sprintf("enr-%d", m),
 			map[string]any{"customer_ref": fmt.Sprintf("M%02d", m)})
 	}
 	start := time.Now()
 
 	// Kill the server once every caller is a third of the way through; start
-	// it again three seconds later on the same port and store.
+	// it again three seconds later on the same store and address.
 	load := faultLoad(t, c.base, members, perMember, 60*time.Second, func(afterKill *atomic.Bool) {
 		srv.kill()
 		afterKill.Store(true)

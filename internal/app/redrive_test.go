@@ -98,10 +98,17 @@ func TestRedriveAppliesSetAsideCommandOnce(t *testing.T) {
 			"amount": "7.00", "occurred_at": "2026-11-05T12:00:00Z"},
 			{"member": "M-1", "txn_id": "acc-3", "type": "bill_paid", "amount": "1.00",
 				"occurred_at": "2026-11-05T12:00:00Z"}}})
-	if r.status != 200 || jnum(t, r, "failed") != 0 {
+	// 202 when core takes longer than the gateway's short result wait (a
+	// busy machine): the events are stored, and acc-2's result comes below.
+	if (r.status != 200 && r.status != 202) || jnum(t, r, "failed") != 0 ||
+		jnum(t, r, "refused") != 0 {
 		t.Fatalf("the caller's batch: %d %s", r.status, r.raw)
 	}
-	<-results // the caller's own
+	select {
+	case <-results: // the caller's own
+	case <-time.After(30 * time.Second):
+		t.Fatal("no answer to the caller's batch")
+	}
 	if _, _, err := gw.Bus.Redrive(ctx, seqs["acc-2"]); err != nil {
 		t.Fatal(err)
 	}

@@ -152,16 +152,58 @@ func telcoThenNoCore(t *testing.T, cfg *Config, c *client) {
 	t.Helper()
 	cfg1 := *cfg
 	core1 := startApp(t, &cfg1, Roles{Core: true})
-	c.must(201, "PUT", "/v1/programs/telco", "prog-1", map[string]any{
-		"name": "Telco", "currency": "USD", "points_per_unit": "1",
-		"expiry_unit": "months", "expiry_length": 24, "expiry_round": "month"})
-	c.must(201, "POST", "/v1/programs/telco/members", "enr-1",
+	// The gateway waits only a moment for a result: on a busy machine the
+	// new core answers later, and the write is answered 202 first.
+	telcoApplied(t, c)
+	applied(t, c, "POST", "/v1/programs/telco/members", "enr-1",
 		map[string]any{"customer_ref": "M-1", "channel": "web"})
+	b := c.must(200, "GET", "/v1/programs/telco/members/M-1/balance", "", nil)
+	if got := jnum(t, b, "balance.available"); got != 0 {
+		t.Fatalf("M-1 just enrolled holds %d points, want 0: %s", got, b.raw)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := core1.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// applied sends a write that must be applied: answered 201, or 202 when
+// the gateway's result wait ran out first (a slow core), in which case its
+// status URL is polled until the ledger has answered. It returns the
+// ledger's answer, and fails the test unless that answer is ok.
+func applied(t *testing.T, c *client, method, path, txn string, body any) reply {
+	t.Helper()
+	r := c.send(method, path, txn, body)
+	if r.status == 202 {
+		loc := r.header.Get("Location")
+		if !strings.HasPrefix(loc, "/v1/commands/"+txn) {
+			t.Fatalf("%s %s: 202 with Location %q: %s", method, path, loc, r.raw)
+		}
+		for deadline := time.Now().Add(60 * time.Second); ; {
+			r = c.must(200, "GET", loc, "", nil)
+			if r.body["status"] != "pending" || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	} else if r.status != 201 {
+		t.Fatalf("%s %s: status %d, want 201 (or 202, then ok): %s", method, path, r.status,
+			r.raw)
+	}
+	if r.body["status"] != "ok" || r.body["txn_id"] != txn {
+		t.Fatalf("%s %s (%s): the ledger answered %s, want ok", method, path, txn, r.raw)
+	}
+	return r
+}
+
+// telcoApplied creates program telco as setupProgram does, on a gateway
+// whose result wait may run out before core answers.
+func telcoApplied(t *testing.T, c *client) {
+	t.Helper()
+	applied(t, c, "PUT", "/v1/programs/telco", "prog-1", map[string]any{
+		"name": "Telco", "currency": "USD", "points_per_unit": "1",
+		"expiry_unit": "months", "expiry_length": 24, "expiry_round": "month"})
 }
 
 // deadGateway is gatewayAlone with one delivery of a command: a core that

@@ -47,11 +47,12 @@ func TestStatusPollDuringBacklog(t *testing.T) {
 	cfg.NATSURL = url
 	cfg.ResultWait = 200 * time.Millisecond
 
-	// A program and a member, then core goes away.
+	// A program and a member, then core goes away. With the short result
+	// wait, a busy machine may answer them 202 first: applied polls on.
 	withCore := startApp(t, cfg, Roles{Gateway: true, Core: true})
 	c := &client{t: t, base: "http://" + withCore.Addr(), key: testKey}
-	setupProgram(c)
-	c.must(201, "POST", "/v1/programs/telco/members", "enroll-1",
+	telcoApplied(t, c)
+	applied(t, c, "POST", "/v1/programs/telco/members", "enroll-1",
 		map[string]any{"customer_ref": "m-1"})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	if err := withCore.Shutdown(ctx); err != nil {
