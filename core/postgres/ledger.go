@@ -77,6 +77,32 @@ type Applied struct {
 // program is a program row with its id.
 type program struct {
 	core.Program
+	// rates are the flat rates the program has had, oldest first, each in
+	// force from its from (migration 0026).
+	rates []programRate
+}
+
+// programRate is a flat rate of a program and when it came in force.
+type programRate struct {
+	From     time.Time     `json:"from"`
+	Rate     string        `json:"rate"`
+	Rounding core.Rounding `json:"rounding"`
+}
+
+// rateAt is the flat rate and rounding in force at t: the latest that came
+// in force at or before t, else the first.
+func (p *program) rateAt(t time.Time) (string, core.Rounding) {
+	if len(p.rates) == 0 {
+		return p.PointsPerUnit, p.AccrualRounding
+	}
+	r := p.rates[0]
+	for _, x := range p.rates[1:] {
+		if x.From.After(t) {
+			break
+		}
+		r = x
+	}
+	return r.Rate, r.Rounding
 }
 
 // txn is the state of one batch transaction.
@@ -456,13 +482,22 @@ func readProgram(ctx context.Context, q querier, where string, arg any) (*progra
 
 const programCols = `id, code, name, time_zone, currency, points_per_unit::text,
 	accrual_rounding, expiry_unit, expiry_length, expiry_round, pending_days,
-	negative_balance, hold_ttl_seconds`
+	negative_balance, hold_ttl_seconds,
+	(SELECT json_agg(json_build_object('from', r.valid_from, 'rate', r.points_per_unit::text,
+		'rounding', r.accrual_rounding) ORDER BY r.valid_from)
+	 FROM program_rates r WHERE r.program_id = programs.id)`
 
 func scanProgram(row pgx.Row) (*program, error) {
 	p := &program{}
+	var rates []byte
 	err := row.Scan(&p.ID, &p.Code, &p.Name, &p.TimeZone, &p.Currency, &p.PointsPerUnit,
 		&p.AccrualRounding, &p.ExpiryUnit, &p.ExpiryLength, &p.ExpiryRound, &p.PendingDays,
-		&p.NegativeBalance, &p.HoldTTLSeconds)
+		&p.NegativeBalance, &p.HoldTTLSeconds, &rates)
+	if err == nil && rates != nil {
+		if jerr := json.Unmarshal(rates, &p.rates); jerr != nil {
+			return nil, fmt.Errorf("read program %s rates: %w", p.Code, jerr)
+		}
+	}
 	return p, err
 }
 

@@ -26,7 +26,7 @@ func (l *Ledger) Programs(ctx context.Context) ([]core.Program, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, p.Program)
+		out = append(out, *p.public())
 	}
 	return out, nil
 }

@@ -167,6 +167,26 @@ func (t *txn) upsertProgram(ctx context.Context, cmd *bus.Command) (any, error) 
 	if err != nil {
 		return nil, fmt.Errorf("upsert program: %w", err)
 	}
+	// A new rate or rounding is in force from now; events that happened
+	// before keep the rate of their day. A program's first rate is in force
+	// since ever.
+	_, err = t.tx.Exec(ctx, `INSERT INTO program_rates (program_id, valid_from,
+			points_per_unit, accrual_rounding)
+		SELECT $1, CASE WHEN last.program_id IS NULL
+			THEN '0001-01-01 00:00:00+00'::timestamptz ELSE $2::timestamptz END,
+			$3::numeric, $4
+		FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT program_id, points_per_unit,
+				accrual_rounding FROM program_rates WHERE program_id = $1
+				ORDER BY valid_from DESC LIMIT 1) last ON true
+		WHERE last.program_id IS NULL OR last.points_per_unit <> $3::numeric
+			OR last.accrual_rounding <> $4
+		ON CONFLICT (program_id, valid_from) DO UPDATE
+			SET points_per_unit = EXCLUDED.points_per_unit,
+				accrual_rounding = EXCLUDED.accrual_rounding`,
+		p.ID, t.now, p.PointsPerUnit, p.AccrualRounding)
+	if err != nil {
+		return nil, fmt.Errorf("record program rate: %w", err)
+	}
 	delete(t.programs, p.Code)
 	return p, nil
 }

@@ -397,11 +397,12 @@ func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
 	if err := mustBe(m, "member", "active", "suspended"); err != nil {
 		return nil, err
 	}
-	rate, err := core.ParseRate("points_per_unit", prog.PointsPerUnit)
+	text, rounding := prog.rateAt(cmd.OccurredAt)
+	rate, err := core.ParseRate("points_per_unit", text)
 	if err != nil {
 		return nil, err
 	}
-	n64, err := core.Convert(amount, rate, prog.AccrualRounding)
+	n64, err := core.Convert(amount, rate, rounding)
 	if err != nil {
 		return nil, err
 	}
@@ -428,7 +429,7 @@ func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
 	p := posting{kind: core.PostReversal, points: -(rest - short),
 		pendingDelta: -(n - rest), partner: partnerOf(cmd.Source), reason: in.Reason,
 		moves:       append(pendingMoves, moves...),
-		ruleVersion: "program-rate:" + prog.PointsPerUnit + ":" + string(prog.AccrualRounding)}
+		ruleVersion: "program-rate:" + text + ":" + string(rounding)}
 	moves = p.moves
 	if p.reason == "" {
 		p.reason = "partner purchase refunded"

@@ -22,7 +22,15 @@ func (l *Ledger) Program(ctx context.Context, code string) (*core.Program, error
 	if err != nil {
 		return nil, err
 	}
-	return &p.Program, nil
+	return p.public(), nil
+}
+
+// public is the program as callers read it: the rate written as it was
+// given (2.5, not the stored 2.500000).
+func (p *program) public() *core.Program {
+	out := p.Program
+	out.PointsPerUnit = trimDecimal(out.PointsPerUnit)
+	return &out
 }
 
 // memberChain finds the member known by ref ($2) in the program with code

@@ -442,17 +442,19 @@ func (t *txn) accrualEval(ctx context.Context, prog *program, m *member, ev core
 	return rules.Evaluate(ev, *mf, prog.Location(), usage)
 }
 
-// standInEval is the program's flat rate, used while it has no rules.
+// standInEval is the program's flat rate in force when the event
+// happened, used while the program has no rules.
 func standInEval(prog *program, ev core.EventFacts) (core.Evaluation, error) {
-	rate, err := core.ParseRate("points_per_unit", prog.PointsPerUnit)
+	text, rounding := prog.rateAt(ev.OccurredAt)
+	rate, err := core.ParseRate("points_per_unit", text)
 	if err != nil {
 		return core.Evaluation{}, err
 	}
-	pts, err := core.Convert(ev.Amount, rate, prog.AccrualRounding)
+	pts, err := core.Convert(ev.Amount, rate, rounding)
 	if err != nil {
 		return core.Evaluation{}, err
 	}
-	ref := "program-rate:" + prog.PointsPerUnit + ":" + string(prog.AccrualRounding)
+	ref := "program-rate:" + text + ":" + string(rounding)
 	out := core.Evaluation{Points: pts, RuleVersion: ref, Fired: []core.Fired{}}
 	out.Day, out.Month = core.Windows(ev.OccurredAt, prog.Location())
 	if pts > 0 {
