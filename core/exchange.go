@@ -34,6 +34,11 @@ const ExchangePrefix = "exchange."
 // "partner:<code>".
 const PartnerSourcePrefix = "partner:"
 
+// EventPartnerPurchase is the event type of a purchase a partner reports
+// (POST /v1/partner/members/{member}/purchases). A program whose rules name
+// it earns by them; otherwise the purchase earns the program's flat rate.
+const EventPartnerPurchase = "partner_purchase"
+
 // PartnerSource is the command source of the partner with the given code.
 func PartnerSource(code string) string { return PartnerSourcePrefix + code }
 

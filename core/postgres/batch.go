@@ -863,9 +863,12 @@ func (st *runState) evaluate(prog *program, m *member, lvl *core.TierLevel,
 	if snap == nil {
 		return core.Evaluation{}, nil, false
 	}
-	if len(snap.versions) == 0 {
+	if len(snap.versions) == 0 || snap.flatRateFor(ev.Type) {
 		e, err := standInEval(prog, ev)
 		return e, nil, err == nil
+	}
+	if snap.knows(ev.Type) != nil {
+		return core.Evaluation{}, nil, false // refused by the command path
 	}
 	attrs, ok := st.attrs[m.id]
 	if !ok {

@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -59,7 +60,9 @@ type ruleSnapshot struct {
 	revision int64
 	// versions by code, newest first.
 	versions map[string][]ruleVersion
-	byRef    map[ruleKey]*core.CompiledRule
+	// types are the event types some version names ("*" for any).
+	types map[string]bool
+	byRef map[ruleKey]*core.CompiledRule
 	// bounds are the instants (microseconds since 1970) at which some
 	// version's force starts or ends, ascending: between two of them the
 	// rules in force do not change.
@@ -206,7 +209,8 @@ func (t *txn) loadRuleSnapshot(ctx context.Context, programID string) (*ruleSnap
 		}
 		if s == nil {
 			s = &ruleSnapshot{revision: rev, versions: map[string][]ruleVersion{},
-				byRef: map[ruleKey]*core.CompiledRule{}, sets: map[setKey]*core.RuleSet{}}
+				types: map[string]bool{}, byRef: map[ruleKey]*core.CompiledRule{},
+				sets: map[setKey]*core.RuleSet{}}
 		}
 		if code == nil {
 			continue // a program whose rules were all deleted
@@ -235,6 +239,7 @@ func (t *txn) loadRuleSnapshot(ctx context.Context, programID string) (*ruleSnap
 			bounds[v.to] = true
 		}
 		s.versions[*code] = append(s.versions[*code], v)
+		s.types[v.eventType] = true
 		s.byRef[ruleKey{*code, *version}] = c
 	}
 	if err := rows.Err(); err != nil {
@@ -428,8 +433,11 @@ func (t *txn) accrualEval(ctx context.Context, prog *program, m *member, ev core
 	if err != nil {
 		return core.Evaluation{}, err
 	}
-	if len(snap.versions) == 0 {
+	if len(snap.versions) == 0 || snap.flatRateFor(ev.Type) {
 		return standInEval(prog, ev)
+	}
+	if err := snap.knows(ev.Type); err != nil {
+		return core.Evaluation{}, err
 	}
 	rules := snap.inForce(ev.Type, ev.OccurredAt)
 	mf, err := t.memberFacts(ctx, prog, m, ev.OccurredAt)
@@ -440,6 +448,24 @@ func (t *txn) accrualEval(ctx context.Context, prog *program, m *member, ev core
 		return t.ruleUsage(ctx, prog.ID, m.id, r.Code, day, month, lock && r.Caps.Budget > 0)
 	}
 	return rules.Evaluate(ev, *mf, prog.Location(), usage)
+}
+
+// flatRateFor reports whether events of eventType earn the program's flat
+// rate although it has rules: a partner's purchase, when no rule names it.
+func (s *ruleSnapshot) flatRateFor(eventType string) bool {
+	return eventType == core.EventPartnerPurchase && !s.types[eventType] && !s.types["*"]
+}
+
+// knows refuses an event type that no version of the program's rules
+// names, in force or not: a mistyped or unconfigured type would otherwise
+// be answered ok with no points. The refusal lists the types there are.
+func (s *ruleSnapshot) knows(eventType string) error {
+	if s.types[eventType] || s.types["*"] {
+		return nil
+	}
+	return core.Errorf(core.Invalid, "event_type", "no rule of the program names event "+
+		"type %q; its rules name %s", eventType, strings.Join(slices.Sorted(maps.Keys(s.types)),
+		", "))
 }
 
 // standInEval is the program's flat rate in force when the event

@@ -98,8 +98,6 @@ func TestRuleFormulas(t *testing.T) {
 		{"tiered below every band", []core.Rule{{Code: "t", EventType: "bill_paid",
 			Formula: core.Formula{Kind: core.FormulaTiered, Bands: []core.Band{
 				{From: "100", Rate: "1"}}}}}, "99", 0, ""},
-		{"other event type", []core.Rule{{Code: "top", EventType: "top_up",
-			Formula: core.Formula{Kind: core.FormulaFixed, Points: 5}}}, "100", 0, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -526,7 +526,7 @@ func (s *Server) partnerEarn(w http.ResponseWriter, r *http.Request) {
 		if err := s.checkPurchase(r, &in); err != nil {
 			return "", nil, nil, err
 		}
-		return memberVar(r), core.Accrue{EventType: "partner_purchase", Amount: in.Amount,
+		return memberVar(r), core.Accrue{EventType: core.EventPartnerPurchase, Amount: in.Amount,
 			Currency: in.Currency, Partner: partnerAuth(r).Partner.Code}, in.OccurredAt, nil
 	})
 }
