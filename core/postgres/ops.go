@@ -530,7 +530,16 @@ func (t *txn) releaseCmd(ctx context.Context, prog *program, m *member, cmd *bus
 // refresh brings a locked member up to date before an operation that spends:
 // pending points whose holding period ended become spendable, holds past
 // their time are released, and lots past their expiry expire.
+//
+// What it posts is time's doing, not the command's: the postings carry the
+// sweep's source and no transaction id, as the sweep's own do, so that a
+// statement does not show an expired hold released by whichever command
+// touched the member next.
 func (t *txn) refresh(ctx context.Context, prog *program, m *member) error {
+	if t.system == "" {
+		t.system = sweepSource
+		defer func() { t.system = "" }()
+	}
 	if err := t.mature(ctx, m); err != nil {
 		return err
 	}
