@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"fmt"
 	"math/big"
 	"net/http"
 	"slices"
@@ -102,18 +103,32 @@ func (s *Server) settlement(w http.ResponseWriter, r *http.Request, program, par
 		return
 	}
 	q := r.URL.Query()
-	from, err := time.Parse(time.RFC3339, q.Get("from"))
+	prog, err := s.read.Program(r.Context(), program)
 	if err != nil {
-		s.writeError(w, r, core.Errorf(core.Invalid, "from",
-			"is required: an RFC 3339 instant such as 2026-03-01T00:00:00-03:00"))
+		s.writeError(w, r, err)
 		return
 	}
-	to, err := time.Parse(time.RFC3339, q.Get("to"))
+	loc, err := time.LoadLocation(prog.TimeZone)
 	if err != nil {
-		s.writeError(w, r, core.Errorf(core.Invalid, "to",
-			"is required: an RFC 3339 instant such as 2026-04-01T00:00:00-03:00"))
+		s.writeError(w, r, fmt.Errorf("program %s: time zone %q: %w", program, prog.TimeZone,
+			err))
 		return
 	}
+	var bounds [2]time.Time
+	for i, field := range []string{"from", "to"} {
+		v := q.Get(field)
+		if v == "" {
+			s.writeError(w, r, core.Errorf(core.Invalid, field, "is required: a date "+
+				"(2026-03-01, the day's first instant in the program's time zone) or an "+
+				"RFC 3339 instant"))
+			return
+		}
+		if bounds[i], err = parseBound(field, v, loc, false); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	from, to := bounds[0], bounds[1]
 	format := q.Get("format")
 	if format != "" && format != "json" && format != "csv" {
 		s.writeError(w, r, core.Errorf(core.Invalid, "format", "must be json or csv"))

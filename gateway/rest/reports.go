@@ -151,16 +151,9 @@ func parseReportParams(prog *core.Program, r *http.Request) (reportParams, error
 		if v == "" {
 			continue
 		}
-		if t, err := time.Parse(time.RFC3339, v); err == nil {
-			*b.t = t
-			continue
+		if *b.t, err = parseBound(b.field, v, loc, false); err != nil {
+			return p, err
 		}
-		d, err := time.ParseInLocation(time.DateOnly, v, loc)
-		if err != nil {
-			return p, core.Errorf(core.Invalid, b.field,
-				"must be a date (2026-03-01) or an RFC 3339 instant")
-		}
-		*b.t = d
 	}
 	if !p.from.IsZero() && !p.to.IsZero() && !p.from.Before(p.to) {
 		return p, core.Errorf(core.Invalid, "to", "must be after from")
@@ -174,6 +167,27 @@ func parseReportParams(prog *core.Program, r *http.Request) (reportParams, error
 		}
 	}
 	return p, nil
+}
+
+// parseBound reads the query parameter field: an RFC 3339 instant, or a
+// date (2026-03-01) in loc, which means that day's first instant, or with
+// endOfDay its last (the next day's first), as "at 31 October" means once
+// that day is over.
+func parseBound(field, v string, loc *time.Location, endOfDay bool) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t, nil
+	}
+	d, err := time.ParseInLocation(time.DateOnly, v, loc)
+	if err != nil {
+		return time.Time{}, core.Errorf(core.Invalid, field,
+			"must be a date (2026-03-01) or an RFC 3339 instant (2026-03-01T00:00:00-03:00), "+
+				"not %q", v)
+	}
+	if endOfDay {
+		y, m, dd := d.Date()
+		d = time.Date(y, m, dd+1, 0, 0, 0, 0, loc)
+	}
+	return d, nil
 }
 
 // period requires both bounds.
@@ -258,8 +272,8 @@ func liabilityReport(ctx context.Context, st *ReportStore,
 	}
 	at := p.to
 	if v := p.q.Get("at"); v != "" {
-		if at, err = time.Parse(time.RFC3339, v); err != nil {
-			return nil, core.Errorf(core.Invalid, "at", "must be an RFC 3339 instant")
+		if at, err = parseBound("at", v, p.loc, true); err != nil {
+			return nil, err
 		}
 	}
 	all, err := reporting.Liabilities(ctx, conn, at)
@@ -301,8 +315,8 @@ func expiringReport(ctx context.Context, st *ReportStore, p reportParams) (*repo
 	at := time.Now()
 	if v := p.q.Get("at"); v != "" {
 		var err error
-		if at, err = time.Parse(time.RFC3339, v); err != nil {
-			return nil, core.Errorf(core.Invalid, "at", "must be an RFC 3339 instant")
+		if at, err = parseBound("at", v, p.loc, true); err != nil {
+			return nil, err
 		}
 	}
 	es, err := reporting.PointsExpiring(ctx, st.Pool, p.prog.Code, at, days...)

@@ -150,6 +150,21 @@ func TestPartnerAPIEndToEnd(t *testing.T) {
 	if jnum(t, r, "net") != 0 || jstr(t, r, "value") != "0" {
 		t.Fatalf("the loser's settlement: %s", r.raw)
 	}
+	// Dates bound a settlement as they bound reports: days of the program's
+	// time zone, from yesterday's first instant to tomorrow's.
+	santiago, _ := time.LoadLocation("America/Santiago")
+	days := url.Values{"from": {time.Now().In(santiago).AddDate(0, 0, -1).Format(time.DateOnly)},
+		"to": {time.Now().In(santiago).AddDate(0, 0, 1).Format(time.DateOnly)}}
+	r = w.must(200, "GET", "/v1/partner/settlement?"+days.Encode(), "", nil)
+	if jnum(t, r, "net") != 300 || !strings.HasSuffix(jstr(t, r, "from"), "T03:00:00Z") &&
+		!strings.HasSuffix(jstr(t, r, "from"), "T04:00:00Z") {
+		t.Fatalf("settlement by dates %v: %s", days, r.raw)
+	}
+	days.Set("from", "2026-13-01")
+	r = w.must(400, "GET", "/v1/partner/settlement?"+days.Encode(), "", nil)
+	if r.body["field"] != "from" || !strings.Contains(jstr(t, r, "detail"), "2026-13-01") {
+		t.Fatalf("a bad date: %s; want the field from and the value named", r.raw)
+	}
 
 	// Revoking the winner's key shuts it out.
 	p := op.must(200, "GET", "/v1/programs/telco/partners/"+winner, "", nil)
