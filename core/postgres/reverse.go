@@ -49,7 +49,7 @@ func (t *txn) findOriginal(ctx context.Context, m *member, cmd *bus.Command,
 		}
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, core.Errorf(core.NotFound, originalField(in), "no such posting for this member")
+		return nil, t.noOriginal(ctx, m, cmd, in)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read posting: %w", err)
@@ -72,6 +72,27 @@ func (t *txn) findOriginal(ctx context.Context, m *member, cmd *bus.Command,
 		}
 	}
 	return o, nil
+}
+
+// noOriginal is the refusal of a reversal whose posting is not found. A
+// transaction id names a posting of the caller's own source: when the
+// member has a posting of that id from another caller (made through SOAP,
+// say, and reversed through REST), the refusal says so and how to name it.
+func (t *txn) noOriginal(ctx context.Context, m *member, cmd *bus.Command,
+	in core.Reverse) error {
+	if in.OriginalTxnID != "" {
+		var other string
+		var id int64
+		err := t.tx.QueryRow(ctx, `SELECT source, id FROM postings
+			WHERE member_id = $1 AND txn_id = $2 AND source <> $3
+			ORDER BY id LIMIT 1`, m.id, in.OriginalTxnID, cmd.Source).Scan(&other, &id)
+		if err == nil {
+			return core.Errorf(core.NotFound, "original_txn_id", "no posting of this caller "+
+				"(%s) has transaction id %q; the member's posting %d of that id was made by "+
+				"%s: name it by posting_id", cmd.Source, in.OriginalTxnID, id, other)
+		}
+	}
+	return core.Errorf(core.NotFound, originalField(in), "no such posting for this member")
 }
 
 // originalField is the field a reversal named its posting by.

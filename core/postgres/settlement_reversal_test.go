@@ -2,6 +2,8 @@ package postgres
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,5 +112,29 @@ func TestReverseThroughTheSurvivor(t *testing.T) {
 	f.refused(core.KindReverse, "ben", core.Reverse{PostingID: debit.ID, Reason: "again"},
 		core.Conflict)
 	f.wantBalance("ben", 100, 0, 0)
+	f.check()
+}
+
+// A reversal naming a transaction id that the member's posting got from
+// another caller says which posting that is and how to name it.
+func TestReverseByAnotherCallersTxnSaysHowToNameIt(t *testing.T) {
+	f := newFixture(t, core.Program{})
+	f.enroll("ana")
+	soap := f.command(core.KindCredit, "ana", f.prog+"-soap-1", core.Credit{Points: 40,
+		Reason: "goodwill"})
+	soap.Source = "soap:billing"
+	soap.Seal()
+	outcomeOf(t, f.apply(soap))
+	r := f.do(core.KindReverse, "ana", f.txn(), core.Reverse{OriginalTxnID: f.prog + "-soap-1",
+		Reason: "mistake"})
+	wantRefused(t, r, core.NotFound, "original_txn_id")
+	credit := f.postingsOf("ana", core.PostCredit)[0]
+	if !strings.Contains(r.Error.Message, "soap:billing") ||
+		!strings.Contains(r.Error.Message, fmt.Sprint(credit.ID)) {
+		t.Fatalf("the refusal %q names neither the other caller nor posting %d",
+			r.Error.Message, credit.ID)
+	}
+	f.ok(core.KindReverse, "ana", core.Reverse{PostingID: credit.ID, Reason: "mistake"})
+	f.wantBalance("ana", 0, 0, 0)
 	f.check()
 }

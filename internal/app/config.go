@@ -183,7 +183,8 @@ var settings = []setting{
 		dur("sweep-interval", func(c *Config) *time.Duration { return &c.SweepInterval })},
 	{"expiry-notice-days", "PUNTOS_EXPIRY_NOTICE_DAYS", "30,7,1",
 		"days before expiry at which members are warned on the bus (expiry_notice events), " +
-			"comma separated; empty sends none", false, noticeDays},
+			"comma separated; none sends none (an empty setting keeps the default)", false,
+		noticeDays},
 	{"log-level", "PUNTOS_LOG_LEVEL", "info", "debug, info, warn or error", false,
 		str(func(c *Config) *string { return &c.LogLevel })},
 	{"log-format", "PUNTOS_LOG_FORMAT", "auto", "json, text, or auto (json when not a terminal)",
