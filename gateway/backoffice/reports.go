@@ -54,8 +54,10 @@ type flowsChart struct {
 type flowRow struct {
 	Start                     string
 	Issued, Redeemed, Expired int64
-	Net                       int64
-	Events                    uint64
+	// The rest of what moved, so that the row adds up to Net.
+	AdjustedDown, ClawedBack, Returned, Forfeited, Moved int64
+	Net                                                  int64
+	Events                                               uint64
 }
 
 // reportsView is what reports.html receives.
@@ -105,8 +107,9 @@ func (s *Server) reportsPage(w http.ResponseWriter, r *http.Request, sess *sessi
 	}
 	for _, f := range flows {
 		v.Rows = append(v.Rows, flowRow{Start: bucketLabel(f.Start, q.Bucket),
-			Issued: f.Issued, Redeemed: f.Redeemed, Expired: f.Expired, Net: f.Net,
-			Events: f.Events})
+			Issued: f.Issued, Redeemed: f.Redeemed, Expired: f.Expired,
+			AdjustedDown: f.AdjustedDown, ClawedBack: f.ClawedBack, Returned: f.Returned,
+			Forfeited: f.Forfeited, Moved: f.Moved, Net: f.Net, Events: f.Events})
 	}
 	v.Chart = chartOf(v.Rows)
 	owed, err := reporting.Liabilities(ctx, conn, s.now())

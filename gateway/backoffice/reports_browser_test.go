@@ -81,8 +81,8 @@ func TestReportsInChromium(t *testing.T) {
 		into(&bars, chromedp.AttributesAll(chromedp.CSSAll("#flows-chart rect.bar"))),
 		c.shot("12-reports"))
 
-	want := []string{"2026-09 29 0 0 29 1", "2026-10 129 0 0 129 2",
-		redeemedMonth + " 0 40 0 -40 1"}
+	want := []string{"2026-09 29 0 0 0 0 0 0 0 29 1", "2026-10 129 0 0 0 0 0 0 0 129 2",
+		redeemedMonth + " 0 40 0 0 0 0 0 0 -40 1"}
 	if got := strings.Fields(table); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("flows table %q\nwant %q", strings.Join(got, " "), strings.Join(want, " "))
 	}
