@@ -333,3 +333,45 @@ func TopRewards(ctx context.Context, pg *pgxpool.Pool, program string, from, to 
 	}
 	return out, nil
 }
+
+// AddHeld adds to each program's outstanding points (and Held) what holds
+// open at the instant at reserve, from the ledger: events count a hold as
+// spent when it is placed, but until it is captured the member owns those
+// points. Now (at zero, or not before now) reads the open holds; a past
+// instant the holds placed by then and not yet closed.
+func AddHeld(ctx context.Context, pg *pgxpool.Pool, out []Outstanding, at,
+	now time.Time) error {
+	q := `SELECT g.code, sum(h.amount)::bigint FROM holds h
+		JOIN members m ON m.id = h.member_id JOIN programs g ON g.id = m.program_id
+		WHERE h.status = 'open' GROUP BY g.code`
+	var args []any
+	if !at.IsZero() && at.Before(now) {
+		q = `SELECT g.code, sum(h.amount)::bigint FROM holds h
+			JOIN members m ON m.id = h.member_id JOIN programs g ON g.id = m.program_id
+			WHERE h.created_at < $1 AND (h.closed_at IS NULL OR h.closed_at >= $1)
+			GROUP BY g.code`
+		args = append(args, at.UTC().Truncate(time.Second))
+	}
+	rows, err := pg.Query(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("held points: %w", err)
+	}
+	defer rows.Close()
+	held := map[string]int64{}
+	for rows.Next() {
+		var code string
+		var n int64
+		if err := rows.Scan(&code, &n); err != nil {
+			return fmt.Errorf("held points: %w", err)
+		}
+		held[code] = n
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("held points: %w", err)
+	}
+	for i := range out {
+		out[i].Held = held[out[i].Program]
+		out[i].Points += out[i].Held
+	}
+	return nil
+}

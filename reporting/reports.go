@@ -99,7 +99,8 @@ type FlowQuery struct {
 //   - Moved: the points of every other event: transfers and merges between
 //     members of the program, which add up to 0 over the program, and any
 //     kind this report does not know yet, so that nothing drops out of Net.
-//   - Net: the sum of all points, the change in Outstanding over the bucket.
+//   - Net: the sum of all points, the change over the bucket in what
+//     members have available and pending (Outstanding less Held).
 type Flows struct {
 	Program string
 
@@ -302,15 +303,15 @@ type Outstanding struct {
 
 	// Points is the sum of the points of every event that occurred before
 	// the instant: the members' available plus pending points, debts
-	// included. Points under an open hold are not in it: a hold counts as
-	// spent when placed (see Flows.Redeemed), and a release brings the
-	// unused part back.
-	//
-	// BUG(reporting): the liability leaves out held points because events
-	// do not say what a posting does to held points (bus.Event has no held
-	// change, and a capture event is worth 0). Once events carry it, add
-	// the held points of open holds here.
+	// included, and once AddHeld has run, Held too. Events alone leave
+	// held points out: a hold counts as spent when placed (see
+	// Flows.Redeemed), and a release brings the unused part back.
 	Points int64
+
+	// Held is what holds open at the instant reserve (partner payments and
+	// conversions not yet settled), read from the ledger by AddHeld: the
+	// members still own those points, so they are owed.
+	Held int64
 
 	// Events counts the events summed, each once.
 	Events uint64

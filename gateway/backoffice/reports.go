@@ -123,6 +123,12 @@ func (s *Server) reportsPage(w http.ResponseWriter, r *http.Request, sess *sessi
 			v.Liability = &owed[i]
 		}
 	}
+	mine := []reporting.Outstanding{*v.Liability}
+	if err := reporting.AddHeld(ctx, s.db, mine, time.Time{}, s.now()); err != nil {
+		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
+		return
+	}
+	v.Liability = &mine[0]
 	v.Expiring, err = reporting.PointsExpiring(ctx, s.db, prog.Code, s.now())
 	if err != nil {
 		s.fail(w, r, sess, http.StatusInternalServerError, "", err)

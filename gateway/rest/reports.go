@@ -286,6 +286,9 @@ func liabilityReport(ctx context.Context, st *ReportStore,
 			mine[0] = o
 		}
 	}
+	if err := reporting.AddHeld(ctx, st.Pool, mine, at, time.Now()); err != nil {
+		return nil, err
+	}
 	perPoint := p.q.Get("value_per_point")
 	if perPoint == "" {
 		perPoint = "0"
@@ -295,8 +298,8 @@ func liabilityReport(ctx context.Context, st *ReportStore,
 		return nil, err
 	}
 	v := vals[0]
-	return &reportTable{cols: []string{"points", "events", "value_per_point", "value"},
-		rows: [][]any{{v.Points, v.Events, v.PerPoint, v.Value}}}, nil
+	return &reportTable{cols: []string{"points", "held", "events", "value_per_point", "value"},
+		rows: [][]any{{v.Points, mine[0].Held, v.Events, v.PerPoint, v.Value}}}, nil
 }
 
 // expiringReport is the points expiring within ?days (30,60,90 by default)

@@ -63,12 +63,15 @@ func TestReportsEndToEnd(t *testing.T) {
 		map[string]any{"points": 40})
 	c.must(201, "POST", "/v1/programs/telco/members/C1/adjustments", "adj-1",
 		map[string]any{"points": -5, "reason": "correction"}, "X-Actor", "ana")
+	// C1 holds 10 for a payment not yet captured: still C1's, still owed.
+	c.must(201, "POST", "/v1/programs/telco/members/C1/holds", "hold-1",
+		map[string]any{"points": 10})
 
 	// The reconciliation check: ClickHouse catches up with the ledger.
 	from := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	if n := chtest.Reconciled(t, ch, a.Pool, "telco", from, time.Now().Add(time.Hour),
-		30*time.Second); n != 5 {
-		t.Fatalf("%d postings reconciled; want 5", n)
+		30*time.Second); n != 6 {
+		t.Fatalf("%d postings reconciled; want 6", n)
 	}
 
 	base := "/v1/programs/telco/reports/"
@@ -106,21 +109,27 @@ func TestReportsEndToEnd(t *testing.T) {
 			strings.Join(wantTier, "\n"))
 	}
 
-	// Liability: 29 + 29 + 100 - 40 - 5 points, at 0.5 each; CSV by Accept.
+	// Liability: 29 + 29 + 100 - 40 - 5 points, 10 of them held, at 0.5
+	// each; CSV by Accept. Before the hold was placed, nothing was held.
 	r = c.must(200, "GET", base+"liability?value_per_point=0.5", "", nil)
-	if got := reportRows(t, r); !slices.Equal(got, []string{`113 5 "0.5" "56.5"`}) {
+	if got := reportRows(t, r); !slices.Equal(got, []string{`113 10 6 "0.5" "56.5"`}) {
 		t.Errorf("liability %v", got)
 	}
 	r = c.must(200, "GET", base+"liability?value_per_point=0.5", "", nil, "Accept", "text/csv")
-	if r.raw != "points,events,value_per_point,value\n113,5,0.5,56.5\n" {
+	if r.raw != "points,held,events,value_per_point,value\n113,10,6,0.5,56.5\n" {
 		t.Errorf("liability CSV %q", r.raw)
+	}
+	r = c.must(200, "GET", base+"liability?at=2026-11-30", "", nil)
+	if got := reportRows(t, r); !slices.Equal(got, []string{`158 0 3 "0" "0"`}) {
+		t.Errorf("liability at the end of November %v; want 158, none held", got)
 	}
 
 	// Expiring, seen from 1 September 2028: the September lot (29 less the 5
-	// taken first) ends on 1 October 03:00 UTC, the October ones a month on.
+	// taken first and the 10 the open hold reserves, which do not expire
+	// while held) ends on 1 October 03:00 UTC, the October ones a month on.
 	r = c.must(200, "GET", base+"expiring?at=2028-09-01T00:00:00Z&days=30,31,62", "", nil)
-	if got := reportRows(t, r); !slices.Equal(got, []string{"30 0 0 0", "31 24 1 1",
-		"62 113 3 2"}) {
+	if got := reportRows(t, r); !slices.Equal(got, []string{"30 0 0 0", "31 14 1 1",
+		"62 103 3 2"}) {
 		t.Errorf("expiring %v", got)
 	}
 
