@@ -180,10 +180,10 @@ func (l *Ledger) sweepBatch(ctx context.Context, tx pgx.Tx, at time.Time, ids []
 // all the same, its new version would not match the ctid and would be left
 // out: the two counts then differ and the caller rolls the batch back.
 const expireBulkSQL = `WITH due AS (
-		SELECT l.tid, l.id, l.member_id, l.remaining - l.held AS x, l.pending
+		SELECT l.tid, l.id, l.member_id, l.remaining - l.held AS x, l.pending, l.expires_at
 		FROM unnest($1::uuid[]) AS m(id)
 		CROSS JOIN LATERAL (
-			SELECT ctid AS tid, id, member_id, remaining, held, pending FROM lots
+			SELECT ctid AS tid, id, member_id, remaining, held, pending, expires_at FROM lots
 			WHERE member_id = m.id AND remaining > 0 AND remaining > held
 			  AND expires_at <= $3) l),
 	taken AS (
@@ -193,16 +193,17 @@ const expireBulkSQL = `WITH due AS (
 	sums AS (
 		SELECT d.member_id, v.program_id,
 			-coalesce(sum(d.x) FILTER (WHERE NOT d.pending), 0) AS points,
-			-coalesce(sum(d.x) FILTER (WHERE d.pending), 0) AS pending_delta
+			-coalesce(sum(d.x) FILTER (WHERE d.pending), 0) AS pending_delta,
+			least(max(d.expires_at), $3) AS occurred
 		FROM due d JOIN unnest($1::uuid[], $2::uuid[]) AS v(member_id, program_id)
 			ON v.member_id = d.member_id
 		GROUP BY d.member_id, v.program_id),
 	posted AS (
 		INSERT INTO postings (program_id, member_id, kind, points, pending_delta, source,
 			occurred_at, recorded_at)
-		SELECT program_id, member_id, 'expiry', points, pending_delta, $4, $3, $3
+		SELECT program_id, member_id, 'expiry', points, pending_delta, $4, occurred, $3
 		FROM sums ORDER BY member_id
-		RETURNING id, member_id, points, pending_delta),
+		RETURNING id, member_id, points, pending_delta, occurred_at),
 	moves AS (
 		INSERT INTO posting_lots (posting_id, lot_id, points)
 		SELECT p.id, d.id, -d.x FROM due d JOIN posted p ON p.member_id = d.member_id
@@ -211,7 +212,7 @@ const expireBulkSQL = `WITH due AS (
 		UPDATE members m SET available = m.available + p.points,
 			pending = m.pending + p.pending_delta, updated_at = $3
 		FROM posted p WHERE m.id = p.member_id)
-	SELECT id, member_id, points, pending_delta,
+	SELECT id, member_id, points, pending_delta, occurred_at,
 		(SELECT count(*) FROM due), (SELECT count(*) FROM taken)
 	FROM posted ORDER BY member_id`
 
@@ -236,6 +237,7 @@ func (t *txn) expireBulk(ctx context.Context, ms []*member) error {
 		m                   *member
 		posting             int64
 		points, pendingDiff int64
+		occurred            time.Time
 	}
 	var (
 		done       []expired
@@ -244,8 +246,8 @@ func (t *txn) expireBulk(ctx context.Context, ms []*member) error {
 	for rows.Next() {
 		var e expired
 		var memberID string
-		if err := rows.Scan(&e.posting, &memberID, &e.points, &e.pendingDiff, &due,
-			&taken); err != nil {
+		if err := rows.Scan(&e.posting, &memberID, &e.points, &e.pendingDiff, &e.occurred,
+			&due, &taken); err != nil {
 			rows.Close()
 			return fmt.Errorf("scan expiry posting: %w", err)
 		}
@@ -272,7 +274,7 @@ func (t *txn) expireBulk(ctx context.Context, ms []*member) error {
 		e.m.available += e.points
 		e.m.pending += e.pendingDiff
 		t.event(e.m, e.posting, posting{kind: core.PostExpiry, points: e.points,
-			pendingDelta: e.pendingDiff, occurredAt: t.now})
+			pendingDelta: e.pendingDiff, occurredAt: e.occurred})
 	}
 	return nil
 }

@@ -107,19 +107,22 @@ func (p *program) rateAt(t time.Time) (string, core.Rounding) {
 
 // txn is the state of one batch transaction.
 type txn struct {
-	tx        pgx.Tx
-	now       time.Time
-	cmd       *bus.Command
-	system    string // source of system postings (expiry), empty for commands
-	programs  map[string]*program
-	events    []bus.Event
-	postings  []int64
-	lastMoves []core.LotMove
-	touched   map[string]bool
-	ruleCache ruleCache
-	setBased  int // commands the set-based path applied
-	copyRuns  int // see Ledger.copyRuns
-	secrets   *secrets.Keyring
+	tx     pgx.Tx
+	now    time.Time
+	cmd    *bus.Command
+	system string // source of system postings (expiry), empty for commands
+	// datedExpiry dates expiry postings when their lots expired (see
+	// expireByTime), not when they are written.
+	datedExpiry bool
+	programs    map[string]*program
+	events      []bus.Event
+	postings    []int64
+	lastMoves   []core.LotMove
+	touched     map[string]bool
+	ruleCache   ruleCache
+	setBased    int // commands the set-based path applied
+	copyRuns    int // see Ledger.copyRuns
+	secrets     *secrets.Keyring
 }
 
 func (l *Ledger) newTxn(tx pgx.Tx) *txn {

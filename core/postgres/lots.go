@@ -291,7 +291,7 @@ func (t *txn) credit(ctx context.Context, m *member, prog *program, kind string,
 	// Points that reach the ledger after their expiry (a late event, an
 	// expiry date already past) are expired at once.
 	if expires != nil && !expires.After(t.now) {
-		if err := t.expireDue(ctx, m); err != nil {
+		if err := t.expireByTime(ctx, m); err != nil {
 			return 0, err
 		}
 	}

@@ -546,6 +546,19 @@ func (t *txn) refresh(ctx context.Context, prog *program, m *member) error {
 	if err := t.releaseHolds(ctx, m, "expired", `AND expires_at <= $2`, t.now); err != nil {
 		return err
 	}
+	return t.expireByTime(ctx, m)
+}
+
+// expireByTime is expireDue for lots that expired by the passing of time
+// alone, which refresh and the sweep catch up on: the expiry posting is
+// dated when its lots expired (the latest of their expiries, as one
+// posting takes them all), not when it is written, so that the liability
+// at an instant between the two does not count points gone by then (an
+// accrual reported late that expires on arrival). Points a release just
+// freed are not among them: the release expired those itself, dated then.
+func (t *txn) expireByTime(ctx context.Context, m *member) error {
+	t.datedExpiry = true
+	defer func() { t.datedExpiry = false }()
 	return t.expireDue(ctx, m)
 }
 
@@ -632,7 +645,8 @@ func (t *txn) mature(ctx context.Context, m *member) error {
 func (t *txn) expireDue(ctx context.Context, m *member) error {
 	// remaining > 0 lets the member's own index (lots_member_fifo_idx) serve
 	// this, not the index of every due lot in the ledger.
-	_, err := t.drainLots(ctx, m, core.PostExpiry, "", `SELECT id, remaining - held, pending
+	_, err := t.drainLots(ctx, m, core.PostExpiry, "", `SELECT id, remaining - held, pending,
+			expires_at
 		FROM lots
 		WHERE member_id = $1 AND remaining > 0 AND remaining > held AND expires_at <= $2
 		ORDER BY expires_at, id FOR UPDATE`, m.id, t.now)
@@ -940,12 +954,22 @@ func (t *txn) drainLots(ctx context.Context, m *member, kind, reason, query stri
 	}
 	var moves []core.LotMove
 	var spendable, pending int64
+	var occurred time.Time // the latest expiry of the lots, when the query gives them
+	dated := len(rows.FieldDescriptions()) == 4
 	for rows.Next() {
 		var id, x int64
 		var p bool
-		if err := rows.Scan(&id, &x, &p); err != nil {
+		dest := []any{&id, &x, &p}
+		var exp time.Time
+		if dated {
+			dest = append(dest, &exp)
+		}
+		if err := rows.Scan(dest...); err != nil {
 			rows.Close()
 			return 0, err
+		}
+		if exp.After(occurred) {
+			occurred = exp
 		}
 		moves = append(moves, core.LotMove{LotID: id, Points: core.Points(-x)})
 		if p {
@@ -961,9 +985,12 @@ func (t *txn) drainLots(ctx context.Context, m *member, kind, reason, query stri
 	if err := t.applyMoves(ctx, moves); err != nil {
 		return 0, err
 	}
-	_, err = t.post(ctx, m, posting{kind: kind, points: -spendable, pendingDelta: -pending,
-		reason: reason, moves: moves})
-	if err != nil {
+	p := posting{kind: kind, points: -spendable, pendingDelta: -pending, reason: reason,
+		moves: moves}
+	if t.datedExpiry && dated && occurred.Before(t.now) {
+		p.occurredAt = occurred
+	}
+	if _, err = t.post(ctx, m, p); err != nil {
 		return 0, err
 	}
 	return spendable + pending, nil
