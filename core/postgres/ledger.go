@@ -82,9 +82,13 @@ type program struct {
 	rates []programRate
 }
 
-// programRate is a flat rate of a program and when it came in force.
+// programRate is a flat rate of a program and when it came in force. The
+// instant comes as microseconds since 1970: JSON of a timestamptz is
+// written in the session's time zone, whose offsets before 1900 have
+// seconds (and "BC" years) that no RFC 3339 parser takes.
 type programRate struct {
-	From     time.Time     `json:"from"`
+	FromUS   int64         `json:"from_us"`
+	From     time.Time     `json:"-"`
 	Rate     string        `json:"rate"`
 	Rounding core.Rounding `json:"rounding"`
 }
@@ -486,8 +490,9 @@ func readProgram(ctx context.Context, q querier, where string, arg any) (*progra
 const programCols = `id, code, name, time_zone, currency, points_per_unit::text,
 	accrual_rounding, expiry_unit, expiry_length, expiry_round, pending_days,
 	negative_balance, hold_ttl_seconds,
-	(SELECT json_agg(json_build_object('from', r.valid_from, 'rate', r.points_per_unit::text,
-		'rounding', r.accrual_rounding) ORDER BY r.valid_from)
+	(SELECT json_agg(json_build_object(
+		'from_us', floor(extract(epoch FROM r.valid_from) * 1000000)::bigint,
+		'rate', r.points_per_unit::text, 'rounding', r.accrual_rounding) ORDER BY r.valid_from)
 	 FROM program_rates r WHERE r.program_id = programs.id)`
 
 func scanProgram(row pgx.Row) (*program, error) {
@@ -499,6 +504,9 @@ func scanProgram(row pgx.Row) (*program, error) {
 	if err == nil && rates != nil {
 		if jerr := json.Unmarshal(rates, &p.rates); jerr != nil {
 			return nil, fmt.Errorf("read program %s rates: %w", p.Code, jerr)
+		}
+		for i := range p.rates {
+			p.rates[i].From = time.UnixMicro(p.rates[i].FromUS).UTC()
 		}
 	}
 	return p, err
