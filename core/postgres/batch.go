@@ -734,7 +734,8 @@ func (t *txn) plan(cmd *bus.Command, prog *program, m *member, st *runState) (ru
 		}
 		e, counts, ok := st.evaluate(prog, m, lvl, core.EventFacts{Type: in.EventType,
 			Amount: amount, AmountText: in.Amount, Channel: cmd.Channel, Partner: in.Partner,
-			OccurredAt: cmd.OccurredAt})
+			OccurredAt: cmd.OccurredAt},
+			strings.HasPrefix(cmd.Source, core.PartnerSourcePrefix))
 		if !ok || e.Points < 0 {
 			return p, false
 		}
@@ -858,12 +859,12 @@ var errNotRead = errors.New("rule counter not read by the run")
 // an evaluation that fails, or that needs attributes or counters the run
 // did not read: the per-command path then decides.
 func (st *runState) evaluate(prog *program, m *member, lvl *core.TierLevel,
-	ev core.EventFacts) (core.Evaluation, []counterAdd, bool) {
+	ev core.EventFacts, byPartner bool) (core.Evaluation, []counterAdd, bool) {
 	snap := st.rules[prog.ID]
 	if snap == nil {
 		return core.Evaluation{}, nil, false
 	}
-	if len(snap.versions) == 0 || snap.flatRateFor(ev.Type) {
+	if len(snap.versions) == 0 || snap.flatRateFor(ev.Type, byPartner) {
 		e, err := standInEval(prog, ev)
 		return e, nil, err == nil
 	}

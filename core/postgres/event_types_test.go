@@ -40,6 +40,14 @@ func TestEventTypesOfAProgramWithRules(t *testing.T) {
 	if o.Points != 12 {
 		t.Fatalf("a partner purchase earned %d, want 12 at the program's flat rate", o.Points)
 	}
+	// The flat rate is the partner's: another caller sending the type, with
+	// or without a partner named, is held to the rules, which do not name it.
+	for _, partner := range []string{"", "cafe-" + f.prog} {
+		wantRefused(t, f.do(core.KindAccrue, "ana", f.txn(), core.Accrue{
+			EventType: core.EventPartnerPurchase, Amount: "1250.50", Partner: partner}),
+			core.Invalid, "event_type")
+	}
+	f.wantBalance("ana", 10+12, 0, 0)
 	// A rule for partner purchases decides from then on.
 	f.putRule(core.Rule{Code: "partner", EventType: core.EventPartnerPurchase,
 		Formula: core.Formula{Kind: core.FormulaFixed, Points: 50}})

@@ -428,12 +428,12 @@ func (t *txn) setTiers(ctx context.Context, prog *program, cmd *bus.Command) (an
 // and simulation both call it, so they always agree; lock is set when
 // posting, to serialise program budgets.
 func (t *txn) accrualEval(ctx context.Context, prog *program, m *member, ev core.EventFacts,
-	lock bool) (core.Evaluation, error) {
+	lock, byPartner bool) (core.Evaluation, error) {
 	snap, err := t.programRuleSnapshot(ctx, prog.ID)
 	if err != nil {
 		return core.Evaluation{}, err
 	}
-	if len(snap.versions) == 0 || snap.flatRateFor(ev.Type) {
+	if len(snap.versions) == 0 || snap.flatRateFor(ev.Type, byPartner) {
 		return standInEval(prog, ev)
 	}
 	if err := snap.knows(ev.Type); err != nil {
@@ -451,9 +451,12 @@ func (t *txn) accrualEval(ctx context.Context, prog *program, m *member, ev core
 }
 
 // flatRateFor reports whether events of eventType earn the program's flat
-// rate although it has rules: a partner's purchase, when no rule names it.
-func (s *ruleSnapshot) flatRateFor(eventType string) bool {
-	return eventType == core.EventPartnerPurchase && !s.types[eventType] && !s.types["*"]
+// rate although it has rules: a purchase a partner reports (byPartner: the
+// command's source is a partner's key), when no rule names its type. Any
+// other caller sending that type is held to the rules like any type.
+func (s *ruleSnapshot) flatRateFor(eventType string, byPartner bool) bool {
+	return byPartner && eventType == core.EventPartnerPurchase && !s.types[eventType] &&
+		!s.types["*"]
 }
 
 // knows refuses an event type that no version of the program's rules
@@ -496,7 +499,8 @@ func (t *txn) accrualPoints(ctx context.Context, prog *program, m *member, cmd *
 	in core.Accrue, amount *big.Rat) (core.Points, string, error) {
 	ev := core.EventFacts{Type: in.EventType, Amount: amount, AmountText: in.Amount,
 		Channel: cmd.Channel, Partner: in.Partner, OccurredAt: cmd.OccurredAt}
-	e, err := t.accrualEval(ctx, prog, m, ev, true)
+	e, err := t.accrualEval(ctx, prog, m, ev, true,
+		strings.HasPrefix(cmd.Source, core.PartnerSourcePrefix))
 	if err != nil {
 		return 0, "", err
 	}

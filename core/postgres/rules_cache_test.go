@@ -170,7 +170,7 @@ func TestRuleCacheOneReadPerBatch(t *testing.T) {
 		for i := 0; i < 3; i++ {
 			ev := core.EventFacts{Type: "bill_paid", Amount: mustAmount(t, "20"),
 				AmountText: "20", OccurredAt: f.l.Clock()}
-			e, err := txn.accrualEval(ctx, prog, m, ev, true)
+			e, err := txn.accrualEval(ctx, prog, m, ev, true, false)
 			if err != nil {
 				return err
 			}
@@ -240,7 +240,7 @@ func BenchmarkAccrualEval50Rules(b *testing.B) {
 		b.ReportAllocs()
 		b.ResetTimer()
 		for b.Loop() {
-			e, err := txn.accrualEval(ctx, prog, m, ev, false)
+			e, err := txn.accrualEval(ctx, prog, m, ev, false, false)
 			if err != nil || e.Points == 0 {
 				b.Fatalf("%+v %v", e, err)
 			}

@@ -84,7 +84,8 @@ func (l *Ledger) Simulate(ctx context.Context, programCode string,
 			}
 			ev := core.EventFacts{Type: in.Type, Amount: amount, AmountText: in.Amount,
 				Channel: in.Channel, Partner: in.Partner, OccurredAt: at}
-			e, err := t.accrualEval(ctx, prog, m, ev, false)
+			// A simulation naming a partner is one of its purchases.
+			e, err := t.accrualEval(ctx, prog, m, ev, false, in.Partner != "")
 			if err != nil {
 				return err
 			}
