@@ -56,6 +56,10 @@ func (l *Ledger) Members(ctx context.Context, programCode, status, cursor string
 	if limit < 1 || limit > 500 {
 		return nil, core.Errorf(core.Invalid, "limit", "must be a whole number from 1 to 500")
 	}
+	// A cursor is the last reference of a page, so a valid reference.
+	if cursor != "" && !core.ValidRef(cursor) {
+		return nil, core.Errorf(core.Invalid, "cursor", "is not a cursor from a previous page")
+	}
 	var progID string
 	err := l.pool.QueryRow(ctx, `SELECT id FROM programs WHERE code = $1`,
 		programCode).Scan(&progID)
