@@ -41,20 +41,26 @@ func scanBatch(row pgx.Row) (*core.Batch, error) {
 	return b, nil
 }
 
-// CreateBatch stores a new batch, unless the program already has one with
-// the same checksum: then it returns that one and created is false.
+// CreateBatch stores a new batch, unless the program already has one of
+// the same file read the same way (same checksum, charset and date
+// pattern): then it returns that one and created is false. The same bytes
+// declared in another charset or date pattern are another batch, as their
+// lines read otherwise; their transaction ids keep a line from being
+// applied twice.
 func (l *Ledger) CreateBatch(ctx context.Context, b *core.Batch) (*core.Batch, bool, error) {
 	tag, err := l.pool.Exec(ctx, `INSERT INTO bulk_batches (id, program, checksum, file_name,
 			stored_path, size_bytes, charset, date_format, uploaded_by, channel, created_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-		ON CONFLICT (program, checksum) DO NOTHING`, b.ID, b.Program, b.Checksum, b.FileName,
-		b.Path, b.Size, b.Charset, b.DateFormat, b.UploadedBy, b.Channel, b.CreatedAt)
+		ON CONFLICT (program, checksum, charset, date_format) DO NOTHING`, b.ID, b.Program,
+		b.Checksum, b.FileName, b.Path, b.Size, b.Charset, b.DateFormat, b.UploadedBy,
+		b.Channel, b.CreatedAt)
 	if err != nil {
 		return nil, false, fmt.Errorf("insert batch: %w", err)
 	}
 	created := tag.RowsAffected() == 1
 	row := l.pool.QueryRow(ctx, `SELECT `+batchColumns+` FROM bulk_batches
-		WHERE program = $1 AND checksum = $2`, b.Program, b.Checksum)
+		WHERE program = $1 AND checksum = $2 AND charset = $3 AND date_format = $4`,
+		b.Program, b.Checksum, b.Charset, b.DateFormat)
 	stored, err := scanBatch(row)
 	if err != nil {
 		return nil, false, fmt.Errorf("read batch: %w", err)
@@ -127,10 +133,22 @@ func (l *Ledger) UnfinishedBatches(ctx context.Context) ([]*core.Batch, error) {
 	return scanBatches(rows)
 }
 
+// bulkDB is where the validation of a batch writes: the pool, or the
+// connection that holds the batch's validation lock.
+type bulkDB interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
 // StartValidation forgets any lines of an earlier, interrupted validation
 // and marks the batch as validating.
 func (l *Ledger) StartValidation(ctx context.Context, id string) error {
-	return pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
+	return startValidation(ctx, l.pool, id)
+}
+
+func startValidation(ctx context.Context, db bulkDB, id string) error {
+	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM bulk_lines WHERE batch_id = $1`, id); err != nil {
 			return fmt.Errorf("clear lines: %w", err)
 		}
@@ -142,6 +160,13 @@ func (l *Ledger) StartValidation(ctx context.Context, id string) error {
 
 // AddBatchLines stores validated lines of a batch.
 func (l *Ledger) AddBatchLines(ctx context.Context, id string, lines []core.BatchLine) error {
+	return l.pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
+		return addBatchLines(ctx, c.Conn(), id, lines)
+	})
+}
+
+func addBatchLines(ctx context.Context, conn *pgx.Conn, id string,
+	lines []core.BatchLine) error {
 	batch, err := uuid.Parse(id)
 	if err != nil {
 		return core.Errorf(core.Invalid, "batch", "%q is not a batch id", id)
@@ -165,10 +190,7 @@ func (l *Ledger) AddBatchLines(ctx context.Context, id string, lines []core.Batc
 		cp.text(x.ErrorField)
 		cp.text(storable(x.Error))
 	}
-	err = l.pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
-		return cp.send(ctx, c.Conn())
-	})
-	if err != nil {
+	if err := cp.send(ctx, conn); err != nil {
 		return fmt.Errorf("store batch lines: %w", err)
 	}
 	return nil
@@ -192,11 +214,16 @@ func storable(s string) string {
 // marks the batch validated.
 func (l *Ledger) FinishValidation(ctx context.Context, id string,
 	approvalPoints int64) (*core.Batch, error) {
+	return finishValidation(ctx, l.pool, id, approvalPoints)
+}
+
+func finishValidation(ctx context.Context, db bulkDB, id string,
+	approvalPoints int64) (*core.Batch, error) {
 	// Fresh statistics, so that the planner joins a million new lines by hash.
-	if _, err := l.pool.Exec(ctx, `ANALYZE bulk_lines`); err != nil {
+	if _, err := db.Exec(ctx, `ANALYZE bulk_lines`); err != nil {
 		return nil, fmt.Errorf("analyze batch lines: %w", err)
 	}
-	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `UPDATE bulk_lines l SET status = 'invalid',
 				error_kind = 'invalid', error_field = 'txn_id',
 				error = 'repeats the transaction id of line ' || d.first
@@ -237,11 +264,15 @@ func (l *Ledger) FinishValidation(ctx context.Context, id string,
 	if err != nil {
 		return nil, err
 	}
-	return l.batchByID(ctx, id)
+	return batchByID(ctx, db, id)
 }
 
 func (l *Ledger) batchByID(ctx context.Context, id string) (*core.Batch, error) {
-	b, err := scanBatch(l.pool.QueryRow(ctx, `SELECT `+batchColumns+` FROM bulk_batches
+	return batchByID(ctx, l.pool, id)
+}
+
+func batchByID(ctx context.Context, db bulkDB, id string) (*core.Batch, error) {
+	b, err := scanBatch(db.QueryRow(ctx, `SELECT `+batchColumns+` FROM bulk_batches
 		WHERE id = $1`, id))
 	if err != nil {
 		return nil, fmt.Errorf("read batch: %w", err)
@@ -255,6 +286,101 @@ func (l *Ledger) FailBatch(ctx context.Context, id, reason string) error {
 		finished_at = now() WHERE id = $1`, id, reason)
 	if err != nil {
 		return fmt.Errorf("fail batch: %w", err)
+	}
+	return nil
+}
+
+// validationLockClass is the first key of the advisory locks that let one
+// process at a time validate a batch (the second key is a hash of the
+// batch id). The other advisory locks of Puntos take one bigint key, and
+// PostgreSQL never confuses the two kinds.
+const validationLockClass = 7263003
+
+// BatchValidation is the right of one process to validate one batch: a
+// PostgreSQL session advisory lock held on a connection of its own, which
+// also carries every write of the validation. A process that stops, or
+// whose connection is cut, loses the lock and can write nothing more with
+// it, so another process may take the batch over without two validations
+// ever writing its lines at once.
+type BatchValidation struct {
+	id   string
+	conn *pgxpool.Conn
+}
+
+// LockValidation takes the right to validate batch id, until Release.
+// Errors: conflict (it is being validated now, by another process or
+// another part of this one).
+func (l *Ledger) LockValidation(ctx context.Context, id string) (*BatchValidation, error) {
+	conn, err := l.pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("validation lock: %w", err)
+	}
+	var got bool
+	err = conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1::int4, hashtext($2::text))`,
+		validationLockClass, id).Scan(&got)
+	if err != nil {
+		conn.Release()
+		return nil, fmt.Errorf("validation lock: %w", err)
+	}
+	if !got {
+		conn.Release()
+		return nil, core.Errorf(core.Conflict, "batch", "is being validated by another process")
+	}
+	return &BatchValidation{id: id, conn: conn}, nil
+}
+
+// Release gives the right up. A connection that cannot say so is closed,
+// which ends the lock as well.
+func (v *BatchValidation) Release() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := v.conn.Exec(ctx, `SELECT pg_advisory_unlock($1::int4, hashtext($2::text))`,
+		validationLockClass, v.id)
+	if err != nil {
+		_ = v.conn.Conn().Close(ctx)
+	}
+	v.conn.Release()
+}
+
+// Batch reads the batch as it is now.
+func (v *BatchValidation) Batch(ctx context.Context) (*core.Batch, error) {
+	return batchByID(ctx, v.conn, v.id)
+}
+
+// Start is StartValidation under the lock.
+func (v *BatchValidation) Start(ctx context.Context) error {
+	return startValidation(ctx, v.conn, v.id)
+}
+
+// AddLines is AddBatchLines under the lock.
+func (v *BatchValidation) AddLines(ctx context.Context, lines []core.BatchLine) error {
+	return addBatchLines(ctx, v.conn.Conn(), v.id, lines)
+}
+
+// Finish is FinishValidation under the lock.
+func (v *BatchValidation) Finish(ctx context.Context, approvalPoints int64) (*core.Batch,
+	error) {
+	return finishValidation(ctx, v.conn, v.id, approvalPoints)
+}
+
+// Fail is FailBatch under the lock.
+func (v *BatchValidation) Fail(ctx context.Context, reason string) error {
+	_, err := v.conn.Exec(ctx, `UPDATE bulk_batches SET status = 'failed', error = $2,
+		finished_at = now() WHERE id = $1`, v.id, reason)
+	if err != nil {
+		return fmt.Errorf("fail batch: %w", err)
+	}
+	return nil
+}
+
+// Abandon gives a batch whose validation could not finish back as
+// received, with the reason, so that it is validated again (from the
+// start) when asked to, instead of seeming to be validated still.
+func (v *BatchValidation) Abandon(ctx context.Context, reason string) error {
+	_, err := v.conn.Exec(ctx, `UPDATE bulk_batches SET status = 'received', error = $2
+		WHERE id = $1 AND status IN ('received', 'validating')`, v.id, reason)
+	if err != nil {
+		return fmt.Errorf("abandon validation: %w", err)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@
 package files
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
@@ -64,7 +66,19 @@ type Service struct {
 	now     func() time.Time
 	mu      sync.Mutex
 	running map[string]bool
-	wg      sync.WaitGroup
+	// postAfter holds, by batch id, who asked to post a batch while this
+	// process validated it: the post starts when the validation ends.
+	postAfter map[string]string
+	wg        sync.WaitGroup
+	// validateAttempts is how many times a validation that the database or
+	// the stored file cut short is tried before it is given up (the batch
+	// is then received again, with the reason); validateBackoff is the
+	// pause after the first attempt, doubled after each next one.
+	validateAttempts int
+	validateBackoff  time.Duration
+	// validating has a slot per validation that may run at once: each holds
+	// a database connection (see postgres.BatchValidation) and a core.
+	validating chan struct{}
 	// bg is the context background work (validation, posting) runs in.
 	bg context.Context
 	// afterChunk, when set (tests), runs after every part of a chunk
@@ -90,7 +104,9 @@ func New(ctx context.Context, ledger *postgres.Ledger, log *slog.Logger, opt Opt
 		opt.Workers = 2
 	}
 	return &Service{ledger: ledger, log: log, opt: opt, dir: filepath.Join(opt.DataDir, "batches"),
-		now: time.Now, running: map[string]bool{}, bg: ctx}
+		now: time.Now, running: map[string]bool{}, postAfter: map[string]string{}, bg: ctx,
+		validateAttempts: 5, validateBackoff: time.Second,
+		validating: make(chan struct{}, maxValidations)}
 }
 
 // Wait blocks until the background work started so far has stopped.
@@ -107,9 +123,37 @@ type Intake struct {
 
 // Receive stores the file read from body under the data directory, with
 // its SHA-256, and makes it a batch. The same bytes received again for the
-// same program are the same batch: created is false and the stored file of
-// the first delivery is kept. Errors: not_found (program), invalid.
+// same program and read the same way (charset, date pattern) are the same
+// batch: created is false and the stored file of the first delivery is
+// kept; if that batch's validation was cut short and nobody validates it
+// now, it is validated again (and, for an inbox batch, posted). The same
+// bytes declared otherwise are a new batch. Errors: not_found (program),
+// invalid.
 func (s *Service) Receive(ctx context.Context, in Intake, body io.Reader) (*core.Batch,
+	bool, error) {
+	b, created, err := s.receive(ctx, in, body)
+	if err == nil && !created && unvalidated(b) {
+		s.validateThenMaybePost(b, b.Channel == "inbox", b.UploadedBy)
+	}
+	return b, created, err
+}
+
+// unvalidated reports whether a batch is still to be validated.
+func unvalidated(b *core.Batch) bool {
+	return b.Status == core.BatchReceived || b.Status == core.BatchValidating
+}
+
+// head keeps the first bytes written to it.
+type head struct{ b []byte }
+
+func (h *head) Write(p []byte) (int, error) {
+	if n := 3 - len(h.b); n > 0 {
+		h.b = append(h.b, p[:min(n, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (s *Service) receive(ctx context.Context, in Intake, body io.Reader) (*core.Batch,
 	bool, error) {
 	if _, err := s.ledger.Program(ctx, in.Program); err != nil {
 		return nil, false, err
@@ -122,8 +166,8 @@ func (s *Service) Receive(ctx context.Context, in Intake, body io.Reader) (*core
 		return nil, false, fmt.Errorf("create stored file: %w", err)
 	}
 	defer os.Remove(tmp.Name()) // a no-op once renamed
-	h := sha256.New()
-	size, err := io.Copy(io.MultiWriter(tmp, h), body)
+	h, start := sha256.New(), &head{}
+	size, err := io.Copy(io.MultiWriter(tmp, h, start), body)
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -136,11 +180,17 @@ func (s *Service) Receive(ctx context.Context, in Intake, body io.Reader) (*core
 	if size == 0 {
 		return nil, false, core.Errorf(core.Invalid, "file", "is empty")
 	}
+	charset := in.Format.Charset
+	if bytes.Equal(start.b, bom) {
+		// Read as UTF-8 whatever was declared: the same reading as without
+		// the declaration, so the same batch.
+		charset = UTF8
+	}
 
 	id := uuid.Must(uuid.NewV7()).String()
 	b := &core.Batch{ID: id, Program: in.Program, Checksum: hex.EncodeToString(h.Sum(nil)),
 		FileName: filepath.Base(in.FileName), Path: filepath.Join(s.dir, id+".csv"),
-		Size: size, Charset: in.Format.Charset, DateFormat: in.Format.DateFormat,
+		Size: size, Charset: charset, DateFormat: in.Format.DateFormat,
 		UploadedBy: in.UploadedBy, Channel: in.Channel, CreatedAt: s.now().UTC()}
 	if b.FileName == "." || b.FileName == "/" {
 		b.FileName = ""
@@ -157,10 +207,11 @@ func (s *Service) Receive(ctx context.Context, in Intake, body io.Reader) (*core
 	}
 	if created {
 		s.log.Info("Batch received", "batch_id", stored.ID, "program", stored.Program,
-			"sha256", stored.Checksum, "size_bytes", stored.Size, "channel", stored.Channel)
+			"sha256", stored.Checksum, "size_bytes", stored.Size, "channel", stored.Channel,
+			"charset", stored.Charset, "date_format", stored.DateFormat)
 	} else {
 		s.log.Info("Batch received again", "batch_id", stored.ID, "program", stored.Program,
-			"sha256", stored.Checksum, "channel", in.Channel)
+			"sha256", stored.Checksum, "channel", in.Channel, "status", stored.Status)
 	}
 	return stored, created, nil
 }
@@ -168,22 +219,53 @@ func (s *Service) Receive(ctx context.Context, in Intake, body io.Reader) (*core
 // validateChunk is how many lines are stored per COPY while validating.
 const validateChunk = 5000
 
+// maxValidations is how many validations one process runs at once; the
+// others wait for a turn.
+const maxValidations = 4
+
 // Validate reads the batch's stored file as a stream and checks every line;
 // nothing is posted. It ends with the batch validated (each line valid or
 // invalid with its field and reason) or, when the file cannot be read at
-// all, failed.
+// all, failed. A batch validated already is validated again from the
+// start. Errors: conflict (the batch is being validated by another process,
+// or is posting or posted: its lines hold their outcomes).
 func (s *Service) Validate(ctx context.Context, b *core.Batch) (*core.Batch, error) {
-	if err := s.ledger.StartValidation(ctx, b.ID); err != nil {
+	lock, err := s.ledger.LockValidation(ctx, b.ID)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Release()
+	return s.validateLocked(ctx, b, lock, false)
+}
+
+// validateLocked validates a batch under its validation lock. When
+// onlyUnfinished is set, a batch that is no longer received or validating
+// (another process validated it meanwhile) is returned as it is.
+func (s *Service) validateLocked(ctx context.Context, b *core.Batch,
+	lock *postgres.BatchValidation, onlyUnfinished bool) (*core.Batch, error) {
+	cur, err := lock.Batch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case onlyUnfinished && !unvalidated(cur):
+		return cur, nil
+	case cur.Status == core.BatchPosting || cur.Status == core.BatchPosted:
+		return nil, core.Errorf(core.Conflict, "batch", "is %s; its lines are not validated "+
+			"again", cur.Status)
+	}
+	b = cur
+	if err := lock.Start(ctx); err != nil {
 		return nil, err
 	}
 	fail := func(err error) (*core.Batch, error) {
 		if de, ok := core.AsError(err); ok {
-			if ferr := s.ledger.FailBatch(ctx, b.ID, de.Error()); ferr != nil {
+			if ferr := lock.Fail(ctx, de.Error()); ferr != nil {
 				return nil, ferr
 			}
 			s.log.Warn("Batch refused", "batch_id", b.ID, "program", b.Program,
 				"error", de.Error())
-			return s.ledger.Batch(ctx, b.Program, b.ID)
+			return lock.Batch(ctx)
 		}
 		return nil, err
 	}
@@ -223,21 +305,21 @@ func (s *Service) Validate(ctx context.Context, b *core.Batch) (*core.Batch, err
 		buf = append(buf, x)
 		n++
 		if len(buf) == validateChunk {
-			if err := s.ledger.AddBatchLines(ctx, b.ID, buf); err != nil {
+			if err := lock.AddLines(ctx, buf); err != nil {
 				return nil, err
 			}
 			buf = buf[:0]
 		}
 	}
 	if len(buf) > 0 {
-		if err := s.ledger.AddBatchLines(ctx, b.ID, buf); err != nil {
+		if err := lock.AddLines(ctx, buf); err != nil {
 			return nil, err
 		}
 	}
 	if n == 0 {
 		return fail(core.Errorf(core.Invalid, "file", "has a header but no lines"))
 	}
-	out, err := s.ledger.FinishValidation(ctx, b.ID, s.opt.ApprovalPoints)
+	out, err := lock.Finish(ctx, s.opt.ApprovalPoints)
 	if err != nil {
 		return nil, err
 	}
@@ -246,6 +328,87 @@ func (s *Service) Validate(ctx context.Context, b *core.Batch) (*core.Batch, err
 		"debit_points", out.Debit, "needs_approval", out.NeedsApproval,
 		"seconds", time.Since(start).Seconds())
 	return out, nil
+}
+
+// errElsewhere says that a batch is being validated by another process
+// (or another goroutine of this one), which will see it through.
+var errElsewhere = errors.New("the batch is being validated elsewhere")
+
+// validateClaimed validates a batch that is still to be validated, with
+// this process's claim on it held by the caller. An attempt that the
+// database or the stored file cuts short is tried again after a pause, up
+// to validateAttempts times; then the batch is given back as received, its
+// error saying why, and waits for the file to be sent again, a post, or a
+// restart. Errors: errElsewhere when another process validates it now.
+func (s *Service) validateClaimed(ctx context.Context, b *core.Batch) (*core.Batch, error) {
+	for attempt := 1; ; attempt++ {
+		v, err := s.validateOnce(ctx, b)
+		if err == nil || errors.Is(err, errElsewhere) {
+			return v, err
+		}
+		if ctx.Err() != nil {
+			// The process stops: the batch is resumed when it starts again.
+			return nil, err
+		}
+		if attempt >= s.validateAttempts {
+			s.abandon(ctx, b, attempt, err)
+			return nil, err
+		}
+		pause := s.validateBackoff << (attempt - 1)
+		s.log.Warn("Batch validation retried", "batch_id", b.ID, "program", b.Program,
+			"attempt", attempt, "pause_seconds", pause.Seconds(), "error", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(pause):
+		}
+	}
+}
+
+// validateOnce is one attempt of validateClaimed, in one of the process's
+// validation slots and under the batch's validation lock.
+func (s *Service) validateOnce(ctx context.Context, b *core.Batch) (*core.Batch, error) {
+	select {
+	case s.validating <- struct{}{}:
+		defer func() { <-s.validating }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	lock, err := s.ledger.LockValidation(ctx, b.ID)
+	if core.KindOf(err) == core.Conflict {
+		return nil, errElsewhere
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Release()
+	return s.validateLocked(ctx, b, lock, true)
+}
+
+// abandon gives a batch whose validation failed attempts times back as
+// received, its error saying so, unless another process validates it now.
+func (s *Service) abandon(ctx context.Context, b *core.Batch, attempts int, cause error) {
+	s.log.Error("Batch validation given up", "batch_id", b.ID, "program", b.Program,
+		"attempts", attempts, "error", cause)
+	lock, err := s.ledger.LockValidation(ctx, b.ID)
+	if err != nil {
+		s.log.Error("Batch validation not marked as given up", "batch_id", b.ID,
+			"error", err)
+		return
+	}
+	defer lock.Release()
+	what := "the database failed"
+	var pe *fs.PathError
+	if errors.As(cause, &pe) {
+		what = "the stored file could not be read"
+	}
+	reason := fmt.Sprintf("validation was cut short %d times (%s, last at %s) and is "+
+		"not running: send the file again, or ask to post the batch, to validate it again",
+		attempts, what, s.now().UTC().Format(time.RFC3339))
+	if err := lock.Abandon(ctx, reason); err != nil {
+		s.log.Error("Batch validation not marked as given up", "batch_id", b.ID,
+			"error", err)
+	}
 }
 
 // claim marks a step of a batch ("validate:ID", "post:ID") as being worked
@@ -473,16 +636,60 @@ func (s *Service) start(name string, b *core.Batch, fn func(ctx context.Context)
 	}()
 }
 
+// claimValidation claims the validation of a batch in this process. When
+// this process validates it already, false is returned and, when post is
+// set, the batch is posted on behalf of actor once that validation ends.
+func (s *Service) claimValidation(id string, post bool, actor string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running["validate:"+id] {
+		if post {
+			s.postAfter[id] = actor
+		}
+		return false
+	}
+	s.running["validate:"+id] = true
+	return true
+}
+
+// endValidation releases the claim on a batch's validation and returns
+// who asked to post it meanwhile, if anyone did.
+func (s *Service) endValidation(id string) (actor string, post bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.running, "validate:"+id)
+	actor, post = s.postAfter[id]
+	delete(s.postAfter, id)
+	return actor, post
+}
+
 // validateThenMaybePost validates a batch in the background; when post is
-// set and no approval is needed, it then posts it.
+// set (or someone asks to post it meanwhile) and no approval is needed, it
+// then posts it. A batch this process validates already is left to that
+// validation.
 func (s *Service) validateThenMaybePost(b *core.Batch, post bool, actor string) {
+	if s.claimValidation(b.ID, post, actor) {
+		s.validateClaimedThenMaybePost(b, post, actor)
+	}
+}
+
+// validateClaimedThenMaybePost is validateThenMaybePost with the claim
+// taken already.
+func (s *Service) validateClaimedThenMaybePost(b *core.Batch, post bool, actor string) {
 	s.start("validate", b, func(ctx context.Context) error {
-		if !s.claim("validate:" + b.ID) {
+		v, err := s.validateClaimed(ctx, b)
+		if a, asked := s.endValidation(b.ID); asked {
+			post, actor = true, a
+		}
+		if errors.Is(err, errElsewhere) {
+			if post {
+				s.log.Warn("Batch not posted: another process validates it; post it once "+
+					"validated", "batch_id", b.ID)
+			}
 			return nil
 		}
-		v, err := s.Validate(ctx, b)
-		s.release("validate:" + b.ID)
-		if err != nil || !post || v.Status != core.BatchValidated || v.NeedsApproval {
+		if err != nil || !post || v.Status != core.BatchValidated ||
+			(v.NeedsApproval && v.ApprovedBy == "") {
 			return err
 		}
 		_, err = s.Post(ctx, v, actor)
@@ -491,8 +698,9 @@ func (s *Service) validateThenMaybePost(b *core.Batch, post bool, actor string) 
 }
 
 // Resume picks up, in the background, what a stopped process left: batches
-// received or validating are validated again from the start, batches
-// posting go on from their last recorded line.
+// received or validating are validated again from the start (unless
+// another process is validating them now), batches posting go on from
+// their last recorded line.
 func (s *Service) Resume(ctx context.Context) error {
 	bs, err := s.ledger.UnfinishedBatches(ctx)
 	if err != nil {

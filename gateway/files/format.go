@@ -76,9 +76,214 @@ var requiredColumns = []string{"member", "points", "reason", "txn_id"}
 // maxReason bounds the reason of one line.
 const maxReason = 200
 
+// maxRecord bounds one record (a line, or the lines a quoted field spans)
+// of a file, in bytes as read (after the charset is decoded). A line of
+// this format is well under 1 KiB; a longer record is refused as invalid
+// without being held whole, read only to find where it ends.
+const maxRecord = 64 << 10
+
+// maxKept bounds the text kept of an invalid line's member, reason and
+// transaction id, in bytes; a longer field is cut, with "…" at the end.
+const maxKept = 256
+
+// bound feeds the CSV reader and keeps a record from growing past
+// maxRecord bytes. It follows the quoting of the stream as the CSV reader
+// does (a quote opens a field only at its start, a doubled quote inside a
+// quoted field is a quote, a line break inside a quoted field does not end
+// the record), so that it knows where each record ends. When a record
+// passes the bound, it skips the rest of that physical line without
+// keeping it and ends the line there; the CSV reader then returns a
+// record cut short, which reader.next reports as too long. If the record
+// is inside a quoted field, which that line end does not close, the CSV
+// reader gets the end of the file: the rest of the file is not read.
+type bound struct {
+	r       io.Reader
+	sep     byte
+	state   int
+	rec     int    // bytes of the current record passed so far
+	pending []byte // bytes read from r and not passed yet
+	// over is set once the current record passed the bound, ended once its
+	// line was ended, stop once the rest of the file is given up.
+	over, ended, stop bool
+	skip              [4 << 10]byte
+}
+
+// States of bound's reading of the quotes.
+const (
+	atField     = iota // at the start of a field
+	inField            // in a field that is not quoted
+	inQuotes           // in a quoted field
+	afterQuote         // after a quote in a quoted field: its end, or half of ""
+	badLineRest        // the rest of a line the CSV reader refuses: a quote out of place
+)
+
+// step takes one byte and reports whether it ends a record.
+func (b *bound) step(c byte) bool {
+	switch b.state {
+	case atField:
+		switch c {
+		case '"':
+			b.state = inQuotes
+		case b.sep:
+		case '\n':
+			return true
+		default:
+			b.state = inField
+		}
+	case inField:
+		switch c {
+		case '\n':
+			b.state = atField
+			return true
+		case b.sep:
+			b.state = atField
+		case '"':
+			// A quote inside a field that is not quoted: the CSV reader
+			// refuses the line and reads nothing more of it.
+			b.state = badLineRest
+		}
+	case badLineRest:
+		if c == '\n' {
+			b.state = atField
+			return true
+		}
+	case inQuotes:
+		if c == '"' {
+			b.state = afterQuote
+		}
+	case afterQuote:
+		switch c {
+		case '"':
+			b.state = inQuotes
+		case b.sep:
+			b.state = atField
+		case '\n':
+			b.state = atField
+			return true
+		default:
+			b.state = badLineRest
+		}
+	}
+	return false
+}
+
+// clear forgets that the record just returned was cut short.
+func (b *bound) clear() {
+	if !b.stop {
+		b.over, b.ended = false, false
+	}
+}
+
+func (b *bound) Read(p []byte) (int, error) {
+	if b.stop {
+		return 0, io.EOF
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if b.over {
+		if b.ended {
+			// The CSV reader wants more of a record whose line was ended: it is
+			// in a quoted field. Give the rest of the file up.
+			b.stop = true
+			return 0, io.EOF
+		}
+		b.skipLine()
+		b.ended = true
+		p[0] = '\n'
+		if b.state != inQuotes {
+			b.state, b.rec = atField, 0
+		}
+		return 1, nil
+	}
+	var n int
+	var err error
+	if len(b.pending) > 0 {
+		n = copy(p, b.pending)
+		b.pending = b.pending[n:]
+	} else {
+		n, err = b.r.Read(p)
+	}
+	sep := b.sep
+	for i := 0; i < n; {
+		if b.rec >= maxRecord && (p[i] != '\n' || b.state == inQuotes) {
+			b.pending = append(bytes.Clone(p[i:n]), b.pending...)
+			b.over = true
+			if i == 0 {
+				return b.Read(p)
+			}
+			return i, nil
+		}
+		// A run of bytes that leave the state as it is, up to the bound.
+		j, lim := i, min(n, i+maxRecord-b.rec)
+		switch b.state {
+		case inField:
+			for j < lim && p[j] != '\n' && p[j] != sep && p[j] != '"' {
+				j++
+			}
+		case inQuotes, badLineRest:
+			stop := byte('"')
+			if b.state == badLineRest {
+				stop = '\n'
+			}
+			if k := bytes.IndexByte(p[i:lim], stop); k >= 0 {
+				j = i + k
+			} else {
+				j = lim
+			}
+		}
+		if j > i {
+			b.rec += j - i
+			i = j
+			continue
+		}
+		b.rec++
+		if b.step(p[i]) {
+			b.rec = 0
+		}
+		i++
+	}
+	return n, err
+}
+
+// firstLine reads ahead, without passing anything, up to the end of the
+// first line or max bytes, and returns what it read.
+func (b *bound) firstLine(max int) []byte {
+	for len(b.pending) < max {
+		if i := bytes.IndexByte(b.pending, '\n'); i >= 0 {
+			return b.pending[:i]
+		}
+		buf := make([]byte, min(4<<10, max-len(b.pending)))
+		n, _ := b.r.Read(buf) // an error comes back to the next Read
+		b.pending = append(b.pending, buf[:n]...)
+		if n == 0 {
+			break
+		}
+	}
+	return b.pending
+}
+
+// skipLine reads up to the end of the current physical line, keeping
+// nothing of it.
+func (b *bound) skipLine() {
+	for {
+		if i := bytes.IndexByte(b.pending, '\n'); i >= 0 {
+			b.pending = b.pending[i+1:]
+			return
+		}
+		n, err := b.r.Read(b.skip[:])
+		b.pending = b.skip[:n]
+		if err != nil && n == 0 {
+			b.pending = nil
+			return
+		}
+	}
+}
+
 // reader reads the lines of one bulk-points file as a stream.
 type reader struct {
 	csv     *csv.Reader
+	bound   *bound
 	cols    map[string]int
 	ncols   int
 	checkU8 bool
@@ -108,21 +313,30 @@ func newReader(r io.Reader, f Format, loc *time.Location, now time.Time) (*reade
 	case Windows1252:
 		src = transform.NewReader(raw, charmap.Windows1252.NewDecoder())
 	}
-	br := bufio.NewReaderSize(src, 64<<10)
-	rd := &reader{checkU8: charset == UTF8, dates: f.dates, loc: loc, now: now,
-		sep: detectSeparator(peekLine(br))}
+	// The separator is found first, so that the bound follows the quoting
+	// from the first byte.
+	lim := &bound{r: src}
+	sep := detectSeparator(lim.firstLine(64 << 10))
+	lim.sep = byte(sep)
+	br := bufio.NewReaderSize(lim, 64<<10)
+	rd := &reader{checkU8: charset == UTF8, dates: f.dates, loc: loc, now: now, sep: sep,
+		bound: lim}
 	rd.csv = csv.NewReader(br)
 	rd.csv.Comma = rd.sep
 	rd.csv.FieldsPerRecord = -1
 	rd.csv.ReuseRecord = true
 
 	head, err := rd.csv.Read()
+	if lim.over {
+		return nil, core.Errorf(core.Invalid, "header", "is longer than %d KiB", maxRecord>>10)
+	}
 	if err == io.EOF {
 		return nil, core.Errorf(core.Invalid, "file", "is empty: a header line is required")
 	}
 	if err != nil {
 		return nil, core.Errorf(core.Invalid, "header", "cannot be read: %v", err)
 	}
+	lim.clear()
 	rd.cols, rd.ncols = map[string]int{}, len(head)
 	for i, h := range head {
 		name := strings.ToLower(strings.TrimSpace(h))
@@ -144,23 +358,6 @@ func newReader(r io.Reader, f Format, loc *time.Location, now time.Time) (*reade
 		}
 	}
 	return rd, nil
-}
-
-// peekLine returns the first line of br without consuming it (at most the
-// buffer's size).
-func peekLine(br *bufio.Reader) []byte {
-	for n := 4096; ; n *= 2 {
-		if n > br.Size() {
-			n = br.Size()
-		}
-		b, err := br.Peek(n)
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			return b[:i]
-		}
-		if err != nil || n == br.Size() {
-			return b
-		}
-	}
 }
 
 // detectSeparator picks the comma or the semicolon, whichever the header
@@ -188,10 +385,29 @@ func detectSeparator(line []byte) rune {
 // is not about one line and stops the file.
 func (rd *reader) next() (core.BatchLine, error) {
 	rec, err := rd.csv.Read()
+	over, stop := rd.bound.over, rd.bound.stop
+	rd.bound.clear()
 	if err == io.EOF {
 		return core.BatchLine{}, io.EOF
 	}
 	var pe *csv.ParseError
+	if over && (err == nil || errors.As(err, &pe)) {
+		// A record longer than the bound: refused without being read whole.
+		lineNo := 0
+		if pe != nil {
+			lineNo = pe.StartLine
+		} else {
+			lineNo, _ = rd.csv.FieldPos(0)
+		}
+		if stop {
+			return invalidLine(int64(lineNo), "line", "a quoted field opened on this line "+
+				"runs past %d KiB without being closed (check the quotes): the lines after "+
+				"it, from line %d on, were not loaded", maxRecord>>10, lineNo+1), nil
+		}
+		return invalidLine(int64(lineNo), "line", "is longer than %d KiB, which no line of "+
+			"this format needs (check for a runaway field); it was not read whole",
+			maxRecord>>10), nil
+	}
 	if errors.As(err, &pe) {
 		if errors.Is(pe.Err, csv.ErrQuote) && pe.Line > pe.StartLine {
 			// An unclosed quote swallows the lines after it into one field:
@@ -216,7 +432,9 @@ func (rd *reader) next() (core.BatchLine, error) {
 	x.Member, x.TxnID, x.Reason = get("member"), get("txn_id"), get("reason")
 	fail := func(field, format string, args ...any) (core.BatchLine, error) {
 		x.Status, x.ErrorKind, x.ErrorField = core.LineInvalid, string(core.Invalid), field
-		x.Error = fmt.Sprintf(format, args...)
+		x.Error = clip(fmt.Sprintf(format, args...), 4*maxKept)
+		x.Member, x.Reason, x.TxnID = clip(x.Member, maxKept), clip(x.Reason, maxKept),
+			clip(x.TxnID, maxKept)
 		return x, nil
 	}
 	if len(rec) != rd.ncols {
@@ -295,6 +513,18 @@ func (rd *reader) next() (core.BatchLine, error) {
 		return fail("txn_id", "must be "+core.RefRule)
 	}
 	return x, nil
+}
+
+// clip cuts s to at most n bytes, on a character boundary, ending in "…".
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	i := n - len("…")
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…"
 }
 
 func invalidLine(line int64, field, format string, args ...any) core.BatchLine {

@@ -2,6 +2,7 @@ package files
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,15 +15,24 @@ import (
 // The inbox is a folder with one sub-folder per program code. A file
 // dropped in inbox/<program>/ is taken once its size and modification time
 // have stayed the same for one poll (so that a file still being written is
-// left alone), stored as a batch, validated, and moved to
+// left alone). Taking it first moves it to inbox/<program>/working/, so
+// that the file read is the file moved on, whatever is dropped under its
+// name meanwhile (a new file of that name is another file, taken by a later
+// poll). From there it is stored as a batch, validated, and moved to
 // inbox/<program>/done/ or, when it cannot be read at all, to
 // inbox/<program>/failed/ with a note beside it saying why. A valid batch
-// that needs no approval is then posted.
+// that needs no approval is then posted. A file left in working/ (the
+// process stopped, or the database failed) is taken again by the next poll:
+// the same bytes are the same batch, which goes on where it stopped.
 //
 // File-name conventions: a name containing ".latin1." (or ".latin-1.",
 // ".iso-8859-1.") declares Latin-1, ".cp1252." declares Windows-1252;
 // otherwise UTF-8. Dates in inbox files are ISO 8601. Names starting with a
 // dot or ending in .part or .tmp are ignored.
+
+// workingDir is the sub-folder of a program's inbox folder where the files
+// being taken are.
+const workingDir = "working"
 
 type fileState struct {
 	size int64
@@ -63,6 +73,19 @@ func (s *Service) pollInbox(ctx context.Context, seen map[string]fileState) {
 			continue
 		}
 		dir := filepath.Join(s.opt.InboxDir, p.Name())
+		// Files taken before and not finished: the process stopped, or the
+		// database failed.
+		if left, err := os.ReadDir(filepath.Join(dir, workingDir)); err == nil {
+			for _, e := range left {
+				if !e.Type().IsRegular() || strings.HasPrefix(e.Name(), ".") {
+					continue
+				}
+				if ctx.Err() != nil {
+					return
+				}
+				s.takeWorkingFile(ctx, p.Name(), dir, e.Name())
+			}
+		}
 		entries, err := os.ReadDir(dir)
 		if err != nil {
 			continue
@@ -106,8 +129,32 @@ func inboxCharset(name string) string {
 	return UTF8
 }
 
+// takeInboxFile takes the file name of the program's inbox folder dir: it
+// moves it to the working sub-folder, then loads it from there.
 func (s *Service) takeInboxFile(ctx context.Context, program, dir, name string) {
-	path := filepath.Join(dir, name)
+	work := filepath.Join(dir, workingDir)
+	if err := os.MkdirAll(work, 0o750); err != nil {
+		s.log.Error("Inbox folder not made", "dir", work, "error", err)
+		return
+	}
+	target := s.freeName(work, name)
+	if err := os.Rename(filepath.Join(dir, name), filepath.Join(work, target)); err != nil {
+		if !os.IsNotExist(err) { // gone: taken by another process, or removed
+			s.log.Error("Inbox file not taken", "file", filepath.Join(dir, name),
+				"error", err)
+		}
+		return
+	}
+	s.takeWorkingFile(ctx, program, dir, target)
+}
+
+// takeWorkingFile loads the file name of the working sub-folder of the
+// program's inbox folder dir, and moves it to done/ or failed/ when its
+// batch is validated (or refused); when the database failed, it is left
+// where it is for the next poll.
+func (s *Service) takeWorkingFile(ctx context.Context, program, dir, name string) {
+	work := filepath.Join(dir, workingDir)
+	path := filepath.Join(work, name)
 	log := s.log.With("file", path, "program", program)
 	f, err := os.Open(path)
 	if err != nil {
@@ -115,64 +162,88 @@ func (s *Service) takeInboxFile(ctx context.Context, program, dir, name string) 
 		return
 	}
 	format, _ := ParseFormat(inboxCharset(name), "")
-	b, created, err := s.Receive(ctx, Intake{Program: program, FileName: name, Format: format,
-		UploadedBy: "inbox", Channel: "inbox"}, f)
+	b, created, err := s.receive(ctx, Intake{Program: program, FileName: name,
+		Format: format, UploadedBy: "inbox", Channel: "inbox"}, f)
 	f.Close()
 	if err != nil {
 		if de, ok := core.AsError(err); ok {
 			log.Warn("Inbox file refused", "error", de.Error())
-			s.moveInbox(dir, name, "failed", de.Error())
+			s.moveInbox(work, dir, name, "failed", de.Error())
 		} else {
-			// Our fault (database down): left in place for the next poll.
+			// Our fault (database down): left in working/ for the next poll.
 			log.Error("Inbox file not taken", "error", err)
 		}
 		return
 	}
 	if !created {
-		log.Info("Inbox file is a batch already received", "batch_id", b.ID)
-		s.moveInbox(dir, name, "done", "")
+		log.Info("Inbox file is a batch already received", "batch_id", b.ID,
+			"status", b.Status)
+	}
+	postBy := "inbox"
+	if unvalidated(b) {
+		if !s.claimValidation(b.ID, false, "") {
+			// This process validates it already (resumed), and posts it.
+			s.moveInbox(work, dir, name, "done", "")
+			return
+		}
+		v, err := s.validateClaimed(ctx, b)
+		if actor, asked := s.endValidation(b.ID); asked {
+			postBy = actor
+		}
+		switch {
+		case errors.Is(err, errElsewhere):
+			// Another process validates it, and posts it: an inbox batch.
+			s.moveInbox(work, dir, name, "done", "")
+			return
+		case err != nil:
+			// The batch is received again, with the reason; the file stays in
+			// working/ and the next poll tries again.
+			log.Error("Inbox batch not validated", "batch_id", b.ID, "error", err)
+			return
+		}
+		b = v
+	}
+	if b.Status == core.BatchFailed {
+		s.moveInbox(work, dir, name, "failed", b.Error)
 		return
 	}
-	if !s.claim("validate:" + b.ID) {
-		return
+	// A validated inbox batch is posted unless it awaits an approval; one
+	// found validated here was left so by a process that stopped before
+	// posting it.
+	if b.Channel == "inbox" && b.Status == core.BatchValidated {
+		if b.NeedsApproval && b.ApprovedBy == "" {
+			log.Info("Inbox batch awaits approval", "batch_id", b.ID)
+		} else {
+			v := b
+			s.start("post", v, func(ctx context.Context) error {
+				_, err := s.Post(ctx, v, postBy)
+				return err
+			})
+		}
 	}
-	v, err := s.Validate(ctx, b)
-	s.release("validate:" + b.ID)
-	if err != nil {
-		// The batch stays received or validating; Resume takes it again.
-		log.Error("Inbox batch not validated", "batch_id", b.ID, "error", err)
-		s.moveInbox(dir, name, "done", "")
-		return
-	}
-	if v.Status == core.BatchFailed {
-		s.moveInbox(dir, name, "failed", v.Error)
-		return
-	}
-	s.moveInbox(dir, name, "done", "")
-	if v.NeedsApproval {
-		log.Info("Inbox batch awaits approval", "batch_id", b.ID)
-		return
-	}
-	s.start("post", v, func(ctx context.Context) error {
-		_, err := s.Post(ctx, v, "inbox")
-		return err
-	})
+	s.moveInbox(work, dir, name, "done", "")
 }
 
-// moveInbox moves a taken file to the done or failed sub-folder, with a
-// note beside a failed one. A name already there gets a time suffix.
-func (s *Service) moveInbox(dir, name, to, note string) {
+// freeName is name, or name with a time suffix when dir holds that name.
+func (s *Service) freeName(dir, name string) string {
+	if _, err := os.Lstat(filepath.Join(dir, name)); err != nil {
+		return name
+	}
+	return fmt.Sprintf("%s.%s", name, s.now().UTC().Format("20060102T150405.000000000"))
+}
+
+// moveInbox moves a taken file from the folder from to the done or failed
+// sub-folder of the program's inbox folder dir, with a note beside a
+// failed one. A name already there gets a time suffix.
+func (s *Service) moveInbox(from, dir, name, to, note string) {
 	dest := filepath.Join(dir, to)
 	if err := os.MkdirAll(dest, 0o750); err != nil {
 		s.log.Error("Inbox folder not made", "dir", dest, "error", err)
 		return
 	}
-	target := filepath.Join(dest, name)
-	if _, err := os.Stat(target); err == nil {
-		target = fmt.Sprintf("%s.%s", target, s.now().UTC().Format("20060102T150405.000"))
-	}
-	if err := os.Rename(filepath.Join(dir, name), target); err != nil {
-		s.log.Error("Inbox file not moved", "file", name, "error", err)
+	target := filepath.Join(dest, s.freeName(dest, name))
+	if err := os.Rename(filepath.Join(from, name), target); err != nil {
+		s.log.Error("Inbox file not moved", "file", filepath.Join(from, name), "error", err)
 		return
 	}
 	if note != "" {
