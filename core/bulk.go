@@ -26,37 +26,39 @@ const (
 // Batch is one file of point loads: stored, checksummed, validated, then
 // posted line by line to the ledger.
 type Batch struct {
-	ID            string     `json:"id"`
-	Program       string     `json:"program"`
-	Checksum      string     `json:"sha256"`
-	FileName      string     `json:"file_name"`
-	Path          string     `json:"-"`
-	Size          int64      `json:"size_bytes"`
-	Charset       string     `json:"charset"`
-	DateFormat    string     `json:"date_format,omitempty"`
-	UploadedBy    string     `json:"uploaded_by"`
-	Channel       string     `json:"channel"`
-	Status        string     `json:"status"`
-	Error         string     `json:"error,omitempty"`
-	Lines         int64      `json:"lines"`
-	Valid         int64      `json:"valid_lines"`
-	Invalid       int64      `json:"invalid_lines"`
-	Credit        Points     `json:"credit_points"`
-	Debit         Points     `json:"debit_points"`
-	NeedsApproval bool       `json:"needs_approval"`
-	ApprovedBy    string     `json:"approved_by,omitempty"`
-	ApprovedAt    *time.Time `json:"approved_at,omitempty"`
-	PostedBy      string     `json:"posted_by,omitempty"`
-	PostedThrough int64      `json:"posted_through_line"`
-	Posted        int64      `json:"posted_lines"`
-	Replayed      int64      `json:"replayed_lines"` // of Posted: applied already, not again
-	Rejected      int64      `json:"rejected_lines"`
-	RunStartedAt  *time.Time `json:"-"`
-	RunStartDone  int64      `json:"-"`
-	CreatedAt     time.Time  `json:"created_at"`
-	ValidatedAt   *time.Time `json:"validated_at,omitempty"`
-	StartedAt     *time.Time `json:"started_at,omitempty"`
-	FinishedAt    *time.Time `json:"finished_at,omitempty"`
+	ID         string `json:"id"`
+	Program    string `json:"program"`
+	Checksum   string `json:"sha256"`
+	FileName   string `json:"file_name"`
+	Path       string `json:"-"`
+	Size       int64  `json:"size_bytes"`
+	Charset    string `json:"charset"`
+	DateFormat string `json:"date_format,omitempty"`
+	UploadedBy string `json:"uploaded_by"`
+	// UploadedSource is the API key's source of a REST upload, else empty.
+	UploadedSource string     `json:"uploaded_source,omitempty"`
+	Channel        string     `json:"channel"`
+	Status         string     `json:"status"`
+	Error          string     `json:"error,omitempty"`
+	Lines          int64      `json:"lines"`
+	Valid          int64      `json:"valid_lines"`
+	Invalid        int64      `json:"invalid_lines"`
+	Credit         Points     `json:"credit_points"`
+	Debit          Points     `json:"debit_points"`
+	NeedsApproval  bool       `json:"needs_approval"`
+	ApprovedBy     string     `json:"approved_by,omitempty"`
+	ApprovedAt     *time.Time `json:"approved_at,omitempty"`
+	PostedBy       string     `json:"posted_by,omitempty"`
+	PostedThrough  int64      `json:"posted_through_line"`
+	Posted         int64      `json:"posted_lines"`
+	Replayed       int64      `json:"replayed_lines"` // of Posted: applied already, not again
+	Rejected       int64      `json:"rejected_lines"`
+	RunStartedAt   *time.Time `json:"-"`
+	RunStartDone   int64      `json:"-"`
+	CreatedAt      time.Time  `json:"created_at"`
+	ValidatedAt    *time.Time `json:"validated_at,omitempty"`
+	StartedAt      *time.Time `json:"started_at,omitempty"`
+	FinishedAt     *time.Time `json:"finished_at,omitempty"`
 }
 
 // Done is how many valid lines the posting step has settled so far.

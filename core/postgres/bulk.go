@@ -23,7 +23,7 @@ import (
 // PostBatchLines (bulk_post.go), which records their outcomes too.
 
 const batchColumns = `id, program, checksum, file_name, stored_path, size_bytes, charset,
-	date_format, uploaded_by, channel, status, error, lines, valid_lines, invalid_lines,
+	date_format, uploaded_by, uploaded_source, channel, status, error, lines, valid_lines, invalid_lines,
 	credit_points, debit_points, needs_approval, approved_by, approved_at, posted_by,
 	posted_through, posted_lines, replayed_lines, rejected_lines, run_started_at,
 	run_start_done, created_at, validated_at, started_at, finished_at`
@@ -31,7 +31,7 @@ const batchColumns = `id, program, checksum, file_name, stored_path, size_bytes,
 func scanBatch(row pgx.Row) (*core.Batch, error) {
 	b := &core.Batch{}
 	err := row.Scan(&b.ID, &b.Program, &b.Checksum, &b.FileName, &b.Path, &b.Size, &b.Charset,
-		&b.DateFormat, &b.UploadedBy, &b.Channel, &b.Status, &b.Error, &b.Lines, &b.Valid,
+		&b.DateFormat, &b.UploadedBy, &b.UploadedSource, &b.Channel, &b.Status, &b.Error, &b.Lines, &b.Valid,
 		&b.Invalid, &b.Credit, &b.Debit, &b.NeedsApproval, &b.ApprovedBy, &b.ApprovedAt,
 		&b.PostedBy, &b.PostedThrough, &b.Posted, &b.Replayed, &b.Rejected, &b.RunStartedAt,
 		&b.RunStartDone, &b.CreatedAt, &b.ValidatedAt, &b.StartedAt, &b.FinishedAt)
@@ -49,11 +49,12 @@ func scanBatch(row pgx.Row) (*core.Batch, error) {
 // applied twice.
 func (l *Ledger) CreateBatch(ctx context.Context, b *core.Batch) (*core.Batch, bool, error) {
 	tag, err := l.pool.Exec(ctx, `INSERT INTO bulk_batches (id, program, checksum, file_name,
-			stored_path, size_bytes, charset, date_format, uploaded_by, channel, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+			stored_path, size_bytes, charset, date_format, uploaded_by, channel, created_at,
+			uploaded_source)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 		ON CONFLICT (program, checksum, charset, date_format) DO NOTHING`, b.ID, b.Program,
 		b.Checksum, b.FileName, b.Path, b.Size, b.Charset, b.DateFormat, b.UploadedBy,
-		b.Channel, b.CreatedAt)
+		b.Channel, b.CreatedAt, b.UploadedSource)
 	if err != nil {
 		return nil, false, fmt.Errorf("insert batch: %w", err)
 	}
@@ -390,6 +391,15 @@ func (v *BatchValidation) Abandon(ctx context.Context, reason string) error {
 // need of approval), unauthorized (the approver is the uploader).
 func (l *Ledger) ApproveBatch(ctx context.Context, program, id,
 	actor string) (*core.Batch, error) {
+	return l.ApproveBatchAs(ctx, program, id, actor, "")
+}
+
+// ApproveBatchAs is ApproveBatch through the API, by the key of source: a
+// key that uploaded the batch cannot approve it, whatever person X-Actor
+// names, since the key sets that header as it likes. Errors: as
+// ApproveBatch; unauthorized (the uploader's key).
+func (l *Ledger) ApproveBatchAs(ctx context.Context, program, id, actor,
+	source string) (*core.Batch, error) {
 	b, err := l.Batch(ctx, program, id)
 	if err != nil {
 		return nil, err
@@ -405,6 +415,10 @@ func (l *Ledger) ApproveBatch(ctx context.Context, program, id,
 	case samePerson(actor, b.UploadedBy):
 		return nil, core.Errorf(core.Unauthorized, "X-Actor",
 			"the approver must be another person than the uploader")
+	case source != "" && source == b.UploadedSource:
+		return nil, core.Errorf(core.Unauthorized, "Authorization", "the API key that "+
+			"uploaded the batch cannot approve it: approve with another system's key, or "+
+			"in the back office")
 	}
 	tag, err := l.pool.Exec(ctx, `UPDATE bulk_batches SET approved_by = $2, approved_at = now()
 		WHERE id = $1 AND approved_by = ''`, b.ID, actor)

@@ -118,6 +118,7 @@ type Intake struct {
 	FileName   string
 	Format     Format
 	UploadedBy string
+	Source     string // the API key's source of a REST upload
 	Channel    string // rest or inbox
 }
 
@@ -191,7 +192,8 @@ func (s *Service) receive(ctx context.Context, in Intake, body io.Reader) (*core
 	b := &core.Batch{ID: id, Program: in.Program, Checksum: hex.EncodeToString(h.Sum(nil)),
 		FileName: filepath.Base(in.FileName), Path: filepath.Join(s.dir, id+".csv"),
 		Size: size, Charset: charset, DateFormat: in.Format.DateFormat,
-		UploadedBy: in.UploadedBy, Channel: in.Channel, CreatedAt: s.now().UTC()}
+		UploadedBy: in.UploadedBy, UploadedSource: in.Source, Channel: in.Channel,
+		CreatedAt: s.now().UTC()}
 	if b.FileName == "." || b.FileName == "/" {
 		b.FileName = ""
 	}

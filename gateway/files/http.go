@@ -189,7 +189,7 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b, created, err := s.Receive(r.Context(), Intake{Program: program, FileName: name,
-		Format: f, UploadedBy: s.actor(r), Channel: "rest"}, body)
+		Format: f, UploadedBy: s.actor(r), Source: s.source(r), Channel: "rest"}, body)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -317,8 +317,8 @@ func (s *Service) approve(w http.ResponseWriter, r *http.Request) {
 			"header is required: the person who approves"))
 		return
 	}
-	b, err := s.ledger.ApproveBatch(r.Context(), mux.Vars(r)["program"], mux.Vars(r)["batch"],
-		actor)
+	b, err := s.ledger.ApproveBatchAs(r.Context(), mux.Vars(r)["program"],
+		mux.Vars(r)["batch"], actor, s.source(r))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
