@@ -220,6 +220,24 @@ func conditionEnv() (*cel.Env, error) {
 	return celEnv, celEnvErr
 }
 
+// nameAt is the dotted name (member.foo) that starts at line and column
+// (1-based line, 0-based column, as CEL counts them) of src, or "".
+func nameAt(src string, line, column int) string {
+	lines := strings.Split(src, "\n")
+	if line < 1 || line > len(lines) || column < 0 || column >= len(lines[line-1]) {
+		return ""
+	}
+	rest := lines[line-1][column:]
+	end := strings.IndexFunc(rest, func(r rune) bool {
+		return !(r == '_' || r == '.' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' ||
+			r >= '0' && r <= '9')
+	})
+	if end < 0 {
+		end = len(rest)
+	}
+	return strings.TrimRight(rest[:end], ".")
+}
+
 // maxCondition bounds the length of a condition.
 const maxCondition = 4096
 
@@ -340,8 +358,11 @@ func (c *CompiledRule) compileCondition() error {
 		// CEL names only the first part of an unknown name (member.foo
 		// reads "undeclared reference to 'member'"): list the names there are.
 		if strings.HasPrefix(msg, "undeclared reference") {
-			msg = strings.Replace(msg, " (in container '')", "", 1) +
-				"; a condition may use " + strings.Join(conditionNames, ", ")
+			msg = strings.Replace(msg, " (in container '')", "", 1)
+			if name := nameAt(src, e.Location.Line(), e.Location.Column()); name != "" {
+				msg = fmt.Sprintf("%q is not a name a condition knows", name)
+			}
+			msg += "; a condition may use " + strings.Join(conditionNames, ", ")
 		}
 		return Errorf(Invalid, "condition", "line %d column %d: %s", e.Location.Line(),
 			e.Location.Column()+1, msg)

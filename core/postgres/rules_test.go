@@ -299,8 +299,11 @@ func TestRuleInvalidNamesTheField(t *testing.T) {
 		msg   string
 	}{
 		{bad(func(r *core.Rule) { r.Condition = `event.amount_cents > 0 && member.plam == "x"` }),
-			"condition", "line 1 column 27: undeclared reference to 'member'; a condition " +
-				"may use event.type, event.amount, event.amount_cents"},
+			"condition", "line 1 column 27: \"member.plam\" is not a name a condition " +
+				"knows; a condition may use event.type, event.amount, event.amount_cents"},
+		{bad(func(r *core.Rule) { r.Condition = "event.type == \"x\" ||\n event.amount_cent >= 1" }),
+			"condition", "line 2 column 2: \"event.amount_cent\" is not a name a condition " +
+				"knows"},
 		{bad(func(r *core.Rule) { r.Condition = `event.amount_cents + 1` }),
 			"condition", "must be true or false, not int"},
 		{bad(func(r *core.Rule) { r.Condition = "event.type ==\n  )" }),
