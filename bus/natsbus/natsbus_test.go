@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -21,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/puntos-loyalty/puntos/bus"
+	"github.com/puntos-loyalty/puntos/internal/testenv"
 )
 
 // The tests run against real servers: always an embedded one, and the
@@ -64,87 +64,20 @@ func embedded(t *testing.T, dir string, syncAlways bool) (stop func(), url strin
 	return stop, url
 }
 
-// relay is a TCP address that a test holds for its whole life and that
-// forwards to a server which may stop and start again on another port: its
-// clients reconnect to the same address, and no other process can take
-// that address while the server is away (as it can take a port that was
-// let go and is asked for again).
-type relay struct {
-	addr string
+// relay is a testenv.Relay spoken to in NATS URLs (nats://host:port).
+type relay struct{ *testenv.Relay }
 
-	mu     sync.Mutex
-	target string // "" while the server is away: connections are dropped
-	conns  map[net.Conn]bool
-}
-
-// newRelay starts a relay to the server at url (nats://host:port).
-func newRelay(t *testing.T, url string) *relay {
+// newRelay starts a relay to the server at url.
+func newRelay(t *testing.T, url string) relay {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &relay{addr: ln.Addr().String(), conns: map[net.Conn]bool{},
-		target: strings.TrimPrefix(url, "nats://")}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go r.forward(c)
-		}
-	}()
-	t.Cleanup(func() { _ = ln.Close(); r.to("") })
-	return r
+	return relay{testenv.NewRelay(t, strings.TrimPrefix(url, "nats://"))}
 }
 
 // url is the relay's address as a NATS URL.
-func (r *relay) url() string { return "nats://" + r.addr }
+func (r relay) url() string { return "nats://" + r.Addr() }
 
-// to sends the connections that come from now on to the server at url,
-// closing those open; with "" (the server went away) it drops them until
-// the next call, as a stopped server would.
-func (r *relay) to(url string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.target = strings.TrimPrefix(url, "nats://")
-	for c := range r.conns {
-		_ = c.Close()
-	}
-	clear(r.conns)
-}
-
-func (r *relay) forward(c net.Conn) {
-	r.mu.Lock()
-	target := r.target
-	r.mu.Unlock()
-	if target == "" {
-		_ = c.Close()
-		return
-	}
-	s, err := net.DialTimeout("tcp", target, 3*time.Second)
-	if err != nil {
-		_ = c.Close()
-		return
-	}
-	r.mu.Lock()
-	if r.target != target {
-		r.mu.Unlock()
-		_ = c.Close()
-		_ = s.Close()
-		return
-	}
-	r.conns[c], r.conns[s] = true, true
-	r.mu.Unlock()
-	go func() { _, _ = io.Copy(s, c); _ = s.Close() }()
-	_, _ = io.Copy(c, s)
-	_ = c.Close()
-	r.mu.Lock()
-	delete(r.conns, c)
-	delete(r.conns, s)
-	r.mu.Unlock()
-}
+// to sends new connections to the server at url; "" drops them.
+func (r relay) to(url string) { r.To(strings.TrimPrefix(url, "nats://")) }
 
 // eachServer runs f as a subtest against every available server.
 func eachServer(t *testing.T, f func(t *testing.T, url string)) {

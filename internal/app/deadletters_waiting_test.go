@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/puntos-loyalty/puntos/bus/natsbus"
+	"github.com/puntos-loyalty/puntos/internal/testenv"
 )
 
 // scrape reads the /metrics page of the process at addr and returns its
@@ -150,16 +151,16 @@ func TestMetricsWithoutNATS(t *testing.T) {
 	t.Cleanup(func() { current.Shutdown() })
 	// Core reaches NATS through a relay that keeps its address while the
 	// server is away, so that no one else can take it.
-	r := newRelay(t, strings.TrimPrefix(url, "nats://"))
+	r := testenv.NewRelay(t, strings.TrimPrefix(url, "nats://"))
 
 	cfg := testConfig(t)
-	cfg.NATSURL = "nats://" + r.addr
+	cfg.NATSURL = "nats://" + r.Addr()
 	a := startApp(t, cfg, Roles{Core: true})
 	awaitWaiting(t, a.Addr(), 0, 0)
 
 	current.Shutdown()
 	current.WaitForShutdown()
-	r.to("")
+	r.To("")
 	start := time.Now()
 	m := scrape(t, a.Addr())
 	if took := time.Since(start); took > deadWaitingTimeout+2*time.Second {
@@ -184,6 +185,6 @@ func TestMetricsWithoutNATS(t *testing.T) {
 		t.Fatalf("restart nats: %v", err)
 	}
 	current = s
-	r.to(strings.TrimPrefix(url, "nats://"))
+	r.To(strings.TrimPrefix(url, "nats://"))
 	awaitWaiting(t, a.Addr(), 0, 0)
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +16,7 @@ import (
 	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/bus/natsbus"
 	"github.com/puntos-loyalty/puntos/core"
+	"github.com/puntos-loyalty/puntos/internal/testenv"
 )
 
 // waitApplied waits until the command (billing, txn) has a stored result.
@@ -98,83 +97,6 @@ func TestSameCommandDeliveredManyTimes(t *testing.T) {
 	}
 }
 
-// relay is a TCP address that a test holds for its whole life and that
-// forwards to a server which may stop and start again on another port: its
-// clients reconnect to the same address, and no other process can take
-// that address while the server is away (as it can take a port that was
-// let go and is asked for again).
-type relay struct {
-	addr string
-
-	mu     sync.Mutex
-	target string // "" while the server is away: connections are dropped
-	conns  map[net.Conn]bool
-}
-
-func newRelay(t *testing.T, target string) *relay {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &relay{addr: ln.Addr().String(), target: target, conns: map[net.Conn]bool{}}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go r.forward(c)
-		}
-	}()
-	t.Cleanup(func() { _ = ln.Close(); r.to("") })
-	return r
-}
-
-// to sends the connections that come from now on to target (host:port),
-// closing those open; with "" (the server went away) it drops them until
-// the next call, as a stopped server would.
-func (r *relay) to(target string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.target = target
-	for c := range r.conns {
-		_ = c.Close()
-	}
-	clear(r.conns)
-}
-
-func (r *relay) forward(c net.Conn) {
-	r.mu.Lock()
-	target := r.target
-	r.mu.Unlock()
-	if target == "" {
-		_ = c.Close()
-		return
-	}
-	s, err := net.DialTimeout("tcp", target, 3*time.Second)
-	if err != nil {
-		_ = c.Close()
-		return
-	}
-	r.mu.Lock()
-	if r.target != target {
-		r.mu.Unlock()
-		_ = c.Close()
-		_ = s.Close()
-		return
-	}
-	r.conns[c], r.conns[s] = true, true
-	r.mu.Unlock()
-	go func() { _, _ = io.Copy(s, c); _ = s.Close() }()
-	_, _ = io.Copy(c, s)
-	_ = c.Close()
-	r.mu.Lock()
-	delete(r.conns, c)
-	delete(r.conns, s)
-	r.mu.Unlock()
-}
-
 // TestNATSRestartedUnderLoad stops the NATS server a gateway and core use
 // while callers send accruals, and starts it again on the same store; the
 // gateway and core reach it through a relay that keeps their address. Callers retry what was refused with the same Idempotency-Key, as
@@ -196,10 +118,10 @@ func TestNATSRestartedUnderLoad(t *testing.T) {
 	})
 	// The server comes back on a port of its own choosing: the relay keeps
 	// the address the gateway and core know, so no one can take it meanwhile.
-	r := newRelay(t, strings.TrimPrefix(natsURL, "nats://"))
+	r := testenv.NewRelay(t, strings.TrimPrefix(natsURL, "nats://"))
 
 	cfg := testConfig(t)
-	cfg.NATSURL = "nats://" + r.addr
+	cfg.NATSURL = "nats://" + r.Addr()
 	cfg.ResultWait = 2 * time.Second
 	a := startApp(t, cfg, Roles{Gateway: true, Core: true})
 	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
@@ -216,7 +138,7 @@ func TestNATSRestartedUnderLoad(t *testing.T) {
 		defer mu.Unlock()
 		current.Shutdown()
 		current.WaitForShutdown()
-		r.to("")
+		r.To("")
 		time.Sleep(500 * time.Millisecond)
 		var err error
 		var url string
@@ -224,7 +146,7 @@ func TestNATSRestartedUnderLoad(t *testing.T) {
 			t.Errorf("restart nats: %v", err)
 			return
 		}
-		r.to(strings.TrimPrefix(url, "nats://"))
+		r.To(strings.TrimPrefix(url, "nats://"))
 	})
 	if t.Failed() {
 		return

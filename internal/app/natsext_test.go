@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/puntos-loyalty/puntos/internal/testenv"
 	"github.com/puntos-loyalty/puntos/reporting/chtest"
 )
 
@@ -25,7 +26,7 @@ type externalNATS struct {
 	t     *testing.T
 	bin   string
 	dir   string
-	relay *relay
+	relay *testenv.Relay
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -43,7 +44,7 @@ func startExternalNATS(t *testing.T) *externalNATS {
 		}
 		bin = p
 	}
-	n := &externalNATS{t: t, bin: bin, dir: t.TempDir(), relay: newRelay(t, "")}
+	n := &externalNATS{t: t, bin: bin, dir: t.TempDir(), relay: testenv.NewRelay(t, "")}
 	t.Cleanup(n.kill)
 	if err := n.start(); err != nil {
 		t.Fatal(err)
@@ -51,7 +52,7 @@ func startExternalNATS(t *testing.T) *externalNATS {
 	return n
 }
 
-func (n *externalNATS) url() string { return "nats://" + n.relay.addr }
+func (n *externalNATS) url() string { return "nats://" + n.relay.Addr() }
 
 // start runs the server on n's store and a port it picks, waits until it
 // takes connections, and points the relay at it.
@@ -87,7 +88,7 @@ func (n *externalNATS) start() error {
 			addr := strings.TrimPrefix(listening.Nats[0], "nats://")
 			if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 				c.Close()
-				n.relay.to(addr)
+				n.relay.To(addr)
 				return nil
 			}
 		}
@@ -109,7 +110,7 @@ func (n *externalNATS) kill() {
 	_ = n.cmd.Process.Kill()
 	_ = n.cmd.Wait()
 	n.cmd = nil
-	n.relay.to("")
+	n.relay.To("")
 }
 
 // TestExternalNATSKilledUnderLoad runs the whole platform (gateway, core

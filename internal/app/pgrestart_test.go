@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/puntos-loyalty/puntos/internal/testenv"
 )
 
 // privatePG is a PostgreSQL cluster of one test, on its own port and data
@@ -29,7 +31,7 @@ type privatePG struct {
 	bin   string
 	data  string
 	sock  string
-	relay *relay
+	relay *testenv.Relay
 }
 
 // pgBinDir finds the directory of the PostgreSQL server programs, the
@@ -75,7 +77,7 @@ func (pg *privatePG) run(name string, args ...string) (string, error) {
 // free port of 127.0.0.1 and stops it when the test ends.
 func startPrivatePG(t *testing.T) *privatePG {
 	t.Helper()
-	pg := &privatePG{t: t, bin: pgBinDir(t), sock: t.TempDir(), relay: newRelay(t, "")}
+	pg := &privatePG{t: t, bin: pgBinDir(t), sock: t.TempDir(), relay: testenv.NewRelay(t, "")}
 	pg.data = filepath.Join(pg.sock, "data")
 	if os.Geteuid() == 0 {
 		// The postgres user must reach the directory through its parent.
@@ -107,7 +109,7 @@ func (pg *privatePG) start() error {
 		_, err = pg.run("pg_ctl", "-D", pg.data, "-l", filepath.Join(pg.sock, "server.log"),
 			"-o", opts, "-w", "-t", "60", "start")
 		if err == nil {
-			pg.relay.to(fmt.Sprintf("127.0.0.1:%d", port))
+			pg.relay.To(fmt.Sprintf("127.0.0.1:%d", port))
 			return nil
 		}
 	}
@@ -116,7 +118,7 @@ func (pg *privatePG) start() error {
 
 func (pg *privatePG) stop() error {
 	_, err := pg.run("pg_ctl", "-D", pg.data, "-m", "fast", "-w", "-t", "60", "stop")
-	pg.relay.to("")
+	pg.relay.To("")
 	return err
 }
 
@@ -137,7 +139,7 @@ func (pg *privatePG) createDatabase(t *testing.T, name string) string {
 }
 
 func (pg *privatePG) url(name string) string {
-	return fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable", pg.relay.addr, name)
+	return fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable", pg.relay.Addr(), name)
 }
 
 // call is one HTTP request of a load test; unlike client.send it reports
