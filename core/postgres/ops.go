@@ -357,7 +357,7 @@ func (t *txn) authorize(ctx context.Context, prog *program, m *member, cmd *bus.
 	}
 	holdID := uuid.Must(uuid.NewV7()).String()
 	pid, err := t.post(ctx, m, posting{kind: core.PostHold, points: -n, heldDelta: n,
-		reason: in.Reason, holdID: &holdID, moves: moves})
+		reason: in.Reason, holdID: &holdID, partner: partnerOf(cmd.Source), moves: moves})
 	if err != nil {
 		return nil, err
 	}
@@ -385,6 +385,7 @@ type hold struct {
 	amount    int64
 	status    string
 	expires   time.Time
+	source    string // who placed it: a partner's payment names the partner
 }
 
 func (t *txn) lockHold(ctx context.Context, m *member, source, txnID string) (*hold, error) {
@@ -392,9 +393,10 @@ func (t *txn) lockHold(ctx context.Context, m *member, source, txnID string) (*h
 		return nil, core.Errorf(core.Invalid, "hold_txn_id", "is required")
 	}
 	h := &hold{}
-	err := t.tx.QueryRow(ctx, `SELECT id, member_id, posting_id, amount, status, expires_at
+	err := t.tx.QueryRow(ctx, `SELECT id, member_id, posting_id, amount, status, expires_at,
+			source
 		FROM holds WHERE source = $1 AND txn_id = $2 FOR UPDATE`, source, txnID).Scan(
-		&h.id, &h.memberID, &h.postingID, &h.amount, &h.status, &h.expires)
+		&h.id, &h.memberID, &h.postingID, &h.amount, &h.status, &h.expires, &h.source)
 	if errors.Is(err, pgx.ErrNoRows) || (err == nil && h.memberID != m.id) {
 		return nil, core.Errorf(core.NotFound, "hold_txn_id", "no hold %q for this member", txnID)
 	}
@@ -455,14 +457,14 @@ func (t *txn) settleHold(ctx context.Context, m *member, h *hold, c int64, statu
 	}
 	if c > 0 {
 		_, err := t.post(ctx, m, posting{kind: core.PostCapture, heldDelta: -c, holdID: &h.id,
-			moves: captures})
+			partner: partnerOf(h.source), moves: captures})
 		if err != nil {
 			return err
 		}
 	}
 	if rest := h.amount - c; rest > 0 {
 		_, err := t.post(ctx, m, posting{kind: core.PostRelease, points: rest, heldDelta: -rest,
-			holdID: &h.id, reason: status, moves: releases})
+			holdID: &h.id, reason: status, partner: partnerOf(h.source), moves: releases})
 		if err != nil {
 			return err
 		}
@@ -566,7 +568,8 @@ func (t *txn) expireByTime(ctx context.Context, m *member) error {
 // (on $2 onwards), soonest expiry first, closing them with status.
 func (t *txn) releaseHolds(ctx context.Context, m *member, status, extra string,
 	args ...any) error {
-	rows, err := t.tx.Query(ctx, `SELECT id, member_id, posting_id, amount, status, expires_at
+	rows, err := t.tx.Query(ctx, `SELECT id, member_id, posting_id, amount, status, expires_at,
+			source
 		FROM holds WHERE member_id = $1 AND status = 'open' `+extra+`
 		ORDER BY expires_at, id FOR UPDATE`, append([]any{m.id}, args...)...)
 	if err != nil {
@@ -576,7 +579,7 @@ func (t *txn) releaseHolds(ctx context.Context, m *member, status, extra string,
 	for rows.Next() {
 		h := &hold{}
 		if err := rows.Scan(&h.id, &h.memberID, &h.postingID, &h.amount, &h.status,
-			&h.expires); err != nil {
+			&h.expires, &h.source); err != nil {
 			rows.Close()
 			return err
 		}

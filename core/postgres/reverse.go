@@ -185,11 +185,32 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original, reason s
 		return 0, err
 	}
 	id := o.id
+	// A partner payment's capture undone is the partner's, as the capture was.
+	var partner string
+	if o.kind == core.PostCapture {
+		var source, holdTxn string
+		var refunded int64
+		err := t.tx.QueryRow(ctx, `SELECT h.source, h.txn_id, coalesce((SELECT sum(r.points)
+				FROM partner_refunds r WHERE r.hold_id = h.id), 0)
+			FROM postings p JOIN holds h ON h.id = p.hold_id WHERE p.id = $1`,
+			o.id).Scan(&source, &holdTxn, &refunded)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return 0, fmt.Errorf("read capture's hold: %w", err)
+		}
+		partner = partnerOf(source)
+		// The partner's first refund undid the capture already, in part or
+		// whole: what is left is the partner's to refund.
+		if refunded > 0 {
+			return 0, core.Errorf(core.Conflict, "posting_id", "the partner %s refunded %d "+
+				"of this capture's %d points already (payment %q); the rest is refunded by the "+
+				"partner, or given back with a credit", partner, refunded, total, holdTxn)
+		}
+	}
 	// The lots of a member since merged into m were emptied by the merge:
 	// the points come back to m in new lots with those lots' dates.
 	if merged {
 		pid, back, err := t.creditCopies(ctx, m, posting{kind: core.PostReversal, reason: reason,
-			reversesID: &id}, taken)
+			reversesID: &id, partner: partner}, taken)
 		if err != nil {
 			return 0, err
 		}
@@ -215,7 +236,7 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original, reason s
 	// The posting goes first: if the original was reversed already, its
 	// unique index refuses this one before any lot is given points twice.
 	pid, err := t.post(ctx, m, posting{kind: core.PostReversal, points: total, reason: reason,
-		reversesID: &id, moves: kept})
+		reversesID: &id, partner: partner, moves: kept})
 	if err != nil {
 		return 0, err
 	}
