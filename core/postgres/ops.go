@@ -897,6 +897,9 @@ func (t *txn) setStatus(ctx context.Context, prog *program, m *member, cmd *bus.
 	if err := decode(cmd.Payload, &in); err != nil {
 		return nil, err
 	}
+	if err := core.CheckReason(in.Reason, false); err != nil {
+		return nil, err
+	}
 	next := map[string]string{core.KindSuspend: "suspended", core.KindReactivate: "active",
 		core.KindClose: "closed"}[cmd.Kind]
 	// A close answers the points it forfeited, negative: what it took from

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/gorilla/mux"
@@ -107,9 +108,14 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, sess *session) {
 			"number other than zero, at most %d either way (thousands may be grouped as "+
 			"1,500 or 1.500).", core.MaxPoints), nil)
 		return
-	case reason == "" || len(reason) > 500:
+	case reason == "":
 		s.fail(w, r, sess, http.StatusBadRequest,
-			"A reason is required for every adjustment (at most 500 characters).", nil)
+			"A reason is required for every adjustment.", nil)
+		return
+	case core.CheckReason(reason, true) != nil:
+		s.fail(w, r, sess, http.StatusBadRequest, fmt.Sprintf("The reason is %d characters "+
+			"long; it may be at most %d. Nothing was changed.", utf8.RuneCountInString(reason),
+			core.MaxReason), nil)
 		return
 	}
 	m, err := s.read.Member(ctx, program, ref)

@@ -332,6 +332,9 @@ func (s *Server) status(kind string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var in core.StatusChange
 		s.write(w, r, kind, &in, func() (string, any, *time.Time, error) {
+			if err := core.CheckReason(in.Reason, false); err != nil {
+				return "", nil, nil, err
+			}
 			return memberVar(r), in, nil, nil
 		})
 	}

@@ -34,3 +34,28 @@ func TestRESTBoundsReasons(t *testing.T) {
 		t.Fatalf("available %d, want 10: only the corrected credit", got)
 	}
 }
+
+// A member's suspension, reactivation or closure takes a reason of at most
+// 500 characters too, whether or not points move; nothing changes when it
+// is refused.
+func TestStatusChangesBoundReasons(t *testing.T) {
+	a := startApp(t, testConfig(t), Roles{Gateway: true, Core: true})
+	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
+	setupProgram(c)
+	c.must(201, "POST", "/v1/programs/telco/members", "enr-1",
+		map[string]any{"customer_ref": "m-1"})
+	long := strings.Repeat("x", 501)
+	for _, action := range []string{"suspend", "close"} {
+		r := c.must(400, "POST", "/v1/programs/telco/members/m-1/"+action, action+"-1",
+			map[string]any{"reason": long})
+		if r.body["field"] != "reason" {
+			t.Errorf("%s: %s; want the field reason named", action, r.raw)
+		}
+	}
+	m := c.must(200, "GET", "/v1/programs/telco/members/m-1", "", nil)
+	if m.body["status"] != "active" {
+		t.Fatalf("member after refused changes: %s; want active", m.raw)
+	}
+	c.must(201, "POST", "/v1/programs/telco/members/m-1/suspend", "suspend-2",
+		map[string]any{"reason": strings.Repeat("x", 500)})
+}
