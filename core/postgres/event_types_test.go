@@ -9,7 +9,7 @@ import (
 )
 
 // On a program with rules, an event type that no rule names (a typo in a
-// billing feed) is refused naming event_type and listing the types there
+// billing feed) is refused naming the field type and listing the types there
 // are, rather than answered ok with no points; a rule for any type ("*")
 // names every type. A partner's purchase that no rule names earns the
 // program's flat rate, as the partner API promises; once a rule names it,
@@ -24,7 +24,7 @@ func TestEventTypesOfAProgramWithRules(t *testing.T) {
 	c := f.command(core.KindAccrue, "ana", f.txn(), core.Accrue{EventType: "bill_payed",
 		Amount: "100"})
 	r := f.apply(c)
-	wantRefused(t, r, core.Invalid, "event_type")
+	wantRefused(t, r, core.Invalid, "type")
 	if !strings.Contains(r.Error.Message, "bill_paid, top_up") {
 		t.Fatalf("the refusal %q does not list the types the rules name", r.Error.Message)
 	}
@@ -45,7 +45,7 @@ func TestEventTypesOfAProgramWithRules(t *testing.T) {
 	for _, partner := range []string{"", "cafe-" + f.prog} {
 		wantRefused(t, f.do(core.KindAccrue, "ana", f.txn(), core.Accrue{
 			EventType: core.EventPartnerPurchase, Amount: "1250.50", Partner: partner}),
-			core.Invalid, "event_type")
+			core.Invalid, "type")
 	}
 	f.wantBalance("ana", 10+12, 0, 0)
 	// A rule for partner purchases decides from then on.

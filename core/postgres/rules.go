@@ -461,12 +461,13 @@ func (s *ruleSnapshot) flatRateFor(eventType string, byPartner bool) bool {
 
 // knows refuses an event type that no version of the program's rules
 // names, in force or not: a mistyped or unconfigured type would otherwise
-// be answered ok with no points. The refusal lists the types there are.
+// be answered ok with no points. The refusal names the field as the
+// callers send it (type; SOAP's EventType) and lists the types there are.
 func (s *ruleSnapshot) knows(eventType string) error {
 	if s.types[eventType] || s.types["*"] {
 		return nil
 	}
-	return core.Errorf(core.Invalid, "event_type", "no rule of the program names event "+
+	return core.Errorf(core.Invalid, "type", "no rule of the program names event "+
 		"type %q; its rules name %s", eventType, strings.Join(slices.Sorted(maps.Keys(s.types)),
 		", "))
 }

@@ -92,7 +92,7 @@ func TestLate19ReasonsOf500MultiByteCharacters(t *testing.T) {
 	}
 }
 
-// A program with rules refuses, naming event_type, an event type no rule
+// A program with rules refuses, naming the field type, an event type no rule
 // names, on every way in: one event, a batch, SOAP, and the simulation.
 // Once a rule of any type ("*") exists, a partner purchase and any other
 // type earn by the rules.
@@ -109,8 +109,8 @@ func TestLate19EventTypeRefusedEverywhere(t *testing.T) {
 
 	r := c.must(400, "POST", p+"/members/m-1/events", "ev-1",
 		map[string]any{"type": "bil_paid", "amount": "10"})
-	if r.body["field"] != "event_type" {
-		t.Errorf("one event: %s; want event_type named", r.raw)
+	if r.body["field"] != "type" {
+		t.Errorf("one event: %s; want the field type named", r.raw)
 	}
 	r = c.send("POST", p+"/events/batches", "", map[string]any{"events": []any{
 		map[string]any{"member": "m-1", "txn_id": "b-1", "type": "bill_paid", "amount": "10"},
@@ -128,8 +128,8 @@ func TestLate19EventTypeRefusedEverywhere(t *testing.T) {
 		t.Fatalf("batch: %d %s", r.status, r.raw)
 	}
 	if ans.Items[0].Status != 201 || ans.Items[1].Status != 400 || ans.Items[1].Error == nil ||
-		ans.Items[1].Error.Field != "event_type" {
-		t.Fatalf("batch: %s; want 201, then 400 naming event_type", r.raw)
+		ans.Items[1].Error.Field != "type" {
+		t.Fatalf("batch: %s; want 201, then 400 naming type", r.raw)
 	}
 	b := c.must(200, "GET", p+"/members/m-1/balance", "", nil)
 	if got := jnum(t, b, "balance.available"); got != 20 {
@@ -146,8 +146,8 @@ func TestLate19EventTypeRefusedEverywhere(t *testing.T) {
 		return c.send("GET", p+"/simulate?"+url.Values{"member": {"m-1"}, "type": {typ},
 			"amount": {"10"}}.Encode(), "", nil)
 	}
-	if r := sim("bil_paid"); r.status != 400 || r.body["field"] != "event_type" {
-		t.Errorf("simulate unknown type: %d %s; want 400 naming event_type", r.status, r.raw)
+	if r := sim("bil_paid"); r.status != 400 || r.body["field"] != "type" {
+		t.Errorf("simulate unknown type: %d %s; want 400 naming type", r.status, r.raw)
 	}
 	// A rule for every type: the partner purchase earns by the rules.
 	c.must(201, "POST", p+"/rules", "rule-2", map[string]any{"code": "any",
