@@ -237,9 +237,10 @@ func (s *Server) batchPage(w http.ResponseWriter, r *http.Request, sess *session
 	s.render(w, r, http.StatusOK, "batch.html", page)
 }
 
-// batchApprove records the second person's approval of a batch.
+// batchApprove records the second person's approval of a batch; an inbox
+// batch is then posted.
 func (s *Server) batchApprove(w http.ResponseWriter, r *http.Request, sess *session) {
-	_, store, ok := s.bulk(w, r, sess)
+	svc, store, ok := s.bulk(w, r, sess)
 	if !ok {
 		return
 	}
@@ -256,6 +257,7 @@ func (s *Server) batchApprove(w http.ResponseWriter, r *http.Request, sess *sess
 	}
 	s.audit(r.Context(), sess.Name, "batch.approved", b.ID, nil,
 		map[string]any{"program": b.Program, "approved_by": b.ApprovedBy})
+	svc.PostApprovedInbox(b)
 	redirect(w, r, batchPath(b), nil, "approved")
 }
 

@@ -722,3 +722,16 @@ func (s *Service) Resume(ctx context.Context) error {
 	}
 	return nil
 }
+
+// PostApprovedInbox starts posting an inbox batch once it is approved: a
+// file dropped in the inbox is posted without anyone asking, and one that
+// waited for a second person is posted as soon as that person approved it,
+// by them. A batch uploaded otherwise waits to be posted, as before.
+func (s *Service) PostApprovedInbox(b *core.Batch) {
+	if b.Channel != "inbox" || b.ApprovedBy == "" {
+		return
+	}
+	if err := s.StartPost(b, b.ApprovedBy); err != nil {
+		s.log.Warn("Approved inbox batch not posted", "batch_id", b.ID, "error", err)
+	}
+}

@@ -324,6 +324,7 @@ func (s *Service) approve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("Batch approved", "batch_id", b.ID, "program", b.Program, "approved_by", actor)
+	s.PostApprovedInbox(b)
 	writeJSON(w, http.StatusOK, s.view(b))
 }
 
