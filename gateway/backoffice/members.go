@@ -212,8 +212,52 @@ func (s *Server) approvalsPage(w http.ResponseWriter, r *http.Request, sess *ses
 		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
 		return
 	}
+	batches, err := s.batchesAwaitingApproval(r.Context())
+	if err != nil {
+		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
+		return
+	}
 	s.render(w, r, http.StatusOK, "approvals.html", view{Title: "Approvals", User: sess,
-		Data: list})
+		Data: approvalsView{Adjustments: list, Batches: batches}})
+}
+
+// approvalsView is what approvals.html receives: the adjustments and the
+// bulk files that wait for a second person.
+type approvalsView struct {
+	Adjustments []pendingAdjustment
+	Batches     []awaitingBatch
+}
+
+// awaitingBatch is a validated bulk file above the approval limit that
+// nobody has approved yet.
+type awaitingBatch struct {
+	ID, Program, FileName, UploadedBy string
+	Points                            int64
+	CreatedAt                         time.Time
+}
+
+// Path is the batch's page, where it is approved.
+func (b awaitingBatch) Path() string { return "/admin/bulk/" + b.Program + "/" + b.ID }
+
+func (s *Server) batchesAwaitingApproval(ctx context.Context) ([]awaitingBatch, error) {
+	rows, err := s.db.Query(ctx, `SELECT id::text, program, file_name, uploaded_by,
+			credit_points + debit_points, created_at
+		FROM bulk_batches WHERE status = 'validated' AND needs_approval AND approved_by = ''
+		ORDER BY created_at, id LIMIT 200`)
+	if err != nil {
+		return nil, fmt.Errorf("read batches awaiting approval: %w", err)
+	}
+	defer rows.Close()
+	var out []awaitingBatch
+	for rows.Next() {
+		var b awaitingBatch
+		if err := rows.Scan(&b.ID, &b.Program, &b.FileName, &b.UploadedBy, &b.Points,
+			&b.CreatedAt); err != nil {
+			return nil, fmt.Errorf("read batches awaiting approval: %w", err)
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
 }
 
 // approve sends a queued adjustment to the ledger. The approver must not be
