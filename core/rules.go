@@ -357,6 +357,13 @@ func (c *CompiledRule) compileCondition() error {
 		msg := e.Message
 		// CEL names only the first part of an unknown name (member.foo
 		// reads "undeclared reference to 'member'"): list the names there are.
+		// event.amount is text (the amount as sent): a number compared with
+		// it finds no overload; amounts compare as event.amount_cents.
+		if strings.Contains(msg, "no matching overload") &&
+			strings.Contains(src, "event.amount") && !strings.Contains(src, "event.amount_cents") {
+			msg += "; event.amount is text, as sent: compare amounts with " +
+				"event.amount_cents (a whole number of cents)"
+		}
 		if strings.HasPrefix(msg, "undeclared reference") {
 			msg = strings.Replace(msg, " (in container '')", "", 1)
 			if name := nameAt(src, e.Location.Line(), e.Location.Column()); name != "" {

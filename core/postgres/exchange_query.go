@@ -249,7 +249,8 @@ func (l *Ledger) Settlement(ctx context.Context, programCode, partner string, fr
 		return nil, err
 	}
 	if !to.After(from) {
-		return nil, core.Errorf(core.Invalid, "to", "must be after from")
+		return nil, core.Errorf(core.Invalid, "to", "must be after from: the period includes from and "+
+			"excludes to (for one day, to is the next day)")
 	}
 	s := &Settlement{Partner: p.Code, Program: programCode, From: from.UTC(), To: to.UTC(),
 		Currency: p.Currency, PointValue: p.PointValue, Lines: []SettlementLine{}}

@@ -304,6 +304,8 @@ func TestRuleInvalidNamesTheField(t *testing.T) {
 		{bad(func(r *core.Rule) { r.Condition = "event.type == \"x\" ||\n event.amount_cent >= 1" }),
 			"condition", "line 2 column 2: \"event.amount_cent\" is not a name a condition " +
 				"knows"},
+		{bad(func(r *core.Rule) { r.Condition = `event.amount > 10000` }),
+			"condition", "compare amounts with event.amount_cents"},
 		{bad(func(r *core.Rule) { r.Condition = `event.amount_cents + 1` }),
 			"condition", "must be true or false, not int"},
 		{bad(func(r *core.Rule) { r.Condition = "event.type ==\n  )" }),

@@ -156,7 +156,8 @@ func parseReportParams(prog *core.Program, r *http.Request) (reportParams, error
 		}
 	}
 	if !p.from.IsZero() && !p.to.IsZero() && !p.from.Before(p.to) {
-		return p, core.Errorf(core.Invalid, "to", "must be after from")
+		return p, core.Errorf(core.Invalid, "to", "must be after from: the period includes from and "+
+			"excludes to (for one day, to is the next day)")
 	}
 	if v := r.URL.Query().Get("bucket"); v != "" {
 		switch reporting.Bucket(v) {
