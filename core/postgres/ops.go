@@ -944,14 +944,16 @@ func (t *txn) forfeitAll(ctx context.Context, m *member, reason string) (int64, 
 	if reason == "" {
 		reason = "membership closed"
 	}
-	return t.drainLots(ctx, m, core.PostForfeit, reason, `SELECT id, remaining, pending FROM lots
-		WHERE member_id = $1 AND remaining > 0 ORDER BY id FOR UPDATE`, m.id)
+	return t.drainLots(ctx, m, core.PostForfeit, reason, `SELECT id, remaining, pending,
+			expires_at
+		FROM lots WHERE member_id = $1 AND remaining > 0 ORDER BY id FOR UPDATE`, m.id)
 }
 
-// drainLots takes from m every lot the query selects (id, amount, pending)
-// the amount it names, in one posting of the given kind that lists the lots:
-// spendable points leave available, pending ones leave pending. It returns
-// the points taken, spendable and pending.
+// drainLots takes from m every lot the query selects (id, amount, pending,
+// expires_at) the amount it names, in one posting of the given kind that
+// lists the lots: spendable points leave available, pending ones leave
+// pending. Under expireByTime the posting is dated at the latest expiry of
+// the lots. It returns the points taken, spendable and pending.
 func (t *txn) drainLots(ctx context.Context, m *member, kind, reason, query string,
 	args ...any) (int64, error) {
 	rows, err := t.tx.Query(ctx, query, args...)
@@ -960,22 +962,17 @@ func (t *txn) drainLots(ctx context.Context, m *member, kind, reason, query stri
 	}
 	var moves []core.LotMove
 	var spendable, pending int64
-	var occurred time.Time // the latest expiry of the lots, when the query gives them
-	dated := len(rows.FieldDescriptions()) == 4
+	var occurred time.Time // the latest expiry of the lots
 	for rows.Next() {
 		var id, x int64
 		var p bool
-		dest := []any{&id, &x, &p}
-		var exp time.Time
-		if dated {
-			dest = append(dest, &exp)
-		}
-		if err := rows.Scan(dest...); err != nil {
+		var exp *time.Time
+		if err := rows.Scan(&id, &x, &p, &exp); err != nil {
 			rows.Close()
 			return 0, err
 		}
-		if exp.After(occurred) {
-			occurred = exp
+		if exp != nil && exp.After(occurred) {
+			occurred = *exp
 		}
 		moves = append(moves, core.LotMove{LotID: id, Points: core.Points(-x)})
 		if p {
@@ -993,7 +990,8 @@ func (t *txn) drainLots(ctx context.Context, m *member, kind, reason, query stri
 	}
 	p := posting{kind: kind, points: -spendable, pendingDelta: -pending, reason: reason,
 		moves: moves}
-	if t.datedExpiry && dated && occurred.Before(t.now) {
+	if t.datedExpiry && kind == core.PostExpiry && !occurred.IsZero() &&
+		occurred.Before(t.now) {
 		p.occurredAt = occurred
 	}
 	if _, err = t.post(ctx, m, p); err != nil {
