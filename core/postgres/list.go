@@ -12,21 +12,21 @@ import (
 // Programs returns every program, in order of code. An operator runs a
 // handful, so they come in one answer.
 func (l *Ledger) Programs(ctx context.Context) ([]core.Program, error) {
-	rows, err := l.pool.Query(ctx, `SELECT code FROM programs ORDER BY code`)
+	rows, err := l.pool.Query(ctx, `SELECT `+programCols+` FROM programs ORDER BY code`)
 	if err != nil {
 		return nil, fmt.Errorf("list programs: %w", err)
 	}
-	codes, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("list programs: %w", err)
-	}
-	out := make([]core.Program, 0, len(codes))
-	for _, c := range codes {
-		p, err := readProgram(ctx, l.pool, `code = $1`, c)
+	defer rows.Close()
+	out := []core.Program{}
+	for rows.Next() {
+		p, err := scanProgram(rows)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("list programs: %w", err)
 		}
 		out = append(out, *p.public())
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list programs: %w", err)
 	}
 	return out, nil
 }
