@@ -1,6 +1,7 @@
 package core
 
 import (
+	"fmt"
 	"log/slog"
 	"math/big"
 	"net/netip"
@@ -265,6 +266,63 @@ func (e *ExternalProgram) Amount(p Points) (int64, error) {
 		return 0, err
 	}
 	return int64(n), nil
+}
+
+// CheckWhole refuses a conversion of p points that rounding would charge
+// for points buying nothing: when amount (what Amount answered for p) is
+// less than p points are worth and fewer points already buy it. The error
+// names "points" and says which counts convert whole: the fewest points
+// that buy amount and, within max_points, the fewest that buy one unit
+// more. A rounding up to the member's favour is left alone.
+func (e *ExternalProgram) CheckWhole(p Points, amount int64) error {
+	ratio, err := ParseRate("ratio", e.Ratio)
+	if err != nil {
+		return err
+	}
+	worth := new(big.Rat).Mul(big.NewRat(int64(p), 1), ratio)
+	if worth.Cmp(new(big.Rat).SetInt64(amount)) <= 0 {
+		return nil
+	}
+	least := max(e.MinPoints, 1)
+	fewest := e.fewestFor(amount, least, p)
+	if fewest >= p {
+		return nil
+	}
+	msg := fmt.Sprintf("rounding %s %d points at ratio %s gives %d in %s, which %d points "+
+		"already buy: convert %d points", e.Rounding, p, e.Ratio, amount, e.Code, fewest, fewest)
+	top := e.MaxPoints
+	if top <= 0 || top > MaxPoints {
+		top = MaxPoints
+	}
+	if p < top {
+		if next := e.fewestFor(amount+1, p+1, top); next > 0 {
+			msg += fmt.Sprintf(", or %d for %d", next, amount+1)
+		}
+	}
+	return Errorf(Invalid, "points", "%s", msg)
+}
+
+// fewestFor answers the fewest points in [lo, hi] that convert to at least
+// want, or 0 when even hi does not. Amount grows with the points, so a
+// binary search finds it; a count worth more than the ledger can hold
+// counts as enough.
+func (e *ExternalProgram) fewestFor(want int64, lo, hi Points) Points {
+	enough := func(q Points) bool {
+		n, err := e.Amount(q)
+		return err != nil || n >= want
+	}
+	if lo > hi || !enough(hi) {
+		return 0
+	}
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		if enough(mid) {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo
 }
 
 // ConvertRequest is the payload of a conversion request.

@@ -92,12 +92,12 @@ func runContract(t *testing.T, fl flavour) {
 			fr := frontFor(prog)
 			w := New(e.ledger, quietLog(), opt)
 
-			c := e.convert(prog, member, core.ConvertRequest{External: ext.Code, Points: 1001,
+			c := e.convert(prog, member, core.ConvertRequest{External: ext.Code, Points: 1000,
 				AccountID: account})
 			if c.Amount != 500 || c.TxnID != c.ID || c.AccountID != account {
-				t.Fatalf("conversion %+v: want 500 miles for 1001 points, rounded down", c)
+				t.Fatalf("conversion %+v: want 500 miles for 1000 points", c)
 			}
-			e.wantBalance(prog, member, 8999, 1001)
+			e.wantBalance(prog, member, 9000, 1000)
 
 			unclearFirst := tc.steps[0] != confirm && tc.steps[0] != refuse &&
 				tc.steps[0] != twice
@@ -110,7 +110,7 @@ func runContract(t *testing.T, fl flavour) {
 				if got := e.conversion(prog, member, c.ID); got.Status != core.ConversionPending {
 					t.Fatalf("before reconciling: %s, want pending", got.Status)
 				}
-				e.wantBalance(prog, member, 8999, 1001)
+				e.wantBalance(prog, member, 9000, 1000)
 				e.advance(time.Hour)
 				rep, err := w.Reconcile(ctx)
 				if err != nil {
@@ -131,7 +131,7 @@ func runContract(t *testing.T, fl flavour) {
 							t.Fatalf("after an unclear answer: %s (%q), want pending with "+
 								"the reason", got.Status, got.LastError)
 						}
-						e.wantBalance(prog, member, 8999, 1001)
+						e.wantBalance(prog, member, 9000, 1000)
 					}
 					if got.Status != core.ConversionPending {
 						break
@@ -150,7 +150,7 @@ func runContract(t *testing.T, fl flavour) {
 				if got.Reference == "" || got.Reference != theirs.reference {
 					t.Fatalf("reference %q, the partner's is %q", got.Reference, theirs.reference)
 				}
-				e.wantBalance(prog, member, 8999, 0)
+				e.wantBalance(prog, member, 9000, 0)
 				if n := f.creditedTo(account); n != 500 {
 					t.Fatalf("partner credited %d, want 500 once", n)
 				}
@@ -195,7 +195,7 @@ func runContract(t *testing.T, fl flavour) {
 			}
 			switch tc.want {
 			case core.ConversionConfirmed:
-				e.wantBalance(prog, member, 8999, 0)
+				e.wantBalance(prog, member, 9000, 0)
 				if n := f.creditedTo(account); n != 500 {
 					t.Fatalf("partner credited %d, want 500 once", n)
 				}

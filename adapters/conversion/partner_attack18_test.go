@@ -64,7 +64,7 @@ func TestAttack18MisbehavingPartner(t *testing.T) {
 	ext.Endpoint = srv.URL
 	const member = "56900000018"
 	prog := e.program(ext, member, 10000)
-	c := e.convert(prog, member, core.ConvertRequest{External: ext.Code, Points: 1001,
+	c := e.convert(prog, member, core.ConvertRequest{External: ext.Code, Points: 1000,
 		AccountID: "LA018000"})
 	opt := Options{HTTP: HTTPOptions{Timeout: 250 * time.Millisecond, Retries: 1,
 		RetryWaitMin: time.Millisecond, RetryWaitMax: time.Millisecond}, Clock: e.clock}
@@ -88,14 +88,14 @@ func TestAttack18MisbehavingPartner(t *testing.T) {
 		if got.LastError == "" {
 			t.Fatalf("round %d: pending without a reason", round)
 		}
-		e.wantBalance(prog, member, 8999, 1001)
+		e.wantBalance(prog, member, 9000, 1000)
 		e.advance(2 * time.Hour)
 	}
 	if got.Status != core.ConversionConfirmed || got.Reference != "R-1" {
 		t.Fatalf("conversion ended %s ref %q (%q) after %d calls", got.Status, got.Reference,
 			got.LastError, calls)
 	}
-	e.wantBalance(prog, member, 8999, 0)
+	e.wantBalance(prog, member, 9000, 0)
 	// More steps and a reconciliation change nothing.
 	for _, w := range workers {
 		if n, err := w.Step(context.Background()); n != 0 || err != nil {
@@ -106,6 +106,6 @@ func TestAttack18MisbehavingPartner(t *testing.T) {
 	if _, err := workers[0].Reconcile(context.Background()); err != nil {
 		t.Logf("reconcile: %v", err)
 	}
-	e.wantBalance(prog, member, 8999, 0)
+	e.wantBalance(prog, member, 9000, 0)
 	e.check()
 }

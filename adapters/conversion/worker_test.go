@@ -195,10 +195,13 @@ func TestConversionRefusals(t *testing.T) {
 			"not_found", "external"},
 		{core.ConvertRequest{External: "closedair", Points: 101, AccountID: "LA123456"},
 			"conflict", "external"},
-		{core.ConvertRequest{External: "skymiles", Points: 1001, AccountID: "LA123456"},
+		{core.ConvertRequest{External: "skymiles", Points: 1002, AccountID: "LA123456"},
 			"insufficient", "points"},
-		// 101 points are 50.5 miles: rounded down to 50. One point is too few
-		// for the minimum; the minimum itself converts.
+		// 101 points are worth 50.5 miles; rounding down would charge a
+		// point for nothing, so only counts that convert whole are taken.
+		{core.ConvertRequest{External: "skymiles", Points: 101, AccountID: "LA123456"},
+			"invalid", "points"},
+		// One point is too few for the minimum; the minimum itself converts.
 		{core.ConvertRequest{External: "skymiles", Points: 1, AccountID: "LA123456"},
 			"invalid", "points"},
 	} {

@@ -227,6 +227,9 @@ func (t *txn) convert(ctx context.Context, prog *program, cmd *bus.Command) (any
 	if err != nil {
 		return nil, err
 	}
+	if err := ext.CheckWhole(in.Points, amount); err != nil {
+		return nil, err
+	}
 	if err := t.refresh(ctx, prog, m); err != nil {
 		return nil, err
 	}

@@ -31,7 +31,7 @@ func TestConversionsSameInstantAttack10(t *testing.T) {
 		if i%5 == 4 || i%3 == 2 {
 			who = "b"
 		}
-		id := f.convertGaps9(who, core.Points(100+i))
+		id := f.convertGaps9(who, core.Points(100+2*i))
 		if who == "a" {
 			ofA = append(ofA, id)
 		} else {
