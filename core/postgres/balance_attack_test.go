@@ -55,9 +55,26 @@ func refBalance(t *testing.T, f *fixture, ref string) *BalanceView {
 			&l.Original, &l.Remaining, &l.Held); err != nil {
 			t.Fatal(err)
 		}
+		// The view answers the figures at its instant: a holding period
+		// ended counts as matured, an expiry passed as expired, before the
+		// sweep posts them.
+		at := f.l.Clock()
+		lapsed := l.ExpiresAt != nil && !l.ExpiresAt.After(at)
+		switch {
+		case l.Pending && lapsed:
+			v.Balance.Pending -= l.Remaining
+		case l.Pending && !l.SpendableFrom.After(at):
+			v.Balance.Pending -= l.Remaining
+			v.Balance.Available += l.Remaining
+		case lapsed:
+			v.Balance.Available -= l.Remaining - l.Held
+		}
+		if l.Pending && !l.SpendableFrom.After(at) {
+			l.Pending = false
+		}
 		v.Lots = append(v.Lots, l)
 		free := l.Remaining - l.Held
-		if l.ExpiresAt == nil || free == 0 {
+		if l.ExpiresAt == nil || free == 0 || lapsed {
 			continue
 		}
 		n := len(v.NextExpiries)

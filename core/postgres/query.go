@@ -126,8 +126,31 @@ const balanceExpiries = `,
 		FROM members m LEFT JOIN LATERAL (
 			SELECT expires_at, sum(remaining - held)::bigint AS points
 			FROM lots WHERE member_id = m.id AND remaining > 0 AND remaining > held
-				AND expires_at IS NOT NULL
+				AND expires_at > $3
 			GROUP BY expires_at ORDER BY expires_at LIMIT 12) e ON true`
+
+// balanceDue adds to a balance query, as d, what the member's next refresh
+// would change by the passing of time alone (the sweep runs once a minute,
+// and every command refreshes its member first): lapsed, the free points
+// of spendable lots whose expiry is past ($3, the read's instant);
+// lapsedPending, the points of pending lots whose expiry is past; matured,
+// the points of pending lots whose holding period ended and that have not
+// lapsed. The read answers the figures as they are at $3, so that a balance
+// never shows points that a spend at the same instant would not find. Only
+// the member's live lots are read (the partial index in expiry order).
+const balanceDue = `
+		CROSS JOIN LATERAL (SELECT
+			coalesce(sum(remaining - held) FILTER (WHERE expires_at <= $3 AND NOT pending),
+				0)::bigint AS lapsed,
+			coalesce(sum(remaining) FILTER (WHERE expires_at <= $3 AND pending), 0)::bigint
+				AS lapsed_pending,
+			coalesce(sum(remaining) FILTER (WHERE pending AND spendable_from <= $3
+				AND (expires_at IS NULL OR expires_at > $3)), 0)::bigint AS matured
+			FROM lots WHERE member_id = m.id AND remaining > 0
+				AND (expires_at <= $3 OR (pending AND spendable_from <= $3))) d`
+
+// dueColumns are balanceDue's columns, read after the member's.
+const dueColumns = `, d.lapsed, d.lapsed_pending, d.matured`
 
 // ofRef and ofSurvivor finish a balance query: ofRef reads the member known
 // by ref ($2) in the program with code $1, without following merges;
@@ -144,10 +167,13 @@ const (
 // The balance queries: with the lots or with the expiries only, each by
 // reference and by survivor.
 var (
-	balanceOfRef      = `SELECT ` + memberColumns + balanceLots + ofRef + lotsOrder
-	balanceOfSurvivor = memberChain + `SELECT ` + memberColumns + balanceLots + ofSurvivor + lotsOrder
-	summaryOfRef      = `SELECT ` + memberColumns + balanceExpiries + ofRef + expiryOrder
-	summaryOfSurvivor = memberChain + `SELECT ` + memberColumns + balanceExpiries + ofSurvivor + expiryOrder
+	balanceOfRef      = `SELECT ` + memberColumns + dueColumns + balanceLots + balanceDue + ofRef + lotsOrder
+	balanceOfSurvivor = memberChain + `SELECT ` + memberColumns + dueColumns + balanceLots +
+		balanceDue + ofSurvivor + lotsOrder
+	summaryOfRef = `SELECT ` + memberColumns + dueColumns + balanceExpiries + balanceDue +
+		ofRef + expiryOrder
+	summaryOfSurvivor = memberChain + `SELECT ` + memberColumns + dueColumns + balanceExpiries +
+		balanceDue + ofSurvivor + expiryOrder
 )
 
 // Balance returns the member's figures, its live lots (soonest expiry first,
@@ -216,7 +242,8 @@ func (l *Ledger) readBalance(ctx context.Context, q rowsQuerier, programCode, re
 // its member is the answer even if merged further.
 func (l *Ledger) balance(ctx context.Context, q rowsQuerier, query, programCode, ref string,
 	lots, walked bool) (*BalanceView, bool, error) {
-	rows, err := q.Query(ctx, query, programCode, ref)
+	at := l.Clock().UTC()
+	rows, err := q.Query(ctx, query, programCode, ref, at)
 	if err != nil {
 		return nil, false, fmt.Errorf("read balance: %w", err)
 	}
@@ -226,6 +253,7 @@ func (l *Ledger) balance(ctx context.Context, q rowsQuerier, query, programCode,
 		merged *string
 		v      *BalanceView
 
+		lapsed, lapsedPending, matured        core.Points
 		id, original, remaining, held, points pgtype.Int8
 		earned, spendable, expires            pgtype.Timestamptz
 		pending                               pgtype.Bool
@@ -234,7 +262,8 @@ func (l *Ledger) balance(ctx context.Context, q rowsQuerier, query, programCode,
 	if lots {
 		extra = []any{&id, &earned, &spendable, &expires, &pending, &original, &remaining, &held}
 	}
-	dest := append(memberDest(&m, &merged), extra...)
+	dest := append(memberDest(&m, &merged), &lapsed, &lapsedPending, &matured)
+	dest = append(dest, extra...)
 	for rows.Next() {
 		if err := rows.Scan(dest...); err != nil {
 			return nil, false, fmt.Errorf("read balance: %w", err)
@@ -243,8 +272,11 @@ func (l *Ledger) balance(ctx context.Context, q rowsQuerier, query, programCode,
 			if merged != nil && !walked {
 				return nil, true, nil
 			}
+			b := m.Balance
+			b.Available += matured - lapsed
+			b.Pending -= matured + lapsedPending
 			v = &BalanceView{Member: m.CustomerRef, Program: programCode, Status: m.Status,
-				Balance: m.Balance, NextExpiries: []ExpiryBucket{}, AsOf: l.Clock().UTC()}
+				Balance: b, NextExpiries: []ExpiryBucket{}, AsOf: at}
 			if lots {
 				v.Lots = []core.Lot{}
 			}
@@ -268,12 +300,15 @@ func (l *Ledger) balance(ctx context.Context, q rowsQuerier, query, programCode,
 			Pending: pending.Bool, Original: core.Points(original.Int64),
 			Remaining: core.Points(remaining.Int64), Held: core.Points(held.Int64)}
 		if expires.Valid {
-			at := expires.Time
-			lt.ExpiresAt = &at
+			end := expires.Time
+			lt.ExpiresAt = &end
+		}
+		if lt.Pending && !lt.SpendableFrom.After(at) {
+			lt.Pending = false // matured by now, as the balance counts it
 		}
 		v.Lots = append(v.Lots, lt)
 		free := remaining.Int64 - held.Int64
-		if lt.ExpiresAt == nil || free == 0 {
+		if lt.ExpiresAt == nil || free == 0 || !lt.ExpiresAt.After(at) {
 			continue
 		}
 		n := len(v.NextExpiries)
