@@ -63,6 +63,10 @@ var codeRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 // letters, digits, '-' or '_', starting with a letter or digit.
 func ValidCode(s string) bool { return codeRE.MatchString(s) }
 
+// MaxCount bounds a reward's stock and limits: a count of units the ledger
+// can add an order's quantity back to without leaving bigint.
+const MaxCount = 1_000_000_000_000
+
 // Reward is an item of the rewards catalog. Stock nil is unlimited; limits
 // nil are none. Tiers empty means every member may redeem it.
 type Reward struct {
@@ -121,14 +125,19 @@ func (r *Reward) Validate() error {
 	if r.Stock != nil && *r.Stock < 0 {
 		return Errorf(Invalid, "stock", "must not be negative; leave it out for unlimited")
 	}
+	if r.Stock != nil && *r.Stock > MaxCount {
+		return Errorf(Invalid, "stock", "must be at most %d; leave it out for unlimited", MaxCount)
+	}
 	if r.ValidFrom != nil && r.ValidUntil != nil && !r.ValidUntil.After(*r.ValidFrom) {
 		return Errorf(Invalid, "valid_until", "must be after valid_from")
 	}
-	if r.PerMemberLimit != nil && *r.PerMemberLimit <= 0 {
-		return Errorf(Invalid, "per_member_limit", "must be positive")
+	if r.PerMemberLimit != nil && (*r.PerMemberLimit <= 0 || *r.PerMemberLimit > MaxCount) {
+		return Errorf(Invalid, "per_member_limit", "must be between 1 and %d; leave it out "+
+			"for no limit", MaxCount)
 	}
-	if r.ProgramLimit != nil && *r.ProgramLimit <= 0 {
-		return Errorf(Invalid, "program_limit", "must be positive")
+	if r.ProgramLimit != nil && (*r.ProgramLimit <= 0 || *r.ProgramLimit > MaxCount) {
+		return Errorf(Invalid, "program_limit", "must be between 1 and %d; leave it out "+
+			"for no limit", MaxCount)
 	}
 	for _, t := range r.Tiers {
 		if strings.TrimSpace(t) == "" || len(t) > 64 {

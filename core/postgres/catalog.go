@@ -380,7 +380,8 @@ func (t *txn) cancelOrder(ctx context.Context, prog *program, m *member,
 	}
 	cancelPosting := t.postings[n]
 	_, err = t.tx.Exec(ctx, `UPDATE rewards SET redeemed = redeemed - $2,
-		stock = CASE WHEN stock IS NULL THEN NULL ELSE stock + $2 END WHERE id = $1`,
+		stock = CASE WHEN stock IS NULL THEN NULL ELSE LEAST(stock, 9223372036854775807 - $2) + $2 END
+		WHERE id = $1`,
 		rewardID, qty)
 	if err != nil {
 		return nil, fmt.Errorf("restore stock: %w", err)
