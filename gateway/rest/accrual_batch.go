@@ -174,6 +174,9 @@ func decodeBatchOnce(body []byte) (out []batchEvent, ok bool) {
 	if hasNULEscape(body) {
 		return nil, false
 	}
+	if _, repeated := repeatedKey(body); repeated {
+		return nil, false
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	var list []*batchEvent
@@ -205,6 +208,9 @@ func decodeBatchOnce(body []byte) (out []batchEvent, ok bool) {
 // decodeBatchEach reads a batch event by event, each with the single
 // route's decoder, and says what is wrong with the first faulty one.
 func decodeBatchEach(body []byte) ([]batchEvent, error) {
+	if field, ok := repeatedKey(body); ok {
+		return nil, repeatedError(field)
+	}
 	var in struct {
 		Events []json.RawMessage `json:"events"`
 	}

@@ -206,6 +206,9 @@ func decodeBody(r *http.Request, v any) error {
 		return core.Errorf(core.Invalid, nulField(body), "must not contain the NUL character "+
 			"(\\u0000)")
 	}
+	if field, ok := repeatedKey(body); ok {
+		return repeatedError(field)
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -237,6 +240,12 @@ func decodeBody(r *http.Request, v any) error {
 		return core.Errorf(core.Invalid, "body", "has data after the JSON object")
 	}
 	return nil
+}
+
+// repeatedError refuses a body that gives field twice (repeatedKey).
+func repeatedError(field string) error {
+	return core.Errorf(core.Invalid, field, "is given twice (keys are compared without "+
+		"regard to case); give each field once")
 }
 
 // nulField names where a JSON text holds a NUL: the field whose value (or
