@@ -3,7 +3,7 @@ package core
 import (
 	"errors"
 	"fmt"
-	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -63,14 +63,28 @@ func AsError(err error) (*Error, bool) {
 // of points: it is kept on the posting and shown on every statement.
 const MaxReason = 500
 
-// CheckReason refuses a reason longer than MaxReason, and an empty one
-// (only spaces) when required, naming the field reason.
+// CheckReason refuses a reason longer than MaxReason, one holding control
+// characters other than tabs and line breaks, or format characters (a
+// right-to-left override makes a statement or the audit log read otherwise
+// than it was written, a zero-width space hides a difference), and an empty
+// one (nothing visible) when required, naming the field reason.
 func CheckReason(reason string, required bool) error {
-	if required && strings.TrimSpace(reason) == "" {
-		return Errorf(Invalid, "reason", "is required")
-	}
 	if n := utf8.RuneCountInString(reason); n > MaxReason {
 		return Errorf(Invalid, "reason", "is %d characters; at most %d", n, MaxReason)
+	}
+	visible := false
+	for i, r := range reason {
+		if (unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r') ||
+			unicode.Is(unicode.Cf, r) {
+			return Errorf(Invalid, "reason", "holds the invisible character %U at byte %d; "+
+				"write the reason in visible text", r, i)
+		}
+		if !unicode.IsSpace(r) {
+			visible = true
+		}
+	}
+	if required && !visible {
+		return Errorf(Invalid, "reason", "is required")
 	}
 	return nil
 }

@@ -45,8 +45,11 @@ func TestGenericPlansStayInTheBatch(t *testing.T) {
 	f.ok(core.KindAccrue, "m1", core.Accrue{EventType: "buy", Amount: "12"})
 	mode("after a batch that committed")
 
-	// A reason PostgreSQL cannot store fails the transaction in its writes.
-	bad := f.command(core.KindCredit, "m1", f.txn(), core.Credit{Points: 3, Reason: "a\x00b"})
+	// A channel PostgreSQL cannot store fails the transaction in its writes
+	// (a reason with a NUL is refused before).
+	bad := f.command(core.KindCredit, "m1", f.txn(), core.Credit{Points: 3, Reason: "ab"})
+	bad.Channel = "a\x00b"
+	bad.Seal()
 	if _, err := f.l.ApplyBatch(ctx, []bus.Command{
 		f.command(core.KindAccrue, "m1", f.txn(), core.Accrue{EventType: "buy", Amount: "1"}),
 		bad}); err == nil {
