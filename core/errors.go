@@ -17,7 +17,8 @@ const (
 	NotFound     ErrorKind = "not_found"    // a program, member, hold or posting is unknown
 	Conflict     ErrorKind = "conflict"     // the request clashes with the ledger's state
 	Insufficient ErrorKind = "insufficient" // not enough spendable points
-	Unauthorized ErrorKind = "unauthorized" // the caller may not do this
+	Unauthorized ErrorKind = "unauthorized" // the caller is not known: no key, or a wrong one
+	Forbidden    ErrorKind = "forbidden"    // the caller is known but may not do this
 	Unavailable  ErrorKind = "unavailable"  // a dependency is down; retry later
 	Internal     ErrorKind = "internal"     // a fault of ours
 )

@@ -413,10 +413,10 @@ func (l *Ledger) ApproveBatchAs(ctx context.Context, program, id, actor,
 	case b.Status != core.BatchValidated:
 		return nil, core.Errorf(core.Conflict, "batch", "is %s, not validated", b.Status)
 	case samePerson(actor, b.UploadedBy):
-		return nil, core.Errorf(core.Unauthorized, "X-Actor",
+		return nil, core.Errorf(core.Forbidden, "X-Actor",
 			"the approver must be another person than the uploader")
 	case source != "" && source == b.UploadedSource:
-		return nil, core.Errorf(core.Unauthorized, "Authorization", "the API key that "+
+		return nil, core.Errorf(core.Forbidden, "Authorization", "the API key that "+
 			"uploaded the batch cannot approve it: approve with another system's key, or "+
 			"in the back office")
 	}

@@ -246,7 +246,7 @@ func (s *Server) batchApprove(w http.ResponseWriter, r *http.Request, sess *sess
 	}
 	b, err := store.ApproveBatch(r.Context(), mux.Vars(r)["program"], mux.Vars(r)["batch"],
 		sess.Name)
-	if core.KindOf(err) == core.Unauthorized {
+	if core.KindOf(err) == core.Forbidden {
 		s.fail(w, r, sess, http.StatusForbidden,
 			"The person who uploaded a batch cannot approve it.", nil)
 		return

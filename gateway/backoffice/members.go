@@ -490,8 +490,8 @@ func statusOf(k core.ErrorKind) int {
 	status := map[core.ErrorKind]int{core.Invalid: http.StatusBadRequest,
 		core.NotFound: http.StatusNotFound, core.Conflict: http.StatusConflict,
 		core.Insufficient: http.StatusUnprocessableEntity,
-		core.Unauthorized: http.StatusForbidden,
-		core.Unavailable:  http.StatusServiceUnavailable}[k]
+		core.Unauthorized: http.StatusForbidden, core.Forbidden: http.StatusForbidden,
+		core.Unavailable: http.StatusServiceUnavailable}[k]
 	if status == 0 {
 		status = http.StatusUnprocessableEntity
 	}

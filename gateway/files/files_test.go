@@ -733,7 +733,7 @@ func TestApprovalAboveThreshold(t *testing.T) {
 	for _, uploader := range []string{"ana", "ANA", " Ana "} {
 		code, _ := f.do(http.MethodPost, path+"/approve", nil,
 			map[string]string{"X-Actor": uploader})
-		if code != http.StatusUnauthorized {
+		if code != http.StatusForbidden {
 			t.Errorf("approval by the uploader as %q answered %d", uploader, code)
 		}
 	}
@@ -742,7 +742,7 @@ func TestApprovalAboveThreshold(t *testing.T) {
 	for _, other := range []string{"bea", "аna"} {
 		code, body := f.do(http.MethodPost, path+"/approve", nil,
 			map[string]string{"X-Actor": other})
-		if code != http.StatusUnauthorized || !strings.Contains(string(body), "Authorization") {
+		if code != http.StatusForbidden || !strings.Contains(string(body), "Authorization") {
 			t.Errorf("approval as %q with the uploader's key answered %d %s", other, code,
 				body)
 		}

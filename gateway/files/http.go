@@ -72,7 +72,7 @@ func (s *Service) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	kind := core.KindOf(err)
 	status := map[core.ErrorKind]int{core.Invalid: 400, core.NotFound: 404, core.Conflict: 409,
-		core.Unauthorized: 401, core.Unavailable: 503}[kind]
+		core.Unauthorized: 401, core.Forbidden: 403, core.Unavailable: 503}[kind]
 	if status == 0 {
 		status = http.StatusInternalServerError
 		s.log.Error("Request failed", "path", r.URL.Path, "error", err)

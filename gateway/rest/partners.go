@@ -344,7 +344,7 @@ func partnerAuth(r *http.Request) *postgres.PartnerAuth {
 // allowed checks that the partner's key carries scope.
 func allowed(r *http.Request, scope string) error {
 	if !slices.Contains(partnerAuth(r).Scopes, scope) {
-		return core.Errorf(core.Unauthorized, "Authorization",
+		return core.Errorf(core.Forbidden, "Authorization",
 			"this key may not call %s operations", scope)
 	}
 	return nil
@@ -384,7 +384,7 @@ func (s *Server) partnerAuthorize(w http.ResponseWriter, r *http.Request) {
 			return "", nil, nil, err
 		}
 		if !p.CanBurn {
-			return "", nil, nil, core.Errorf(core.Unauthorized, "points",
+			return "", nil, nil, core.Errorf(core.Forbidden, "points",
 				"partner %q does not accept points", p.Code)
 		}
 		if !core.ValidRef(in.Member) {
@@ -512,7 +512,7 @@ func (s *Server) checkPurchase(r *http.Request, in *purchaseBody) error {
 		return err
 	}
 	if !p.CanEarn {
-		return core.Errorf(core.Unauthorized, "amount", "partner %q does not give points", p.Code)
+		return core.Errorf(core.Forbidden, "amount", "partner %q does not give points", p.Code)
 	}
 	in.Amount = strings.TrimSpace(in.Amount)
 	a, err := core.ParseAmount("amount", in.Amount)

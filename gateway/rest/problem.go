@@ -14,6 +14,7 @@ var statusOf = map[core.ErrorKind]int{
 	core.Conflict:     http.StatusConflict,
 	core.Insufficient: http.StatusUnprocessableEntity,
 	core.Unauthorized: http.StatusUnauthorized,
+	core.Forbidden:    http.StatusForbidden,
 	core.Unavailable:  http.StatusServiceUnavailable,
 	core.Internal:     http.StatusInternalServerError,
 }
@@ -24,6 +25,7 @@ var titleOf = map[core.ErrorKind]string{
 	core.Conflict:     "Conflict",
 	core.Insufficient: "Insufficient points",
 	core.Unauthorized: "Unauthorized",
+	core.Forbidden:    "Forbidden",
 	core.Unavailable:  "Service unavailable",
 	core.Internal:     "Internal error",
 }

@@ -21,6 +21,7 @@ var faultCodes = map[core.ErrorKind]string{
 	core.Conflict:     "Client.Conflict",
 	core.Insufficient: "Client.InsufficientPoints",
 	core.Unauthorized: "Client.Unauthorized",
+	core.Forbidden:    "Client.Forbidden",
 	core.Unavailable:  "Server.Unavailable",
 	core.Internal:     "Server.Internal",
 }

@@ -185,7 +185,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !caller.Allows(op.name) {
-		s.fault(w, r, ver, "", unauthorized(op.name, "is not granted to %s", caller.Name))
+		s.fault(w, r, ver, "", core.Errorf(core.Forbidden, op.name, "is not granted to %s",
+			caller.Name))
 		return
 	}
 	req := op.request()
