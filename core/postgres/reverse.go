@@ -71,6 +71,24 @@ func (t *txn) findOriginal(ctx context.Context, m *member, cmd *bus.Command,
 			return nil, fmt.Errorf("read order of posting: %w", err)
 		}
 	}
+	// A conversion's capture paid another program, which credited its
+	// units: giving the points back would leave the member both.
+	if o.kind == core.PostCapture {
+		var conv, ext string
+		err := t.tx.QueryRow(ctx, `SELECT c.id, c.external_code FROM postings p
+			JOIN holds h ON h.id = p.hold_id
+			JOIN conversions c ON c.hold_txn_id = h.txn_id
+			WHERE p.id = $1 AND h.source = $2`, o.id, core.SourceConversion).Scan(&conv, &ext)
+		switch {
+		case err == nil:
+			return nil, core.Errorf(core.Conflict, originalField(in), "the posting is the "+
+				"capture of conversion %s into %s, which the other program credited: it "+
+				"cannot be reversed here; if that program takes its units back, give the "+
+				"points back with a credit (POST .../credits) naming the conversion", conv, ext)
+		case !errors.Is(err, pgx.ErrNoRows):
+			return nil, fmt.Errorf("read conversion of posting: %w", err)
+		}
+	}
 	return o, nil
 }
 

@@ -1,0 +1,64 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/puntos-loyalty/puntos/bus"
+	"github.com/puntos-loyalty/puntos/core"
+)
+
+// TestConversionCaptureIsNotReversible: the capture of a conversion the
+// other program confirmed is refused by a reversal, which names the
+// conversion; the member keeps what the conversion left, and a partner
+// payment's capture stays reversible.
+func TestConversionCaptureIsNotReversible(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, core.Program{})
+	f.enroll("a")
+	f.ok(core.KindCredit, "a", core.Credit{Points: 5000, Reason: "welcome"})
+	f.ok(core.KindExternalUpsert, "sky", airline("sky", ""))
+
+	r := f.do(core.KindConvert, "a", f.txn(), core.ConvertRequest{External: "sky", Points: 1000})
+	var conv core.Conversion
+	if err := json.Unmarshal(r.Data, &conv); err != nil || conv.ID == "" {
+		t.Fatalf("convert: %s %+v", r.Status, r.Error)
+	}
+	capture := f.command(core.KindCapture, "a", core.ConversionCaptureTxn(conv.ID),
+		core.Capture{HoldTxnID: core.ConversionHoldTxn(conv.ID)})
+	capture.Source = core.SourceConversion
+	capture.Seal()
+	cr := f.apply(capture)
+	var out core.Outcome
+	if err := json.Unmarshal(cr.Data, &out); cr.Status != bus.StatusOK || err != nil ||
+		len(out.PostingIDs) == 0 {
+		t.Fatalf("capture: %s %+v %s", cr.Status, cr.Error, cr.Data)
+	}
+	if _, err := f.l.FinishConversion(ctx, conv.ID, core.ConversionConfirmed, "SKY-1", "",
+		f.now); err != nil {
+		t.Fatal(err)
+	}
+	f.wantBalance("a", 4000, 0, 0)
+
+	rev := f.do(core.KindReverse, "a", f.txn(), core.Reverse{
+		PostingID: out.PostingIDs[len(out.PostingIDs)-1], Reason: "miles never arrived"})
+	wantRefused(t, rev, core.Conflict, "posting_id")
+	if !strings.Contains(rev.Error.Message, conv.ID) {
+		t.Fatalf("the refusal %q does not name conversion %s", rev.Error.Message, conv.ID)
+	}
+	f.wantBalance("a", 4000, 0, 0)
+
+	// A hold and capture of another caller is reversed as before.
+	hold := f.txn()
+	if r := f.do(core.KindAuthorize, "a", hold, core.Authorize{Points: 300}); r.Status != bus.StatusOK {
+		t.Fatalf("authorize: %+v", r.Error)
+	}
+	co := f.ok(core.KindCapture, "a", core.Capture{HoldTxnID: hold})
+	f.wantBalance("a", 3700, 0, 0)
+	f.ok(core.KindReverse, "a", core.Reverse{PostingID: co.PostingIDs[len(co.PostingIDs)-1],
+		Reason: "charged by mistake"})
+	f.wantBalance("a", 4000, 0, 0)
+	f.check()
+}
