@@ -62,3 +62,43 @@ func TestConversionCaptureIsNotReversible(t *testing.T) {
 	f.wantBalance("a", 4000, 0, 0)
 	f.check()
 }
+
+// TestCloseWaitsForPendingConversion: a member whose conversion is pending
+// cannot be closed (the close would forfeit the points the other program
+// may still credit); once the conversion is settled, it can.
+func TestCloseWaitsForPendingConversion(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, core.Program{})
+	f.enroll("a")
+	f.ok(core.KindCredit, "a", core.Credit{Points: 5000, Reason: "welcome"})
+	f.ok(core.KindExternalUpsert, "sky", airline("sky", ""))
+	r := f.do(core.KindConvert, "a", f.txn(), core.ConvertRequest{External: "sky", Points: 1000})
+	var conv core.Conversion
+	if err := json.Unmarshal(r.Data, &conv); err != nil || conv.ID == "" {
+		t.Fatalf("convert: %s %+v", r.Status, r.Error)
+	}
+	cl := f.do(core.KindClose, "a", f.txn(), core.StatusChange{Reason: "moved away"})
+	wantRefused(t, cl, core.Conflict, "member")
+	if !strings.Contains(cl.Error.Message, conv.ID) {
+		t.Fatalf("the refusal %q does not name conversion %s", cl.Error.Message, conv.ID)
+	}
+	f.wantBalance("a", 4000, 0, 1000)
+
+	capture := f.command(core.KindCapture, "a", core.ConversionCaptureTxn(conv.ID),
+		core.Capture{HoldTxnID: core.ConversionHoldTxn(conv.ID)})
+	capture.Source = core.SourceConversion
+	capture.Seal()
+	if cr := f.apply(capture); cr.Status != bus.StatusOK {
+		t.Fatalf("capture: %+v", cr.Error)
+	}
+	if _, err := f.l.FinishConversion(ctx, conv.ID, core.ConversionConfirmed, "SKY-2", "",
+		f.now); err != nil {
+		t.Fatal(err)
+	}
+	o := f.ok(core.KindClose, "a", core.StatusChange{Reason: "moved away"})
+	if o.Points != -4000 {
+		t.Fatalf("the close forfeited %d, want -4000: the converted 1000 are the airline's", o.Points)
+	}
+	f.wantBalance("a", 0, 0, 0)
+	f.check()
+}

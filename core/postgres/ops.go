@@ -918,6 +918,9 @@ func (t *txn) setStatus(ctx context.Context, prog *program, m *member, cmd *bus.
 		if err := mustBe(m, "member", "active", "suspended"); err != nil {
 			return nil, err
 		}
+		if err := t.noPendingConversion(ctx, m); err != nil {
+			return nil, err
+		}
 		n, err := t.forfeitAll(ctx, m, in.Reason)
 		if err != nil {
 			return nil, err
@@ -933,6 +936,30 @@ func (t *txn) setStatus(ctx context.Context, prog *program, m *member, cmd *bus.
 	out := t.outcome(m, -forfeited)
 	out.Status = next
 	return out, nil
+}
+
+// noPendingConversion refuses to close m while a conversion of its points
+// is pending: the other program may still credit it, and the close would
+// release and forfeit the points it holds, leaving the conversion
+// confirmed there and uncapturable here.
+func (t *txn) noPendingConversion(ctx context.Context, m *member) error {
+	if m.held == 0 {
+		return nil // nothing held: no conversion waits on a hold
+	}
+	var id, ext string
+	err := t.tx.QueryRow(ctx, `SELECT c.id, c.external_code FROM conversions c
+		JOIN holds h ON h.source = $2 AND h.txn_id = c.hold_txn_id AND h.status = 'open'
+		WHERE c.member_id = $1 AND c.status = 'pending'
+		ORDER BY c.requested_at LIMIT 1`, m.id, core.SourceConversion).Scan(&id, &ext)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil
+	case err != nil:
+		return fmt.Errorf("read pending conversions: %w", err)
+	}
+	return core.Errorf(core.Conflict, "member", "has conversion %s into %s pending: close "+
+		"the membership once the other program has answered (GET .../conversions/%s)",
+		id, ext, id)
 }
 
 // forfeitAll releases m's open holds and forfeits every point m has left,
