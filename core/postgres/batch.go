@@ -748,7 +748,7 @@ func (t *txn) plan(cmd *bus.Command, prog *program, m *member, st *runState) (ru
 			core.CheckReason(in.Reason, true) != nil {
 			return p, false
 		}
-		exp, err := creditExpiry(prog, &in, cmd.OccurredAt)
+		exp, err := creditExpiry(prog, &in, cmd.OccurredAt, t.now)
 		if err != nil {
 			return p, false
 		}

@@ -350,7 +350,7 @@ func (t *txn) readBulkOp(prog *program, c *bus.Command) *bulkOp {
 			strings.TrimSpace(in.Reason) == "" || t.checkOccurred(c.OccurredAt) != nil {
 			return nil
 		}
-		exp, err := creditExpiry(prog, &in, c.OccurredAt)
+		exp, err := creditExpiry(prog, &in, c.OccurredAt, t.now)
 		if err != nil {
 			return nil
 		}

@@ -25,9 +25,10 @@ const sweepSource = "puntos.sweep"
 
 // creditExpiry is the expiry a credit command names: its expires_at, or the
 // end of its expires_on day in the program's time zone. It returns nil when
-// the credit names none, so that the program's policy applies.
-// Errors: invalid.
-func creditExpiry(prog *program, in *core.Credit, occurred time.Time) (*time.Time, error) {
+// the credit names none, so that the program's policy applies. An end at
+// or before now is refused. Errors: invalid.
+func creditExpiry(prog *program, in *core.Credit, occurred, now time.Time) (*time.Time,
+	error) {
 	var exp time.Time
 	field := "expires_at"
 	switch {
@@ -50,6 +51,13 @@ func creditExpiry(prog *program, in *core.Credit, occurred time.Time) (*time.Tim
 	}
 	if !exp.After(occurred) {
 		return nil, core.Errorf(core.Invalid, field, "must be after occurred_at")
+	}
+	// Points given with an end already past would be credited and expired
+	// in the same breath: the caller would read +n and the member get
+	// nothing.
+	if !exp.After(now) {
+		return nil, core.Errorf(core.Invalid, field, "is in the past (%s): the points would "+
+			"expire on arrival", exp.Format(time.RFC3339))
 	}
 	// Points that expire while still pending could never be spent.
 	if spendable := prog.SpendableFrom(occurred); !exp.After(spendable) {

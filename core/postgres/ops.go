@@ -295,7 +295,7 @@ func (t *txn) creditCmd(ctx context.Context, prog *program, m *member, cmd *bus.
 	if err := t.checkOccurred(cmd.OccurredAt); err != nil {
 		return nil, err
 	}
-	exp, err := creditExpiry(prog, &in, cmd.OccurredAt)
+	exp, err := creditExpiry(prog, &in, cmd.OccurredAt, t.now)
 	if err != nil {
 		return nil, err
 	}
