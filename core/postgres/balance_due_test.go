@@ -54,3 +54,36 @@ func TestBalanceReadsTheFiguresAtItsInstant(t *testing.T) {
 	f.wantBalance("m", 0, 0, 0)
 	f.check()
 }
+
+// TestBalanceFreesOverdueHolds: once a hold's time is over, the balance and
+// the member read count its points free again, as a spend at that instant
+// finds them, before the sweep releases it.
+func TestBalanceFreesOverdueHolds(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, core.Program{})
+	f.enroll("m")
+	f.ok(core.KindCredit, "m", core.Credit{Points: 1000, Reason: "seed"})
+	f.ok(core.KindAuthorize, "m", core.Authorize{Points: 400, TTLSeconds: 60})
+	f.wantBalance("m", 600, 0, 400)
+
+	f.setNow(f.now.Add(2 * time.Minute))
+	f.wantBalance("m", 1000, 0, 0)
+	mem, err := f.l.Member(ctx, f.prog, "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mem.Balance.Available != 1000 || mem.Balance.Held != 0 {
+		t.Fatalf("member read %+v, want available 1000 held 0", mem.Balance)
+	}
+	sum, err := f.l.BalanceSummary(ctx, f.prog, "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Balance != mem.Balance {
+		t.Fatalf("summary %+v, member %+v", sum.Balance, mem.Balance)
+	}
+	// A spend of all 1000 goes through, as the reads said it would.
+	f.ok(core.KindRedeem, "m", core.Redeem{Points: 1000, Reason: "all"})
+	f.wantBalance("m", 0, 0, 0)
+	f.check()
+}

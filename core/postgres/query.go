@@ -71,15 +71,19 @@ func (l *Ledger) memberNotFound(ctx context.Context, programCode, ref string) er
 func (l *Ledger) Member(ctx context.Context, programCode, ref string) (*core.Member, error) {
 	var m core.Member
 	var merged *string
-	err := l.pool.QueryRow(ctx, memberChain+`SELECT `+memberColumns+`
-		FROM members m WHERE m.id = (SELECT id FROM chain ORDER BY depth DESC LIMIT 1)`,
-		programCode, ref).Scan(memberDest(&m, &merged)...)
+	var lapsed, lapsedPending, matured, released core.Points
+	err := l.pool.QueryRow(ctx, memberChain+`SELECT `+memberColumns+dueColumns+`
+		FROM members m`+balanceDue+`
+		WHERE m.id = (SELECT id FROM chain ORDER BY depth DESC LIMIT 1)`,
+		programCode, ref, l.Clock().UTC()).Scan(append(memberDest(&m, &merged), &lapsed,
+		&lapsedPending, &matured, &released)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, l.memberNotFound(ctx, programCode, ref)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read member: %w", err)
 	}
+	m.Balance = atInstant(m.Balance, lapsed, lapsedPending, matured, released)
 	return &m, nil
 }
 
@@ -149,8 +153,26 @@ const balanceDue = `
 			FROM lots WHERE member_id = m.id AND remaining > 0
 				AND (expires_at <= $3 OR (pending AND spendable_from <= $3))) d`
 
-// dueColumns are balanceDue's columns, read after the member's.
-const dueColumns = `, d.lapsed, d.lapsed_pending, d.matured`
+// dueColumns are balanceDue's columns, read after the member's, and the
+// points of the member's open holds past their time, which the next refresh
+// releases (read only for a member holding points: the open holds' index is
+// by expiry, and few are overdue at any time).
+const dueColumns = `, d.lapsed, d.lapsed_pending, d.matured,
+		CASE WHEN m.held > 0 THEN (SELECT coalesce(sum(amount - captured), 0) FROM holds
+			WHERE member_id = m.id AND status = 'open' AND expires_at <= $3)
+		ELSE 0 END::bigint`
+
+// atInstant turns a member's stored figures into those at the read's
+// instant, from dueColumns: lapsed free points gone, matured pending points
+// spendable, points of overdue holds free again. Freed points whose lot has
+// also ended count as available until the sweep expires them, as the read
+// cannot tell which lots a hold reserved.
+func atInstant(b core.Balance, lapsed, lapsedPending, matured, released core.Points) core.Balance {
+	b.Available += matured - lapsed + released
+	b.Pending -= matured + lapsedPending
+	b.Held -= released
+	return b
+}
 
 // ofRef and ofSurvivor finish a balance query: ofRef reads the member known
 // by ref ($2) in the program with code $1, without following merges;
@@ -254,6 +276,7 @@ func (l *Ledger) balance(ctx context.Context, q rowsQuerier, query, programCode,
 		v      *BalanceView
 
 		lapsed, lapsedPending, matured        core.Points
+		released                              core.Points
 		id, original, remaining, held, points pgtype.Int8
 		earned, spendable, expires            pgtype.Timestamptz
 		pending                               pgtype.Bool
@@ -262,7 +285,7 @@ func (l *Ledger) balance(ctx context.Context, q rowsQuerier, query, programCode,
 	if lots {
 		extra = []any{&id, &earned, &spendable, &expires, &pending, &original, &remaining, &held}
 	}
-	dest := append(memberDest(&m, &merged), &lapsed, &lapsedPending, &matured)
+	dest := append(memberDest(&m, &merged), &lapsed, &lapsedPending, &matured, &released)
 	dest = append(dest, extra...)
 	for rows.Next() {
 		if err := rows.Scan(dest...); err != nil {
@@ -272,11 +295,9 @@ func (l *Ledger) balance(ctx context.Context, q rowsQuerier, query, programCode,
 			if merged != nil && !walked {
 				return nil, true, nil
 			}
-			b := m.Balance
-			b.Available += matured - lapsed
-			b.Pending -= matured + lapsedPending
 			v = &BalanceView{Member: m.CustomerRef, Program: programCode, Status: m.Status,
-				Balance: b, NextExpiries: []ExpiryBucket{}, AsOf: at}
+				Balance:      atInstant(m.Balance, lapsed, lapsedPending, matured, released),
+				NextExpiries: []ExpiryBucket{}, AsOf: at}
 			if lots {
 				v.Lots = []core.Lot{}
 			}
