@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -20,10 +21,16 @@ import (
 type Options struct {
 	// Interval is how often the outbox is polled (2s).
 	Interval time.Duration
-	// Batch is how many conversions one step takes (10). They are
-	// delivered one after the other, so Batch deliveries with all their
-	// retries should fit in Lease.
+	// Batch is how many conversions one step takes (10). Those of one
+	// external program are delivered one after the other, each program's
+	// beside the others', so Batch deliveries with all their retries
+	// should fit in Lease.
 	Batch int
+	// Slow is how long an unclear delivery may take before the step stops
+	// delivering to that external program (5s): a program that hangs costs
+	// one delivery per step, not one per conversion, and the conversions
+	// left are claimed again after RetryMin.
+	Slow time.Duration
 	// Lease is how long a claimed conversion is left alone by other
 	// workers (15m), and how long a crashed worker's conversions wait.
 	Lease time.Duration
@@ -62,6 +69,7 @@ func (o *Options) defaults() {
 	def(&o.Lease, 15*time.Minute)
 	def(&o.RetryMin, 30*time.Second)
 	def(&o.RetryMax, time.Hour)
+	def(&o.Slow, 5*time.Second)
 	def(&o.ReconcileEvery, 10*time.Minute)
 	def(&o.ReconcileAfter, 15*time.Minute)
 	def(&o.ReconcileWindow, 48*time.Hour)
@@ -137,6 +145,7 @@ func (w *Worker) Run(ctx context.Context) error {
 // partners caches the partners of one pass, by program and external code.
 type partners struct {
 	w   *Worker
+	mu  sync.Mutex
 	got map[string]partnerEntry
 }
 
@@ -151,17 +160,21 @@ func (w *Worker) partners() *partners {
 
 func (ps *partners) get(ctx context.Context, program, external string) (Partner, error) {
 	key := program + "\x00" + external
-	if e, ok := ps.got[key]; ok {
+	ps.mu.Lock()
+	e, ok := ps.got[key]
+	ps.mu.Unlock()
+	if ok {
 		return e.p, e.err
 	}
-	var e partnerEntry
 	ext, err := ps.w.ledger.PartnerConfig(ctx, program, external)
 	if err != nil {
 		e.err = err
 	} else {
 		e.p, e.err = ps.w.partnerOf(program, ext)
 	}
+	ps.mu.Lock()
 	ps.got[key] = e
+	ps.mu.Unlock()
 	return e.p, e.err
 }
 
@@ -198,38 +211,94 @@ func (w *Worker) Step(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	ps := w.partners()
-	var errs []error
+	// One external program's conversions go one after the other, in the
+	// order claimed; the programs go side by side, so that one that hangs
+	// does not hold up the others.
+	var order []string
+	byExternal := map[string][]core.Conversion{}
 	for _, c := range due {
-		if ctx.Err() != nil {
-			// What was claimed and not delivered waits for its lease to end.
-			return len(due), ctx.Err()
+		key := c.Program + "\x00" + c.External
+		if _, ok := byExternal[key]; !ok {
+			order = append(order, key)
 		}
-		if err := w.attempt(ctx, ps, c); err != nil {
-			errs = append(errs, fmt.Errorf("conversion %s: %w", c.ID, err))
-		}
+		byExternal[key] = append(byExternal[key], c)
+	}
+	ps := w.partners()
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+	)
+	fail := func(err error) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+	}
+	for _, key := range order {
+		wg.Go(func() {
+			list := byExternal[key]
+			for i, c := range list {
+				if ctx.Err() != nil {
+					// What was claimed and not delivered waits for its
+					// lease to end.
+					fail(ctx.Err())
+					return
+				}
+				slow, err := w.attempt(ctx, ps, c)
+				if err != nil {
+					fail(fmt.Errorf("conversion %s: %w", c.ID, err))
+				}
+				if slow && i+1 < len(list) {
+					w.putBack(ctx, list[i+1:])
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return len(due), ctx.Err()
 	}
 	return len(due), errors.Join(errs...)
 }
 
-// attempt delivers one claimed conversion and acts on the answer.
-func (w *Worker) attempt(ctx context.Context, ps *partners, c core.Conversion) error {
+// putBack gives back the claims of conversions a step did not deliver,
+// their program having just left one unanswered for Slow or longer: they
+// are claimed again after RetryMin, their attempt not counted.
+func (w *Worker) putBack(ctx context.Context, list []core.Conversion) {
+	at := w.opt.Clock().Add(w.opt.RetryMin)
+	for _, c := range list {
+		if err := w.ledger.UnclaimConversion(ctx, c.ID, at); err != nil {
+			w.log.Error("Conversion claim not given back; it waits for its lease",
+				"conversion_id", c.ID, "error", err)
+		}
+	}
+	w.log.Warn("External program slow to answer; its other conversions wait for the next "+
+		"step", "program", list[0].Program, "external", list[0].External, "waiting", len(list))
+}
+
+// attempt delivers one claimed conversion and acts on the answer. slow
+// tells that the answer was unclear and took Slow or longer.
+func (w *Worker) attempt(ctx context.Context, ps *partners, c core.Conversion) (slow bool,
+	err error) {
 	if _, err := w.ledger.RenewConversionHold(ctx, c.ID,
 		w.opt.Clock().Add(w.opt.HoldRenewal)); err != nil {
-		return err
+		return false, err
 	}
 	p, err := ps.get(ctx, c.Program, c.External)
 	if err != nil {
 		w.log.Error("External program unusable; conversion stays pending",
 			"conversion_id", c.ID, "program", c.Program, "external", c.External, "error", err)
-		return w.ledger.RetryConversion(ctx, c.ID, err.Error(), w.next(c.Attempts))
+		return false, w.ledger.RetryConversion(ctx, c.ID, err.Error(), w.next(c.Attempts))
 	}
+	start := time.Now()
 	a := p.Deliver(ctx, request(c))
 	if ctx.Err() != nil {
 		// Stopping: whatever the answer, the lease brings it back.
-		return ctx.Err()
+		return false, ctx.Err()
 	}
-	return w.settle(ctx, c, a)
+	slow = a.Outcome == Unclear && time.Since(start) >= w.opt.Slow
+	return slow, w.settle(ctx, c, a)
 }
 
 // next is when a conversion attempted n times is delivered again.

@@ -623,6 +623,18 @@ func (l *Ledger) ClaimConversions(ctx context.Context, now time.Time, lease time
 	return scanConversions(rows)
 }
 
+// UnclaimConversion gives back a claim on conversion id that was not
+// delivered: its attempt is not counted, and it is due again at next.
+func (l *Ledger) UnclaimConversion(ctx context.Context, id string, next time.Time) error {
+	_, err := l.pool.Exec(ctx, `UPDATE conversions SET attempts = greatest(attempts - 1, 0),
+			next_attempt_at = $2
+		WHERE id = $1 AND status = 'pending'`, id, next.UTC())
+	if err != nil {
+		return fmt.Errorf("give back claim: %w", err)
+	}
+	return nil
+}
+
 // RetryConversion records that an attempt at conversion id left its outcome
 // unclear, and when to try again. It changes nothing once the conversion
 // is settled.

@@ -1,0 +1,116 @@
+package conversion
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/puntos-loyalty/puntos/core"
+)
+
+// scripted is a partner that answers after a delay, confirming or leaving
+// every delivery unclear, and counts its deliveries.
+type scripted struct {
+	mu      sync.Mutex
+	delay   time.Duration
+	confirm bool
+	calls   int
+}
+
+func (p *scripted) Deliver(ctx context.Context, req Request) Answer {
+	p.mu.Lock()
+	p.calls++
+	p.mu.Unlock()
+	select {
+	case <-time.After(p.delay):
+	case <-ctx.Done():
+	}
+	if p.confirm {
+		return Answer{Outcome: Confirmed, Reference: "REF-" + req.TxnID[:8]}
+	}
+	return Answer{Detail: "timeout"}
+}
+
+func (p *scripted) Status(context.Context, Request) Answer { return Answer{} }
+
+func (p *scripted) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.calls
+}
+
+// TestSlowPartnerHoldsUpNoOther: in one step, the conversions of a program
+// that answers nothing for longer than Slow cost one delivery, the others
+// of that program are given back without an attempt counted, and a healthy
+// program's conversion is confirmed beside it.
+func TestSlowPartnerHoldsUpNoOther(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	const member = "56933333333"
+	hang := skyMiles(core.FlavourHTTP)
+	hang.Code, hang.Endpoint = "hotel", "https://127.0.0.1:9/hotel"
+	prog := e.program(hang, member, 20000)
+	fine := skyMiles(core.FlavourHTTP)
+	fine.Code, fine.Endpoint = "bus", "https://127.0.0.1:9/bus"
+	e.ok(core.KindExternalUpsert, prog, fine.Code, fine)
+
+	var hotel []core.Conversion
+	for range 3 {
+		hotel = append(hotel, e.convert(prog, member, core.ConvertRequest{External: "hotel",
+			Points: 1000, AccountID: "HT000001"}))
+	}
+	toBus := e.convert(prog, member, core.ConvertRequest{External: "bus", Points: 1000,
+		AccountID: "BU000001"})
+	e.wantBalance(prog, member, 16000, 4000)
+
+	slow := &scripted{delay: 300 * time.Millisecond}
+	quick := &scripted{delay: 10 * time.Millisecond, confirm: true}
+	w := New(e.ledger, quietLog(), Options{Clock: e.clock, Slow: 200 * time.Millisecond,
+		RetryMin: time.Minute, Partner: func(_ string, ext *core.ExternalProgram) (Partner,
+			error) {
+			if ext.Code == "hotel" {
+				return slow, nil
+			}
+			return quick, nil
+		}})
+	n, err := w.Step(ctx)
+	if err != nil || n != 4 {
+		t.Fatalf("step: %d claimed, %v", n, err)
+	}
+	if got := e.conversion(prog, member, toBus.ID); got.Status != core.ConversionConfirmed {
+		t.Fatalf("bus conversion %s, want confirmed beside the hanging hotel", got.Status)
+	}
+	if slow.count() != 1 {
+		t.Fatalf("hotel delivered %d times in one step, want 1", slow.count())
+	}
+	for i, c := range hotel {
+		got := e.conversion(prog, member, c.ID)
+		want := 0 // given back, not attempted
+		if i == 0 {
+			want = 1
+		}
+		if got.Status != core.ConversionPending || got.Attempts != want {
+			t.Fatalf("hotel conversion %d: %s after %d attempts, want pending after %d", i,
+				got.Status, got.Attempts, want)
+		}
+	}
+	e.wantBalance(prog, member, 16000, 3000)
+
+	// Due again after RetryMin, they are delivered; the hotel answering
+	// at once now, all three are confirmed.
+	e.advance(2 * time.Minute)
+	slow.mu.Lock()
+	slow.delay, slow.confirm = 0, true
+	slow.mu.Unlock()
+	if n, err := w.Step(ctx); err != nil || n != 3 {
+		t.Fatalf("second step: %d claimed, %v", n, err)
+	}
+	for _, c := range hotel {
+		if got := e.conversion(prog, member, c.ID); got.Status != core.ConversionConfirmed {
+			t.Fatalf("hotel conversion %s: %s, want confirmed", c.ID, got.Status)
+		}
+	}
+	e.wantBalance(prog, member, 16000, 0)
+	e.check()
+}
