@@ -623,6 +623,31 @@ func (l *Ledger) ClaimConversions(ctx context.Context, now time.Time, lease time
 	return scanConversions(rows)
 }
 
+// PendingConversions is how many conversions into one external program wait
+// for the other program's answer, and since when the oldest does.
+type PendingConversions struct {
+	Program, External string
+	Count             int64
+	Oldest            time.Time
+}
+
+// ConversionsPending counts the pending conversions by program and
+// external program (read from the partial index of pending ones).
+func (l *Ledger) ConversionsPending(ctx context.Context) ([]PendingConversions, error) {
+	rows, err := l.pool.Query(ctx, `SELECT p.code, c.external_code, count(*),
+			min(c.requested_at)
+		FROM conversions c JOIN programs p ON p.id = c.program_id
+		WHERE c.status = 'pending' GROUP BY p.code, c.external_code ORDER BY 1, 2`)
+	if err != nil {
+		return nil, fmt.Errorf("count pending conversions: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (PendingConversions, error) {
+		var p PendingConversions
+		err := r.Scan(&p.Program, &p.External, &p.Count, &p.Oldest)
+		return p, err
+	})
+}
+
 // UnclaimConversion gives back a claim on conversion id that was not
 // delivered: its attempt is not counted, and it is due again at next.
 func (l *Ledger) UnclaimConversion(ctx context.Context, id string, next time.Time) error {

@@ -142,6 +142,9 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger, roles Roles) (*Ap
 		a.startCore(cctx, bg)
 	}
 	if roles.Adapters {
+		// Pending conversions: exported by the processes that deliver them.
+		a.metrics.reg.MustRegister(newConversionsPendingCollector(a.Ledger.ConversionsPending,
+			log))
 		actx, acancel := context.WithCancel(bg)
 		a.sinkCancel = acancel
 		if cfg.ClickHouseAddr != "" {

@@ -1,0 +1,43 @@
+package app
+
+import (
+	"testing"
+	"time"
+)
+
+// A conversion the other program does not answer is counted on /metrics,
+// with the age of the oldest, by program and external program.
+func TestMetricsCountPendingConversions(t *testing.T) {
+	a := startApp(t, testConfig(t), Roles{Gateway: true, Core: true, Adapters: true})
+	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
+	setupProgram(c)
+	c.must(201, "PUT", "/v1/programs/telco/external/sky", "ext-1", map[string]any{
+		"name": "Sky", "ratio": "0.5", "flavour": "http",
+		"endpoint": "https://127.0.0.1:9/api", "credentials": "token"})
+	m := "/v1/programs/telco/members/m-1"
+	c.must(201, "POST", "/v1/programs/telco/members", "enr-1",
+		map[string]any{"customer_ref": "m-1"})
+	c.must(201, "POST", m+"/credits", "cr-1", map[string]any{"points": 5000, "reason": "seed"})
+	for i, n := range []int{1000, 2000} {
+		c.must(201, "POST", m+"/conversions", "conv-"+string(rune('a'+i)),
+			map[string]any{"external": "sky", "points": n})
+	}
+	const pending = `puntos_conversions_pending{external="sky",program="telco"}`
+	const oldest = `puntos_conversions_pending_oldest_seconds{external="sky",program="telco"}`
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		s := scrape(t, a.Addr())
+		if s[pending] == 2 && s[oldest] >= 0 && s["puntos_conversions_pending_up"] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pending %v (oldest %v, up %v), want 2 conversions to sky", s[pending],
+				s[oldest], s["puntos_conversions_pending_up"])
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b := c.must(200, "GET", m+"/balance", "", nil)
+	if got := jnum(t, b, "balance.held"); got != 3000 {
+		t.Fatalf("held %d, want the 3000 of the two pending conversions", got)
+	}
+}
