@@ -234,7 +234,8 @@ func (t *txn) placeOrder(ctx context.Context, prog *program, m *member,
 	}
 	if r.ProgramLimit != nil && r.Redeemed+in.Quantity > *r.ProgramLimit {
 		return nil, core.Errorf(core.Conflict, "reward",
-			"the program-wide limit of %d is reached", *r.ProgramLimit)
+			"%d more would pass the program-wide limit of %d (%d redeemed, %d left)",
+			in.Quantity, *r.ProgramLimit, r.Redeemed, max(0, *r.ProgramLimit-r.Redeemed))
 	}
 	if r.PerMemberLimit != nil {
 		// The orders of members merged into m are m's: a merge of a
@@ -248,7 +249,8 @@ func (t *txn) placeOrder(ctx context.Context, prog *program, m *member,
 		}
 		if had+in.Quantity > *r.PerMemberLimit {
 			return nil, core.Errorf(core.Conflict, "reward",
-				"the limit of %d per member is reached (%d redeemed)", *r.PerMemberLimit, had)
+				"%d more would pass the limit of %d per member (%d redeemed, %d left)",
+				in.Quantity, *r.PerMemberLimit, had, max(0, *r.PerMemberLimit-had))
 		}
 	}
 

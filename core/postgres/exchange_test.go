@@ -174,13 +174,21 @@ func TestOrderLimitsAndPrices(t *testing.T) {
 	if o.Points != 80 || o.MoneyAmount != "5" || o.Balance.Available != 920 {
 		t.Fatalf("order %+v", o)
 	}
-	// The per-member limit (2) is reached.
-	f.refused(core.KindOrderPlace, "ana", core.PlaceOrder{Reward: "mug"}, core.Conflict)
+	// The per-member limit (2) is reached: one more would pass it.
+	r = f.do(core.KindOrderPlace, "ana", f.txn(), core.PlaceOrder{Reward: "mug"})
+	wantRefused(t, r, core.Conflict, "reward")
+	if want := "1 more would pass the limit of 2 per member (2 redeemed, 0 left)"; r.Error.Message != want {
+		t.Fatalf("refusal %q, want %q", r.Error.Message, want)
+	}
 	// Ben has too few points for one (100), then buys one: the program limit (3).
 	f.refused(core.KindOrderPlace, "ben", core.PlaceOrder{Reward: "mug"}, core.Insufficient)
 	f.ok(core.KindCredit, "ben", core.Credit{Points: 250, Reason: "seed"})
 	f.ok(core.KindOrderPlace, "ben", core.PlaceOrder{Reward: "mug"})
-	f.refused(core.KindOrderPlace, "ben", core.PlaceOrder{Reward: "mug"}, core.Conflict)
+	r = f.do(core.KindOrderPlace, "ben", f.txn(), core.PlaceOrder{Reward: "mug"})
+	wantRefused(t, r, core.Conflict, "reward")
+	if want := "1 more would pass the program-wide limit of 3 (3 redeemed, 0 left)"; r.Error.Message != want {
+		t.Fatalf("refusal %q, want %q", r.Error.Message, want)
+	}
 	f.wantBalance("ana", 920, 0, 0)
 	f.wantBalance("ben", 200, 0, 0)
 	if r := f.reward("mug"); *r.Stock != 7 || r.Redeemed != 3 {
