@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // repeatedKey finds the first object key of the JSON text b that its object
@@ -138,7 +139,7 @@ func (s *keyScan) object() {
 			return
 		}
 		if many != nil {
-			fold := strings.ToLower(string(key))
+			fold := foldKey(key)
 			if many[fold] {
 				s.repeated(key)
 				return
@@ -146,7 +147,7 @@ func (s *keyScan) object() {
 			many[fold] = true
 		} else {
 			for _, k := range s.keys[first:] {
-				if len(k) == len(key) && bytes.EqualFold(k, key) {
+				if bytes.EqualFold(k, key) {
 					s.repeated(key)
 					return
 				}
@@ -155,7 +156,7 @@ func (s *keyScan) object() {
 			if len(s.keys)-first > 16 {
 				many = make(map[string]bool, 2*(len(s.keys)-first))
 				for _, k := range s.keys[first:] {
-					many[strings.ToLower(string(k))] = true
+					many[foldKey(k)] = true
 				}
 			}
 		}
@@ -183,6 +184,22 @@ func (s *keyScan) object() {
 			return
 		}
 	}
+}
+
+// foldKey is key with each letter replaced by the least of the letters
+// Unicode folds it with (K, k and the Kelvin sign K all become K; s and
+// the long s ſ become S), so that two keys equal under case folding, as
+// bytes.EqualFold and encoding/json compare them, are equal strings.
+func foldKey(key []byte) string {
+	var b strings.Builder
+	for _, r := range string(key) {
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			least = min(least, f)
+		}
+		b.WriteRune(least)
+	}
+	return b.String()
 }
 
 // repeated notes the path of key, repeated in the object the walk is in.

@@ -15,6 +15,8 @@ func TestRepeatedKey(t *testing.T) {
 		{`{"points":5,"points":-5000,"reason":"dup"}`, "points", true},
 		{`{"points":5,"Points":-5000}`, "Points", true},
 		{`{"po\u0069nts":5,"points":1}`, "points", true},
+		{`{"points":5,"pointſ":-5000}`, "pointſ", true},
+		{`{"kind":1,"\u212aind":2}`, "\u212aind", true},
 		{`{"events":[{"txn_id":"a","amount":"1"},{"txn_id":"b","amount":"1","AMOUNT":"9"}]}`,
 			"events[1].AMOUNT", true},
 		{`{"a":{"b":[{"c":1},{"c":2,"d":{"e":1,"e":2}}]}}`, "a.b[1].d.e", true},
