@@ -30,6 +30,10 @@ func (t *txn) dispatchAudited(ctx context.Context, cmd *bus.Command) (any, error
 	if err != nil {
 		return nil, err
 	}
+	if m, ok := before.(auditedMember); ok {
+		m.TxnID, m.Request = "", nil // the request goes with the after
+		before = m
+	}
 	data, err := t.dispatch(ctx, cmd)
 	if err != nil {
 		return nil, err
@@ -78,6 +82,9 @@ func (t *txn) paramState(ctx context.Context, cmd *bus.Command) (any, error) {
 		return nil, err
 	}
 	switch cmd.Kind {
+	case core.KindAdjust, core.KindReverse, core.KindTransfer, core.KindMerge,
+		core.KindSuspend, core.KindReactivate, core.KindClose:
+		return t.memberState(ctx, prog.ID, cmd)
 	case core.KindProgramUpsert:
 		return prog.Program, nil
 	case core.KindTiersSet:
@@ -133,6 +140,34 @@ func (t *txn) paramState(ctx context.Context, cmd *bus.Command) (any, error) {
 	default:
 		return nil, core.Errorf(core.Invalid, "kind", "%q is not a parameter change", cmd.Kind)
 	}
+}
+
+// auditedMember is a member as the audit log shows a move of its points or
+// standing: its status and figures, and the request that moved them.
+type auditedMember struct {
+	Status  string          `json:"status"`
+	Balance core.Balance    `json:"balance"`
+	TxnID   string          `json:"txn_id,omitempty"`
+	Request json.RawMessage `json:"request,omitempty"`
+}
+
+// memberState reads the member cmd names (nil when there is none), with
+// the command's transaction id and payload: the audit entry's before and
+// after then say what was asked and what it did.
+func (t *txn) memberState(ctx context.Context, programID string, cmd *bus.Command) (any,
+	error) {
+	var s auditedMember
+	err := t.tx.QueryRow(ctx, `SELECT status, available, pending, held FROM members
+		WHERE program_id = $1 AND customer_ref = $2`, programID, cmd.Member).Scan(&s.Status,
+		&s.Balance.Available, &s.Balance.Pending, &s.Balance.Held)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read member for the audit log: %w", err)
+	}
+	s.TxnID, s.Request = cmd.TxnID, json.RawMessage(cmd.Payload)
+	return s, nil
 }
 
 // nilIfMissing turns not_found into "no state yet" and passes other errors.

@@ -131,6 +131,11 @@ func (t *txn) erase(ctx context.Context, prog *program, cmd *bus.Command) (any, 
 		{"conversions", eraseConversionsSQL, []any{e.MemberID, e.Pseudonym}},
 		{"outbox", eraseOutboxSQL, []any{e.MemberID, e.Pseudonym}},
 		{"command results", eraseCommandsSQL, []any{e.MemberID, e.Pseudonym}},
+		// The audit log names a member's entries program/reference (the
+		// back office's adjustments, REST moves): they keep the entries
+		// and name the pseudonym.
+		{"audit log", `UPDATE bo_audit SET target = $2 WHERE target = $1`,
+			[]any{prog.Code + "/" + ref, prog.Code + "/" + e.Pseudonym}},
 	}
 	for _, s := range steps {
 		if _, err := t.tx.Exec(ctx, s.sql, s.args...); err != nil {

@@ -21,7 +21,25 @@ var auditActions = map[string]string{
 	core.KindPartnerKeyCreate: "partner.key_issued",
 	core.KindPartnerKeyRevoke: "partner.key_revoked",
 	core.KindExternalUpsert:   "external.saved",
+	// A person's move of a member's points or standing, made through a
+	// system of the operator's (a call centre's CRM, say): adjustments,
+	// reversals, transfers, merges and status changes. (An erasure keeps
+	// who asked for it and why on the member itself, and an audit entry
+	// naming the member would keep the reference it erases.)
+	core.KindAdjust:     "adjustment.applied",
+	core.KindReverse:    "posting.reversed",
+	core.KindTransfer:   "points.transferred",
+	core.KindMerge:      "member.merged",
+	core.KindSuspend:    "member.suspended",
+	core.KindReactivate: "member.reactivated",
+	core.KindClose:      "member.closed",
 }
+
+// memberAudited are the kinds of auditActions about one member, the
+// audit entry's target being program/member.
+var memberAudited = map[string]bool{core.KindAdjust: true, core.KindReverse: true,
+	core.KindTransfer: true, core.KindMerge: true, core.KindSuspend: true,
+	core.KindReactivate: true, core.KindClose: true}
 
 // auditOf is the audit note of cmd when it changes a parameter, else nil.
 // body is the payload as the caller's request made it. The audit entry's
@@ -42,7 +60,7 @@ func auditOf(cmd *bus.Command, body []byte) *bus.Audit {
 	}
 	target := cmd.Program
 	switch {
-	case cmd.Kind == core.KindExternalUpsert:
+	case memberAudited[cmd.Kind], cmd.Kind == core.KindExternalUpsert:
 		target += "/" + cmd.Member
 	case named.Partner != "":
 		target += "/" + named.Partner

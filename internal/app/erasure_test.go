@@ -19,6 +19,9 @@ func TestEraseEndToEnd(t *testing.T) {
 		map[string]any{"points": 500, "reason": "welcome"})
 	c.must(201, "POST", "/v1/programs/telco/members/cl-13.444.555-k/redemptions", "rd-1",
 		map[string]any{"points": 120, "reason": "gift"})
+	// An adjustment, which the audit log names by the reference.
+	c.must(201, "POST", "/v1/programs/telco/members/cl-13.444.555-k/adjustments", "ad-1",
+		map[string]any{"points": 20, "reason": "goodwill"}, "X-Actor", "ana")
 
 	path := "/v1/programs/telco/members/cl-13.444.555-k/erase"
 	body := map[string]any{"reason": "request 2026-118"}
@@ -33,8 +36,8 @@ func TestEraseEndToEnd(t *testing.T) {
 	if got := r.body["data"].(map[string]any)["pseudonym"]; got != pseudo {
 		t.Fatalf("pseudonym %v, want %s", got, pseudo)
 	}
-	if got := jnum(t, r, "data.balance.available"); got != 380 {
-		t.Fatalf("available at erasure %d, want 380", got)
+	if got := jnum(t, r, "data.balance.available"); got != 400 {
+		t.Fatalf("available at erasure %d, want 400", got)
 	}
 
 	// The same request again replays; the old reference is gone.
@@ -49,8 +52,8 @@ func TestEraseEndToEnd(t *testing.T) {
 		t.Fatalf("member by pseudonym: %s", m.raw)
 	}
 	b := c.must(200, "GET", "/v1/programs/telco/members/"+pseudo+"/balance", "", nil)
-	if got := jnum(t, b, "balance.available"); got != 380 {
-		t.Fatalf("available %d, want 380", got)
+	if got := jnum(t, b, "balance.available"); got != 400 {
+		t.Fatalf("available %d, want 400", got)
 	}
 
 	// Postings are whole; personal data is nowhere in the tables that held it.
@@ -63,19 +66,26 @@ func TestEraseEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 2 || sum != 380 || attrs != "{}" {
-		t.Fatalf("postings %d summing %d, attributes %s; want 2, 380, {}", n, sum, attrs)
+	if n != 3 || sum != 400 || attrs != "{}" {
+		t.Fatalf("postings %d summing %d, attributes %s; want 3, 400, {}", n, sum, attrs)
 	}
 	err = a.Ledger.Pool().QueryRow(context.Background(), `SELECT
 			(SELECT count(*) FROM members WHERE customer_ref LIKE '%13.444.555%'
 				OR channel = 'store' OR attributes::text LIKE '%card-9981%')
 			+ (SELECT count(*) FROM commands WHERE result::text LIKE '%13.444.555%')
-			+ (SELECT count(*) FROM outbox WHERE body::text LIKE '%13.444.555%')`).Scan(&n)
+			+ (SELECT count(*) FROM outbox WHERE body::text LIKE '%13.444.555%')
+			+ (SELECT count(*) FROM bo_audit WHERE target LIKE '%13.444.555%')`).Scan(&n)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n != 0 {
 		t.Fatalf("%d rows still hold the member's personal data", n)
+	}
+	// The audit entries stay, under the pseudonym.
+	if err := a.Ledger.Pool().QueryRow(context.Background(), `SELECT count(*) FROM bo_audit
+		WHERE target = $1 AND action = 'adjustment.applied'`,
+		"telco/"+pseudo).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("%d audit entries under the pseudonym (%v), want the adjustment", n, err)
 	}
 	if v, err := a.Ledger.Check(context.Background()); err != nil || len(v) > 0 {
 		t.Fatalf("ledger invariants: %v %+v", err, v)
