@@ -133,31 +133,35 @@ const balanceExpiries = `,
 				AND expires_at > $3
 			GROUP BY expires_at ORDER BY expires_at LIMIT 12) e ON true`
 
-// balanceDue adds to a balance query, as d, what the member's next refresh
-// would change by the passing of time alone (the sweep runs once a minute,
-// and every command refreshes its member first): lapsed, the free points
-// of spendable lots whose expiry is past ($3, the read's instant);
-// lapsedPending, the points of pending lots whose expiry is past; matured,
+// balanceDue adds to a balance query what the member's next refresh would
+// change by the passing of time alone (the sweep runs once a minute, and
+// every command refreshes its member first): d.lapsed, the free points of
+// spendable lots whose expiry is past ($3, the read's instant);
+// dp.lapsedPending, the points of pending lots whose expiry is past (a lot
+// ends after its holding period, so those have matured too); dp.matured,
 // the points of pending lots whose holding period ended and that have not
 // lapsed. The read answers the figures as they are at $3, so that a balance
-// never shows points that a spend at the same instant would not find. Only
-// the member's live lots are read (the partial index in expiry order).
+// never shows points that a spend at the same instant would not find. The
+// first reads the member's live lots up to $3 in expiry order (the partial
+// index), usually none; the second runs only for a member with pending
+// points.
 const balanceDue = `
+		CROSS JOIN LATERAL (SELECT coalesce(sum(remaining - held), 0)::bigint AS lapsed
+			FROM lots WHERE member_id = m.id AND remaining > 0 AND expires_at <= $3
+				AND NOT pending) d
 		CROSS JOIN LATERAL (SELECT
-			coalesce(sum(remaining - held) FILTER (WHERE expires_at <= $3 AND NOT pending),
-				0)::bigint AS lapsed,
-			coalesce(sum(remaining) FILTER (WHERE expires_at <= $3 AND pending), 0)::bigint
+			coalesce(sum(remaining) FILTER (WHERE expires_at <= $3), 0)::bigint
 				AS lapsed_pending,
-			coalesce(sum(remaining) FILTER (WHERE pending AND spendable_from <= $3
-				AND (expires_at IS NULL OR expires_at > $3)), 0)::bigint AS matured
-			FROM lots WHERE member_id = m.id AND remaining > 0
-				AND (expires_at <= $3 OR (pending AND spendable_from <= $3))) d`
+			coalesce(sum(remaining) FILTER (WHERE expires_at IS NULL OR expires_at > $3),
+				0)::bigint AS matured
+			FROM lots WHERE m.pending > 0 AND member_id = m.id AND remaining > 0 AND pending
+				AND spendable_from <= $3) dp`
 
 // dueColumns are balanceDue's columns, read after the member's, and the
 // points of the member's open holds past their time, which the next refresh
 // releases (read only for a member holding points: the open holds' index is
 // by expiry, and few are overdue at any time).
-const dueColumns = `, d.lapsed, d.lapsed_pending, d.matured,
+const dueColumns = `, d.lapsed, dp.lapsed_pending, dp.matured,
 		CASE WHEN m.held > 0 THEN (SELECT coalesce(sum(amount - captured), 0) FROM holds
 			WHERE member_id = m.id AND status = 'open' AND expires_at <= $3)
 		ELSE 0 END::bigint`
