@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
 )
 
@@ -86,4 +87,69 @@ func TestBalanceFreesOverdueHolds(t *testing.T) {
 	f.ok(core.KindRedeem, "m", core.Redeem{Points: 1000, Reason: "all"})
 	f.wantBalance("m", 0, 0, 0)
 	f.check()
+}
+
+// readsBeforeAndAfterSweep reads m's balance three ways at the fixture's
+// instant, sweeps, and fails unless all three equal the swept figures.
+func readsBeforeAndAfterSweep(t *testing.T, f *fixture, ref string) core.Balance {
+	t.Helper()
+	ctx := context.Background()
+	full := f.balance(ref).Balance
+	sum, err := f.l.BalanceSummary(ctx, f.prog, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := f.l.Member(ctx, f.prog, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.l.Sweep(ctx, f.now, 0); err != nil {
+		t.Fatal(err)
+	}
+	swept := f.balance(ref).Balance
+	if full != swept || sum.Balance != swept || mem.Balance != swept {
+		t.Fatalf("before the sweep: balance %+v, summary %+v, member %+v; after it %+v",
+			full, sum.Balance, mem.Balance, swept)
+	}
+	f.check()
+	return swept
+}
+
+// TestBalanceMaturedLapsedLotRepaysDebtFirst: a member owing points whose
+// pending lot matures and then ends before any sweep reads as the sweep
+// leaves it: the lot repays the debt as it matures, and only the rest ends.
+func TestBalanceMaturedLapsedLotRepaysDebtFirst(t *testing.T) {
+	f := newFixture(t, core.Program{PendingDays: 2, NegativeBalance: core.NegativeAllow,
+		TimeZone: "UTC"})
+	f.enroll("m")
+	first := f.command(core.KindCredit, "m", f.txn(), core.Credit{Points: 100, Reason: "a"})
+	if r := f.apply(first); r.Status != bus.StatusOK {
+		t.Fatalf("credit: %+v", r.Error)
+	}
+	f.setNow(f.now.Add(72 * time.Hour))
+	f.ok(core.KindRedeem, "m", core.Redeem{Points: 100})
+	f.ok(core.KindReverse, "m", core.Reverse{OriginalTxnID: first.TxnID, Reason: "fraud"})
+	f.wantBalance("m", -100, 0, 0)
+	end := f.now.Add(72 * time.Hour)
+	f.ok(core.KindCredit, "m", core.Credit{Points: 300, Reason: "late", ExpiresAt: &end})
+	f.setNow(f.now.Add(96 * time.Hour)) // matured at two days, ended at three
+	if got := readsBeforeAndAfterSweep(t, f, "m"); got != (core.Balance{}) {
+		t.Fatalf("after the sweep %+v, want nothing owed and nothing left", got)
+	}
+}
+
+// TestBalanceOverdueHoldOnEndedLot: the points of an overdue hold whose
+// lot has ended are not counted free: freed, they expire at once.
+func TestBalanceOverdueHoldOnEndedLot(t *testing.T) {
+	f := newFixture(t, core.Program{})
+	f.enroll("m")
+	end := f.now.Add(time.Hour)
+	f.ok(core.KindCredit, "m", core.Credit{Points: 100, Reason: "short", ExpiresAt: &end})
+	f.ok(core.KindCredit, "m", core.Credit{Points: 50, Reason: "long"})
+	f.ok(core.KindAuthorize, "m", core.Authorize{Points: 120, TTLSeconds: 7200})
+	f.wantBalance("m", 30, 0, 120)
+	f.setNow(f.now.Add(3 * time.Hour))
+	if got := readsBeforeAndAfterSweep(t, f, "m"); got != (core.Balance{Available: 50}) {
+		t.Fatalf("after the sweep %+v, want the 50 of the long lot", got)
+	}
 }
