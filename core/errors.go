@@ -7,6 +7,13 @@ import (
 	"unicode/utf8"
 )
 
+// bidiControl tells the embeddings, overrides and isolates of
+// bidirectional text (U+202A-U+202E, U+2066-U+2069), which change the
+// order the text around them is shown in.
+func bidiControl(r rune) bool {
+	return (r >= '\u202A' && r <= '\u202E') || (r >= '\u2066' && r <= '\u2069')
+}
+
 // ErrorKind is one of the few kinds of failure that every edge of Puntos
 // knows how to present: an HTTP status, a SOAP fault code, a file line result.
 type ErrorKind string
@@ -65,22 +72,24 @@ func AsError(err error) (*Error, bool) {
 const MaxReason = 500
 
 // CheckReason refuses a reason longer than MaxReason, one holding control
-// characters other than tabs and line breaks, or format characters (a
-// right-to-left override makes a statement or the audit log read otherwise
-// than it was written, a zero-width space hides a difference), and an empty
-// one (nothing visible) when required, naming the field reason.
+// characters other than tabs and line breaks (an escape sequence rewrites
+// a terminal showing the log) or the controls of bidirectional text (a
+// right-to-left override or isolate makes a statement or the audit log
+// read otherwise than it was written), and an empty one (nothing visible)
+// when required, naming the field reason. Other format characters are
+// part of writing (the joiners of Persian words and emoji, a soft hyphen,
+// left-to-right marks) and pass.
 func CheckReason(reason string, required bool) error {
 	if n := utf8.RuneCountInString(reason); n > MaxReason {
 		return Errorf(Invalid, "reason", "is %d characters; at most %d", n, MaxReason)
 	}
 	visible := false
 	for i, r := range reason {
-		if (unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r') ||
-			unicode.Is(unicode.Cf, r) {
-			return Errorf(Invalid, "reason", "holds the invisible character %U at byte %d; "+
-				"write the reason in visible text", r, i)
+		if (unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r') || bidiControl(r) {
+			return Errorf(Invalid, "reason", "holds the control character %U at byte %d; "+
+				"write the reason in plain text", r, i)
 		}
-		if !unicode.IsSpace(r) {
+		if !unicode.IsSpace(r) && !unicode.Is(unicode.Cf, r) {
 			visible = true
 		}
 	}

@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-func TestCheckReasonRefusesInvisibleText(t *testing.T) {
+func TestCheckReasonRefusesControlText(t *testing.T) {
 	for _, tc := range []struct {
 		reason   string
 		required bool
@@ -18,8 +18,15 @@ func TestCheckReasonRefusesInvisibleText(t *testing.T) {
 		{"", true, false, "is required"},
 		{" \n\t", true, false, "is required"},
 		{"\u202e\u200b", true, false, "U+202E at byte 0"},
+		{"\u200b", true, false, "is required"},
 		{"refund \u202egnp.exe", true, false, "U+202E at byte 7"},
-		{"a\u200bb", false, false, "U+200B"},
+		{"\u2066isolated\u2069", false, false, "U+2066"},
+		{"\x1b[2Jcleared", false, false, "U+001B"},
+		// Joiners, soft hyphens and marks are part of writing.
+		{"regalo 👨\u200d👩\u200d👧", true, true, ""},
+		{"می\u200cخواهم", true, true, ""},
+		{"co\u00adoperation", true, true, ""},
+		{"\u05e9\u05dc\u05d5\u05dd\u200e 2026", true, true, ""},
 		{"bell\a", true, false, "U+0007"},
 		{"x\u0085y", true, false, "U+0085"},
 		{strings.Repeat("é", MaxReason), true, true, ""},

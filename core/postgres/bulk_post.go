@@ -347,7 +347,7 @@ func (t *txn) readBulkOp(prog *program, c *bus.Command) *bulkOp {
 	case core.KindCredit:
 		var in core.Credit
 		if decodeCredit(c.Payload, &in) != nil || core.CheckPoints("points", in.Points) != nil ||
-			strings.TrimSpace(in.Reason) == "" || t.checkOccurred(c.OccurredAt) != nil {
+			core.CheckReason(in.Reason, true) != nil || t.checkOccurred(c.OccurredAt) != nil {
 			return nil
 		}
 		exp, err := creditExpiry(prog, &in, c.OccurredAt, t.now)
@@ -368,7 +368,7 @@ func (t *txn) readBulkOp(prog *program, c *bus.Command) *bulkOp {
 	case core.KindAdjust:
 		var in core.Adjust
 		if decodeAdjust(c.Payload, &in) != nil || in.Points >= 0 || in.Points < -core.MaxPoints ||
-			strings.TrimSpace(in.Reason) == "" || strings.TrimSpace(c.Actor) == "" {
+			core.CheckReason(in.Reason, true) != nil || strings.TrimSpace(c.Actor) == "" {
 			return nil
 		}
 		return &bulkOp{points: -int64(in.Points), reason: in.Reason}

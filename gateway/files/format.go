@@ -478,6 +478,14 @@ func (rd *reader) next() (core.BatchLine, error) {
 	if utf8.RuneCountInString(x.Reason) > maxReason {
 		return fail("reason", "is longer than %d characters", maxReason)
 	}
+	if err := core.CheckReason(x.Reason, true); err != nil {
+		hint := ""
+		if strings.ContainsFunc(x.Reason, func(r rune) bool { return r >= 0x80 && r <= 0x9f }) {
+			hint = " (a Windows-1252 file read as Latin-1 gives such characters: send it " +
+				"with charset windows-1252)"
+		}
+		return fail("reason", "%s%s", err.(*core.Error).Message, hint)
+	}
 	if s := get("effective_date"); s != "" {
 		t, err := rd.parseDate(s, false)
 		if err != nil {
