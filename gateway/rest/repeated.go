@@ -67,10 +67,16 @@ func (s *keyScan) space() {
 	}
 }
 
+// maxDepth bounds how deep the walk follows nested objects and arrays: no
+// body of the API nests more than a few levels, and a body of a million
+// brackets would otherwise cost a million stack frames. Deeper text is
+// left to the decoder, which refuses it.
+const maxDepth = 100
+
 // value skips one value at s.i, checking the keys of the objects in it.
 func (s *keyScan) value() {
 	s.space()
-	if s.i >= len(s.b) {
+	if s.i >= len(s.b) || len(s.path) >= maxDepth {
 		s.bad = true
 		return
 	}

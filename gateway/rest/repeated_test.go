@@ -36,6 +36,15 @@ func TestRepeatedKey(t *testing.T) {
 			t.Errorf("%s: %q %v, want %q %v", tc.in, path, found, tc.path, tc.found)
 		}
 	}
+	// Nesting past maxDepth is left to the decoder, in constant stack.
+	deep := []byte(strings.Repeat("[", 1<<20))
+	if _, found := repeatedKey(deep); found {
+		t.Fatal("a repeat found in a million brackets")
+	}
+	deep = []byte(strings.Repeat(`{"a":`, 200) + `1` + strings.Repeat("}", 200))
+	if _, found := repeatedKey(deep); found {
+		t.Fatal("a repeat found in distinct nested objects")
+	}
 	// A large object (past the list of 16) is compared through the map.
 	obj := map[string]int{}
 	for i := range 40 {
