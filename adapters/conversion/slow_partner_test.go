@@ -114,3 +114,43 @@ func TestSlowPartnerHoldsUpNoOther(t *testing.T) {
 	e.wantBalance(prog, member, 16000, 0)
 	e.check()
 }
+
+// TestBacklogLeavesRoomForOthers: thirty conversions to a program that hangs,
+// older than one to a healthy program, do not fill the first claim: the
+// programs take turns, and the healthy one is confirmed in the first step.
+func TestBacklogLeavesRoomForOthers(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	const member = "56944444444"
+	hang := skyMiles(core.FlavourHTTP)
+	hang.Code, hang.Endpoint = "hotel", "https://127.0.0.1:9/hotel"
+	prog := e.program(hang, member, 40000)
+	fine := skyMiles(core.FlavourHTTP)
+	fine.Code, fine.Endpoint = "bus", "https://127.0.0.1:9/bus"
+	e.ok(core.KindExternalUpsert, prog, fine.Code, fine)
+	for range 30 {
+		e.convert(prog, member, core.ConvertRequest{External: "hotel", Points: 1000,
+			AccountID: "HT000001"})
+	}
+	toBus := e.convert(prog, member, core.ConvertRequest{External: "bus", Points: 1000,
+		AccountID: "BU000001"})
+	slow := &scripted{delay: 150 * time.Millisecond}
+	quick := &scripted{delay: time.Millisecond, confirm: true}
+	w := New(e.ledger, quietLog(), Options{Clock: e.clock, Slow: 100 * time.Millisecond,
+		Partner: func(_ string, ext *core.ExternalProgram) (Partner, error) {
+			if ext.Code == "hotel" {
+				return slow, nil
+			}
+			return quick, nil
+		}})
+	if n, err := w.Step(ctx); err != nil || n != 10 {
+		t.Fatalf("step: %d claimed, %v", n, err)
+	}
+	if got := e.conversion(prog, member, toBus.ID); got.Status != core.ConversionConfirmed {
+		t.Fatalf("bus conversion %s after the first step, want confirmed", got.Status)
+	}
+	if slow.count() != 1 {
+		t.Fatalf("hotel delivered %d times, want 1 (the rest given back)", slow.count())
+	}
+	e.wantBalance(prog, member, 9000, 30000)
+}

@@ -606,15 +606,23 @@ func decodeConversionCursor(c string) (time.Time, string, error) {
 // is due at now, counts an attempt for each and puts their next attempt at
 // now+lease, so that another worker leaves them alone while this one calls
 // the other program. A worker that dies holding them lets the lease run out;
-// the next one calls again with the same transaction id.
+// the next one calls again with the same transaction id. The external
+// programs take turns: the oldest due of each first, then the second of
+// each, and so on, so that a program with a backlog (one that stopped
+// answering, say) leaves room in every claim for the others.
 func (l *Ledger) ClaimConversions(ctx context.Context, now time.Time, lease time.Duration,
 	limit int) ([]core.Conversion, error) {
-	rows, err := l.pool.Query(ctx, `WITH due AS (
-			SELECT id FROM conversions WHERE status = 'pending' AND next_attempt_at <= $1
-			ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED),
+	rows, err := l.pool.Query(ctx, `WITH ranked AS (
+			SELECT id, next_attempt_at, row_number() OVER (PARTITION BY program_id,
+				external_code ORDER BY next_attempt_at, id) AS turn
+			FROM conversions WHERE status = 'pending' AND next_attempt_at <= $1),
+		due AS (
+			SELECT c.id FROM ranked r JOIN conversions c ON c.id = r.id
+			ORDER BY r.turn, r.next_attempt_at, r.id LIMIT $3 FOR UPDATE OF c SKIP LOCKED),
 		claimed AS (
 			UPDATE conversions c SET attempts = c.attempts + 1, next_attempt_at = $2
-			FROM due WHERE c.id = due.id RETURNING c.*)
+			FROM due WHERE c.id = due.id AND c.status = 'pending'
+				AND c.next_attempt_at <= $1 RETURNING c.*)
 		SELECT `+conversionCols+` FROM claimed c JOIN programs p ON p.id = c.program_id
 		ORDER BY c.requested_at, c.id`, now.UTC(), now.Add(lease).UTC(), limit)
 	if err != nil {
