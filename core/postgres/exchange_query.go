@@ -142,17 +142,23 @@ type PartnerAuth struct {
 }
 
 // PartnerByKey finds the live key with the given SHA-256 digest and its
-// active partner. Errors: unauthorized (no such live key).
+// active partner. Errors: unauthorized (no such live key), forbidden (a
+// live key of a partner the operator deactivated).
 func (l *Ledger) PartnerByKey(ctx context.Context, digest []byte) (*PartnerAuth, error) {
 	a := &PartnerAuth{}
 	var code, program string
-	err := l.pool.QueryRow(ctx, `SELECT k.id, k.scopes, pa.code, pr.code
+	var active bool
+	err := l.pool.QueryRow(ctx, `SELECT k.id, k.scopes, pa.code, pr.code, pa.active
 		FROM partner_keys k JOIN partners pa ON pa.id = k.partner_id
 		JOIN programs pr ON pr.id = pa.program_id
-		WHERE k.digest = $1 AND k.revoked_at IS NULL AND pa.active`, digest).Scan(
-		&a.KeyID, &a.Scopes, &code, &program)
+		WHERE k.digest = $1 AND k.revoked_at IS NULL`, digest).Scan(
+		&a.KeyID, &a.Scopes, &code, &program, &active)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, core.Errorf(core.Unauthorized, "Authorization", "the partner key is not valid")
+	}
+	if err == nil && !active {
+		return nil, core.Errorf(core.Forbidden, "Authorization", "partner %q is deactivated: "+
+			"its keys may not be used until the operator activates it again", code)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read partner key: %w", err)
