@@ -21,7 +21,42 @@ const (
 	// currency: the ledger holds the points and records the conversion for
 	// the adapter that calls the other program.
 	KindConvert = "points.convert"
+	// KindConversionResolve is a person's settlement of a pending
+	// conversion the other program never answered for sure: confirmed
+	// (the points captured) or refused (the points given back).
+	KindConversionResolve = "conversion.resolve"
 )
+
+// ResolveConversion is the payload of a conversion.resolve command.
+type ResolveConversion struct {
+	// ID is the conversion's.
+	ID string `json:"id"`
+	// Outcome is confirmed or refused.
+	Outcome string `json:"outcome"`
+	// Reference is the other program's reference of a confirmed credit.
+	Reference string `json:"reference,omitempty"`
+	// Reason says how the person knows.
+	Reason string `json:"reason"`
+}
+
+// Check refuses a resolution that does not say what became of the
+// conversion and how it is known.
+func (r ResolveConversion) Check() error {
+	switch r.Outcome {
+	case ConversionConfirmed, ConversionRefused:
+	default:
+		return Errorf(Invalid, "outcome", "must be confirmed (the other program credited "+
+			"the member) or refused (it never will)")
+	}
+	if r.Outcome == ConversionRefused && r.Reference != "" {
+		return Errorf(Invalid, "reference", "is the other program's reference of a credit: "+
+			"a refused conversion has none")
+	}
+	if len(r.Reference) > 200 {
+		return Errorf(Invalid, "reference", "is longer than 200 characters")
+	}
+	return CheckReason(r.Reason, true)
+}
 
 // SourceConversion is the source of the ledger commands that conversions
 // make on their own: the hold, its capture and its release.

@@ -83,7 +83,7 @@ func (t *txn) paramState(ctx context.Context, cmd *bus.Command) (any, error) {
 	}
 	switch cmd.Kind {
 	case core.KindAdjust, core.KindReverse, core.KindTransfer, core.KindMerge,
-		core.KindSuspend, core.KindReactivate, core.KindClose:
+		core.KindSuspend, core.KindReactivate, core.KindClose, core.KindConversionResolve:
 		return t.memberState(ctx, prog.ID, cmd)
 	case core.KindProgramUpsert:
 		return prog.Program, nil

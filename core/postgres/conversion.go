@@ -26,8 +26,95 @@ func (t *txn) conversionCmd(ctx context.Context, prog *program, cmd *bus.Command
 		return t.upsertExternalSealed(ctx, prog, cmd)
 	case core.KindConvert:
 		return t.convert(ctx, prog, cmd)
+	case core.KindConversionResolve:
+		return t.resolveConversion(ctx, prog, cmd)
 	}
 	return nil, core.Errorf(core.Invalid, "kind", "unknown command kind %q", cmd.Kind)
+}
+
+// resolveConversion settles a pending conversion as a person says the
+// other program decided, when its answers never said so for sure: confirmed
+// captures the hold, refused gives the points back, and the conversion
+// records who resolved it and why. Errors: not_found (no such conversion
+// of the member), conflict (settled already; its hold already settled the
+// other way).
+func (t *txn) resolveConversion(ctx context.Context, prog *program, cmd *bus.Command) (any,
+	error) {
+	var in core.ResolveConversion
+	if err := decode(cmd.Payload, &in); err != nil {
+		return nil, err
+	}
+	if err := in.Check(); err != nil {
+		return nil, err
+	}
+	actor := strings.TrimSpace(cmd.Actor)
+	if actor == "" {
+		return nil, core.Errorf(core.Invalid, "actor", "must name the person who resolves "+
+			"the conversion")
+	}
+	m, err := lockMember(ctx, t.tx, prog.ID, cmd.Member)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := uuid.Parse(in.ID); err != nil {
+		return nil, core.Errorf(core.NotFound, "conversion", "no conversion %q", in.ID)
+	}
+	var status, holdTxn string
+	err = t.tx.QueryRow(ctx, `SELECT status, hold_txn_id FROM conversions
+		WHERE id = $1 AND program_id = $2 AND member_id = $3 FOR UPDATE`, in.ID, prog.ID,
+		m.id).Scan(&status, &holdTxn)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, core.Errorf(core.NotFound, "conversion", "no conversion %q for %q", in.ID,
+			cmd.Member)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lock conversion: %w", err)
+	}
+	if status != core.ConversionPending {
+		return nil, core.Errorf(core.Conflict, "conversion", "is %s already", status)
+	}
+	var hstatus string
+	err = t.tx.QueryRow(ctx, `SELECT status FROM holds WHERE source = $1 AND txn_id = $2`,
+		core.SourceConversion, holdTxn).Scan(&hstatus)
+	if err != nil {
+		return nil, fmt.Errorf("read conversion hold: %w", err)
+	}
+	switch {
+	case hstatus == "open":
+		h, err := t.lockHold(ctx, m, core.SourceConversion, holdTxn)
+		if err != nil {
+			return nil, err
+		}
+		c, st := h.amount, "captured"
+		if in.Outcome == core.ConversionRefused {
+			c, st = 0, "released"
+		}
+		if err := t.settleHold(ctx, m, h, c, st); err != nil {
+			return nil, err
+		}
+	case hstatus == "captured" && in.Outcome == core.ConversionConfirmed:
+		// The worker captured it and stopped before recording the answer.
+	default:
+		return nil, core.Errorf(core.Conflict, "outcome", "the conversion's points were %s "+
+			"already; it cannot be resolved %s", hstatus, in.Outcome)
+	}
+	code := ""
+	if in.Outcome == core.ConversionRefused {
+		code = "resolved"
+	}
+	_, err = t.tx.Exec(ctx, `UPDATE conversions SET status = $2, reference = $3,
+			refusal_code = $4, resolved_at = $5, last_error = $6
+		WHERE id = $1`, in.ID, in.Outcome, in.Reference, code, t.now,
+		"resolved by "+actor+": "+in.Reason)
+	if err != nil {
+		return nil, fmt.Errorf("resolve conversion: %w", err)
+	}
+	c, err := scanConversion(t.tx.QueryRow(ctx, `SELECT `+conversionCols+`
+		FROM conversions c JOIN programs p ON p.id = c.program_id WHERE c.id = $1`, in.ID))
+	if err != nil {
+		return nil, fmt.Errorf("read conversion: %w", err)
+	}
+	return c, nil
 }
 
 // upsertExternal creates or replaces an external program of prog. The

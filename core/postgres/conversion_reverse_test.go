@@ -102,3 +102,54 @@ func TestCloseWaitsForPendingConversion(t *testing.T) {
 	f.wantBalance("a", 0, 0, 0)
 	f.check()
 }
+
+// TestResolveStuckConversion: a person settles a conversion the other
+// program never answered: confirmed captures its points, refused gives
+// them back; a settled one cannot be resolved again, and the actor and
+// reason are kept on it.
+func TestResolveStuckConversion(t *testing.T) {
+	f := newFixture(t, core.Program{})
+	f.enroll("a")
+	f.ok(core.KindCredit, "a", core.Credit{Points: 5000, Reason: "welcome"})
+	f.ok(core.KindExternalUpsert, "sky", airline("sky", ""))
+	convert := func() string {
+		r := f.do(core.KindConvert, "a", f.txn(), core.ConvertRequest{External: "sky",
+			Points: 1000})
+		var c core.Conversion
+		if err := json.Unmarshal(r.Data, &c); err != nil || c.ID == "" {
+			t.Fatalf("convert: %s %+v", r.Status, r.Error)
+		}
+		return c.ID
+	}
+	resolve := func(in core.ResolveConversion, actor string) bus.Result {
+		c := f.command(core.KindConversionResolve, "a", f.txn(), in)
+		c.Actor = actor
+		c.Seal()
+		return f.apply(c)
+	}
+	yes, no := convert(), convert()
+	f.wantBalance("a", 3000, 0, 2000)
+
+	wantRefused(t, resolve(core.ResolveConversion{ID: yes, Outcome: "maybe",
+		Reason: "x"}, "ana"), core.Invalid, "outcome")
+	wantRefused(t, resolve(core.ResolveConversion{ID: yes, Outcome: "confirmed",
+		Reason: "airline confirmed by phone"}, ""), core.Invalid, "actor")
+	r := resolve(core.ResolveConversion{ID: yes, Outcome: "confirmed", Reference: "SKY-9",
+		Reason: "airline confirmed by phone"}, "ana")
+	var c core.Conversion
+	if err := json.Unmarshal(r.Data, &c); r.Status != bus.StatusOK || err != nil ||
+		c.Status != core.ConversionConfirmed || c.Reference != "SKY-9" ||
+		!strings.Contains(c.LastError, "ana") {
+		t.Fatalf("resolve confirmed: %s %+v %+v", r.Status, r.Error, c)
+	}
+	f.wantBalance("a", 3000, 0, 1000)
+	r = resolve(core.ResolveConversion{ID: no, Outcome: "refused",
+		Reason: "airline has no record"}, "ana")
+	if r.Status != bus.StatusOK {
+		t.Fatalf("resolve refused: %+v", r.Error)
+	}
+	f.wantBalance("a", 4000, 0, 0)
+	wantRefused(t, resolve(core.ResolveConversion{ID: no, Outcome: "confirmed",
+		Reason: "changed my mind"}, "ana"), core.Conflict, "conversion")
+	f.check()
+}

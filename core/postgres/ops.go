@@ -89,7 +89,7 @@ func (t *txn) dispatch(ctx context.Context, cmd *bus.Command) (any, error) {
 		return t.transfer(ctx, prog, cmd)
 	case core.KindMerge:
 		return t.merge(ctx, prog, cmd)
-	case core.KindExternalUpsert, core.KindConvert:
+	case core.KindExternalUpsert, core.KindConvert, core.KindConversionResolve:
 		return t.conversionCmd(ctx, prog, cmd)
 	case core.KindErase:
 		return t.erase(ctx, prog, cmd)

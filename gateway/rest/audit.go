@@ -33,13 +33,15 @@ var auditActions = map[string]string{
 	core.KindSuspend:    "member.suspended",
 	core.KindReactivate: "member.reactivated",
 	core.KindClose:      "member.closed",
+
+	core.KindConversionResolve: "conversion.resolved",
 }
 
 // memberAudited are the kinds of auditActions about one member, the
 // audit entry's target being program/member.
 var memberAudited = map[string]bool{core.KindAdjust: true, core.KindReverse: true,
 	core.KindTransfer: true, core.KindMerge: true, core.KindSuspend: true,
-	core.KindReactivate: true, core.KindClose: true}
+	core.KindReactivate: true, core.KindClose: true, core.KindConversionResolve: true}
 
 // auditOf is the audit note of cmd when it changes a parameter, else nil.
 // body is the payload as the caller's request made it. The audit entry's

@@ -38,6 +38,28 @@ func (s *Server) registerConversions(v1 *mux.Router) {
 	v1.HandleFunc(m+"/conversions", s.convert).Methods(http.MethodPost)
 	v1.HandleFunc(m+"/conversions", s.listConversions).Methods(http.MethodGet)
 	v1.HandleFunc(m+"/conversions/{conversion}", s.getConversion).Methods(http.MethodGet)
+	v1.HandleFunc(m+"/conversions/{conversion}/resolve", s.resolveConversion).
+		Methods(http.MethodPost)
+}
+
+// resolveConversion settles a pending conversion as a person says the other
+// program decided (X-Actor names the person, the reason how it is known).
+func (s *Server) resolveConversion(w http.ResponseWriter, r *http.Request) {
+	var in core.ResolveConversion
+	s.write(w, r, core.KindConversionResolve, &in, func() (string, any, *time.Time, error) {
+		if in.ID != "" && in.ID != mux.Vars(r)["conversion"] {
+			return "", nil, nil, core.Errorf(core.Invalid, "id", "differs from the path")
+		}
+		in.ID = mux.Vars(r)["conversion"]
+		if err := in.Check(); err != nil {
+			return "", nil, nil, err
+		}
+		if strings.TrimSpace(r.Header.Get("X-Actor")) == "" {
+			return "", nil, nil, core.Errorf(core.Invalid, "X-Actor",
+				"must name the person who resolves the conversion")
+		}
+		return memberVar(r), in, nil, nil
+	})
 }
 
 // putExternal creates or replaces an external program. The command's

@@ -18,9 +18,11 @@ func TestMetricsCountPendingConversions(t *testing.T) {
 	c.must(201, "POST", "/v1/programs/telco/members", "enr-1",
 		map[string]any{"customer_ref": "m-1"})
 	c.must(201, "POST", m+"/credits", "cr-1", map[string]any{"points": 5000, "reason": "seed"})
+	var ids []string
 	for i, n := range []int{1000, 2000} {
-		c.must(201, "POST", m+"/conversions", "conv-"+string(rune('a'+i)),
+		r := c.must(201, "POST", m+"/conversions", "conv-"+string(rune('a'+i)),
 			map[string]any{"external": "sky", "points": n})
+		ids = append(ids, jstr(t, r, "data.id"))
 	}
 	const pending = `puntos_conversions_pending{external="sky",program="telco"}`
 	const oldest = `puntos_conversions_pending_oldest_seconds{external="sky",program="telco"}`
@@ -39,5 +41,27 @@ func TestMetricsCountPendingConversions(t *testing.T) {
 	b := c.must(200, "GET", m+"/balance", "", nil)
 	if got := jnum(t, b, "balance.held"); got != 3000 {
 		t.Fatalf("held %d, want the 3000 of the two pending conversions", got)
+	}
+
+	// A person settles both: the first confirmed by the airline's desk,
+	// the second never received there. Without X-Actor it is refused.
+	res := m + "/conversions/" + ids[0] + "/resolve"
+	c.must(400, "POST", res, "res-0", map[string]any{"outcome": "confirmed",
+		"reason": "desk"})
+	r := c.must(201, "POST", res, "res-1", map[string]any{"outcome": "confirmed",
+		"reference": "SKY-1", "reason": "confirmed by the airline's desk"}, "X-Actor", "ana")
+	if jstr(t, r, "data.status") != "confirmed" || jstr(t, r, "data.reference") != "SKY-1" {
+		t.Fatalf("resolve: %s", r.raw)
+	}
+	c.must(201, "POST", m+"/conversions/"+ids[1]+"/resolve", "res-2", map[string]any{
+		"outcome": "refused", "reason": "the airline has no record"}, "X-Actor", "ana")
+	c.must(409, "POST", res, "res-3", map[string]any{"outcome": "refused",
+		"reason": "again"}, "X-Actor", "ana")
+	b = c.must(200, "GET", m+"/balance", "", nil)
+	if jnum(t, b, "balance.held") != 0 || jnum(t, b, "balance.available") != 4000 {
+		t.Fatalf("after resolving: %s, want 4000 available and nothing held", b.raw)
+	}
+	if s := scrape(t, a.Addr()); s[pending] != 0 {
+		t.Fatalf("pending after resolving: %v", s[pending])
 	}
 }
