@@ -103,25 +103,35 @@ func (s *keyScan) array() {
 	}
 	s.path = append(s.path, segment{})
 	defer func() { s.path = s.path[:len(s.path)-1] }()
-	for n := 0; !s.done(); n++ {
+	for n := 0; ; n++ {
 		s.path[len(s.path)-1].index = n
 		s.value()
-		s.space()
-		if s.done() || s.i >= len(s.b) {
-			s.bad = s.bad || s.i >= len(s.b)
-			return
-		}
-		switch s.b[s.i] {
-		case ']':
-			s.i++
-			return
-		case ',':
-			s.i++
-		default:
-			s.bad = true
+		if !s.more(']') {
 			return
 		}
 	}
+}
+
+// more reads what follows a member of an array or object: true after a
+// comma, false at the closer (or when the walk is done or the text is not
+// JSON).
+func (s *keyScan) more(closer byte) bool {
+	s.space()
+	switch {
+	case s.done():
+		return false
+	case s.i >= len(s.b):
+		s.bad = true
+		return false
+	case s.b[s.i] == closer:
+		s.i++
+		return false
+	case s.b[s.i] == ',':
+		s.i++
+		return true
+	}
+	s.bad = true
+	return false
 }
 
 // object skips an object at s.i, comparing each key with those before it:
@@ -174,19 +184,7 @@ func (s *keyScan) object() {
 		s.i++
 		s.path[len(s.path)-1].key = key
 		s.value()
-		s.space()
-		if s.done() || s.i >= len(s.b) {
-			s.bad = s.bad || s.i >= len(s.b)
-			return
-		}
-		switch s.b[s.i] {
-		case '}':
-			s.i++
-			return
-		case ',':
-			s.i++
-		default:
-			s.bad = true
+		if !s.more('}') {
 			return
 		}
 	}
