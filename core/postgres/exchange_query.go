@@ -221,19 +221,25 @@ type SettlementLine struct {
 	HoldTxnID string      `json:"hold_txn_id"`
 	Member    string      `json:"member"`
 	Points    core.Points `json:"points"` // captured positive, refunded or reversed negative
-	At        time.Time   `json:"at"`
+	// Value is what the points are worth at the point value in force when
+	// the member's payment was placed (the hold), negative as Points.
+	Value string    `json:"value"`
+	At    time.Time `json:"at"`
 }
 
 // Settlement is what the operator owes a partner for a period: the points
 // its members paid with (captured, less what the partner refunded and what
-// the operator reversed) and their worth in the partner's currency, exactly
-// (points times the point value).
+// the operator reversed) and their worth in the partner's currency, exactly:
+// each line's points times the point value in force when the member's
+// payment was placed, so that a price changed later does not change what a
+// closed period owed.
 type Settlement struct {
-	Partner    string           `json:"partner"`
-	Program    string           `json:"program"`
-	From       time.Time        `json:"from"`
-	To         time.Time        `json:"to"`
-	Currency   string           `json:"currency"`
+	Partner  string    `json:"partner"`
+	Program  string    `json:"program"`
+	From     time.Time `json:"from"`
+	To       time.Time `json:"to"`
+	Currency string    `json:"currency"`
+	// PointValue is the partner's point value now, which new payments take.
 	PointValue string           `json:"point_value"`
 	Captured   core.Points      `json:"captured"`
 	Refunded   core.Points      `json:"refunded"`
@@ -261,33 +267,46 @@ func (l *Ledger) Settlement(ctx context.Context, programCode, partner string, fr
 	s := &Settlement{Partner: p.Code, Program: programCode, From: from.UTC(), To: to.UTC(),
 		Currency: p.Currency, PointValue: p.PointValue, Lines: []SettlementLine{}}
 	source := core.PartnerSource(p.Code)
+	// Each line is worth its points at the hold's point value; a hold from
+	// before holds kept one (none) at the partner's of now.
 	rows, err := l.pool.Query(ctx, `
-		SELECT 'capture', h.txn_id, h.txn_id, m.customer_ref, h.captured, h.closed_at
+		SELECT 'capture', coalesce(h.capture_txn_id, h.txn_id), h.txn_id, m.customer_ref,
+			h.captured, h.closed_at, coalesce(h.point_value, $4::numeric)::text
 		FROM holds h JOIN members m ON m.id = h.member_id
 		WHERE h.source = $1 AND h.captured > 0 AND h.closed_at >= $2 AND h.closed_at < $3
 		UNION ALL
-		SELECT 'refund', r.txn_id, h.txn_id, m.customer_ref, -r.points, r.created_at
+		SELECT 'refund', r.txn_id, h.txn_id, m.customer_ref, -r.points, r.created_at,
+			coalesce(h.point_value, $4::numeric)::text
 		FROM partner_refunds r JOIN holds h ON h.id = r.hold_id
 		JOIN members m ON m.id = h.member_id
 		WHERE r.source = $1 AND r.created_at >= $2 AND r.created_at < $3
 		UNION ALL
 		SELECT 'reversal', coalesce(rv.txn_id, ''), h.txn_id, m.customer_ref, -rv.points,
-			h.reversed_at
+			h.reversed_at, coalesce(h.point_value, $4::numeric)::text
 		FROM holds h JOIN members m ON m.id = h.member_id
 		JOIN postings rv ON rv.id = h.reversal_posting_id
 		WHERE h.source = $1 AND h.reversed_at >= $2 AND h.reversed_at < $3
-		ORDER BY 6, 2`, source, from, to)
+		ORDER BY 6, 2`, source, from, to, p.PointValue)
 	if err != nil {
 		return nil, fmt.Errorf("read settlement: %w", err)
 	}
 	defer rows.Close()
+	total := new(big.Rat)
 	for rows.Next() {
 		var ln SettlementLine
+		var price string
 		if err := rows.Scan(&ln.Type, &ln.TxnID, &ln.HoldTxnID, &ln.Member, &ln.Points,
-			&ln.At); err != nil {
+			&ln.At, &price); err != nil {
 			return nil, fmt.Errorf("scan settlement: %w", err)
 		}
 		ln.At = ln.At.UTC()
+		v, err := core.ParseAmount("point_value", price)
+		if err != nil {
+			return nil, err
+		}
+		v.Mul(v, new(big.Rat).SetInt64(int64(ln.Points)))
+		total.Add(total, v)
+		ln.Value = trimDecimal(v.FloatString(6))
 		switch ln.Type {
 		case "capture":
 			s.Captured += ln.Points
@@ -302,10 +321,6 @@ func (l *Ledger) Settlement(ctx context.Context, programCode, partner string, fr
 		return nil, err
 	}
 	s.Net = s.Captured - s.Refunded - s.Reversed
-	v, err := core.ParseAmount("point_value", p.PointValue)
-	if err != nil {
-		return nil, err
-	}
-	s.Value = trimDecimal(new(big.Rat).Mul(v, new(big.Rat).SetInt64(int64(s.Net))).FloatString(6))
+	s.Value = trimDecimal(total.FloatString(6))
 	return s, nil
 }

@@ -365,9 +365,14 @@ func (t *txn) authorize(ctx context.Context, prog *program, m *member, cmd *bus.
 	if ttl == 0 {
 		ttl = prog.HoldTTLSeconds
 	}
+	// A partner's hold keeps the partner's point value of now: what its
+	// capture is worth in the partner's settlement, whatever the price later.
 	_, err = t.tx.Exec(ctx, `INSERT INTO holds (id, member_id, source, txn_id, posting_id, amount,
-		expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, holdID, m.id,
-		cmd.Source, cmd.TxnID, pid, n, t.now.Add(time.Duration(ttl)*time.Second), t.now)
+			expires_at, created_at, point_value)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, (SELECT point_value FROM partners
+			WHERE program_id = $9 AND $3 = 'partner:' || code))`, holdID, m.id,
+		cmd.Source, cmd.TxnID, pid, n, t.now.Add(time.Duration(ttl)*time.Second), t.now,
+		prog.ID)
 	if err != nil {
 		return nil, fmt.Errorf("insert hold: %w", pgError(err))
 	}
@@ -469,8 +474,13 @@ func (t *txn) settleHold(ctx context.Context, m *member, h *hold, c int64, statu
 			return err
 		}
 	}
-	_, err = t.tx.Exec(ctx, `UPDATE holds SET captured = $2, status = $3, closed_at = $4
-		WHERE id = $1`, h.id, c, status, t.now)
+	var captureTxn *string
+	if c > 0 && t.cmd != nil {
+		captureTxn = &t.cmd.TxnID
+	}
+	_, err = t.tx.Exec(ctx, `UPDATE holds SET captured = $2, status = $3, closed_at = $4,
+			capture_txn_id = $5
+		WHERE id = $1`, h.id, c, status, t.now, captureTxn)
 	if err != nil {
 		return fmt.Errorf("close hold: %w", err)
 	}

@@ -164,19 +164,11 @@ func (s *Server) settlement(w http.ResponseWriter, r *http.Request, program, par
 func SettlementCSV(st *postgres.Settlement) ([]byte, error) {
 	var b bytes.Buffer
 	cw := csv.NewWriter(&b)
-	pv, err := core.ParseAmount("point_value", st.PointValue)
-	if err != nil {
-		return nil, err
-	}
-	value := func(p core.Points) string {
-		v := new(big.Rat).Mul(pv, new(big.Rat).SetInt64(int64(p)))
-		return decimalString(v)
-	}
 	_ = cw.Write([]string{"type", "txn_id", "hold_txn_id", "member", "points", "value",
 		"currency", "at"})
 	for _, ln := range st.Lines {
 		_ = cw.Write([]string{csvCell(ln.Type), csvCell(ln.TxnID), csvCell(ln.HoldTxnID),
-			csvCell(ln.Member), strconv.FormatInt(int64(ln.Points), 10), value(ln.Points),
+			csvCell(ln.Member), strconv.FormatInt(int64(ln.Points), 10), ln.Value,
 			csvCell(st.Currency), ln.At.UTC().Format(time.RFC3339)})
 	}
 	_ = cw.Write([]string{"total", "", "", "", strconv.FormatInt(int64(st.Net), 10), st.Value,

@@ -162,9 +162,9 @@ func TestSettlementCSV(t *testing.T) {
 	st := &postgres.Settlement{Partner: "cafe", Currency: "CLP", PointValue: "1.5",
 		Net: 1500, Value: "2250", Lines: []postgres.SettlementLine{
 			{Type: "capture", TxnID: "pay-1", HoldTxnID: "pay-1", Member: "=HYPERLINK(1)",
-				Points: 2500, At: at},
+				Points: 2500, Value: "3750", At: at},
 			{Type: "refund", TxnID: "-r1", HoldTxnID: "pay-1", Member: "=HYPERLINK(1)",
-				Points: -1000, At: at.Add(time.Hour)},
+				Points: -1000, Value: "-1500", At: at.Add(time.Hour)},
 		}}
 	got, err := SettlementCSV(st)
 	if err != nil {

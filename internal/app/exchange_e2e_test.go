@@ -140,7 +140,7 @@ func TestPartnerAPIEndToEnd(t *testing.T) {
 	r = op.must(200, "GET", "/v1/programs/telco/partners/"+winner+"/settlement?"+q.Encode(),
 		"", nil)
 	csvLines := strings.Split(strings.TrimSpace(r.raw), "\n")
-	if len(csvLines) != 4 || !strings.HasPrefix(csvLines[1], "capture,"+winner+"-1,") ||
+	if len(csvLines) != 4 || !strings.HasPrefix(csvLines[1], "capture,cap-1,"+winner+"-1,") ||
 		!strings.HasPrefix(csvLines[2], "refund,ref-1,"+winner+"-1,7590-VHVEG,-150,") ||
 		csvLines[3] != fmt.Sprintf("total,,,,300,%s,CLP,", wantValue) {
 		t.Fatalf("settlement CSV:\n%s", r.raw)
