@@ -33,4 +33,7 @@ type Erasure struct {
 	ErasedBy  string    `json:"erased_by"`
 	Reason    string    `json:"reason"`
 	Balance   Balance   `json:"balance"`
+	// Merged are the pseudonyms of the accounts merged into this member,
+	// erased with it.
+	Merged []string `json:"merged,omitempty"`
 }

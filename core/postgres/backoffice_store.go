@@ -54,6 +54,16 @@ func (t *txn) dispatchAudited(ctx context.Context, cmd *bus.Command) (any, error
 	return data, nil
 }
 
+// auditActor names who made cmd in the audit log as REST calls are named:
+// the calling system, with the person of X-Actor.
+func auditActor(cmd *bus.Command) string {
+	actor := "api:" + cmd.Source
+	if cmd.Actor != "" {
+		actor += " (" + cmd.Actor + ")"
+	}
+	return actor
+}
+
 // auditFailure is the error of an audit entry PostgreSQL did not store: a
 // refusal of the command when it would fail the same way every time (SQLSTATE
 // class 22, data exception, or 23, integrity constraint), else the error

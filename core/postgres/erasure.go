@@ -68,6 +68,74 @@ const eraseCommandsSQL = `UPDATE commands SET result = jsonb_set(jsonb_set(resul
 
 const openHoldsSQL = `SELECT count(*) FROM holds WHERE member_id = $1 AND status = 'open'`
 
+// mergedRef is a member merged into another, directly or through others.
+type mergedRef struct{ id, ref string }
+
+// mergedInto lists the members merged into id, directly or through others,
+// not erased yet.
+func (t *txn) mergedInto(ctx context.Context, id string) ([]mergedRef, error) {
+	rows, err := t.tx.Query(ctx, `WITH RECURSIVE merged(id, ref, erased) AS (
+			SELECT id, customer_ref, erased_at IS NOT NULL FROM members WHERE merged_into = $1
+			UNION ALL
+			SELECT m.id, m.customer_ref, m.erased_at IS NOT NULL
+			FROM members m JOIN merged x ON m.merged_into = x.id)
+		SELECT id::text, ref FROM merged WHERE NOT erased ORDER BY id`, id)
+	if err != nil {
+		return nil, fmt.Errorf("find merged members: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (mergedRef, error) {
+		var m mergedRef
+		err := r.Scan(&m.id, &m.ref)
+		return m, err
+	})
+}
+
+// eraseOne removes the personal data of one member, known as ref, putting
+// pseudonym in its place: its row, its bulk lines, conversions, events not
+// yet relayed, stored command results, audit entries and adjustments
+// waiting for approval; it writes the erasure's audit entry and queues the
+// event that makes the reporting sink rewrite the member's events.
+func (t *txn) eraseOne(ctx context.Context, prog *program, cmd *bus.Command, id, ref,
+	pseudonym, actor, reason string, at time.Time) error {
+	steps := []struct {
+		what string
+		sql  string
+		args []any
+	}{
+		{"member", eraseMemberSQL, []any{id, pseudonym, at, actor, reason}},
+		{"bulk lines", eraseBulkSQL, []any{prog.Code, ref, pseudonym}},
+		{"conversions", eraseConversionsSQL, []any{id, pseudonym}},
+		{"outbox", eraseOutboxSQL, []any{id, pseudonym}},
+		{"command results", eraseCommandsSQL, []any{id, pseudonym}},
+		// The audit log names a member's entries program/reference (the
+		// back office's adjustments, REST moves): they keep the entries
+		// and name the pseudonym.
+		{"audit log", `UPDATE bo_audit SET target = $2 WHERE target = $1`,
+			[]any{prog.Code + "/" + ref, prog.Code + "/" + pseudonym}},
+		// Adjustments waiting for a second person name the member too; one
+		// approved after the erasure applies to the pseudonym.
+		{"pending adjustments", `UPDATE bo_pending_adjustments SET member = $3
+			WHERE program = $1 AND member = $2`, []any{prog.Code, ref, pseudonym}},
+		// The erasure itself, for the auditors: who asked, why, and when.
+		{"audit entry", insertAudit, []any{t.now, auditActor(cmd), "member.erased",
+			prog.Code + "/" + pseudonym, nil, map[string]any{"reason": reason,
+				"erased_at": at}}},
+	}
+	for _, s := range steps {
+		if _, err := t.tx.Exec(ctx, s.sql, s.args...); err != nil {
+			return fmt.Errorf("erase %s: %w", s.what, err)
+		}
+	}
+	// The reporting sink rewrites the member's stored events when this
+	// event reaches it. It is queued after the outbox step on purpose: it
+	// already carries the pseudonym, never the old reference.
+	t.events = append(t.events, bus.Event{ID: uuid.Must(uuid.NewV7()).String(),
+		Kind: core.EventMemberErased, Program: prog.Code, Member: id,
+		MemberRef: pseudonym, OccurredAt: at, RecordedAt: t.now,
+		Source: cmd.Source, TxnID: cmd.TxnID, Channel: cmd.Channel})
+	return nil
+}
+
 // erase removes a member's personal data and keeps its ledger. It refuses
 // with Conflict while the member has open holds (a partner could still
 // capture or release them under the old reference) and with NotFound when
@@ -121,33 +189,23 @@ func (t *txn) erase(ctx context.Context, prog *program, cmd *bus.Command) (any, 
 	}
 
 	e.ErasedAt, e.ErasedBy, e.Reason = t.now.UTC(), actor, in.Reason
-	steps := []struct {
-		what string
-		sql  string
-		args []any
-	}{
-		{"member", eraseMemberSQL, []any{e.MemberID, e.Pseudonym, e.ErasedAt, actor, in.Reason}},
-		{"bulk lines", eraseBulkSQL, []any{prog.Code, ref, e.Pseudonym}},
-		{"conversions", eraseConversionsSQL, []any{e.MemberID, e.Pseudonym}},
-		{"outbox", eraseOutboxSQL, []any{e.MemberID, e.Pseudonym}},
-		{"command results", eraseCommandsSQL, []any{e.MemberID, e.Pseudonym}},
-		// The audit log names a member's entries program/reference (the
-		// back office's adjustments, REST moves): they keep the entries
-		// and name the pseudonym.
-		{"audit log", `UPDATE bo_audit SET target = $2 WHERE target = $1`,
-			[]any{prog.Code + "/" + ref, prog.Code + "/" + e.Pseudonym}},
+	if err := t.eraseOne(ctx, prog, cmd, e.MemberID, ref, e.Pseudonym, actor, in.Reason,
+		e.ErasedAt); err != nil {
+		return nil, err
 	}
-	for _, s := range steps {
-		if _, err := t.tx.Exec(ctx, s.sql, s.args...); err != nil {
-			return nil, fmt.Errorf("erase %s: %w", s.what, err)
+	// The accounts merged into this one are the same person's (a merge
+	// joins a customer's two accounts), and their references still lead
+	// here: they are erased with it, each under a pseudonym of its own.
+	merged, err := t.mergedInto(ctx, e.MemberID)
+	if err != nil {
+		return nil, err
+	}
+	for _, mm := range merged {
+		e.Merged = append(e.Merged, core.Pseudonym(mm.id))
+		if err := t.eraseOne(ctx, prog, cmd, mm.id, mm.ref, core.Pseudonym(mm.id), actor,
+			in.Reason, e.ErasedAt); err != nil {
+			return nil, err
 		}
 	}
-	// The reporting sink rewrites the member's stored events when this
-	// event reaches it. It is queued after the outbox step on purpose: it
-	// already carries the pseudonym, never the old reference.
-	t.events = append(t.events, bus.Event{ID: uuid.Must(uuid.NewV7()).String(),
-		Kind: core.EventMemberErased, Program: prog.Code, Member: e.MemberID,
-		MemberRef: e.Pseudonym, OccurredAt: e.ErasedAt, RecordedAt: t.now,
-		Source: cmd.Source, TxnID: cmd.TxnID, Channel: cmd.Channel})
 	return e, nil
 }

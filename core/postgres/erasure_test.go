@@ -193,3 +193,53 @@ func TestEraseKeepsLedgerAndRemovesPersonalData(t *testing.T) {
 	f.wantBalance(pseudo, 700, 0, 0)
 	f.check()
 }
+
+// TestEraseTakesTheMergedAccounts: erasing a member erases the accounts
+// merged into it (directly or through another), which are the same
+// person's: their references stop leading to the survivor, each gets a
+// pseudonym, and the ledger's sums stay.
+func TestEraseTakesTheMergedAccounts(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, core.Program{})
+	for _, ref := range []string{"ana-main", "ana-old", "ana-older", "bea"} {
+		f.enroll(ref)
+		f.ok(core.KindCredit, ref, core.Credit{Points: 100, Reason: "welcome"})
+	}
+	f.ok(core.KindMerge, "ana-older", core.Merge{Into: "ana-old"})
+	f.ok(core.KindMerge, "ana-old", core.Merge{Into: "ana-main"})
+	main, err := f.l.Member(ctx, f.prog, "ana-main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := f.sums(main.ID)
+
+	r := f.do(core.KindErase, "ana-main", f.txn(), core.Erase{Reason: "art. 17 request"})
+	var e core.Erasure
+	if err := json.Unmarshal(r.Data, &e); r.Status != bus.StatusOK || err != nil {
+		t.Fatalf("erase: %s %+v", r.Status, r.Error)
+	}
+	if len(e.Merged) != 2 {
+		t.Fatalf("merged accounts erased %v, want the two of ana", e.Merged)
+	}
+	for _, ref := range []string{"ana-main", "ana-old", "ana-older"} {
+		if _, err := f.l.Member(ctx, f.prog, ref); core.KindOf(err) != core.NotFound {
+			t.Fatalf("%s still leads somewhere after the erasure: %v", ref, err)
+		}
+	}
+	if n := f.count(`SELECT count(*) FROM members WHERE customer_ref LIKE 'ana-%'`); n != 0 {
+		t.Fatalf("%d members still named ana-…", n)
+	}
+	if n := f.count(`SELECT count(*) FROM bo_audit WHERE action = 'member.erased'
+		AND target LIKE $1`, f.prog+"/erased-%"); n != 3 {
+		t.Fatalf("%d erasure audit entries, want 3", n)
+	}
+	if after := f.sums(main.ID); after != before {
+		t.Fatalf("ledger sums moved: %+v to %+v", before, after)
+	}
+	b, err := f.l.Balance(ctx, f.prog, e.Pseudonym)
+	if err != nil || b.Balance.Available != 300 {
+		t.Fatalf("the pseudonym's balance %+v (%v), want the 300 of the three accounts", b, err)
+	}
+	f.wantBalance("bea", 100, 0, 0)
+	f.check()
+}

@@ -87,6 +87,15 @@ func TestEraseEndToEnd(t *testing.T) {
 		"telco/"+pseudo).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("%d audit entries under the pseudonym (%v), want the adjustment", n, err)
 	}
+	// And the erasure is there itself, once (the replay wrote nothing more).
+	var actor, why string
+	if err := a.Ledger.Pool().QueryRow(context.Background(), `SELECT actor,
+			after->>'reason', count(*) OVER () FROM bo_audit
+		WHERE target = $1 AND action = 'member.erased'`, "telco/"+pseudo).Scan(&actor,
+		&why, &n); err != nil || n != 1 || actor != "api:billing (dpo@operator)" ||
+		why != "request 2026-118" {
+		t.Fatalf("erasure audit entry: %q %q, %d of them (%v)", actor, why, n, err)
+	}
 	if v, err := a.Ledger.Check(context.Background()); err != nil || len(v) > 0 {
 		t.Fatalf("ledger invariants: %v %+v", err, v)
 	}
