@@ -61,6 +61,11 @@ func TestLate8RefusedLetterOnTheDeadLettersPage(t *testing.T) {
 	if !strings.Contains(page, `id="as-`+seq+`">refused<`) {
 		t.Errorf("the page does not say letter %s is a refusal, not a failure:\n%s", seq, page)
 	}
+	// A refusal offers no re-drive, which could only give the refusal again.
+	if strings.Contains(page, "/admin/deadletters/"+seq+"/redrive") ||
+		!strings.Contains(page, "sends it again under a new") {
+		t.Errorf("the page offers to re-drive refused letter %s:\n%s", seq, page)
+	}
 
 	res, body := op.post("/admin/deadletters/"+seq+"/redrive", url.Values{"csrf": {token}})
 	mustStatus(t, "redrive", res, body, http.StatusSeeOther)
