@@ -49,4 +49,11 @@ func TestApprovalRefusedByTheLedgerIsAuditedAsRefused(t *testing.T) {
 	if got := rg.auditRows("adjustment.approved"); len(got) != 0 {
 		t.Fatalf("a refused adjustment audited as approved: %q", got)
 	}
+	// The person who asked finds what became of it on the Approvals page.
+	code, page, _ := olga.get("/admin/approvals")
+	cell := `id="decided-` + strconv.FormatInt(id, 10) + `">refused: `
+	if code != http.StatusOK || !strings.Contains(page, cell) ||
+		!strings.Contains(page, "available") {
+		t.Fatalf("the Approvals page does not show the refusal (%d):\n%s", code, page)
+	}
 }

@@ -179,6 +179,7 @@ type pendingAdjustment struct {
 	Status      string
 	DecidedBy   string
 	Outcome     string
+	DecidedAt   *time.Time // read for the recent decisions only
 }
 
 const selectPending = `SELECT id, program, member, points, reason, requested_by,
@@ -206,8 +207,36 @@ func (s *Server) pendingAdjustments(ctx context.Context, program, member string)
 	return list, nil
 }
 
+// recentDecisions are the last adjustments given a decision (applied,
+// refused by the ledger or rejected), newest first, so that the person who
+// asked sees what became of a request that left the list.
+func (s *Server) recentDecisions(ctx context.Context) ([]pendingAdjustment, error) {
+	rows, err := s.db.Query(ctx, `SELECT id, program, member, points, reason, requested_by,
+			requested_at, status, coalesce(decided_by, ''), outcome, decided_at
+		FROM bo_pending_adjustments WHERE status IN ('applied', 'refused', 'rejected')
+		ORDER BY decided_at DESC NULLS LAST, id DESC LIMIT 20`)
+	if err != nil {
+		return nil, fmt.Errorf("read decided adjustments: %w", err)
+	}
+	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (pendingAdjustment, error) {
+		var p pendingAdjustment
+		err := row.Scan(&p.ID, &p.Program, &p.Member, &p.Points, &p.Reason, &p.RequestedBy,
+			&p.RequestedAt, &p.Status, &p.DecidedBy, &p.Outcome, &p.DecidedAt)
+		return p, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read decided adjustments: %w", err)
+	}
+	return list, nil
+}
+
 func (s *Server) approvalsPage(w http.ResponseWriter, r *http.Request, sess *session) {
 	list, err := s.pendingAdjustments(r.Context(), "", "")
+	if err != nil {
+		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
+		return
+	}
+	decided, err := s.recentDecisions(r.Context())
 	if err != nil {
 		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
 		return
@@ -218,13 +247,14 @@ func (s *Server) approvalsPage(w http.ResponseWriter, r *http.Request, sess *ses
 		return
 	}
 	s.render(w, r, http.StatusOK, "approvals.html", view{Title: "Approvals", User: sess,
-		Data: approvalsView{Adjustments: list, Batches: batches}})
+		Data: approvalsView{Adjustments: list, Decided: decided, Batches: batches}})
 }
 
 // approvalsView is what approvals.html receives: the adjustments and the
 // bulk files that wait for a second person.
 type approvalsView struct {
 	Adjustments []pendingAdjustment
+	Decided     []pendingAdjustment
 	Batches     []awaitingBatch
 }
 
