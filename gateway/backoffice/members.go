@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -35,6 +36,9 @@ type memberView struct {
 	Tier *core.TierStatus
 	// Zone is the program's time zone: dates show as members see them.
 	Zone *time.Location
+	// Similar are references that start with what was searched, offered
+	// when no member has it exactly.
+	Similar []string
 }
 
 // tierReader reviews a member's tier; the ledger has it.
@@ -70,6 +74,10 @@ func (s *Server) membersPage(w http.ResponseWriter, r *http.Request, sess *sessi
 	v.Balance, err = s.read.Balance(ctx, v.Program, v.Ref)
 	if core.KindOf(err) == core.NotFound {
 		page.Problem = fmt.Sprintf("No member %q in program %q.", v.Ref, v.Program)
+		if v.Similar, err = s.similarRefs(ctx, v.Program, v.Ref); err != nil {
+			s.fail(w, r, sess, http.StatusInternalServerError, "", err)
+			return
+		}
 		s.render(w, r, http.StatusNotFound, "members.html", page)
 		return
 	}
@@ -90,6 +98,40 @@ func (s *Server) membersPage(w http.ResponseWriter, r *http.Request, sess *sessi
 		return
 	}
 	s.render(w, r, http.StatusOK, "members.html", page)
+}
+
+// similarRefs are up to ten references of the program's members that start
+// with ref as typed, in upper or in lower case (a part of a phone number, a
+// reference typed in the wrong case), read by ranges of the members' index
+// by program and reference.
+func (s *Server) similarRefs(ctx context.Context, program, ref string) ([]string, error) {
+	seen := map[string]bool{}
+	var out []string
+	for _, prefix := range []string{ref, strings.ToUpper(ref), strings.ToLower(ref)} {
+		if seen["\x00"+prefix] {
+			continue
+		}
+		seen["\x00"+prefix] = true
+		rows, err := s.db.Query(ctx, `SELECT m.customer_ref FROM members m
+			WHERE m.program_id = (SELECT id FROM programs WHERE code = $1)
+			  AND m.customer_ref >= $2 AND m.merged_into IS NULL
+			ORDER BY m.customer_ref LIMIT 10`, program, prefix)
+		if err != nil {
+			return nil, fmt.Errorf("similar members: %w", err)
+		}
+		refs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return nil, fmt.Errorf("similar members: %w", err)
+		}
+		for _, r := range refs {
+			if strings.HasPrefix(r, prefix) && !seen[r] && len(out) < 10 {
+				seen[r] = true
+				out = append(out, r)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 // adjust makes a manual adjustment, or queues it for a second person when
