@@ -153,3 +153,28 @@ func TestBalanceOverdueHoldOnEndedLot(t *testing.T) {
 		t.Fatalf("after the sweep %+v, want the 50 of the long lot", got)
 	}
 }
+
+// TestBalanceOverdueHoldRepaysDebtBeforeItsLotEnds: a member who owes
+// points and whose overdue hold sits on a lot that has ended reads as the
+// sweep leaves it: the freed points repay the debt, and only the rest
+// expires.
+func TestBalanceOverdueHoldRepaysDebtBeforeItsLotEnds(t *testing.T) {
+	f := newFixture(t, core.Program{NegativeBalance: core.NegativeAllow})
+	f.enroll("m")
+	first := f.command(core.KindCredit, "m", f.txn(), core.Credit{Points: 100, Reason: "a"})
+	if r := f.apply(first); r.Status != bus.StatusOK {
+		t.Fatalf("credit: %+v", r.Error)
+	}
+	end := f.now.Add(time.Hour)
+	f.ok(core.KindCredit, "m", core.Credit{Points: 200, Reason: "short", ExpiresAt: &end})
+	// The hold takes the short lot (soonest expiry); spending the first
+	// credit and reversing it leaves the member owing 100.
+	f.ok(core.KindAuthorize, "m", core.Authorize{Points: 200, TTLSeconds: 1800})
+	f.ok(core.KindRedeem, "m", core.Redeem{Points: 100})
+	f.ok(core.KindReverse, "m", core.Reverse{OriginalTxnID: first.TxnID, Reason: "fraud"})
+	f.wantBalance("m", -100, 0, 200)
+	f.setNow(f.now.Add(2 * time.Hour))
+	if got := readsBeforeAndAfterSweep(t, f, "m"); got != (core.Balance{}) {
+		t.Fatalf("after the sweep %+v, want the debt repaid and the rest expired", got)
+	}
+}

@@ -187,16 +187,19 @@ func (d *due) dest() []any {
 
 // atInstant turns a member's stored figures into those at the read's
 // instant, in the order a refresh applies them: pending points whose
-// holding period ended become spendable and repay what the member owes
-// first; then the points of overdue holds are freed; then the free points
-// of every lot that has ended expire, those just freed included. Of the
-// matured points, those of lots that have also ended are taken to repay
-// the debt first (a refresh repays from the lots it matures in their
-// order, usually the oldest first).
+// holding period ended become spendable and repay what the member owes;
+// then the points of overdue holds are freed, and repay what is still
+// owed; then the free points of every lot that has ended expire, those just
+// freed included. Repayment takes from the lots that have ended first, as
+// a refresh takes lots soonest expiry first (for matured lots, usually the
+// oldest first), so what repays a debt does not also expire.
 func atInstant(b core.Balance, d due) core.Balance {
 	debt := max(0, -b.Available)
-	repaid := min(debt, d.lapsedPending)
-	b.Available += d.matured + repaid + d.released - d.lapsedReleased - d.lapsed
+	fromMatured := min(debt, d.lapsedPending)
+	stillOwed := max(0, -(b.Available + d.matured + d.lapsedPending))
+	fromReleased := min(stillOwed, d.lapsedReleased)
+	b.Available += d.matured + fromMatured + d.released - (d.lapsedReleased - fromReleased) -
+		d.lapsed
 	b.Pending -= d.matured + d.lapsedPending
 	b.Held -= d.released
 	return b
