@@ -68,6 +68,12 @@ const eraseCommandsSQL = `UPDATE commands SET result = jsonb_set(jsonb_set(resul
 
 const openHoldsSQL = `SELECT count(*) FROM holds WHERE member_id = $1 AND status = 'open'`
 
+// memberActions is the condition on bo_audit's action of the entries about
+// a member (target program/reference), as opposed to a parameter's
+// (program/code).
+const memberActions = `(action LIKE 'adjustment.%' OR action LIKE 'member.%'
+	OR action IN ('posting.reversed', 'points.transferred', 'conversion.resolved'))`
+
 // mergedRef is a member merged into another, directly or through others.
 type mergedRef struct{ id, ref string }
 
@@ -109,9 +115,18 @@ func (t *txn) eraseOne(ctx context.Context, prog *program, cmd *bus.Command, id,
 		{"command results", eraseCommandsSQL, []any{id, pseudonym}},
 		// The audit log names a member's entries program/reference (the
 		// back office's adjustments, REST moves): they keep the entries
-		// and name the pseudonym.
-		{"audit log", `UPDATE bo_audit SET target = $2 WHERE target = $1`,
-			[]any{prog.Code + "/" + ref, prog.Code + "/" + pseudonym}},
+		// and name the pseudonym. Parameters (a reward, a rule, a partner)
+		// are named program/code too, and a code can be a reference: only
+		// the entries of members' actions are renamed.
+		{"audit log", `UPDATE bo_audit SET target = $2 WHERE target = $1
+			AND ` + memberActions, []any{prog.Code + "/" + ref, prog.Code + "/" + pseudonym}},
+		// Other members' entries name it in their request: the member a
+		// transfer went to, the member a merge went into.
+		{"audit requests", `UPDATE bo_audit SET after = jsonb_set(after, ARRAY['request', k],
+				to_jsonb($3::text))
+			FROM (VALUES ('to'), ('into')) AS keys(k)
+			WHERE left(target, length($1) + 1) = $1 || '/' AND ` + memberActions + `
+			  AND after->'request'->>k = $2`, []any{prog.Code, ref, pseudonym}},
 		// Adjustments waiting for a second person name the member too; one
 		// approved after the erasure applies to the pseudonym.
 		{"pending adjustments", `UPDATE bo_pending_adjustments SET member = $3
@@ -147,8 +162,8 @@ func (t *txn) erase(ctx context.Context, prog *program, cmd *bus.Command) (any, 
 		return nil, err
 	}
 	in.Reason = strings.TrimSpace(in.Reason)
-	if in.Reason == "" {
-		return nil, core.Errorf(core.Invalid, "reason", "is required")
+	if err := core.CheckReason(in.Reason, true); err != nil {
+		return nil, err
 	}
 	actor := strings.TrimSpace(cmd.Actor)
 	if actor == "" {

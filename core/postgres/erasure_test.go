@@ -243,3 +243,53 @@ func TestEraseTakesTheMergedAccounts(t *testing.T) {
 	f.wantBalance("bea", 100, 0, 0)
 	f.check()
 }
+
+// audited applies a command carrying an audit note, as the REST gateway
+// sends a person's moves.
+func (f *fixture) audited(kind, member string, payload any, action, target string) bus.Result {
+	f.t.Helper()
+	c := f.command(kind, member, f.txn(), payload)
+	c.Audit = &bus.Audit{Action: action, Target: target, Actor: "api:test (bob)"}
+	return f.apply(c)
+}
+
+// TestEraseRewritesOnlyTheMembersAuditEntries: erasing a member whose
+// reference is also a reward's code leaves the reward's audit entries
+// alone, and rewrites the reference where other members' entries name it
+// (a transfer's recipient, a merge's survivor).
+func TestEraseRewritesOnlyTheMembersAuditEntries(t *testing.T) {
+	f := newFixture(t, core.Program{})
+	if r := f.audited(core.KindRewardUpsert, "", core.Reward{Code: "vip", Name: "VIP",
+		Points: 100}, "reward.saved", f.prog+"/vip"); r.Status != bus.StatusOK {
+		t.Fatalf("reward: %+v", r.Error)
+	}
+	for _, ref := range []string{"vip", "vip-old", "bea"} {
+		f.enroll(ref)
+		f.ok(core.KindCredit, ref, core.Credit{Points: 100, Reason: "welcome"})
+	}
+	if r := f.audited(core.KindTransfer, "bea", core.Transfer{To: "vip", Points: 10,
+		Reason: "gift"}, "points.transferred", f.prog+"/bea"); r.Status != bus.StatusOK {
+		t.Fatalf("transfer: %+v", r.Error)
+	}
+	if r := f.audited(core.KindMerge, "vip-old", core.Merge{Into: "vip"}, "member.merged",
+		f.prog+"/vip-old"); r.Status != bus.StatusOK {
+		t.Fatalf("merge: %+v", r.Error)
+	}
+	wantRefused(t, f.do(core.KindErase, "vip", f.txn(), core.Erase{Reason: "art. 17 \u202e"}),
+		core.Invalid, "reason")
+	f.ok(core.KindErase, "vip", core.Erase{Reason: "art. 17"})
+
+	if n := f.count(`SELECT count(*) FROM bo_audit WHERE action = 'reward.saved'
+		AND target = $1`, f.prog+"/vip"); n != 1 {
+		t.Fatalf("the reward's audit entry was renamed by the member's erasure (%d left)", n)
+	}
+	if n := f.count(`SELECT count(*) FROM bo_audit WHERE left(target, length($1) + 1) = $1 || '/'
+		AND action <> 'reward.saved' AND (target = $1 || '/vip' OR after::text LIKE '%"vip"%')`,
+		f.prog); n != 0 {
+		t.Fatalf("%d members' audit entries still name vip", n)
+	}
+	if n := f.count(`SELECT count(*) FROM bo_audit WHERE target = $1
+		AND after->'request'->>'to' LIKE 'erased-%'`, f.prog+"/bea"); n != 1 {
+		t.Fatalf("the transfer's entry does not name the recipient's pseudonym")
+	}
+}
