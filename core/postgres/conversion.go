@@ -60,9 +60,10 @@ func (t *txn) resolveConversion(ctx context.Context, prog *program, cmd *bus.Com
 		return nil, core.Errorf(core.NotFound, "conversion", "no conversion %q", in.ID)
 	}
 	var status, holdTxn string
-	err = t.tx.QueryRow(ctx, `SELECT status, hold_txn_id FROM conversions
+	var claimed *time.Time
+	err = t.tx.QueryRow(ctx, `SELECT status, hold_txn_id, claimed_until FROM conversions
 		WHERE id = $1 AND program_id = $2 AND member_id = $3 FOR UPDATE`, in.ID, prog.ID,
-		m.id).Scan(&status, &holdTxn)
+		m.id).Scan(&status, &holdTxn, &claimed)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, core.Errorf(core.NotFound, "conversion", "no conversion %q for %q", in.ID,
 			cmd.Member)
@@ -72,6 +73,11 @@ func (t *txn) resolveConversion(ctx context.Context, prog *program, cmd *bus.Com
 	}
 	if status != core.ConversionPending {
 		return nil, core.Errorf(core.Conflict, "conversion", "is %s already", status)
+	}
+	if claimed != nil && claimed.After(t.now) {
+		return nil, core.Errorf(core.Conflict, "conversion", "is being delivered to the other "+
+			"program, whose answer may settle it; try again after %s",
+			claimed.UTC().Format(time.RFC3339))
 	}
 	var hstatus string
 	err = t.tx.QueryRow(ctx, `SELECT status FROM holds WHERE source = $1 AND txn_id = $2`,
@@ -94,9 +100,16 @@ func (t *txn) resolveConversion(ctx context.Context, prog *program, cmd *bus.Com
 		}
 	case hstatus == "captured" && in.Outcome == core.ConversionConfirmed:
 		// The worker captured it and stopped before recording the answer.
+	case hstatus != "captured" && in.Outcome == core.ConversionRefused:
+		// The hold ran out (no worker renewed it) and gave the points back.
+	case hstatus == "captured":
+		return nil, core.Errorf(core.Conflict, "outcome", "the conversion's points were "+
+			"captured on the other program's confirmation: it cannot be resolved refused")
 	default:
-		return nil, core.Errorf(core.Conflict, "outcome", "the conversion's points were %s "+
-			"already; it cannot be resolved %s", hstatus, in.Outcome)
+		return nil, core.Errorf(core.Conflict, "outcome", "the conversion's points are back "+
+			"with the member (its hold %s): resolve it refused to close it, and if the "+
+			"other program did credit it, take the points back with a negative adjustment "+
+			"naming the conversion", hstatus)
 	}
 	code := ""
 	if in.Outcome == core.ConversionRefused {
@@ -707,7 +720,8 @@ func (l *Ledger) ClaimConversions(ctx context.Context, now time.Time, lease time
 			SELECT c.id FROM ranked r JOIN conversions c ON c.id = r.id
 			ORDER BY r.turn, r.next_attempt_at, r.id LIMIT $3 FOR UPDATE OF c SKIP LOCKED),
 		claimed AS (
-			UPDATE conversions c SET attempts = c.attempts + 1, next_attempt_at = $2
+			UPDATE conversions c SET attempts = c.attempts + 1, next_attempt_at = $2,
+				claimed_until = $2
 			FROM due WHERE c.id = due.id AND c.status = 'pending'
 				AND c.next_attempt_at <= $1 RETURNING c.*)
 		SELECT `+conversionCols+` FROM claimed c JOIN programs p ON p.id = c.program_id
@@ -747,7 +761,7 @@ func (l *Ledger) ConversionsPending(ctx context.Context) ([]PendingConversions, 
 // delivered: its attempt is not counted, and it is due again at next.
 func (l *Ledger) UnclaimConversion(ctx context.Context, id string, next time.Time) error {
 	_, err := l.pool.Exec(ctx, `UPDATE conversions SET attempts = greatest(attempts - 1, 0),
-			next_attempt_at = $2
+			next_attempt_at = $2, claimed_until = NULL
 		WHERE id = $1 AND status = 'pending'`, id, next.UTC())
 	if err != nil {
 		return fmt.Errorf("give back claim: %w", err)
@@ -762,7 +776,8 @@ func (l *Ledger) RetryConversion(ctx context.Context, id, why string, next time.
 	if len(why) > 500 {
 		why = why[:500]
 	}
-	_, err := l.pool.Exec(ctx, `UPDATE conversions SET last_error = $2, next_attempt_at = $3
+	_, err := l.pool.Exec(ctx, `UPDATE conversions SET last_error = $2, next_attempt_at = $3,
+			claimed_until = NULL
 		WHERE id = $1 AND status = 'pending'`, id, why, next.UTC())
 	if err != nil {
 		return fmt.Errorf("record attempt: %w", err)
@@ -780,7 +795,7 @@ func (l *Ledger) FinishConversion(ctx context.Context, id, status, reference, co
 		return false, fmt.Errorf("finish conversion: status %q", status)
 	}
 	tag, err := l.pool.Exec(ctx, `UPDATE conversions SET status = $2, reference = $3,
-			refusal_code = $4, resolved_at = $5, last_error = ''
+			refusal_code = $4, resolved_at = $5, last_error = '', claimed_until = NULL
 		WHERE id = $1 AND status = 'pending'`, id, status, reference, code, at.UTC())
 	if err != nil {
 		return false, fmt.Errorf("finish conversion: %w", err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
@@ -151,5 +152,54 @@ func TestResolveStuckConversion(t *testing.T) {
 	f.wantBalance("a", 4000, 0, 0)
 	wantRefused(t, resolve(core.ResolveConversion{ID: no, Outcome: "confirmed",
 		Reason: "changed my mind"}, "ana"), core.Conflict, "conversion")
+	f.check()
+}
+
+// TestResolveWaitsForADeliveryAndClosesAnExpiredHold: a conversion a worker
+// is delivering cannot be resolved until its answer is recorded; one whose
+// hold ran out (no worker renewed it) can be resolved refused, and not
+// confirmed, its points being back with the member.
+func TestResolveWaitsForADeliveryAndClosesAnExpiredHold(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, core.Program{})
+	f.enroll("a")
+	f.ok(core.KindCredit, "a", core.Credit{Points: 5000, Reason: "welcome"})
+	f.ok(core.KindExternalUpsert, "sky", airline("sky", ""))
+	r := f.do(core.KindConvert, "a", f.txn(), core.ConvertRequest{External: "sky", Points: 1000})
+	var c core.Conversion
+	if err := json.Unmarshal(r.Data, &c); err != nil || c.ID == "" {
+		t.Fatalf("convert: %s %+v", r.Status, r.Error)
+	}
+	resolve := func(outcome string) bus.Result {
+		cmd := f.command(core.KindConversionResolve, "a", f.txn(), core.ResolveConversion{
+			ID: c.ID, Outcome: outcome, Reason: "the airline's desk"})
+		cmd.Actor = "ana"
+		cmd.Seal()
+		return f.apply(cmd)
+	}
+	claimed, err := f.l.ClaimConversions(ctx, f.now, 15*time.Minute, 10)
+	if err != nil || len(claimed) != 1 {
+		t.Fatalf("claim: %d, %v", len(claimed), err)
+	}
+	wantRefused(t, resolve(core.ConversionRefused), core.Conflict, "conversion")
+	// The delivery's answer is unclear: the claim ends, the person may act.
+	if err := f.l.RetryConversion(ctx, c.ID, "timeout", f.now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	// No worker renews the hold; past its time the sweep gives the points back.
+	f.setNow(f.now.Add(core.ConversionHoldTTL + time.Hour))
+	if _, _, err := f.l.Sweep(ctx, f.now, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.wantBalance("a", 5000, 0, 0)
+	wantRefused(t, resolve(core.ConversionConfirmed), core.Conflict, "outcome")
+	if r := resolve(core.ConversionRefused); r.Status != bus.StatusOK {
+		t.Fatalf("resolve refused after the hold expired: %+v", r.Error)
+	}
+	got, err := f.l.Conversion(ctx, f.prog, "a", c.ID)
+	if err != nil || got.Status != core.ConversionRefused {
+		t.Fatalf("conversion %+v (%v), want refused", got, err)
+	}
+	f.wantBalance("a", 5000, 0, 0)
 	f.check()
 }

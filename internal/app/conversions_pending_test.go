@@ -1,6 +1,8 @@
 package app
 
 import (
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -48,13 +50,30 @@ func TestMetricsCountPendingConversions(t *testing.T) {
 	res := m + "/conversions/" + ids[0] + "/resolve"
 	c.must(400, "POST", res, "res-0", map[string]any{"outcome": "confirmed",
 		"reason": "desk"})
-	r := c.must(201, "POST", res, "res-1", map[string]any{"outcome": "confirmed",
-		"reference": "SKY-1", "reason": "confirmed by the airline's desk"}, "X-Actor", "ana")
-	if jstr(t, r, "data.status") != "confirmed" || jstr(t, r, "data.reference") != "SKY-1" {
-		t.Fatalf("resolve: %s", r.raw)
+	// The worker keeps trying the unreachable airline; while it holds a
+	// conversion for a delivery, a resolution is refused (409, stored under
+	// its key like any refusal), and sent again under a new key it goes.
+	settle := func(path, txn string, body map[string]any) reply {
+		t.Helper()
+		for try, deadline := 0, time.Now().Add(15*time.Second); ; try++ {
+			r := c.send("POST", path, txn+"-"+strconv.Itoa(try), body, "X-Actor", "ana")
+			if r.status != 409 || !strings.Contains(r.raw, "being delivered") ||
+				time.Now().After(deadline) {
+				return r
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
-	c.must(201, "POST", m+"/conversions/"+ids[1]+"/resolve", "res-2", map[string]any{
-		"outcome": "refused", "reason": "the airline has no record"}, "X-Actor", "ana")
+	r := settle(res, "res-1", map[string]any{"outcome": "confirmed", "reference": "SKY-1",
+		"reason": "confirmed by the airline's desk"})
+	if r.status != 201 || jstr(t, r, "data.status") != "confirmed" ||
+		jstr(t, r, "data.reference") != "SKY-1" {
+		t.Fatalf("resolve: %d %s", r.status, r.raw)
+	}
+	if r := settle(m+"/conversions/"+ids[1]+"/resolve", "res-2", map[string]any{
+		"outcome": "refused", "reason": "the airline has no record"}); r.status != 201 {
+		t.Fatalf("resolve refused: %d %s", r.status, r.raw)
+	}
 	c.must(409, "POST", res, "res-3", map[string]any{"outcome": "refused",
 		"reason": "again"}, "X-Actor", "ana")
 	b = c.must(200, "GET", m+"/balance", "", nil)
