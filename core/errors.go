@@ -7,6 +7,17 @@ import (
 	"unicode/utf8"
 )
 
+// blankLetter tells the letters that show nothing (the Hangul fillers, the
+// blank Braille pattern), which a reason made only of would seem given and
+// read empty.
+func blankLetter(r rune) bool {
+	switch r {
+	case '\u115F', '\u1160', '\u3164', '\uFFA0', '\u2800':
+		return true
+	}
+	return false
+}
+
 // bidiControl tells the embeddings, overrides and isolates of
 // bidirectional text (U+202A-U+202E, U+2066-U+2069), which change the
 // order the text around them is shown in.
@@ -89,7 +100,7 @@ func CheckReason(reason string, required bool) error {
 			return Errorf(Invalid, "reason", "holds the control character %U at byte %d; "+
 				"write the reason in plain text", r, i)
 		}
-		if !unicode.IsSpace(r) && !unicode.Is(unicode.Cf, r) {
+		if !unicode.IsSpace(r) && !unicode.Is(unicode.Cf, r) && !blankLetter(r) {
 			visible = true
 		}
 	}

@@ -19,6 +19,7 @@ func TestCheckReasonRefusesControlText(t *testing.T) {
 		{" \n\t", true, false, "is required"},
 		{"\u202e\u200b", true, false, "U+202E at byte 0"},
 		{"\u200b", true, false, "is required"},
+		{"\u3164\u2800 \u115f\u1160\uffa0", true, false, "is required"},
 		{"refund \u202egnp.exe", true, false, "U+202E at byte 7"},
 		{"\u2066isolated\u2069", false, false, "U+2066"},
 		{"\x1b[2Jcleared", false, false, "U+001B"},
