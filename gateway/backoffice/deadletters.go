@@ -86,13 +86,28 @@ func (s *Server) deadLettersPage(w http.ResponseWriter, r *http.Request, sess *s
 }
 
 // redriveDead puts a dead letter's command back on the bus.
+// A refused letter is not re-driven from the page (which offers no
+// button for one): the ledger would answer it with its stored refusal and
+// the letter would leave the list with nothing applied.
 func (s *Server) redriveDead(w http.ResponseWriter, r *http.Request, sess *session) {
 	s.mendDead(w, r, sess, "deadletter.redriven", "redriven",
 		func(d DeadLetterBus, ctx context.Context, seq uint64) (natsbus.DeadLetter, error) {
+			listed, err := d.DeadLetters(ctx, deadPageLimit)
+			if err != nil {
+				return natsbus.DeadLetter{}, err
+			}
+			for _, dl := range listed {
+				if dl.Seq == seq && dl.Refused {
+					return dl, errRefusedLetter
+				}
+			}
 			dl, _, err := d.Redrive(ctx, seq)
 			return dl, err
 		})
 }
+
+// errRefusedLetter is the refusal to re-drive a refused dead letter.
+var errRefusedLetter = errors.New("refused letter")
 
 // discardDead removes a dead letter without sending its command again.
 func (s *Server) discardDead(w http.ResponseWriter, r *http.Request, sess *session) {
@@ -123,6 +138,12 @@ func (s *Server) mendDead(w http.ResponseWriter, r *http.Request, sess *session,
 	case err != nil && dl.Seq == 0:
 		s.fail(w, r, sess, http.StatusServiceUnavailable,
 			"The bus could not be reached: "+err.Error(), nil)
+		return
+	case errors.Is(err, errRefusedLetter):
+		s.fail(w, r, sess, http.StatusConflict, "The ledger refused this command and keeps "+
+			"its refusal under its transaction id: re-driving it would only give the refusal "+
+			"again. Once the cause is mended, its caller sends it again under a new "+
+			"transaction id; discard the letter.", nil)
 		return
 	case errors.Is(err, natsbus.ErrNotACommand):
 		s.fail(w, r, sess, http.StatusUnprocessableEntity, "This dead letter cannot be "+
