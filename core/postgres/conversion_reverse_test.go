@@ -11,27 +11,49 @@ import (
 	"github.com/puntos-loyalty/puntos/core"
 )
 
+// convertingMember is a fixture whose member "a" holds 5000 points and can
+// convert into "sky" (airline, ratio 0.5).
+func convertingMember(t *testing.T) *fixture {
+	t.Helper()
+	f := newFixture(t, core.Program{})
+	f.enroll("a")
+	f.ok(core.KindCredit, "a", core.Credit{Points: 5000, Reason: "welcome"})
+	f.ok(core.KindExternalUpsert, "sky", airline("sky", ""))
+	return f
+}
+
+// convert1000 converts 1000 of a's points into sky and returns the
+// pending conversion.
+func (f *fixture) convert1000() core.Conversion {
+	f.t.Helper()
+	r := f.do(core.KindConvert, "a", f.txn(), core.ConvertRequest{External: "sky", Points: 1000})
+	var c core.Conversion
+	if err := json.Unmarshal(r.Data, &c); err != nil || c.ID == "" {
+		f.t.Fatalf("convert: %s %+v", r.Status, r.Error)
+	}
+	return c
+}
+
+// captureConversion applies the capture the worker makes when the other
+// program confirms c.
+func (f *fixture) captureConversion(c core.Conversion) bus.Result {
+	f.t.Helper()
+	cmd := f.command(core.KindCapture, "a", core.ConversionCaptureTxn(c.ID),
+		core.Capture{HoldTxnID: core.ConversionHoldTxn(c.ID)})
+	cmd.Source = core.SourceConversion
+	cmd.Seal()
+	return f.apply(cmd)
+}
+
 // TestConversionCaptureIsNotReversible: the capture of a conversion the
 // other program confirmed is refused by a reversal, which names the
 // conversion; the member keeps what the conversion left, and a partner
 // payment's capture stays reversible.
 func TestConversionCaptureIsNotReversible(t *testing.T) {
 	ctx := context.Background()
-	f := newFixture(t, core.Program{})
-	f.enroll("a")
-	f.ok(core.KindCredit, "a", core.Credit{Points: 5000, Reason: "welcome"})
-	f.ok(core.KindExternalUpsert, "sky", airline("sky", ""))
-
-	r := f.do(core.KindConvert, "a", f.txn(), core.ConvertRequest{External: "sky", Points: 1000})
-	var conv core.Conversion
-	if err := json.Unmarshal(r.Data, &conv); err != nil || conv.ID == "" {
-		t.Fatalf("convert: %s %+v", r.Status, r.Error)
-	}
-	capture := f.command(core.KindCapture, "a", core.ConversionCaptureTxn(conv.ID),
-		core.Capture{HoldTxnID: core.ConversionHoldTxn(conv.ID)})
-	capture.Source = core.SourceConversion
-	capture.Seal()
-	cr := f.apply(capture)
+	f := convertingMember(t)
+	conv := f.convert1000()
+	cr := f.captureConversion(conv)
 	var out core.Outcome
 	if err := json.Unmarshal(cr.Data, &out); cr.Status != bus.StatusOK || err != nil ||
 		len(out.PostingIDs) == 0 {
@@ -69,15 +91,8 @@ func TestConversionCaptureIsNotReversible(t *testing.T) {
 // may still credit); once the conversion is settled, it can.
 func TestCloseWaitsForPendingConversion(t *testing.T) {
 	ctx := context.Background()
-	f := newFixture(t, core.Program{})
-	f.enroll("a")
-	f.ok(core.KindCredit, "a", core.Credit{Points: 5000, Reason: "welcome"})
-	f.ok(core.KindExternalUpsert, "sky", airline("sky", ""))
-	r := f.do(core.KindConvert, "a", f.txn(), core.ConvertRequest{External: "sky", Points: 1000})
-	var conv core.Conversion
-	if err := json.Unmarshal(r.Data, &conv); err != nil || conv.ID == "" {
-		t.Fatalf("convert: %s %+v", r.Status, r.Error)
-	}
+	f := convertingMember(t)
+	conv := f.convert1000()
 	cl := f.do(core.KindClose, "a", f.txn(), core.StatusChange{Reason: "moved away"})
 	wantRefused(t, cl, core.Conflict, "member")
 	if !strings.Contains(cl.Error.Message, conv.ID) {
@@ -85,11 +100,7 @@ func TestCloseWaitsForPendingConversion(t *testing.T) {
 	}
 	f.wantBalance("a", 4000, 0, 1000)
 
-	capture := f.command(core.KindCapture, "a", core.ConversionCaptureTxn(conv.ID),
-		core.Capture{HoldTxnID: core.ConversionHoldTxn(conv.ID)})
-	capture.Source = core.SourceConversion
-	capture.Seal()
-	if cr := f.apply(capture); cr.Status != bus.StatusOK {
+	if cr := f.captureConversion(conv); cr.Status != bus.StatusOK {
 		t.Fatalf("capture: %+v", cr.Error)
 	}
 	if _, err := f.l.FinishConversion(ctx, conv.ID, core.ConversionConfirmed, "SKY-2", "",
@@ -109,19 +120,8 @@ func TestCloseWaitsForPendingConversion(t *testing.T) {
 // them back; a settled one cannot be resolved again, and the actor and
 // reason are kept on it.
 func TestResolveStuckConversion(t *testing.T) {
-	f := newFixture(t, core.Program{})
-	f.enroll("a")
-	f.ok(core.KindCredit, "a", core.Credit{Points: 5000, Reason: "welcome"})
-	f.ok(core.KindExternalUpsert, "sky", airline("sky", ""))
-	convert := func() string {
-		r := f.do(core.KindConvert, "a", f.txn(), core.ConvertRequest{External: "sky",
-			Points: 1000})
-		var c core.Conversion
-		if err := json.Unmarshal(r.Data, &c); err != nil || c.ID == "" {
-			t.Fatalf("convert: %s %+v", r.Status, r.Error)
-		}
-		return c.ID
-	}
+	f := convertingMember(t)
+	convert := func() string { return f.convert1000().ID }
 	resolve := func(in core.ResolveConversion, actor string) bus.Result {
 		c := f.command(core.KindConversionResolve, "a", f.txn(), in)
 		c.Actor = actor
@@ -161,15 +161,8 @@ func TestResolveStuckConversion(t *testing.T) {
 // confirmed, its points being back with the member.
 func TestResolveWaitsForADeliveryAndClosesAnExpiredHold(t *testing.T) {
 	ctx := context.Background()
-	f := newFixture(t, core.Program{})
-	f.enroll("a")
-	f.ok(core.KindCredit, "a", core.Credit{Points: 5000, Reason: "welcome"})
-	f.ok(core.KindExternalUpsert, "sky", airline("sky", ""))
-	r := f.do(core.KindConvert, "a", f.txn(), core.ConvertRequest{External: "sky", Points: 1000})
-	var c core.Conversion
-	if err := json.Unmarshal(r.Data, &c); err != nil || c.ID == "" {
-		t.Fatalf("convert: %s %+v", r.Status, r.Error)
-	}
+	f := convertingMember(t)
+	c := f.convert1000()
 	resolve := func(outcome string) bus.Result {
 		cmd := f.command(core.KindConversionResolve, "a", f.txn(), core.ResolveConversion{
 			ID: c.ID, Outcome: outcome, Reason: "the airline's desk"})
