@@ -40,6 +40,30 @@ func (p *scripted) count() int {
 	return p.calls
 }
 
+// hotelAndBus is a program whose member holds points and may convert into
+// two programs, "hotel" and "bus", each reached through the partner the
+// worker's Options.Partner returns for its code (byCode).
+func hotelAndBus(e *env, member string, points core.Points) string {
+	e.t.Helper()
+	hang := skyMiles(core.FlavourHTTP)
+	hang.Code, hang.Endpoint = "hotel", "https://127.0.0.1:9/hotel"
+	prog := e.program(hang, member, points)
+	fine := skyMiles(core.FlavourHTTP)
+	fine.Code, fine.Endpoint = "bus", "https://127.0.0.1:9/bus"
+	e.ok(core.KindExternalUpsert, prog, fine.Code, fine)
+	return prog
+}
+
+// byCode reaches hotel through the first partner and bus through the second.
+func byCode(hotel, bus Partner) func(string, *core.ExternalProgram) (Partner, error) {
+	return func(_ string, ext *core.ExternalProgram) (Partner, error) {
+		if ext.Code == "hotel" {
+			return hotel, nil
+		}
+		return bus, nil
+	}
+}
+
 // TestSlowPartnerHoldsUpNoOther: in one step, the conversions of a program
 // that answers nothing for longer than Slow cost one delivery, the others
 // of that program are given back without an attempt counted, and a healthy
@@ -48,12 +72,7 @@ func TestSlowPartnerHoldsUpNoOther(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	const member = "56933333333"
-	hang := skyMiles(core.FlavourHTTP)
-	hang.Code, hang.Endpoint = "hotel", "https://127.0.0.1:9/hotel"
-	prog := e.program(hang, member, 20000)
-	fine := skyMiles(core.FlavourHTTP)
-	fine.Code, fine.Endpoint = "bus", "https://127.0.0.1:9/bus"
-	e.ok(core.KindExternalUpsert, prog, fine.Code, fine)
+	prog := hotelAndBus(e, member, 20000)
 
 	var hotel []core.Conversion
 	for range 3 {
@@ -67,13 +86,7 @@ func TestSlowPartnerHoldsUpNoOther(t *testing.T) {
 	slow := &scripted{delay: 300 * time.Millisecond}
 	quick := &scripted{delay: 10 * time.Millisecond, confirm: true}
 	w := New(e.ledger, quietLog(), Options{Clock: e.clock, Slow: 200 * time.Millisecond,
-		RetryMin: time.Minute, Partner: func(_ string, ext *core.ExternalProgram) (Partner,
-			error) {
-			if ext.Code == "hotel" {
-				return slow, nil
-			}
-			return quick, nil
-		}})
+		RetryMin: time.Minute, Partner: byCode(slow, quick)})
 	n, err := w.Step(ctx)
 	if err != nil || n != 4 {
 		t.Fatalf("step: %d claimed, %v", n, err)
@@ -122,12 +135,7 @@ func TestBacklogLeavesRoomForOthers(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	const member = "56944444444"
-	hang := skyMiles(core.FlavourHTTP)
-	hang.Code, hang.Endpoint = "hotel", "https://127.0.0.1:9/hotel"
-	prog := e.program(hang, member, 40000)
-	fine := skyMiles(core.FlavourHTTP)
-	fine.Code, fine.Endpoint = "bus", "https://127.0.0.1:9/bus"
-	e.ok(core.KindExternalUpsert, prog, fine.Code, fine)
+	prog := hotelAndBus(e, member, 40000)
 	for range 30 {
 		e.convert(prog, member, core.ConvertRequest{External: "hotel", Points: 1000,
 			AccountID: "HT000001"})
@@ -137,12 +145,7 @@ func TestBacklogLeavesRoomForOthers(t *testing.T) {
 	slow := &scripted{delay: 150 * time.Millisecond}
 	quick := &scripted{delay: time.Millisecond, confirm: true}
 	w := New(e.ledger, quietLog(), Options{Clock: e.clock, Slow: 100 * time.Millisecond,
-		Partner: func(_ string, ext *core.ExternalProgram) (Partner, error) {
-			if ext.Code == "hotel" {
-				return slow, nil
-			}
-			return quick, nil
-		}})
+		Partner: byCode(slow, quick)})
 	if n, err := w.Step(ctx); err != nil || n != 10 {
 		t.Fatalf("step: %d claimed, %v", n, err)
 	}
