@@ -121,12 +121,18 @@ func (t *txn) eraseOne(ctx context.Context, prog *program, cmd *bus.Command, id,
 		{"audit log", `UPDATE bo_audit SET target = $2 WHERE target = $1
 			AND ` + memberActions, []any{prog.Code + "/" + ref, prog.Code + "/" + pseudonym}},
 		// Other members' entries name it in their request: the member a
-		// transfer went to, the member a merge went into.
-		{"audit requests", `UPDATE bo_audit SET after = jsonb_set(after, ARRAY['request', k],
+		// transfer went to, the member a merge went into (each found by its
+		// own index, migration 0031).
+		{"audit transfers", `UPDATE bo_audit SET after = jsonb_set(after, '{request,to}',
 				to_jsonb($3::text))
-			FROM (VALUES ('to'), ('into')) AS keys(k)
-			WHERE left(target, length($1) + 1) = $1 || '/' AND ` + memberActions + `
-			  AND after->'request'->>k = $2`, []any{prog.Code, ref, pseudonym}},
+			WHERE after->'request' ? 'to' AND after->'request'->>'to' = $2
+			  AND left(target, length($1) + 1) = $1 || '/' AND ` + memberActions,
+			[]any{prog.Code, ref, pseudonym}},
+		{"audit merges", `UPDATE bo_audit SET after = jsonb_set(after, '{request,into}',
+				to_jsonb($3::text))
+			WHERE after->'request' ? 'into' AND after->'request'->>'into' = $2
+			  AND left(target, length($1) + 1) = $1 || '/' AND ` + memberActions,
+			[]any{prog.Code, ref, pseudonym}},
 		// Adjustments waiting for a second person name the member too; one
 		// approved after the erasure applies to the pseudonym.
 		{"pending adjustments", `UPDATE bo_pending_adjustments SET member = $3
