@@ -153,6 +153,17 @@ func (b *Bus) Redrive(ctx context.Context, seq uint64) (dl DeadLetter, again boo
 // DeadLettersWaiting): its status URL still says it failed, and a retry of
 // it that the bus drops as a duplicate is still answered as set aside rather
 // than accepted.
+// DeadLetterAt reads the dead letter at seq. Errors: ErrNoDeadLetter when
+// there is none (re-driven, discarded, or never).
+func (b *Bus) DeadLetterAt(ctx context.Context, seq uint64) (DeadLetter, error) {
+	stream, err := b.js.Stream(ctx, b.deadStream)
+	if err != nil {
+		return DeadLetter{}, fmt.Errorf("dead letters: %w", err)
+	}
+	dl, _, err := readDeadAt(ctx, stream, seq)
+	return dl, err
+}
+
 func (b *Bus) Discard(ctx context.Context, seq uint64) (DeadLetter, error) {
 	stream, err := b.js.Stream(ctx, b.deadStream)
 	if err != nil {

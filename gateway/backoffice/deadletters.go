@@ -17,6 +17,7 @@ import (
 // answering 503.
 type DeadLetterBus interface {
 	DeadLetters(ctx context.Context, n int) ([]natsbus.DeadLetter, error)
+	DeadLetterAt(ctx context.Context, seq uint64) (natsbus.DeadLetter, error)
 	Redrive(ctx context.Context, seq uint64) (dl natsbus.DeadLetter, again bool, err error)
 	Discard(ctx context.Context, seq uint64) (natsbus.DeadLetter, error)
 }
@@ -92,16 +93,14 @@ func (s *Server) deadLettersPage(w http.ResponseWriter, r *http.Request, sess *s
 func (s *Server) redriveDead(w http.ResponseWriter, r *http.Request, sess *session) {
 	s.mendDead(w, r, sess, "deadletter.redriven", "redriven",
 		func(d DeadLetterBus, ctx context.Context, seq uint64) (natsbus.DeadLetter, error) {
-			listed, err := d.DeadLetters(ctx, deadPageLimit)
+			dl, err := d.DeadLetterAt(ctx, seq)
 			if err != nil {
-				return natsbus.DeadLetter{}, err
+				return dl, err
 			}
-			for _, dl := range listed {
-				if dl.Seq == seq && dl.Refused {
-					return dl, errRefusedLetter
-				}
+			if dl.Refused {
+				return dl, errRefusedLetter
 			}
-			dl, _, err := d.Redrive(ctx, seq)
+			dl, _, err = d.Redrive(ctx, seq)
 			return dl, err
 		})
 }
