@@ -100,7 +100,9 @@ func CheckReason(reason string, required bool) error {
 			return Errorf(Invalid, "reason", "holds the control character %U at byte %d; "+
 				"write the reason in plain text", r, i)
 		}
-		if !unicode.IsSpace(r) && !unicode.Is(unicode.Cf, r) && !blankLetter(r) {
+		// Letters, numbers, punctuation and symbols show; marks alone,
+		// spaces, format characters and the blank letters do not.
+		if unicode.In(r, unicode.L, unicode.N, unicode.P, unicode.S) && !blankLetter(r) {
 			visible = true
 		}
 	}

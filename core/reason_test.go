@@ -20,6 +20,8 @@ func TestCheckReasonRefusesControlText(t *testing.T) {
 		{"\u202e\u200b", true, false, "U+202E at byte 0"},
 		{"\u200b", true, false, "is required"},
 		{"\u3164\u2800 \u115f\u1160\uffa0", true, false, "is required"},
+		{"\u034f\ufe0f\u17b4\u17b5\U000e0100\u180b", true, false, "is required"},
+		{"e\u0301", true, true, ""},
 		{"refund \u202egnp.exe", true, false, "U+202E at byte 7"},
 		{"\u2066isolated\u2069", false, false, "U+2066"},
 		{"\x1b[2Jcleared", false, false, "U+001B"},

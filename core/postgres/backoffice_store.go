@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -176,8 +177,28 @@ func (t *txn) memberState(ctx context.Context, programID string, cmd *bus.Comman
 	if err != nil {
 		return nil, fmt.Errorf("read member for the audit log: %w", err)
 	}
-	s.TxnID, s.Request = cmd.TxnID, json.RawMessage(cmd.Payload)
+	s.TxnID, s.Request = cmd.TxnID, lowerKeys(cmd.Payload)
 	return s, nil
+}
+
+// lowerKeys is a request's JSON object with its keys in lower case, as the
+// ledger reads them whatever their case ({"To": ...} is a transfer's to),
+// so that the audit entry names each field one way and an erasure finds
+// the references in it. A payload that is not an object is kept as it is.
+func lowerKeys(payload []byte) json.RawMessage {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(payload, &fields) != nil {
+		return json.RawMessage(payload)
+	}
+	lower := make(map[string]json.RawMessage, len(fields))
+	for k, v := range fields {
+		lower[strings.ToLower(k)] = v
+	}
+	out, err := json.Marshal(lower)
+	if err != nil {
+		return json.RawMessage(payload)
+	}
+	return out
 }
 
 // nilIfMissing turns not_found into "no state yet" and passes other errors.

@@ -133,6 +133,12 @@ func (t *txn) eraseOne(ctx context.Context, prog *program, cmd *bus.Command, id,
 			WHERE after->'request' ? 'into' AND after->'request'->>'into' = $2
 			  AND left(target, length($1) + 1) = $1 || '/' AND ` + memberActions,
 			[]any{prog.Code, ref, pseudonym}},
+		// The back office's re-drives and discards of dead letters name
+		// the command's program and member.
+		{"audit dead letters", `UPDATE bo_audit SET before = jsonb_set(before, '{member}',
+				to_jsonb($3::text))
+			WHERE action LIKE 'deadletter.%' AND before->>'member' = $2
+			  AND before->>'program' = $1`, []any{prog.Code, ref, pseudonym}},
 		// Adjustments waiting for a second person name the member too; one
 		// approved after the erasure applies to the pseudonym.
 		{"pending adjustments", `UPDATE bo_pending_adjustments SET member = $3

@@ -293,3 +293,36 @@ func TestEraseRewritesOnlyTheMembersAuditEntries(t *testing.T) {
 		t.Fatalf("the transfer's entry does not name the recipient's pseudonym")
 	}
 }
+
+// TestEraseFindsTheMemberHoweverTheRequestSpeltIt: a transfer whose request
+// spelt its recipient's key in capitals, and a back-office dead-letter entry
+// naming the member, no longer name it after its erasure.
+func TestEraseFindsTheMemberHoweverTheRequestSpeltIt(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, core.Program{})
+	for _, ref := range []string{"vip", "bea"} {
+		f.enroll(ref)
+		f.ok(core.KindCredit, ref, core.Credit{Points: 100, Reason: "welcome"})
+	}
+	c := f.command(core.KindTransfer, "bea", f.txn(), nil)
+	c.Payload = []byte(`{"To":"vip","Points":10,"Reason":"gift"}`)
+	c.Audit = &bus.Audit{Action: "points.transferred", Target: f.prog + "/bea",
+		Actor: "api:test (bob)"}
+	c.Seal()
+	if r := f.apply(c); r.Status != bus.StatusOK {
+		t.Fatalf("transfer: %+v", r.Error)
+	}
+	f.wantBalance("vip", 110, 0, 0)
+	if _, err := f.l.Pool().Exec(ctx, insertAudit, f.now, "olga", "deadletter.discarded",
+		"billing/t-9", map[string]any{"seq": 9, "program": f.prog, "member": "vip"},
+		map[string]any{"done": "dropped"}); err != nil {
+		t.Fatal(err)
+	}
+	f.ok(core.KindErase, "vip", core.Erase{Reason: "art. 17"})
+	if n := f.count(`SELECT count(*) FROM bo_audit WHERE (target = $1 || '/bea'
+			AND after::text LIKE '%"vip"%')
+		OR (action = 'deadletter.discarded' AND before->>'program' = $1
+			AND before->>'member' = 'vip')`, f.prog); n != 0 {
+		t.Fatalf("%d audit entries still name the erased vip", n)
+	}
+}

@@ -14,3 +14,5 @@ CREATE INDEX IF NOT EXISTS bo_audit_request_to ON bo_audit ((after->'request'->>
     WHERE after->'request' ? 'to';
 CREATE INDEX IF NOT EXISTS bo_audit_request_into ON bo_audit ((after->'request'->>'into'))
     WHERE after->'request' ? 'into';
+CREATE INDEX IF NOT EXISTS bo_audit_dead_member ON bo_audit ((before->>'member'))
+    WHERE action LIKE 'deadletter.%';
