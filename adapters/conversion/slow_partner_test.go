@@ -2,10 +2,14 @@ package conversion
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
+	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
 )
 
@@ -156,4 +160,65 @@ func TestBacklogLeavesRoomForOthers(t *testing.T) {
 		t.Fatalf("hotel delivered %d times, want 1 (the rest given back)", slow.count())
 	}
 	e.wantBalance(prog, member, 9000, 30000)
+}
+
+// askedPartner answers a status query only once let go, telling when it
+// is asked; it never credits on delivery.
+type askedPartner struct {
+	asked, letGo chan struct{}
+	answer       Answer
+}
+
+func (p *askedPartner) Deliver(context.Context, Request) Answer { return Answer{Detail: "down"} }
+
+func (p *askedPartner) Status(context.Context, Request) Answer {
+	p.asked <- struct{}{}
+	<-p.letGo
+	return p.answer
+}
+
+// TestReconcileHoldsOffAPersonWhileItAsks: while the reconciliation asks
+// the other program about a pending conversion, a person's resolution is
+// refused (the answer may settle it); an unclear answer ends the claim, and
+// the person can then resolve it.
+func TestReconcileHoldsOffAPersonWhileItAsks(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	const member = "56955555555"
+	prog := hotelAndBus(e, member, 5000)
+	c := e.convert(prog, member, core.ConvertRequest{External: "hotel", Points: 1000,
+		AccountID: "HT000001"})
+	resolve := func() bus.Result {
+		body, _ := json.Marshal(core.ResolveConversion{ID: c.ID, Outcome: "refused",
+			Reason: "the hotel has no record"})
+		cmd := bus.Command{ID: uuid.Must(uuid.NewV7()).String(),
+			Kind: core.KindConversionResolve, Source: "test", TxnID: uuid.NewString(),
+			Program: prog, Member: member, Actor: "ana", Payload: body,
+			OccurredAt: e.clock(), ReceivedAt: e.clock()}
+		cmd.Seal()
+		out, err := e.ledger.ApplyBatch(ctx, []bus.Command{cmd})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out[0].Result
+	}
+	e.advance(20 * time.Minute) // past ReconcileAfter
+	p := &askedPartner{asked: make(chan struct{}), letGo: make(chan struct{})}
+	w := New(e.ledger, quietLog(), Options{Clock: e.clock,
+		Partner: func(string, *core.ExternalProgram) (Partner, error) { return p, nil }})
+	done := make(chan error, 1)
+	go func() { _, err := w.Reconcile(ctx); done <- err }()
+	<-p.asked
+	if r := resolve(); r.Status != bus.StatusRejected || r.Error.Kind != "conflict" {
+		t.Fatalf("resolve while the reconciliation asks: %s %+v, want a conflict", r.Status,
+			r.Error)
+	}
+	close(p.letGo)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if r := resolve(); r.Status != bus.StatusOK {
+		t.Fatalf("resolve after an unclear answer: %+v", r.Error)
+	}
+	e.wantBalance(prog, member, 5000, 0)
 }

@@ -423,6 +423,19 @@ func (w *Worker) Reconcile(ctx context.Context) (ReconcileReport, error) {
 			errs = append(errs, fmt.Errorf("conversion %s: %w", c.ID, err))
 			continue
 		}
+		if c.Status == core.ConversionPending {
+			// Claimed while the other program is asked and the answer
+			// settled, so that a person does not resolve it meanwhile; one
+			// a worker is delivering, or settled since, is left alone.
+			claimed, err := w.ledger.ClaimConversion(ctx, c.ID, now, now.Add(w.opt.Lease))
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if !claimed {
+				continue
+			}
+		}
 		rep.Checked++
 		a := p.Status(ctx, request(c))
 		switch c.Status {
@@ -433,6 +446,9 @@ func (w *Worker) Reconcile(ctx context.Context) (ReconcileReport, error) {
 				continue
 			}
 			if a.Outcome != Confirmed && a.Outcome != Refused {
+				if err := w.ledger.EndClaim(ctx, c.ID); err != nil {
+					errs = append(errs, err)
+				}
 				continue
 			}
 			if err := w.settle(ctx, c, a); err != nil {

@@ -757,6 +757,31 @@ func (l *Ledger) ConversionsPending(ctx context.Context) ([]PendingConversions, 
 	})
 }
 
+// ClaimConversion claims one pending conversion until until, unless a
+// claim holds it at now: the reconciliation's hold on it while it asks the
+// other program and settles on the answer, so that a person does not
+// resolve it meanwhile. It reports whether the claim was taken.
+func (l *Ledger) ClaimConversion(ctx context.Context, id string, now, until time.Time) (bool,
+	error) {
+	tag, err := l.pool.Exec(ctx, `UPDATE conversions SET claimed_until = $3
+		WHERE id = $1 AND status = 'pending'
+		  AND (claimed_until IS NULL OR claimed_until <= $2)`, id, now.UTC(), until.UTC())
+	if err != nil {
+		return false, fmt.Errorf("claim conversion: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// EndClaim ends a claim on conversion id that settled nothing.
+func (l *Ledger) EndClaim(ctx context.Context, id string) error {
+	_, err := l.pool.Exec(ctx, `UPDATE conversions SET claimed_until = NULL
+		WHERE id = $1 AND status = 'pending'`, id)
+	if err != nil {
+		return fmt.Errorf("end claim: %w", err)
+	}
+	return nil
+}
+
 // UnclaimConversion gives back a claim on conversion id that was not
 // delivered: its attempt is not counted, and it is due again at next.
 func (l *Ledger) UnclaimConversion(ctx context.Context, id string, next time.Time) error {
