@@ -148,8 +148,10 @@ const balanceExpiries = `,
 //
 // The first reads the member's live lots up to $3 in expiry order (its
 // partial index), usually none; the second runs only for a member with
-// pending points, the third only for one holding points (by the index of
-// its open holds).
+// pending points, over its live lots (the end of the holding period is
+// compared so that the index of every member's pending lots, which holds
+// all those matured since the last sweep, is not used instead); the third
+// only for one holding points (by the index of its open holds).
 const balanceDue = `
 		CROSS JOIN LATERAL (SELECT coalesce(sum(remaining - held), 0)::bigint AS lapsed
 			FROM lots WHERE member_id = m.id AND remaining > 0 AND expires_at <= $3
@@ -160,7 +162,7 @@ const balanceDue = `
 			coalesce(sum(remaining) FILTER (WHERE expires_at IS NULL OR expires_at > $3),
 				0)::bigint AS matured
 			FROM lots WHERE m.pending > 0 AND member_id = m.id AND remaining > 0 AND pending
-				AND spendable_from <= $3) dp
+				AND (spendable_from <= $3) IS TRUE) dp
 		CROSS JOIN LATERAL (SELECT coalesce(sum(h.amount - h.captured), 0)::bigint AS released,
 			coalesce(sum((SELECT sum(pl.held) FROM posting_lots pl
 				JOIN lots l ON l.id = pl.lot_id
