@@ -317,11 +317,10 @@ func (w *Worker) settle(ctx context.Context, c core.Conversion, a Answer) error 
 		"attempts", c.Attempts)
 	switch a.Outcome {
 	case Confirmed:
-		// TODO(conversion): a hold settled behind the conversion's back
-		// cannot be captured: the conversion stays pending and each attempt
-		// logs it at Error until a person settles it. A close no longer does
-		// it (refused while a conversion is pending); a conversion pending
-		// from before that refusal, closed then, still can.
+		// A hold settled behind the conversion's back (it ran out with no
+		// worker renewing it) cannot be captured: the conversion stays
+		// pending and each attempt logs it at Error until a person settles
+		// it (POST .../conversions/{id}/resolve).
 		if err := w.apply(ctx, c, core.KindCapture, core.ConversionCaptureTxn(c.ID),
 			core.Capture{HoldTxnID: c.HoldTxnID}); err != nil {
 			log.Error("Confirmed conversion not captured; it stays pending", "error", err)
