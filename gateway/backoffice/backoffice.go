@@ -132,6 +132,9 @@ func (s *Server) Register(r *mux.Router) {
 	}, allRoles...)).Methods(http.MethodGet)
 	a.Handle("/members", s.auth(s.membersPage, allRoles...)).Methods(http.MethodGet)
 	a.Handle("/members/adjust", s.auth(s.adjust, changers...)).Methods(http.MethodPost)
+	a.Handle("/members/status", s.auth(s.memberStatus, changers...)).Methods(http.MethodPost)
+	a.Handle("/members/conversions/resolve", s.auth(s.resolveConversion, changers...)).
+		Methods(http.MethodPost)
 	a.Handle("/approvals", s.auth(s.approvalsPage, allRoles...)).Methods(http.MethodGet)
 	a.Handle("/approvals/{id:[0-9]+}/approve", s.auth(s.approve, changers...)).
 		Methods(http.MethodPost)
@@ -209,29 +212,35 @@ type view struct {
 // notices are the messages a redirect may ask the next page to show; only
 // these fixed texts are shown, never text taken from the address.
 var notices = map[string]string{
-	"applied":  "The adjustment was applied to the ledger.",
-	"queued":   "The adjustment is above the approval threshold: it waits for a second person.",
-	"approved": "The adjustment was approved and applied to the ledger.",
-	"rejected": "The adjustment was rejected; nothing was posted.",
-	"created":  "The user was created.",
-	"saved":    "The program's parameters were saved.",
-	"unlocked": "The user may sign in again.",
-	"accepted": "The ledger has the adjustment but has not answered yet; check the statement.",
-	"rule":     "The rule was saved; the audit log has the change.",
-	"retired":  "The rule was retired: it no longer gives points from now on.",
-	"tiers":    "The tiers were saved; the audit log has the change.",
-	"reward":   "The reward was saved; the audit log has the change.",
-	"partner":  "The partner was saved; the audit log has the change.",
-	"revoked":  "The key was revoked: the partner can no longer call with it.",
-	"external": "The external program was saved; the audit log has the change.",
-	"pending":  "The change was accepted and will apply shortly: the ledger has not answered yet.",
-	"password": "Your password was changed. Your other sessions were ended.",
-	"disabled": "The user was disabled and signed out everywhere.",
-	"enabled":  "The user may sign in again.",
-	"failed":   "The ledger could not be reached: the adjustment is marked failed and can be sent again.",
-	"redriven": "The command is back on the bus; the ledger applies it shortly. One applied meanwhile is answered as a replay: nothing is posted twice.",
-	"refusal":  "The command is back on the bus; the ledger refused it before and answers it with the same refusal: nothing is applied, even if its cause was mended since.",
-	"dropped":  "The dead letter was removed; its command was not sent again.",
+	"applied":        "The adjustment was applied to the ledger.",
+	"queued":         "The adjustment is above the approval threshold: it waits for a second person.",
+	"approved":       "The adjustment was approved and applied to the ledger.",
+	"rejected":       "The adjustment was rejected; nothing was posted.",
+	"created":        "The user was created.",
+	"saved":          "The program's parameters were saved.",
+	"unlocked":       "The user may sign in again.",
+	"accepted":       "The ledger has the adjustment but has not answered yet; check the statement.",
+	"rule":           "The rule was saved; the audit log has the change.",
+	"retired":        "The rule was retired: it no longer gives points from now on.",
+	"tiers":          "The tiers were saved; the audit log has the change.",
+	"reward":         "The reward was saved; the audit log has the change.",
+	"partner":        "The partner was saved; the audit log has the change.",
+	"revoked":        "The key was revoked: the partner can no longer call with it.",
+	"external":       "The external program was saved; the audit log has the change.",
+	"pending":        "The change was accepted and will apply shortly: the ledger has not answered yet.",
+	"password":       "Your password was changed. Your other sessions were ended.",
+	"disabled":       "The user was disabled and signed out everywhere.",
+	"enabled":        "The user may sign in again.",
+	"failed":         "The ledger could not be reached: the adjustment is marked failed and can be sent again.",
+	"redriven":       "The command is back on the bus; the ledger applies it shortly. One applied meanwhile is answered as a replay: nothing is posted twice.",
+	"refusal":        "The command is back on the bus; the ledger refused it before and answers it with the same refusal: nothing is applied, even if its cause was mended since.",
+	"dropped":        "The dead letter was removed; its command was not sent again.",
+	"suspended":      "The member was suspended: it keeps its points but can neither earn nor start spending until reactivated.",
+	"reactivated":    "The member was reactivated: it earns and spends again.",
+	"closed":         "The member was closed and its points forfeited; the statement shows the forfeit.",
+	"close-queued":   "The close forfeits more points than the approval threshold: it waits for a second person.",
+	"resolved":       "The conversion was resolved: its points were captured (confirmed) or given back (refused).",
+	"close-approved": "The close was approved: the member was closed and its points forfeited.",
 }
 
 // render writes a page with status code status.
@@ -295,6 +304,8 @@ var funcs = template.FuncMap{
 	"local": formatTime,
 	"pts":   func(p core.Points) string { return formatPoints(int64(p)) },
 	"num":   formatPoints,
+	// total is what a close would forfeit: every point the member has.
+	"total": func(b core.Balance) core.Points { return max(b.Available+b.Pending+b.Held, 0) },
 	"list":  func(v ...string) []string { return v },
 	"stock": stockText,
 	"opt":   optText,

@@ -39,6 +39,15 @@ type memberView struct {
 	// Similar are references that start with what was searched, offered
 	// when no member has it exactly.
 	Similar []string
+	// Conversions are the member's latest conversions into other
+	// companies' programs, newest first.
+	Conversions []core.Conversion
+}
+
+// conversionReader lists a member's conversions; the ledger has them.
+type conversionReader interface {
+	Conversions(ctx context.Context, program, ref, cursor string, limit int) (
+		*postgres.ConversionPage, error)
 }
 
 // tierReader reviews a member's tier; the ledger has it.
@@ -86,6 +95,12 @@ func (s *Server) membersPage(w http.ResponseWriter, r *http.Request, sess *sessi
 	}
 	if err == nil {
 		v.Pending, err = s.pendingAdjustments(ctx, v.Program, v.Balance.Member)
+	}
+	if cr, ok := s.read.(conversionReader); ok && err == nil {
+		var page *postgres.ConversionPage
+		if page, err = cr.Conversions(ctx, v.Program, v.Ref, "", 10); err == nil {
+			v.Conversions = page.Conversions
+		}
 	}
 	if tr, ok := s.read.(tierReader); ok && err == nil {
 		v.Tier, err = tr.MemberTier(ctx, v.Program, v.Ref, s.now())
@@ -211,7 +226,9 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, sess *session) {
 
 // pendingAdjustment is an adjustment waiting for, or given, a decision.
 type pendingAdjustment struct {
-	ID          int64
+	ID int64
+	// Kind is "adjust" or "close"; a close's Points is what it forfeits.
+	Kind        string
 	Program     string
 	Member      string
 	Points      core.Points
@@ -224,7 +241,7 @@ type pendingAdjustment struct {
 	DecidedAt   *time.Time // read for the recent decisions only
 }
 
-const selectPending = `SELECT id, program, member, points, reason, requested_by,
+const selectPending = `SELECT id, kind, program, member, points, reason, requested_by,
 	requested_at, status, coalesce(decided_by, ''), outcome FROM bo_pending_adjustments`
 
 func (s *Server) pendingAdjustments(ctx context.Context, program, member string) (
@@ -239,8 +256,8 @@ func (s *Server) pendingAdjustments(ctx context.Context, program, member string)
 	}
 	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (pendingAdjustment, error) {
 		var p pendingAdjustment
-		err := row.Scan(&p.ID, &p.Program, &p.Member, &p.Points, &p.Reason, &p.RequestedBy,
-			&p.RequestedAt, &p.Status, &p.DecidedBy, &p.Outcome)
+		err := row.Scan(&p.ID, &p.Kind, &p.Program, &p.Member, &p.Points, &p.Reason,
+			&p.RequestedBy, &p.RequestedAt, &p.Status, &p.DecidedBy, &p.Outcome)
 		return p, err
 	})
 	if err != nil {
@@ -253,8 +270,8 @@ func (s *Server) pendingAdjustments(ctx context.Context, program, member string)
 // refused by the ledger or rejected), newest first, so that the person who
 // asked sees what became of a request that left the list.
 func (s *Server) recentDecisions(ctx context.Context) ([]pendingAdjustment, error) {
-	rows, err := s.db.Query(ctx, `SELECT id, program, member, points, reason, requested_by,
-			requested_at, status, coalesce(decided_by, ''), outcome, decided_at
+	rows, err := s.db.Query(ctx, `SELECT id, kind, program, member, points, reason,
+			requested_by, requested_at, status, coalesce(decided_by, ''), outcome, decided_at
 		FROM bo_pending_adjustments WHERE status IN ('applied', 'refused', 'rejected')
 		ORDER BY decided_at DESC NULLS LAST, id DESC LIMIT 20`)
 	if err != nil {
@@ -262,8 +279,8 @@ func (s *Server) recentDecisions(ctx context.Context) ([]pendingAdjustment, erro
 	}
 	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (pendingAdjustment, error) {
 		var p pendingAdjustment
-		err := row.Scan(&p.ID, &p.Program, &p.Member, &p.Points, &p.Reason, &p.RequestedBy,
-			&p.RequestedAt, &p.Status, &p.DecidedBy, &p.Outcome, &p.DecidedAt)
+		err := row.Scan(&p.ID, &p.Kind, &p.Program, &p.Member, &p.Points, &p.Reason,
+			&p.RequestedBy, &p.RequestedAt, &p.Status, &p.DecidedBy, &p.Outcome, &p.DecidedAt)
 		return p, err
 	})
 	if err != nil {
@@ -347,11 +364,11 @@ func (s *Server) approve(w http.ResponseWriter, r *http.Request, sess *session) 
 			decided_by = CASE WHEN status = 'failed' THEN decided_by ELSE $2 END,
 			decided_at = CASE WHEN status = 'failed' THEN decided_at ELSE $3 END
 		WHERE id = $1 AND status IN ('pending', 'failed') AND requested_by <> $2
-		RETURNING program, member, points, reason, requested_by, decided_by`, id, sess.Name,
-		s.now()).Scan(&p.Program, &p.Member, &p.Points, &p.Reason, &p.RequestedBy,
-		&p.DecidedBy)
+		RETURNING kind, program, member, points, reason, requested_by, decided_by`, id,
+		sess.Name, s.now()).Scan(&p.Kind, &p.Program, &p.Member, &p.Points, &p.Reason,
+		&p.RequestedBy, &p.DecidedBy)
 	if errors.Is(err, pgx.ErrNoRows) {
-		s.fail(w, r, sess, http.StatusConflict, "This adjustment is not waiting for you: "+
+		s.fail(w, r, sess, http.StatusConflict, "This request is not waiting for you: "+
 			"it was decided already, or you asked for it yourself and a second person "+
 			"must approve it.", nil)
 		return
@@ -367,11 +384,14 @@ func (s *Server) approve(w http.ResponseWriter, r *http.Request, sess *session) 
 	}
 
 	// The transaction id is the queue entry's, so a retry cannot post twice.
-	reason := fmt.Sprintf("%s (requested by %s, approved by %s)", p.Reason, p.RequestedBy,
-		p.DecidedBy)
-	res, err := s.submit(ctx, core.KindAdjust, p.Program, p.Member,
-		fmt.Sprintf("backoffice-approval-%d", id), sess.Name,
-		core.Adjust{Points: p.Points, Reason: reason})
+	reason := approvalReason(p)
+	kind, payload, name := core.KindAdjust, any(core.Adjust{Points: p.Points, Reason: reason}),
+		"adjustment"
+	if p.Kind == "close" {
+		kind, payload, name = core.KindClose, core.StatusChange{Reason: reason}, "close"
+	}
+	res, err := s.submit(ctx, kind, p.Program, p.Member,
+		fmt.Sprintf("backoffice-approval-%d", id), sess.Name, payload)
 	status, outcome := approvalOutcome(res, err)
 	// The outcome is stored even when the request was cancelled meanwhile.
 	if _, err := s.db.Exec(context.WithoutCancel(ctx), `UPDATE bo_pending_adjustments
@@ -381,29 +401,32 @@ func (s *Server) approve(w http.ResponseWriter, r *http.Request, sess *session) 
 	}
 	// The audit says what became of it: a refusal by the ledger was not
 	// an approved adjustment.
-	action := map[string]string{"failed": "adjustment.failed",
-		"refused": "adjustment.refused"}[status]
-	if action == "" {
-		action = "adjustment.approved"
+	action := name + ".approved"
+	if status == "failed" || status == "refused" {
+		action = name + "." + status
 	}
 	s.audit(ctx, sess.Name, action, target,
 		map[string]any{"balance": before, "pending_id": id},
 		map[string]any{"balance": s.balanceAfter(ctx, p.Program, p.Member),
 			"points": p.Points, "requested_by": p.RequestedBy, "outcome": outcome})
 	if status == "failed" {
-		s.log.Error("Approved adjustment did not reach the ledger", "pending_id", id,
-			"error", err)
+		s.log.Error("Approved request did not reach the ledger", "pending_id", id,
+			"kind", p.Kind, "error", err)
 		redirect(w, r, "/admin/approvals", nil, "failed")
 		return
 	}
 	var le *core.Error
 	if errors.As(err, &le) {
 		s.fail(w, r, sess, http.StatusUnprocessableEntity,
-			"The ledger refused the adjustment: "+le.Message, nil)
+			"The ledger refused the "+name+": "+le.Message, nil)
 		return
 	}
+	done := "approved"
+	if p.Kind == "close" {
+		done = "close-approved"
+	}
 	redirect(w, r, "/admin/members", url.Values{"program": {p.Program},
-		"member": {p.Member}}, "approved")
+		"member": {p.Member}}, done)
 }
 
 // approvalOutcome is the status and outcome text an approval keeps after
@@ -432,17 +455,21 @@ func (s *Server) reject(w http.ResponseWriter, r *http.Request, sess *session) {
 		var p pendingAdjustment
 		err := tx.QueryRow(ctx, `UPDATE bo_pending_adjustments
 			SET status = 'rejected', decided_by = $2, decided_at = $3
-			WHERE id = $1 AND status = 'pending' RETURNING program, member, points`,
-			id, sess.Name, s.now()).Scan(&p.Program, &p.Member, &p.Points)
+			WHERE id = $1 AND status = 'pending' RETURNING kind, program, member, points`,
+			id, sess.Name, s.now()).Scan(&p.Kind, &p.Program, &p.Member, &p.Points)
 		if err != nil {
 			return err
 		}
-		return s.auditIn(ctx, tx, sess.Name, "adjustment.rejected", p.Program+"/"+p.Member,
+		action := "adjustment.rejected"
+		if p.Kind == "close" {
+			action = "close.rejected"
+		}
+		return s.auditIn(ctx, tx, sess.Name, action, p.Program+"/"+p.Member,
 			map[string]any{"pending_id": id, "status": "pending"},
 			map[string]any{"pending_id": id, "status": "rejected", "points": p.Points})
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
-		s.fail(w, r, sess, http.StatusConflict, "This adjustment was decided already.", nil)
+		s.fail(w, r, sess, http.StatusConflict, "This request was decided already.", nil)
 		return
 	}
 	if err != nil {

@@ -98,7 +98,8 @@ func (rg *rig) apply(kind, program, member string, payload any) {
 	rg.t.Helper()
 	body, _ := json.Marshal(payload)
 	cmd := bus.Command{ID: uuid.NewString(), Kind: kind, Source: "test",
-		TxnID: uuid.NewString(), Program: program, Member: member, Payload: body}
+		TxnID: uuid.NewString(), Program: program, Member: member, Actor: "test-setup",
+		Payload: body}
 	cmd.Seal()
 	cmd.OccurredAt, cmd.ReceivedAt = rg.now, rg.now
 	out, err := rg.ledger().ApplyBatch(context.Background(), []bus.Command{cmd})
