@@ -179,11 +179,15 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger, roles Roles) (*Ap
 func (a *App) runSink(ctx context.Context) {
 	log := a.log.With("component", "chsink")
 	for ctx.Err() == nil {
-		conn, err := clickhouse.Open(ctx, a.cfg.ClickHouseAddr, a.cfg.ClickHouseDB)
+		conn, created, err := clickhouse.OpenCreating(ctx, a.cfg.ClickHouseAddr,
+			a.cfg.ClickHouseDB)
 		if err != nil {
 			log.Warn("ClickHouse is not reachable; the sink waits", "error", err)
 			sleep(ctx, 5*time.Second)
 			continue
+		}
+		if created {
+			log.Info("Created the ClickHouse database", "database", a.cfg.ClickHouseDB)
 		}
 		err = chsink.Run(ctx, a.Bus, conn, log)
 		_ = conn.Close()

@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
@@ -76,4 +77,40 @@ func Ping(ctx context.Context, conn driver.Conn) error {
 		return fmt.Errorf("ping clickhouse: %w", err)
 	}
 	return nil
+}
+
+// codeUnknownDatabase is ClickHouse's error code for a database that does
+// not exist.
+const codeUnknownDatabase = 81
+
+// databaseName is what OpenCreating creates: a plain identifier, so that
+// it needs no quoting.
+var databaseName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
+
+// OpenCreating is Open, creating the database first when the server says
+// it does not exist: the reporting sink owns its schema, so a database
+// named by hand (PUNTOS_CLICKHOUSE_DB) needs no step of its own. created
+// reports whether it made the database.
+func OpenCreating(ctx context.Context, addr, database string) (conn driver.Conn,
+	created bool, err error) {
+	conn, err = Open(ctx, addr, database)
+	var exc *ch.Exception
+	if err == nil || !errors.As(err, &exc) || exc.Code != codeUnknownDatabase {
+		return conn, false, err
+	}
+	if !databaseName.MatchString(database) {
+		return nil, false, fmt.Errorf("clickhouse database %q does not exist, and is not "+
+			"a name Puntos creates (letters, digits and _): create it by hand: %w",
+			database, err)
+	}
+	admin, aerr := Open(ctx, addr, "default")
+	if aerr != nil {
+		return nil, false, fmt.Errorf("create clickhouse database %s: %w", database, aerr)
+	}
+	defer admin.Close()
+	if aerr := admin.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+database); aerr != nil {
+		return nil, false, fmt.Errorf("create clickhouse database %s: %w", database, aerr)
+	}
+	conn, err = Open(ctx, addr, database)
+	return conn, err == nil, err
 }

@@ -166,6 +166,37 @@ func TestOpenMissingDatabase(t *testing.T) {
 	}
 }
 
+// A database named by hand that does not exist yet is created by
+// OpenCreating (the reporting sink's way in), once; a name that would need
+// quoting is left to the person.
+func TestOpenCreatingMakesTheDatabase(t *testing.T) {
+	testConn(t)
+	addr := envOr("PUNTOS_TEST_CLICKHOUSE_ADDR", "127.0.0.1:19000")
+	name := fmt.Sprintf("puntos_created_%d", time.Now().UnixNano()%1e9)
+	conn, created, err := OpenCreating(t.Context(), addr, name)
+	if err != nil || !created {
+		t.Fatalf("OpenCreating(%s): created %t, %v; want created", name, created, err)
+	}
+	t.Cleanup(func() {
+		_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name)
+		_ = conn.Close()
+	})
+	var db string
+	if err := conn.QueryRow(t.Context(), "SELECT currentDatabase()").Scan(&db); err != nil || db != name {
+		t.Fatalf("the connection's database: %q, %v; want %s", db, err, name)
+	}
+	again, created, err := OpenCreating(t.Context(), addr, name)
+	if err != nil || created {
+		t.Fatalf("OpenCreating of an existing database: created %t, %v", created, err)
+	}
+	_ = again.Close()
+
+	if _, _, err := OpenCreating(t.Context(), addr, "puntos-dash"); err == nil ||
+		!strings.Contains(err.Error(), "by hand") {
+		t.Fatalf("OpenCreating of a name that needs quoting: %v", err)
+	}
+}
+
 func TestOpenClosedPortFailsFast(t *testing.T) {
 	// Port 1 on the loopback address: nothing listens there.
 	start := time.Now()
