@@ -71,7 +71,8 @@ const openHoldsSQL = `SELECT count(*) FROM holds WHERE member_id = $1 AND status
 // memberActions is the condition on bo_audit's action of the entries about
 // a member (target program/reference), as opposed to a parameter's
 // (program/code).
-const memberActions = `(action LIKE 'adjustment.%' OR action LIKE 'member.%'
+const memberActions = `(action LIKE 'adjustment.%' OR action LIKE 'close.%'
+	OR action LIKE 'member.%'
 	OR action IN ('posting.reversed', 'points.transferred', 'conversion.resolved'))`
 
 // mergedRef is a member merged into another, directly or through others.

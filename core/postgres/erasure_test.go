@@ -275,6 +275,14 @@ func TestEraseRewritesOnlyTheMembersAuditEntries(t *testing.T) {
 		f.prog+"/vip-old"); r.Status != bus.StatusOK {
 		t.Fatalf("merge: %+v", r.Error)
 	}
+	// The back office's close of a member, asked for and approved.
+	for _, action := range []string{"close.requested", "close.approved"} {
+		if _, err := f.l.Pool().Exec(context.Background(), `INSERT INTO bo_audit (at, actor,
+			action, target, after) VALUES (now(), 'olga', $1, $2, '{"points": -100}')`,
+			action, f.prog+"/vip"); err != nil {
+			t.Fatal(err)
+		}
+	}
 	wantRefused(t, f.do(core.KindErase, "vip", f.txn(), core.Erase{Reason: "art. 17 \u202e"}),
 		core.Invalid, "reason")
 	f.ok(core.KindErase, "vip", core.Erase{Reason: "art. 17"})
