@@ -238,15 +238,18 @@ type Settler interface {
 // PartnerSettlement is one partner's settlement over a period, without
 // its transactions (GET .../partners/{partner}/settlement lists them).
 type PartnerSettlement struct {
-	Partner    string      `json:"partner"`
-	Currency   string      `json:"currency"`
-	PointValue string      `json:"point_value"`
-	Captured   core.Points `json:"captured"`
-	Refunded   core.Points `json:"refunded"`
-	Reversed   core.Points `json:"reversed"`
-	Net        core.Points `json:"net"`
-	Value      string      `json:"value"`
-	Lines      int         `json:"transactions"`
+	Partner  string `json:"partner"`
+	Currency string `json:"currency"`
+	// PointValueNow is the partner's point value today, which new payments
+	// take; Value prices each payment at the value in force when it was
+	// made, so Net times PointValueNow need not be Value.
+	PointValueNow string      `json:"point_value_now"`
+	Captured      core.Points `json:"captured"`
+	Refunded      core.Points `json:"refunded"`
+	Reversed      core.Points `json:"reversed"`
+	Net           core.Points `json:"net"`
+	Value         string      `json:"value"`
+	Lines         int         `json:"transactions"`
 }
 
 // Settlements reports, for every partner of program in order of code, its
@@ -280,7 +283,7 @@ func Settlements(ctx context.Context, pg *pgxpool.Pool, ledger Settler, program 
 			return nil, fmt.Errorf("settlements: partner %s: %w", code, err)
 		}
 		out = append(out, PartnerSettlement{Partner: s.Partner, Currency: s.Currency,
-			PointValue: s.PointValue, Captured: s.Captured, Refunded: s.Refunded,
+			PointValueNow: s.PointValue, Captured: s.Captured, Refunded: s.Refunded,
 			Reversed: s.Reversed, Net: s.Net,
 			Value: s.Value, Lines: len(s.Lines)})
 	}

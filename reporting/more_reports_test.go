@@ -298,7 +298,7 @@ func TestLedgerReports(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantSt := []reporting.PartnerSettlement{{Partner: shop, Currency: "CLP",
-		PointValue: "2.5", Captured: 120, Refunded: 30, Reversed: 40, Net: 50, Value: "125",
+		PointValueNow: "2.5", Captured: 120, Refunded: 30, Reversed: 40, Net: 50, Value: "125",
 		Lines: 4}}
 	if !slices.Equal(st, wantSt) {
 		t.Errorf("settlements %+v\nwant %+v", st, wantSt)

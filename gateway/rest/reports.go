@@ -383,10 +383,10 @@ func settlementReport(ctx context.Context, st *ReportStore,
 	if err != nil {
 		return nil, err
 	}
-	t := &reportTable{cols: []string{"partner", "currency", "point_value", "captured",
+	t := &reportTable{cols: []string{"partner", "currency", "point_value_now", "captured",
 		"refunded", "reversed", "net", "value", "transactions"}}
 	for _, s := range ss {
-		t.rows = append(t.rows, []any{s.Partner, s.Currency, s.PointValue, int64(s.Captured),
+		t.rows = append(t.rows, []any{s.Partner, s.Currency, s.PointValueNow, int64(s.Captured),
 			int64(s.Refunded), int64(s.Reversed), int64(s.Net), s.Value, int64(s.Lines)})
 	}
 	return t, nil
