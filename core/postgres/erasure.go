@@ -204,6 +204,22 @@ func (t *txn) erase(ctx context.Context, prog *program, cmd *bus.Command) (any, 
 		Held: core.Points(b[2])}
 	if erasedAt != nil {
 		e.ErasedAt = erasedAt.UTC()
+		// The accounts erased with it, as the first erasure listed them.
+		rows, err := t.tx.Query(ctx, `WITH RECURSIVE merged(id, erased_at) AS (
+				SELECT id, erased_at FROM members WHERE merged_into = $1
+				UNION ALL
+				SELECT m.id, m.erased_at FROM members m JOIN merged x ON m.merged_into = x.id)
+			SELECT id::text FROM merged WHERE erased_at = $2 ORDER BY id`, e.MemberID, *erasedAt)
+		if err != nil {
+			return nil, fmt.Errorf("find members erased with it: %w", err)
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return nil, fmt.Errorf("find members erased with it: %w", err)
+		}
+		for _, id := range ids {
+			e.Merged = append(e.Merged, core.Pseudonym(id))
+		}
 		return e, nil
 	}
 

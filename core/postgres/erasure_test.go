@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"testing"
 
 	"github.com/puntos-loyalty/puntos/bus"
@@ -241,6 +242,17 @@ func TestEraseTakesTheMergedAccounts(t *testing.T) {
 		t.Fatalf("the pseudonym's balance %+v (%v), want the 300 of the three accounts", b, err)
 	}
 	f.wantBalance("bea", 100, 0, 0)
+
+	// Erasing again, by the pseudonym, answers the first erasure whole.
+	r = f.do(core.KindErase, e.Pseudonym, f.txn(), core.Erase{Reason: "asked again"})
+	var again core.Erasure
+	if err := json.Unmarshal(r.Data, &again); r.Status != bus.StatusOK || err != nil {
+		t.Fatalf("erase again: %s %+v", r.Status, r.Error)
+	}
+	if !slices.Equal(again.Merged, e.Merged) || again.Reason != "art. 17 request" {
+		t.Fatalf("the second erasure answers merged %v (%q), want %v (%q)", again.Merged,
+			again.Reason, e.Merged, "art. 17 request")
+	}
 	f.check()
 }
 
