@@ -126,6 +126,10 @@ type Merge struct {
 // StatusChange suspends, reactivates or closes a member.
 type StatusChange struct {
 	Reason string `json:"reason"`
+	// MaxForfeit, on a close, is the most points it may forfeit: the
+	// ledger refuses a close that would take more (points earned since the
+	// person looked). Nil sets no bound.
+	MaxForfeit *Points `json:"max_forfeit,omitempty"`
 }
 
 // Balance is a member's three figures.

@@ -55,6 +55,9 @@ func (r ResolveConversion) Check() error {
 	if len(r.Reference) > 200 {
 		return Errorf(Invalid, "reference", "is longer than 200 characters")
 	}
+	if err := CheckLine("reference", r.Reference); err != nil {
+		return err
+	}
 	return CheckReason(r.Reason, true)
 }
 

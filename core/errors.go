@@ -94,11 +94,46 @@ func CheckReason(reason string, required bool) error {
 	if n := utf8.RuneCountInString(reason); n > MaxReason {
 		return Errorf(Invalid, "reason", "is %d characters; at most %d", n, MaxReason)
 	}
-	visible := false
-	for i, r := range reason {
-		if (unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r') || bidiControl(r) {
-			return Errorf(Invalid, "reason", "holds the control character %U at byte %d; "+
-				"write the reason in plain text", r, i)
+	visible, err := plainText("reason", reason, true)
+	if err != nil {
+		return err
+	}
+	if required && !visible {
+		return Errorf(Invalid, "reason", "is required")
+	}
+	return nil
+}
+
+// CheckLine refuses, naming field, a one-line text a caller gives (another
+// program's reference, say) that is not valid UTF-8 or holds control
+// characters, line breaks and tabs included, or the controls of
+// bidirectional text, as CheckReason does for reasons.
+func CheckLine(field, s string) error {
+	_, err := plainText(field, s, false)
+	return err
+}
+
+// plainText checks s as CheckReason and CheckLine describe, allowing tabs
+// and line breaks when breaks is set, and reports whether anything in it
+// shows.
+func plainText(field, s string, breaks bool) (visible bool, err error) {
+	if !utf8.ValidString(s) {
+		i := 0
+		for i < len(s) {
+			r, n := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && n == 1 {
+				break
+			}
+			i += n
+		}
+		return false, Errorf(Invalid, field, "is not valid UTF-8 (byte %d); send text "+
+			"encoded as UTF-8", i)
+	}
+	for i, r := range s {
+		allowed := breaks && (r == '\t' || r == '\n' || r == '\r')
+		if (unicode.IsControl(r) && !allowed) || bidiControl(r) {
+			return false, Errorf(Invalid, field, "holds the control character %U at byte %d; "+
+				"write it in plain text", r, i)
 		}
 		// Letters, numbers, punctuation and symbols show; marks alone,
 		// spaces, format characters and the blank letters do not.
@@ -106,8 +141,5 @@ func CheckReason(reason string, required bool) error {
 			visible = true
 		}
 	}
-	if required && !visible {
-		return Errorf(Invalid, "reason", "is required")
-	}
-	return nil
+	return visible, nil
 }

@@ -34,6 +34,9 @@ func TestCheckReasonRefusesControlText(t *testing.T) {
 		{"x\u0085y", true, false, "U+0085"},
 		{strings.Repeat("é", MaxReason), true, true, ""},
 		{strings.Repeat("é", MaxReason+1), true, false, "at most 500"},
+		// Bytes that are not UTF-8 (a Latin-1 "ñ") are named by their offset.
+		{"a\xf1o nuevo", true, false, "not valid UTF-8 (byte 1)"},
+		{"\ufffd is a real character", true, true, ""},
 	} {
 		err := CheckReason(tc.reason, tc.required)
 		ce, isCore := AsError(err)
@@ -42,6 +45,32 @@ func TestCheckReasonRefusesControlText(t *testing.T) {
 			t.Errorf("%q: refused: %v", tc.reason, err)
 		case !tc.ok && (!isCore || ce.Field != "reason" || !strings.Contains(ce.Message, tc.says)):
 			t.Errorf("%q: %v, want refused on reason saying %q", tc.reason, err, tc.says)
+		}
+	}
+}
+
+// Another program's reference is one line of plain text: no breaks, tabs,
+// controls, bidi overrides or bytes that are not UTF-8.
+func TestCheckLine(t *testing.T) {
+	for _, tc := range []struct {
+		s, says string
+	}{
+		{"SKY-2026-000123", ""},
+		{"réf 12", ""},
+		{"AB\u202eCD", "U+202E at byte 2"},
+		{"AB\x1b[2J", "U+001B at byte 2"},
+		{"line\nbreak", "U+000A"},
+		{"tab\there", "U+0009"},
+		{"\xff", "not valid UTF-8 (byte 0)"},
+	} {
+		err := CheckLine("reference", tc.s)
+		ce, isCore := AsError(err)
+		switch {
+		case tc.says == "" && err != nil:
+			t.Errorf("%q: refused: %v", tc.s, err)
+		case tc.says != "" && (!isCore || ce.Field != "reference" ||
+			!strings.Contains(ce.Message, tc.says)):
+			t.Errorf("%q: %v, want refused on reference saying %q", tc.s, err, tc.says)
 		}
 	}
 }

@@ -910,6 +910,19 @@ func (t *txn) setStatus(ctx context.Context, prog *program, m *member, cmd *bus.
 	if err := core.CheckReason(in.Reason, false); err != nil {
 		return nil, err
 	}
+	if in.MaxForfeit != nil && (cmd.Kind != core.KindClose || *in.MaxForfeit < 0) {
+		return nil, core.Errorf(core.Invalid, "max_forfeit", "bounds what a close forfeits: "+
+			"give it on a close only, as 0 or more points")
+	}
+	// A merged reference leads to the survivor for the points it earns and
+	// spends; a status is a person's decision about one account, and one
+	// asked of the merged account (a line ported out) must not close or
+	// suspend the account that absorbed it.
+	if m.ref != cmd.Member {
+		return nil, core.Errorf(core.Conflict, "member", "%q was merged into %q, which has "+
+			"its points now; change the status of %q by its own reference", cmd.Member,
+			m.ref, m.ref)
+	}
 	next := map[string]string{core.KindSuspend: "suspended", core.KindReactivate: "active",
 		core.KindClose: "closed"}[cmd.Kind]
 	// A close answers the points it forfeited, negative: what it took from
@@ -931,6 +944,21 @@ func (t *txn) setStatus(ctx context.Context, prog *program, m *member, cmd *bus.
 		if err := t.noPendingConversion(ctx, m); err != nil {
 			return nil, err
 		}
+		if err := t.noOpenHolds(ctx, m); err != nil {
+			return nil, err
+		}
+		if in.MaxForfeit != nil {
+			var all int64
+			if err := t.tx.QueryRow(ctx, `SELECT coalesce(sum(remaining), 0) FROM lots
+				WHERE member_id = $1 AND remaining > 0`, m.id).Scan(&all); err != nil {
+				return nil, fmt.Errorf("sum lots: %w", err)
+			}
+			if all > int64(*in.MaxForfeit) {
+				return nil, core.Errorf(core.Conflict, "max_forfeit", "the close would "+
+					"forfeit %d points, more than the %d it allows: the member has earned "+
+					"since; ask again with the points it has now", all, *in.MaxForfeit)
+			}
+		}
 		n, err := t.forfeitAll(ctx, m, in.Reason)
 		if err != nil {
 			return nil, err
@@ -946,6 +974,29 @@ func (t *txn) setStatus(ctx context.Context, prog *program, m *member, cmd *bus.
 	out := t.outcome(m, -forfeited)
 	out.Status = next
 	return out, nil
+}
+
+// noOpenHolds refuses to close m while a hold on its points is open (a
+// partner's payment authorized and not yet captured): the close would give
+// the points back and forfeit them, and the partner's capture would fail.
+// The refresh before a close has released the holds past their time, so
+// those left run on; the refusal says when the last one ends.
+func (t *txn) noOpenHolds(ctx context.Context, m *member) error {
+	if m.held == 0 {
+		return nil
+	}
+	var n int64
+	var last *time.Time
+	if err := t.tx.QueryRow(ctx, `SELECT count(*), max(expires_at) FROM holds
+		WHERE member_id = $1 AND status = 'open'`, m.id).Scan(&n, &last); err != nil {
+		return fmt.Errorf("count open holds: %w", err)
+	}
+	if n == 0 {
+		return nil
+	}
+	return core.Errorf(core.Conflict, "member", "member %q has %d open holds (payments "+
+		"authorized and not yet captured): capture or release them first, or close it "+
+		"after %s, when the last one runs out", m.ref, n, last.UTC().Format(time.RFC3339))
 }
 
 // noPendingConversion refuses to close m while a conversion of its points

@@ -801,11 +801,20 @@ func TestTransferMergeSuspendClose(t *testing.T) {
 	f.ok(core.KindAccrue, "c2", core.Accrue{EventType: "topup", Amount: "10"})
 	f.wantBalance("c2", 220, 0, 0)
 
-	// Close c1 with an open hold: everything it has left is forfeited.
+	// Closing c1 with an open hold is refused (the partner's capture would
+	// fail); once the hold is released everything it has left is forfeited,
+	// within the bound the close gives.
 	hold := f.command(core.KindAuthorize, "c1", f.txn(), core.Authorize{Points: 20})
 	outcomeOf(t, f.apply(hold))
 	f.wantBalance("c1", 30, 0, 20)
-	f.ok(core.KindClose, "c1", core.StatusChange{Reason: "customer left"})
+	f.refused(core.KindClose, "c1", core.StatusChange{Reason: "customer left"}, core.Conflict)
+	f.wantBalance("c1", 30, 0, 20)
+	f.ok(core.KindRelease, "c1", core.Release{HoldTxnID: hold.TxnID})
+	bound := core.Points(49)
+	f.refused(core.KindClose, "c1", core.StatusChange{Reason: "customer left",
+		MaxForfeit: &bound}, core.Conflict)
+	bound = 50
+	f.ok(core.KindClose, "c1", core.StatusChange{Reason: "customer left", MaxForfeit: &bound})
 	f.wantBalance("c1", 0, 0, 0)
 	ff := f.postingsOf("c1", core.PostForfeit)
 	if len(ff) != 1 || ff[0].Points != -50 {

@@ -76,8 +76,8 @@ func TestCloseAnswersThePointsForfeited(t *testing.T) {
 	f.setNow(f.now.Add(5 * 24 * time.Hour))
 	f.sweep(f.now)
 	f.ok(core.KindAccrue, "ana", core.Accrue{EventType: "topup", Amount: "100"})
-	outcomeOf(t, f.apply(f.command(core.KindAuthorize, "ana", f.txn(),
-		core.Authorize{Points: 50})))
+	hold := f.command(core.KindAuthorize, "ana", f.txn(), core.Authorize{Points: 50})
+	outcomeOf(t, f.apply(hold))
 	f.wantBalance("ana", 250, 100, 50)
 
 	if o := f.ok(core.KindSuspend, "ana", core.StatusChange{Reason: "check"}); o.Points != 0 {
@@ -86,6 +86,9 @@ func TestCloseAnswersThePointsForfeited(t *testing.T) {
 	if o := f.ok(core.KindReactivate, "ana", core.StatusChange{Reason: "ok"}); o.Points != 0 {
 		t.Fatalf("reactivate answered points %d, want 0", o.Points)
 	}
+	// A close waits for the open hold: released, its points are forfeited too.
+	f.refused(core.KindClose, "ana", core.StatusChange{Reason: "customer left"}, core.Conflict)
+	f.ok(core.KindRelease, "ana", core.Release{HoldTxnID: hold.TxnID})
 	o := f.ok(core.KindClose, "ana", core.StatusChange{Reason: "customer left"})
 	ff := f.postingsOf("ana", core.PostForfeit)
 	if len(ff) != 1 || ff[0].Points != -300 || ff[0].PendingDelta != -100 {
