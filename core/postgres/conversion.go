@@ -677,6 +677,29 @@ func (l *Ledger) Conversions(ctx context.Context, program, ref, cursor string,
 	return page, nil
 }
 
+// PendingConversions returns every pending conversion of the member known
+// by ref (the same members as Conversions), oldest request first: the ones
+// a person may have to resolve, however many settled ones came after.
+// Errors: not_found.
+func (l *Ledger) PendingConversions(ctx context.Context, program, ref string) (
+	[]core.Conversion, error) {
+	m, err := l.Member(ctx, program, ref)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := l.pool.Query(ctx, `SELECT `+conversionCols+`
+		FROM conversions c JOIN programs p ON p.id = c.program_id
+		WHERE c.member_id = ANY (ARRAY(SELECT $1::uuid UNION
+				SELECT m.id FROM members m JOIN programs mp ON mp.id = m.program_id
+				WHERE mp.code = $2 AND m.customer_ref = $3))
+		  AND p.code = $2 AND c.status = 'pending'
+		ORDER BY c.requested_at, c.id LIMIT 500`, m.ID, program, ref)
+	if err != nil {
+		return nil, fmt.Errorf("list pending conversions: %w", err)
+	}
+	return scanConversions(rows)
+}
+
 // The cursor of a member's conversions is the position of the last one
 // shown: when it was requested (microseconds since 1970, PostgreSQL's
 // precision) and its id.

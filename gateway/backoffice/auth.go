@@ -248,6 +248,17 @@ func (s *Server) auth(h func(http.ResponseWriter, *http.Request, *session),
 		}
 		if r.Method == http.MethodPost {
 			r.Body = http.MaxBytesReader(w, r.Body, bodyLimit(r))
+			var tooLarge *http.MaxBytesError
+			err := r.ParseForm() // a url-encoded form; a multipart one is read below
+			if err == nil {
+				err = r.ParseMultipartForm(32 << 20)
+			}
+			if errors.As(err, &tooLarge) {
+				s.fail(w, r, sess, http.StatusRequestEntityTooLarge, fmt.Sprintf("The form "+
+					"is larger than the %d KiB this page takes; nothing was changed.",
+					tooLarge.Limit>>10), nil)
+				return
+			}
 			if !sameToken(r.PostFormValue("csrf"), sess.CSRF) {
 				s.fail(w, r, sess, http.StatusForbidden,
 					"The form was not sent from this session (CSRF check failed). "+

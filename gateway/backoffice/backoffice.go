@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/google/uuid"
 	"github.com/gorilla/mux"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -212,35 +213,39 @@ type view struct {
 // notices are the messages a redirect may ask the next page to show; only
 // these fixed texts are shown, never text taken from the address.
 var notices = map[string]string{
-	"applied":        "The adjustment was applied to the ledger.",
-	"queued":         "The adjustment is above the approval threshold: it waits for a second person.",
-	"approved":       "The adjustment was approved and applied to the ledger.",
-	"rejected":       "The adjustment was rejected; nothing was posted.",
-	"created":        "The user was created.",
-	"saved":          "The program's parameters were saved.",
-	"unlocked":       "The user may sign in again.",
-	"accepted":       "The ledger has the adjustment but has not answered yet; check the statement.",
-	"rule":           "The rule was saved; the audit log has the change.",
-	"retired":        "The rule was retired: it no longer gives points from now on.",
-	"tiers":          "The tiers were saved; the audit log has the change.",
-	"reward":         "The reward was saved; the audit log has the change.",
-	"partner":        "The partner was saved; the audit log has the change.",
-	"revoked":        "The key was revoked: the partner can no longer call with it.",
-	"external":       "The external program was saved; the audit log has the change.",
-	"pending":        "The change was accepted and will apply shortly: the ledger has not answered yet.",
-	"password":       "Your password was changed. Your other sessions were ended.",
-	"disabled":       "The user was disabled and signed out everywhere.",
-	"enabled":        "The user may sign in again.",
-	"failed":         "The ledger could not be reached: the adjustment is marked failed and can be sent again.",
-	"redriven":       "The command is back on the bus; the ledger applies it shortly. One applied meanwhile is answered as a replay: nothing is posted twice.",
-	"refusal":        "The command is back on the bus; the ledger refused it before and answers it with the same refusal: nothing is applied, even if its cause was mended since.",
-	"dropped":        "The dead letter was removed; its command was not sent again.",
-	"suspended":      "The member was suspended: it keeps its points but can neither earn nor start spending until reactivated.",
-	"reactivated":    "The member was reactivated: it earns and spends again.",
-	"closed":         "The member was closed and its points forfeited; the statement shows the forfeit.",
-	"close-queued":   "The close forfeits more points than the approval threshold: it waits for a second person.",
-	"resolved":       "The conversion was resolved: its points were captured (confirmed) or given back (refused).",
-	"close-approved": "The close was approved: the member was closed and its points forfeited.",
+	"applied":            "The adjustment was applied to the ledger.",
+	"queued":             "The adjustment is above the approval threshold: it waits for a second person.",
+	"approved":           "The adjustment was approved and applied to the ledger.",
+	"rejected":           "The adjustment was rejected; nothing was posted.",
+	"created":            "The user was created.",
+	"saved":              "The program's parameters were saved.",
+	"unlocked":           "The user may sign in again.",
+	"accepted":           "The ledger has the adjustment but has not answered yet; check the statement.",
+	"rule":               "The rule was saved; the audit log has the change.",
+	"retired":            "The rule was retired: it no longer gives points from now on.",
+	"tiers":              "The tiers were saved; the audit log has the change.",
+	"reward":             "The reward was saved; the audit log has the change.",
+	"partner":            "The partner was saved; the audit log has the change.",
+	"revoked":            "The key was revoked: the partner can no longer call with it.",
+	"external":           "The external program was saved; the audit log has the change.",
+	"pending":            "The change was accepted and will apply shortly: the ledger has not answered yet.",
+	"password":           "Your password was changed. Your other sessions were ended.",
+	"disabled":           "The user was disabled and signed out everywhere.",
+	"enabled":            "The user may sign in again.",
+	"failed":             "The ledger could not be reached: the adjustment is marked failed and can be sent again.",
+	"redriven":           "The command is back on the bus; the ledger applies it shortly. One applied meanwhile is answered as a replay: nothing is posted twice.",
+	"refusal":            "The command is back on the bus; the ledger refused it before and answers it with the same refusal: nothing is applied, even if its cause was mended since.",
+	"dropped":            "The dead letter was removed; its command was not sent again.",
+	"suspended":          "The member was suspended: it keeps its points but can neither earn nor start spending until reactivated.",
+	"reactivated":        "The member was reactivated: it earns and spends again.",
+	"closed":             "The member was closed and its points forfeited; the statement shows the forfeit.",
+	"close-queued":       "The close forfeits more points than the approval threshold: it waits for a second person.",
+	"resolved-confirmed": "The conversion was resolved as confirmed: the held points were taken for good.",
+	"resolved-refused":   "The conversion was resolved as refused: the held points were given back to the member.",
+	"close-rejected":     "The close was rejected; nothing was changed.",
+	"withdrawn":          "You withdrew your request; nothing was changed.",
+	"approval-sent":      "The approval was sent, but the ledger has not answered yet. The request stays on this page until it does; Check again shows its answer.",
+	"close-approved":     "The close was approved: the member was closed and its points forfeited.",
 }
 
 // render writes a page with status code status.
@@ -279,7 +284,23 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, sess *session, sta
 			"reason", msg)
 	}
 	s.render(w, r, status, "error.html", view{Title: http.StatusText(status), User: sess,
-		Problem: msg})
+		Problem: msg, Data: backTo(r)})
+}
+
+// backLink is where an error page leads back to: the member a form was
+// about, the Approvals page, or the member search.
+type backLink struct{ Path, Label string }
+
+func backTo(r *http.Request) backLink {
+	switch {
+	case strings.HasPrefix(r.URL.Path, "/admin/approvals"):
+		return backLink{"/admin/approvals", "Back to approvals"}
+	case r.Method == http.MethodPost && r.PostFormValue("member") != "":
+		q := url.Values{"program": {r.PostFormValue("program")},
+			"member": {strings.TrimSpace(r.PostFormValue("member"))}}
+		return backLink{"/admin/members?" + q.Encode(), "Back to the member"}
+	}
+	return backLink{"/admin/members", "Back to members"}
 }
 
 // redirect sends the browser to path after a successful POST, with one of
@@ -305,7 +326,15 @@ var funcs = template.FuncMap{
 	"pts":   func(p core.Points) string { return formatPoints(int64(p)) },
 	"num":   formatPoints,
 	// total is what a close would forfeit: every point the member has.
-	"total": func(b core.Balance) core.Points { return max(b.Available+b.Pending+b.Held, 0) },
+	"total": func(b core.Balance) core.Points { return core.Points(forfeitOf(b)) },
+	// formid gives each member form drawn an id of its own (see formTxn).
+	"formid": func() string { return uuid.NewString() },
+	"plural": func(n int, one, many string) string {
+		if n == 1 {
+			return one
+		}
+		return many
+	},
 	"list":  func(v ...string) []string { return v },
 	"stock": stockText,
 	"opt":   optText,

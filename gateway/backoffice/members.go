@@ -39,15 +39,19 @@ type memberView struct {
 	// Similar are references that start with what was searched, offered
 	// when no member has it exactly.
 	Similar []string
-	// Conversions are the member's latest conversions into other
-	// companies' programs, newest first.
+	// Conversions are the member's pending conversions into other
+	// companies' programs, however old, then its latest settled ones.
 	Conversions []core.Conversion
+	// WaitingClose is the request number of a close of the member waiting
+	// on the Approvals page, or 0.
+	WaitingClose int64
 }
 
 // conversionReader lists a member's conversions; the ledger has them.
 type conversionReader interface {
 	Conversions(ctx context.Context, program, ref, cursor string, limit int) (
 		*postgres.ConversionPage, error)
+	PendingConversions(ctx context.Context, program, ref string) ([]core.Conversion, error)
 }
 
 // tierReader reviews a member's tier; the ledger has it.
@@ -97,10 +101,10 @@ func (s *Server) membersPage(w http.ResponseWriter, r *http.Request, sess *sessi
 		v.Pending, err = s.pendingAdjustments(ctx, v.Program, v.Balance.Member)
 	}
 	if cr, ok := s.read.(conversionReader); ok && err == nil {
-		var page *postgres.ConversionPage
-		if page, err = cr.Conversions(ctx, v.Program, v.Ref, "", 10); err == nil {
-			v.Conversions = page.Conversions
-		}
+		v.Conversions, err = memberConversions(ctx, cr, v.Program, v.Ref)
+	}
+	if err == nil {
+		v.WaitingClose, _, err = s.waitingClose(ctx, v.Program, v.Balance.Member)
 	}
 	if tr, ok := s.read.(tierReader); ok && err == nil {
 		v.Tier, err = tr.MemberTier(ctx, v.Program, v.Ref, s.now())
@@ -113,6 +117,28 @@ func (s *Server) membersPage(w http.ResponseWriter, r *http.Request, sess *sessi
 		return
 	}
 	s.render(w, r, http.StatusOK, "members.html", page)
+}
+
+// memberConversions are a member's pending conversions, however old, then
+// the latest ten settled ones, newest first.
+func memberConversions(ctx context.Context, cr conversionReader, program, ref string) (
+	[]core.Conversion, error) {
+	out, err := cr.PendingConversions(ctx, program, ref)
+	if err != nil {
+		return nil, err
+	}
+	page, err := cr.Conversions(ctx, program, ref, "", min(10+len(out), 500))
+	if err != nil {
+		return nil, err
+	}
+	settled := 0
+	for _, c := range page.Conversions {
+		if c.Status != core.ConversionPending && settled < 10 {
+			out = append(out, c)
+			settled++
+		}
+	}
+	return out, nil
 }
 
 // similarRefs are up to ten references of the program's members that start
@@ -169,10 +195,14 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, sess *session) {
 		s.fail(w, r, sess, http.StatusBadRequest,
 			"A reason is required for every adjustment.", nil)
 		return
-	case core.CheckReason(reason, true) != nil:
+	case utf8.RuneCountInString(reason) > core.MaxReason:
 		s.fail(w, r, sess, http.StatusBadRequest, fmt.Sprintf("The reason is %d characters "+
 			"long; it may be at most %d. Nothing was changed.", utf8.RuneCountInString(reason),
 			core.MaxReason), nil)
+		return
+	}
+	if err := core.CheckReason(reason, true); err != nil {
+		s.failForm(w, r, sess, err)
 		return
 	}
 	m, err := s.read.Member(ctx, program, ref)
@@ -182,14 +212,23 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, sess *session) {
 	}
 
 	// Large adjustments wait for a second person.
-	// The request and its audit entry are stored together.
+	// The request and its audit entry are stored together; a form sent
+	// twice queues it once.
 	if abs(points) > int64(s.opt.ApprovalThreshold) {
+		var form any
+		if id := formID(r); id != "" {
+			form = id
+		}
 		err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 			var id int64
 			err := tx.QueryRow(ctx, `INSERT INTO bo_pending_adjustments (program, member,
-				points, reason, requested_by, requested_at) VALUES ($1, $2, $3, $4, $5, $6)
-				RETURNING id`, program, m.CustomerRef, points, reason, sess.Name,
-				s.now()).Scan(&id)
+				points, reason, requested_by, requested_at, form_id)
+				VALUES ($1, $2, $3, $4, $5, $6, $7)
+				ON CONFLICT (form_id) DO NOTHING RETURNING id`, program, m.CustomerRef,
+				points, reason, sess.Name, s.now(), form).Scan(&id)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil // this form queued it already
+			}
 			if err != nil {
 				return fmt.Errorf("queue adjustment: %w", err)
 			}
@@ -205,18 +244,12 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, sess *session) {
 		return
 	}
 
-	before := m.Balance
-	res, err := s.submit(ctx, core.KindAdjust, program, m.CustomerRef,
-		"backoffice-"+uuid.NewString(), sess.Name, core.Adjust{Points: core.Points(points), Reason: reason})
+	res, err := s.memberChange(ctx, sess, core.KindAdjust, program, m.CustomerRef, formTxn(r),
+		core.Adjust{Points: core.Points(points), Reason: reason}, "adjustment.applied")
 	if err != nil {
-		s.failLedger(w, r, sess, err)
+		s.failSent(w, r, sess, res, err)
 		return
 	}
-	after := s.balanceAfter(ctx, program, m.CustomerRef)
-	s.audit(ctx, sess.Name, "adjustment.applied", program+"/"+m.CustomerRef,
-		map[string]any{"balance": before},
-		map[string]any{"balance": after, "points": points, "reason": reason,
-			"txn_id": res.TxnID, "status": res.Status})
 	done := "applied"
 	if res.Status == "" {
 		done = "accepted"
@@ -246,7 +279,7 @@ const selectPending = `SELECT id, kind, program, member, points, reason, request
 
 func (s *Server) pendingAdjustments(ctx context.Context, program, member string) (
 	[]pendingAdjustment, error) {
-	where, args := ` WHERE status IN ('pending', 'failed')`, []any{}
+	where, args := ` WHERE status IN ('pending', 'failed', 'submitted')`, []any{}
 	if member != "" {
 		where, args = ` WHERE program = $1 AND member = $2`, []any{program, member}
 	}
@@ -353,17 +386,24 @@ func (s *Server) batchesAwaitingApproval(ctx context.Context) ([]awaitingBatch, 
 // the person who asked for it; the database checks that too.
 func (s *Server) approve(w http.ResponseWriter, r *http.Request, sess *session) {
 	ctx := r.Context()
-	id, _ := strconv.ParseInt(mux.Vars(r)["id"], 10, 64)
+	id, err := strconv.ParseInt(mux.Vars(r)["id"], 10, 64)
+	if err != nil {
+		s.fail(w, r, sess, http.StatusNotFound, "There is no such request.", nil)
+		return
+	}
 	var p pendingAdjustment
-	// A failed approval (the ledger was out of reach) may be sent again by
-	// anyone but its requester. It keeps its first approver, so that the
-	// command is the same as the first one, transaction id and all: if the
-	// first did reach the ledger, this one only replays its result.
-	err := s.db.QueryRow(ctx, `UPDATE bo_pending_adjustments
+	// A failed approval (the ledger was out of reach), or one sent whose
+	// answer did not come in time, may be sent again by anyone but its
+	// requester. It keeps its first approver, so that the command is the
+	// same as the first one, transaction id and all: if the first did reach
+	// the ledger, this one only hears its result again.
+	err = s.db.QueryRow(ctx, `UPDATE bo_pending_adjustments
 		SET status = 'submitted',
-			decided_by = CASE WHEN status = 'failed' THEN decided_by ELSE $2 END,
-			decided_at = CASE WHEN status = 'failed' THEN decided_at ELSE $3 END
-		WHERE id = $1 AND status IN ('pending', 'failed') AND requested_by <> $2
+			decided_by = CASE WHEN status IN ('failed', 'submitted') THEN decided_by
+				ELSE $2 END,
+			decided_at = CASE WHEN status IN ('failed', 'submitted') THEN decided_at
+				ELSE $3 END
+		WHERE id = $1 AND status IN ('pending', 'failed', 'submitted') AND requested_by <> $2
 		RETURNING kind, program, member, points, reason, requested_by, decided_by`, id,
 		sess.Name, s.now()).Scan(&p.Kind, &p.Program, &p.Member, &p.Points, &p.Reason,
 		&p.RequestedBy, &p.DecidedBy)
@@ -388,7 +428,12 @@ func (s *Server) approve(w http.ResponseWriter, r *http.Request, sess *session) 
 	kind, payload, name := core.KindAdjust, any(core.Adjust{Points: p.Points, Reason: reason}),
 		"adjustment"
 	if p.Kind == "close" {
-		kind, payload, name = core.KindClose, core.StatusChange{Reason: reason}, "close"
+		// The approver saw what the close would take when it was asked for;
+		// the member may have earned since. It may take that much more as
+		// one person could close alone, and the ledger refuses more.
+		bound := core.Points(-p.Points) + s.opt.ApprovalThreshold
+		kind, payload, name = core.KindClose,
+			core.StatusChange{Reason: reason, MaxForfeit: &bound}, "close"
 	}
 	res, err := s.submit(ctx, kind, p.Program, p.Member,
 		fmt.Sprintf("backoffice-approval-%d", id), sess.Name, payload)
@@ -401,10 +446,8 @@ func (s *Server) approve(w http.ResponseWriter, r *http.Request, sess *session) 
 	}
 	// The audit says what became of it: a refusal by the ledger was not
 	// an approved adjustment.
-	action := name + ".approved"
-	if status == "failed" || status == "refused" {
-		action = name + "." + status
-	}
+	action := map[string]string{"applied": name + ".approved", "submitted": name + ".sent",
+		"failed": name + ".failed", "refused": name + ".refused"}[status]
 	s.audit(ctx, sess.Name, action, target,
 		map[string]any{"balance": before, "pending_id": id},
 		map[string]any{"balance": s.balanceAfter(ctx, p.Program, p.Member),
@@ -418,7 +461,11 @@ func (s *Server) approve(w http.ResponseWriter, r *http.Request, sess *session) 
 	var le *core.Error
 	if errors.As(err, &le) {
 		s.fail(w, r, sess, http.StatusUnprocessableEntity,
-			"The ledger refused the "+name+": "+le.Message, nil)
+			"The ledger refused the "+name+": "+ledgerMessage(le), nil)
+		return
+	}
+	if status == "submitted" {
+		redirect(w, r, "/admin/approvals", nil, "approval-sent")
 		return
 	}
 	done := "approved"
@@ -445,38 +492,56 @@ func approvalOutcome(res bus.Result, err error) (status, outcome string) {
 	case res.Status == "":
 		return "submitted", "sent; the ledger has not answered yet"
 	}
-	return "applied", "applied"
+	return "applied", ""
 }
 
 func (s *Server) reject(w http.ResponseWriter, r *http.Request, sess *session) {
 	ctx := r.Context()
-	id, _ := strconv.ParseInt(mux.Vars(r)["id"], 10, 64)
-	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		var p pendingAdjustment
+	id, err := strconv.ParseInt(mux.Vars(r)["id"], 10, 64)
+	if err != nil {
+		s.fail(w, r, sess, http.StatusNotFound, "There is no such request.", nil)
+		return
+	}
+	var p pendingAdjustment
+	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		// Its requester may withdraw a request; anyone else rejects it.
 		err := tx.QueryRow(ctx, `UPDATE bo_pending_adjustments
-			SET status = 'rejected', decided_by = $2, decided_at = $3
-			WHERE id = $1 AND status = 'pending' RETURNING kind, program, member, points`,
-			id, sess.Name, s.now()).Scan(&p.Kind, &p.Program, &p.Member, &p.Points)
+			SET status = 'rejected', decided_by = $2, decided_at = $3,
+				outcome = CASE WHEN requested_by = $2 THEN 'withdrawn by the requester'
+					ELSE 'rejected by a second person' END
+			WHERE id = $1 AND status = 'pending'
+			RETURNING kind, program, member, points, requested_by`,
+			id, sess.Name, s.now()).Scan(&p.Kind, &p.Program, &p.Member, &p.Points,
+			&p.RequestedBy)
 		if err != nil {
 			return err
 		}
-		action := "adjustment.rejected"
-		if p.Kind == "close" {
-			action = "close.rejected"
+		action := map[string]string{"adjust": "adjustment", "close": "close"}[p.Kind] +
+			".rejected"
+		if p.RequestedBy == sess.Name {
+			action = strings.TrimSuffix(action, "rejected") + "withdrawn"
 		}
 		return s.auditIn(ctx, tx, sess.Name, action, p.Program+"/"+p.Member,
 			map[string]any{"pending_id": id, "status": "pending"},
 			map[string]any{"pending_id": id, "status": "rejected", "points": p.Points})
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
-		s.fail(w, r, sess, http.StatusConflict, "This request was decided already.", nil)
+		s.fail(w, r, sess, http.StatusConflict, "This request was decided already, or was "+
+			"sent to the ledger: only a request still waiting can be rejected.", nil)
 		return
 	}
 	if err != nil {
 		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
 		return
 	}
-	redirect(w, r, "/admin/approvals", nil, "rejected")
+	done := "rejected"
+	switch {
+	case p.RequestedBy == sess.Name:
+		done = "withdrawn"
+	case p.Kind == "close":
+		done = "close-rejected"
+	}
+	redirect(w, r, "/admin/approvals", nil, done)
 }
 
 // submit publishes a command and waits for the ledger. A refusal comes back
@@ -575,12 +640,31 @@ func (s *Server) failLedger(w http.ResponseWriter, r *http.Request, sess *sessio
 		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
 		return
 	}
-	status := statusOf(ce.Kind)
+	s.fail(w, r, sess, statusOf(ce.Kind), "The ledger refused: "+ledgerMessage(ce), nil)
+}
+
+// failForm shows a form's own check of a field, made before anything was
+// sent to the ledger.
+func (s *Server) failForm(w http.ResponseWriter, r *http.Request, sess *session, err error) {
+	var ce *core.Error
+	if !errors.As(err, &ce) {
+		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
+		return
+	}
+	s.fail(w, r, sess, statusOf(ce.Kind), "Nothing was sent: "+ledgerMessage(ce), nil)
+}
+
+// ledgerMessage is an error's message with its field in front, unless the
+// message names the field already ("member \"x\" is closed").
+func ledgerMessage(ce *core.Error) string {
 	msg := ce.Message
-	if ce.Field != "" {
+	if ce.Field != "" && !strings.Contains(msg, ce.Field) {
 		msg = ce.Field + " " + msg
 	}
-	s.fail(w, r, sess, status, "The ledger refused: "+msg, nil)
+	if !strings.HasSuffix(msg, ".") {
+		msg += "."
+	}
+	return msg
 }
 
 // statusOf is the HTTP status of an error kind: the one table of the back

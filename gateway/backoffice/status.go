@@ -1,6 +1,8 @@
 package backoffice
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -9,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
 )
 
@@ -20,11 +23,95 @@ var statusActions = map[string]struct{ kind, audit, done string }{
 	"close":      {core.KindClose, "member.closed", "closed"},
 }
 
+// formID is the id a member form was drawn with (see the formid template
+// function), or "" when it has none or a malformed one.
+func formID(r *http.Request) string {
+	id, err := uuid.Parse(r.PostFormValue("form_id"))
+	if err != nil {
+		return ""
+	}
+	return id.String()
+}
+
+// formTxn is the transaction id of a posted member form: its form id, so
+// that a form sent twice (a double click, the back button, a retry after a
+// dropped answer) reaches the ledger once and the second answer is the
+// first one's. A form without an id (a page drawn before forms had one)
+// gets a fresh transaction id.
+func formTxn(r *http.Request) string {
+	if id := formID(r); id != "" {
+		return "backoffice-form-" + id
+	}
+	return "backoffice-" + uuid.NewString()
+}
+
+// memberChange sends a command that moves a member's points or standing,
+// with an audit note: the ledger writes the entry (the member before and
+// after, the request) in the transaction that applies the command, so an
+// entry exists exactly when the change does, whether the answer reached
+// this page in time or not.
+func (s *Server) memberChange(ctx context.Context, sess *session, kind, program, member,
+	txn string, payload any, action string) (bus.Result, error) {
+	cmd, err := s.command(kind, program, member, txn, sess.Name, payload)
+	if err != nil {
+		return bus.Result{}, err
+	}
+	cmd.Audit = &bus.Audit{Action: action, Target: program + "/" + member}
+	return s.send(ctx, cmd)
+}
+
+// failSent shows the ledger's refusal of a member form. A refusal the
+// ledger answers again, because the same form was sent before, says so:
+// the cause may have been mended since, and a new form is a new request.
+func (s *Server) failSent(w http.ResponseWriter, r *http.Request, sess *session,
+	res bus.Result, err error) {
+	var ce *core.Error
+	if res.Replayed && errors.As(err, &ce) {
+		s.fail(w, r, sess, statusOf(ce.Kind), "This form was sent before, and the ledger "+
+			"refused it then: "+ledgerMessage(ce)+" Nothing was changed now. To try again, "+
+			"open the member's page afresh and fill the form again.", nil)
+		return
+	}
+	s.failLedger(w, r, sess, err)
+}
+
+// forfeitOf is what a close would take from a member with balance b: every
+// point in its lots, spendable, pending and held. A debt is not set off
+// against them: the close forfeits the points and the debt stays.
+func forfeitOf(b core.Balance) int64 {
+	return max(int64(b.Available), 0) + int64(b.Pending) + int64(b.Held)
+}
+
+// waitingClose is the id of a close of the member that waits for a second
+// person (or was sent and not yet answered), or 0, and the id of the form
+// that asked for it ("" when unknown).
+func (s *Server) waitingClose(ctx context.Context, program, member string) (int64, string,
+	error) {
+	var id int64
+	var form *string
+	err := s.db.QueryRow(ctx, `SELECT id, form_id::text FROM bo_pending_adjustments
+		WHERE kind = 'close' AND program = $1 AND member = $2
+		  AND status IN ('pending', 'failed', 'submitted') ORDER BY id LIMIT 1`,
+		program, member).Scan(&id, &form)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, "", nil
+	}
+	if err != nil {
+		return 0, "", fmt.Errorf("read waiting closes: %w", err)
+	}
+	if form == nil {
+		return id, "", nil
+	}
+	return id, *form, nil
+}
+
 // memberStatus suspends, reactivates or closes a member from its page. A
 // reason is required for each. A close forfeits every point the member
 // has, so the person must type the member's reference to confirm it, and
 // a close that forfeits more than the approval threshold waits for a
-// second person, as a large negative adjustment would.
+// second person, as a large negative adjustment would; one sent at once
+// carries the threshold as its bound, so that points arriving meanwhile
+// cannot make it take more without approval.
 func (s *Server) memberStatus(w http.ResponseWriter, r *http.Request, sess *session) {
 	ctx := r.Context()
 	program := r.PostFormValue("program")
@@ -43,7 +130,7 @@ func (s *Server) memberStatus(w http.ResponseWriter, r *http.Request, sess *sess
 		return
 	}
 	if err := core.CheckReason(reason, true); err != nil {
-		s.failLedger(w, r, sess, err)
+		s.failForm(w, r, sess, err)
 		return
 	}
 	m, err := s.read.Member(ctx, program, ref)
@@ -51,39 +138,64 @@ func (s *Server) memberStatus(w http.ResponseWriter, r *http.Request, sess *sess
 		s.failLedger(w, r, sess, err)
 		return
 	}
-	if m.MergedInto != "" {
-		s.fail(w, r, sess, http.StatusConflict, fmt.Sprintf("Member %s was merged into %s; "+
-			"change the status of %s instead. Nothing was changed.", ref, m.MergedInto,
-			m.MergedInto), nil)
+	if m.CustomerRef != ref {
+		s.fail(w, r, sess, http.StatusConflict, fmt.Sprintf("Member %s was merged into %s, "+
+			"which has its points now. A status is changed on the account itself: open %s "+
+			"to change its status. Nothing was changed.", ref, m.CustomerRef,
+			m.CustomerRef), nil)
 		return
 	}
-	forfeit := int64(m.Balance.Available) + int64(m.Balance.Pending) + int64(m.Balance.Held)
+	in := core.StatusChange{Reason: reason}
 	if action.kind == core.KindClose {
-		if strings.TrimSpace(r.PostFormValue("confirm")) != m.CustomerRef {
-			s.fail(w, r, sess, http.StatusBadRequest, fmt.Sprintf("To close member %s, type "+
-				"its reference in the confirmation box: closing forfeits its %s points and "+
-				"cannot be undone. Nothing was changed.", m.CustomerRef,
-				formatPoints(max(forfeit, 0))), nil)
+		forfeit := forfeitOf(m.Balance)
+		if confirm := strings.TrimSpace(r.PostFormValue("confirm")); confirm != m.CustomerRef {
+			what := "The confirmation box was left empty"
+			if confirm != "" {
+				what = fmt.Sprintf("The confirmation %q does not match the reference "+
+					"(letter case counts)", confirm)
+			}
+			s.fail(w, r, sess, http.StatusBadRequest, fmt.Sprintf("%s. To close member %s, "+
+				"type %s in the confirmation box: closing forfeits its %s points and cannot "+
+				"be undone. Nothing was changed.", what, m.CustomerRef, m.CustomerRef,
+				formatPoints(forfeit)), nil)
+			return
+		}
+		if m.Balance.Held > 0 {
+			s.fail(w, r, sess, http.StatusConflict, fmt.Sprintf("Member %s has %s points "+
+				"held: a partner's payment waiting for capture or a conversion waiting for "+
+				"the other program. A close waits until they are settled (see the "+
+				"conversions below, or ask the partner). Nothing was changed.",
+				m.CustomerRef, formatPoints(int64(m.Balance.Held))), nil)
+			return
+		}
+		id, form, err := s.waitingClose(ctx, program, m.CustomerRef)
+		if err != nil {
+			s.fail(w, r, sess, http.StatusInternalServerError, "", err)
+			return
+		}
+		if id != 0 && form != "" && form == formID(r) {
+			redirect(w, r, "/admin/members", back, "close-queued") // this form's, sent again
+			return
+		}
+		if id != 0 {
+			s.fail(w, r, sess, http.StatusConflict, fmt.Sprintf("A close of member %s "+
+				"already waits on the Approvals page (request %d). Nothing was changed.",
+				m.CustomerRef, id), nil)
 			return
 		}
 		if forfeit > int64(s.opt.ApprovalThreshold) {
 			s.queueClose(w, r, sess, m, forfeit, reason, back)
 			return
 		}
+		bound := s.opt.ApprovalThreshold
+		in.MaxForfeit = &bound
 	}
-	res, err := s.submit(ctx, action.kind, program, m.CustomerRef,
-		"backoffice-"+uuid.NewString(), sess.Name, core.StatusChange{Reason: reason})
+	res, err := s.memberChange(ctx, sess, action.kind, program, m.CustomerRef, formTxn(r), in,
+		action.audit)
 	if err != nil {
-		s.failLedger(w, r, sess, err)
+		s.failSent(w, r, sess, res, err)
 		return
 	}
-	after := map[string]any{"reason": reason, "txn_id": res.TxnID, "status": res.Status}
-	if a, err := s.read.Member(ctx, program, m.CustomerRef); err == nil {
-		after["member"] = map[string]any{"status": a.Status, "balance": a.Balance}
-	}
-	s.audit(ctx, sess.Name, action.audit, program+"/"+m.CustomerRef,
-		map[string]any{"member": map[string]any{"status": m.Status, "balance": m.Balance}},
-		after)
 	done := action.done
 	if res.Status == "" {
 		done = "pending"
@@ -91,16 +203,25 @@ func (s *Server) memberStatus(w http.ResponseWriter, r *http.Request, sess *sess
 	redirect(w, r, "/admin/members", back, done)
 }
 
-// queueClose stores a close for a second person, with its audit entry.
+// queueClose stores a close for a second person, with its audit entry. A
+// form sent twice queues it once.
 func (s *Server) queueClose(w http.ResponseWriter, r *http.Request, sess *session,
 	m *core.Member, forfeit int64, reason string, back url.Values) {
 	ctx := r.Context()
+	var form any
+	if id := formID(r); id != "" {
+		form = id
+	}
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		var id int64
 		err := tx.QueryRow(ctx, `INSERT INTO bo_pending_adjustments (kind, program, member,
-			points, reason, requested_by, requested_at) VALUES ('close', $1, $2, $3, $4, $5, $6)
-			RETURNING id`, m.Program, m.CustomerRef, -forfeit, reason, sess.Name,
-			s.now()).Scan(&id)
+			points, reason, requested_by, requested_at, form_id)
+			VALUES ('close', $1, $2, $3, $4, $5, $6, $7)
+			ON CONFLICT (form_id) DO NOTHING RETURNING id`, m.Program, m.CustomerRef,
+			-forfeit, reason, sess.Name, s.now(), form).Scan(&id)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil // this form queued it already
+		}
 		if err != nil {
 			return fmt.Errorf("queue close: %w", err)
 		}
@@ -141,7 +262,7 @@ func (s *Server) resolveConversion(w http.ResponseWriter, r *http.Request, sess 
 		Reference: strings.TrimSpace(r.PostFormValue("reference")),
 		Reason:    strings.TrimSpace(r.PostFormValue("reason"))}
 	if err := in.Check(); err != nil {
-		s.failLedger(w, r, sess, err)
+		s.failForm(w, r, sess, err)
 		return
 	}
 	m, err := s.read.Member(ctx, program, ref)
@@ -149,22 +270,16 @@ func (s *Server) resolveConversion(w http.ResponseWriter, r *http.Request, sess 
 		s.failLedger(w, r, sess, err)
 		return
 	}
-	before := m.Balance
-	// A fresh transaction id each time: a resolution refused while a worker
-	// held the conversion may be sent again once it lets go, and the ledger
-	// refuses a second resolution of a settled conversion on its own.
-	res, err := s.submit(ctx, core.KindConversionResolve, program, m.CustomerRef,
-		"backoffice-"+uuid.NewString(), sess.Name, in)
+	// A refusal while a worker held the conversion is answered again to the
+	// same form: the page says to draw it afresh, and the ledger refuses a
+	// second resolution of a settled conversion on its own.
+	res, err := s.memberChange(ctx, sess, core.KindConversionResolve, program, m.CustomerRef,
+		formTxn(r), in, "conversion.resolved")
 	if err != nil {
-		s.failLedger(w, r, sess, err)
+		s.failSent(w, r, sess, res, err)
 		return
 	}
-	s.audit(ctx, sess.Name, "conversion.resolved", program+"/"+m.CustomerRef,
-		map[string]any{"balance": before, "conversion": in.ID},
-		map[string]any{"balance": s.balanceAfter(ctx, program, m.CustomerRef),
-			"conversion": in.ID, "outcome": in.Outcome, "reference": in.Reference,
-			"reason": in.Reason, "txn_id": res.TxnID, "status": res.Status})
-	done := "resolved"
+	done := "resolved-" + in.Outcome
 	if res.Status == "" {
 		done = "pending"
 	}

@@ -188,9 +188,31 @@ func TestResolveConversionFromTheBackOffice(t *testing.T) {
 		t.Fatalf("conversions of m-1: %+v %v", page, err)
 	}
 	id := page.Conversions[0].ID
+	// Eleven later conversions, settled: the pending one is older than the
+	// latest ten and must still be offered.
+	for i := 0; i < 11; i++ {
+		rg.apply(core.KindConvert, "telco", "m-1", core.ConvertRequest{External: "sky",
+			Points: 20})
+		later, err := rg.ledger().Conversions(ctx, "telco", "m-1", "", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rg.apply(core.KindConversionResolve, "telco", "m-1", core.ResolveConversion{
+			ID: later.Conversions[0].ID, Outcome: core.ConversionConfirmed,
+			Reference: "SKY-" + strconv.Itoa(i), Reason: "settled by file"})
+	}
 	rg.user("olga", RoleOperator)
 	olga := rg.browser()
 	token := olga.mustSignIn("olga")
+
+	// While its points are held, the member cannot be closed.
+	res, body := olga.post("/admin/members/status", url.Values{"csrf": {token},
+		"program": {"telco"}, "member": {"m-1"}, "action": {"close"}, "reason": {"leaving"},
+		"confirm": {"m-1"}})
+	if res.StatusCode != http.StatusConflict || !strings.Contains(problemText(body), "600 points held") {
+		t.Fatalf("closing a member with a conversion pending: %d %s", res.StatusCode,
+			problemText(body))
+	}
 
 	_, html, _ := olga.get("/admin/members?program=telco&member=m-1")
 	if !strings.Contains(html, `id="conversion-`+id+`">pending`) ||
@@ -202,7 +224,7 @@ func TestResolveConversionFromTheBackOffice(t *testing.T) {
 			"program": {"telco"}, "member": {"m-1"}, "id": {id}, "outcome": {outcome},
 			"reference": {reference}, "reason": {reason}})
 	}
-	res, body := resolve("confirmed", "SKY-77", "")
+	res, body = resolve("confirmed", "SKY-77", "")
 	mustStatus(t, "resolve without a reason", res, body, http.StatusBadRequest)
 	if !strings.Contains(problemText(body), "reason") {
 		t.Fatalf("the refusal does not name the reason: %s", problemText(body))
@@ -213,9 +235,9 @@ func TestResolveConversionFromTheBackOffice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Balance.Available != 400 || m.Balance.Held != 0 {
-		t.Fatalf("after confirming 600 of 1000: %+v, want 400 available and none held",
-			m.Balance)
+	if m.Balance.Available != 180 || m.Balance.Held != 0 {
+		t.Fatalf("after confirming 600 of 1000 (and 220 converted before): %+v, want 180 "+
+			"available and none held", m.Balance)
 	}
 	c, err := rg.ledger().Conversion(ctx, "telco", "m-1", id)
 	if err != nil || c.Status != core.ConversionConfirmed || c.Reference != "SKY-77" {
@@ -229,7 +251,7 @@ func TestResolveConversionFromTheBackOffice(t *testing.T) {
 	if res.StatusCode != http.StatusConflict {
 		t.Fatalf("a second resolution: %d %s, want 409", res.StatusCode, problemText(body))
 	}
-	if m, _ := rg.ledger().Member(ctx, "telco", "m-1"); m.Balance.Available != 400 {
+	if m, _ := rg.ledger().Member(ctx, "telco", "m-1"); m.Balance.Available != 180 {
 		t.Fatalf("a refused second resolution moved points: %+v", m.Balance)
 	}
 }
