@@ -32,6 +32,9 @@ Commands:
   adapters   run the adapters alone
   migrate    apply the database migrations and exit
   expire     run the expiry sweep once: puntos expire [--at RFC3339]
+  check      verify the ledger: every balance equals the sum of its postings
+             and of its lots, and no row refers to one that is missing;
+             exits 1 naming each breach
   demo       load the telecom sample through the REST gateway
   admin      back-office users: puntos admin create --user NAME
   deadletters  commands set aside after failing every delivery: list,
@@ -108,6 +111,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return postgres.Migrate(ctx, pool, log)
 	case "expire":
 		return expire(ctx, cfg, expireArgs, log, stdout)
+	case "check":
+		return check(ctx, cfg, log, stdout)
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("unknown command %q", name)
@@ -163,6 +168,39 @@ func serve(ctx context.Context, cfg *app.Config, log *slog.Logger, roles app.Rol
 	err = a.Shutdown(sctx)
 	log.Info("Stopped")
 	return err
+}
+
+// check runs the ledger's own check over the whole database and prints
+// what it read and each breach it found. It changes nothing, so it may run
+// beside a live platform (it reads whole tables: run it off-peak on a
+// large one).
+func check(ctx context.Context, cfg *app.Config, log *slog.Logger, stdout io.Writer) error {
+	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	var members, postings, lots int64
+	err = pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM members),
+		(SELECT count(*) FROM postings), (SELECT count(*) FROM lots)`).Scan(&members,
+		&postings, &lots)
+	if err != nil {
+		return fmt.Errorf("count the ledger (is it migrated? puntos migrate): %w", err)
+	}
+	breaches, err := postgres.New(pool, log).Check(ctx)
+	if err != nil {
+		return err
+	}
+	for _, b := range breaches {
+		fmt.Fprintf(stdout, "BREACH %s: %s\n", b.Member, b.What)
+	}
+	if len(breaches) > 0 {
+		return fmt.Errorf("the ledger check found %d breaches (at most 100 of each kind "+
+			"are listed)", len(breaches))
+	}
+	fmt.Fprintf(stdout, "ledger check OK: %d members, %d postings, %d lots; every balance "+
+		"equals its postings and its lots\n", members, postings, lots)
+	return nil
 }
 
 func expire(ctx context.Context, cfg *app.Config, args []string, log *slog.Logger,
