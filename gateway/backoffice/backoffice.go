@@ -238,11 +238,12 @@ var notices = map[string]string{
 	"dropped":            "The dead letter was removed; its command was not sent again.",
 	"suspended":          "The member was suspended: it keeps its points but can neither earn nor start spending until reactivated.",
 	"reactivated":        "The member was reactivated: it earns and spends again.",
-	"closed":             "The member was closed and its points forfeited; the statement shows the forfeit.",
+	"closed":             "The member was closed; the points it had were forfeited (the statement shows the forfeit).",
 	"close-queued":       "The close forfeits more points than the approval threshold: it waits for a second person.",
 	"resolved-confirmed": "The conversion was resolved as confirmed: the held points were taken for good.",
 	"resolved-refused":   "The conversion was resolved as refused: the held points were given back to the member.",
 	"close-rejected":     "The close was rejected; nothing was changed.",
+	"replayed":           "This form was sent before, and the ledger had applied it then: nothing changed now. The page shows the member as it is.",
 	"withdrawn":          "You withdrew your request; nothing was changed.",
 	"approval-sent":      "The approval was sent, but the ledger has not answered yet. The request stays on this page until it does; Check again shows its answer.",
 	"close-approved":     "The close was approved: the member was closed and its points forfeited.",
@@ -327,6 +328,14 @@ var funcs = template.FuncMap{
 	"num":   formatPoints,
 	// total is what a close would forfeit: every point the member has.
 	"total": func(b core.Balance) core.Points { return core.Points(forfeitOf(b)) },
+	// signed writes a change of points with its sign: +300, -1,200.
+	"signed": func(p core.Points) string {
+		if p > 0 {
+			return "+" + formatPoints(int64(p))
+		}
+		return formatPoints(int64(p))
+	},
+	"neg": func(p core.Points) core.Points { return -p },
 	// formid gives each member form drawn an id of its own (see formTxn).
 	"formid": func() string { return uuid.NewString() },
 	"plural": func(n int, one, many string) string {

@@ -98,6 +98,9 @@ func (s *Server) membersPage(w http.ResponseWriter, r *http.Request, sess *sessi
 		v.Statement, err = s.read.Statement(ctx, v.Program, v.Ref, "", 50)
 	}
 	if err == nil {
+		err = s.settleSent(ctx)
+	}
+	if err == nil {
 		v.Pending, err = s.pendingAdjustments(ctx, v.Program, v.Balance.Member)
 	}
 	if cr, ok := s.read.(conversionReader); ok && err == nil {
@@ -219,6 +222,7 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, sess *session) {
 		if id := formID(r); id != "" {
 			form = id
 		}
+		reused := false
 		err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 			var id int64
 			err := tx.QueryRow(ctx, `INSERT INTO bo_pending_adjustments (program, member,
@@ -227,7 +231,10 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, sess *session) {
 				ON CONFLICT (form_id) DO NOTHING RETURNING id`, program, m.CustomerRef,
 				points, reason, sess.Name, s.now(), form).Scan(&id)
 			if errors.Is(err, pgx.ErrNoRows) {
-				return nil // this form queued it already
+				same, err := s.queuedByForm(ctx, form.(string), "adjust", program,
+					m.CustomerRef, points, sess.Name)
+				reused = !same
+				return err
 			}
 			if err != nil {
 				return fmt.Errorf("queue adjustment: %w", err)
@@ -238,6 +245,10 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, sess *session) {
 		})
 		if err != nil {
 			s.fail(w, r, sess, http.StatusInternalServerError, "", err)
+			return
+		}
+		if reused {
+			s.failFormReused(w, r, sess)
 			return
 		}
 		redirect(w, r, "/admin/members", back, "queued")
@@ -253,6 +264,9 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, sess *session) {
 	done := "applied"
 	if res.Status == "" {
 		done = "accepted"
+	}
+	if res.Replayed {
+		done = "replayed"
 	}
 	redirect(w, r, "/admin/members", back, done)
 }
@@ -323,6 +337,10 @@ func (s *Server) recentDecisions(ctx context.Context) ([]pendingAdjustment, erro
 }
 
 func (s *Server) approvalsPage(w http.ResponseWriter, r *http.Request, sess *session) {
+	if err := s.settleSent(r.Context()); err != nil {
+		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
+		return
+	}
 	list, err := s.pendingAdjustments(r.Context(), "", "")
 	if err != nil {
 		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
@@ -392,38 +410,43 @@ func (s *Server) approve(w http.ResponseWriter, r *http.Request, sess *session) 
 		return
 	}
 	var p pendingAdjustment
+	var was string
+	var bound *int64
 	// A failed approval (the ledger was out of reach), or one sent whose
 	// answer did not come in time, may be sent again by anyone but its
-	// requester. It keeps its first approver, so that the command is the
-	// same as the first one, transaction id and all: if the first did reach
-	// the ledger, this one only hears its result again.
-	err = s.db.QueryRow(ctx, `UPDATE bo_pending_adjustments
+	// requester. It keeps its first approver and, for a close, the bound
+	// fixed then, so that the command is the same as the first one,
+	// transaction id and all: if the first did reach the ledger, this one
+	// only hears its result again.
+	err = s.db.QueryRow(ctx, `WITH old AS (
+			SELECT id, status FROM bo_pending_adjustments WHERE id = $1 FOR UPDATE)
+		UPDATE bo_pending_adjustments b
 		SET status = 'submitted',
-			decided_by = CASE WHEN status IN ('failed', 'submitted') THEN decided_by
+			decided_by = CASE WHEN b.status IN ('failed', 'submitted') THEN b.decided_by
 				ELSE $2 END,
-			decided_at = CASE WHEN status IN ('failed', 'submitted') THEN decided_at
-				ELSE $3 END
-		WHERE id = $1 AND status IN ('pending', 'failed', 'submitted') AND requested_by <> $2
-		RETURNING kind, program, member, points, reason, requested_by, decided_by`, id,
-		sess.Name, s.now()).Scan(&p.Kind, &p.Program, &p.Member, &p.Points, &p.Reason,
-		&p.RequestedBy, &p.DecidedBy)
+			decided_at = CASE WHEN b.status IN ('failed', 'submitted') THEN b.decided_at
+				ELSE $3 END,
+			max_forfeit = CASE WHEN b.status IN ('failed', 'submitted') THEN b.max_forfeit
+				WHEN b.kind = 'close' THEN -b.points + $4 END
+		FROM old
+		WHERE b.id = old.id AND b.status IN ('pending', 'failed', 'submitted')
+		  AND b.requested_by <> $2
+		RETURNING old.status, b.kind, b.program, b.member, b.points, b.reason,
+			b.requested_by, b.decided_by, b.max_forfeit`, id, sess.Name, s.now(),
+		int64(s.opt.ApprovalThreshold)).Scan(&was, &p.Kind, &p.Program, &p.Member, &p.Points,
+		&p.Reason, &p.RequestedBy, &p.DecidedBy, &bound)
 	if errors.Is(err, pgx.ErrNoRows) {
-		s.fail(w, r, sess, http.StatusConflict, "This request is not waiting for you: "+
-			"it was decided already, or you asked for it yourself and a second person "+
-			"must approve it.", nil)
+		s.failNotWaiting(w, r, sess, id)
 		return
 	}
 	if err != nil {
 		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
 		return
 	}
-	target := p.Program + "/" + p.Member
-	var before core.Balance
-	if m, err := s.read.Member(ctx, p.Program, p.Member); err == nil {
-		before = m.Balance
-	}
 
 	// The transaction id is the queue entry's, so a retry cannot post twice.
+	// The ledger writes the approval's audit entry when it applies it, under
+	// the first approver, once however many times it is sent.
 	reason := approvalReason(p)
 	kind, payload, name := core.KindAdjust, any(core.Adjust{Points: p.Points, Reason: reason}),
 		"adjustment"
@@ -431,27 +454,42 @@ func (s *Server) approve(w http.ResponseWriter, r *http.Request, sess *session) 
 		// The approver saw what the close would take when it was asked for;
 		// the member may have earned since. It may take that much more as
 		// one person could close alone, and the ledger refuses more.
-		bound := core.Points(-p.Points) + s.opt.ApprovalThreshold
+		mf := core.Points(-p.Points) + s.opt.ApprovalThreshold
+		if bound != nil {
+			mf = core.Points(*bound)
+		}
 		kind, payload, name = core.KindClose,
-			core.StatusChange{Reason: reason, MaxForfeit: &bound}, "close"
+			core.StatusChange{Reason: reason, MaxForfeit: &mf}, "close"
 	}
-	res, err := s.submit(ctx, kind, p.Program, p.Member,
-		fmt.Sprintf("backoffice-approval-%d", id), sess.Name, payload)
-	status, outcome := approvalOutcome(res, err)
-	// The outcome is stored even when the request was cancelled meanwhile.
-	if _, err := s.db.Exec(context.WithoutCancel(ctx), `UPDATE bo_pending_adjustments
-		SET status = $2, outcome = $3 WHERE id = $1`, id, status, outcome); err != nil {
+	cmd, err := s.command(kind, p.Program, p.Member, approvalTxn(id), p.DecidedBy, payload)
+	if err != nil {
 		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
 		return
 	}
-	// The audit says what became of it: a refusal by the ledger was not
-	// an approved adjustment.
-	action := map[string]string{"applied": name + ".approved", "submitted": name + ".sent",
-		"failed": name + ".failed", "refused": name + ".refused"}[status]
-	s.audit(ctx, sess.Name, action, target,
-		map[string]any{"balance": before, "pending_id": id},
-		map[string]any{"balance": s.balanceAfter(ctx, p.Program, p.Member),
-			"points": p.Points, "requested_by": p.RequestedBy, "outcome": outcome})
+	cmd.Audit = &bus.Audit{Action: name + ".approved", Target: p.Program + "/" + p.Member}
+	res, err := s.send(ctx, cmd)
+	status, outcome := approvalOutcome(res, err)
+	// The outcome is stored even when the request was cancelled meanwhile,
+	// by the first answer to arrive: a second approver's replay of the same
+	// command records nothing more.
+	tag, uerr := s.db.Exec(context.WithoutCancel(ctx), `UPDATE bo_pending_adjustments
+		SET status = $2, outcome = $3 WHERE id = $1 AND status = 'submitted'`, id, status,
+		outcome)
+	if uerr != nil {
+		s.fail(w, r, sess, http.StatusInternalServerError, "", uerr)
+		return
+	}
+	// What the ledger did not write: a refusal, a failure to reach it, and
+	// the first sending of an approval whose answer is late.
+	if tag.RowsAffected() == 1 && (status == "refused" || status == "failed" ||
+		(status == "submitted" && was == "pending")) {
+		action := map[string]string{"submitted": ".sent", "failed": ".failed",
+			"refused": ".refused"}[status]
+		s.audit(ctx, sess.Name, name+action, p.Program+"/"+p.Member,
+			map[string]any{"pending_id": id},
+			map[string]any{"points": p.Points, "requested_by": p.RequestedBy,
+				"approved_by": p.DecidedBy, "outcome": outcome})
+	}
 	if status == "failed" {
 		s.log.Error("Approved request did not reach the ledger", "pending_id", id,
 			"kind", p.Kind, "error", err)
@@ -459,6 +497,15 @@ func (s *Server) approve(w http.ResponseWriter, r *http.Request, sess *session) 
 		return
 	}
 	var le *core.Error
+	if errors.As(err, &le) && le.Field == "max_forfeit" {
+		s.fail(w, r, sess, http.StatusUnprocessableEntity, fmt.Sprintf("The ledger refused "+
+			"the close: the member has earned since it was asked for, and it would now "+
+			"forfeit more than the %s points asked for plus the %s one person may close "+
+			"alone. Nothing was changed; the request is marked refused. Ask for the close "+
+			"again from the member's page.", formatPoints(-int64(p.Points)),
+			formatPoints(int64(s.opt.ApprovalThreshold))), nil)
+		return
+	}
 	if errors.As(err, &le) {
 		s.fail(w, r, sess, http.StatusUnprocessableEntity,
 			"The ledger refused the "+name+": "+ledgerMessage(le), nil)
@@ -474,6 +521,67 @@ func (s *Server) approve(w http.ResponseWriter, r *http.Request, sess *session) 
 	}
 	redirect(w, r, "/admin/members", url.Values{"program": {p.Program},
 		"member": {p.Member}}, done)
+}
+
+// failNotWaiting says why request id cannot be approved by sess's user.
+func (s *Server) failNotWaiting(w http.ResponseWriter, r *http.Request, sess *session,
+	id int64) {
+	var status, by string
+	err := s.db.QueryRow(r.Context(), `SELECT status, requested_by FROM bo_pending_adjustments
+		WHERE id = $1`, id).Scan(&status, &by)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		s.fail(w, r, sess, http.StatusNotFound, fmt.Sprintf("There is no request %d.", id), nil)
+	case err != nil:
+		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
+	case by == sess.Name:
+		s.fail(w, r, sess, http.StatusConflict, "You asked for this request yourself: a "+
+			"second person must approve it.", nil)
+	default:
+		s.fail(w, r, sess, http.StatusConflict, fmt.Sprintf("This request was decided "+
+			"already (%s).", status), nil)
+	}
+}
+
+// approvalTxn is the ledger transaction id of an approved request.
+func approvalTxn(id int64) string { return fmt.Sprintf("backoffice-approval-%d", id) }
+
+// settleSent records the ledger's answer to approvals sent without one
+// (the wait ran out): the ledger keeps every command's result, so the
+// request need not wait for someone to check again. A refusal is audited
+// here; an applied request was audited by the ledger.
+func (s *Server) settleSent(ctx context.Context) error {
+	rows, err := s.db.Query(ctx, `UPDATE bo_pending_adjustments b
+		SET status = CASE WHEN c.status = 'ok' THEN 'applied' ELSE 'refused' END,
+			outcome = CASE WHEN c.status = 'ok' THEN ''
+				ELSE coalesce(c.result->'error'->>'message', 'refused') END
+		FROM commands c
+		WHERE b.status = 'submitted' AND c.source = $1
+		  AND c.txn_id = 'backoffice-approval-' || b.id
+		RETURNING b.id, b.kind, b.program, b.member, b.points, b.requested_by,
+			coalesce(b.decided_by, ''), b.status, b.outcome`, Source)
+	if err != nil {
+		return fmt.Errorf("settle sent approvals: %w", err)
+	}
+	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (pendingAdjustment, error) {
+		var p pendingAdjustment
+		err := row.Scan(&p.ID, &p.Kind, &p.Program, &p.Member, &p.Points, &p.RequestedBy,
+			&p.DecidedBy, &p.Status, &p.Outcome)
+		return p, err
+	})
+	if err != nil {
+		return fmt.Errorf("settle sent approvals: %w", err)
+	}
+	for _, p := range list {
+		if p.Status == "refused" {
+			name := map[string]string{"adjust": "adjustment", "close": "close"}[p.Kind]
+			s.audit(ctx, p.DecidedBy, name+".refused", p.Program+"/"+p.Member,
+				map[string]any{"pending_id": p.ID},
+				map[string]any{"points": p.Points, "requested_by": p.RequestedBy,
+					"approved_by": p.DecidedBy, "outcome": p.Outcome})
+		}
+	}
+	return nil
 }
 
 // approvalOutcome is the status and outcome text an approval keeps after

@@ -66,6 +66,18 @@ func (s *Server) memberChange(ctx context.Context, sess *session, kind, program,
 func (s *Server) failSent(w http.ResponseWriter, r *http.Request, sess *session,
 	res bus.Result, err error) {
 	var ce *core.Error
+	if errors.As(err, &ce) && ce.Field == "txn_id" {
+		s.failFormReused(w, r, sess) // the ledger's "used for a different request"
+		return
+	}
+	if errors.As(err, &ce) && ce.Field == "max_forfeit" {
+		s.fail(w, r, sess, statusOf(ce.Kind), fmt.Sprintf("The member has earned points "+
+			"since this page was drawn, and a close now forfeits more than one person may "+
+			"close alone (%s points). Nothing was changed. Open the member's page afresh "+
+			"and close again: it will wait for a second person's approval.",
+			formatPoints(int64(s.opt.ApprovalThreshold))), nil)
+		return
+	}
 	if res.Replayed && errors.As(err, &ce) {
 		s.fail(w, r, sess, statusOf(ce.Kind), "This form was sent before, and the ledger "+
 			"refused it then: "+ledgerMessage(ce)+" Nothing was changed now. To try again, "+
@@ -105,6 +117,31 @@ func (s *Server) waitingClose(ctx context.Context, program, member string) (int6
 	return id, *form, nil
 }
 
+// queuedByForm tells whether the request the form form queued already is
+// this one (the same kind, member, points and person): a form sent again.
+// Any other request under the same form id (the back button and a changed
+// amount, or an id copied from another page) is refused, not dropped.
+func (s *Server) queuedByForm(ctx context.Context, form, kind, program, member string,
+	points int64, by string) (bool, error) {
+	var same bool
+	err := s.db.QueryRow(ctx, `SELECT kind = $2 AND program = $3 AND member = $4
+			AND points = $5 AND requested_by = $6
+		FROM bo_pending_adjustments WHERE form_id = $1`, form, kind, program, member, points,
+		by).Scan(&same)
+	if err != nil {
+		return false, fmt.Errorf("read the request of form %s: %w", form, err)
+	}
+	return same, nil
+}
+
+// failFormReused answers a form id that queued another request.
+func (s *Server) failFormReused(w http.ResponseWriter, r *http.Request, sess *session) {
+	s.fail(w, r, sess, http.StatusConflict, "This form was sent before with other "+
+		"content (another amount, member or action): nothing was queued now, and the first "+
+		"request stands as it was. To ask for something else, open the member's page "+
+		"afresh and fill the form again.", nil)
+}
+
 // memberStatus suspends, reactivates or closes a member from its page. A
 // reason is required for each. A close forfeits every point the member
 // has, so the person must type the member's reference to confirm it, and
@@ -139,10 +176,11 @@ func (s *Server) memberStatus(w http.ResponseWriter, r *http.Request, sess *sess
 		return
 	}
 	if m.CustomerRef != ref {
-		s.fail(w, r, sess, http.StatusConflict, fmt.Sprintf("Member %s was merged into %s, "+
-			"which has its points now. A status is changed on the account itself: open %s "+
-			"to change its status. Nothing was changed.", ref, m.CustomerRef,
-			m.CustomerRef), nil)
+		s.fail(w, r, sess, http.StatusConflict, fmt.Sprintf("Member %s was merged into %s "+
+			"and has no account of its own any more: there is no status of %s to change, "+
+			"and its points are %s's. Nothing was changed. (%s's status is that person's "+
+			"whole account: change it only if that is what was asked.)", ref, m.CustomerRef,
+			ref, m.CustomerRef, m.CustomerRef), nil)
 		return
 	}
 	in := core.StatusChange{Reason: reason}
@@ -174,6 +212,16 @@ func (s *Server) memberStatus(w http.ResponseWriter, r *http.Request, sess *sess
 			return
 		}
 		if id != 0 && form != "" && form == formID(r) {
+			same, err := s.queuedByForm(ctx, form, "close", program, m.CustomerRef,
+				-forfeit, sess.Name)
+			if err != nil {
+				s.fail(w, r, sess, http.StatusInternalServerError, "", err)
+				return
+			}
+			if !same {
+				s.failFormReused(w, r, sess)
+				return
+			}
 			redirect(w, r, "/admin/members", back, "close-queued") // this form's, sent again
 			return
 		}
@@ -200,6 +248,9 @@ func (s *Server) memberStatus(w http.ResponseWriter, r *http.Request, sess *sess
 	if res.Status == "" {
 		done = "pending"
 	}
+	if res.Replayed {
+		done = "replayed"
+	}
 	redirect(w, r, "/admin/members", back, done)
 }
 
@@ -212,6 +263,7 @@ func (s *Server) queueClose(w http.ResponseWriter, r *http.Request, sess *sessio
 	if id := formID(r); id != "" {
 		form = id
 	}
+	reused := false
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		var id int64
 		err := tx.QueryRow(ctx, `INSERT INTO bo_pending_adjustments (kind, program, member,
@@ -220,7 +272,10 @@ func (s *Server) queueClose(w http.ResponseWriter, r *http.Request, sess *sessio
 			ON CONFLICT (form_id) DO NOTHING RETURNING id`, m.Program, m.CustomerRef,
 			-forfeit, reason, sess.Name, s.now(), form).Scan(&id)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return nil // this form queued it already
+			same, err := s.queuedByForm(ctx, form.(string), "close", m.Program,
+				m.CustomerRef, -forfeit, sess.Name)
+			reused = !same
+			return err
 		}
 		if err != nil {
 			return fmt.Errorf("queue close: %w", err)
@@ -230,6 +285,10 @@ func (s *Server) queueClose(w http.ResponseWriter, r *http.Request, sess *sessio
 	})
 	if err != nil {
 		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
+		return
+	}
+	if reused {
+		s.failFormReused(w, r, sess)
 		return
 	}
 	redirect(w, r, "/admin/members", back, "close-queued")
@@ -282,6 +341,9 @@ func (s *Server) resolveConversion(w http.ResponseWriter, r *http.Request, sess 
 	done := "resolved-" + in.Outcome
 	if res.Status == "" {
 		done = "pending"
+	}
+	if res.Replayed {
+		done = "replayed"
 	}
 	redirect(w, r, "/admin/members", url.Values{"program": {program}, "member": {ref}}, done)
 }

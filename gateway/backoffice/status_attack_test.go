@@ -80,7 +80,7 @@ func TestApprovedCloseTakesNoMoreThanWasApproved(t *testing.T) {
 	rg.apply(core.KindAdjust, "telco", "m-3", core.Adjust{Points: 500, Reason: "bill paid"})
 	res, body = approve(id)
 	if res.StatusCode != http.StatusUnprocessableEntity ||
-		!strings.Contains(problemText(body), "3500 points, more than the 3100") {
+		!strings.Contains(problemText(body), "earned since it was asked for") {
 		t.Fatalf("approving a close that grew by 500: %d %s", res.StatusCode, problemText(body))
 	}
 	if m := member("m-3"); m.Status != "active" || m.Balance.Available != 3500 {
@@ -157,8 +157,22 @@ func TestMemberFormSentTwiceAppliesOnce(t *testing.T) {
 	if got := rg.auditRows("member.suspended"); len(got) != 1 {
 		t.Fatalf("%d suspensions audited for one form sent twice", len(got))
 	}
+	// The same form id sent with another amount queues nothing and says so.
+	reused := url.Values{"csrf": {token}, "program": {"telco"}, "member": {"m-1"},
+		"points": {"5000"}, "reason": {"goodwill call 1003"}, "form_id": {uuid.NewString()}}
+	res, body := olga.post("/admin/members/adjust", reused)
+	mustStatus(t, "queue 5000", res, body, http.StatusSeeOther)
+	reused.Set("points", "9000")
+	res, body = olga.post("/admin/members/adjust", reused)
+	if res.StatusCode != http.StatusConflict || !strings.Contains(problemText(body), "other content") {
+		t.Fatalf("a form id sent again with another amount: %d %s", res.StatusCode,
+			problemText(body))
+	}
+	if n := rg.count(`SELECT count(*) FROM bo_pending_adjustments WHERE points = 9000`); n != 0 {
+		t.Fatalf("the changed amount was queued")
+	}
 	// With the close of m-2 waiting, a second close form is refused.
-	res, body := olga.post("/admin/members/status", url.Values{"csrf": {token},
+	res, body = olga.post("/admin/members/status", url.Values{"csrf": {token},
 		"program": {"telco"}, "member": {"m-2"}, "action": {"close"}, "reason": {"again"},
 		"confirm": {"m-2"}, "form_id": {uuid.NewString()}})
 	if res.StatusCode != http.StatusConflict || !strings.Contains(problemText(body), "already waits") {
@@ -204,18 +218,68 @@ func TestApprovalSentWithoutAnswerCanBeCheckedAgain(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	res, body = bruno.post("/admin/approvals/1/approve", url.Values{"csrf": {bt}})
-	mustStatus(t, "check again", res, body, http.StatusSeeOther)
-	if m, _ := rg.ledger().Member(context.Background(), "telco", "m-1"); m.Balance.Available != 700 {
-		t.Fatalf("checking again moved the balance to %d, want 700", m.Balance.Available)
+	// The ledger audited the approval when it applied it, under the
+	// approver; the Approvals page reads its answer without anyone checking.
+	if got := rg.auditRows("adjustment.approved"); len(got) != 1 || !strings.HasPrefix(got[0], "bruno ") {
+		t.Fatalf("audit once the ledger applied the approval: %q", got)
 	}
-	var status string
-	if err := rg.db.QueryRow(context.Background(), `SELECT status FROM bo_pending_adjustments
-		WHERE id = 1`).Scan(&status); err != nil || status != "applied" {
-		t.Fatalf("the request after checking again: %q %v, want applied", status, err)
+	_, page, _ = olga.get("/admin/approvals")
+	if !strings.Contains(page, `id="decided-1">applied<`) {
+		t.Fatalf("the Approvals page does not show the late answer:\n%s", page)
+	}
+	res, _ = bruno.post("/admin/approvals/1/approve", url.Values{"csrf": {bt}})
+	if res.StatusCode != http.StatusConflict {
+		t.Fatalf("checking an applied request again: %d, want 409", res.StatusCode)
+	}
+	if m, _ := rg.ledger().Member(context.Background(), "telco", "m-1"); m.Balance.Available != 700 {
+		t.Fatalf("the balance moved to %d, want 700", m.Balance.Available)
 	}
 	if got := rg.auditRows("adjustment.approved"); len(got) != 1 {
-		t.Fatalf("audit after checking again: %q", got)
+		t.Fatalf("audit after the page settled it: %q", got)
+	}
+}
+
+// Two approvers pressing Approve, and one pressing it again, at once: the
+// ledger applies the request once and the audit log says so once, under
+// the approver the request records.
+func TestRacingApprovalsAuditOnce(t *testing.T) {
+	t.Parallel()
+	rg := newBusRig(t, Options{ApprovalThreshold: 100})
+	rg.telco()
+	for _, u := range []string{"olga", "bruno", "carla"} {
+		rg.user(u, RoleOperator)
+	}
+	olga := rg.browser()
+	ot := olga.mustSignIn("olga")
+	res, body := olga.post("/admin/members/adjust", url.Values{"csrf": {ot}, "program": {"telco"},
+		"member": {"m-1"}, "points": {"2500"}, "reason": {"goodwill"}})
+	mustStatus(t, "ask for 2500", res, body, http.StatusSeeOther)
+	var clicks []func()
+	for _, u := range []string{"bruno", "bruno", "carla", "carla"} {
+		b := rg.browser()
+		tok := b.mustSignIn(u)
+		clicks = append(clicks, func() {
+			b.post("/admin/approvals/1/approve", url.Values{"csrf": {tok}})
+		})
+	}
+	done := make(chan struct{})
+	for _, click := range clicks {
+		go func() { click(); done <- struct{}{} }()
+	}
+	for range clicks {
+		<-done
+	}
+	if m, _ := rg.ledger().Member(context.Background(), "telco", "m-1"); m.Balance.Available != 2500 {
+		t.Fatalf("four approvals at once credited %d, want 2500", m.Balance.Available)
+	}
+	var by string
+	if err := rg.db.QueryRow(context.Background(), `SELECT decided_by FROM bo_pending_adjustments
+		WHERE id = 1`).Scan(&by); err != nil {
+		t.Fatal(err)
+	}
+	got := rg.auditRows("adjustment.approved")
+	if len(got) != 1 || !strings.HasPrefix(got[0], by+" ") {
+		t.Fatalf("audit of one approval pressed four times: %q, want one by %s", got, by)
 	}
 }
 
@@ -252,5 +316,32 @@ func TestOversizedFormSaysSo(t *testing.T) {
 	if res.StatusCode != http.StatusRequestEntityTooLarge ||
 		!strings.Contains(problemText(body), "larger than the 64 KiB") {
 		t.Fatalf("a 2 MiB form: %d %s", res.StatusCode, problemText(body))
+	}
+}
+
+// A close of a member whose points are all pending forfeits them: the
+// statement shows the pending points each line moved, not a bare 0.
+func TestStatementShowsPendingPointsMoved(t *testing.T) {
+	t.Parallel()
+	rg := newBusRig(t, Options{ApprovalThreshold: 1000})
+	rg.now = time.Now().UTC() // the ledger's clock: the accrual stays pending
+	rg.apply(core.KindProgramUpsert, "shop", "", map[string]any{"name": "Shop",
+		"currency": "USD", "points_per_unit": "1", "pending_days": 30})
+	rg.apply(core.KindEnroll, "shop", "s-1", core.Enroll{Channel: "web"})
+	rg.apply(core.KindAccrue, "shop", "s-1", core.Accrue{EventType: "bill_paid", Amount: "300"})
+	rg.user("olga", RoleOperator)
+	olga := rg.browser()
+	token := olga.mustSignIn("olga")
+	res, body := olga.post("/admin/members/status", url.Values{"csrf": {token},
+		"program": {"shop"}, "member": {"s-1"}, "action": {"close"}, "reason": {"left"},
+		"confirm": {"s-1"}})
+	mustStatus(t, "close s-1", res, body, http.StatusSeeOther)
+	_, page, _ := olga.get("/admin/members?program=shop&member=s-1")
+	if !strings.Contains(page, "pending &#43;300") || !strings.Contains(page, "pending -300") {
+		t.Fatalf("the statement does not show the pending points moved:\n%s", page)
+	}
+	if m, _ := rg.ledger().Member(context.Background(), "shop", "s-1"); m.Status != "closed" ||
+		m.Balance.Pending != 0 {
+		t.Fatalf("s-1 after its close: %+v", m)
 	}
 }

@@ -9,3 +9,8 @@
 ALTER TABLE bo_pending_adjustments ADD COLUMN kind text NOT NULL DEFAULT 'adjust'
     CHECK (kind IN ('adjust', 'close'));
 ALTER TABLE bo_pending_adjustments ADD COLUMN form_id uuid UNIQUE;
+
+-- max_forfeit is the bound an approved close carries to the ledger, fixed
+-- at its first approval, so that a close sent again (after a failure or a
+-- late answer) is the same command even if the threshold changed since.
+ALTER TABLE bo_pending_adjustments ADD COLUMN max_forfeit bigint;
