@@ -919,9 +919,10 @@ func (t *txn) setStatus(ctx context.Context, prog *program, m *member, cmd *bus.
 	// asked of the merged account (a line ported out) must not close or
 	// suspend the account that absorbed it.
 	if m.ref != cmd.Member {
-		return nil, core.Errorf(core.Conflict, "member", "%q was merged into %q, which has "+
-			"its points now; change the status of %q by its own reference", cmd.Member,
-			m.ref, m.ref)
+		return nil, core.Errorf(core.Conflict, "member", "%q was merged into %q and has no "+
+			"account of its own: there is no status of %q to change, and nothing was "+
+			"changed (%q's status is the whole account's; its points include %q's)",
+			cmd.Member, m.ref, cmd.Member, m.ref, cmd.Member)
 	}
 	next := map[string]string{core.KindSuspend: "suspended", core.KindReactivate: "active",
 		core.KindClose: "closed"}[cmd.Kind]
@@ -994,9 +995,15 @@ func (t *txn) noOpenHolds(ctx context.Context, m *member) error {
 	if n == 0 {
 		return nil
 	}
-	return core.Errorf(core.Conflict, "member", "member %q has %d open holds (payments "+
-		"authorized and not yet captured): capture or release them first, or close it "+
-		"after %s, when the last one runs out", m.ref, n, last.UTC().Format(time.RFC3339))
+	holds := "open holds (payments authorized and not yet captured): capture or release " +
+		"them first"
+	if n == 1 {
+		holds = "open hold (a payment authorized and not yet captured): capture or release " +
+			"it first"
+	}
+	return core.Errorf(core.Conflict, "member", "member %q has %d %s, or close it after %s, "+
+		"when the last one runs out (send the close then with a new idempotency key: this "+
+		"one keeps this answer)", m.ref, n, holds, last.UTC().Format(time.RFC3339))
 }
 
 // noPendingConversion refuses to close m while a conversion of its points
