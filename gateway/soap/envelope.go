@@ -8,6 +8,8 @@ import (
 	"io"
 	"strings"
 
+	"golang.org/x/text/encoding/charmap"
+
 	"github.com/puntos-loyalty/puntos/core"
 )
 
@@ -92,6 +94,7 @@ func invalid(field, format string, args ...any) error {
 // names come back fully qualified whatever prefixes the caller chose.
 func parseEnvelope(body []byte, lim Limits) (*envelope, error) {
 	dec := xml.NewDecoder(bytes.NewReader(body))
+	dec.CharsetReader = charsetReader
 	var root *node
 	var stack []*node
 	elements := 0
@@ -178,6 +181,22 @@ func parseEnvelope(body []byte, lim Limits) (*envelope, error) {
 	return env, nil
 }
 
+// charsetReader reads envelopes declared in the single-byte charsets of
+// legacy systems (<?xml version="1.0" encoding="ISO-8859-1"?>) as UTF-8.
+// Any other declared charset is refused by name.
+func charsetReader(label string, in io.Reader) (io.Reader, error) {
+	switch strings.ToLower(strings.TrimSpace(label)) {
+	case "iso-8859-1", "iso8859-1", "iso_8859-1", "latin1", "l1":
+		return charmap.ISO8859_1.NewDecoder().Reader(in), nil
+	case "windows-1252", "cp1252":
+		return charmap.Windows1252.NewDecoder().Reader(in), nil
+	case "us-ascii", "ascii":
+		return in, nil // a subset of UTF-8; a byte above 127 fails as invalid UTF-8
+	}
+	return nil, fmt.Errorf("the envelope declares the charset %q: send UTF-8, ISO-8859-1 "+
+		"or windows-1252", label)
+}
+
 // trimXMLError drops the package prefix of an encoding/xml error.
 func trimXMLError(err error) string {
 	return strings.TrimPrefix(err.Error(), "XML syntax error ")
@@ -187,6 +206,7 @@ func trimXMLError(err error) string {
 // pass, so that prefixes declared on the Envelope or Body still resolve.
 func decodeOperation(body []byte, v any) error {
 	dec := xml.NewDecoder(bytes.NewReader(body))
+	dec.CharsetReader = charsetReader
 	depth := 0
 	for {
 		tok, err := dec.Token()

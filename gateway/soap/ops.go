@@ -379,7 +379,8 @@ func (s *Server) transfer(c *call, in *gen.TransferPoints) (any, error) {
 // element Reason.
 func checkReason(reason string) error {
 	if err := core.CheckReason(reason, false); err != nil {
-		return invalid("Reason", "is longer than %d characters", core.MaxReason)
+		ce, _ := core.AsError(err)
+		return invalid("Reason", "%s", ce.Message) // the element's name, the check's words
 	}
 	return nil
 }
