@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/puntos-loyalty/puntos/core"
 	"github.com/puntos-loyalty/puntos/gateway/soap"
@@ -298,6 +300,25 @@ func lookup(getenv func(string) string, name string) (string, bool) {
 	return v, v != ""
 }
 
+// validSource reports whether s may name an API key's source: 1-128
+// characters of valid UTF-8, no '/' (bus.MsgID separates source and
+// transaction id with it), no control characters (the audit log and the
+// logs show it) and no spaces at either end. Inner spaces pass: names
+// such as "billing team" were taken before 5 December 2026, and a source
+// renamed would lose its callers' idempotency.
+func validSource(s string) bool {
+	if s == "" || !utf8.ValidString(s) || utf8.RuneCountInString(s) > 128 ||
+		strings.TrimSpace(s) != s || strings.ContainsRune(s, '/') {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
+
 // Keys returns the API keys as key → source name.
 func (c *Config) Keys() (map[string]string, error) {
 	keys := map[string]string{}
@@ -312,10 +333,13 @@ func (c *Config) Keys() (map[string]string, error) {
 		}
 		// The source names the caller's commands on the bus and in the
 		// ledger; bus.MsgID needs it without '/'.
-		if !core.ValidRef(source) || strings.HasPrefix(source, core.PartnerSourcePrefix) {
-			return nil, fmt.Errorf("api-keys: source %q must be %s, and not start with %q "+
-				"(partners' keys are issued through the API)", source, core.RefRule,
-				core.PartnerSourcePrefix)
+		if !validSource(source) || strings.HasPrefix(source, core.PartnerSourcePrefix) {
+			return nil, fmt.Errorf("api-keys: source %q must be 1-128 characters without "+
+				"'/', control characters or spaces at either end, and not start with %q "+
+				"(partners' keys are issued through the API). A source's name keys its "+
+				"callers' idempotency keys: renaming a source lets a request sent before "+
+				"under the old name be applied again, so keep the names in use",
+				source, core.PartnerSourcePrefix)
 		}
 		keys[key] = source
 	}

@@ -66,9 +66,9 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		{"--api-keys=web=short", "api-keys (PUNTOS_API_KEYS): "},
 		// A source names a caller's commands on the bus and in the ledger:
 		// no '/' (the bus's message ids separate source and txn with it),
-		// nothing a URL segment would escape, and no partner's name.
+		// no control characters, and no partner's name.
 		{"--api-keys=shop/lima=key-0123456789", "api-keys (PUNTOS_API_KEYS): source \"shop/lima\""},
-		{"--api-keys=shop lima=key-0123456789", "api-keys (PUNTOS_API_KEYS): source"},
+		{"--api-keys=shop\x1blima=key-0123456789", "renaming a source lets a request"},
 		{"--api-keys=partner:acme=key-0123456789", "api-keys (PUNTOS_API_KEYS): source \"partner:acme\""},
 	} {
 		_, _, err := LoadConfig("run", []string{tc.args}, env(nil), &bytes.Buffer{})
@@ -128,5 +128,20 @@ func TestSecretsAreMasked(t *testing.T) {
 	}
 	if !strings.Contains(logged, "ledger:***@127.0.0.1") || !strings.Contains(logged, "billing=***") {
 		t.Errorf("masked configuration lost what is not secret: %s", logged)
+	}
+}
+
+// A source named with inner spaces, as versions before 5 December 2026
+// took, still loads under the same name: its callers' idempotency keys are
+// stored under it, and a rename would let their retries apply again.
+func TestAPIKeySourceWithSpacesKeepsItsName(t *testing.T) {
+	cfg, _, err := LoadConfig("run", []string{"--api-keys=billing team=key-0123456789"},
+		env(nil), &bytes.Buffer{})
+	if err != nil {
+		t.Fatalf("a source with a space: %v", err)
+	}
+	keys, err := cfg.Keys()
+	if err != nil || keys["key-0123456789"] != "billing team" {
+		t.Fatalf("keys %v, %v; want the key under source \"billing team\"", keys, err)
 	}
 }
