@@ -42,6 +42,7 @@ func TestCheckCommand(t *testing.T) {
 			"points_per_unit": "1"}},
 		{core.KindEnroll, "569001", core.Enroll{Channel: "web"}},
 		{core.KindCredit, "569001", core.Credit{Points: 250, Reason: "welcome"}},
+		{core.KindAuthorize, "569001", core.Authorize{Points: 50}},
 	} {
 		body, _ := json.Marshal(c.payload)
 		cmd := bus.Command{ID: uuid.NewString(), Kind: c.kind, Source: "test",
@@ -54,14 +55,28 @@ func TestCheckCommand(t *testing.T) {
 		}
 	}
 	out, err := puntosCLI(t, "check", "--database-url", db)
-	if err != nil || !strings.Contains(out, "ledger check OK: 1 members, 1 postings, 1 lots") {
+	if err != nil || !strings.Contains(out, "ledger check OK: 1 members, 2 postings, 1 lots") {
 		t.Fatalf("check of a sound ledger: %v\n%s", err, out)
 	}
+	// A hold that reserves more than the member's held points.
+	if _, err := pool.Exec(ctx, `UPDATE holds SET amount = amount + 10`); err != nil {
+		t.Fatal(err)
+	}
+	out, err = puntosCLI(t, "check", "--database-url", db)
+	if err == nil || !strings.Contains(out, "BREACH telco/569001: cached available/held/pending "+
+		"200/50/0; postings 200/50/0; lots remaining 250, held 50, pending 0; open holds 60") {
+		t.Fatalf("check of a hold 10 points off: %v\n%s", err, out)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE holds SET amount = amount - 10`); err != nil {
+		t.Fatal(err)
+	}
+	// A cached balance 5 points off its postings and lots.
 	if _, err := pool.Exec(ctx, `UPDATE members SET available = available + 5`); err != nil {
 		t.Fatal(err)
 	}
 	out, err = puntosCLI(t, "check", "--database-url", db)
-	if err == nil || !strings.Contains(out, "BREACH 569001: cached available/held/pending 255/0/0; postings 250/0/0") {
+	if err == nil || !strings.Contains(out, "BREACH telco/569001: cached available/held/pending 205/50/0; postings 200/50/0") ||
+		!strings.Contains(err.Error(), "found 1 breach") {
 		t.Fatalf("check of a balance 5 points off: %v\n%s", err, out)
 	}
 }

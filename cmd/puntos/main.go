@@ -192,11 +192,18 @@ func check(ctx context.Context, cfg *app.Config, log *slog.Logger, stdout io.Wri
 		return err
 	}
 	for _, b := range breaches {
-		fmt.Fprintf(stdout, "BREACH %s: %s\n", b.Member, b.What)
+		who := b.Member
+		if b.Program != "" {
+			who = b.Program + "/" + b.Member
+		}
+		fmt.Fprintf(stdout, "BREACH %s: %s\n", who, b.What)
 	}
-	if len(breaches) > 0 {
+	switch n := len(breaches); {
+	case n == 1:
+		return errors.New("the ledger check found 1 breach")
+	case n > 1:
 		return fmt.Errorf("the ledger check found %d breaches (at most 100 of each kind "+
-			"are listed)", len(breaches))
+			"are listed)", n)
 	}
 	fmt.Fprintf(stdout, "ledger check OK: %d members, %d postings, %d lots; every balance "+
 		"equals its postings and its lots\n", members, postings, lots)

@@ -539,6 +539,9 @@ func (l *Ledger) ResultOf(ctx context.Context, cmd bus.Command) (*bus.Result, er
 
 // Violation is one breach of the ledger's invariants.
 type Violation struct {
+	// Program is the member's program, when the breach is of a member's
+	// figures.
+	Program string `json:"program,omitempty"`
 	// Member is the member's customer reference, or "member <id>" when the
 	// member row is missing, or "unknown member" when no member is known.
 	Member string `json:"member"`
@@ -548,7 +551,7 @@ type Violation struct {
 // Check verifies the ledger's invariants for every member: the cached
 // figures equal the sums of the postings; the lots' remaining points equal
 // what is spendable (when not negative), held and pending; held parts of
-// lots equal the member's held figure; no lot is negative or over-reserved
+// lots, and what its open holds reserve, equal the member's held figure; no lot is negative or over-reserved
 // (the table's checks guarantee that). It also reports rows that refer to
 // what does not exist, which no foreign key refuses on the ledger's busiest
 // tables (migration 0015): a posting, lot, accrual amount or lot move whose
@@ -576,15 +579,21 @@ const checkBalancesSQL = `
 	lo AS (
 		SELECT member_id, sum(remaining) AS r, sum(held) AS h,
 			sum(remaining) FILTER (WHERE pending) AS pe
-		FROM lots GROUP BY member_id)
-	SELECT m.customer_ref, m.available, m.held, m.pending,
+		FROM lots GROUP BY member_id),
+	ho AS (
+		SELECT member_id, sum(amount - captured) AS h
+		FROM holds WHERE status = 'open' GROUP BY member_id)
+	SELECT g.code, m.customer_ref, m.available, m.held, m.pending,
 		coalesce(p.a, 0), coalesce(p.h, 0), coalesce(p.pe, 0),
-		coalesce(lo.r, 0), coalesce(lo.h, 0), coalesce(lo.pe, 0)
-	FROM members m LEFT JOIN p ON p.member_id = m.id LEFT JOIN lo ON lo.member_id = m.id
+		coalesce(lo.r, 0), coalesce(lo.h, 0), coalesce(lo.pe, 0), coalesce(ho.h, 0)
+	FROM members m JOIN programs g ON g.id = m.program_id
+	LEFT JOIN p ON p.member_id = m.id LEFT JOIN lo ON lo.member_id = m.id
+	LEFT JOIN ho ON ho.member_id = m.id
 	WHERE m.available <> coalesce(p.a, 0) OR m.held <> coalesce(p.h, 0)
 	   OR m.pending <> coalesce(p.pe, 0)
 	   OR greatest(m.available, 0) + m.held + m.pending <> coalesce(lo.r, 0)
 	   OR m.held <> coalesce(lo.h, 0) OR m.pending <> coalesce(lo.pe, 0)
+	   OR m.held <> coalesce(ho.h, 0)
 	LIMIT 100`
 
 func (l *Ledger) checkBalances(ctx context.Context) ([]Violation, error) {
@@ -595,14 +604,15 @@ func (l *Ledger) checkBalances(ctx context.Context) ([]Violation, error) {
 	defer rows.Close()
 	var out []Violation
 	for rows.Next() {
-		var ref string
-		var a, h, pe, pa, ph, ppe, lr, lh, lpe int64
-		if err := rows.Scan(&ref, &a, &h, &pe, &pa, &ph, &ppe, &lr, &lh, &lpe); err != nil {
+		var prog, ref string
+		var a, h, pe, pa, ph, ppe, lr, lh, lpe, oh int64
+		if err := rows.Scan(&prog, &ref, &a, &h, &pe, &pa, &ph, &ppe, &lr, &lh, &lpe,
+			&oh); err != nil {
 			return nil, err
 		}
-		out = append(out, Violation{Member: ref, What: fmt.Sprintf(
+		out = append(out, Violation{Program: prog, Member: ref, What: fmt.Sprintf(
 			"cached available/held/pending %d/%d/%d; postings %d/%d/%d; lots remaining %d, "+
-				"held %d, pending %d", a, h, pe, pa, ph, ppe, lr, lh, lpe)})
+				"held %d, pending %d; open holds %d", a, h, pe, pa, ph, ppe, lr, lh, lpe, oh)})
 	}
 	return out, rows.Err()
 }
