@@ -91,6 +91,28 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
 		return err
 	}
 	sort.Strings(names)
+	// A database a newer Puntos migrated has tables and columns this
+	// version does not know to fill: rows it wrote there would lack them
+	// (an older binary started after an upgrade, or a rollback).
+	known := 0
+	for _, name := range names {
+		if v, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(name, "migrations/"),
+			"_", 2)[0]); err == nil && v > known {
+			known = v
+		}
+	}
+	var newest int
+	var newestName string
+	err = conn.QueryRow(ctx, `SELECT version, name FROM schema_migrations
+		ORDER BY version DESC LIMIT 1`).Scan(&newest, &newestName)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("read schema_migrations: %w", err)
+	}
+	if newest > known {
+		return fmt.Errorf("the database was migrated by a newer Puntos (migration %s); this "+
+			"version knows migrations up to %d and would write rows the newer one reads "+
+			"wrong: run that version or a later one", newestName, known)
+	}
 	for _, name := range names {
 		base := strings.TrimPrefix(name, "migrations/")
 		version, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])

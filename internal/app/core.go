@@ -121,18 +121,44 @@ func (l *leases) close() {
 	}
 }
 
+// tellLeaseHeld says that another core on the same database holds the
+// lease of partition p. Beside a NATS server of its own that is a standby,
+// which takes over when the other stops. With the embedded NATS it is a
+// mistake: this process's commands are on its own bus, which no other
+// process reads, so they wait (answered 202) until the other stops.
+func (a *App) tellLeaseHeld(p int) {
+	if a.cfg.NATSURL != "" {
+		a.log.Info("Partition leased by another core on this database; standing by",
+			"partition", p)
+		return
+	}
+	a.log.Warn("Partition leased by another process on this database: the commands this "+
+		"process takes wait until that one stops (two `puntos run` on one database, each "+
+		"with its embedded NATS, do not share work; run one, or set NATS_URL for all)",
+		"partition", p)
+}
+
 // leasePartition consumes partition p while this process holds its lease,
 // so that one member's commands are applied by one consumer, in order.
 func (a *App) leasePartition(ctx context.Context, p int) {
+	told := false // that another process holds the lease, said once per wait
 	for ctx.Err() == nil {
 		got, gen, err := a.leases.acquire(ctx, p)
 		if err != nil || !got {
 			if err != nil && ctx.Err() == nil {
 				a.log.Warn("Partition lease not taken", "partition", p, "error", err)
 			}
+			if err == nil && !told {
+				told = true
+				a.tellLeaseHeld(p)
+			}
 			sleep(ctx, 2*time.Second)
 			continue
 		}
+		if told {
+			a.log.Info("Partition lease taken: applying its commands", "partition", p)
+		}
+		told = false
 		a.log.Debug("Consuming partition", "partition", p)
 
 		// Consume until ctx ends or the lease is lost.
