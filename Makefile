@@ -15,6 +15,9 @@ endif
 SERVICES := deploy/local/services.sh
 LOAD_ENV := eval "$$($(SERVICES) env)"
 BIN      := bin/puntos
+# The version `puntos version` and the start-up log print: the commit, marked
+# -dirty when the checkout has changes (dev outside a git checkout).
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .PHONY: services services-down build run test bench demo fmt vet clean
 
@@ -28,7 +31,7 @@ services-down:
 
 ## build: compile bin/puntos
 build:
-	go build -o $(BIN) ./cmd/puntos
+	go build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/puntos
 
 ## run: start the services, then run Puntos against them
 run: services build
