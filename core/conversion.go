@@ -393,6 +393,11 @@ type Conversion struct {
 	LastError   string     `json:"last_error,omitempty"`
 	RequestedAt time.Time  `json:"requested_at"`
 	ResolvedAt  *time.Time `json:"resolved_at,omitempty"`
+	// Dispute is what the other program answered about a settled
+	// conversion when it differs from how we settled it, and DisputedAt
+	// when the reconciliation first saw it; a person decides what to do.
+	Dispute    string     `json:"dispute,omitempty"`
+	DisputedAt *time.Time `json:"disputed_at,omitempty"`
 }
 
 // ConversionHoldTxn is the transaction id of the hold a conversion puts on

@@ -460,23 +460,37 @@ func (w *Worker) Reconcile(ctx context.Context) (ReconcileReport, error) {
 				continue
 			}
 			if a.Outcome != Confirmed || a.Reference != c.Reference {
-				rep.Mismatches = append(rep.Mismatches, w.mismatch(c, a))
+				rep.Mismatches = append(rep.Mismatches, w.mismatch(ctx, c, a, now, &errs))
 			}
 		case core.ConversionRefused:
 			if a.Outcome == Confirmed {
-				rep.Mismatches = append(rep.Mismatches, w.mismatch(c, a))
+				rep.Mismatches = append(rep.Mismatches, w.mismatch(ctx, c, a, now, &errs))
 			}
 		}
 	}
 	return rep, errors.Join(errs...)
 }
 
-func (w *Worker) mismatch(c core.Conversion, a Answer) Mismatch {
+// mismatch logs a conversion the other program answers otherwise than we
+// settled it and records the dispute on the conversion, where the back
+// office and /metrics show it.
+func (w *Worker) mismatch(ctx context.Context, c core.Conversion, a Answer, now time.Time,
+	errs *[]error) Mismatch {
 	m := Mismatch{Conversion: c.ID, External: c.External, Ours: c.Status,
 		Theirs: a.Outcome.String()}
 	w.log.Error("Conversion differs from the partner's answer; a person must look",
 		"conversion_id", c.ID, "program", c.Program, "external", c.External,
 		"ours", c.Status, "ours_reference", c.Reference, "theirs", m.Theirs,
 		"theirs_reference", a.Reference, "theirs_code", a.Code)
+	theirs := "the other program answers " + m.Theirs
+	if a.Reference != "" {
+		theirs += " (reference " + a.Reference + ")"
+	}
+	if a.Code != "" {
+		theirs += " (code " + a.Code + ")"
+	}
+	if err := w.ledger.DisputeConversion(ctx, c.ID, theirs, now); err != nil {
+		*errs = append(*errs, err)
+	}
 	return m
 }

@@ -272,8 +272,23 @@ func TestReconcileReportsMismatch(t *testing.T) {
 		rep.Mismatches[0].Theirs != "confirmed" {
 		t.Fatalf("reconciliation %+v, want the refused conversion reported", rep)
 	}
-	if got := e.conversion(prog, member, c.ID); got.Status != core.ConversionRefused {
+	got := e.conversion(prog, member, c.ID)
+	if got.Status != core.ConversionRefused {
 		t.Fatalf("conversion became %s; a mismatch is for a person", got.Status)
+	}
+	// The dispute is recorded on the conversion, where the back office and
+	// /metrics show it, with the other program's words.
+	if got.DisputedAt == nil || !strings.Contains(got.Dispute, "confirmed (reference SKY-LATE)") {
+		t.Fatalf("the disputed conversion reads %q at %v", got.Dispute, got.DisputedAt)
+	}
+	counts, err := e.ledger.DisputedConversions(context.Background())
+	if err != nil || len(counts) != 1 || counts[0].Count != 1 || counts[0].External != ext.Code {
+		t.Fatalf("disputed conversions counted %+v, %v; want 1 for %s", counts, err, ext.Code)
+	}
+	pending, err := e.ledger.PendingConversions(context.Background(), prog, member)
+	if err != nil || len(pending) != 1 || pending[0].ID != c.ID {
+		t.Fatalf("the member's conversions to look at: %+v %v, want the disputed one", pending,
+			err)
 	}
 	e.wantBalance(prog, member, 5000, 0)
 	e.check()

@@ -567,13 +567,13 @@ func (l *Ledger) SealCredentials(ctx context.Context) (int, error) {
 
 const conversionCols = `c.id, p.code, c.member_ref, c.external_code, c.points, c.amount,
 	c.account_id, c.status, c.hold_txn_id, c.reference, c.refusal_code, c.attempts,
-	c.last_error, c.requested_at, c.resolved_at`
+	c.last_error, c.requested_at, c.resolved_at, c.dispute, c.disputed_at`
 
 func scanConversion(row pgx.Row) (*core.Conversion, error) {
 	c := &core.Conversion{}
 	err := row.Scan(&c.ID, &c.Program, &c.Member, &c.External, &c.Points, &c.Amount,
 		&c.AccountID, &c.Status, &c.HoldTxnID, &c.Reference, &c.RefusalCode, &c.Attempts,
-		&c.LastError, &c.RequestedAt, &c.ResolvedAt)
+		&c.LastError, &c.RequestedAt, &c.ResolvedAt, &c.Dispute, &c.DisputedAt)
 	if err != nil {
 		return nil, err
 	}
@@ -677,9 +677,10 @@ func (l *Ledger) Conversions(ctx context.Context, program, ref, cursor string,
 	return page, nil
 }
 
-// PendingConversions returns every pending conversion of the member known
-// by ref (the same members as Conversions), oldest request first: the ones
-// a person may have to resolve, however many settled ones came after.
+// PendingConversions returns every pending or disputed conversion of the
+// member known by ref (the same members as Conversions), oldest request
+// first: the ones a person may have to resolve or look at, however many
+// settled ones came after.
 // Errors: not_found.
 func (l *Ledger) PendingConversions(ctx context.Context, program, ref string) (
 	[]core.Conversion, error) {
@@ -692,7 +693,7 @@ func (l *Ledger) PendingConversions(ctx context.Context, program, ref string) (
 		WHERE c.member_id = ANY (ARRAY(SELECT $1::uuid UNION
 				SELECT m.id FROM members m JOIN programs mp ON mp.id = m.program_id
 				WHERE mp.code = $2 AND m.customer_ref = $3))
-		  AND p.code = $2 AND c.status = 'pending'
+		  AND p.code = $2 AND (c.status = 'pending' OR c.disputed_at IS NOT NULL)
 		ORDER BY c.requested_at, c.id LIMIT 500`, m.ID, program, ref)
 	if err != nil {
 		return nil, fmt.Errorf("list pending conversions: %w", err)
@@ -772,6 +773,37 @@ func (l *Ledger) ConversionsPending(ctx context.Context) ([]PendingConversions, 
 		WHERE c.status = 'pending' GROUP BY p.code, c.external_code ORDER BY 1, 2`)
 	if err != nil {
 		return nil, fmt.Errorf("count pending conversions: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (PendingConversions, error) {
+		var p PendingConversions
+		err := r.Scan(&p.Program, &p.External, &p.Count, &p.Oldest)
+		return p, err
+	})
+}
+
+// DisputeConversion records that the other program answers settled
+// conversion id otherwise than we settled it: what it said, and when this
+// was first seen (a later reconciliation keeps the first time and the
+// latest words). It changes nothing else.
+func (l *Ledger) DisputeConversion(ctx context.Context, id, theirs string, at time.Time) error {
+	_, err := l.pool.Exec(ctx, `UPDATE conversions
+		SET disputed_at = coalesce(disputed_at, $2), dispute = $3
+		WHERE id = $1 AND status <> 'pending'`, id, at.UTC(), theirs)
+	if err != nil {
+		return fmt.Errorf("record the dispute of conversion %s: %w", id, err)
+	}
+	return nil
+}
+
+// DisputedConversions counts the disputed conversions by program and
+// external program.
+func (l *Ledger) DisputedConversions(ctx context.Context) ([]PendingConversions, error) {
+	rows, err := l.pool.Query(ctx, `SELECT p.code, c.external_code, count(*),
+			min(c.disputed_at)
+		FROM conversions c JOIN programs p ON p.id = c.program_id
+		WHERE c.disputed_at IS NOT NULL GROUP BY p.code, c.external_code ORDER BY 1, 2`)
+	if err != nil {
+		return nil, fmt.Errorf("count disputed conversions: %w", err)
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (PendingConversions, error) {
 		var p PendingConversions

@@ -122,8 +122,8 @@ func (s *Server) membersPage(w http.ResponseWriter, r *http.Request, sess *sessi
 	s.render(w, r, http.StatusOK, "members.html", page)
 }
 
-// memberConversions are a member's pending conversions, however old, then
-// the latest ten settled ones, newest first.
+// memberConversions are a member's pending and disputed conversions,
+// however old, then the latest ten other settled ones, newest first.
 func memberConversions(ctx context.Context, cr conversionReader, program, ref string) (
 	[]core.Conversion, error) {
 	out, err := cr.PendingConversions(ctx, program, ref)
@@ -136,7 +136,7 @@ func memberConversions(ctx context.Context, cr conversionReader, program, ref st
 	}
 	settled := 0
 	for _, c := range page.Conversions {
-		if c.Status != core.ConversionPending && settled < 10 {
+		if c.Status != core.ConversionPending && c.DisputedAt == nil && settled < 10 {
 			out = append(out, c)
 			settled++
 		}

@@ -254,4 +254,16 @@ func TestResolveConversionFromTheBackOffice(t *testing.T) {
 	if m, _ := rg.ledger().Member(ctx, "telco", "m-1"); m.Balance.Available != 180 {
 		t.Fatalf("a refused second resolution moved points: %+v", m.Balance)
 	}
+	// The airline's reconciliation later denies it: the member page shows
+	// the dispute among the conversions to look at, however many came after.
+	if err := rg.ledger().DisputeConversion(ctx, id, "the other program answers refused",
+		rg.now); err != nil {
+		t.Fatal(err)
+	}
+	_, html, _ = olga.get("/admin/members?program=telco&member=m-1")
+	if !strings.Contains(html, "disputed since") ||
+		!strings.Contains(html, "the other program answers refused") ||
+		strings.Count(html, `id="conversion-`+id+`"`) != 1 {
+		t.Fatalf("the member page does not show the dispute once:\n%s", html)
+	}
 }

@@ -144,6 +144,7 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger, roles Roles) (*Ap
 	if roles.Adapters {
 		// Pending conversions: exported by the processes that deliver them.
 		a.metrics.reg.MustRegister(newConversionsPendingCollector(a.Ledger.ConversionsPending,
+			a.Ledger.DisputedConversions,
 			log))
 		actx, acancel := context.WithCancel(bg)
 		a.sinkCancel = acancel

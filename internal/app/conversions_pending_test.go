@@ -83,4 +83,20 @@ func TestMetricsCountPendingConversions(t *testing.T) {
 	if s := scrape(t, a.Addr()); s[pending] != 0 {
 		t.Fatalf("pending after resolving: %v", s[pending])
 	}
+	// The airline later says it did credit the second: a dispute, counted.
+	const disputed = `puntos_conversions_disputed{external="sky",program="telco"}`
+	if s := scrape(t, a.Addr()); s[disputed] != 0 {
+		t.Fatalf("disputed before any dispute: %v", s[disputed])
+	}
+	if err := a.Ledger.DisputeConversion(t.Context(), ids[1],
+		"the other program answers confirmed (reference SKY-9)", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if s := scrape(t, a.Addr()); s[disputed] != 1 {
+		t.Fatalf("disputed after one dispute: %v, want 1", s[disputed])
+	}
+	d := c.must(200, "GET", m+"/conversions/"+ids[1], "", nil)
+	if !strings.Contains(jstr(t, d, "dispute"), "SKY-9") {
+		t.Fatalf("the disputed conversion over REST: %s", d.raw)
+	}
 }
