@@ -618,6 +618,17 @@ func (l *Ledger) Conversion(ctx context.Context, program, ref, id string) (*core
 	return c, nil
 }
 
+// memberConversionsFrom selects the conversions of a member ($1, the one
+// a reference leads to) and of the member that holds the reference itself
+// ($3, in program $2): the survivor of a merge answers for the conversions
+// of the accounts merged into it, and a merged reference still finds its own.
+const memberConversionsFrom = `
+	FROM conversions c JOIN programs p ON p.id = c.program_id
+	WHERE c.member_id = ANY (ARRAY(SELECT $1::uuid UNION
+			SELECT m.id FROM members m JOIN programs mp ON mp.id = m.program_id
+			WHERE mp.code = $2 AND m.customer_ref = $3))
+	  AND p.code = $2`
+
 // ConversionPage is one page of a member's conversions, newest first.
 type ConversionPage struct {
 	Member      string            `json:"member"`
@@ -650,12 +661,8 @@ func (l *Ledger) Conversions(ctx context.Context, program, ref, cursor string,
 
 	// The same members as Conversion: the one the reference leads to (the
 	// survivor of a merge) and the one that holds the reference itself.
-	rows, err := l.pool.Query(ctx, `SELECT `+conversionCols+`
-		FROM conversions c JOIN programs p ON p.id = c.program_id
-		WHERE c.member_id = ANY (ARRAY(SELECT $1::uuid UNION
-				SELECT m.id FROM members m JOIN programs mp ON mp.id = m.program_id
-				WHERE mp.code = $2 AND m.customer_ref = $3))
-		  AND p.code = $2 AND (c.requested_at, c.id) < ($4, $5::uuid)
+	rows, err := l.pool.Query(ctx, `SELECT `+conversionCols+memberConversionsFrom+`
+		  AND (c.requested_at, c.id) < ($4, $5::uuid)
 		ORDER BY c.requested_at DESC, c.id DESC LIMIT $6`, m.ID, program, ref,
 		beforeAt, beforeID, limit+1)
 	if err != nil {
@@ -688,12 +695,8 @@ func (l *Ledger) PendingConversions(ctx context.Context, program, ref string) (
 	if err != nil {
 		return nil, err
 	}
-	rows, err := l.pool.Query(ctx, `SELECT `+conversionCols+`
-		FROM conversions c JOIN programs p ON p.id = c.program_id
-		WHERE c.member_id = ANY (ARRAY(SELECT $1::uuid UNION
-				SELECT m.id FROM members m JOIN programs mp ON mp.id = m.program_id
-				WHERE mp.code = $2 AND m.customer_ref = $3))
-		  AND p.code = $2 AND (c.status = 'pending' OR c.disputed_at IS NOT NULL)
+	rows, err := l.pool.Query(ctx, `SELECT `+conversionCols+memberConversionsFrom+`
+		  AND (c.status = 'pending' OR c.disputed_at IS NOT NULL)
 		ORDER BY c.requested_at, c.id LIMIT 500`, m.ID, program, ref)
 	if err != nil {
 		return nil, fmt.Errorf("list pending conversions: %w", err)
