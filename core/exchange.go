@@ -42,6 +42,25 @@ const EventPartnerPurchase = "partner_purchase"
 // PartnerSource is the command source of the partner with the given code.
 func PartnerSource(code string) string { return PartnerSourcePrefix + code }
 
+// ReservedSource reports whether source is one Puntos gives its own
+// commands (the back office, conversions, bulk files, partners, the
+// sweep), compared without regard to case: an API key or SOAP user named
+// so would share their idempotency keys, and could answer or block the
+// back office's approvals with a transaction id of theirs.
+func ReservedSource(source string) bool {
+	s := strings.ToLower(source)
+	switch s {
+	case "backoffice", SourceConversion, "puntos":
+		return true
+	}
+	for _, prefix := range []string{PartnerSourcePrefix, "file:", "puntos."} {
+		if strings.HasPrefix(s, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
 // Partner key scopes: the operations a key may call.
 const (
 	ScopeBalance   = "balance"

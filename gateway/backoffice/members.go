@@ -558,6 +558,7 @@ func (s *Server) settleSent(ctx context.Context) error {
 		FROM commands c
 		WHERE b.status = 'submitted' AND c.source = $1
 		  AND c.txn_id = 'backoffice-approval-' || b.id
+		  AND c.kind = CASE b.kind WHEN 'close' THEN 'member.close' ELSE 'points.adjust' END
 		RETURNING b.id, b.kind, b.program, b.member, b.points, b.requested_by,
 			coalesce(b.decided_by, ''), b.status, b.outcome`, Source)
 	if err != nil {

@@ -345,3 +345,11 @@ func TestStatementShowsPendingPointsMoved(t *testing.T) {
 		t.Fatalf("s-1 after its close: %+v", m)
 	}
 }
+
+// The back office's own source is one no API key or SOAP user may take:
+// its approvals' transaction ids are answered by the ledger under it.
+func TestBackOfficeSourceIsReserved(t *testing.T) {
+	if !core.ReservedSource(Source) {
+		t.Fatalf("the back office's source %q is not reserved", Source)
+	}
+}

@@ -59,6 +59,11 @@ func ParseUsers(spec string) ([]Credential, error) {
 			return nil, fmt.Errorf("soap-users: entry %d must be name:password:operations", i+1)
 		}
 		password, grants := rest[:cut], rest[cut+1:]
+		if core.ReservedSource(name) {
+			return nil, fmt.Errorf("soap-users: entry %d: %q is a name Puntos gives its own "+
+				"commands (a SOAP user's name is the source of its calls); choose another",
+				i+1, name)
+		}
 		if !core.ValidRef(name) || strings.ContainsAny(name, ":,") {
 			return nil, fmt.Errorf("soap-users: entry %d: the name must be 1-128 letters, "+
 				"digits or - . _ ~ @ ! $ & ' ( ) * + ; =", i+1)

@@ -157,6 +157,8 @@ func TestParseUsers(t *testing.T) {
 		"billing", "billing:short:*", "billing:billing-secret-01:Nope",
 		"billing:sha256:12:*", "bad name:billing-secret-01:*",
 		"a:billing-secret-01:*,a:billing-secret-02:*",
+		// A name Puntos gives its own commands is the source of the calls.
+		"backoffice:billing-secret-01:*", "conversion:billing-secret-01:*",
 	} {
 		_, err := ParseUsers(bad)
 		if err == nil {

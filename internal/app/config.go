@@ -302,8 +302,8 @@ func lookup(getenv func(string) string, name string) (string, bool) {
 
 // validSource reports whether s may name an API key's source: 1-128
 // characters of valid UTF-8, no '/' (bus.MsgID separates source and
-// transaction id with it), no control characters (the audit log and the
-// logs show it) and no spaces at either end. Inner spaces pass: names
+// transaction id with it), no control or format characters (the audit log
+// and the logs show it) and no spaces at either end. Inner spaces pass: names
 // such as "billing team" were taken before 5 December 2026, and a source
 // renamed would lose its callers' idempotency.
 func validSource(s string) bool {
@@ -312,7 +312,9 @@ func validSource(s string) bool {
 		return false
 	}
 	for _, r := range s {
-		if unicode.IsControl(r) {
+		// Format characters (zero-width spaces, bidi overrides) would make
+		// two sources look alike, or one read backwards in the audit log.
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
 			return false
 		}
 	}
@@ -333,13 +335,14 @@ func (c *Config) Keys() (map[string]string, error) {
 		}
 		// The source names the caller's commands on the bus and in the
 		// ledger; bus.MsgID needs it without '/'.
-		if !validSource(source) || strings.HasPrefix(source, core.PartnerSourcePrefix) {
+		if !validSource(source) || core.ReservedSource(source) {
 			return nil, fmt.Errorf("api-keys: source %q must be 1-128 characters without "+
-				"'/', control characters or spaces at either end, and not start with %q "+
-				"(partners' keys are issued through the API). A source's name keys its "+
-				"callers' idempotency keys: renaming a source lets a request sent before "+
-				"under the old name be applied again, so keep the names in use",
-				source, core.PartnerSourcePrefix)
+				"'/', control or invisible formatting characters or spaces at either end, "+
+				"and not a name Puntos gives its own commands (backoffice, conversion, "+
+				"puntos, or starting with partner:, file: or puntos.; partners' keys are "+
+				"issued through the API). A source's name keys its callers' idempotency "+
+				"keys: renaming a source lets a request sent before under the old name be "+
+				"applied again, so keep the names in use", source)
 		}
 		keys[key] = source
 	}

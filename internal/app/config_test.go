@@ -69,6 +69,14 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		// no control characters, and no partner's name.
 		{"--api-keys=shop/lima=key-0123456789", "api-keys (PUNTOS_API_KEYS): source \"shop/lima\""},
 		{"--api-keys=shop\x1blima=key-0123456789", "renaming a source lets a request"},
+		{"--api-keys=billing\u202eteam=key-0123456789", "api-keys (PUNTOS_API_KEYS): source"},
+		{"--api-keys=billing\u200bteam=key-0123456789", "api-keys (PUNTOS_API_KEYS): source"},
+		// Names Puntos gives its own commands: a key named so could answer
+		// the back office's approvals with a transaction id of its own.
+		{"--api-keys=backoffice=key-0123456789", "not a name Puntos gives its own commands"},
+		{"--api-keys=BackOffice=key-0123456789", "not a name Puntos gives its own commands"},
+		{"--api-keys=conversion=key-0123456789", "not a name Puntos gives its own commands"},
+		{"--api-keys=file:telco=key-0123456789", "not a name Puntos gives its own commands"},
 		{"--api-keys=partner:acme=key-0123456789", "api-keys (PUNTOS_API_KEYS): source \"partner:acme\""},
 	} {
 		_, _, err := LoadConfig("run", []string{tc.args}, env(nil), &bytes.Buffer{})
