@@ -209,6 +209,9 @@ func check(ctx context.Context, cfg *app.Config, log *slog.Logger, stdout io.Wri
 		return err
 	}
 	defer pool.Close()
+	if err := postgres.CheckSchema(ctx, pool); err != nil {
+		return err
+	}
 	var members, postings, lots int64
 	err = pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM members),
 		(SELECT count(*) FROM postings), (SELECT count(*) FROM lots)`).Scan(&members,

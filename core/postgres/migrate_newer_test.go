@@ -34,4 +34,21 @@ func TestMigrateRefusesANewerDatabase(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "newer Puntos (migration 9999_from_the_future.sql)") {
 		t.Fatalf("migrate a database a newer version migrated: %v", err)
 	}
+	// The processes that do not migrate (gateways, adapters) check too.
+	if err := CheckSchema(ctx, pool); err == nil || !strings.Contains(err.Error(), "newer Puntos") {
+		t.Fatalf("CheckSchema of a database a newer version migrated: %v", err)
+	}
+}
+
+// A database nothing migrated yet passes the check: the core migrates it.
+func TestCheckSchemaOfAnEmptyDatabase(t *testing.T) {
+	ctx := context.Background()
+	pool, err := Open(ctx, testenv.Database(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if err := CheckSchema(ctx, pool); err != nil {
+		t.Fatalf("CheckSchema of an empty database: %v", err)
+	}
 }

@@ -67,8 +67,57 @@ func scanUTC(m *pgtype.Map) {
 		Codec: &pgtype.ArrayCodec{ElementType: tz}})
 }
 
+// CheckSchema refuses a database a newer Puntos migrated: it has tables
+// and columns this version does not know to fill, and rows this version
+// wrote there would lack them (an older binary started after an upgrade,
+// or a rollback). Every process checks it at start, those that do not
+// migrate (gateways, adapters) included. A database not migrated yet
+// passes.
+func CheckSchema(ctx context.Context, pool *pgxpool.Pool) error {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquire: %w", err)
+	}
+	defer conn.Release()
+	return notNewer(ctx, conn)
+}
+
+// knownMigration is the newest migration this version carries.
+func knownMigration() int {
+	names, _ := fs.Glob(migrations, "migrations/*.sql")
+	known := 0
+	for _, name := range names {
+		if v, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(name, "migrations/"),
+			"_", 2)[0]); err == nil && v > known {
+			known = v
+		}
+	}
+	return known
+}
+
+func notNewer(ctx context.Context, conn *pgxpool.Conn) error {
+	var newest int
+	var newestName string
+	err := conn.QueryRow(ctx, `SELECT version, name FROM schema_migrations
+		ORDER BY version DESC LIMIT 1`).Scan(&newest, &newestName)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // no schema_migrations yet
+		return nil
+	}
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("read schema_migrations: %w", err)
+	}
+	if known := knownMigration(); newest > known {
+		return fmt.Errorf("the database was migrated by a newer Puntos (migration %s); this "+
+			"version knows migrations up to %d and would write rows the newer one reads "+
+			"wrong: run that version or a later one", newestName, known)
+	}
+	return nil
+}
+
 // Migrate applies the embedded migrations that the database lacks, in order,
-// each in its own transaction. Concurrent callers wait on an advisory lock.
+// each in its own transaction, after refusing a database a newer version
+// migrated (CheckSchema). Concurrent callers wait on an advisory lock.
 func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
@@ -91,27 +140,8 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
 		return err
 	}
 	sort.Strings(names)
-	// A database a newer Puntos migrated has tables and columns this
-	// version does not know to fill: rows it wrote there would lack them
-	// (an older binary started after an upgrade, or a rollback).
-	known := 0
-	for _, name := range names {
-		if v, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(name, "migrations/"),
-			"_", 2)[0]); err == nil && v > known {
-			known = v
-		}
-	}
-	var newest int
-	var newestName string
-	err = conn.QueryRow(ctx, `SELECT version, name FROM schema_migrations
-		ORDER BY version DESC LIMIT 1`).Scan(&newest, &newestName)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("read schema_migrations: %w", err)
-	}
-	if newest > known {
-		return fmt.Errorf("the database was migrated by a newer Puntos (migration %s); this "+
-			"version knows migrations up to %d and would write rows the newer one reads "+
-			"wrong: run that version or a later one", newestName, known)
+	if err := notNewer(ctx, conn); err != nil {
+		return err
 	}
 	for _, name := range names {
 		base := strings.TrimPrefix(name, "migrations/")

@@ -85,6 +85,8 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger, roles Roles) (*Ap
 		if err := postgres.Migrate(ctx, pool, log); err != nil {
 			return nil, fmt.Errorf("migrate: %w", err)
 		}
+	} else if err := postgres.CheckSchema(ctx, pool); err != nil {
+		return nil, err
 	}
 	a.Ledger = postgres.New(pool, log)
 	// The key of the credentials of external programs: the gateway seals
