@@ -398,6 +398,11 @@ type Conversion struct {
 	// when the reconciliation first saw it; a person decides what to do.
 	Dispute    string     `json:"dispute,omitempty"`
 	DisputedAt *time.Time `json:"disputed_at,omitempty"`
+	// DisputeSettledAt, By and Note say who marked the dispute settled,
+	// when and how (the member's points put right by an adjustment, say).
+	DisputeSettledAt *time.Time `json:"dispute_settled_at,omitempty"`
+	DisputeSettledBy string     `json:"dispute_settled_by,omitempty"`
+	DisputeNote      string     `json:"dispute_note,omitempty"`
 }
 
 // ConversionHoldTxn is the transaction id of the hold a conversion puts on

@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -471,6 +474,27 @@ func (w *Worker) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	return rep, errors.Join(errs...)
 }
 
+// partnerWords is a reference or code the other program sent, as the
+// member's page and the REST reads show it: control and formatting
+// characters (escape sequences, bidi overrides, zero-width spaces) dropped
+// and at most 100 characters kept.
+func partnerWords(s string) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range s {
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == utf8.RuneError {
+			continue
+		}
+		if n == 100 {
+			b.WriteString("…")
+			break
+		}
+		b.WriteRune(r)
+		n++
+	}
+	return b.String()
+}
+
 // mismatch logs a conversion the other program answers otherwise than we
 // settled it and records the dispute on the conversion, where the back
 // office and /metrics show it.
@@ -481,13 +505,13 @@ func (w *Worker) mismatch(ctx context.Context, c core.Conversion, a Answer, now 
 	w.log.Error("Conversion differs from the partner's answer; a person must look",
 		"conversion_id", c.ID, "program", c.Program, "external", c.External,
 		"ours", c.Status, "ours_reference", c.Reference, "theirs", m.Theirs,
-		"theirs_reference", a.Reference, "theirs_code", a.Code)
+		"theirs_reference", partnerWords(a.Reference), "theirs_code", partnerWords(a.Code))
 	theirs := "the other program answers " + m.Theirs
 	if a.Reference != "" {
-		theirs += " (reference " + a.Reference + ")"
+		theirs += " (reference " + partnerWords(a.Reference) + ")"
 	}
 	if a.Code != "" {
-		theirs += " (code " + a.Code + ")"
+		theirs += " (code " + partnerWords(a.Code) + ")"
 	}
 	if err := w.ledger.DisputeConversion(ctx, c.ID, theirs, now); err != nil {
 		*errs = append(*errs, err)

@@ -294,6 +294,20 @@ func TestReconcileReportsMismatch(t *testing.T) {
 	e.check()
 }
 
+// The other program's words reach the member's page and the logs without
+// control or formatting characters, and at most 100 characters long.
+func TestPartnerWords(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"SKY-LATE", "SKY-LATE"},
+		{"AB\u202eCD\x1b[2J\nx\u200by", "ABCD[2Jxy"},
+		{strings.Repeat("A", 300), strings.Repeat("A", 100) + "…"},
+	} {
+		if got := partnerWords(tc.in); got != tc.want {
+			t.Errorf("partnerWords(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
 // TestWrongCredentialsStayPending: a 401 is not a refusal of the credit.
 func TestWrongCredentialsStayPending(t *testing.T) {
 	e := newEnv(t)

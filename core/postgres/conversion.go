@@ -567,13 +567,15 @@ func (l *Ledger) SealCredentials(ctx context.Context) (int, error) {
 
 const conversionCols = `c.id, p.code, c.member_ref, c.external_code, c.points, c.amount,
 	c.account_id, c.status, c.hold_txn_id, c.reference, c.refusal_code, c.attempts,
-	c.last_error, c.requested_at, c.resolved_at, c.dispute, c.disputed_at`
+	c.last_error, c.requested_at, c.resolved_at, c.dispute, c.disputed_at,
+	c.dispute_settled_at, c.dispute_settled_by, c.dispute_note`
 
 func scanConversion(row pgx.Row) (*core.Conversion, error) {
 	c := &core.Conversion{}
 	err := row.Scan(&c.ID, &c.Program, &c.Member, &c.External, &c.Points, &c.Amount,
 		&c.AccountID, &c.Status, &c.HoldTxnID, &c.Reference, &c.RefusalCode, &c.Attempts,
-		&c.LastError, &c.RequestedAt, &c.ResolvedAt, &c.Dispute, &c.DisputedAt)
+		&c.LastError, &c.RequestedAt, &c.ResolvedAt, &c.Dispute, &c.DisputedAt,
+		&c.DisputeSettledAt, &c.DisputeSettledBy, &c.DisputeNote)
 	if err != nil {
 		return nil, err
 	}
@@ -696,7 +698,8 @@ func (l *Ledger) PendingConversions(ctx context.Context, program, ref string) (
 		return nil, err
 	}
 	rows, err := l.pool.Query(ctx, `SELECT `+conversionCols+memberConversionsFrom+`
-		  AND (c.status = 'pending' OR c.disputed_at IS NOT NULL)
+		  AND (c.status = 'pending'
+		    OR (c.disputed_at IS NOT NULL AND c.dispute_settled_at IS NULL))
 		ORDER BY c.requested_at, c.id LIMIT 500`, m.ID, program, ref)
 	if err != nil {
 		return nil, fmt.Errorf("list pending conversions: %w", err)
@@ -787,10 +790,14 @@ func (l *Ledger) ConversionsPending(ctx context.Context) ([]PendingConversions, 
 // DisputeConversion records that the other program answers settled
 // conversion id otherwise than we settled it: what it said, and when this
 // was first seen (a later reconciliation keeps the first time and the
-// latest words). It changes nothing else.
+// latest words). A dispute a person marked settled stays settled while
+// the other program says the same; other words open it again. It changes
+// nothing else.
 func (l *Ledger) DisputeConversion(ctx context.Context, id, theirs string, at time.Time) error {
 	_, err := l.pool.Exec(ctx, `UPDATE conversions
-		SET disputed_at = coalesce(disputed_at, $2), dispute = $3
+		SET disputed_at = CASE WHEN dispute = $3 THEN coalesce(disputed_at, $2) ELSE $2 END,
+			dispute_settled_at = CASE WHEN dispute = $3 THEN dispute_settled_at END,
+			dispute = $3
 		WHERE id = $1 AND status <> 'pending'`, id, at.UTC(), theirs)
 	if err != nil {
 		return fmt.Errorf("record the dispute of conversion %s: %w", id, err)
@@ -798,13 +805,49 @@ func (l *Ledger) DisputeConversion(ctx context.Context, id, theirs string, at ti
 	return nil
 }
 
-// DisputedConversions counts the disputed conversions by program and
-// external program.
+// SettleDispute marks the open dispute of conversion id, of the member
+// known by ref in program, settled by a person: who, when and how (the
+// note). It runs in tx, so that the caller's audit entry goes with it.
+// Errors: not_found (no such conversion of the member), conflict (no open
+// dispute).
+func SettleDispute(ctx context.Context, tx pgx.Tx, program, ref, id, by, note string,
+	at time.Time) error {
+	if _, err := uuid.Parse(id); err != nil {
+		return core.Errorf(core.NotFound, "conversion", "no conversion %q", id)
+	}
+	var open bool
+	err := tx.QueryRow(ctx, `SELECT c.disputed_at IS NOT NULL AND c.dispute_settled_at IS NULL
+		FROM conversions c JOIN programs p ON p.id = c.program_id
+		JOIN members m ON m.id = c.member_id
+		WHERE c.id = $1 AND p.code = $2 AND (m.customer_ref = $3 OR c.member_ref = $3
+			OR m.id = (SELECT merged_into FROM members mm
+				WHERE mm.program_id = p.id AND mm.customer_ref = $3))
+		FOR UPDATE OF c`, id, program, ref).Scan(&open)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return core.Errorf(core.NotFound, "conversion", "no conversion %q for %q", id, ref)
+	}
+	if err != nil {
+		return fmt.Errorf("read the dispute of conversion %s: %w", id, err)
+	}
+	if !open {
+		return core.Errorf(core.Conflict, "conversion", "conversion %s has no open dispute", id)
+	}
+	_, err = tx.Exec(ctx, `UPDATE conversions SET dispute_settled_at = $2,
+		dispute_settled_by = $3, dispute_note = $4 WHERE id = $1`, id, at.UTC(), by, note)
+	if err != nil {
+		return fmt.Errorf("settle the dispute of conversion %s: %w", id, err)
+	}
+	return nil
+}
+
+// DisputedConversions counts the open disputes of conversions by program
+// and external program.
 func (l *Ledger) DisputedConversions(ctx context.Context) ([]PendingConversions, error) {
 	rows, err := l.pool.Query(ctx, `SELECT p.code, c.external_code, count(*),
 			min(c.disputed_at)
 		FROM conversions c JOIN programs p ON p.id = c.program_id
-		WHERE c.disputed_at IS NOT NULL GROUP BY p.code, c.external_code ORDER BY 1, 2`)
+		WHERE c.disputed_at IS NOT NULL AND c.dispute_settled_at IS NULL
+		GROUP BY p.code, c.external_code ORDER BY 1, 2`)
 	if err != nil {
 		return nil, fmt.Errorf("count disputed conversions: %w", err)
 	}

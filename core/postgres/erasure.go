@@ -46,7 +46,10 @@ const eraseMemberSQL = `UPDATE members SET customer_ref = $2, channel = '',
 const eraseBulkSQL = `UPDATE bulk_lines l SET member = $3
 	FROM bulk_batches b WHERE b.id = l.batch_id AND b.program = $1 AND l.member = $2`
 
-const eraseConversionsSQL = `UPDATE conversions SET member_ref = $2, account_id = ''
+const eraseConversionsSQL = `UPDATE conversions SET member_ref = $2, account_id = '',
+		dispute = CASE WHEN dispute = '' THEN '' ELSE
+			'the other program answered otherwise (its words erased with the member)' END,
+		dispute_note = CASE WHEN dispute_note = '' THEN '' ELSE '(erased with the member)' END
 	WHERE member_id = $1`
 
 const eraseOutboxSQL = `UPDATE outbox
@@ -73,7 +76,8 @@ const openHoldsSQL = `SELECT count(*) FROM holds WHERE member_id = $1 AND status
 // (program/code).
 const memberActions = `(action LIKE 'adjustment.%' OR action LIKE 'close.%'
 	OR action LIKE 'member.%'
-	OR action IN ('posting.reversed', 'points.transferred', 'conversion.resolved'))`
+	OR action IN ('posting.reversed', 'points.transferred', 'conversion.resolved',
+		'conversion.dispute_settled'))`
 
 // mergedRef is a member merged into another, directly or through others.
 type mergedRef struct{ id, ref string }

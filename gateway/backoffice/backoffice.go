@@ -136,6 +136,8 @@ func (s *Server) Register(r *mux.Router) {
 	a.Handle("/members/status", s.auth(s.memberStatus, changers...)).Methods(http.MethodPost)
 	a.Handle("/members/conversions/resolve", s.auth(s.resolveConversion, changers...)).
 		Methods(http.MethodPost)
+	a.Handle("/members/conversions/dispute", s.auth(s.settleDispute, changers...)).
+		Methods(http.MethodPost)
 	a.Handle("/approvals", s.auth(s.approvalsPage, allRoles...)).Methods(http.MethodGet)
 	a.Handle("/approvals/{id:[0-9]+}/approve", s.auth(s.approve, changers...)).
 		Methods(http.MethodPost)
@@ -244,6 +246,7 @@ var notices = map[string]string{
 	"resolved-refused":   "The conversion was resolved as refused: the held points were given back to the member.",
 	"close-rejected":     "The close was rejected; nothing was changed.",
 	"replayed":           "This form was sent before, and the ledger had applied it then: nothing changed now. The page shows the member as it is.",
+	"dispute-settled":    "The dispute was marked settled; the conversion keeps who settled it and how.",
 	"withdrawn":          "You withdrew your request; nothing was changed.",
 	"approval-sent":      "The approval was sent, but the ledger has not answered yet. The request stays on this page until it does; Check again shows its answer.",
 	"close-approved":     "The close was approved: the member was closed and its points forfeited.",

@@ -13,6 +13,7 @@ import (
 
 	"github.com/puntos-loyalty/puntos/bus"
 	"github.com/puntos-loyalty/puntos/core"
+	"github.com/puntos-loyalty/puntos/core/postgres"
 )
 
 // statusActions are the member moves of the status form: the ledger's
@@ -346,4 +347,41 @@ func (s *Server) resolveConversion(w http.ResponseWriter, r *http.Request, sess 
 		done = "replayed"
 	}
 	redirect(w, r, "/admin/members", url.Values{"program": {program}, "member": {ref}}, done)
+}
+
+// settleDispute marks a conversion's open dispute settled: the person says
+// how the member's points were put right (an adjustment, a call with the
+// other program). The dispute leaves the member's page and /metrics; the
+// conversion keeps who settled it, when and how, and the audit log has it.
+func (s *Server) settleDispute(w http.ResponseWriter, r *http.Request, sess *session) {
+	ctx := r.Context()
+	program := r.PostFormValue("program")
+	ref := strings.TrimSpace(r.PostFormValue("member"))
+	id := r.PostFormValue("id")
+	note := strings.TrimSpace(r.PostFormValue("note"))
+	if err := core.CheckReason(note, true); err != nil {
+		ce, _ := core.AsError(err)
+		s.fail(w, r, sess, http.StatusBadRequest, "Say how the dispute was settled (the "+
+			"adjustment made, who at the other program agreed): the note "+ce.Message+
+			". Nothing was changed.", nil)
+		return
+	}
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		if err := postgres.SettleDispute(ctx, tx, program, ref, id, sess.Name, note,
+			s.now()); err != nil {
+			return err
+		}
+		return s.auditIn(ctx, tx, sess.Name, "conversion.dispute_settled", program+"/"+ref,
+			nil, map[string]any{"conversion": id, "note": note})
+	})
+	if _, ok := core.AsError(err); ok {
+		s.failLedger(w, r, sess, err)
+		return
+	}
+	if err != nil {
+		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
+		return
+	}
+	redirect(w, r, "/admin/members", url.Values{"program": {program}, "member": {ref}},
+		"dispute-settled")
 }

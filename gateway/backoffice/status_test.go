@@ -266,4 +266,56 @@ func TestResolveConversionFromTheBackOffice(t *testing.T) {
 		strings.Count(html, `id="conversion-`+id+`"`) != 1 {
 		t.Fatalf("the member page does not show the dispute once:\n%s", html)
 	}
+	// Once the points are put right, the desk marks the dispute settled,
+	// saying how; it leaves the count and stays on the conversion.
+	settle := func(note string) (*http.Response, string) {
+		return olga.post("/admin/members/conversions/dispute", url.Values{"csrf": {token},
+			"program": {"telco"}, "member": {"m-1"}, "id": {id}, "note": {note}})
+	}
+	res, body = settle(" ")
+	mustStatus(t, "settle a dispute without a note", res, body, http.StatusBadRequest)
+	res, body = settle("Sky reversed the miles; ticket SKY-DESK-4")
+	mustStatus(t, "settle the dispute", res, body, http.StatusSeeOther)
+	if counts, err := rg.ledger().DisputedConversions(ctx); err != nil || len(counts) != 0 {
+		t.Fatalf("open disputes after settling: %+v %v", counts, err)
+	}
+	c, err = rg.ledger().Conversion(ctx, "telco", "m-1", id)
+	if err != nil || c.DisputeSettledBy != "olga" || c.DisputeSettledAt == nil ||
+		!strings.Contains(c.DisputeNote, "SKY-DESK-4") {
+		t.Fatalf("the conversion after settling its dispute: %+v %v", c, err)
+	}
+	if got := rg.auditRows("conversion.dispute_settled"); len(got) != 1 || !strings.Contains(got[0], "SKY-DESK-4") {
+		t.Fatalf("audit of the settled dispute: %q", got)
+	}
+	res, body = settle("again")
+	if res.StatusCode != http.StatusConflict || !strings.Contains(problemText(body), "no open dispute") {
+		t.Fatalf("settling a settled dispute: %d %s", res.StatusCode, problemText(body))
+	}
+	// The other program saying the same again leaves it settled; other
+	// words open it again.
+	if err := rg.ledger().DisputeConversion(ctx, id, "the other program answers refused",
+		rg.now); err != nil {
+		t.Fatal(err)
+	}
+	if counts, _ := rg.ledger().DisputedConversions(ctx); len(counts) != 0 {
+		t.Fatalf("the same words reopened a settled dispute: %+v", counts)
+	}
+	if err := rg.ledger().DisputeConversion(ctx, id, "the other program answers confirmed (reference SKY-2)",
+		rg.now); err != nil {
+		t.Fatal(err)
+	}
+	if counts, _ := rg.ledger().DisputedConversions(ctx); len(counts) != 1 {
+		t.Fatalf("new words did not reopen the dispute: %+v", counts)
+	}
+	// Erasing the member erases the other program's words and the note,
+	// which may name the person's account there.
+	rg.apply(core.KindErase, "telco", "m-1", core.Erase{Reason: "art. 17"})
+	var dispute, note string
+	if err := rg.db.QueryRow(ctx, `SELECT dispute, dispute_note FROM conversions
+		WHERE id = $1`, id).Scan(&dispute, &note); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(dispute, "SKY-2") || strings.Contains(note, "SKY-DESK-4") {
+		t.Fatalf("after the erasure the dispute reads %q, its note %q", dispute, note)
+	}
 }
