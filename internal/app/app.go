@@ -11,10 +11,12 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/gorilla/mux"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus"
@@ -62,6 +64,57 @@ type App struct {
 	sinkWG     sync.WaitGroup
 	// files is the bulk-load service, once mountFiles made it (core only).
 	files *files.Service
+	// dirLock and runLock hold, for the life of a process with the embedded
+	// NATS, its data directory and its database (see lockAlone).
+	dirLock *os.File
+	runLock *pgx.Conn
+}
+
+// embeddedRunLock is the advisory lock a process with the embedded NATS
+// holds on its database.
+const embeddedRunLock = 7263003
+
+// lockAlone takes what a process with the embedded NATS must have to
+// itself. Its data directory: two NATS servers on one JetStream store lose
+// the commands they accepted. And its database: two such processes do not
+// share work (each has its own bus), so the second answered 202 to writes
+// it never applied and relayed the first one's events to a bus nobody
+// reads. Either refusal names what holds it.
+func (a *App) lockAlone(ctx context.Context) error {
+	dir := a.cfg.DataDir
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data dir (data-dir, PUNTOS_DATA_DIR): %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "puntos.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("data dir (data-dir, PUNTOS_DATA_DIR): %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("data dir (data-dir, PUNTOS_DATA_DIR) %s is in use by another "+
+			"puntos process: its embedded NATS keeps the commands there, and two servers "+
+			"on one store lose them; stop the other, or give this one its own data dir", dir)
+	}
+	a.dirLock = f
+	conn, err := pgx.Connect(ctx, a.cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("database lock: %w", err)
+	}
+	var got bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`,
+		embeddedRunLock).Scan(&got); err != nil {
+		_ = conn.Close(ctx)
+		return fmt.Errorf("database lock: %w", err)
+	}
+	if !got {
+		_ = conn.Close(ctx)
+		return errors.New("another puntos process with an embedded NATS (puntos run without " +
+			"NATS_URL) uses this database: two such processes do not share work, each " +
+			"having its own bus, and writes to the second would wait unapplied; stop the " +
+			"other, or run the processes with one NATS server (NATS_URL)")
+	}
+	a.runLock = conn
+	return nil
 }
 
 // Start brings up the parts named by roles and returns once they serve.
@@ -101,6 +154,9 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger, roles Roles) (*Ap
 	if url == "" {
 		if !(roles.Gateway && roles.Core) {
 			return nil, errors.New("NATS_URL is required when the gateway and core run apart")
+		}
+		if err := a.lockAlone(ctx); err != nil {
+			return nil, err
 		}
 		srv, u, err := natsbus.StartEmbedded(cfg.DataDir+"/nats", cfg.NATSPort,
 			cfg.NATSSync == "always")
@@ -341,6 +397,12 @@ func (a *App) Close() {
 	if a.nats != nil {
 		a.nats.Shutdown()
 		a.nats.WaitForShutdown()
+	}
+	if a.runLock != nil {
+		_ = a.runLock.Close(context.Background())
+	}
+	if a.dirLock != nil {
+		_ = a.dirLock.Close() // after NATS has closed its store
 	}
 	if a.ch != nil {
 		_ = a.ch.Close()
