@@ -54,7 +54,11 @@ func TestCheckCommand(t *testing.T) {
 			t.Fatalf("%s: %v %+v", c.kind, err, out)
 		}
 	}
-	out, err := puntosCLI(t, "check", "--database-url", db)
+	out, err := puntosCLI(t, "migrate", "--database-url", db)
+	if err != nil || !strings.Contains(out, "database up to date: ") {
+		t.Fatalf("migrate of a migrated database: %v\n%s", err, out)
+	}
+	out, err = puntosCLI(t, "check", "--database-url", db)
 	if err != nil || !strings.Contains(out, "ledger check OK: 1 members, 2 postings, 1 lots") {
 		t.Fatalf("check of a sound ledger: %v\n%s", err, out)
 	}

@@ -137,7 +137,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		defer pool.Close()
-		return postgres.Migrate(ctx, pool, log)
+		if err := postgres.Migrate(ctx, pool, log); err != nil {
+			return err
+		}
+		var n int
+		var newest string
+		if err := pool.QueryRow(ctx, `SELECT count(*), max(name) FROM schema_migrations`).
+			Scan(&n, &newest); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "database up to date: %d migrations applied, the newest %s\n", n,
+			newest)
+		return nil
 	case "expire":
 		return expire(ctx, cfg, expireArgs, log, stdout)
 	case "check":
@@ -172,6 +183,7 @@ func serve(ctx context.Context, cfg *app.Config, log *slog.Logger, roles app.Rol
 	stdout io.Writer) error {
 	log.Info("Starting Puntos", append([]any{"version", version, "gateway", roles.Gateway,
 		"core", roles.Core, "adapters", roles.Adapters}, cfg.Masked()...)...)
+	cfg.Version = version
 	a, err := app.Start(ctx, cfg, log, roles)
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 )
 
 // A second process with the embedded NATS is refused on a database one
@@ -43,4 +44,25 @@ func TestEmbeddedRunIsAlone(t *testing.T) {
 		t.Fatalf("a run on the database after the first stopped: %v", err)
 	}
 	b.Close()
+}
+
+// /metrics says how many partitions this process applies, so that an
+// operator sees commands that would wait unapplied, and which build runs.
+func TestMetricsShowLeasesAndBuild(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Version = "v-test-1"
+	a := startApp(t, cfg, Roles{Gateway: true, Core: true, Adapters: true})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		s := scrape(t, a.Addr())
+		if s["puntos_partitions_leased"] == float64(cfg.Partitions) &&
+			s[`puntos_build_info{version="v-test-1"}`] == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("partitions leased %v (want %d), build info %v", s["puntos_partitions_leased"],
+				cfg.Partitions, s[`puntos_build_info{version="v-test-1"}`])
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -120,6 +121,7 @@ func (a *App) lockAlone(ctx context.Context) error {
 // Start brings up the parts named by roles and returns once they serve.
 func Start(ctx context.Context, cfg *Config, log *slog.Logger, roles Roles) (*App, error) {
 	a := &App{cfg: cfg, log: log, roles: roles, metrics: newMetrics()}
+	a.metrics.info.WithLabelValues(cmp.Or(cfg.Version, "dev")).Set(1)
 	setGCPercent(cfg.GCPercent)
 	ok := false
 	defer func() {
@@ -183,11 +185,16 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger, roles Roles) (*Ap
 
 	// Reporting store (checked by /readyz; the sink comes with the adapters).
 	if cfg.ClickHouseAddr != "" {
-		conn, err := clickhouse.Open(ctx, cfg.ClickHouseAddr, cfg.ClickHouseDB)
+		// The sink owns the reporting schema, the database included: a
+		// database named by hand and not made yet is made here too.
+		conn, created, err := clickhouse.OpenCreating(ctx, cfg.ClickHouseAddr, cfg.ClickHouseDB)
 		if err != nil {
 			log.Warn("ClickHouse is not reachable; /readyz will say so", "error", err)
 		} else {
 			a.ch = conn
+		}
+		if created {
+			log.Info("Created the ClickHouse database", "database", cfg.ClickHouseDB)
 		}
 	}
 
@@ -422,6 +429,8 @@ type metrics struct {
 	dead     prometheus.Counter
 	relayed  prometheus.Counter
 	lookups  *prometheus.CounterVec
+	leased   prometheus.Gauge
+	info     *prometheus.GaugeVec
 }
 
 func newMetrics() *metrics {
@@ -452,8 +461,14 @@ func newMetrics() *metrics {
 		Help: "Status polls for commands the ledger had no result for, by how the bus was " +
 			"asked: remembered (answered 202 by this gateway: two lookups), searched (its " +
 			"backlog read), busy (pending: too many searches running)."}, []string{"how"})
+	m.leased = prometheus.NewGauge(prometheus.GaugeOpts{Name: "puntos_partitions_leased",
+		Help: "Command partitions this process holds and applies. Summed over the cores " +
+			"it must equal PUNTOS_PARTITIONS: less means commands wait unapplied."})
+	m.info = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "puntos_build_info",
+		Help: "1, labelled with the version this process runs (make build stamps it)."},
+		[]string{"version"})
 	m.reg.MustRegister(m.requests, m.latency, m.applied, m.batches, m.ledgerTx, m.dead,
-		m.relayed, m.lookups, collectors.NewGoCollector(),
+		m.relayed, m.lookups, m.leased, m.info, collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

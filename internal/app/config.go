@@ -52,6 +52,10 @@ type Config struct {
 	NoticeDays     []int // thresholds, in days before expiry, of expiry notices
 	LogLevel       string
 	LogFormat      string
+
+	// Version is the build's version, which the binary sets: the one field
+	// without a flag. puntos_build_info shows it.
+	Version string
 }
 
 // setting describes one configuration field.
@@ -343,6 +347,11 @@ func (c *Config) Keys() (map[string]string, error) {
 				"issued through the API). A source's name keys its callers' idempotency "+
 				"keys: renaming a source lets a request sent before under the old name be "+
 				"applied again, so keep the names in use", source)
+		}
+		if other, dup := keys[key]; dup && other != source {
+			return nil, fmt.Errorf("api-keys: sources %q and %q have the same key: a key "+
+				"names one source, whose idempotency keys it uses; give each its own", other,
+				source)
 		}
 		keys[key] = source
 	}

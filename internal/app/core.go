@@ -171,10 +171,12 @@ func (a *App) leasePartition(ctx context.Context, p int) {
 				}
 			}
 		}()
+		a.metrics.leased.Inc()
 		err = a.Bus.Consume(lctx, p, a.cfg.BatchSize, 100*time.Millisecond,
 			func(ctx context.Context, batch []*natsbus.Delivery) error {
 				return a.handleBatch(ctx, batch)
 			})
+		a.metrics.leased.Dec()
 		cancel()
 		if err != nil && ctx.Err() == nil {
 			a.log.Error("Consumer stopped", "partition", p, "error", err)
