@@ -138,6 +138,15 @@ func (s *Server) Register(r *mux.Router) {
 		Methods(http.MethodPost)
 	a.Handle("/members/conversions/dispute", s.auth(s.settleDispute, changers...)).
 		Methods(http.MethodPost)
+	// The address of a member form's answer, reloaded or bookmarked, leads
+	// back to its page instead of a bare 404.
+	for path, to := range map[string]string{"/members/adjust": "/admin/members",
+		"/members/status": "/admin/members", "/members/conversions/resolve": "/admin/members",
+		"/members/conversions/dispute":   "/admin/members",
+		"/approvals/{id:[0-9]+}/approve": "/admin/approvals",
+		"/approvals/{id:[0-9]+}/reject":  "/admin/approvals"} {
+		a.Handle(path, http.RedirectHandler(to, http.StatusSeeOther)).Methods(http.MethodGet)
+	}
 	a.Handle("/approvals", s.auth(s.approvalsPage, allRoles...)).Methods(http.MethodGet)
 	a.Handle("/approvals/{id:[0-9]+}/approve", s.auth(s.approve, changers...)).
 		Methods(http.MethodPost)

@@ -353,3 +353,25 @@ func TestBackOfficeSourceIsReserved(t *testing.T) {
 		t.Fatalf("the back office's source %q is not reserved", Source)
 	}
 }
+
+// Reloading the address a member form or an approval answered at leads
+// back to its page, not to a bare 404.
+func TestFormAddressesLeadBack(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, Options{})
+	rg.user("olga", RoleOperator)
+	b := rg.browser()
+	b.mustSignIn("olga")
+	for path, want := range map[string]string{"/admin/members/status": "/admin/members",
+		"/admin/members/adjust": "/admin/members", "/admin/approvals/7/approve": "/admin/approvals"} {
+		res, err := b.c.Get(rg.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != want {
+			t.Errorf("GET %s: %d to %q, want 303 to %s", path, res.StatusCode,
+				res.Header.Get("Location"), want)
+		}
+	}
+}
