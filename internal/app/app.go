@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -65,23 +66,29 @@ type App struct {
 	sinkWG     sync.WaitGroup
 	// files is the bulk-load service, once mountFiles made it (core only).
 	files *files.Service
-	// dirLock and runLock hold, for the life of a process with the embedded
-	// NATS, its data directory and its database (see lockAlone).
-	dirLock *os.File
-	runLock *pgx.Conn
+	// dirLock holds the data directory of a process with the embedded NATS;
+	// runLock its database lock (see runLockKey), watched by watchRunLock,
+	// which sets runLockLost when another process took it.
+	dirLock     *os.File
+	lockMu      sync.Mutex
+	runLock     *pgx.Conn
+	lockClosed  bool // Close ran: the lock is not to be taken again
+	runLockLost atomic.Bool
 }
 
-// embeddedRunLock is the advisory lock a process with the embedded NATS
-// holds on its database.
-const embeddedRunLock = 7263003
+// runLockKey is the advisory lock a process with the embedded NATS holds
+// on its database, alone: two such processes have buses apart, so writes
+// one took would wait unapplied.
+const runLockKey = 7263003
 
-// lockAlone takes what a process with the embedded NATS must have to
-// itself. Its data directory: two NATS servers on one JetStream store lose
-// the commands they accepted. And its database: two such processes do not
-// share work (each has its own bus), so the second answered 202 to writes
-// it never applied and relayed the first one's events to a bus nobody
-// reads. Either refusal names what holds it.
-func (a *App) lockAlone(ctx context.Context) error {
+// runLockEvery is how often a process checks that it still holds its lock
+// (a PostgreSQL restart or failover ends the connection that held it).
+var runLockEvery = 5 * time.Second
+
+// lockDataDir takes the data directory of a process with the embedded
+// NATS: two NATS servers on one JetStream store lose the commands they
+// accepted.
+func (a *App) lockDataDir() error {
 	dir := a.cfg.DataDir
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("data dir (data-dir, PUNTOS_DATA_DIR): %w", err)
@@ -97,25 +104,77 @@ func (a *App) lockAlone(ctx context.Context) error {
 			"on one store lose them; stop the other, or give this one its own data dir", dir)
 	}
 	a.dirLock = f
+	return nil
+}
+
+// tryRunLock takes the database lock on a connection of its own, kept for
+// the life of the process. It reports whether it got it.
+func (a *App) tryRunLock(ctx context.Context) (bool, error) {
 	conn, err := pgx.Connect(ctx, a.cfg.DatabaseURL)
 	if err != nil {
-		return fmt.Errorf("database lock: %w", err)
+		return false, fmt.Errorf("database lock: %w", err)
 	}
 	var got bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`,
-		embeddedRunLock).Scan(&got); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, runLockKey).Scan(&got); err != nil {
 		_ = conn.Close(ctx)
-		return fmt.Errorf("database lock: %w", err)
+		return false, fmt.Errorf("database lock: %w", err)
 	}
 	if !got {
 		_ = conn.Close(ctx)
-		return errors.New("another puntos process with an embedded NATS (puntos run without " +
-			"NATS_URL) uses this database: two such processes do not share work, each " +
-			"having its own bus, and writes to the second would wait unapplied; stop the " +
-			"other, or run the processes with one NATS server (NATS_URL)")
+		return false, nil
+	}
+	a.lockMu.Lock()
+	defer a.lockMu.Unlock()
+	if a.lockClosed { // the process stopped meanwhile
+		_ = conn.Close(context.Background())
+		return false, nil
 	}
 	a.runLock = conn
-	return nil
+	return true, nil
+}
+
+// lockDatabase takes the database lock at start, or says who holds it.
+func (a *App) lockDatabase(ctx context.Context) error {
+	got, err := a.tryRunLock(ctx)
+	if err != nil || got {
+		return err
+	}
+	return errors.New("another puntos process with an embedded NATS (puntos run without " +
+		"NATS_URL) uses this database: two such processes do not share work, each having " +
+		"its own bus, and writes to the second would wait unapplied; stop the other, or " +
+		"run the processes with one NATS server (NATS_URL)")
+}
+
+// watchRunLock checks the database lock every runLockEvery until ctx ends.
+// A lock whose connection ended is taken again; when another process took
+// it meanwhile, this one says so in its log and /readyz answers not ready.
+func (a *App) watchRunLock(ctx context.Context) {
+	for sleep(ctx, runLockEvery) {
+		a.lockMu.Lock()
+		conn := a.runLock
+		a.lockMu.Unlock()
+		if conn != nil && !conn.IsClosed() {
+			pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			err := conn.Ping(pctx)
+			cancel()
+			if err == nil {
+				continue
+			}
+			_ = conn.Close(context.Background())
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		got, err := a.tryRunLock(ctx)
+		switch {
+		case got:
+			a.runLockLost.Store(false)
+			a.log.Warn("The database lock's connection ended; lock taken again")
+		case err == nil && !a.runLockLost.Swap(true):
+			a.log.Error("The database lock was lost and another process took it: this " +
+				"process no longer owns its work; stop one of them (/readyz says not ready)")
+		}
+	}
 }
 
 // Start brings up the parts named by roles and returns once they serve.
@@ -157,7 +216,10 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger, roles Roles) (*Ap
 		if !(roles.Gateway && roles.Core) {
 			return nil, errors.New("NATS_URL is required when the gateway and core run apart")
 		}
-		if err := a.lockAlone(ctx); err != nil {
+		if err := a.lockDataDir(); err != nil {
+			return nil, err
+		}
+		if err := a.lockDatabase(ctx); err != nil {
 			return nil, err
 		}
 		srv, u, err := natsbus.StartEmbedded(cfg.DataDir+"/nats", cfg.NATSPort,
@@ -201,6 +263,9 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger, roles Roles) (*Ap
 	// Background work.
 	bg, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
+	if cfg.NATSURL == "" {
+		go a.watchRunLock(bg)
+	}
 	if roles.Core {
 		cctx, ccancel := context.WithCancel(bg)
 		a.coreCancel = ccancel
@@ -334,6 +399,10 @@ func (a *App) readyz(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	note("postgres", a.Pool.Ping(ctx))
+	if a.runLockLost.Load() {
+		note("postgres", errors.New("the database lock was lost to another process: this "+
+			"one no longer owns its work"))
+	}
 	note("nats", a.Bus.Ping(ctx))
 	switch {
 	case a.cfg.ClickHouseAddr == "":
@@ -405,9 +474,12 @@ func (a *App) Close() {
 		a.nats.Shutdown()
 		a.nats.WaitForShutdown()
 	}
+	a.lockMu.Lock()
+	a.lockClosed = true
 	if a.runLock != nil {
 		_ = a.runLock.Close(context.Background())
 	}
+	a.lockMu.Unlock()
 	if a.dirLock != nil {
 		_ = a.dirLock.Close() // after NATS has closed its store
 	}
