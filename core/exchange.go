@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/text/unicode/norm"
 )
 
 // Exchange command kinds: the rewards catalog and the partner merchants that
@@ -44,11 +45,13 @@ func PartnerSource(code string) string { return PartnerSourcePrefix + code }
 
 // ReservedSource reports whether source is one Puntos gives its own
 // commands (the back office, conversions, bulk files, partners, the
-// sweep), compared without regard to case: an API key or SOAP user named
-// so would share their idempotency keys, and could answer or block the
-// back office's approvals with a transaction id of theirs.
+// sweep), compared without regard to case or to compatibility forms
+// (fullwidth letters, a fullwidth colon): an API key or SOAP user named so
+// would share their idempotency keys, could answer or block the back
+// office's approvals with a transaction id of theirs, or look like them in
+// the audit log.
 func ReservedSource(source string) bool {
-	s := strings.ToLower(source)
+	s := strings.ToLower(norm.NFKC.String(source))
 	switch s {
 	case "backoffice", SourceConversion, "puntos":
 		return true

@@ -787,6 +787,9 @@ func (l *Ledger) ConversionsPending(ctx context.Context) ([]PendingConversions, 
 	})
 }
 
+// ErasedDispute is what a dispute reads once its member was erased.
+const ErasedDispute = "the other program answered otherwise (its words erased with the member)"
+
 // DisputeConversion records that the other program answers settled
 // conversion id otherwise than we settled it: what it said, and when this
 // was first seen (a later reconciliation keeps the first time and the
@@ -794,11 +797,16 @@ func (l *Ledger) ConversionsPending(ctx context.Context) ([]PendingConversions, 
 // the other program says the same; other words open it again. It changes
 // nothing else.
 func (l *Ledger) DisputeConversion(ctx context.Context, id, theirs string, at time.Time) error {
-	_, err := l.pool.Exec(ctx, `UPDATE conversions
-		SET disputed_at = CASE WHEN dispute = $3 THEN coalesce(disputed_at, $2) ELSE $2 END,
-			dispute_settled_at = CASE WHEN dispute = $3 THEN dispute_settled_at END,
-			dispute = $3
-		WHERE id = $1 AND status <> 'pending'`, id, at.UTC(), theirs)
+	// The words of an erased member's conversion stay erased: the other
+	// program's reference may name the person's account there.
+	_, err := l.pool.Exec(ctx, `WITH w AS (
+			SELECT CASE WHEN m.erased_at IS NULL THEN $3 ELSE $4 END AS words
+			FROM conversions c JOIN members m ON m.id = c.member_id WHERE c.id = $1)
+		UPDATE conversions SET
+			disputed_at = CASE WHEN dispute = w.words THEN coalesce(disputed_at, $2) ELSE $2 END,
+			dispute_settled_at = CASE WHEN dispute = w.words THEN dispute_settled_at END,
+			dispute = w.words
+		FROM w WHERE id = $1 AND status <> 'pending'`, id, at.UTC(), theirs, ErasedDispute)
 	if err != nil {
 		return fmt.Errorf("record the dispute of conversion %s: %w", id, err)
 	}

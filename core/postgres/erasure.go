@@ -47,8 +47,7 @@ const eraseBulkSQL = `UPDATE bulk_lines l SET member = $3
 	FROM bulk_batches b WHERE b.id = l.batch_id AND b.program = $1 AND l.member = $2`
 
 const eraseConversionsSQL = `UPDATE conversions SET member_ref = $2, account_id = '',
-		dispute = CASE WHEN dispute = '' THEN '' ELSE
-			'the other program answered otherwise (its words erased with the member)' END,
+		dispute = CASE WHEN dispute = '' THEN '' ELSE $3 END,
 		dispute_note = CASE WHEN dispute_note = '' THEN '' ELSE '(erased with the member)' END
 	WHERE member_id = $1`
 
@@ -115,7 +114,7 @@ func (t *txn) eraseOne(ctx context.Context, prog *program, cmd *bus.Command, id,
 	}{
 		{"member", eraseMemberSQL, []any{id, pseudonym, at, actor, reason}},
 		{"bulk lines", eraseBulkSQL, []any{prog.Code, ref, pseudonym}},
-		{"conversions", eraseConversionsSQL, []any{id, pseudonym}},
+		{"conversions", eraseConversionsSQL, []any{id, pseudonym, ErasedDispute}},
 		{"outbox", eraseOutboxSQL, []any{id, pseudonym}},
 		{"command results", eraseCommandsSQL, []any{id, pseudonym}},
 		// The audit log names a member's entries program/reference (the

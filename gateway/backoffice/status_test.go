@@ -318,4 +318,14 @@ func TestResolveConversionFromTheBackOffice(t *testing.T) {
 	if strings.Contains(dispute, "SKY-2") || strings.Contains(note, "SKY-DESK-4") {
 		t.Fatalf("after the erasure the dispute reads %q, its note %q", dispute, note)
 	}
+	// The next reconciliation's words about it stay erased, and do not
+	// reopen the dispute as new words would.
+	if err := rg.ledger().DisputeConversion(ctx, id, "the other program answers confirmed "+
+		"(reference SKY-2)", rg.now); err != nil {
+		t.Fatal(err)
+	}
+	if err := rg.db.QueryRow(ctx, `SELECT dispute FROM conversions WHERE id = $1`,
+		id).Scan(&dispute); err != nil || strings.Contains(dispute, "SKY-2") {
+		t.Fatalf("the reconciliation after the erasure wrote %q (%v)", dispute, err)
+	}
 }

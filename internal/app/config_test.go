@@ -77,6 +77,9 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		{"--api-keys=BackOffice=key-0123456789", "not a name Puntos gives its own commands"},
 		{"--api-keys=conversion=key-0123456789", "not a name Puntos gives its own commands"},
 		{"--api-keys=file:telco=key-0123456789", "not a name Puntos gives its own commands"},
+		{"--api-keys=\uff42\uff41\uff43\uff4b\uff4f\uff46\uff46\uff49\uff43\uff45=key-0123456789",
+			"not a name Puntos gives its own commands"},
+		{"--api-keys=file\uff1ax=key-0123456789", "not a name Puntos gives its own commands"},
 		{"--api-keys=crm=key-0123456789,billing=key-0123456789", `sources "crm" and "billing" have the same key`},
 		{"--api-keys=partner:acme=key-0123456789", "api-keys (PUNTOS_API_KEYS): source \"partner:acme\""},
 	} {
