@@ -79,7 +79,8 @@ func TestCheckCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err = puntosCLI(t, "check", "--database-url", db)
-	if err == nil || !strings.Contains(out, "BREACH telco/569001: cached available/held/pending 205/50/0; postings 200/50/0") ||
+	if err == nil || !strings.Contains(out, "BREACH telco/569001: cached available/held/pending "+
+		"205/50/0; postings 200/50/0") ||
 		!strings.Contains(err.Error(), "found 1 breach") {
 		t.Fatalf("check of a balance 5 points off: %v\n%s", err, out)
 	}

@@ -125,7 +125,8 @@ func TestMemberStatusFromTheBackOffice(t *testing.T) {
 	bruno := rg.browser()
 	bt := bruno.mustSignIn("bruno")
 	_, queue, _ := bruno.get("/admin/approvals")
-	if !strings.Contains(queue, "close member") || !strings.Contains(queue, "Approve close "+strconv.FormatInt(id, 10)) {
+	if !strings.Contains(queue, "close member") ||
+		!strings.Contains(queue, "Approve close "+strconv.FormatInt(id, 10)) {
 		t.Fatalf("the Approvals page does not show the close:\n%s", queue)
 	}
 	res, body = bruno.post(approve, url.Values{"csrf": {bt}})
@@ -284,7 +285,8 @@ func TestResolveConversionFromTheBackOffice(t *testing.T) {
 		!strings.Contains(c.DisputeNote, "SKY-DESK-4") {
 		t.Fatalf("the conversion after settling its dispute: %+v %v", c, err)
 	}
-	if got := rg.auditRows("conversion.dispute_settled"); len(got) != 1 || !strings.Contains(got[0], "SKY-DESK-4") {
+	if got := rg.auditRows("conversion.dispute_settled"); len(got) != 1 ||
+		!strings.Contains(got[0], "SKY-DESK-4") {
 		t.Fatalf("audit of the settled dispute: %q", got)
 	}
 	res, body = settle("again")

@@ -93,7 +93,8 @@ func TestRunLockLostIsNoticed(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	wait(http.StatusOK, "lock's connection ended, nobody else")
 	var held bool
-	if err := admin.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, runLockKey).Scan(&held); err != nil || held {
+	err = admin.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, runLockKey).Scan(&held)
+	if err != nil || held {
 		t.Fatalf("the run did not take its lock again (another could take it: %t, %v)", held, err)
 	}
 
