@@ -247,8 +247,7 @@ func (b *Bus) stillLeft(ctx context.Context, p, batchSize int, cons *jetstream.C
 // is gone; other errors are left for the next fetch.
 func (b *Bus) recoverConsumer(ctx context.Context, p, batchSize int, fetchErr error,
 	cons *jetstream.Consumer, log *slog.Logger) {
-	if !errors.Is(fetchErr, jetstream.ErrConsumerNotFound) &&
-		!errors.Is(fetchErr, jetstream.ErrConsumerDeleted) {
+	if !consumerLost(fetchErr) {
 		return
 	}
 	c, err := b.ensureConsumer(ctx, p, batchSize)
@@ -257,6 +256,17 @@ func (b *Bus) recoverConsumer(ctx context.Context, p, batchSize int, fetchErr er
 		return
 	}
 	*cons = c
+}
+
+// consumerLost says whether a fetch failed because its consumer is gone:
+// deleted, not found, or (once it is gone) no one answering its pull
+// requests. A consumer lost with its stream cannot be made again until the
+// stream is back, and the fetches in between fail with no responders, so
+// those too ask for the consumer again: making it again when it is there
+// changes nothing.
+func consumerLost(err error) bool {
+	return errors.Is(err, jetstream.ErrConsumerNotFound) ||
+		errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, nats.ErrNoResponders)
 }
 
 // fetch takes what is ready, up to size messages; when nothing is, it waits

@@ -92,8 +92,7 @@ func (b *Bus) ConsumeEvents(ctx context.Context, durable string, batchSize int,
 			if len(msgs) == 0 {
 				fetchFailures++
 				sleep(ctx, backoff(fetchRetryMin, fetchRetryMax, fetchFailures))
-				if errors.Is(err, jetstream.ErrConsumerNotFound) ||
-					errors.Is(err, jetstream.ErrConsumerDeleted) {
+				if consumerLost(err) {
 					if c, err := b.ensureEventConsumer(ctx, durable, batchSize); err != nil {
 						log.Warn("Consumer not recreated", "error", err)
 					} else {

@@ -166,3 +166,20 @@ func (l *Ledger) RelayOutbox(ctx context.Context, pub Publisher, limit int) (int
 	})
 	return n, err
 }
+
+// OutboxWaiting is how many ledger events the outbox holds (written by
+// ledger transactions, not yet relayed to the bus) and when the oldest of
+// them was written; oldest is zero when there is none. The relay keeps the
+// outbox near empty, so the count is a short scan; it grows only while the
+// bus does not take the events.
+func (l *Ledger) OutboxWaiting(ctx context.Context) (n int64, oldest time.Time, err error) {
+	var at *time.Time
+	err = l.pool.QueryRow(ctx, `SELECT count(*), min(created_at) FROM outbox`).Scan(&n, &at)
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("count outbox: %w", err)
+	}
+	if at != nil {
+		oldest = *at
+	}
+	return n, oldest, nil
+}

@@ -244,6 +244,19 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger, roles Roles) (*Ap
 		// gateways and adapters, which would repeat the same count.
 		a.metrics.reg.MustRegister(newDeadWaitingCollector(b.DeadLettersWaiting, log))
 	}
+	// Backlogs between the parts, each read by the processes that run it.
+	backlog := newBacklogCollector(log)
+	if roles.Core {
+		backlog.commands, backlog.outbox = b.CommandMessagesWaiting, a.Ledger.OutboxWaiting
+	}
+	if roles.Adapters && cfg.ClickHouseAddr != "" {
+		backlog.reporting = func(ctx context.Context) (uint64, error) {
+			return b.EventsWaiting(ctx, chsink.DefaultDurable)
+		}
+	}
+	if !backlog.empty() {
+		a.metrics.reg.MustRegister(backlog)
+	}
 
 	// Reporting store (checked by /readyz; the sink comes with the adapters).
 	if cfg.ClickHouseAddr != "" {
