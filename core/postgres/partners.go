@@ -378,9 +378,11 @@ func errReversedByOperator(holdTxnID string) error {
 // program allows a negative balance.
 //
 // A partner takes back no more than its purchases gave the member, less
-// what it took back before and what the operator reversed of them: a
-// refund, whatever its amount, never reaches points the member earned
-// elsewhere.
+// what it took back before, what the operator reversed of them and what
+// expired of them: a refund, whatever its amount, never reaches points the
+// member earned elsewhere. A refund the member's free points cannot cover
+// while some of the member's points are held by open payments is refused
+// (conflict): those points may come back.
 func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
 	cmd *bus.Command) (any, error) {
 	var in core.PartnerClawback
@@ -426,6 +428,15 @@ func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
 		return nil, err
 	}
 	moves, short := take(lots, rest)
+	// Points reserved by open holds are still the member's: a payment may
+	// release them. Writing the shortfall off now would let that release
+	// hand them back, and the refunded purchase's points would stay.
+	if short > 0 && m.held > 0 {
+		return nil, core.Errorf(core.Conflict, "member",
+			"the refund takes back %d points; the member has %d free and %d held by open "+
+				"payments: send the refund again, under a new transaction id, once those "+
+				"payments are captured or released", n, n-short, m.held)
+	}
 	p := posting{kind: core.PostReversal, points: -(rest - short),
 		pendingDelta: -(n - rest), partner: partnerOf(cmd.Source), reason: in.Reason,
 		moves:       append(pendingMoves, moves...),
@@ -469,8 +480,10 @@ func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
 
 // partnerPointsLeft is what a partner may still take back from m: the
 // points its purchases gave m, pending ones included, less the operator's
-// reversals of those purchases and the partner's earlier claims
-// (partner_clawbacks). Members merged into m count as m: their purchases
+// reversals of those purchases, the partner's earlier claims
+// (partner_clawbacks) and what expired of the lots its purchases made:
+// expired points are gone from the member already, and taking them again
+// would reach points earned elsewhere. Members merged into m count as m: their purchases
 // were merged with their points.
 func (t *txn) partnerPointsLeft(ctx context.Context, m *member, partner string) (int64, error) {
 	var left int64
@@ -483,7 +496,13 @@ func (t *txn) partnerPointsLeft(ctx context.Context, m *member, partner string) 
 				WHERE r.member_id IN (SELECT id FROM merged) AND a.partner = $2
 				  AND a.kind = 'accrual'), 0)
 			- coalesce((SELECT sum(c.points) FROM partner_clawbacks c
-				WHERE c.member_id IN (SELECT id FROM merged) AND c.partner = $2), 0)`,
+				WHERE c.member_id IN (SELECT id FROM merged) AND c.partner = $2), 0)
+			+ coalesce((SELECT sum(pl.points) FROM postings e
+				JOIN posting_lots pl ON pl.posting_id = e.id
+				JOIN lots l ON l.id = pl.lot_id
+				JOIN postings a ON a.id = l.posting_id
+				WHERE e.member_id IN (SELECT id FROM merged) AND e.kind = 'expiry'
+				  AND a.partner = $2 AND a.kind = 'accrual'), 0)`,
 		m.id, partner).Scan(&left)
 	if err != nil {
 		return 0, fmt.Errorf("read partner's points: %w", err)
