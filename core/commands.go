@@ -191,12 +191,16 @@ type LotMove struct {
 
 // Outcome is the result data of a command that changed the ledger.
 type Outcome struct {
-	Member     string    `json:"member"`
-	PostingIDs []int64   `json:"posting_ids,omitempty"`
-	Points     Points    `json:"points"`
-	Balance    Balance   `json:"balance"`
-	HoldID     string    `json:"hold_id,omitempty"`
-	Written    Points    `json:"written_off,omitempty"`
-	Status     string    `json:"status,omitempty"`
-	Lots       []LotMove `json:"lots,omitempty"`
+	Member     string  `json:"member"`
+	PostingIDs []int64 `json:"posting_ids,omitempty"`
+	Points     Points  `json:"points"`
+	Balance    Balance `json:"balance"`
+	HoldID     string  `json:"hold_id,omitempty"`
+	Written    Points  `json:"written_off,omitempty"`
+	// Recovered are points that came back to lots of a reversed credit and
+	// settled what its reversal wrote off, instead of returning to the
+	// member.
+	Recovered Points    `json:"written_off_recovered,omitempty"`
+	Status    string    `json:"status,omitempty"`
+	Lots      []LotMove `json:"lots,omitempty"`
 }

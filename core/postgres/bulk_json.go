@@ -87,6 +87,10 @@ func appendOutcome(b []byte, o *core.Outcome) []byte {
 		b = append(b, `,"written_off":`...)
 		b = strconv.AppendInt(b, int64(o.Written), 10)
 	}
+	if o.Recovered != 0 {
+		b = append(b, `,"written_off_recovered":`...)
+		b = strconv.AppendInt(b, int64(o.Recovered), 10)
+	}
 	if o.Status != "" {
 		b = append(b, `,"status":`...)
 		b = plainjson.AppendString(b, o.Status)

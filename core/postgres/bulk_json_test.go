@@ -18,7 +18,7 @@ func TestBulkJSON(t *testing.T) {
 	// A field added to one of these types must be added to its appender
 	// (and to the cases below) too.
 	for typ, n := range map[reflect.Type]int{reflect.TypeOf(bus.Result{}): 8,
-		reflect.TypeOf(bus.Error{}): 3, reflect.TypeOf(core.Outcome{}): 8,
+		reflect.TypeOf(bus.Error{}): 3, reflect.TypeOf(core.Outcome{}): 9,
 		reflect.TypeOf(core.Balance{}): 3, reflect.TypeOf(core.LotMove{}): 3,
 		reflect.TypeOf(bus.Event{}): 16} {
 		if typ.NumField() != n {
@@ -46,8 +46,9 @@ func TestBulkJSON(t *testing.T) {
 	outcomes := []core.Outcome{{Member: "m1", Points: 150,
 		Balance: core.Balance{Available: 1500, Pending: 20, Held: 3}},
 		{Member: strs[2], PostingIDs: []int64{7, 9}, Points: -10,
-			Balance: core.Balance{Available: -4}, HoldID: "h-1", Written: 5, Status: "closed",
-			Lots: []core.LotMove{{LotID: 3, Points: -4}, {LotID: 4, Points: -6, Held: 2}}}}
+			Balance: core.Balance{Available: -4}, HoldID: "h-1", Written: 5, Recovered: 2,
+			Status: "closed",
+			Lots:   []core.LotMove{{LotID: 3, Points: -4}, {LotID: 4, Points: -6, Held: 2}}}}
 	for _, o := range outcomes {
 		want, _ := json.Marshal(o)
 		if got := appendOutcome(nil, &o); string(got) != string(want) {

@@ -376,7 +376,7 @@ func (t *txn) cancelOrder(ctx context.Context, prog *program, m *member,
 		reason = "order cancelled"
 	}
 	n := len(t.postings)
-	back, err := t.reverseDebit(ctx, m, &original{id: pid, memberID: owner}, reason)
+	back, recovered, err := t.reverseDebit(ctx, m, &original{id: pid, memberID: owner}, reason)
 	if err != nil {
 		return nil, err
 	}
@@ -393,7 +393,9 @@ func (t *txn) cancelOrder(ctx context.Context, prog *program, m *member,
 	if err != nil {
 		return nil, fmt.Errorf("cancel order: %w", err)
 	}
-	return t.outcome(m, back), nil
+	out := t.outcome(m, back)
+	out.Recovered = core.Points(recovered)
+	return out, nil
 }
 
 // tierNow is m's tier: the one recorded, or, when none is yet (a member

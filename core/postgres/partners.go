@@ -289,6 +289,11 @@ func (t *txn) partnerRefund(ctx context.Context, prog *program, m *member,
 		moves[i].Points -= core.Points(x)
 		debt -= x
 	}
+	// Points of a credit reversed since they were spent settle its write-off.
+	recovered, err := t.recoverWrittenOff(ctx, moves)
+	if err != nil {
+		return nil, err
+	}
 	kept := moves[:0]
 	for _, mv := range moves {
 		if mv.Points > 0 {
@@ -298,8 +303,8 @@ func (t *txn) partnerRefund(ctx context.Context, prog *program, m *member,
 	if _, err := t.lockLots(ctx, kept); err != nil {
 		return nil, err
 	}
-	p := posting{kind: core.PostReversal, points: n, reason: in.Reason, holdID: &holdID,
-		partner: partnerOf(cmd.Source), moves: kept}
+	p := posting{kind: core.PostReversal, points: n - recovered, reason: in.Reason,
+		holdID: &holdID, partner: partnerOf(cmd.Source), moves: kept}
 	if p.reason == "" {
 		p.reason = "partner refund"
 	}
@@ -326,8 +331,9 @@ func (t *txn) partnerRefund(ctx context.Context, prog *program, m *member,
 	if err := t.expireDue(ctx, m); err != nil {
 		return nil, err
 	}
-	out := t.outcome(m, n)
+	out := t.outcome(m, n-recovered)
 	out.HoldID = holdID
+	out.Recovered = core.Points(recovered)
 	return out, nil
 }
 

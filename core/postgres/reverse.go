@@ -145,7 +145,7 @@ func (t *txn) reverse(ctx context.Context, prog *program, m *member, cmd *bus.Co
 		return nil, core.Errorf(core.NotFound, "original_txn_id", "no %s posting with this id",
 			in.OnlyKind)
 	}
-	var taken, written int64
+	var taken, written, recovered int64
 	switch {
 	case o.kind == core.PostAccrual || o.kind == core.PostCredit ||
 		(o.kind == core.PostAdjustment && o.points+o.pending > 0):
@@ -161,7 +161,7 @@ func (t *txn) reverse(ctx context.Context, prog *program, m *member, cmd *bus.Co
 		taken, written, err = t.reverseCredit(ctx, prog, m, o, in.Reason)
 	case o.kind == core.PostRedemption || o.kind == core.PostCapture ||
 		(o.kind == core.PostAdjustment && o.points < 0):
-		taken, err = t.reverseDebit(ctx, m, o, in.Reason)
+		taken, recovered, err = t.reverseDebit(ctx, m, o, in.Reason)
 	default:
 		return nil, core.Errorf(core.Invalid, "posting_id", "postings of kind %s cannot be reversed", o.kind)
 	}
@@ -170,16 +170,21 @@ func (t *txn) reverse(ctx context.Context, prog *program, m *member, cmd *bus.Co
 	}
 	out := t.outcome(m, taken)
 	out.Written = core.Points(written)
+	out.Recovered = core.Points(recovered)
 	return out, nil
 }
 
-func (t *txn) reverseDebit(ctx context.Context, m *member, o *original, reason string) (int64, error) {
+// reverseDebit gives back the points debit o took, to the lots it took them
+// from. It returns the points the member got back and those that settled
+// an earlier write-off instead (recoverWrittenOff).
+func (t *txn) reverseDebit(ctx context.Context, m *member, o *original,
+	reason string) (back, recovered int64, err error) {
 	rows, err := t.tx.Query(ctx, `SELECT pl.lot_id, -pl.points, l.member_id, l.earned_at,
 			l.spendable_from, l.expires_at
 		FROM posting_lots pl JOIN lots l ON l.id = pl.lot_id
 		WHERE pl.posting_id = $1 AND pl.points < 0 ORDER BY pl.lot_id`, o.id)
 	if err != nil {
-		return 0, fmt.Errorf("read posting lots: %w", err)
+		return 0, 0, fmt.Errorf("read posting lots: %w", err)
 	}
 	var moves []core.LotMove
 	var taken []lotRow
@@ -191,7 +196,7 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original, reason s
 		if err := rows.Scan(&l.id, &l.remaining, &owner, &l.earned, &l.spendable,
 			&l.expires); err != nil {
 			rows.Close()
-			return 0, err
+			return 0, 0, err
 		}
 		moves = append(moves, core.LotMove{LotID: l.id, Points: core.Points(l.remaining)})
 		taken = append(taken, l)
@@ -200,7 +205,7 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original, reason s
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	id := o.id
 	// A partner payment's capture undone is the partner's, as the capture was.
@@ -213,13 +218,13 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original, reason s
 			FROM postings p JOIN holds h ON h.id = p.hold_id WHERE p.id = $1`,
 			o.id).Scan(&source, &holdTxn, &refunded)
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return 0, fmt.Errorf("read capture's hold: %w", err)
+			return 0, 0, fmt.Errorf("read capture's hold: %w", err)
 		}
 		partner = partnerOf(source)
 		// The partner's first refund undid the capture already, in part or
 		// whole: what is left is the partner's to refund.
 		if refunded > 0 {
-			return 0, core.Errorf(core.Conflict, "posting_id", "the partner %s refunded %d "+
+			return 0, 0, core.Errorf(core.Conflict, "posting_id", "the partner %s refunded %d "+
 				"of this capture's %d points already (payment %q); the rest is refunded by the "+
 				"partner, or given back with a credit", partner, refunded, total, holdTxn)
 		}
@@ -230,10 +235,10 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original, reason s
 		pid, back, err := t.creditCopies(ctx, m, posting{kind: core.PostReversal, reason: reason,
 			reversesID: &id, partner: partner}, taken)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		t.lastMoves = back
-		return total, t.markHoldReversed(ctx, o, pid)
+		return total, 0, t.markHoldReversed(ctx, o, pid)
 	}
 	// While the member owes points, what comes back repays the debt first.
 	debt := max(0, -m.available)
@@ -242,6 +247,9 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original, reason s
 		moves[i].Points -= core.Points(x)
 		debt -= x
 	}
+	if recovered, err = t.recoverWrittenOff(ctx, moves); err != nil {
+		return 0, 0, err
+	}
 	kept := moves[:0]
 	for _, mv := range moves {
 		if mv.Points > 0 {
@@ -249,23 +257,23 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original, reason s
 		}
 	}
 	if _, err := t.lockLots(ctx, kept); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	// The posting goes first: if the original was reversed already, its
 	// unique index refuses this one before any lot is given points twice.
-	pid, err := t.post(ctx, m, posting{kind: core.PostReversal, points: total, reason: reason,
-		reversesID: &id, partner: partner, moves: kept})
+	pid, err := t.post(ctx, m, posting{kind: core.PostReversal, points: total - recovered,
+		reason: reason, reversesID: &id, partner: partner, moves: kept})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if err := t.applyMoves(ctx, kept); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	t.lastMoves = kept
 	if err := t.markHoldReversed(ctx, o, pid); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return total, t.expireDue(ctx, m)
+	return total - recovered, recovered, t.expireDue(ctx, m)
 }
 
 // markHoldReversed records on a partner payment's hold that the operator
@@ -435,12 +443,75 @@ func (t *txn) reverseCredit(ctx context.Context, prog *program, m *member, o *or
 	// unique index before it touches any lot.
 	id := o.id
 	p.kind, p.reason, p.reversesID, p.moves = core.PostReversal, reason, &id, moves
-	if _, err := t.post(ctx, m, p); err != nil {
+	pid, err := t.post(ctx, m, p)
+	if err != nil {
 		return 0, 0, err
+	}
+	if written > 0 {
+		_, err = t.tx.Exec(ctx, `INSERT INTO written_off (reversal_id, lot_id, points)
+			VALUES ($1, $2, $3)`, pid, lotID, written)
+		if err != nil {
+			return 0, 0, fmt.Errorf("record write-off: %w", err)
+		}
 	}
 	if err := t.applyMoves(ctx, moves); err != nil {
 		return 0, 0, err
 	}
 	t.lastMoves = moves
 	return p.points + p.pendingDelta, written, nil
+}
+
+// recoverWrittenOff lowers moves, points on their way back to lots, by what
+// is still written off on those lots: a credit reversed after its points
+// were spent wrote off what it could not take (reverseCredit), and points
+// of that spending that come back settle it before they are the member's
+// again. Older write-offs settle first. It returns the points settled.
+func (t *txn) recoverWrittenOff(ctx context.Context, moves []core.LotMove) (int64, error) {
+	ids := make([]int64, 0, len(moves))
+	for _, mv := range moves {
+		if mv.Points > 0 {
+			ids = append(ids, mv.LotID)
+		}
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	rows, err := t.tx.Query(ctx, `SELECT reversal_id, lot_id, points - recovered
+		FROM written_off WHERE lot_id = ANY($1) AND recovered < points
+		ORDER BY reversal_id FOR UPDATE`, ids)
+	if err != nil {
+		return 0, fmt.Errorf("read write-offs: %w", err)
+	}
+	type owed struct{ reversal, lot, points int64 }
+	var due []owed
+	for rows.Next() {
+		var o owed
+		if err := rows.Scan(&o.reversal, &o.lot, &o.points); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		due = append(due, o)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, o := range due {
+		for i := range moves {
+			if moves[i].LotID != o.lot || moves[i].Points <= 0 {
+				continue
+			}
+			x := min(o.points, int64(moves[i].Points))
+			moves[i].Points -= core.Points(x)
+			total += x
+			_, err := t.tx.Exec(ctx, `UPDATE written_off SET recovered = recovered + $2
+				WHERE reversal_id = $1`, o.reversal, x)
+			if err != nil {
+				return 0, fmt.Errorf("settle write-off: %w", err)
+			}
+			break
+		}
+	}
+	return total, nil
 }

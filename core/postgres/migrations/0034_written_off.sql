@@ -1,0 +1,32 @@
+-- Points written off by the reversal of a credit, by the lot that credit
+-- made, and how much of them came back since.
+--
+-- A reversal of a credit whose points the member had spent takes what it
+-- can and, when the program forbids a negative balance, writes off the
+-- rest. When the spending is undone later (an order cancelled, a
+-- redemption reversed, a partner's refund), its points return to the lots
+-- they were taken from, the reversed credit's lot among them: they settle
+-- what was written off first (recovered), and only the rest returns to the
+-- member. Without this the member kept the points of a reversed credit.
+CREATE TABLE written_off (
+    reversal_id bigint PRIMARY KEY,
+    lot_id      bigint NOT NULL,
+    points      bigint NOT NULL CHECK (points > 0),
+    recovered   bigint NOT NULL DEFAULT 0,
+    CHECK (recovered >= 0 AND recovered <= points)
+);
+CREATE INDEX written_off_lot_idx ON written_off (lot_id) WHERE recovered < points;
+
+-- The write-offs of reversals made before this table: what the credit gave,
+-- less what its reversal took (from the lot and from the member's other
+-- points, or as a debt) and what of the lot had expired by then.
+INSERT INTO written_off (reversal_id, lot_id, points)
+SELECT r.id, l.id, w.points
+FROM postings r
+JOIN postings c ON c.id = r.reverses_id
+JOIN lots l ON l.posting_id = c.id
+CROSS JOIN LATERAL (SELECT (c.points + c.pending_delta) + (r.points + r.pending_delta)
+        - coalesce((SELECT sum(-pl.points) FROM posting_lots pl
+            JOIN postings e ON e.id = pl.posting_id
+            WHERE pl.lot_id = l.id AND e.kind = 'expiry' AND e.id < r.id), 0) AS points) w
+WHERE r.kind = 'reversal' AND w.points > 0;

@@ -1,0 +1,124 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/puntos-loyalty/puntos/core"
+)
+
+// Regression test of a defect a catalog attack found (against cf48e4e), now
+// mended; the scenario as found:
+//
+// A bill earned 1,000 points; 500 paid for a mug; the bill was reversed,
+// taking the 500 left and writing off the 500 spent; the mug's order was
+// then cancelled and its 500 points went back to the reversed bill's lot:
+// the member kept 500 points of a bill that no longer existed. Points that
+// come back to a reversed credit's lot now settle its write-off first, so
+// the member ends where neither the bill nor the order happened. With
+// points of another lot taken by the reversal, those come back, in the
+// reversed credit's lot.
+func TestCancelledSpendingSettlesWriteOff(t *testing.T) {
+	for _, c := range []struct {
+		name                  string
+		other                 core.Points // points of another lot, expiring later
+		written, back, endBal core.Points
+	}{
+		{"nothing else", 0, 500, 0, 0},
+		{"another lot", 300, 200, 300, 300},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t, core.Program{})
+			f.enroll("ana")
+			bill := f.creditAt("ana", 1000, f.now.AddDate(1, 0, 0))
+			billTxn := f.lastTxn()
+			if c.other > 0 {
+				f.creditAt("ana", c.other, f.now.AddDate(2, 0, 0))
+			}
+			f.ok(core.KindRewardUpsert, "", core.Reward{Code: "mug", Name: "Mug",
+				Points: 500, CancelWindowSeconds: 3600})
+			o := orderOf(t, f.do(core.KindOrderPlace, "ana", f.txn(),
+				core.PlaceOrder{Reward: "mug"}))
+			f.wantLot(bill, 1000, 500)
+
+			rev := f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: billTxn,
+				Reason: "bill cancelled"})
+			if rev.Written != c.written {
+				t.Fatalf("reversal wrote off %d, want %d", rev.Written, c.written)
+			}
+			f.wantBalance("ana", 0, 0, 0)
+
+			out := f.ok(core.KindOrderCancel, "ana", core.CancelOrder{OrderID: o.ID})
+			if out.Points != c.back || out.Recovered != c.written {
+				t.Fatalf("cancel: %d back, %d settling the write-off; want %d and %d",
+					out.Points, out.Recovered, c.back, c.written)
+			}
+			f.wantBalance("ana", c.endBal, 0, 0)
+			f.wantLot(bill, 1000, c.back)
+			f.check()
+		})
+	}
+}
+
+// The same history ends at the same balance whatever the program's
+// negative-balance policy: a redemption reversed after the credit it spent
+// was reversed leaves the member with nothing of either, as a debt repaid
+// (allow) or as a write-off settled (forbid).
+func TestReversedRedemptionAfterReversedCreditSamePerPolicy(t *testing.T) {
+	for _, policy := range []string{core.NegativeAllow, core.NegativeForbid} {
+		t.Run(policy, func(t *testing.T) {
+			f := newFixture(t, core.Program{NegativeBalance: policy})
+			f.enroll("ana")
+			f.ok(core.KindCredit, "ana", core.Credit{Points: 1000, Reason: "bill"})
+			bill := f.lastTxn()
+			f.ok(core.KindRedeem, "ana", core.Redeem{Points: 600, Reason: "spent"})
+			spent := f.lastTxn()
+			f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: bill, Reason: "bill"})
+			f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: spent, Reason: "spent"})
+			f.wantBalance("ana", 0, 0, 0)
+			f.check()
+		})
+	}
+}
+
+// Reversals made before the write-offs were recorded: the migration finds
+// them, and the cancellation after it settles the write-off.
+func TestWriteOffMigrationFindsEarlierReversals(t *testing.T) {
+	l := isolatedLedger(t)
+	f := newFixtureOn(t, l, core.Program{})
+	f.enroll("ana")
+	bill := f.creditAt("ana", 1000, f.now.AddDate(1, 0, 0))
+	billTxn := f.lastTxn()
+	f.ok(core.KindRewardUpsert, "", core.Reward{Code: "mug", Name: "Mug", Points: 700,
+		CancelWindowSeconds: 3600})
+	o := orderOf(t, f.do(core.KindOrderPlace, "ana", f.txn(), core.PlaceOrder{Reward: "mug"}))
+	f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: billTxn, Reason: "bill"})
+
+	// As a database before the table was made.
+	ctx := context.Background()
+	for _, q := range []string{`DROP TABLE written_off`,
+		`DELETE FROM schema_migrations WHERE name LIKE '0034_%'`} {
+		if _, err := l.pool.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := Migrate(ctx, l.pool, l.log); err != nil {
+		t.Fatal(err)
+	}
+	out := f.ok(core.KindOrderCancel, "ana", core.CancelOrder{OrderID: o.ID})
+	if out.Points != 0 || out.Recovered != 700 {
+		t.Fatalf("cancel after the migration: %d back, %d settled; want 0 and 700",
+			out.Points, out.Recovered)
+	}
+	f.wantBalance("ana", 0, 0, 0)
+	f.wantLot(bill, 1000, 0)
+	f.check()
+}
+
+// lastTxn is the transaction id f.txn gave last.
+func (f *fixture) lastTxn() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return fmt.Sprintf("%s-t%d", f.prog, f.seq)
+}
