@@ -306,11 +306,14 @@ func (t *txn) upsertRule(ctx context.Context, prog *program, cmd *bus.Command) (
 	}
 	r.Version = last + 1
 	if last > 0 {
-		_, err := t.tx.Exec(ctx, `UPDATE rules SET until = $4
-			WHERE program_id = $1 AND code = $2 AND version = $3
-			  AND (until IS NULL OR until > $4)`, prog.ID, r.Code, last, *r.ValidFrom)
+		// Every earlier version ends where this one starts, not only the
+		// latest: one scheduled for later would otherwise leave the one
+		// before it in force until then.
+		_, err := t.tx.Exec(ctx, `UPDATE rules SET until = $3
+			WHERE program_id = $1 AND code = $2 AND (until IS NULL OR until > $3)`,
+			prog.ID, r.Code, *r.ValidFrom)
 		if err != nil {
-			return nil, fmt.Errorf("end previous rule version: %w", err)
+			return nil, fmt.Errorf("end previous rule versions: %w", err)
 		}
 	}
 	body, err := json.Marshal(r)
@@ -327,8 +330,9 @@ func (t *txn) upsertRule(ctx context.Context, prog *program, cmd *bus.Command) (
 	return r, nil
 }
 
-// retireRule ends the force of a rule's latest version at the given moment
-// (default: the command's occurred_at). Events that occurred before it keep
+// retireRule ends the force of a rule at the given moment (default: the
+// command's occurred_at): its latest version and any earlier one still in
+// force then. Events that occurred before it keep
 // earning by the rule; a later upsert starts a new version.
 func (t *txn) retireRule(ctx context.Context, prog *program, cmd *bus.Command) (any, error) {
 	var in core.RuleRetire
@@ -356,9 +360,12 @@ func (t *txn) retireRule(ctx context.Context, prog *program, cmd *bus.Command) (
 	if retired {
 		return nil, core.Errorf(core.Conflict, "code", "rule %q is already retired", in.Code)
 	}
-	_, err = t.tx.Exec(ctx, `UPDATE rules SET retired = true,
+	// Every version still in force after at ends then: the latest may be
+	// one scheduled for later, with the one before it in force until then.
+	_, err = t.tx.Exec(ctx, `UPDATE rules SET retired = retired OR version = $3,
 			until = CASE WHEN until IS NULL OR until > $4 THEN $4 ELSE until END
-		WHERE program_id = $1 AND code = $2 AND version = $3`, prog.ID, in.Code, version, at.UTC())
+		WHERE program_id = $1 AND code = $2 AND (version = $3 OR until IS NULL OR until > $4)`,
+		prog.ID, in.Code, version, at.UTC())
 	if err != nil {
 		return nil, fmt.Errorf("retire rule: %w", err)
 	}
