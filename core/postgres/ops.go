@@ -72,6 +72,11 @@ func (t *txn) dispatch(ctx context.Context, cmd *bus.Command) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !cmd.OccurredAt.IsZero() {
+		if err := core.CheckSince1970("occurred_at", cmd.OccurredAt); err != nil {
+			return nil, err
+		}
+	}
 	if cmd.Kind == core.KindEnroll {
 		return t.enroll(ctx, prog, cmd)
 	}
@@ -205,6 +210,9 @@ func (t *txn) enroll(ctx context.Context, prog *program, cmd *bus.Command) (any,
 		if at.After(t.now.Add(5 * time.Minute)) {
 			return nil, core.Errorf(core.Invalid, "enrolled_at", "is in the future")
 		}
+		if err := core.CheckSince1970("enrolled_at", at); err != nil {
+			return nil, err
+		}
 	}
 	if at.IsZero() {
 		at = t.now
@@ -232,7 +240,7 @@ func (t *txn) checkOccurred(at time.Time) error {
 	if at.After(t.now.Add(5 * time.Minute)) {
 		return core.Errorf(core.Invalid, "occurred_at", "is in the future")
 	}
-	return nil
+	return core.CheckSince1970("occurred_at", at)
 }
 
 func (t *txn) accrue(ctx context.Context, prog *program, m *member, cmd *bus.Command) (any, error) {

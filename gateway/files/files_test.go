@@ -297,11 +297,12 @@ func TestValidationErrorsByLineAndField(t *testing.T) {
 		"m2,7,fine,,,t12",
 		"m2,5,future,2099-01-01,,t13",
 		"m2,5,no txn,,,",
+		"m2,5,before 1970,1969-12-31,,t14",
 		"",
 	}, "\n")
 	v := f.upload(content, "", nil)
 	v = f.wait(v.ID, core.BatchValidated)
-	if v.Lines != 15 || v.Valid != 2 || v.Invalid != 13 || v.Credit != 107 || v.Debit != 0 {
+	if v.Lines != 16 || v.Valid != 2 || v.Invalid != 14 || v.Credit != 107 || v.Debit != 0 {
 		lines, _ := f.ledger.BatchLines(f.ctx, v.ID, 0, 100, false)
 		t.Fatalf("summary %+v\n%+v", v.Batch, lines)
 	}
@@ -335,6 +336,8 @@ func TestValidationErrorsByLineAndField(t *testing.T) {
 		13: `invalid line: bare " in non-quoted-field`,
 		15: "invalid effective_date: is in the future",
 		16: "invalid txn_id: is required: the line's own transaction id",
+		17: "invalid effective_date: is before 1970-01-01T00:00:00Z, the earliest date " +
+			"Puntos records",
 	}
 	if len(page.Errors) != 10 || len(got) != len(want) {
 		t.Errorf("%d errors on the first page, %d in all, want 10 and %d", len(page.Errors),

@@ -494,6 +494,9 @@ func (rd *reader) next() (core.BatchLine, error) {
 		if t.After(rd.now.Add(5 * time.Minute)) {
 			return fail("effective_date", "is in the future")
 		}
+		if err := core.CheckSince1970("effective_date", t); err != nil {
+			return fail("effective_date", "%s", err.(*core.Error).Message)
+		}
 		x.EffectiveAt = &t
 	}
 	if s := get("expires_at"); s != "" {

@@ -338,6 +338,11 @@ func checkAccrual(in eventBody, now time.Time) (core.Accrue, error) {
 	if in.OccurredAt != nil && in.OccurredAt.After(now.Add(5*time.Minute)) {
 		return core.Accrue{}, core.Errorf(core.Invalid, "occurred_at", "is in the future")
 	}
+	if in.OccurredAt != nil {
+		if err := core.CheckSince1970("occurred_at", *in.OccurredAt); err != nil {
+			return core.Accrue{}, err
+		}
+	}
 	return core.Accrue{EventType: in.Type, Amount: strings.TrimSpace(*in.Amount),
 		Currency: in.Currency, Partner: in.Partner}, nil
 }

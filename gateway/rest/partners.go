@@ -524,6 +524,9 @@ func (s *Server) checkPurchase(r *http.Request, in *purchaseBody) error {
 	if in.OccurredAt != nil && in.OccurredAt.After(s.now().Add(5*time.Minute)) {
 		return core.Errorf(core.Invalid, "occurred_at", "is in the future")
 	}
+	if in.OccurredAt != nil {
+		return core.CheckSince1970("occurred_at", *in.OccurredAt)
+	}
 	return nil
 }
 

@@ -412,6 +412,9 @@ func checkOccurred(at *time.Time) error {
 	if at != nil && at.IsZero() {
 		return core.Errorf(core.Invalid, "occurred_at", "is not a real date (0001-01-01T00:00:00Z)")
 	}
+	if at != nil {
+		return core.CheckSince1970("occurred_at", *at)
+	}
 	return nil
 }
 

@@ -221,6 +221,10 @@ func (s *Server) accrue(c *call, in *gen.Accrue) (any, error) {
 	if occurred != nil && occurred.After(s.now().Add(5*time.Minute)) {
 		return nil, invalid("OccurredAt", "is in the future")
 	}
+	if occurred != nil && occurred.Before(core.Earliest) {
+		return nil, invalid("OccurredAt", "is before 1970-01-01T00:00:00Z, the earliest date "+
+			"Puntos records")
+	}
 	res, err := s.write(c, core.KindAccrue, in.TxnId, in.Program, in.CustomerRef,
 		core.Accrue{EventType: typ, Amount: strings.TrimSpace(in.Amount),
 			Currency: opt(in.Currency), Partner: opt(in.Partner)}, occurred)
