@@ -115,7 +115,8 @@ type runPlan struct {
 type tierChange struct {
 	from, to      string
 	qualification int64
-	spend         *string // nil unless the tiers' basis is spend
+	spend         *string   // nil unless the tiers' basis is spend
+	at            time.Time // when the review saw it
 }
 
 // runState is what the first round trip of a run reads.
@@ -135,6 +136,9 @@ type runState struct {
 	// run's accruals added since (by member id), which the reads miss.
 	quals   map[qualKey]qualSums
 	accrued map[string][]runAccrual
+	// now is the transaction's time: a late accrual's member is reviewed
+	// with the qualification that ends then (reviewTier).
+	now time.Time
 	// attrs are the stored attributes of the members, by member id.
 	attrs map[string][]byte
 	// counters are the rule counters the run read, as its accruals leave
@@ -239,7 +243,7 @@ func (t *txn) readAndLock(ctx context.Context, cmds []bus.Command) (*runState, e
 		rules: map[string]*ruleSnapshot{},
 		attrs: map[string][]byte{}, counters: map[counterKey]int64{},
 		capped: map[cappedKey]bool{}, wins: map[string]bool{},
-		quals: map[qualKey]qualSums{}, accrued: map[string][]runAccrual{}}
+		quals: map[qualKey]qualSums{}, accrued: map[string][]runAccrual{}, now: t.now}
 	b := &pgx.Batch{}
 
 	// The programs, once per transaction like loadProgram.
@@ -485,8 +489,9 @@ func queueRuleReads(b *pgx.Batch, cmds []bus.Command, st *runState) {
 
 // queueQualifications queues on b the read of the qualification of each
 // accrual of cmds in a program with tier levels: what its member accrued
-// in the window ending at its occurred_at, as tierQualification reads it.
-// It forgets what the run added before: the read sees it.
+// in the window ending at its occurred_at, as tierQualification reads it,
+// and in the window ending now (st.now), which its tier review reads. It
+// forgets what the run added before: the read sees it.
 func queueQualifications(b *pgx.Batch, cmds []bus.Command, st *runState) {
 	st.quals = map[qualKey]qualSums{}
 	st.accrued = map[string][]runAccrual{}
@@ -495,8 +500,8 @@ func queueQualifications(b *pgx.Batch, cmds []bus.Command, st *runState) {
 	for i := range cmds {
 		c := &cmds[i]
 		if c.Kind == core.KindAccrue {
-			codes, refs, ats = append(codes, c.Program), append(refs, c.Member),
-				append(ats, c.OccurredAt)
+			codes, refs, ats = append(codes, c.Program, c.Program),
+				append(refs, c.Member, c.Member), append(ats, c.OccurredAt, st.now)
 		}
 	}
 	if len(codes) == 0 {
@@ -771,9 +776,21 @@ func (t *txn) plan(cmd *bus.Command, prog *program, m *member, st *runState) (ru
 	if p.expires != nil && !p.expires.After(t.now) {
 		return p, false
 	}
+	// The tier review (reviewTier): at the event, or, for a late one, now,
+	// the event counted when it falls in the window that ends now.
+	tiers := st.tiers[prog.ID]
+	review := tiers != nil && p.kind == core.PostAccrual
+	rq, counted := q, true
+	if review && p.earned.Before(t.now) {
+		var read bool
+		if rq, read = st.qualify(tiers, m, t.now); !read {
+			return p, false
+		}
+		counted = p.earned.After(tiers.WindowStart(t.now)) // the window is (start, now]
+	}
 	st.count(m.programID, p.counts)
-	if tiers := st.tiers[prog.ID]; tiers != nil && p.kind == core.PostAccrual {
-		st.review(tiers, &p, q)
+	if review {
+		st.review(tiers, &p, rq, counted)
 	}
 
 	p.post = true
@@ -824,21 +841,27 @@ func (st *runState) qualify(tiers *core.Tiers, m *member, at time.Time) (qualSum
 }
 
 // review is reviewTier in memory for the accrual p, which earns points:
-// the level the qualification q before it plus the accrual reaches becomes
-// the member's tier, a change of tier is recorded with p, and the accrual
-// counts in the qualification of the run's later accruals.
-func (st *runState) review(tiers *core.Tiers, p *runPlan, q qualSums) {
+// the level the qualification q before it, plus the accrual when counted,
+// reaches becomes the member's tier, a change of tier is recorded with p,
+// and the accrual counts in the qualification of the run's later accruals.
+func (st *runState) review(tiers *core.Tiers, p *runPlan, q qualSums, counted bool) {
 	m := p.m
-	q.points += p.n
-	if q.spend != nil {
-		q.spend.Add(q.spend, p.amount)
+	if counted {
+		q.points += p.n
+		if q.spend != nil {
+			q.spend.Add(q.spend, p.amount)
+		}
 	}
 	next := ""
 	if lvl := tiers.Reached(core.Points(q.points), q.spend); lvl != nil {
 		next = lvl.Code
 	}
 	if next != m.tier {
-		p.change = &tierChange{from: m.tier, to: next, qualification: q.points}
+		at := st.now // reviewTier records a late event's change now
+		if p.earned.After(at) {
+			at = p.earned
+		}
+		p.change = &tierChange{from: m.tier, to: next, qualification: q.points, at: at}
 		if q.spend != nil {
 			text := spendText(q.spend)
 			p.change.spend = &text
@@ -1330,7 +1353,7 @@ func (w *runWrites) addTiers(plans []runPlan) {
 		ts.member, ts.from = append(ts.member, p.m.id), append(ts.from, p.change.from)
 		ts.to, ts.reason = append(ts.to, p.change.to), append(ts.reason, "accrual "+p.cmd.TxnID)
 		ts.qualification = append(ts.qualification, p.change.qualification)
-		ts.at, ts.spend = append(ts.at, p.cmd.OccurredAt), append(ts.spend, p.change.spend)
+		ts.at, ts.spend = append(ts.at, p.change.at), append(ts.spend, p.change.spend)
 	}
 }
 

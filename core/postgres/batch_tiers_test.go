@@ -108,7 +108,8 @@ func TestSetBasedTiersMatchRowByRow(t *testing.T) {
 		return res
 	}
 
-	// History: a1 reaches silver on events a month old.
+	// History: events a month old (out of the window that ends now) leave
+	// a1 at blue: a late event reviews the tier the member has now.
 	run(
 		w.accrueIn("tp", "a1", "web", "150", edge.Add(-24*time.Hour)),
 		w.accrueIn("tp", "a1", "web", "40", edge),
@@ -118,8 +119,8 @@ func TestSetBasedTiersMatchRowByRow(t *testing.T) {
 	reversed := w.accrueIn("tp", "a1", "web", "200", at)
 	cmds := []bus.Command{
 		// a1: 30 in the window ending at at (the 40 at its start is out):
-		// down to blue. Then a second earlier (out of order), the window
-		// holds the 40: silver. Then gold with all three.
+		// still blue. Then 100 a second earlier (late: reviewed now, with
+		// the 30): silver. Then gold with all three.
 		w.accrueIn("tp", "a1", "web", "30", at),
 		early,
 		reversed,
@@ -178,13 +179,15 @@ func TestSetBasedTiersMatchRowByRow(t *testing.T) {
 	)
 	w.compare(t)
 
-	// The tier history, checked by hand.
+	// The tier history, checked by hand. b2's last accrual, 12 points dated
+	// a month back, is late: reviewed now, with 109 and 16 of the window
+	// that ends now (the 7 a second ahead is not in it yet).
 	want := []string{
-		"a1  silver 150", "a1 silver blue 30", "a1 blue silver 140", "a1 silver gold 330",
+		"a1  blue 0", "a1 blue silver 130", "a1 silver gold 330",
 		"a1 gold silver 340", "a1 silver blue 41",
 		"a2  gold 350", "a2 gold silver 351",
 		"b1  silver 110", "b1 silver gold 417",
-		"b2  silver 109", "b2 silver  23", "b2  silver 121",
+		"b2  silver 109", "b2 silver  23", "b2  silver 137",
 		"c1  bronze 50 500.25", "c1 bronze silver 110 1100.25", "c1 silver gold 293 2500.25",
 	}
 	rows, err := w.fast.Pool().Query(context.Background(), `SELECT m.customer_ref || ' ' ||

@@ -398,14 +398,11 @@ func (t *txn) cancelOrder(ctx context.Context, prog *program, m *member,
 	return out, nil
 }
 
-// tierNow is m's tier: the one recorded, or, when none is yet (a member
-// whose points came without an accrual to review it), the level its
-// qualification reaches now, as GET .../tier shows it; "" below every
-// level or in a program without tiers.
+// tierNow is m's tier now: the level its qualification reaches now, as
+// GET .../tier shows it, not the one recorded at its last review (which the
+// window has moved past since, or a renaming of the levels left behind);
+// "" below every level or in a program without tiers.
 func (t *txn) tierNow(ctx context.Context, prog *program, m *member) (string, error) {
-	if m.tier != "" {
-		return m.tier, nil
-	}
 	tiers, err := t.programTiers(ctx, prog.ID)
 	if err != nil || tiers == nil {
 		return "", err

@@ -823,14 +823,23 @@ func spendText(spend *big.Rat) string {
 	return core.FormatDecimal(spend)
 }
 
-// reviewTier sets a member's tier to the level its qualification at at
-// (plus extra points and spend not yet posted) reaches, recording a change
-// in the member's tier history. It returns the level's code.
+// reviewTier sets a member's tier to the level its qualification reaches
+// now, with extra points and spend not yet posted that occurred at at,
+// recording a change in the member's tier history. A late event (at in the
+// past) counts when it falls inside the window that ends now: the tier
+// recorded is the member's tier now, not the one it had when the event
+// occurred. It returns the level's code.
 func (t *txn) reviewTier(ctx context.Context, programID, memberID string, at time.Time,
 	extra core.Points, extraSpend *big.Rat, reason string) (string, error) {
 	tiers, err := t.programTiers(ctx, programID)
 	if err != nil || tiers == nil {
 		return "", err
+	}
+	if at.Before(t.now) {
+		if !at.After(tiers.WindowStart(t.now)) { // the window is (start, now]
+			extra, extraSpend = 0, nil
+		}
+		at = t.now
 	}
 	q, spend, err := t.tierQualification(ctx, tiers, memberID, at)
 	if err != nil {
