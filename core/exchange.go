@@ -114,6 +114,20 @@ type Reward struct {
 	UpdatedAt *time.Time `json:"updated_at,omitempty"`
 }
 
+// RewardUpsert is the payload of KindRewardUpsert: the reward, which
+// replaces the one of its code as a whole, and optionally the stock its
+// editor was shown. An edit form sends CheckStock, so that saving a form
+// drawn before orders took units does not put those units back on sale; the
+// REST API sends the reward alone.
+type RewardUpsert struct {
+	Reward
+	// CheckStock asks the ledger to refuse the save (conflict on "stock")
+	// unless the reward exists and its stock is still StockShown (nil:
+	// unlimited).
+	CheckStock bool   `json:"check_stock,omitempty"`
+	StockShown *int64 `json:"stock_shown,omitempty"`
+}
+
 // Validate checks a reward as the operator sends it.
 func (r *Reward) Validate() error {
 	if !ValidCode(r.Code) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/big"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -54,13 +55,30 @@ func (t *txn) exchange(ctx context.Context, prog *program, cmd *bus.Command) (an
 	return nil, core.Errorf(core.Invalid, "kind", "unknown command kind %q", cmd.Kind)
 }
 
+// upsertReward creates or replaces a reward. With CheckStock it first locks
+// the reward and refuses (conflict) when its stock is no longer the one the
+// editor was shown: orders placed or cancelled meanwhile would otherwise be
+// forgotten, and units already sold put on sale again. Errors: invalid,
+// not_found (CheckStock on a reward that does not exist), conflict.
 func (t *txn) upsertReward(ctx context.Context, prog *program, cmd *bus.Command) (any, error) {
-	var in core.Reward
-	if err := decode(cmd.Payload, &in); err != nil {
+	var up core.RewardUpsert
+	if err := decode(cmd.Payload, &up); err != nil {
 		return nil, err
 	}
+	in := up.Reward
 	if err := in.Validate(); err != nil {
 		return nil, err
+	}
+	if up.CheckStock {
+		cur, err := readReward(ctx, t.tx, prog.ID, in.Code, true)
+		if err != nil {
+			return nil, err
+		}
+		if !sameCount(cur.Stock, up.StockShown) {
+			return nil, core.Errorf(core.Conflict, "stock", "is now %s, not %s as when the "+
+				"change began; orders took or returned units meanwhile",
+				countText(cur.Stock), countText(up.StockShown))
+		}
 	}
 	if len(in.Tiers) > 0 {
 		// A reward for a tier the program does not have could be redeemed
@@ -121,6 +139,23 @@ func (t *txn) upsertReward(ctx context.Context, prog *program, cmd *bus.Command)
 		return nil, fmt.Errorf("upsert reward: %w", pgError(err))
 	}
 	return readReward(ctx, t.tx, prog.ID, in.Code, false)
+}
+
+// sameCount tells whether two optional counts are equal, nil (unlimited)
+// only to nil.
+func sameCount(a, b *int64) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// countText writes an optional count for a message: a number, or "unlimited".
+func countText(n *int64) string {
+	if n == nil {
+		return "unlimited"
+	}
+	return strconv.FormatInt(*n, 10)
 }
 
 const rewardCols = `id, code, name, description, points, coalesce(money_points, 0),

@@ -101,6 +101,13 @@ type rewardEdit struct {
 	Existing   bool
 	ValidFrom  string
 	ValidUntil string
+	// StockShown is the stock when the form of an existing reward was
+	// drawn, posted back in a hidden field: a save that leaves the stock
+	// field as it was must not undo the orders placed meanwhile.
+	StockShown *int64
+	// StockChanged is set when the ledger refused the save because the
+	// stock is no longer StockShown; the page links to a fresh form.
+	StockChanged bool
 }
 
 func (s *Server) catalogPage(w http.ResponseWriter, r *http.Request, sess *session) {
@@ -134,7 +141,7 @@ func (s *Server) showCatalog(w http.ResponseWriter, r *http.Request, sess *sessi
 			if rw.Code == r.URL.Query().Get("edit") {
 				v.Edit = rewardEdit{Reward: rw, Existing: true,
 					ValidFrom:  localInput(rw.ValidFrom, v.Zone),
-					ValidUntil: localInput(rw.ValidUntil, v.Zone)}
+					ValidUntil: localInput(rw.ValidUntil, v.Zone), StockShown: rw.Stock}
 			}
 		}
 	}
@@ -142,7 +149,12 @@ func (s *Server) showCatalog(w http.ResponseWriter, r *http.Request, sess *sessi
 		Problem: problem, Data: &v})
 }
 
-// saveReward creates or replaces a reward, its price and its stock.
+// saveReward creates or replaces a reward, its price and its stock. When
+// the form of an existing reward comes back with its stock field as it was
+// drawn, the ledger is asked to check that the stock is still that figure:
+// units ordered while the form was open are not put on sale again, and the
+// page says so and links to a fresh form. A stock the operator typed is
+// saved as typed.
 func (s *Server) saveReward(w http.ResponseWriter, r *http.Request, sess *session) {
 	if s.params(w, r, sess) == nil {
 		return
@@ -161,10 +173,29 @@ func (s *Server) saveReward(w http.ResponseWriter, r *http.Request, sess *sessio
 		ProgramLimit: f.optInt("program_limit"), Tiers: f.list("tiers"),
 		Partner: f.str("partner"), CancelWindowSeconds: int(f.int("cancel_window_seconds")),
 		Active: &active}
+	in := core.RewardUpsert{Reward: e.Reward}
+	if _, drawn := r.PostForm["stock_shown"]; drawn && e.Existing {
+		e.StockShown = f.optInt("stock_shown")
+		in.CheckStock = sameCount(e.Stock, e.StockShown)
+		in.StockShown = e.StockShown
+	}
 	s.save(w, r, sess, f.check(e.Reward.Validate), edit{kind: core.KindRewardUpsert,
-		program: program, payload: e.Reward, action: "reward.saved",
+		program: program, payload: in, action: "reward.saved",
 		target: program + "/" + e.Code, page: "/admin/catalog", done: "reward"},
-		func(status int, problem string) { s.showCatalog(w, r, sess, status, problem, &e) })
+		func(status int, problem string) {
+			// The stock check is the only conflict a reward's save meets.
+			e.StockChanged = in.CheckStock && status == http.StatusConflict
+			s.showCatalog(w, r, sess, status, problem, &e)
+		})
+}
+
+// sameCount tells whether two optional counts are equal, nil (unlimited)
+// only to nil.
+func sameCount(a, b *int64) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
 }
 
 // stockText writes a reward's stock: a number, or "unlimited".
