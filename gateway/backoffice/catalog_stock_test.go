@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -96,8 +97,10 @@ func TestRewardFormDoesNotRestockUnitsOrderedMeanwhile(t *testing.T) {
 }
 
 // try runs one command through the ledger, as the core consumer would, and
-// returns its result, accepted or not.
-func (rg *rig) try(kind, program, member string, payload any) bus.Result {
+// returns its result, accepted or not. It occurs at the rig's clock, or at
+// the time given.
+func (rg *rig) try(kind, program, member string, payload any,
+	at ...time.Time) bus.Result {
 	rg.t.Helper()
 	body, _ := json.Marshal(payload)
 	cmd := bus.Command{ID: uuid.NewString(), Kind: kind, Source: "test",
@@ -105,6 +108,9 @@ func (rg *rig) try(kind, program, member string, payload any) bus.Result {
 		Payload: body}
 	cmd.Seal()
 	cmd.OccurredAt, cmd.ReceivedAt = rg.now, rg.now
+	if len(at) > 0 {
+		cmd.OccurredAt = at[0]
+	}
 	out, err := rg.ledger().ApplyBatch(context.Background(), []bus.Command{cmd})
 	if err != nil {
 		rg.t.Fatalf("%s: %v", kind, err)
