@@ -240,6 +240,9 @@ func (t *txn) checkOccurred(at time.Time) error {
 	if at.After(t.now.Add(5 * time.Minute)) {
 		return core.Errorf(core.Invalid, "occurred_at", "is in the future")
 	}
+	if at.IsZero() {
+		return nil // not given: the time of arrival
+	}
 	return core.CheckSince1970("occurred_at", at)
 }
 
