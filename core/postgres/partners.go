@@ -62,6 +62,18 @@ func (t *txn) upsertPartner(ctx context.Context, prog *program, cmd *bus.Command
 	if err != nil {
 		return nil, fmt.Errorf("upsert partner: %w", err)
 	}
+	// A deactivated partner can no longer capture or void: its open holds
+	// run out now, so that their points come back to the members (the sweep
+	// releases them; balances count them free at once) instead of staying
+	// reserved until their own end, up to months away.
+	if !active {
+		_, err = t.tx.Exec(ctx, `UPDATE holds SET expires_at = $2
+			WHERE source = $1 AND status = 'open' AND expires_at > $2`,
+			core.PartnerSourcePrefix+in.Code, t.now)
+		if err != nil {
+			return nil, fmt.Errorf("end the partner's holds: %w", err)
+		}
+	}
 	p, _, err := readPartner(ctx, t.tx, prog.Code, in.Code)
 	return p, err
 }
