@@ -85,6 +85,18 @@ var codeRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 // letters, digits, '-' or '_', starting with a letter or digit.
 func ValidCode(s string) bool { return codeRE.MatchString(s) }
 
+// CatalogCodeRule says what ValidCode accepts, for error messages.
+const CatalogCodeRule = "1-64 lower-case letters, digits, - or _"
+
+// CheckCatalogCode refuses s, given as field, unless ValidCode accepts it.
+// Errors: invalid.
+func CheckCatalogCode(field, s string) error {
+	if ValidCode(s) {
+		return nil
+	}
+	return codeError(field, s, CatalogCodeRule)
+}
+
 // MaxCount bounds a reward's stock and limits: a count of units the ledger
 // can add an order's quantity back to without leaving bigint.
 const MaxCount = 1_000_000_000_000
@@ -131,7 +143,7 @@ type RewardUpsert struct {
 // Validate checks a reward as the operator sends it.
 func (r *Reward) Validate() error {
 	if !ValidCode(r.Code) {
-		return Errorf(Invalid, "code", "must be 1-64 lower-case letters, digits, - or _")
+		return Errorf(Invalid, "code", "must be "+CatalogCodeRule)
 	}
 	if strings.TrimSpace(r.Name) == "" || len(r.Name) > 200 {
 		return Errorf(Invalid, "name", "is required, at most 200 characters")
@@ -254,7 +266,7 @@ type Partner struct {
 // Validate checks a partner as the operator sends it.
 func (p *Partner) Validate() error {
 	if !ValidCode(p.Code) {
-		return Errorf(Invalid, "code", "must be 1-64 lower-case letters, digits, - or _")
+		return Errorf(Invalid, "code", "must be "+CatalogCodeRule)
 	}
 	if strings.TrimSpace(p.Name) == "" || len(p.Name) > 200 {
 		return Errorf(Invalid, "name", "is required, at most 200 characters")

@@ -1,10 +1,12 @@
 package core
 
 import (
+	"fmt"
 	"math/big"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/text/currency"
 )
@@ -47,7 +49,7 @@ type Program struct {
 // Validate checks a program definition and names the first bad field.
 func (p *Program) Validate() error {
 	if !codeOK(p.Code) {
-		return Errorf(Invalid, "code", "must be 1-64 letters, digits, '-' or '_'")
+		return Errorf(Invalid, "code", "must be "+CodeRule)
 	}
 	if p.Name == "" || len(p.Name) > 200 {
 		return Errorf(Invalid, "name", "is required, at most 200 characters")
@@ -213,8 +215,33 @@ func daysIn(y int, m time.Month) int {
 	return time.Date(y, m+1, 0, 12, 0, 0, 0, time.UTC).Day()
 }
 
+// CodeRule says what a program's, a rule's or an external program's code
+// may be, for error messages.
+const CodeRule = "1-64 letters, digits, '-' or '_'"
+
+// MaxCode is the longest code CodeRule and CatalogCodeRule allow, in
+// characters.
+const MaxCode = 64
+
+// CheckCode refuses s, given as field, unless it is a program's, a rule's
+// or an external program's code (CodeRule). Errors: invalid.
+func CheckCode(field, s string) error {
+	if codeOK(s) {
+		return nil
+	}
+	return codeError(field, s, CodeRule)
+}
+
+// codeError refuses s as a code, saying first what TextFault finds in it.
+func codeError(field, s, rule string) error {
+	if why := TextFault(s, MaxCode); why != "" {
+		return Errorf(Invalid, field, "%s; it must be %s", why, rule)
+	}
+	return Errorf(Invalid, field, "must be %s", rule)
+}
+
 func codeOK(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
+	if len(s) == 0 || len(s) > MaxCode {
 		return false
 	}
 	for _, c := range s {
@@ -236,7 +263,7 @@ const RefRule = "1-128 letters, digits or - . _ ~ : @ ! $ & ' ( ) * + , ; ="
 // '?', '#', '%' or a space would make the member's or the command's URL
 // ambiguous.
 func ValidRef(s string) bool {
-	if len(s) == 0 || len(s) > 128 {
+	if len(s) == 0 || len(s) > MaxRef {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
@@ -248,6 +275,67 @@ func ValidRef(s string) bool {
 		}
 	}
 	return true
+}
+
+// MaxRef is the longest reference or transaction id ValidRef accepts, in
+// characters (all of them ASCII, so also in bytes).
+const MaxRef = 128
+
+// CheckRef refuses s, given as field, unless ValidRef accepts it, and says
+// what is wrong with it: missing, not UTF-8, holding NUL, too long, or the
+// first character that is not allowed (a space at either end named as
+// such). what says what the field is, for the message of a missing one,
+// such as "the member's customer reference"; it may be empty.
+// Errors: invalid.
+func CheckRef(field, what, s string) error {
+	if ValidRef(s) {
+		return nil
+	}
+	if s == "" {
+		if what == "" {
+			return Errorf(Invalid, field, "is required: %s", RefRule)
+		}
+		return Errorf(Invalid, field, "is required: %s, %s", what, RefRule)
+	}
+	return Errorf(Invalid, field, "%s; it must be %s", refFault(s), RefRule)
+}
+
+// TextFault says what makes s unfit as a code, reference or id of at most
+// max characters whatever its own rule: not UTF-8, holding NUL (which
+// PostgreSQL cannot store or compare) or too long. It is "" when s has
+// none of these faults.
+func TextFault(s string, max int) string {
+	switch n := utf8.RuneCountInString(s); {
+	case !utf8.ValidString(s):
+		return "is not valid UTF-8"
+	case strings.IndexByte(s, 0) >= 0:
+		return "contains the NUL character"
+	case n > max:
+		return fmt.Sprintf("is %d characters long, over the limit of %d", n, max)
+	}
+	return ""
+}
+
+// refFault says why ValidRef refuses s, which is not empty.
+func refFault(s string) string {
+	if why := TextFault(s, MaxRef); why != "" {
+		return why
+	}
+	pos := 0
+	for i, c := range s {
+		pos++
+		if c < utf8.RuneSelf && ValidRef(string(c)) {
+			continue
+		}
+		switch {
+		case c == ' ' && i == 0:
+			return "begins with a space"
+		case c == ' ' && i == len(s)-1:
+			return "ends with a space"
+		}
+		return fmt.Sprintf("has %q at character %d, which is not allowed", c, pos)
+	}
+	return "is not valid" // not reached: ValidRef refused s for a reason above
 }
 
 // ValidCurrency reports whether s is an ISO 4217 currency code as the

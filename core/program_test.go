@@ -109,3 +109,69 @@ func TestValidCurrency(t *testing.T) {
 		}
 	}
 }
+
+// CheckRef says what is wrong with a reference, not only that it is wrong:
+// a caller told "is required" about a 200-character one looks for a
+// missing field.
+func TestCheckRefSaysWhatIsWrong(t *testing.T) {
+	long := func(n int) string {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = 'm'
+		}
+		return string(b)
+	}
+	rule := "; it must be " + RefRule
+	tests := []struct{ ref, want string }{
+		{"m-5:x@y", ""},
+		{long(128), ""},
+		{"", "member: is required: the member's reference, " + RefRule},
+		{long(129), "member: is 129 characters long, over the limit of 128" + rule},
+		{long(5000), "member: is 5000 characters long, over the limit of 128" + rule},
+		{" m5", "member: begins with a space" + rule},
+		{"m5 ", "member: ends with a space" + rule},
+		{"m 5", "member: has ' ' at character 2, which is not allowed" + rule},
+		{"mé5", "member: has 'é' at character 2, which is not allowed" + rule},
+		{"m5\x00", "member: contains the NUL character" + rule},
+		{"m5\xff", "member: is not valid UTF-8" + rule},
+	}
+	for _, tt := range tests {
+		err := CheckRef("member", "the member's reference", tt.ref)
+		got := ""
+		if err != nil {
+			got = err.Error()
+			if KindOf(err) != Invalid {
+				t.Errorf("%.20q: kind %s, want invalid", tt.ref, KindOf(err))
+			}
+		}
+		if got != tt.want {
+			t.Errorf("%.20q:\n got %q\nwant %q", tt.ref, got, tt.want)
+		}
+	}
+}
+
+// CheckCode and CheckCatalogCode keep the rule of their writes and say
+// first what no code can hold.
+func TestCheckCodeSaysWhatIsWrong(t *testing.T) {
+	tests := []struct {
+		check      func(field, s string) error
+		code, want string
+	}{
+		{CheckCode, "Telco_2", ""},
+		{CheckCode, "te lco", "program: must be " + CodeRule},
+		{CheckCode, "te\x00lco", "program: contains the NUL character; it must be " + CodeRule},
+		{CheckCatalogCode, "cafe-sur", ""},
+		{CheckCatalogCode, "Cafe", "program: must be " + CatalogCodeRule},
+		{CheckCatalogCode, "cafe\xff", "program: is not valid UTF-8; it must be " +
+			CatalogCodeRule},
+	}
+	for _, tt := range tests {
+		got := ""
+		if err := tt.check("program", tt.code); err != nil {
+			got = err.Error()
+		}
+		if got != tt.want {
+			t.Errorf("%q:\n got %q\nwant %q", tt.code, got, tt.want)
+		}
+	}
+}
