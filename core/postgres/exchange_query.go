@@ -30,7 +30,7 @@ func (l *Ledger) Reward(ctx context.Context, programCode, code string) (*core.Re
 
 // Rewards returns up to limit rewards of the catalog in code order, after
 // the code given as cursor; next is the cursor of the following page.
-// Errors: not_found (no such program).
+// Errors: not_found (no such program), invalid (a bad cursor).
 func (l *Ledger) Rewards(ctx context.Context, programCode, cursor string,
 	limit int) (out []core.Reward, next string, err error) {
 	if _, err := l.Program(ctx, programCode); err != nil {
@@ -38,6 +38,10 @@ func (l *Ledger) Rewards(ctx context.Context, programCode, cursor string,
 	}
 	if limit <= 0 || limit > 500 {
 		limit = 50
+	}
+	// A cursor is the last code of a page, so a valid code.
+	if cursor != "" && !core.ValidCode(cursor) {
+		return nil, "", core.Errorf(core.Invalid, "cursor", "is not a cursor from a previous page")
 	}
 	rows, err := l.pool.Query(ctx, `SELECT `+rewardCols+` FROM rewards
 		WHERE program_id = (SELECT id FROM programs WHERE code = $1) AND code > $2

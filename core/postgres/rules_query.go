@@ -67,8 +67,8 @@ func (l *Ledger) Simulate(ctx context.Context, programCode string,
 				return core.Errorf(core.Invalid, "currency", "the program counts in %s",
 					prog.Currency)
 			}
-			if !core.ValidRef(in.Member) {
-				return core.Errorf(core.Invalid, "member", "is required: a member reference")
+			if err := core.CheckRef("member", "a member reference", in.Member); err != nil {
+				return err
 			}
 			id, err := resolveID(ctx, tx, prog.ID, in.Member)
 			if err != nil {

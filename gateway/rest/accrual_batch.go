@@ -278,13 +278,13 @@ func inEvent(i int, err error) error {
 // batchCommand checks event i as the single accrual route checks its body
 // and builds its command, sealed as newCommand seals one.
 func (s *Server) batchCommand(r *http.Request, i int, ev batchEvent) (bus.Command, error) {
-	if !core.ValidRef(ev.Member) {
-		return bus.Command{}, inEvent(i, core.Errorf(core.Invalid, "member",
-			"is required: the member's customer reference, "+core.RefRule))
+	if err := core.CheckRef("member", "the member's customer reference",
+		ev.Member); err != nil {
+		return bus.Command{}, inEvent(i, err)
 	}
-	if !core.ValidRef(ev.TxnID) {
-		return bus.Command{}, inEvent(i, core.Errorf(core.Invalid, "txn_id",
-			"is required: the caller's transaction id of this event, "+core.RefRule))
+	if err := core.CheckRef("txn_id", "the caller's transaction id of this event",
+		ev.TxnID); err != nil {
+		return bus.Command{}, inEvent(i, err)
 	}
 	accrual, err := checkAccrual(ev.body(), s.now())
 	if err == nil {

@@ -416,10 +416,16 @@ func newContractServer(b *contractBus, read Reader, wait time.Duration) (*mux.Ro
 	return r, s
 }
 
-// fillPath puts sample values in a path template's parameters.
+// fillPath puts sample values in a path template's parameters, each of the
+// shape its rule asks for (checkParams).
 func fillPath(tpl string) string {
 	return strings.NewReplacer("{program}", "movil", "{member}", "56912345678",
-		"{hold}", "hold-77", "{txn}", "txn-1").Replace(tpl)
+		"{hold}", "hold-77", "{txn}", "txn-1", "{code}", "sample-code",
+		"{partner}", "cafe-sur", "{reward}", "cinema-2x1",
+		"{key}", "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+		"{order}", "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c",
+		"{conversion}", "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5d",
+		"{batch}", "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5e", "{name}", "flows").Replace(tpl)
 }
 
 // TestContractWritesAcceptTheirExamples sends every write's documented

@@ -135,9 +135,10 @@ func (s *Server) convert(w http.ResponseWriter, r *http.Request) {
 		if err := core.CheckPoints("points", in.Points); err != nil {
 			return "", nil, nil, err
 		}
-		if in.AccountID != "" && !core.ValidRef(in.AccountID) {
-			return "", nil, nil, core.Errorf(core.Invalid, "account_id",
-				"must be "+core.RefRule)
+		if in.AccountID != "" {
+			if err := core.CheckRef("account_id", "", in.AccountID); err != nil {
+				return "", nil, nil, err
+			}
 		}
 		return memberVar(r), in, nil, nil
 	})

@@ -99,9 +99,8 @@ type enrollBody struct {
 func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	var in enrollBody
 	s.write(w, r, core.KindEnroll, &in, func() (string, any, *time.Time, error) {
-		if !core.ValidRef(in.CustomerRef) {
-			return "", nil, nil, core.Errorf(core.Invalid, "customer_ref",
-				"is required: "+core.RefRule)
+		if err := core.CheckRef("customer_ref", "", in.CustomerRef); err != nil {
+			return "", nil, nil, err
 		}
 		if len(in.Channel) > 64 {
 			return "", nil, nil, core.Errorf(core.Invalid, "channel", "is at most 64 characters")
@@ -310,8 +309,8 @@ func (s *Server) transfer(w http.ResponseWriter, r *http.Request) {
 		if err := core.CheckReason(in.Reason, false); err != nil {
 			return "", nil, nil, err
 		}
-		if !core.ValidRef(in.To) {
-			return "", nil, nil, core.Errorf(core.Invalid, "to", "is required: a member reference")
+		if err := core.CheckRef("to", "a member reference", in.To); err != nil {
+			return "", nil, nil, err
 		}
 		return memberVar(r), in, nil, nil
 	})
@@ -320,9 +319,9 @@ func (s *Server) transfer(w http.ResponseWriter, r *http.Request) {
 func (s *Server) merge(w http.ResponseWriter, r *http.Request) {
 	var in core.Merge
 	s.write(w, r, core.KindMerge, &in, func() (string, any, *time.Time, error) {
-		if !core.ValidRef(in.Into) {
-			return "", nil, nil, core.Errorf(core.Invalid, "into",
-				"is required: the surviving member's reference")
+		if err := core.CheckRef("into", "the surviving member's reference",
+			in.Into); err != nil {
+			return "", nil, nil, err
 		}
 		return memberVar(r), in, nil, nil
 	})

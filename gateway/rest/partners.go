@@ -240,6 +240,7 @@ type partnerKey struct{}
 func (s *Server) registerPartnerAPI(r *mux.Router) {
 	pa := r.PathPrefix("/v1/partner").Subrouter()
 	pa.Use(s.authenticatePartner)
+	pa.Use(s.checkParams)
 	m := "/members/{member}"
 	tx := "/transactions/{txn}"
 	pa.HandleFunc(m+"/balance", s.partnerBalance).Methods(http.MethodGet)
@@ -379,9 +380,9 @@ func (s *Server) partnerAuthorize(w http.ResponseWriter, r *http.Request) {
 			return "", nil, nil, core.Errorf(core.Forbidden, "points",
 				"partner %q does not accept points", p.Code)
 		}
-		if !core.ValidRef(in.Member) {
-			return "", nil, nil, core.Errorf(core.Invalid, "member",
-				"is required: the member's customer reference")
+		if err := core.CheckRef("member", "the member's customer reference",
+			in.Member); err != nil {
+			return "", nil, nil, err
 		}
 		if err := core.CheckPoints("points", in.Points); err != nil {
 			return "", nil, nil, err

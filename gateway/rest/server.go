@@ -109,6 +109,7 @@ func (s *Server) Register(r *mux.Router) {
 	s.registerPartnerAPI(r) // first: partner keys, not operator keys
 	v1 := r.PathPrefix("/v1").Subrouter()
 	v1.Use(s.authenticate)
+	v1.Use(s.checkParams) // after: a stranger learns nothing of the paths
 	p := "/programs/{program}"
 	m := p + "/members/{member}"
 	v1.HandleFunc("/programs", s.listPrograms).Methods(http.MethodGet)
@@ -323,9 +324,8 @@ func txnID(r *http.Request) (string, error) {
 		return "", core.Errorf(core.Invalid, "Idempotency-Key",
 			"header is required on every write: the caller's transaction id")
 	}
-	if !core.ValidRef(k) {
-		return "", core.Errorf(core.Invalid, "Idempotency-Key",
-			"must be "+core.RefRule)
+	if err := core.CheckRef("Idempotency-Key", "", k); err != nil {
+		return "", err
 	}
 	return k, nil
 }
@@ -474,8 +474,8 @@ type requestReader interface {
 
 func (s *Server) getCommand(w http.ResponseWriter, r *http.Request) {
 	source, txn := caller(r).Source, mux.Vars(r)["txn"]
-	if !core.ValidRef(txn) {
-		s.writeError(w, r, core.Errorf(core.Invalid, "txn", "must be "+core.RefRule))
+	if err := core.CheckRef("txn", "", txn); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	// With ?request= (the status URL of a 202 answer), the answer is about
