@@ -464,8 +464,8 @@ func (rd *reader) next() (core.BatchLine, error) {
 	if x.Member == "" {
 		return fail("member", "is required")
 	}
-	if !core.ValidRef(x.Member) {
-		return fail("member", "must be "+core.RefRule)
+	if err := core.CheckRef("member", "", x.Member); err != nil {
+		return fail("member", "%s", err.(*core.Error).Message)
 	}
 	p, err := parsePoints(get("points"))
 	if err != nil {
@@ -520,8 +520,8 @@ func (rd *reader) next() (core.BatchLine, error) {
 	if x.TxnID == "" {
 		return fail("txn_id", "is required: the line's own transaction id")
 	}
-	if !core.ValidRef(x.TxnID) {
-		return fail("txn_id", "must be "+core.RefRule)
+	if err := core.CheckRef("txn_id", "", x.TxnID); err != nil {
+		return fail("txn_id", "%s", err.(*core.Error).Message)
 	}
 	return x, nil
 }

@@ -94,22 +94,25 @@ func optString(s string) *string {
 
 // target checks the program and member every operation names.
 func target(program, ref string) error {
-	if strings.TrimSpace(program) == "" || len(program) > 64 {
+	if strings.TrimSpace(program) == "" {
 		return invalid("Program", "is required: the program's code")
 	}
-	if !core.ValidRef(ref) {
-		return invalid("CustomerRef", "is required: "+core.RefRule)
+	if err := core.CheckCode("Program", program); err != nil {
+		return err
 	}
-	return nil
+	return core.CheckRef("CustomerRef", "", ref)
 }
 
 // write builds the command of a write request, sends it and returns the
 // ledger's result; a refusal comes back as its domain error.
 func (s *Server) write(c *call, kind, txn, program, member string, payload any,
 	occurred *time.Time) (bus.Result, error) {
-	if !core.ValidRef(txn) {
+	if txn == "" {
 		return bus.Result{}, invalid("TxnId", "is required on every write: the caller's "+
 			"transaction id, "+core.RefRule)
+	}
+	if err := core.CheckRef("TxnId", "", txn); err != nil {
+		return bus.Result{}, err
 	}
 	body, err := json.Marshal(payload)
 	if err != nil {
@@ -329,9 +332,9 @@ func (s *Server) cancelRedemption(c *call, in *gen.CancelRedemption) (any, error
 	if err := target(in.Program, in.CustomerRef); err != nil {
 		return nil, err
 	}
-	if !core.ValidRef(in.RedemptionTxnId) {
-		return nil, invalid("RedemptionTxnId", "is required: the TxnId of the redemption "+
-			"to cancel")
+	if err := core.CheckRef("RedemptionTxnId", "the TxnId of the redemption to cancel",
+		in.RedemptionTxnId); err != nil {
+		return nil, err
 	}
 	reason := strings.TrimSpace(in.Reason)
 	if reason == "" {
@@ -357,8 +360,9 @@ func (s *Server) transfer(c *call, in *gen.TransferPoints) (any, error) {
 	if err := target(in.Program, in.CustomerRef); err != nil {
 		return nil, err
 	}
-	if !core.ValidRef(in.ToCustomerRef) {
-		return nil, invalid("ToCustomerRef", "is required: the receiving member's reference")
+	if err := core.CheckRef("ToCustomerRef", "the receiving member's reference",
+		in.ToCustomerRef); err != nil {
+		return nil, err
 	}
 	if err := core.CheckPoints("Points", core.Points(in.Points)); err != nil {
 		return nil, err
