@@ -83,20 +83,39 @@ func TestReversedRedemptionAfterReversedCreditSamePerPolicy(t *testing.T) {
 }
 
 // Reversals made before the write-offs were recorded: the migration finds
-// them, and the cancellation after it settles the write-off.
+// them, and the cancellation after it settles the write-off. A spending
+// undone before the upgrade gave its points to the member already (an
+// upgrade tester found the migration still counting that write-off as
+// owed, and the member's next return to the lot taken for it): it counts
+// as recovered.
 func TestWriteOffMigrationFindsEarlierReversals(t *testing.T) {
 	l := isolatedLedger(t)
 	f := newFixtureOn(t, l, core.Program{})
+	ctx := context.Background()
+	f.ok(core.KindRewardUpsert, "", core.Reward{Code: "mug", Name: "Mug", Points: 700,
+		CancelWindowSeconds: 3600})
 	f.enroll("ana")
 	bill := f.creditAt("ana", 1000, f.now.AddDate(1, 0, 0))
 	billTxn := f.lastTxn()
-	f.ok(core.KindRewardUpsert, "", core.Reward{Code: "mug", Name: "Mug", Points: 700,
-		CancelWindowSeconds: 3600})
 	o := orderOf(t, f.do(core.KindOrderPlace, "ana", f.txn(), core.PlaceOrder{Reward: "mug"}))
 	f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: billTxn, Reason: "bill"})
 
+	// Ben's order was cancelled as an earlier version did it: no record of
+	// the write-off, the 700 back to the reversed credit's lot.
+	f.enroll("ben")
+	benBill := f.creditAt("ben", 1000, f.now.AddDate(1, 0, 0))
+	benTxn := f.lastTxn()
+	ob := orderOf(t, f.do(core.KindOrderPlace, "ben", f.txn(), core.PlaceOrder{Reward: "mug"}))
+	f.ok(core.KindReverse, "ben", core.Reverse{OriginalTxnID: benTxn, Reason: "bill"})
+	if _, err := l.pool.Exec(ctx, `DELETE FROM written_off WHERE lot_id = $1`,
+		benBill); err != nil {
+		t.Fatal(err)
+	}
+	if out := f.ok(core.KindOrderCancel, "ben", core.CancelOrder{OrderID: ob.ID}); out.Points != 700 {
+		t.Fatalf("ben's cancellation as before: %d back, want 700", out.Points)
+	}
+
 	// As a database before the table was made.
-	ctx := context.Background()
 	for _, q := range []string{`DROP TABLE written_off`,
 		`DELETE FROM schema_migrations WHERE name LIKE '0034_%'`} {
 		if _, err := l.pool.Exec(ctx, q); err != nil {
@@ -113,6 +132,16 @@ func TestWriteOffMigrationFindsEarlierReversals(t *testing.T) {
 	}
 	f.wantBalance("ana", 0, 0, 0)
 	f.wantLot(bill, 1000, 0)
+
+	// Ben spends his 700 and the spending is undone: they come back to him.
+	f.ok(core.KindRedeem, "ben", core.Redeem{Points: 700, Reason: "spent"})
+	spent := f.lastTxn()
+	out = f.ok(core.KindReverse, "ben", core.Reverse{OriginalTxnID: spent, Reason: "undone"})
+	if out.Points != 700 || out.Recovered != 0 {
+		t.Fatalf("ben's reversal after the migration: %d back, %d settled; want 700 and 0",
+			out.Points, out.Recovered)
+	}
+	f.wantBalance("ben", 700, 0, 0)
 	f.check()
 }
 

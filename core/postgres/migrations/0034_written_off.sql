@@ -19,9 +19,13 @@ CREATE INDEX written_off_lot_idx ON written_off (lot_id) WHERE recovered < point
 
 -- The write-offs of reversals made before this table: what the credit gave,
 -- less what its reversal took (from the lot and from the member's other
--- points, or as a debt) and what of the lot had expired by then.
-INSERT INTO written_off (reversal_id, lot_id, points)
-SELECT r.id, l.id, w.points
+-- points, or as a debt) and what of the lot had expired by then. Points
+-- that came back to the lot since (a spending undone by an earlier version,
+-- which gave them to the member) count as recovered already: the member
+-- has them, and taking them again from a later return would take them
+-- twice. A lot has one credit, reversed at most once.
+INSERT INTO written_off (reversal_id, lot_id, points, recovered)
+SELECT r.id, l.id, w.points, least(w.points, b.back)
 FROM postings r
 JOIN postings c ON c.id = r.reverses_id
 JOIN lots l ON l.posting_id = c.id
@@ -29,4 +33,7 @@ CROSS JOIN LATERAL (SELECT (c.points + c.pending_delta) + (r.points + r.pending_
         - coalesce((SELECT sum(-pl.points) FROM posting_lots pl
             JOIN postings e ON e.id = pl.posting_id
             WHERE pl.lot_id = l.id AND e.kind = 'expiry' AND e.id < r.id), 0) AS points) w
+CROSS JOIN LATERAL (SELECT coalesce(sum(pl.points), 0) AS back FROM posting_lots pl
+        JOIN postings p ON p.id = pl.posting_id
+        WHERE pl.lot_id = l.id AND pl.points > 0 AND p.kind = 'reversal' AND p.id > r.id) b
 WHERE r.kind = 'reversal' AND w.points > 0;
