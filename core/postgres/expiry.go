@@ -125,7 +125,11 @@ func dueMembers(ctx context.Context, db interface {
 // same postings, lot moves, balances and events refresh would make.
 func (l *Ledger) sweepBatch(ctx context.Context, tx pgx.Tx, at time.Time, ids [][16]byte) error {
 	t := l.newTxn(tx)
-	t.now = at.UTC()
+	// As of at; written now: an audit reads recorded_at as when it was.
+	t.now, t.recorded = at.UTC(), l.Clock().UTC()
+	if t.recorded.Before(t.now) {
+		t.recorded = t.now
+	}
 	t.system = sweepSource
 
 	// The planner cannot tell how many lots a batch holds and guesses high
@@ -178,8 +182,8 @@ func (l *Ledger) sweepBatch(ctx context.Context, tx pgx.Tx, at time.Time, ids []
 // expireBulkSQL expires, in one statement, the due lots of the members $1
 // (of the programs $2, in the same order) as of $3: it takes the unreserved
 // points out of each lot, writes one expiry posting per member that had any
-// (source $4) and the lot moves that list what it took, and moves the
-// members' cached figures. It returns each posting, in member order, with
+// (source $4, recorded at $5) and the lot moves that list what it took, and
+// moves the members' cached figures. It returns each posting, in member order, with
 // how many lots were due and how many it wrote. The caller holds the
 // members' row locks, as every writer of their lots does, so the lots are
 // read without locking each one (a lock record and a dirtied page per lot,
@@ -209,7 +213,7 @@ const expireBulkSQL = `WITH due AS (
 	posted AS (
 		INSERT INTO postings (program_id, member_id, kind, points, pending_delta, source,
 			occurred_at, recorded_at)
-		SELECT program_id, member_id, 'expiry', points, pending_delta, $4, occurred, $3
+		SELECT program_id, member_id, 'expiry', points, pending_delta, $4, occurred, $5::timestamptz
 		FROM sums ORDER BY member_id
 		RETURNING id, member_id, points, pending_delta, occurred_at),
 	moves AS (
@@ -237,7 +241,8 @@ func (t *txn) expireBulk(ctx context.Context, ms []*member) error {
 	for i, m := range ms {
 		ids[i], progs[i], byID[m.id] = m.id, m.programID, m
 	}
-	rows, err := t.tx.Query(ctx, expireBulkSQL, uuidArg(ids), uuidArg(progs), t.now, t.system)
+	rows, err := t.tx.Query(ctx, expireBulkSQL, uuidArg(ids), uuidArg(progs), t.now, t.system,
+		t.recordedAt())
 	if err != nil {
 		return fmt.Errorf("expire lots: %w", err)
 	}

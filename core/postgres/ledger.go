@@ -111,10 +111,13 @@ func (p *program) rateAt(t time.Time) (string, core.Rounding) {
 
 // txn is the state of one batch transaction.
 type txn struct {
-	tx     pgx.Tx
-	now    time.Time
-	cmd    *bus.Command
-	system string // source of system postings (expiry), empty for commands
+	tx  pgx.Tx
+	now time.Time
+	// recorded, when set, is when the postings are written, for a sweep run
+	// as of an earlier instant (now); zero means now (recordedAt).
+	recorded time.Time
+	cmd      *bus.Command
+	system   string // source of system postings (expiry), empty for commands
 	// datedExpiry dates expiry postings when their lots expired (see
 	// expireByTime), not when they are written.
 	datedExpiry bool
@@ -127,6 +130,15 @@ type txn struct {
 	setBased    int // commands the set-based path applied
 	copyRuns    int // see Ledger.copyRuns
 	secrets     *secrets.Keyring
+}
+
+// recordedAt is when the transaction's postings are written: now, or the
+// real time of a sweep run as of an earlier instant.
+func (t *txn) recordedAt() time.Time {
+	if !t.recorded.IsZero() {
+		return t.recorded
+	}
+	return t.now
 }
 
 func (l *Ledger) newTxn(tx pgx.Tx) *txn {
@@ -432,7 +444,8 @@ func (t *txn) event(m *member, postingID int64, p posting) {
 	ev := bus.Event{
 		ID: uuid.Must(uuid.NewV7()).String(), Kind: p.kind, Program: prog, Member: m.id,
 		MemberRef: m.ref, Points: p.points + p.pendingDelta, OccurredAt: p.occurredAt.UTC(),
-		RecordedAt: t.now, Source: "puntos", RuleVersion: p.ruleVersion, Partner: p.partner,
+		RecordedAt: t.recordedAt(), Source: "puntos", RuleVersion: p.ruleVersion,
+		Partner:   p.partner,
 		PostingID: postingID, Tier: m.tier,
 	}
 	if t.cmd != nil {

@@ -208,7 +208,7 @@ func (t *txn) post(ctx context.Context, m *member, p posting) (int64, error) {
 		RETURNING id`,
 		m.programID, m.id, p.kind, p.points, p.heldDelta, p.pendingDelta, source, txnID, cmdID,
 		p.reason, p.ruleVersion, actor, p.partner, channel, p.reversesID, p.holdID,
-		p.occurredAt, t.now).Scan(&id)
+		p.occurredAt, t.recordedAt()).Scan(&id)
 	if err != nil {
 		return 0, fmt.Errorf("insert posting: %w", pgError(err))
 	}
