@@ -103,33 +103,54 @@ type ExpiryBucket struct {
 	Points    core.Points `json:"points"`
 }
 
+// lotsReleased reads a member's lots (l) with, as released, the part of
+// each lot's held points that open holds past their time (as of $3)
+// reserve: free once the next refresh releases them. The holds are read
+// (by the index of the member's open holds, then what each reserved of the
+// lot) only for a member holding points.
+const lotsReleased = `(SELECT l.*, CASE WHEN m.held > 0 THEN (
+				SELECT coalesce(sum(pl.held), 0) FROM holds h
+				JOIN posting_lots pl ON pl.posting_id = h.posting_id AND pl.lot_id = l.id
+				WHERE h.member_id = m.id AND h.status = 'open' AND h.expires_at <= $3)
+				ELSE 0 END AS released
+			FROM lots l WHERE l.member_id = m.id AND l.remaining > 0) l`
+
 // balanceLots are the columns and the join that add a member's live lots,
 // soonest expiry first, to a query reading the member as m, with
-// balanceDue's figures.
+// balanceDue's figures. Each lot reads as the next refresh would leave it
+// (the balance's figures are corrected so, balanceDue): the points of
+// overdue holds freed, and a lot whose expiry is past keeps only what open
+// holds still reserve (it is left out when that is nothing).
 const balanceLots = `,
 			l.id, l.earned_at, l.spendable_from, l.expires_at, l.pending, l.original,
 			l.remaining, l.held
 		FROM members m` + balanceDue + ` LEFT JOIN LATERAL (
-			SELECT id, earned_at, spendable_from, expires_at, pending, original, remaining, held
-			FROM lots WHERE member_id = m.id AND remaining > 0
-			ORDER BY expires_at NULLS LAST, earned_at, id LIMIT ` + balanceLotsMax + `) l ON true`
+			SELECT l.id, l.earned_at, l.spendable_from, l.expires_at, l.pending, l.original,
+				CASE WHEN l.expires_at <= $3 THEN l.held - l.released ELSE l.remaining END
+					AS remaining,
+				l.held - l.released AS held
+			FROM ` + lotsReleased + `
+			WHERE l.expires_at IS NULL OR l.expires_at > $3 OR l.held > l.released
+			ORDER BY l.expires_at NULLS LAST, l.earned_at, l.id
+			LIMIT ` + balanceLotsMax + `) l ON true`
 
 // balanceLotsMax is the most lots a balance lists.
 const balanceLotsMax = "1000"
 
 // balanceExpiries are the columns and the join that add, to a query reading
 // the member as m, the points expiring at each of its next twelve expiry
-// instants, soonest first: the free part (remaining less held) of its lots,
-// pending ones included, as the lots' view adds them up. The member's
+// instants, soonest first: the free part (remaining less held, the points
+// of overdue holds counted free) of its lots, pending ones included, as the
+// lots' view adds them up. The member's
 // partial index in expiry order serves it, and the walk stops at the
 // thirteenth instant.
 const balanceExpiries = `,
 			e.expires_at, e.points
 		FROM members m` + balanceDue + ` LEFT JOIN LATERAL (
-			SELECT expires_at, sum(remaining - held)::bigint AS points
-			FROM lots WHERE member_id = m.id AND remaining > 0 AND remaining > held
-				AND expires_at > $3
-			GROUP BY expires_at ORDER BY expires_at LIMIT 12) e ON true`
+			SELECT l.expires_at, sum(l.remaining - l.held + l.released)::bigint AS points
+			FROM ` + lotsReleased + `
+			WHERE l.expires_at > $3 AND l.remaining - l.held + l.released > 0
+			GROUP BY l.expires_at ORDER BY l.expires_at LIMIT 12) e ON true`
 
 // balanceDue adds to a query reading members as m what the member's next
 // refresh would change by the passing of time alone (the sweep runs once a
