@@ -169,6 +169,7 @@ const (
 // says whether it may use flows_hourly: callers pass false when they bucket
 // in a zone without whole-hour offsets.
 func flowSource(program string, from, to time.Time, hourly bool) (string, []any) {
+	from, to = clampPeriod(from, to)
 	from, to = from.UTC().Truncate(time.Second), to.UTC().Truncate(time.Second)
 	if !hourly {
 		where, args := periodFilter(program, from, to)
@@ -348,7 +349,28 @@ func Liabilities(ctx context.Context, conn driver.Conn, at time.Time) ([]Outstan
 // periodFilter is the condition, with its arguments, that keeps the
 // counted events of program (any, when empty) that occurred in [from, to);
 // a zero bound is left out.
+// clampPeriod brings the bounds of a period [from, to) (zero: no bound)
+// into what ClickHouse's DateTime holds, 1970 to early 2106: it reads a time
+// outside as another time (1969-12-31 23:00 as 1970-01-01 23:00, 1960 as
+// zero), and a report over a period reaching past either end lost events
+// without a word. No event is stored outside, so a bound before 1970 or
+// after 2106 is no bound, and a period that ends before 1970 or starts
+// after 2106 holds nothing.
+func clampPeriod(from, to time.Time) (time.Time, time.Time) {
+	if (!to.IsZero() && !to.After(minDateTime)) || (!from.IsZero() && from.After(maxDateTime)) {
+		return minDateTime, minDateTime // [1970, 1970): empty, however read
+	}
+	if !from.IsZero() && from.Before(minDateTime) {
+		from = time.Time{}
+	}
+	if !to.IsZero() && to.After(maxDateTime) {
+		to = time.Time{}
+	}
+	return from, to
+}
+
 func periodFilter(program string, from, to time.Time) (string, []any) {
+	from, to = clampPeriod(from, to)
 	cond, args := spanFilter(program, "occurred_at", from, to)
 	return countedEvents + " AND " + cond, args
 }
