@@ -96,8 +96,11 @@ type ruleVersion struct {
 const maxRuleSets = 4096
 
 // inForce returns the rules in force at at for events of eventType: for each
-// code, its newest version of that event type (or "*") in force then, as
-// the rules table says when read with the same conditions.
+// code, its newest version in force then, when it is of that event type (or
+// "*"). Where a rule's versions overlap, the newest is the rule, whatever
+// its event type: a version of another type, or one bounded in time,
+// replaces the older ones while it is in force, and they apply again
+// outside it.
 func (s *ruleSnapshot) inForce(eventType string, at time.Time) *core.RuleSet {
 	// PostgreSQL keeps microseconds: compare at that precision.
 	us := at.UnixMicro()
@@ -112,8 +115,10 @@ func (s *ruleSnapshot) inForce(eventType string, at time.Time) *core.RuleSet {
 	var rules []*core.CompiledRule
 	for _, versions := range s.versions {
 		for _, v := range versions {
-			if (v.eventType == eventType || v.eventType == "*") && v.from <= us && us < v.to {
-				rules = append(rules, v.rule)
+			if v.from <= us && us < v.to {
+				if v.eventType == eventType || v.eventType == "*" {
+					rules = append(rules, v.rule)
+				}
 				break
 			}
 		}
@@ -305,10 +310,11 @@ func (t *txn) upsertRule(ctx context.Context, prog *program, cmd *bus.Command) (
 		r.ValidFrom = &at
 	}
 	r.Version = last + 1
-	if last > 0 {
-		// Every earlier version ends where this one starts, not only the
-		// latest: one scheduled for later would otherwise leave the one
-		// before it in force until then.
+	if last > 0 && r.ValidTo == nil {
+		// A version without an end replaces the rule from its start: the
+		// earlier versions end there (the newest in force is the rule
+		// anyway, see inForce; until says so). One bounded in time
+		// replaces them only while it is in force, and ends none.
 		_, err := t.tx.Exec(ctx, `UPDATE rules SET until = $3
 			WHERE program_id = $1 AND code = $2 AND (until IS NULL OR until > $3)`,
 			prog.ID, r.Code, *r.ValidFrom)

@@ -15,8 +15,9 @@ import (
 // 2027; the rule was then retired. A visit a second later still earned 10
 // points by version 1, which stayed in force until 2027 because only the
 // latest version was ended. And a version 3 of another event type, saved
-// after the scheduled one, ran beside version 1. A rule's versions now all
-// end where a later one starts or the rule is retired.
+// after the scheduled one, ran beside version 1. A retirement now ends
+// every version, and the newest version in force is the rule whatever its
+// event type.
 func TestRuleVersionScheduledLaterEndsTheEarlierOnes(t *testing.T) {
 	visit := func(code, typ string, points core.Points, from *time.Time) core.Rule {
 		return core.Rule{Code: code, EventType: typ, ValidFrom: from,
@@ -74,8 +75,39 @@ func TestRuleVersionScheduledLaterEndsTheEarlierOnes(t *testing.T) {
 	})
 }
 
-// Versions stored before the change: the migration ends them where a later
-// version starts or ends, and the rule stops earning.
+// Regression test of a defect an attack found (against 4d57008, the first
+// form of the mend above), now mended; the scenario as found:
+//
+// Version 1 in force from day -100, version 2 scheduled from day +5, then a
+// version 3 bounded to days -200 to -150: every earlier version was ended
+// at day -200, and the rule earned nothing on any day after -150, version 2
+// never. A version bounded in time replaces the rule only while it is in
+// force; outside it, the newest version in force is the rule.
+func TestRuleVersionBoundedInThePastEndsNothing(t *testing.T) {
+	f := newFixture(t, core.Program{})
+	f.enroll("m1")
+	day := func(n int) time.Time { return f.now.AddDate(0, 0, n) }
+	fixed := func(points core.Points, from, to *time.Time) core.Rule {
+		return core.Rule{Code: "r", EventType: "visit", ValidFrom: from, ValidTo: to,
+			Formula: core.Formula{Kind: core.FormulaFixed, Points: points}}
+	}
+	from1, from2, from3, to3 := day(-100), day(5), day(-200), day(-150)
+	f.putRule(fixed(10, &from1, nil))
+	f.ok(core.KindRuleUpsert, "", RuleUpsert{Rule: fixed(20, &from2, nil), Mode: "update"})
+	f.ok(core.KindRuleUpsert, "", RuleUpsert{Rule: fixed(30, &from3, &to3), Mode: "update"})
+	for _, c := range []struct {
+		at   time.Time
+		want core.Points
+	}{{day(-175), 30}, {day(-120), 0}, {day(-50), 10}, {day(0), 10}, {day(10), 20}} {
+		if got, ver := f.earnAt("m1", "visit", c.at); got != c.want {
+			t.Fatalf("a visit on day %s earned %d by %q, want %d", c.at, got, ver, c.want)
+		}
+	}
+	f.wantBalance("m1", 70, 0, 0)
+}
+
+// Rules retired before the change: the migration ends every version of a
+// retired rule when it was retired, and the rule stops earning.
 func TestRuleVersionsMigrationEndsEarlierVersions(t *testing.T) {
 	l := isolatedLedger(t)
 	f := newFixtureOn(t, l, core.Program{})
