@@ -20,8 +20,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -190,7 +192,7 @@ func (s *Service) receive(ctx context.Context, in Intake, body io.Reader) (*core
 
 	id := uuid.Must(uuid.NewV7()).String()
 	b := &core.Batch{ID: id, Program: in.Program, Checksum: hex.EncodeToString(h.Sum(nil)),
-		FileName: filepath.Base(in.FileName), Path: filepath.Join(s.dir, id+".csv"),
+		FileName: plainFileName(in.FileName), Path: filepath.Join(s.dir, id+".csv"),
 		Size: size, Charset: charset, DateFormat: in.Format.DateFormat,
 		UploadedBy: in.UploadedBy, UploadedSource: in.Source, Channel: in.Channel,
 		CreatedAt: s.now().UTC()}
@@ -734,4 +736,24 @@ func (s *Service) PostApprovedInbox(b *core.Batch) {
 	if err := s.StartPost(b, b.ApprovedBy); err != nil {
 		s.log.Warn("Approved inbox batch not posted", "batch_id", b.ID, "error", err)
 	}
+}
+
+// plainFileName is the name a batch keeps of its file: the last element of
+// the name given, as text the database can hold. Names come from uploads
+// and from the inbox folder, where a legacy system may write them in
+// Latin-1: bytes that are not UTF-8 and control characters read as U+FFFD,
+// and the name is cut to 255 characters. The file itself is kept by the
+// batch's id, so the name only tells people which file it was.
+func plainFileName(name string) string {
+	name = strings.ToValidUTF8(filepath.Base(name), "\uFFFD")
+	name = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return '\uFFFD'
+		}
+		return r
+	}, name)
+	if r := []rune(name); len(r) > 255 {
+		name = string(r[:255])
+	}
+	return name
 }

@@ -119,8 +119,23 @@ func checkRequestParams(r *http.Request) error {
 			}
 		}
 	}
+
+	// Who acts and through which channel are stored with every posting.
+	for _, h := range []string{"X-Actor", "X-Channel"} {
+		v := r.Header.Get(h)
+		if err := core.CheckLine(h, v); err != nil {
+			return err
+		}
+		if n := utf8.RuneCountInString(v); n > maxHeaderText {
+			return core.Errorf(core.Invalid, h, "is %d characters long, over the limit of %d",
+				n, maxHeaderText)
+		}
+	}
 	return nil
 }
+
+// maxHeaderText bounds the X-Actor and X-Channel headers.
+const maxHeaderText = 200
 
 // textOK reports whether s is UTF-8 without NUL.
 func textOK(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }

@@ -15,6 +15,7 @@ import (
 // told: 400, the field at fault, and words of the detail.
 type paramCase struct {
 	method, path, txn, body string
+	actor                   string // X-Actor, when set
 	field, detail           string
 }
 
@@ -30,6 +31,9 @@ func sendAs(t *testing.T, base, key string, c paramCase) (int, string, map[strin
 	req.Header.Set("Content-Type", "application/json")
 	if c.txn != "" {
 		req.Header.Set("Idempotency-Key", c.txn)
+	}
+	if c.actor != "" {
+		req.Header.Set("X-Actor", c.actor)
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -143,6 +147,16 @@ func TestBadPathParametersAreRefused(t *testing.T) {
 			"&partner=s%00&member=A", field: "partner", detail: nul},
 		{method: "GET", path: "/v1/programs/telco/simulate?type=bill_paid&amount=1" +
 			"&member=" + long200, field: "member", detail: "is 200 characters long"},
+		// Who acts, stored with each posting and batch (an upload named
+		// "ana\xff" answered 500).
+		{method: "POST", path: m + "A/credits", txn: "cr-actor", actor: "ana\xff",
+			body: `{"points":5,"reason":"welcome"}`, field: "X-Actor", detail: "is not valid UTF-8"},
+		{method: "POST", path: "/v1/programs/telco/batches", actor: "ana\xff",
+			body: "member,points,reason,txn_id\nA,5,bono,f-1\n", field: "X-Actor",
+			detail: "is not valid UTF-8"},
+		{method: "POST", path: m + "A/credits", txn: "cr-actor-long",
+			actor: strings.Repeat("a", 201), body: `{"points":5,"reason":"welcome"}`,
+			field: "X-Actor", detail: "is 201 characters long, over the limit of 200"},
 		// An Idempotency-Key too long is told so, with the limit.
 		{method: "POST", path: m + "A/credits", txn: long200,
 			body: `{"points":5,"reason":"welcome"}`, field: "Idempotency-Key",
