@@ -244,19 +244,30 @@ func (t *txn) partnerRefund(ctx context.Context, prog *program, m *member,
 		}
 	}
 	// The refunds made since the merge went to new lots of m, not to the
-	// capture's lots, in the same order: they are passed over first.
+	// capture's lots, in the same order: they are passed over first, but
+	// for what they settled of write-offs, which the capture's lots count
+	// already (written_off_recoveries).
 	var since int64
 	if merged {
-		err = t.tx.QueryRow(ctx, `SELECT coalesce(sum(r.points), 0) FROM partner_refunds r
-			JOIN postings p ON p.id = r.posting_id
+		err = t.tx.QueryRow(ctx, `SELECT coalesce(sum(r.points - coalesce((
+				SELECT sum(rc.points) FROM written_off_recoveries rc
+				WHERE rc.posting_id = r.posting_id), 0)), 0)
+			FROM partner_refunds r JOIN postings p ON p.id = r.posting_id
 			WHERE r.hold_id = $1 AND p.member_id <> $2`, holdID, memberID).Scan(&since)
 		if err != nil {
 			return nil, fmt.Errorf("sum refunds since the merge: %w", err)
 		}
 	}
+	// What each lot of the capture is still owed: what the capture took of
+	// it, less what earlier refunds gave back to it or settled of its
+	// write-off (written_off_recoveries).
 	rows, err := t.tx.Query(ctx, `SELECT pl.lot_id, -pl.points - coalesce((
 			SELECT sum(rl.points) FROM partner_refunds r
 			JOIN posting_lots rl ON rl.posting_id = r.posting_id AND rl.lot_id = pl.lot_id
+			WHERE r.hold_id = $2), 0) - coalesce((
+			SELECT sum(rc.points) FROM partner_refunds r
+			JOIN written_off_recoveries rc ON rc.posting_id = r.posting_id
+				AND rc.lot_id = pl.lot_id
 			WHERE r.hold_id = $2), 0), l.earned_at, l.spendable_from, l.expires_at
 		FROM posting_lots pl JOIN lots l ON l.id = pl.lot_id
 		WHERE pl.posting_id = $1 AND pl.points < 0
@@ -291,20 +302,25 @@ func (t *txn) partnerRefund(ctx context.Context, prog *program, m *member,
 	if need > 0 {
 		return nil, fmt.Errorf("refund: the capture's lots lack %d points", need)
 	}
-	if merged {
-		return t.refundToSurvivor(ctx, m, cmd, in, holdID, captureID, refunded, n, copies)
+	// Points of a credit reversed since they were spent settle its
+	// write-off first (the lots of a member since merged included).
+	recovered, settled, err := t.recoverWrittenOff(ctx, moves)
+	if err != nil {
+		return nil, err
 	}
-	// While the member owes points, what comes back repays the debt first.
+	if merged {
+		for i := range copies {
+			copies[i].remaining = int64(moves[i].Points)
+		}
+		return t.refundToSurvivor(ctx, m, cmd, in, holdID, captureID, refunded, n, recovered,
+			settled, copies)
+	}
+	// While the member owes points, what comes back repays the debt next.
 	debt := max(0, -m.available)
 	for i := len(moves) - 1; i >= 0 && debt > 0; i-- {
 		x := min(debt, int64(moves[i].Points))
 		moves[i].Points -= core.Points(x)
 		debt -= x
-	}
-	// Points of a credit reversed since they were spent settle its write-off.
-	recovered, err := t.recoverWrittenOff(ctx, moves)
-	if err != nil {
-		return nil, err
 	}
 	kept := moves[:0]
 	for _, mv := range moves {
@@ -340,6 +356,9 @@ func (t *txn) partnerRefund(ctx context.Context, prog *program, m *member,
 		return nil, fmt.Errorf("insert refund: %w", err)
 	}
 	t.lastMoves = kept
+	if err := t.recordRecovered(ctx, pid, settled); err != nil {
+		return nil, err
+	}
 	if err := t.expireDue(ctx, m); err != nil {
 		return nil, err
 	}
@@ -353,8 +372,8 @@ func (t *txn) partnerRefund(ctx context.Context, prog *program, m *member,
 // into m: the n points come back to m in new lots, copies of the capture's
 // lots with the points each is owed.
 func (t *txn) refundToSurvivor(ctx context.Context, m *member, cmd *bus.Command,
-	in core.PartnerRefund, holdID string, captureID, refunded, n int64,
-	copies []lotRow) (any, error) {
+	in core.PartnerRefund, holdID string, captureID, refunded, n, recovered int64,
+	settled []core.LotMove, copies []lotRow) (any, error) {
 	p := posting{kind: core.PostReversal, reason: in.Reason, holdID: &holdID,
 		partner: partnerOf(cmd.Source)}
 	if p.reason == "" {
@@ -377,8 +396,12 @@ func (t *txn) refundToSurvivor(ctx context.Context, m *member, cmd *bus.Command,
 		return nil, fmt.Errorf("insert refund: %w", err)
 	}
 	t.lastMoves = back
-	out := t.outcome(m, n)
+	if err := t.recordRecovered(ctx, pid, settled); err != nil {
+		return nil, err
+	}
+	out := t.outcome(m, n-recovered)
 	out.HoldID = holdID
+	out.Recovered = core.Points(recovered)
 	return out, nil
 }
 

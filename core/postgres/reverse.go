@@ -231,24 +231,33 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original,
 	}
 	// The lots of a member since merged into m were emptied by the merge:
 	// the points come back to m in new lots with those lots' dates.
+	// Points of a credit reversed since they were spent settle its
+	// write-off first (the lots of a member since merged included).
+	recovered, settled, err := t.recoverWrittenOff(ctx, moves)
+	if err != nil {
+		return 0, 0, err
+	}
 	if merged {
+		for i := range taken {
+			taken[i].remaining = int64(moves[i].Points)
+		}
 		pid, back, err := t.creditCopies(ctx, m, posting{kind: core.PostReversal, reason: reason,
 			reversesID: &id, partner: partner}, taken)
 		if err != nil {
 			return 0, 0, err
 		}
 		t.lastMoves = back
-		return total, 0, t.markHoldReversed(ctx, o, pid)
+		if err := t.recordRecovered(ctx, pid, settled); err != nil {
+			return 0, 0, err
+		}
+		return total - recovered, recovered, t.markHoldReversed(ctx, o, pid)
 	}
-	// While the member owes points, what comes back repays the debt first.
+	// While the member owes points, what comes back repays the debt next.
 	debt := max(0, -m.available)
 	for i := len(moves) - 1; i >= 0 && debt > 0; i-- {
 		x := min(debt, int64(moves[i].Points))
 		moves[i].Points -= core.Points(x)
 		debt -= x
-	}
-	if recovered, err = t.recoverWrittenOff(ctx, moves); err != nil {
-		return 0, 0, err
 	}
 	kept := moves[:0]
 	for _, mv := range moves {
@@ -270,6 +279,9 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original,
 		return 0, 0, err
 	}
 	t.lastMoves = kept
+	if err := t.recordRecovered(ctx, pid, settled); err != nil {
+		return 0, 0, err
+	}
 	if err := t.markHoldReversed(ctx, o, pid); err != nil {
 		return 0, 0, err
 	}
@@ -465,8 +477,11 @@ func (t *txn) reverseCredit(ctx context.Context, prog *program, m *member, o *or
 // is still written off on those lots: a credit reversed after its points
 // were spent wrote off what it could not take (reverseCredit), and points
 // of that spending that come back settle it before they are the member's
-// again. Older write-offs settle first. It returns the points settled.
-func (t *txn) recoverWrittenOff(ctx context.Context, moves []core.LotMove) (int64, error) {
+// again. Older write-offs settle first. It returns the points settled, in
+// all and by lot (recordRecovered keeps them with the posting that brought
+// them back).
+func (t *txn) recoverWrittenOff(ctx context.Context, moves []core.LotMove) (int64,
+	[]core.LotMove, error) {
 	ids := make([]int64, 0, len(moves))
 	for _, mv := range moves {
 		if mv.Points > 0 {
@@ -474,13 +489,13 @@ func (t *txn) recoverWrittenOff(ctx context.Context, moves []core.LotMove) (int6
 		}
 	}
 	if len(ids) == 0 {
-		return 0, nil
+		return 0, nil, nil
 	}
 	rows, err := t.tx.Query(ctx, `SELECT reversal_id, lot_id, points - recovered
 		FROM written_off WHERE lot_id = ANY($1) AND recovered < points
 		ORDER BY reversal_id FOR UPDATE`, ids)
 	if err != nil {
-		return 0, fmt.Errorf("read write-offs: %w", err)
+		return 0, nil, fmt.Errorf("read write-offs: %w", err)
 	}
 	type owed struct{ reversal, lot, points int64 }
 	var due []owed
@@ -488,15 +503,16 @@ func (t *txn) recoverWrittenOff(ctx context.Context, moves []core.LotMove) (int6
 		var o owed
 		if err := rows.Scan(&o.reversal, &o.lot, &o.points); err != nil {
 			rows.Close()
-			return 0, err
+			return 0, nil, err
 		}
 		due = append(due, o)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	var total int64
+	var by []core.LotMove
 	for _, o := range due {
 		for i := range moves {
 			if moves[i].LotID != o.lot || moves[i].Points <= 0 {
@@ -505,13 +521,30 @@ func (t *txn) recoverWrittenOff(ctx context.Context, moves []core.LotMove) (int6
 			x := min(o.points, int64(moves[i].Points))
 			moves[i].Points -= core.Points(x)
 			total += x
+			by = append(by, core.LotMove{LotID: o.lot, Points: core.Points(x)})
 			_, err := t.tx.Exec(ctx, `UPDATE written_off SET recovered = recovered + $2
 				WHERE reversal_id = $1`, o.reversal, x)
 			if err != nil {
-				return 0, fmt.Errorf("settle write-off: %w", err)
+				return 0, nil, fmt.Errorf("settle write-off: %w", err)
 			}
 			break
 		}
 	}
-	return total, nil
+	return total, by, nil
+}
+
+// recordRecovered keeps, with posting pid, the points it brought back that
+// settled write-offs, by lot: a partner's later refund of the same payment
+// counts them as given back to their lot.
+func (t *txn) recordRecovered(ctx context.Context, pid int64, by []core.LotMove) error {
+	for _, mv := range by {
+		_, err := t.tx.Exec(ctx, `INSERT INTO written_off_recoveries (posting_id, lot_id, points)
+			VALUES ($1, $2, $3) ON CONFLICT (posting_id, lot_id)
+			DO UPDATE SET points = written_off_recoveries.points + EXCLUDED.points`,
+			pid, mv.LotID, int64(mv.Points))
+		if err != nil {
+			return fmt.Errorf("record recovered write-off: %w", err)
+		}
+	}
+	return nil
 }

@@ -116,7 +116,7 @@ func TestWriteOffMigrationFindsEarlierReversals(t *testing.T) {
 	}
 
 	// As a database before the table was made.
-	for _, q := range []string{`DROP TABLE written_off`,
+	for _, q := range []string{`DROP TABLE written_off, written_off_recoveries`,
 		`DELETE FROM schema_migrations WHERE name LIKE '0034_%'`} {
 		if _, err := l.pool.Exec(ctx, q); err != nil {
 			t.Fatal(err)
@@ -150,4 +150,137 @@ func (f *fixture) lastTxn() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return fmt.Sprintf("%s-t%d", f.prog, f.seq)
+}
+
+// Regression test of defects an attack found (against 4d57008, the first
+// form of the write-off mend), now mended; the scenarios as found:
+//
+// A credit of 500 spent on a mug and then reversed (500 written off), the
+// member merged into another, and the order cancelled: the survivor got the
+// 500, the write-off was never settled. The same with a redemption reversed
+// after the merge, and with a partner's refunds of a payment in two parts.
+// Points coming back to the lots of a member since merged settle the
+// write-off as they do for the member itself.
+func TestWriteOffSettledAfterMerge(t *testing.T) {
+	for _, undo := range []string{"cancel", "reverse", "refund"} {
+		t.Run(undo, func(t *testing.T) {
+			f := newFixture(t, core.Program{})
+			bar := partnerCmds{f: f, source: core.PartnerSource("bar-" + f.prog)}
+			f.enroll("a")
+			f.enroll("b")
+			f.creditAt("a", 500, f.now.AddDate(1, 0, 0))
+			bill := f.lastTxn()
+			f.ok(core.KindRewardUpsert, "", core.Reward{Code: "mug", Name: "Mug", Points: 500,
+				CancelWindowSeconds: 3600})
+			var orderID, spent string
+			pay := f.prog + "-pay"
+			switch undo {
+			case "cancel":
+				orderID = orderOf(t, f.do(core.KindOrderPlace, "a", f.txn(),
+					core.PlaceOrder{Reward: "mug"})).ID
+			case "reverse":
+				f.ok(core.KindRedeem, "a", core.Redeem{Points: 500, Reason: "spent"})
+				spent = f.lastTxn()
+			case "refund":
+				outcomeOf(t, bar.do(core.KindAuthorize, "a", pay, core.Authorize{Points: 500}))
+				outcomeOf(t, bar.do(core.KindCapture, "a", pay+"-c",
+					core.Capture{HoldTxnID: pay}))
+			}
+			if r := f.ok(core.KindReverse, "a", core.Reverse{OriginalTxnID: bill,
+				Reason: "bill"}); r.Written != 500 {
+				t.Fatalf("reversal wrote off %d, want 500", r.Written)
+			}
+			f.ok(core.KindMerge, "a", core.Merge{Into: "b"})
+			var back, settled core.Points
+			switch undo {
+			case "cancel":
+				o := f.ok(core.KindOrderCancel, "b", core.CancelOrder{OrderID: orderID})
+				back, settled = o.Points, o.Recovered
+			case "reverse":
+				o := f.ok(core.KindReverse, "b", core.Reverse{OriginalTxnID: spent,
+					Reason: "undone"})
+				back, settled = o.Points, o.Recovered
+			case "refund":
+				for _, n := range []core.Points{200, 0} {
+					o := outcomeOf(t, bar.do(core.KindPartnerRefund, "b", f.txn(),
+						core.PartnerRefund{HoldTxnID: pay, Points: n}))
+					back, settled = back+o.Points, settled+o.Recovered
+				}
+			}
+			if back != 0 || settled != 500 {
+				t.Fatalf("after the merge: %d back, %d settling the write-off; want 0 and 500",
+					back, settled)
+			}
+			f.wantBalance("b", 0, 0, 0)
+			f.check()
+		})
+	}
+}
+
+// Regression test of a defect an attack found (against 4d57008), now
+// mended; the scenario as found:
+//
+// Credits A 300, B 200 and C 150 (expiring in that order); a partner payment
+// of 550 took A, B and 50 of C; A was reversed (100 taken from C, 200
+// written off), then B (200 written off). The partner refunded in four
+// parts: the member ended with 250, B's lot refilled past its share while
+// A's write-off kept 100 unsettled; one full refund gave the right 150.
+// Each part now counts what earlier parts settled on a lot as given back
+// to it.
+func TestPartnerRefundInPartsSettlesEachWriteOffOnce(t *testing.T) {
+	f := newFixture(t, core.Program{})
+	bar := partnerCmds{f: f, source: core.PartnerSource("bar-" + f.prog)}
+	f.enroll("ana")
+	f.creditAt("ana", 300, f.now.AddDate(1, 0, 0))
+	a := f.lastTxn()
+	f.creditAt("ana", 200, f.now.AddDate(1, 1, 0))
+	b := f.lastTxn()
+	f.creditAt("ana", 150, f.now.AddDate(2, 0, 0))
+	pay := f.prog + "-pay"
+	outcomeOf(t, bar.do(core.KindAuthorize, "ana", pay, core.Authorize{Points: 550}))
+	outcomeOf(t, bar.do(core.KindCapture, "ana", pay+"-c", core.Capture{HoldTxnID: pay}))
+	f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: a, Reason: "a"})
+	f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: b, Reason: "b"})
+	f.wantBalance("ana", 0, 0, 0)
+	var settled core.Points
+	for _, n := range []core.Points{100, 50, 200, 0} {
+		o := outcomeOf(t, bar.do(core.KindPartnerRefund, "ana", f.txn(),
+			core.PartnerRefund{HoldTxnID: pay, Points: n}))
+		settled += o.Recovered
+	}
+	if settled != 400 {
+		t.Fatalf("the refunds settled %d of the write-offs, want all 400", settled)
+	}
+	// (100 of the 150 come back in A's lot, with A's expiry, though the
+	// reversal of A took them from C: the capture's lots are what the
+	// refund knows of where its points came from.)
+	f.wantBalance("ana", 150, 0, 0)
+	f.check()
+}
+
+// A write-off is settled before a debt is repaid: a member who owes 200
+// (the program allowing it since) and has 500 written off ends owing 200
+// when the spending of those 500 is undone.
+func TestWriteOffSettledBeforeDebt(t *testing.T) {
+	f := newFixture(t, core.Program{Name: "P", NegativeBalance: core.NegativeForbid})
+	f.enroll("ana")
+	f.ok(core.KindCredit, "ana", core.Credit{Points: 500, Reason: "A"})
+	a := f.lastTxn()
+	f.ok(core.KindRewardUpsert, "", core.Reward{Code: "mug", Name: "Mug", Points: 500,
+		CancelWindowSeconds: 3600})
+	o := orderOf(t, f.do(core.KindOrderPlace, "ana", f.txn(), core.PlaceOrder{Reward: "mug"}))
+	f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: a, Reason: "A"})
+	f.ok(core.KindProgramUpsert, "", core.Program{Name: "P",
+		NegativeBalance: core.NegativeAllow})
+	f.ok(core.KindCredit, "ana", core.Credit{Points: 200, Reason: "B"})
+	b := f.lastTxn()
+	f.ok(core.KindRedeem, "ana", core.Redeem{Points: 200, Reason: "spent"})
+	f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: b, Reason: "B"})
+	f.wantBalance("ana", -200, 0, 0)
+	if out := f.ok(core.KindOrderCancel, "ana", core.CancelOrder{OrderID: o.ID}); out.Points != 0 ||
+		out.Recovered != 500 {
+		t.Fatalf("cancel: %d back, %d settled; want 0 and 500", out.Points, out.Recovered)
+	}
+	f.wantBalance("ana", -200, 0, 0)
+	f.check()
 }

@@ -17,6 +17,17 @@ CREATE TABLE written_off (
 );
 CREATE INDEX written_off_lot_idx ON written_off (lot_id) WHERE recovered < points;
 
+-- What each posting that brought points back settled of write-offs, by lot:
+-- the points went to the write-off, not to the lot, so the posting's lot
+-- moves do not show them, and a partner's later refund of the same payment
+-- reads here what each lot already got back.
+CREATE TABLE written_off_recoveries (
+    posting_id bigint NOT NULL,
+    lot_id     bigint NOT NULL,
+    points     bigint NOT NULL CHECK (points > 0),
+    PRIMARY KEY (posting_id, lot_id)
+);
+
 -- The write-offs of reversals made before this table: what the credit gave,
 -- less what its reversal took (from the lot and from the member's other
 -- points, or as a debt) and what of the lot had expired by then. Points
