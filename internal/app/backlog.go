@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -65,43 +66,55 @@ func (c *backlogCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.up
 }
 
+// Collect reads the backlogs at once, each within the timeout: a read that
+// hangs (a table locked, a server slow) leaves out only its own gauges.
 func (c *backlogCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	up := 1.0
-	fail := func(what string, err error) {
-		c.log.Warn("Backlog not counted for /metrics", "backlog", what, "error", err)
-		up = 0
-	}
+	var (
+		wg               sync.WaitGroup
+		commands         []uint64
+		outboxN          int64
+		oldest           time.Time
+		reporting        uint64
+		errC, errO, errR error
+	)
 	if c.commands != nil {
-		if waiting, err := c.commands(ctx); err != nil {
-			fail("commands", err)
-		} else {
-			for p, n := range waiting {
-				ch <- prometheus.MustNewConstMetric(c.commandsDesc, prometheus.GaugeValue,
-					float64(n), strconv.Itoa(p))
-			}
-		}
+		wg.Go(func() { commands, errC = c.commands(ctx) })
 	}
 	if c.outbox != nil {
-		if n, oldest, err := c.outbox(ctx); err != nil {
-			fail("outbox", err)
-		} else {
-			age := 0.0
-			if n > 0 && !oldest.IsZero() {
-				age = max(c.now().Sub(oldest).Seconds(), 0)
-			}
-			ch <- prometheus.MustNewConstMetric(c.outboxDesc, prometheus.GaugeValue, float64(n))
-			ch <- prometheus.MustNewConstMetric(c.outboxOldest, prometheus.GaugeValue, age)
-		}
+		wg.Go(func() { outboxN, oldest, errO = c.outbox(ctx) })
 	}
 	if c.reporting != nil {
-		if n, err := c.reporting(ctx); err != nil {
-			fail("reporting", err)
-		} else {
-			ch <- prometheus.MustNewConstMetric(c.reportingDesc, prometheus.GaugeValue,
-				float64(n))
+		wg.Go(func() { reporting, errR = c.reporting(ctx) })
+	}
+	wg.Wait()
+
+	up := 1.0
+	ok := func(what string, err error) bool {
+		if err != nil {
+			c.log.Warn("Backlog not counted for /metrics", "backlog", what, "error", err)
+			up = 0
 		}
+		return err == nil
+	}
+	if c.commands != nil && ok("commands", errC) {
+		for p, n := range commands {
+			ch <- prometheus.MustNewConstMetric(c.commandsDesc, prometheus.GaugeValue,
+				float64(n), strconv.Itoa(p))
+		}
+	}
+	if c.outbox != nil && ok("outbox", errO) {
+		age := 0.0
+		if outboxN > 0 && !oldest.IsZero() {
+			age = max(c.now().Sub(oldest).Seconds(), 0)
+		}
+		ch <- prometheus.MustNewConstMetric(c.outboxDesc, prometheus.GaugeValue, float64(outboxN))
+		ch <- prometheus.MustNewConstMetric(c.outboxOldest, prometheus.GaugeValue, age)
+	}
+	if c.reporting != nil && ok("reporting", errR) {
+		ch <- prometheus.MustNewConstMetric(c.reportingDesc, prometheus.GaugeValue,
+			float64(reporting))
 	}
 	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up)
 }

@@ -224,3 +224,57 @@ func TestMetricsShowOutboxAndReportingBacklogs(t *testing.T) {
 		t.Fatalf("%d postings reconciled in ClickHouse, want 5", n)
 	}
 }
+
+// Regression test of a defect an attack found (against 4d57008), now
+// mended; the scenario as found:
+//
+// With the outbox table locked for 6 s, a scrape took 2 s and left out the
+// outbox gauges and the reporting one too, though NATS was answering: the
+// reads shared one timeout, one after the other. Each read now has the
+// timeout to itself: only the outbox's gauges are left out.
+func TestMetricsBacklogReadsAreIndependent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, chDB := chtest.Database(t)
+	cfg := testConfig(t)
+	cfg.ClickHouseAddr, cfg.ClickHouseDB = chtest.Addr(), chDB
+	a := startApp(t, cfg, Roles{Gateway: true, Core: true, Adapters: true})
+	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
+	setupProgram(c)
+	const outbox, rep = "puntos_outbox_events_waiting", "puntos_reporting_events_waiting"
+	awaitMetrics(t, a.Addr(), "every backlog read", func(m map[string]float64) bool {
+		_, o := m[outbox]
+		_, r := m[rep]
+		return o && r && m["puntos_backlog_up"] == 1
+	}, outbox, rep, "puntos_backlog_up")
+
+	tx, err := a.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	m := scrape(t, a.Addr())
+	if _, ok := m[outbox]; ok {
+		t.Errorf("%s = %v while the outbox is locked, want it left out", outbox, m[outbox])
+	}
+	if v, ok := m[rep]; !ok || v != 0 {
+		t.Errorf("%s = %v (present %v) while only the outbox is locked, want 0", rep, v, ok)
+	}
+	if n, all := commandsWaiting(m, cfg.Partitions); !all || n != 0 {
+		t.Errorf("commands waiting while the outbox is locked: %v (all present %v), want 0",
+			n, all)
+	}
+	if m["puntos_backlog_up"] != 0 {
+		t.Errorf("puntos_backlog_up = %v with a read failed, want 0", m["puntos_backlog_up"])
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	awaitMetrics(t, a.Addr(), "the outbox read again", func(m map[string]float64) bool {
+		v, ok := m[outbox]
+		return ok && v == 0 && m["puntos_backlog_up"] == 1
+	}, outbox, "puntos_backlog_up")
+}
