@@ -255,26 +255,31 @@ func codeOK(s string) bool {
 }
 
 // RefRule says what ValidRef accepts, for error messages.
-const RefRule = "1-128 letters, digits or - . _ ~ : @ ! $ & ' ( ) * + , ; ="
+const RefRule = "1-128 letters (a-z, A-Z), digits or - . _ ~ : @ ! $ & ' ( ) * + , ; =, " +
+	"but not . or .. alone"
 
 // ValidRef reports whether s is acceptable as an external reference or
 // transaction id: 1-128 characters that need no escaping in a URL path
 // segment (letters, digits and - . _ ~ : @ ! $ & ' ( ) * + , ; =). A slash,
 // '?', '#', '%' or a space would make the member's or the command's URL
-// ambiguous.
+// ambiguous; so would "." or "..", which a URL path takes as a step of its
+// own (an HTTP client or server cleans /members/../balance away).
 func ValidRef(s string) bool {
-	if len(s) == 0 || len(s) > MaxRef {
+	if len(s) == 0 || len(s) > MaxRef || s == "." || s == ".." {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		ok := (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-			strings.IndexByte("-._~:@!$&'()*+,;=", c) >= 0
-		if !ok {
+		if !refChar(s[i]) {
 			return false
 		}
 	}
 	return true
+}
+
+// refChar tells the bytes a reference may hold.
+func refChar(c byte) bool {
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		strings.IndexByte("-._~:@!$&'()*+,;=", c) >= 0
 }
 
 // MaxRef is the longest reference or transaction id ValidRef accepts, in
@@ -321,10 +326,13 @@ func refFault(s string) string {
 	if why := TextFault(s, MaxRef); why != "" {
 		return why
 	}
+	if s == "." || s == ".." {
+		return "is a step of a URL path, which a URL cannot carry as a name"
+	}
 	pos := 0
 	for i, c := range s {
 		pos++
-		if c < utf8.RuneSelf && ValidRef(string(c)) {
+		if c < utf8.RuneSelf && refChar(byte(c)) {
 			continue
 		}
 		switch {

@@ -134,6 +134,12 @@ func TestCheckRefSaysWhatIsWrong(t *testing.T) {
 		{"mé5", "member: has 'é' at character 2, which is not allowed" + rule},
 		{"m5\x00", "member: contains the NUL character" + rule},
 		{"m5\xff", "member: is not valid UTF-8" + rule},
+		// A name made of one or two dots is a step of a URL path: a member
+		// enrolled so could not be read over REST (an attack found).
+		{".", "member: is a step of a URL path, which a URL cannot carry as a name" + rule},
+		{"..", "member: is a step of a URL path, which a URL cannot carry as a name" + rule},
+		{"...", ""},
+		{".m.", ""},
 	}
 	for _, tt := range tests {
 		err := CheckRef("member", "the member's reference", tt.ref)
