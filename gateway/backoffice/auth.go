@@ -11,9 +11,11 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
+	"github.com/gorilla/mux"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -271,8 +273,55 @@ func (s *Server) auth(h func(http.ResponseWriter, *http.Request, *session),
 				fmt.Sprintf("The %s role may not do this.", sess.Role), nil)
 			return
 		}
+		if name := notText(r); name != "" {
+			s.fail(w, r, sess, http.StatusBadRequest, fmt.Sprintf("The value of %q is not "+
+				"text (bytes that are not UTF-8, or NUL); nothing was read or changed.", name),
+				nil)
+			return
+		}
 		h(w, r, sess)
 	})
+}
+
+// notText names the first path variable, query parameter or form field of r
+// whose name or value is not UTF-8 or holds NUL, which the database cannot
+// take (a page asked for program=%FF answered 500); "" when all are text.
+func notText(r *http.Request) string {
+	ok := func(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
+	check := func(vals map[string][]string) string {
+		names := make([]string, 0, len(vals))
+		for k := range vals {
+			names = append(names, k)
+		}
+		slices.Sort(names)
+		for _, k := range names {
+			if !ok(k) {
+				return strings.ToValidUTF8(strings.ReplaceAll(k, "\x00", ""), "?")
+			}
+			for _, v := range vals[k] {
+				if !ok(v) {
+					return k
+				}
+			}
+		}
+		return ""
+	}
+	vars := map[string][]string{}
+	for k, v := range mux.Vars(r) {
+		vars[k] = []string{v}
+	}
+	if name := check(vars); name != "" {
+		return name
+	}
+	if err := r.ParseForm(); err == nil {
+		if name := check(r.Form); name != "" {
+			return name
+		}
+	}
+	if r.MultipartForm != nil {
+		return check(r.MultipartForm.Value)
+	}
+	return ""
 }
 
 func (s *Server) signInPage(w http.ResponseWriter, r *http.Request) {
