@@ -138,6 +138,10 @@ type RewardUpsert struct {
 	// unlimited).
 	CheckStock bool   `json:"check_stock,omitempty"`
 	StockShown *int64 `json:"stock_shown,omitempty"`
+	// Create asks the ledger to refuse the save (conflict on "code") when a
+	// reward of that code exists: the form for a new reward must not
+	// replace one, its stock with it.
+	Create bool `json:"create,omitempty"`
 }
 
 // Validate checks a reward as the operator sends it.

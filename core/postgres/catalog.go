@@ -69,6 +69,16 @@ func (t *txn) upsertReward(ctx context.Context, prog *program, cmd *bus.Command)
 	if err := in.Validate(); err != nil {
 		return nil, err
 	}
+	if up.Create {
+		_, err := readReward(ctx, t.tx, prog.ID, in.Code, true)
+		if err == nil {
+			return nil, core.Errorf(core.Conflict, "code", "a reward %q exists already; "+
+				"change it from its own form in the list, which keeps its stock", in.Code)
+		}
+		if core.KindOf(err) != core.NotFound {
+			return nil, err
+		}
+	}
 	if up.CheckStock {
 		cur, err := readReward(ctx, t.tx, prog.ID, in.Code, true)
 		if err != nil {

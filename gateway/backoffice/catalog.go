@@ -173,7 +173,7 @@ func (s *Server) saveReward(w http.ResponseWriter, r *http.Request, sess *sessio
 		ProgramLimit: f.optInt("program_limit"), Tiers: f.list("tiers"),
 		Partner: f.str("partner"), CancelWindowSeconds: int(f.int("cancel_window_seconds")),
 		Active: &active}
-	in := core.RewardUpsert{Reward: e.Reward}
+	in := core.RewardUpsert{Reward: e.Reward, Create: !e.Existing}
 	if _, drawn := r.PostForm["stock_shown"]; drawn && e.Existing {
 		e.StockShown = f.optInt("stock_shown")
 		in.CheckStock = sameCount(e.Stock, e.StockShown)

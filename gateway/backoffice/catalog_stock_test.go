@@ -94,6 +94,27 @@ func TestRewardFormDoesNotRestockUnitsOrderedMeanwhile(t *testing.T) {
 		*rw.Stock != 5 {
 		t.Fatalf("reward after the restock: %+v, %v; want stock 5", rw, err)
 	}
+
+	// The form for a new reward, sent with the code of this one, does not
+	// replace it (an attack put ordered units back on sale so).
+	_, page, _ = b.get("/admin/catalog?program=telco")
+	blank := rewardForm(t, page)
+	if blank.Get("existing") != "" {
+		t.Fatalf("the new reward's form says existing=%q", blank.Get("existing"))
+	}
+	blank.Set("code", "lamp")
+	blank.Set("name", "Other lamp")
+	blank.Set("points", "10")
+	blank.Set("stock", "9")
+	res, body = b.post("/admin/catalog/telco", blank)
+	mustStatus(t, "new reward form with an existing code", res, body, http.StatusConflict)
+	if p := html.UnescapeString(problemText(body)); !strings.Contains(p, `a reward "lamp" exists already`) {
+		t.Errorf("problem %q, want it to say the reward exists", p)
+	}
+	if rw, err = rg.ledger().Reward(ctx, "telco", "lamp"); err != nil || rw.Stock == nil ||
+		*rw.Stock != 5 || rw.Name != "Desk lamp" {
+		t.Fatalf("reward after the refused new form: %+v, %v; want Desk lamp, stock 5", rw, err)
+	}
 }
 
 // try runs one command through the ledger, as the core consumer would, and

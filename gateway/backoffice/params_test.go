@@ -260,6 +260,7 @@ func TestCatalogPartnersExternalAreAudited(t *testing.T) {
 	res, body = b.post("/admin/catalog/telco", reward)
 	mustStatus(t, "reward", res, body, http.StatusSeeOther)
 	reward.Set("stock", "35")
+	reward.Set("existing", "1") // the reward's own form, as its edit link draws it
 	res, body = b.post("/admin/catalog/telco", reward)
 	mustStatus(t, "restock", res, body, http.StatusSeeOther)
 	if rw, err := l.Reward(ctx, "telco", "movie"); err != nil || rw.Stock == nil ||
