@@ -108,7 +108,8 @@ func TestRewardFormDoesNotRestockUnitsOrderedMeanwhile(t *testing.T) {
 	blank.Set("stock", "9")
 	res, body = b.post("/admin/catalog/telco", blank)
 	mustStatus(t, "new reward form with an existing code", res, body, http.StatusConflict)
-	if p := html.UnescapeString(problemText(body)); !strings.Contains(p, `a reward "lamp" exists already`) {
+	p := html.UnescapeString(problemText(body))
+	if !strings.Contains(p, `a reward "lamp" exists already`) {
 		t.Errorf("problem %q, want it to say the reward exists", p)
 	}
 	if rw, err = rg.ledger().Reward(ctx, "telco", "lamp"); err != nil || rw.Stock == nil ||
