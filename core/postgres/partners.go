@@ -505,6 +505,14 @@ func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
 		}
 		posting = &id
 	}
+	// What was written off stays owed on the lots the partner's purchases
+	// made: points of theirs that come back (an order cancelled, a
+	// redemption reversed) settle it instead of returning to the member.
+	if written > 0 {
+		if err := t.writeOffPartnerLots(ctx, m, partnerOf(cmd.Source), posting, written); err != nil {
+			return nil, err
+		}
+	}
 	// The whole claim is recorded, written-off part included, so that the
 	// same points are not claimed twice.
 	_, err = t.tx.Exec(ctx, `INSERT INTO partner_clawbacks (member_id, partner, points,
@@ -616,4 +624,29 @@ func readPartner(ctx context.Context, q pgxQuerier, programCode,
 type pgxQuerier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// writeOffPartnerLots records the points a partner's purchase refund wrote
+// off (written) against the lots the partner's purchases made for m, by
+// what was taken out of each and is not owed already, newest lots first; pid
+// is the refund's posting, nil when it posted nothing.
+func (t *txn) writeOffPartnerLots(ctx context.Context, m *member, partner string, pid *int64,
+	written int64) error {
+	_, err := t.tx.Exec(ctx, mergedMembers+`, used AS (
+			SELECT l.id, l.original - l.remaining - coalesce((SELECT sum(w.points - w.recovered)
+				FROM written_off w WHERE w.lot_id = l.id), 0) AS open, l.earned_at
+			FROM lots l JOIN postings a ON a.id = l.posting_id
+			WHERE l.member_id IN (SELECT id FROM merged) AND a.partner = $2
+			  AND a.kind = 'accrual'),
+		cut AS (
+			SELECT id, open, sum(open) OVER (ORDER BY earned_at DESC, id DESC) AS upto
+			FROM used WHERE open > 0)
+		INSERT INTO written_off (reversal_id, lot_id, points)
+		SELECT $3, id, least(open, $4 - (upto - open)) FROM cut
+		WHERE upto - open < $4
+		ORDER BY id`, m.id, partner, pid, written)
+	if err != nil {
+		return fmt.Errorf("record partner write-off: %w", err)
+	}
+	return nil
 }

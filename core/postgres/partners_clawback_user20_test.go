@@ -110,3 +110,45 @@ func TestClawbackLeavesExpiredPartnerPoints(t *testing.T) {
 	f.wantBalance("ana", 70, 0, 0)
 	f.check()
 }
+
+// Regression test of a defect an attack found (against 4d57008), now
+// mended; the scenario as found:
+//
+// A partner's purchase earned 500; the member spent them on a mug; the
+// partner refunded the purchase, which wrote off the 500 (the program
+// forbids a negative balance); the order was then cancelled and the member
+// kept the 500. Allowing a debt, the same history ended at 0. What a
+// purchase refund writes off stays owed on the purchase's lots, and the
+// points that come back to them settle it; with 200 earned elsewhere, the
+// member ends with those 200.
+func TestClawbackWriteOffSettledWhenSpendingComesBack(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		policy    string
+		elsewhere core.Points
+		want      core.Points
+	}{
+		{"forbid", core.NegativeForbid, 0, 0},
+		{"allow", core.NegativeAllow, 0, 0},
+		{"forbid with points earned elsewhere", core.NegativeForbid, 200, 200},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t, core.Program{PointsPerUnit: "1", AccrualRounding: core.RoundDown,
+				NegativeBalance: c.policy})
+			cafe := partnerCmds{f: f, source: core.PartnerSource("cafe-" + f.prog)}
+			f.enroll("ana")
+			late16Buy(t, cafe, "ana", "500")
+			if c.elsewhere > 0 {
+				f.ok(core.KindCredit, "ana", core.Credit{Points: c.elsewhere, Reason: "bills"})
+			}
+			f.ok(core.KindRewardUpsert, "", core.Reward{Code: "mug", Name: "Mug",
+				Points: 500 + c.elsewhere/2, CancelWindowSeconds: 3600})
+			o := orderOf(t, f.do(core.KindOrderPlace, "ana", f.txn(),
+				core.PlaceOrder{Reward: "mug"}))
+			late16Refund(t, cafe, "ana", "500")
+			f.ok(core.KindOrderCancel, "ana", core.CancelOrder{OrderID: o.ID})
+			f.wantBalance("ana", c.want, 0, 0)
+			f.check()
+		})
+	}
+}

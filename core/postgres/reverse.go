@@ -491,17 +491,17 @@ func (t *txn) recoverWrittenOff(ctx context.Context, moves []core.LotMove) (int6
 	if len(ids) == 0 {
 		return 0, nil, nil
 	}
-	rows, err := t.tx.Query(ctx, `SELECT reversal_id, lot_id, points - recovered
+	rows, err := t.tx.Query(ctx, `SELECT id, lot_id, points - recovered
 		FROM written_off WHERE lot_id = ANY($1) AND recovered < points
-		ORDER BY reversal_id FOR UPDATE`, ids)
+		ORDER BY id FOR UPDATE`, ids)
 	if err != nil {
 		return 0, nil, fmt.Errorf("read write-offs: %w", err)
 	}
-	type owed struct{ reversal, lot, points int64 }
+	type owed struct{ id, lot, points int64 }
 	var due []owed
 	for rows.Next() {
 		var o owed
-		if err := rows.Scan(&o.reversal, &o.lot, &o.points); err != nil {
+		if err := rows.Scan(&o.id, &o.lot, &o.points); err != nil {
 			rows.Close()
 			return 0, nil, err
 		}
@@ -523,7 +523,7 @@ func (t *txn) recoverWrittenOff(ctx context.Context, moves []core.LotMove) (int6
 			total += x
 			by = append(by, core.LotMove{LotID: o.lot, Points: core.Points(x)})
 			_, err := t.tx.Exec(ctx, `UPDATE written_off SET recovered = recovered + $2
-				WHERE reversal_id = $1`, o.reversal, x)
+				WHERE id = $1`, o.id, x)
 			if err != nil {
 				return 0, nil, fmt.Errorf("settle write-off: %w", err)
 			}

@@ -1,5 +1,6 @@
--- Points written off by the reversal of a credit, by the lot that credit
--- made, and how much of them came back since.
+-- Points written off, by the lot they were taken from, and how much of them
+-- came back since: by the reversal of a credit (its own lot), or by a
+-- partner's refund of a money purchase (the lots the purchases made).
 --
 -- A reversal of a credit whose points the member had spent takes what it
 -- can and, when the program forbids a negative balance, writes off the
@@ -9,7 +10,10 @@
 -- what was written off first (recovered), and only the rest returns to the
 -- member. Without this the member kept the points of a reversed credit.
 CREATE TABLE written_off (
-    reversal_id bigint PRIMARY KEY,
+    id          bigserial PRIMARY KEY,
+    -- The reversal's posting; for a partner refund that posted nothing,
+    -- NULL.
+    reversal_id bigint,
     lot_id      bigint NOT NULL,
     points      bigint NOT NULL CHECK (points > 0),
     recovered   bigint NOT NULL DEFAULT 0,
