@@ -143,6 +143,11 @@ func (s *Server) simulate(w http.ResponseWriter, r *http.Request) {
 				"must be an RFC 3339 timestamp with an offset, such as 2026-03-01T10:00:00-03:00"))
 			return
 		}
+		// As an accrual would be: year 1 is no date, nor anything before 1970.
+		if err := checkOccurred(&at); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 		in.OccurredAt = &at
 	}
 	if in.Channel == "" {
