@@ -304,7 +304,9 @@ func (t *txn) partnerRefund(ctx context.Context, prog *program, m *member,
 	}
 	// Points of a credit reversed since they were spent settle its
 	// write-off first (the lots of a member since merged included).
-	recovered, settled, err := t.recoverWrittenOff(ctx, moves)
+	// (Covers are left alone: a refund in parts recounts each lot of the
+	// capture, and a cover's lot may be one of them.)
+	recovered, settled, moves, err := t.settleReturns(ctx, moves, false)
 	if err != nil {
 		return nil, err
 	}
@@ -529,8 +531,9 @@ func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
 
 // partnerPointsLeft is what a partner may still take back from m: the
 // points its purchases gave m, pending ones included, less the operator's
-// reversals of those purchases, the partner's earlier claims
-// (partner_clawbacks) and what expired of the lots its purchases made:
+// reversals of those purchases (what they wrote off included), the
+// partner's earlier claims (partner_clawbacks) and what expired of the
+// lots its purchases made:
 // expired points are gone from the member already, and taking them again
 // would reach points earned elsewhere. Members merged into m count as m: their purchases
 // were merged with their points.
@@ -551,7 +554,12 @@ func (t *txn) partnerPointsLeft(ctx context.Context, m *member, partner string) 
 				JOIN lots l ON l.id = pl.lot_id
 				JOIN postings a ON a.id = l.posting_id
 				WHERE e.member_id IN (SELECT id FROM merged) AND e.kind = 'expiry'
-				  AND a.partner = $2 AND a.kind = 'accrual'), 0)`,
+				  AND a.partner = $2 AND a.kind = 'accrual'), 0)
+			- coalesce((SELECT sum(w.points) FROM written_off w
+				JOIN postings r ON r.id = w.reversal_id
+				JOIN postings a ON a.id = r.reverses_id
+				WHERE r.member_id IN (SELECT id FROM merged) AND a.partner = $2
+				  AND a.kind = 'accrual'), 0)`,
 		m.id, partner).Scan(&left)
 	if err != nil {
 		return 0, fmt.Errorf("read partner's points: %w", err)
@@ -628,12 +636,22 @@ type pgxQuerier interface {
 
 // writeOffPartnerLots records the points a partner's purchase refund wrote
 // off (written) against the lots the partner's purchases made for m, by
-// what was taken out of each and is not owed already, newest lots first; pid
+// what of each was spent and is not owed already, newest lots first; pid
 // is the refund's posting, nil when it posted nothing.
 func (t *txn) writeOffPartnerLots(ctx context.Context, m *member, partner string, pid *int64,
 	written int64) error {
+	// What of each lot was spent (by a debit, which may be undone: not by
+	// expiry, a merge, another refund or reversal) and has not come back,
+	// less what is written off on it already.
 	_, err := t.tx.Exec(ctx, mergedMembers+`, used AS (
-			SELECT l.id, l.original - l.remaining - coalesce((SELECT sum(w.points - w.recovered)
+			SELECT l.id, coalesce((SELECT -sum(pl.points) FROM posting_lots pl
+					JOIN postings p ON p.id = pl.posting_id
+					WHERE pl.lot_id = l.id AND pl.points < 0
+					  AND p.kind IN ('redemption', 'capture', 'adjustment', 'transfer_out')), 0)
+				- coalesce((SELECT sum(pl.points) FROM posting_lots pl
+					JOIN postings p ON p.id = pl.posting_id
+					WHERE pl.lot_id = l.id AND pl.points > 0 AND p.kind = 'reversal'), 0)
+				- coalesce((SELECT sum(w.points - w.recovered)
 				FROM written_off w WHERE w.lot_id = l.id), 0) AS open, l.earned_at
 			FROM lots l JOIN postings a ON a.id = l.posting_id
 			WHERE l.member_id IN (SELECT id FROM merged) AND a.partner = $2

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,12 +23,14 @@ type original struct {
 	pending   int64
 	occurred  time.Time
 	reversing *int64
+	partner   string // the partner of a purchase's accrual, "" for others
 }
 
 func (t *txn) findOriginal(ctx context.Context, m *member, cmd *bus.Command,
 	in core.Reverse) (*original, error) {
 	o := &original{}
-	cols := `id, member_id, kind, points, pending_delta, occurred_at, reverses_id`
+	cols := `id, member_id, kind, points, pending_delta, occurred_at, reverses_id,
+		coalesce(partner, '')`
 	var row pgx.Row
 	switch {
 	case in.PostingID > 0 && in.OriginalTxnID == "":
@@ -40,7 +43,8 @@ func (t *txn) findOriginal(ctx context.Context, m *member, cmd *bus.Command,
 	default:
 		return nil, core.Errorf(core.Invalid, "posting_id", "give posting_id or original_txn_id")
 	}
-	err := row.Scan(&o.id, &o.memberID, &o.kind, &o.points, &o.pending, &o.occurred, &o.reversing)
+	err := row.Scan(&o.id, &o.memberID, &o.kind, &o.points, &o.pending, &o.occurred, &o.reversing,
+		&o.partner)
 	// A posting of a member since merged into m is m's to reverse.
 	if err == nil && o.memberID != m.id {
 		var merged bool
@@ -176,7 +180,7 @@ func (t *txn) reverse(ctx context.Context, prog *program, m *member, cmd *bus.Co
 
 // reverseDebit gives back the points debit o took, to the lots it took them
 // from. It returns the points the member got back and those that settled
-// an earlier write-off instead (recoverWrittenOff).
+// an earlier write-off instead (settleReturns).
 func (t *txn) reverseDebit(ctx context.Context, m *member, o *original,
 	reason string) (back, recovered int64, err error) {
 	rows, err := t.tx.Query(ctx, `SELECT pl.lot_id, -pl.points, l.member_id, l.earned_at,
@@ -232,8 +236,10 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original,
 	// The lots of a member since merged into m were emptied by the merge:
 	// the points come back to m in new lots with those lots' dates.
 	// Points of a credit reversed since they were spent settle its
-	// write-off first (the lots of a member since merged included).
-	recovered, settled, err := t.recoverWrittenOff(ctx, moves)
+	// write-off first (the lots of a member since merged included), and
+	// those of a credit whose reversal took other lots' points go back to
+	// those lots (the member's own only).
+	recovered, settled, moves, err := t.settleReturns(ctx, moves, !merged)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -411,6 +417,17 @@ func (t *txn) reverseCredit(ctx context.Context, prog *program, m *member, o *or
 	if err != nil {
 		return 0, 0, fmt.Errorf("read expired part: %w", err)
 	}
+	// A partner's purchase that the partner refunded (a purchase refund)
+	// was taken back already, in part or whole: what is left of the
+	// partner's purchases, the expired part of this one aside, bounds what
+	// this reversal takes.
+	if o.kind == core.PostAccrual && o.partner != "" {
+		left, err := t.partnerPointsLeft(ctx, m, o.partner)
+		if err != nil {
+			return 0, 0, err
+		}
+		amount = min(amount, max(0, left)+expired)
+	}
 
 	// First what is left of the lot itself.
 	own := min(free, amount)
@@ -466,6 +483,18 @@ func (t *txn) reverseCredit(ctx context.Context, prog *program, m *member, o *or
 			return 0, 0, fmt.Errorf("record write-off: %w", err)
 		}
 	}
+	// The points taken from other lots covered this credit's spending: if
+	// that spending is undone, its points go back to those lots.
+	for _, mv := range moves {
+		if mv.LotID == lotID || mv.Points >= 0 {
+			continue
+		}
+		_, err = t.tx.Exec(ctx, `INSERT INTO lot_covers (reversal_id, lot_id, cover_lot_id,
+			points) VALUES ($1, $2, $3, $4)`, pid, lotID, mv.LotID, -int64(mv.Points))
+		if err != nil {
+			return 0, 0, fmt.Errorf("record cover: %w", err)
+		}
+	}
 	if err := t.applyMoves(ctx, moves); err != nil {
 		return 0, 0, err
 	}
@@ -473,14 +502,93 @@ func (t *txn) reverseCredit(ctx context.Context, prog *program, m *member, o *or
 	return p.points + p.pendingDelta, written, nil
 }
 
-// recoverWrittenOff lowers moves, points on their way back to lots, by what
+// settleReturns lowers moves, points on their way back to lots, by what
 // is still written off on those lots: a credit reversed after its points
 // were spent wrote off what it could not take (reverseCredit), and points
 // of that spending that come back settle it before they are the member's
-// again. Older write-offs settle first. It returns the points settled, in
-// all and by lot (recordRecovered keeps them with the posting that brought
-// them back).
-func (t *txn) recoverWrittenOff(ctx context.Context, moves []core.LotMove) (int64,
+// again; older write-offs settle first. With covers set it first sends
+// points coming back to a reversed credit's lot to the lots that covered
+// its spending (lot_covers): the moves it returns then name those lots.
+// It returns the points settled, and by lot what did not land where it
+// was going (settled, or sent to a cover), which recordRecovered keeps with
+// the posting that brought it back.
+func (t *txn) settleReturns(ctx context.Context, moves []core.LotMove, covers bool) (int64,
+	[]core.LotMove, []core.LotMove, error) {
+	var by []core.LotMove
+	if covers {
+		var err error
+		if moves, by, err = t.returnCovers(ctx, moves); err != nil {
+			return 0, nil, nil, err
+		}
+	}
+	total, settled, err := t.settleWriteOffs(ctx, moves)
+	return total, append(by, settled...), moves, err
+}
+
+// returnCovers sends what moves bring back to a lot whose credit's
+// reversal took points from other lots, up to those points, to those lots,
+// oldest cover first.
+func (t *txn) returnCovers(ctx context.Context, moves []core.LotMove) ([]core.LotMove,
+	[]core.LotMove, error) {
+	ids := make([]int64, 0, len(moves))
+	for _, mv := range moves {
+		if mv.Points > 0 {
+			ids = append(ids, mv.LotID)
+		}
+	}
+	if len(ids) == 0 {
+		return moves, nil, nil
+	}
+	rows, err := t.tx.Query(ctx, `SELECT id, lot_id, cover_lot_id, points - returned
+		FROM lot_covers WHERE lot_id = ANY($1) AND returned < points
+		ORDER BY id FOR UPDATE`, ids)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read covers: %w", err)
+	}
+	type cover struct{ id, lot, to, points int64 }
+	var cs []cover
+	for rows.Next() {
+		var c cover
+		if err := rows.Scan(&c.id, &c.lot, &c.to, &c.points); err != nil {
+			rows.Close()
+			return nil, nil, err
+		}
+		cs = append(cs, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, nil, err
+	}
+	var by []core.LotMove
+	for _, c := range cs {
+		i := slices.IndexFunc(moves, func(mv core.LotMove) bool {
+			return mv.LotID == c.lot && mv.Points > 0
+		})
+		if i < 0 {
+			continue
+		}
+		x := min(c.points, int64(moves[i].Points))
+		moves[i].Points -= core.Points(x)
+		if j := slices.IndexFunc(moves, func(mv core.LotMove) bool {
+			return mv.LotID == c.to
+		}); j >= 0 {
+			moves[j].Points += core.Points(x)
+		} else {
+			moves = append(moves, core.LotMove{LotID: c.to, Points: core.Points(x)})
+		}
+		by = append(by, core.LotMove{LotID: c.lot, Points: core.Points(x)})
+		_, err := t.tx.Exec(ctx, `UPDATE lot_covers SET returned = returned + $2
+			WHERE id = $1`, c.id, x)
+		if err != nil {
+			return nil, nil, fmt.Errorf("return cover: %w", err)
+		}
+	}
+	return moves, by, nil
+}
+
+// settleWriteOffs settles the write-offs on the lots moves bring points
+// back to (settleReturns).
+func (t *txn) settleWriteOffs(ctx context.Context, moves []core.LotMove) (int64,
 	[]core.LotMove, error) {
 	ids := make([]int64, 0, len(moves))
 	for _, mv := range moves {

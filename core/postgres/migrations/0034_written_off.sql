@@ -52,3 +52,40 @@ CROSS JOIN LATERAL (SELECT coalesce(sum(pl.points), 0) AS back FROM posting_lots
         JOIN postings p ON p.id = pl.posting_id
         WHERE pl.lot_id = l.id AND pl.points > 0 AND p.kind = 'reversal' AND p.id > r.id) b
 WHERE r.kind = 'reversal' AND w.points > 0;
+
+-- Points a credit's reversal took from the member's other lots, because the
+-- credit's own were spent: the spending, undone later, brings its points
+-- back to the credit's lot (lot_id), and they go to the lots that covered
+-- it (cover_lot_id) instead, with those lots' dates; one of them reversed
+-- since settles its own write-off with them.
+CREATE TABLE lot_covers (
+    id           bigserial PRIMARY KEY,
+    reversal_id  bigint NOT NULL,
+    lot_id       bigint NOT NULL,
+    cover_lot_id bigint NOT NULL,
+    points       bigint NOT NULL CHECK (points > 0),
+    returned     bigint NOT NULL DEFAULT 0,
+    CHECK (returned >= 0 AND returned <= points)
+);
+CREATE INDEX lot_covers_lot_idx ON lot_covers (lot_id) WHERE returned < points;
+
+-- The covers of reversals made before this table. What came back to the
+-- credit's lot since went to the member already: it settled the
+-- reversal's write-off first (above), and the rest counts as returned.
+INSERT INTO lot_covers (reversal_id, lot_id, cover_lot_id, points)
+SELECT r.id, l.id, pl.lot_id, -pl.points
+FROM postings r
+JOIN postings c ON c.id = r.reverses_id
+JOIN lots l ON l.posting_id = c.id
+JOIN posting_lots pl ON pl.posting_id = r.id AND pl.lot_id <> l.id AND pl.points < 0
+WHERE r.kind = 'reversal'
+ORDER BY r.id, pl.lot_id;
+UPDATE lot_covers v SET returned = least(v.points, greatest(0,
+        (SELECT coalesce(sum(pl.points), 0) FROM posting_lots pl
+         JOIN postings p ON p.id = pl.posting_id
+         WHERE pl.lot_id = v.lot_id AND pl.points > 0 AND p.kind = 'reversal'
+           AND p.id > v.reversal_id)
+        - coalesce((SELECT sum(w.recovered) FROM written_off w
+                    WHERE w.lot_id = v.lot_id AND w.reversal_id = v.reversal_id), 0)
+        - coalesce((SELECT sum(v2.points) FROM lot_covers v2
+                    WHERE v2.lot_id = v.lot_id AND v2.id < v.id), 0)));
