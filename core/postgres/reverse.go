@@ -528,7 +528,30 @@ func (t *txn) settleReturns(ctx context.Context, moves []core.LotMove, covers bo
 // returnCovers sends what moves bring back to a lot whose credit's
 // reversal took points from other lots, up to those points, to those lots,
 // oldest cover first.
+//
+// A covering lot may have been reversed since, its own points covered by a
+// third: the points follow the covers from lot to lot until they reach one
+// that is owed nothing. Every step uses up cover, so the walk ends; it is
+// bounded all the same.
 func (t *txn) returnCovers(ctx context.Context, moves []core.LotMove) ([]core.LotMove,
+	[]core.LotMove, error) {
+	var by []core.LotMove
+	for range 64 {
+		var step []core.LotMove
+		var err error
+		if moves, step, err = t.returnCoversOnce(ctx, moves); err != nil {
+			return nil, nil, err
+		}
+		if len(step) == 0 {
+			return moves, by, nil
+		}
+		by = append(by, step...)
+	}
+	return moves, by, nil
+}
+
+// returnCoversOnce is one step of returnCovers.
+func (t *txn) returnCoversOnce(ctx context.Context, moves []core.LotMove) ([]core.LotMove,
 	[]core.LotMove, error) {
 	ids := make([]int64, 0, len(moves))
 	for _, mv := range moves {

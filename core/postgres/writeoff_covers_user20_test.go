@@ -128,3 +128,54 @@ func TestPurchaseTakenBackOnceByOperatorAndPartner(t *testing.T) {
 		}
 	}
 }
+
+// Regression test of defects an attack on the covers found (against
+// 23f3144), now mended; the scenarios as found:
+//
+// Credits A, B and C of 100 (ending in one, two and three years); an order
+// spends A; A's reversal takes B's 100, B's takes C's, C's writes off 100;
+// the order is cancelled: its 100 went to B and stopped there, C's
+// write-off stayed open, and the member kept 100 of credits all reversed.
+// And with C credited after A's reversal (so only C stands at the end), the
+// 100 stayed in B's lot with B's end date instead of C's. The points now
+// follow the covers from lot to lot.
+func TestReturnsFollowChainsOfCovers(t *testing.T) {
+	t.Run("all reversed", func(t *testing.T) {
+		f := newFixture(t, core.Program{})
+		f.enroll("ana")
+		var txns []string
+		for years := range 3 {
+			f.creditAt("ana", 100, f.now.AddDate(years+1, 0, 0))
+			txns = append(txns, f.lastTxn())
+		}
+		f.ok(core.KindRewardUpsert, "", core.Reward{Code: "mug", Name: "Mug", Points: 100,
+			CancelWindowSeconds: 3600})
+		o := orderOf(t, f.do(core.KindOrderPlace, "ana", f.txn(),
+			core.PlaceOrder{Reward: "mug"}))
+		for _, txn := range txns {
+			f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: txn, Reason: "undone"})
+		}
+		f.ok(core.KindOrderCancel, "ana", core.CancelOrder{OrderID: o.ID})
+		f.wantBalance("ana", 0, 0, 0)
+		f.check()
+	})
+	t.Run("the last one stands", func(t *testing.T) {
+		f := newFixture(t, core.Program{})
+		f.enroll("ana")
+		f.creditAt("ana", 100, f.now.AddDate(1, 0, 0))
+		a := f.lastTxn()
+		f.creditAt("ana", 100, f.now.AddDate(3, 0, 0))
+		b := f.lastTxn()
+		f.ok(core.KindRewardUpsert, "", core.Reward{Code: "mug", Name: "Mug", Points: 100,
+			CancelWindowSeconds: 3600})
+		o := orderOf(t, f.do(core.KindOrderPlace, "ana", f.txn(),
+			core.PlaceOrder{Reward: "mug"}))
+		f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: a, Reason: "a"})
+		c := f.creditAt("ana", 100, f.now.AddDate(2, 0, 0))
+		f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: b, Reason: "b"})
+		f.ok(core.KindOrderCancel, "ana", core.CancelOrder{OrderID: o.ID})
+		f.wantBalance("ana", 100, 0, 0)
+		f.wantLot(c, 100, 100)
+		f.check()
+	})
+}
