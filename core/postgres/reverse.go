@@ -550,15 +550,21 @@ func (t *txn) returnCovers(ctx context.Context, moves []core.LotMove) ([]core.Lo
 	return moves, by, nil
 }
 
-// returnCoversOnce is one step of returnCovers.
-func (t *txn) returnCoversOnce(ctx context.Context, moves []core.LotMove) ([]core.LotMove,
-	[]core.LotMove, error) {
+// receiving lists the lots moves bring points back to.
+func receiving(moves []core.LotMove) []int64 {
 	ids := make([]int64, 0, len(moves))
 	for _, mv := range moves {
 		if mv.Points > 0 {
 			ids = append(ids, mv.LotID)
 		}
 	}
+	return ids
+}
+
+// returnCoversOnce is one step of returnCovers.
+func (t *txn) returnCoversOnce(ctx context.Context, moves []core.LotMove) ([]core.LotMove,
+	[]core.LotMove, error) {
+	ids := receiving(moves)
 	if len(ids) == 0 {
 		return moves, nil, nil
 	}
@@ -613,12 +619,7 @@ func (t *txn) returnCoversOnce(ctx context.Context, moves []core.LotMove) ([]cor
 // back to (settleReturns).
 func (t *txn) settleWriteOffs(ctx context.Context, moves []core.LotMove) (int64,
 	[]core.LotMove, error) {
-	ids := make([]int64, 0, len(moves))
-	for _, mv := range moves {
-		if mv.Points > 0 {
-			ids = append(ids, mv.LotID)
-		}
-	}
+	ids := receiving(moves)
 	if len(ids) == 0 {
 		return 0, nil, nil
 	}
