@@ -233,8 +233,6 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original,
 				"partner, or given back with a credit", partner, refunded, total, holdTxn)
 		}
 	}
-	// The lots of a member since merged into m were emptied by the merge:
-	// the points come back to m in new lots with those lots' dates.
 	// Points of a credit reversed since they were spent settle its
 	// write-off first (the lots of a member since merged included), and
 	// those of a credit whose reversal took other lots' points go back to
@@ -243,6 +241,8 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original,
 	if err != nil {
 		return 0, 0, err
 	}
+	// The lots of a member since merged into m were emptied by the merge:
+	// the points come back to m in new lots with those lots' dates.
 	if merged {
 		for i := range taken {
 			taken[i].remaining = int64(moves[i].Points)
