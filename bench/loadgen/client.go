@@ -59,9 +59,11 @@ func (c *client) do(ctx context.Context, method, path, txn string, body []byte) 
 // memberRef names the i-th benchmark member.
 func memberRef(i int) string { return fmt.Sprintf("m%07d", i) }
 
-// setup creates the program (1 point per unit, no pending days, no expiry)
-// and enrolls the members, then waits until the ledger holds them all.
-func setup(ctx context.Context, c *client, program string, members int,
+// setup creates the program (1 point per unit, no pending days, no expiry,
+// and with tiers three levels whose multiplier is 1, so that the ledger
+// check's ten points per accrual still hold) and enrolls the members, then
+// waits until the ledger holds them all.
+func setup(ctx context.Context, c *client, program string, members int, tiers bool,
 	enrolled func(context.Context) (int, error)) error {
 	body := []byte(`{"name":"Benchmark","currency":"CLP","points_per_unit":"1"}`)
 	st, raw, err := c.do(ctx, http.MethodPut, "/v1/programs/"+program, "prog-"+program, body)
@@ -73,6 +75,24 @@ func setup(ctx context.Context, c *client, program string, members int,
 		return err == nil && st == http.StatusOK
 	}); err != nil {
 		return fmt.Errorf("program not created: %w", err)
+	}
+	if tiers {
+		body := []byte(`{"window_days":365,"levels":[` +
+			`{"code":"blue","min_points":0,"multiplier":"1"},` +
+			`{"code":"silver","min_points":30,"multiplier":"1"},` +
+			`{"code":"gold","min_points":100,"multiplier":"1"}]}`)
+		// A 202 is stored but not yet applied: the same request again, with
+		// the same key, answers 201 once the ledger has applied it.
+		var st int
+		var raw []byte
+		if err := waitFor(ctx, func() bool {
+			var err error
+			st, raw, err = c.do(ctx, http.MethodPut, "/v1/programs/"+program+"/tiers",
+				"tiers-"+program, body)
+			return err == nil && st == http.StatusCreated
+		}); err != nil {
+			return fmt.Errorf("set tiers: last status %d %s: %w", st, raw, err)
+		}
 	}
 
 	var next atomic.Int64

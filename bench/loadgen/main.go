@@ -37,6 +37,7 @@ type options struct {
 	readRate    int
 	readers     int
 	readLots    bool // scenario b reads the lots too (?lots=true)
+	tiers       bool // the program has tier levels, so every accrual reviews the tier
 	accrualRate int  // accruals/s during the read scenario; 0 is half of scenario a
 	scenarios   string
 	out         string
@@ -78,6 +79,9 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.IntVar(&o.readers, "readers", 32, "concurrent readers in scenario b")
 	fs.BoolVar(&o.readLots, "read-lots", false, "scenario b reads each member's lots with "+
 		"its balance (?lots=true), as the back office does; else the figures and expiries")
+	fs.BoolVar(&o.tiers, "tiers", false, "give the program three tier levels (multiplier 1, "+
+		"reached at 0, 30 and 100 points in 365 days), so that every accrual reads the "+
+		"member's qualification and members move up during the run")
 	fs.IntVar(&o.accrualRate, "accrual-rate", 0, "accruals per second during scenario b; "+
 		"0 is half the throughput measured in scenario a (100 when a did not run)")
 	fs.StringVar(&o.scenarios, "scenarios",
@@ -169,7 +173,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	acct := &accounting{}
 	run := &runner{o: o, c: c, program: program, acct: acct, target: target, stamp: stamp,
 		machine: mach, out: out}
-	if err := setup(ctx, c, program, o.members, run.enrolled); err != nil {
+	if err := setup(ctx, c, program, o.members, o.tiers, run.enrolled); err != nil {
 		return fmt.Errorf("setup: %w", err)
 	}
 

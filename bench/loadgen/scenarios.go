@@ -155,6 +155,9 @@ func (r *runner) scenario(ctx context.Context, name string) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if r.o.tiers {
+		res.Settings["tiers"] = true
+	}
 	res.LoadAfter = describeLoad()
 	res.StealPercent = res.LoadAfter.StealSince(res.LoadBefore)
 	res.Check, err = r.checkLedger(ctx)
