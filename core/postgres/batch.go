@@ -536,9 +536,17 @@ func queueQualifications(b *pgx.Batch, cmds []bus.Command, st *runState) {
 // spend when the basis is spend, counted as qualification and
 // spendQualification count them. The programs with tier levels and their
 // members are picked first, so that a run without any costs next to
-// nothing whatever plan the statement gets; each member's postings are
-// then summed on their own (OFFSET 0 keeps the planner from merging them
-// into a join).
+// nothing whatever plan the statement gets. A member's windows (an
+// accrual's and the one ending now, which overlap but for milliseconds)
+// are read together: the part common to all of them, (mid, first], is
+// summed once, and those in (lo, mid] and (first, last], outside it but
+// inside some window (none or a few for events on time, all of them when
+// the windows do not overlap), are read into arrays each window adds from.
+// One window read at a time cost an index and heap probe per accrual per
+// window, which grows with the member's accruals in the window. Laterals
+// keep the plan per member (a join of the instants with the accruals read
+// was planned as a nested loop over both); OFFSET 0 keeps the sum from
+// being merged into a join.
 const runQualifications = `WITH t AS MATERIALIZED (
 		SELECT p.id, p.code, pt.body->>'basis' = 'spend' AS by_spend,
 			make_interval(hours => 24 * (pt.body->>'window_days')::int) AS len
@@ -548,25 +556,50 @@ const runQualifications = `WITH t AS MATERIALIZED (
 		SELECT id, program_id, customer_ref FROM members
 		WHERE program_id = ANY (ARRAY(SELECT id FROM t)) AND customer_ref = ANY ($2::text[])
 	), v AS MATERIALIZED (
-		SELECT DISTINCT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS v(code, ref, at)
-		WHERE v.code IN (SELECT code FROM t)
+		SELECT DISTINCT m.id, u.at, t.len, t.by_spend
+		FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(code, ref, at)
+		JOIN t ON t.code = u.code
+		JOIN m ON m.program_id = t.id AND m.customer_ref = u.ref
+	), w AS MATERIALIZED (
+		SELECT id, len, by_spend, array_agg(at) AS ats, min(at) - len AS lo,
+			least(max(at) - len, min(at)) AS mid, min(at) AS first, max(at) AS last
+		FROM v GROUP BY id, len, by_spend
 	)
-	SELECT m.id, v.at, q.points, s.spend
-	FROM v JOIN t ON t.code = v.code
-	JOIN m ON m.program_id = t.id AND m.customer_ref = v.ref
+	SELECT w.id, u.at, (c.points + q.points)::bigint,
+		CASE WHEN w.by_spend THEN (c.spend + q.spend)::text END
+	FROM w CROSS JOIN LATERAL (
+		SELECT COALESCE(sum(a.points), 0) AS points, COALESCE(sum(a.amount), 0) AS spend
+		FROM (SELECT p.occurred_at, p.points + p.pending_delta AS points,
+				(SELECT a.amount FROM accrual_amounts a
+					WHERE w.by_spend AND a.posting_id = p.id) AS amount
+			FROM postings p
+			WHERE p.member_id = w.id AND p.kind = 'accrual'
+			  AND p.occurred_at > w.mid AND p.occurred_at <= w.first
+			  AND NOT EXISTS (SELECT 1 FROM postings r WHERE r.reverses_id = p.id)
+			OFFSET 0) AS a) AS c
 	CROSS JOIN LATERAL (
-		SELECT COALESCE(sum(x.points + x.pending_delta), 0)::bigint FROM postings x
-		WHERE x.member_id = m.id AND x.kind = 'accrual'
-		  AND x.occurred_at > v.at - t.len AND x.occurred_at <= v.at
-		  AND NOT EXISTS (SELECT 1 FROM postings r WHERE r.reverses_id = x.id)
-		OFFSET 0) AS q(points)
-	LEFT JOIN LATERAL (
-		SELECT COALESCE(sum(a.amount), 0)::text FROM postings x
-		JOIN accrual_amounts a ON a.posting_id = x.id
-		WHERE t.by_spend AND x.member_id = m.id AND x.kind = 'accrual'
-		  AND x.occurred_at > v.at - t.len AND x.occurred_at <= v.at
-		  AND NOT EXISTS (SELECT 1 FROM postings r WHERE r.reverses_id = x.id)
-		OFFSET 0) AS s(spend) ON t.by_spend`
+		SELECT array_agg(f.occurred_at) AS occurred, array_agg(f.points) AS points,
+			array_agg(f.amount) AS amounts
+		FROM (SELECT p.occurred_at, p.points + p.pending_delta AS points,
+				(SELECT a.amount FROM accrual_amounts a
+					WHERE w.by_spend AND a.posting_id = p.id) AS amount
+			FROM postings p
+			WHERE p.member_id = w.id AND p.kind = 'accrual'
+			  AND p.occurred_at > w.lo AND p.occurred_at <= w.mid
+			  AND NOT EXISTS (SELECT 1 FROM postings r WHERE r.reverses_id = p.id)
+		UNION ALL
+		SELECT p.occurred_at, p.points + p.pending_delta AS points,
+				(SELECT a.amount FROM accrual_amounts a
+					WHERE w.by_spend AND a.posting_id = p.id) AS amount
+			FROM postings p
+			WHERE p.member_id = w.id AND p.kind = 'accrual'
+			  AND p.occurred_at > w.first AND p.occurred_at <= w.last
+			  AND NOT EXISTS (SELECT 1 FROM postings r WHERE r.reverses_id = p.id)) AS f) AS f
+	CROSS JOIN LATERAL unnest(w.ats) AS u(at)
+	CROSS JOIN LATERAL (
+		SELECT COALESCE(sum(e.points), 0), COALESCE(sum(e.amount), 0)
+		FROM unnest(f.occurred, f.points, f.amounts) AS e(occurred_at, points, amount)
+		WHERE e.occurred_at > u.at - w.len AND e.occurred_at <= u.at) AS q(points, spend)`
 
 // candidateWindows are the counter windows an event at may fall in,
 // whatever its program's time zone (UTC offsets stay within a day): the
