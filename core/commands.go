@@ -165,21 +165,27 @@ type Lot struct {
 
 // Posting is one append-only entry of a member's statement.
 type Posting struct {
-	ID           int64     `json:"id"`
-	Kind         string    `json:"kind"`
-	Points       Points    `json:"points"`
-	HeldDelta    Points    `json:"held_delta,omitempty"`
-	PendingDelta Points    `json:"pending_delta,omitempty"`
-	Source       string    `json:"source"`
-	TxnID        string    `json:"txn_id,omitempty"`
-	Reason       string    `json:"reason,omitempty"`
-	RuleVersion  string    `json:"rule_version,omitempty"`
-	Actor        string    `json:"actor,omitempty"`
-	Partner      string    `json:"partner,omitempty"`
-	ReversesID   int64     `json:"reverses_id,omitempty"`
-	OccurredAt   time.Time `json:"occurred_at"`
-	RecordedAt   time.Time `json:"recorded_at"`
-	Lots         []LotMove `json:"lots,omitempty"`
+	ID           int64  `json:"id"`
+	Kind         string `json:"kind"`
+	Points       Points `json:"points"`
+	HeldDelta    Points `json:"held_delta,omitempty"`
+	PendingDelta Points `json:"pending_delta,omitempty"`
+	Source       string `json:"source"`
+	TxnID        string `json:"txn_id,omitempty"`
+	Reason       string `json:"reason,omitempty"`
+	RuleVersion  string `json:"rule_version,omitempty"`
+	Actor        string `json:"actor,omitempty"`
+	Partner      string `json:"partner,omitempty"`
+	ReversesID   int64  `json:"reverses_id,omitempty"`
+	// WrittenOff are the points this reversal or refund could not take back
+	// (the member had spent them), as recorded lot by lot; Recovered are
+	// points this undo put back on a reversed credit's lot to settle such a
+	// write-off instead of giving them to the member (Outcome's fields).
+	WrittenOff Points    `json:"written_off,omitempty"`
+	Recovered  Points    `json:"written_off_recovered,omitempty"`
+	OccurredAt time.Time `json:"occurred_at"`
+	RecordedAt time.Time `json:"recorded_at"`
+	Lots       []LotMove `json:"lots,omitempty"`
 }
 
 // LotMove is how much a posting took from (negative) or gave to a lot.

@@ -358,7 +358,7 @@ func (t *txn) partnerRefund(ctx context.Context, prog *program, m *member,
 		return nil, fmt.Errorf("insert refund: %w", err)
 	}
 	t.lastMoves = kept
-	if err := t.recordRecovered(ctx, pid, settled); err != nil {
+	if err := t.recordRecovered(ctx, pid, settled, recovered); err != nil {
 		return nil, err
 	}
 	if err := t.expireDue(ctx, m); err != nil {
@@ -398,7 +398,7 @@ func (t *txn) refundToSurvivor(ctx context.Context, m *member, cmd *bus.Command,
 		return nil, fmt.Errorf("insert refund: %w", err)
 	}
 	t.lastMoves = back
-	if err := t.recordRecovered(ctx, pid, settled); err != nil {
+	if err := t.recordRecovered(ctx, pid, settled, recovered); err != nil {
 		return nil, err
 	}
 	out := t.outcome(m, n-recovered)

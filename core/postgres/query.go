@@ -434,6 +434,8 @@ func (l *Ledger) Statement(ctx context.Context, programCode, ref, cursor string,
 	rows, err := l.pool.Query(ctx, `SELECT p.id, p.kind, p.points, p.held_delta, p.pending_delta,
 			p.source, coalesce(p.txn_id, ''), p.reason, p.rule_version, p.actor, p.partner,
 			coalesce(p.reverses_id, 0), p.occurred_at, p.recorded_at,
+			coalesce((SELECT sum(w.points) FROM written_off w WHERE w.reversal_id = p.id), 0)::bigint,
+			coalesce((SELECT s.points FROM written_off_settled s WHERE s.posting_id = p.id), 0),
 			coalesce((SELECT json_agg(json_build_object('lot_id', pl.lot_id, 'points', pl.points,
 				'held', pl.held) ORDER BY pl.lot_id) FROM posting_lots pl
 				WHERE pl.posting_id = p.id), '[]')
@@ -449,7 +451,7 @@ func (l *Ledger) Statement(ctx context.Context, programCode, ref, cursor string,
 		var lots []byte
 		err := rows.Scan(&p.ID, &p.Kind, &p.Points, &p.HeldDelta, &p.PendingDelta, &p.Source,
 			&p.TxnID, &p.Reason, &p.RuleVersion, &p.Actor, &p.Partner, &p.ReversesID,
-			&p.OccurredAt, &p.RecordedAt, &lots)
+			&p.OccurredAt, &p.RecordedAt, &p.WrittenOff, &p.Recovered, &lots)
 		if err != nil {
 			return nil, fmt.Errorf("scan posting: %w", err)
 		}

@@ -253,7 +253,7 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original,
 			return 0, 0, err
 		}
 		t.lastMoves = back
-		if err := t.recordRecovered(ctx, pid, settled); err != nil {
+		if err := t.recordRecovered(ctx, pid, settled, recovered); err != nil {
 			return 0, 0, err
 		}
 		return total - recovered, recovered, t.markHoldReversed(ctx, o, pid)
@@ -285,7 +285,7 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original,
 		return 0, 0, err
 	}
 	t.lastMoves = kept
-	if err := t.recordRecovered(ctx, pid, settled); err != nil {
+	if err := t.recordRecovered(ctx, pid, settled, recovered); err != nil {
 		return 0, 0, err
 	}
 	if err := t.markHoldReversed(ctx, o, pid); err != nil {
@@ -666,9 +666,19 @@ func (t *txn) settleWriteOffs(ctx context.Context, moves []core.LotMove) (int64,
 }
 
 // recordRecovered keeps, with posting pid, the points it brought back that
-// settled write-offs, by lot: a partner's later refund of the same payment
-// counts them as given back to their lot.
-func (t *txn) recordRecovered(ctx context.Context, pid int64, by []core.LotMove) error {
+// settled write-offs or went back to lots a reversal had covered from, by
+// lot (a partner's later refund of the same payment counts them as given
+// back to their lot), and recovered, the part that settled write-offs
+// (what the statement shows beside the posting).
+func (t *txn) recordRecovered(ctx context.Context, pid int64, by []core.LotMove,
+	recovered int64) error {
+	if recovered > 0 {
+		_, err := t.tx.Exec(ctx, `INSERT INTO written_off_settled (posting_id, points)
+			VALUES ($1, $2)`, pid, recovered)
+		if err != nil {
+			return fmt.Errorf("record settled write-off: %w", err)
+		}
+	}
 	for _, mv := range by {
 		_, err := t.tx.Exec(ctx, `INSERT INTO written_off_recoveries (posting_id, lot_id, points)
 			VALUES ($1, $2, $3) ON CONFLICT (posting_id, lot_id)

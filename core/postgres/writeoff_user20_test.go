@@ -59,6 +59,29 @@ func TestCancelledSpendingSettlesWriteOff(t *testing.T) {
 			if other != 0 {
 				f.wantLot(other, c.other, c.back)
 			}
+			// The statement says it too: the bill's reversal wrote off, the
+			// cancellation settled what it wrote off.
+			kinds := map[int64]string{}
+			st := f.statement("ana")
+			for _, p := range st {
+				kinds[p.ID] = p.Kind
+			}
+			var written, recovered core.Points
+			for _, p := range st {
+				switch {
+				case p.Kind == "reversal" && kinds[p.ReversesID] == "credit":
+					written += p.WrittenOff
+				case p.Kind == "reversal" && kinds[p.ReversesID] == "redemption":
+					recovered += p.Recovered
+				case p.WrittenOff != 0 || p.Recovered != 0:
+					t.Fatalf("%s posting %d says %d written off, %d recovered", p.Kind,
+						p.ID, p.WrittenOff, p.Recovered)
+				}
+			}
+			if written != c.written || recovered != c.written {
+				t.Fatalf("statement: %d written off, %d recovered; want %d and %d",
+					written, recovered, c.written, c.written)
+			}
 			f.check()
 		})
 	}

@@ -159,6 +159,10 @@ func outcome(res bus.Result) (*gen.Outcome, error) {
 		w := int64(o.Written)
 		out.WrittenOff = &w
 	}
+	if o.Recovered != 0 {
+		r := int64(o.Recovered)
+		out.WrittenOffRecovered = &r
+	}
 	return out, nil
 }
 
@@ -297,6 +301,14 @@ func movements(page *postgres.StatementPage) *gen.GetMovementsResponse {
 		for _, l := range p.Lots {
 			m.LotMove = append(m.LotMove, &gen.LotMoveInfo{LotId: l.LotID,
 				Points: int64(l.Points), Held: int64(l.Held)})
+		}
+		if p.WrittenOff != 0 {
+			w := int64(p.WrittenOff)
+			m.WrittenOff = &w
+		}
+		if p.Recovered != 0 {
+			r := int64(p.Recovered)
+			m.WrittenOffRecovered = &r
 		}
 		out.Movement = append(out.Movement, m)
 	}

@@ -223,6 +223,8 @@ type Outcome struct {
 	PostingId []int64 `xml:"PostingId" json:"PostingId"`
 
 	WrittenOff *int64 `xml:"WrittenOff" json:"WrittenOff"`
+
+	WrittenOffRecovered *int64 `xml:"WrittenOffRecovered" json:"WrittenOffRecovered"`
 }
 
 type MemberInfo struct {
@@ -301,6 +303,10 @@ type MovementInfo struct {
 	RecordedAt soap.XSDDateTime `xml:"RecordedAt" json:"RecordedAt"`
 
 	LotMove []*LotMoveInfo `xml:"LotMove" json:"LotMove"`
+
+	WrittenOff *int64 `xml:"WrittenOff" json:"WrittenOff"`
+
+	WrittenOffRecovered *int64 `xml:"WrittenOffRecovered" json:"WrittenOffRecovered"`
 }
 
 type FaultInfo struct {
