@@ -114,6 +114,20 @@ func (t *txn) upsertReward(ctx context.Context, prog *program, cmd *bus.Command)
 			}
 		}
 	}
+	if in.Partner != "" {
+		// A reward supplied by a partner the program does not have (a typo)
+		// would name it on every redemption of its orders.
+		var known bool
+		err := t.tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM partners
+			WHERE program_id = $1 AND code = $2)`, prog.ID, in.Partner).Scan(&known)
+		if err != nil {
+			return nil, fmt.Errorf("read partner: %w", err)
+		}
+		if !known {
+			return nil, core.Errorf(core.Invalid, "partner", "no partner %q in the program; "+
+				"create it first or leave partner out", in.Partner)
+		}
+	}
 	active := in.Active == nil || *in.Active
 	var money *string
 	if in.MoneyAmount != "" {

@@ -142,10 +142,13 @@ func TestOrderLimitsAndPrices(t *testing.T) {
 	f.ok(core.KindAccrue, "ben", core.Accrue{EventType: "bill_paid", Amount: "1000"})
 	f.ok(core.KindRedeem, "ben", core.Redeem{Points: 950, Reason: "spent"})
 	from, until := f.now.Add(-time.Hour), f.now.Add(24*time.Hour)
+	shop := "mugshop-" + f.prog
+	f.ok(core.KindPartnerUpsert, "", core.Partner{Code: shop, Name: "Mug shop", Currency: "CLP",
+		PointValue: "1"})
 	f.ok(core.KindRewardUpsert, "", core.Reward{Code: "mug", Name: "Mug", Points: 100,
 		MoneyPoints: 40, MoneyAmount: "2.50", Stock: ptr(int64(10)), ValidFrom: &from,
 		ValidUntil: &until, PerMemberLimit: ptr(int64(2)), ProgramLimit: ptr(int64(3)),
-		Tiers: []string{"gold"}, Partner: "mugshop"})
+		Tiers: []string{"gold"}, Partner: shop})
 
 	// A member whose tier is not listed may not redeem it.
 	f.enroll("cid")
