@@ -318,12 +318,7 @@ func (t *txn) partnerRefund(ctx context.Context, prog *program, m *member,
 			settled, copies)
 	}
 	// While the member owes points, what comes back repays the debt next.
-	debt := max(0, -m.available)
-	for i := len(moves) - 1; i >= 0 && debt > 0; i-- {
-		x := min(debt, int64(moves[i].Points))
-		moves[i].Points -= core.Points(x)
-		debt -= x
-	}
+	repayDebt(moves, nil, max(0, -m.available))
 	kept := moves[:0]
 	for _, mv := range moves {
 		if mv.Points > 0 {

@@ -237,6 +237,10 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original,
 	// write-off first (the lots of a member since merged included), and
 	// those of a credit whose reversal took other lots' points go back to
 	// those lots (the member's own only).
+	own := make(map[int64]core.Points, len(moves))
+	for _, mv := range moves {
+		own[mv.LotID] += mv.Points
+	}
 	recovered, settled, moves, err := t.settleReturns(ctx, moves, !merged)
 	if err != nil {
 		return 0, 0, err
@@ -259,12 +263,7 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original,
 		return total - recovered, recovered, t.markHoldReversed(ctx, o, pid)
 	}
 	// While the member owes points, what comes back repays the debt next.
-	debt := max(0, -m.available)
-	for i := len(moves) - 1; i >= 0 && debt > 0; i-- {
-		x := min(debt, int64(moves[i].Points))
-		moves[i].Points -= core.Points(x)
-		debt -= x
-	}
+	repayDebt(moves, own, max(0, -m.available))
 	kept := moves[:0]
 	for _, mv := range moves {
 		if mv.Points > 0 {
@@ -548,6 +547,27 @@ func (t *txn) returnCovers(ctx context.Context, moves []core.LotMove) ([]core.Lo
 		by = append(by, step...)
 	}
 	return moves, by, nil
+}
+
+// repayDebt takes debt points out of what moves bring back, lots from the
+// end of moves first, and first of all the points each lot gets of its own
+// (own: what the spending took from it): points a reversal had taken from a
+// covering lot go back to that lot, so what repays the reversal's
+// shortfall (the debt, where the program allows one) is the reversed
+// credit's own return, as in a program that writes the shortfall off.
+// With own nil every point is a lot's own.
+func repayDebt(moves []core.LotMove, own map[int64]core.Points, debt int64) {
+	for pass := range 2 {
+		for i := len(moves) - 1; i >= 0 && debt > 0; i-- {
+			avail := int64(moves[i].Points)
+			if pass == 0 && own != nil {
+				avail = min(avail, int64(own[moves[i].LotID]))
+			}
+			x := min(debt, max(0, avail))
+			moves[i].Points -= core.Points(x)
+			debt -= x
+		}
+	}
 }
 
 // receiving lists the lots moves bring points back to.

@@ -59,3 +59,55 @@ func TestWriteOffStatementMigration(t *testing.T) {
 	}
 	f.check()
 }
+
+// In a program that lets members owe points, a credit reversed after its
+// points were spent takes what it can from another lot and leaves the rest
+// owed; undoing the spending then repays the debt from the reversed credit's
+// own points and gives the other lot its points back, with its own later
+// expiry (an upgrade tester found them left on the reversed credit's lot,
+// expiring a year earlier, while the cover was counted as returned).
+func TestUndoRepaysDebtAndReturnsCover(t *testing.T) {
+	for _, undo := range []string{"redemption reversed", "order cancelled"} {
+		t.Run(undo, func(t *testing.T) {
+			f := newFixture(t, core.Program{NegativeBalance: core.NegativeAllow})
+			f.ok(core.KindRewardUpsert, "", core.Reward{Code: "tv", Name: "TV", Points: 1000,
+				CancelWindowSeconds: 3600})
+			f.enroll("ana")
+			bill := f.creditAt("ana", 1000, f.now.AddDate(1, 0, 0))
+			billTxn := f.lastTxn()
+			other := f.creditAt("ana", 200, f.now.AddDate(2, 0, 0))
+			var spent string
+			var order string
+			if undo == "order cancelled" {
+				order = orderOf(t, f.do(core.KindOrderPlace, "ana", f.txn(),
+					core.PlaceOrder{Reward: "tv"})).ID
+			} else {
+				f.ok(core.KindRedeem, "ana", core.Redeem{Points: 1000, Reason: "tv"})
+				spent = f.lastTxn()
+			}
+			f.wantLot(bill, 1000, 0)
+			rev := f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: billTxn,
+				Reason: "bill cancelled"})
+			if rev.Written != 0 {
+				t.Fatalf("reversal wrote off %d in a program that allows debt", rev.Written)
+			}
+			f.wantBalance("ana", -800, 0, 0)
+			f.wantLot(other, 200, 0)
+
+			var out core.Outcome
+			if order != "" {
+				out = f.ok(core.KindOrderCancel, "ana", core.CancelOrder{OrderID: order})
+			} else {
+				out = f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: spent,
+					Reason: "tv returned"})
+			}
+			if out.Points != 1000 {
+				t.Fatalf("undo: %d points, want 1000 (800 repaying the debt)", out.Points)
+			}
+			f.wantBalance("ana", 200, 0, 0)
+			f.wantLot(bill, 1000, 0)
+			f.wantLot(other, 200, 200)
+			f.check()
+		})
+	}
+}
