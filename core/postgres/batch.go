@@ -547,7 +547,7 @@ func queueQualifications(b *pgx.Batch, cmds []bus.Command, st *runState) {
 // keep the plan per member (a join of the instants with the accruals read
 // was planned as a nested loop over both); OFFSET 0 keeps the sum from
 // being merged into a join.
-const runQualifications = `WITH t AS MATERIALIZED (
+var runQualifications = `WITH t AS MATERIALIZED (
 		SELECT p.id, p.code, pt.body->>'basis' = 'spend' AS by_spend,
 			make_interval(hours => 24 * (pt.body->>'window_days')::int) AS len
 		FROM programs p JOIN program_tiers pt ON pt.program_id = p.id
@@ -569,37 +569,32 @@ const runQualifications = `WITH t AS MATERIALIZED (
 		CASE WHEN w.by_spend THEN (c.spend + q.spend)::text END
 	FROM w CROSS JOIN LATERAL (
 		SELECT COALESCE(sum(a.points), 0) AS points, COALESCE(sum(a.amount), 0) AS spend
-		FROM (SELECT p.occurred_at, p.points + p.pending_delta AS points,
-				(SELECT a.amount FROM accrual_amounts a
-					WHERE w.by_spend AND a.posting_id = p.id) AS amount
-			FROM postings p
-			WHERE p.member_id = w.id AND p.kind = 'accrual'
-			  AND p.occurred_at > w.mid AND p.occurred_at <= w.first
-			  AND NOT EXISTS (SELECT 1 FROM postings r WHERE r.reverses_id = p.id)
+		FROM (` + windowAccruals("w.mid", "w.first") + `
 			OFFSET 0) AS a) AS c
 	CROSS JOIN LATERAL (
 		SELECT array_agg(f.occurred_at) AS occurred, array_agg(f.points) AS points,
 			array_agg(f.amount) AS amounts
-		FROM (SELECT p.occurred_at, p.points + p.pending_delta AS points,
-				(SELECT a.amount FROM accrual_amounts a
-					WHERE w.by_spend AND a.posting_id = p.id) AS amount
-			FROM postings p
-			WHERE p.member_id = w.id AND p.kind = 'accrual'
-			  AND p.occurred_at > w.lo AND p.occurred_at <= w.mid
-			  AND NOT EXISTS (SELECT 1 FROM postings r WHERE r.reverses_id = p.id)
+		FROM (` + windowAccruals("w.lo", "w.mid") + `
 		UNION ALL
-		SELECT p.occurred_at, p.points + p.pending_delta AS points,
-				(SELECT a.amount FROM accrual_amounts a
-					WHERE w.by_spend AND a.posting_id = p.id) AS amount
-			FROM postings p
-			WHERE p.member_id = w.id AND p.kind = 'accrual'
-			  AND p.occurred_at > w.first AND p.occurred_at <= w.last
-			  AND NOT EXISTS (SELECT 1 FROM postings r WHERE r.reverses_id = p.id)) AS f) AS f
+		` + windowAccruals("w.first", "w.last") + `) AS f) AS f
 	CROSS JOIN LATERAL unnest(w.ats) AS u(at)
 	CROSS JOIN LATERAL (
 		SELECT COALESCE(sum(e.points), 0), COALESCE(sum(e.amount), 0)
 		FROM unnest(f.occurred, f.points, f.amounts) AS e(occurred_at, points, amount)
 		WHERE e.occurred_at > u.at - w.len AND e.occurred_at <= u.at) AS q(points, spend)`
+
+// windowAccruals selects, for the member w of runQualifications, its
+// accruals in (from, to] that no reversal undid: when, their points
+// (pending ones included) and, when the tiers go by spend, their amount.
+func windowAccruals(from, to string) string {
+	return `SELECT p.occurred_at, p.points + p.pending_delta AS points,
+				(SELECT a.amount FROM accrual_amounts a
+					WHERE w.by_spend AND a.posting_id = p.id) AS amount
+			FROM postings p
+			WHERE p.member_id = w.id AND p.kind = 'accrual'
+			  AND p.occurred_at > ` + from + ` AND p.occurred_at <= ` + to + `
+			  AND NOT EXISTS (SELECT 1 FROM postings r WHERE r.reverses_id = p.id)`
+}
 
 // candidateWindows are the counter windows an event at may fall in,
 // whatever its program's time zone (UTC offsets stay within a day): the

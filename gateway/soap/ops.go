@@ -92,6 +92,15 @@ func optString(s string) *string {
 	return &s
 }
 
+// optPoints is p for an optional element, nil (left out) when zero.
+func optPoints(p core.Points) *int64 {
+	if p == 0 {
+		return nil
+	}
+	n := int64(p)
+	return &n
+}
+
 // target checks the program and member every operation names.
 func target(program, ref string) error {
 	if strings.TrimSpace(program) == "" {
@@ -154,15 +163,8 @@ func outcome(res bus.Result) (*gen.Outcome, error) {
 	}
 	out := &gen.Outcome{TxnId: res.TxnID, CommandId: res.CommandID, Replayed: res.Replayed,
 		CustomerRef: o.Member, Points: int64(o.Points), Balance: figures(o.Balance),
-		PostingId: o.PostingIDs}
-	if o.Written != 0 {
-		w := int64(o.Written)
-		out.WrittenOff = &w
-	}
-	if o.Recovered != 0 {
-		r := int64(o.Recovered)
-		out.WrittenOffRecovered = &r
-	}
+		PostingId: o.PostingIDs, WrittenOff: optPoints(o.Written),
+		WrittenOffRecovered: optPoints(o.Recovered)}
 	return out, nil
 }
 
@@ -302,14 +304,7 @@ func movements(page *postgres.StatementPage) *gen.GetMovementsResponse {
 			m.LotMove = append(m.LotMove, &gen.LotMoveInfo{LotId: l.LotID,
 				Points: int64(l.Points), Held: int64(l.Held)})
 		}
-		if p.WrittenOff != 0 {
-			w := int64(p.WrittenOff)
-			m.WrittenOff = &w
-		}
-		if p.Recovered != 0 {
-			r := int64(p.Recovered)
-			m.WrittenOffRecovered = &r
-		}
+		m.WrittenOff, m.WrittenOffRecovered = optPoints(p.WrittenOff), optPoints(p.Recovered)
 		out.Movement = append(out.Movement, m)
 	}
 	return out
