@@ -318,7 +318,9 @@ func (t *txn) partnerRefund(ctx context.Context, prog *program, m *member,
 			settled, copies)
 	}
 	// While the member owes points, what comes back repays the debt next.
-	repayDebt(moves, nil, max(0, -m.available))
+	if err := t.repayDebt(ctx, moves, max(0, -m.available)); err != nil {
+		return nil, err
+	}
 	kept := moves[:0]
 	for _, mv := range moves {
 		if mv.Points > 0 {

@@ -237,10 +237,6 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original,
 	// write-off first (the lots of a member since merged included), and
 	// those of a credit whose reversal took other lots' points go back to
 	// those lots (the member's own only).
-	own := make(map[int64]core.Points, len(moves))
-	for _, mv := range moves {
-		own[mv.LotID] += mv.Points
-	}
 	recovered, settled, moves, err := t.settleReturns(ctx, moves, !merged)
 	if err != nil {
 		return 0, 0, err
@@ -263,7 +259,9 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original,
 		return total - recovered, recovered, t.markHoldReversed(ctx, o, pid)
 	}
 	// While the member owes points, what comes back repays the debt next.
-	repayDebt(moves, own, max(0, -m.available))
+	if err := t.repayDebt(ctx, moves, max(0, -m.available)); err != nil {
+		return 0, 0, err
+	}
 	kept := moves[:0]
 	for _, mv := range moves {
 		if mv.Points > 0 {
@@ -550,24 +548,46 @@ func (t *txn) returnCovers(ctx context.Context, moves []core.LotMove) ([]core.Lo
 }
 
 // repayDebt takes debt points out of what moves bring back, lots from the
-// end of moves first, and first of all the points each lot gets of its own
-// (own: what the spending took from it): points a reversal had taken from a
-// covering lot go back to that lot, so what repays the reversal's
-// shortfall (the debt, where the program allows one) is the reversed
-// credit's own return, as in a program that writes the shortfall off.
-// With own nil every point is a lot's own.
-func repayDebt(moves []core.LotMove, own map[int64]core.Points, debt int64) {
+// end of moves first, and first of all from lots whose credit was
+// reversed: a debt comes from a reversal that could not take back points
+// the member had spent, and the spending's points coming back to that
+// credit's lot are what repays it (a program that forbids debt settles its
+// write-off from them the same way). Points that go back to other lots
+// (a cover's, a credit still standing) repay only what is left.
+func (t *txn) repayDebt(ctx context.Context, moves []core.LotMove, debt int64) error {
+	if debt <= 0 {
+		return nil
+	}
+	reversed := map[int64]bool{}
+	rows, err := t.tx.Query(ctx, `SELECT l.id FROM lots l
+		WHERE l.id = ANY($1) AND EXISTS (SELECT 1 FROM postings r
+			WHERE r.reverses_id = l.posting_id)`, receiving(moves))
+	if err != nil {
+		return fmt.Errorf("read reversed lots: %w", err)
+	}
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return err
+		}
+		reversed[id] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
 	for pass := range 2 {
 		for i := len(moves) - 1; i >= 0 && debt > 0; i-- {
-			avail := int64(moves[i].Points)
-			if pass == 0 && own != nil {
-				avail = min(avail, int64(own[moves[i].LotID]))
+			if pass == 0 && !reversed[moves[i].LotID] {
+				continue
 			}
-			x := min(debt, max(0, avail))
+			x := min(debt, max(0, int64(moves[i].Points)))
 			moves[i].Points -= core.Points(x)
 			debt -= x
 		}
 	}
+	return nil
 }
 
 // receiving lists the lots moves bring points back to.

@@ -111,3 +111,51 @@ func TestUndoRepaysDebtAndReturnsCover(t *testing.T) {
 		})
 	}
 }
+
+// Regression tests of an attack on the mend above (debt programs): the
+// debt a reversal left is repaid from the points coming back to the
+// reversed credit's lot, whatever order the lots come in, and a program
+// that forbids debt ends the same. Both are checked after the reversed
+// credit's lot has expired: points left on it would be lost.
+func TestUndoRepaysDebtFromTheReversedLot(t *testing.T) {
+	for _, policy := range []string{core.NegativeAllow, core.NegativeForbid} {
+		// Bill 1000 then another credit of 500; 1200 spent (bill 1000 and
+		// 200 of the other); the bill's reversal takes the other's 300 as
+		// cover and owes (or writes off) 700; the redemption comes back.
+		t.Run(policy+"/cover and own return", func(t *testing.T) {
+			f := newFixture(t, core.Program{NegativeBalance: policy})
+			f.enroll("ana")
+			bill := f.creditAt("ana", 1000, f.now.AddDate(1, 0, 0))
+			billTxn := f.lastTxn()
+			other := f.creditAt("ana", 500, f.now.AddDate(2, 0, 0))
+			f.ok(core.KindRedeem, "ana", core.Redeem{Points: 1200, Reason: "tv"})
+			spent := f.lastTxn()
+			f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: billTxn, Reason: "bill"})
+			f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: spent, Reason: "back"})
+			f.wantLot(bill, 1000, 0)
+			f.wantLot(other, 500, 500)
+			at := f.now.AddDate(1, 0, 2)
+			f.setNow(at)
+			f.sweep(at)
+			f.wantBalance("ana", 500, 0, 0)
+			f.check()
+		})
+		// The reversed credit (A, expiring last) is made first, so its lot
+		// comes first in the undo's moves; nothing else is left to cover.
+		t.Run(policy+"/reversed lot first", func(t *testing.T) {
+			f := newFixture(t, core.Program{NegativeBalance: policy})
+			f.enroll("ana")
+			a := f.creditAt("ana", 400, f.now.AddDate(3, 0, 0))
+			aTxn := f.lastTxn()
+			b := f.creditAt("ana", 400, f.now.AddDate(1, 0, 0))
+			f.ok(core.KindRedeem, "ana", core.Redeem{Points: 700, Reason: "tv"})
+			spent := f.lastTxn()
+			f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: aTxn, Reason: "bill"})
+			f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: spent, Reason: "back"})
+			f.wantLot(a, 400, 0)
+			f.wantLot(b, 400, 400)
+			f.wantBalance("ana", 400, 0, 0)
+			f.check()
+		})
+	}
+}
