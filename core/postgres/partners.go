@@ -277,6 +277,7 @@ func (t *txn) partnerRefund(ctx context.Context, prog *program, m *member,
 	}
 	var moves []core.LotMove
 	var copies []lotRow
+	var captureLots []int64
 	need := n
 	for rows.Next() {
 		var l lotRow
@@ -285,6 +286,7 @@ func (t *txn) partnerRefund(ctx context.Context, prog *program, m *member,
 			rows.Close()
 			return nil, err
 		}
+		captureLots = append(captureLots, l.id)
 		skip := min(max(open, 0), since)
 		open -= skip
 		since -= skip
@@ -303,10 +305,12 @@ func (t *txn) partnerRefund(ctx context.Context, prog *program, m *member,
 		return nil, fmt.Errorf("refund: the capture's lots lack %d points", need)
 	}
 	// Points of a credit reversed since they were spent settle its
-	// write-off first (the lots of a member since merged included).
-	// (Covers are left alone: a refund in parts recounts each lot of the
-	// capture, and a cover's lot may be one of them.)
-	recovered, settled, moves, err := t.settleReturns(ctx, moves, false)
+	// write-off first (the lots of a member since merged included), and
+	// those of a credit whose reversal took other lots' points go back to
+	// those lots (the member's own only), but for lots of the capture: a
+	// refund in parts recounts each lot of the capture by what refunds
+	// brought to it, and would count such points twice.
+	recovered, settled, moves, err := t.settleReturns(ctx, moves, !merged, captureLots)
 	if err != nil {
 		return nil, err
 	}

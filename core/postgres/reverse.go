@@ -237,7 +237,7 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original,
 	// write-off first (the lots of a member since merged included), and
 	// those of a credit whose reversal took other lots' points go back to
 	// those lots (the member's own only).
-	recovered, settled, moves, err := t.settleReturns(ctx, moves, !merged)
+	recovered, settled, moves, err := t.settleReturns(ctx, moves, !merged, nil)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -506,15 +506,17 @@ func (t *txn) reverseCredit(ctx context.Context, prog *program, m *member, o *or
 // again; older write-offs settle first. With covers set it first sends
 // points coming back to a reversed credit's lot to the lots that covered
 // its spending (lot_covers): the moves it returns then name those lots.
+// Covers to the lots of notTo are left alone (a partner's refund: its
+// recount of a payment's lots would count such points twice).
 // It returns the points settled, and by lot what did not land where it
 // was going (settled, or sent to a cover), which recordRecovered keeps with
 // the posting that brought it back.
-func (t *txn) settleReturns(ctx context.Context, moves []core.LotMove, covers bool) (int64,
-	[]core.LotMove, []core.LotMove, error) {
+func (t *txn) settleReturns(ctx context.Context, moves []core.LotMove, covers bool,
+	notTo []int64) (int64, []core.LotMove, []core.LotMove, error) {
 	var by []core.LotMove
 	if covers {
 		var err error
-		if moves, by, err = t.returnCovers(ctx, moves); err != nil {
+		if moves, by, err = t.returnCovers(ctx, moves, notTo); err != nil {
 			return 0, nil, nil, err
 		}
 	}
@@ -530,13 +532,13 @@ func (t *txn) settleReturns(ctx context.Context, moves []core.LotMove, covers bo
 // third: the points follow the covers from lot to lot until they reach one
 // that is owed nothing. Every step uses up cover, so the walk ends; it is
 // bounded all the same.
-func (t *txn) returnCovers(ctx context.Context, moves []core.LotMove) ([]core.LotMove,
-	[]core.LotMove, error) {
+func (t *txn) returnCovers(ctx context.Context, moves []core.LotMove,
+	notTo []int64) ([]core.LotMove, []core.LotMove, error) {
 	var by []core.LotMove
 	for range 64 {
 		var step []core.LotMove
 		var err error
-		if moves, step, err = t.returnCoversOnce(ctx, moves); err != nil {
+		if moves, step, err = t.returnCoversOnce(ctx, moves, notTo); err != nil {
 			return nil, nil, err
 		}
 		if len(step) == 0 {
@@ -602,15 +604,19 @@ func receiving(moves []core.LotMove) []int64 {
 }
 
 // returnCoversOnce is one step of returnCovers.
-func (t *txn) returnCoversOnce(ctx context.Context, moves []core.LotMove) ([]core.LotMove,
-	[]core.LotMove, error) {
+func (t *txn) returnCoversOnce(ctx context.Context, moves []core.LotMove,
+	notTo []int64) ([]core.LotMove, []core.LotMove, error) {
 	ids := receiving(moves)
 	if len(ids) == 0 {
 		return moves, nil, nil
 	}
+	if notTo == nil {
+		notTo = []int64{} // <> ALL of NULL would match no cover
+	}
 	rows, err := t.tx.Query(ctx, `SELECT id, lot_id, cover_lot_id, points - returned
 		FROM lot_covers WHERE lot_id = ANY($1) AND returned < points
-		ORDER BY id FOR UPDATE`, ids)
+		  AND cover_lot_id <> ALL($2::bigint[])
+		ORDER BY id FOR UPDATE`, ids, notTo)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read covers: %w", err)
 	}
