@@ -125,6 +125,7 @@ type txn struct {
 	events      []bus.Event
 	postings    []int64
 	lastMoves   []core.LotMove
+	coverBack   []coverReturn // what the last settleReturns sent to covering lots
 	touched     map[string]bool
 	ruleCache   ruleCache
 	setBased    int // commands the set-based path applied

@@ -514,6 +514,7 @@ func (t *txn) reverseCredit(ctx context.Context, prog *program, m *member, o *or
 func (t *txn) settleReturns(ctx context.Context, moves []core.LotMove, covers bool,
 	notTo []int64) (int64, []core.LotMove, []core.LotMove, error) {
 	var by []core.LotMove
+	t.coverBack = nil
 	if covers {
 		var err error
 		if moves, by, err = t.returnCovers(ctx, moves, notTo); err != nil {
@@ -587,6 +588,40 @@ func (t *txn) repayDebt(ctx context.Context, moves []core.LotMove, debt int64) e
 			x := min(debt, max(0, int64(moves[i].Points)))
 			moves[i].Points -= core.Points(x)
 			debt -= x
+			// Points a cover got back that repay the debt instead are not
+			// back with it: the cover stays owed them, so that the rest of
+			// the spending, when it comes back, goes there.
+			if err := t.unreturnCovers(ctx, moves[i].LotID, x); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// coverReturn is points settleReturns sent from a reversed credit's lot
+// (from) to the lot that covered it (to), by the lot_covers row id.
+type coverReturn struct{ id, from, to, points int64 }
+
+// unreturnCovers takes n points that the last settleReturns sent to lot
+// back off the covers that sent them, latest first, and along the chain
+// of covers that brought them there.
+func (t *txn) unreturnCovers(ctx context.Context, lot, n int64) error {
+	for i := len(t.coverBack) - 1; i >= 0 && n > 0; i-- {
+		c := &t.coverBack[i]
+		if c.to != lot || c.points == 0 {
+			continue
+		}
+		y := min(n, c.points)
+		c.points -= y
+		n -= y
+		_, err := t.tx.Exec(ctx, `UPDATE lot_covers SET returned = returned - $2
+			WHERE id = $1`, c.id, y)
+		if err != nil {
+			return fmt.Errorf("take back cover return: %w", err)
+		}
+		if err := t.unreturnCovers(ctx, c.from, y); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -652,6 +687,8 @@ func (t *txn) returnCoversOnce(ctx context.Context, moves []core.LotMove,
 			moves = append(moves, core.LotMove{LotID: c.to, Points: core.Points(x)})
 		}
 		by = append(by, core.LotMove{LotID: c.lot, Points: core.Points(x)})
+		t.coverBack = append(t.coverBack, coverReturn{id: c.id, from: c.lot, to: c.to,
+			points: x})
 		_, err := t.tx.Exec(ctx, `UPDATE lot_covers SET returned = returned + $2
 			WHERE id = $1`, c.id, x)
 		if err != nil {
