@@ -736,7 +736,9 @@ func queueLockMembers(b *pgx.Batch, cmds []bus.Command, into *map[string]*member
 func (t *txn) plan(cmd *bus.Command, prog *program, m *member, st *runState) (runPlan, bool) {
 	p := runPlan{cmd: cmd, m: m, earned: cmd.OccurredAt}
 	var q qualSums // the member's qualification before an accrual
-	if m == nil || m.merged != nil || m.status != "active" {
+	// A member who owes points repays the debt from the credit, which
+	// newLot ties to the lots the debt came from.
+	if m == nil || m.merged != nil || m.status != "active" || m.available < 0 {
 		return p, false
 	}
 	if t.checkOccurred(cmd.OccurredAt) != nil {
@@ -828,12 +830,7 @@ func (t *txn) plan(cmd *bus.Command, prog *program, m *member, st *runState) (ru
 	if p.pending {
 		m.pending += p.n
 	} else {
-		// A member who owes points repays the debt first (see newLot).
-		debt := -m.available
-		m.available += p.n
-		if debt > 0 {
-			p.remaining = p.n - min(p.n, debt)
-		}
+		m.available += p.n // never in debt here: see above
 	}
 	if p.remaining > 0 {
 		t.touched[m.id] = true

@@ -261,6 +261,9 @@ func (t *txn) newLot(ctx context.Context, m *member, postingID int64, n int64, e
 	if remaining > 0 {
 		t.touched[m.id] = true
 	}
+	if _, err := t.repaidBy(ctx, m, id, n-remaining); err != nil {
+		return 0, err
+	}
 	return id, nil
 }
 

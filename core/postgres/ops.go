@@ -467,6 +467,9 @@ func (t *txn) settleHold(ctx context.Context, m *member, h *hold, c int64, statu
 		x := min(debt, -int64(releases[i].Held))
 		releases[i].Points = core.Points(-x)
 		debt -= x
+		if _, err := t.repaidBy(ctx, m, releases[i].LotID, x); err != nil {
+			return err
+		}
 	}
 	if err := t.applyMoves(ctx, append(append([]core.LotMove{}, captures...), releases...)); err != nil {
 		return err
@@ -654,6 +657,9 @@ func (t *txn) mature(ctx context.Context, m *member) error {
 		debt -= x
 		if x > 0 {
 			moves = append(moves, core.LotMove{LotID: ids[i], Points: core.Points(-x)})
+			if _, err := t.repaidBy(ctx, m, ids[i], x); err != nil {
+				return err
+			}
 		}
 	}
 	if err := t.applyMoves(ctx, moves); err != nil {
@@ -840,12 +846,16 @@ func (t *txn) receiveLots(ctx context.Context, m *member, kind, reason string, l
 			debt -= x
 			remaining -= x
 		}
-		_, err := t.tx.Exec(ctx, `INSERT INTO lots (member_id, posting_id, earned_at,
+		var id int64
+		err := t.tx.QueryRow(ctx, `INSERT INTO lots (member_id, posting_id, earned_at,
 				spendable_from, expires_at, pending, original, remaining)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, m.id, pid, l.earned, l.spendable,
-			l.expires, l.pending, l.remaining, remaining)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`, m.id, pid, l.earned,
+			l.spendable, l.expires, l.pending, l.remaining, remaining).Scan(&id)
 		if err != nil {
 			return fmt.Errorf("insert lot copy: %w", err)
+		}
+		if _, err := t.repaidBy(ctx, m, id, l.remaining-remaining); err != nil {
+			return err
 		}
 	}
 	// Copies of lots that are already past their expiry go at once.

@@ -322,7 +322,7 @@ func (t *txn) partnerRefund(ctx context.Context, prog *program, m *member,
 			settled, copies)
 	}
 	// While the member owes points, what comes back repays the debt next.
-	if err := t.repayDebt(ctx, moves, max(0, -m.available)); err != nil {
+	if err := t.repayDebt(ctx, m, moves, max(0, -m.available)); err != nil {
 		return nil, err
 	}
 	kept := moves[:0]
@@ -489,10 +489,11 @@ func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
 	if p.reason == "" {
 		p.reason = "partner purchase refunded"
 	}
-	var written int64
+	var written, owed int64
 	if short > 0 {
 		if prog.NegativeBalance == core.NegativeAllow {
 			p.points -= short
+			owed = short
 		} else {
 			written = short
 		}
@@ -512,7 +513,16 @@ func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
 	// made: points of theirs that come back (an order cancelled, a
 	// redemption reversed) settle it instead of returning to the member.
 	if written > 0 {
-		if err := t.writeOffPartnerLots(ctx, m, partnerOf(cmd.Source), posting, written); err != nil {
+		if err := t.writeOffPartnerLots(ctx, m, partnerOf(cmd.Source), posting, written,
+			false); err != nil {
+			return nil, err
+		}
+	}
+	// What is owed instead, in a program that allows it, is the same lots'
+	// (lot_debts).
+	if owed > 0 {
+		if err := t.writeOffPartnerLots(ctx, m, partnerOf(cmd.Source), posting, owed,
+			true); err != nil {
 			return nil, err
 		}
 	}
@@ -638,12 +648,19 @@ type pgxQuerier interface {
 // writeOffPartnerLots records the points a partner's purchase refund wrote
 // off (written) against the lots the partner's purchases made for m, by
 // what of each was spent and is not owed already, newest lots first; pid
-// is the refund's posting, nil when it posted nothing.
+// is the refund's posting, nil when it posted nothing. With owed set the
+// points are a debt the program allows instead, recorded in lot_debts.
 func (t *txn) writeOffPartnerLots(ctx context.Context, m *member, partner string, pid *int64,
-	written int64) error {
+	written int64, owed bool) error {
 	// What of each lot was spent (by a debit, which may be undone: not by
 	// expiry, a merge, another refund or reversal) and has not come back,
-	// less what is written off on it already.
+	// less what is written off or owed on it already.
+	insert := `INSERT INTO written_off (reversal_id, lot_id, points)
+		SELECT $3, id, least(open, $4 - (upto - open)) FROM cut`
+	if owed {
+		insert = `INSERT INTO lot_debts (member_id, reversal_id, lot_id, points)
+		SELECT $1, $3, id, least(open, $4 - (upto - open)) FROM cut`
+	}
 	_, err := t.tx.Exec(ctx, mergedMembers+`, used AS (
 			SELECT l.id, coalesce((SELECT -sum(pl.points) FROM posting_lots pl
 					JOIN postings p ON p.id = pl.posting_id
@@ -653,15 +670,16 @@ func (t *txn) writeOffPartnerLots(ctx context.Context, m *member, partner string
 					JOIN postings p ON p.id = pl.posting_id
 					WHERE pl.lot_id = l.id AND pl.points > 0 AND p.kind = 'reversal'), 0)
 				- coalesce((SELECT sum(w.points - w.recovered)
-				FROM written_off w WHERE w.lot_id = l.id), 0) AS open, l.earned_at
+				FROM written_off w WHERE w.lot_id = l.id), 0)
+				- coalesce((SELECT sum(d.points - d.repaid)
+				FROM lot_debts d WHERE d.lot_id = l.id), 0) AS open, l.earned_at
 			FROM lots l JOIN postings a ON a.id = l.posting_id
 			WHERE l.member_id IN (SELECT id FROM merged) AND a.partner = $2
 			  AND a.kind = 'accrual'),
 		cut AS (
 			SELECT id, open, sum(open) OVER (ORDER BY earned_at DESC, id DESC) AS upto
 			FROM used WHERE open > 0)
-		INSERT INTO written_off (reversal_id, lot_id, points)
-		SELECT $3, id, least(open, $4 - (upto - open)) FROM cut
+		`+insert+`
 		WHERE upto - open < $4
 		ORDER BY id`, m.id, partner, pid, written)
 	if err != nil {

@@ -259,7 +259,7 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original,
 		return total - recovered, recovered, t.markHoldReversed(ctx, o, pid)
 	}
 	// While the member owes points, what comes back repays the debt next.
-	if err := t.repayDebt(ctx, moves, max(0, -m.available)); err != nil {
+	if err := t.repayDebt(ctx, m, moves, max(0, -m.available)); err != nil {
 		return 0, 0, err
 	}
 	kept := moves[:0]
@@ -342,6 +342,9 @@ func (t *txn) creditCopies(ctx context.Context, m *member, p posting,
 			l.spendable, l.expires, l.remaining, l.remaining-x).Scan(&id)
 		if err != nil {
 			return 0, nil, fmt.Errorf("insert lot copy: %w", err)
+		}
+		if _, err := t.repaidBy(ctx, m, id, x); err != nil {
+			return 0, nil, err
 		}
 		if l.remaining > x {
 			moves = append(moves, core.LotMove{LotID: id, Points: core.Points(l.remaining - x)})
@@ -479,6 +482,14 @@ func (t *txn) reverseCredit(ctx context.Context, prog *program, m *member, o *or
 		if err != nil {
 			return 0, 0, fmt.Errorf("record write-off: %w", err)
 		}
+	} else if owed := spent - fromOthers; owed > 0 {
+		// The program allows the debt: it is the lot's, as a write-off
+		// would be.
+		_, err = t.tx.Exec(ctx, `INSERT INTO lot_debts (member_id, reversal_id, lot_id, points)
+			VALUES ($1, $2, $3, $4)`, m.id, pid, lotID, owed)
+		if err != nil {
+			return 0, 0, fmt.Errorf("record debt: %w", err)
+		}
 	}
 	// The points taken from other lots covered this credit's spending: if
 	// that spending is undone, its points go back to those lots.
@@ -550,16 +561,21 @@ func (t *txn) returnCovers(ctx context.Context, moves []core.LotMove,
 	return moves, by, nil
 }
 
-// repayDebt takes debt points out of what moves bring back, lots from the
-// end of moves first, and first of all from lots whose credit was
-// reversed: a debt comes from a reversal that could not take back points
-// the member had spent, and the spending's points coming back to that
-// credit's lot are what repays it (a program that forbids debt settles its
-// write-off from them the same way). Points that go back to other lots
-// (a cover's, a credit still standing) repay only what is left.
-func (t *txn) repayDebt(ctx context.Context, moves []core.LotMove, debt int64) error {
+// repayDebt takes debt points out of what moves bring back. Points coming
+// back to a lot whose spending left a debt (lot_debts) repay it first: a
+// program that forbids debt settles its write-off from them the same way.
+// What is still owed then comes from the other lots, from the end of
+// moves, first of all from lots whose credit was reversed (a debt made
+// before lot_debts is tied to no lot, and comes from such a reversal); each
+// lot that repays a debt of another in its place covers it (repaidBy).
+func (t *txn) repayDebt(ctx context.Context, m *member, moves []core.LotMove,
+	debt int64) error {
 	if debt <= 0 {
 		return nil
+	}
+	debt, err := t.settleDebts(ctx, moves, debt)
+	if err != nil || debt == 0 {
+		return err
 	}
 	reversed := map[int64]bool{}
 	rows, err := t.tx.Query(ctx, `SELECT l.id FROM lots l
@@ -586,17 +602,122 @@ func (t *txn) repayDebt(ctx context.Context, moves []core.LotMove, debt int64) e
 				continue
 			}
 			x := min(debt, max(0, int64(moves[i].Points)))
+			if x == 0 {
+				continue
+			}
 			moves[i].Points -= core.Points(x)
 			debt -= x
-			// Points a cover got back that repay the debt instead are not
-			// back with it: the cover stays owed them, so that the rest of
-			// the spending, when it comes back, goes there.
-			if err := t.unreturnCovers(ctx, moves[i].LotID, x); err != nil {
+			tied, err := t.repaidBy(ctx, m, moves[i].LotID, x)
+			if err != nil {
+				return err
+			}
+			// Points a cover got back that repay a debt tied to no lot
+			// are not back with it: the cover stays owed them, so that
+			// the rest of the spending, when it comes back, goes there.
+			if err := t.unreturnCovers(ctx, moves[i].LotID, x-tied); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// settleDebts repays, from the points moves bring back to lots whose
+// spending left a debt, those debts, oldest first, up to debt points in
+// all. It returns what is still owed.
+func (t *txn) settleDebts(ctx context.Context, moves []core.LotMove, debt int64) (int64,
+	error) {
+	rows, err := t.tx.Query(ctx, `SELECT id, lot_id, points - repaid FROM lot_debts
+		WHERE lot_id = ANY($1) AND repaid < points ORDER BY id FOR UPDATE`, receiving(moves))
+	if err != nil {
+		return 0, fmt.Errorf("read debts: %w", err)
+	}
+	type owed struct{ id, lot, points int64 }
+	var due []owed
+	for rows.Next() {
+		var o owed
+		if err := rows.Scan(&o.id, &o.lot, &o.points); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		due = append(due, o)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	for _, o := range due {
+		i := slices.IndexFunc(moves, func(mv core.LotMove) bool {
+			return mv.LotID == o.lot && mv.Points > 0
+		})
+		if i < 0 || debt == 0 {
+			continue
+		}
+		x := min(o.points, int64(moves[i].Points), debt)
+		moves[i].Points -= core.Points(x)
+		debt -= x
+		_, err := t.tx.Exec(ctx, `UPDATE lot_debts SET repaid = repaid + $2 WHERE id = $1`,
+			o.id, x)
+		if err != nil {
+			return 0, fmt.Errorf("repay debt: %w", err)
+		}
+	}
+	return debt, nil
+}
+
+// repaidBy records that n points of lot, which would have been m's to
+// spend, repaid what m owed instead: they repay m's debts tied to lots
+// (lot_debts), oldest first, and lot covers each of those lots for what
+// it repaid (lot_covers), as if a reversal had taken the points from it:
+// the spending that left the debt, if undone, brings its points back to
+// lot. It returns the part of n that repaid such debts; the rest repaid
+// a debt tied to no lot. Every place where a credit, a maturing lot, a
+// release or points coming back repay a debt calls it.
+func (t *txn) repaidBy(ctx context.Context, m *member, lot, n int64) (int64, error) {
+	if n <= 0 {
+		return 0, nil
+	}
+	rows, err := t.tx.Query(ctx, `SELECT id, reversal_id, lot_id, points - repaid FROM lot_debts
+		WHERE member_id = $1 AND repaid < points ORDER BY id FOR UPDATE`, m.id)
+	if err != nil {
+		return 0, fmt.Errorf("read debts: %w", err)
+	}
+	type owed struct{ id, reversal, lot, points int64 }
+	var due []owed
+	for rows.Next() {
+		var o owed
+		if err := rows.Scan(&o.id, &o.reversal, &o.lot, &o.points); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		due = append(due, o)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	var tied int64
+	for _, o := range due {
+		if tied == n {
+			break
+		}
+		x := min(o.points, n-tied)
+		tied += x
+		_, err := t.tx.Exec(ctx, `UPDATE lot_debts SET repaid = repaid + $2 WHERE id = $1`,
+			o.id, x)
+		if err != nil {
+			return 0, fmt.Errorf("repay debt: %w", err)
+		}
+		if o.lot == lot {
+			continue // the lot's own points came back: settled, as settleDebts does
+		}
+		_, err = t.tx.Exec(ctx, `INSERT INTO lot_covers (reversal_id, lot_id, cover_lot_id,
+			points) VALUES ($1, $2, $3, $4)`, o.reversal, o.lot, lot, x)
+		if err != nil {
+			return 0, fmt.Errorf("record cover: %w", err)
+		}
+	}
+	return tied, nil
 }
 
 // coverReturn is points settleReturns sent from a reversed credit's lot

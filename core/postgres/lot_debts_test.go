@@ -1,0 +1,146 @@
+package postgres
+
+import (
+	"context"
+	"testing"
+
+	"github.com/puntos-loyalty/puntos/bus"
+	"github.com/puntos-loyalty/puntos/core"
+)
+
+// A debt a reversal leaves in a program that allows one is the reversed
+// credit's lot's (lot_debts), as a write-off is in a program that forbids
+// debt. Points of another lot that repay it first (a later credit, points
+// maturing, points a payment releases) go back to that lot when the
+// spending is undone, instead of staying on the reversed credit's lot,
+// whose expiry is earlier: each history ends with the points on the same
+// lots whichever the policy, and the balance is the same after the
+// reversed credit's lot has expired. (Before, the allowing program kept the
+// points on the reversed lot and lost them at its expiry.)
+func TestDebtRepaidElsewhereFollowsTheUndo(t *testing.T) {
+	policies := []string{core.NegativeAllow, core.NegativeForbid}
+	// expireAndCheck moves past the reversed lot's expiry and checks what
+	// is left.
+	expireAndCheck := func(f *fixture, want core.Points) {
+		f.t.Helper()
+		at := f.now.AddDate(1, 0, 2)
+		f.setNow(at)
+		f.sweep(at)
+		f.wantBalance("ana", want, 0, 0)
+		f.check()
+	}
+	for _, policy := range policies {
+		// Bill A of 1000 spent and reversed; a credit B of 1000 then
+		// repays the debt (allow) or stays whole (forbid); the
+		// redemption is reversed.
+		for _, batch := range []bool{false, true} {
+			t.Run(policy+"/later credit"+map[bool]string{true: " in a batch"}[batch], func(t *testing.T) {
+				f := newFixture(t, core.Program{NegativeBalance: policy})
+				f.enroll("ana")
+				a := f.creditAt("ana", 1000, f.now.AddDate(1, 0, 0))
+				aTxn := f.lastTxn()
+				f.ok(core.KindRedeem, "ana", core.Redeem{Points: 1000, Reason: "tv"})
+				spent := f.lastTxn()
+				f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: aTxn, Reason: "bill"})
+				var b int64
+				if batch {
+					// Through a batch of the bus, whose set-based path leaves
+					// a member in debt to the per-command one.
+					exp := f.now.AddDate(2, 0, 0)
+					out, err := f.l.ApplyBatch(context.Background(), []bus.Command{
+						f.command(core.KindCredit, "ana", f.txn(), core.Credit{Points: 1000,
+							Reason: "seed", ExpiresAt: &exp})})
+					if err != nil {
+						t.Fatal(err)
+					}
+					b = lotOf(t, outcomeOf(t, out[0].Result))
+				} else {
+					b = f.creditAt("ana", 1000, f.now.AddDate(2, 0, 0))
+				}
+				f.wantBalance("ana", map[string]core.Points{core.NegativeAllow: 0,
+					core.NegativeForbid: 1000}[policy], 0, 0)
+				out := f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: spent,
+					Reason: "tv returned"})
+				if policy == core.NegativeAllow && out.Points != 1000 {
+					t.Fatalf("undo: %d points back, want 1000", out.Points)
+				}
+				f.wantBalance("ana", 1000, 0, 0)
+				f.wantLot(a, 1000, 0)
+				f.wantLot(b, 1000, 1000)
+				expireAndCheck(f, 1000)
+			})
+		}
+
+		// The same with a credit C that is pending when the bill is
+		// reversed, and matures afterwards.
+		t.Run(policy+"/maturing credit", func(t *testing.T) {
+			f := newFixture(t, core.Program{NegativeBalance: policy, PendingDays: 10})
+			f.enroll("ana")
+			a := f.creditAt("ana", 1000, f.now.AddDate(1, 0, 0))
+			aTxn := f.lastTxn()
+			f.setNow(f.now.AddDate(0, 0, 11))
+			f.sweep(f.now)
+			f.ok(core.KindRedeem, "ana", core.Redeem{Points: 1000, Reason: "tv"})
+			spent := f.lastTxn()
+			c := f.creditAt("ana", 1000, f.now.AddDate(2, 0, 0))
+			f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: aTxn, Reason: "bill"})
+			f.setNow(f.now.AddDate(0, 0, 11))
+			f.sweep(f.now)
+			f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: spent,
+				Reason: "tv returned"})
+			f.wantBalance("ana", 1000, 0, 0)
+			f.wantLot(a, 1000, 0)
+			f.wantLot(c, 1000, 1000)
+			expireAndCheck(f, 1000)
+		})
+
+		// The same with points a partner's payment held (H) and then
+		// released: the release repays the debt in the allowing program.
+		t.Run(policy+"/released hold", func(t *testing.T) {
+			f := newFixture(t, core.Program{NegativeBalance: policy})
+			bar := partnerCmds{f: f, source: "partner:bar-" + f.prog}
+			f.enroll("ana")
+			a := f.creditAt("ana", 1000, f.now.AddDate(1, 0, 0))
+			aTxn := f.lastTxn()
+			h := f.creditAt("ana", 300, f.now.AddDate(2, 0, 0))
+			f.ok(core.KindRedeem, "ana", core.Redeem{Points: 1000, Reason: "tv"})
+			spent := f.lastTxn()
+			pay := f.prog + "-pay"
+			outcomeOf(t, bar.do(core.KindAuthorize, "ana", pay, core.Authorize{Points: 300}))
+			f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: aTxn, Reason: "bill"})
+			outcomeOf(t, bar.do(core.KindRelease, "ana", pay+"-v", core.Release{HoldTxnID: pay}))
+			f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: spent,
+				Reason: "tv returned"})
+			f.wantBalance("ana", 300, 0, 0)
+			f.wantLot(a, 1000, 0)
+			f.wantLot(h, 300, 300)
+			expireAndCheck(f, 300)
+		})
+
+		// A partner's refund of the money purchase X whose points were
+		// spent leaves them owed on X (allow) or written off (forbid); a
+		// credit B then comes, and the redemption is reversed.
+		t.Run(policy+"/partner refund", func(t *testing.T) {
+			f := newFixture(t, core.Program{NegativeBalance: policy, PointsPerUnit: "1",
+				AccrualRounding: core.RoundDown})
+			cafe := partnerCmds{f: f, source: "partner:cafe-" + f.prog}
+			f.enroll("ana")
+			r := cafe.do(core.KindAccrue, "ana", f.txn(), core.Accrue{
+				EventType: "partner_purchase", Amount: "500", Partner: partnerOf(cafe.source)})
+			x := lotOf(t, outcomeOf(t, r))
+			f.ok(core.KindRedeem, "ana", core.Redeem{Points: 500, Reason: "tv"})
+			spent := f.lastTxn()
+			if r := cafe.do(core.KindPartnerClawback, "ana", f.txn(),
+				core.PartnerClawback{Amount: "500"}); r.Status != bus.StatusOK {
+				t.Fatalf("refund: %s %+v", r.Status, r.Error)
+			}
+			b := f.creditAt("ana", 500, f.now.AddDate(2, 0, 0))
+			f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: spent,
+				Reason: "tv returned"})
+			f.wantBalance("ana", 500, 0, 0)
+			f.wantLot(x, 500, 0)
+			f.wantLot(b, 500, 500)
+			expireAndCheck(f, 500)
+		})
+	}
+}
