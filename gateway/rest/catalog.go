@@ -125,6 +125,13 @@ func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request) {
 		if !core.ValidCode(in.Reward) {
 			return "", nil, nil, core.Errorf(core.Invalid, "reward", "is required: a reward code")
 		}
+		// An unknown price can never apply: refused here, it uses no
+		// transaction id and leaves no dead letter.
+		if in.Price != "" && in.Price != core.PricePoints &&
+			in.Price != core.PricePointsPlusMoney {
+			return "", nil, nil, core.Errorf(core.Invalid, "price",
+				"must be points or points_plus_money")
+		}
 		// A quantity left out stays out of the command, as before, and the
 		// ledger places one unit.
 		var quantity int64

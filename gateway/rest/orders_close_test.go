@@ -76,6 +76,17 @@ func TestOrderQuantityZeroRefused(t *testing.T) {
 			t.Fatalf("quantity %s: %v, want a refusal about quantity, between 1 and 1000", q, p)
 		}
 	}
+	// An unknown price is refused before the bus: the ledger never hears
+	// of it (no stored refusal, no dead letter).
+	p := must(400, "POST", orders, "o-bad-price", `{"reward":"mug","price":"mixed"}`)
+	if p["field"] != "price" || !strings.Contains(p["detail"].(string), "points_plus_money") {
+		t.Fatalf("price mixed: %v, want a refusal about price", p)
+	}
+	// (A command the ledger refused reads "rejected"; one it never got,
+	// "pending".)
+	if st := must(200, "GET", "/v1/commands/o-bad-price", "", "")["status"]; st != "pending" {
+		t.Fatalf("the refused order's command reads %v, want pending (never sent)", st)
+	}
 	if got := available(); got != 1000 {
 		t.Fatalf("available %v after refused orders, want 1000", got)
 	}
