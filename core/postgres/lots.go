@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -96,15 +97,41 @@ type lotRow struct {
 	held      int64
 }
 
-// usableLots locks the member's spendable lots, soonest expiry first.
-// "remaining > 0" lets the member's own partial index serve the query.
-func (t *txn) usableLots(ctx context.Context, m *member) ([]lotRow, error) {
+// usableLots locks the member's spendable lots, soonest expiry first, as
+// many as it takes to find n free points: a first page of them, and the
+// rest only when that page falls short (a member earning on every sale
+// holds tens of thousands of lots, and a debit of a few points locked and
+// read them all). Lots held whole are read too (take passes over them):
+// asking for "remaining > held" let PostgreSQL pick the index of every
+// member's lots in expiry order instead of the member's own (which
+// "remaining > 0" lets serve the query), and walk other members' lots.
+func (t *txn) usableLots(ctx context.Context, m *member, n int64) ([]lotRow, error) {
+	const page = 64
+	lots, err := t.usableLotsPage(ctx, m, "LIMIT "+strconv.Itoa(page))
+	if err != nil || len(lots) < page {
+		return lots, err
+	}
+	var free int64
+	for _, l := range lots {
+		free += l.remaining - l.held
+	}
+	if free >= n {
+		return lots, nil
+	}
+	more, err := t.usableLotsPage(ctx, m, "OFFSET "+strconv.Itoa(page))
+	return append(lots, more...), err
+}
+
+// usableLotsPage is one read of usableLots; the order is total (by id
+// last), so that the pages neither overlap nor miss a lot.
+func (t *txn) usableLotsPage(ctx context.Context, m *member, part string) ([]lotRow,
+	error) {
 	rows, err := t.tx.Query(ctx, `SELECT id, earned_at, spendable_from, expires_at, pending,
 			original, remaining, held
 		FROM lots
-		WHERE member_id = $1 AND remaining > 0 AND remaining > held AND NOT pending
+		WHERE member_id = $1 AND remaining > 0 AND NOT pending
 		  AND (expires_at IS NULL OR expires_at > $2)
-		ORDER BY expires_at NULLS LAST, earned_at, id
+		ORDER BY expires_at NULLS LAST, earned_at, id `+part+`
 		FOR UPDATE`, m.id, t.now)
 	if err != nil {
 		return nil, fmt.Errorf("select lots: %w", err)
@@ -303,7 +330,7 @@ func (t *txn) credit(ctx context.Context, m *member, prog *program, kind string,
 
 // debit takes n spendable points from m, soonest expiry first, and posts it.
 func (t *txn) debit(ctx context.Context, m *member, n int64, p posting) (int64, error) {
-	lots, err := t.usableLots(ctx, m)
+	lots, err := t.usableLots(ctx, m, n)
 	if err != nil {
 		return 0, err
 	}

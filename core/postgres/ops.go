@@ -351,7 +351,7 @@ func (t *txn) authorize(ctx context.Context, prog *program, m *member, cmd *bus.
 		return nil, err
 	}
 	n := int64(in.Points)
-	lots, err := t.usableLots(ctx, m)
+	lots, err := t.usableLots(ctx, m, n)
 	if err != nil {
 		return nil, err
 	}
@@ -796,7 +796,7 @@ func (t *txn) transfer(ctx context.Context, prog *program, cmd *bus.Command) (an
 		return nil, err
 	}
 	n := int64(in.Points)
-	lots, err := t.usableLots(ctx, from)
+	lots, err := t.usableLots(ctx, from, n)
 	if err != nil {
 		return nil, err
 	}

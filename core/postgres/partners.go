@@ -467,7 +467,7 @@ func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
 		return nil, err
 	}
 	pendingMoves, rest := take(pending, n)
-	lots, err := t.usableLots(ctx, m)
+	lots, err := t.usableLots(ctx, m, rest)
 	if err != nil {
 		return nil, err
 	}

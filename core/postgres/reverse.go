@@ -446,7 +446,8 @@ func (t *txn) reverseCredit(ctx context.Context, prog *program, m *member, o *or
 	spent := max(0, amount-own-expired)
 	var fromOthers int64
 	if spent > 0 {
-		lots, err := t.usableLots(ctx, m)
+		// The credit's own lot is among them, still with its free points.
+		lots, err := t.usableLots(ctx, m, spent+free)
 		if err != nil {
 			return 0, 0, err
 		}
