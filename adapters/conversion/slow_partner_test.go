@@ -222,3 +222,129 @@ func TestReconcileHoldsOffAPersonWhileItAsks(t *testing.T) {
 	}
 	e.wantBalance(prog, member, 5000, 0)
 }
+
+// TestReconcileHangsNoDelivery: while the reconciliation waits on a
+// program that does not answer about an old pending conversion, Run still
+// delivers a new conversion to another program, and the reconciliation
+// still asks that other program about its own old one. (They used to wait
+// for the hanging answer: with the default timeouts about 41 s per
+// conversion asked, up to a thousand of them.)
+func TestReconcileHangsNoDelivery(t *testing.T) {
+	e := newEnv(t)
+	const member = "56966666666"
+	prog := hotelAndBus(e, member, 5000)
+	old := e.convert(prog, member, core.ConvertRequest{External: "hotel", Points: 1000,
+		AccountID: "HT000001"})
+	oldBus := e.convert(prog, member, core.ConvertRequest{External: "bus", Points: 500,
+		AccountID: "BU000001"})
+	e.advance(20 * time.Minute) // past ReconcileAfter
+	hotel := &askedPartner{asked: make(chan struct{}, 1), letGo: make(chan struct{})}
+	// bus leaves deliveries unclear until told otherwise, and confirms the
+	// old conversion when asked about it.
+	quick := &busPartner{}
+	ctx, cancel := context.WithCancel(context.Background())
+	w := New(e.ledger, quietLog(), Options{Clock: e.clock, Interval: 10 * time.Millisecond,
+		RetryMin: time.Hour, Partner: byCode(hotel, quick)})
+	// Both old conversions were delivered once, unclear: not due again for
+	// an hour (RetryMin), only for the reconciliation.
+	if n, err := w.Step(ctx); err != nil || n != 2 {
+		t.Fatalf("first step: %d claimed, %v", n, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		cancel()
+		close(hotel.letGo)
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	select {
+	case <-hotel.asked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reconciliation never asked the hotel")
+	}
+	quick.confirmDeliveries()
+	fresh := e.convert(prog, member, core.ConvertRequest{External: "bus", Points: 700,
+		AccountID: "BU000001"})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		f := e.conversion(prog, member, fresh.ID)
+		o := e.conversion(prog, member, oldBus.ID)
+		if f.Status == core.ConversionConfirmed && o.Status == core.ConversionConfirmed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("while the hotel is asked: new bus conversion %s, old one %s; want both "+
+				"confirmed", f.Status, o.Status)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := e.conversion(prog, member, old.ID); got.Status != core.ConversionPending {
+		t.Fatalf("hotel conversion %s while its status is asked, want pending", got.Status)
+	}
+	e.wantBalance(prog, member, 2800, 1000)
+}
+
+// busPartner leaves deliveries unclear until confirmDeliveries, and
+// confirms every conversion it is asked about.
+type busPartner struct {
+	mu      sync.Mutex
+	confirm bool
+}
+
+func (p *busPartner) confirmDeliveries() {
+	p.mu.Lock()
+	p.confirm = true
+	p.mu.Unlock()
+}
+
+func (p *busPartner) Deliver(_ context.Context, req Request) Answer {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.confirm {
+		return Answer{Outcome: Confirmed, Reference: "BUS-" + req.TxnID[:8]}
+	}
+	return Answer{Detail: "down"}
+}
+
+func (p *busPartner) Status(_ context.Context, req Request) Answer {
+	return Answer{Outcome: Confirmed, Reference: "BUS-" + req.TxnID[:8]}
+}
+
+// slowStatus answers nothing clear about a conversion, after a delay, and
+// counts the questions.
+type slowStatus struct {
+	scripted
+}
+
+func (p *slowStatus) Status(ctx context.Context, req Request) Answer {
+	return p.Deliver(ctx, req)
+}
+
+// TestReconcileAsksASlowProgramOnce: a program whose answer about one old
+// conversion stays unclear for Slow is asked about no other this time; the
+// reconciliation reports the one it checked and leaves all pending.
+func TestReconcileAsksASlowProgramOnce(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	const member = "56977777777"
+	prog := hotelAndBus(e, member, 5000)
+	for range 3 {
+		e.convert(prog, member, core.ConvertRequest{External: "hotel", Points: 1000,
+			AccountID: "HT000001"})
+	}
+	e.advance(20 * time.Minute)
+	slow := &slowStatus{scripted{delay: 150 * time.Millisecond}}
+	w := New(e.ledger, quietLog(), Options{Clock: e.clock, Slow: 100 * time.Millisecond,
+		Partner: byCode(slow, &busPartner{})})
+	rep, err := w.Reconcile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slow.count() != 1 || rep.Checked != 1 || rep.Resolved != 0 {
+		t.Fatalf("asked %d times, report %+v; want one question, checked 1, resolved 0",
+			slow.count(), rep)
+	}
+	e.wantBalance(prog, member, 2000, 3000)
+}

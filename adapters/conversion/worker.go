@@ -118,30 +118,59 @@ func Run(ctx context.Context, ledger *postgres.Ledger, log *slog.Logger, opt Opt
 	return w.Run(ctx)
 }
 
-// Run is the worker's loop; see the package function Run.
+// Run is the worker's loop; see the package function Run. Reconciliation
+// runs beside the deliveries, in a loop of its own: it asks the other
+// programs about up to a thousand conversions, and one that hangs would
+// otherwise hold up every delivery until it is done.
 func (w *Worker) Run(ctx context.Context) error {
-	lastReconcile := time.Time{}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { w.reconcileLoop(ctx) })
 	for {
 		n, err := w.Step(ctx)
 		if err != nil && ctx.Err() == nil {
 			w.log.Error("Conversion step failed", "error", err)
 		}
-		if now := w.opt.Clock(); now.Sub(lastReconcile) >= w.opt.ReconcileEvery {
-			if _, err := w.Reconcile(ctx); err != nil && ctx.Err() == nil {
-				w.log.Error("Conversion reconciliation failed", "error", err)
-			}
-			lastReconcile = now
-		}
 		if n == w.opt.Batch && err == nil {
 			continue
 		}
-		t := time.NewTimer(w.opt.Interval)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !w.sleep(ctx, w.opt.Interval) {
 			return nil
-		case <-t.C:
 		}
+	}
+}
+
+// reconcileLoop reconciles every ReconcileEvery until ctx ends, the first
+// time at once.
+func (w *Worker) reconcileLoop(ctx context.Context) {
+	for {
+		start := w.opt.Clock()
+		if _, err := w.Reconcile(ctx); err != nil && ctx.Err() == nil {
+			w.log.Error("Conversion reconciliation failed", "error", err)
+		}
+		// The worker's clock may be a test's: wait on the interval as it
+		// counts, checking it as often as deliveries are.
+		for w.opt.Clock().Sub(start) < w.opt.ReconcileEvery {
+			if !w.sleep(ctx, min(w.opt.Interval, w.opt.ReconcileEvery)) {
+				return
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// sleep waits d, or less if ctx ends first; it reports whether ctx is
+// still live.
+func (w *Worker) sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -414,64 +443,104 @@ func (w *Worker) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	if err != nil {
 		return rep, err
 	}
-	ps := w.partners()
-	var errs []error
+	// As in Step, each external program's conversions are asked about one
+	// after the other and the programs side by side; a program whose
+	// answer about one stays unclear for Slow or longer is asked nothing
+	// more this time.
+	var order []string
+	byExternal := map[string][]core.Conversion{}
 	for _, c := range list {
-		if ctx.Err() != nil {
-			return rep, ctx.Err()
+		key := c.Program + "\x00" + c.External
+		if _, ok := byExternal[key]; !ok {
+			order = append(order, key)
 		}
-		p, err := ps.get(ctx, c.Program, c.External)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("conversion %s: %w", c.ID, err))
-			continue
-		}
-		if c.Status == core.ConversionPending {
-			// Claimed while the other program is asked and the answer
-			// settled, so that a person does not resolve it meanwhile; one
-			// a worker is delivering, or settled since, is left alone.
-			claimed, err := w.ledger.ClaimConversion(ctx, c.ID, now, now.Add(w.opt.Lease))
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			if !claimed {
-				continue
-			}
-		}
-		rep.Checked++
-		a := p.Status(ctx, request(c))
-		switch c.Status {
-		case core.ConversionPending:
-			if _, err := w.ledger.RenewConversionHold(ctx, c.ID,
-				now.Add(w.opt.HoldRenewal)); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			if a.Outcome != Confirmed && a.Outcome != Refused {
-				if err := w.ledger.EndClaim(ctx, c.ID); err != nil {
+		byExternal[key] = append(byExternal[key], c)
+	}
+	ps := w.partners()
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+	)
+	for _, key := range order {
+		wg.Go(func() {
+			for _, c := range byExternal[key] {
+				if ctx.Err() != nil {
+					return
+				}
+				r, slow, err := w.reconcileOne(ctx, ps, c, now)
+				mu.Lock()
+				rep.Checked += r.Checked
+				rep.Resolved += r.Resolved
+				rep.Mismatches = append(rep.Mismatches, r.Mismatches...)
+				if err != nil {
 					errs = append(errs, err)
 				}
-				continue
+				mu.Unlock()
+				if slow {
+					w.log.Warn("External program slow to answer about a conversion; its "+
+						"others are asked at the next reconciliation", "program", c.Program,
+						"external", c.External)
+					return
+				}
 			}
-			if err := w.settle(ctx, c, a); err != nil {
-				errs = append(errs, fmt.Errorf("conversion %s: %w", c.ID, err))
-				continue
-			}
-			rep.Resolved++
-		case core.ConversionConfirmed:
-			if a.Outcome == Unclear {
-				continue
-			}
-			if a.Outcome != Confirmed || a.Reference != c.Reference {
-				rep.Mismatches = append(rep.Mismatches, w.mismatch(ctx, c, a, now, &errs))
-			}
-		case core.ConversionRefused:
-			if a.Outcome == Confirmed {
-				rep.Mismatches = append(rep.Mismatches, w.mismatch(ctx, c, a, now, &errs))
-			}
-		}
+		})
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return rep, ctx.Err()
 	}
 	return rep, errors.Join(errs...)
+}
+
+// reconcileOne is Reconcile for one conversion; slow tells that the other
+// program's answer was unclear and took Slow or longer.
+func (w *Worker) reconcileOne(ctx context.Context, ps *partners, c core.Conversion,
+	now time.Time) (rep ReconcileReport, slow bool, err error) {
+	p, err := ps.get(ctx, c.Program, c.External)
+	if err != nil {
+		return rep, false, fmt.Errorf("conversion %s: %w", c.ID, err)
+	}
+	if c.Status == core.ConversionPending {
+		// Claimed while the other program is asked and the answer
+		// settled, so that a person does not resolve it meanwhile; one
+		// a worker is delivering, or settled since, is left alone.
+		claimed, err := w.ledger.ClaimConversion(ctx, c.ID, now, now.Add(w.opt.Lease))
+		if err != nil || !claimed {
+			return rep, false, err
+		}
+	}
+	rep.Checked++
+	start := time.Now()
+	a := p.Status(ctx, request(c))
+	slow = a.Outcome == Unclear && time.Since(start) >= w.opt.Slow
+	var errs []error
+	switch c.Status {
+	case core.ConversionPending:
+		if _, err := w.ledger.RenewConversionHold(ctx, c.ID,
+			now.Add(w.opt.HoldRenewal)); err != nil {
+			return rep, slow, err
+		}
+		if a.Outcome != Confirmed && a.Outcome != Refused {
+			return rep, slow, w.ledger.EndClaim(ctx, c.ID)
+		}
+		if err := w.settle(ctx, c, a); err != nil {
+			return rep, slow, fmt.Errorf("conversion %s: %w", c.ID, err)
+		}
+		rep.Resolved++
+	case core.ConversionConfirmed:
+		if a.Outcome == Unclear {
+			return rep, slow, nil
+		}
+		if a.Outcome != Confirmed || a.Reference != c.Reference {
+			rep.Mismatches = append(rep.Mismatches, w.mismatch(ctx, c, a, now, &errs))
+		}
+	case core.ConversionRefused:
+		if a.Outcome == Confirmed {
+			rep.Mismatches = append(rep.Mismatches, w.mismatch(ctx, c, a, now, &errs))
+		}
+	}
+	return rep, slow, errors.Join(errs...)
 }
 
 // partnerWords is a reference or code the other program sent, as the
