@@ -54,8 +54,9 @@ func (p *FilePartner) InDir() string { return filepath.Join(p.dir, "in") }
 // puts req in the day's outgoing file (once a day) and answers Unclear: the
 // partner's answer comes later, in a file.
 func (p *FilePartner) Deliver(ctx context.Context, req Request) Answer {
-	if a := p.Status(ctx, req); a.Outcome == Confirmed || a.Outcome == Refused {
-		return a
+	st := p.Status(ctx, req)
+	if st.Outcome == Confirmed || st.Outcome == Refused {
+		return st
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -70,6 +71,11 @@ func (p *FilePartner) Deliver(ctx context.Context, req Request) Answer {
 	}
 	for _, r := range rows[1:] {
 		if len(r) > 0 && r[0] == req.TxnID {
+			// Answer files that could not be read, or that contradict
+			// each other, are what a person must mend: say so.
+			if st.Detail != noAnswerYet {
+				return st
+			}
 			return Answer{Detail: "in " + filepath.Base(name) + ", not answered yet"}
 		}
 	}
@@ -97,6 +103,7 @@ func (p *FilePartner) Status(_ context.Context, req Request) Answer {
 	}
 	slices.Sort(names)
 	var found *Answer
+	var foundIn string
 	for _, name := range names {
 		rows, err := readCSV(name)
 		if err != nil {
@@ -116,16 +123,21 @@ func (p *FilePartner) Status(_ context.Context, req Request) Answer {
 				continue
 			}
 			if found != nil && found.Outcome != a.Outcome {
-				return Answer{Detail: "the answer files contradict each other"}
+				return Answer{Contradicts: true, Detail: fmt.Sprintf("the answer files "+
+					"contradict each other: %s in %s, %s in %s", found.Outcome, foundIn,
+					a.Outcome, partnerWords(filepath.Base(name)))}
 			}
-			found = &a
+			found, foundIn = &a, partnerWords(filepath.Base(name))
 		}
 	}
 	if found == nil {
-		return Answer{Detail: "no answer file mentions it yet"}
+		return Answer{Detail: noAnswerYet}
 	}
 	return *found
 }
+
+// noAnswerYet is Status's answer when no answer file names the conversion.
+const noAnswerYet = "no answer file mentions it yet"
 
 func readCSV(name string) ([][]string, error) {
 	f, err := os.Open(name)

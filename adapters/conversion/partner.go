@@ -76,6 +76,11 @@ type Answer struct {
 	Code      string // their code of a refusal
 	// Detail explains an unclear answer, for the logs and the status.
 	Detail string
+	// Contradicts tells an unclear answer that is the other program's own
+	// answers disagreeing (a file flavour's confirmation and refusal of
+	// the same credit): it settles no pending conversion, and makes a
+	// settled one a dispute.
+	Contradicts bool
 }
 
 // Partner is one other program, reached in one flavour of the protocol.

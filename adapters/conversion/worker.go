@@ -347,6 +347,9 @@ func (w *Worker) next(n int) time.Time {
 func (w *Worker) settle(ctx context.Context, c core.Conversion, a Answer) error {
 	log := w.log.With("conversion_id", c.ID, "program", c.Program, "external", c.External,
 		"attempts", c.Attempts)
+	// What the other program calls the credit or the refusal is kept as a
+	// person may type one (resolve): printable, at most 200 characters.
+	a.Reference, a.Code = partnerReference(a.Reference), partnerReference(a.Code)
 	switch a.Outcome {
 	case Confirmed:
 		// A hold settled behind the conversion's back (it ran out with no
@@ -529,14 +532,14 @@ func (w *Worker) reconcileOne(ctx context.Context, ps *partners, c core.Conversi
 		}
 		rep.Resolved++
 	case core.ConversionConfirmed:
-		if a.Outcome == Unclear {
+		if a.Outcome == Unclear && !a.Contradicts {
 			return rep, slow, nil
 		}
-		if a.Outcome != Confirmed || a.Reference != c.Reference {
+		if a.Outcome != Confirmed || partnerReference(a.Reference) != c.Reference {
 			rep.Mismatches = append(rep.Mismatches, w.mismatch(ctx, c, a, now, &errs))
 		}
 	case core.ConversionRefused:
-		if a.Outcome == Confirmed {
+		if a.Outcome == Confirmed || a.Contradicts {
 			rep.Mismatches = append(rep.Mismatches, w.mismatch(ctx, c, a, now, &errs))
 		}
 	}
@@ -564,6 +567,26 @@ func partnerWords(s string) string {
 	return b.String()
 }
 
+// partnerReference is a reference or code the other program sent, as a
+// conversion keeps it: control and formatting characters dropped, as
+// partnerWords does, and at most 200 characters kept, the most a person's
+// resolution may give.
+func partnerReference(s string) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range s {
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == utf8.RuneError {
+			continue
+		}
+		if n == 200 {
+			break
+		}
+		b.WriteRune(r)
+		n++
+	}
+	return b.String()
+}
+
 // mismatch logs a conversion the other program answers otherwise than we
 // settled it and records the dispute on the conversion, where the back
 // office and /metrics show it.
@@ -571,6 +594,9 @@ func (w *Worker) mismatch(ctx context.Context, c core.Conversion, a Answer, now 
 	errs *[]error) Mismatch {
 	m := Mismatch{Conversion: c.ID, External: c.External, Ours: c.Status,
 		Theirs: a.Outcome.String()}
+	if a.Contradicts {
+		m.Theirs = "contradictory"
+	}
 	w.log.Error("Conversion differs from the partner's answer; a person must look",
 		"conversion_id", c.ID, "program", c.Program, "external", c.External,
 		"ours", c.Status, "ours_reference", c.Reference, "theirs", m.Theirs,
@@ -581,6 +607,9 @@ func (w *Worker) mismatch(ctx context.Context, c core.Conversion, a Answer, now 
 	}
 	if a.Code != "" {
 		theirs += " (code " + partnerWords(a.Code) + ")"
+	}
+	if a.Contradicts {
+		theirs = "the other program's answers contradict each other: " + a.Detail
 	}
 	if err := w.ledger.DisputeConversion(ctx, c.ID, theirs, now); err != nil {
 		*errs = append(*errs, err)

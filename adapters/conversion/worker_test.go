@@ -389,3 +389,45 @@ func TestHoldOutlivesItsTTL(t *testing.T) {
 	e.wantBalance(prog, member, 4000, 0)
 	e.check()
 }
+
+// hostileRef confirms every conversion with a reference of 30,000
+// characters carrying a bidi override and an escape sequence.
+type hostileRef struct{}
+
+func (hostileRef) Deliver(context.Context, Request) Answer {
+	return Answer{Outcome: Confirmed, Reference: strings.Repeat("R", 30000) + "\u202e\x1b[31m"}
+}
+
+func (p hostileRef) Status(ctx context.Context, req Request) Answer {
+	return p.Deliver(ctx, req)
+}
+
+// TestPartnerReferenceKeptPrintable: the other program's reference is
+// stored as a person's resolution may give one: printable, at most 200
+// characters (it was stored and shown whole, escapes included); the same
+// answer asked again at reconciliation is no dispute.
+func TestPartnerReferenceKeptPrintable(t *testing.T) {
+	e := newEnv(t)
+	const member = "56988888888"
+	ext := skyMiles(core.FlavourHTTP)
+	ext.Endpoint = "https://127.0.0.1:9/sky"
+	prog := e.program(ext, member, 5000)
+	c := e.convert(prog, member, core.ConvertRequest{External: "skymiles", Points: 1000,
+		AccountID: "SK000001"})
+	w := New(e.ledger, quietLog(), Options{Clock: e.clock,
+		Partner: func(string, *core.ExternalProgram) (Partner, error) { return hostileRef{}, nil }})
+	if _, err := w.Step(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := e.conversion(prog, member, c.ID)
+	if got.Status != core.ConversionConfirmed || got.Reference != strings.Repeat("R", 200) {
+		t.Fatalf("conversion %s with a reference of %d bytes, want confirmed with 200 R",
+			got.Status, len(got.Reference))
+	}
+	e.advance(time.Hour)
+	rep, err := w.Reconcile(context.Background())
+	if err != nil || rep.Checked != 1 || len(rep.Mismatches) != 0 {
+		t.Fatalf("reconciliation %+v, %v; want one checked, no dispute", rep, err)
+	}
+	e.wantBalance(prog, member, 4000, 0)
+}

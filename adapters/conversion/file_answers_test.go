@@ -1,0 +1,94 @@
+package conversion
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/puntos-loyalty/puntos/core"
+)
+
+// In the file flavour, a partner whose later answer file contradicts what
+// settled a conversion (it denies one it confirmed, or credits one it
+// refused) is a dispute for a person, as the same change of mind over HTTP
+// is; and an answer file that cannot be read is what the waiting
+// conversion's last error names (it used to say "not answered yet").
+func TestFileAnswersContradictingASettlement(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	ext := skyMiles(core.FlavourFile)
+	const member = "56999999999"
+	prog := e.program(ext, member, 9000)
+	w := New(e.ledger, quietLog(), Options{Clock: e.clock, FileDir: dir,
+		RetryMin: time.Minute})
+	in := filepath.Join(dir, prog, ext.Code, "in")
+	answer := func(name string, lines ...string) {
+		t.Helper()
+		if err := os.MkdirAll(in, 0o750); err != nil {
+			t.Fatal(err)
+		}
+		body := "txn_id,status,reference,code\n" + strings.Join(lines, "\n") + "\n"
+		if err := os.WriteFile(filepath.Join(in, name), []byte(body), 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step := func() {
+		t.Helper()
+		e.advance(2 * time.Minute)
+		if _, err := w.Step(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fa := e.convert(prog, member, core.ConvertRequest{External: ext.Code, Points: 1000,
+		AccountID: "FA000001"})
+	fb := e.convert(prog, member, core.ConvertRequest{External: ext.Code, Points: 2000,
+		AccountID: "FB000001"})
+	step()
+	answer("a1.csv", fa.TxnID+",confirmed,FL-A,", fb.TxnID+",refused,,unknown_account")
+	step()
+	if a, b := e.conversion(prog, member, fa.ID), e.conversion(prog, member, fb.ID); a.Status !=
+		core.ConversionConfirmed || b.Status != core.ConversionRefused {
+		t.Fatalf("after the answers: %s and %s, want confirmed and refused", a.Status, b.Status)
+	}
+	e.wantBalance(prog, member, 8000, 0)
+
+	// The partner changes its mind in a later file.
+	answer("a4.csv", fa.TxnID+",refused,,account_closed", fb.TxnID+",confirmed,FL-B,")
+	e.advance(time.Hour)
+	rep, err := w.Reconcile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Mismatches) != 2 {
+		t.Fatalf("reconciliation %+v, want both conversions disputed", rep)
+	}
+	for _, id := range []string{fa.ID, fb.ID} {
+		c := e.conversion(prog, member, id)
+		if c.DisputedAt == nil || !strings.Contains(c.Dispute, "contradict") ||
+			!strings.Contains(c.Dispute, "a4.csv") {
+			t.Fatalf("conversion %s: dispute %q at %v, want the contradiction named", id,
+				c.Dispute, c.DisputedAt)
+		}
+	}
+
+	// A malformed answer file: the next conversion waits, and says why.
+	fc := e.convert(prog, member, core.ConvertRequest{External: ext.Code, Points: 500,
+		AccountID: "FC000001"})
+	step()
+	if err := os.WriteFile(filepath.Join(in, "a0.csv"), []byte("foo,\"bar,,\n"),
+		0o640); err != nil {
+		t.Fatal(err)
+	}
+	step()
+	if c := e.conversion(prog, member, fc.ID); c.Status != core.ConversionPending ||
+		!strings.Contains(c.LastError, "a0.csv") {
+		t.Fatalf("conversion behind a malformed file: %s, last error %q; want pending, "+
+			"naming a0.csv", c.Status, c.LastError)
+	}
+	e.wantBalance(prog, member, 7500, 500)
+	e.check()
+}
