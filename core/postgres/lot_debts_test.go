@@ -144,3 +144,111 @@ func TestDebtRepaidElsewhereFollowsTheUndo(t *testing.T) {
 		})
 	}
 }
+
+// A partner's refund of a money purchase takes back the points that
+// purchase made, and the history ends with the member's true balance under
+// either policy (an attack on the debt mend found a program that forbids
+// debt handing out points the member was never owed):
+//
+//   - the refund takes the purchase's lot first, not the member's soonest
+//     expiring points, which a reversal of their credit then counted as
+//     spending of its own and wrote off where nothing came back;
+//   - a purchase's lot emptied to cover a reversed credit's spending is
+//     spent as much as one a redemption emptied: the refund's write-off is
+//     recorded on it, and settled when those points come back.
+func TestPartnerRefundAgainstItsPurchase(t *testing.T) {
+	for _, policy := range []string{core.NegativeAllow, core.NegativeForbid} {
+		setup := func(t *testing.T) (*fixture, partnerCmds) {
+			f := newFixture(t, core.Program{NegativeBalance: policy, PointsPerUnit: "1",
+				AccrualRounding: core.RoundDown})
+			f.enroll("ana")
+			return f, partnerCmds{f: f, source: "partner:cafe-" + f.prog}
+		}
+		buy := func(t *testing.T, f *fixture, cafe partnerCmds, amount string) int64 {
+			r := cafe.do(core.KindAccrue, "ana", f.txn(), core.Accrue{
+				EventType: "partner_purchase", Amount: amount, Partner: partnerOf(cafe.source)})
+			return lotOf(t, outcomeOf(t, r))
+		}
+		refund := func(t *testing.T, f *fixture, cafe partnerCmds, amount string) {
+			if r := cafe.do(core.KindPartnerClawback, "ana", f.txn(),
+				core.PartnerClawback{Amount: amount}); r.Status != bus.StatusOK {
+				t.Fatalf("refund: %s %+v", r.Status, r.Error)
+			}
+		}
+		// Earned 500 at the cafe and 800 on a bill; the cafe refunds 400
+		// of its purchase; 900 are spent; the bill is reversed; the
+		// spending is undone: 500 + 800 - 400 - 800 = 100 left.
+		t.Run(policy+"/refund before the spending", func(t *testing.T) {
+			f, cafe := setup(t)
+			x := buy(t, f, cafe, "500")
+			a := f.creditAt("ana", 800, f.now.AddDate(1, 0, 0))
+			aTxn := f.lastTxn()
+			refund(t, f, cafe, "400")
+			f.wantLot(x, 500, 100)
+			f.wantLot(a, 800, 800)
+			f.ok(core.KindRedeem, "ana", core.Redeem{Points: 900, Reason: "tv"})
+			spent := f.lastTxn()
+			f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: aTxn, Reason: "bill"})
+			f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: spent, Reason: "back"})
+			f.wantBalance("ana", 100, 0, 0)
+			f.wantLot(x, 500, 100)
+			f.wantLot(a, 800, 0)
+			f.check()
+		})
+		// Earned 100 at the cafe and 500 on a bill; 200 spent from the
+		// bill; the bill is reversed (the cafe's 100 cover its spending);
+		// the cafe refunds its whole purchase; the spending is undone:
+		// 100 + 500 - 500 - 100 = 0 left.
+		t.Run(policy+"/refund of a lot that covered", func(t *testing.T) {
+			f, cafe := setup(t)
+			x := buy(t, f, cafe, "100")
+			a := f.creditAt("ana", 500, f.now.AddDate(1, 0, 0))
+			aTxn := f.lastTxn()
+			f.ok(core.KindRedeem, "ana", core.Redeem{Points: 200, Reason: "tv"})
+			spent := f.lastTxn()
+			f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: aTxn, Reason: "bill"})
+			f.wantLot(x, 100, 0)
+			refund(t, f, cafe, "500")
+			f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: spent, Reason: "back"})
+			f.wantBalance("ana", 0, 0, 0)
+			f.wantLot(x, 100, 0)
+			f.wantLot(a, 500, 0)
+			f.check()
+		})
+	}
+}
+
+// A partner's refund in parts whose first part repays a debt (allow)
+// counts those points as given back to their lot: the next part goes to
+// the payment's other lots. (It used to count the lot as still owed them;
+// once the debt's lot got its spending back and that lot its cover, the
+// next part overfilled it, and the refund failed on the lots' check.)
+func TestPartnerRefundInPartsAfterRepayingADebt(t *testing.T) {
+	for _, policy := range []string{core.NegativeAllow, core.NegativeForbid} {
+		t.Run(policy, func(t *testing.T) {
+			f := newFixture(t, core.Program{NegativeBalance: policy})
+			bar := partnerCmds{f: f, source: "partner:bar-" + f.prog}
+			f.enroll("ana")
+			q := f.creditAt("ana", 100, f.now.AddDate(1, 1, 0))
+			p := f.creditAt("ana", 300, f.now.AddDate(2, 0, 0))
+			d := f.creditAt("ana", 500, f.now.AddDate(1, 0, 0))
+			dTxn := f.lastTxn()
+			f.ok(core.KindRedeem, "ana", core.Redeem{Points: 500, Reason: "tv"})
+			spent := f.lastTxn()
+			pay := f.prog + "-pay"
+			outcomeOf(t, bar.do(core.KindAuthorize, "ana", pay, core.Authorize{Points: 400}))
+			outcomeOf(t, bar.do(core.KindCapture, "ana", pay+"-c", core.Capture{HoldTxnID: pay}))
+			f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: dTxn, Reason: "bill"})
+			outcomeOf(t, bar.do(core.KindPartnerRefund, "ana", pay+"-r1",
+				core.PartnerRefund{HoldTxnID: pay, Points: 100}))
+			f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: spent, Reason: "back"})
+			outcomeOf(t, bar.do(core.KindPartnerRefund, "ana", pay+"-r2",
+				core.PartnerRefund{HoldTxnID: pay, Points: 300}))
+			f.wantBalance("ana", 400, 0, 0)
+			f.wantLot(p, 300, 300)
+			f.wantLot(q, 100, 100)
+			f.wantLot(d, 500, 0)
+			f.check()
+		})
+	}
+}

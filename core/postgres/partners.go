@@ -321,10 +321,13 @@ func (t *txn) partnerRefund(ctx context.Context, prog *program, m *member,
 		return t.refundToSurvivor(ctx, m, cmd, in, holdID, captureID, refunded, n, recovered,
 			settled, copies)
 	}
-	// While the member owes points, what comes back repays the debt next.
-	if err := t.repayDebt(ctx, m, moves, max(0, -m.available)); err != nil {
+	// While the member owes points, what comes back repays the debt next;
+	// a later refund counts those points as given back to their lots.
+	repaid, err := t.repayDebt(ctx, m, moves, max(0, -m.available))
+	if err != nil {
 		return nil, err
 	}
+	settled = append(settled, repaid...)
 	kept := moves[:0]
 	for _, mv := range moves {
 		if mv.Points > 0 {
@@ -467,11 +470,38 @@ func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
 		return nil, err
 	}
 	pendingMoves, rest := take(pending, n)
-	lots, err := t.usableLots(ctx, m, rest)
+	// Then its spendable ones, and only then the member's other points,
+	// soonest expiry first. Taking those first left the purchase's points
+	// standing for the member's spending, and a credit reversed later
+	// counted the refund as spending of its own lot: written off there,
+	// it was never settled by the purchase's points coming back.
+	own, err := t.partnerLots(ctx, m, partnerOf(cmd.Source))
 	if err != nil {
 		return nil, err
 	}
-	moves, short := take(lots, rest)
+	moves, rest2 := take(own, rest)
+	short := rest2
+	if rest2 > 0 {
+		var ownFree int64
+		taken := map[int64]bool{}
+		for _, l := range own {
+			ownFree += l.remaining - l.held
+			taken[l.id] = true
+		}
+		lots, err := t.usableLots(ctx, m, rest2+ownFree)
+		if err != nil {
+			return nil, err
+		}
+		others := lots[:0]
+		for _, l := range lots {
+			if !taken[l.id] {
+				others = append(others, l)
+			}
+		}
+		var more []core.LotMove
+		more, short = take(others, rest2)
+		moves = append(moves, more...)
+	}
 	// Points reserved by open holds are still the member's: a payment may
 	// release them. Writing the shortfall off now would let that release
 	// hand them back, and the refunded purchase's points would stay.
@@ -596,6 +626,25 @@ func (t *txn) partnerPendingLots(ctx context.Context, m *member, partner string)
 	return scanLots(rows)
 }
 
+// partnerLots locks m's spendable lots that partner's purchases made,
+// newest first: those a refund of a purchase takes back first.
+func (t *txn) partnerLots(ctx context.Context, m *member, partner string) ([]lotRow,
+	error) {
+	rows, err := t.tx.Query(ctx, `SELECT l.id, l.earned_at, l.spendable_from, l.expires_at,
+			l.pending, l.original, l.remaining, l.held
+		FROM lots l
+		WHERE l.member_id = $1 AND NOT l.pending AND l.remaining > l.held
+		  AND (l.expires_at IS NULL OR l.expires_at > $3)
+		  AND EXISTS (SELECT 1 FROM postings a
+			WHERE a.id = l.posting_id AND a.partner = $2 AND a.kind = 'accrual')
+		ORDER BY l.earned_at DESC, l.id DESC
+		FOR UPDATE`, m.id, partner, t.now)
+	if err != nil {
+		return nil, fmt.Errorf("select partner's lots: %w", err)
+	}
+	return scanLots(rows)
+}
+
 // readPartner reads a partner and its keys. Errors: not_found.
 func readPartner(ctx context.Context, q pgxQuerier, programCode,
 	code string) (*core.Partner, []core.PartnerKey, error) {
@@ -653,8 +702,10 @@ type pgxQuerier interface {
 func (t *txn) writeOffPartnerLots(ctx context.Context, m *member, partner string, pid *int64,
 	written int64, owed bool) error {
 	// What of each lot was spent (by a debit, which may be undone: not by
-	// expiry, a merge, another refund or reversal) and has not come back,
-	// less what is written off or owed on it already.
+	// expiry, a merge, another refund or reversal) or taken to cover a
+	// reversed credit's spending or repay a debt (lot_covers: undone, it
+	// comes back here) and has not come back, less what is written off or
+	// owed on it already.
 	insert := `INSERT INTO written_off (reversal_id, lot_id, points)
 		SELECT $3, id, least(open, $4 - (upto - open)) FROM cut`
 	if owed {
@@ -666,6 +717,8 @@ func (t *txn) writeOffPartnerLots(ctx context.Context, m *member, partner string
 					JOIN postings p ON p.id = pl.posting_id
 					WHERE pl.lot_id = l.id AND pl.points < 0
 					  AND p.kind IN ('redemption', 'capture', 'adjustment', 'transfer_out')), 0)
+				+ coalesce((SELECT sum(lc.points) FROM lot_covers lc
+					WHERE lc.cover_lot_id = l.id), 0)
 				- coalesce((SELECT sum(pl.points) FROM posting_lots pl
 					JOIN postings p ON p.id = pl.posting_id
 					WHERE pl.lot_id = l.id AND pl.points > 0 AND p.kind = 'reversal'), 0)

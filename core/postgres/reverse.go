@@ -259,9 +259,11 @@ func (t *txn) reverseDebit(ctx context.Context, m *member, o *original,
 		return total - recovered, recovered, t.markHoldReversed(ctx, o, pid)
 	}
 	// While the member owes points, what comes back repays the debt next.
-	if err := t.repayDebt(ctx, m, moves, max(0, -m.available)); err != nil {
+	repaid, err := t.repayDebt(ctx, m, moves, max(0, -m.available))
+	if err != nil {
 		return 0, 0, err
 	}
+	settled = append(settled, repaid...)
 	kept := moves[:0]
 	for _, mv := range moves {
 		if mv.Points > 0 {
@@ -568,16 +570,36 @@ func (t *txn) returnCovers(ctx context.Context, moves []core.LotMove,
 // What is still owed then comes from the other lots, from the end of
 // moves, first of all from lots whose credit was reversed (a debt made
 // before lot_debts is tied to no lot, and comes from such a reversal); each
-// lot that repays a debt of another in its place covers it (repaidBy).
+// lot that repays a debt of another in its place covers it (repaidBy). It
+// returns, by lot, the points that repaid a debt instead of landing: a
+// partner's refund in parts counts them as given back to their lot
+// (recordRecovered), as it does points that settled a write-off.
 func (t *txn) repayDebt(ctx context.Context, m *member, moves []core.LotMove,
-	debt int64) error {
+	debt int64) ([]core.LotMove, error) {
 	if debt <= 0 {
-		return nil
+		return nil, nil
 	}
+	before := slices.Clone(moves)
 	debt, err := t.settleDebts(ctx, moves, debt)
-	if err != nil || debt == 0 {
-		return err
+	if err == nil && debt > 0 {
+		err = t.repayDebtFrom(ctx, m, moves, debt)
 	}
+	if err != nil {
+		return nil, err
+	}
+	var repaid []core.LotMove
+	for i := range moves {
+		if x := before[i].Points - moves[i].Points; x > 0 {
+			repaid = append(repaid, core.LotMove{LotID: moves[i].LotID, Points: x})
+		}
+	}
+	return repaid, nil
+}
+
+// repayDebtFrom is repayDebt once the debts tied to the lots moves bring
+// points back to are settled: debt is what is still owed.
+func (t *txn) repayDebtFrom(ctx context.Context, m *member, moves []core.LotMove,
+	debt int64) error {
 	reversed := map[int64]bool{}
 	rows, err := t.tx.Query(ctx, `SELECT l.id FROM lots l
 		WHERE l.id = ANY($1) AND EXISTS (SELECT 1 FROM postings r
@@ -871,10 +893,10 @@ func (t *txn) settleWriteOffs(ctx context.Context, moves []core.LotMove) (int64,
 }
 
 // recordRecovered keeps, with posting pid, the points it brought back that
-// settled write-offs or went back to lots a reversal had covered from, by
-// lot (a partner's later refund of the same payment counts them as given
-// back to their lot), and recovered, the part that settled write-offs
-// (what the statement shows beside the posting).
+// settled write-offs, repaid debts or went back to lots a reversal had
+// covered from, by lot (a partner's later refund of the same payment counts
+// them as given back to their lot), and recovered, the part that settled
+// write-offs (what the statement shows beside the posting).
 func (t *txn) recordRecovered(ctx context.Context, pid int64, by []core.LotMove,
 	recovered int64) error {
 	if recovered > 0 {
