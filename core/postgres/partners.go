@@ -420,9 +420,10 @@ func errReversedByOperator(holdTxnID string) error {
 
 // partnerClawback takes back the points that a refunded money purchase
 // earned: the refunded amount converts at the program's rate and rounding,
-// and the points come from the member's spendable points soonest expiry
-// first. What the member no longer has is written off, or owed when the
-// program allows a negative balance.
+// and the points come from the lots the partner's purchases made (pending,
+// then spendable, newest first), then from the member's other spendable
+// points soonest expiry first. What the member no longer has is written
+// off, or owed when the program allows a negative balance.
 //
 // A partner takes back no more than its purchases gave the member, less
 // what it took back before, what the operator reversed of them and what
