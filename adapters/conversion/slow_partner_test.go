@@ -348,3 +348,42 @@ func TestReconcileAsksASlowProgramOnce(t *testing.T) {
 	}
 	e.wantBalance(prog, member, 2000, 3000)
 }
+
+// TestStepLeavesWhatTheReconciliationAsks: a conversion the reconciliation
+// has claimed, asking the other program about it, is not claimed by a
+// step meanwhile (since reconciliation runs beside the steps, the step
+// delivered it too, and the reconciliation's unclear answer then ended the
+// step's claim: a person could resolve it while a delivery was in flight).
+// Once the reconciliation ends its claim, the next step delivers it.
+func TestStepLeavesWhatTheReconciliationAsks(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	const member = "56912121212"
+	prog := hotelAndBus(e, member, 5000)
+	c := e.convert(prog, member, core.ConvertRequest{External: "hotel", Points: 1000,
+		AccountID: "HT000001"})
+	e.advance(20 * time.Minute) // due for delivery, and old enough to be asked about
+	hotel := &askedPartner{asked: make(chan struct{}, 1), letGo: make(chan struct{}),
+		answer: Answer{Detail: "later"}}
+	w := New(e.ledger, quietLog(), Options{Clock: e.clock,
+		Partner: byCode(hotel, &busPartner{})})
+	done := make(chan error, 1)
+	go func() { _, err := w.Reconcile(ctx); done <- err }()
+	<-hotel.asked
+	if n, err := w.Step(ctx); err != nil || n != 0 {
+		t.Fatalf("step while the reconciliation asks: %d claimed, %v; want none", n, err)
+	}
+	close(hotel.letGo)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := e.conversion(prog, member, c.ID); got.Status != core.ConversionPending ||
+		got.Attempts != 0 {
+		t.Fatalf("conversion %s after %d attempts, want pending, never delivered", got.Status,
+			got.Attempts)
+	}
+	if n, err := w.Step(ctx); err != nil || n != 1 {
+		t.Fatalf("step after the reconciliation: %d claimed, %v; want it", n, err)
+	}
+	e.wantBalance(prog, member, 4000, 1000)
+}

@@ -348,8 +348,15 @@ func (w *Worker) settle(ctx context.Context, c core.Conversion, a Answer) error 
 	log := w.log.With("conversion_id", c.ID, "program", c.Program, "external", c.External,
 		"attempts", c.Attempts)
 	// What the other program calls the credit or the refusal is kept as a
-	// person may type one (resolve): printable, at most 200 characters.
+	// person may type one (resolve): printable, at most 200 bytes. An
+	// answer left with none is not the answer the protocol asks for.
 	a.Reference, a.Code = partnerReference(a.Reference), partnerReference(a.Code)
+	switch {
+	case a.Outcome == Confirmed && a.Reference == "":
+		a = Answer{Detail: "confirmed without a printable reference"}
+	case a.Outcome == Refused && a.Code == "":
+		a = Answer{Detail: "refused without a printable code"}
+	}
 	switch a.Outcome {
 	case Confirmed:
 		// A hold settled behind the conversion's back (it ran out with no
@@ -504,11 +511,12 @@ func (w *Worker) reconcileOne(ctx context.Context, ps *partners, c core.Conversi
 	if err != nil {
 		return rep, false, fmt.Errorf("conversion %s: %w", c.ID, err)
 	}
+	until := now.Add(w.opt.Lease)
 	if c.Status == core.ConversionPending {
 		// Claimed while the other program is asked and the answer
 		// settled, so that a person does not resolve it meanwhile; one
 		// a worker is delivering, or settled since, is left alone.
-		claimed, err := w.ledger.ClaimConversion(ctx, c.ID, now, now.Add(w.opt.Lease))
+		claimed, err := w.ledger.ClaimConversion(ctx, c.ID, now, until)
 		if err != nil || !claimed {
 			return rep, false, err
 		}
@@ -525,7 +533,7 @@ func (w *Worker) reconcileOne(ctx context.Context, ps *partners, c core.Conversi
 			return rep, slow, err
 		}
 		if a.Outcome != Confirmed && a.Outcome != Refused {
-			return rep, slow, w.ledger.EndClaim(ctx, c.ID)
+			return rep, slow, w.ledger.EndClaim(ctx, c.ID, until)
 		}
 		if err := w.settle(ctx, c, a); err != nil {
 			return rep, slow, fmt.Errorf("conversion %s: %w", c.ID, err)
@@ -569,20 +577,18 @@ func partnerWords(s string) string {
 
 // partnerReference is a reference or code the other program sent, as a
 // conversion keeps it: control and formatting characters dropped, as
-// partnerWords does, and at most 200 characters kept, the most a person's
-// resolution may give.
+// partnerWords does, and at most 200 bytes of whole characters kept, the
+// most a person's resolution may give.
 func partnerReference(s string) string {
 	var b strings.Builder
-	n := 0
 	for _, r := range s {
 		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == utf8.RuneError {
 			continue
 		}
-		if n == 200 {
+		if b.Len()+utf8.RuneLen(r) > 200 {
 			break
 		}
 		b.WriteRune(r)
-		n++
 	}
 	return b.String()
 }

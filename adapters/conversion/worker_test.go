@@ -430,4 +430,29 @@ func TestPartnerReferenceKeptPrintable(t *testing.T) {
 		t.Fatalf("reconciliation %+v, %v; want one checked, no dispute", rep, err)
 	}
 	e.wantBalance(prog, member, 4000, 0)
+
+	// A confirmation whose reference is nothing printable is not one: the
+	// conversion waits, as for any unclear answer.
+	c = e.convert(prog, member, core.ConvertRequest{External: "skymiles", Points: 1000,
+		AccountID: "SK000001"})
+	w = New(e.ledger, quietLog(), Options{Clock: e.clock,
+		Partner: func(string, *core.ExternalProgram) (Partner, error) {
+			return fixedAnswer{Answer{Outcome: Confirmed, Reference: "\x1b\u202e\u200b\x07"}}, nil
+		}})
+	if _, err := w.Step(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.conversion(prog, member, c.ID); got.Status != core.ConversionPending ||
+		!strings.Contains(got.LastError, "printable reference") {
+		t.Fatalf("conversion %s (%q) after a reference of control characters, want pending",
+			got.Status, got.LastError)
+	}
+	e.wantBalance(prog, member, 3000, 1000)
 }
+
+// fixedAnswer gives the same answer to every delivery and question.
+type fixedAnswer struct{ a Answer }
+
+func (p fixedAnswer) Deliver(context.Context, Request) Answer { return p.a }
+
+func (p fixedAnswer) Status(context.Context, Request) Answer { return p.a }

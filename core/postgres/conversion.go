@@ -745,7 +745,8 @@ func (l *Ledger) ClaimConversions(ctx context.Context, now time.Time, lease time
 	rows, err := l.pool.Query(ctx, `WITH ranked AS (
 			SELECT id, next_attempt_at, row_number() OVER (PARTITION BY program_id,
 				external_code ORDER BY next_attempt_at, id) AS turn
-			FROM conversions WHERE status = 'pending' AND next_attempt_at <= $1),
+			FROM conversions WHERE status = 'pending' AND next_attempt_at <= $1
+			  AND (claimed_until IS NULL OR claimed_until <= $1)),
 		due AS (
 			SELECT c.id FROM ranked r JOIN conversions c ON c.id = r.id
 			ORDER BY r.turn, r.next_attempt_at, r.id LIMIT $3 FOR UPDATE OF c SKIP LOCKED),
@@ -753,7 +754,8 @@ func (l *Ledger) ClaimConversions(ctx context.Context, now time.Time, lease time
 			UPDATE conversions c SET attempts = c.attempts + 1, next_attempt_at = $2,
 				claimed_until = $2
 			FROM due WHERE c.id = due.id AND c.status = 'pending'
-				AND c.next_attempt_at <= $1 RETURNING c.*)
+				AND c.next_attempt_at <= $1
+				AND (c.claimed_until IS NULL OR c.claimed_until <= $1) RETURNING c.*)
 		SELECT `+conversionCols+` FROM claimed c JOIN programs p ON p.id = c.program_id
 		ORDER BY c.requested_at, c.id`, now.UTC(), now.Add(lease).UTC(), limit)
 	if err != nil {
@@ -881,10 +883,12 @@ func (l *Ledger) ClaimConversion(ctx context.Context, id string, now, until time
 	return tag.RowsAffected() == 1, nil
 }
 
-// EndClaim ends a claim on conversion id that settled nothing.
-func (l *Ledger) EndClaim(ctx context.Context, id string) error {
+// EndClaim ends a claim on conversion id that settled nothing: the one
+// ClaimConversion made until until, and no other (a claim whose lease ran
+// out may be another worker's since).
+func (l *Ledger) EndClaim(ctx context.Context, id string, until time.Time) error {
 	_, err := l.pool.Exec(ctx, `UPDATE conversions SET claimed_until = NULL
-		WHERE id = $1 AND status = 'pending'`, id)
+		WHERE id = $1 AND status = 'pending' AND claimed_until = $2`, id, until.UTC())
 	if err != nil {
 		return fmt.Errorf("end claim: %w", err)
 	}
