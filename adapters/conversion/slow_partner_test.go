@@ -387,3 +387,75 @@ func TestStepLeavesWhatTheReconciliationAsks(t *testing.T) {
 	}
 	e.wantBalance(prog, member, 4000, 1000)
 }
+
+// hangingDeliver hangs every delivery until let go, telling when one
+// starts, and counts them.
+type hangingDeliver struct {
+	askedPartner
+	mu    sync.Mutex
+	calls int
+}
+
+func (p *hangingDeliver) Deliver(context.Context, Request) Answer {
+	p.mu.Lock()
+	p.calls++
+	p.mu.Unlock()
+	p.asked <- struct{}{}
+	<-p.letGo
+	return Answer{Detail: "timeout"}
+}
+
+func (p *hangingDeliver) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.calls
+}
+
+// TestHangingDeliveryHoldsUpNoStep: while a delivery to one program hangs,
+// Run goes on claiming and delivering the other programs' conversions (it
+// used to wait for the step's every delivery, 41 s for a program that
+// times out four times), and claims none of the hanging program's.
+func TestHangingDeliveryHoldsUpNoStep(t *testing.T) {
+	e := newEnv(t)
+	const member = "56913131313"
+	prog := hotelAndBus(e, member, 9000)
+	e.convert(prog, member, core.ConvertRequest{External: "hotel", Points: 1000,
+		AccountID: "HT000001"})
+	hotel := &hangingDeliver{askedPartner: askedPartner{asked: make(chan struct{}, 4),
+		letGo: make(chan struct{})}}
+	quick := &busPartner{}
+	quick.confirmDeliveries()
+	ctx, cancel := context.WithCancel(context.Background())
+	w := New(e.ledger, quietLog(), Options{Clock: e.clock, Interval: 10 * time.Millisecond,
+		ReconcileEvery: time.Hour, Partner: byCode(hotel, quick)})
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	select {
+	case <-hotel.asked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the hotel conversion was never delivered")
+	}
+	second := e.convert(prog, member, core.ConvertRequest{External: "hotel", Points: 1000,
+		AccountID: "HT000001"})
+	toBus := e.convert(prog, member, core.ConvertRequest{External: "bus", Points: 500,
+		AccountID: "BU000001"})
+	deadline := time.Now().Add(5 * time.Second)
+	for e.conversion(prog, member, toBus.ID).Status != core.ConversionConfirmed {
+		if time.Now().After(deadline) {
+			t.Fatal("the bus conversion waited for the hanging hotel delivery")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := hotel.count(); n != 1 {
+		t.Fatalf("hotel deliveries while the first hangs: %d, want 1", n)
+	}
+	if got := e.conversion(prog, member, second.ID); got.Attempts != 0 {
+		t.Fatalf("second hotel conversion claimed %d times while the first hangs", got.Attempts)
+	}
+	close(hotel.letGo)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	e.wantBalance(prog, member, 6500, 2000)
+}

@@ -32,7 +32,9 @@ type Options struct {
 	// Slow is how long an unclear delivery may take before the step stops
 	// delivering to that external program (5s): a program that hangs costs
 	// one delivery per step, not one per conversion, and the conversions
-	// left are claimed again after RetryMin.
+	// left are claimed again after RetryMin. Under Run, the other programs'
+	// conversions are claimed and delivered meanwhile, and none more of the
+	// hanging program's until its delivery ends.
 	Slow time.Duration
 	// Lease is how long a claimed conversion is left alone by other
 	// workers (15m), and how long a crashed worker's conversions wait.
@@ -103,12 +105,18 @@ type Worker struct {
 	ledger *postgres.Ledger
 	log    *slog.Logger
 	opt    Options
+
+	// busy are the external programs (program and external code, as
+	// busyKey) that deliveries started by Run are still working on: the
+	// next claims leave their conversions alone.
+	mu   sync.Mutex
+	busy map[[2]string]bool
 }
 
 // New returns a Worker on ledger.
 func New(ledger *postgres.Ledger, log *slog.Logger, opt Options) *Worker {
 	opt.defaults()
-	return &Worker{ledger: ledger, log: log, opt: opt}
+	return &Worker{ledger: ledger, log: log, opt: opt, busy: map[[2]string]bool{}}
 }
 
 // Run settles conversions until ctx ends, reconciling now and then. It
@@ -122,12 +130,16 @@ func Run(ctx context.Context, ledger *postgres.Ledger, log *slog.Logger, opt Opt
 // runs beside the deliveries, in a loop of its own: it asks the other
 // programs about up to a thousand conversions, and one that hangs would
 // otherwise hold up every delivery until it is done.
+//
+// Nor does Run wait for a step's deliveries before the next claim: a
+// program that hangs holds up only its own conversions, which the claims
+// leave alone until its delivery ends.
 func (w *Worker) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() { w.reconcileLoop(ctx) })
 	for {
-		n, err := w.Step(ctx)
+		n, err := w.step(ctx, &wg)
 		if err != nil && ctx.Err() == nil {
 			w.log.Error("Conversion step failed", "error", err)
 		}
@@ -238,18 +250,32 @@ func request(c core.Conversion) Request {
 // Step delivers the conversions that are due and settles those that got a
 // clear answer. It returns how many it took.
 func (w *Worker) Step(ctx context.Context) (int, error) {
+	return w.step(ctx, nil)
+}
+
+// step is Step. With into set, it returns once the conversions are claimed,
+// their deliveries left running in into (their failures logged), and the
+// external programs they go to busy until each one's are done.
+func (w *Worker) step(ctx context.Context, into *sync.WaitGroup) (int, error) {
 	now := w.opt.Clock()
-	due, err := w.ledger.ClaimConversions(ctx, now, w.opt.Lease, w.opt.Batch)
+	var progs, exts []string
+	w.mu.Lock()
+	for k := range w.busy {
+		progs, exts = append(progs, k[0]), append(exts, k[1])
+	}
+	w.mu.Unlock()
+	due, err := w.ledger.ClaimConversionsExcept(ctx, now, w.opt.Lease, w.opt.Batch, progs,
+		exts)
 	if err != nil {
 		return 0, err
 	}
 	// One external program's conversions go one after the other, in the
 	// order claimed; the programs go side by side, so that one that hangs
 	// does not hold up the others.
-	var order []string
-	byExternal := map[string][]core.Conversion{}
+	var order [][2]string
+	byExternal := map[[2]string][]core.Conversion{}
 	for _, c := range due {
-		key := c.Program + "\x00" + c.External
+		key := [2]string{c.Program, c.External}
 		if _, ok := byExternal[key]; !ok {
 			order = append(order, key)
 		}
@@ -262,12 +288,32 @@ func (w *Worker) Step(ctx context.Context) (int, error) {
 		wg   sync.WaitGroup
 	)
 	fail := func(err error) {
+		if into != nil {
+			if ctx.Err() == nil {
+				w.log.Error("Conversion delivery failed", "error", err)
+			}
+			return
+		}
 		mu.Lock()
 		errs = append(errs, err)
 		mu.Unlock()
 	}
+	if into == nil {
+		into = &wg
+	} else {
+		w.mu.Lock()
+		for _, key := range order {
+			w.busy[key] = true
+		}
+		w.mu.Unlock()
+	}
 	for _, key := range order {
-		wg.Go(func() {
+		into.Go(func() {
+			defer func() {
+				w.mu.Lock()
+				delete(w.busy, key)
+				w.mu.Unlock()
+			}()
 			list := byExternal[key]
 			for i, c := range list {
 				if ctx.Err() != nil {
@@ -287,7 +333,7 @@ func (w *Worker) Step(ctx context.Context) (int, error) {
 			}
 		})
 	}
-	wg.Wait()
+	wg.Wait() // the deliveries of Step; none when Run gave into
 	if ctx.Err() != nil {
 		return len(due), ctx.Err()
 	}

@@ -742,11 +742,27 @@ func decodeConversionCursor(c string) (time.Time, string, error) {
 // answering, say) leaves room in every claim for the others.
 func (l *Ledger) ClaimConversions(ctx context.Context, now time.Time, lease time.Duration,
 	limit int) ([]core.Conversion, error) {
-	rows, err := l.pool.Query(ctx, `WITH ranked AS (
+	return l.ClaimConversionsExcept(ctx, now, lease, limit, nil, nil)
+}
+
+// ClaimConversionsExcept is ClaimConversions leaving alone the conversions
+// into the external programs externals[i] of programs[i]: a worker still
+// delivering to them (one that hangs, say) claims no more of theirs.
+func (l *Ledger) ClaimConversionsExcept(ctx context.Context, now time.Time,
+	lease time.Duration, limit int, programs, externals []string) ([]core.Conversion, error) {
+	if programs == nil {
+		programs, externals = []string{}, []string{}
+	}
+	rows, err := l.pool.Query(ctx, `WITH busy AS (
+			SELECT p.id AS program_id, b.external FROM unnest($4::text[], $5::text[])
+				AS b(program, external) JOIN programs p ON p.code = b.program),
+		ranked AS (
 			SELECT id, next_attempt_at, row_number() OVER (PARTITION BY program_id,
 				external_code ORDER BY next_attempt_at, id) AS turn
-			FROM conversions WHERE status = 'pending' AND next_attempt_at <= $1
-			  AND (claimed_until IS NULL OR claimed_until <= $1)),
+			FROM conversions c WHERE status = 'pending' AND next_attempt_at <= $1
+			  AND (claimed_until IS NULL OR claimed_until <= $1)
+			  AND NOT EXISTS (SELECT 1 FROM busy
+				WHERE busy.program_id = c.program_id AND busy.external = c.external_code)),
 		due AS (
 			SELECT c.id FROM ranked r JOIN conversions c ON c.id = r.id
 			ORDER BY r.turn, r.next_attempt_at, r.id LIMIT $3 FOR UPDATE OF c SKIP LOCKED),
@@ -757,7 +773,8 @@ func (l *Ledger) ClaimConversions(ctx context.Context, now time.Time, lease time
 				AND c.next_attempt_at <= $1
 				AND (c.claimed_until IS NULL OR c.claimed_until <= $1) RETURNING c.*)
 		SELECT `+conversionCols+` FROM claimed c JOIN programs p ON p.id = c.program_id
-		ORDER BY c.requested_at, c.id`, now.UTC(), now.Add(lease).UTC(), limit)
+		ORDER BY c.requested_at, c.id`, now.UTC(), now.Add(lease).UTC(), limit, programs,
+		externals)
 	if err != nil {
 		return nil, fmt.Errorf("claim conversions: %w", err)
 	}
