@@ -252,3 +252,37 @@ func TestPartnerRefundInPartsAfterRepayingADebt(t *testing.T) {
 		})
 	}
 }
+
+// When only part of a reversed credit's spending comes back, it settles
+// the write-off before the lots that covered the reversal get their points
+// back: the member is owed nothing until the write-off is settled. (Covers
+// first gave a program that forbids debt 300 points at once, the write-off
+// still open, where a program that allows debt still had the member owing
+// 200.) Once all of it is back, both end the same.
+func TestPartOfTheSpendingBackSettlesFirst(t *testing.T) {
+	for _, policy := range []string{core.NegativeAllow, core.NegativeForbid} {
+		t.Run(policy, func(t *testing.T) {
+			f := newFixture(t, core.Program{NegativeBalance: policy})
+			f.enroll("ana")
+			a := f.creditAt("ana", 1000, f.now.AddDate(1, 0, 0))
+			aTxn := f.lastTxn()
+			y := f.creditAt("ana", 300, f.now.AddDate(2, 0, 0))
+			var spent []string
+			for range 2 {
+				f.ok(core.KindRedeem, "ana", core.Redeem{Points: 500, Reason: "tv"})
+				spent = append(spent, f.lastTxn())
+			}
+			f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: aTxn, Reason: "bill"})
+			f.wantLot(y, 300, 0)
+			f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: spent[0], Reason: "back"})
+			want := map[string]core.Points{core.NegativeAllow: -200, core.NegativeForbid: 0}
+			f.wantBalance("ana", want[policy], 0, 0)
+			f.wantLot(y, 300, 0)
+			f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: spent[1], Reason: "back"})
+			f.wantBalance("ana", 300, 0, 0)
+			f.wantLot(a, 1000, 0)
+			f.wantLot(y, 300, 300)
+			f.check()
+		})
+	}
+}

@@ -517,51 +517,48 @@ func (t *txn) reverseCredit(ctx context.Context, prog *program, m *member, o *or
 // is still written off on those lots: a credit reversed after its points
 // were spent wrote off what it could not take (reverseCredit), and points
 // of that spending that come back settle it before they are the member's
-// again; older write-offs settle first. With covers set it first sends
-// points coming back to a reversed credit's lot to the lots that covered
-// its spending (lot_covers): the moves it returns then name those lots.
-// Covers to the lots of notTo are left alone (a partner's refund: its
-// recount of a payment's lots would count such points twice).
+// again; older write-offs settle first. With covers set it then sends the
+// rest of the points coming back to a reversed credit's lot to the lots
+// that covered its spending (lot_covers), settling what is written off on
+// those, and so on along chains of covers: the moves it returns then name
+// those lots. Covers to the lots of notTo are left alone (a partner's
+// refund: its recount of a payment's lots would count such points twice).
+//
+// The write-off settles before the covers get their points back: when only
+// part of the spending comes back, the member is owed nothing yet (what the
+// reversal wrote off is more than what came back), and the covering lots
+// waiting does not hand the member points of a reversed credit. (Covers
+// first gave them back at once, the write-off staying open, and a program
+// that forbids debt ended richer than one that allows it.)
+//
 // It returns the points settled, and by lot what did not land where it
 // was going (settled, or sent to a cover), which recordRecovered keeps with
 // the posting that brought it back.
 func (t *txn) settleReturns(ctx context.Context, moves []core.LotMove, covers bool,
 	notTo []int64) (int64, []core.LotMove, []core.LotMove, error) {
 	var by []core.LotMove
+	var total int64
 	t.coverBack = nil
-	if covers {
-		var err error
-		if moves, by, err = t.returnCovers(ctx, moves, notTo); err != nil {
+	for range 64 {
+		n, settled, err := t.settleWriteOffs(ctx, moves)
+		if err != nil {
 			return 0, nil, nil, err
 		}
-	}
-	total, settled, err := t.settleWriteOffs(ctx, moves)
-	return total, append(by, settled...), moves, err
-}
-
-// returnCovers sends what moves bring back to a lot whose credit's
-// reversal took points from other lots, up to those points, to those lots,
-// oldest cover first.
-//
-// A covering lot may have been reversed since, its own points covered by a
-// third: the points follow the covers from lot to lot until they reach one
-// that is owed nothing. Every step uses up cover, so the walk ends; it is
-// bounded all the same.
-func (t *txn) returnCovers(ctx context.Context, moves []core.LotMove,
-	notTo []int64) ([]core.LotMove, []core.LotMove, error) {
-	var by []core.LotMove
-	for range 64 {
+		total += n
+		by = append(by, settled...)
+		if !covers {
+			break
+		}
 		var step []core.LotMove
-		var err error
 		if moves, step, err = t.returnCoversOnce(ctx, moves, notTo); err != nil {
-			return nil, nil, err
+			return 0, nil, nil, err
 		}
 		if len(step) == 0 {
-			return moves, by, nil
+			break
 		}
 		by = append(by, step...)
 	}
-	return moves, by, nil
+	return total, by, moves, nil
 }
 
 // repayDebt takes debt points out of what moves bring back. Points coming
@@ -782,7 +779,9 @@ func receiving(moves []core.LotMove) []int64 {
 	return ids
 }
 
-// returnCoversOnce is one step of returnCovers.
+// returnCoversOnce sends what moves bring back to lots whose credit's
+// reversal took points from other lots, up to those points, to those lots,
+// oldest cover first: one step along the covers (settleReturns).
 func (t *txn) returnCoversOnce(ctx context.Context, moves []core.LotMove,
 	notTo []int64) ([]core.LotMove, []core.LotMove, error) {
 	ids := receiving(moves)
