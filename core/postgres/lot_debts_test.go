@@ -286,3 +286,57 @@ func TestPartOfTheSpendingBackSettlesFirst(t *testing.T) {
 		})
 	}
 }
+
+// A partner's purchase refund for a member who bought before being merged
+// into another knows the purchase's lot by the merge's copy of it
+// (origin_lot_id). An attacker found, with the copies tied to nothing:
+//
+//   - pending: the refund wrote the purchase's points off and left them
+//     pending, to mature as the member's: 100 points for nothing;
+//   - expired: the copy's expiry did not count, and the refund took 100 of
+//     the points the member earned elsewhere;
+//   - spendable: the refund took the member's soonest-expiring credit and
+//     left the purchase's points standing.
+func TestPartnerRefundAfterAMerge(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		prog core.Program
+		// ana's credit, old's purchase of 100 merged into ana, the clock
+		// moved by before, the refund of 100, the clock moved by after.
+		credit             core.Points
+		creditExpires      int // days
+		before, after      int // days the clock moves (and the sweep runs)
+		available, pending core.Points
+	}{
+		{name: "pending", prog: core.Program{PendingDays: 10}, credit: 50, creditExpires: 365,
+			after: 11, available: 50},
+		{name: "expired", prog: core.Program{ExpiryUnit: core.ExpiryDays, ExpiryLength: 30},
+			credit: 500, creditExpires: 365, before: 31, available: 500},
+		{name: "spendable", credit: 100, creditExpires: 30, after: 60, available: 0},
+	} {
+		for _, policy := range []string{core.NegativeForbid, core.NegativeAllow} {
+			t.Run(tc.name+"/"+policy, func(t *testing.T) {
+				prog := tc.prog
+				prog.NegativeBalance, prog.PointsPerUnit = policy, "1"
+				f := newFixture(t, prog)
+				cafe := partnerCmds{f: f, source: "partner:cafe-" + f.prog}
+				f.enroll("ana")
+				f.enroll("old")
+				f.creditAt("ana", tc.credit, f.now.AddDate(0, 0, tc.creditExpires))
+				late16Buy(t, cafe, "old", "100")
+				f.ok(core.KindMerge, "old", core.Merge{Into: "ana"})
+				if tc.before > 0 {
+					f.setNow(f.now.AddDate(0, 0, tc.before))
+					f.sweep(f.now)
+				}
+				late16Refund(t, cafe, "ana", "100")
+				if tc.after > 0 {
+					f.setNow(f.now.AddDate(0, 0, tc.after))
+					f.sweep(f.now)
+				}
+				f.wantBalance("ana", tc.available, tc.pending, 0)
+				f.check()
+			})
+		}
+	}
+}

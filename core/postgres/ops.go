@@ -846,11 +846,17 @@ func (t *txn) receiveLots(ctx context.Context, m *member, kind, reason string, l
 			debt -= x
 			remaining -= x
 		}
+		// A merge's copy names its lot (origin_lot_id); a transfer's
+		// points are the receiver's own, from wherever they came.
+		var origin *int64
+		if kind == core.PostMergeIn {
+			origin = &l.id
+		}
 		var id int64
 		err := t.tx.QueryRow(ctx, `INSERT INTO lots (member_id, posting_id, earned_at,
-				spendable_from, expires_at, pending, original, remaining)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`, m.id, pid, l.earned,
-			l.spendable, l.expires, l.pending, l.remaining, remaining).Scan(&id)
+				spendable_from, expires_at, pending, original, remaining, origin_lot_id)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id`, m.id, pid, l.earned,
+			l.spendable, l.expires, l.pending, l.remaining, remaining, origin).Scan(&id)
 		if err != nil {
 			return fmt.Errorf("insert lot copy: %w", err)
 		}

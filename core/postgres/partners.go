@@ -594,9 +594,8 @@ func (t *txn) partnerPointsLeft(ctx context.Context, m *member, partner string) 
 			+ coalesce((SELECT sum(pl.points) FROM postings e
 				JOIN posting_lots pl ON pl.posting_id = e.id
 				JOIN lots l ON l.id = pl.lot_id
-				JOIN postings a ON a.id = l.posting_id
 				WHERE e.member_id IN (SELECT id FROM merged) AND e.kind = 'expiry'
-				  AND a.partner = $2 AND a.kind = 'accrual'), 0)
+				  AND `+partnerLot+`), 0)
 			- coalesce((SELECT sum(w.points) FROM written_off w
 				JOIN postings r ON r.id = w.reversal_id
 				JOIN postings a ON a.id = r.reverses_id
@@ -616,16 +615,26 @@ func (t *txn) partnerPendingLots(ctx context.Context, m *member, partner string)
 	rows, err := t.tx.Query(ctx, `SELECT l.id, l.earned_at, l.spendable_from, l.expires_at,
 			l.pending, l.original, l.remaining, l.held
 		FROM lots l
-		WHERE l.member_id = $1 AND l.pending AND l.remaining > l.held
-		  AND EXISTS (SELECT 1 FROM postings a
-			WHERE a.id = l.posting_id AND a.partner = $2 AND a.kind = 'accrual')
+		WHERE l.member_id = $1 AND l.pending AND l.remaining > l.held AND `+partnerLot+`
 		ORDER BY l.earned_at DESC, l.id DESC
-		FOR UPDATE`, m.id, partner)
+		FOR UPDATE OF l`, m.id, partner)
 	if err != nil {
 		return nil, fmt.Errorf("select partner's pending lots: %w", err)
 	}
 	return scanLots(rows)
 }
+
+// partnerLot tells, in a query over lots l with the partner's code as $2,
+// whether l was made by a purchase of that partner: itself, or as a copy
+// of such a lot, a merge's or an undo's for a member since merged
+// (origin_lot_id, followed up to 16 copies back).
+const partnerLot = `EXISTS (WITH RECURSIVE up(lot, origin, posting, depth) AS (
+			SELECT l.id, l.origin_lot_id, l.posting_id, 0
+			UNION ALL
+			SELECT y.id, y.origin_lot_id, y.posting_id, up.depth + 1
+			FROM lots y JOIN up ON y.id = up.origin WHERE up.depth < 16)
+		SELECT 1 FROM up JOIN postings a ON a.id = up.posting
+		WHERE a.partner = $2 AND a.kind = 'accrual')`
 
 // partnerLots locks m's spendable lots that partner's purchases made,
 // newest first: those a refund of a purchase takes back first.
@@ -635,11 +644,9 @@ func (t *txn) partnerLots(ctx context.Context, m *member, partner string) ([]lot
 			l.pending, l.original, l.remaining, l.held
 		FROM lots l
 		WHERE l.member_id = $1 AND NOT l.pending AND l.remaining > l.held
-		  AND (l.expires_at IS NULL OR l.expires_at > $3)
-		  AND EXISTS (SELECT 1 FROM postings a
-			WHERE a.id = l.posting_id AND a.partner = $2 AND a.kind = 'accrual')
+		  AND (l.expires_at IS NULL OR l.expires_at > $3) AND `+partnerLot+`
 		ORDER BY l.earned_at DESC, l.id DESC
-		FOR UPDATE`, m.id, partner, t.now)
+		FOR UPDATE OF l`, m.id, partner, t.now)
 	if err != nil {
 		return nil, fmt.Errorf("select partner's lots: %w", err)
 	}
@@ -727,9 +734,8 @@ func (t *txn) writeOffPartnerLots(ctx context.Context, m *member, partner string
 				FROM written_off w WHERE w.lot_id = l.id), 0)
 				- coalesce((SELECT sum(d.points - d.repaid)
 				FROM lot_debts d WHERE d.lot_id = l.id), 0) AS open, l.earned_at
-			FROM lots l JOIN postings a ON a.id = l.posting_id
-			WHERE l.member_id IN (SELECT id FROM merged) AND a.partner = $2
-			  AND a.kind = 'accrual'),
+			FROM lots l
+			WHERE l.member_id IN (SELECT id FROM merged) AND `+partnerLot+`),
 		cut AS (
 			SELECT id, open, sum(open) OVER (ORDER BY earned_at DESC, id DESC) AS upto
 			FROM used WHERE open > 0)

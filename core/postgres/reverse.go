@@ -339,9 +339,9 @@ func (t *txn) creditCopies(ctx context.Context, m *member, p posting,
 		debt -= x
 		var id int64
 		err := t.tx.QueryRow(ctx, `INSERT INTO lots (member_id, posting_id, earned_at,
-				spendable_from, expires_at, pending, original, remaining)
-			VALUES ($1, $2, $3, $4, $5, false, $6, $7) RETURNING id`, m.id, pid, l.earned,
-			l.spendable, l.expires, l.remaining, l.remaining-x).Scan(&id)
+				spendable_from, expires_at, pending, original, remaining, origin_lot_id)
+			VALUES ($1, $2, $3, $4, $5, false, $6, $7, $8) RETURNING id`, m.id, pid, l.earned,
+			l.spendable, l.expires, l.remaining, l.remaining-x, l.id).Scan(&id)
 		if err != nil {
 			return 0, nil, fmt.Errorf("insert lot copy: %w", err)
 		}
