@@ -272,15 +272,7 @@ func (w *Worker) step(ctx context.Context, into *sync.WaitGroup) (int, error) {
 	// One external program's conversions go one after the other, in the
 	// order claimed; the programs go side by side, so that one that hangs
 	// does not hold up the others.
-	var order [][2]string
-	byExternal := map[[2]string][]core.Conversion{}
-	for _, c := range due {
-		key := [2]string{c.Program, c.External}
-		if _, ok := byExternal[key]; !ok {
-			order = append(order, key)
-		}
-		byExternal[key] = append(byExternal[key], c)
-	}
+	order, byExternal := groupByExternal(due)
 	ps := w.partners()
 	var (
 		mu   sync.Mutex
@@ -338,6 +330,22 @@ func (w *Worker) step(ctx context.Context, into *sync.WaitGroup) (int, error) {
 		return len(due), ctx.Err()
 	}
 	return len(due), errors.Join(errs...)
+}
+
+// groupByExternal splits list by external program (program and external
+// code), keeping its order within each and the order in which the programs
+// first appear.
+func groupByExternal(list []core.Conversion) ([][2]string, map[[2]string][]core.Conversion) {
+	var order [][2]string
+	groups := map[[2]string][]core.Conversion{}
+	for _, c := range list {
+		key := [2]string{c.Program, c.External}
+		if _, ok := groups[key]; !ok {
+			order = append(order, key)
+		}
+		groups[key] = append(groups[key], c)
+	}
+	return order, groups
 }
 
 // putBack gives back the claims of conversions a step did not deliver,
@@ -503,15 +511,7 @@ func (w *Worker) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	// after the other and the programs side by side; a program whose
 	// answer about one stays unclear for Slow or longer is asked nothing
 	// more this time.
-	var order []string
-	byExternal := map[string][]core.Conversion{}
-	for _, c := range list {
-		key := c.Program + "\x00" + c.External
-		if _, ok := byExternal[key]; !ok {
-			order = append(order, key)
-		}
-		byExternal[key] = append(byExternal[key], c)
-	}
+	order, byExternal := groupByExternal(list)
 	ps := w.partners()
 	var (
 		mu   sync.Mutex

@@ -653,18 +653,12 @@ func (t *txn) settleDebts(ctx context.Context, moves []core.LotMove, debt int64)
 		return 0, fmt.Errorf("read debts: %w", err)
 	}
 	type owed struct{ id, lot, points int64 }
-	var due []owed
-	for rows.Next() {
+	due, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (owed, error) {
 		var o owed
-		if err := rows.Scan(&o.id, &o.lot, &o.points); err != nil {
-			rows.Close()
-			return 0, err
-		}
-		due = append(due, o)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, err
+		return o, r.Scan(&o.id, &o.lot, &o.points)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read debts: %w", err)
 	}
 	for _, o := range due {
 		i := slices.IndexFunc(moves, func(mv core.LotMove) bool {
@@ -703,18 +697,12 @@ func (t *txn) repaidBy(ctx context.Context, m *member, lot, n int64) (int64, err
 		return 0, fmt.Errorf("read debts: %w", err)
 	}
 	type owed struct{ id, reversal, lot, points int64 }
-	var due []owed
-	for rows.Next() {
+	due, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (owed, error) {
 		var o owed
-		if err := rows.Scan(&o.id, &o.reversal, &o.lot, &o.points); err != nil {
-			rows.Close()
-			return 0, err
-		}
-		due = append(due, o)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, err
+		return o, r.Scan(&o.id, &o.reversal, &o.lot, &o.points)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read debts: %w", err)
 	}
 	var tied int64
 	for _, o := range due {
