@@ -340,3 +340,44 @@ func TestPartnerRefundAfterAMerge(t *testing.T) {
 		}
 	}
 }
+
+// A partner's purchase refund that finds the purchase's points spent takes
+// the member's other points instead; those stand for the purchase lot's
+// spent points as covers do, so the spending, undone, gives them back to
+// the lot they came from. Before, both policies kept the refunded
+// purchase's lot (which never expires) and lost the bill's points: equal
+// balances, but forbid ended with 300 on the purchase's lot and none on
+// the bill's.
+func TestPartnerRefundCoveredByOtherPoints(t *testing.T) {
+	for _, policy := range []string{core.NegativeAllow, core.NegativeForbid} {
+		t.Run(policy, func(t *testing.T) {
+			f := newFixture(t, core.Program{NegativeBalance: policy, PointsPerUnit: "1",
+				AccrualRounding: core.RoundDown})
+			cafe := partnerCmds{f: f, source: "partner:cafe-" + f.prog}
+			f.enroll("ana")
+			a := f.creditAt("ana", 500, f.now.AddDate(0, 4, 0))
+			aTxn := f.lastTxn()
+			r := cafe.do(core.KindAccrue, "ana", f.txn(), core.Accrue{
+				EventType: "partner_purchase", Amount: "400", Partner: partnerOf(cafe.source)})
+			x := lotOf(t, outcomeOf(t, r))
+			var spent []string
+			for _, n := range []core.Points{400, 250} {
+				f.ok(core.KindRedeem, "ana", core.Redeem{Points: n, Reason: "tv"})
+				spent = append(spent, f.lastTxn())
+			}
+			f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: aTxn, Reason: "bill"})
+			b := f.creditAt("ana", 300, f.now.AddDate(0, 6, 0))
+			late16Refund(t, cafe, "ana", "500")
+			for _, txn := range spent {
+				f.ok(core.KindReverse, "ana", core.Reverse{OriginalTxnID: txn, Reason: "back"})
+			}
+			// Earned 500 (reversed) + 400 (refunded) + 300: 300 left, the
+			// bill credit's.
+			f.wantBalance("ana", 300, 0, 0)
+			f.wantLot(a, 500, 0)
+			f.wantLot(x, 400, 0)
+			f.wantLot(b, 300, 300)
+			f.check()
+		})
+	}
+}

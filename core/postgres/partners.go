@@ -482,6 +482,7 @@ func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
 	}
 	moves, rest2 := take(own, rest)
 	short := rest2
+	var fromOthers []core.LotMove
 	if rest2 > 0 {
 		var ownFree int64
 		taken := map[int64]bool{}
@@ -499,9 +500,8 @@ func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
 				others = append(others, l)
 			}
 		}
-		var more []core.LotMove
-		more, short = take(others, rest2)
-		moves = append(moves, more...)
+		fromOthers, short = take(others, rest2)
+		moves = append(moves, fromOthers...)
 	}
 	// Points reserved by open holds are still the member's: a payment may
 	// release them. Writing the shortfall off now would let that release
@@ -540,20 +540,14 @@ func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
 		}
 		posting = &id
 	}
-	// What was written off stays owed on the lots the partner's purchases
-	// made: points of theirs that come back (an order cancelled, a
-	// redemption reversed) settle it instead of returning to the member.
-	if written > 0 {
-		if err := t.writeOffPartnerLots(ctx, m, partnerOf(cmd.Source), posting, written,
-			false); err != nil {
-			return nil, err
-		}
-	}
-	// What is owed instead, in a program that allows it, is the same lots'
-	// (lot_debts).
-	if owed > 0 {
-		if err := t.writeOffPartnerLots(ctx, m, partnerOf(cmd.Source), posting, owed,
-			true); err != nil {
+	// The points taken from the member's other lots, and what was written
+	// off or is owed, stand for spent points of the lots the partner's
+	// purchases made: points of theirs that come back (an order cancelled,
+	// a redemption reversed) go back to the lots taken, then settle the
+	// write-off or the debt, instead of returning to the member.
+	if len(fromOthers) > 0 || written+owed > 0 {
+		if err := t.chargePartnerLots(ctx, m, partnerOf(cmd.Source), posting, fromOthers,
+			written+owed, owed > 0); err != nil {
 			return nil, err
 		}
 	}
@@ -702,26 +696,22 @@ type pgxQuerier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-// writeOffPartnerLots records the points a partner's purchase refund wrote
-// off (written) against the lots the partner's purchases made for m, by
-// what of each was spent and is not owed already, newest lots first; pid
-// is the refund's posting, nil when it posted nothing. With owed set the
-// points are a debt the program allows instead, recorded in lot_debts.
-func (t *txn) writeOffPartnerLots(ctx context.Context, m *member, partner string, pid *int64,
-	written int64, owed bool) error {
+// chargePartnerLots records what a partner's purchase refund could not take
+// from the lots the partner's purchases made for m, against those lots, by
+// what of each was spent and is not accounted for yet, newest lots first:
+// first the points it took from m's other lots instead (taken: each a cover
+// of the purchase lot by that lot, lot_covers), then short, written off, or
+// owed (lot_debts) when owed is set. pid is the refund's posting, nil when
+// it posted nothing (then nothing was taken).
+func (t *txn) chargePartnerLots(ctx context.Context, m *member, partner string, pid *int64,
+	taken []core.LotMove, short int64, owed bool) error {
 	// What of each lot was spent (by a debit, which may be undone: not by
 	// expiry, a merge, another refund or reversal) or taken to cover a
-	// reversed credit's spending or repay a debt (lot_covers: undone, it
-	// comes back here) and has not come back, less what is written off or
-	// owed on it already.
-	insert := `INSERT INTO written_off (reversal_id, lot_id, points)
-		SELECT $3, id, least(open, $4 - (upto - open)) FROM cut`
-	if owed {
-		insert = `INSERT INTO lot_debts (member_id, reversal_id, lot_id, points)
-		SELECT $1, $3, id, least(open, $4 - (upto - open)) FROM cut`
-	}
-	_, err := t.tx.Exec(ctx, mergedMembers+`, used AS (
-			SELECT l.id, coalesce((SELECT -sum(pl.points) FROM posting_lots pl
+	// reversed credit's spending or repay a debt (lot_covers naming it as
+	// the cover: undone, it comes back here) and has not come back, less
+	// what is written off, owed or covered by other lots on it already.
+	rows, err := t.tx.Query(ctx, mergedMembers+`SELECT l.id,
+			coalesce((SELECT -sum(pl.points) FROM posting_lots pl
 					JOIN postings p ON p.id = pl.posting_id
 					WHERE pl.lot_id = l.id AND pl.points < 0
 					  AND p.kind IN ('redemption', 'capture', 'adjustment', 'transfer_out')), 0)
@@ -733,17 +723,65 @@ func (t *txn) writeOffPartnerLots(ctx context.Context, m *member, partner string
 				- coalesce((SELECT sum(w.points - w.recovered)
 				FROM written_off w WHERE w.lot_id = l.id), 0)
 				- coalesce((SELECT sum(d.points - d.repaid)
-				FROM lot_debts d WHERE d.lot_id = l.id), 0) AS open, l.earned_at
-			FROM lots l
-			WHERE l.member_id IN (SELECT id FROM merged) AND `+partnerLot+`),
-		cut AS (
-			SELECT id, open, sum(open) OVER (ORDER BY earned_at DESC, id DESC) AS upto
-			FROM used WHERE open > 0)
-		`+insert+`
-		WHERE upto - open < $4
-		ORDER BY id`, m.id, partner, pid, written)
+				FROM lot_debts d WHERE d.lot_id = l.id), 0)
+				- coalesce((SELECT sum(lc.points - lc.returned)
+				FROM lot_covers lc WHERE lc.lot_id = l.id), 0) AS open
+		FROM lots l
+		WHERE l.member_id IN (SELECT id FROM merged) AND `+partnerLot+`
+		ORDER BY l.earned_at DESC, l.id DESC`, m.id, partner)
 	if err != nil {
-		return fmt.Errorf("record partner write-off: %w", err)
+		return fmt.Errorf("read partner's lots: %w", err)
 	}
-	return nil
+	type spent struct{ lot, open int64 }
+	lots, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (spent, error) {
+		var s spent
+		return s, r.Scan(&s.lot, &s.open)
+	})
+	if err != nil {
+		return fmt.Errorf("read partner's lots: %w", err)
+	}
+	// charge hands out n points over the lots' open points, in order.
+	i := 0
+	charge := func(n int64, record func(lot, x int64) error) error {
+		for ; n > 0 && i < len(lots); i++ {
+			x := min(n, lots[i].open)
+			if x > 0 {
+				if err := record(lots[i].lot, x); err != nil {
+					return err
+				}
+				lots[i].open -= x
+				n -= x
+			}
+			if lots[i].open > 0 {
+				break // n is spent
+			}
+		}
+		return nil
+	}
+	for _, mv := range taken {
+		err := charge(-int64(mv.Points), func(lot, x int64) error {
+			_, err := t.tx.Exec(ctx, `INSERT INTO lot_covers (reversal_id, lot_id, cover_lot_id,
+				points) VALUES ($1, $2, $3, $4)`, pid, lot, mv.LotID, x)
+			if err != nil {
+				return fmt.Errorf("record cover: %w", err)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return charge(short, func(lot, x int64) error {
+		q := `INSERT INTO written_off (reversal_id, lot_id, points) VALUES ($1, $2, $3)`
+		args := []any{pid, lot, x}
+		if owed {
+			q = `INSERT INTO lot_debts (member_id, reversal_id, lot_id, points)
+				VALUES ($1, $2, $3, $4)`
+			args = []any{m.id, pid, lot, x}
+		}
+		if _, err := t.tx.Exec(ctx, q, args...); err != nil {
+			return fmt.Errorf("record partner write-off: %w", err)
+		}
+		return nil
+	})
 }
