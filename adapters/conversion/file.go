@@ -95,7 +95,11 @@ func (p *FilePartner) Deliver(ctx context.Context, req Request) Answer {
 // for hundreds of conversions a day, slow for a partner with years of
 // files. Archive answer files whose conversions are all settled. The same answer twice is
 // one answer; a confirmation and a refusal of the same transaction
-// contradict each other and decide nothing.
+// contradict each other and decide nothing. A line of the transaction
+// that is neither (another status, a confirmation without a reference, a
+// refusal without a code) decides nothing either: when nothing else
+// answers, the answer names it, so that a person sees why the conversion
+// waits.
 func (p *FilePartner) Status(_ context.Context, req Request) Answer {
 	names, err := filepath.Glob(filepath.Join(p.InDir(), "*.csv"))
 	if err != nil {
@@ -103,37 +107,63 @@ func (p *FilePartner) Status(_ context.Context, req Request) Answer {
 	}
 	slices.Sort(names)
 	var found *Answer
-	var foundIn string
+	var foundIn, unread string
 	for _, name := range names {
 		rows, err := readCSV(name)
 		if err != nil {
 			return Answer{Detail: fmt.Sprintf("read %s: %v", filepath.Base(name), err)}
 		}
+		file := partnerWords(filepath.Base(name))
 		for i, r := range rows {
-			if i == 0 || len(r) < 4 || r[0] != req.TxnID {
+			if i == 0 && isAnswerHeader(r) {
 				continue
 			}
+			if len(r) == 0 || strings.TrimSpace(r[0]) != req.TxnID {
+				continue
+			}
+			for len(r) < len(answerHeader) {
+				r = append(r, "")
+			}
+			status := strings.ToLower(strings.TrimSpace(r[1]))
+			ref, code := strings.TrimSpace(r[2]), strings.TrimSpace(r[3])
 			var a Answer
 			switch {
-			case r[1] == "confirmed" && r[2] != "":
-				a = Answer{Outcome: Confirmed, Reference: r[2]}
-			case r[1] == "refused" && r[3] != "":
-				a = Answer{Outcome: Refused, Code: r[3]}
+			case status == "confirmed" && ref != "":
+				a = Answer{Outcome: Confirmed, Reference: ref}
+			case status == "refused" && code != "":
+				a = Answer{Outcome: Refused, Code: code}
 			default:
+				if unread == "" {
+					unread = fmt.Sprintf("line %d of %s answers it with status %q, "+
+						"reference %q and code %q, which decide nothing: a confirmation "+
+						"needs a reference, a refusal a code", i+1, file,
+						partnerWords(r[1]), partnerWords(ref), partnerWords(code))
+				}
 				continue
 			}
 			if found != nil && found.Outcome != a.Outcome {
 				return Answer{Contradicts: true, Detail: fmt.Sprintf("the answer files "+
 					"contradict each other: %s in %s, %s in %s", found.Outcome, foundIn,
-					a.Outcome, partnerWords(filepath.Base(name)))}
+					a.Outcome, file)}
 			}
-			found, foundIn = &a, partnerWords(filepath.Base(name))
+			found, foundIn = &a, file
 		}
+	}
+	if found == nil && unread != "" {
+		return Answer{Detail: unread}
 	}
 	if found == nil {
 		return Answer{Detail: noAnswerYet}
 	}
 	return *found
+}
+
+// isAnswerHeader reports whether r is the header line of an answer file:
+// its first field names the transaction id column, after any byte order
+// mark a spreadsheet wrote. A file without one starts with an answer.
+func isAnswerHeader(r []string) bool {
+	return len(r) > 0 && strings.EqualFold(strings.TrimSpace(
+		strings.TrimPrefix(r[0], "\ufeff")), answerHeader[0])
 }
 
 // noAnswerYet is Status's answer when no answer file names the conversion.

@@ -92,3 +92,81 @@ func TestFileAnswersContradictingASettlement(t *testing.T) {
 	e.wantBalance(prog, member, 7500, 500)
 	e.check()
 }
+
+// Answer files as partners really write them: without the header line, with
+// a spreadsheet's byte order mark, with spaces and capitals around the
+// status. Each of them settles its conversion; before, the first line of a
+// file without a header was skipped as if it were one. A line that answers
+// a conversion with neither a confirmation and its reference nor a refusal
+// and its code decides nothing, and the conversion's last error names it.
+func TestFileAnswersAsPartnersWriteThem(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	ext := skyMiles(core.FlavourFile)
+	const member = "56988888888"
+	prog := e.program(ext, member, 10000)
+	w := New(e.ledger, quietLog(), Options{Clock: e.clock, FileDir: dir,
+		RetryMin: time.Minute})
+	in := filepath.Join(dir, prog, ext.Code, "in")
+	if err := os.MkdirAll(in, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, body string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(in, name), []byte(body), 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step := func() {
+		t.Helper()
+		e.advance(2 * time.Minute)
+		if _, err := w.Step(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	convert := func(points int64, account string) core.Conversion {
+		return e.convert(prog, member, core.ConvertRequest{External: ext.Code,
+			Points: core.Points(points), AccountID: account})
+	}
+	noHeader := convert(1000, "NH000001")
+	bom := convert(2000, "BM000001")
+	spaced := convert(500, "SP000001")
+	vague := convert(300, "VG000001")
+	step()
+	write("b1.csv", noHeader.TxnID+",confirmed,NH-REF,\n")
+	write("b2.csv", "\ufefftxn_id,status,reference,code\n"+bom.TxnID+",refused,,unknown_account\n")
+	write("b3.csv", "txn_id,status,reference,code\n"+spaced.TxnID+", Confirmed , SP-REF ,\n"+
+		vague.TxnID+",ok,,\n")
+	step()
+	for _, want := range []struct {
+		c      core.Conversion
+		status string
+	}{{noHeader, core.ConversionConfirmed}, {bom, core.ConversionRefused},
+		{spaced, core.ConversionConfirmed}, {vague, core.ConversionPending}} {
+		if got := e.conversion(prog, member, want.c.ID); got.Status != want.status {
+			t.Errorf("conversion to %s: %s, want %s (last error %q)", want.c.AccountID,
+				got.Status, want.status, got.LastError)
+		}
+	}
+	if c := e.conversion(prog, member, spaced.ID); c.Reference != "SP-REF" {
+		t.Errorf("reference kept as %q, want SP-REF", c.Reference)
+	}
+	if c := e.conversion(prog, member, vague.ID); !strings.Contains(c.LastError,
+		"line 3 of b3.csv") || !strings.Contains(c.LastError, `"ok"`) {
+		t.Errorf("the undecided conversion's last error is %q, want line 3 of b3.csv "+
+			"and its status named", c.LastError)
+	}
+	// 10,000 less the two confirmed (1,000 and 500) and the refused one
+	// given back; the vague one's 300 points stay held.
+	e.wantBalance(prog, member, 8200, 300)
+
+	// The partner mends the line: the conversion settles.
+	write("b4.csv", vague.TxnID+",refused,,account_closed\n")
+	step()
+	if c := e.conversion(prog, member, vague.ID); c.Status != core.ConversionRefused {
+		t.Fatalf("after the mended answer: %s, want refused", c.Status)
+	}
+	e.wantBalance(prog, member, 8500, 0)
+	e.check()
+}
