@@ -537,8 +537,16 @@ func (s *Server) partnerEarn(w http.ResponseWriter, r *http.Request) {
 		if err := s.checkPurchase(r, &in); err != nil {
 			return "", nil, nil, err
 		}
+		// A purchase without a currency is in the partner's own: a
+		// merchant settling in CLP on a program that counts in USD is
+		// refused (field currency) rather than earning at a rate meant
+		// for another money.
+		cur := strings.TrimSpace(in.Currency)
+		if cur == "" {
+			cur = partnerAuth(r).Partner.Currency
+		}
 		return memberVar(r), core.Accrue{EventType: core.EventPartnerPurchase, Amount: in.Amount,
-			Currency: in.Currency, Partner: partnerAuth(r).Partner.Code}, in.OccurredAt, nil
+			Currency: cur, Partner: partnerAuth(r).Partner.Code}, in.OccurredAt, nil
 	})
 }
 

@@ -120,9 +120,22 @@ func TestPartnerAPIEndToEnd(t *testing.T) {
 		t.Fatalf("after capture and refund: %s", r.raw)
 	}
 
-	// A purchase paid in money earns at the program's rate: 12.99 → 12 points.
+	// A purchase paid in money earns at the program's rate, in the
+	// program's currency. These partners settle in CLP and the program
+	// counts in USD: a purchase that names no currency is in the partner's
+	// own, and is refused instead of earning a dollar's points per peso.
+	r = w.must(400, "POST", "/v1/partner/members/7590-VHVEG/purchases", "buy-0",
+		map[string]any{"amount": "12990"})
+	if jstr(t, r, "field") != "currency" || !strings.Contains(r.raw, "USD") {
+		t.Fatalf("a purchase in the partner's CLP: %s, want currency refused naming USD", r.raw)
+	}
+	r = w.must(200, "GET", "/v1/partner/members/7590-VHVEG/balance", "", nil)
+	if jnum(t, r, "spendable") != 700 {
+		t.Fatalf("after the refused purchase: %s, want 700 spendable", r.raw)
+	}
+	// Named in USD it earns: 12.99 → 12 points.
 	r = w.must(201, "POST", "/v1/partner/members/7590-VHVEG/purchases", "buy-1",
-		map[string]any{"amount": "12.99"})
+		map[string]any{"amount": "12.99", "currency": "USD"})
 	if jnum(t, r, "data.points") != 12 {
 		t.Fatalf("earn: %s", r.raw)
 	}
