@@ -47,7 +47,13 @@ func (t *txn) dispatchAudited(ctx context.Context, cmd *bus.Command) (any, error
 	if cmd.Audit.Actor != "" {
 		actor = cmd.Audit.Actor
 	}
-	_, err = t.tx.Exec(ctx, insertAudit, t.now, actor, cmd.Audit.Action, cmd.Audit.Target,
+	// A program is saved by one upsert, created or changed: the entry of
+	// one that did not exist before says so.
+	action := cmd.Audit.Action
+	if action == "program.updated" && before == nil {
+		action = "program.created"
+	}
+	_, err = t.tx.Exec(ctx, insertAudit, t.now, actor, action, cmd.Audit.Target,
 		before, after)
 	if err != nil {
 		return nil, auditFailure(err)

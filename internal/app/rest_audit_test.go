@@ -61,7 +61,7 @@ func TestRESTParameterChangesAreAudited(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []entry{
-		{actor: "api:billing (ana)", action: "program.updated", target: "telco"},
+		{actor: "api:billing (ana)", action: "program.created", target: "telco"},
 		{actor: "api:billing (ana)", action: "program.updated", target: "telco"},
 		{actor: "api:billing", action: "rule.created", target: "telco/base"},
 		{actor: "api:billing (ana)", action: "reward.saved", target: "telco/mug"},
