@@ -13,6 +13,13 @@ import (
 // backlogTimeout bounds the reads of one scrape's backlogs.
 const backlogTimeout = 2 * time.Second
 
+// backlogEvery is how often, at most, the backlogs are read: scrapes in
+// between serve the last reading. Reading them costs a query of the outbox
+// (a count of every row while the bus lags) and two JetStream requests per
+// partition; a load generator or a dashboard polling /metrics every few
+// milliseconds took a fifth of core's batch throughput with them.
+const backlogEvery = time.Second
+
 // backlogCollector reports, at each scrape, what waits between the parts
 // of the platform: messages of the command stream core has not applied yet
 // (by partition), ledger events the outbox holds for the bus, and events
@@ -21,20 +28,36 @@ const backlogTimeout = 2 * time.Second
 // (outbox) or ClickHouse (reporting). Each part is read only by the
 // processes that run it; a nil reader leaves its gauges out. A read that
 // fails or outlasts the timeout leaves out its own gauges (the others are
-// served) and sets puntos_backlog_up to 0.
+// served) and sets puntos_backlog_up to 0. The backlogs are read at most
+// once per every; scrapes in between, however many, serve that reading.
 type backlogCollector struct {
 	commands  func(context.Context) ([]uint64, error)
 	outbox    func(context.Context) (int64, time.Time, error)
 	reporting func(context.Context) (uint64, error)
 	now       func() time.Time
 	timeout   time.Duration
+	every     time.Duration
 	log       *slog.Logger
+
+	mu   sync.Mutex // held while reading, so that scrapes at once share one reading
+	last backlogReading
 
 	commandsDesc, outboxDesc, outboxOldest, reportingDesc, up *prometheus.Desc
 }
 
+// backlogReading is one reading of every backlog, with each read's error.
+type backlogReading struct {
+	at               time.Time
+	commands         []uint64
+	outboxN          int64
+	oldest           time.Time
+	reporting        uint64
+	errC, errO, errR error
+}
+
 func newBacklogCollector(log *slog.Logger) *backlogCollector {
-	return &backlogCollector{now: time.Now, timeout: backlogTimeout, log: log,
+	return &backlogCollector{now: time.Now, timeout: backlogTimeout, every: backlogEvery,
+		log: log,
 		commandsDesc: prometheus.NewDesc("puntos_command_messages_waiting",
 			"Messages of the command stream core has not applied yet, by partition: not "+
 				"delivered, or delivered and not acknowledged. A message is one command or "+
@@ -66,55 +89,74 @@ func (c *backlogCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.up
 }
 
-// Collect reads the backlogs at once, each within the timeout: a read that
-// hangs (a table locked, a server slow) leaves out only its own gauges.
+// Collect serves the last reading of the backlogs, reading them again
+// when it is older than every.
 func (c *backlogCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	if c.last.at.IsZero() || c.now().Sub(c.last.at) >= c.every {
+		c.last = c.read()
+	}
+	r := c.last
+	c.mu.Unlock()
+	c.serve(ch, r)
+}
+
+// read reads the backlogs at once, each within the timeout: a read that
+// hangs (a table locked, a server slow) leaves out only its own gauges.
+func (c *backlogCollector) read() backlogReading {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	var (
-		wg               sync.WaitGroup
-		commands         []uint64
-		outboxN          int64
-		oldest           time.Time
-		reporting        uint64
-		errC, errO, errR error
+		wg sync.WaitGroup
+		r  backlogReading
 	)
 	if c.commands != nil {
-		wg.Go(func() { commands, errC = c.commands(ctx) })
+		wg.Go(func() { r.commands, r.errC = c.commands(ctx) })
 	}
 	if c.outbox != nil {
-		wg.Go(func() { outboxN, oldest, errO = c.outbox(ctx) })
+		wg.Go(func() { r.outboxN, r.oldest, r.errO = c.outbox(ctx) })
 	}
 	if c.reporting != nil {
-		wg.Go(func() { reporting, errR = c.reporting(ctx) })
+		wg.Go(func() { r.reporting, r.errR = c.reporting(ctx) })
 	}
 	wg.Wait()
-
-	up := 1.0
-	ok := func(what string, err error) bool {
+	r.at = c.now()
+	for what, err := range map[string]error{"commands": r.errC, "outbox": r.errO,
+		"reporting": r.errR} {
 		if err != nil {
 			c.log.Warn("Backlog not counted for /metrics", "backlog", what, "error", err)
+		}
+	}
+	return r
+}
+
+// serve sends the gauges of reading r; the outbox's age is as of now.
+func (c *backlogCollector) serve(ch chan<- prometheus.Metric, r backlogReading) {
+	up := 1.0
+	ok := func(err error) bool {
+		if err != nil {
 			up = 0
 		}
 		return err == nil
 	}
-	if c.commands != nil && ok("commands", errC) {
-		for p, n := range commands {
+	if c.commands != nil && ok(r.errC) {
+		for p, n := range r.commands {
 			ch <- prometheus.MustNewConstMetric(c.commandsDesc, prometheus.GaugeValue,
 				float64(n), strconv.Itoa(p))
 		}
 	}
-	if c.outbox != nil && ok("outbox", errO) {
+	if c.outbox != nil && ok(r.errO) {
 		age := 0.0
-		if outboxN > 0 && !oldest.IsZero() {
-			age = max(c.now().Sub(oldest).Seconds(), 0)
+		if r.outboxN > 0 && !r.oldest.IsZero() {
+			age = max(c.now().Sub(r.oldest).Seconds(), 0)
 		}
-		ch <- prometheus.MustNewConstMetric(c.outboxDesc, prometheus.GaugeValue, float64(outboxN))
+		ch <- prometheus.MustNewConstMetric(c.outboxDesc, prometheus.GaugeValue,
+			float64(r.outboxN))
 		ch <- prometheus.MustNewConstMetric(c.outboxOldest, prometheus.GaugeValue, age)
 	}
-	if c.reporting != nil && ok("reporting", errR) {
+	if c.reporting != nil && ok(r.errR) {
 		ch <- prometheus.MustNewConstMetric(c.reportingDesc, prometheus.GaugeValue,
-			float64(reporting))
+			float64(r.reporting))
 	}
 	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up)
 }
