@@ -307,14 +307,20 @@ func (e *ExternalProgram) Amount(p Points) (int64, error) {
 }
 
 // CheckWhole refuses a conversion of p points that rounding would charge
-// for points buying nothing: when fewer points already buy amount (what
-// Amount answered for p). Rounding down, the last points of a count worth
-// 50.5 units buy nothing; rounding up, 6 points at 0.3 give 2 units, which
-// 4 points already get, so the member would give 2 points for nothing. The
-// error names "points" and says which counts convert whole: the fewest
-// points that buy amount and, within max_points, the fewest that buy one
-// unit more.
+// for points buying nothing: when amount (what Amount answered for p) is
+// less than p points are worth and fewer points already buy it. The error
+// names "points" and says which counts convert whole: the fewest points
+// that buy amount and, within max_points, the fewest that buy one unit
+// more. A rounding up to the member's favour is left alone.
 func (e *ExternalProgram) CheckWhole(p Points, amount int64) error {
+	ratio, err := ParseRate("ratio", e.Ratio)
+	if err != nil {
+		return err
+	}
+	worth := new(big.Rat).Mul(big.NewRat(int64(p), 1), ratio)
+	if worth.Cmp(new(big.Rat).SetInt64(amount)) <= 0 {
+		return nil
+	}
 	least := max(e.MinPoints, 1)
 	fewest := e.fewestFor(amount, least, p)
 	if fewest >= p {
