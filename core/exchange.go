@@ -375,8 +375,11 @@ type PartnerRefund struct {
 
 // PartnerClawback takes back the points a purchase paid in money earned,
 // for a returned or cancelled purchase: Amount is the money refunded, which
-// converts to points at the program's rate and rounding.
+// converts to points at the program's rate and rounding. Currency, when
+// given, must be the program's (the gateway gives the partner's when the
+// partner names none, as for a purchase).
 type PartnerClawback struct {
-	Amount string `json:"amount"`
-	Reason string `json:"reason,omitempty"`
+	Amount   string `json:"amount"`
+	Currency string `json:"currency,omitempty"`
+	Reason   string `json:"reason,omitempty"`
 }

@@ -444,6 +444,10 @@ func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
 	if amount.Sign() <= 0 {
 		return nil, core.Errorf(core.Invalid, "amount", "must be positive: the money refunded")
 	}
+	if in.Currency != "" && !strings.EqualFold(strings.TrimSpace(in.Currency), prog.Currency) {
+		return nil, core.Errorf(core.Invalid, "currency", "the program counts in %s",
+			prog.Currency)
+	}
 	if err := mustBe(m, "member", "active", "suspended"); err != nil {
 		return nil, err
 	}

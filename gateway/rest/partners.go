@@ -531,22 +531,27 @@ func (s *Server) checkPurchase(r *http.Request, in *purchaseBody) error {
 	return nil
 }
 
+// purchaseCurrency is the currency of a partner's purchase or its refund:
+// the one given, else the partner's settlement currency. The ledger
+// refuses one that is not the program's (field currency), so that a
+// merchant settling in CLP on a program counting in USD is not read as
+// sending dollars.
+func purchaseCurrency(r *http.Request, given string) string {
+	if c := strings.TrimSpace(given); c != "" {
+		return c
+	}
+	return partnerAuth(r).Partner.Currency
+}
+
 func (s *Server) partnerEarn(w http.ResponseWriter, r *http.Request) {
 	var in purchaseBody
 	s.write(w, r, core.KindAccrue, &in, func() (string, any, *time.Time, error) {
 		if err := s.checkPurchase(r, &in); err != nil {
 			return "", nil, nil, err
 		}
-		// A purchase without a currency is in the partner's own: a
-		// merchant settling in CLP on a program that counts in USD is
-		// refused (field currency) rather than earning at a rate meant
-		// for another money.
-		cur := strings.TrimSpace(in.Currency)
-		if cur == "" {
-			cur = partnerAuth(r).Partner.Currency
-		}
 		return memberVar(r), core.Accrue{EventType: core.EventPartnerPurchase, Amount: in.Amount,
-			Currency: cur, Partner: partnerAuth(r).Partner.Code}, in.OccurredAt, nil
+				Currency: purchaseCurrency(r, in.Currency), Partner: partnerAuth(r).Partner.Code},
+			in.OccurredAt, nil
 	})
 }
 
@@ -559,12 +564,12 @@ func (s *Server) partnerClawback(w http.ResponseWriter, r *http.Request) {
 		if err := core.CheckReason(in.Reason, false); err != nil {
 			return "", nil, nil, err
 		}
-		if in.Currency != "" {
-			return "", nil, nil, core.Errorf(core.Invalid, "currency",
-				"a refund is in the program's currency; leave it out")
-		}
-		return memberVar(r), core.PartnerClawback{Amount: in.Amount, Reason: in.Reason},
-			in.OccurredAt, nil
+		// As for a purchase: no currency is the partner's own, refused
+		// by the ledger when it is not the program's. Read as the
+		// program's, a refund of 12,990 pesos took every point a dollar
+		// program had given for the partner's purchases.
+		return memberVar(r), core.PartnerClawback{Amount: in.Amount,
+			Currency: purchaseCurrency(r, in.Currency), Reason: in.Reason}, in.OccurredAt, nil
 	})
 }
 

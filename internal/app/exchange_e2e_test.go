@@ -139,6 +139,26 @@ func TestPartnerAPIEndToEnd(t *testing.T) {
 	if jnum(t, r, "data.points") != 12 {
 		t.Fatalf("earn: %s", r.raw)
 	}
+	// Its refund follows the same rule: 12,990 with no currency is pesos,
+	// refused; read as dollars it took every point the partner gave.
+	r = w.must(400, "POST", "/v1/partner/members/7590-VHVEG/purchase-refunds", "back-0",
+		map[string]any{"amount": "12990", "reason": "returned"})
+	if jstr(t, r, "field") != "currency" || !strings.Contains(r.raw, "USD") {
+		t.Fatalf("a refund in the partner's CLP: %s, want currency refused naming USD", r.raw)
+	}
+	r = w.must(200, "GET", "/v1/partner/members/7590-VHVEG/balance", "", nil)
+	if jnum(t, r, "spendable") != 712 {
+		t.Fatalf("after the refused refund: %s, want 712 spendable", r.raw)
+	}
+	r = w.must(201, "POST", "/v1/partner/members/7590-VHVEG/purchase-refunds", "back-1",
+		map[string]any{"amount": "5.50", "currency": "USD", "reason": "returned"})
+	if jnum(t, r, "data.points") != -5 {
+		t.Fatalf("a refund of 5.50 USD: %s, want 5 points taken", r.raw)
+	}
+	r = w.must(200, "GET", "/v1/partner/members/7590-VHVEG/balance", "", nil)
+	if jnum(t, r, "spendable") != 707 {
+		t.Fatalf("after the refund: %s, want 707 spendable", r.raw)
+	}
 
 	// Settlement of today: 450 captured, 150 refunded, worth 300 × the point value.
 	q := url.Values{"from": {time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)},
