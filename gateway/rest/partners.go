@@ -549,9 +549,9 @@ func (s *Server) partnerEarn(w http.ResponseWriter, r *http.Request) {
 		if err := s.checkPurchase(r, &in); err != nil {
 			return "", nil, nil, err
 		}
-		return memberVar(r), core.Accrue{EventType: core.EventPartnerPurchase, Amount: in.Amount,
-				Currency: purchaseCurrency(r, in.Currency), Partner: partnerAuth(r).Partner.Code},
-			in.OccurredAt, nil
+		buy := core.Accrue{EventType: core.EventPartnerPurchase, Amount: in.Amount,
+			Currency: purchaseCurrency(r, in.Currency), Partner: partnerAuth(r).Partner.Code}
+		return memberVar(r), buy, in.OccurredAt, nil
 	})
 }
 
