@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 )
 
 // The columns of the files of the file flavour.
@@ -99,7 +101,9 @@ func (p *FilePartner) Deliver(ctx context.Context, req Request) Answer {
 // that is neither (another status, a confirmation without a reference, a
 // refusal without a code) decides nothing either: when nothing else
 // answers, the answer names it, so that a person sees why the conversion
-// waits.
+// waits. A confirmation without its reference still says the partner
+// credited: beside a refusal it is a contradiction, as is a refusal
+// without its code beside a confirmation.
 func (p *FilePartner) Status(_ context.Context, req Request) Answer {
 	names, err := filepath.Glob(filepath.Join(p.InDir(), "*.csv"))
 	if err != nil {
@@ -108,24 +112,23 @@ func (p *FilePartner) Status(_ context.Context, req Request) Answer {
 	slices.Sort(names)
 	var found *Answer
 	var foundIn, unread string
+	leaning := map[Outcome]string{} // outcome of a line lacking its reference or code: file
 	for _, name := range names {
-		rows, err := readCSV(name)
+		lines, err := readAnswers(name)
 		if err != nil {
 			return Answer{Detail: fmt.Sprintf("read %s: %v", filepath.Base(name), err)}
 		}
 		file := partnerWords(filepath.Base(name))
-		for i, r := range rows {
-			if i == 0 && isAnswerHeader(r) {
+		for i, ln := range lines {
+			r := ln.fields
+			if i == 0 && strings.EqualFold(answerField(r[0]), answerHeader[0]) {
 				continue
 			}
-			if len(r) == 0 || strings.TrimSpace(r[0]) != req.TxnID {
+			if answerField(r[0]) != req.TxnID {
 				continue
 			}
-			for len(r) < len(answerHeader) {
-				r = append(r, "")
-			}
-			status := strings.ToLower(strings.TrimSpace(r[1]))
-			ref, code := strings.TrimSpace(r[2]), strings.TrimSpace(r[3])
+			status := strings.ToLower(answerField(r[1]))
+			ref, code := answerField(r[2]), answerField(r[3])
 			var a Answer
 			switch {
 			case status == "confirmed" && ref != "":
@@ -133,10 +136,16 @@ func (p *FilePartner) Status(_ context.Context, req Request) Answer {
 			case status == "refused" && code != "":
 				a = Answer{Outcome: Refused, Code: code}
 			default:
+				if status == "confirmed" && leaning[Confirmed] == "" {
+					leaning[Confirmed] = file
+				}
+				if status == "refused" && leaning[Refused] == "" {
+					leaning[Refused] = file
+				}
 				if unread == "" {
 					unread = fmt.Sprintf("line %d of %s answers it with status %q, "+
 						"reference %q and code %q, which decide nothing: a confirmation "+
-						"needs a reference, a refusal a code", i+1, file,
+						"needs a reference, a refusal a code", ln.number, file,
 						partnerWords(r[1]), partnerWords(ref), partnerWords(code))
 				}
 				continue
@@ -155,15 +164,58 @@ func (p *FilePartner) Status(_ context.Context, req Request) Answer {
 	if found == nil {
 		return Answer{Detail: noAnswerYet}
 	}
+	other := Confirmed
+	if found.Outcome == Confirmed {
+		other = Refused
+	}
+	if in := leaning[other]; in != "" {
+		return Answer{Contradicts: true, Detail: fmt.Sprintf("the answer files contradict "+
+			"each other: %s in %s, %s (without its %s) in %s", found.Outcome, foundIn, other,
+			map[Outcome]string{Confirmed: "reference", Refused: "code"}[other], in)}
+	}
 	return *found
 }
 
-// isAnswerHeader reports whether r is the header line of an answer file:
-// its first field names the transaction id column, after any byte order
-// mark a spreadsheet wrote. A file without one starts with an answer.
-func isAnswerHeader(r []string) bool {
-	return len(r) > 0 && strings.EqualFold(strings.TrimSpace(
-		strings.TrimPrefix(r[0], "\ufeff")), answerHeader[0])
+// answerField is a field of an answer line as Status compares it: without
+// the spaces, byte order marks and other invisible formatting characters
+// (a zero-width space, say) that spreadsheets and editors leave around it.
+func answerField(s string) string {
+	return strings.TrimFunc(s, func(r rune) bool {
+		return unicode.IsSpace(r) || unicode.Is(unicode.Cf, r)
+	})
+}
+
+// answerLine is one record of an answer file, with the line of the file
+// it starts on, and at least as many fields as answerHeader.
+type answerLine struct {
+	number int
+	fields []string
+}
+
+// readAnswers reads an answer file's records.
+func readAnswers(name string) ([]answerLine, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	r := csv.NewReader(f)
+	r.FieldsPerRecord = -1
+	var lines []answerLine
+	for {
+		rec, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return lines, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		line, _ := r.FieldPos(0)
+		for len(rec) < len(answerHeader) {
+			rec = append(rec, "")
+		}
+		lines = append(lines, answerLine{number: line, fields: rec})
+	}
 }
 
 // noAnswerYet is Status's answer when no answer file names the conversion.

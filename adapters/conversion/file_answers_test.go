@@ -170,3 +170,75 @@ func TestFileAnswersAsPartnersWriteThem(t *testing.T) {
 	e.wantBalance(prog, member, 8500, 0)
 	e.check()
 }
+
+// From the attack on the above: invisible characters a spreadsheet or an
+// editor leaves (a byte order mark on a file without a header, or in the
+// middle of two files put together; a zero-width space after the id) no
+// longer hide an answer; an undecided line is named by the line of the
+// file it is on, even after a field that spans lines; and a confirmation
+// without its reference beside a refusal is a contradiction for a person,
+// not a refusal that gives the points back while the partner may have
+// credited them.
+func TestFileAnswersWithInvisibleCharacters(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	ext := skyMiles(core.FlavourFile)
+	const member = "56977777777"
+	prog := e.program(ext, member, 10000)
+	w := New(e.ledger, quietLog(), Options{Clock: e.clock, FileDir: dir,
+		RetryMin: time.Minute})
+	in := filepath.Join(dir, prog, ext.Code, "in")
+	if err := os.MkdirAll(in, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, body string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(in, name), []byte(body), 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	convert := func(points int64, account string) core.Conversion {
+		return e.convert(prog, member, core.ConvertRequest{External: ext.Code,
+			Points: core.Points(points), AccountID: account})
+	}
+	bomFirst := convert(1000, "BF000001")
+	bomMiddle := convert(2000, "BM000002")
+	zeroWidth := convert(500, "ZW000001")
+	quoted := convert(300, "QU000001")
+	torn := convert(400, "TO000001")
+	e.advance(2 * time.Minute)
+	if _, err := w.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	write("c1.csv", "\ufeff"+bomFirst.TxnID+",confirmed,BF-REF,\n"+
+		"\ufefftxn_id,status,reference,code\n"+bomMiddle.TxnID+",refused,,closed\n"+
+		zeroWidth.TxnID+"\u200b,confirmed,ZW-REF,\n")
+	write("c2.csv", "txn_id,status,reference,code\n"+
+		"someone-else,refused,,\"a code\nover two lines\"\n"+
+		quoted.TxnID+",pending,,\n"+
+		torn.TxnID+",refused,,unknown_account\n")
+	write("c3.csv", torn.TxnID+",confirmed,,\n")
+	e.advance(2 * time.Minute)
+	if _, err := w.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []struct {
+		c      core.Conversion
+		status string
+		said   string
+	}{{bomFirst, core.ConversionConfirmed, ""}, {bomMiddle, core.ConversionRefused, ""},
+		{zeroWidth, core.ConversionConfirmed, ""},
+		{quoted, core.ConversionPending, "line 4 of c2.csv"},
+		{torn, core.ConversionPending, "contradict"}} {
+		got := e.conversion(prog, member, want.c.ID)
+		if got.Status != want.status || !strings.Contains(got.LastError, want.said) {
+			t.Errorf("conversion to %s: %s, last error %q; want %s saying %q",
+				want.c.AccountID, got.Status, got.LastError, want.status, want.said)
+		}
+	}
+	// 10,000 less the five (4,200), then the refused 2,000 back; 300 and
+	// 400 still held.
+	e.wantBalance(prog, member, 7800, 700)
+	e.check()
+}
