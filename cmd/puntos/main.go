@@ -268,8 +268,9 @@ func expire(ctx context.Context, cfg *app.Config, args []string, log *slog.Logge
 		when = t
 	}
 	// Expiring as of a future instant would take points that are still good
-	// and stamp the postings with a time that has not come.
-	if when.After(time.Now().Add(time.Minute)) {
+	// and stamp the postings with a time that has not come: not even a
+	// minute ahead (that much used to pass, and expired points 60 s early).
+	if when.After(time.Now()) {
 		return fmt.Errorf("--at: %s is in the future; expiry runs as of now or a past "+
 			"instant", when.UTC().Format(time.RFC3339))
 	}
