@@ -14,11 +14,12 @@ import (
 // them: a top-up reported two months late on a program whose points last
 // 30 days expires on arrival, dated at its lot's end; lots that ran out
 // before a sweep, or before the member's next command, likewise. Points a
-// release frees after their lot expired expire when they are freed.
+// release frees after their lot expired expire when they are freed, and
+// only those: the member's other expired points keep their own date.
 func TestExpiryIsDatedWhenThePointsExpired(t *testing.T) {
 	f := newFixture(t, core.Program{ExpiryUnit: core.ExpiryDays, ExpiryLength: 30,
 		ExpiryRound: "day"})
-	for _, ref := range []string{"ana", "ben", "carl"} {
+	for _, ref := range []string{"ana", "ben", "carl", "dora"} {
 		f.enroll(ref)
 	}
 	topUp := func(ref string, at time.Time) {
@@ -64,8 +65,34 @@ func TestExpiryIsDatedWhenThePointsExpired(t *testing.T) {
 		ExpiresAt: &later})
 	outcomeOf(t, f.apply(f.command(core.KindAuthorize, "carl", f.txn(),
 		core.Authorize{Points: 5, TTLSeconds: 60 * 24 * 3600})))
+	// dora's hold of 5 lapses ten days on, after her lot's end and before
+	// the sweep: the 5 points it kept expire when it ended, and the other
+	// 95 expired by time alone, when the lot ended. (The sweep's release
+	// used to expire all 100 in one posting dated at the sweep.)
+	topUp("dora", f.now.AddDate(0, 0, -25))
+	outcomeOf(t, f.apply(f.command(core.KindAuthorize, "dora", f.txn(),
+		core.Authorize{Points: 5, TTLSeconds: 10 * 24 * 3600})))
+	doraHoldEnd := f.now.AddDate(0, 0, 10)
 	f.setNow(f.now.AddDate(0, 0, 20))
 	f.sweep(f.now)
+	doraExp := f.postingsOf("dora", core.PostExpiry)
+	if len(doraExp) != 2 {
+		t.Fatalf("dora's expiry postings %+v; want 2", doraExp)
+	}
+	for _, want := range []struct {
+		points core.Points
+		at     time.Time
+	}{{-95, lotEnd("dora")}, {-5, doraHoldEnd}} {
+		found := false
+		for _, p := range doraExp {
+			found = found || p.Points == want.points && p.OccurredAt.Equal(want.at)
+		}
+		if !found {
+			t.Errorf("dora's expiry postings %+v; want one of %d dated %s", doraExp,
+				want.points, want.at.Format(time.RFC3339))
+		}
+	}
+	f.wantBalance("dora", 0, 0, 0)
 	wantExpiry("ben", 1, -100, lotEnd("ben"))
 	if !lotEnd("ben").Before(f.now.AddDate(0, 0, -10)) {
 		t.Fatalf("ben's lot ended %s, want well before the sweep at %s", lotEnd("ben"), f.now)

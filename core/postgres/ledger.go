@@ -131,6 +131,10 @@ type txn struct {
 	setBased    int // commands the set-based path applied
 	copyRuns    int // see Ledger.copyRuns
 	secrets     *secrets.Keyring
+
+	// expiryDate, when set, dates expiry postings (expireReleased: points
+	// a hold kept until it ended).
+	expiryDate time.Time
 }
 
 // recordedAt is when the transaction's postings are written: now, or the

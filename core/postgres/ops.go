@@ -499,8 +499,45 @@ func (t *txn) settleHold(ctx context.Context, m *member, h *hold, c int64, statu
 		return fmt.Errorf("close hold: %w", err)
 	}
 	t.lastMoves = captures
-	// Released points whose lot expired while held expire now.
-	return t.expireDue(ctx, m)
+	// Released points whose lot expired while they were held expire when
+	// the hold ended: now, or, for a hold that ran out of time ("expired",
+	// released by refresh or the sweep), at its end. Those of lots that
+	// ended later were free by then, and expired by time alone, as the
+	// member's other lots past their expiry did: expireByTime dates them
+	// when their lots ended. (A lapsed hold's release by the sweep used to
+	// date every expired point of the member at the sweep.)
+	freed := t.now
+	if status == "expired" && h.expires.Before(t.now) {
+		freed = h.expires
+	}
+	if err := t.expireReleased(ctx, m, releases, freed); err != nil {
+		return err
+	}
+	return t.expireByTime(ctx, m)
+}
+
+// expireReleased expires what a release freed at the instant freed on
+// lots that had expired by then: on each lot, the points released less
+// those that repaid a debt, no more; the posting is dated freed.
+func (t *txn) expireReleased(ctx context.Context, m *member, releases []core.LotMove,
+	freed time.Time) error {
+	var ids, n []int64
+	for _, r := range releases {
+		if x := -int64(r.Held) + int64(r.Points); x > 0 {
+			ids, n = append(ids, r.LotID), append(n, x)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	t.expiryDate = freed
+	defer func() { t.expiryDate = time.Time{} }()
+	_, err := t.drainLots(ctx, m, core.PostExpiry, "", `SELECT l.id,
+			LEAST(l.remaining - l.held, r.n), l.pending, l.expires_at
+		FROM lots l JOIN unnest($3::bigint[], $4::bigint[]) AS r(id, n) ON r.id = l.id
+		WHERE l.member_id = $1 AND l.remaining > l.held AND l.expires_at <= $2
+		ORDER BY l.expires_at, l.id FOR UPDATE OF l`, m.id, freed, ids, n)
+	return err
 }
 
 func (t *txn) capture(ctx context.Context, prog *program, m *member, cmd *bus.Command) (any, error) {
@@ -1115,6 +1152,9 @@ func (t *txn) drainLots(ctx context.Context, m *member, kind, reason, query stri
 	if t.datedExpiry && kind == core.PostExpiry && !occurred.IsZero() &&
 		occurred.Before(t.now) {
 		p.occurredAt = occurred
+	}
+	if kind == core.PostExpiry && !t.expiryDate.IsZero() && t.expiryDate.Before(t.now) {
+		p.occurredAt = t.expiryDate
 	}
 	if _, err = t.post(ctx, m, p); err != nil {
 		return 0, err
