@@ -194,27 +194,36 @@ type answerLine struct {
 
 // readAnswers reads an answer file's records.
 func readAnswers(name string) ([]answerLine, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	r := csv.NewReader(f)
-	r.FieldsPerRecord = -1
 	var lines []answerLine
-	for {
-		rec, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return lines, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		line, _ := r.FieldPos(0)
+	err := eachRecord(name, func(rec []string, line int) {
 		for len(rec) < len(answerHeader) {
 			rec = append(rec, "")
 		}
 		lines = append(lines, answerLine{number: line, fields: rec})
+	})
+	return lines, err
+}
+
+// eachRecord calls fn with each record of the CSV file name and the line
+// of the file it starts on.
+func eachRecord(name string, fn func(rec []string, line int)) error {
+	f, err := os.Open(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r := csv.NewReader(f)
+	r.FieldsPerRecord = -1
+	for {
+		rec, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		line, _ := r.FieldPos(0)
+		fn(rec, line)
 	}
 }
 
@@ -222,14 +231,9 @@ func readAnswers(name string) ([]answerLine, error) {
 const noAnswerYet = "no answer file mentions it yet"
 
 func readCSV(name string) ([][]string, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	r := csv.NewReader(f)
-	r.FieldsPerRecord = -1
-	return r.ReadAll()
+	var rows [][]string
+	err := eachRecord(name, func(rec []string, _ int) { rows = append(rows, rec) })
+	return rows, err
 }
 
 // writeCSV replaces name with rows through a temporary file and a rename,

@@ -100,35 +100,8 @@ func TestFileAnswersContradictingASettlement(t *testing.T) {
 // a conversion with neither a confirmation and its reference nor a refusal
 // and its code decides nothing, and the conversion's last error names it.
 func TestFileAnswersAsPartnersWriteThem(t *testing.T) {
-	e := newEnv(t)
-	ctx := context.Background()
-	dir := t.TempDir()
-	ext := skyMiles(core.FlavourFile)
-	const member = "56988888888"
-	prog := e.program(ext, member, 10000)
-	w := New(e.ledger, quietLog(), Options{Clock: e.clock, FileDir: dir,
-		RetryMin: time.Minute})
-	in := filepath.Join(dir, prog, ext.Code, "in")
-	if err := os.MkdirAll(in, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	write := func(name, body string) {
-		t.Helper()
-		if err := os.WriteFile(filepath.Join(in, name), []byte(body), 0o640); err != nil {
-			t.Fatal(err)
-		}
-	}
-	step := func() {
-		t.Helper()
-		e.advance(2 * time.Minute)
-		if _, err := w.Step(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	convert := func(points int64, account string) core.Conversion {
-		return e.convert(prog, member, core.ConvertRequest{External: ext.Code,
-			Points: core.Points(points), AccountID: account})
-	}
+	f := newFileAnswers(t, "56988888888", 10000)
+	e, prog, member, write, step, convert := f.e, f.prog, f.member, f.write, f.step, f.convert
 	noHeader := convert(1000, "NH000001")
 	bom := convert(2000, "BM000001")
 	spaced := convert(500, "SP000001")
@@ -180,37 +153,14 @@ func TestFileAnswersAsPartnersWriteThem(t *testing.T) {
 // not a refusal that gives the points back while the partner may have
 // credited them.
 func TestFileAnswersWithInvisibleCharacters(t *testing.T) {
-	e := newEnv(t)
-	ctx := context.Background()
-	dir := t.TempDir()
-	ext := skyMiles(core.FlavourFile)
-	const member = "56977777777"
-	prog := e.program(ext, member, 10000)
-	w := New(e.ledger, quietLog(), Options{Clock: e.clock, FileDir: dir,
-		RetryMin: time.Minute})
-	in := filepath.Join(dir, prog, ext.Code, "in")
-	if err := os.MkdirAll(in, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	write := func(name, body string) {
-		t.Helper()
-		if err := os.WriteFile(filepath.Join(in, name), []byte(body), 0o640); err != nil {
-			t.Fatal(err)
-		}
-	}
-	convert := func(points int64, account string) core.Conversion {
-		return e.convert(prog, member, core.ConvertRequest{External: ext.Code,
-			Points: core.Points(points), AccountID: account})
-	}
+	f := newFileAnswers(t, "56977777777", 10000)
+	e, prog, member, write, step, convert := f.e, f.prog, f.member, f.write, f.step, f.convert
 	bomFirst := convert(1000, "BF000001")
 	bomMiddle := convert(2000, "BM000002")
 	zeroWidth := convert(500, "ZW000001")
 	quoted := convert(300, "QU000001")
 	torn := convert(400, "TO000001")
-	e.advance(2 * time.Minute)
-	if _, err := w.Step(ctx); err != nil {
-		t.Fatal(err)
-	}
+	step()
 	write("c1.csv", "\ufeff"+bomFirst.TxnID+",confirmed,BF-REF,\n"+
 		"\ufefftxn_id,status,reference,code\n"+bomMiddle.TxnID+",refused,,closed\n"+
 		zeroWidth.TxnID+"\u200b,confirmed,ZW-REF,\n")
@@ -219,10 +169,7 @@ func TestFileAnswersWithInvisibleCharacters(t *testing.T) {
 		quoted.TxnID+",pending,,\n"+
 		torn.TxnID+",refused,,unknown_account\n")
 	write("c3.csv", torn.TxnID+",confirmed,,\n")
-	e.advance(2 * time.Minute)
-	if _, err := w.Step(ctx); err != nil {
-		t.Fatal(err)
-	}
+	step()
 	for _, want := range []struct {
 		c      core.Conversion
 		status string
@@ -241,4 +188,48 @@ func TestFileAnswersWithInvisibleCharacters(t *testing.T) {
 	// 400 still held.
 	e.wantBalance(prog, member, 7800, 700)
 	e.check()
+}
+
+// fileAnswers is a program with one member holding points, a worker of
+// the file flavour under a folder of the test's, and what the answer
+// file tests do with them.
+type fileAnswers struct {
+	e       *env
+	prog    string
+	member  string
+	write   func(name, body string)
+	step    func()
+	convert func(points int64, account string) core.Conversion
+}
+
+func newFileAnswers(t *testing.T, member string, points core.Points) *fileAnswers {
+	t.Helper()
+	e := newEnv(t)
+	dir := t.TempDir()
+	ext := skyMiles(core.FlavourFile)
+	prog := e.program(ext, member, points)
+	w := New(e.ledger, quietLog(), Options{Clock: e.clock, FileDir: dir,
+		RetryMin: time.Minute})
+	in := filepath.Join(dir, prog, ext.Code, "in")
+	if err := os.MkdirAll(in, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	return &fileAnswers{e: e, prog: prog, member: member,
+		write: func(name, body string) {
+			t.Helper()
+			if err := os.WriteFile(filepath.Join(in, name), []byte(body), 0o640); err != nil {
+				t.Fatal(err)
+			}
+		},
+		step: func() {
+			t.Helper()
+			e.advance(2 * time.Minute)
+			if _, err := w.Step(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		},
+		convert: func(n int64, account string) core.Conversion {
+			return e.convert(prog, member, core.ConvertRequest{External: ext.Code,
+				Points: core.Points(n), AccountID: account})
+		}}
 }
