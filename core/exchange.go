@@ -375,9 +375,9 @@ type PartnerRefund struct {
 
 // PartnerClawback takes back the points a purchase paid in money earned,
 // for a returned or cancelled purchase: Amount is the money refunded, which
-// converts to points at the program's rate and rounding. Currency, when
-// given, must be the program's (the gateway gives the partner's when the
-// partner names none, as for a purchase).
+// converts to points at the program's rate and rounding. Currency must be
+// the program's; when the partner names none, the ledger reads the
+// partner's settlement currency, as for a purchase.
 type PartnerClawback struct {
 	Amount   string `json:"amount"`
 	Currency string `json:"currency,omitempty"`

@@ -753,6 +753,11 @@ func (t *txn) plan(cmd *bus.Command, prog *program, m *member, st *runState) (ru
 		if in.Currency != "" && !strings.EqualFold(in.Currency, prog.Currency) {
 			return p, false
 		}
+		// A partner's purchase without a currency is in the partner's
+		// own (purchaseCurrency): the command path reads it.
+		if in.Currency == "" && partnerOf(cmd.Source) != "" {
+			return p, false
+		}
 		amount, err := core.ParseAmount("amount", in.Amount)
 		if err != nil || amount.Sign() < 0 {
 			return p, false

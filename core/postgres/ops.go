@@ -257,8 +257,8 @@ func (t *txn) accrue(ctx context.Context, prog *program, m *member, cmd *bus.Com
 	if in.EventType == "" {
 		return nil, core.Errorf(core.Invalid, "event_type", "is required")
 	}
-	if in.Currency != "" && !strings.EqualFold(in.Currency, prog.Currency) {
-		return nil, core.Errorf(core.Invalid, "currency", "the program counts in %s", prog.Currency)
+	if err := t.checkPurchaseCurrency(ctx, prog, cmd, in.Currency); err != nil {
+		return nil, err
 	}
 	amount, err := core.ParseAmount("amount", in.Amount)
 	if err != nil {

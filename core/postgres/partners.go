@@ -145,6 +145,46 @@ func (t *txn) revokePartnerKey(ctx context.Context, prog *program, cmd *bus.Comm
 	return k, nil
 }
 
+// purchaseCurrency is the currency of a partner's purchase or purchase
+// refund as the ledger reads it: the one the command names, else, for a
+// command a partner sent, the partner's settlement currency. The gateway
+// sends the body as the partner wrote it, so that a retry stays the same
+// request whatever the partner's settings became in between.
+func (t *txn) purchaseCurrency(ctx context.Context, prog *program, cmd *bus.Command,
+	given string) (string, error) {
+	if c := strings.TrimSpace(given); c != "" {
+		return c, nil
+	}
+	code := partnerOf(cmd.Source)
+	if code == "" {
+		return "", nil
+	}
+	var cur string
+	err := t.tx.QueryRow(ctx, `SELECT currency FROM partners
+		WHERE program_id = $1 AND code = $2`, prog.ID, code).Scan(&cur)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read partner currency: %w", err)
+	}
+	return cur, nil
+}
+
+// checkPurchaseCurrency refuses a partner's purchase or refund whose money
+// (purchaseCurrency) is not the program's.
+func (t *txn) checkPurchaseCurrency(ctx context.Context, prog *program, cmd *bus.Command,
+	given string) error {
+	cur, err := t.purchaseCurrency(ctx, prog, cmd, given)
+	if err != nil {
+		return err
+	}
+	if cur != "" && !strings.EqualFold(cur, prog.Currency) {
+		return core.Errorf(core.Invalid, "currency", "the program counts in %s", prog.Currency)
+	}
+	return nil
+}
+
 // partnerOf is the partner code of a command source, or "".
 func partnerOf(source string) string {
 	code, ok := strings.CutPrefix(source, core.PartnerSourcePrefix)
@@ -444,9 +484,8 @@ func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
 	if amount.Sign() <= 0 {
 		return nil, core.Errorf(core.Invalid, "amount", "must be positive: the money refunded")
 	}
-	if in.Currency != "" && !strings.EqualFold(strings.TrimSpace(in.Currency), prog.Currency) {
-		return nil, core.Errorf(core.Invalid, "currency", "the program counts in %s",
-			prog.Currency)
+	if err := t.checkPurchaseCurrency(ctx, prog, cmd, in.Currency); err != nil {
+		return nil, err
 	}
 	if err := mustBe(m, "member", "active", "suspended"); err != nil {
 		return nil, err

@@ -531,26 +531,16 @@ func (s *Server) checkPurchase(r *http.Request, in *purchaseBody) error {
 	return nil
 }
 
-// purchaseCurrency is the currency of a partner's purchase or its refund:
-// the one given, else the partner's settlement currency. The ledger
-// refuses one that is not the program's (field currency), so that a
-// merchant settling in CLP on a program counting in USD is not read as
-// sending dollars.
-func purchaseCurrency(r *http.Request, given string) string {
-	if c := strings.TrimSpace(given); c != "" {
-		return c
-	}
-	return partnerAuth(r).Partner.Currency
-}
-
 func (s *Server) partnerEarn(w http.ResponseWriter, r *http.Request) {
 	var in purchaseBody
 	s.write(w, r, core.KindAccrue, &in, func() (string, any, *time.Time, error) {
 		if err := s.checkPurchase(r, &in); err != nil {
 			return "", nil, nil, err
 		}
+		// With no currency, the ledger reads the partner's own: the body
+		// goes as the partner sent it, so that a retry is the same request.
 		buy := core.Accrue{EventType: core.EventPartnerPurchase, Amount: in.Amount,
-			Currency: purchaseCurrency(r, in.Currency), Partner: partnerAuth(r).Partner.Code}
+			Currency: in.Currency, Partner: partnerAuth(r).Partner.Code}
 		return memberVar(r), buy, in.OccurredAt, nil
 	})
 }
@@ -568,8 +558,8 @@ func (s *Server) partnerClawback(w http.ResponseWriter, r *http.Request) {
 		// by the ledger when it is not the program's. Read as the
 		// program's, a refund of 12,990 pesos took every point a dollar
 		// program had given for the partner's purchases.
-		return memberVar(r), core.PartnerClawback{Amount: in.Amount,
-			Currency: purchaseCurrency(r, in.Currency), Reason: in.Reason}, in.OccurredAt, nil
+		return memberVar(r), core.PartnerClawback{Amount: in.Amount, Currency: in.Currency,
+			Reason: in.Reason}, in.OccurredAt, nil
 	})
 }
 

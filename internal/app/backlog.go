@@ -72,8 +72,9 @@ func newBacklogCollector(log *slog.Logger) *backlogCollector {
 			"Ledger events on the bus the reporting sink has not copied into ClickHouse "+
 				"yet: reports lag the ledger by these.", nil, nil),
 		up: prometheus.NewDesc("puntos_backlog_up",
-			"1 when this scrape read every backlog this process reports, 0 when a read "+
-				"failed or timed out (that backlog's gauges are then left out).", nil, nil)}
+			"1 when the last reading (at most a second old) read every backlog this "+
+				"process reports, 0 when a read failed or timed out (that backlog's gauges "+
+				"are then left out).", nil, nil)}
 }
 
 // empty says whether the collector has nothing to report.

@@ -159,6 +159,28 @@ func TestPartnerAPIEndToEnd(t *testing.T) {
 	if jnum(t, r, "spendable") != 707 {
 		t.Fatalf("after the refund: %s, want 707 spendable", r.raw)
 	}
+	// The partner moves to USD and refunds 1 dollar naming no currency;
+	// the operator moves it back to CLP, and the partner's retry of the
+	// same refund is the same request: a replay, not a 409.
+	setCurrency := func(cur, txn string) {
+		op.must(201, "POST", "/v1/programs/telco/partners", txn, map[string]any{
+			"code": winner, "name": strings.ToUpper(winner), "currency": cur,
+			"point_value": map[string]string{"cafe": "1.5", "shop": "2"}[winner],
+			"can_burn":    true, "can_earn": true})
+	}
+	setCurrency("USD", "partner-usd")
+	w.must(201, "POST", "/v1/partner/members/7590-VHVEG/purchase-refunds", "back-2",
+		map[string]any{"amount": "1.00", "reason": "returned"})
+	setCurrency("CLP", "partner-clp")
+	again = w.must(201, "POST", "/v1/partner/members/7590-VHVEG/purchase-refunds", "back-2",
+		map[string]any{"amount": "1.00", "reason": "returned"})
+	if again.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("the retried refund was not a replay: %s", again.raw)
+	}
+	r = w.must(200, "GET", "/v1/partner/members/7590-VHVEG/balance", "", nil)
+	if jnum(t, r, "spendable") != 706 {
+		t.Fatalf("after the retried refund: %s, want 706 spendable", r.raw)
+	}
 
 	// Settlement of today: 450 captured, 150 refunded, worth 300 × the point value.
 	q := url.Values{"from": {time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)},
