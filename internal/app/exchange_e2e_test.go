@@ -163,10 +163,10 @@ func TestPartnerAPIEndToEnd(t *testing.T) {
 	// the operator moves it back to CLP, and the partner's retry of the
 	// same refund is the same request: a replay, not a 409.
 	setCurrency := func(cur, txn string) {
+		value := map[string]string{"cafe": "1.5", "shop": "2"}[winner]
 		op.must(201, "POST", "/v1/programs/telco/partners", txn, map[string]any{
 			"code": winner, "name": strings.ToUpper(winner), "currency": cur,
-			"point_value": map[string]string{"cafe": "1.5", "shop": "2"}[winner],
-			"can_burn":    true, "can_earn": true})
+			"point_value": value, "can_burn": true, "can_earn": true})
 	}
 	setCurrency("USD", "partner-usd")
 	w.must(201, "POST", "/v1/partner/members/7590-VHVEG/purchase-refunds", "back-2",
