@@ -1,7 +1,9 @@
 package conversion
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -15,6 +17,7 @@ import (
 	"sync"
 	"time"
 	"unicode"
+	"unicode/utf16"
 )
 
 // The columns of the files of the file flavour.
@@ -103,7 +106,9 @@ func (p *FilePartner) Deliver(ctx context.Context, req Request) Answer {
 // answers, the answer names it, so that a person sees why the conversion
 // waits. A confirmation without its reference still says the partner
 // credited: beside a refusal it is a contradiction, as is a refusal
-// without its code beside a confirmation.
+// without its code beside a confirmation, and a status that spells either
+// among stray marks leans the same way. Two confirmations under different
+// references contradict each other too: which credit is the partner's?
 func (p *FilePartner) Status(_ context.Context, req Request) Answer {
 	names, err := filepath.Glob(filepath.Join(p.InDir(), "*.csv"))
 	if err != nil {
@@ -136,10 +141,18 @@ func (p *FilePartner) Status(_ context.Context, req Request) Answer {
 			case status == "refused" && code != "":
 				a = Answer{Outcome: Refused, Code: code}
 			default:
-				if status == "confirmed" && leaning[Confirmed] == "" {
+				// A status that spells a decision among stray marks
+				// ("CONFIRMED.") leans as that decision does.
+				word := strings.Map(func(r rune) rune {
+					if unicode.IsLetter(r) {
+						return r
+					}
+					return -1
+				}, status)
+				if word == "confirmed" && leaning[Confirmed] == "" {
 					leaning[Confirmed] = file
 				}
-				if status == "refused" && leaning[Refused] == "" {
+				if word == "refused" && leaning[Refused] == "" {
 					leaning[Refused] = file
 				}
 				if unread == "" {
@@ -154,6 +167,11 @@ func (p *FilePartner) Status(_ context.Context, req Request) Answer {
 				return Answer{Contradicts: true, Detail: fmt.Sprintf("the answer files "+
 					"contradict each other: %s in %s, %s in %s", found.Outcome, foundIn,
 					a.Outcome, file)}
+			}
+			if found != nil && a.Outcome == Confirmed && a.Reference != found.Reference {
+				return Answer{Contradicts: true, Detail: fmt.Sprintf("the answer files "+
+					"confirm it twice under different references: %q in %s, %q in %s",
+					partnerWords(found.Reference), foundIn, partnerWords(a.Reference), file)}
 			}
 			found, foundIn = &a, file
 		}
@@ -207,12 +225,15 @@ func readAnswers(name string) ([]answerLine, error) {
 // eachRecord calls fn with each record of the CSV file name and the line
 // of the file it starts on.
 func eachRecord(name string, fn func(rec []string, line int)) error {
-	f, err := os.Open(name)
+	data, err := os.ReadFile(name)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	r := csv.NewReader(f)
+	text, err := utf8Text(data)
+	if err != nil {
+		return err
+	}
+	r := csv.NewReader(strings.NewReader(text))
 	r.FieldsPerRecord = -1
 	for {
 		rec, err := r.Read()
@@ -225,6 +246,36 @@ func eachRecord(name string, fn func(rec []string, line int)) error {
 		line, _ := r.FieldPos(0)
 		fn(rec, line)
 	}
+}
+
+// utf8Text answers a file's bytes as UTF-8 text. A file that starts with
+// a UTF-16 byte order mark, as some spreadsheets save "Unicode text", is
+// decoded; any other file with NUL bytes is refused, since it is no text
+// whose lines could be matched.
+func utf8Text(data []byte) (string, error) {
+	var order binary.ByteOrder
+	switch {
+	case bytes.HasPrefix(data, []byte{0xFF, 0xFE}):
+		order = binary.LittleEndian
+	case bytes.HasPrefix(data, []byte{0xFE, 0xFF}):
+		order = binary.BigEndian
+	}
+	if order == nil {
+		if i := bytes.IndexByte(data, 0); i >= 0 {
+			return "", fmt.Errorf("not UTF-8 text: a NUL byte on line %d; "+
+				"save the file as UTF-8 CSV", bytes.Count(data[:i], []byte("\n"))+1)
+		}
+		return string(data), nil
+	}
+	data = data[2:]
+	if len(data)%2 != 0 {
+		return "", errors.New("UTF-16 text with an odd number of bytes: the file is cut short")
+	}
+	units := make([]uint16, len(data)/2)
+	for i := range units {
+		units[i] = order.Uint16(data[2*i:])
+	}
+	return string(utf16.Decode(units)), nil
 }
 
 // noAnswerYet is Status's answer when no answer file names the conversion.

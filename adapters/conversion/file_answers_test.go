@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf16"
 
 	"github.com/puntos-loyalty/puntos/core"
 )
@@ -232,4 +233,65 @@ func newFileAnswers(t *testing.T, member string, points core.Points) *fileAnswer
 			return e.convert(prog, member, core.ConvertRequest{External: ext.Code,
 				Points: core.Points(n), AccountID: account})
 		}}
+}
+
+// Three more shapes of answer: a file a spreadsheet saved as "Unicode
+// text" (UTF-16 with its byte order mark) settles its conversions as the
+// same file in UTF-8 would, where before it matched nothing and the
+// conversions waited without a word; a conversion confirmed twice under
+// different references, and a refusal beside a status that spells a
+// confirmation among stray marks, are contradictions for a person (before,
+// the last reference won, and the refusal gave the points back). A file
+// with NUL bytes that is no UTF-16 is refused by name.
+func TestFileAnswersInOtherEncodingsAndTwice(t *testing.T) {
+	f := newFileAnswers(t, "56966666666", 10000)
+	e, prog, member, write, step, convert := f.e, f.prog, f.member, f.write, f.step, f.convert
+	wide := convert(1000, "WI000001")
+	wideRefused := convert(2000, "WR000001")
+	twice := convert(500, "TW000001")
+	marked := convert(300, "MK000001")
+	step()
+	utf16le := func(s string) string {
+		b := []byte{0xFF, 0xFE}
+		for _, u := range utf16.Encode([]rune(s)) {
+			b = append(b, byte(u), byte(u>>8))
+		}
+		return string(b)
+	}
+	write("d1.csv", utf16le("txn_id,status,reference,code\r\n"+wide.TxnID+",confirmed,WI-REF,\r\n"+
+		wideRefused.TxnID+",refused,,unknown_account\r\n"))
+	write("d2.csv", twice.TxnID+",confirmed,TW-1,\n"+marked.TxnID+",CONFIRMED.,MK-REF,\n")
+	write("d3.csv", twice.TxnID+",confirmed,TW-2,\n"+marked.TxnID+",refused,,unknown_account\n")
+	step()
+	for _, want := range []struct {
+		c      core.Conversion
+		status string
+		said   string
+	}{{wide, core.ConversionConfirmed, ""}, {wideRefused, core.ConversionRefused, ""},
+		{twice, core.ConversionPending, `"TW-1" in d2.csv, "TW-2" in d3.csv`},
+		{marked, core.ConversionPending, "contradict"}} {
+		got := e.conversion(prog, member, want.c.ID)
+		if got.Status != want.status || !strings.Contains(got.LastError, want.said) {
+			t.Errorf("conversion to %s: %s, last error %q; want %s saying %q",
+				want.c.AccountID, got.Status, got.LastError, want.status, want.said)
+		}
+	}
+	if c := e.conversion(prog, member, wide.ID); c.Reference != "WI-REF" {
+		t.Errorf("reference from the UTF-16 file kept as %q, want WI-REF", c.Reference)
+	}
+	// 10,000 less the four (3,800), the refused 2,000 back; 500 and 300
+	// still held.
+	e.wantBalance(prog, member, 8200, 800)
+
+	late := convert(100, "LA000001")
+	step()
+	write("d0.csv", "txn_id,status\n"+late.TxnID+"\x00,confirmed,LA-REF,\n")
+	step()
+	if c := e.conversion(prog, member, late.ID); c.Status != core.ConversionPending ||
+		!strings.Contains(c.LastError, "d0.csv") || !strings.Contains(c.LastError, "line 2") {
+		t.Fatalf("conversion behind a file with a NUL byte: %s, last error %q; want pending, "+
+			"naming d0.csv and its line 2", c.Status, c.LastError)
+	}
+	e.wantBalance(prog, member, 8100, 900)
+	e.check()
 }
