@@ -326,8 +326,9 @@ func (e *ExternalProgram) CheckWhole(p Points, amount int64) error {
 	if fewest >= p {
 		return nil
 	}
-	msg := fmt.Sprintf("rounding %s %d points at ratio %s gives %d in %s, which %d points "+
-		"already buy: convert %d points", e.Rounding, p, e.Ratio, amount, e.Code, fewest, fewest)
+	msg := fmt.Sprintf("rounding %s %s at ratio %s gives %d in %s, which %s already "+
+		"buy: convert %s", e.Rounding, PointsText(p), e.Ratio, amount, e.Code,
+		PointsText(fewest), PointsText(fewest))
 	top := e.MaxPoints
 	if top <= 0 || top > MaxPoints {
 		top = MaxPoints
@@ -338,6 +339,15 @@ func (e *ExternalProgram) CheckWhole(p Points, amount int64) error {
 		}
 	}
 	return Errorf(Invalid, "points", "%s", msg)
+}
+
+// PointsText writes a count of points as a sentence says it: "1 point",
+// "25 points".
+func PointsText[N ~int64](n N) string {
+	if n == 1 {
+		return "1 point"
+	}
+	return fmt.Sprintf("%d points", n)
 }
 
 // fewestFor answers the fewest points in [lo, hi] that convert to at least

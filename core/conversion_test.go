@@ -126,3 +126,14 @@ func TestExternalEndpointNeverLinkLocal(t *testing.T) {
 		}
 	}
 }
+
+// Messages count points as a sentence does: "1 point asked", never
+// "1 points asked".
+func TestPointsText(t *testing.T) {
+	for n, want := range map[Points]string{0: "0 points", 1: "1 point", 2: "2 points",
+		-1: "-1 points", 1500: "1500 points"} {
+		if got := PointsText(n); got != want {
+			t.Errorf("PointsText(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

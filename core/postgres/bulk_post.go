@@ -636,8 +636,8 @@ func (t *txn) planMoves(ctx context.Context, ops []*bulkOp) error {
 		} else {
 			moves, short := takeLots(m.lots, op.points)
 			if short > 0 {
-				op.rejected = fmt.Sprintf("%d points asked, %d available", op.points,
-					op.points-short)
+				op.rejected = fmt.Sprintf("%s asked, %d available",
+					core.PointsText(op.points), op.points-short)
 				continue
 			}
 			for _, mv := range moves {

@@ -447,7 +447,7 @@ func (t *txn) checkConversionLimit(ctx context.Context, m *member, ext, field st
 	}
 	if core.Points(used)+n > limit {
 		return core.Errorf(core.Conflict, field,
-			"%d points asked, %d of the limit of %d already used", n, used, limit)
+			"%s asked, %d of the limit of %d already used", core.PointsText(n), used, limit)
 	}
 	return nil
 }

@@ -337,7 +337,7 @@ func (t *txn) debit(ctx context.Context, m *member, n int64, p posting) (int64, 
 	moves, short := take(lots, n)
 	if short > 0 {
 		return 0, core.Errorf(core.Insufficient, "points",
-			"%d points asked, %d available", n, n-short)
+			"%s asked, %d available", core.PointsText(n), n-short)
 	}
 	if err := t.applyMoves(ctx, moves); err != nil {
 		return 0, err

@@ -357,8 +357,8 @@ func (t *txn) authorize(ctx context.Context, prog *program, m *member, cmd *bus.
 	}
 	moves, short := take(lots, n)
 	if short > 0 {
-		return nil, core.Errorf(core.Insufficient, "points", "%d points asked, %d available",
-			n, n-short)
+		return nil, core.Errorf(core.Insufficient, "points", "%s asked, %d available",
+			core.PointsText(n), n-short)
 	}
 	for i := range moves {
 		moves[i].Held, moves[i].Points = -moves[i].Points, 0
@@ -839,8 +839,8 @@ func (t *txn) transfer(ctx context.Context, prog *program, cmd *bus.Command) (an
 	}
 	moves, short := take(lots, n)
 	if short > 0 {
-		return nil, core.Errorf(core.Insufficient, "points", "%d points asked, %d available",
-			n, n-short)
+		return nil, core.Errorf(core.Insufficient, "points", "%s asked, %d available",
+			core.PointsText(n), n-short)
 	}
 	if err := t.applyMoves(ctx, moves); err != nil {
 		return nil, err
