@@ -94,13 +94,16 @@ func (p *Program) Validate() error {
 	return nil
 }
 
+// DefaultCurrency is the currency of a program defined without one.
+const DefaultCurrency = "CLP"
+
 // Defaults fills the fields a caller left empty.
 func (p *Program) Defaults() {
 	if p.TimeZone == "" {
 		p.TimeZone = "America/Santiago"
 	}
 	if p.Currency == "" {
-		p.Currency = "CLP"
+		p.Currency = DefaultCurrency
 	}
 	if p.PointsPerUnit == "" {
 		p.PointsPerUnit = "1"

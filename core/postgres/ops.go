@@ -155,8 +155,25 @@ func (t *txn) upsertProgram(ctx context.Context, cmd *bus.Command) (any, error) 
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
+	// Every amount the ledger has read (purchases, bills, refunds, partner
+	// settlements) is in the program's currency: once its members have
+	// postings, another currency would read them all in another money.
+	var was string
+	err := t.tx.QueryRow(ctx, `SELECT p.currency FROM programs p
+		WHERE p.code = $1 AND p.currency <> $2 AND EXISTS (SELECT 1 FROM members m
+			JOIN postings po ON po.member_id = m.id WHERE m.program_id = p.id)
+		FOR UPDATE OF p`, p.Code, p.Currency).Scan(&was)
+	switch {
+	case err == nil:
+		return nil, core.Errorf(core.Conflict, "currency", "the program's members have "+
+			"postings in %s, so its currency cannot change to %s; send currency %s to keep "+
+			"it (a definition without currency asks for %s)", was, p.Currency, was,
+			core.DefaultCurrency)
+	case !errors.Is(err, pgx.ErrNoRows):
+		return nil, fmt.Errorf("read program currency: %w", err)
+	}
 	id := uuid.Must(uuid.NewV7()).String()
-	err := t.tx.QueryRow(ctx, `INSERT INTO programs (id, code, name, time_zone, currency,
+	err = t.tx.QueryRow(ctx, `INSERT INTO programs (id, code, name, time_zone, currency,
 			points_per_unit, accrual_rounding, expiry_unit, expiry_length, expiry_round,
 			pending_days, negative_balance, hold_ttl_seconds)
 		VALUES ($1, $2, $3, $4, $5, $6::numeric, $7, $8, $9, $10, $11, $12, $13)

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,6 +73,48 @@ func TestLateAccrualEarnsAtTheRateOfItsDay(t *testing.T) {
 	p, err := f.l.Program(context.Background(), f.prog)
 	if err != nil || p.PointsPerUnit != "1" || p.AccrualRounding != core.RoundDown {
 		t.Fatalf("program %+v %v: want the rate 1, down", p, err)
+	}
+	f.check()
+}
+
+// A program's currency is fixed once its members have postings: every
+// amount read so far is in it, and a definition that leaves currency out
+// (which asks for the default, CLP) used to turn a dollar program into a
+// peso one, so that the next 12,990-peso bill earned 12,990 dollars'
+// points. Before the first posting the currency can still be mended, and
+// a definition that keeps the currency changes the rest as before.
+func TestProgramCurrencyFixedOncePosted(t *testing.T) {
+	f := newFixture(t, core.Program{Currency: "USD", PointsPerUnit: "1"})
+	f.enroll("ana")
+	// Enrolled, nothing posted yet: the currency can change, and back.
+	f.ok(core.KindProgramUpsert, "", core.Program{Name: "Test program", Currency: "EUR",
+		PointsPerUnit: "1"})
+	f.ok(core.KindProgramUpsert, "", core.Program{Name: "Test program", Currency: "USD",
+		PointsPerUnit: "1"})
+	f.ok(core.KindAccrue, "ana", core.Accrue{EventType: "bill_paid", Amount: "29.85"})
+	f.wantBalance("ana", 29, 0, 0)
+
+	for _, def := range []core.Program{{Name: "Test program", PointsPerUnit: "1"},
+		{Name: "Test program", Currency: "EUR", PointsPerUnit: "1"}} {
+		r := f.do(core.KindProgramUpsert, "", f.txn(), def)
+		if r.Status != bus.StatusRejected || r.Error == nil || r.Error.Kind != "conflict" ||
+			r.Error.Field != "currency" || !strings.Contains(r.Error.Message, "USD") {
+			t.Fatalf("currency %q on a program with postings in USD: %s %+v; want a "+
+				"conflict on currency naming USD", def.Currency, r.Status, r.Error)
+		}
+	}
+	// The program is as it was, in all its fields.
+	p, err := f.l.Program(context.Background(), f.prog)
+	if err != nil || p.Currency != "USD" || p.Name != "Test program" {
+		t.Fatalf("program after the refusals: %+v %v; want USD as before", p, err)
+	}
+	// Keeping the currency, the rest changes.
+	f.ok(core.KindProgramUpsert, "", core.Program{Name: "Dollars", Currency: "USD",
+		PointsPerUnit: "2"})
+	f.ok(core.KindAccrue, "ana", core.Accrue{EventType: "bill_paid", Amount: "10"})
+	f.wantBalance("ana", 49, 0, 0)
+	if p, err := f.l.Program(context.Background(), f.prog); err != nil || p.Name != "Dollars" {
+		t.Fatalf("program after a change keeping USD: %+v %v", p, err)
 	}
 	f.check()
 }
