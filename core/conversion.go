@@ -430,11 +430,11 @@ func ConversionReleaseTxn(id string) string { return id + ".release" }
 // DayStart is the first instant of the local day of t in loc.
 func DayStart(t time.Time, loc *time.Location) time.Time {
 	y, m, d := t.In(loc).Date()
-	return startOfDay(y, m, d, loc)
+	return StartOfDay(y, m, d, loc)
 }
 
 // MonthStart is the first instant of the local month of t in loc.
 func MonthStart(t time.Time, loc *time.Location) time.Time {
 	y, m, _ := t.In(loc).Date()
-	return startOfDay(y, m, 1, loc)
+	return StartOfDay(y, m, 1, loc)
 }

@@ -65,5 +65,5 @@ func (p *Program) ExpiresOn(date string) (time.Time, error) {
 			"must be a calendar date such as 2026-12-31, got %q", date)
 	}
 	y, m, day := d.Date()
-	return startOfDay(y, m, day+1, p.Location()).UTC(), nil
+	return StartOfDay(y, m, day+1, p.Location()).UTC(), nil
 }

@@ -178,9 +178,9 @@ func (p *Program) ExpiresAt(earned time.Time) *time.Time {
 	y, m, d = time.Date(y, m, d, 12, 0, 0, 0, time.UTC).Date()
 	var end time.Time
 	if p.ExpiryRound == "month" {
-		end = startOfDay(y, m+1, 1, p.Location())
+		end = StartOfDay(y, m+1, 1, p.Location())
 	} else {
-		end = startOfDay(y, m, d+1, p.Location())
+		end = StartOfDay(y, m, d+1, p.Location())
 	}
 	end = end.UTC()
 	return &end
@@ -193,22 +193,32 @@ func (p *Program) SpendableFrom(earned time.Time) time.Time {
 		return earned
 	}
 	y, m, d := earned.In(p.Location()).Date()
-	return startOfDay(y, m, d+p.PendingDays, p.Location()).UTC()
+	return StartOfDay(y, m, d+p.PendingDays, p.Location()).UTC()
 }
 
-// startOfDay is the first instant of a local date; when a daylight-saving
-// change skips midnight, it is the first instant that exists that day.
-func startOfDay(y int, m time.Month, d int, loc *time.Location) time.Time {
+// StartOfDay is the first instant of the local date y-m-d in loc, the
+// date normalised as time.Date does (the 32nd of March is the 1st of
+// April). When a daylight-saving change skips midnight it is the first
+// instant that exists that day; when midnight comes twice, the first.
+func StartOfDay(y int, m time.Month, d int, loc *time.Location) time.Time {
+	y, m, d = time.Date(y, m, d, 12, 0, 0, 0, time.UTC).Date()
 	t := time.Date(y, m, d, 0, 0, 0, 0, loc)
-	if yy, mm, dd := t.Date(); yy == y && mm == m && dd == d {
+	if ty, tm, td := t.Date(); ty != y || tm != m || td != d {
+		// Midnight fell in the gap and came out on the day before: the
+		// day begins where that zone ends.
+		_, end := t.ZoneBounds()
+		return end
+	}
+	start, _ := t.ZoneBounds()
+	if start.IsZero() {
 		return t
 	}
-	norm := time.Date(y, m, d, 12, 0, 0, 0, loc)
-	y2, m2, d2 := norm.Date()
-	for h := 0; h < 12; h++ {
-		t = time.Date(y2, m2, d2, h, 0, 0, 0, loc)
-		if _, _, dd := t.Date(); dd == d2 {
-			return t
+	before := start.Add(-time.Nanosecond)
+	if by, bm, bd := before.Date(); by == y && bm == m && bd == d {
+		// The day began in the zone before this one: midnight came twice.
+		_, offset := before.Zone()
+		if early := time.Date(y, m, d, 0, 0, 0, 0, time.FixedZone("", offset)); early.Before(t) {
+			return early.In(loc)
 		}
 	}
 	return t

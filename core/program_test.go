@@ -181,3 +181,31 @@ func TestCheckCodeSaysWhatIsWrong(t *testing.T) {
 		}
 	}
 }
+
+// A day's first instant, in zones whose clocks skip or repeat midnight:
+// expiries, holding periods, report bounds and file dates all begin days
+// here.
+func TestStartOfDay(t *testing.T) {
+	for _, c := range []struct {
+		zone string
+		y    int
+		m    time.Month
+		d    int
+		want string
+	}{
+		{"America/Santiago", 2026, 9, 5, "2026-09-05T04:00:00Z"},  // midnight at -04
+		{"America/Santiago", 2026, 9, 6, "2026-09-06T04:00:00Z"},  // skipped: 01:00 -03
+		{"America/Santiago", 2026, 8, 37, "2026-09-06T04:00:00Z"}, // the 37th of August is that day
+		{"America/Santiago", 2026, 4, 4, "2026-04-04T03:00:00Z"},  // 25 hours, from -03
+		{"America/Havana", 2024, 11, 3, "2024-11-03T04:00:00Z"},   // midnight twice: the first
+		{"UTC", 2026, 12, 32, "2027-01-01T00:00:00Z"},
+	} {
+		loc, err := time.LoadLocation(c.zone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := StartOfDay(c.y, c.m, c.d, loc).UTC().Format(time.RFC3339); got != c.want {
+			t.Errorf("%s %d-%d-%d: %s, want %s", c.zone, c.y, c.m, c.d, got, c.want)
+		}
+	}
+}

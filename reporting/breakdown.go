@@ -47,7 +47,8 @@ func ParseDimension(s string) (Dimension, error) {
 	if _, ok := dimensionColumn[Dimension(s)]; ok {
 		return Dimension(s), nil
 	}
-	return "", core.Errorf(core.Invalid, "by", "must be channel, rule, partner or tier, not %q", s)
+	return "", core.Errorf(core.Invalid, "by", "must be channel, rule (or rule_version), partner or tier, "+
+		"not %q", s)
 }
 
 // FlowsBy is the flows of one program, bucket and value of a dimension.

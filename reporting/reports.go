@@ -395,30 +395,11 @@ func spanFilter(program, timeCol string, from, to time.Time) (string, []any) {
 	return strings.Join(conds, " AND "), args
 }
 
-// startOfDay is the first instant of the given date (its year, month and
-// day) in loc: midnight, or the end of the gap when a daylight-saving change
-// skipped midnight, or the earlier midnight when one came twice.
+// startOfDay is the first instant of date's day (its year, month and
+// day, whatever its zone) in loc (core.StartOfDay).
 func startOfDay(date time.Time, loc *time.Location) time.Time {
 	y, m, d := date.Date()
-	t := time.Date(y, m, d, 0, 0, 0, 0, loc)
-	if ty, tm, td := t.Date(); ty != y || tm != m || td != d {
-		// Midnight fell in a gap and came out on the day before.
-		_, end := t.ZoneBounds()
-		return end
-	}
-	start, _ := t.ZoneBounds()
-	if start.IsZero() {
-		return t
-	}
-	before := start.Add(-time.Nanosecond)
-	if by, bm, bd := before.Date(); by == y && bm == m && bd == d {
-		// The day began in the zone before this one: midnight came twice.
-		_, offset := before.Zone()
-		if early := time.Date(y, m, d, 0, 0, 0, 0, time.FixedZone("", offset)); early.Before(t) {
-			return early.In(loc)
-		}
-	}
-	return t
+	return core.StartOfDay(y, m, d, loc)
 }
 
 // zone loads an IANA time zone that ClickHouse knows by the same name.

@@ -166,12 +166,17 @@ func (f *form) time(name string) *time.Time {
 	if v == "" {
 		return nil
 	}
-	for _, layout := range []string{"2006-01-02T15:04", "2006-01-02T15:04:05",
-		"2006-01-02"} {
+	for _, layout := range []string{"2006-01-02T15:04", "2006-01-02T15:04:05"} {
 		if t, err := time.ParseInLocation(layout, v, f.loc); err == nil {
 			t = t.UTC()
 			return &t
 		}
+	}
+	if d, err := time.Parse(time.DateOnly, v); err == nil {
+		// The day's first instant, also when a change of clocks skips
+		// its midnight.
+		t := core.StartOfDay(d.Year(), d.Month(), d.Day(), f.loc).UTC()
+		return &t
 	}
 	f.fail(name, "must be a date and time such as 2026-03-01T00:00")
 	return nil

@@ -248,11 +248,13 @@ func (s *Server) reportQuery(ctx context.Context, r *http.Request) (form reportF
 		form.From = time.Date(today.Year(), today.Month()-11, 1, 0, 0, 0, 0, loc).
 			Format(time.DateOnly)
 	}
-	from, err1 := time.ParseInLocation(time.DateOnly, form.From, loc)
-	to, err2 := time.ParseInLocation(time.DateOnly, form.To, loc)
+	from, err1 := time.Parse(time.DateOnly, form.From)
+	to, err2 := time.Parse(time.DateOnly, form.To)
 	if err1 != nil || err2 != nil {
 		return form, q, nil, http.StatusBadRequest, "Dates are written YYYY-MM-DD."
 	}
+	from = core.StartOfDay(from.Year(), from.Month(), from.Day(), loc)
+	to = core.StartOfDay(to.Year(), to.Month(), to.Day(), loc)
 	if !to.After(from) {
 		return form, q, nil, http.StatusBadRequest, "The end date must follow the start date."
 	}

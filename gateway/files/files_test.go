@@ -446,6 +446,13 @@ func TestDeclaredDatePattern(t *testing.T) {
 		{"DD-MM-YY(1970)", "01-03-69", false, "2069-03-01T03:00:00Z"},
 		{"DD-MM-YY(1970)", "01-03-70", false, "1970-03-01T03:00:00Z"},
 		{"MM.DD.YY(2000)", "03.01.26", false, "2026-03-01T03:00:00Z"},
+		// Santiago skips 6 September 2026's midnight: the day begins at
+		// 01:00 -03, and the 5th ends there. The pattern used to refuse
+		// 06/09/2026 as no calendar date, and ISO dates fell an hour early.
+		{"DD/MM/YYYY", "06/09/2026", false, "2026-09-06T04:00:00Z"},
+		{"DD/MM/YYYY", "05/09/2026", true, "2026-09-06T04:00:00Z"},
+		{"", "2026-09-06", false, "2026-09-06T04:00:00Z"},
+		{"", "2026-09-05", true, "2026-09-06T04:00:00Z"},
 	}
 	for _, c := range cases {
 		fm, err := ParseFormat("", c.pattern)

@@ -577,7 +577,7 @@ func (rd *reader) parseDate(s string, end bool) (time.Time, error) {
 		}
 		t = d
 	case len(s) == 10:
-		d, err := time.ParseInLocation("2006-01-02", s, rd.loc)
+		d, err := time.Parse("2006-01-02", s)
 		if err != nil {
 			return time.Time{}, isoError(s)
 		}
@@ -596,8 +596,14 @@ func (rd *reader) parseDate(s string, end bool) (time.Time, error) {
 	default:
 		return time.Time{}, isoError(s)
 	}
-	if end && dateOnly {
-		t = time.Date(t.Year(), t.Month(), t.Day()+1, 0, 0, 0, 0, rd.loc)
+	if dateOnly {
+		// The day's first instant (or, as an expiry, the next day's), also
+		// on a day whose midnight a change of clocks skips.
+		y, m, d := t.Date()
+		if end {
+			d++
+		}
+		t = core.StartOfDay(y, m, d, rd.loc)
 	}
 	return t.UTC(), nil
 }
@@ -701,11 +707,13 @@ func (dp *datePattern) parse(s string, loc *time.Location) (time.Time, error) {
 	if i != len(s) {
 		return time.Time{}, fmt.Errorf("must follow the date_format %s, got %q", dp.String(), s)
 	}
-	t := time.Date(y, time.Month(m), d, 0, 0, 0, 0, loc)
-	if t.Year() != y || int(t.Month()) != m || t.Day() != d {
+	// The calendar decides whether the date exists; the zone only when
+	// its day begins.
+	if t := time.Date(y, time.Month(m), d, 0, 0, 0, 0, time.UTC); t.Year() != y ||
+		int(t.Month()) != m || t.Day() != d {
 		return time.Time{}, fmt.Errorf("is not a calendar date: %q", s)
 	}
-	return t, nil
+	return core.StartOfDay(y, time.Month(m), d, loc), nil
 }
 
 func (dp *datePattern) String() string {

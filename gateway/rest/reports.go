@@ -86,6 +86,10 @@ func (s *Server) getReport(w http.ResponseWriter, r *http.Request) {
 			vars["name"], strings.Join(names, ", ")))
 		return
 	}
+	if err := checkReportQuery(r.URL.Query()); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	asCSV, err := wantsCSV(r)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -117,6 +121,27 @@ func (s *Server) getReport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeReportJSON(w, t)
+}
+
+// reportQueryNames are the query parameters the reports read; by alone may
+// repeat (flows by several dimensions).
+var reportQueryNames = []string{"at", "bucket", "by", "days", "format", "from", "limit", "to",
+	"value_per_point"}
+
+// checkReportQuery refuses a parameter no report reads, or one given twice:
+// a misspelt from would otherwise answer the whole history, and of two
+// values one would be dropped without a word.
+func checkReportQuery(q url.Values) error {
+	for name, vs := range q {
+		if !slices.Contains(reportQueryNames, name) {
+			return core.Errorf(core.Invalid, name, "is not a report parameter; they are %s",
+				strings.Join(reportQueryNames, ", "))
+		}
+		if len(vs) > 1 && name != "by" {
+			return core.Errorf(core.Invalid, name, "is given %d times; give it once", len(vs))
+		}
+	}
+	return nil
 }
 
 // wantsCSV reads ?format= (json or csv), then the Accept header.
@@ -151,7 +176,7 @@ func parseReportParams(prog *core.Program, r *http.Request) (reportParams, error
 		if v == "" {
 			continue
 		}
-		if *b.t, err = parseBound(b.field, v, loc, false); err != nil {
+		if *b.t, err = reportBound(b.field, v, loc, false); err != nil {
 			return p, err
 		}
 	}
@@ -178,17 +203,31 @@ func parseBound(field, v string, loc *time.Location, endOfDay bool) (time.Time, 
 	if t, err := time.Parse(time.RFC3339, v); err == nil {
 		return t, nil
 	}
-	d, err := time.ParseInLocation(time.DateOnly, v, loc)
+	d, err := time.Parse(time.DateOnly, v)
 	if err != nil {
 		return time.Time{}, core.Errorf(core.Invalid, field,
 			"must be a date (2026-03-01) or an RFC 3339 instant (2026-03-01T00:00:00-03:00), "+
 				"not %q", v)
 	}
+	y, m, dd := d.Date()
 	if endOfDay {
-		y, m, dd := d.Date()
-		d = time.Date(y, m, dd+1, 0, 0, 0, 0, loc)
+		dd++
 	}
-	return d, nil
+	// A day whose midnight a change of clocks skips begins at the first
+	// instant it has, not at the day before's 23:00.
+	return core.StartOfDay(y, m, dd, loc), nil
+}
+
+// reportBound is parseBound for a report, which counts whole seconds: the
+// event store keeps no fraction of a second, so a bound inside a second
+// could not say which of that second's postings fall before it.
+func reportBound(field, v string, loc *time.Location, endOfDay bool) (time.Time, error) {
+	t, err := parseBound(field, v, loc, endOfDay)
+	if err == nil && t.Nanosecond() != 0 {
+		return time.Time{}, core.Errorf(core.Invalid, field, "reports count whole seconds: "+
+			"give %q without its fraction of a second", v)
+	}
+	return t, err
 }
 
 // period requires both bounds.
@@ -273,7 +312,7 @@ func liabilityReport(ctx context.Context, st *ReportStore,
 	}
 	at := p.to
 	if v := p.q.Get("at"); v != "" {
-		if at, err = parseBound("at", v, p.loc, true); err != nil {
+		if at, err = reportBound("at", v, p.loc, true); err != nil {
 			return nil, err
 		}
 	}
@@ -319,7 +358,7 @@ func expiringReport(ctx context.Context, st *ReportStore, p reportParams) (*repo
 	at := time.Now()
 	if v := p.q.Get("at"); v != "" {
 		var err error
-		if at, err = parseBound("at", v, p.loc, true); err != nil {
+		if at, err = reportBound("at", v, p.loc, true); err != nil {
 			return nil, err
 		}
 	}

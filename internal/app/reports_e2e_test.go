@@ -49,7 +49,7 @@ func TestReportsEndToEnd(t *testing.T) {
 	c.must(201, "POST", "/v1/programs/telco/members", "enr-2", map[string]any{
 		"customer_ref": "C2", "channel": "store", "enrolled_at": "2026-10-06T10:00:00-03:00"})
 	bills := []struct{ member, at, amount string }{
-		{"C1", "2026-09-05T12:00:00-04:00", "29.85"},
+		{"C1", "2026-09-05T23:30:00-04:00", "29.85"}, // the night before clocks skip midnight
 		{"C1", "2026-10-05T12:00:00-03:00", "29.85"},
 		{"C2", "2026-10-06T12:00:00-03:00", "100"},
 	}
@@ -124,6 +124,23 @@ func TestReportsEndToEnd(t *testing.T) {
 		t.Errorf("liability at the end of November %v; want 158, none held", got)
 	}
 
+	// Santiago skips 6 September's midnight (00:00 -04 is 01:00 -03): the
+	// 5th runs to 04:00 UTC, and C1's bill at 23:30 is in it. Day bounds
+	// used to fall at 03:00 UTC, the 5th's 23:00, and moved it to the 6th.
+	r = c.must(200, "GET", base+"liability?at=2026-09-05", "", nil)
+	if got := reportRows(t, r); !slices.Equal(got, []string{`29 0 1 "0" "0"`}) {
+		t.Errorf("liability at the end of 5 September %v; want C1's 29", got)
+	}
+	r = c.must(200, "GET", base+"flows?bucket=day&from=2026-09-05&to=2026-09-07", "", nil)
+	if got := reportRows(t, r); !slices.Equal(got, []string{
+		`"2026-09-05T00:00:00-04:00" 29 0 0 0 0 0 0 0 29 1`}) {
+		t.Errorf("flows of 5 and 6 September %v; want C1's 29 on the 5th", got)
+	}
+	r = c.must(200, "GET", base+"flows?bucket=day&from=2026-09-06&to=2026-09-07", "", nil)
+	if got := reportRows(t, r); len(got) != 0 {
+		t.Errorf("flows of 6 September %v; want none", got)
+	}
+
 	// Expiring, seen from 1 September 2028: the September lot (29 less the 5
 	// taken first and the 10 the open hold reserves, which do not expire
 	// while held) ends on 1 October 03:00 UTC, the October ones a month on.
@@ -164,5 +181,18 @@ func TestReportsEndToEnd(t *testing.T) {
 	c.must(400, "GET", base+"breakage?to=2026-11-01", "", nil)
 	c.must(400, "GET", base+"liability?value_per_point=abc", "", nil)
 	c.must(400, "GET", base+"flows?from=2026-11-01&to=2026-09-01", "", nil)
+	// Reports count whole seconds; a misspelt or repeated parameter would
+	// answer another period than the one asked.
+	for query, field := range map[string]string{
+		"liability?at=2026-09-06T03:30:00.5Z":                    "at",
+		"flows?frm=2026-09-01":                                   "frm",
+		"flows?from=2026-10-01&from=2026-09-01":                  "from",
+		"flows?from=2026-09-01T00:00:00.250-04:00&to=2026-10-01": "from",
+	} {
+		r := c.must(400, "GET", base+query, "", nil)
+		if r.body["field"] != field {
+			t.Errorf("%s: %s; want an error naming %s", query, r.raw, field)
+		}
+	}
 	(&client{t: t, base: c.base}).must(401, "GET", base+"flows", "", nil)
 }
