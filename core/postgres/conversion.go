@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -150,7 +151,7 @@ func (t *txn) upsertExternal(ctx context.Context, prog *program, cmd *bus.Comman
 		return nil, err
 	}
 	e.Normalize()
-	stored, err := t.storedCredentials(ctx, prog, e.Code, u.Credentials)
+	stored, err := t.storedCredentials(ctx, prog, e.Code, e.Endpoint, u.Credentials)
 	if err != nil {
 		return nil, err
 	}
@@ -188,11 +189,16 @@ func (t *txn) upsertExternal(ctx context.Context, prog *program, cmd *bus.Comman
 //   - otherwise the given secret sealed for the row (the row's own sealed
 //     value given back counts as the secret it seals).
 //
+// Stored credentials are kept only for the address they were given for:
+// an upsert that moves the endpoint to another scheme, host or port and
+// does not give them again is refused, so that whoever may edit an
+// external program cannot have its secret sent to an address of theirs.
+//
 // A plain value stored before credentials were encrypted is sealed when
 // kept, if a key is configured. Errors: unavailable, when a secret is to be
 // stored and no key is configured: it is refused, never stored in plain
 // text.
-func (t *txn) storedCredentials(ctx context.Context, prog *program, code string,
+func (t *txn) storedCredentials(ctx context.Context, prog *program, code, endpoint string,
 	given *string) (string, error) {
 	omitted := given == nil
 	switch {
@@ -203,9 +209,9 @@ func (t *txn) storedCredentials(ctx context.Context, prog *program, code string,
 	case *given != core.Masked:
 		return t.sealCredentials(prog, code, *given)
 	}
-	var cur string
-	err := t.tx.QueryRow(ctx, `SELECT credentials FROM external_programs
-		WHERE program_id = $1 AND code = $2 FOR UPDATE`, prog.ID, code).Scan(&cur)
+	var cur, was string
+	err := t.tx.QueryRow(ctx, `SELECT credentials, endpoint FROM external_programs
+		WHERE program_id = $1 AND code = $2 FOR UPDATE`, prog.ID, code).Scan(&cur, &was)
 	if errors.Is(err, pgx.ErrNoRows) {
 		if omitted {
 			return "", nil
@@ -217,10 +223,36 @@ func (t *txn) storedCredentials(ctx context.Context, prog *program, code string,
 	if err != nil {
 		return "", fmt.Errorf("read stored credentials: %w", err)
 	}
+	if cur != "" && !sameOrigin(was, endpoint) {
+		return "", core.Errorf(core.Invalid, "credentials", "the endpoint moves from %q to "+
+			"%q: give the credentials again (or \"\" for none), as the stored ones are "+
+			"not sent to another address", was, endpoint)
+	}
 	if cur == "" || secrets.IsSealed(cur) || t.secrets == nil {
 		return cur, nil
 	}
 	return t.sealCredentials(prog, code, cur)
+}
+
+// sameOrigin reports whether two endpoints reach the same scheme, host and
+// port (the port a scheme implies counting as given).
+func sameOrigin(a, b string) bool {
+	if a == b {
+		return true
+	}
+	ua, err1 := url.Parse(strings.TrimSpace(a))
+	ub, err2 := url.Parse(strings.TrimSpace(b))
+	if err1 != nil || err2 != nil || ua.Host == "" || ub.Host == "" {
+		return false
+	}
+	port := func(u *url.URL) string {
+		if p := u.Port(); p != "" {
+			return p
+		}
+		return map[string]string{"http": "80", "https": "443"}[strings.ToLower(u.Scheme)]
+	}
+	return strings.EqualFold(ua.Scheme, ub.Scheme) &&
+		strings.EqualFold(ua.Hostname(), ub.Hostname()) && port(ua) == port(ub)
 }
 
 // sealCredentials seals the secret given for prog's external program code,

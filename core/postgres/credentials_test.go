@@ -361,3 +361,62 @@ func TestRotatedKey(t *testing.T) {
 		t.Fatalf("with the new key alone: %q, want %q", got, partnerToken)
 	}
 }
+
+// Stored credentials stay with the address they were given for. The back
+// office's blank field (and a REST client leaving the field out, or
+// sending the mask back) keeps them; an operator who also moved the
+// endpoint to a server of theirs used to receive the partner's secret with
+// the next conversion. Such an upsert is now refused and changes nothing;
+// giving the credentials again, or a path on the same host, is accepted.
+func TestCredentialsStayWithTheirAddress(t *testing.T) {
+	l := isolatedLedger(t)
+	l.Secrets = keyring(t)
+	f := newFixtureOn(t, l, core.Program{})
+	f.ok(core.KindExternalUpsert, "skymiles", airline("skymiles", partnerToken))
+	before := f.storedCredentials("skymiles")
+
+	for _, endpoint := range []string{"https://127.0.0.1:18998/steal", "http://127.0.0.1:9/api",
+		"https://localhost:9/api", ""} {
+		for _, kept := range []*string{nil, ptr(core.Masked)} {
+			u := core.ExternalUpsert{ExternalProgram: airline("skymiles", "")}
+			u.Endpoint, u.Credentials = endpoint, kept
+			if endpoint == "" {
+				u.Flavour = core.FlavourFile
+			}
+			r := f.do(core.KindExternalUpsert, "skymiles", f.txn(), u)
+			if r.Status != bus.StatusRejected || r.Error == nil ||
+				r.Error.Field != "credentials" || !strings.Contains(r.Error.Message,
+				"give the credentials again") {
+				t.Fatalf("endpoint moved to %q, credentials kept: %s %+v; want refused on "+
+					"credentials", endpoint, r.Status, r.Error)
+			}
+		}
+	}
+	if got := f.partnerConfig("skymiles"); got != partnerToken ||
+		f.storedCredentials("skymiles") != before {
+		t.Fatalf("after the refusals the partner config has %q; want the secret as it was", got)
+	}
+	var endpoint string
+	if err := f.l.Pool().QueryRow(context.Background(), `SELECT e.endpoint
+		FROM external_programs e JOIN programs p ON p.id = e.program_id
+		WHERE p.code = $1 AND e.code = 'skymiles'`, f.prog).Scan(&endpoint); err != nil ||
+		endpoint != "https://127.0.0.1:9/api" {
+		t.Fatalf("endpoint after the refusals: %q %v; want it unmoved", endpoint, err)
+	}
+
+	// Another path on the same host and port (the default port written
+	// out) keeps them.
+	same := core.ExternalUpsert{ExternalProgram: airline("skymiles", "")}
+	same.Endpoint = "HTTPS://127.0.0.1:9/v2/api"
+	f.ok(core.KindExternalUpsert, "skymiles", same)
+	if got := f.partnerConfig("skymiles"); got != partnerToken {
+		t.Fatalf("after a new path on the same host: %q, want the secret kept", got)
+	}
+	// A new address with the credentials given again is accepted.
+	moved := core.ExternalUpsert{ExternalProgram: airline("skymiles", "")}
+	moved.Endpoint, moved.Credentials = "https://127.0.0.1:10/api", ptr("new-token")
+	f.ok(core.KindExternalUpsert, "skymiles", moved)
+	if got := f.partnerConfig("skymiles"); got != "new-token" {
+		t.Fatalf("after a move with new credentials: %q, want new-token", got)
+	}
+}
