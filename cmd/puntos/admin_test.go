@@ -5,6 +5,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -46,5 +47,47 @@ func TestAdminCreate(t *testing.T) {
 		strings.NewReader("short\n"), &out, &errOut)
 	if err == nil || !strings.Contains(err.Error(), "password") {
 		t.Fatalf("short password: %v, want an error naming the password", err)
+	}
+}
+
+// When every administrator is locked out, the command line lets one back
+// in, and the audit log says who did it.
+func TestAdminUnlock(t *testing.T) {
+	ctx := context.Background()
+	url := testenv.Database(t)
+	env := func(string) string { return "" }
+	db := []string{"--database-url", url}
+	var out, errOut bytes.Buffer
+	if err := runAdmin(ctx, append([]string{"create", "--user", "root"}, db...), env,
+		strings.NewReader("a-long-enough-password\n"), &out, &errOut); err != nil {
+		t.Fatalf("admin create: %v\n%s", err, errOut.String())
+	}
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `UPDATE bo_users SET failed_count = 3,
+		locked_until = now() + interval '15 minutes' WHERE name = 'root'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := runAdmin(ctx, append([]string{"unlock", "--user", "root"}, db...), env, nil,
+		&out, &errOut); err != nil {
+		t.Fatalf("admin unlock: %v\n%s", err, errOut.String())
+	}
+	var failed int
+	var locked *time.Time
+	var actor string
+	err = conn.QueryRow(ctx, `SELECT u.failed_count, u.locked_until, a.actor
+		FROM bo_users u JOIN bo_audit a ON a.target = u.name AND a.action = 'user.unlocked'
+		WHERE u.name = 'root'`).Scan(&failed, &locked, &actor)
+	if err != nil || failed != 0 || locked != nil || actor != "command line" {
+		t.Fatalf("after unlock: %d failures, locked until %v, audit actor %q (%v); want "+
+			"0, none, \"command line\"", failed, locked, actor, err)
+	}
+	err = runAdmin(ctx, append([]string{"unlock", "--user", "nobody"}, db...), env, nil,
+		&out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), `no user named "nobody"`) {
+		t.Fatalf("unlock of an unknown user: %v; want it named as unknown", err)
 	}
 }

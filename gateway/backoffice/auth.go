@@ -127,6 +127,35 @@ func CreateUser(ctx context.Context, db *pgxpool.Pool, name string, role Role,
 	return nil
 }
 
+// UnlockUser lifts the lock that wrong passwords put on the user name, as
+// the users page does, and writes the audit entry under actor: the way back
+// in when every administrator is locked out. Errors: not_found.
+func UnlockUser(ctx context.Context, db *pgxpool.Pool, name, actor string) error {
+	return unlockUser(ctx, db, name, actor, time.Now())
+}
+
+// unlockUser is UnlockUser with the audit entry dated at.
+func unlockUser(ctx context.Context, db *pgxpool.Pool, name, actor string,
+	at time.Time) error {
+	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE bo_users SET failed_count = 0, locked_until = NULL
+			WHERE name = $1`, name)
+		if err != nil {
+			return fmt.Errorf("unlock user: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			return core.Errorf(core.NotFound, "user", "there is no user named %q", name)
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO bo_audit (at, actor, action, target, before, after)
+			VALUES ($1, $2, 'user.unlocked', $3, '{"locked": true}', '{"locked": false}')`,
+			at, actor, name)
+		if err != nil {
+			return fmt.Errorf("write audit entry: %w", err)
+		}
+		return nil
+	})
+}
+
 // checkPassword verifies a sign-in and keeps the failure count: it returns
 // the user, ErrLocked or errBadCredentials.
 func (s *Server) checkPassword(ctx context.Context, name, password string) (*session, error) {
@@ -154,6 +183,12 @@ func (s *Server) checkPassword(ctx context.Context, name, password string) (*ses
 		return nil, fmt.Errorf("read user: %w", err)
 	}
 	if locked != nil && now.Before(*locked) {
+		// Only the right password learns of the lock: to anyone else a
+		// locked account answers as an unknown name does, and the wrong
+		// passwords meanwhile neither count nor lengthen it.
+		if bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
+			return nil, errBadCredentials
+		}
 		return nil, ErrLocked
 	}
 
@@ -351,7 +386,7 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 	u, err := s.checkPassword(r.Context(), name, r.PostFormValue("password"))
 	switch {
 	case errors.Is(err, ErrLocked):
-		s.log.Warn("Sign-in refused: locked out", "user", name)
+		s.log.Warn("Sign-in refused: locked out", "user", name, "remote", r.RemoteAddr)
 		s.showSignIn(w, r, http.StatusTooManyRequests,
 			"Too many failed sign-ins. This account is locked for 15 minutes.")
 		return
@@ -361,7 +396,7 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 			"This account is disabled. Ask an administrator to enable it.")
 		return
 	case errors.Is(err, errBadCredentials):
-		s.log.Warn("Sign-in refused: bad credentials")
+		s.log.Warn("Sign-in refused: bad credentials", "user", name, "remote", r.RemoteAddr)
 		s.showSignIn(w, r, http.StatusUnauthorized, "The name or the password is not right.")
 		return
 	case err != nil:

@@ -219,7 +219,32 @@ func TestLockoutAfterFiveFailures(t *testing.T) {
 		t.Fatalf("locked_until %v (%v), want %v", until, err, rg.now.Add(15*time.Minute))
 	}
 
-	// The right password does not help while locked.
+	// While locked, a wrong password answers as for an unknown name, in
+	// the same words: a guesser learns neither that olga exists nor that
+	// the lock is on, and the guesses do not lengthen it.
+	signIn := func(b *browser, name, password string) (int, string) {
+		_, _, token := b.get("/admin/signin")
+		res, page := b.post("/admin/signin", url.Values{"csrf": {token}, "name": {name},
+			"password": {password}})
+		return res.StatusCode, page
+	}
+	const refusal = "The name or the password is not right."
+	unknown, unknownPage := signIn(rg.browser(), "nobody", "wrong-password-00")
+	for i := range 3 {
+		status, page := signIn(b, "olga", "wrong-password-00")
+		if status != unknown || !strings.Contains(page, refusal) ||
+			!strings.Contains(unknownPage, refusal) {
+			t.Fatalf("wrong password %d while locked: status %d, want %d as for an unknown "+
+				"name, with its words", i+1, status, unknown)
+		}
+	}
+	if err := rg.db.QueryRow(context.Background(),
+		`SELECT locked_until FROM bo_users WHERE name = 'olga'`).Scan(&until); err != nil ||
+		!until.Equal(rg.now.Add(15*time.Minute)) {
+		t.Fatalf("locked_until after guesses while locked: %v (%v), want it unmoved", until, err)
+	}
+
+	// The right password learns of the lock, and does not get in.
 	rg.now = rg.now.Add(14 * time.Minute)
 	res := b.signIn("olga", "olga-password-1")
 	if res.StatusCode != http.StatusTooManyRequests {

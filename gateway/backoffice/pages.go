@@ -1,8 +1,6 @@
 package backoffice
 
 import (
-	"errors"
-	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -185,21 +183,8 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request, sess *sessio
 }
 
 func (s *Server) unlockUser(w http.ResponseWriter, r *http.Request, sess *session) {
-	ctx := r.Context()
-	name := r.PostFormValue("name")
-	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE bo_users SET failed_count = 0,
-			locked_until = NULL WHERE name = $1`, name)
-		if err != nil {
-			return fmt.Errorf("unlock user: %w", err)
-		}
-		if tag.RowsAffected() == 0 {
-			return pgx.ErrNoRows
-		}
-		return s.auditIn(ctx, tx, sess.Name, "user.unlocked", name,
-			map[string]any{"locked": true}, map[string]any{"locked": false})
-	})
-	if errors.Is(err, pgx.ErrNoRows) {
+	err := unlockUser(r.Context(), s.db, r.PostFormValue("name"), sess.Name, s.now())
+	if core.KindOf(err) == core.NotFound {
 		s.fail(w, r, sess, http.StatusNotFound, "There is no such user.", nil)
 		return
 	}
