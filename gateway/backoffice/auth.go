@@ -428,10 +428,14 @@ func (s *Server) signOut(w http.ResponseWriter, r *http.Request, sess *session) 
 }
 
 // cookie builds a back-office cookie: HttpOnly, SameSite=Strict, scoped to
-// /admin/, Secure over TLS. A negative ttl deletes it.
+// /admin/, Secure over TLS, including TLS a proxy ended (X-Forwarded-Proto:
+// https; a client forging it only keeps the cookie from itself on plain
+// HTTP). A negative ttl deletes it.
 func (s *Server) cookie(r *http.Request, name, value string, ttl time.Duration) *http.Cookie {
+	secure := r.TLS != nil || s.opt.SecureCookies ||
+		strings.EqualFold(strings.TrimSpace(r.Header.Get("X-Forwarded-Proto")), "https")
 	c := &http.Cookie{Name: name, Value: value, Path: "/admin/", HttpOnly: true,
-		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil || s.opt.SecureCookies}
+		SameSite: http.SameSiteStrictMode, Secure: secure}
 	if ttl < 0 {
 		c.MaxAge = -1
 	} else {

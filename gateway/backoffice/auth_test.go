@@ -329,6 +329,37 @@ func TestSecureCookieBehindTLSProxy(t *testing.T) {
 	}
 }
 
+// Behind a proxy that ends TLS and says so, the cookies are Secure without
+// any setting; on plain HTTP without the header they are not.
+func TestSecureCookieFromForwardedProto(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, Options{})
+	for proto, want := range map[string]bool{"https": true, "HTTPS": true, "http": false,
+		"": false} {
+		req, err := http.NewRequest(http.MethodGet, rg.url+"/admin/signin", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if proto != "" {
+			req.Header.Set("X-Forwarded-Proto", proto)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if len(res.Cookies()) == 0 {
+			t.Fatalf("X-Forwarded-Proto %q: no cookie set by the sign-in form", proto)
+		}
+		for _, k := range res.Cookies() {
+			if k.Secure != want {
+				t.Errorf("X-Forwarded-Proto %q: cookie %s Secure %v, want %v", proto, k.Name,
+					k.Secure, want)
+			}
+		}
+	}
+}
+
 func TestRolesThatOnlyRead(t *testing.T) {
 	t.Parallel()
 	rg := newRig(t, Options{})

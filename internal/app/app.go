@@ -357,7 +357,8 @@ func (a *App) startHTTP() error {
 		backoffice.New(a.Pool, a.Bus, a.Ledger, a.log,
 			backoffice.Options{Wait: a.cfg.ResultWait, ClickHouse: a.backofficeClickHouse,
 				CloseClickHouse: true, Files: a.bulkFiles,
-				ApprovalThreshold: core.Points(a.cfg.AdjustApproval)}).Register(r)
+				ApprovalThreshold: core.Points(a.cfg.AdjustApproval),
+				SecureCookies:     a.cfg.SecureCookies}).Register(r)
 		keys, err := a.cfg.Keys()
 		if err != nil {
 			return err

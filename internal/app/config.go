@@ -38,6 +38,7 @@ type Config struct {
 	InboxPoll      time.Duration // how often the inbox is looked at
 	BulkApproval   int           // points above which a batch needs a second approval
 	AdjustApproval int           // points above which a back-office adjustment needs one
+	SecureCookies  bool          // back-office cookies Secure on plain HTTP too (behind TLS)
 	Partitions     int
 	BatchSize      int
 	LedgerWriters  int // ledger transactions applying commands at once; 0 merges none
@@ -132,6 +133,18 @@ var settings = []setting{
 		"points, either way, above which a manual adjustment in the back office needs a " +
 			"second person's approval", false,
 		num("adjustment-approval-points", func(c *Config) *int { return &c.AdjustApproval })},
+	{"secure-cookies", "PUNTOS_SECURE_COOKIES", "false",
+		"mark the back office's cookies Secure on plain HTTP too, for a gateway behind a " +
+			"TLS-terminating proxy (they are whenever the request came over TLS or with " +
+			"X-Forwarded-Proto: https)", false,
+		func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("secure-cookies: %q is not true or false", v)
+			}
+			c.SecureCookies = b
+			return nil
+		}},
 	{"partitions", "PUNTOS_PARTITIONS", "8", "command partitions (members spread over them)",
 		false, num("partitions", func(c *Config) *int { return &c.Partitions })},
 	{"batch-size", "PUNTOS_BATCH_SIZE", "2048", "commands applied per ledger transaction",
@@ -375,6 +388,7 @@ func (c *Config) Masked() []any {
 	vals["inbox-poll"] = c.InboxPoll.String()
 	vals["bulk-approval-points"] = strconv.Itoa(c.BulkApproval)
 	vals["adjustment-approval-points"] = strconv.Itoa(c.AdjustApproval)
+	vals["secure-cookies"] = strconv.FormatBool(c.SecureCookies)
 	vals["partitions"] = strconv.Itoa(c.Partitions)
 	vals["batch-size"] = strconv.Itoa(c.BatchSize)
 	vals["ledger-writers"] = strconv.Itoa(c.LedgerWriters)

@@ -28,6 +28,18 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 }
 
+// A gateway behind a TLS proxy that sets no X-Forwarded-Proto asks for
+// Secure back-office cookies from the environment.
+func TestSecureCookiesSetting(t *testing.T) {
+	for val, want := range map[string]bool{"": false, "true": true, "1": true, "false": false} {
+		c, _, err := LoadConfig("run", nil, env(map[string]string{"PUNTOS_SECURE_COOKIES": val}),
+			&bytes.Buffer{})
+		if err != nil || c.SecureCookies != want {
+			t.Errorf("PUNTOS_SECURE_COOKIES=%q: %v (%v), want %v", val, c.SecureCookies, err, want)
+		}
+	}
+}
+
 // Reporting is switched off from the environment with "off" (an empty
 // variable counts as unset) or with an empty flag.
 func TestClickHouseOff(t *testing.T) {
@@ -53,6 +65,7 @@ func TestClickHouseOff(t *testing.T) {
 func TestConfigErrorsNameTheSetting(t *testing.T) {
 	for _, tc := range []struct{ args, want string }{
 		{"--partitions=x", "partitions (PUNTOS_PARTITIONS): "},
+		{"--secure-cookies=maybe", "secure-cookies (PUNTOS_SECURE_COOKIES): "},
 		{"--partitions=0", "partitions (PUNTOS_PARTITIONS): must be between 1 and 1024"},
 		{"--result-wait=5", "result-wait (PUNTOS_RESULT_WAIT): "},
 		{"--nats-sync=sometimes", "nats-sync (PUNTOS_NATS_SYNC): must be always or interval"},
