@@ -64,8 +64,10 @@ Commands:
   check      verify the ledger: every balance equals the sum of its postings
              and of its lots, and no row refers to one that is missing;
              exits 1 naming each breach
+  reconcile  compare the reports' copy of a program's postings with the
+             ledger over a period; exits 1 naming each difference
   demo       load the telecom sample through the REST gateway
-  admin      back-office users: puntos admin create --user NAME
+  admin      back-office users: puntos admin create|unlock --user NAME
   deadletters  commands set aside after failing every delivery: list,
              redrive once the cause is mended, discard
   version    print the version
@@ -103,6 +105,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runAdmin(ctx, rest, getenv, os.Stdin, stdout, stderr)
 	case "deadletters":
 		return runDeadLetters(ctx, rest, getenv, stdout, stderr)
+	case "reconcile":
+		return runReconcile(ctx, rest, getenv, stdout, stderr)
 	}
 	var expireArgs []string
 	if name == "expire" {
