@@ -84,7 +84,8 @@ func runAdmin(ctx context.Context, args []string, getenv func(string) string, st
 	if err := postgres.Migrate(ctx, pool, newLogger(cfg, stderr)); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	err = backoffice.CreateUser(ctx, pool, *user, backoffice.Role(*role), *password)
+	err = backoffice.CreateUser(ctx, pool, *user, backoffice.Role(*role), *password,
+		"command line")
 	if err != nil {
 		return fmt.Errorf("admin create: %w", err)
 	}

@@ -36,11 +36,23 @@ func TestAdminCreate(t *testing.T) {
 			"with a bcrypt cost-12 hash", role, hash, err)
 	}
 
-	// The same name twice is refused; so is a short password.
-	err = runAdmin(ctx, append([]string{"create", "--user", "root"}, db...), env,
-		strings.NewReader("a-long-enough-password\n"), &out, &errOut)
-	if err == nil || !strings.Contains(err.Error(), "exists") {
-		t.Fatalf("second create: %v, want a conflict", err)
+	// The audit log says the command line made it.
+	var actor, after string
+	err = conn.QueryRow(ctx, `SELECT actor, after::text FROM bo_audit
+		WHERE action = 'user.created' AND target = 'root'`).Scan(&actor, &after)
+	if err != nil || actor != "command line" || !strings.Contains(after, `"administrator"`) {
+		t.Fatalf("audit of the creation: %q %s (%v); want the command line creating an "+
+			"administrator", actor, after, err)
+	}
+
+	// The same name twice is refused, in another case too (ROOT beside
+	// root would be two people to the eye); so is a short password.
+	for _, name := range []string{"root", "ROOT", "Root"} {
+		err = runAdmin(ctx, append([]string{"create", "--user", name}, db...), env,
+			strings.NewReader("a-long-enough-password\n"), &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), `a user named "root" exists`) {
+			t.Fatalf("create %s beside root: %v, want a conflict naming root", name, err)
+		}
 	}
 	err = runAdmin(ctx, append([]string{"create", "--user", "ana", "--role", "analyst"},
 		db...), env,

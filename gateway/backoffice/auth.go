@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -17,7 +18,6 @@ import (
 
 	"github.com/gorilla/mux"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/text/unicode/norm"
@@ -95,11 +95,19 @@ func passwordProblem(p string) string {
 	return ""
 }
 
-// CreateUser adds a back-office user with a bcrypt hash of password.
-// Errors: invalid (bad name, role or a password under 12 characters),
-// conflict (the name is taken).
+// CreateUser adds a back-office user with a bcrypt hash of password, and
+// its audit entry under actor in the same transaction. Errors: invalid
+// (bad name, role or a password under 12 characters), conflict (the name
+// is taken, in any case: "Ana" beside "ana" would be two people to the
+// eye and to the approvals alike).
 func CreateUser(ctx context.Context, db *pgxpool.Pool, name string, role Role,
-	password string) error {
+	password, actor string) error {
+	return createUser(ctx, db, name, role, password, actor, time.Now())
+}
+
+// createUser is CreateUser with the audit entry dated at.
+func createUser(ctx context.Context, db *pgxpool.Pool, name string, role Role,
+	password, actor string, at time.Time) error {
 	if !userName.MatchString(name) {
 		return core.Errorf(core.Invalid, "name",
 			"must be 1-64 letters, digits or . _ @ -")
@@ -115,16 +123,36 @@ func CreateUser(ctx context.Context, db *pgxpool.Pool, name string, role Role,
 	if err != nil {
 		return fmt.Errorf("hash password: %w", err)
 	}
-	_, err = db.Exec(ctx, `INSERT INTO bo_users (name, role, password_hash)
-		VALUES ($1, $2, $3)`, name, string(role), string(hash))
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) && pe.Code == "23505" {
-		return core.Errorf(core.Conflict, "name", "a user named %q exists", name)
-	}
-	if err != nil {
-		return fmt.Errorf("insert user: %w", err)
-	}
-	return nil
+	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		// Names are compared without case under a lock, so that two
+		// creations at once cannot both pass.
+		if _, err := tx.Exec(ctx, `LOCK TABLE bo_users IN SHARE ROW EXCLUSIVE MODE`); err != nil {
+			return fmt.Errorf("lock users: %w", err)
+		}
+		var taken string
+		err := tx.QueryRow(ctx, `SELECT name FROM bo_users WHERE lower(name) = lower($1)`,
+			name).Scan(&taken)
+		if err == nil {
+			return core.Errorf(core.Conflict, "name", "a user named %q exists", taken)
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("read users: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO bo_users (name, role, password_hash)
+			VALUES ($1, $2, $3)`, name, string(role), string(hash)); err != nil {
+			return fmt.Errorf("insert user: %w", err)
+		}
+		after, err := json.Marshal(map[string]any{"name": name, "role": role})
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO bo_audit (at, actor, action, target, before, after)
+			VALUES ($1, $2, 'user.created', $3, NULL, $4)`, at, actor, name, after)
+		if err != nil {
+			return fmt.Errorf("write audit entry: %w", err)
+		}
+		return nil
+	})
 }
 
 // UnlockUser lifts the lock that wrong passwords put on the user name, as
@@ -462,8 +490,8 @@ func sameToken(got, want string) bool {
 // write theirs in the transaction of the change instead: parameter commands
 // carry an audit note on the bus and the ledger writes the entry as it
 // applies them (bus.Audit); the others use auditIn.
-// TODO(backoffice): user creation (CreateUser, shared with the command
-// line) could do the same. Ledger adjustments and approvals go through the
+// User creation (CreateUser, shared with the command line) does the same.
+// Ledger adjustments and approvals go through the
 // bus without a note, so their entry can only follow the ledger's answer.
 func (s *Server) audit(ctx context.Context, actor, action, target string, before,
 	after any) {

@@ -70,7 +70,7 @@ func newRig(t *testing.T, opt Options) *rig {
 
 func (rg *rig) user(name string, role Role) {
 	rg.t.Helper()
-	if err := CreateUser(context.Background(), rg.db, name, role, name+"-password-1"); err != nil {
+	if err := CreateUser(context.Background(), rg.db, name, role, name+"-password-1", "test"); err != nil {
 		rg.t.Fatalf("create user: %v", err)
 	}
 }
@@ -434,22 +434,23 @@ func TestPasswordHash(t *testing.T) {
 	if cost, _ := bcrypt.Cost(dummyHash); cost != 12 {
 		t.Fatalf("production cost %d, want 12", cost)
 	}
-	err = CreateUser(context.Background(), rg.db, "short", RoleOperator, "too-short")
+	err = CreateUser(context.Background(), rg.db, "short", RoleOperator, "too-short", "test")
 	if err == nil || !strings.Contains(err.Error(), "password") {
 		t.Fatalf("short password: %v, want an error naming the password", err)
 	}
 	// Six accented letters are twelve bytes but six characters: too short.
-	err = CreateUser(context.Background(), rg.db, "accents", RoleOperator, "ñáéíóú")
+	err = CreateUser(context.Background(), rg.db, "accents", RoleOperator, "ñáéíóú", "test")
 	if err == nil || !strings.Contains(err.Error(), "at least 12 characters") {
 		t.Fatalf("password of 6 accented letters: %v, want refused as too short", err)
 	}
 	// Forty accented letters are 80 bytes, past what bcrypt reads.
-	err = CreateUser(context.Background(), rg.db, "long", RoleOperator, strings.Repeat("ñ", 40))
+	err = CreateUser(context.Background(), rg.db, "long", RoleOperator, strings.Repeat("ñ", 40),
+		"test")
 	if err == nil || !strings.Contains(err.Error(), "72 bytes") {
 		t.Fatalf("password of 80 bytes: %v, want refused naming the 72-byte limit", err)
 	}
 	if err := CreateUser(context.Background(), rg.db, "twelve", RoleOperator,
-		"ñandú-ñandú!"); err != nil {
+		"ñandú-ñandú!", "test"); err != nil {
 		t.Fatalf("password of 12 characters (15 bytes): %v, want it taken", err)
 	}
 }

@@ -102,7 +102,7 @@ func (p *platform) users(roles map[string]backoffice.Role) {
 	p.t.Helper()
 	for name, role := range roles {
 		err := backoffice.CreateUser(context.Background(), p.a.Pool, name, role,
-			name+"-password-1")
+			name+"-password-1", "test")
 		if err != nil {
 			p.t.Fatalf("create %s: %v", name, err)
 		}

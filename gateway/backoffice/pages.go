@@ -167,7 +167,8 @@ func (s *Server) showUsers(w http.ResponseWriter, r *http.Request, sess *session
 func (s *Server) createUser(w http.ResponseWriter, r *http.Request, sess *session) {
 	name := strings.TrimSpace(r.PostFormValue("name"))
 	role := Role(r.PostFormValue("role"))
-	err := CreateUser(r.Context(), s.db, name, role, r.PostFormValue("password"))
+	err := createUser(r.Context(), s.db, name, role, r.PostFormValue("password"), sess.Name,
+		s.now())
 	if k := core.KindOf(err); k == core.Invalid || k == core.Conflict {
 		s.showUsers(w, r, sess, http.StatusBadRequest, "The user was not created: "+
 			err.Error())
@@ -177,8 +178,6 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request, sess *sessio
 		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
 		return
 	}
-	s.audit(r.Context(), sess.Name, "user.created", name, nil,
-		map[string]any{"name": name, "role": role})
 	redirect(w, r, "/admin/users", nil, "created")
 }
 

@@ -182,7 +182,7 @@ func TestSecretNowhereInClearAttack10(t *testing.T) {
 
 	// The back office's form, then its pages.
 	if err := backoffice.CreateUser(context.Background(), a.Pool, "ana",
-		backoffice.RoleAdministrator, "correct-horse-battery-a10"); err != nil {
+		backoffice.RoleAdministrator, "correct-horse-battery-a10", "test"); err != nil {
 		t.Fatal(err)
 	}
 	hc := boSession(t, base, "ana", "correct-horse-battery-a10")
