@@ -7,6 +7,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/puntos-loyalty/puntos/core"
 )
 
 // An approved adjustment the ledger refuses (it asks for more points than
@@ -55,5 +58,66 @@ func TestApprovalRefusedByTheLedgerIsAuditedAsRefused(t *testing.T) {
 	if code != http.StatusOK || !strings.Contains(page, cell) ||
 		!strings.Contains(page, "available") {
 		t.Fatalf("the Approvals page does not show the refusal (%d):\n%s", code, page)
+	}
+}
+
+// A person's own adjustments of one member add up over a day against the
+// threshold: three of 60 points each used to apply alone where one of 180
+// waits. Another person's, and those a second person approved, do not count
+// toward the first person's; after a day the count starts again.
+func TestAdjustmentsAddUpPerPersonAndDay(t *testing.T) {
+	t.Parallel()
+	rg := newBusRig(t, Options{ApprovalThreshold: 100})
+	rg.ledger().Clock = func() time.Time { return rg.now }
+	rg.telco()
+	rg.user("olga", RoleOperator)
+	rg.user("bruno", RoleOperator)
+	olga, bruno := rg.browser(), rg.browser()
+	otoken, btoken := olga.mustSignIn("olga"), bruno.mustSignIn("bruno")
+	adjust := func(b *browser, token, points, want string) {
+		t.Helper()
+		res, body := b.post("/admin/members/adjust", url.Values{"csrf": {token},
+			"program": {"telco"}, "member": {"m-1"}, "points": {points},
+			"reason": {"goodwill"}})
+		mustStatus(t, "adjust "+points, res, body, http.StatusSeeOther)
+		if got := res.Header.Get("Location"); !strings.Contains(got, "done="+want) {
+			t.Fatalf("adjust %s: sent to %s, want done=%s", points, got, want)
+		}
+	}
+	available := func() core.Points {
+		t.Helper()
+		v, err := rg.ledger().Balance(context.Background(), "telco", "m-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v.Balance.Available
+	}
+
+	adjust(olga, otoken, "60", "applied")
+	adjust(olga, otoken, "-30", "applied") // 90 either way
+	adjust(olga, otoken, "20", "queued")   // 110 alone: a second person
+	adjust(bruno, btoken, "60", "applied") // bruno's own day
+	if got := available(); got != 90 {
+		t.Fatalf("after three applied adjustments: %d available, want 90", got)
+	}
+	var id int64
+	if err := rg.db.QueryRow(context.Background(), `SELECT id FROM bo_pending_adjustments
+		WHERE member = 'm-1' AND points = 20 AND status = 'pending'`).Scan(&id); err != nil {
+		t.Fatalf("olga's 20 is not waiting: %v", err)
+	}
+	res, body := bruno.post("/admin/approvals/"+strconv.FormatInt(id, 10)+"/approve",
+		url.Values{"csrf": {btoken}})
+	mustStatus(t, "approve olga's 20", res, body, http.StatusSeeOther)
+	adjust(olga, otoken, "10", "applied") // 100: the approved 20 is not hers alone
+	if got := available(); got != 120 {
+		t.Fatalf("after the approval and 10 more: %d available, want 120", got)
+	}
+	adjust(olga, otoken, "1", "queued")
+
+	rg.now = rg.now.Add(24*time.Hour + time.Minute)
+	otoken = olga.mustSignIn("olga") // the day's session has ended
+	adjust(olga, otoken, "100", "applied")
+	if got := available(); got != 220 {
+		t.Fatalf("a day later: %d available, want 220", got)
 	}
 }

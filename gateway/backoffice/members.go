@@ -214,10 +214,34 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, sess *session) {
 		return
 	}
 
+	// A person's adjustments of one member add up over a day: one large
+	// adjustment split into small ones still waits for a second person.
+	// The lock keeps two forms of the same person for the same member from
+	// both passing the check before either is applied.
+	conn, err := s.db.Acquire(ctx)
+	if err != nil {
+		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
+		return
+	}
+	defer conn.Release()
+	lockKey := "adjust/" + sess.Name + "/" + program + "/" + m.CustomerRef
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(hashtextextended($1, 0))`,
+		lockKey); err != nil {
+		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
+		return
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), //nolint:errcheck // released with the session otherwise
+		`SELECT pg_advisory_unlock(hashtextextended($1, 0))`, lockKey)
+	alone, err := s.adjustedAlone(ctx, conn, program, m.CustomerRef, sess.Name)
+	if err != nil {
+		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
+		return
+	}
+
 	// Large adjustments wait for a second person.
 	// The request and its audit entry are stored together; a form sent
 	// twice queues it once.
-	if abs(points) > int64(s.opt.ApprovalThreshold) {
+	if abs(points)+alone > int64(s.opt.ApprovalThreshold) {
 		var form any
 		if id := formID(r); id != "" {
 			form = id
@@ -269,6 +293,26 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, sess *session) {
 		done = "replayed"
 	}
 	redirect(w, r, "/admin/members", back, done)
+}
+
+// adjustedAlone is how many points, either way, person has adjusted the
+// member by in the back office over the last day without a second person:
+// the postings of their own adjustments, not those of approvals.
+func (s *Server) adjustedAlone(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, program, member, person string) (int64, error) {
+	var n int64
+	err := q.QueryRow(ctx, `SELECT coalesce(sum(abs(po.points)), 0)::bigint
+		FROM postings po JOIN members m ON m.id = po.member_id
+		JOIN programs p ON p.id = m.program_id
+		WHERE p.code = $1 AND m.customer_ref = $2 AND po.kind = 'adjustment'
+		  AND po.source = $3 AND po.actor = $4 AND po.recorded_at > $5
+		  AND po.txn_id NOT LIKE 'backoffice-approval-%'`, program, member, Source, person,
+		s.now().Add(-24*time.Hour)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("read the day's adjustments: %w", err)
+	}
+	return n, nil
 }
 
 // pendingAdjustment is an adjustment waiting for, or given, a decision.

@@ -131,7 +131,8 @@ var settings = []setting{
 		num("bulk-approval-points", func(c *Config) *int { return &c.BulkApproval })},
 	{"adjustment-approval-points", "PUNTOS_ADJUSTMENT_APPROVAL_POINTS", "10000",
 		"points, either way, above which a manual adjustment in the back office needs a " +
-			"second person's approval", false,
+			"second person's approval (a person's adjustments of one member over 24 hours " +
+			"counted together)", false,
 		num("adjustment-approval-points", func(c *Config) *int { return &c.AdjustApproval })},
 	{"secure-cookies", "PUNTOS_SECURE_COOKIES", "false",
 		"mark the back office's cookies Secure on plain HTTP too, for a gateway behind a " +
