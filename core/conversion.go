@@ -196,6 +196,9 @@ func (e *ExternalProgram) Validate() error {
 	if e.Name == "" || len(e.Name) > 200 {
 		return Errorf(Invalid, "name", "is required, at most 200 characters")
 	}
+	if err := checkName(e.Name, true); err != nil {
+		return err
+	}
 	ratio, err := ParseRate("ratio", e.Ratio)
 	if err != nil {
 		return err

@@ -113,6 +113,21 @@ func CheckLine(field, s string) error {
 	return err
 }
 
+// checkName refuses a display name (a program's, a reward's, a partner's)
+// that CheckLine would refuse, such as one turned around by a
+// right-to-left override so that the back office shows something else, or
+// a required one of which nothing shows.
+func checkName(name string, required bool) error {
+	visible, err := plainText("name", name, false)
+	if err != nil {
+		return err
+	}
+	if required && !visible {
+		return Errorf(Invalid, "name", "is required: nothing of it shows")
+	}
+	return nil
+}
+
 // plainText checks s as CheckReason and CheckLine describe, allowing tabs
 // and line breaks when breaks is set, and reports whether anything in it
 // shows.

@@ -152,6 +152,9 @@ func (r *Reward) Validate() error {
 	if strings.TrimSpace(r.Name) == "" || len(r.Name) > 200 {
 		return Errorf(Invalid, "name", "is required, at most 200 characters")
 	}
+	if err := checkName(r.Name, true); err != nil {
+		return err
+	}
 	if len(r.Description) > 4000 {
 		return Errorf(Invalid, "description", "is at most 4000 characters")
 	}
@@ -274,6 +277,9 @@ func (p *Partner) Validate() error {
 	}
 	if strings.TrimSpace(p.Name) == "" || len(p.Name) > 200 {
 		return Errorf(Invalid, "name", "is required, at most 200 characters")
+	}
+	if err := checkName(p.Name, true); err != nil {
+		return err
 	}
 	if !ValidCurrency(p.Currency) {
 		return Errorf(Invalid, "currency", "must be an ISO 4217 code in capitals, such as CLP")

@@ -54,6 +54,9 @@ func (p *Program) Validate() error {
 	if p.Name == "" || len(p.Name) > 200 {
 		return Errorf(Invalid, "name", "is required, at most 200 characters")
 	}
+	if err := checkName(p.Name, true); err != nil {
+		return err
+	}
 	if _, err := time.LoadLocation(p.TimeZone); err != nil || p.TimeZone == "" {
 		return Errorf(Invalid, "time_zone", "unknown time zone %q", p.TimeZone)
 	}

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -206,6 +207,54 @@ func TestStartOfDay(t *testing.T) {
 		}
 		if got := StartOfDay(c.y, c.m, c.d, loc).UTC().Format(time.RFC3339); got != c.want {
 			t.Errorf("%s %d-%d-%d: %s, want %s", c.zone, c.y, c.m, c.d, got, c.want)
+		}
+	}
+}
+
+// Display names are shown on the back office's pages: one a right-to-left
+// override turns around ("Gold <U+202E>000,01 sniop" shows as "Gold points
+// 10,000"), or one of which nothing shows, is refused naming the field,
+// for programs, external programs, rewards, partners and rules alike.
+func TestNamesShowWhatTheySay(t *testing.T) {
+	validate := map[string]func(name string) error{
+		"program": func(n string) error {
+			p := Program{Code: "telco", Name: n}
+			p.Defaults()
+			return p.Validate()
+		},
+		"external program": func(n string) error {
+			e := ExternalProgram{Code: "sky", Name: n, Ratio: "0.5", Flavour: FlavourHTTP,
+				Endpoint: "https://127.0.0.1:8443/api"}
+			e.Defaults()
+			return e.Validate()
+		},
+		"reward": func(n string) error {
+			r := Reward{Code: "movie", Name: n, Points: 1200}
+			return r.Validate()
+		},
+		"partner": func(n string) error {
+			p := Partner{Code: "cafe", Name: n, Currency: "CLP", PointValue: "1"}
+			return p.Validate()
+		},
+		"rule": func(n string) error {
+			_, err := CompileRule(Rule{Code: "base", Name: n, EventType: "bill_paid",
+				Rounding: RoundDown, Formula: Formula{Kind: FormulaPerUnit, Rate: "1"}})
+			return err
+		},
+	}
+	for what, check := range validate {
+		if err := check("Puntos Móvil"); err != nil {
+			t.Errorf("%s named Puntos Móvil: %v", what, err)
+		}
+		for _, bad := range []string{"Gold \u202e000,01 sniop\u202c", "line\nbreak"} {
+			if err := check(bad); KindOf(err) != Invalid || !strings.Contains(err.Error(), "name") {
+				t.Errorf("%s named %q: %v; want refused naming the name", what, bad, err)
+			}
+		}
+		if what != "rule" {
+			if err := check("\u200b"); KindOf(err) != Invalid {
+				t.Errorf("%s named only a zero-width space: %v; want refused", what, err)
+			}
 		}
 	}
 }

@@ -251,6 +251,9 @@ func CompileRule(r Rule) (*CompiledRule, error) {
 	if len(r.Name) > 200 {
 		return nil, Errorf(Invalid, "name", "is at most 200 characters")
 	}
+	if err := checkName(r.Name, false); err != nil {
+		return nil, err
+	}
 	if r.EventType != "*" && !codeOK(r.EventType) {
 		return nil, Errorf(Invalid, "event_type",
 			"must be an event type (1-64 letters, digits, '-' or '_') or *")
