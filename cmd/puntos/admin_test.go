@@ -89,13 +89,25 @@ func TestAdminUnlock(t *testing.T) {
 	}
 	var failed int
 	var locked *time.Time
-	var actor string
-	err = conn.QueryRow(ctx, `SELECT u.failed_count, u.locked_until, a.actor
+	var actor, before string
+	err = conn.QueryRow(ctx, `SELECT u.failed_count, u.locked_until, a.actor, a.before::text
 		FROM bo_users u JOIN bo_audit a ON a.target = u.name AND a.action = 'user.unlocked'
-		WHERE u.name = 'root'`).Scan(&failed, &locked, &actor)
-	if err != nil || failed != 0 || locked != nil || actor != "command line" {
-		t.Fatalf("after unlock: %d failures, locked until %v, audit actor %q (%v); want "+
-			"0, none, \"command line\"", failed, locked, actor, err)
+		WHERE u.name = 'root'`).Scan(&failed, &locked, &actor, &before)
+	if err != nil || failed != 0 || locked != nil || actor != "command line" ||
+		before != `{"locked": true, "failed_sign_ins": 3}` {
+		t.Fatalf("after unlock: %d failures, locked until %v, audit actor %q before %s (%v); "+
+			"want 0, none, \"command line\", locked with 3 failures", failed, locked, actor,
+			before, err)
+	}
+	// Unlocking again says there was no lock to lift.
+	if err := runAdmin(ctx, append([]string{"unlock", "--user", "root"}, db...), env, nil,
+		&out, &errOut); err != nil {
+		t.Fatalf("second unlock: %v", err)
+	}
+	err = conn.QueryRow(ctx, `SELECT before::text FROM bo_audit WHERE action = 'user.unlocked'
+		ORDER BY id DESC LIMIT 1`).Scan(&before)
+	if err != nil || before != `{"locked": false, "failed_sign_ins": 0}` {
+		t.Fatalf("audit of an unlock of an unlocked user: %s (%v)", before, err)
 	}
 	err = runAdmin(ctx, append([]string{"unlock", "--user", "nobody"}, db...), env, nil,
 		&out, &errOut)

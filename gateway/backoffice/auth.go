@@ -61,8 +61,17 @@ var userName = regexp.MustCompile(`^[A-Za-z0-9._@-]{1,64}$`)
 // ErrLocked means too many wrong passwords were given for the user lately.
 var ErrLocked = errors.New("too many failed sign-ins; try again later")
 
-// errBadCredentials is the one answer for an unknown user and a wrong
-// password, so that sign-in does not tell which names exist.
+// signInRefused is the sign-in page's one answer to a wrong password, an
+// unknown name and a locked account.
+const signInRefused = "The name or the password is not right. After five wrong passwords " +
+	"an account is locked for 15 minutes; an administrator can lift the lock."
+
+// errUnknownUser is checkPassword's answer for a name no user has; the
+// sign-in page answers it as errBadCredentials.
+var errUnknownUser = errors.New("no user has that name")
+
+// errBadCredentials is checkPassword's answer for a wrong password; the sign-in
+// page gives an unknown name and a locked account the same answer.
 var errBadCredentials = errors.New("the name or the password is not right")
 
 // dummyHash is compared against when the user does not exist, so that an
@@ -166,17 +175,28 @@ func UnlockUser(ctx context.Context, db *pgxpool.Pool, name, actor string) error
 func unlockUser(ctx context.Context, db *pgxpool.Pool, name, actor string,
 	at time.Time) error {
 	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE bo_users SET failed_count = 0, locked_until = NULL
-			WHERE name = $1`, name)
-		if err != nil {
-			return fmt.Errorf("unlock user: %w", err)
-		}
-		if tag.RowsAffected() == 0 {
+		var failed int
+		var until *time.Time
+		err := tx.QueryRow(ctx, `SELECT failed_count, locked_until FROM bo_users
+			WHERE name = $1 FOR UPDATE`, name).Scan(&failed, &until)
+		if errors.Is(err, pgx.ErrNoRows) {
 			return core.Errorf(core.NotFound, "user", "there is no user named %q", name)
 		}
+		if err != nil {
+			return fmt.Errorf("read user: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE bo_users SET failed_count = 0, locked_until = NULL
+			WHERE name = $1`, name); err != nil {
+			return fmt.Errorf("unlock user: %w", err)
+		}
+		before, err := json.Marshal(map[string]any{"locked": until != nil && at.Before(*until),
+			"failed_sign_ins": failed})
+		if err != nil {
+			return err
+		}
 		_, err = tx.Exec(ctx, `INSERT INTO bo_audit (at, actor, action, target, before, after)
-			VALUES ($1, $2, 'user.unlocked', $3, '{"locked": true}', '{"locked": false}')`,
-			at, actor, name)
+			VALUES ($1, $2, 'user.unlocked', $3, $4, '{"locked": false, "failed_sign_ins": 0}')`,
+			at, actor, name, before)
 		if err != nil {
 			return fmt.Errorf("write audit entry: %w", err)
 		}
@@ -185,7 +205,7 @@ func unlockUser(ctx context.Context, db *pgxpool.Pool, name, actor string,
 }
 
 // checkPassword verifies a sign-in and keeps the failure count: it returns
-// the user, ErrLocked or errBadCredentials.
+// the user, ErrLocked, errBadCredentials or errUnknownUser.
 func (s *Server) checkPassword(ctx context.Context, name, password string) (*session, error) {
 	now := s.now()
 	tx, err := s.db.Begin(ctx)
@@ -205,15 +225,19 @@ func (s *Server) checkPassword(ctx context.Context, name, password string) (*ses
 		Scan(&u.UserID, &u.Name, &u.Role, &hash, &failed, &locked, &disabled)
 	if errors.Is(err, pgx.ErrNoRows) {
 		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
-		return nil, errBadCredentials
+		return nil, errUnknownUser
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read user: %w", err)
 	}
 	if locked != nil && now.Before(*locked) {
-		// Only the right password learns of the lock: to anyone else a
-		// locked account answers as an unknown name does, and the wrong
-		// passwords meanwhile neither count nor lengthen it.
+		// The password is checked all the same, so that a locked account
+		// takes as long to answer as any other. The sign-in page answers
+		// ErrLocked as it answers a wrong password or an unknown name:
+		// telling the right password apart would let guesses go on
+		// during the lock, and telling the lock apart would name the
+		// accounts that exist. A signed-in user changing their password
+		// may learn of it.
 		if bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
 			return nil, errBadCredentials
 		}
@@ -413,19 +437,25 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 	name := r.PostFormValue("name")
 	u, err := s.checkPassword(r.Context(), name, r.PostFormValue("password"))
 	switch {
-	case errors.Is(err, ErrLocked):
-		s.log.Warn("Sign-in refused: locked out", "user", name, "remote", r.RemoteAddr)
-		s.showSignIn(w, r, http.StatusTooManyRequests,
-			"Too many failed sign-ins. This account is locked for 15 minutes.")
-		return
 	case errors.Is(err, errDisabled):
 		s.log.Warn("Sign-in refused: user disabled", "user", name)
 		s.showSignIn(w, r, http.StatusForbidden,
 			"This account is disabled. Ask an administrator to enable it.")
 		return
-	case errors.Is(err, errBadCredentials):
-		s.log.Warn("Sign-in refused: bad credentials", "user", name, "remote", r.RemoteAddr)
-		s.showSignIn(w, r, http.StatusUnauthorized, "The name or the password is not right.")
+	case errors.Is(err, ErrLocked), errors.Is(err, errBadCredentials),
+		errors.Is(err, errUnknownUser):
+		// One answer for the three. The log names a user that exists (not
+		// what was typed for one that does not: it may be a password).
+		switch {
+		case errors.Is(err, ErrLocked):
+			s.log.Warn("Sign-in refused: locked out", "user", name, "remote", r.RemoteAddr)
+		case errors.Is(err, errBadCredentials):
+			s.log.Warn("Sign-in refused: wrong password", "user", name, "remote",
+				r.RemoteAddr)
+		default:
+			s.log.Warn("Sign-in refused: no such user", "remote", r.RemoteAddr)
+		}
+		s.showSignIn(w, r, http.StatusUnauthorized, signInRefused)
 		return
 	case err != nil:
 		s.fail(w, r, nil, http.StatusInternalServerError, "", err)
@@ -460,8 +490,10 @@ func (s *Server) signOut(w http.ResponseWriter, r *http.Request, sess *session) 
 // https; a client forging it only keeps the cookie from itself on plain
 // HTTP). A negative ttl deletes it.
 func (s *Server) cookie(r *http.Request, name, value string, ttl time.Duration) *http.Cookie {
+	// Of proxies in a row, the first names the scheme the browser used.
+	proto, _, _ := strings.Cut(r.Header.Get("X-Forwarded-Proto"), ",")
 	secure := r.TLS != nil || s.opt.SecureCookies ||
-		strings.EqualFold(strings.TrimSpace(r.Header.Get("X-Forwarded-Proto")), "https")
+		strings.EqualFold(strings.TrimSpace(proto), "https")
 	c := &http.Cookie{Name: name, Value: value, Path: "/admin/", HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: secure}
 	if ttl < 0 {
