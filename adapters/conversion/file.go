@@ -116,7 +116,7 @@ func (p *FilePartner) Status(_ context.Context, req Request) Answer {
 	}
 	slices.Sort(names)
 	var found *Answer
-	var foundIn, unread string
+	var foundIn, unread, doubt string
 	leaning := map[Outcome]string{} // outcome of a line lacking its reference or code: file
 	for _, name := range names {
 		lines, err := readAnswers(name)
@@ -130,6 +130,15 @@ func (p *FilePartner) Status(_ context.Context, req Request) Answer {
 				continue
 			}
 			if answerField(r[0]) != req.TxnID {
+				// A line that names the conversion elsewhere than in its
+				// first field is one this reading missed: another
+				// separator, say. It may decide either way.
+				if doubt == "" && slices.ContainsFunc(r, func(f string) bool {
+					return strings.Contains(f, req.TxnID)
+				}) {
+					doubt = fmt.Sprintf("line %d of %s names it but does not read as "+
+						"txn_id,status,reference,code", ln.number, file)
+				}
 				continue
 			}
 			status := strings.ToLower(answerField(r[1]))
@@ -155,6 +164,14 @@ func (p *FilePartner) Status(_ context.Context, req Request) Answer {
 				if word == "refused" && leaning[Refused] == "" {
 					leaning[Refused] = file
 				}
+				// A status no one knows ("confimed", "rejected") may be a
+				// decision this reading missed; those that say the partner
+				// has not decided yet are not.
+				if word != "confirmed" && word != "refused" && !waitingWords[word] &&
+					doubt == "" {
+					doubt = fmt.Sprintf("line %d of %s answers it with the status %q, which "+
+						"is neither confirmed nor refused", ln.number, file, partnerWords(r[1]))
+				}
 				if unread == "" {
 					unread = fmt.Sprintf("line %d of %s answers it with status %q, "+
 						"reference %q and code %q, which decide nothing: a confirmation "+
@@ -176,6 +193,13 @@ func (p *FilePartner) Status(_ context.Context, req Request) Answer {
 			found, foundIn = &a, file
 		}
 	}
+	if found != nil && doubt != "" {
+		return Answer{Contradicts: true, Detail: fmt.Sprintf("the answer files may "+
+			"contradict each other: %s in %s, but %s", found.Outcome, foundIn, doubt)}
+	}
+	if found == nil && unread == "" {
+		unread = doubt
+	}
 	if found == nil && unread != "" {
 		return Answer{Detail: unread}
 	}
@@ -193,6 +217,11 @@ func (p *FilePartner) Status(_ context.Context, req Request) Answer {
 	}
 	return *found
 }
+
+// waitingWords are the statuses, in lower-case letters only, by which a
+// partner says it has not decided yet.
+var waitingWords = map[string]bool{"pending": true, "processing": true, "received": true,
+	"queued": true, "inprogress": true}
 
 // answerField is a field of an answer line as Status compares it: without
 // the spaces, byte order marks and other invisible formatting characters
@@ -234,6 +263,7 @@ func eachRecord(name string, fn func(rec []string, line int)) error {
 		return err
 	}
 	r := csv.NewReader(strings.NewReader(text))
+	r.Comma = separator(text)
 	r.FieldsPerRecord = -1
 	for {
 		rec, err := r.Read()
@@ -255,6 +285,9 @@ func eachRecord(name string, fn func(rec []string, line int)) error {
 func utf8Text(data []byte) (string, error) {
 	var order binary.ByteOrder
 	switch {
+	case bytes.HasPrefix(data, []byte{0xFF, 0xFE, 0, 0}) ||
+		bytes.HasPrefix(data, []byte{0, 0, 0xFE, 0xFF}):
+		return "", errors.New("UTF-32 text, which is not read: save the file as UTF-8 CSV")
 	case bytes.HasPrefix(data, []byte{0xFF, 0xFE}):
 		order = binary.LittleEndian
 	case bytes.HasPrefix(data, []byte{0xFE, 0xFF}):
@@ -275,7 +308,27 @@ func utf8Text(data []byte) (string, error) {
 	for i := range units {
 		units[i] = order.Uint16(data[2*i:])
 	}
-	return string(utf16.Decode(units)), nil
+	text := string(utf16.Decode(units))
+	if i := strings.IndexByte(text, 0); i >= 0 {
+		return "", fmt.Errorf("UTF-16 text with a NUL character on line %d; save the file "+
+			"as UTF-8 CSV", strings.Count(text[:i], "\n")+1)
+	}
+	return text, nil
+}
+
+// separator is the field separator of a CSV text: of comma, semicolon and
+// tab, the one its first line holds most of (a spreadsheet's "Unicode text"
+// separates by tabs, and one set for a decimal comma by semicolons); a
+// comma when the line holds none.
+func separator(text string) rune {
+	first, _, _ := strings.Cut(strings.TrimLeft(text, "\r\n"), "\n")
+	best, most := ',', strings.Count(first, ",")
+	for _, c := range []rune{';', '\t'} {
+		if n := strings.Count(first, string(c)); n > most {
+			best, most = c, n
+		}
+	}
+	return best
 }
 
 // noAnswerYet is Status's answer when no answer file names the conversion.

@@ -135,8 +135,11 @@ func TestFileAnswersAsPartnersWriteThem(t *testing.T) {
 	// given back; the vague one's 300 points stay held.
 	e.wantBalance(prog, member, 8200, 300)
 
-	// The partner mends the line: the conversion settles.
-	write("b4.csv", vague.TxnID+",refused,,account_closed\n")
+	// The partner mends the line in its file: the conversion settles. (A
+	// refusal in a later file beside the "ok" would be a contradiction for
+	// a person: "ok" may have meant a credit.)
+	write("b3.csv", "txn_id,status,reference,code\n"+spaced.TxnID+", Confirmed , SP-REF ,\n"+
+		vague.TxnID+",refused,,account_closed\n")
 	step()
 	if c := e.conversion(prog, member, vague.ID); c.Status != core.ConversionRefused {
 		t.Fatalf("after the mended answer: %s, want refused", c.Status)
@@ -198,6 +201,7 @@ type fileAnswers struct {
 	e       *env
 	prog    string
 	member  string
+	in      string
 	write   func(name, body string)
 	step    func()
 	convert func(points int64, account string) core.Conversion
@@ -215,7 +219,7 @@ func newFileAnswers(t *testing.T, member string, points core.Points) *fileAnswer
 	if err := os.MkdirAll(in, 0o750); err != nil {
 		t.Fatal(err)
 	}
-	return &fileAnswers{e: e, prog: prog, member: member,
+	return &fileAnswers{e: e, prog: prog, member: member, in: in,
 		write: func(name, body string) {
 			t.Helper()
 			if err := os.WriteFile(filepath.Join(in, name), []byte(body), 0o640); err != nil {
@@ -293,5 +297,82 @@ func TestFileAnswersInOtherEncodingsAndTwice(t *testing.T) {
 			"naming d0.csv and its line 2", c.Status, c.LastError)
 	}
 	e.wantBalance(prog, member, 8100, 900)
+	e.check()
+}
+
+// From the attack on the reading of other encodings: a spreadsheet's
+// "Unicode text" is UTF-16 with tabs between the fields, and a refusal in
+// another file used to decide alone while that file's confirmation went
+// unread (the points went back to a member the partner had credited). Tabs
+// and semicolons now separate fields as commas do; a line naming the
+// conversion that still does not read, or a status that is neither a
+// decision nor a known "not yet" ("confimed", "rejected"), beside a
+// decision, is a contradiction for a person; UTF-32 and NUL characters
+// are refused by name.
+func TestFileAnswersSeparatorsAndUnknownWords(t *testing.T) {
+	f := newFileAnswers(t, "56955555555", 10000)
+	e, prog, member, write, step, convert := f.e, f.prog, f.member, f.write, f.step, f.convert
+	tabbed := convert(1000, "TB000001")
+	semi := convert(500, "SE000001")
+	typo := convert(300, "TY000001")
+	rejected := convert(200, "RJ000001")
+	waiting := convert(100, "WA000001")
+	garbled := convert(100, "GA000001")
+	step()
+	utf16le := func(s string) string {
+		b := []byte{0xFF, 0xFE}
+		for _, u := range utf16.Encode([]rune(s)) {
+			b = append(b, byte(u), byte(u>>8))
+		}
+		return string(b)
+	}
+	write("e1.csv", utf16le("txn_id\tstatus\treference\tcode\r\n"+
+		tabbed.TxnID+"\tconfirmed\tAIR-778812\t\r\n"))
+	write("e2.csv", "txn_id;status;reference;code\n"+semi.TxnID+";confirmed;SE-REF;\n"+
+		typo.TxnID+";confimed;TY-REF;\n"+rejected.TxnID+";rejected;;\n"+
+		waiting.TxnID+";pending;;\n"+"note: "+garbled.TxnID+" credited as GA-REF\n")
+	write("e3.csv", tabbed.TxnID+",refused,,E42\n"+typo.TxnID+",refused,,E42\n"+
+		rejected.TxnID+",confirmed,RJ-REF,\n"+waiting.TxnID+",confirmed,WA-REF,\n"+
+		garbled.TxnID+",refused,,E42\n")
+	step()
+	for _, want := range []struct {
+		c      core.Conversion
+		status string
+		said   string
+	}{{tabbed, core.ConversionPending, "contradict"},
+		{semi, core.ConversionConfirmed, ""},
+		{typo, core.ConversionPending, `"confimed"`},
+		{rejected, core.ConversionPending, `"rejected"`},
+		{waiting, core.ConversionConfirmed, ""},
+		{garbled, core.ConversionPending, "line 6 of e2.csv names it"}} {
+		got := e.conversion(prog, member, want.c.ID)
+		if got.Status != want.status || !strings.Contains(got.LastError, want.said) {
+			t.Errorf("conversion to %s: %s, last error %q; want %s saying %q",
+				want.c.AccountID, got.Status, got.LastError, want.status, want.said)
+		}
+	}
+	if c := e.conversion(prog, member, semi.ID); c.Reference != "SE-REF" {
+		t.Errorf("reference from the semicolon file kept as %q, want SE-REF", c.Reference)
+	}
+	// 10,000 less the six (2,200); the four held wait for a person.
+	e.wantBalance(prog, member, 7800, 1600)
+
+	for name, body := range map[string]string{
+		"e0.csv": "\xff\xfe\x00\x00t\x00\x00\x00",
+		"d0.csv": utf16le("txn_id,status\n" + "x\x00,confirmed,R,\n"),
+	} {
+		late := convert(100, "L"+strings.ToUpper(name[:1])+"000001")
+		step()
+		write(name, body)
+		step()
+		if c := e.conversion(prog, member, late.ID); c.Status != core.ConversionPending ||
+			!strings.Contains(c.LastError, name) {
+			t.Errorf("conversion behind %s: %s, last error %q; want pending, naming the file",
+				name, c.Status, c.LastError)
+		}
+		if err := os.Remove(filepath.Join(f.in, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	e.check()
 }
