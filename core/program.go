@@ -227,6 +227,28 @@ func StartOfDay(y int, m time.Month, d int, loc *time.Location) time.Time {
 	return t
 }
 
+// LocalTime is the instant at which loc's clocks show the wall time of
+// local (its date and time of day, whatever its zone). A time a change of
+// clocks skips (00:30 on 6 September 2026 in Santiago) is the first
+// instant after the gap, as StartOfDay takes a skipped midnight: a rule
+// valid from then starts with that day, not an hour into the one before.
+func LocalTime(local time.Time, loc *time.Location) time.Time {
+	y, m, d := local.Date()
+	h, mi, sec := local.Clock()
+	t := time.Date(y, m, d, h, mi, sec, local.Nanosecond(), loc)
+	shown := time.Date(t.Year(), t.Month(), t.Day(), t.Hour(), t.Minute(), t.Second(),
+		t.Nanosecond(), time.UTC)
+	want := time.Date(y, m, d, h, mi, sec, local.Nanosecond(), time.UTC)
+	start, end := t.ZoneBounds()
+	switch {
+	case shown.Before(want) && !end.IsZero():
+		return end // placed before the gap, in the zone that ends there
+	case shown.After(want) && !start.IsZero():
+		return start // placed after it, in the zone that begins there
+	}
+	return t
+}
+
 func daysIn(y int, m time.Month) int {
 	return time.Date(y, m+1, 0, 12, 0, 0, 0, time.UTC).Day()
 }

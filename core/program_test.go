@@ -258,3 +258,28 @@ func TestNamesShowWhatTheySay(t *testing.T) {
 		}
 	}
 }
+
+// A wall time in a zone, including one the clocks skip.
+func TestLocalTime(t *testing.T) {
+	for _, c := range []struct{ zone, local, want string }{
+		{"America/Santiago", "2026-09-05T23:30:00", "2026-09-06T03:30:00Z"},
+		{"America/Santiago", "2026-09-06T00:00:00", "2026-09-06T04:00:00Z"}, // skipped: 01:00 -03
+		{"America/Santiago", "2026-09-06T00:59:00", "2026-09-06T04:00:00Z"},
+		{"America/Santiago", "2026-09-06T01:00:00", "2026-09-06T04:00:00Z"},
+		{"Europe/Madrid", "2026-03-29T02:30:00", "2026-03-29T01:00:00Z"}, // skipped: 03:00 +02
+		{"Europe/Madrid", "2026-07-01T12:00:00", "2026-07-01T10:00:00Z"},
+		{"UTC", "2026-07-01T12:00:00", "2026-07-01T12:00:00Z"},
+	} {
+		loc, err := time.LoadLocation(c.zone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		local, err := time.Parse("2006-01-02T15:04:05", c.local)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := LocalTime(local, loc).UTC().Format(time.RFC3339); got != c.want {
+			t.Errorf("%s %s: %s, want %s", c.zone, c.local, got, c.want)
+		}
+	}
+}

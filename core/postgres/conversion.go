@@ -225,8 +225,8 @@ func (t *txn) storedCredentials(ctx context.Context, prog *program, code, endpoi
 	}
 	if cur != "" && !sameOrigin(was, endpoint) {
 		return "", core.Errorf(core.Invalid, "credentials", "the endpoint moves from %q to "+
-			"%q: give the credentials again (or \"\" for none), as the stored ones are "+
-			"not sent to another address", was, endpoint)
+			"%q: give the credentials again, or remove them (\"\" over REST, the box in the "+
+			"back office), as the stored ones are not sent to another address", was, endpoint)
 	}
 	if cur == "" || secrets.IsSealed(cur) || t.secrets == nil {
 		return cur, nil

@@ -167,8 +167,9 @@ func (f *form) time(name string) *time.Time {
 		return nil
 	}
 	for _, layout := range []string{"2006-01-02T15:04", "2006-01-02T15:04:05"} {
-		if t, err := time.ParseInLocation(layout, v, f.loc); err == nil {
-			t = t.UTC()
+		if t, err := time.Parse(layout, v); err == nil {
+			// A time the clocks skip is the first instant after the gap.
+			t = core.LocalTime(t, f.loc).UTC()
 			return &t
 		}
 	}
