@@ -28,7 +28,8 @@ minutes ago, as the sink copies an event a moment after the ledger writes
 it. Keep periods to a day or a month. Exits 1 when they differ.
 
 --rebuild first sums again, from the events ClickHouse holds, the hourly
-flows of each month (UTC) the period touches: the repair for figures above
+flows of each month (UTC) the period touches, of every program: the repair
+for figures above
 the ledger's with no event listed as extra (an event two sinks stored at
 the same moment). Pause the reporting sinks while it runs. It cannot bring
 back events the reports never received.
@@ -101,6 +102,14 @@ func runReconcile(ctx context.Context, args []string, getenv func(string) string
 		return err
 	}
 	defer pool.Close()
+	var known bool
+	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM programs WHERE code = $1)`,
+		*program).Scan(&known); err != nil {
+		return fmt.Errorf("reconcile: read programs: %w", err)
+	}
+	if !known {
+		return fmt.Errorf("reconcile: --program: the ledger has no program %q", *program)
+	}
 	conn, err := clickhouse.Open(ctx, cfg.ClickHouseAddr, cfg.ClickHouseDB)
 	if err != nil {
 		return err

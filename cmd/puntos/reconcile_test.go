@@ -79,7 +79,11 @@ func TestReconcileCommand(t *testing.T) {
 		t.Fatalf("a credit the reports never received: %v\n%s\nwant %q", err, out, want)
 	}
 
-	// Mistakes name the flag.
+	// Mistakes name the flag; a misspelt program is no clean bill.
+	if _, err := reconcile("--program", prog+"x"); err == nil ||
+		!strings.Contains(err.Error(), "no program") {
+		t.Errorf("an unknown program: %v", err)
+	}
 	if _, err := reconcile("--from", "yesterday"); err == nil ||
 		!strings.Contains(err.Error(), "--from") {
 		t.Errorf("a bad --from: %v", err)

@@ -123,8 +123,7 @@ func (s *Server) getReport(w http.ResponseWriter, r *http.Request) {
 	writeReportJSON(w, t)
 }
 
-// reportQueryNames are the query parameters the reports read; by alone may
-// repeat (flows by several dimensions).
+// reportQueryNames are the query parameters the reports read.
 var reportQueryNames = []string{"at", "bucket", "by", "days", "format", "from", "limit", "to",
 	"value_per_point"}
 
@@ -137,7 +136,7 @@ func checkReportQuery(q url.Values) error {
 			return core.Errorf(core.Invalid, name, "is not a report parameter; they are %s",
 				strings.Join(reportQueryNames, ", "))
 		}
-		if len(vs) > 1 && name != "by" {
+		if len(vs) > 1 {
 			return core.Errorf(core.Invalid, name, "is given %d times; give it once", len(vs))
 		}
 	}
