@@ -147,6 +147,9 @@ func (t *txn) eraseOne(ctx context.Context, prog *program, cmd *bus.Command, id,
 		// approved after the erasure applies to the pseudonym.
 		{"pending adjustments", `UPDATE bo_pending_adjustments SET member = $3
 			WHERE program = $1 AND member = $2`, []any{prog.Code, ref, pseudonym}},
+		// So do the adjustments one person made alone (the day's count).
+		{"adjustments made alone", `UPDATE bo_adjusted_alone SET member = $3
+			WHERE program = $1 AND member = $2`, []any{prog.Code, ref, pseudonym}},
 		// The erasure itself, for the auditors: who asked, why, and when.
 		{"audit entry", insertAudit, []any{t.now, auditActor(cmd), "member.erased",
 			prog.Code + "/" + pseudonym, nil, map[string]any{"reason": reason,

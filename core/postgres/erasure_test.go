@@ -89,6 +89,11 @@ func TestEraseKeepsLedgerAndRemovesPersonalData(t *testing.T) {
 			VALUES (gen_random_uuid(), $1, $2, $3, 'air', 50, 50, 'AIR-7731', 'test', 'c1',
 				'h1', 'confirmed', now(), now())`, progID, memberID, ref)
 	}
+	if err == nil {
+		// An adjustment someone made alone in the back office.
+		_, err = pool.Exec(ctx, `INSERT INTO bo_adjusted_alone (person, program, member,
+			points, txn_id, at) VALUES ('olga', $1, $2, 25, $3, now())`, f.prog, ref, f.txn())
+	}
 	if err != nil {
 		t.Fatalf("seed side tables: %v", err)
 	}
@@ -148,6 +153,7 @@ func TestEraseKeepsLedgerAndRemovesPersonalData(t *testing.T) {
 		`SELECT count(*) FROM outbox WHERE body::text LIKE $1`,
 		`SELECT count(*) FROM commands WHERE result::text LIKE $1`,
 		`SELECT count(*) FROM members WHERE attributes::text LIKE '%K-99812%' OR channel LIKE $1`,
+		`SELECT count(*) FROM bo_adjusted_alone WHERE member LIKE $1`,
 	} {
 		if n := f.count(q, like); n != 0 {
 			t.Errorf("%s: %d rows still hold the reference", q, n)

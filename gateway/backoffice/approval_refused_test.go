@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/puntos-loyalty/puntos/core"
 )
 
@@ -119,5 +121,38 @@ func TestAdjustmentsAddUpPerPersonAndDay(t *testing.T) {
 	adjust(olga, otoken, "100", "applied")
 	if got := available(); got != 220 {
 		t.Fatalf("a day later: %d available, want 220", got)
+	}
+}
+
+// From the attack on the above: adjustments the ledger has not applied yet
+// (the back office answered 202, "accepted") count too. They used to be
+// read from the ledger's postings, so two forms sent at once while the
+// ledger was slow both applied alone. A form sent again is the same
+// adjustment, not a second one.
+func TestAdjustmentsNotYetAppliedCount(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, Options{ApprovalThreshold: 100, Wait: time.Millisecond})
+	rg.connectBus() // and no core: nothing sent is applied
+	rg.telco()
+	rg.user("olga", RoleOperator)
+	olga := rg.browser()
+	token := olga.mustSignIn("olga")
+	send := func(points, formID, want string) {
+		t.Helper()
+		res, body := olga.post("/admin/members/adjust", url.Values{"csrf": {token},
+			"program": {"telco"}, "member": {"m-1"}, "points": {points},
+			"reason": {"goodwill"}, "form_id": {formID}})
+		mustStatus(t, "adjust "+points, res, body, http.StatusSeeOther)
+		if got := res.Header.Get("Location"); !strings.Contains(got, "done="+want) {
+			t.Fatalf("adjust %s (form %s): sent to %s, want done=%s", points, formID, got, want)
+		}
+	}
+	// Each form waits a millisecond and is answered as accepted.
+	first, second := uuid.NewString(), uuid.NewString()
+	send("60", first, "accepted")
+	send("60", first, "accepted") // the same form again
+	send("60", second, "queued")  // 120 alone
+	if n := rg.count(`SELECT count(*) FROM bo_adjusted_alone WHERE person = 'olga'`); n != 1 {
+		t.Fatalf("%d adjustments counted as olga's alone, want 1", n)
 	}
 }

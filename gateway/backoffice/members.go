@@ -232,7 +232,8 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, sess *session) {
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), //nolint:errcheck // released with the session otherwise
 		`SELECT pg_advisory_unlock(hashtextextended($1, 0))`, lockKey)
-	alone, err := s.adjustedAlone(ctx, conn, program, m.CustomerRef, sess.Name)
+	txn := formTxn(r)
+	alone, err := s.adjustedAlone(ctx, conn, program, m.CustomerRef, sess.Name, txn)
 	if err != nil {
 		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
 		return
@@ -279,7 +280,16 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, sess *session) {
 		return
 	}
 
-	res, err := s.memberChange(ctx, sess, core.KindAdjust, program, m.CustomerRef, formTxn(r),
+	// Counted before it is sent: a later form of the same person finds it
+	// even while the ledger has not applied it yet (answered 202).
+	if _, err := conn.Exec(ctx, `INSERT INTO bo_adjusted_alone (person, program, member,
+			points, txn_id, at) VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (txn_id) DO NOTHING`, sess.Name, program, m.CustomerRef, points, txn,
+		s.now()); err != nil {
+		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
+		return
+	}
+	res, err := s.memberChange(ctx, sess, core.KindAdjust, program, m.CustomerRef, txn,
 		core.Adjust{Points: core.Points(points), Reason: reason}, "adjustment.applied")
 	if err != nil {
 		s.failSent(w, r, sess, res, err)
@@ -296,19 +306,17 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, sess *session) {
 }
 
 // adjustedAlone is how many points, either way, person has adjusted the
-// member by in the back office over the last day without a second person:
-// the postings of their own adjustments, not those of approvals.
+// member by in the back office over the last day without a second person,
+// as sent to the ledger (applied or not yet), but the form txn itself
+// (sent again, it is the same adjustment); approvals are not counted.
 func (s *Server) adjustedAlone(ctx context.Context, q interface {
 	QueryRow(context.Context, string, ...any) pgx.Row
-}, program, member, person string) (int64, error) {
+}, program, member, person, txn string) (int64, error) {
 	var n int64
-	err := q.QueryRow(ctx, `SELECT coalesce(sum(abs(po.points)), 0)::bigint
-		FROM postings po JOIN members m ON m.id = po.member_id
-		JOIN programs p ON p.id = m.program_id
-		WHERE p.code = $1 AND m.customer_ref = $2 AND po.kind = 'adjustment'
-		  AND po.source = $3 AND po.actor = $4 AND po.recorded_at > $5
-		  AND po.txn_id NOT LIKE 'backoffice-approval-%'`, program, member, Source, person,
-		s.now().Add(-24*time.Hour)).Scan(&n)
+	err := q.QueryRow(ctx, `SELECT coalesce(sum(abs(points)), 0)::bigint
+		FROM bo_adjusted_alone
+		WHERE person = $1 AND program = $2 AND member = $3 AND at > $4 AND txn_id <> $5`,
+		person, program, member, s.now().Add(-24*time.Hour), txn).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("read the day's adjustments: %w", err)
 	}
