@@ -208,21 +208,18 @@ func unlockUser(ctx context.Context, db *pgxpool.Pool, name, actor string,
 // the user, ErrLocked, errBadCredentials or errUnknownUser.
 func (s *Server) checkPassword(ctx context.Context, name, password string) (*session, error) {
 	now := s.now()
-	tx, err := s.db.Begin(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback(ctx)
-
+	// The row is read without a lock and bcrypt runs outside any: sign-ins
+	// of one name waiting on each other would take longer, in a burst, than
+	// those of a name no one has, and tell which names exist. The counts
+	// are then moved by single statements.
 	var u session
 	var hash string
-	var failed int
 	var locked *time.Time
 	var disabled bool
-	err = tx.QueryRow(ctx, `SELECT id, name, role, password_hash, failed_count, locked_until,
+	err := s.db.QueryRow(ctx, `SELECT id, name, role, password_hash, locked_until,
 			disabled_at IS NOT NULL
-		FROM bo_users WHERE name = $1 FOR UPDATE`, name).
-		Scan(&u.UserID, &u.Name, &u.Role, &hash, &failed, &locked, &disabled)
+		FROM bo_users WHERE name = $1`, name).
+		Scan(&u.UserID, &u.Name, &u.Role, &hash, &locked, &disabled)
 	if errors.Is(err, pgx.ErrNoRows) {
 		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
 		return nil, errUnknownUser
@@ -230,36 +227,33 @@ func (s *Server) checkPassword(ctx context.Context, name, password string) (*ses
 	if err != nil {
 		return nil, fmt.Errorf("read user: %w", err)
 	}
+	right := bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) == nil
 	if locked != nil && now.Before(*locked) {
-		// The password is checked all the same, so that a locked account
-		// takes as long to answer as any other. The sign-in page answers
-		// ErrLocked as it answers a wrong password or an unknown name:
-		// telling the right password apart would let guesses go on
-		// during the lock, and telling the lock apart would name the
-		// accounts that exist. A signed-in user changing their password
-		// may learn of it.
-		if bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
+		// The sign-in page answers ErrLocked as it answers a wrong
+		// password or an unknown name: telling the right password apart
+		// would let guesses go on during the lock, and telling the lock
+		// apart would name the accounts that exist.
+		if !right {
 			return nil, errBadCredentials
 		}
 		return nil, ErrLocked
 	}
-
-	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
-		failed++
+	if !right {
+		// The fifth failure in a row locks the account and starts the count
+		// again; failures while a lock holds (another request's) count for
+		// nothing.
 		var until *time.Time
-		if failed >= maxFailures {
-			t := now.Add(lockout)
-			until, failed = &t, 0
-		}
-		_, err = tx.Exec(ctx, `UPDATE bo_users SET failed_count = $2, locked_until = $3
-			WHERE id = $1`, u.UserID, failed, until)
-		if err != nil {
+		err := s.db.QueryRow(ctx, `UPDATE bo_users SET
+				failed_count = CASE WHEN failed_count + 1 >= $3 THEN 0
+					ELSE failed_count + 1 END,
+				locked_until = CASE WHEN failed_count + 1 >= $3 THEN $4
+					ELSE locked_until END
+			WHERE id = $1 AND (locked_until IS NULL OR locked_until <= $2)
+			RETURNING locked_until`, u.UserID, now, maxFailures, now.Add(lockout)).Scan(&until)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return nil, fmt.Errorf("count failure: %w", err)
 		}
-		if err := tx.Commit(ctx); err != nil {
-			return nil, fmt.Errorf("commit: %w", err)
-		}
-		if until != nil {
+		if err == nil && until != nil && until.After(now) {
 			s.audit(ctx, u.Name, "user.locked", u.Name, nil,
 				map[string]any{"locked_until": until})
 		}
@@ -269,12 +263,15 @@ func (s *Server) checkPassword(ctx context.Context, name, password string) (*ses
 	if disabled {
 		return nil, errDisabled
 	}
-	_, err = tx.Exec(ctx, `UPDATE bo_users SET failed_count = 0, locked_until = NULL
-		WHERE id = $1`, u.UserID)
+	tag, err := s.db.Exec(ctx, `UPDATE bo_users SET failed_count = 0, locked_until = NULL
+		WHERE id = $1 AND (locked_until IS NULL OR locked_until <= $2)`, u.UserID, now)
 	if err != nil {
 		return nil, fmt.Errorf("reset failures: %w", err)
 	}
-	return &u, tx.Commit(ctx)
+	if tag.RowsAffected() == 0 {
+		return nil, ErrLocked // locked by other requests meanwhile
+	}
+	return &u, nil
 }
 
 // newSession stores a session for u and returns the cookie value. Only its

@@ -501,3 +501,34 @@ func TestRequesterCannotApproveOwnAdjustment(t *testing.T) {
 		t.Fatalf("%d rejection entries in the audit log, want 1", n)
 	}
 }
+
+// From the attack on the lockout: whoever holds a session (a stolen one, a
+// shared desk) could lock the account on purpose and then guess its
+// password on the password page without limit, since the right one
+// answered 429 and a wrong one 400. During a lock both answer the same.
+func TestPasswordPageDuringALockTellsNothing(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, Options{})
+	rg.user("olga", RoleOperator)
+	b := rg.browser()
+	token := b.mustSignIn("olga")
+	for range 5 {
+		rg.browser().signIn("olga", "wrong-password-00")
+	}
+	change := func(current string) (int, string) {
+		res, body := b.post("/admin/account/password", url.Values{"csrf": {token},
+			"current": {current}, "new": {"a-brand-new-password"},
+			"confirm": {"a-brand-new-password"}})
+		return res.StatusCode, problemText(body)
+	}
+	wrongStatus, wrongText := change("not-my-password")
+	rightStatus, rightText := change("olga-password-1")
+	if wrongStatus != rightStatus || wrongText != rightText || wrongStatus != 400 {
+		t.Fatalf("during a lock: wrong password %d %q, right one %d %q; want the same 400",
+			wrongStatus, wrongText, rightStatus, rightText)
+	}
+	if res := rg.browser().signIn("olga", "a-brand-new-password"); res.StatusCode ==
+		http.StatusSeeOther {
+		t.Fatalf("the password changed during the lock")
+	}
+}

@@ -57,11 +57,12 @@ func (s *Server) changePassword(w http.ResponseWriter, r *http.Request, sess *se
 	// The current password is checked as a sign-in is, lockout included.
 	if _, err := s.checkPassword(ctx, sess.Name, current); err != nil {
 		switch {
-		case errors.Is(err, ErrLocked):
-			again(http.StatusTooManyRequests, "Too many wrong passwords: the account is "+
-				"locked for 15 minutes.")
-		case errors.Is(err, errBadCredentials):
-			again(http.StatusBadRequest, "The current password is not right.")
+		case errors.Is(err, ErrLocked), errors.Is(err, errBadCredentials):
+			// One answer for both: during a lock, telling the right
+			// password apart would let whoever holds the session guess
+			// without limit.
+			again(http.StatusBadRequest, "The current password is not right, or too many "+
+				"wrong passwords have locked the account for 15 minutes.")
 		default:
 			s.fail(w, r, sess, http.StatusInternalServerError, "", err)
 		}
