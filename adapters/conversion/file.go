@@ -126,19 +126,20 @@ func (p *FilePartner) Status(_ context.Context, req Request) Answer {
 		file := partnerWords(filepath.Base(name))
 		for i, ln := range lines {
 			r := ln.fields
-			if i == 0 && strings.EqualFold(answerField(r[0]), answerHeader[0]) {
-				continue
+			// A txn_id is matched whatever its case, and without the
+			// hyphens or invisible characters a partner's system may add
+			// or drop. A line that names the conversion elsewhere than in
+			// its first field (in the header, or inside a quoted
+			// reference) is one this reading missed: it may decide
+			// either way.
+			first := sameTxn(r[0], req.TxnID)
+			if doubt == "" && slices.ContainsFunc(r[min(len(r), 1):], func(f string) bool {
+				return mentions(f, req.TxnID)
+			}) || doubt == "" && !first && mentions(r[0], req.TxnID) {
+				doubt = fmt.Sprintf("line %d of %s names it but does not read as "+
+					"txn_id,status,reference,code", ln.number, file)
 			}
-			if answerField(r[0]) != req.TxnID {
-				// A line that names the conversion elsewhere than in its
-				// first field is one this reading missed: another
-				// separator, say. It may decide either way.
-				if doubt == "" && slices.ContainsFunc(r, func(f string) bool {
-					return strings.Contains(f, req.TxnID)
-				}) {
-					doubt = fmt.Sprintf("line %d of %s names it but does not read as "+
-						"txn_id,status,reference,code", ln.number, file)
-				}
+			if i == 0 && strings.EqualFold(answerField(r[0]), answerHeader[0]) || !first {
 				continue
 			}
 			status := strings.ToLower(answerField(r[1]))
@@ -218,6 +219,29 @@ func (p *FilePartner) Status(_ context.Context, req Request) Answer {
 	return *found
 }
 
+// txnKey is a transaction id as Status matches it: its letters in lower
+// case and its digits, nothing else.
+func txnKey(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= '0' && r <= '9', r >= 'a' && r <= 'z':
+			return r
+		case r >= 'A' && r <= 'Z':
+			return r + ('a' - 'A')
+		}
+		return -1
+	}, s)
+}
+
+// sameTxn reports whether field is the transaction id txn.
+func sameTxn(field, txn string) bool { return txnKey(field) == txnKey(txn) }
+
+// mentions reports whether field holds the transaction id txn.
+func mentions(field, txn string) bool {
+	k := txnKey(txn)
+	return k != "" && strings.Contains(txnKey(field), k)
+}
+
 // waitingWords are the statuses, in lower-case letters only, by which a
 // partner says it has not decided yet.
 var waitingWords = map[string]bool{"pending": true, "processing": true, "received": true,
@@ -262,6 +286,9 @@ func eachRecord(name string, fn func(rec []string, line int)) error {
 	if err != nil {
 		return err
 	}
+	// A lone carriage return ends a line too, as spreadsheets on old Macs
+	// write them.
+	text = strings.ReplaceAll(strings.ReplaceAll(text, "\r\n", "\n"), "\r", "\n")
 	r := csv.NewReader(strings.NewReader(text))
 	r.Comma = separator(text)
 	r.FieldsPerRecord = -1

@@ -376,3 +376,46 @@ func TestFileAnswersSeparatorsAndUnknownWords(t *testing.T) {
 	}
 	e.check()
 }
+
+// From the second attack on answer files: a file with lone carriage
+// returns (a spreadsheet on an old Mac) read as one line, which was taken
+// for the header; a transaction id in capitals, or without its hyphens,
+// matched nothing; a refusal tucked inside a quoted reference went unseen.
+// Each let the other file's answer decide alone.
+func TestFileAnswersLineEndsAndIDShapes(t *testing.T) {
+	f := newFileAnswers(t, "56944444444", 10000)
+	e, prog, member, write, step, convert := f.e, f.prog, f.member, f.write, f.step, f.convert
+	macCR := convert(1000, "MC000001")
+	upper := convert(500, "UP000001")
+	upperBeside := convert(300, "UB000001")
+	bare := convert(200, "BA000001")
+	tucked := convert(100, "TU000001")
+	step()
+	write("g1.csv", "txn_id,status,reference,code\r"+macCR.TxnID+",refused,,E42\r")
+	write("g2.csv", macCR.TxnID+",confirmed,MC-REF,\n"+
+		strings.ToUpper(upper.TxnID)+",refused,,E42\n"+
+		strings.ToUpper(upperBeside.TxnID)+",refused,,E42\n"+
+		strings.ReplaceAll(bare.TxnID, "-", "")+",confirmed,BA-REF,\n"+
+		tucked.TxnID+",confirmed,\"TU-REF\n"+tucked.TxnID+",refused,,E42\n\",\n")
+	write("g3.csv", upperBeside.TxnID+",confirmed,UB-REF,\n")
+	step()
+	for _, want := range []struct {
+		c      core.Conversion
+		status string
+		said   string
+	}{{macCR, core.ConversionPending, "contradict"},
+		{upper, core.ConversionRefused, ""},
+		{upperBeside, core.ConversionPending, "contradict"},
+		{bare, core.ConversionConfirmed, ""},
+		{tucked, core.ConversionPending, "names it"}} {
+		got := e.conversion(prog, member, want.c.ID)
+		if got.Status != want.status || !strings.Contains(got.LastError, want.said) {
+			t.Errorf("conversion to %s: %s, last error %q; want %s saying %q",
+				want.c.AccountID, got.Status, got.LastError, want.status, want.said)
+		}
+	}
+	// 10,000 less the five (2,100), the refused 500 back, the confirmed 200
+	// gone; 1,400 held for a person.
+	e.wantBalance(prog, member, 8400, 1400)
+	e.check()
+}
