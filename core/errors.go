@@ -122,8 +122,11 @@ func checkName(name string, required bool) error {
 	if err != nil {
 		return err
 	}
-	if required && !visible {
+	switch {
+	case required && !visible:
 		return Errorf(Invalid, "name", "is required: nothing of it shows")
+	case name != "" && !visible:
+		return Errorf(Invalid, "name", "shows nothing: leave it empty or write one that shows")
 	}
 	return nil
 }

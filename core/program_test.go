@@ -251,9 +251,12 @@ func TestNamesShowWhatTheySay(t *testing.T) {
 				t.Errorf("%s named %q: %v; want refused naming the name", what, bad, err)
 			}
 		}
-		if what != "rule" {
-			if err := check("\u200b"); KindOf(err) != Invalid {
-				t.Errorf("%s named only a zero-width space: %v; want refused", what, err)
+		if err := check("\u200b"); KindOf(err) != Invalid {
+			t.Errorf("%s named only a zero-width space: %v; want refused", what, err)
+		}
+		if what == "rule" {
+			if err := check(""); err != nil {
+				t.Errorf("a rule without a name: %v; want it taken (the name is optional)", err)
 			}
 		}
 	}

@@ -86,7 +86,7 @@ func (s *Server) getReport(w http.ResponseWriter, r *http.Request) {
 			vars["name"], strings.Join(names, ", ")))
 		return
 	}
-	if err := checkReportQuery(r.URL.Query()); err != nil {
+	if err := checkReportQuery(r.URL.RawQuery, r.URL.Query()); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -130,7 +130,11 @@ var reportQueryNames = []string{"at", "bucket", "by", "days", "format", "from", 
 // checkReportQuery refuses a parameter no report reads, or one given twice:
 // a misspelt from would otherwise answer the whole history, and of two
 // values one would be dropped without a word.
-func checkReportQuery(q url.Values) error {
+func checkReportQuery(raw string, q url.Values) error {
+	if strings.Contains(raw, ";") {
+		// Go's query parser drops a pair holding one, silently.
+		return core.Errorf(core.Invalid, "query", "parameters are separated by &, not ;")
+	}
 	for name, vs := range q {
 		if !slices.Contains(reportQueryNames, name) {
 			return core.Errorf(core.Invalid, name, "is not a report parameter; they are %s",

@@ -188,6 +188,7 @@ func TestReportsEndToEnd(t *testing.T) {
 		"flows?frm=2026-09-01":                                   "frm",
 		"flows?from=2026-10-01&from=2026-09-01":                  "from",
 		"flows?by=channel&by=tier":                               "by",
+		"flows?by=channel;by=tier":                               "query",
 		"flows?from=2026-09-01T00:00:00.250-04:00&to=2026-10-01": "from",
 	} {
 		r := c.must(400, "GET", base+query, "", nil)
