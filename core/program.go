@@ -232,6 +232,7 @@ func StartOfDay(y int, m time.Month, d int, loc *time.Location) time.Time {
 // clocks skips (00:30 on 6 September 2026 in Santiago) is the first
 // instant after the gap, as StartOfDay takes a skipped midnight: a rule
 // valid from then starts with that day, not an hour into the one before.
+// A time the clocks show twice (when they go back) is the first of the two.
 func LocalTime(local time.Time, loc *time.Location) time.Time {
 	y, m, d := local.Date()
 	h, mi, sec := local.Clock()
@@ -245,6 +246,13 @@ func LocalTime(local time.Time, loc *time.Location) time.Time {
 		return end // placed before the gap, in the zone that ends there
 	case shown.After(want) && !start.IsZero():
 		return start // placed after it, in the zone that begins there
+	case !start.IsZero():
+		// Shown twice? The zone before this one shows it earlier.
+		_, offset := start.Add(-time.Nanosecond).Zone()
+		early := time.Date(y, m, d, h, mi, sec, local.Nanosecond(), time.FixedZone("", offset))
+		if early.Before(start) && early.Before(t) {
+			return early.In(loc)
+		}
 	}
 	return t
 }

@@ -271,6 +271,8 @@ func TestLocalTime(t *testing.T) {
 		{"America/Santiago", "2026-09-06T01:00:00", "2026-09-06T04:00:00Z"},
 		{"Europe/Madrid", "2026-03-29T02:30:00", "2026-03-29T01:00:00Z"}, // skipped: 03:00 +02
 		{"Europe/Madrid", "2026-07-01T12:00:00", "2026-07-01T10:00:00Z"},
+		{"Europe/Madrid", "2026-10-25T02:30:00", "2026-10-25T00:30:00Z"},    // twice: the first
+		{"America/Santiago", "2026-04-04T23:30:00", "2026-04-05T02:30:00Z"}, // twice: the first
 		{"UTC", "2026-07-01T12:00:00", "2026-07-01T12:00:00Z"},
 	} {
 		loc, err := time.LoadLocation(c.zone)

@@ -101,6 +101,9 @@ type rewardEdit struct {
 	Existing   bool
 	ValidFrom  string
 	ValidUntil string
+	// ValidFromWas and ValidUntilWas are the instants the two fields were
+	// drawn from (instantOf), posted back in hidden fields.
+	ValidFromWas, ValidUntilWas string
 	// StockShown is the stock when the form of an existing reward was
 	// drawn, posted back in a hidden field: a save that leaves the stock
 	// field as it was must not undo the orders placed meanwhile.
@@ -141,7 +144,8 @@ func (s *Server) showCatalog(w http.ResponseWriter, r *http.Request, sess *sessi
 			if rw.Code == r.URL.Query().Get("edit") {
 				v.Edit = rewardEdit{Reward: rw, Existing: true,
 					ValidFrom:  localInput(rw.ValidFrom, v.Zone),
-					ValidUntil: localInput(rw.ValidUntil, v.Zone), StockShown: rw.Stock}
+					ValidUntil: localInput(rw.ValidUntil, v.Zone), StockShown: rw.Stock,
+					ValidFromWas: instantOf(rw.ValidFrom), ValidUntilWas: instantOf(rw.ValidUntil)}
 			}
 		}
 	}
@@ -163,7 +167,8 @@ func (s *Server) saveReward(w http.ResponseWriter, r *http.Request, sess *sessio
 	program := mux.Vars(r)["program"]
 	f := &form{r: r, loc: s.zoneOf(ctx, program)}
 	e := rewardEdit{Existing: f.bool("existing"), ValidFrom: f.str("valid_from"),
-		ValidUntil: f.str("valid_until")}
+		ValidUntil: f.str("valid_until"), ValidFromWas: f.str("valid_from_was"),
+		ValidUntilWas: f.str("valid_until_was")}
 	active := f.bool("active")
 	e.Reward = core.Reward{Code: f.str("code"), Name: f.str("name"),
 		Description: f.str("description"), Points: core.Points(f.int("points")),

@@ -166,6 +166,14 @@ func (f *form) time(name string) *time.Time {
 	if v == "" {
 		return nil
 	}
+	// The field unchanged keeps the instant the form was drawn from (its
+	// seconds, and which of a repeated hour it was): the input shows
+	// minutes in the program's zone only.
+	if was, err := time.Parse(time.RFC3339Nano, f.str(name+"_was")); err == nil &&
+		localInput(&was, f.loc) == v {
+		t := was.UTC()
+		return &t
+	}
 	for _, layout := range []string{"2006-01-02T15:04", "2006-01-02T15:04:05"} {
 		if t, err := time.Parse(layout, v); err == nil {
 			// A time the clocks skip is the first instant after the gap.
@@ -275,6 +283,15 @@ func (f *form) check(validate func() error) error {
 		return f.err
 	}
 	return validate()
+}
+
+// instantOf writes t exactly, for a form's hidden *_was field beside the
+// datetime-local input localInput fills; empty for nil.
+func instantOf(t *time.Time) string {
+	if t == nil {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
 }
 
 // localInput writes t in loc as a datetime-local input wants it.

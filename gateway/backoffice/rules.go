@@ -40,7 +40,9 @@ type ruleEdit struct {
 	Mode      string
 	ValidFrom string
 	ValidTo   string
-	Bands     string
+	// ValidToWas is the instant ValidTo was drawn from (instantOf).
+	ValidToWas string
+	Bands      string
 }
 
 // rulesPage lists a program's conversion rules, offers the form that
@@ -109,7 +111,8 @@ func (s *Server) showRules(w http.ResponseWriter, r *http.Request, sess *session
 func editOf(rule core.Rule, loc *time.Location) ruleEdit {
 	// The new version starts now unless the user picks a start: carrying the
 	// old start over would rewrite the past without anyone asking for it.
-	e := ruleEdit{Rule: rule, Mode: "update", ValidTo: localInput(rule.ValidTo, loc)}
+	e := ruleEdit{Rule: rule, Mode: "update", ValidTo: localInput(rule.ValidTo, loc),
+		ValidToWas: instantOf(rule.ValidTo)}
 	bands := make([]string, len(rule.Formula.Bands))
 	for i, b := range rule.Formula.Bands {
 		bands[i] = b.From + ":" + b.Rate
@@ -129,7 +132,7 @@ func (s *Server) saveRule(w http.ResponseWriter, r *http.Request, sess *session)
 	program := mux.Vars(r)["program"]
 	f := &form{r: r, loc: s.zoneOf(ctx, program)}
 	e := ruleEdit{Mode: f.str("mode"), ValidFrom: f.str("valid_from"),
-		ValidTo: f.str("valid_to"), Bands: f.str("bands")}
+		ValidTo: f.str("valid_to"), ValidToWas: f.str("valid_to_was"), Bands: f.str("bands")}
 	if e.Mode != "update" {
 		e.Mode = "create"
 	}
