@@ -85,6 +85,10 @@ type session struct {
 	Name   string
 	Role   Role
 	CSRF   string
+
+	// hash is the password hash a sign-in was checked against: its
+	// session is stored only while the user still has it.
+	hash string
 }
 
 // passwordProblem says what is wrong with a new password, or "" when
@@ -264,13 +268,16 @@ func (s *Server) checkPassword(ctx context.Context, name, password string) (*ses
 		return nil, errDisabled
 	}
 	tag, err := s.db.Exec(ctx, `UPDATE bo_users SET failed_count = 0, locked_until = NULL
-		WHERE id = $1 AND (locked_until IS NULL OR locked_until <= $2)`, u.UserID, now)
+		WHERE id = $1 AND (locked_until IS NULL OR locked_until <= $2)
+		  AND password_hash = $3`, u.UserID, now, hash)
 	if err != nil {
 		return nil, fmt.Errorf("reset failures: %w", err)
 	}
 	if tag.RowsAffected() == 0 {
-		return nil, ErrLocked // locked by other requests meanwhile
+		// Locked by other requests meanwhile, or the password changed.
+		return nil, ErrLocked
 	}
+	u.hash = hash
 	return &u, nil
 }
 
@@ -280,11 +287,20 @@ func (s *Server) newSession(ctx context.Context, u *session) (string, error) {
 	id, csrf := randomToken(), randomToken()
 	sum := sha256.Sum256([]byte(id))
 	now := s.now()
-	_, err := s.db.Exec(ctx, `INSERT INTO bo_sessions (id_hash, user_id, csrf, created_at,
-		expires_at) VALUES ($1, $2, $3, $4, $5)`, sum[:], u.UserID, csrf, now,
-		now.Add(s.opt.SessionTTL))
+	// Stored only while the user keeps the password the sign-in was
+	// checked against. The row is read FOR SHARE: a password change waits
+	// for this insert and then ends the session with the others, or this
+	// insert waits for the change and finds another hash.
+	tag, err := s.db.Exec(ctx, `INSERT INTO bo_sessions (id_hash, user_id, csrf, created_at,
+			expires_at)
+		SELECT $1, u.id, $3, $4, $5 FROM bo_users u
+		WHERE u.id = $2 AND ($6 = '' OR u.password_hash = $6) FOR SHARE`, sum[:], u.UserID,
+		csrf, now, now.Add(s.opt.SessionTTL), u.hash)
 	if err != nil {
 		return "", fmt.Errorf("insert session: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return "", errBadCredentials // the password changed while it was checked
 	}
 	// Expired sessions of anyone are cleared now and then.
 	_, _ = s.db.Exec(ctx, `DELETE FROM bo_sessions WHERE expires_at < $1`, now)
@@ -459,6 +475,12 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id, err := s.newSession(r.Context(), u)
+	if errors.Is(err, errBadCredentials) {
+		s.log.Warn("Sign-in refused: the password changed meanwhile", "user", name,
+			"remote", r.RemoteAddr)
+		s.showSignIn(w, r, http.StatusUnauthorized, signInRefused)
+		return
+	}
 	if err != nil {
 		s.fail(w, r, nil, http.StatusInternalServerError, "", err)
 		return

@@ -3,6 +3,7 @@ package backoffice
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -530,5 +531,32 @@ func TestPasswordPageDuringALockTellsNothing(t *testing.T) {
 	if res := rg.browser().signIn("olga", "a-brand-new-password"); res.StatusCode ==
 		http.StatusSeeOther {
 		t.Fatalf("the password changed during the lock")
+	}
+}
+
+// From the attack on sign-in without a row lock: a sign-in with the old
+// password that was being checked while the password changed made a
+// session that outlived the change. The session is stored only while the
+// user keeps the password it was checked against.
+func TestSignInDuringAPasswordChangeGetsNoSession(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, Options{})
+	rg.user("olga", RoleOperator)
+	ctx := context.Background()
+	u, err := rg.s.checkPassword(ctx, "olga", "olga-password-1")
+	if err != nil {
+		t.Fatalf("the right password: %v", err)
+	}
+	// The password changes while that sign-in is between its check and
+	// its session.
+	if _, err := rg.db.Exec(ctx, `UPDATE bo_users SET password_hash = 'changed'
+		WHERE name = 'olga'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rg.s.newSession(ctx, u); !errors.Is(err, errBadCredentials) {
+		t.Fatalf("session after the change: %v; want refused as bad credentials", err)
+	}
+	if n := rg.count(`SELECT count(*) FROM bo_sessions`); n != 0 {
+		t.Fatalf("%d sessions after the change, want 0", n)
 	}
 }
