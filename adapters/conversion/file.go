@@ -129,13 +129,15 @@ func (p *FilePartner) Status(_ context.Context, req Request) Answer {
 			// A txn_id is matched whatever its case, and without the
 			// hyphens or invisible characters a partner's system may add
 			// or drop. A line that names the conversion elsewhere than in
-			// its first field (in the header, or inside a quoted
-			// reference) is one this reading missed: it may decide
-			// either way.
+			// its first field (in the header, say) is one this reading
+			// missed, and so is a field of its own line that spans lines
+			// and names it (a quoted reference swallowing the next line):
+			// either may decide either way. A reference that names it on
+			// one line is the partner's own way of writing references.
 			first := sameTxn(r[0], req.TxnID)
-			if doubt == "" && slices.ContainsFunc(r[min(len(r), 1):], func(f string) bool {
-				return mentions(f, req.TxnID)
-			}) || doubt == "" && !first && mentions(r[0], req.TxnID) {
+			if doubt == "" && slices.ContainsFunc(r, func(f string) bool {
+				return (!first || strings.Contains(f, "\n")) && mentions(f, req.TxnID)
+			}) {
 				doubt = fmt.Sprintf("line %d of %s names it but does not read as "+
 					"txn_id,status,reference,code", ln.number, file)
 			}

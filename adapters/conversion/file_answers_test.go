@@ -390,13 +390,15 @@ func TestFileAnswersLineEndsAndIDShapes(t *testing.T) {
 	upperBeside := convert(300, "UB000001")
 	bare := convert(200, "BA000001")
 	tucked := convert(100, "TU000001")
+	echoed := convert(100, "EC000001")
 	step()
 	write("g1.csv", "txn_id,status,reference,code\r"+macCR.TxnID+",refused,,E42\r")
 	write("g2.csv", macCR.TxnID+",confirmed,MC-REF,\n"+
 		strings.ToUpper(upper.TxnID)+",refused,,E42\n"+
 		strings.ToUpper(upperBeside.TxnID)+",refused,,E42\n"+
 		strings.ReplaceAll(bare.TxnID, "-", "")+",confirmed,BA-REF,\n"+
-		tucked.TxnID+",confirmed,\"TU-REF\n"+tucked.TxnID+",refused,,E42\n\",\n")
+		tucked.TxnID+",confirmed,\"TU-REF\n"+tucked.TxnID+",refused,,E42\n\",\n"+
+		echoed.TxnID+",confirmed,SKY-"+strings.ReplaceAll(echoed.TxnID, "-", "")+",\n")
 	write("g3.csv", upperBeside.TxnID+",confirmed,UB-REF,\n")
 	step()
 	for _, want := range []struct {
@@ -407,15 +409,17 @@ func TestFileAnswersLineEndsAndIDShapes(t *testing.T) {
 		{upper, core.ConversionRefused, ""},
 		{upperBeside, core.ConversionPending, "contradict"},
 		{bare, core.ConversionConfirmed, ""},
-		{tucked, core.ConversionPending, "names it"}} {
+		{tucked, core.ConversionPending, "names it"},
+		// A partner whose references hold the request's id.
+		{echoed, core.ConversionConfirmed, ""}} {
 		got := e.conversion(prog, member, want.c.ID)
 		if got.Status != want.status || !strings.Contains(got.LastError, want.said) {
 			t.Errorf("conversion to %s: %s, last error %q; want %s saying %q",
 				want.c.AccountID, got.Status, got.LastError, want.status, want.said)
 		}
 	}
-	// 10,000 less the five (2,100), the refused 500 back, the confirmed 200
-	// gone; 1,400 held for a person.
-	e.wantBalance(prog, member, 8400, 1400)
+	// 10,000 less the six (2,200), the refused 500 back, the confirmed 200
+	// and 100 gone; 1,400 held for a person.
+	e.wantBalance(prog, member, 8300, 1400)
 	e.check()
 }
