@@ -116,6 +116,20 @@ func TestAdjustmentsAddUpPerPersonAndDay(t *testing.T) {
 	}
 	adjust(olga, otoken, "1", "queued")
 
+	// One the ledger refuses adjusted nothing and counts for nothing.
+	rg.apply(core.KindEnroll, "telco", "m-2", core.Enroll{Channel: "web"})
+	res, body = bruno.post("/admin/members/adjust", url.Values{"csrf": {btoken},
+		"program": {"telco"}, "member": {"m-2"}, "points": {"-50"}, "reason": {"oops"}})
+	if res.StatusCode != http.StatusUnprocessableEntity {
+		t.Fatalf("a debit of a member with nothing: %d\n%s", res.StatusCode, body)
+	}
+	res, body = bruno.post("/admin/members/adjust", url.Values{"csrf": {btoken},
+		"program": {"telco"}, "member": {"m-2"}, "points": {"60"}, "reason": {"goodwill"}})
+	mustStatus(t, "bruno's 60 to m-2", res, body, http.StatusSeeOther)
+	if got := res.Header.Get("Location"); !strings.Contains(got, "done=applied") {
+		t.Fatalf("bruno's 60 to m-2 after a refused 50: sent to %s, want applied", got)
+	}
+
 	rg.now = rg.now.Add(24*time.Hour + time.Minute)
 	otoken = olga.mustSignIn("olga") // the day's session has ended
 	adjust(olga, otoken, "100", "applied")

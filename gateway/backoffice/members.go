@@ -291,6 +291,14 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, sess *session) {
 	}
 	res, err := s.memberChange(ctx, sess, core.KindAdjust, program, m.CustomerRef, txn,
 		core.Adjust{Points: core.Points(points), Reason: reason}, "adjustment.applied")
+	if res.Status == bus.StatusRejected {
+		// Refused by the ledger: nothing was adjusted. (One refused after
+		// the answer, which was 202, stays counted.)
+		if _, derr := conn.Exec(context.WithoutCancel(ctx), `DELETE FROM bo_adjusted_alone
+			WHERE txn_id = $1`, txn); derr != nil {
+			s.log.Error("Uncount a refused adjustment", "txn_id", txn, "error", derr)
+		}
+	}
 	if err != nil {
 		s.failSent(w, r, sess, res, err)
 		return
