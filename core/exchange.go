@@ -183,7 +183,7 @@ func (r *Reward) Validate() error {
 	if r.Stock != nil && *r.Stock > MaxCount {
 		return Errorf(Invalid, "stock", "must be at most %d; leave it out for unlimited", MaxCount)
 	}
-	if r.ValidFrom != nil && r.ValidUntil != nil && !r.ValidUntil.After(*r.ValidFrom) {
+	if r.ValidFrom != nil && r.ValidUntil != nil && !Later(*r.ValidUntil, *r.ValidFrom) {
 		return Errorf(Invalid, "valid_until", "must be after valid_from")
 	}
 	if r.PerMemberLimit != nil && (*r.PerMemberLimit <= 0 || *r.PerMemberLimit > MaxCount) {

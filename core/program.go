@@ -257,6 +257,12 @@ func LocalTime(local time.Time, loc *time.Location) time.Time {
 	return t
 }
 
+// Later reports whether a comes after b as the ledger stores them, to the
+// microsecond: a window a nanosecond long would be stored empty.
+func Later(a, b time.Time) bool {
+	return a.Truncate(time.Microsecond).After(b.Truncate(time.Microsecond))
+}
+
 func daysIn(y int, m time.Month) int {
 	return time.Date(y, m+1, 0, 12, 0, 0, 0, time.UTC).Day()
 }

@@ -288,3 +288,18 @@ func TestLocalTime(t *testing.T) {
 		}
 	}
 }
+
+// A reward's window a nanosecond long would be stored empty, the ledger
+// keeping microseconds: refused as a rule's is.
+func TestRewardWindowOfANanosecond(t *testing.T) {
+	from := time.Date(2026, 10, 25, 0, 30, 0, 0, time.UTC)
+	until := from.Add(time.Nanosecond)
+	r := Reward{Code: "movie", Name: "Movie", Points: 1200, ValidFrom: &from, ValidUntil: &until}
+	if err := r.Validate(); KindOf(err) != Invalid || !strings.Contains(err.Error(), "valid_until") {
+		t.Fatalf("a window of a nanosecond: %v; want refused on valid_until", err)
+	}
+	until = from.Add(time.Microsecond)
+	if err := r.Validate(); err != nil {
+		t.Fatalf("a window of a microsecond: %v; want it taken", err)
+	}
+}

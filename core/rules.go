@@ -261,7 +261,7 @@ func CompileRule(r Rule) (*CompiledRule, error) {
 	if !r.Rounding.Valid() {
 		return nil, Errorf(Invalid, "rounding", "must be down, up, half_up or half_even")
 	}
-	if r.ValidFrom != nil && r.ValidTo != nil && !r.ValidTo.After(*r.ValidFrom) {
+	if r.ValidFrom != nil && r.ValidTo != nil && !Later(*r.ValidTo, *r.ValidFrom) {
 		return nil, Errorf(Invalid, "valid_to", "must be after valid_from")
 	}
 	if r.Priority < -1000 || r.Priority > 1000 {

@@ -308,6 +308,11 @@ func (t *txn) upsertRule(ctx context.Context, prog *program, cmd *bus.Command) (
 		}
 		at = at.UTC()
 		r.ValidFrom = &at
+		if r.ValidTo != nil && !core.Later(*r.ValidTo, at) {
+			return nil, core.Errorf(core.Invalid, "valid_to", "must be after valid_from, "+
+				"which is now (%s) when left out: the new version would end before it "+
+				"starts", at.Format(time.RFC3339))
+		}
 	}
 	r.Version = last + 1
 	if last > 0 && r.ValidTo == nil {

@@ -572,3 +572,36 @@ func TestTiersSpendBasisValidation(t *testing.T) {
 		}
 	}
 }
+
+// From an attack on the back office's rule form: a new version that leaves
+// its start out starts now, and one whose end had passed was stored ending
+// before it started; and a window a nanosecond long passed the check and
+// was stored empty (the ledger keeps microseconds). Both are refused.
+func TestRuleWindowsThatEndBeforeTheyStart(t *testing.T) {
+	f := newFixture(t, core.Program{PointsPerUnit: "1"})
+	f.enroll("ana")
+	base := core.Rule{Code: "base", EventType: "bill_paid", Rounding: core.RoundDown,
+		Formula: core.Formula{Kind: core.FormulaPerUnit, Rate: "1"}}
+	f.putRule(base)
+	past := f.now.Add(-time.Hour)
+	update := base
+	update.ValidTo = &past
+	r := f.do(core.KindRuleUpsert, "", f.txn(), RuleUpsert{Rule: update, Mode: "update"})
+	if r.Status != bus.StatusRejected || r.Error == nil || r.Error.Field != "valid_to" {
+		t.Fatalf("a version ending an hour ago, starting now: %s %+v; want refused on "+
+			"valid_to", r.Status, r.Error)
+	}
+	from := f.now.Add(time.Hour)
+	to := from.Add(time.Nanosecond)
+	short := base
+	short.Code, short.ValidFrom, short.ValidTo = "short", &from, &to
+	r = f.do(core.KindRuleUpsert, "", f.txn(), RuleUpsert{Rule: short, Mode: "create"})
+	if r.Status != bus.StatusRejected || r.Error == nil || r.Error.Field != "valid_to" {
+		t.Fatalf("a window of a nanosecond: %s %+v; want refused on valid_to", r.Status,
+			r.Error)
+	}
+	// The rule in force is still the first version.
+	if pts, _ := f.earn("ana", "bill_paid", "10", f.now); pts != 10 {
+		t.Fatalf("an accrual under the rule after the refusals: %d points, want 10", pts)
+	}
+}
