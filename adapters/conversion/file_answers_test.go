@@ -174,20 +174,11 @@ func TestFileAnswersWithInvisibleCharacters(t *testing.T) {
 		torn.TxnID+",refused,,unknown_account\n")
 	write("c3.csv", torn.TxnID+",confirmed,,\n")
 	step()
-	for _, want := range []struct {
-		c      core.Conversion
-		status string
-		said   string
-	}{{bomFirst, core.ConversionConfirmed, ""}, {bomMiddle, core.ConversionRefused, ""},
+	f.want([]settled{{bomFirst, core.ConversionConfirmed, ""},
+		{bomMiddle, core.ConversionRefused, ""},
 		{zeroWidth, core.ConversionConfirmed, ""},
 		{quoted, core.ConversionPending, "line 4 of c2.csv"},
-		{torn, core.ConversionPending, "contradict"}} {
-		got := e.conversion(prog, member, want.c.ID)
-		if got.Status != want.status || !strings.Contains(got.LastError, want.said) {
-			t.Errorf("conversion to %s: %s, last error %q; want %s saying %q",
-				want.c.AccountID, got.Status, got.LastError, want.status, want.said)
-		}
-	}
+		{torn, core.ConversionPending, "contradict"}})
 	// 10,000 less the five (4,200), then the refused 2,000 back; 300 and
 	// 400 still held.
 	e.wantBalance(prog, member, 7800, 700)
@@ -198,6 +189,7 @@ func TestFileAnswersWithInvisibleCharacters(t *testing.T) {
 // the file flavour under a folder of the test's, and what the answer
 // file tests do with them.
 type fileAnswers struct {
+	t       *testing.T
 	e       *env
 	prog    string
 	member  string
@@ -219,7 +211,7 @@ func newFileAnswers(t *testing.T, member string, points core.Points) *fileAnswer
 	if err := os.MkdirAll(in, 0o750); err != nil {
 		t.Fatal(err)
 	}
-	return &fileAnswers{e: e, prog: prog, member: member, in: in,
+	return &fileAnswers{t: t, e: e, prog: prog, member: member, in: in,
 		write: func(name, body string) {
 			t.Helper()
 			if err := os.WriteFile(filepath.Join(in, name), []byte(body), 0o640); err != nil {
@@ -255,31 +247,15 @@ func TestFileAnswersInOtherEncodingsAndTwice(t *testing.T) {
 	twice := convert(500, "TW000001")
 	marked := convert(300, "MK000001")
 	step()
-	utf16le := func(s string) string {
-		b := []byte{0xFF, 0xFE}
-		for _, u := range utf16.Encode([]rune(s)) {
-			b = append(b, byte(u), byte(u>>8))
-		}
-		return string(b)
-	}
 	write("d1.csv", utf16le("txn_id,status,reference,code\r\n"+wide.TxnID+",confirmed,WI-REF,\r\n"+
 		wideRefused.TxnID+",refused,,unknown_account\r\n"))
 	write("d2.csv", twice.TxnID+",confirmed,TW-1,\n"+marked.TxnID+",CONFIRMED.,MK-REF,\n")
 	write("d3.csv", twice.TxnID+",confirmed,TW-2,\n"+marked.TxnID+",refused,,unknown_account\n")
 	step()
-	for _, want := range []struct {
-		c      core.Conversion
-		status string
-		said   string
-	}{{wide, core.ConversionConfirmed, ""}, {wideRefused, core.ConversionRefused, ""},
+	f.want([]settled{{wide, core.ConversionConfirmed, ""},
+		{wideRefused, core.ConversionRefused, ""},
 		{twice, core.ConversionPending, `"TW-1" in d2.csv, "TW-2" in d3.csv`},
-		{marked, core.ConversionPending, "contradict"}} {
-		got := e.conversion(prog, member, want.c.ID)
-		if got.Status != want.status || !strings.Contains(got.LastError, want.said) {
-			t.Errorf("conversion to %s: %s, last error %q; want %s saying %q",
-				want.c.AccountID, got.Status, got.LastError, want.status, want.said)
-		}
-	}
+		{marked, core.ConversionPending, "contradict"}})
 	if c := e.conversion(prog, member, wide.ID); c.Reference != "WI-REF" {
 		t.Errorf("reference from the UTF-16 file kept as %q, want WI-REF", c.Reference)
 	}
@@ -319,13 +295,6 @@ func TestFileAnswersSeparatorsAndUnknownWords(t *testing.T) {
 	waiting := convert(100, "WA000001")
 	garbled := convert(100, "GA000001")
 	step()
-	utf16le := func(s string) string {
-		b := []byte{0xFF, 0xFE}
-		for _, u := range utf16.Encode([]rune(s)) {
-			b = append(b, byte(u), byte(u>>8))
-		}
-		return string(b)
-	}
 	write("e1.csv", utf16le("txn_id\tstatus\treference\tcode\r\n"+
 		tabbed.TxnID+"\tconfirmed\tAIR-778812\t\r\n"))
 	write("e2.csv", "txn_id;status;reference;code\n"+semi.TxnID+";confirmed;SE-REF;\n"+
@@ -335,22 +304,12 @@ func TestFileAnswersSeparatorsAndUnknownWords(t *testing.T) {
 		rejected.TxnID+",confirmed,RJ-REF,\n"+waiting.TxnID+",confirmed,WA-REF,\n"+
 		garbled.TxnID+",refused,,E42\n")
 	step()
-	for _, want := range []struct {
-		c      core.Conversion
-		status string
-		said   string
-	}{{tabbed, core.ConversionPending, "contradict"},
+	f.want([]settled{{tabbed, core.ConversionPending, "contradict"},
 		{semi, core.ConversionConfirmed, ""},
 		{typo, core.ConversionPending, `"confimed"`},
 		{rejected, core.ConversionPending, `"rejected"`},
 		{waiting, core.ConversionConfirmed, ""},
-		{garbled, core.ConversionPending, "line 6 of e2.csv names it"}} {
-		got := e.conversion(prog, member, want.c.ID)
-		if got.Status != want.status || !strings.Contains(got.LastError, want.said) {
-			t.Errorf("conversion to %s: %s, last error %q; want %s saying %q",
-				want.c.AccountID, got.Status, got.LastError, want.status, want.said)
-		}
-	}
+		{garbled, core.ConversionPending, "line 6 of e2.csv names it"}})
 	if c := e.conversion(prog, member, semi.ID); c.Reference != "SE-REF" {
 		t.Errorf("reference from the semicolon file kept as %q, want SE-REF", c.Reference)
 	}
@@ -401,25 +360,45 @@ func TestFileAnswersLineEndsAndIDShapes(t *testing.T) {
 		echoed.TxnID+",confirmed,SKY-"+strings.ReplaceAll(echoed.TxnID, "-", "")+",\n")
 	write("g3.csv", upperBeside.TxnID+",confirmed,UB-REF,\n")
 	step()
-	for _, want := range []struct {
-		c      core.Conversion
-		status string
-		said   string
-	}{{macCR, core.ConversionPending, "contradict"},
+	f.want([]settled{{macCR, core.ConversionPending, "contradict"},
 		{upper, core.ConversionRefused, ""},
 		{upperBeside, core.ConversionPending, "contradict"},
 		{bare, core.ConversionConfirmed, ""},
 		{tucked, core.ConversionPending, "names it"},
 		// A partner whose references hold the request's id.
-		{echoed, core.ConversionConfirmed, ""}} {
-		got := e.conversion(prog, member, want.c.ID)
-		if got.Status != want.status || !strings.Contains(got.LastError, want.said) {
-			t.Errorf("conversion to %s: %s, last error %q; want %s saying %q",
-				want.c.AccountID, got.Status, got.LastError, want.status, want.said)
-		}
-	}
+		{echoed, core.ConversionConfirmed, ""}})
 	// 10,000 less the six (2,200), the refused 500 back, the confirmed 200
 	// and 100 gone; 1,400 held for a person.
 	e.wantBalance(prog, member, 8300, 1400)
 	e.check()
+}
+
+// settled is what a conversion's answer files should leave it as: its
+// status, and words its last error says ("" for any).
+type settled struct {
+	c      core.Conversion
+	status string
+	said   string
+}
+
+// want checks each conversion's status and last error.
+func (f *fileAnswers) want(wants []settled) {
+	f.t.Helper()
+	for _, w := range wants {
+		got := f.e.conversion(f.prog, f.member, w.c.ID)
+		if got.Status != w.status || !strings.Contains(got.LastError, w.said) {
+			f.t.Errorf("conversion to %s: %s, last error %q; want %s saying %q",
+				w.c.AccountID, got.Status, got.LastError, w.status, w.said)
+		}
+	}
+}
+
+// utf16le is s as a spreadsheet saves "Unicode text": UTF-16, little end
+// first, after its byte order mark.
+func utf16le(s string) string {
+	b := []byte{0xFF, 0xFE}
+	for _, u := range utf16.Encode([]rune(s)) {
+		b = append(b, byte(u), byte(u>>8))
+	}
+	return string(b)
 }

@@ -9,6 +9,8 @@ import (
 	"io"
 	"strings"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/puntos-loyalty/puntos/core/postgres"
 	"github.com/puntos-loyalty/puntos/gateway/backoffice"
 	"github.com/puntos-loyalty/puntos/internal/app"
@@ -72,18 +74,11 @@ func runAdmin(ctx context.Context, args []string, getenv func(string) string, st
 		*password = strings.TrimRight(line, "\r\n")
 	}
 
-	cfg, _, err := app.LoadConfig("migrate", args, getenv, stderr)
-	if err != nil {
-		return err
-	}
-	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
+	pool, err := adminDatabase(ctx, args, getenv, stderr)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	if err := postgres.Migrate(ctx, pool, newLogger(cfg, stderr)); err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
 	err = backoffice.CreateUser(ctx, pool, *user, backoffice.Role(*role), *password,
 		"command line")
 	if err != nil {
@@ -107,21 +102,33 @@ func runAdminUnlock(ctx context.Context, args []string, getenv func(string) stri
 		fmt.Fprint(stderr, adminUsage)
 		return errors.New("admin unlock: --user is required")
 	}
-	cfg, _, err := app.LoadConfig("migrate", args, getenv, stderr)
-	if err != nil {
-		return err
-	}
-	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
+	pool, err := adminDatabase(ctx, args, getenv, stderr)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	if err := postgres.Migrate(ctx, pool, newLogger(cfg, stderr)); err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
 	if err := backoffice.UnlockUser(ctx, pool, *user, "command line"); err != nil {
 		return fmt.Errorf("admin unlock: %w", err)
 	}
 	fmt.Fprintf(stdout, "Unlocked %q: they may sign in again\n", *user)
 	return nil
+}
+
+// adminDatabase opens the database the settings in args name, migrated, as
+// the admin commands use it.
+func adminDatabase(ctx context.Context, args []string, getenv func(string) string,
+	stderr io.Writer) (*pgxpool.Pool, error) {
+	cfg, _, err := app.LoadConfig("migrate", args, getenv, stderr)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	if err := postgres.Migrate(ctx, pool, newLogger(cfg, stderr)); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	return pool, nil
 }

@@ -123,10 +123,16 @@ func (b *browser) post(path string, form url.Values) (*http.Response, string) {
 
 func (b *browser) signIn(name, password string) *http.Response {
 	b.t.Helper()
-	_, _, token := b.get("/admin/signin")
-	res, _ := b.post("/admin/signin", url.Values{"csrf": {token}, "name": {name},
-		"password": {password}})
+	res, _ := b.signInPage(name, password)
 	return res
+}
+
+// signInPage signs in and returns the answer with its page.
+func (b *browser) signInPage(name, password string) (*http.Response, string) {
+	b.t.Helper()
+	_, _, token := b.get("/admin/signin")
+	return b.post("/admin/signin", url.Values{"csrf": {token}, "name": {name},
+		"password": {password}})
 }
 
 // mustSignIn signs in and returns the session's CSRF token.
@@ -226,9 +232,7 @@ func TestLockoutAfterFiveFailures(t *testing.T) {
 	// would let the guessing go on through the lock). The guesses do not
 	// lengthen it.
 	signIn := func(b *browser, name, password string) (int, string) {
-		_, _, token := b.get("/admin/signin")
-		res, page := b.post("/admin/signin", url.Values{"csrf": {token}, "name": {name},
-			"password": {password}})
+		res, page := b.signInPage(name, password)
 		return res.StatusCode, page
 	}
 	const refusal = "The name or the password is not right."
