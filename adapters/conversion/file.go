@@ -129,15 +129,19 @@ func (p *FilePartner) Status(_ context.Context, req Request) Answer {
 			// A txn_id is matched whatever its case, and without the
 			// hyphens or invisible characters a partner's system may add
 			// or drop. A line that names the conversion elsewhere than in
-			// its first field (in the header, say) is one this reading
-			// missed, and so is a field of its own line that spans lines
-			// and names it (a quoted reference swallowing the next line):
-			// either may decide either way. A reference that names it on
-			// one line is the partner's own way of writing references.
+			// its first field (in the header, say, or past its four
+			// columns) is one this reading missed, and so is a field of
+			// its own line that holds a line break or a separator beside
+			// the id (a quoted reference swallowing another answer):
+			// either may decide either way. A plain reference that names
+			// it is the partner's own way of writing references.
 			first := sameTxn(r[0], req.TxnID)
 			if doubt == "" && slices.ContainsFunc(r, func(f string) bool {
-				return (!first || strings.Contains(f, "\n")) && mentions(f, req.TxnID)
-			}) {
+				return mentions(f, req.TxnID) && !first
+			}) || doubt == "" && first && slices.ContainsFunc(r[1:], func(f string) bool {
+				return mentions(f, req.TxnID) && strings.ContainsAny(f, swallowed)
+			}) || doubt == "" && first && slices.ContainsFunc(r[min(len(r), len(answerHeader)):],
+				func(f string) bool { return mentions(f, req.TxnID) }) {
 				doubt = fmt.Sprintf("line %d of %s names it but does not read as "+
 					"txn_id,status,reference,code", ln.number, file)
 			}
@@ -220,6 +224,10 @@ func (p *FilePartner) Status(_ context.Context, req Request) Answer {
 	}
 	return *found
 }
+
+// swallowed are the characters that, in a field beside the id, tell of
+// another answer inside it: line breaks of every kind and the separators.
+const swallowed = "\n\v\f\u0085\u2028\u2029,;\t"
 
 // txnKey is a transaction id as Status matches it: its letters in lower
 // case and its digits, nothing else.

@@ -350,6 +350,9 @@ func TestFileAnswersLineEndsAndIDShapes(t *testing.T) {
 	bare := convert(200, "BA000001")
 	tucked := convert(100, "TU000001")
 	echoed := convert(100, "EC000001")
+	extra := convert(100, "EX000001")
+	comma := convert(100, "CO000001")
+	nel := convert(100, "NE000001")
 	step()
 	write("g1.csv", "txn_id,status,reference,code\r"+macCR.TxnID+",refused,,E42\r")
 	write("g2.csv", macCR.TxnID+",confirmed,MC-REF,\n"+
@@ -357,7 +360,10 @@ func TestFileAnswersLineEndsAndIDShapes(t *testing.T) {
 		strings.ToUpper(upperBeside.TxnID)+",refused,,E42\n"+
 		strings.ReplaceAll(bare.TxnID, "-", "")+",confirmed,BA-REF,\n"+
 		tucked.TxnID+",confirmed,\"TU-REF\n"+tucked.TxnID+",refused,,E42\n\",\n"+
-		echoed.TxnID+",confirmed,SKY-"+strings.ReplaceAll(echoed.TxnID, "-", "")+",\n")
+		echoed.TxnID+",confirmed,SKY-"+strings.ReplaceAll(echoed.TxnID, "-", "")+",\n"+
+		extra.TxnID+",refused,,E42,"+extra.TxnID+",confirmed,R1,\n"+
+		comma.TxnID+",confirmed,\"R1,"+comma.TxnID+",refused,,E42\",\n"+
+		nel.TxnID+",refused,,E42\u0085"+nel.TxnID+",confirmed,R1,\n")
 	write("g3.csv", upperBeside.TxnID+",confirmed,UB-REF,\n")
 	step()
 	f.want([]settled{{macCR, core.ConversionPending, "contradict"},
@@ -366,10 +372,14 @@ func TestFileAnswersLineEndsAndIDShapes(t *testing.T) {
 		{bare, core.ConversionConfirmed, ""},
 		{tucked, core.ConversionPending, "names it"},
 		// A partner whose references hold the request's id.
-		{echoed, core.ConversionConfirmed, ""}})
-	// 10,000 less the six (2,200), the refused 500 back, the confirmed 200
-	// and 100 gone; 1,400 held for a person.
-	e.wantBalance(prog, member, 8300, 1400)
+		{echoed, core.ConversionConfirmed, ""},
+		// Two answers on one line, however they were joined.
+		{extra, core.ConversionPending, "names it"},
+		{comma, core.ConversionPending, "names it"},
+		{nel, core.ConversionPending, "names it"}})
+	// 10,000 less the nine (2,500), the refused 500 back, the confirmed 200
+	// and 100 gone; 1,700 held for a person.
+	e.wantBalance(prog, member, 8000, 1700)
 	e.check()
 }
 
