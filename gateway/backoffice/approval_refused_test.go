@@ -129,6 +129,28 @@ func TestAdjustmentsAddUpPerPersonAndDay(t *testing.T) {
 	if got := res.Header.Get("Location"); !strings.Contains(got, "done=applied") {
 		t.Fatalf("bruno's 60 to m-2 after a refused 50: sent to %s, want applied", got)
 	}
+	// A form applied, then sent again with other points (the back button),
+	// is refused as a reused form and stays counted: it used to be taken
+	// off the count, and a person could go on adjusting alone.
+	form := uuid.NewString()
+	post := func(points string) *http.Response {
+		res, _ := bruno.post("/admin/members/adjust", url.Values{"csrf": {btoken},
+			"program": {"telco"}, "member": {"m-2"}, "points": {points},
+			"reason": {"goodwill"}, "form_id": {form}})
+		return res
+	}
+	if res := post("30"); !strings.Contains(res.Header.Get("Location"), "done=applied") {
+		t.Fatalf("bruno's 30 to m-2: %d %s, want applied", res.StatusCode,
+			res.Header.Get("Location"))
+	}
+	if res := post("31"); res.StatusCode != http.StatusConflict {
+		t.Fatalf("the same form with 31: %d, want 409", res.StatusCode)
+	}
+	form = uuid.NewString()
+	if res := post("20"); !strings.Contains(res.Header.Get("Location"), "done=queued") {
+		t.Fatalf("bruno's 20 to m-2 after 90 alone: %s, want queued",
+			res.Header.Get("Location"))
+	}
 
 	rg.now = rg.now.Add(24*time.Hour + time.Minute)
 	otoken = olga.mustSignIn("olga") // the day's session has ended

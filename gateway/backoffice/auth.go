@@ -269,12 +269,13 @@ func (s *Server) checkPassword(ctx context.Context, name, password string) (*ses
 	}
 	tag, err := s.db.Exec(ctx, `UPDATE bo_users SET failed_count = 0, locked_until = NULL
 		WHERE id = $1 AND (locked_until IS NULL OR locked_until <= $2)
-		  AND password_hash = $3`, u.UserID, now, hash)
+		  AND password_hash = $3 AND disabled_at IS NULL`, u.UserID, now, hash)
 	if err != nil {
 		return nil, fmt.Errorf("reset failures: %w", err)
 	}
 	if tag.RowsAffected() == 0 {
-		// Locked by other requests meanwhile, or the password changed.
+		// Locked by other requests meanwhile, or the password changed, or
+		// the user was disabled.
 		return nil, ErrLocked
 	}
 	u.hash = hash
@@ -288,13 +289,15 @@ func (s *Server) newSession(ctx context.Context, u *session) (string, error) {
 	sum := sha256.Sum256([]byte(id))
 	now := s.now()
 	// Stored only while the user keeps the password the sign-in was
-	// checked against. The row is read FOR SHARE: a password change waits
-	// for this insert and then ends the session with the others, or this
-	// insert waits for the change and finds another hash.
+	// checked against and is not disabled. The row is read FOR SHARE: a
+	// password change or a disabling waits for this insert and then ends
+	// the session with the others, or this insert waits for it and finds
+	// another hash or the user disabled.
 	tag, err := s.db.Exec(ctx, `INSERT INTO bo_sessions (id_hash, user_id, csrf, created_at,
 			expires_at)
 		SELECT $1, u.id, $3, $4, $5 FROM bo_users u
-		WHERE u.id = $2 AND ($6 = '' OR u.password_hash = $6) FOR SHARE`, sum[:], u.UserID,
+		WHERE u.id = $2 AND ($6 = '' OR u.password_hash = $6) AND u.disabled_at IS NULL
+		FOR SHARE`, sum[:], u.UserID,
 		csrf, now, now.Add(s.opt.SessionTTL), u.hash)
 	if err != nil {
 		return "", fmt.Errorf("insert session: %w", err)

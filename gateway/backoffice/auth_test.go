@@ -563,4 +563,21 @@ func TestSignInDuringAPasswordChangeGetsNoSession(t *testing.T) {
 	if n := rg.count(`SELECT count(*) FROM bo_sessions`); n != 0 {
 		t.Fatalf("%d sessions after the change, want 0", n)
 	}
+
+	// Likewise a user disabled between the check and the session: the
+	// session came back when the user was enabled again.
+	rg.user("bea", RoleOperator)
+	if u, err = rg.s.checkPassword(ctx, "bea", "bea-password-1"); err != nil {
+		t.Fatalf("the right password: %v", err)
+	}
+	if _, err := rg.db.Exec(ctx, `UPDATE bo_users SET disabled_at = now()
+		WHERE name = 'bea'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rg.s.newSession(ctx, u); !errors.Is(err, errBadCredentials) {
+		t.Fatalf("session of a user disabled meanwhile: %v; want refused", err)
+	}
+	if n := rg.count(`SELECT count(*) FROM bo_sessions`); n != 0 {
+		t.Fatalf("%d sessions after the disabling, want 0", n)
+	}
 }

@@ -282,18 +282,24 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, sess *session) {
 
 	// Counted before it is sent: a later form of the same person finds it
 	// even while the ledger has not applied it yet (answered 202).
-	if _, err := conn.Exec(ctx, `INSERT INTO bo_adjusted_alone (person, program, member,
+	tag, err := conn.Exec(ctx, `INSERT INTO bo_adjusted_alone (person, program, member,
 			points, txn_id, at) VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (txn_id) DO NOTHING`, sess.Name, program, m.CustomerRef, points, txn,
-		s.now()); err != nil {
+		s.now())
+	if err != nil {
 		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
 		return
 	}
+	counted := tag.RowsAffected() == 1
 	res, err := s.memberChange(ctx, sess, core.KindAdjust, program, m.CustomerRef, txn,
 		core.Adjust{Points: core.Points(points), Reason: reason}, "adjustment.applied")
-	if res.Status == bus.StatusRejected {
-		// Refused by the ledger: nothing was adjusted. (One refused after
-		// the answer, which was 202, stays counted.)
+	var ce *core.Error
+	if counted && res.Status == bus.StatusRejected && !res.Replayed &&
+		!(errors.As(err, &ce) && ce.Field == "txn_id") {
+		// This request, counted just now, was refused by the ledger:
+		// nothing was adjusted. (A form sent again, whose first sending
+		// was applied and is counted, is refused as a reused txn_id and
+		// stays counted; one refused after a 202 answer stays counted.)
 		if _, derr := conn.Exec(context.WithoutCancel(ctx), `DELETE FROM bo_adjusted_alone
 			WHERE txn_id = $1`, txn); derr != nil {
 			s.log.Error("Uncount a refused adjustment", "txn_id", txn, "error", derr)
