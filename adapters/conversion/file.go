@@ -129,21 +129,23 @@ func (p *FilePartner) Status(_ context.Context, req Request) Answer {
 			// A txn_id is matched whatever its case, and without the
 			// hyphens or invisible characters a partner's system may add
 			// or drop. A line that names the conversion elsewhere than in
-			// its first field (in the header, say, or past its four
-			// columns) is one this reading missed, and so is a field of
-			// its own line that holds a line break or a separator beside
-			// the id (a quoted reference swallowing another answer):
-			// either may decide either way. A plain reference that names
-			// it is the partner's own way of writing references.
+			// its first field (in the header, say) is one this reading
+			// missed; so is a line of the conversion whose reference,
+			// code or columns past them speak of a decision (a second
+			// answer joined to the first, however): either may decide
+			// either way. A reference that names the id, or anything
+			// else, is the partner's own.
 			first := sameTxn(r[0], req.TxnID)
-			if doubt == "" && slices.ContainsFunc(r, func(f string) bool {
-				return mentions(f, req.TxnID) && !first
-			}) || doubt == "" && first && slices.ContainsFunc(r[1:], func(f string) bool {
-				return mentions(f, req.TxnID) && strings.ContainsAny(f, swallowed)
-			}) || doubt == "" && first && slices.ContainsFunc(r[min(len(r), len(answerHeader)):],
-				func(f string) bool { return mentions(f, req.TxnID) }) {
+			switch {
+			case doubt != "":
+			case !first && slices.ContainsFunc(r, func(f string) bool {
+				return mentions(f, req.TxnID)
+			}):
 				doubt = fmt.Sprintf("line %d of %s names it but does not read as "+
 					"txn_id,status,reference,code", ln.number, file)
+			case first && slices.ContainsFunc(r[2:], decisionWord):
+				doubt = fmt.Sprintf("line %d of %s speaks of a decision outside its status "+
+					"(a second answer joined to the first?)", ln.number, file)
 			}
 			if i == 0 && strings.EqualFold(answerField(r[0]), answerHeader[0]) || !first {
 				continue
@@ -225,9 +227,23 @@ func (p *FilePartner) Status(_ context.Context, req Request) Answer {
 	return *found
 }
 
-// swallowed are the characters that, in a field beside the id, tell of
-// another answer inside it: line breaks of every kind and the separators.
-const swallowed = "\n\v\f\u0085\u2028\u2029,;\t"
+// decisionWord reports whether a field other than the status speaks of a
+// decision: its letters, in lower case, hold confirm, refus, reject or
+// declin.
+func decisionWord(field string) bool {
+	letters := strings.Map(func(r rune) rune {
+		if unicode.IsLetter(r) {
+			return unicode.ToLower(r)
+		}
+		return -1
+	}, field)
+	for _, w := range []string{"confirm", "refus", "reject", "declin"} {
+		if strings.Contains(letters, w) {
+			return true
+		}
+	}
+	return false
+}
 
 // txnKey is a transaction id as Status matches it: its letters in lower
 // case and its digits, nothing else.

@@ -353,6 +353,10 @@ func TestFileAnswersLineEndsAndIDShapes(t *testing.T) {
 	extra := convert(100, "EX000001")
 	comma := convert(100, "CO000001")
 	nel := convert(100, "NE000001")
+	joined := convert(100, "JO000001")
+	spliced := convert(100, "SL000001")
+	withComma := convert(100, "WC000001")
+	codeSays := convert(100, "CS000001")
 	step()
 	write("g1.csv", "txn_id,status,reference,code\r"+macCR.TxnID+",refused,,E42\r")
 	write("g2.csv", macCR.TxnID+",confirmed,MC-REF,\n"+
@@ -363,23 +367,33 @@ func TestFileAnswersLineEndsAndIDShapes(t *testing.T) {
 		echoed.TxnID+",confirmed,SKY-"+strings.ReplaceAll(echoed.TxnID, "-", "")+",\n"+
 		extra.TxnID+",refused,,E42,"+extra.TxnID+",confirmed,R1,\n"+
 		comma.TxnID+",confirmed,\"R1,"+comma.TxnID+",refused,,E42\",\n"+
-		nel.TxnID+",refused,,E42\u0085"+nel.TxnID+",confirmed,R1,\n")
+		nel.TxnID+",refused,,E42\u0085"+nel.TxnID+",confirmed,R1,\n"+
+		joined.TxnID+",refused,,E42\u200b"+joined.TxnID+"|confirmed|R1\n"+
+		spliced.TxnID+",confirmed,R1,,refused,,E42\n"+
+		withComma.TxnID+",confirmed,\"SKY, "+withComma.TxnID+"\",\n"+
+		codeSays.TxnID+",refused,,\"E42, see "+codeSays.TxnID+"\"\n")
 	write("g3.csv", upperBeside.TxnID+",confirmed,UB-REF,\n")
 	step()
+	step() // a step takes so many conversions
 	f.want([]settled{{macCR, core.ConversionPending, "contradict"},
 		{upper, core.ConversionRefused, ""},
 		{upperBeside, core.ConversionPending, "contradict"},
 		{bare, core.ConversionConfirmed, ""},
-		{tucked, core.ConversionPending, "names it"},
+		{tucked, core.ConversionPending, "outside its status"},
 		// A partner whose references hold the request's id.
 		{echoed, core.ConversionConfirmed, ""},
 		// Two answers on one line, however they were joined.
-		{extra, core.ConversionPending, "names it"},
-		{comma, core.ConversionPending, "names it"},
-		{nel, core.ConversionPending, "names it"}})
-	// 10,000 less the nine (2,500), the refused 500 back, the confirmed 200
-	// and 100 gone; 1,700 held for a person.
-	e.wantBalance(prog, member, 8000, 1700)
+		{extra, core.ConversionPending, "outside its status"},
+		{comma, core.ConversionPending, "outside its status"},
+		{nel, core.ConversionPending, "outside its status"},
+		{joined, core.ConversionPending, "outside its status"},
+		{spliced, core.ConversionPending, "outside its status"},
+		// References and codes that name the id, with separators too.
+		{withComma, core.ConversionConfirmed, ""},
+		{codeSays, core.ConversionRefused, ""}})
+	// 10,000 less the thirteen (2,900), the refused 500 and 100 back, the
+	// confirmed 200, 100 and 100 gone; 1,900 held for a person.
+	e.wantBalance(prog, member, 7700, 1900)
 	e.check()
 }
 
