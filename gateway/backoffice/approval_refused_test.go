@@ -152,6 +152,57 @@ func TestAdjustmentsAddUpPerPersonAndDay(t *testing.T) {
 			res.Header.Get("Location"))
 	}
 
+	// A form takes the way it took the first time: queued with 150 and
+	// sent again with 90, or applied with 90 and sent again with 150, it is
+	// a reused form (409), not a second adjustment.
+	for _, ref := range []string{"m-3", "m-4", "m-5"} {
+		rg.apply(core.KindEnroll, "telco", ref, core.Enroll{Channel: "web"})
+	}
+	send := func(member, form, points string) *http.Response {
+		res, _ := bruno.post("/admin/members/adjust", url.Values{"csrf": {btoken},
+			"program": {"telco"}, "member": {member}, "points": {points},
+			"reason": {"goodwill"}, "form_id": {form}})
+		return res
+	}
+	queuedForm, appliedForm := uuid.NewString(), uuid.NewString()
+	if res := send("m-3", queuedForm, "150"); !strings.Contains(res.Header.Get("Location"),
+		"done=queued") {
+		t.Fatalf("150 to m-3: %s, want queued", res.Header.Get("Location"))
+	}
+	if res := send("m-3", queuedForm, "90"); res.StatusCode != http.StatusConflict {
+		t.Fatalf("the queued form again with 90: %d %s, want 409", res.StatusCode,
+			res.Header.Get("Location"))
+	}
+	if res := send("m-4", appliedForm, "90"); !strings.Contains(res.Header.Get("Location"),
+		"done=applied") {
+		t.Fatalf("90 to m-4: %s, want applied", res.Header.Get("Location"))
+	}
+	if res := send("m-4", appliedForm, "150"); res.StatusCode != http.StatusConflict {
+		t.Fatalf("the applied form again with 150: %d %s, want 409", res.StatusCode,
+			res.Header.Get("Location"))
+	}
+	if n := rg.count(`SELECT count(*) FROM bo_pending_adjustments
+		WHERE member IN ('m-3', 'm-4')`); n != 1 {
+		t.Fatalf("%d queued for m-3 and m-4, want the one 150", n)
+	}
+	// A refusal sent again is still nothing adjusted.
+	refused := uuid.NewString()
+	for range 2 {
+		if res := send("m-5", refused, "-50"); res.StatusCode != http.StatusUnprocessableEntity {
+			t.Fatalf("-50 to m-5, which has nothing: %d, want 422", res.StatusCode)
+		}
+	}
+	if res := send("m-5", uuid.NewString(), "60"); !strings.Contains(
+		res.Header.Get("Location"), "done=applied") {
+		t.Fatalf("60 to m-5 after two refusals: %s, want applied", res.Header.Get("Location"))
+	}
+	for ref, want := range map[string]core.Points{"m-3": 0, "m-4": 90, "m-5": 60} {
+		v, err := rg.ledger().Balance(context.Background(), "telco", ref)
+		if err != nil || v.Balance.Available != want {
+			t.Fatalf("%s: %+v (%v), want %d available", ref, v, err, want)
+		}
+	}
+
 	rg.now = rg.now.Add(24*time.Hour + time.Minute)
 	otoken = olga.mustSignIn("olga") // the day's session has ended
 	adjust(olga, otoken, "100", "applied")

@@ -238,11 +238,28 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, sess *session) {
 		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
 		return
 	}
+	// A form sent again takes the way it took the first time, whatever its
+	// points now: queued, the queue says whether it is the same request;
+	// sent alone, the ledger does. (Queued once and applied alone the
+	// second time, one form made two adjustments.)
+	var queuedBefore, sentBefore bool
+	var form any // none without a form id
+	if id := formID(r); id != "" {
+		form = id
+	}
+	err = conn.QueryRow(ctx, `SELECT
+			EXISTS (SELECT 1 FROM bo_pending_adjustments WHERE form_id = $1),
+			EXISTS (SELECT 1 FROM bo_adjusted_alone WHERE txn_id = $2)`,
+		form, txn).Scan(&queuedBefore, &sentBefore)
+	if err != nil {
+		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
+		return
+	}
 
 	// Large adjustments wait for a second person.
 	// The request and its audit entry are stored together; a form sent
 	// twice queues it once.
-	if abs(points)+alone > int64(s.opt.ApprovalThreshold) {
+	if queuedBefore || !sentBefore && abs(points)+alone > int64(s.opt.ApprovalThreshold) {
 		var form any
 		if id := formID(r); id != "" {
 			form = id
@@ -293,13 +310,11 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, sess *session) {
 	counted := tag.RowsAffected() == 1
 	res, err := s.memberChange(ctx, sess, core.KindAdjust, program, m.CustomerRef, txn,
 		core.Adjust{Points: core.Points(points), Reason: reason}, "adjustment.applied")
-	var ce *core.Error
-	if counted && res.Status == bus.StatusRejected && !res.Replayed &&
-		!(errors.As(err, &ce) && ce.Field == "txn_id") {
-		// This request, counted just now, was refused by the ledger:
-		// nothing was adjusted. (A form sent again, whose first sending
-		// was applied and is counted, is refused as a reused txn_id and
-		// stays counted; one refused after a 202 answer stays counted.)
+	if counted && res.Status == bus.StatusRejected {
+		// Counted by this request, so no earlier sending of the form is
+		// (one applied stays counted), and refused by the ledger: nothing
+		// was adjusted under it. (One refused after a 202 answer stays
+		// counted.)
 		if _, derr := conn.Exec(context.WithoutCancel(ctx), `DELETE FROM bo_adjusted_alone
 			WHERE txn_id = $1`, txn); derr != nil {
 			s.log.Error("Uncount a refused adjustment", "txn_id", txn, "error", derr)
