@@ -113,16 +113,35 @@ func (b *Bus) Consume(ctx context.Context, partition int, batchSize int, maxWait
 	if err != nil {
 		return err
 	}
-	left := b.holdBackNewer(ctx, partition, &cons, log)
+	unsettled := b.holdBackNewer(ctx, partition, &cons, log)
+	left := unsettled > 0
 
 	fetchFailures, outages := 0, 0
 	backlog := true // until a fetch says otherwise
+	var held []jetstream.Msg
+	var heldSince time.Time
 	for ctx.Err() == nil {
 		if left {
 			left = b.stillLeft(ctx, partition, batchSize, &cons, log)
 		}
 		msgs, err := fetch(cons, batchSize, maxWait, backlog)
 		backlog = len(msgs) > 1
+		if left && err == nil {
+			// The server hands the earlier consumer's commands back one by
+			// one as their AckWaits end, in no set order: applied as they
+			// came, a bill could go before its member's enrollment. They
+			// are gathered (until all are back, or half an AckWait after
+			// the first) and applied together, in stream order.
+			if len(held) == 0 && len(msgs) > 0 {
+				heldSince = time.Now()
+			}
+			held = append(held, msgs...)
+			if len(held) == 0 || len(held) < unsettled &&
+				time.Since(heldSince) < b.cfg.AckWait/2 {
+				continue
+			}
+			msgs, held = held, nil
+		}
 		if left {
 			// Redelivered together, they may come in any order (NATS 2.9
 			// hands back expired commands as it finds them).
@@ -197,32 +216,32 @@ func (b *Bus) consumerWithLimit(ctx context.Context, p, limit int) (jetstream.Co
 }
 
 // holdBackNewer looks for commands an earlier loop on partition p fetched
-// and left unsettled, and reports whether there are some. When there are,
+// and left unsettled, and answers how many there are. When there are,
 // it lowers the consumer's MaxAckPending to 1: the server hands a loop the
 // commands it redelivers whatever the limit, but nothing newer while one is
 // out, so none is overtaken however far apart their AckWaits end.
 // stillLeft restores the usual limit once they are all settled.
 func (b *Bus) holdBackNewer(ctx context.Context, p int, cons *jetstream.Consumer,
-	log *slog.Logger) bool {
+	log *slog.Logger) int {
 	info, err := (*cons).Info(ctx)
 	if err != nil {
 		log.Warn("Consumer not read; commands left unsettled by an earlier consumer may be "+
 			"overtaken", "error", err)
-		return false
+		return 0
 	}
 	if info.NumAckPending == 0 {
-		return false
+		return 0
 	}
 	c, err := b.consumerWithLimit(ctx, p, 1)
 	if err != nil {
 		log.Warn("Consumer not limited; commands left unsettled by an earlier consumer may "+
 			"be overtaken", "error", err)
-		return false
+		return 0
 	}
 	*cons = c
 	log.Warn("Commands an earlier consumer fetched and left unsettled come back first; "+
 		"newer ones wait for them", "unsettled", info.NumAckPending, "within", b.cfg.AckWait)
-	return true
+	return info.NumAckPending
 }
 
 // stillLeft reports whether commands holdBackNewer found are still out;
