@@ -130,11 +130,12 @@ func (p *FilePartner) Status(_ context.Context, req Request) Answer {
 			// hyphens or invisible characters a partner's system may add
 			// or drop. A line that names the conversion elsewhere than in
 			// its first field (in the header, say) is one this reading
-			// missed; so is a line of the conversion whose reference,
-			// code or columns past them speak of a decision (a second
-			// answer joined to the first, however): either may decide
-			// either way. A reference that names the id, or anything
-			// else, is the partner's own.
+			// missed; so is a line of the conversion with more than four
+			// columns, or whose status, reference or code holds the id
+			// with more after it: a second answer joined to the first,
+			// however. Either may decide either way. A reference or code
+			// that ends with the id is the partner's own way of writing
+			// them.
 			first := sameTxn(r[0], req.TxnID)
 			switch {
 			case doubt != "":
@@ -143,9 +144,13 @@ func (p *FilePartner) Status(_ context.Context, req Request) Answer {
 			}):
 				doubt = fmt.Sprintf("line %d of %s names it but does not read as "+
 					"txn_id,status,reference,code", ln.number, file)
-			case first && slices.ContainsFunc(r[2:], decisionWord):
-				doubt = fmt.Sprintf("line %d of %s speaks of a decision outside its status "+
-					"(a second answer joined to the first?)", ln.number, file)
+			case first && (slices.ContainsFunc(r[len(answerHeader):], func(f string) bool {
+				return answerField(f) != ""
+			}) || slices.ContainsFunc(r[1:len(answerHeader)], func(f string) bool {
+				return idThenMore(f, req.TxnID)
+			})):
+				doubt = fmt.Sprintf("line %d of %s holds more than its answer (columns past "+
+					"the fourth, or the id again with more after it)", ln.number, file)
 			}
 			if i == 0 && strings.EqualFold(answerField(r[0]), answerHeader[0]) || !first {
 				continue
@@ -227,22 +232,12 @@ func (p *FilePartner) Status(_ context.Context, req Request) Answer {
 	return *found
 }
 
-// decisionWord reports whether a field other than the status speaks of a
-// decision: its letters, in lower case, hold confirm, refus, reject or
-// declin.
-func decisionWord(field string) bool {
-	letters := strings.Map(func(r rune) rune {
-		if unicode.IsLetter(r) {
-			return unicode.ToLower(r)
-		}
-		return -1
-	}, field)
-	for _, w := range []string{"confirm", "refus", "reject", "declin"} {
-		if strings.Contains(letters, w) {
-			return true
-		}
-	}
-	return false
+// idThenMore reports whether field holds the transaction id txn with
+// letters or digits after it: the start of another answer.
+func idThenMore(field, txn string) bool {
+	f, k := txnKey(field), txnKey(txn)
+	i := strings.Index(f, k)
+	return k != "" && i >= 0 && i+len(k) < len(f)
 }
 
 // txnKey is a transaction id as Status matches it: its letters in lower

@@ -357,6 +357,9 @@ func TestFileAnswersLineEndsAndIDShapes(t *testing.T) {
 	spliced := convert(100, "SL000001")
 	withComma := convert(100, "WC000001")
 	codeSays := convert(100, "CS000001")
+	declined := convert(100, "DE000001")
+	confirmation := convert(100, "CF000001")
+	failed := convert(100, "FA000001")
 	step()
 	write("g1.csv", "txn_id,status,reference,code\r"+macCR.TxnID+",refused,,E42\r")
 	write("g2.csv", macCR.TxnID+",confirmed,MC-REF,\n"+
@@ -371,7 +374,10 @@ func TestFileAnswersLineEndsAndIDShapes(t *testing.T) {
 		joined.TxnID+",refused,,E42\u200b"+joined.TxnID+"|confirmed|R1\n"+
 		spliced.TxnID+",confirmed,R1,,refused,,E42\n"+
 		withComma.TxnID+",confirmed,\"SKY, "+withComma.TxnID+"\",\n"+
-		codeSays.TxnID+",refused,,\"E42, see "+codeSays.TxnID+"\"\n")
+		codeSays.TxnID+",refused,,\"E42, see "+codeSays.TxnID+"\"\n"+
+		declined.TxnID+",refused,,CARD_DECLINED\n"+
+		confirmation.TxnID+",confirmed,CONFIRMATION-7781,\n"+
+		failed.TxnID+",confirmed,\"R1\n"+failed.TxnID+",failed,,E42\",\n")
 	write("g3.csv", upperBeside.TxnID+",confirmed,UB-REF,\n")
 	step()
 	step() // a step takes so many conversions
@@ -379,21 +385,25 @@ func TestFileAnswersLineEndsAndIDShapes(t *testing.T) {
 		{upper, core.ConversionRefused, ""},
 		{upperBeside, core.ConversionPending, "contradict"},
 		{bare, core.ConversionConfirmed, ""},
-		{tucked, core.ConversionPending, "outside its status"},
+		{tucked, core.ConversionPending, "more than its answer"},
 		// A partner whose references hold the request's id.
 		{echoed, core.ConversionConfirmed, ""},
 		// Two answers on one line, however they were joined.
-		{extra, core.ConversionPending, "outside its status"},
-		{comma, core.ConversionPending, "outside its status"},
-		{nel, core.ConversionPending, "outside its status"},
-		{joined, core.ConversionPending, "outside its status"},
-		{spliced, core.ConversionPending, "outside its status"},
+		{extra, core.ConversionPending, "more than its answer"},
+		{comma, core.ConversionPending, "more than its answer"},
+		{nel, core.ConversionPending, "more than its answer"},
+		{joined, core.ConversionPending, "more than its answer"},
+		{spliced, core.ConversionPending, "more than its answer"},
 		// References and codes that name the id, with separators too.
 		{withComma, core.ConversionConfirmed, ""},
-		{codeSays, core.ConversionRefused, ""}})
-	// 10,000 less the thirteen (2,900), the refused 500 and 100 back, the
-	// confirmed 200, 100 and 100 gone; 1,900 held for a person.
-	e.wantBalance(prog, member, 7700, 1900)
+		{codeSays, core.ConversionRefused, ""},
+		// Words of a decision in a code or a reference are the partner's.
+		{declined, core.ConversionRefused, ""},
+		{confirmation, core.ConversionConfirmed, ""},
+		{failed, core.ConversionPending, "more than its answer"}})
+	// 10,000 less the sixteen (3,200), the refused 500, 100 and 100 back;
+	// 2,000 held for a person.
+	e.wantBalance(prog, member, 7500, 2000)
 	e.check()
 }
 
