@@ -2,10 +2,12 @@ package backoffice
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -241,5 +243,48 @@ func TestAdjustmentsNotYetAppliedCount(t *testing.T) {
 	send("60", second, "queued")  // 120 alone
 	if n := rg.count(`SELECT count(*) FROM bo_adjusted_alone WHERE person = 'olga'`); n != 1 {
 		t.Fatalf("%d adjustments counted as olga's alone, want 1", n)
+	}
+}
+
+// From the last attack: one form sent at the same moment for two members,
+// with 150 and 90, could apply the 150 alone and count nothing, or queue
+// the 150 and apply the 90. A person's adjustments now go one at a time:
+// of the two, one is the form's, the other a reused form.
+func TestOneFormSentForTwoMembersAtOnce(t *testing.T) {
+	t.Parallel()
+	rg := newBusRig(t, Options{ApprovalThreshold: 100})
+	rg.telco()
+	rg.user("olga", RoleOperator)
+	olga := rg.browser()
+	token := olga.mustSignIn("olga")
+	for i := range 8 {
+		a, b := fmt.Sprintf("q-%d", i), fmt.Sprintf("r-%d", i)
+		rg.apply(core.KindEnroll, "telco", a, core.Enroll{Channel: "web"})
+		rg.apply(core.KindEnroll, "telco", b, core.Enroll{Channel: "web"})
+		form := uuid.NewString()
+		var wg sync.WaitGroup
+		for member, points := range map[string]string{a: "150", b: "90"} {
+			wg.Go(func() {
+				olga.post("/admin/members/adjust", url.Values{"csrf": {token},
+					"program": {"telco"}, "member": {member}, "points": {points},
+					"reason": {"goodwill"}, "form_id": {form}})
+			})
+		}
+		wg.Wait()
+		applied := map[string]core.Points{}
+		for _, ref := range []string{a, b} {
+			v, err := rg.ledger().Balance(context.Background(), "telco", ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			applied[ref] = v.Balance.Available
+		}
+		queued := rg.count(`SELECT count(*) FROM bo_pending_adjustments WHERE member IN
+			($1, $2)`, a, b)
+		if applied[a] != 0 || (applied[b] != 0) == (queued != 0) {
+			t.Fatalf("round %d: %s has %d, %s has %d, %d queued; want the 150 never "+
+				"applied alone, and either the 90 applied or the 150 queued", i, a, applied[a],
+				b, applied[b], queued)
+		}
 	}
 }

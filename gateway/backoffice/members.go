@@ -216,15 +216,16 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, sess *session) {
 
 	// A person's adjustments of one member add up over a day: one large
 	// adjustment split into small ones still waits for a second person.
-	// The lock keeps two forms of the same person for the same member from
-	// both passing the check before either is applied.
+	// The lock keeps two forms of the same person (for one member, or one
+	// form sent for two) from both passing the checks before either is
+	// applied: a person's adjustments go one at a time.
 	conn, err := s.db.Acquire(ctx)
 	if err != nil {
 		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
 		return
 	}
 	defer conn.Release()
-	lockKey := "adjust/" + sess.Name + "/" + program + "/" + m.CustomerRef
+	lockKey := "adjust/" + sess.Name
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(hashtextextended($1, 0))`,
 		lockKey); err != nil {
 		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
@@ -310,11 +311,14 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, sess *session) {
 	counted := tag.RowsAffected() == 1
 	res, err := s.memberChange(ctx, sess, core.KindAdjust, program, m.CustomerRef, txn,
 		core.Adjust{Points: core.Points(points), Reason: reason}, "adjustment.applied")
-	if counted && res.Status == bus.StatusRejected {
+	var ce *core.Error
+	if counted && res.Status == bus.StatusRejected &&
+		!(errors.As(err, &ce) && ce.Field == "txn_id") {
 		// Counted by this request, so no earlier sending of the form is
 		// (one applied stays counted), and refused by the ledger: nothing
-		// was adjusted under it. (One refused after a 202 answer stays
-		// counted.)
+		// was adjusted under it. A refusal of the txn itself (used for
+		// another request) stays counted, to be safe; so does one refused
+		// after a 202 answer.
 		if _, derr := conn.Exec(context.WithoutCancel(ctx), `DELETE FROM bo_adjusted_alone
 			WHERE txn_id = $1`, txn); derr != nil {
 			s.log.Error("Uncount a refused adjustment", "txn_id", txn, "error", derr)
