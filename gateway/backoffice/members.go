@@ -231,8 +231,16 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, sess *session) {
 		s.fail(w, r, sess, http.StatusInternalServerError, "", err)
 		return
 	}
-	defer conn.Exec(context.WithoutCancel(ctx), //nolint:errcheck // released with the session otherwise
-		`SELECT pg_advisory_unlock(hashtextextended($1, 0))`, lockKey)
+	defer func() {
+		// A connection whose unlock failed would go back to the pool still
+		// holding the lock, and the person's next adjustment would wait
+		// for good: it is closed instead, which releases it.
+		uctx := context.WithoutCancel(ctx)
+		if _, err := conn.Exec(uctx, `SELECT pg_advisory_unlock(hashtextextended($1, 0))`,
+			lockKey); err != nil {
+			_ = conn.Conn().Close(uctx)
+		}
+	}()
 	txn := formTxn(r)
 	alone, err := s.adjustedAlone(ctx, conn, program, m.CustomerRef, sess.Name, txn)
 	if err != nil {
@@ -261,10 +269,6 @@ func (s *Server) adjust(w http.ResponseWriter, r *http.Request, sess *session) {
 	// The request and its audit entry are stored together; a form sent
 	// twice queues it once.
 	if queuedBefore || !sentBefore && abs(points)+alone > int64(s.opt.ApprovalThreshold) {
-		var form any
-		if id := formID(r); id != "" {
-			form = id
-		}
 		reused := false
 		err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 			var id int64
