@@ -141,6 +141,7 @@ func (b *Bus) Consume(ctx context.Context, partition int, batchSize int, maxWait
 				continue
 			}
 			msgs, held = held, nil
+			unsettled -= len(msgs) // stragglers, if any, wait for no more
 		}
 		if left {
 			// Redelivered together, they may come in any order (NATS 2.9
