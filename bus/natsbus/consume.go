@@ -127,21 +127,24 @@ func (b *Bus) Consume(ctx context.Context, partition int, batchSize int, maxWait
 		msgs, err := fetch(cons, batchSize, maxWait, backlog)
 		backlog = len(msgs) > 1
 		if left && err == nil {
-			// The server hands the earlier consumer's commands back one by
-			// one as their AckWaits end, in no set order: applied as they
+			// The server hands the earlier consumer's commands back as it
+			// finds their AckWaits ended, in no set order, and one it finds
+			// at its next look, up to an AckWait later: applied as they
 			// came, a bill could go before its member's enrollment. They
-			// are gathered (until all are back, or half an AckWait after
-			// the first) and applied together, in stream order.
+			// are gathered (until all are back, or an AckWait and a half
+			// after the first; one held that long comes back again, and
+			// counts once) and applied together, in stream order.
 			if len(held) == 0 && len(msgs) > 0 {
 				heldSince = time.Now()
 			}
 			held = append(held, msgs...)
-			if len(held) == 0 || len(held) < unsettled &&
-				time.Since(heldSince) < b.cfg.AckWait/2 {
+			back := distinctSeqs(held)
+			if len(held) == 0 || back < unsettled &&
+				time.Since(heldSince) < b.cfg.AckWait+b.cfg.AckWait/2 {
 				continue
 			}
 			msgs, held = held, nil
-			unsettled -= len(msgs) // stragglers, if any, wait for no more
+			unsettled -= back // stragglers, if any, wait for no more
 		}
 		if left {
 			// Redelivered together, they may come in any order (NATS 2.9
@@ -175,6 +178,16 @@ func (b *Bus) Consume(ctx context.Context, partition int, batchSize int, maxWait
 		}
 	}
 	return nil
+}
+
+// distinctSeqs counts the commands among msgs, each once however many
+// times it was delivered.
+func distinctSeqs(msgs []jetstream.Msg) int {
+	seen := make(map[uint64]bool, len(msgs))
+	for _, m := range msgs {
+		seen[streamSeq(m)] = true
+	}
+	return len(seen)
 }
 
 // streamSeq is a message's sequence in the command stream, 0 when its
