@@ -10,6 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/puntos-loyalty/puntos/core"
 	"github.com/puntos-loyalty/puntos/core/postgres"
 	"github.com/puntos-loyalty/puntos/internal/app"
 	"github.com/puntos-loyalty/puntos/reporting"
@@ -23,7 +26,8 @@ ledger's postings (PostgreSQL) for one program over [from, to), kind by
 kind, and names the postings that make each difference: missing from the
 reports (after an outage of the reporting sink longer than
 PUNTOS_EVENTS_MAX_AGE, say), extra, or with other points. T is an RFC 3339
-instant or a date (that day's first instant in UTC); to defaults to five
+instant or a date (that day's first instant in the program's time zone, as
+the reports count days); to defaults to five
 minutes ago, as the sink copies an event a moment after the ledger writes
 it. Keep periods to a day or a month. Exits 1 when they differ.
 
@@ -60,6 +64,11 @@ func runReconcile(ctx context.Context, args []string, getenv func(string) string
 	for _, name := range []string{"program", "from", "to"} {
 		var got []string
 		args, got = splitFlag(args, name)
+		if len(got) > 2 {
+			// Two periods or two programs: which one was meant is not ours
+			// to guess.
+			return fmt.Errorf("reconcile: --%s is given more than once", name)
+		}
 		own = append(own, got...)
 	}
 	fs := flag.NewFlagSet("reconcile", flag.ContinueOnError)
@@ -74,21 +83,15 @@ func runReconcile(ctx context.Context, args []string, getenv func(string) string
 		fmt.Fprint(stderr, reconcileUsage)
 		return errors.New("reconcile: --program and --from are required")
 	}
-	from, err := reconcileInstant("from", *fromArg)
-	if err != nil {
-		return err
-	}
-	to := time.Now().Add(-5 * time.Minute).Truncate(time.Second)
-	if *toArg != "" {
-		if to, err = reconcileInstant("to", *toArg); err != nil {
-			return err
+	// The forms are checked before any connection; dates are read in the
+	// program's zone once it is known.
+	for _, f := range []struct{ name, v string }{{"from", *fromArg}, {"to", *toArg}} {
+		if f.v != "" {
+			if _, err := reconcileInstant(f.name, f.v, time.UTC); err != nil {
+				return err
+			}
 		}
 	}
-	if !from.Before(to) {
-		return fmt.Errorf("reconcile: --to (%s) must come after --from (%s)",
-			to.Format(time.RFC3339), from.Format(time.RFC3339))
-	}
-
 	cfg, _, err := app.LoadConfig("reconcile", args, getenv, stderr)
 	if err != nil {
 		return err
@@ -102,14 +105,34 @@ func runReconcile(ctx context.Context, args []string, getenv func(string) string
 		return err
 	}
 	defer pool.Close()
-	var known bool
-	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM programs WHERE code = $1)`,
-		*program).Scan(&known); err != nil {
-		return fmt.Errorf("reconcile: read programs: %w", err)
-	}
-	if !known {
+	var zone string
+	err = pool.QueryRow(ctx, `SELECT time_zone FROM programs WHERE code = $1`,
+		*program).Scan(&zone)
+	if errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("reconcile: --program: the ledger has no program %q", *program)
 	}
+	if err != nil {
+		return fmt.Errorf("reconcile: read programs: %w", err)
+	}
+	loc, err := time.LoadLocation(zone)
+	if err != nil {
+		return fmt.Errorf("reconcile: program %s: time zone %q: %w", *program, zone, err)
+	}
+	from, err := reconcileInstant("from", *fromArg, loc)
+	if err != nil {
+		return err
+	}
+	to := time.Now().Add(-5 * time.Minute).Truncate(time.Second)
+	if *toArg != "" {
+		if to, err = reconcileInstant("to", *toArg, loc); err != nil {
+			return err
+		}
+	}
+	if !from.Before(to) {
+		return fmt.Errorf("reconcile: --to (%s) must come after --from (%s)",
+			to.Format(time.RFC3339), from.Format(time.RFC3339))
+	}
+
 	conn, err := clickhouse.Open(ctx, cfg.ClickHouseAddr, cfg.ClickHouseDB)
 	if err != nil {
 		return err
@@ -158,13 +181,13 @@ func runReconcile(ctx context.Context, args []string, getenv func(string) string
 }
 
 // reconcileInstant reads an RFC 3339 instant, or a date as its first
-// instant in UTC.
-func reconcileInstant(field, v string) (time.Time, error) {
+// instant in the program's zone (loc).
+func reconcileInstant(field, v string, loc *time.Location) (time.Time, error) {
 	if t, err := time.Parse(time.RFC3339, v); err == nil {
 		return t.UTC(), nil
 	}
 	if t, err := time.Parse(time.DateOnly, v); err == nil {
-		return t, nil
+		return core.StartOfDay(t.Year(), t.Month(), t.Day(), loc).UTC(), nil
 	}
 	return time.Time{}, fmt.Errorf("reconcile: --%s: %q is neither an RFC 3339 instant "+
 		"(2026-09-01T00:00:00-04:00) nor a date (2026-09-01)", field, v)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -42,9 +43,14 @@ func TestReconcileCommand(t *testing.T) {
 	env := func(string) string { return "" }
 	reconcile := func(extra ...string) (string, error) {
 		var out, errOut bytes.Buffer
-		args := append([]string{"--program", prog, "--from", "2026-03-01",
-			"--to", "2026-04-01", "--database-url", l.Pool.Config().ConnString(),
+		args := append([]string{"--database-url", l.Pool.Config().ConnString(),
 			"--clickhouse-addr", chtest.Addr(), "--clickhouse-db", chDB}, extra...)
+		for _, d := range [][2]string{{"--program", prog}, {"--from", "2026-03-01"},
+			{"--to", "2026-04-01"}} {
+			if !slices.Contains(extra, d[0]) {
+				args = append(args, d[0], d[1])
+			}
+		}
 		err := run(ctx, append([]string{"reconcile"}, args...), env, &out, &errOut)
 		return out.String() + errOut.String(), err
 	}
@@ -79,13 +85,37 @@ func TestReconcileCommand(t *testing.T) {
 		t.Fatalf("a credit the reports never received: %v\n%s\nwant %q", err, out, want)
 	}
 
+	// Dates are the program's days, as in the reports: a credit at 23:30 of
+	// 31 March in Santiago (02:30 UTC on 1 April) belongs to March.
+	l.SetNow(time.Date(2026, 4, 1, 2, 30, 0, 0, time.UTC))
+	late := l.Do(prog, core.KindCredit, "ana", core.Credit{Points: 5, Reason: "late"})
+	l.Relay(chtest.PublisherFunc(func(context.Context, []bus.Event) error { return nil }))
+	out, err = reconcile()
+	if len(late.PostingIDs) != 1 {
+		t.Fatalf("late credit postings %v; want one", late.PostingIDs)
+	}
+	want = fmt.Sprintf("postings missing from the reports: %d %d", credit.PostingIDs[0],
+		late.PostingIDs[0])
+	if err == nil || !strings.Contains(out, want) ||
+		!strings.Contains(out, "2026-03-01T03:00:00Z to 2026-04-01T03:00:00Z") {
+		t.Fatalf("March in the program's zone: %v\n%s\nwant %q", err, out, want)
+	}
+
 	// Mistakes name the flag; a misspelt program is no clean bill.
 	if _, err := reconcile("--program", prog+"x"); err == nil ||
 		!strings.Contains(err.Error(), "no program") {
 		t.Errorf("an unknown program: %v", err)
 	}
 	if _, err := reconcile("--from", "yesterday"); err == nil ||
-		!strings.Contains(err.Error(), "--from") {
+		!strings.Contains(err.Error(), `--from: "yesterday" is neither`) {
 		t.Errorf("a bad --from: %v", err)
+	}
+	if _, err := reconcile("--to", "2026-05-01", "--to=2026-06-01"); err == nil ||
+		!strings.Contains(err.Error(), "--to is given more than once") {
+		t.Errorf("two ends: %v", err)
+	}
+	if _, err := reconcile("--from", "2026-02-01", "-from", "2026-03-01"); err == nil ||
+		!strings.Contains(err.Error(), "--from is given more than once") {
+		t.Errorf("two periods: %v", err)
 	}
 }
