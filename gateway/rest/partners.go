@@ -103,6 +103,10 @@ func (s *Server) settlement(w http.ResponseWriter, r *http.Request, program, par
 		return
 	}
 	q := r.URL.Query()
+	if err := checkQuery(r.URL.RawQuery, q, "settlement", []string{"format", "from", "to"}); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	prog, err := s.read.Program(r.Context(), program)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -123,7 +127,9 @@ func (s *Server) settlement(w http.ResponseWriter, r *http.Request, program, par
 				"RFC 3339 instant"))
 			return
 		}
-		if bounds[i], err = parseBound(field, v, loc, false); err != nil {
+		// Whole seconds, as the settlement report reads them, so that
+		// both answer alike for the same period.
+		if bounds[i], err = reportBound(field, v, loc, false); err != nil {
 			s.writeError(w, r, err)
 			return
 		}

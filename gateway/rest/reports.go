@@ -86,7 +86,7 @@ func (s *Server) getReport(w http.ResponseWriter, r *http.Request) {
 			vars["name"], strings.Join(names, ", ")))
 		return
 	}
-	if err := checkReportQuery(r.URL.RawQuery, r.URL.Query()); err != nil {
+	if err := checkQuery(r.URL.RawQuery, r.URL.Query(), "report", reportQueryNames); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -127,18 +127,19 @@ func (s *Server) getReport(w http.ResponseWriter, r *http.Request) {
 var reportQueryNames = []string{"at", "bucket", "by", "days", "format", "from", "limit", "to",
 	"value_per_point"}
 
-// checkReportQuery refuses a parameter no report reads, or one given twice:
-// a misspelt from would otherwise answer the whole history, and of two
-// values one would be dropped without a word.
-func checkReportQuery(raw string, q url.Values) error {
+// checkQuery refuses a parameter that is not among names (those of a
+// report, or of a settlement), or one given twice: a misspelt from would
+// otherwise answer the whole history, and of two values one would be
+// dropped without a word.
+func checkQuery(raw string, q url.Values, what string, names []string) error {
 	if strings.Contains(raw, ";") {
 		// Go's query parser drops a pair holding one, silently.
 		return core.Errorf(core.Invalid, "query", "parameters are separated by &, not ;")
 	}
 	for name, vs := range q {
-		if !slices.Contains(reportQueryNames, name) {
-			return core.Errorf(core.Invalid, name, "is not a report parameter; they are %s",
-				strings.Join(reportQueryNames, ", "))
+		if !slices.Contains(names, name) {
+			return core.Errorf(core.Invalid, name, "is not a %s parameter; they are %s",
+				what, strings.Join(names, ", "))
 		}
 		if len(vs) > 1 {
 			return core.Errorf(core.Invalid, name, "is given %d times; give it once", len(vs))

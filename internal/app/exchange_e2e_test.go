@@ -220,6 +220,23 @@ func TestPartnerAPIEndToEnd(t *testing.T) {
 	if r.body["field"] != "from" || !strings.Contains(jstr(t, r, "detail"), "2026-13-01") {
 		t.Fatalf("a bad date: %s; want the field from and the value named", r.raw)
 	}
+	// Of two ends one would be dropped without a word; a fraction of a
+	// second is refused as the settlement report refuses it.
+	r = w.must(400, "GET", "/v1/partner/settlement?"+url.Values{
+		"from": q["from"], "to": {q.Get("to"), "2030-01-01"}}.Encode(), "", nil)
+	if r.body["field"] != "to" || !strings.Contains(jstr(t, r, "detail"), "2 times") {
+		t.Fatalf("two ends: %s; want the field to refused", r.raw)
+	}
+	r = op.must(400, "GET", "/v1/programs/telco/partners/"+winner+"/settlement?"+url.Values{
+		"from": q["from"], "to": q["to"], "fromat": {"csv"}}.Encode(), "", nil)
+	if r.body["field"] != "fromat" {
+		t.Fatalf("a misspelt parameter: %s; want it named", r.raw)
+	}
+	r = w.must(400, "GET", "/v1/partner/settlement?"+url.Values{"from": q["from"],
+		"to": {"2030-01-01T00:00:00.5Z"}}.Encode(), "", nil)
+	if r.body["field"] != "to" || !strings.Contains(jstr(t, r, "detail"), "fraction") {
+		t.Fatalf("a fraction of a second: %s; want the field to refused", r.raw)
+	}
 
 	// Revoking the winner's key shuts it out.
 	p := op.must(200, "GET", "/v1/programs/telco/partners/"+winner, "", nil)
