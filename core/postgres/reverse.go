@@ -153,14 +153,9 @@ func (t *txn) reverse(ctx context.Context, prog *program, m *member, cmd *bus.Co
 	switch {
 	case o.kind == core.PostAccrual || o.kind == core.PostCredit ||
 		(o.kind == core.PostAdjustment && o.points+o.pending > 0):
-		// The merge moved what was left of the credit's lot into a copy
-		// among m's lots, which nothing ties back to it: which of m's
-		// points to take (pending or spendable, of which dates) would be
-		// a guess.
 		if o.memberID != m.id {
-			return nil, core.Errorf(core.Conflict, originalField(in), "the posting credited "+
-				"a member since merged into this one, whose points now sit in this member's "+
-				"lots; take them back with a negative adjustment of this member instead")
+			taken, err = t.reverseMergedCredit(ctx, m, o, in)
+			break
 		}
 		taken, written, err = t.reverseCredit(ctx, prog, m, o, in.Reason)
 	case o.kind == core.PostRedemption || o.kind == core.PostCapture ||
@@ -511,6 +506,119 @@ func (t *txn) reverseCredit(ctx context.Context, prog *program, m *member, o *or
 	}
 	t.lastMoves = moves
 	return p.points + p.pendingDelta, written, nil
+}
+
+// reverseMergedCredit reverses a credit of a member since merged into m.
+// The merge moved what was left of the credit's lot into a copy among m's
+// lots, and an undo since gave points of it back in more copies; each names
+// the lot it came from (origin_lot_id, migration 0038), so what is left of
+// the credit is found, pending or spendable, and taken back. A credit of
+// which some points were spent, before the merge or after, is refused: its
+// write-off or debt would belong to lots of two members, which the
+// settlement of later undos (settleReturns) does not follow.
+func (t *txn) reverseMergedCredit(ctx context.Context, m *member, o *original,
+	in core.Reverse) (int64, error) {
+	field := originalField(in)
+	var lotID int64
+	err := t.tx.QueryRow(ctx, `SELECT id FROM lots WHERE posting_id = $1`, o.id).Scan(&lotID)
+	if err != nil {
+		return 0, fmt.Errorf("read credited lot: %w", err)
+	}
+	// m's lots descending from the credit's lot, found by walking up from
+	// each of m's copies (origin_lot_id has no index to walk down).
+	rows, err := t.tx.Query(ctx, `WITH RECURSIVE up(lot, origin, depth) AS (
+			SELECT l.id, l.origin_lot_id, 0 FROM lots l
+			WHERE l.member_id = $2 AND l.origin_lot_id IS NOT NULL
+			UNION ALL
+			SELECT up.lot, y.origin_lot_id, up.depth + 1
+			FROM lots y JOIN up ON y.id = up.origin
+			WHERE up.depth < 16 AND y.origin_lot_id IS NOT NULL)
+		SELECT l.id, l.remaining, l.held, l.pending FROM lots l
+		WHERE l.id IN (SELECT lot FROM up WHERE origin = $1)
+		ORDER BY l.id FOR UPDATE OF l`, lotID, m.id)
+	if err != nil {
+		return 0, fmt.Errorf("read copies of the credited lot: %w", err)
+	}
+	type copyLot struct {
+		id, remaining, held int64
+		pending             bool
+	}
+	var copies []copyLot
+	ids := []int64{lotID}
+	for rows.Next() {
+		var c copyLot
+		if err := rows.Scan(&c.id, &c.remaining, &c.held, &c.pending); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		copies = append(copies, c)
+		ids = append(ids, c.id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	var left, held int64
+	for _, c := range copies {
+		left += c.remaining
+		held += c.held
+	}
+	if held > 0 {
+		return 0, core.Errorf(core.Conflict, field, "%d points of this credit are reserved by "+
+			"an open hold; capture or release it first", held)
+	}
+	// What expired, on the credit's lot before the merge or on a copy
+	// since, is gone already and not owed back.
+	var expired int64
+	err = t.tx.QueryRow(ctx, `SELECT coalesce(sum(-pl.points), 0) FROM posting_lots pl
+		JOIN postings p ON p.id = pl.posting_id
+		WHERE pl.lot_id = ANY($1) AND p.kind = 'expiry'`, ids).Scan(&expired)
+	if err != nil {
+		return 0, fmt.Errorf("read expired part: %w", err)
+	}
+	amount := o.points + o.pending
+	// A purchase the partner refunded since was taken back already, from
+	// the copies too (partnerLots follows them): as for a member's own.
+	if o.kind == core.PostAccrual && o.partner != "" {
+		pl, err := t.partnerPointsLeft(ctx, m, o.partner)
+		if err != nil {
+			return 0, err
+		}
+		amount = min(amount, max(0, pl)+expired)
+	}
+	if spent := amount - left - expired; spent > 0 {
+		return 0, core.Errorf(core.Conflict, field, "the posting credited a member since "+
+			"merged into this one, and %d of its %d points were spent; a partly spent credit "+
+			"of a merged member is not reversed: take back the %d points left with a negative "+
+			"adjustment of this member, and settle the %d spent as the program decides",
+			spent, amount, left, spent)
+	}
+	var p posting
+	moves := []core.LotMove{}
+	due := max(0, amount-expired) // never more than the credit gave
+	for _, c := range copies {
+		x := min(c.remaining, due)
+		if x == 0 {
+			continue
+		}
+		due -= x
+		moves = append(moves, core.LotMove{LotID: c.id, Points: core.Points(-x)})
+		if c.pending {
+			p.pendingDelta -= x
+		} else {
+			p.points -= x
+		}
+	}
+	id := o.id
+	p.kind, p.reason, p.reversesID, p.moves = core.PostReversal, in.Reason, &id, moves
+	if _, err := t.post(ctx, m, p); err != nil {
+		return 0, err
+	}
+	if err := t.applyMoves(ctx, moves); err != nil {
+		return 0, err
+	}
+	t.lastMoves = moves
+	return p.points + p.pendingDelta, nil
 }
 
 // settleReturns lowers moves, points on their way back to lots, by what
