@@ -42,6 +42,9 @@ type Options struct {
 	InboxDir string
 	// InboxPoll is how often the inbox is looked at; zero means 5s.
 	InboxPoll time.Duration
+	// InboxQuiet is how long a file whose last line has no line end yet
+	// must stay unchanged before it is taken; zero means a minute.
+	InboxQuiet time.Duration
 	// ApprovalPoints is the total of points (credits plus debits) above which
 	// a batch needs a second person's approval; zero disables approvals.
 	ApprovalPoints int64
@@ -96,6 +99,9 @@ func New(ctx context.Context, ledger *postgres.Ledger, log *slog.Logger, opt Opt
 	if opt.InboxDir == "" {
 		opt.InboxDir = filepath.Join(opt.DataDir, "inbox")
 	}
+	if opt.InboxQuiet <= 0 {
+		opt.InboxQuiet = time.Minute
+	}
 	if opt.InboxPoll <= 0 {
 		opt.InboxPoll = 5 * time.Second
 	}
@@ -122,6 +128,11 @@ type Intake struct {
 	UploadedBy string
 	Source     string // the API key's source of a REST upload
 	Channel    string // rest or inbox
+	// Complete, when set, is asked once the whole body is read and before
+	// the batch is made: an error refuses the file, and nothing is kept
+	// (an inbox file that changed while it was read, a form with a second
+	// file).
+	Complete func() error
 }
 
 // Receive stores the file read from body under the data directory, with
@@ -179,6 +190,11 @@ func (s *Service) receive(ctx context.Context, in Intake, body io.Reader) (*core
 	}
 	if err != nil {
 		return nil, false, fmt.Errorf("store file: %w", err)
+	}
+	if in.Complete != nil {
+		if err := in.Complete(); err != nil {
+			return nil, false, err
+		}
 	}
 	if size == 0 {
 		return nil, false, core.Errorf(core.Invalid, "file", "is empty")

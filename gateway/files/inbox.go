@@ -15,7 +15,8 @@ import (
 // The inbox is a folder with one sub-folder per program code. A file
 // dropped in inbox/<program>/ is taken once its size and modification time
 // have stayed the same for one poll (so that a file still being written is
-// left alone). Taking it first moves it to inbox/<program>/working/, so
+// left alone), and, when its last line has no line end, for InboxQuiet (a
+// writer paused inside a line). Taking it first moves it to inbox/<program>/working/, so
 // that the file read is the file moved on, whatever is dropped under its
 // name meanwhile (a new file of that name is another file, taken by a later
 // poll). From there it is stored as a batch, validated, and moved to
@@ -37,6 +38,34 @@ const workingDir = "working"
 type fileState struct {
 	size int64
 	mod  time.Time
+	// since is when the file was first seen with this size and time, and
+	// told whether the log said it waits for its last line end.
+	since time.Time
+	told  bool
+}
+
+// same reports whether two looks at a file found it unchanged.
+func (a fileState) same(b fileState) bool {
+	return a.size == b.size && a.mod.Equal(b.mod)
+}
+
+// errChanged refuses an inbox file that changed while it was read.
+var errChanged = errors.New("the file changed while it was read")
+
+// endsLine reports whether the file's last byte ends a line: a file cut
+// short while it is written most often ends inside a line, and a line cut
+// there reads as another line (1500 points read as 15).
+func endsLine(path string, size int64) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var b [1]byte
+	if _, err := f.ReadAt(b[:], size-1); err != nil {
+		return false
+	}
+	return b[0] == '\n' || b[0] == '\r'
 }
 
 // RunInbox watches the inbox until ctx ends. It makes the inbox folder if
@@ -101,9 +130,23 @@ func (s *Service) pollInbox(ctx context.Context, seen map[string]fileState) {
 			if err != nil {
 				continue
 			}
-			now := fileState{size: info.Size(), mod: info.ModTime()}
-			if prev, ok := seen[path]; !ok || prev != now {
+			now := fileState{size: info.Size(), mod: info.ModTime(), since: time.Now()}
+			prev, ok := seen[path]
+			if !ok || !prev.same(now) {
 				seen[path] = now
+				continue
+			}
+			// Unchanged for a poll, but its last line has no line end: a
+			// writer that paused mid-line. Such a file is taken only once
+			// it has stayed so for InboxQuiet.
+			if now.size > 0 && !endsLine(path, now.size) &&
+				now.since.Sub(prev.since) < s.opt.InboxQuiet {
+				if !prev.told {
+					prev.told = true
+					seen[path] = prev
+					s.log.Info("Inbox file waits for the line end of its last line",
+						"file", path, "taken_after", s.opt.InboxQuiet)
+				}
 				continue
 			}
 			delete(seen, path)
@@ -161,10 +204,35 @@ func (s *Service) takeWorkingFile(ctx context.Context, program, dir, name string
 		log.Warn("Inbox file unreadable", "error", err)
 		return
 	}
+	read, err := f.Stat()
+	if err != nil {
+		f.Close()
+		log.Warn("Inbox file unreadable", "error", err)
+		return
+	}
+	// A writer still at it (one that paused longer than a poll) changes the
+	// file as it is read, or after: either way what was read is not the
+	// file, and the file goes back to the inbox to be taken whole.
+	changed := func() bool {
+		now, err := os.Stat(path)
+		return err == nil && (now.Size() != read.Size() || !now.ModTime().Equal(read.ModTime()))
+	}
 	format, _ := ParseFormat(inboxCharset(name), "")
 	b, created, err := s.receive(ctx, Intake{Program: program, FileName: name,
-		Format: format, UploadedBy: "inbox", Channel: "inbox"}, f)
+		Format: format, UploadedBy: "inbox", Channel: "inbox",
+		Complete: func() error {
+			if changed() {
+				return errChanged
+			}
+			return nil
+		}}, f)
 	f.Close()
+	if errors.Is(err, errChanged) {
+		log.Warn("Inbox file changed while it was read: put back in the inbox, to be " +
+			"taken once it stays unchanged")
+		s.putBack(work, dir, name)
+		return
+	}
 	if err != nil {
 		if de, ok := core.AsError(err); ok {
 			log.Warn("Inbox file refused", "error", de.Error())
@@ -221,7 +289,26 @@ func (s *Service) takeWorkingFile(ctx context.Context, program, dir, name string
 			})
 		}
 	}
+	if changed() {
+		// Written to after it was read: the batch holds the lines read, and
+		// the whole file, taken again as a new batch once it stays
+		// unchanged, posts the rest (its first lines are replays).
+		log.Warn("Inbox file changed after it was read: its batch holds what was read, "+
+			"and the file goes back to the inbox to be taken again whole", "batch_id", b.ID,
+			"size_bytes_read", read.Size())
+		s.putBack(work, dir, name)
+		return
+	}
 	s.moveInbox(work, dir, name, "done", "")
+}
+
+// putBack moves a taken file from the folder from back to the program's
+// inbox folder dir, under a free name, where the polls watch it again.
+func (s *Service) putBack(from, dir, name string) {
+	if err := os.Rename(filepath.Join(from, name),
+		filepath.Join(dir, s.freeName(dir, name))); err != nil {
+		s.log.Error("Inbox file not put back", "file", filepath.Join(from, name), "error", err)
+	}
 }
 
 // freeName is name, or name with a time suffix when dir holds that name.
