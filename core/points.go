@@ -7,6 +7,8 @@ import (
 	"math/big"
 	"regexp"
 	"strings"
+
+	"golang.org/x/text/currency"
 )
 
 // Points is an amount of loyalty points. Points are whole: every conversion
@@ -157,4 +159,30 @@ func Round(x *big.Rat, mode Rounding) (Points, error) {
 // Convert turns a money amount into points at rate points per unit.
 func Convert(amount, rate *big.Rat, mode Rounding) (Points, error) {
 	return Round(new(big.Rat).Mul(amount, rate), mode)
+}
+
+// CheckAmountDigits refuses an amount written with more fraction digits
+// than its currency has (ISO 4217, as CLDR gives them: two for USD, three
+// for KWD), and never fewer than two: cents are taken in every currency,
+// pesos and yen included (a prorated charge carries them). In Chile and
+// much of Europe a point separates thousands, and "12.990" pesos are twelve
+// thousand nine hundred and ninety, which read as a decimal would earn a
+// thousandth of the points: three digits after the point in a currency of
+// two or none are such a number, or an amount no till charges, and either
+// way a caller's mistake to be told, not rounded. An unknown code is left to
+// the checks of currencies.
+func CheckAmountDigits(field, amount, code string) error {
+	u, err := currency.ParseISO(code)
+	if err != nil {
+		return nil
+	}
+	scale, _ := currency.Standard.Rounding(u)
+	scale = max(scale, 2)
+	_, frac, ok := strings.Cut(strings.TrimSpace(amount), ".")
+	if !ok || len(frac) <= scale {
+		return nil
+	}
+	return Errorf(Invalid, field, "%s amounts have at most %d fraction digits: %q has %d "+
+		"(a point is the decimal point here, never a thousands separator: twelve thousand "+
+		"nine hundred and ninety is 12990)", code, scale, amount, len(frac))
 }

@@ -759,7 +759,8 @@ func (t *txn) plan(cmd *bus.Command, prog *program, m *member, st *runState) (ru
 			return p, false
 		}
 		amount, err := core.ParseAmount("amount", in.Amount)
-		if err != nil || amount.Sign() < 0 {
+		if err != nil || amount.Sign() < 0 ||
+			core.CheckAmountDigits("amount", in.Amount, prog.Currency) != nil {
 			return p, false
 		}
 		// What accrualPoints gives: the tier the member's qualification

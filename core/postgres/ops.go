@@ -284,6 +284,9 @@ func (t *txn) accrue(ctx context.Context, prog *program, m *member, cmd *bus.Com
 	if amount.Sign() < 0 {
 		return nil, core.Errorf(core.Invalid, "amount", "must not be negative; refunds reverse")
 	}
+	if err := core.CheckAmountDigits("amount", in.Amount, prog.Currency); err != nil {
+		return nil, err
+	}
 	if err := t.checkOccurred(cmd.OccurredAt); err != nil {
 		return nil, err
 	}

@@ -487,6 +487,9 @@ func (t *txn) partnerClawback(ctx context.Context, prog *program, m *member,
 	if err := t.checkPurchaseCurrency(ctx, prog, cmd, in.Currency); err != nil {
 		return nil, err
 	}
+	if err := core.CheckAmountDigits("amount", in.Amount, prog.Currency); err != nil {
+		return nil, err
+	}
 	if err := mustBe(m, "member", "active", "suspended"); err != nil {
 		return nil, err
 	}
