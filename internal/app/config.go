@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -420,8 +421,17 @@ func (c *Config) Masked() []any {
 	return out
 }
 
-// maskURL hides the password of a URL (or of each URL in a list).
+// kvSecret finds the value of a password in a key/value connection
+// string (host=... password='a b' ...), quoted or not.
+var kvSecret = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s]*)`)
+
+// maskURL hides the password of a URL (or of each URL in a list), the
+// token a NATS URL carries as its user name, and the password of a
+// PostgreSQL key/value connection string.
 func maskURL(raw string) string {
+	if !strings.Contains(raw, "://") {
+		return kvSecret.ReplaceAllString(raw, "${1}***")
+	}
 	parts := strings.Split(raw, ",")
 	for i, p := range parts {
 		u, err := url.Parse(strings.TrimSpace(p))
@@ -432,6 +442,9 @@ func maskURL(raw string) string {
 		if u.User != nil {
 			if _, has := u.User.Password(); has {
 				u.User = url.UserPassword(u.User.Username(), "***")
+			} else if !strings.HasPrefix(u.Scheme, "postgres") {
+				// nats://TOKEN@host: the user name is the secret.
+				u.User = url.User("***")
 			}
 		}
 		q := u.Query()

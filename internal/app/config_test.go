@@ -154,6 +154,28 @@ func TestSecretsAreMasked(t *testing.T) {
 	if !strings.Contains(logged, "ledger:***@127.0.0.1") || !strings.Contains(logged, "billing=***") {
 		t.Errorf("masked configuration lost what is not secret: %s", logged)
 	}
+
+	// A key/value connection string, and a NATS URL carrying a token as
+	// its user name.
+	e = env(map[string]string{
+		"PUNTOS_DATABASE_URL": "host=127.0.0.1 port=5432 user=ledger password='Top Secret' " +
+			"dbname=puntos sslpassword=KeyPass77",
+		"NATS_URL": "nats://MyNatsToken987654@127.0.0.1:4222",
+	})
+	c, _, err = LoadConfig("run", nil, e, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logged = fmt.Sprint(c.Masked()...)
+	for _, secret := range []string{"Top Secret", "Secret'", "KeyPass77", "MyNatsToken987654"} {
+		if strings.Contains(logged, secret) {
+			t.Errorf("%q appears in the logged configuration: %s", secret, logged)
+		}
+	}
+	if !strings.Contains(logged, "user=ledger") || !strings.Contains(logged, "dbname=puntos") ||
+		!strings.Contains(logged, "@127.0.0.1:4222") {
+		t.Errorf("masked configuration lost what is not secret: %s", logged)
+	}
 }
 
 // A source named with inner spaces, as versions before 5 December 2026
