@@ -110,6 +110,11 @@ func checkRequestParams(r *http.Request) error {
 			return core.Errorf(core.Invalid, "query",
 				"has a parameter name that is not valid UTF-8 or holds NUL")
 		}
+		// Of two values one would be read and the other dropped without a
+		// word (?limit=1&limit=2, two date patterns of a file).
+		if len(q[k]) > 1 {
+			return core.Errorf(core.Invalid, k, "is given %d times; give it once", len(q[k]))
+		}
 		for _, v := range q[k] {
 			if !utf8.ValidString(v) {
 				return core.Errorf(core.Invalid, k, "is not valid UTF-8")
@@ -123,6 +128,13 @@ func checkRequestParams(r *http.Request) error {
 	// Who acts and through which channel are stored with every posting and
 	// audit entry, as sent (a long name whole): only what the database
 	// cannot store is refused.
+	// Two transaction ids in one request: a proxy that keeps the other one
+	// would make a retry apply again.
+	for _, h := range []string{"Idempotency-Key", "X-Actor", "X-Channel"} {
+		if n := len(r.Header.Values(h)); n > 1 {
+			return core.Errorf(core.Invalid, h, "header is given %d times; give it once", n)
+		}
+	}
 	for _, h := range []string{"X-Actor", "X-Channel"} {
 		v := r.Header.Get(h)
 		if !utf8.ValidString(v) {

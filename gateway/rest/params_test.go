@@ -30,7 +30,9 @@ func sendAs(t *testing.T, base, key string, c paramCase) (int, string, map[strin
 	req.Header.Set("Authorization", "Bearer "+key)
 	req.Header.Set("Content-Type", "application/json")
 	if c.txn != "" {
-		req.Header.Set("Idempotency-Key", c.txn)
+		for _, k := range strings.Split(c.txn, "|") { // a|b: the header twice
+			req.Header.Add("Idempotency-Key", k)
+		}
 	}
 	if c.actor != "" {
 		req.Header.Set("X-Actor", c.actor)
@@ -161,6 +163,16 @@ func TestBadPathParametersAreRefused(t *testing.T) {
 		{method: "POST", path: "/v1/programs/telco/batches", actor: "ana\xff",
 			body: "member,points,reason,txn_id\nA,5,bono,f-1\n", field: "X-Actor",
 			detail: "is not valid UTF-8"},
+		// Given twice, a header or a parameter was read once and the other
+		// value dropped: a retry under the second key applied again.
+		{method: "POST", path: m + "A/credits", txn: "cr-two|cr-three",
+			body: `{"points":5,"reason":"welcome"}`, field: "Idempotency-Key",
+			detail: "is given 2 times"},
+		{method: "GET", path: m + "A/movements?limit=1&limit=2", field: "limit",
+			detail: "is given 2 times"},
+		{method: "POST", path: "/v1/programs/telco/batches?date_format=DD/MM/YYYY" +
+			"&date_format=MM/DD/YYYY", body: "member,points,reason,txn_id\nA,5,bono,f-2\n",
+			field: "date_format", detail: "is given 2 times"},
 		// An Idempotency-Key too long is told so, with the limit.
 		{method: "POST", path: m + "A/credits", txn: long200,
 			body: `{"points":5,"reason":"welcome"}`, field: "Idempotency-Key",
