@@ -173,6 +173,24 @@ func TestBadPathParametersAreRefused(t *testing.T) {
 		{method: "POST", path: "/v1/programs/telco/batches?date_format=DD/MM/YYYY" +
 			"&date_format=MM/DD/YYYY", body: "member,points,reason,txn_id\nA,5,bono,f-2\n",
 			field: "date_format", detail: "is given 2 times"},
+		// A timestamp that does not read is named, whichever it is (every
+		// one was called occurred_at, or the body).
+		{method: "POST", path: m + "A/credits", txn: "cr-exp-date",
+			body:  `{"points":5,"reason":"welcome","expires_at":"2027-12-31"}`,
+			field: "expires_at", detail: "must be an RFC 3339 timestamp"},
+		{method: "POST", path: m + "A/credits", txn: "cr-exp-number",
+			body:  `{"points":5,"reason":"welcome","expires_at":5}`,
+			field: "expires_at", detail: "must be an RFC 3339 timestamp"},
+		{method: "POST", path: "/v1/programs/telco/events/batches",
+			body: `{"events":[{"member":"A","txn_id":"ts-1","type":"bill_paid",` +
+				`"amount":"1","occurred_at":1733500000}]}`,
+			field: "events[0].occurred_at", detail: "must be an RFC 3339 timestamp"},
+		// The shape asked for, in JSON's words; a number too large says so.
+		{method: "POST", path: m + "A/credits", txn: "cr-array", body: `[1]`,
+			field: "body", detail: "must be a JSON object"},
+		{method: "POST", path: m + "A/credits", txn: "cr-huge",
+			body:  `{"points":99999999999999999999,"reason":"welcome"}`,
+			field: "points", detail: "99999999999999999999 is out of range"},
 		// An Idempotency-Key too long is told so, with the limit.
 		{method: "POST", path: m + "A/credits", txn: long200,
 			body: `{"points":5,"reason":"welcome"}`, field: "Idempotency-Key",

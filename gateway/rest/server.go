@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -222,11 +223,28 @@ func decodeBody(r *http.Request, v any) error {
 			if field == "" {
 				field = "body"
 			}
+			if strings.HasPrefix(te.Value, "number") && strings.Contains(te.Type.Kind().String(),
+				"int") {
+				return core.Errorf(core.Invalid, field, "must be a JSON integer; %s is out of "+
+					"range or not whole", strings.TrimPrefix(te.Value, "number "))
+			}
+			switch te.Type.Kind() {
+			case reflect.Struct, reflect.Map:
+				return core.Errorf(core.Invalid, field, "must be a JSON object")
+			case reflect.Slice, reflect.Array:
+				return core.Errorf(core.Invalid, field, "must be a JSON array")
+			}
 			return core.Errorf(core.Invalid, field, "must be a JSON %s", jsonKind(te.Type.String()))
 		case errors.As(err, &se):
 			return core.Errorf(core.Invalid, "body", "is not valid JSON at byte %d", se.Offset)
-		case errors.As(err, &tpe):
-			return core.Errorf(core.Invalid, "occurred_at",
+		case errors.As(err, &tpe) || strings.Contains(err.Error(), "Time.UnmarshalJSON"):
+			// The decoder names no field: the first timestamp of the body
+			// that does not read is the one.
+			field := badTimeField(body, v)
+			if field == "" {
+				field = "body"
+			}
+			return core.Errorf(core.Invalid, field,
 				"must be an RFC 3339 timestamp with an offset, such as 2026-03-01T10:00:00-03:00")
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
 			f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
