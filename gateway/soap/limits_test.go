@@ -75,6 +75,10 @@ func TestLimitsAndShape(t *testing.T) {
 			`<p:Pointz>4</p:Pointz>`), "Pointz"},
 		{"points not a number", redeem(`<p:TxnId>t1</p:TxnId><p:Points>5.5</p:Points>`),
 			"Points"},
+		// A byte order mark before the envelope is read past: the fault is
+		// the operation's, not "text outside the Envelope".
+		{"byte order mark", "\ufeff<?xml version=\"1.0\" encoding=\"utf-8\"?>" +
+			redeem(`<p:TxnId>t1</p:TxnId><p:Points>5.5</p:Points>`), "Points"},
 		{"points twice", redeem(`<p:TxnId>t1</p:TxnId><p:Points>5</p:Points>` +
 			`<p:Points>6</p:Points>`), "Points"},
 		{"missing txn", redeem(`<p:Points>5</p:Points>`), "TxnId"},

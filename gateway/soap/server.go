@@ -161,6 +161,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.fault(w, r, ver, "", invalid("Envelope", "is larger than %d bytes", s.limits.Body))
 		return
 	}
+	// A UTF-8 byte order mark, which .NET and Java clients may write
+	// before the XML declaration, is no text outside the Envelope.
+	body = bytes.TrimPrefix(body, []byte("\xef\xbb\xbf"))
 	env, err := parseEnvelope(body, s.limits)
 	if err != nil {
 		s.fault(w, r, ver, "", err)
