@@ -1,6 +1,7 @@
 package soap
 
 import (
+	"context"
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -146,7 +147,7 @@ func (s *Server) authenticate(r *http.Request, env *envelope) (*Credential, erro
 	plain := plainPasswordsAllowed(r)
 	if env.header != nil {
 		if sec := env.header.child(nsWSSE, "Security"); sec != nil {
-			return s.usernameToken(sec, plain)
+			return s.usernameToken(r.Context(), sec, plain)
 		}
 	}
 	if user, pass, ok := r.BasicAuth(); ok {
@@ -175,7 +176,8 @@ func (s *Server) credential(name string) *Credential {
 }
 
 // usernameToken checks a wsse:Security header's UsernameToken.
-func (s *Server) usernameToken(sec *node, plain bool) (*Credential, error) {
+func (s *Server) usernameToken(ctx context.Context, sec *node, plain bool) (*Credential,
+	error) {
 	tok := sec.child(nsWSSE, "UsernameToken")
 	if tok == nil {
 		return nil, unauthorized("UsernameToken", "is required in the Security header")
@@ -241,9 +243,19 @@ func (s *Server) usernameToken(sec *node, plain bool) (*Credential, error) {
 	}
 	// Only a correct digest claims its nonce, so that nobody can burn the
 	// nonces of others; a nonce is kept until its Created time is stale.
-	fresh, err := s.nonces.claim(user+"\x00"+string(nonce), now, created.Add(2*s.window))
+	forget := created.Add(2 * s.window)
+	fresh, err := s.nonces.claim(user+"\x00"+string(nonce), now, forget)
 	if err != nil {
 		return nil, err
+	}
+	// This process's cache knows only what it saw since it started: the
+	// database knows what every gateway saw, before a restart too.
+	if fresh && s.claimer != nil {
+		if fresh, err = s.claimer.ClaimNonce(ctx, user, nonce, forget); err != nil {
+			s.log.Error("SOAP nonce not checked", "user", user, "error", err)
+			return nil, core.Errorf(core.Unavailable, "Nonce",
+				"cannot check the nonce for replays now; retry shortly")
+		}
 	}
 	if !fresh {
 		return nil, unauthorized("Nonce", "was used before: every request needs a new nonce")

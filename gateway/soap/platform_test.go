@@ -68,7 +68,12 @@ func start(t *testing.T, cfg *app.Config, roles app.Roles) *platform {
 // startPlatform starts the whole platform with the program "telco": one point
 // per dollar, expiring 24 months after the month earned.
 func startPlatform(t *testing.T) *platform {
-	p := start(t, testConfig(t), app.Roles{Gateway: true, Core: true})
+	return startPlatformWith(t, testConfig(t))
+}
+
+// startPlatformWith is startPlatform on cfg, which a restart can reuse.
+func startPlatformWith(t *testing.T, cfg *app.Config) *platform {
+	p := start(t, cfg, app.Roles{Gateway: true, Core: true})
 	req, _ := http.NewRequest("PUT", p.base+"/v1/programs/telco", strings.NewReader(
 		`{"name":"Telco","currency":"USD","points_per_unit":"1","expiry_unit":"months",`+
 			`"expiry_length":24,"expiry_round":"month"}`))

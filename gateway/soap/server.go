@@ -67,7 +67,16 @@ type Server struct {
 	limits Limits
 	users  []Credential
 	nonces *nonceCache
-	now    func() time.Time
+	// claimer shares the nonces between gateways and restarts: the
+	// reader, when it can (*postgres.Ledger).
+	claimer nonceClaimer
+	now     func() time.Time
+}
+
+// nonceClaimer records a digest nonce for good and reports whether it was
+// new. *postgres.Ledger satisfies it.
+type nonceClaimer interface {
+	ClaimNonce(ctx context.Context, user string, nonce []byte, forget time.Time) (bool, error)
 }
 
 // New returns a Server. Credentials that do not parse are logged and none is
@@ -76,6 +85,9 @@ func New(pub Publisher, read Reader, log *slog.Logger, opt Options) *Server {
 	s := &Server{pub: pub, read: read, log: log, wait: opt.Wait, window: opt.Window,
 		limits: opt.Limits, now: opt.Now,
 		nonces: &nonceCache{seen: map[string]time.Time{}, max: 100_000}}
+	if c, ok := read.(nonceClaimer); ok && read != nil {
+		s.claimer = c
+	}
 	if s.wait <= 0 {
 		s.wait = 5 * time.Second
 	}

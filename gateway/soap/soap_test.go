@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/puntos-loyalty/puntos/internal/app"
 )
 
 // el writes <p:name>value</p:name>.
@@ -184,6 +186,33 @@ func TestUnavailable(t *testing.T) {
 		}
 		golden(t, fmt.Sprintf("fault-Server.Unavailable.%d", ver), r, since)
 	}
+}
+
+// A PasswordDigest token captured on the wire is refused after the gateway
+// restarts, within its freshness window: the nonces it saw are kept in the
+// database (they were kept in the process only, and the digest does not
+// sign the body, so the token could carry any request).
+func TestDigestNonceRefusedAfterRestart(t *testing.T) {
+	cfg := testConfig(t)
+	p := startPlatformWith(t, cfg)
+	p.call(11, basic("billing", billingPass), enroll("M-1", "rs-enr")).ok(t)
+	captured := digest("billing", billingPass)
+	captured.nonce = []byte("restart-nonce-01")
+	captured.created = time.Now()
+	p.call(11, captured, balance("M-1")).ok(t)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := p.app.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	again := start(t, cfg, app.Roles{Gateway: true, Core: true})
+	r := again.call(11, captured, balance("M-1"))
+	if r.status != 500 || !strings.Contains(r.body, "Client.Unauthorized") ||
+		!strings.Contains(r.body, "<Field>Nonce</Field>") {
+		t.Fatalf("the captured token after a restart: %d\n%s", r.status, r.body)
+	}
+	again.call(11, digest("billing", billingPass), balance("M-1")).ok(t)
 }
 
 // TestAuth covers both WS-Security password types, replays, stale tokens,
