@@ -512,28 +512,46 @@ func (t *txn) reverseCredit(ctx context.Context, prog *program, m *member, o *or
 // The merge moved what was left of the credit's lot into a copy among m's
 // lots, and an undo since gave points of it back in more copies; each names
 // the lot it came from (origin_lot_id, migration 0038), so what is left of
-// the credit is found, pending or spendable, and taken back. A credit of
-// which some points were spent, before the merge or after, is refused: its
+// the credit is found, pending or spendable, and taken back. What expired
+// or a partner's refund took from those lots (or from the copies of the
+// members merged on the way) is not owed back. A credit of which some
+// points were spent, before the merge or after, is refused: its
 // write-off or debt would belong to lots of two members, which the
 // settlement of later undos (settleReturns) does not follow.
 func (t *txn) reverseMergedCredit(ctx context.Context, m *member, o *original,
 	in core.Reverse) (int64, error) {
 	field := originalField(in)
+	// A second reversal is told so before anything is summed: the unique
+	// index would say it only once the sums found nothing left.
+	var reversed bool
+	if err := t.tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM postings
+		WHERE reverses_id = $1)`, o.id).Scan(&reversed); err != nil {
+		return 0, fmt.Errorf("read reversals: %w", err)
+	}
+	if reversed {
+		return 0, core.Errorf(core.Conflict, field, "the posting was already reversed")
+	}
 	var lotID int64
 	err := t.tx.QueryRow(ctx, `SELECT id FROM lots WHERE posting_id = $1`, o.id).Scan(&lotID)
 	if err != nil {
 		return 0, fmt.Errorf("read credited lot: %w", err)
 	}
-	// m's lots descending from the credit's lot, found by walking up from
-	// each of m's copies (origin_lot_id has no index to walk down).
-	rows, err := t.tx.Query(ctx, `WITH RECURSIVE up(lot, origin, depth) AS (
+	// The lots descending from the credit's lot: m's, and those of the
+	// members merged into m on the way (emptied by their merges, but where
+	// points may have expired or been refunded first), found by walking up
+	// from each copy of those members (origin_lot_id has no index to walk
+	// down).
+	rows, err := t.tx.Query(ctx, `WITH RECURSIVE merged(id) AS (
+			SELECT $2::uuid
+			UNION SELECT mm.id FROM members mm JOIN merged g ON mm.merged_into = g.id),
+		up(lot, origin, depth) AS (
 			SELECT l.id, l.origin_lot_id, 0 FROM lots l
-			WHERE l.member_id = $2 AND l.origin_lot_id IS NOT NULL
+			WHERE l.member_id IN (SELECT id FROM merged) AND l.origin_lot_id IS NOT NULL
 			UNION ALL
 			SELECT up.lot, y.origin_lot_id, up.depth + 1
 			FROM lots y JOIN up ON y.id = up.origin
 			WHERE up.depth < 16 AND y.origin_lot_id IS NOT NULL)
-		SELECT l.id, l.remaining, l.held, l.pending FROM lots l
+		SELECT l.id, l.member_id = $2::uuid, l.remaining, l.held, l.pending FROM lots l
 		WHERE l.id IN (SELECT lot FROM up WHERE origin = $1)
 		ORDER BY l.id FOR UPDATE OF l`, lotID, m.id)
 	if err != nil {
@@ -547,12 +565,15 @@ func (t *txn) reverseMergedCredit(ctx context.Context, m *member, o *original,
 	ids := []int64{lotID}
 	for rows.Next() {
 		var c copyLot
-		if err := rows.Scan(&c.id, &c.remaining, &c.held, &c.pending); err != nil {
+		var mine bool
+		if err := rows.Scan(&c.id, &mine, &c.remaining, &c.held, &c.pending); err != nil {
 			rows.Close()
 			return 0, err
 		}
-		copies = append(copies, c)
 		ids = append(ids, c.id)
+		if mine {
+			copies = append(copies, c)
+		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -567,26 +588,21 @@ func (t *txn) reverseMergedCredit(ctx context.Context, m *member, o *original,
 		return 0, core.Errorf(core.Conflict, field, "%d points of this credit are reserved by "+
 			"an open hold; capture or release it first", held)
 	}
-	// What expired, on the credit's lot before the merge or on a copy
-	// since, is gone already and not owed back.
-	var expired int64
-	err = t.tx.QueryRow(ctx, `SELECT coalesce(sum(-pl.points), 0) FROM posting_lots pl
-		JOIN postings p ON p.id = pl.posting_id
-		WHERE pl.lot_id = ANY($1) AND p.kind = 'expiry'`, ids).Scan(&expired)
+	// What expired, on the credit's lot or on a copy since, is gone
+	// already and not owed back; what the partner's refunds took from them
+	// was taken back already.
+	var expired, refunded int64
+	err = t.tx.QueryRow(ctx, `SELECT
+			coalesce(sum(-pl.points) FILTER (WHERE p.kind = 'expiry'), 0),
+			coalesce(sum(-pl.points) FILTER (WHERE p.kind = 'reversal'
+				AND p.reverses_id IS NULL AND p.partner <> ''), 0)
+		FROM posting_lots pl JOIN postings p ON p.id = pl.posting_id
+		WHERE pl.lot_id = ANY($1) AND pl.points < 0`, ids).Scan(&expired, &refunded)
 	if err != nil {
-		return 0, fmt.Errorf("read expired part: %w", err)
+		return 0, fmt.Errorf("read expired and refunded parts: %w", err)
 	}
 	amount := o.points + o.pending
-	// A purchase the partner refunded since was taken back already, from
-	// the copies too (partnerLots follows them): as for a member's own.
-	if o.kind == core.PostAccrual && o.partner != "" {
-		pl, err := t.partnerPointsLeft(ctx, m, o.partner)
-		if err != nil {
-			return 0, err
-		}
-		amount = min(amount, max(0, pl)+expired)
-	}
-	if spent := amount - left - expired; spent > 0 {
+	if spent := amount - left - expired - refunded; spent > 0 {
 		return 0, core.Errorf(core.Conflict, field, "the posting credited a member since "+
 			"merged into this one, and %d of its %d points were spent; a partly spent credit "+
 			"of a merged member is not reversed: take back the %d points left with a negative "+
@@ -595,7 +611,7 @@ func (t *txn) reverseMergedCredit(ctx context.Context, m *member, o *original,
 	}
 	var p posting
 	moves := []core.LotMove{}
-	due := max(0, amount-expired) // never more than the credit gave
+	due := max(0, amount-expired-refunded) // never more than the credit gave
 	for _, c := range copies {
 		x := min(c.remaining, due)
 		if x == 0 {

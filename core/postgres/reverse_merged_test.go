@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -97,4 +98,81 @@ func TestReverseSpentCreditOfMergedMemberRefused(t *testing.T) {
 			f.check()
 		})
 	}
+}
+
+// A second reversal of a merged member's credit is told it was reversed
+// already (it was told 100 of its points were spent).
+func TestReverseMergedCreditTwice(t *testing.T) {
+	f := newFixture(t, core.Program{PointsPerUnit: "1"})
+	f.enroll("ana")
+	f.enroll("ben")
+	credit := f.ok(core.KindCredit, "ana", core.Credit{Points: 100, Reason: "bonus"})
+	f.ok(core.KindMerge, "ana", core.Merge{Into: "ben"})
+	f.ok(core.KindReverse, "ben", core.Reverse{PostingID: credit.PostingIDs[0], Reason: "error"})
+	r := f.do(core.KindReverse, "ben", f.txn(), core.Reverse{PostingID: credit.PostingIDs[0],
+		Reason: "again"})
+	if r.Status != bus.StatusRejected || r.Error == nil ||
+		!strings.Contains(r.Error.Message, "already reversed") {
+		t.Fatalf("second reversal: %s %+v; want already reversed", r.Status, r.Error)
+	}
+	f.wantBalance("ben", 0, 0, 0)
+	f.check()
+}
+
+// Points of the credit that expired on a member merged on the way (ana into
+// ben, ben's copy expires, ben into cal) are gone, not spent: the reversal
+// applies and takes nothing more.
+func TestReverseMergedCreditExpiredOnTheWay(t *testing.T) {
+	f := newFixture(t, core.Program{PointsPerUnit: "1"})
+	for _, ref := range []string{"ana", "ben", "cal"} {
+		f.enroll(ref)
+	}
+	expires := f.now.Add(48 * time.Hour)
+	credit := f.ok(core.KindCredit, "ana", core.Credit{Points: 100, Reason: "bonus",
+		ExpiresAt: &expires})
+	f.ok(core.KindCredit, "cal", core.Credit{Points: 20, Reason: "welcome"})
+	f.ok(core.KindMerge, "ana", core.Merge{Into: "ben"})
+	f.setNow(f.now.Add(72 * time.Hour))
+	if _, _, err := f.l.Sweep(context.Background(), f.now, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.ok(core.KindMerge, "ben", core.Merge{Into: "cal"})
+	f.wantBalance("cal", 20, 0, 0)
+	out := f.ok(core.KindReverse, "cal", core.Reverse{PostingID: credit.PostingIDs[0],
+		Reason: "granted in error"})
+	if out.Points != 0 {
+		t.Fatalf("the reversal took %d points; the credit's had all expired", out.Points)
+	}
+	f.wantBalance("cal", 20, 0, 0)
+	f.check()
+}
+
+// A partner's refund took 40 of a merged member's purchase (ana's, the newer,
+// from ben's copy of its lot): reversing that purchase takes the 60 left,
+// the 40 are not "spent", and reversing ben's own purchase too leaves ben
+// nothing of the 200.
+func TestReverseMergedPurchasePartlyRefunded(t *testing.T) {
+	f := newFixture(t, core.Program{PointsPerUnit: "1", AccrualRounding: core.RoundDown})
+	cafe := partnerCmds{f: f, source: "partner:cafe-" + f.prog}
+	f.enroll("ana")
+	f.enroll("ben")
+	buy := func(who string) int64 {
+		r := cafe.do(core.KindAccrue, who, f.txn(), core.Accrue{EventType: "partner_purchase",
+			Amount: "100", Partner: partnerOf(cafe.source)})
+		return outcomeOf(t, r).PostingIDs[0]
+	}
+	pb := buy("ben")
+	f.setNow(f.now.Add(time.Hour))
+	pa := buy("ana")
+	f.ok(core.KindMerge, "ana", core.Merge{Into: "ben"})
+	outcomeOf(t, cafe.do(core.KindPartnerClawback, "ben", f.txn(),
+		core.PartnerClawback{Amount: "40"}))
+	f.wantBalance("ben", 160, 0, 0)
+	out := f.ok(core.KindReverse, "ben", core.Reverse{PostingID: pa, Reason: "ana's bill"})
+	if out.Points != -60 {
+		t.Fatalf("reversal of ana's purchase took %d; want the 60 left", out.Points)
+	}
+	f.ok(core.KindReverse, "ben", core.Reverse{PostingID: pb, Reason: "ben's bill"})
+	f.wantBalance("ben", 0, 0, 0)
+	f.check()
 }
