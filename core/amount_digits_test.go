@@ -26,6 +26,8 @@ func TestCheckAmountDigits(t *testing.T) {
 		{"1.000", "JPY", false},
 		{"1.250", "KWD", true},
 		{"1.2501", "KWD", false},
+		{"1.250", "IQD", true},
+		{"1.2500", "CLF", true},
 	} {
 		err := CheckAmountDigits("amount", c.amount, c.code)
 		if (err == nil) != c.ok {

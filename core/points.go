@@ -161,6 +161,12 @@ func Convert(amount, rate *big.Rat, mode Rounding) (Points, error) {
 	return Round(new(big.Rat).Mul(amount, rate), mode)
 }
 
+// isoDigits are the currencies whose ISO 4217 minor unit is more than
+// CLDR's standard digits (Iraqi dinars have three fils digits in ISO, none
+// in CLDR), and the units of account with four.
+var isoDigits = map[string]int{"BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3,
+	"TND": 3, "CLF": 4, "UYW": 4}
+
 // CheckAmountDigits refuses an amount written with more fraction digits
 // than its currency has (ISO 4217, as CLDR gives them: two for USD, three
 // for KWD), and never fewer than two: cents are taken in every currency,
@@ -177,7 +183,7 @@ func CheckAmountDigits(field, amount, code string) error {
 		return nil
 	}
 	scale, _ := currency.Standard.Rounding(u)
-	scale = max(scale, 2)
+	scale = max(scale, isoDigits[code], 2)
 	_, frac, ok := strings.Cut(strings.TrimSpace(amount), ".")
 	if !ok || len(frac) <= scale {
 		return nil

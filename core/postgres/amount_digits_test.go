@@ -44,3 +44,15 @@ func TestAmountWithThousandsPointRefused(t *testing.T) {
 	f.wantBalance("ana", 13000, 0, 0)
 	f.check()
 }
+
+// The simulation refuses what the accrual refuses (it answered 12 points
+// for "12.990" pesos).
+func TestSimulateRefusesAmountWithThousandsPoint(t *testing.T) {
+	f := newFixture(t, core.Program{PointsPerUnit: "1", Currency: "CLP"})
+	f.enroll("ana")
+	_, err := f.l.Simulate(context.Background(), f.prog, SimulateEvent{Type: "bill_paid",
+		Amount: "12.990", Member: "ana"})
+	if de, ok := core.AsError(err); !ok || de.Field != "amount" {
+		t.Fatalf("simulation of 12.990 CLP: %v; want refused naming amount", err)
+	}
+}

@@ -67,6 +67,10 @@ func (l *Ledger) Simulate(ctx context.Context, programCode string,
 				return core.Errorf(core.Invalid, "currency", "the program counts in %s",
 					prog.Currency)
 			}
+			// As the accrual would refuse it.
+			if err := core.CheckAmountDigits("amount", in.Amount, prog.Currency); err != nil {
+				return err
+			}
 			if err := core.CheckRef("member", "a member reference", in.Member); err != nil {
 				return err
 			}
