@@ -86,6 +86,10 @@ type Service struct {
 	validating chan struct{}
 	// bg is the context background work (validation, posting) runs in.
 	bg context.Context
+	// doneWatch holds, by path, the inbox files moved to done/ lately, as
+	// they were then: one a writer goes on writing to (it kept the file
+	// open through the moves) goes back to the inbox. Guarded by mu.
+	doneWatch map[string]watchedFile
 	// afterChunk, when set (tests), runs after every part of a chunk
 	// committed and before the batch's progress mark moves past it.
 	afterChunk func(ctx context.Context, done int64)

@@ -49,6 +49,40 @@ func (a fileState) same(b fileState) bool {
 	return a.size == b.size && a.mod.Equal(b.mod)
 }
 
+// watchedFile is a file moved to done/, as it was then, watched until.
+type watchedFile struct {
+	state fileState
+	until time.Time
+}
+
+// inboxWatch is how long a file moved to done/ is watched for growth: a
+// writer that paused at a line end for longer than a poll and goes on
+// within it has the whole file taken again.
+const inboxWatch = 10 * time.Minute
+
+// watchDone looks once at the files moved to done/ lately: one that
+// changed since goes back to the inbox, where it is taken again whole as a
+// new batch (its lines loaded already are replays).
+func (s *Service) watchDone() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	for path, w := range s.doneWatch {
+		info, err := os.Stat(path)
+		switch {
+		case err != nil || now.After(w.until):
+			delete(s.doneWatch, path)
+		case info.Size() != w.state.size || !info.ModTime().Equal(w.state.mod):
+			delete(s.doneWatch, path)
+			done := filepath.Dir(path)
+			s.log.Warn("Inbox file written to after it was loaded: back in the inbox, to be "+
+				"taken again whole (lines loaded already are replays)", "file", path,
+				"size_bytes_loaded", w.state.size, "size_bytes_now", info.Size())
+			s.putBack(done, filepath.Dir(done), filepath.Base(path))
+		}
+	}
+}
+
 // errChanged refuses an inbox file that changed while it was read.
 var errChanged = errors.New("the file changed while it was read")
 
@@ -90,6 +124,7 @@ func (s *Service) RunInbox(ctx context.Context) {
 // pollInbox looks at the inbox once: it takes the files that have not
 // changed since the previous look recorded in seen, and records the others.
 func (s *Service) pollInbox(ctx context.Context, seen map[string]fileState) {
+	s.watchDone()
 	programs, err := os.ReadDir(s.opt.InboxDir)
 	if err != nil {
 		if !os.IsNotExist(err) {
@@ -335,5 +370,16 @@ func (s *Service) moveInbox(from, dir, name, to, note string) {
 	}
 	if note != "" {
 		_ = os.WriteFile(target+".error.txt", []byte(note+"\n"), 0o640)
+	}
+	if to == "done" {
+		if info, err := os.Stat(target); err == nil {
+			s.mu.Lock()
+			if s.doneWatch == nil {
+				s.doneWatch = map[string]watchedFile{}
+			}
+			s.doneWatch[target] = watchedFile{state: fileState{size: info.Size(),
+				mod: info.ModTime()}, until: time.Now().Add(max(inboxWatch, s.opt.InboxQuiet))}
+			s.mu.Unlock()
+		}
 	}
 }

@@ -74,3 +74,50 @@ func TestInboxFileWithoutFinalLineEndTakenWhenQuiet(t *testing.T) {
 		t.Fatalf("batch %+v; b4 has %d, want 40", v.Batch, f.available("b4"))
 	}
 }
+
+// A writer that keeps its file open and pauses at a line end for longer
+// than a poll has the file taken with the lines written so far; what it
+// writes next lands in the file moved to done/. That file goes back to the
+// inbox and is taken again whole: the first lines are replays, the rest
+// are posted (they were lost without a word).
+func TestInboxFileWrittenAfterItWasLoadedIsTakenAgain(t *testing.T) {
+	f := newFixture(t, Options{}, "r1")
+	dir := f.inboxDir()
+	path := filepath.Join(dir, "open-writer.csv")
+	w, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := w.WriteString("member,points,reason,txn_id\nr1,100,bono,ow-1\n"); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]fileState{}
+	f.svc.pollInbox(f.ctx, seen)
+	f.svc.pollInbox(f.ctx, seen)
+	first := f.batchOfSize(len("member,points,reason,txn_id\nr1,100,bono,ow-1\n"))
+	f.waitPosted(first)
+	if f.available("r1") != 100 {
+		t.Fatalf("r1 has %d after the first part", f.available("r1"))
+	}
+
+	// The writer goes on, through its open handle, into done/.
+	if _, err := w.WriteString("r1,200,bono,ow-2\nr1,300,bono,ow-3\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.svc.pollInbox(f.ctx, seen) // puts it back in the inbox
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("the file written to in done/ is not back in the inbox: %v", err)
+	}
+	f.svc.pollInbox(f.ctx, seen) // notes it
+	f.svc.pollInbox(f.ctx, seen) // takes it
+	whole := f.batchOfSize(len("member,points,reason,txn_id\nr1,100,bono,ow-1\n" +
+		"r1,200,bono,ow-2\nr1,300,bono,ow-3\n"))
+	if v := f.waitPosted(whole); v.Posted != 3 || v.Replayed != 1 {
+		t.Fatalf("the whole file's batch: %+v; want 3 posted, 1 of them a replay", v.Batch)
+	}
+	if f.available("r1") != 600 {
+		t.Fatalf("r1 has %d; want 100 + 200 + 300, each once", f.available("r1"))
+	}
+	f.check()
+}
