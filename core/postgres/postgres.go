@@ -9,11 +9,14 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -199,4 +202,24 @@ func pgError(err error) error {
 		return core.Errorf(core.Invalid, "points", "the balance would go out of range")
 	}
 	return err
+}
+
+// Unreachable reports whether err says the database could not be reached
+// or the connection to it broke, rather than that a statement failed: the
+// caller may answer that the service is unavailable for now.
+func Unreachable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	switch {
+	case errors.As(err, &ce), errors.As(err, &ne), pgconn.Timeout(err),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
+		return true
+	}
+	// A connection pgx found dead ("conn closed") names no error value.
+	return strings.Contains(err.Error(), "conn closed")
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/puntos-loyalty/puntos/core"
+	"github.com/puntos-loyalty/puntos/core/postgres"
 )
 
 // statusOf is the one table from error kind to HTTP status.
@@ -45,12 +46,23 @@ type Problem struct {
 // writeError answers with the problem document for err. Client mistakes are
 // logged at Warn, our own faults at Error.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if _, ok := core.AsError(err); !ok && postgres.Unreachable(err) {
+		// The database is down or the connection broke: a state to wait
+		// out, not a fault of the request (it answered 500 "retry with the
+		// same Idempotency-Key", even to a read).
+		s.log.Error("Database not reachable", "method", r.Method, "path", r.URL.Path,
+			"error", err)
+		err = core.Errorf(core.Unavailable, "", "the ledger's database is not reachable "+
+			"now; retry shortly")
+	}
 	kind := core.KindOf(err)
 	p := Problem{Type: "urn:puntos:error:" + string(kind), Title: titleOf[kind],
 		Status: statusOf[kind], Kind: string(kind), Instance: r.URL.Path,
 		TxnID: r.Header.Get("Idempotency-Key")}
 	if de, ok := core.AsError(err); ok {
 		p.Detail, p.Field = de.Error(), de.Field
+	} else if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		p.Detail = "the request could not be completed; it may be retried"
 	} else {
 		p.Detail = "the request could not be completed; it may be retried with the same " +
 			"Idempotency-Key"
