@@ -61,9 +61,12 @@ type App struct {
 	// intake before draining.
 	coreCancel context.CancelFunc
 	leases     *leases
-	group      *groupCommit // merges the partitions' batches; nil when off
-	sinkCancel context.CancelFunc
-	sinkWG     sync.WaitGroup
+	// relayFail and leaseFail keep repeating failures of the outbox relay
+	// and of taking partition leases to a few lines.
+	relayFail, leaseFail quietLog
+	group                *groupCommit // merges the partitions' batches; nil when off
+	sinkCancel           context.CancelFunc
+	sinkWG               sync.WaitGroup
 	// files is the bulk-load service, once mountFiles made it (core only).
 	files *files.Service
 	// dirLock holds the data directory of a process with the embedded NATS;

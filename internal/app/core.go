@@ -146,7 +146,8 @@ func (a *App) leasePartition(ctx context.Context, p int) {
 		got, gen, err := a.leases.acquire(ctx, p)
 		if err != nil || !got {
 			if err != nil && ctx.Err() == nil {
-				a.log.Warn("Partition lease not taken", "partition", p, "error", err)
+				a.leaseFail.fail(a.log, "Partition lease not taken", "partition", p,
+					"error", err)
 			}
 			if err == nil && !told {
 				told = true
@@ -155,6 +156,7 @@ func (a *App) leasePartition(ctx context.Context, p int) {
 			sleep(ctx, 2*time.Second)
 			continue
 		}
+		a.leaseFail.ok(a.log, "Partition leases taken again")
 		if told {
 			a.log.Info("Partition lease taken: applying its commands", "partition", p)
 		}
@@ -447,12 +449,20 @@ const (
 // after each other under a steady load carried a handful of events each.
 // An event so reaches the bus at most about relayPause after its commit.
 func (a *App) relayLoop(bg, cctx context.Context, consumersDone <-chan struct{}) {
+	pause := relayPause
 	for cctx.Err() == nil && bg.Err() == nil {
 		n, err := a.relayOnce(bg)
 		if err == nil && n == relayBatch {
 			continue
 		}
-		sleep(cctx, relayPause)
+		// While the relay fails (the database or the bus down), it waits
+		// longer each time, up to five seconds.
+		if err != nil {
+			pause = min(2*pause, 5*time.Second)
+		} else {
+			pause = relayPause
+		}
+		sleep(cctx, pause)
 	}
 	select {
 	case <-consumersDone:
@@ -470,7 +480,9 @@ func (a *App) relayLoop(bg, cctx context.Context, consumersDone <-chan struct{})
 func (a *App) relayOnce(bg context.Context) (int, error) {
 	n, err := a.Ledger.RelayOutbox(bg, a.Bus, relayBatch)
 	if err != nil && bg.Err() == nil {
-		a.log.Warn("Outbox relay failed; retrying", "error", err)
+		a.relayFail.fail(a.log, "Outbox relay failed; retrying", "error", err)
+	} else if err == nil {
+		a.relayFail.ok(a.log, "Outbox relay works again")
 	}
 	a.metrics.relayed.Add(float64(n))
 	return n, err
