@@ -161,6 +161,20 @@ func unvalidated(b *core.Batch) bool {
 	return b.Status == core.BatchReceived || b.Status == core.BatchValidating
 }
 
+// readErr remembers the error its reader gave, apart from the writer's.
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (e *readErr) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF {
+		e.err = err
+	}
+	return n, err
+}
+
 // head keeps the first bytes written to it.
 type head struct{ b []byte }
 
@@ -185,7 +199,14 @@ func (s *Service) receive(ctx context.Context, in Intake, body io.Reader) (*core
 	}
 	defer os.Remove(tmp.Name()) // a no-op once renamed
 	h, start := sha256.New(), &head{}
-	size, err := io.Copy(io.MultiWriter(tmp, h, start), body)
+	src := &readErr{r: body}
+	size, err := io.Copy(io.MultiWriter(tmp, h, start), src)
+	if errors.Is(src.err, io.ErrUnexpectedEOF) {
+		// The sender stopped before the end it announced: a body cut
+		// short, nothing to keep.
+		return nil, false, core.Errorf(core.Invalid, "file", "the upload ended before the "+
+			"whole file arrived (%d bytes came); send it again", size)
+	}
 	if err == nil {
 		err = tmp.Sync()
 	}

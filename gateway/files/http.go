@@ -157,6 +157,7 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 	name := q.Get("file_name")
 	r.Body = http.MaxBytesReader(w, r.Body, maxUpload)
 	var body io.Reader = r.Body
+	var complete func() error
 	if mt == "multipart/form-data" {
 		mr, err := r.MultipartReader()
 		if err != nil {
@@ -182,6 +183,22 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 				break
 			}
 		}
+		// A second file in the form would be dropped without a word.
+		complete = func() error {
+			for {
+				part, err := mr.NextPart()
+				if errors.Is(err, io.EOF) {
+					return nil
+				}
+				if err != nil {
+					return core.Errorf(core.Invalid, "body", "is not a complete multipart form")
+				}
+				if part.FormName() == "file" {
+					return core.Errorf(core.Invalid, "file", "the form has more than one part "+
+						"named file; send one file per request")
+				}
+			}
+		}
 	}
 	f, err := ParseFormat(charset, q.Get("date_format"))
 	if err != nil {
@@ -189,7 +206,8 @@ func (s *Service) upload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b, created, err := s.Receive(r.Context(), Intake{Program: program, FileName: name,
-		Format: f, UploadedBy: s.actor(r), Source: s.source(r), Channel: "rest"}, body)
+		Format: f, UploadedBy: s.actor(r), Source: s.source(r), Channel: "rest",
+		Complete: complete}, body)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
