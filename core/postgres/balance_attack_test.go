@@ -88,6 +88,10 @@ func refBalance(t *testing.T, f *fixture, ref string) *BalanceView {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
+	if err := pool.QueryRow(ctx, `SELECT count(*) > 1000 FROM lots
+		WHERE member_id = $1 AND remaining > 0`, id).Scan(&v.LotsTruncated); err != nil {
+		t.Fatal(err)
+	}
 	return v
 }
 
@@ -119,7 +123,7 @@ func wantView(t *testing.T, f *fixture, ref string) *BalanceView {
 	if err != nil {
 		t.Fatalf("balance summary %s: %v", ref, err)
 	}
-	want.Lots, want.AsOf = nil, sum.AsOf
+	want.Lots, want.LotsTruncated, want.AsOf = nil, false, sum.AsOf
 	sj, _ := json.Marshal(sum)
 	wj, _ = json.Marshal(want)
 	if sum.Lots != nil || !bytes.Equal(sj, wj) {
@@ -221,9 +225,23 @@ func TestBalanceOfAMemberWithManyLots(t *testing.T) {
 		}
 	}
 	v := wantView(t, f, "many")
-	if len(v.Lots) != 1000 || v.Balance.Available != 1003 || len(v.NextExpiries) != 12 {
-		t.Fatalf("%d lots, %d available, %d expiry buckets; want 1000, 1003, 12",
-			len(v.Lots), v.Balance.Available, len(v.NextExpiries))
+	if len(v.Lots) != 1000 || v.Balance.Available != 1003 || len(v.NextExpiries) != 12 ||
+		!v.LotsTruncated {
+		t.Fatalf("%d lots, %d available, %d expiry buckets, truncated %t; want 1000, 1003, "+
+			"12, true", len(v.Lots), v.Balance.Available, len(v.NextExpiries), v.LotsTruncated)
+	}
+	// With exactly 1,000 lots the list is whole, and says nothing.
+	f.enroll("thousand")
+	for i := range cmds[:1000] {
+		cmds[i] = f.command(core.KindCredit, "thousand", f.txn(), core.Credit{Points: 1,
+			Reason: "lot"})
+	}
+	if _, err := f.l.ApplyBatch(context.Background(), cmds[:1000]); err != nil {
+		t.Fatal(err)
+	}
+	if w := wantView(t, f, "thousand"); len(w.Lots) != 1000 || w.LotsTruncated {
+		t.Fatalf("1000 lots: %d listed, truncated %t; want all, not truncated", len(w.Lots),
+			w.LotsTruncated)
 	}
 	f.check()
 }

@@ -33,6 +33,9 @@ func (v *BalanceView) AppendJSON(b []byte) ([]byte, error) {
 			return nil, err
 		}
 	}
+	if v.LotsTruncated {
+		b = append(b, `,"lots_truncated":true`...)
+	}
 	b = append(b, `,"next_expiries":`...)
 	if v.NextExpiries == nil {
 		b = append(b, "null"...)

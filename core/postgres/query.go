@@ -92,9 +92,13 @@ type BalanceView struct {
 	Status  string       `json:"status"`
 	Balance core.Balance `json:"balance"`
 	// Lots are nil in a summary, and then left out of the JSON.
-	Lots         []core.Lot     `json:"lots,omitzero"`
-	NextExpiries []ExpiryBucket `json:"next_expiries"`
-	AsOf         time.Time      `json:"as_of"`
+	Lots []core.Lot `json:"lots,omitzero"`
+	// LotsTruncated says the member holds more live lots than the 1,000
+	// listed (those expiring soonest): their points do not add up to the
+	// balance.
+	LotsTruncated bool           `json:"lots_truncated,omitempty"`
+	NextExpiries  []ExpiryBucket `json:"next_expiries"`
+	AsOf          time.Time      `json:"as_of"`
 }
 
 // ExpiryBucket is how many points expire at one instant.
@@ -132,10 +136,11 @@ const balanceLots = `,
 			FROM ` + lotsReleased + `
 			WHERE l.expires_at IS NULL OR l.expires_at > $3 OR l.held > l.released
 			ORDER BY l.expires_at NULLS LAST, l.earned_at, l.id
-			LIMIT ` + balanceLotsMax + `) l ON true`
+			LIMIT 1001) l ON true` // balanceLotsMax + 1
 
-// balanceLotsMax is the most lots a balance lists.
-const balanceLotsMax = "1000"
+// balanceLotsMax is the most lots a balance lists; one more is read, to
+// tell that there are more.
+const balanceLotsMax = 1000
 
 // balanceExpiries are the columns and the join that add, to a query reading
 // the member as m, the points expiring at each of its next twelve expiry
@@ -259,7 +264,7 @@ var (
 // from all its lots. Errors: not_found.
 func (l *Ledger) Balance(ctx context.Context, programCode, ref string) (*BalanceView, error) {
 	v, err := l.readBalance(ctx, l.pool, programCode, ref, true)
-	if err != nil || strconv.Itoa(len(v.Lots)) != balanceLotsMax {
+	if err != nil || len(v.Lots) <= balanceLotsMax {
 		return v, err
 	}
 	// The member may hold more lots than the view lists, and the expiries
@@ -281,6 +286,9 @@ func (l *Ledger) Balance(ctx context.Context, programCode, ref string) (*Balance
 	})
 	if err != nil {
 		return nil, err
+	}
+	if len(v.Lots) > balanceLotsMax {
+		v.Lots, v.LotsTruncated = v.Lots[:balanceLotsMax], true
 	}
 	return v, nil
 }
