@@ -225,6 +225,13 @@ func Start(ctx context.Context, cfg *Config, log *slog.Logger, roles Roles) (*Ap
 		if err := a.lockDatabase(ctx); err != nil {
 			return nil, err
 		}
+	}
+	// The HTTP address is taken before anything starts working: a port in
+	// use stops the start here, with nothing begun to stop again.
+	if err := a.listen(); err != nil {
+		return nil, err
+	}
+	if url == "" {
 		srv, u, err := natsbus.StartEmbedded(cfg.DataDir+"/nats", cfg.NATSPort,
 			cfg.NATSSync == "always")
 		if err != nil {
@@ -348,6 +355,19 @@ func (a *App) runSink(ctx context.Context) {
 // Addr is the address the HTTP server listens on.
 func (a *App) Addr() string { return a.ln.Addr().String() }
 
+// listen takes the HTTP address, once.
+func (a *App) listen() error {
+	if a.ln != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s (http-addr, PUNTOS_HTTP_ADDR): %w", a.cfg.HTTPAddr, err)
+	}
+	a.ln = ln
+	return nil
+}
+
 func (a *App) startHTTP() error {
 	r := mux.NewRouter()
 	r.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -385,11 +405,10 @@ func (a *App) startHTTP() error {
 			Users: a.cfg.SOAPUsers}).Register(r)
 	}
 	r.Use(a.metrics.middleware)
-	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", a.cfg.HTTPAddr, err)
+	if err := a.listen(); err != nil {
+		return err
 	}
-	a.ln = ln
+	ln := a.ln
 	a.http = &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second,
 		MaxHeaderBytes: 64 << 10}
@@ -495,6 +514,8 @@ func (a *App) Close() {
 	}
 	if a.http != nil {
 		_ = a.http.Close()
+	} else if a.ln != nil {
+		_ = a.ln.Close() // taken, not yet served
 	}
 	if a.Bus != nil {
 		a.Bus.Close()
