@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/puntos-loyalty/puntos/core"
+	"github.com/puntos-loyalty/puntos/core/postgres"
 	"github.com/puntos-loyalty/puntos/gateway/soap/gen"
 )
 
@@ -127,6 +128,12 @@ func (s *Server) answer(w http.ResponseWriter, ver version, status int, content 
 // one with 400 for the caller's mistakes and 500 for ours.
 func (s *Server) fault(w http.ResponseWriter, r *http.Request, ver version, txn string,
 	err error) {
+	if _, ok := core.AsError(err); !ok && postgres.Unreachable(err) {
+		// The database is down or the connection broke: a state to wait out.
+		s.log.Error("Database not reachable", "path", r.URL.Path, "txn_id", txn, "error", err)
+		err = core.Errorf(core.Unavailable, "", "the ledger's database is not reachable now; "+
+			"send the request again shortly (a write with the same TxnId)")
+	}
 	kind := core.KindOf(err)
 	d := &gen.PuntosFault{Code: faultCodes[kind], Kind: string(kind)}
 	field := ""

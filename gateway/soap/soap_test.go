@@ -3,7 +3,11 @@ package soap_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -277,5 +281,69 @@ func TestAuth(t *testing.T) {
 	}
 	if n := p.postings("cc-red"); n != 0 {
 		t.Fatalf("the refused redemption posted %d times", n)
+	}
+}
+
+// With PostgreSQL out of reach a GetBalance answers Server.Unavailable (a
+// state to wait out), not Server.Internal.
+func TestBalanceDuringDatabaseOutageIsUnavailable(t *testing.T) {
+	cfg := testConfig(t)
+	u, err := url.Parse(cfg.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := u.Host
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	cut := func() {
+		l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	t.Cleanup(cut)
+	go func() {
+		for {
+			in, err := l.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, in, out)
+			mu.Unlock()
+			go func() { _, _ = io.Copy(out, in); out.Close() }()
+			go func() { _, _ = io.Copy(in, out); in.Close() }()
+		}
+	}()
+	u.Host = l.Addr().String()
+	cfg.DatabaseURL = u.String()
+	p := startPlatformWith(t, cfg)
+	p.call(11, basic("billing", billingPass), enroll("M-1", "out-enr")).ok(t)
+	p.call(11, basic("billing", billingPass), balance("M-1")).ok(t)
+
+	cut()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := p.call(11, basic("billing", billingPass), balance("M-1"))
+		if r.status == 500 && strings.Contains(r.body, "Server.Unavailable") &&
+			strings.Contains(r.body, "not reachable") {
+			break
+		}
+		if r.status != 200 || time.Now().After(deadline) {
+			t.Fatalf("GetBalance with PostgreSQL gone: %d %s; want Server.Unavailable",
+				r.status, r.body)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
