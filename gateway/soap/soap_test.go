@@ -3,15 +3,13 @@ package soap_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/puntos-loyalty/puntos/internal/app"
+	"github.com/puntos-loyalty/puntos/internal/testenv"
 )
 
 // el writes <p:name>value</p:name>.
@@ -292,41 +290,8 @@ func TestBalanceDuringDatabaseOutageIsUnavailable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	target := u.Host
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	cut := func() {
-		l.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	}
-	t.Cleanup(cut)
-	go func() {
-		for {
-			in, err := l.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, in, out)
-			mu.Unlock()
-			go func() { _, _ = io.Copy(out, in); out.Close() }()
-			go func() { _, _ = io.Copy(in, out); in.Close() }()
-		}
-	}()
-	u.Host = l.Addr().String()
+	var cut func()
+	u.Host, cut = testenv.Proxy(t, u.Host)
 	cfg.DatabaseURL = u.String()
 	p := startPlatformWith(t, cfg)
 	p.call(11, basic("billing", billingPass), enroll("M-1", "out-enr")).ok(t)

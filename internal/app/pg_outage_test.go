@@ -1,61 +1,13 @@
 package app
 
 import (
-	"io"
-	"net"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/puntos-loyalty/puntos/internal/testenv"
 )
-
-// pgProxy forwards TCP connections from an address of its own to
-// PostgreSQL, and cuts them all when closed: PostgreSQL going away, as
-// the ledger's gateway sees it.
-type pgProxy struct {
-	l     net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func newPGProxy(t *testing.T, target string) *pgProxy {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &pgProxy{l: l}
-	go func() {
-		for {
-			in, err := l.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, in, out)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(out, in); out.Close() }()
-			go func() { _, _ = io.Copy(in, out); in.Close() }()
-		}
-	}()
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *pgProxy) close() {
-	p.l.Close()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
 
 // With PostgreSQL out of reach, a balance read answers 503 (the service
 // is unavailable for now), not 500 with advice to retry under the same
@@ -66,8 +18,8 @@ func TestReadDuringDatabaseOutageIsUnavailable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := newPGProxy(t, u.Host)
-	u.Host = proxy.l.Addr().String()
+	var cut func()
+	u.Host, cut = testenv.Proxy(t, u.Host)
 	cfg.DatabaseURL = u.String()
 	a := startApp(t, cfg, Roles{Gateway: true, Core: true})
 	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
@@ -76,7 +28,7 @@ func TestReadDuringDatabaseOutageIsUnavailable(t *testing.T) {
 	c.must(201, "POST", "/v1/programs/telco/members", "enr-1", `{"customer_ref":"A-1"}`)
 	c.must(200, "GET", "/v1/programs/telco/members/A-1/balance", "", nil)
 
-	proxy.close()
+	cut()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		r := c.send("GET", "/v1/programs/telco/members/A-1/balance", "", nil)
