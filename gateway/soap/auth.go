@@ -109,6 +109,17 @@ type nonceCache struct {
 	max  int
 }
 
+// nonceWait bounds how long a call waits for the database's claim of its
+// nonce.
+const nonceWait = 2 * time.Second
+
+// forget drops a claim that could not be made for good.
+func (c *nonceCache) forget(key string) {
+	c.mu.Lock()
+	delete(c.seen, key)
+	c.mu.Unlock()
+}
+
 // claim records the nonce and reports whether it was new.
 func (c *nonceCache) claim(key string, now, forget time.Time) (bool, error) {
 	c.mu.Lock()
@@ -243,18 +254,27 @@ func (s *Server) usernameToken(ctx context.Context, sec *node, plain bool) (*Cre
 	}
 	// Only a correct digest claims its nonce, so that nobody can burn the
 	// nonces of others; a nonce is kept until its Created time is stale.
+	// A nonce is one token's, whatever the user name: the digest does not
+	// cover the name, so the same token under another name is a replay.
 	forget := created.Add(2 * s.window)
-	fresh, err := s.nonces.claim(user+"\x00"+string(nonce), now, forget)
+	key := string(nonce)
+	fresh, err := s.nonces.claim(key, now, forget)
 	if err != nil {
 		return nil, err
 	}
 	// This process's cache knows only what it saw since it started: the
-	// database knows what every gateway saw, before a restart too.
+	// database knows what every gateway saw, before a restart too. A
+	// database that does not answer in time is told at once, and the nonce
+	// is not spent: the same request may be sent again.
 	if fresh && s.claimer != nil {
-		if fresh, err = s.claimer.ClaimNonce(ctx, user, nonce, forget); err != nil {
+		cctx, cancel := context.WithTimeout(ctx, nonceWait)
+		fresh, err = s.claimer.ClaimNonce(cctx, user, nonce, forget)
+		cancel()
+		if err != nil {
+			s.nonces.forget(key)
 			s.log.Error("SOAP nonce not checked", "user", user, "error", err)
 			return nil, core.Errorf(core.Unavailable, "Nonce",
-				"cannot check the nonce for replays now; retry shortly")
+				"cannot check the nonce for replays now; send the request again shortly")
 		}
 	}
 	if !fresh {

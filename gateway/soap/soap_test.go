@@ -312,3 +312,52 @@ func TestBalanceDuringDatabaseOutageIsUnavailable(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// A nonce is one token's whatever the user name: the digest does not cover
+// the name, so a captured token sent again under another user's name (one
+// with the same password and other grants) is a replay.
+func TestDigestNonceReplayedUnderAnotherName(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.SOAPUsers += ",twin:" + billingPass + ":GetBalance"
+	p := startPlatformWith(t, cfg)
+	p.call(11, basic("billing", billingPass), enroll("M-1", "tw-enr")).ok(t)
+	captured := digest("twin", billingPass)
+	captured.nonce = []byte("twin-nonce-00001")
+	captured.created = time.Now()
+	p.call(11, captured, balance("M-1")).ok(t)
+	captured.user = "billing"
+	r := p.call(11, captured, balance("M-1"))
+	if !strings.Contains(r.body, "Client.Unauthorized") ||
+		!strings.Contains(r.body, "<Field>Nonce</Field>") {
+		t.Fatalf("the token under another name: %d\n%s", r.status, r.body)
+	}
+}
+
+// While the database does not answer, a digest call is told so in about
+// nonceWait (it waited for as long as the database did, past the client's
+// patience), and its nonce is not spent: the same request, sent again once
+// the database answers, is served.
+func TestDigestNonceWhileDatabaseStalls(t *testing.T) {
+	cfg := testConfig(t)
+	p := startPlatformWith(t, cfg)
+	p.call(11, basic("billing", billingPass), enroll("M-1", "st-enr")).ok(t)
+	ctx := context.Background()
+	lock, err := p.app.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lock.Exec(ctx, `LOCK TABLE soap_nonces IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	token := digest("billing", billingPass)
+	token.nonce = []byte("stall-nonce-0001")
+	token.created = time.Now()
+	began := time.Now()
+	r := p.call(11, token, balance("M-1"))
+	took := time.Since(began)
+	_ = lock.Rollback(ctx)
+	if !strings.Contains(r.body, "Server.Unavailable") || took > 10*time.Second {
+		t.Fatalf("digest call with the nonces locked: %d after %s\n%s", r.status, took, r.body)
+	}
+	p.call(11, token, balance("M-1")).ok(t)
+}
