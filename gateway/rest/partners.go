@@ -69,6 +69,18 @@ func (s *Server) createPartnerKey(w http.ResponseWriter, r *http.Request) {
 		}
 		return "", create, nil, nil
 	})
+	if buf.status == http.StatusConflict {
+		// A retry of a lost answer: the conflict is not another request but
+		// a key that cannot be shown again.
+		var p Problem
+		if json.Unmarshal(buf.body.Bytes(), &p) == nil && p.Field == "txn_id" {
+			s.writeError(w, r, core.Errorf(core.Conflict, "txn_id", "a key was made under "+
+				"this Idempotency-Key already, and a key is shown only once: if its answer "+
+				"was lost, revoke that key (listed on the partner) and make another under "+
+				"a new Idempotency-Key"))
+			return
+		}
+	}
 	if buf.status == http.StatusCreated && buf.header.Get("Idempotent-Replayed") == "" {
 		var res bus.Result
 		if err := json.Unmarshal(buf.body.Bytes(), &res); err == nil {

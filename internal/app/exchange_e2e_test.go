@@ -53,6 +53,16 @@ func TestPartnerAPIEndToEnd(t *testing.T) {
 		if !strings.HasPrefix(key, "pk_") || len(key) != 46 {
 			t.Fatalf("key %q", key)
 		}
+		// The same call again (its answer lost, say) cannot show the key
+		// twice, and says what to do instead of calling itself another
+		// request.
+		again := op.must(409, "POST", "/v1/programs/telco/partners/"+code+"/keys",
+			"key-"+code, map[string]any{"scopes": []string{"balance", "authorize", "capture",
+				"void", "refund", "earn", "settlement"}})
+		if !strings.Contains(again.raw, "shown only once") ||
+			!strings.Contains(again.raw, "revoke") {
+			t.Fatalf("a key made again under its Idempotency-Key: %s", again.raw)
+		}
 		got := op.must(200, "GET", "/v1/programs/telco/partners/"+code, "", nil)
 		if strings.Contains(got.raw, key) || !strings.Contains(got.raw, key[:10]) {
 			t.Fatalf("the partner's key list shows the key or lacks its prefix: %s", got.raw)
