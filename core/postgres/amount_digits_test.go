@@ -16,11 +16,15 @@ import (
 func TestAmountWithThousandsPointRefused(t *testing.T) {
 	f := newFixture(t, core.Program{PointsPerUnit: "1", Currency: "CLP"})
 	f.enroll("ana")
-	for _, amount := range []string{"12.990", "12990.505"} {
+	for _, amount := range []string{"12.990", "12990.505", "-0"} {
 		r := f.do(core.KindAccrue, "ana", f.txn(), core.Accrue{EventType: "bill_paid",
 			Amount: amount})
+		want := "12990"
+		if amount == "-0" {
+			want = "negative"
+		}
 		if r.Status != bus.StatusRejected || r.Error == nil || r.Error.Field != "amount" ||
-			!strings.Contains(r.Error.Message, "12990") {
+			!strings.Contains(r.Error.Message, want) {
 			t.Fatalf("accrual of %s CLP: %s %+v; want refused naming amount", amount, r.Status,
 				r.Error)
 		}

@@ -759,7 +759,7 @@ func (t *txn) plan(cmd *bus.Command, prog *program, m *member, st *runState) (ru
 			return p, false
 		}
 		amount, err := core.ParseAmount("amount", in.Amount)
-		if err != nil || amount.Sign() < 0 ||
+		if err != nil || amount.Sign() < 0 || strings.HasPrefix(strings.TrimSpace(in.Amount), "-") ||
 			core.CheckAmountDigits("amount", in.Amount, prog.Currency) != nil {
 			return p, false
 		}

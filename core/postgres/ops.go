@@ -281,7 +281,8 @@ func (t *txn) accrue(ctx context.Context, prog *program, m *member, cmd *bus.Com
 	if err != nil {
 		return nil, err
 	}
-	if amount.Sign() < 0 {
+	if amount.Sign() < 0 || strings.HasPrefix(strings.TrimSpace(in.Amount), "-") {
+		// "-0" too: a sign says a refund was meant.
 		return nil, core.Errorf(core.Invalid, "amount", "must not be negative; refunds reverse")
 	}
 	if err := core.CheckAmountDigits("amount", in.Amount, prog.Currency); err != nil {
