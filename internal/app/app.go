@@ -64,9 +64,11 @@ type App struct {
 	// relayFail and leaseFail keep repeating failures of the outbox relay
 	// and of taking partition leases to a few lines.
 	relayFail, leaseFail quietLog
-	group                *groupCommit // merges the partitions' batches; nil when off
-	sinkCancel           context.CancelFunc
-	sinkWG               sync.WaitGroup
+	// readyFail keeps what the readiness probes find wrong to a few lines.
+	readyFail  quietLog
+	group      *groupCommit // merges the partitions' batches; nil when off
+	sinkCancel context.CancelFunc
+	sinkWG     sync.WaitGroup
 	// files is the bulk-load service, once mountFiles made it (core only).
 	files *files.Service
 	// dirLock holds the data directory of a process with the embedded NATS;
@@ -422,9 +424,11 @@ func (a *App) startHTTP() error {
 
 // reportsState is ClickHouse's line in /readyz: "ok", or why the reports
 // are unavailable.
-func reportsState(err error) string {
+func (a *App) reportsState(err error) string {
 	if err != nil {
-		return "reports unavailable: " + err.Error()
+		a.readyFail.fail(a.log, "Readiness check failed", "service", "clickhouse",
+			"error", err)
+		return "reports unavailable: ClickHouse not reachable (the log says why)"
 	}
 	return "ok"
 }
@@ -438,9 +442,12 @@ func (a *App) readyz(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	checks := map[string]string{}
 	ready := true
+	// The probe needs no key: its body names no host, user or database;
+	// the log has the errors.
 	note := func(name string, err error) {
 		if err != nil {
-			checks[name] = err.Error()
+			a.readyFail.fail(a.log, "Readiness check failed", "service", name, "error", err)
+			checks[name] = "not reachable (the log says why)"
 			ready = false
 		} else {
 			checks[name] = "ok"
@@ -448,8 +455,9 @@ func (a *App) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	note("postgres", a.Pool.Ping(ctx))
 	if a.runLockLost.Load() {
-		note("postgres", errors.New("the database lock was lost to another process: this "+
-			"one no longer owns its work"))
+		checks["postgres"] = "the database lock was lost to another process: this one no " +
+			"longer owns its work"
+		ready = false
 	}
 	note("nats", a.Bus.Ping(ctx))
 	switch {
@@ -460,9 +468,9 @@ func (a *App) readyz(w http.ResponseWriter, r *http.Request) {
 		if err == nil {
 			a.ch = conn
 		}
-		checks["clickhouse"] = reportsState(err)
+		checks["clickhouse"] = a.reportsState(err)
 	default:
-		checks["clickhouse"] = reportsState(clickhouse.Ping(ctx, a.ch))
+		checks["clickhouse"] = a.reportsState(clickhouse.Ping(ctx, a.ch))
 	}
 	status := http.StatusOK
 	if !ready {

@@ -38,4 +38,8 @@ func TestReadyWithoutClickHouse(t *testing.T) {
 		!strings.HasPrefix(body.Checks["clickhouse"], "reports unavailable") {
 		t.Fatalf("/readyz with ClickHouse down: %d %+v", res.StatusCode, body)
 	}
+	// The probe answers without a key: it names no address.
+	if _, port, _ := net.SplitHostPort(closed); strings.Contains(body.Checks["clickhouse"], port) {
+		t.Fatalf("/readyz names the address: %+v", body)
+	}
 }
