@@ -29,6 +29,9 @@ func checkStruct(n *node, t reflect.Type) error {
 			return invalid(c.name.Local, "is not a known element of %s (namespace %s)",
 				n.name.Local, nsPuntos)
 		}
+		if err := checkAttrs(c); err != nil {
+			return err
+		}
 		seen[c.name.Local]++
 		ft := f.Type
 		if ft.Kind() == reflect.Slice {
@@ -58,6 +61,24 @@ func checkStruct(n *node, t reflect.Type) error {
 		if seen[name] == 0 {
 			return invalid(name, "is required in %s", n.name.Local)
 		}
+	}
+	return nil
+}
+
+// checkAttrs refuses an attribute Puntos does not read on an element of an
+// operation: <Amount currency="EUR">1</Amount> was read as one unit of the
+// program's money without a word. Namespace declarations and the XML
+// Schema instance attributes (xsi:nil, xsi:type) are read or harmless.
+func checkAttrs(c *node) error {
+	for _, a := range c.attrs {
+		switch {
+		case a.Name.Space == "xmlns", a.Name.Space == "" && a.Name.Local == "xmlns",
+			a.Name.Space == nsXSI, a.Name.Space == "http://www.w3.org/XML/1998/namespace":
+			continue
+		}
+		return invalid(c.name.Local, "has the attribute %s, which is not part of the "+
+			"operation (%s); send what it says as an element, or leave it out", a.Name.Local,
+			nsPuntos)
 	}
 	return nil
 }

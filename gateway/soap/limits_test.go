@@ -79,6 +79,8 @@ func TestLimitsAndShape(t *testing.T) {
 		// the operation's, not "text outside the Envelope".
 		{"byte order mark", "\ufeff<?xml version=\"1.0\" encoding=\"utf-8\"?>" +
 			redeem(`<p:TxnId>t1</p:TxnId><p:Points>5.5</p:Points>`), "Points"},
+		{"attribute not read", redeem(`<p:TxnId>t1</p:TxnId>` +
+			`<p:Points currency="EUR">5</p:Points>`), "Points"},
 		{"points twice", redeem(`<p:TxnId>t1</p:TxnId><p:Points>5</p:Points>` +
 			`<p:Points>6</p:Points>`), "Points"},
 		{"missing txn", redeem(`<p:Points>5</p:Points>`), "TxnId"},
