@@ -3,7 +3,6 @@ package soap_test
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -286,13 +285,8 @@ func TestAuth(t *testing.T) {
 // state to wait out), not Server.Internal.
 func TestBalanceDuringDatabaseOutageIsUnavailable(t *testing.T) {
 	cfg := testConfig(t)
-	u, err := url.Parse(cfg.DatabaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var cut func()
-	u.Host, cut = testenv.Proxy(t, u.Host)
-	cfg.DatabaseURL = u.String()
+	cfg.DatabaseURL, cut = testenv.ProxyURL(t, cfg.DatabaseURL)
 	p := startPlatformWith(t, cfg)
 	p.call(11, basic("billing", billingPass), enroll("M-1", "out-enr")).ok(t)
 	p.call(11, basic("billing", billingPass), balance("M-1")).ok(t)

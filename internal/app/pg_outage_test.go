@@ -1,7 +1,6 @@
 package app
 
 import (
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -14,13 +13,8 @@ import (
 // Idempotency-Key, which a read has not.
 func TestReadDuringDatabaseOutageIsUnavailable(t *testing.T) {
 	cfg := testConfig(t)
-	u, err := url.Parse(cfg.DatabaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var cut func()
-	u.Host, cut = testenv.Proxy(t, u.Host)
-	cfg.DatabaseURL = u.String()
+	cfg.DatabaseURL, cut = testenv.ProxyURL(t, cfg.DatabaseURL)
 	a := startApp(t, cfg, Roles{Gateway: true, Core: true})
 	c := &client{t: t, base: "http://" + a.Addr(), key: testKey}
 	c.must(201, "PUT", "/v1/programs/telco", "prog-1", `{"name":"Telco","currency":"USD",`+

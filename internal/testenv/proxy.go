@@ -3,6 +3,7 @@ package testenv
 import (
 	"io"
 	"net"
+	"net/url"
 	"sync"
 	"testing"
 )
@@ -48,4 +49,17 @@ func Proxy(t testing.TB, target string) (addr string, cut func()) {
 		}
 	}()
 	return l.Addr().String(), cut
+}
+
+// ProxyURL is rawURL (a PostgreSQL URL) reached through a Proxy, with the
+// cut of that proxy.
+func ProxyURL(t testing.TB, rawURL string) (string, func()) {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cut func()
+	u.Host, cut = Proxy(t, u.Host)
+	return u.String(), cut
 }
