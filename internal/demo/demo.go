@@ -118,10 +118,11 @@ type Summary struct {
 	// could not be read.
 	LedgerPoints                int64
 	LedgerMembers, LedgerUnread int
-	// CutOff writes were on their way when the run stopped: each may or
-	// may not have been applied, and a later run, sending them again with
-	// the same ids, tells which (as a replay or as new).
-	CutOff int
+	// CutOff events and MembersCutOff sign-ups were on their way when the
+	// run stopped: each may or may not have been applied, and a later run,
+	// sending them again with the same ids, tells which (as a replay or as
+	// new).
+	CutOff, MembersCutOff int
 	// Stopped is set when the run ended early (interrupted, or the gateway
 	// stopped answering): the ledger was not read, and what is pending was
 	// not asked about.
@@ -687,8 +688,10 @@ func (s *Summary) count(a answer, event bool) {
 		s.Rejected[what+a.reason]++
 	case a.verdict == failed:
 		s.Failed[what+a.reason]++
-	case a.verdict == cutOff:
+	case a.verdict == cutOff && event:
 		s.CutOff++
+	case a.verdict == cutOff:
+		s.MembersCutOff++
 	case event && a.verdict == applied:
 		s.EventsNew++
 		s.PointsNew += a.points
@@ -713,6 +716,7 @@ func (s *Summary) merge(o *Summary) {
 	s.PointsNew += o.PointsNew
 	s.PointsReplayed += o.PointsReplayed
 	s.CutOff += o.CutOff
+	s.MembersCutOff += o.MembersCutOff
 	for k, v := range o.Rejected {
 		s.Rejected[k] += v
 	}
@@ -793,6 +797,10 @@ func ledgerTotals(ctx context.Context, c *client, program string, members []stri
 func (s Summary) Print(w io.Writer) {
 	fmt.Fprintf(w, "\nMembers enrolled:  %s new, %s already there\n", group(int64(s.MembersNew)),
 		group(int64(s.MembersExisting)))
+	if s.MembersCutOff > 0 {
+		fmt.Fprintf(w, "Sign-ups cut off:  %s (on their way when the run stopped: made or "+
+			"not, the next run tells)\n", group(int64(s.MembersCutOff)))
+	}
 	fmt.Fprintf(w, "Events sent:       %s\n", group(int64(s.EventsSent)))
 	fmt.Fprintf(w, "Events accepted:   %s new, %s already applied (replay)\n",
 		group(int64(s.EventsNew)), group(int64(s.EventsReplayed)))
@@ -802,7 +810,7 @@ func (s Summary) Print(w io.Writer) {
 	fmt.Fprintf(w, "Failed:            %s\n", group(int64(s.FailedTotal())))
 	printCounts(w, s.Failed)
 	if s.CutOff > 0 {
-		fmt.Fprintf(w, "Cut off:           %s (on their way when the run stopped: applied or "+
+		fmt.Fprintf(w, "Events cut off:    %s (on their way when the run stopped: applied or "+
 			"not, the next run tells)\n", group(int64(s.CutOff)))
 	}
 	if s.Skipped > 0 {
