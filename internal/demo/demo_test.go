@@ -578,7 +578,7 @@ func TestRunInterruptedThenRunAgain(t *testing.T) {
 	sum, err := Run(ctx, Options{BaseURL: srv.URL, APIKey: "k", Workers: 1, AsOf: asOf,
 		Out: &out, Data: strings.NewReader(rows.String())})
 	if !errors.Is(err, context.Canceled) || !sum.Stopped || sum.LedgerMembers != 0 ||
-		sum.FailedTotal() != 0 || sum.CutOff == 0 || !strings.Contains(out.String(), "Cut off:") ||
+		sum.FailedTotal() != 0 || sum.CutOff == 0 || !strings.Contains(out.String(), "Events cut off:") ||
 		!strings.Contains(out.String(), "not read: the run stopped early") ||
 		strings.Contains(out.String(), "over 0 members") {
 		t.Fatalf("interrupted run: %v %+v\n%s", err, sum, out.String())
